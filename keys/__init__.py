@@ -1,0 +1,1 @@
+"""Key generation, sealing at rest, fingerprints, rotation, revocation, import and export."""

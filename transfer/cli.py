@@ -1,0 +1,72 @@
+"""The ``handover`` command.
+
+Sub-commands live one module each in :mod:`transfer.commands`; every module
+there exposes ``register(subparsers)`` which adds its parser and sets
+``handler`` (a function of the parsed arguments returning an exit code).
+Only :class:`transfer.errors.HandoverError` is caught: it is printed as one
+line and the process exits with the error's code. ``--verbose`` adds the
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+import traceback
+from collections.abc import Sequence
+
+import transfer.commands
+from transfer import __version__
+from transfer.errors import HandoverError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="handover",
+        description="Signed, end-to-end encrypted transfer of child-protection records.",
+    )
+    parser.add_argument("--version", action="version", version=f"handover {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show debug logs and tracebacks"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(transfer.commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"transfer.commands.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        code: int = handler(args)
+    except HandoverError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"handover: error: {exc.diagnostics()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("handover: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

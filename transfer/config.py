@@ -1,0 +1,191 @@
+"""Node configuration: ``handover.toml`` in the data directory, then the environment.
+
+Every value is checked at start-up; a bad one is refused with a message that
+names it (``database.url``, ``HANDOVER_SERVER__PORT``...). Environment
+variables override the file: ``HANDOVER_<SECTION>__<KEY>`` (double underscore
+between section and key).
+
+The key-encryption key (KEK) never lives in the data directory: it comes from
+``HANDOVER_KEK`` (64 hex characters or base64 of 32 bytes) or from the file
+named by ``security.kek_file`` / ``HANDOVER_KEK_FILE``, which must be outside
+the data directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from transfer.errors import ConfigError
+
+CONFIG_FILE = "handover.toml"
+ENV_PREFIX = "HANDOVER_"
+KEK_ENV = "HANDOVER_KEK"
+KEK_FILE_ENV = "HANDOVER_KEK_FILE"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSection(_Section):
+    name: str = Field(default="Handover node", min_length=1, max_length=200)
+    #: The public base URL other nodes use to reach this one.
+    base_url: str = "https://localhost:8443"
+
+
+class DatabaseSection(_Section):
+    #: SQLAlchemy URL; empty means the embedded SQLite database in the data directory.
+    url: str = ""
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, v: str) -> str:
+        if v and not (v.startswith("sqlite+aiosqlite://") or v.startswith("postgresql+asyncpg://")):
+            raise ValueError(
+                "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// (or be empty)"
+            )
+        return v
+
+
+class SecuritySection(_Section):
+    kek_file: Path | None = None
+    session_idle_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    session_max_hours: int = Field(default=10, ge=1, le=72)
+    failed_signins_before_delay: int = Field(default=3, ge=1, le=100)
+    failed_signins_before_lock: int = Field(default=8, ge=2, le=1000)
+    lock_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    totp_drift_steps: int = Field(default=1, ge=0, le=3)
+
+
+class ServerSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=1, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Serve plain HTTP because a TLS-terminating proxy sits in front.
+    behind_proxy: bool = False
+    #: Development mode: make a self-signed certificate in the data directory.
+    dev_tls: bool = False
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
+
+
+class TransferSection(_Section):
+    deadline_unit: Literal["school_days", "calendar_days"] = "school_days"
+    deadline_days: int = Field(default=5, ge=1, le=60)
+    give_up_hours: int = Field(default=72, ge=1, le=24 * 60)
+    max_package_bytes: int = Field(default=4 * 1024**3, ge=1024)
+
+
+class RetentionSection(_Section):
+    #: Years after date of birth a child-protection record is kept.
+    cp_years_after_dob: int = Field(default=25, ge=1, le=120)
+    sweep_hours: int = Field(default=24, ge=1, le=24 * 31)
+
+
+class Config(_Section):
+    node: NodeSection = NodeSection()
+    database: DatabaseSection = DatabaseSection()
+    security: SecuritySection = SecuritySection()
+    server: ServerSection = ServerSection()
+    transfer: TransferSection = TransferSection()
+    retention: RetentionSection = RetentionSection()
+
+    def database_url(self, data_dir: Path) -> str:
+        return self.database.url or f"sqlite+aiosqlite:///{data_dir / 'handover.db'}"
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "is not a known setting"
+    return f"configuration setting {where!r} ({source}) {msg}"
+
+
+def load_config(data_dir: Path, environ: dict[str, str] | None = None) -> Config:
+    """Read ``handover.toml`` (if present) and the environment; refuse any bad value."""
+    env = dict(os.environ if environ is None else environ)
+    raw: dict[str, Any] = {}
+    path = data_dir / CONFIG_FILE
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+    for section, values in _env_overrides(env).items():
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"configuration section {section!r} in {path} must be a table")
+        raw[section].update(values)
+    if KEK_FILE_ENV in env:
+        raw.setdefault("security", {})["kek_file"] = env[KEK_FILE_ENV]
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, f"in {path} or {ENV_PREFIX}* environment")) from None
+    kek_file = config.security.kek_file
+    if kek_file is not None:
+        resolved = kek_file.expanduser().resolve()
+        if resolved.is_relative_to(data_dir.resolve()):
+            raise ConfigError(
+                "configuration setting 'security.kek_file' must be outside the data directory: "
+                "the key-encryption key must never be stored beside the data it protects"
+            )
+    return config
+
+
+def parse_kek(text: str, source: str) -> bytes:
+    """Parse a 32-byte KEK given as 64 hex characters or base64."""
+    text = text.strip()
+    try:
+        if len(text) == 64:
+            key = bytes.fromhex(text)
+        else:
+            key = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(
+            f"the key-encryption key from {source} must be 32 bytes, "
+            "written as 64 hex characters or base64"
+        )
+    return key
+
+
+def load_kek(config: Config, environ: dict[str, str] | None = None) -> bytes:
+    """The operator's key-encryption key, from the environment or the KEK file."""
+    env = os.environ if environ is None else environ
+    if env.get(KEK_ENV):
+        return parse_kek(env[KEK_ENV], KEK_ENV)
+    path = config.security.kek_file
+    if path is None:
+        raise ConfigError(
+            f"no key-encryption key: set {KEK_ENV} or point security.kek_file "
+            f"({KEK_FILE_ENV}) at a file outside the data directory"
+        )
+    try:
+        text = path.expanduser().read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not ASCII text"
+        raise ConfigError(f"cannot read the key-encryption key file {path}: {reason}") from None
+    return parse_kek(text, str(path))
