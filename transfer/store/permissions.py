@@ -1,0 +1,130 @@
+"""Who may do what: the permission rules, in the domain layer.
+
+Every store operation takes an :class:`Actor` and checks it here, so the rules
+hold whatever the entry point (HTTP API, CLI, scheduler). The HTTP layer only
+authenticates; it never decides on its own.
+
+Roles (a person may hold several):
+
+- ``dsl`` / ``deputy_dsl``: the DSL team; sees and manages all safeguarding
+  content, including restricted categories; sends and receives transfers.
+- ``head_teacher``: reads concerns and chronologies except restricted categories;
+  records concerns.
+- ``staff``: records concerns; sees only what they recorded themselves.
+- ``administrator``: manages accounts and pupils' basic details; no concern
+  content unless also in the DSL team.
+- ``auditor``: the DPO's role: reads the audit trail, never concern content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from transfer.errors import PolicyError
+
+
+class Role(StrEnum):
+    DSL = "dsl"
+    DEPUTY_DSL = "deputy_dsl"
+    HEAD_TEACHER = "head_teacher"
+    STAFF = "staff"
+    ADMINISTRATOR = "administrator"
+    AUDITOR = "auditor"
+
+
+DSL_TEAM = frozenset({Role.DSL, Role.DEPUTY_DSL})
+#: Roles that can see concern content or manage accounts: TOTP is mandatory for them.
+NEEDS_TOTP = frozenset({Role.DSL, Role.DEPUTY_DSL, Role.HEAD_TEACHER, Role.ADMINISTRATOR})
+
+
+class Permission(StrEnum):
+    MANAGE_STAFF = "staff.manage"
+    MANAGE_PUPILS = "pupil.manage"
+    READ_PUPILS = "pupil.read"
+    IMPORT_CTF = "ctf.import"
+    RECORD_CONCERN = "concern.record"
+    READ_ALL_CONCERNS = "concern.read_all"
+    TRIAGE = "concern.triage"
+    MANAGE_ACTIONS = "action.manage"
+    MANAGE_CONTACTS = "contact.manage"
+    MANAGE_DOCUMENTS = "document.manage"
+    READ_CHRONOLOGY = "chronology.read"
+    READ_RESTRICTED = "category.restricted.read"
+    EXPORT_SUBJECT_ACCESS = "sar.export"
+    RUN_RETENTION = "retention.run"
+    MANAGE_CATEGORIES = "category.manage"
+    READ_AUDIT = "audit.read"
+    SEND_TRANSFER = "transfer.send"
+    RECEIVE_TRANSFER = "transfer.receive"
+    SEND_REFERRAL = "referral.send"
+    SEND_WITHOUT_CONSENT = "referral.without_consent"
+    MANAGE_KEYS = "keys.manage"
+
+
+_DSL_TEAM_GRANTS = frozenset(Permission) - {Permission.MANAGE_STAFF, Permission.MANAGE_KEYS}
+
+GRANTS: dict[Role, frozenset[Permission]] = {
+    Role.DSL: _DSL_TEAM_GRANTS,
+    Role.DEPUTY_DSL: _DSL_TEAM_GRANTS
+    - {Permission.SEND_WITHOUT_CONSENT, Permission.RUN_RETENTION, Permission.MANAGE_CATEGORIES},
+    Role.HEAD_TEACHER: frozenset(
+        {
+            Permission.READ_PUPILS,
+            Permission.RECORD_CONCERN,
+            Permission.READ_ALL_CONCERNS,
+            Permission.READ_CHRONOLOGY,
+        }
+    ),
+    Role.STAFF: frozenset({Permission.READ_PUPILS, Permission.RECORD_CONCERN}),
+    Role.ADMINISTRATOR: frozenset(
+        {
+            Permission.MANAGE_STAFF,
+            Permission.MANAGE_PUPILS,
+            Permission.READ_PUPILS,
+            Permission.IMPORT_CTF,
+            Permission.MANAGE_KEYS,
+        }
+    ),
+    Role.AUDITOR: frozenset({Permission.READ_AUDIT}),
+}
+
+
+class PermissionDenied(PolicyError):
+    """The signed-in person's roles do not allow this."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """A signed-in person (or an API token acting for one) within one organisation."""
+
+    staff_id: str
+    org_id: str
+    roles: frozenset[Role]
+    display_name: str = ""
+
+    def has(self, permission: Permission) -> bool:
+        return any(permission in GRANTS[r] for r in self.roles)
+
+    @property
+    def in_dsl_team(self) -> bool:
+        return bool(self.roles & DSL_TEAM)
+
+
+def require(actor: Actor, permission: Permission, *, org_id: str | None = None) -> None:
+    """Raise :class:`PermissionDenied` unless ``actor`` holds ``permission`` (in ``org_id``)."""
+    if org_id is not None and org_id != actor.org_id:
+        raise PermissionDenied("that record belongs to another organisation")
+    if not actor.has(permission):
+        raise PermissionDenied(
+            f"your role does not allow this ({permission.value}); ask your DSL or administrator"
+        )
+
+
+def can_read_concern(actor: Actor, *, recorded_by: str, restricted: bool) -> bool:
+    """Whether ``actor`` may read a concern's content."""
+    if restricted and not actor.has(Permission.READ_RESTRICTED):
+        return recorded_by == actor.staff_id
+    if actor.has(Permission.READ_ALL_CONCERNS):
+        return True
+    return actor.has(Permission.RECORD_CONCERN) and recorded_by == actor.staff_id
