@@ -1,0 +1,1 @@
+"""Data shipped with Handover: bank holidays and a default term calendar (JSON)."""
