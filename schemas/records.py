@@ -1,0 +1,340 @@
+"""Records of the concern store, as they cross a boundary (API, transfer package, export).
+
+Every record carries ``schema_version`` (:data:`SCHEMA_VERSION`). Records are
+frozen and refuse unknown fields. ``New*`` models are the inputs to the store's
+services (and the HTTP request bodies built on them).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Final, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION: Final = 1
+
+OrganisationKind = Literal["school", "social_care", "lado", "police", "other_agency"]
+ConcernStatus = Literal["open", "under_review", "monitoring", "closed"]
+TriageDecision = Literal[
+    "refer_social_care",
+    "refer_early_help",
+    "refer_lado",
+    "refer_police",
+    "monitor",
+    "no_referral",
+    "no_further_action",
+]
+BodySide = Literal["front", "back"]
+DestinationKind = Literal["school", "unknown", "outside-maintained", "local-authority"]
+
+_Text = Annotated[str, Field(max_length=100_000)]
+_Short = Annotated[str, Field(min_length=1, max_length=200)]
+_Id = Annotated[str, Field(min_length=1, max_length=64)]
+_Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Record(_Model):
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class Provenance(_Model):
+    """Where a record came from when it was received from another organisation."""
+
+    source_org_id: _Id
+    source_org_name: str
+    package_id: _Id
+    received_at: AwareDatetime
+    original_id: _Id
+
+
+class OrganisationRecord(_Record):
+    id: _Id
+    name: str
+    kind: OrganisationKind
+    urn: str | None = None
+    laestab: str | None = None
+    created_at: AwareDatetime
+
+
+class StaffRecord(_Record):
+    id: _Id
+    org_id: _Id
+    username: str
+    display_name: str
+    email: str | None = None
+    roles: tuple[str, ...]
+    active: bool
+    created_at: AwareDatetime
+
+
+class CategoryRecord(_Record):
+    key: str
+    label: str
+    restricted: bool
+    active: bool = True
+
+
+class Destination(_Model):
+    kind: DestinationKind
+    urn: str | None = None
+    laestab: str | None = None
+    name: str | None = None
+
+
+class PupilRecord(_Record):
+    id: _Id
+    org_id: _Id
+    upn: str | None
+    surname: str
+    forename: str
+    dob: date | None
+    sex: str
+    year_group: str | None = None
+    on_roll_from: date | None = None
+    leaving_date: date | None = None
+    destination: Destination | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    erased_at: AwareDatetime | None = None
+
+
+class BodyMapMark(_Record):
+    """A mark on the front or back body outline; ``x``/``y`` are fractions of its width/height."""
+
+    id: _Id
+    pupil_id: _Id
+    side: BodySide
+    x: Annotated[float, Field(ge=0.0, le=1.0)]
+    y: Annotated[float, Field(ge=0.0, le=1.0)]
+    description: str
+
+
+class ConcernRecord(_Record):
+    id: _Id
+    org_id: _Id
+    pupil_ids: tuple[str, ...]
+    category: str
+    restricted: bool
+    happened_at: AwareDatetime
+    recorded_at: AwareDatetime
+    recorded_by: _Id
+    location: str
+    account: str
+    people_involved: str
+    body_map: tuple[BodyMapMark, ...] = ()
+    status: ConcernStatus
+    provenance: Provenance | None = None
+
+
+class ConcernSummary(_Record):
+    """A concern without its content (for lists)."""
+
+    id: _Id
+    pupil_ids: tuple[str, ...]
+    category: str
+    restricted: bool
+    happened_at: AwareDatetime
+    recorded_at: AwareDatetime
+    recorded_by: _Id
+    status: ConcernStatus
+
+
+class TriageRecord(_Record):
+    id: _Id
+    concern_id: _Id
+    decision: TriageDecision
+    reason: str
+    decided_at: AwareDatetime
+    decided_by: _Id
+    provenance: Provenance | None = None
+
+
+class ActionRecord(_Record):
+    id: _Id
+    concern_id: _Id
+    text: str
+    assignee_id: str | None = None
+    due_on: date | None = None
+    done_at: AwareDatetime | None = None
+    created_at: AwareDatetime
+    created_by: _Id
+    provenance: Provenance | None = None
+
+
+class ContactRecord(_Record):
+    id: _Id
+    concern_id: _Id
+    agency: str
+    contacted_at: AwareDatetime
+    outcome: str
+    recorded_at: AwareDatetime
+    recorded_by: _Id
+    provenance: Provenance | None = None
+
+
+class DocumentRef(_Record):
+    id: _Id
+    pupil_id: _Id
+    concern_id: str | None = None
+    sha256: _Sha256
+    size: Annotated[int, Field(ge=0)]
+    media_type: str
+    filename: str
+    uploaded_at: AwareDatetime
+    uploaded_by: _Id
+    provenance: Provenance | None = None
+
+
+ChronologyKind = Literal["concern", "triage", "action", "contact", "document"]
+
+
+class ChronologyEntry(_Record):
+    """One line of a pupil's chronology; ``record`` is the full record of ``kind``."""
+
+    kind: ChronologyKind
+    id: _Id
+    pupil_id: _Id
+    occurred_at: AwareDatetime
+    recorded_at: AwareDatetime
+    concern_id: str | None = None
+    record: ConcernRecord | TriageRecord | ActionRecord | ContactRecord | DocumentRef
+    provenance: Provenance | None = None
+
+
+class TombstoneRecord(_Record):
+    id: _Id
+    org_id: _Id
+    pupil_id: _Id
+    erased_at: AwareDatetime
+    policy: str
+    erased_by: str
+    erased: dict[str, int]
+
+
+class CTFImportResult(_Record):
+    source_urn: str | None
+    source_laestab: str
+    created: int
+    updated: int
+    pupil_ids: tuple[str, ...]
+
+
+class RetentionPolicyRecord(_Record):
+    """Erase a pupil's records at ``basis`` + ``years`` (``org_id`` None: the node default)."""
+
+    key: str
+    org_id: str | None
+    description: str
+    basis: Literal["dob"]
+    years: int
+
+
+class RetentionReport(_Record):
+    ran_at: AwareDatetime
+    erased_pupils: tuple[str, ...]
+    tombstones: tuple[TombstoneRecord, ...]
+
+
+class ReviewItem(_Model):
+    """A field of the export that holds third-party data to review before release."""
+
+    record: str
+    id: str
+    field: str
+
+
+class SubjectAccessExport(_Record):
+    exported_at: AwareDatetime
+    exported_by: _Id
+    pupil: PupilRecord
+    concerns: tuple[ConcernRecord, ...]
+    triage: tuple[TriageRecord, ...]
+    actions: tuple[ActionRecord, ...]
+    contacts: tuple[ContactRecord, ...]
+    documents: tuple[DocumentRef, ...]
+    tombstones: tuple[TombstoneRecord, ...]
+    review: tuple[ReviewItem, ...]
+    directory: str
+
+
+# --------------------------------------------------------------------- inputs
+
+
+class NewPupil(_Model):
+    upn: str
+    surname: _Short
+    forename: _Short
+    dob: date
+    sex: Literal["M", "F", "U", "O", "X"]
+    year_group: Annotated[str, Field(max_length=10)] | None = None
+    on_roll_from: date | None = None
+    leaving_date: date | None = None
+    destination: Destination | None = None
+
+
+class PupilChanges(_Model):
+    """Only the fields given change; ``None`` leaves a field as it is, except
+    ``destination``, where an explicit ``null`` clears it."""
+
+    surname: _Short | None = None
+    forename: _Short | None = None
+    dob: date | None = None
+    sex: Literal["M", "F", "U", "O", "X"] | None = None
+    year_group: Annotated[str, Field(max_length=10)] | None = None
+    on_roll_from: date | None = None
+    leaving_date: date | None = None
+    destination: Destination | None = None
+
+
+class NewBodyMapMark(_Model):
+    pupil_id: _Id
+    side: BodySide
+    x: Annotated[float, Field(ge=0.0, le=1.0)]
+    y: Annotated[float, Field(ge=0.0, le=1.0)]
+    description: _Text
+
+
+class NewConcern(_Model):
+    pupil_ids: Annotated[tuple[_Id, ...], Field(min_length=1, max_length=50)]
+    category: _Short
+    happened_at: AwareDatetime
+    location: _Text = ""
+    account: Annotated[str, Field(min_length=1, max_length=100_000)]
+    people_involved: _Text = ""
+    body_map: tuple[NewBodyMapMark, ...] = ()
+    status: ConcernStatus = "open"
+
+
+class NewTriage(_Model):
+    decision: TriageDecision
+    reason: Annotated[str, Field(min_length=1, max_length=100_000)]
+
+
+class NewAction(_Model):
+    text: Annotated[str, Field(min_length=1, max_length=100_000)]
+    assignee_id: _Id | None = None
+    due_on: date | None = None
+
+
+class NewContact(_Model):
+    agency: _Short
+    contacted_at: AwareDatetime
+    outcome: _Text = ""
+
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "pupil": PupilRecord,
+    "concern": ConcernRecord,
+    "triage": TriageRecord,
+    "action": ActionRecord,
+    "contact": ContactRecord,
+    "document": DocumentRef,
+    "chronology-entry": ChronologyEntry,
+    "tombstone": TombstoneRecord,
+    "subject-access-export": SubjectAccessExport,
+}

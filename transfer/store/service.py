@@ -1,0 +1,2045 @@
+"""The concern store's services: one facade, :class:`Store`, over an async engine.
+
+Every method is one transaction, checks the actor's permissions here (not at
+the HTTP edge), seals and unseals through a :class:`KeyRing` that lives for
+that call only, and reports to the :class:`AuditSink` after its transaction
+(never any text). The public API is described in ``docs/store.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self, cast
+
+from sqlalchemy import ColumnElement, delete, event, func, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from schemas.records import (
+    ActionRecord,
+    BodyMapMark,
+    CategoryRecord,
+    ChronologyEntry,
+    ConcernRecord,
+    ConcernStatus,
+    ConcernSummary,
+    ContactRecord,
+    CTFImportResult,
+    Destination,
+    DocumentRef,
+    NewAction,
+    NewConcern,
+    NewContact,
+    NewPupil,
+    NewTriage,
+    OrganisationKind,
+    OrganisationRecord,
+    Provenance,
+    PupilChanges,
+    PupilRecord,
+    RetentionPolicyRecord,
+    RetentionReport,
+    ReviewItem,
+    StaffRecord,
+    SubjectAccessExport,
+    TombstoneRecord,
+    TriageRecord,
+)
+from transfer import aead
+from transfer.auditing import AuditEvent, AuditSink, Outcome
+from transfer.ctf import CTFDocument, CTFPupil, parse_ctf
+from transfer.ctf import Destination as CTFDestination
+from transfer.deadlines import retention_until
+from transfer.errors import (
+    ConflictError,
+    HandoverError,
+    InputError,
+    NotFoundError,
+    PolicyError,
+    TransportError,
+)
+from transfer.identifiers import validate_agency_id, validate_laestab, validate_upn, validate_urn
+from transfer.store import blobs
+from transfer.store.db import Base, is_sqlite, make_engine, migrate, sessionmaker
+from transfer.store.keyring import KeyDestroyed, KeyRing, field_aad
+from transfer.store.models import (
+    Action,
+    BodyMapMarkRow,
+    Category,
+    Concern,
+    ConcernPupil,
+    Contact,
+    Document,
+    Organisation,
+    ProvenanceRow,
+    Pupil,
+    PupilKey,
+    RetentionPolicy,
+    SealedField,
+    Staff,
+    Tombstone,
+    Triage,
+)
+from transfer.store.permissions import (
+    Actor,
+    Permission,
+    PermissionDenied,
+    Role,
+    can_read_concern,
+    require,
+)
+
+Clock = Callable[[], datetime]
+
+#: Default categories seeded for every new organisation: key -> (label, restricted).
+DEFAULT_CATEGORIES: Final[dict[str, tuple[str, bool]]] = {
+    "child_protection": ("Child protection", False),
+    "safeguarding": ("Safeguarding", False),
+    "bullying": ("Bullying", False),
+    "behaviour": ("Behaviour", False),
+    "send": ("SEND", False),
+    "medical": ("Medical", False),
+    "attendance": ("Attendance", False),
+    "domestic_abuse": ("Domestic abuse", True),
+    "online_safety": ("Online safety", False),
+    "mental_health": ("Mental health", False),
+    "child_on_child_abuse": ("Child-on-child abuse", False),
+    "radicalisation_prevent": ("Radicalisation (Prevent)", True),
+    "neglect": ("Neglect", False),
+    "self_harm": ("Self-harm", False),
+}
+
+AGENCY_KINDS: Final = frozenset({"social_care", "lado", "police", "other_agency"})
+DEFAULT_MAX_DOCUMENT_BYTES: Final = 2 * 1024**3
+_CATEGORY_KEY = re.compile(r"[a-z][a-z0-9_]{1,63}")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+# Sealed fields per record table.
+CONCERN_FIELDS: Final = ("account", "location", "people_involved")
+MARK_FIELDS: Final = ("description",)
+TRIAGE_FIELDS: Final = ("reason",)
+ACTION_FIELDS: Final = ("text",)
+CONTACT_FIELDS: Final = ("agency", "outcome")
+DOCUMENT_FIELDS: Final = ("filename",)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _roles(values: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        try:
+            role = Role(value)
+        except ValueError:
+            raise InputError(
+                f"unknown role {value[:40]!r}; roles are: {', '.join(r.value for r in Role)}"
+            ) from None
+        if role.value not in out:
+            out.append(role.value)
+    if not out:
+        raise InputError("a staff record needs at least one role")
+    return out
+
+
+def _org_record(org: Organisation) -> OrganisationRecord:
+    return OrganisationRecord(
+        id=org.id,
+        name=org.name,
+        kind=org.kind,
+        urn=org.urn,
+        laestab=org.laestab,
+        created_at=org.created_at,
+    )
+
+
+def _staff_record(staff: Staff) -> StaffRecord:
+    return StaffRecord(
+        id=staff.id,
+        org_id=staff.org_id,
+        username=staff.username,
+        display_name=staff.display_name,
+        email=staff.email,
+        roles=tuple(staff.roles),
+        active=staff.active,
+        created_at=staff.created_at,
+    )
+
+
+def _pupil_record(p: Pupil) -> PupilRecord:
+    destination = None
+    if p.destination_kind is not None:
+        destination = Destination(
+            kind=p.destination_kind,
+            urn=p.destination_urn,
+            laestab=p.destination_laestab,
+            name=p.destination_name,
+        )
+    return PupilRecord(
+        id=p.id,
+        org_id=p.org_id,
+        upn=p.upn,
+        surname=p.surname,
+        forename=p.forename,
+        dob=p.dob,
+        sex=p.sex,
+        year_group=p.year_group,
+        on_roll_from=p.on_roll_from,
+        leaving_date=p.leaving_date,
+        destination=destination,
+        created_at=p.created_at,
+        updated_at=p.updated_at,
+        erased_at=p.erased_at,
+    )
+
+
+def _set_destination(p: Pupil, d: Destination | None) -> None:
+    p.destination_kind = d.kind if d else None
+    p.destination_urn = d.urn if d else None
+    p.destination_laestab = d.laestab if d else None
+    p.destination_name = d.name if d else None
+
+
+def _from_ctf_destination(d: CTFDestination | None) -> Destination | None:
+    if d is None:
+        return None
+    school = d.school
+    return Destination(
+        kind=d.kind.value,
+        urn=school.urn if school else None,
+        laestab=school.laestab if school else None,
+        name=school.name if school else None,
+    )
+
+
+def _summary(c: Concern, pupil_ids: Sequence[str]) -> ConcernSummary:
+    return ConcernSummary(
+        id=c.id,
+        pupil_ids=tuple(pupil_ids),
+        category=c.category_key,
+        restricted=c.restricted,
+        happened_at=c.happened_at,
+        recorded_at=c.recorded_at,
+        recorded_by=c.recorded_by,
+        status=c.status,
+    )
+
+
+class _Sealed:
+    """Sealed-field access for one operation."""
+
+    def __init__(self, session: AsyncSession, ring: KeyRing) -> None:
+        self.session = session
+        self.ring = ring
+
+    async def put(
+        self, table: str, record_id: str, pupil_ids: Iterable[str], fields: dict[str, str]
+    ) -> None:
+        for pupil_id in pupil_ids:
+            key = await self.ring.pupil_key(self.session, pupil_id)
+            for name, value in fields.items():
+                self.session.add(
+                    SealedField(
+                        record_table=table,
+                        record_id=record_id,
+                        pupil_id=pupil_id,
+                        field=name,
+                        sealed=aead.seal(
+                            key, value.encode(), field_aad(table, name, record_id, pupil_id)
+                        ),
+                    )
+                )
+
+    async def for_pupil(self, pupil_id: str) -> _PupilFields:
+        """Every sealed field held for one pupil, still sealed; opened only when asked for."""
+        # Plain column rows, not ORM objects: a long chronology has thousands.
+        result = await self.session.execute(
+            select(
+                SealedField.record_table,
+                SealedField.record_id,
+                SealedField.field,
+                SealedField.sealed,
+            ).where(SealedField.pupil_id == pupil_id)
+        )
+        rows: list[tuple[str, str, str, bytes]] = [tuple(r) for r in result]  # type: ignore[misc]
+        key = await self.ring.pupil_key(self.session, pupil_id) if rows else b""
+        return _PupilFields(pupil_id, key, rows)
+
+    async def one(self, table: str, record_id: str, pupil_id: str) -> dict[str, str]:
+        rows = (
+            await self.session.scalars(
+                select(SealedField).where(
+                    SealedField.record_table == table,
+                    SealedField.record_id == record_id,
+                    SealedField.pupil_id == pupil_id,
+                )
+            )
+        ).all()
+        key = await self.ring.pupil_key(self.session, pupil_id)
+        return {
+            r.field: aead.unseal(
+                key, r.sealed, field_aad(table, r.field, record_id, pupil_id)
+            ).decode()
+            for r in rows
+        }
+
+
+class _PupilFields:
+    """One pupil's sealed fields, unsealed one record at a time on demand."""
+
+    def __init__(
+        self, pupil_id: str, key: bytes, rows: Iterable[tuple[str, str, str, bytes]]
+    ) -> None:
+        self.pupil_id = pupil_id
+        self.key = key
+        self.rows: dict[tuple[str, str], list[tuple[str, bytes]]] = defaultdict(list)
+        for table, record_id, name, sealed in rows:
+            self.rows[(table, record_id)].append((name, sealed))
+
+    def __getitem__(self, where: tuple[str, str]) -> dict[str, str]:
+        table, record_id = where
+        rows = self.rows.get(where)
+        if not rows:
+            raise NotFoundError(f"the sealed content of a {table} record is missing")
+        return {
+            name: aead.unseal(
+                self.key, sealed, field_aad(table, name, record_id, self.pupil_id)
+            ).decode()
+            for name, sealed in rows
+        }
+
+
+class _Bundle:
+    """Everything readable about one pupil, opened (for chronology and export)."""
+
+    def __init__(self) -> None:
+        self.concerns: list[ConcernRecord] = []
+        self.triage: list[TriageRecord] = []
+        self.actions: list[ActionRecord] = []
+        self.contacts: list[ContactRecord] = []
+        self.documents: list[DocumentRef] = []
+
+
+class Store:
+    """The concern store of one node. Make one with :meth:`open`."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        kek: bytes,
+        audit: AuditSink,
+        *,
+        data_dir: Path,
+        clock: Clock | None = None,
+        max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+    ) -> None:
+        if len(kek) != aead.KEY_SIZE:
+            raise ValueError("the key-encryption key must be 32 bytes")
+        self.engine = engine
+        self.sessions: async_sessionmaker[AsyncSession] = sessionmaker(engine)
+        self._kek = kek
+        self._audit_sink = audit
+        self.data_dir = data_dir
+        self.documents_dir = data_dir / "documents"
+        self._clock = clock or utc_now
+        self.max_document_bytes = max_document_bytes
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        kek: bytes,
+        audit: AuditSink,
+        *,
+        data_dir: Path,
+        clock: Clock | None = None,
+        max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+        run_migrations: bool = True,
+    ) -> Store:
+        engine = make_engine(url)
+        if is_sqlite(url):
+
+            @event.listens_for(engine.sync_engine, "connect")
+            def _secure_delete(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA secure_delete=ON")
+                cur.close()
+
+        try:
+            if run_migrations:
+                await migrate(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(
+            engine,
+            kek,
+            audit,
+            data_dir=data_dir,
+            clock=clock,
+            max_document_bytes=max_document_bytes,
+        )
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ----------------------------------------------------------------- plumbing
+
+    def now(self) -> datetime:
+        value = self._clock()
+        if value.tzinfo is None:
+            raise ValueError("the store's clock must return an aware datetime")
+        return value.astimezone(UTC)
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncSession]:
+        """A session in one write transaction; a constraint violation is a conflict."""
+        try:
+            async with self.sessions() as s, s.begin():
+                yield s
+        except sa_exc.IntegrityError:
+            raise ConflictError(
+                "the records changed while this was being saved (another change or an "
+                "erasure came first); reload and try again"
+            ) from None
+
+    def _ring(self) -> KeyRing:
+        return KeyRing(self._kek)
+
+    async def _audit(
+        self,
+        action: str,
+        actor: Actor | str | None,
+        org: str | None,
+        targets: dict[str, str] | None = None,
+        outcome: Outcome = "ok",
+        **detail: str | int | bool | None,
+    ) -> None:
+        who = actor.staff_id if isinstance(actor, Actor) else actor
+        await self._audit_sink.record(
+            AuditEvent(
+                action=action,
+                actor=who,
+                org=org,
+                targets=dict(targets or {}),
+                outcome=outcome,
+                detail=dict(detail),
+            )
+        )
+
+    async def _require(
+        self, actor: Actor, permission: Permission, action: str, targets: dict[str, str]
+    ) -> None:
+        try:
+            require(actor, permission)
+        except PermissionDenied:
+            await self._audit(action, actor, actor.org_id, targets, "refused")
+            raise
+
+    async def _refuse(self, actor: Actor, action: str, targets: dict[str, str]) -> None:
+        await self._audit(action, actor, actor.org_id, targets, "refused")
+
+    # ------------------------------------------------------------ organisations
+
+    async def _create_org(
+        self,
+        *,
+        org_id: str,
+        name: str,
+        kind: OrganisationKind,
+        urn: str | None,
+        laestab: str | None,
+        operator: str,
+    ) -> OrganisationRecord:
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise InputError("an organisation's name must be 1 to 200 characters")
+        ring = self._ring()
+        async with self._writing() as s:
+            if await s.get(Organisation, org_id) is not None:
+                raise ConflictError(f"organisation {org_id!r} already exists on this node")
+            org = Organisation(
+                id=org_id,
+                name=name,
+                kind=kind,
+                urn=urn,
+                laestab=laestab,
+                sealed_key=ring.seal_org_key(org_id, aead.new_key()),
+                created_at=self.now(),
+            )
+            s.add(org)
+            await s.flush()
+            for key, (label, restricted) in DEFAULT_CATEGORIES.items():
+                s.add(
+                    Category(
+                        id=_new_id(),
+                        org_id=org_id,
+                        key=key,
+                        label=label,
+                        restricted=restricted,
+                        active=True,
+                    )
+                )
+            record = _org_record(org)
+        await self._audit("store.organisation.create", operator, org_id, {"org": org_id})
+        return record
+
+    async def create_school(
+        self, *, name: str, urn: str, laestab: str, operator: str = "operator"
+    ) -> OrganisationRecord:
+        """Add a school (its id is its URN) and make its sealed key."""
+        urn = validate_urn(urn)
+        laestab = validate_laestab(laestab)
+        return await self._create_org(
+            org_id=urn, name=name, kind="school", urn=urn, laestab=laestab, operator=operator
+        )
+
+    async def create_agency(
+        self, *, agency_id: str, name: str, kind: str, operator: str = "operator"
+    ) -> OrganisationRecord:
+        """Add an agency (children's social care, LADO, police, other) by its assigned id."""
+        if kind not in AGENCY_KINDS:
+            raise InputError(f"agency kind must be one of {', '.join(sorted(AGENCY_KINDS))}")
+        agency_id = validate_agency_id(agency_id)
+        return await self._create_org(
+            org_id=agency_id,
+            name=name,
+            kind=cast(OrganisationKind, kind),
+            urn=None,
+            laestab=None,
+            operator=operator,
+        )
+
+    async def get_organisation(self, org_id: str) -> OrganisationRecord:
+        async with self.sessions() as s:
+            org = await s.get(Organisation, org_id)
+            if org is None:
+                raise NotFoundError(f"organisation {org_id[:64]!r} is not on this node")
+            return _org_record(org)
+
+    async def list_organisations(self) -> list[OrganisationRecord]:
+        async with self.sessions() as s:
+            rows = (await s.scalars(select(Organisation).order_by(Organisation.id))).all()
+            return [_org_record(o) for o in rows]
+
+    # -------------------------------------------------------------------- staff
+
+    async def _add_staff(
+        self,
+        s: AsyncSession,
+        org_id: str,
+        username: str,
+        display_name: str,
+        roles: Iterable[str],
+        email: str | None,
+    ) -> Staff:
+        username = username.strip()
+        if not username or len(username) > 100:
+            raise InputError("a username must be 1 to 100 characters")
+        display_name = display_name.strip()
+        if not display_name or len(display_name) > 200:
+            raise InputError("a display name must be 1 to 200 characters")
+        if email is not None and (len(email) > 320 or "@" not in email):
+            raise InputError("the email address is not valid")
+        role_list = _roles(roles)
+        if await s.get(Organisation, org_id) is None:
+            raise NotFoundError(f"organisation {org_id[:64]!r} is not on this node")
+        clash = await s.scalar(
+            select(Staff.id).where(Staff.org_id == org_id, Staff.username == username)
+        )
+        if clash is not None:
+            raise ConflictError(f"the username {username!r} is already taken in this organisation")
+        staff = Staff(
+            id=_new_id(),
+            org_id=org_id,
+            username=username,
+            display_name=display_name,
+            email=email,
+            roles=role_list,
+            active=True,
+            created_at=self.now(),
+        )
+        s.add(staff)
+        return staff
+
+    async def bootstrap_staff(
+        self,
+        org_id: str,
+        *,
+        username: str,
+        display_name: str,
+        roles: Iterable[str],
+        email: str | None = None,
+        operator: str = "operator",
+    ) -> StaffRecord:
+        """Operator action (``handover init``): add a staff record without an Actor."""
+        async with self._writing() as s:
+            staff = await self._add_staff(s, org_id, username, display_name, roles, email)
+            record = _staff_record(staff)
+        await self._audit("store.staff.create", operator, org_id, {"staff": record.id})
+        return record
+
+    async def create_staff(
+        self,
+        actor: Actor,
+        *,
+        username: str,
+        display_name: str,
+        roles: Iterable[str],
+        email: str | None = None,
+    ) -> StaffRecord:
+        await self._require(actor, Permission.MANAGE_STAFF, "store.staff.create", {})
+        async with self._writing() as s:
+            staff = await self._add_staff(s, actor.org_id, username, display_name, roles, email)
+            record = _staff_record(staff)
+        await self._audit("store.staff.create", actor, actor.org_id, {"staff": record.id})
+        return record
+
+    async def _staff_in_org(self, s: AsyncSession, actor: Actor, staff_id: str) -> Staff:
+        staff = await s.get(Staff, staff_id)
+        if staff is None or staff.org_id != actor.org_id:
+            raise NotFoundError("no such staff member in your organisation")
+        return staff
+
+    async def update_staff(
+        self,
+        actor: Actor,
+        staff_id: str,
+        *,
+        roles: Iterable[str] | None = None,
+        display_name: str | None = None,
+        email: str | None = None,
+    ) -> StaffRecord:
+        targets = {"staff": staff_id}
+        await self._require(actor, Permission.MANAGE_STAFF, "store.staff.update", targets)
+        async with self._writing() as s:
+            staff = await self._staff_in_org(s, actor, staff_id)
+            if roles is not None:
+                staff.roles = _roles(roles)
+            if display_name is not None:
+                display_name = display_name.strip()
+                if not display_name or len(display_name) > 200:
+                    raise InputError("a display name must be 1 to 200 characters")
+                staff.display_name = display_name
+            if email is not None:
+                if len(email) > 320 or "@" not in email:
+                    raise InputError("the email address is not valid")
+                staff.email = email
+            record = _staff_record(staff)
+        await self._audit(
+            "store.staff.update", actor, actor.org_id, targets, roles=",".join(record.roles)
+        )
+        return record
+
+    async def deactivate_staff(self, actor: Actor, staff_id: str) -> StaffRecord:
+        targets = {"staff": staff_id}
+        await self._require(actor, Permission.MANAGE_STAFF, "store.staff.deactivate", targets)
+        async with self._writing() as s:
+            staff = await self._staff_in_org(s, actor, staff_id)
+            staff.active = False
+            record = _staff_record(staff)
+        await self._audit("store.staff.deactivate", actor, actor.org_id, targets)
+        return record
+
+    async def get_staff(self, actor: Actor, staff_id: str) -> StaffRecord:
+        targets = {"staff": staff_id}
+        if staff_id != actor.staff_id:
+            await self._require(actor, Permission.MANAGE_STAFF, "store.staff.read", targets)
+        async with self.sessions() as s:
+            record = _staff_record(await self._staff_in_org(s, actor, staff_id))
+        await self._audit("store.staff.read", actor, actor.org_id, targets)
+        return record
+
+    async def list_staff(self, actor: Actor) -> list[StaffRecord]:
+        await self._require(actor, Permission.MANAGE_STAFF, "store.staff.list", {})
+        async with self.sessions() as s:
+            rows = await s.scalars(
+                select(Staff).where(Staff.org_id == actor.org_id).order_by(Staff.username)
+            )
+            records = [_staff_record(r) for r in rows]
+        await self._audit("store.staff.list", actor, actor.org_id, {}, count=len(records))
+        return records
+
+    async def find_staff(self, org_id: str, username: str) -> StaffRecord | None:
+        """For sign-in: the staff record with this username in ``org_id``, if any."""
+        async with self.sessions() as s:
+            staff = await s.scalar(
+                select(Staff).where(Staff.org_id == org_id, Staff.username == username.strip())
+            )
+            return _staff_record(staff) if staff else None
+
+    async def actor_for(self, staff_id: str) -> Actor:
+        """The :class:`Actor` for an active staff member (after authentication)."""
+        async with self.sessions() as s:
+            staff = await s.get(Staff, staff_id)
+            if staff is None:
+                raise NotFoundError("no such staff member")
+            if not staff.active:
+                raise PolicyError("this account has been deactivated")
+            return Actor(
+                staff_id=staff.id,
+                org_id=staff.org_id,
+                roles=frozenset(Role(r) for r in staff.roles),
+                display_name=staff.display_name,
+            )
+
+    # --------------------------------------------------------------- categories
+
+    async def list_categories(self, actor: Actor) -> list[CategoryRecord]:
+        async with self.sessions() as s:
+            rows = await s.scalars(
+                select(Category).where(Category.org_id == actor.org_id).order_by(Category.key)
+            )
+            return [
+                CategoryRecord(key=c.key, label=c.label, restricted=c.restricted, active=c.active)
+                for c in rows
+            ]
+
+    async def add_category(
+        self, actor: Actor, *, key: str, label: str, restricted: bool = False
+    ) -> CategoryRecord:
+        targets = {"category": key[:64]}
+        await self._require(actor, Permission.MANAGE_CATEGORIES, "store.category.add", targets)
+        if not _CATEGORY_KEY.fullmatch(key):
+            raise InputError("a category key is 2-64 lower-case letters, digits or underscores")
+        label = label.strip()
+        if not label or len(label) > 200:
+            raise InputError("a category label must be 1 to 200 characters")
+        async with self._writing() as s:
+            exists = await s.scalar(
+                select(Category.id).where(Category.org_id == actor.org_id, Category.key == key)
+            )
+            if exists is not None:
+                raise ConflictError(f"category {key!r} already exists")
+            s.add(
+                Category(
+                    id=_new_id(),
+                    org_id=actor.org_id,
+                    key=key,
+                    label=label,
+                    restricted=restricted,
+                    active=True,
+                )
+            )
+        await self._audit("store.category.add", actor, actor.org_id, targets, restricted=restricted)
+        return CategoryRecord(key=key, label=label, restricted=restricted)
+
+    async def set_category_restricted(
+        self, actor: Actor, key: str, restricted: bool
+    ) -> CategoryRecord:
+        targets = {"category": key[:64]}
+        await self._require(actor, Permission.MANAGE_CATEGORIES, "store.category.update", targets)
+        async with self._writing() as s:
+            cat = await s.scalar(
+                select(Category).where(Category.org_id == actor.org_id, Category.key == key)
+            )
+            if cat is None:
+                raise NotFoundError(f"no category {key[:64]!r}")
+            cat.restricted = restricted
+            await s.execute(
+                update(Concern)
+                .where(Concern.org_id == actor.org_id, Concern.category_key == key)
+                .values(restricted=restricted)
+            )
+            record = CategoryRecord(
+                key=cat.key, label=cat.label, restricted=restricted, active=cat.active
+            )
+        await self._audit(
+            "store.category.update", actor, actor.org_id, targets, restricted=restricted
+        )
+        return record
+
+    # ------------------------------------------------------------------- pupils
+
+    async def _pupil_in_org(
+        self, s: AsyncSession, actor: Actor, pupil_id: str, *, lock: bool = False
+    ) -> Pupil:
+        pupil = await s.get(Pupil, pupil_id, with_for_update=lock)
+        if pupil is None or pupil.org_id != actor.org_id:
+            raise NotFoundError("no such pupil in your organisation")
+        return pupil
+
+    @staticmethod
+    async def _lock_live_pupils(s: AsyncSession, pupil_ids: Sequence[str]) -> None:
+        """Lock the pupils' rows for this write and refuse erased ones.
+
+        Called at the start of a write (PostgreSQL: ``FOR UPDATE``, so an erasure,
+        which locks the same row, waits for us or we wait for it and then see it)
+        and again after our rows are flushed (SQLite: the driver only begins the
+        transaction at the first write, so this re-check runs under the write
+        lock and sees an erasure that committed in between).
+        """
+        await s.flush()
+        rows = (
+            await s.execute(
+                select(Pupil.id, Pupil.erased_at)
+                .where(Pupil.id.in_(list(pupil_ids)))
+                .order_by(Pupil.id)
+                .with_for_update()
+            )
+        ).all()
+        if len(rows) != len(set(pupil_ids)) or any(erased for _, erased in rows):
+            raise KeyDestroyed("a pupil named here has been erased")
+
+    async def _insert_pupil(
+        self, s: AsyncSession, ring: KeyRing, org_id: str, data: NewPupil, upn: str
+    ) -> Pupil:
+        now = self.now()
+        pupil = Pupil(
+            id=_new_id(),
+            org_id=org_id,
+            upn=upn,
+            surname=data.surname,
+            forename=data.forename,
+            dob=data.dob,
+            sex=data.sex,
+            year_group=data.year_group,
+            on_roll_from=data.on_roll_from,
+            leaving_date=data.leaving_date,
+            created_at=now,
+            updated_at=now,
+        )
+        _set_destination(pupil, data.destination)
+        s.add(pupil)
+        sealed = await ring.new_pupil_key(s, org_id, pupil.id)
+        # The unit of work inserts pupils before pupil_keys (foreign-key order).
+        s.add(PupilKey(pupil_id=pupil.id, sealed_key=sealed, created_at=now))
+        return pupil
+
+    async def create_pupil(self, actor: Actor, data: NewPupil) -> PupilRecord:
+        await self._require(actor, Permission.MANAGE_PUPILS, "store.pupil.create", {})
+        upn = validate_upn(data.upn)
+        ring = self._ring()
+        async with self._writing() as s:
+            clash = await s.scalar(
+                select(Pupil.id).where(Pupil.org_id == actor.org_id, Pupil.upn == upn)
+            )
+            if clash is not None:
+                raise ConflictError("a pupil with this UPN is already in your organisation")
+            pupil = await self._insert_pupil(s, ring, actor.org_id, data, upn)
+            record = _pupil_record(pupil)
+        await self._audit("store.pupil.create", actor, actor.org_id, {"pupil": record.id})
+        return record
+
+    async def update_pupil(self, actor: Actor, pupil_id: str, changes: PupilChanges) -> PupilRecord:
+        targets = {"pupil": pupil_id}
+        await self._require(actor, Permission.MANAGE_PUPILS, "store.pupil.update", targets)
+        async with self._writing() as s:
+            pupil = await self._pupil_in_org(s, actor, pupil_id)
+            if pupil.erased_at is not None:
+                raise PolicyError("this pupil's records have been erased")
+            for name in changes.model_fields_set:
+                value = getattr(changes, name)
+                if name == "destination":
+                    _set_destination(pupil, value)
+                elif value is not None:
+                    setattr(pupil, name, value)
+            pupil.updated_at = self.now()
+            record = _pupil_record(pupil)
+        await self._audit("store.pupil.update", actor, actor.org_id, targets)
+        return record
+
+    async def get_pupil(self, actor: Actor, pupil_id: str) -> PupilRecord:
+        targets = {"pupil": pupil_id}
+        await self._require(actor, Permission.READ_PUPILS, "store.pupil.read", targets)
+        async with self.sessions() as s:
+            record = _pupil_record(await self._pupil_in_org(s, actor, pupil_id))
+        await self._audit("store.pupil.read", actor, actor.org_id, targets)
+        return record
+
+    async def find_pupil(self, actor: Actor, upn: str) -> PupilRecord:
+        await self._require(actor, Permission.READ_PUPILS, "store.pupil.read", {})
+        upn = validate_upn(upn)
+        async with self.sessions() as s:
+            pupil = await s.scalar(
+                select(Pupil).where(Pupil.org_id == actor.org_id, Pupil.upn == upn)
+            )
+            if pupil is None:
+                raise NotFoundError("no pupil with this UPN in your organisation")
+            record = _pupil_record(pupil)
+        await self._audit("store.pupil.read", actor, actor.org_id, {"pupil": record.id})
+        return record
+
+    async def list_pupils(self, actor: Actor, *, include_erased: bool = False) -> list[PupilRecord]:
+        await self._require(actor, Permission.READ_PUPILS, "store.pupil.list", {})
+        async with self.sessions() as s:
+            query = select(Pupil).where(Pupil.org_id == actor.org_id)
+            if not include_erased:
+                query = query.where(Pupil.erased_at.is_(None))
+            rows = await s.scalars(query.order_by(Pupil.surname, Pupil.forename, Pupil.id))
+            records = [_pupil_record(p) for p in rows]
+        await self._audit("store.pupil.list", actor, actor.org_id, {}, count=len(records))
+        return records
+
+    async def import_ctf(self, actor: Actor, data: bytes) -> CTFImportResult:
+        """Import a CTF whole (one transaction), upserting pupils by UPN."""
+        await self._require(actor, Permission.IMPORT_CTF, "store.ctf.import", {})
+        try:
+            result = await self._import_ctf(actor, parse_ctf(data))
+        except HandoverError as exc:
+            await self._audit(
+                "store.ctf.import", actor, actor.org_id, {}, "failed", reason=exc.slug
+            )
+            raise
+        await self._audit(
+            "store.ctf.import",
+            actor,
+            actor.org_id,
+            {},
+            created=result.created,
+            updated=result.updated,
+        )
+        return result
+
+    async def _import_ctf(self, actor: Actor, doc: CTFDocument) -> CTFImportResult:
+        ring = self._ring()
+        created = updated = 0
+        ids: list[str] = []
+        async with self._writing() as s:
+            org = await s.get(Organisation, actor.org_id)
+            if org is None or org.kind != "school":
+                raise PolicyError("only a school imports Common Transfer Files")
+            source = doc.header.source
+            dest = doc.header.destination
+            leavers = source.urn == org.urn or source.laestab == org.laestab
+            joiners = (
+                dest is not None
+                and dest.school is not None
+                and (dest.school.urn == org.urn or dest.school.laestab == org.laestab)
+            )
+            if not (leavers or joiners):
+                raise InputError(
+                    "this CTF is neither from nor addressed to your school "
+                    f"(source LAESTAB {source.laestab})"
+                )
+            upns = [cp.upn for cp in doc.pupils]
+            existing: dict[str, Pupil] = {}
+            for start in range(0, len(upns), 500):
+                found = await s.scalars(
+                    select(Pupil).where(
+                        Pupil.org_id == org.id, Pupil.upn.in_(upns[start : start + 500])
+                    )
+                )
+                existing.update((p.upn or "", p) for p in found)
+            for cp in doc.pupils:
+                pupil = existing.get(cp.upn)
+                if pupil is None:
+                    pupil = await self._insert_pupil(
+                        s, ring, org.id, self._ctf_new_pupil(cp, leavers), cp.upn
+                    )
+                    created += 1
+                else:
+                    if pupil.dob != cp.dob:
+                        raise ConflictError(
+                            f"CTF line {cp.line}: UPN {cp.upn} is already on your roll with a "
+                            "different date of birth; check the file (nothing was imported)",
+                            detail={"line": cp.line},
+                        )
+                    pupil.surname = cp.surname
+                    pupil.forename = cp.forename
+                    pupil.sex = cp.sex
+                    pupil.year_group = cp.year_group or pupil.year_group
+                    if leavers:
+                        pupil.leaving_date = cp.leaving_date or pupil.leaving_date
+                        _set_destination(pupil, _from_ctf_destination(cp.destination))
+                    pupil.updated_at = self.now()
+                    updated += 1
+                ids.append(pupil.id)
+        return CTFImportResult(
+            source_urn=doc.header.source.urn,
+            source_laestab=doc.header.source.laestab,
+            created=created,
+            updated=updated,
+            pupil_ids=tuple(ids),
+        )
+
+    @staticmethod
+    def _ctf_new_pupil(cp: CTFPupil, leavers: bool) -> NewPupil:
+        return NewPupil(
+            upn=cp.upn,
+            surname=cp.surname,
+            forename=cp.forename,
+            dob=cp.dob,
+            sex=cp.sex,
+            year_group=cp.year_group,
+            leaving_date=cp.leaving_date if leavers else None,
+            destination=_from_ctf_destination(cp.destination) if leavers else None,
+        )
+
+    # ----------------------------------------------------------------- concerns
+
+    async def _category(self, s: AsyncSession, org_id: str, key: str) -> Category:
+        cat = await s.scalar(
+            select(Category).where(
+                Category.org_id == org_id, Category.key == key, Category.active.is_(True)
+            )
+        )
+        if cat is None:
+            raise InputError(f"unknown category {key[:64]!r}")
+        return cat
+
+    async def record_concern(self, actor: Actor, data: NewConcern) -> ConcernRecord:
+        await self._require(actor, Permission.RECORD_CONCERN, "store.concern.record", {})
+        pupil_ids = tuple(dict.fromkeys(data.pupil_ids))
+        ring = self._ring()
+        concern_id = _new_id()
+        async with self._writing() as s:
+            for pid in pupil_ids:
+                await self._pupil_in_org(s, actor, pid)
+            await self._lock_live_pupils(s, pupil_ids)
+            for mark in data.body_map:
+                if mark.pupil_id not in pupil_ids:
+                    raise InputError("a body-map mark names a pupil who is not in the concern")
+            cat = await self._category(s, actor.org_id, data.category)
+            concern = Concern(
+                id=concern_id,
+                org_id=actor.org_id,
+                category_key=cat.key,
+                restricted=cat.restricted,
+                happened_at=data.happened_at,
+                recorded_at=self.now(),
+                recorded_by=actor.staff_id,
+                status=data.status,
+            )
+            s.add(concern)
+            await s.flush()
+            for pid in pupil_ids:
+                s.add(ConcernPupil(concern_id=concern_id, pupil_id=pid))
+            sealed = _Sealed(s, ring)
+            await sealed.put(
+                "concerns",
+                concern_id,
+                pupil_ids,
+                {
+                    "account": data.account,
+                    "location": data.location,
+                    "people_involved": data.people_involved,
+                },
+            )
+            marks: list[BodyMapMark] = []
+            for m in data.body_map:
+                mark_id = _new_id()
+                s.add(
+                    BodyMapMarkRow(
+                        id=mark_id,
+                        concern_id=concern_id,
+                        pupil_id=m.pupil_id,
+                        side=m.side,
+                        x=m.x,
+                        y=m.y,
+                    )
+                )
+                await sealed.put(
+                    "body_map_marks", mark_id, [m.pupil_id], {"description": m.description}
+                )
+                marks.append(
+                    BodyMapMark(
+                        id=mark_id,
+                        pupil_id=m.pupil_id,
+                        side=m.side,
+                        x=m.x,
+                        y=m.y,
+                        description=m.description,
+                    )
+                )
+            await self._lock_live_pupils(s, pupil_ids)
+            record = ConcernRecord(
+                id=concern_id,
+                org_id=actor.org_id,
+                pupil_ids=pupil_ids,
+                category=cat.key,
+                restricted=cat.restricted,
+                happened_at=concern.happened_at,
+                recorded_at=concern.recorded_at,
+                recorded_by=actor.staff_id,
+                location=data.location,
+                account=data.account,
+                people_involved=data.people_involved,
+                body_map=tuple(marks),
+                status=data.status,
+            )
+        await self._audit(
+            "store.concern.record",
+            actor,
+            actor.org_id,
+            {"concern": concern_id, "pupils": ",".join(pupil_ids)},
+            category=cat.key,
+        )
+        return record
+
+    async def _readable_concern(
+        self, s: AsyncSession, actor: Actor, concern_id: str, action: str
+    ) -> tuple[Concern, list[str]]:
+        """The concern if ``actor`` may read it; refuse (and audit) otherwise."""
+        targets = {"concern": concern_id}
+        if not (actor.has(Permission.RECORD_CONCERN) or actor.has(Permission.READ_ALL_CONCERNS)):
+            await self._refuse(actor, action, targets)
+            raise PermissionDenied("your role does not allow reading concerns")
+        concern = await s.get(Concern, concern_id)
+        if (
+            concern is None
+            or concern.org_id != actor.org_id
+            or not can_read_concern(
+                actor, recorded_by=concern.recorded_by, restricted=concern.restricted
+            )
+        ):
+            if concern is not None:
+                await self._refuse(actor, action, targets)
+            raise NotFoundError("no such concern (or you may not see it)")
+        pupils = (
+            await s.scalars(
+                select(ConcernPupil.pupil_id)
+                .where(ConcernPupil.concern_id == concern_id)
+                .order_by(ConcernPupil.pupil_id)
+            )
+        ).all()
+        return concern, list(pupils)
+
+    async def _provenances(
+        self, s: AsyncSession, ids: Iterable[str | None]
+    ) -> dict[str, Provenance]:
+        wanted = {i for i in ids if i is not None}
+        if not wanted:
+            return {}
+        rows = await s.scalars(select(ProvenanceRow).where(ProvenanceRow.id.in_(wanted)))
+        return {
+            r.id: Provenance(
+                source_org_id=r.source_org_id,
+                source_org_name=r.source_org_name,
+                package_id=r.package_id,
+                received_at=r.received_at,
+                original_id=r.original_id,
+            )
+            for r in rows
+        }
+
+    async def _concern_record(
+        self,
+        s: AsyncSession,
+        sealed: _Sealed,
+        concern: Concern,
+        pupil_ids: list[str],
+        *,
+        marks_of: Iterable[str] | None = None,
+    ) -> ConcernRecord:
+        if not pupil_ids:
+            raise NotFoundError("no such concern (or you may not see it)")
+        fields = await sealed.one("concerns", concern.id, pupil_ids[0])
+        mark_pupils = list(pupil_ids if marks_of is None else marks_of)
+        mark_rows = (
+            await s.scalars(
+                select(BodyMapMarkRow)
+                .where(
+                    BodyMapMarkRow.concern_id == concern.id,
+                    BodyMapMarkRow.pupil_id.in_(mark_pupils),
+                )
+                .order_by(BodyMapMarkRow.id)
+            )
+        ).all()
+        marks = []
+        for m in mark_rows:
+            desc = await sealed.one("body_map_marks", m.id, m.pupil_id)
+            marks.append(
+                BodyMapMark(
+                    id=m.id,
+                    pupil_id=m.pupil_id,
+                    side=m.side,
+                    x=m.x,
+                    y=m.y,
+                    description=desc["description"],
+                )
+            )
+        prov = await self._provenances(s, [concern.provenance_id])
+        return ConcernRecord(
+            id=concern.id,
+            org_id=concern.org_id,
+            pupil_ids=tuple(pupil_ids),
+            category=concern.category_key,
+            restricted=concern.restricted,
+            happened_at=concern.happened_at,
+            recorded_at=concern.recorded_at,
+            recorded_by=concern.recorded_by,
+            location=fields["location"],
+            account=fields["account"],
+            people_involved=fields["people_involved"],
+            body_map=tuple(marks),
+            status=concern.status,
+            provenance=prov.get(concern.provenance_id or ""),
+        )
+
+    async def get_concern(self, actor: Actor, concern_id: str) -> ConcernRecord:
+        ring = self._ring()
+        async with self.sessions() as s:
+            concern, pupils = await self._readable_concern(
+                s, actor, concern_id, "store.concern.read"
+            )
+            record = await self._concern_record(s, _Sealed(s, ring), concern, pupils)
+        await self._audit("store.concern.read", actor, actor.org_id, {"concern": concern_id})
+        return record
+
+    async def list_concerns(
+        self, actor: Actor, *, pupil_id: str | None = None
+    ) -> list[ConcernSummary]:
+        """Concerns the actor may read (without content), newest first."""
+        targets = {"pupil": pupil_id} if pupil_id else {}
+        if not (actor.has(Permission.RECORD_CONCERN) or actor.has(Permission.READ_ALL_CONCERNS)):
+            await self._refuse(actor, "store.concern.list", targets)
+            raise PermissionDenied("your role does not allow reading concerns")
+        async with self.sessions() as s:
+            query = select(Concern).where(Concern.org_id == actor.org_id)
+            if pupil_id is not None:
+                query = query.where(
+                    Concern.id.in_(
+                        select(ConcernPupil.concern_id).where(ConcernPupil.pupil_id == pupil_id)
+                    )
+                )
+            if not actor.has(Permission.READ_ALL_CONCERNS):
+                query = query.where(Concern.recorded_by == actor.staff_id)
+            concerns = [
+                c
+                for c in (await s.scalars(query.order_by(Concern.happened_at.desc()))).all()
+                if can_read_concern(actor, recorded_by=c.recorded_by, restricted=c.restricted)
+            ]
+            links = await self._links(s, [c.id for c in concerns])
+            out = [_summary(c, links.get(c.id, [])) for c in concerns]
+        await self._audit("store.concern.list", actor, actor.org_id, targets, count=len(out))
+        return out
+
+    async def _links(self, s: AsyncSession, concern_ids: list[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = defaultdict(list)
+        for start in range(0, len(concern_ids), 500):
+            rows = await s.execute(
+                select(ConcernPupil.concern_id, ConcernPupil.pupil_id)
+                .where(ConcernPupil.concern_id.in_(concern_ids[start : start + 500]))
+                .order_by(ConcernPupil.pupil_id)
+            )
+            for cid, pid in rows:
+                out[cid].append(pid)
+        return out
+
+    async def set_concern_status(
+        self, actor: Actor, concern_id: str, status: ConcernStatus
+    ) -> ConcernRecord:
+        targets = {"concern": concern_id}
+        await self._require(actor, Permission.TRIAGE, "store.concern.status", targets)
+        if status not in ("open", "under_review", "monitoring", "closed"):
+            raise InputError("status must be open, under_review, monitoring or closed")
+        ring = self._ring()
+        async with self._writing() as s:
+            concern, pupils = await self._readable_concern(
+                s, actor, concern_id, "store.concern.status"
+            )
+            concern.status = status
+            await s.flush()
+            record = await self._concern_record(s, _Sealed(s, ring), concern, pupils)
+        await self._audit("store.concern.status", actor, actor.org_id, targets, status=status)
+        return record
+
+    async def triage_concern(self, actor: Actor, concern_id: str, data: NewTriage) -> TriageRecord:
+        targets = {"concern": concern_id}
+        await self._require(actor, Permission.TRIAGE, "store.triage.record", targets)
+        ring = self._ring()
+        async with self._writing() as s:
+            concern, pupils = await self._readable_concern(
+                s, actor, concern_id, "store.triage.record"
+            )
+            await self._lock_live_pupils(s, pupils)
+            row = Triage(
+                id=_new_id(),
+                concern_id=concern.id,
+                decision=data.decision,
+                decided_at=self.now(),
+                decided_by=actor.staff_id,
+            )
+            s.add(row)
+            await _Sealed(s, ring).put("triage_decisions", row.id, pupils, {"reason": data.reason})
+            await self._lock_live_pupils(s, pupils)
+            if concern.status == "open":
+                concern.status = "under_review"
+            record = TriageRecord(
+                id=row.id,
+                concern_id=concern.id,
+                decision=data.decision,
+                reason=data.reason,
+                decided_at=row.decided_at,
+                decided_by=actor.staff_id,
+            )
+        await self._audit(
+            "store.triage.record",
+            actor,
+            actor.org_id,
+            {**targets, "triage": record.id},
+            decision=data.decision,
+        )
+        return record
+
+    async def add_action(self, actor: Actor, concern_id: str, data: NewAction) -> ActionRecord:
+        targets = {"concern": concern_id}
+        await self._require(actor, Permission.MANAGE_ACTIONS, "store.action.add", targets)
+        ring = self._ring()
+        async with self._writing() as s:
+            concern, pupils = await self._readable_concern(s, actor, concern_id, "store.action.add")
+            await self._lock_live_pupils(s, pupils)
+            if data.assignee_id is not None:
+                assignee = await s.get(Staff, data.assignee_id)
+                if assignee is None or assignee.org_id != actor.org_id:
+                    raise InputError("the assignee is not a staff member of your organisation")
+            row = Action(
+                id=_new_id(),
+                concern_id=concern.id,
+                assignee_id=data.assignee_id,
+                due_on=data.due_on,
+                created_at=self.now(),
+                created_by=actor.staff_id,
+            )
+            s.add(row)
+            await _Sealed(s, ring).put("actions", row.id, pupils, {"text": data.text})
+            await self._lock_live_pupils(s, pupils)
+            record = ActionRecord(
+                id=row.id,
+                concern_id=concern.id,
+                text=data.text,
+                assignee_id=data.assignee_id,
+                due_on=data.due_on,
+                created_at=row.created_at,
+                created_by=actor.staff_id,
+            )
+        await self._audit("store.action.add", actor, actor.org_id, {**targets, "action": record.id})
+        return record
+
+    async def complete_action(self, actor: Actor, action_id: str) -> ActionRecord:
+        targets = {"action": action_id}
+        await self._require(actor, Permission.MANAGE_ACTIONS, "store.action.complete", targets)
+        ring = self._ring()
+        async with self._writing() as s:
+            row = await s.get(Action, action_id)
+            if row is None:
+                raise NotFoundError("no such action")
+            _, pupils = await self._readable_concern(
+                s, actor, row.concern_id, "store.action.complete"
+            )
+            if row.done_at is None:
+                row.done_at = self.now()
+            text = (await _Sealed(s, ring).one("actions", row.id, pupils[0]))["text"]
+            record = ActionRecord(
+                id=row.id,
+                concern_id=row.concern_id,
+                text=text,
+                assignee_id=row.assignee_id,
+                due_on=row.due_on,
+                done_at=row.done_at,
+                created_at=row.created_at,
+                created_by=row.created_by,
+            )
+        await self._audit("store.action.complete", actor, actor.org_id, targets)
+        return record
+
+    async def add_contact(self, actor: Actor, concern_id: str, data: NewContact) -> ContactRecord:
+        targets = {"concern": concern_id}
+        await self._require(actor, Permission.MANAGE_CONTACTS, "store.contact.add", targets)
+        ring = self._ring()
+        async with self._writing() as s:
+            concern, pupils = await self._readable_concern(
+                s, actor, concern_id, "store.contact.add"
+            )
+            await self._lock_live_pupils(s, pupils)
+            row = Contact(
+                id=_new_id(),
+                concern_id=concern.id,
+                contacted_at=data.contacted_at,
+                recorded_at=self.now(),
+                recorded_by=actor.staff_id,
+            )
+            s.add(row)
+            await _Sealed(s, ring).put(
+                "external_contacts",
+                row.id,
+                pupils,
+                {"agency": data.agency, "outcome": data.outcome},
+            )
+            await self._lock_live_pupils(s, pupils)
+            record = ContactRecord(
+                id=row.id,
+                concern_id=concern.id,
+                agency=data.agency,
+                contacted_at=row.contacted_at,
+                outcome=data.outcome,
+                recorded_at=row.recorded_at,
+                recorded_by=actor.staff_id,
+            )
+        await self._audit(
+            "store.contact.add", actor, actor.org_id, {**targets, "contact": record.id}
+        )
+        return record
+
+    # ---------------------------------------------------------------- documents
+
+    def _blob_dir(self, org_id: str, pupil_id: str) -> Path:
+        return self.documents_dir / org_id / pupil_id
+
+    async def add_document(
+        self,
+        actor: Actor,
+        pupil_id: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        filename: str,
+        media_type: str = "application/octet-stream",
+        concern_id: str | None = None,
+    ) -> DocumentRef:
+        """Stream a document in, encrypted under the pupil's key, content-addressed."""
+        targets = {"pupil": pupil_id}
+        await self._require(actor, Permission.MANAGE_DOCUMENTS, "store.document.upload", targets)
+        if not filename or len(filename) > 255:
+            raise InputError("a document's file name must be 1 to 255 characters")
+        if not media_type or len(media_type) > 200:
+            raise InputError("a document's media type must be 1 to 200 characters")
+        ring = self._ring()
+        async with self.sessions() as s:
+            pupil = await self._pupil_in_org(s, actor, pupil_id)
+            if concern_id is not None:
+                _, pupils = await self._readable_concern(
+                    s, actor, concern_id, "store.document.upload"
+                )
+                if pupil_id not in pupils:
+                    raise InputError("the concern is not about this pupil")
+            key = await ring.pupil_key(s, pupil.id)
+        try:
+            blob = await blobs.write_encrypted(
+                chunks,
+                key,
+                pupil_id,
+                self._blob_dir(actor.org_id, pupil_id),
+                self.max_document_bytes,
+            )
+        except TransportError:
+            # The pupil's directory goes when the pupil is erased mid-upload.
+            async with self.sessions() as s:
+                await self._lock_live_pupils(s, [pupil_id])
+            raise
+        try:
+            async with self._writing() as s:
+                await self._lock_live_pupils(s, [pupil_id])
+                row = Document(
+                    id=_new_id(),
+                    org_id=actor.org_id,
+                    pupil_id=pupil_id,
+                    concern_id=concern_id,
+                    sha256=blob.sha256,
+                    size=blob.size,
+                    media_type=media_type,
+                    uploaded_at=self.now(),
+                    uploaded_by=actor.staff_id,
+                )
+                s.add(row)
+                await _Sealed(s, ring).put("documents", row.id, [pupil_id], {"filename": filename})
+                await self._lock_live_pupils(s, [pupil_id])
+                ref = self._document_ref(row, filename, None)
+        except BaseException:
+            await self._drop_unreferenced(blob)
+            raise
+        await self._audit(
+            "store.document.upload",
+            actor,
+            actor.org_id,
+            {**targets, "document": ref.id},
+            size=blob.size,
+            sha256=blob.sha256,
+        )
+        return ref
+
+    async def _drop_unreferenced(self, blob: blobs.StoredBlob) -> None:
+        """Remove a just-written file that no document row refers to (the insert failed)."""
+        pupil_id = blob.path.parent.name
+        async with self.sessions() as s:
+            used = await s.scalar(
+                select(Document.id).where(
+                    Document.pupil_id == pupil_id, Document.sha256 == blob.sha256
+                )
+            )
+        if used is None:
+            await asyncio.to_thread(blob.path.unlink, True)
+
+    @staticmethod
+    def _document_ref(row: Document, filename: str, prov: Provenance | None) -> DocumentRef:
+        return DocumentRef(
+            id=row.id,
+            pupil_id=row.pupil_id,
+            concern_id=row.concern_id,
+            sha256=row.sha256,
+            size=row.size,
+            media_type=row.media_type,
+            filename=filename,
+            uploaded_at=row.uploaded_at,
+            uploaded_by=row.uploaded_by,
+            provenance=prov,
+        )
+
+    async def read_document(
+        self, actor: Actor, document_id: str
+    ) -> tuple[DocumentRef, AsyncIterator[bytes]]:
+        """The document's reference and an iterator over its decrypted bytes."""
+        targets = {"document": document_id}
+        await self._require(actor, Permission.MANAGE_DOCUMENTS, "store.document.download", targets)
+        ring = self._ring()
+        async with self.sessions() as s:
+            row = await s.get(Document, document_id)
+            if row is None or row.org_id != actor.org_id:
+                raise NotFoundError("no such document")
+            if row.concern_id is not None:
+                await self._readable_concern(s, actor, row.concern_id, "store.document.download")
+            sealed = _Sealed(s, ring)
+            filename = (await sealed.one("documents", row.id, row.pupil_id))["filename"]
+            prov = await self._provenances(s, [row.provenance_id])
+            ref = self._document_ref(row, filename, prov.get(row.provenance_id or ""))
+            key = await ring.pupil_key(s, row.pupil_id)
+        await self._audit(
+            "store.document.download", actor, actor.org_id, {**targets, "pupil": ref.pupil_id}
+        )
+        path = self._blob_dir(row.org_id, row.pupil_id) / row.sha256
+        return ref, blobs.read_decrypted(path, key, row.pupil_id, row.sha256)
+
+    # --------------------------------------------------------------- chronology
+
+    async def _bundle(
+        self, s: AsyncSession, ring: KeyRing, actor: Actor, pupil_id: str, *, everything: bool
+    ) -> _Bundle:
+        """Every record about ``pupil_id`` that ``actor`` may read, opened with its key."""
+        sealed = _Sealed(s, ring)
+        fields = await sealed.for_pupil(pupil_id)
+        linked = select(ConcernPupil.concern_id).where(ConcernPupil.pupil_id == pupil_id)
+        concerns = [
+            c
+            for c in await _rows(s, Concern, Concern.id.in_(linked))
+            if everything
+            or can_read_concern(actor, recorded_by=c.recorded_by, restricted=c.restricted)
+        ]
+        visible = {c.id for c in concerns}
+        links = await self._links(s, sorted(visible))
+        marks = sorted(
+            await _rows(s, BodyMapMarkRow, BodyMapMarkRow.pupil_id == pupil_id),
+            key=lambda m: str(m.id),
+        )
+        marks_by: dict[str, list[BodyMapMark]] = defaultdict(list)
+        for m in marks:
+            if m.concern_id not in visible:
+                continue
+            marks_by[m.concern_id].append(
+                BodyMapMark(
+                    id=m.id,
+                    pupil_id=pupil_id,
+                    side=m.side,
+                    x=m.x,
+                    y=m.y,
+                    description=fields[("body_map_marks", m.id)]["description"],
+                )
+            )
+        triage = await _rows(s, Triage, Triage.concern_id.in_(linked))
+        actions = await _rows(s, Action, Action.concern_id.in_(linked))
+        contacts = await _rows(s, Contact, Contact.concern_id.in_(linked))
+        docs = (await s.scalars(select(Document).where(Document.pupil_id == pupil_id))).all()
+        prov = await self._provenances(
+            s,
+            [
+                r.provenance_id
+                for group in (concerns, triage, actions, contacts, docs)
+                for r in group
+            ],
+        )
+        b = _Bundle()
+        for c in concerns:
+            f = fields[("concerns", c.id)]
+            b.concerns.append(
+                ConcernRecord(
+                    id=c.id,
+                    org_id=c.org_id,
+                    pupil_ids=tuple(links.get(c.id, [pupil_id])),
+                    category=c.category_key,
+                    restricted=c.restricted,
+                    happened_at=c.happened_at,
+                    recorded_at=c.recorded_at,
+                    recorded_by=c.recorded_by,
+                    location=f["location"],
+                    account=f["account"],
+                    people_involved=f["people_involved"],
+                    body_map=tuple(marks_by.get(c.id, [])),
+                    status=c.status,
+                    provenance=prov.get(c.provenance_id or ""),
+                )
+            )
+        for t in triage:
+            if t.concern_id in visible:
+                b.triage.append(
+                    TriageRecord(
+                        id=t.id,
+                        concern_id=t.concern_id,
+                        decision=t.decision,
+                        reason=fields[("triage_decisions", t.id)]["reason"],
+                        decided_at=t.decided_at,
+                        decided_by=t.decided_by,
+                        provenance=prov.get(t.provenance_id or ""),
+                    )
+                )
+        for a in actions:
+            if a.concern_id in visible:
+                b.actions.append(
+                    ActionRecord(
+                        id=a.id,
+                        concern_id=a.concern_id,
+                        text=fields[("actions", a.id)]["text"],
+                        assignee_id=a.assignee_id,
+                        due_on=a.due_on,
+                        done_at=a.done_at,
+                        created_at=a.created_at,
+                        created_by=a.created_by,
+                        provenance=prov.get(a.provenance_id or ""),
+                    )
+                )
+        for k in contacts:
+            if k.concern_id in visible:
+                f = fields[("external_contacts", k.id)]
+                b.contacts.append(
+                    ContactRecord(
+                        id=k.id,
+                        concern_id=k.concern_id,
+                        agency=f["agency"],
+                        contacted_at=k.contacted_at,
+                        outcome=f["outcome"],
+                        recorded_at=k.recorded_at,
+                        recorded_by=k.recorded_by,
+                        provenance=prov.get(k.provenance_id or ""),
+                    )
+                )
+        for d in docs:
+            if d.concern_id is None or d.concern_id in visible:
+                b.documents.append(
+                    self._document_ref(
+                        d,
+                        fields[("documents", d.id)]["filename"],
+                        prov.get(d.provenance_id or ""),
+                    )
+                )
+        return b
+
+    async def chronology(self, actor: Actor, pupil_id: str) -> list[ChronologyEntry]:
+        """The pupil's concerns, triage, actions, contacts and documents in time order."""
+        targets = {"pupil": pupil_id}
+        await self._require(actor, Permission.READ_CHRONOLOGY, "store.chronology.read", targets)
+        ring = self._ring()
+        async with self.sessions() as s:
+            pupil = await self._pupil_in_org(s, actor, pupil_id)
+            if pupil.erased_at is not None:
+                raise NotFoundError("this pupil's records have been erased")
+            b = await self._bundle(s, ring, actor, pupil_id, everything=False)
+        entries: list[ChronologyEntry] = []
+        for c in b.concerns:
+            entries.append(
+                ChronologyEntry(
+                    kind="concern",
+                    id=c.id,
+                    pupil_id=pupil_id,
+                    occurred_at=c.happened_at,
+                    recorded_at=c.recorded_at,
+                    concern_id=c.id,
+                    record=c,
+                    provenance=c.provenance,
+                )
+            )
+        for t in b.triage:
+            entries.append(
+                ChronologyEntry(
+                    kind="triage",
+                    id=t.id,
+                    pupil_id=pupil_id,
+                    occurred_at=t.decided_at,
+                    recorded_at=t.decided_at,
+                    concern_id=t.concern_id,
+                    record=t,
+                    provenance=t.provenance,
+                )
+            )
+        for a in b.actions:
+            entries.append(
+                ChronologyEntry(
+                    kind="action",
+                    id=a.id,
+                    pupil_id=pupil_id,
+                    occurred_at=a.created_at,
+                    recorded_at=a.created_at,
+                    concern_id=a.concern_id,
+                    record=a,
+                    provenance=a.provenance,
+                )
+            )
+        for k in b.contacts:
+            entries.append(
+                ChronologyEntry(
+                    kind="contact",
+                    id=k.id,
+                    pupil_id=pupil_id,
+                    occurred_at=k.contacted_at,
+                    recorded_at=k.recorded_at,
+                    concern_id=k.concern_id,
+                    record=k,
+                    provenance=k.provenance,
+                )
+            )
+        for d in b.documents:
+            entries.append(
+                ChronologyEntry(
+                    kind="document",
+                    id=d.id,
+                    pupil_id=pupil_id,
+                    occurred_at=d.uploaded_at,
+                    recorded_at=d.uploaded_at,
+                    concern_id=d.concern_id,
+                    record=d,
+                    provenance=d.provenance,
+                )
+            )
+        entries.sort(key=lambda e: (e.occurred_at, e.recorded_at, _KIND_ORDER[e.kind], e.id))
+        await self._audit(
+            "store.chronology.read", actor, actor.org_id, targets, entries=len(entries)
+        )
+        return entries
+
+    # ------------------------------------------------------ retention / erasure
+
+    async def _erase(
+        self, s: AsyncSession, pupil: Pupil, policy: str, by: str
+    ) -> tuple[TombstoneRecord, Path] | None:
+        if pupil.erased_at is not None:
+            return None
+        now = self.now()
+        pid = pupil.id
+        linked = (
+            await s.scalars(select(ConcernPupil.concern_id).where(ConcernPupil.pupil_id == pid))
+        ).all()
+        counts: dict[str, int] = {"concerns": len(linked)}
+        counts["sealed_fields"] = int(
+            await s.scalar(
+                select(func.count()).select_from(SealedField).where(SealedField.pupil_id == pid)
+            )
+            or 0
+        )
+        counts["documents"] = int(
+            await s.scalar(
+                select(func.count()).select_from(Document).where(Document.pupil_id == pid)
+            )
+            or 0
+        )
+        counts["body_map_marks"] = int(
+            await s.scalar(
+                select(func.count())
+                .select_from(BodyMapMarkRow)
+                .where(BodyMapMarkRow.pupil_id == pid)
+            )
+            or 0
+        )
+        await s.execute(
+            update(PupilKey)
+            .where(PupilKey.pupil_id == pid)
+            .values(sealed_key=None, destroyed_at=now)
+        )
+        await s.execute(delete(SealedField).where(SealedField.pupil_id == pid))
+        await s.execute(delete(BodyMapMarkRow).where(BodyMapMarkRow.pupil_id == pid))
+        await s.execute(delete(Document).where(Document.pupil_id == pid))
+        await s.execute(delete(ConcernPupil).where(ConcernPupil.pupil_id == pid))
+        still = (
+            set(
+                (
+                    await s.scalars(
+                        select(ConcernPupil.concern_id).where(ConcernPupil.concern_id.in_(linked))
+                    )
+                ).all()
+            )
+            if linked
+            else set()
+        )
+        orphans = [c for c in linked if c not in still]
+        counts["concerns_deleted"] = len(orphans)
+        if orphans:
+            for model in (Triage, Action, Contact):
+                await s.execute(delete(model).where(model.concern_id.in_(orphans)))
+            await s.execute(delete(Document).where(Document.concern_id.in_(orphans)))
+            await s.execute(delete(Concern).where(Concern.id.in_(orphans)))
+        pupil.upn = None
+        pupil.surname = ""
+        pupil.forename = ""
+        pupil.dob = None
+        pupil.sex = "U"
+        pupil.year_group = None
+        pupil.on_roll_from = None
+        pupil.leaving_date = None
+        _set_destination(pupil, None)
+        pupil.erased_at = now
+        pupil.updated_at = now
+        tomb = Tombstone(
+            id=_new_id(),
+            org_id=pupil.org_id,
+            pupil_id=pid,
+            erased_at=now,
+            policy=policy,
+            erased_by=by,
+            erased=counts,
+        )
+        s.add(tomb)
+        return _tombstone_record(tomb), self._blob_dir(pupil.org_id, pid)
+
+    async def _after_erasure(self, directory: Path) -> None:
+        """Remove the pupil's document files and, on SQLite, old page images in the WAL."""
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        if self.engine.dialect.name == "sqlite":
+            # secure_delete zeroes freed content in the database pages; the WAL still
+            # holds the pages as they were until a checkpoint truncates it.
+            async with self.engine.connect() as conn:
+                await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def erase_pupil(self, actor: Actor, pupil_id: str) -> TombstoneRecord:
+        """A DSL's decision to erase a pupil now (e.g. after a confirmed transfer)."""
+        targets = {"pupil": pupil_id}
+        await self._require(actor, Permission.RUN_RETENTION, "store.retention.erase", targets)
+        async with self._writing() as s:
+            pupil = await self._pupil_in_org(s, actor, pupil_id, lock=True)
+            done = await self._erase(s, pupil, "manual", actor.staff_id)
+            if done is None:
+                existing = await s.scalar(select(Tombstone).where(Tombstone.pupil_id == pupil_id))
+                if existing is None:
+                    raise ConflictError("this pupil is marked erased but has no tombstone")
+                return _tombstone_record(existing)
+        record, directory = done
+        await self._after_erasure(directory)
+        await self._audit(
+            "store.retention.erase", actor, actor.org_id, targets, policy=record.policy
+        )
+        return record
+
+    async def run_retention(self, now: datetime | None = None) -> RetentionReport:
+        """Erase every pupil whose retention date has passed. Idempotent; per pupil."""
+        at = (now or self.now()).astimezone(UTC)
+        today = at.date()
+        async with self.sessions() as s:
+            policies = (await s.scalars(select(RetentionPolicy))).all()
+            default = next((p for p in policies if p.org_id is None), None)
+            by_org = {p.org_id: p for p in policies if p.org_id is not None}
+            if default is None and not by_org:
+                return RetentionReport(ran_at=at, erased_pupils=(), tombstones=())
+            shortest = min(p.years for p in policies)
+            cutoff = date(today.year - shortest, 12, 31)
+            candidates = (
+                await s.execute(
+                    select(Pupil.id, Pupil.org_id, Pupil.dob).where(
+                        Pupil.erased_at.is_(None), Pupil.dob.is_not(None), Pupil.dob <= cutoff
+                    )
+                )
+            ).all()
+        due: list[tuple[str, RetentionPolicy]] = []
+        for pid, org_id, dob in candidates:
+            policy = by_org.get(org_id, default)
+            if (
+                policy is not None
+                and dob is not None
+                and retention_until(dob, policy.years) <= today
+            ):
+                due.append((pid, policy))
+        tombs: list[TombstoneRecord] = []
+        for pid, policy in due:
+            async with self._writing() as s:
+                pupil = await s.get(Pupil, pid, with_for_update=True)
+                if pupil is None:
+                    continue
+                done = await self._erase(s, pupil, policy.key, "retention")
+            if done is None:
+                continue
+            record, directory = done
+            await self._after_erasure(directory)
+            await self._audit(
+                "store.retention.erase",
+                "retention",
+                record.org_id,
+                {"pupil": pid},
+                policy=policy.key,
+            )
+            tombs.append(record)
+        return RetentionReport(
+            ran_at=at, erased_pupils=tuple(t.pupil_id for t in tombs), tombstones=tuple(tombs)
+        )
+
+    async def retention_policy(self, actor: Actor) -> RetentionPolicyRecord:
+        """The policy that applies to the actor's organisation (its own, or the node's)."""
+        await self._require(actor, Permission.RUN_RETENTION, "store.retention.policy", {})
+        async with self.sessions() as s:
+            own = await s.scalar(
+                select(RetentionPolicy).where(RetentionPolicy.org_id == actor.org_id)
+            )
+            policy = own or await s.scalar(
+                select(RetentionPolicy).where(RetentionPolicy.org_id.is_(None))
+            )
+            if policy is None:
+                raise NotFoundError("no retention policy is configured on this node")
+            return _policy_record(policy)
+
+    async def set_retention_policy(
+        self, actor: Actor, *, years: int, description: str
+    ) -> RetentionPolicyRecord:
+        """Give the actor's organisation its own policy: erase at date of birth + ``years``."""
+        await self._require(actor, Permission.RUN_RETENTION, "store.retention.policy.set", {})
+        if not 1 <= years <= 120:
+            raise InputError("a retention period must be 1 to 120 years")
+        description = description.strip()
+        if not description or len(description) > 500:
+            raise InputError("a policy description must be 1 to 500 characters")
+        async with self._writing() as s:
+            await s.execute(delete(RetentionPolicy).where(RetentionPolicy.org_id == actor.org_id))
+            policy = RetentionPolicy(
+                id=_new_id(),
+                org_id=actor.org_id,
+                key=f"{actor.org_id}-dob-{years}",
+                description=description,
+                basis="dob",
+                years=years,
+            )
+            s.add(policy)
+            record = _policy_record(policy)
+        await self._audit(
+            "store.retention.policy.set", actor, actor.org_id, {"policy": record.key}, years=years
+        )
+        return record
+
+    async def tombstones(self, actor: Actor) -> list[TombstoneRecord]:
+        await self._require(actor, Permission.RUN_RETENTION, "store.retention.list", {})
+        async with self.sessions() as s:
+            rows = await s.scalars(
+                select(Tombstone)
+                .where(Tombstone.org_id == actor.org_id)
+                .order_by(Tombstone.erased_at)
+            )
+            return [_tombstone_record(t) for t in rows]
+
+    # ------------------------------------------------------- subject access export
+
+    async def export_subject_access(
+        self, actor: Actor, pupil_id: str, directory: Path
+    ) -> SubjectAccessExport:
+        """Everything held about one pupil, as JSON plus decrypted documents, for review."""
+        targets = {"pupil": pupil_id}
+        await self._require(actor, Permission.EXPORT_SUBJECT_ACCESS, "store.sar.export", targets)
+        ring = self._ring()
+        now = self.now()
+        async with self.sessions() as s:
+            pupil = await self._pupil_in_org(s, actor, pupil_id)
+            record = _pupil_record(pupil)
+            tombs = [
+                _tombstone_record(t)
+                for t in (
+                    await s.scalars(select(Tombstone).where(Tombstone.pupil_id == pupil_id))
+                ).all()
+            ]
+            if pupil.erased_at is None:
+                b = await self._bundle(s, ring, actor, pupil_id, everything=True)
+                key = await ring.pupil_key(s, pupil_id)
+            else:  # erased: only the pupil row and the tombstone remain, no documents
+                b, key = _Bundle(), b""
+        out = directory / f"sar-{pupil_id}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+        docs_dir = out / "documents"
+        await asyncio.to_thread(docs_dir.mkdir, parents=True, mode=0o700)
+        for d in b.documents:
+            name = _SAFE_NAME.sub("_", d.filename).strip("._") or "document"
+            target = docs_dir / f"{d.id}-{name[:100]}"
+            src = self._blob_dir(actor.org_id, pupil_id) / d.sha256
+            fh = await asyncio.to_thread(target.open, "xb")
+            try:
+                async for piece in blobs.read_decrypted(src, key, pupil_id, d.sha256):
+                    await asyncio.to_thread(fh.write, piece)
+            finally:
+                fh.close()
+        review = [
+            ReviewItem(record="concern", id=c.id, field=f)
+            for c in b.concerns
+            for f in ("account", "people_involved")
+        ]
+        review += [
+            ReviewItem(record="concern", id=c.id, field="pupil_ids")
+            for c in b.concerns
+            if len(c.pupil_ids) > 1
+        ]
+        review += [ReviewItem(record="contact", id=k.id, field="outcome") for k in b.contacts]
+        review += [ReviewItem(record="document", id=d.id, field="content") for d in b.documents]
+        export = SubjectAccessExport(
+            exported_at=now,
+            exported_by=actor.staff_id,
+            pupil=record,
+            concerns=tuple(sorted(b.concerns, key=lambda c: (c.happened_at, c.id))),
+            triage=tuple(sorted(b.triage, key=lambda t: (t.decided_at, t.id))),
+            actions=tuple(sorted(b.actions, key=lambda a: (a.created_at, a.id))),
+            contacts=tuple(sorted(b.contacts, key=lambda k: (k.contacted_at, k.id))),
+            documents=tuple(sorted(b.documents, key=lambda d: (d.uploaded_at, d.id))),
+            tombstones=tuple(tombs),
+            review=tuple(review),
+            directory=str(out),
+        )
+        await asyncio.to_thread(
+            (out / "export.json").write_text, export.model_dump_json(indent=2), "utf-8"
+        )
+        await asyncio.to_thread(os.chmod, out, 0o700)
+        await self._audit(
+            "store.sar.export",
+            actor,
+            actor.org_id,
+            targets,
+            documents=len(b.documents),
+            concerns=len(b.concerns),
+        )
+        return export
+
+
+async def _rows(s: AsyncSession, model: type[Base], where: ColumnElement[bool]) -> Sequence[Any]:
+    """A model's rows as plain named tuples (far cheaper than ORM objects in bulk)."""
+    return (await s.execute(select(*model.__table__.c).where(where))).all()
+
+
+_KIND_ORDER: Final = {"concern": 0, "triage": 1, "action": 2, "contact": 3, "document": 4}
+
+
+def _policy_record(p: RetentionPolicy) -> RetentionPolicyRecord:
+    return RetentionPolicyRecord(
+        key=p.key, org_id=p.org_id, description=p.description, basis="dob", years=p.years
+    )
+
+
+def _tombstone_record(t: Tombstone) -> TombstoneRecord:
+    return TombstoneRecord(
+        id=t.id,
+        org_id=t.org_id,
+        pupil_id=t.pupil_id,
+        erased_at=t.erased_at,
+        policy=t.policy,
+        erased_by=t.erased_by,
+        erased=dict(t.erased),
+    )
