@@ -1,0 +1,317 @@
+"""Every role against every API operation: allowed (2xx) or refused (403), from the API.
+
+The expectations are written out by hand from the roles' descriptions (issue 2
+and ``transfer.store.permissions``), not derived from the code under test.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from aiohttp import ClientResponse
+
+from schemas.records import NewAction, NewConcern, NewPupil, PupilRecord
+from tests.integration.api.conftest import Api
+from tests.unit.auth.support import Person
+from transfer.identifiers import upn_check_letter
+from transfer.store.permissions import Actor, Role
+
+CTF = Path(__file__).resolve().parents[2] / "assets" / "ctf" / "leavers_801_2000.xml"
+
+DSL, DEPUTY, HEAD, STAFF, ADMIN, AUDITOR = (
+    Role.DSL,
+    Role.DEPUTY_DSL,
+    Role.HEAD_TEACHER,
+    Role.STAFF,
+    Role.ADMINISTRATOR,
+    Role.AUDITOR,
+)
+EVERYONE = frozenset(Role)
+DSL_TEAM = frozenset({DSL, DEPUTY})
+READERS = frozenset({DSL, DEPUTY, HEAD, STAFF, ADMIN})
+RECORDERS = frozenset({DSL, DEPUTY, HEAD, STAFF})
+PUPIL_MANAGERS = frozenset({DSL, DEPUTY, ADMIN})
+ADMINS = frozenset({ADMIN})
+
+_serial = itertools.count()
+
+
+@dataclass
+class World:
+    api: Api
+    dsl: Actor
+    admin: Actor
+    pupil: PupilRecord
+    concern_id: str
+
+    async def fresh_upn(self) -> str:
+        body = f"801200{next(_serial) + 100:06d}"
+        return upn_check_letter(body) + body
+
+    async def fresh_staff(self) -> str:
+        p = await self.api.node.person(f"target{next(_serial)}", [STAFF])
+        return p.staff.id
+
+    async def fresh_action(self) -> str:
+        a = await self.api.node.store.add_action(self.dsl, self.concern_id, NewAction(text="call"))
+        return a.id
+
+    async def fresh_document(self) -> str:
+        async def one() -> AsyncIterator[bytes]:
+            yield b"scan of a letter"
+
+        ref = await self.api.node.store.add_document(
+            self.dsl,
+            self.pupil.id,
+            one(),
+            filename="letter.txt",
+        )
+        return ref.id
+
+
+Call = Callable[[World, dict[str, str]], Awaitable[ClientResponse]]
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    allowed: frozenset[Role]
+    call: Call
+    ok: int = 200
+    #: Status for a role that is refused (404 where the store hides what exists).
+    refused: dict[Role, int] | None = None
+
+
+def concern_body(w: World) -> dict[str, object]:
+    return {
+        "pupil_ids": [w.pupil.id],
+        "category": "bullying",
+        "happened_at": "2026-09-07T08:30:00+00:00",
+        "account": "Pushed in the queue.",
+    }
+
+
+async def _ctf(w: World, h: dict[str, str]) -> ClientResponse:
+    return await w.api.client.post(
+        "/api/v1/ctf-imports",
+        data=CTF.read_bytes(),
+        headers={**h, "Content-Type": "application/xml"},
+    )
+
+
+async def _new_pupil(w: World, h: dict[str, str]) -> ClientResponse:
+    body = {
+        "upn": await w.fresh_upn(),
+        "surname": "Ng",
+        "forename": "Li",
+        "dob": "2015-01-02",
+        "sex": "M",
+    }
+    return await w.api.client.post("/api/v1/pupils", json=body, headers=h)
+
+
+async def _new_staff(w: World, h: dict[str, str]) -> ClientResponse:
+    body = {
+        "username": f"new{next(_serial)}",
+        "display_name": "New",
+        "roles": ["staff"],
+        "password": "a long and unusual phrase",
+    }
+    return await w.api.client.post("/api/v1/staff", json=body, headers=h)
+
+
+async def _deactivate(w: World, h: dict[str, str]) -> ClientResponse:
+    return await w.api.client.post(f"/api/v1/staff/{await w.fresh_staff()}/deactivate", headers=h)
+
+
+async def _unlock(w: World, h: dict[str, str]) -> ClientResponse:
+    return await w.api.client.post(f"/api/v1/staff/{await w.fresh_staff()}/unlock", headers=h)
+
+
+async def _reset_pw(w: World, h: dict[str, str]) -> ClientResponse:
+    return await w.api.client.put(
+        f"/api/v1/staff/{await w.fresh_staff()}/password",
+        json={"password": "another long phrase"},
+        headers=h,
+    )
+
+
+async def _reset_totp(w: World, h: dict[str, str]) -> ClientResponse:
+    return await w.api.client.delete(f"/api/v1/staff/{await w.fresh_staff()}/totp", headers=h)
+
+
+async def _patch_staff(w: World, h: dict[str, str]) -> ClientResponse:
+    return await w.api.client.patch(
+        f"/api/v1/staff/{await w.fresh_staff()}", json={"display_name": "Renamed"}, headers=h
+    )
+
+
+async def _read_staff(w: World, h: dict[str, str]) -> ClientResponse:
+    return await w.api.client.get(f"/api/v1/staff/{await w.fresh_staff()}", headers=h)
+
+
+async def _read_own_staff(w: World, h: dict[str, str]) -> ClientResponse:
+    me = await (await w.api.client.get("/api/v1/session", headers=h)).json()
+    return await w.api.client.get(f"/api/v1/staff/{me['staff_id']}", headers=h)
+
+
+async def _complete(w: World, h: dict[str, str]) -> ClientResponse:
+    return await w.api.client.post(f"/api/v1/actions/{await w.fresh_action()}/complete", headers=h)
+
+
+async def _download(w: World, h: dict[str, str]) -> ClientResponse:
+    return await w.api.client.get(f"/api/v1/documents/{await w.fresh_document()}", headers=h)
+
+
+def get(path: str) -> Call:
+    async def call(w: World, h: dict[str, str]) -> ClientResponse:
+        return await w.api.client.get(path.format(w=w), headers=h)
+
+    return call
+
+
+def send(method: str, path: str, body: Callable[[World], object] | None = None) -> Call:
+    async def call(w: World, h: dict[str, str]) -> ClientResponse:
+        data = body(w) if body else None
+        return await w.api.client.request(method, path.format(w=w), headers=h, json=data)
+
+    return call
+
+
+OPERATIONS: list[Op] = [
+    Op("who am I", EVERYONE, get("/api/v1/session")),
+    Op("list own tokens", EVERYONE, get("/api/v1/tokens")),
+    Op("list categories", EVERYONE, get("/api/v1/categories")),
+    Op("list staff", ADMINS, get("/api/v1/staff")),
+    Op("create staff", ADMINS, _new_staff, 201),
+    Op("read another's staff record", ADMINS, _read_staff),
+    Op("read one's own staff record", EVERYONE, _read_own_staff),
+    Op("rename staff", ADMINS, _patch_staff),
+    Op("deactivate staff", ADMINS, _deactivate),
+    Op("unlock staff", ADMINS, _unlock, 204),
+    Op("reset a password", ADMINS, _reset_pw, 204),
+    Op("reset TOTP", ADMINS, _reset_totp, 204),
+    Op("list sign-in problems", ADMINS, get("/api/v1/sign-in-problems")),
+    Op("list pupils", READERS, get("/api/v1/pupils")),
+    Op("read a pupil", READERS, get("/api/v1/pupils/{w.pupil.id}")),
+    Op("add a pupil", PUPIL_MANAGERS, _new_pupil, 201),
+    Op(
+        "change a pupil",
+        PUPIL_MANAGERS,
+        send("PATCH", "/api/v1/pupils/{w.pupil.id}", lambda w: {"year_group": "6"}),
+    ),
+    Op("import a CTF", PUPIL_MANAGERS, _ctf, 201),
+    Op("list concerns", RECORDERS, get("/api/v1/concerns")),
+    Op("record a concern", RECORDERS, send("POST", "/api/v1/concerns", concern_body), 201),
+    Op(
+        "read the DSL's concern",
+        frozenset({DSL, DEPUTY, HEAD}),
+        get("/api/v1/concerns/{w.concern_id}"),
+        refused={STAFF: 404},
+    ),
+    Op(
+        "change a concern's status",
+        DSL_TEAM,
+        send("PUT", "/api/v1/concerns/{w.concern_id}/status", lambda w: {"status": "monitoring"}),
+    ),
+    Op(
+        "triage",
+        DSL_TEAM,
+        send(
+            "POST",
+            "/api/v1/concerns/{w.concern_id}/triage",
+            lambda w: {"decision": "monitor", "reason": "Watch and review."},
+        ),
+        201,
+    ),
+    Op(
+        "add an action",
+        DSL_TEAM,
+        send("POST", "/api/v1/concerns/{w.concern_id}/actions", lambda w: {"text": "Call home"}),
+        201,
+    ),
+    Op("complete an action", DSL_TEAM, _complete),
+    Op(
+        "record a contact",
+        DSL_TEAM,
+        send(
+            "POST",
+            "/api/v1/concerns/{w.concern_id}/contacts",
+            lambda w: {"agency": "MASH", "contacted_at": "2026-09-07T10:00:00+00:00"},
+        ),
+        201,
+    ),
+    Op(
+        "upload a document",
+        DSL_TEAM,
+        lambda w, h: w.api.client.post(
+            f"/api/v1/pupils/{w.pupil.id}/documents?filename=a.txt", data=b"hello", headers=h
+        ),
+        201,
+    ),
+    Op("download a document", DSL_TEAM, _download),
+    Op(
+        "read a chronology",
+        frozenset({DSL, DEPUTY, HEAD}),
+        get("/api/v1/pupils/{w.pupil.id}/chronology"),
+    ),
+    Op(
+        "subject access export",
+        DSL_TEAM,
+        send("POST", "/api/v1/pupils/{w.pupil.id}/subject-access-export"),
+        201,
+    ),
+]
+
+
+async def test_every_role_against_every_operation(api: Api) -> None:
+    node = api.node
+    people: dict[Role, Person] = {}
+    for role in Role:
+        people[role] = await node.person(f"the_{role.value}", [role])
+    dsl = (await node.session(people[DSL])).actor
+    admin = (await node.session(people[ADMIN])).actor
+    pupil = await node.store.create_pupil(
+        admin,
+        NewPupil(
+            upn="H801200001001", surname="Okafor", forename="Amara", dob=date(2014, 11, 3), sex="F"
+        ),
+    )
+    concern = await node.store.record_concern(
+        dsl,
+        NewConcern(
+            pupil_ids=(pupil.id,),
+            category="bullying",
+            happened_at=datetime(2026, 9, 7, 8, 0, tzinfo=UTC),
+            account="Seen crying.",
+        ),
+    )
+    world = World(api=api, dsl=dsl, admin=admin, pupil=pupil, concern_id=concern.id)
+    headers = {role: await api.sign_in(p) for role, p in people.items()}
+
+    wrong: list[str] = []
+    checked = 0
+    for op in OPERATIONS:
+        for role in Role:
+            resp = await op.call(world, headers[role])
+            if role in op.allowed:
+                want = op.ok
+            else:
+                want = (op.refused or {}).get(role, 403)
+            checked += 1
+            if resp.status != want:
+                wrong.append(
+                    f"{op.name} as {role.value}: {resp.status}, expected {want}: "
+                    f"{(await resp.text())[:160]}"
+                )
+            elif resp.status >= 400:
+                assert resp.content_type == "application/problem+json"
+            resp.release()
+    assert not wrong, "\n".join(wrong)
+    assert checked == len(OPERATIONS) * len(Role)
+    refusals = [e for e in node.audit.events if e.outcome == "refused"]
+    assert refusals and all(e.request_id for e in refusals)

@@ -1,0 +1,190 @@
+"""The aiohttp application: :func:`create_app`.
+
+Middleware gives every request an id (``X-Request-Id``, in logs and audit
+events), adds security headers to every response (streamed ones included),
+turns every error into an RFC 9457 problem document, and never lets bad
+input become a 500. Authentication is by ``Authorization: Bearer`` (a
+session token from ``POST /api/v1/session`` or an API token); the store and
+the accounts service decide what the caller may do.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import ValidationError
+
+from transfer import __version__
+from transfer.api.openapi import build_openapi
+from transfer.api.problems import (
+    MethodNotAllowed,
+    RouteNotFound,
+    error_response,
+    from_validation,
+    problem_response,
+)
+from transfer.api.request_ids import HEADER, REQUEST_ID, request_id_from
+from transfer.api.routes import (
+    ACCOUNTS_KEY,
+    CONFIG_KEY,
+    EXPORTS_KEY,
+    OPENAPI_KEY,
+    ROUTES,
+    STORE_KEY,
+    Route,
+    bind,
+)
+from transfer.auditing import AuditEvent, AuditSink
+from transfer.auth.service import Accounts
+from transfer.config import Config
+from transfer.errors import HandoverError, TooLargeError
+from transfer.store.service import Store
+
+log = logging.getLogger("transfer.api")
+
+AUDIT_KEY = web.AppKey("audit", AuditSink)
+#: Where the request id is kept on the request (a typed key on aiohttp >= 3.14).
+_RID_KEY: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; sandbox",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Strict-Transport-Security": "max-age=31536000",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+def _rid(request: web.Request) -> str:
+    value = request.get(_RID_KEY)
+    return value if isinstance(value, str) else "unknown"
+
+
+def _from_http(exc: web.HTTPException, request: web.Request) -> web.StreamResponse:
+    rid = _rid(request)
+    if isinstance(exc, web.HTTPNotFound):
+        err: HandoverError = RouteNotFound(f"there is no route {request.path[:200]!r}")
+    elif isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = sorted(exc.allowed_methods)
+        resp = error_response(
+            MethodNotAllowed(
+                f"{request.method} is not allowed here; allowed: {', '.join(allowed)}",
+                detail={"allowed": allowed},
+            ),
+            rid,
+        )
+        resp.headers["Allow"] = ", ".join(allowed)
+        return resp
+    elif isinstance(exc, web.HTTPRequestEntityTooLarge):
+        err = TooLargeError("the request body is too large")
+    else:
+        return problem_response(
+            exc.status,
+            slug=f"http-{exc.status}",
+            title=exc.reason,
+            detail=exc.reason,
+            request_id=rid,
+        )
+    return error_response(err, rid)
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request an id, log it, and turn every error into a problem document."""
+    rid = request_id_from(request.headers.get(HEADER))
+    request[_RID_KEY] = rid
+    token = REQUEST_ID.set(rid)
+    started = time.monotonic()
+    status = 500
+    try:
+        try:
+            response = await handler(request)
+        except HandoverError as err:
+            response = error_response(err, rid)
+        except ValidationError as err:
+            response = error_response(from_validation(err), rid)
+        except web.HTTPException as exc:
+            response = _from_http(exc, request)
+        except Exception:
+            log.exception("unexpected error in %s %s [request %s]", request.method,
+                          request.path, rid)  # fmt: skip
+            await _audit_crash(request, rid)
+            response = problem_response(
+                500,
+                slug="internal-error",
+                title="Something went wrong on the server",
+                detail="an unexpected error occurred; quote the request id to the operator",
+                request_id=rid,
+            )
+        status = response.status
+        return response
+    finally:
+        log.info(
+            "%s %s -> %s in %.1f ms [request %s]",
+            request.method,
+            request.path,
+            status,
+            (time.monotonic() - started) * 1000,
+            rid,
+        )
+        REQUEST_ID.reset(token)
+
+
+async def _audit_crash(request: web.Request, rid: str) -> None:
+    try:
+        await request.app[AUDIT_KEY].record(
+            AuditEvent(
+                action="api.error",
+                outcome="failed",
+                request_id=rid,
+                detail={"method": request.method, "path": request.path[:200]},
+            )
+        )
+    except Exception:
+        log.exception("could not audit an API error [request %s]", rid)
+
+
+async def _headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    response.headers[HEADER] = _rid(request)
+
+
+def create_app(
+    *,
+    store: Store,
+    accounts: Accounts,
+    audit: AuditSink,
+    config: Config,
+    exports_dir: Path | None = None,
+    routes: tuple[Route, ...] = ROUTES,
+) -> web.Application:
+    """The API application over a store and an accounts service.
+
+    ``audit`` receives the API's own events (``api.error``); pass the same
+    sink, wrapped in :class:`transfer.api.request_ids.RequestIdAudit`, to the
+    store and the accounts service so that their events carry request ids.
+    Subject access exports are written under ``exports_dir`` (default:
+    ``<data dir>/exports``).
+    """
+    app = web.Application(
+        middlewares=[request_context], client_max_size=config.server.max_body_bytes
+    )
+    app[STORE_KEY] = store
+    app[ACCOUNTS_KEY] = accounts
+    app[CONFIG_KEY] = config
+    app[AUDIT_KEY] = audit
+    app[EXPORTS_KEY] = exports_dir or store.data_dir / "exports"
+    app[OPENAPI_KEY] = build_openapi(routes, title="Handover API", version=__version__)
+    for route in routes:
+        app.router.add_route(route.method, route.path, bind(route))
+    app.on_response_prepare.append(_headers)
+    return app

@@ -1,0 +1,155 @@
+"""The OpenAPI 3.1 document of the API, built from the route table and the pydantic models."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from transfer.api.problems import MEDIA_TYPE as PROBLEM
+from transfer.api.routes import JSON, Route
+
+_REF = "#/components/schemas/{model}"
+_PARAM = re.compile(r"\{([a-z_]+)\}")
+
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "An RFC 9457 problem document",
+    "required": ["type", "title", "status", "detail", "instance"],
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string", "format": "uri"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "location": {"type": "string"},
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+def _schemas(routes: Iterable[Route]) -> tuple[dict[tuple[Any, str], Any], Any]:
+    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = []
+    for r in routes:
+        if r.body is not None and (r.body, "validation") not in wanted:
+            wanted.append((r.body, "validation"))
+        if r.response is not None and (r.response, "serialization") not in wanted:
+            wanted.append((r.response, "serialization"))
+    refs, defs = models_json_schema(wanted, ref_template=_REF)
+    out: dict[tuple[Any, str], Any] = {(m, mode): ref for (m, mode), ref in refs.items()}
+    return out, defs.get("$defs", {})
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM: {"schema": {"$ref": _REF.format(model="Problem")}}},
+    }
+
+
+def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[str, Any]:
+    """An OpenAPI 3.1 document describing ``routes`` exactly."""
+    routes = list(routes)
+    refs, defs = _schemas(routes)
+    defs["Problem"] = _PROBLEM_SCHEMA
+    paths: dict[str, dict[str, Any]] = {}
+    for r in routes:
+        op: dict[str, Any] = {
+            "operationId": r.operation_id,
+            "summary": r.summary,
+            "tags": [r.tag],
+        }
+        params: list[dict[str, Any]] = [
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+            for n in _PARAM.findall(r.path)
+        ]
+        params += [
+            {
+                "name": q.name,
+                "in": "query",
+                "required": q.required,
+                "description": q.description,
+                "schema": {"type": "string", "minLength": 1, "maxLength": q.max_length},
+            }
+            for q in r.query
+        ]
+        if params:
+            op["parameters"] = params
+        if r.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {JSON: {"schema": refs[(r.body, "validation")]}},
+            }
+        elif r.raw_body:
+            op["requestBody"] = {
+                "required": True,
+                "content": {
+                    m: {"schema": {"type": "string", "format": "binary"}} for m in r.raw_body
+                },
+            }
+        ok: dict[str, Any] = {"description": r.summary}
+        if r.response is not None:
+            schema = refs[(r.response, "serialization")]
+            if r.many:
+                schema = {
+                    "type": "object",
+                    "required": ["items"],
+                    "properties": {"items": {"type": "array", "items": schema}},
+                }
+            ok["content"] = {JSON: {"schema": schema}}
+        elif r.response_media != JSON:
+            ok["content"] = {r.response_media: {"schema": {"type": "string", "format": "binary"}}}
+        elif r.status != 204:
+            ok["content"] = {JSON: {"schema": {"type": "object"}}}
+        responses: dict[str, Any] = {str(r.status): ok}
+        if r.body is not None or r.raw_body or r.query:
+            responses["400"] = _problem("The input is not valid")
+            responses["413"] = _problem("The body is too large")
+            responses["415"] = _problem("Wrong content type")
+            responses["422"] = _problem("The body does not match the schema")
+        if r.auth:
+            op["security"] = [{"bearer": []}]
+            responses["401"] = _problem("Not signed in, or the session or token is not valid")
+            responses["403"] = _problem("The role (or the token's scopes) does not allow this")
+        if "{" in r.path:
+            responses["404"] = _problem("Not found (or not visible to the caller)")
+        responses["default"] = _problem("Any other error, as a problem document")
+        op["responses"] = responses
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    method_order: list[Literal["get", "post", "put", "patch", "delete"]] = [
+        "get", "post", "put", "patch", "delete"
+    ]  # fmt: skip
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "Handover's JSON API. Errors are RFC 9457 problem documents.",
+        },
+        "paths": {
+            p: {m: ops[m] for m in method_order if m in ops} for p, ops in sorted(paths.items())
+        },
+        "components": {
+            "schemas": dict(sorted(defs.items())),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A session token (hos_…) from POST /api/v1/session, "
+                    "or an API token (hot_…)",
+                }
+            },
+        },
+    }

@@ -1,0 +1,82 @@
+"""Tables of staff accounts and sign-in (the ``auth`` Alembic branch).
+
+The staff *record* (username, roles, active) is the store's ``staff`` table;
+these tables hold what proves who someone is: the password hash, the sealed
+TOTP secret, recovery-code hashes, sessions and API tokens. Secrets are never
+stored in the clear: passwords as Argon2id hashes, TOTP secrets sealed under
+the KEK, recovery codes and tokens as SHA-256 hashes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from transfer.store.db import Base
+from transfer.store.models import UTCDateTime
+
+
+class Credential(Base):
+    """One staff member's password, TOTP state and failed-sign-in counter."""
+
+    __tablename__ = "auth_credentials"
+
+    staff_id: Mapped[str] = mapped_column(ForeignKey("staff.id"), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: TOTP secret sealed under the KEK (AAD ``handover:totp:v1:<staff id>``), once confirmed.
+    totp_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: A secret being enrolled, until its first valid code confirms it.
+    totp_pending_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: The last TOTP time step accepted: a code at or before it is refused.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    failed_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class RecoveryCode(Base):
+    __tablename__ = "auth_recovery_codes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    staff_id: Mapped[str] = mapped_column(ForeignKey("staff.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SessionRow(Base):
+    """A signed-in session; only the SHA-256 of its token is kept."""
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[str] = mapped_column(ForeignKey("staff.id"), index=True)
+    org_id: Mapped[str] = mapped_column(String(64))
+    #: ``full``, or ``enrolment`` (password checked, TOTP still to be set up).
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class ApiTokenRow(Base):
+    """A scoped, revocable token for automation; only the SHA-256 of the token is kept."""
+
+    __tablename__ = "auth_api_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[str] = mapped_column(ForeignKey("staff.id"), index=True)
+    org_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(100))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
