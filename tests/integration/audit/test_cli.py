@@ -1,0 +1,150 @@
+"""``handover audit ...`` run as a real subprocess on a node's data directory (SQLite)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from transfer.audit.log import AuditLog
+from transfer.auditing import AuditEvent
+from transfer.store.db import make_engine, migrate
+
+ROOT = Path(__file__).resolve().parents[3]
+HANDOVER = ROOT / ".venv" / "bin" / "handover"
+KEK_HEX = "11" * 32
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 9, 7, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _run(*args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    # PYTHONPATH: the venv's editable install maps ``transfer`` as a namespace
+    # package on this machine, which hides ``transfer/__init__.py``; point at the tree.
+    env = {**os.environ, "HANDOVER_KEK": KEK_HEX, "PYTHONPATH": str(ROOT)}
+    cmd = [str(HANDOVER), "audit", *args]
+    if data_dir is not None:
+        cmd += ["--data-dir", str(data_dir)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> Path:
+    data_dir = tmp_path / "node"
+    url = f"sqlite+aiosqlite:///{data_dir / 'handover.db'}"
+    engine = make_engine(url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+    clock = Clock()
+    log = AuditLog.open(url, bytes.fromhex(KEK_HEX), origin="localhost:8443/audit", clock=clock)
+    try:
+        for i in range(12):
+            clock.now += timedelta(hours=1)
+            await log.record(
+                AuditEvent(
+                    action="store.pupil.read" if i % 3 else "store.concern.add",
+                    actor=f"staff-{i % 2}",
+                    org="school-a",
+                    targets={"pupil": "p1" if i < 8 else "p2"},
+                    request_id=f"r{i}",
+                )
+            )
+    finally:
+        await log.close()
+    return data_dir
+
+
+async def test_verify_checkpoint_and_show(node: Path) -> None:
+    res = _run("checkpoint", data_dir=node)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("localhost:8443/audit\n12\n")
+    vkey = _run("checkpoint", "--vkey", data_dir=node).stdout.strip()
+    assert vkey.startswith("localhost:8443/audit+")
+    res = _run("verify", data_dir=node)
+    assert res.returncode == 0, res.stderr
+    assert "intact: 12 entries" in res.stdout
+
+    shown = _run("show", "--pupil", "p1", data_dir=node).stdout.splitlines()
+    assert len(shown) == 8 and shown[0].startswith("#0 2026-09-07T10:00:00.000000Z")
+    out = _run("show", "--pupil", "p2", "--person", "staff-1", data_dir=node).stdout
+    assert [line.split()[0] for line in out.splitlines()] == ["#9", "#11"]
+    out = _run("show", "--action", "store.concern.*", data_dir=node).stdout
+    assert [line.split()[0] for line in out.splitlines()] == ["#0", "#3", "#6", "#9"]
+    out = _run(
+        "show", "--since", "2026-09-07T12:00:00Z", "--until", "2026-09-07T14:00:00Z", "--json",
+        data_dir=node,
+    ).stdout  # fmt: skip
+    assert [json.loads(line)["seq"] for line in out.splitlines()] == [2, 3]
+
+
+async def test_verify_names_a_deleted_entry(node: Path) -> None:
+    assert _run("checkpoint", data_dir=node).returncode == 0
+    with sqlite3.connect(node / "handover.db") as db:
+        db.execute("DELETE FROM audit_entries WHERE seq = 4")
+    res = _run("verify", data_dir=node)
+    assert res.returncode == 7
+    assert "entry #4 was removed" in res.stderr
+
+
+async def test_verify_names_a_rollback_against_the_data_dir_checkpoint(node: Path) -> None:
+    assert _run("checkpoint", data_dir=node).returncode == 0
+    with sqlite3.connect(node / "handover.db") as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    backup = (node / "handover.db").read_bytes()
+    url = f"sqlite+aiosqlite:///{node / 'handover.db'}"
+    log = AuditLog.open(url, bytes.fromhex(KEK_HEX))
+    try:
+        await log.record(AuditEvent("store.pupil.read", actor="staff-0"))
+    finally:
+        await log.close()
+    assert _run("checkpoint", data_dir=node).returncode == 0
+    for suffix in ("-wal", "-shm"):
+        (node / f"handover.db{suffix}").unlink(missing_ok=True)
+    (node / "handover.db").write_bytes(backup)  # restore yesterday's backup
+    res = _run("verify", data_dir=node)
+    assert res.returncode == 7
+    assert "rolled back" in res.stderr and "size 13" in res.stderr
+
+
+async def test_export_and_verify_export(node: Path, tmp_path: Path) -> None:
+    vkey = _run("checkpoint", "--vkey", data_dir=node).stdout.strip()
+    full, part = tmp_path / "full", tmp_path / "part"
+    res = _run("export", str(full), data_dir=node)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in full.iterdir()) == [
+        "checkpoint.note", "checkpoints", "entries.jsonl", "log.vkey", "proofs.json",
+    ]  # fmt: skip
+    res = _run("verify-export", str(full), "--vkey", vkey)
+    assert res.returncode == 0, res.stderr
+    assert "12 entries" in res.stdout
+
+    res = _run("export", str(part), "--pupil", "p2", data_dir=node)
+    assert res.returncode == 0, res.stderr
+    res = _run("verify-export", str(part), "--vkey", vkey)
+    assert res.returncode == 0 and "4 entries" in res.stdout, res.stderr
+
+    # An edited entry is named: by the hash chain (full export), by its proof (filtered).
+    for where, line, named in ((full, 5, "entry #5 was changed"), (part, -1, "entry #11")):
+        lines = (where / "entries.jsonl").read_text().splitlines()
+        assert '"staff-1"' in lines[line]
+        lines[line] = lines[line].replace('"staff-1"', '"staff-0"')
+        (where / "entries.jsonl").write_text("\n".join(lines) + "\n")
+        res = _run("verify-export", str(where), "--vkey", vkey)
+        assert res.returncode == 7
+        assert named in res.stderr
+
+    other = "localhost:8443/audit+00000000+" + vkey.split("+")[2]
+    res = _run("verify-export", str(full), "--vkey", other)
+    assert res.returncode == 7

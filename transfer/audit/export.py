@@ -1,0 +1,173 @@
+"""An auditor's export of the log, and its verifier (which needs no database).
+
+Layout of an export directory::
+
+    log.vkey            the log's verifier key (<name>+<hash>+<base64 key>)
+    checkpoint.note     the checkpoint everything is proved against (size N)
+    checkpoints/        every earlier checkpoint the log signed, <size>.note
+    entries.jsonl       canonical entry bytes, one per line
+    proofs.json         {"size": N, "complete": bool,
+                         "inclusion": {seq: [base64 hash, ...]},   (partial exports)
+                         "consistency": {size: [base64 hash, ...]}} (each earlier checkpoint)
+
+A complete export holds entries 0..N-1 and is checked by re-hashing them all;
+a partial one (filtered) holds some entries, each with an inclusion proof.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from transfer.audit import merkle
+from transfer.audit.checkpoint import NoteError, Verifier, verify_checkpoint
+from transfer.audit.entry import EntryFormatError, decode
+from transfer.audit.log import AuditLog, TamperError, TreeChecker, b64, unb64
+from transfer.errors import InputError
+
+MAX_INCLUSION_EXPORT = 100_000
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    size: int
+    entries: int
+    complete: bool
+    checkpoints: int
+
+
+async def write_export(
+    log: AuditLog, out: Path, *, filters: dict[str, Any] | None = None
+) -> ExportSummary:
+    """Write an export of ``log`` into the (new or empty) directory ``out``."""
+    _prepare(out)
+    latest = await log.checkpoint()
+    size = latest.size
+    verifier = await log.verifier()
+    _write(out / "log.vkey", verifier.vkey + "\n")
+    _write(out / "checkpoint.note", latest.note)
+    consistency: dict[str, list[str]] = {}
+    earlier = {cp.size: cp for cp in await log.checkpoints() if 0 < cp.size < size}
+    for cp_size, cp in sorted(earlier.items()):
+        _write(out / "checkpoints" / f"{cp_size}.note", cp.note)
+        consistency[str(cp_size)] = [b64(h) for h in await log.consistency_proof(cp_size, size)]
+    inclusion: dict[str, list[str]] = {}
+    count = 0
+    with _open_entries(out) as f:
+        if filters:
+            shown = [s for s in await log.show(**filters) if s.seq < size]
+            if len(shown) > MAX_INCLUSION_EXPORT:
+                raise InputError("too many entries for a filtered export; narrow the filters")
+            for s in shown:
+                body, _ = await log.entry(s.seq)
+                f.write(body + b"\n")
+                inclusion[str(s.seq)] = [b64(h) for h in await log.inclusion_proof(s.seq, size)]
+                count += 1
+        else:
+            async for seq, body, _ in log.iter_bodies():
+                if seq >= size:
+                    break
+                f.write(body + b"\n")
+                count += 1
+    proofs = {
+        "size": size,
+        "complete": not filters,
+        "inclusion": inclusion,
+        "consistency": consistency,
+    }
+    _write(out / "proofs.json", json.dumps(proofs, indent=1))
+    return ExportSummary(size, count, not filters, len(earlier) + 1)
+
+
+def _prepare(out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} is not empty; choose a new directory for the export")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir()
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def _open_entries(out: Path) -> BinaryIO:
+    return (out / "entries.jsonl").open("wb")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+
+
+def verify_export(directory: Path, vkey: str | None = None) -> ExportSummary:
+    """Check an export using only its files and the log's public key; raise if anything fails.
+
+    ``vkey`` is the key the auditor obtained independently; when given, the
+    export's ``log.vkey`` must be the same key.
+    """
+    in_export = _read(directory / "log.vkey").strip()
+    if vkey is not None and vkey.strip() != in_export:
+        raise TamperError("checkpoint", "the export's log.vkey is not the key you gave")
+    try:
+        verifier = Verifier.from_vkey(vkey.strip() if vkey else in_export)
+        latest = verify_checkpoint(_read(directory / "checkpoint.note"), verifier)
+    except NoteError as exc:
+        raise TamperError("checkpoint", f"checkpoint.note: {exc.message}") from None
+    try:
+        proofs = json.loads(_read(directory / "proofs.json"))
+        size = int(proofs["size"])
+        complete = bool(proofs["complete"])
+        inclusion: dict[str, list[str]] = proofs["inclusion"]
+        consistency: dict[str, list[str]] = proofs["consistency"]
+    except (ValueError, KeyError, TypeError):
+        raise InputError("proofs.json is not a valid proofs file") from None
+    if size != latest.size:
+        raise TamperError("checkpoint", "proofs.json is for a different size than checkpoint.note")
+    targets = [(latest, "checkpoint.note")]
+    notes = sorted((directory / "checkpoints").glob("*.note"))
+    for path in notes:
+        src = f"checkpoints/{path.name}"
+        try:
+            cp = verify_checkpoint(_read(path), verifier)
+            merkle.verify_consistency(
+                cp.size, size, cp.root, latest.root, [unb64(h) for h in consistency[str(cp.size)]]
+            )
+        except (NoteError, KeyError) as exc:
+            raise TamperError("checkpoint", f"{src} does not check: {exc}") from None
+        except merkle.ProofError as exc:
+            raise TamperError(
+                "contradicted", f"{src} is not consistent with checkpoint.note: {exc.message}"
+            ) from None
+        targets.append((cp, src))
+    lines = (directory / "entries.jsonl").read_bytes().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    if complete:
+        checker = TreeChecker(targets)
+        for row, body in enumerate(lines):
+            checker.add(row, body, merkle.leaf_hash(body))
+        count = checker.finish()
+        checker.check_beyond()
+        if count != size:
+            raise TamperError("inserted", f"the export holds {count} entries, not {size}")
+    else:
+        for body in lines:
+            try:
+                seq = decode(body).seq
+                proof = [unb64(h) for h in inclusion[str(seq)]]
+            except (EntryFormatError, KeyError):
+                raise TamperError(
+                    "changed", "an entry in entries.jsonl has no valid proof"
+                ) from None
+            try:
+                merkle.verify_inclusion(seq, size, merkle.leaf_hash(body), proof, latest.root)
+            except merkle.ProofError:
+                raise TamperError(
+                    "changed", f"entry #{seq} in the export is not the one the log signed", seq=seq
+                ) from None
+        count = len(lines)
+    return ExportSummary(size, count, complete, len(targets))

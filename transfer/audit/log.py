@@ -1,0 +1,1048 @@
+"""The audit log in the database: appends, checkpoints, proofs, witnessing, verification.
+
+:class:`AuditLog` implements :class:`transfer.auditing.AuditSink`. Every append
+runs in one transaction that first locks the single ``audit_head`` row
+(``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the transaction starts with a
+write, so writers queue on the database lock), so several processes appending to
+one database get one total order with no gaps and no duplicates. Concurrent
+``record`` calls in one process are committed together (group commit); each
+call still returns only after its entry is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import multiprocessing as mp
+import os
+import tempfile
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from transfer import aead
+from transfer.audit import merkle
+from transfer.audit.checkpoint import (
+    Checkpoint,
+    NoteError,
+    Signer,
+    Verifier,
+    parse_checkpoint_text,
+    parse_note,
+    sign_checkpoint,
+    verify_checkpoint,
+)
+from transfer.audit.entry import (
+    ZERO_HASH,
+    Checked,
+    Entry,
+    EntryFormatError,
+    check_many,
+    check_run,
+    decode,
+    entry_from_event,
+)
+from transfer.audit.tables import (
+    audit_checkpoints,
+    audit_entries,
+    audit_head,
+    audit_key,
+    audit_nodes,
+    audit_witnessed,
+)
+from transfer.auditing import AuditEvent
+from transfer.config import Config
+from transfer.errors import InputError, IntegrityError, NotFoundError
+from transfer.store.db import make_engine
+
+DEFAULT_ORIGIN = "handover.invalid/audit"
+#: Where, inside the data directory, the newest checkpoint is kept outside the database.
+ANCHOR = Path("audit") / "latest-checkpoint.note"
+
+
+def origin_for(base_url: str) -> str:
+    """The log's origin line and key name: the node's host (and port) and ``/audit``."""
+    host = urlsplit(base_url).netloc or "handover.invalid"
+    return f"{host}/audit"
+
+
+VERIFY_CHUNK = 20_000
+#: Processes that parse and hash entries during verify() (large logs only).
+VERIFY_WORKERS = 2
+
+RunResult = tuple[bytes, list[bytes]] | list[Checked]
+
+
+class TamperError(IntegrityError):
+    """The stored log does not match itself or a checkpoint: something was altered."""
+
+    #: "changed", "inserted", "removed", "reordered", "truncated", "rolled-back",
+    #: "contradicted", "head" or "checkpoint".
+    kind: str = "changed"
+
+    def __init__(self, kind: str, message: str, *, seq: int | None = None) -> None:
+        super().__init__(message, detail={"kind": kind, "seq": seq})
+        self.kind = kind
+        self.seq = seq
+
+
+class WitnessConflict(IntegrityError):
+    """A counterpart's checkpoint contradicts one it sent before (a fork or rollback)."""
+
+
+def key_aad(origin: str) -> bytes:
+    return f"handover/audit-log-key/v1|{origin}".encode()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode(), validate=True)
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    note: str
+    checkpoint: Checkpoint
+    created_at: datetime
+
+    @property
+    def size(self) -> int:
+        return self.checkpoint.size
+
+
+@dataclass(frozen=True)
+class PeerCheckpoint:
+    """What a receipt carries: our latest checkpoint and a proof from the size the peer holds."""
+
+    note: str
+    since: int | None
+    proof: list[bytes]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checkpoint": self.note, "since": self.since, "proof": [b64(p) for p in self.proof]}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> PeerCheckpoint:
+        try:
+            since = obj.get("since")
+            return cls(
+                note=str(obj["checkpoint"]),
+                since=None if since is None else int(since),
+                proof=[unb64(p) for p in obj.get("proof") or []],
+            )
+        except (KeyError, TypeError, ValueError):
+            raise InputError("a peer checkpoint needs 'checkpoint', 'since' and 'proof'") from None
+
+
+@dataclass(frozen=True)
+class WitnessResult:
+    """How a counterpart's checkpoint relates to the ones we already hold from that log.
+
+    ``status``: "first" (none held before), "same" (already held), "consistent"
+    (the proof shows it extends the largest one held), "unproven" (larger, no
+    proof given), "older" (smaller than one held, and agrees where checkable).
+    """
+
+    status: str
+    origin: str
+    size: int
+    previous_size: int | None
+
+
+@dataclass(frozen=True)
+class ShownEntry:
+    seq: int
+    entry: Entry
+
+
+class AuditLog:
+    """The tamper-evident audit log over one database (SQLite or PostgreSQL)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        kek: bytes,
+        *,
+        origin: str = DEFAULT_ORIGIN,
+        clock: Callable[[], datetime] | None = None,
+        anchor: Path | None = None,
+        own_engine: bool = False,
+    ) -> None:
+        if len(kek) != aead.KEY_SIZE:
+            raise ValueError("the key-encryption key must be 32 bytes")
+        self._engine = engine
+        self._kek = kek
+        self._origin = origin
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._anchor = anchor
+        self._own_engine = own_engine
+        self._pending: list[tuple[AuditEvent, datetime, asyncio.Future[int]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._signer: Signer | None = None
+        self._sqlite = engine.dialect.name == "sqlite"
+
+    @classmethod
+    def open(cls, url: str, kek: bytes, **kwargs: Any) -> AuditLog:
+        """A log over its own engine for ``url`` (closed by :meth:`close`)."""
+        return cls(make_engine(url), kek, own_engine=True, **kwargs)
+
+    @classmethod
+    def for_node(cls, data_dir: Path, config: Config, kek: bytes) -> AuditLog:
+        """The node's log: its database, origin and checkpoint file (what serve and the CLI use)."""
+        return cls.open(
+            config.database_url(data_dir),
+            kek,
+            origin=origin_for(config.node.base_url),
+            anchor=data_dir / ANCHOR,
+        )
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._own_engine:
+            await self._engine.dispose()
+
+    # ---------------------------------------------------------------- appending
+
+    async def record(self, event: AuditEvent) -> None:
+        """AuditSink: append one event; return once it is committed."""
+        await self.append(event)
+
+    async def append(self, event: AuditEvent) -> int:
+        """Append one event and return its sequence number (durable on return)."""
+        when = self._now()
+        # Refuse a bad event here, to its caller alone, not to the whole group commit.
+        entry_from_event(event, 0, ZERO_HASH, when)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        self._pending.append((event, when, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await fut
+
+    async def append_many(self, events: Sequence[AuditEvent]) -> list[int]:
+        """Append a batch in one transaction; return their sequence numbers."""
+        now = self._now()
+        return await self._append_batch([(e, now) for e in events])
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                seqs = await self._append_batch([(e, t) for e, t, _ in batch])
+            except Exception as exc:  # handed to every waiting caller
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, _, fut), seq in zip(batch, seqs, strict=True):
+                if not fut.done():
+                    fut.set_result(seq)
+
+    def _now(self) -> datetime:
+        when = self._clock()
+        if when.tzinfo is None:
+            raise ValueError("the audit log's clock must return an aware datetime")
+        return when.astimezone(UTC)
+
+    async def _lock_head(self, conn: AsyncConnection) -> tuple[int, bytes, bytes]:
+        if self._sqlite:
+            # Take SQLite's write lock before reading, so concurrent writers queue.
+            await conn.execute(
+                sa.update(audit_head).where(audit_head.c.id == 1).values(size=audit_head.c.size)
+            )
+        row = (
+            await conn.execute(
+                sa.select(audit_head.c.size, audit_head.c.compact, audit_head.c.last_leaf)
+                .where(audit_head.c.id == 1)
+                .with_for_update()
+            )
+        ).one_or_none()
+        if row is None:
+            raise IntegrityError("the audit log's head row is missing: the log was tampered with")
+        return int(row.size), bytes(row.compact), bytes(row.last_leaf)
+
+    async def _append_batch(self, items: Sequence[tuple[AuditEvent, datetime]]) -> list[int]:
+        if not items:
+            return []
+        async with self._engine.begin() as conn:
+            size, compact_blob, last = await self._lock_head(conn)
+            compact = merkle.CompactRange.decode(size, compact_blob)
+            entries: list[dict[str, Any]] = []
+            nodes: list[dict[str, Any]] = []
+            seqs: list[int] = []
+            for event, when in items:
+                entry = entry_from_event(event, compact.size, last, when)
+                body = entry.encode()
+                leaf = merkle.leaf_hash(body)
+                seqs.append(entry.seq)
+                entries.append(
+                    {
+                        "seq": entry.seq,
+                        "body": body,
+                        "leaf_hash": leaf,
+                        "at": when,
+                        "action": entry.action,
+                        "actor": entry.actor,
+                        "org": entry.org,
+                        "pupil": entry.pupil,
+                        "person": entry.person,
+                    }
+                )
+                nodes.extend(
+                    {"level": lv, "idx": ix, "hash": h} for lv, ix, h in compact.append(leaf)
+                )
+                last = leaf
+            await conn.execute(sa.insert(audit_entries), entries)
+            if nodes:
+                await conn.execute(sa.insert(audit_nodes), nodes)
+            await conn.execute(
+                sa.update(audit_head)
+                .where(audit_head.c.id == 1)
+                .values(size=compact.size, compact=compact.encode(), last_leaf=last)
+            )
+        return seqs
+
+    # --------------------------------------------------------------------- keys
+
+    async def signer(self) -> Signer:
+        """The log's note signer, generated and sealed under the KEK at first use."""
+        if self._signer is not None:
+            return self._signer
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(sa.select(audit_key).where(audit_key.c.id == 1))
+            ).one_or_none()
+            if row is None:
+                await self._lock_head(conn)  # one process creates the key
+                row = (
+                    await conn.execute(sa.select(audit_key).where(audit_key.c.id == 1))
+                ).one_or_none()
+            if row is None:
+                signer = Signer.generate(self._origin)
+                await conn.execute(
+                    sa.insert(audit_key).values(
+                        id=1,
+                        origin=self._origin,
+                        public_key=signer.verifier.public_key,
+                        sealed_seed=aead.seal(self._kek, signer.seed, key_aad(self._origin)),
+                        created_at=self._now(),
+                    )
+                )
+            else:
+                seed = aead.unseal(self._kek, bytes(row.sealed_seed), key_aad(row.origin))
+                signer = Signer(row.origin, seed)
+                if signer.verifier.public_key != bytes(row.public_key):
+                    raise IntegrityError("the audit log's stored public key does not match its key")
+        self._signer = signer
+        self._origin = signer.name
+        return signer
+
+    async def verifier(self) -> Verifier:
+        """The public half; ``(await log.verifier()).vkey`` is the exportable form."""
+        return (await self.signer()).verifier
+
+    @property
+    def origin(self) -> str:
+        return self._origin
+
+    # -------------------------------------------------------------- tree access
+
+    async def size(self) -> int:
+        async with self._engine.connect() as conn:
+            return int(
+                (
+                    await conn.execute(sa.select(audit_head.c.size).where(audit_head.c.id == 1))
+                ).scalar_one()
+            )
+
+    async def _nodes(
+        self, conn: AsyncConnection, wanted: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], bytes]:
+        """The wanted subtree hashes, in one query (leaves from audit_entries)."""
+        leaves = [ix for lv, ix in wanted if lv == 0]
+        by_level: dict[int, list[int]] = {}
+        for lv, ix in wanted:
+            if lv > 0:
+                by_level.setdefault(lv, []).append(ix)
+        parts: list[sa.Select[Any]] = []
+        if leaves:
+            e = audit_entries.c
+            parts.append(
+                sa.select(
+                    sa.literal(0).label("level"), e.seq.label("idx"), e.leaf_hash.label("hash")
+                ).where(e.seq.in_(leaves))
+            )
+        if by_level:
+            n = audit_nodes.c
+            # One indexed range per level (a tuple IN is not indexed by SQLite).
+            parts.append(
+                sa.select(n.level, n.idx, n.hash).where(
+                    sa.or_(
+                        *(sa.and_(n.level == lv, n.idx.in_(ixs)) for lv, ixs in by_level.items())
+                    )
+                )
+            )
+        if not parts:
+            return {}
+        query = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+        rows = (await conn.execute(query)).tuples().all()
+        return {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
+
+    async def _with_nodes(self, wanted: Sequence[tuple[int, int]], size: int) -> merkle.Lookup:
+        async with self._engine.connect() as conn:
+            got = await self._nodes(conn, wanted)
+            missing = [w for w in wanted if w not in got]
+            if missing:
+                have = int(
+                    (
+                        await conn.execute(sa.select(audit_head.c.size).where(audit_head.c.id == 1))
+                    ).scalar_one()
+                )
+                if size > have:
+                    raise NotFoundError(f"the audit log has {have} entries, fewer than {size}")
+                raise IntegrityError(
+                    f"the audit log's stored subtree hash {missing[0]} is missing: "
+                    "run 'handover audit verify'"
+                )
+        return lambda level, index: got[(level, index)]
+
+    async def root(self, size: int | None = None) -> bytes:
+        size = await self.size() if size is None else size
+        lookup = await self._with_nodes(merkle.root_nodes(size), size)
+        return merkle.root_from_lookup(lookup, size)
+
+    async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """Hashes proving entry ``index`` is in the tree of ``size`` (O(log n) lookups)."""
+        if not 0 <= index < size:
+            raise InputError(f"entry {index} is not in a tree of size {size}")
+        lookup = await self._with_nodes(merkle.inclusion_nodes(index, size), size)
+        return merkle.inclusion_proof(lookup, index, size)
+
+    async def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """Hashes proving the tree of size ``old`` is a prefix of the tree of size ``new``."""
+        if not 0 < old <= new:
+            raise InputError(f"no consistency proof from size {old} to size {new}")
+        lookup = await self._with_nodes(merkle.consistency_nodes(old, new), new)
+        return merkle.consistency_proof(lookup, old, new)
+
+    async def entry(self, seq: int) -> tuple[bytes, bytes]:
+        """The stored bytes and leaf hash of entry ``seq``."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(audit_entries.c.body, audit_entries.c.leaf_hash).where(
+                        audit_entries.c.seq == seq
+                    )
+                )
+            ).one_or_none()
+        if row is None:
+            raise NotFoundError(f"there is no audit entry #{seq}")
+        return bytes(row.body), bytes(row.leaf_hash)
+
+    # -------------------------------------------------------------- checkpoints
+
+    async def checkpoint(self) -> StoredCheckpoint:
+        """Sign and store a checkpoint of the whole log (the latest is reused if no change)."""
+        signer = await self.signer()
+        async with self._engine.begin() as conn:
+            size, compact_blob, _ = await self._lock_head(conn)
+            latest = await self._latest(conn)
+            if latest is not None and latest.size == size:
+                stored = latest
+            else:
+                root = merkle.CompactRange.decode(size, compact_blob).root()
+                cp = Checkpoint(signer.name, size, root)
+                note = sign_checkpoint(cp, signer)
+                now = self._now()
+                await conn.execute(
+                    sa.insert(audit_checkpoints).values(
+                        size=size, root=root, note=note, created_at=now
+                    )
+                )
+                stored = StoredCheckpoint(note, cp, now)
+        self._write_anchor(stored)
+        return stored
+
+    async def _latest(self, conn: AsyncConnection) -> StoredCheckpoint | None:
+        row = (
+            await conn.execute(
+                sa.select(audit_checkpoints)
+                .order_by(audit_checkpoints.c.size.desc(), audit_checkpoints.c.id.desc())
+                .limit(1)
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        return StoredCheckpoint(
+            row.note, parse_checkpoint_text(parse_note(row.note).text), row.created_at
+        )
+
+    async def latest_checkpoint(self) -> StoredCheckpoint | None:
+        async with self._engine.connect() as conn:
+            return await self._latest(conn)
+
+    async def checkpoints(self) -> list[StoredCheckpoint]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(sa.select(audit_checkpoints).order_by(audit_checkpoints.c.id))
+            return [
+                StoredCheckpoint(
+                    r.note, parse_checkpoint_text(parse_note(r.note).text), r.created_at
+                )
+                for r in rows
+            ]
+
+    def _write_anchor(self, stored: StoredCheckpoint) -> None:
+        """Keep the latest checkpoint beside (not in) the database: a restored DB contradicts it."""
+        if self._anchor is None:
+            return
+        current = self._read_anchor()
+        if current is not None and current.size >= stored.size:
+            return
+        self._anchor.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self._anchor.parent, prefix=".checkpoint-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(stored.note)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._anchor)
+
+    def _read_anchor(self) -> Checkpoint | None:
+        if self._anchor is None or not self._anchor.exists():
+            return None
+        return parse_checkpoint_text(parse_note(self._anchor.read_text(encoding="utf-8")).text)
+
+    async def for_peer(self, since: int | None) -> PeerCheckpoint:
+        """Our latest checkpoint (signed now if needed) and a consistency proof from ``since``.
+
+        ``since`` is the size of our checkpoint the peer last stored (from its
+        :meth:`held_size`), or ``None``.
+        """
+        latest = await self.checkpoint()
+        proof: list[bytes] = []
+        if since is not None and 0 < since < latest.size:
+            proof = await self.consistency_proof(since, latest.size)
+        elif since is not None and since > latest.size:
+            since = None  # the peer claims more than we have; it will see the conflict
+        return PeerCheckpoint(latest.note, since, proof)
+
+    # ---------------------------------------------------------------- witnessing
+
+    async def held_size(self, origin: str) -> int | None:
+        """The largest tree size of ``origin``'s log we hold a checkpoint for."""
+        async with self._engine.connect() as conn:
+            value = (
+                await conn.execute(
+                    sa.select(sa.func.max(audit_witnessed.c.size)).where(
+                        audit_witnessed.c.origin == origin
+                    )
+                )
+            ).scalar_one_or_none()
+        return None if value is None else int(value)
+
+    async def store_witnessed(
+        self,
+        note: str,
+        vkey: str,
+        *,
+        from_org: str,
+        since: int | None = None,
+        proof: Sequence[bytes] = (),
+    ) -> WitnessResult:
+        """Keep a checkpoint a counterpart sent us (e.g. in a receipt), after checking it.
+
+        The signature must verify with ``vkey`` (from the directory) and the
+        checkpoint must agree with every one already held from that log: same
+        size, same root; and ``proof`` (a consistency proof from size ``since``)
+        must show it extends the one held at ``since``. A contradiction is stored
+        as evidence and raised as :class:`WitnessConflict`.
+        """
+        return await self._witness(note, vkey, from_org, since, proof, store=True)
+
+    async def check_witness(
+        self,
+        note: str,
+        vkey: str,
+        *,
+        from_org: str,
+        since: int | None = None,
+        proof: Sequence[bytes] = (),
+    ) -> WitnessResult:
+        """What :meth:`store_witnessed` would say, without storing anything."""
+        return await self._witness(note, vkey, from_org, since, proof, store=False)
+
+    async def _witness(
+        self,
+        note: str,
+        vkey: str,
+        from_org: str,
+        since: int | None,
+        proof: Sequence[bytes],
+        *,
+        store: bool,
+    ) -> WitnessResult:
+        verifier = Verifier.from_vkey(vkey)
+        cp = verify_checkpoint(note, verifier)
+        async with self._engine.begin() as conn:
+            held = [
+                (int(r.size), bytes(r.root))
+                for r in await conn.execute(
+                    sa.select(audit_witnessed.c.size, audit_witnessed.c.root).where(
+                        audit_witnessed.c.origin == cp.origin
+                    )
+                )
+            ]
+            problem = _witness_problem(cp, held, since, proof)
+            largest = max((s for s, _ in held), default=None)
+            if problem is not None:
+                status = "conflict"
+            elif not held:
+                status = "first"
+            elif any(s == cp.size for s, _ in held):
+                status = "same"
+            elif largest is not None and cp.size < largest:
+                status = "older"
+            elif since is not None and proof and since == largest:
+                status = "consistent"
+            else:
+                status = "unproven"
+            if store and status != "same":
+                await conn.execute(
+                    sa.insert(audit_witnessed).values(
+                        from_org=from_org,
+                        origin=cp.origin,
+                        vkey=verifier.vkey,
+                        size=cp.size,
+                        root=cp.root,
+                        note=note,
+                        prev_size=since if proof else None,
+                        proof=json.dumps([b64(p) for p in proof]) if proof else None,
+                        status=status,
+                        received_at=self._now(),
+                    )
+                )
+        if problem is not None:
+            raise WitnessConflict(
+                f"the checkpoint from {from_org} (log {cp.origin}, size {cp.size}) contradicts "
+                f"one we already hold: {problem}"
+                + ("; it has been kept as evidence" if store else "")
+            )
+        return WitnessResult(status, cp.origin, cp.size, largest)
+
+    async def witnessed(self, origin: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(audit_witnessed).order_by(audit_witnessed.c.id)
+        if origin is not None:
+            q = q.where(audit_witnessed.c.origin == origin)
+        async with self._engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(q)]
+
+    # ------------------------------------------------------------------ reading
+
+    async def show(
+        self,
+        *,
+        pupil: str | None = None,
+        person: str | None = None,
+        org: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[ShownEntry]:
+        """Entries matching every given filter, oldest first (``action`` may end in ``*``)."""
+        c = audit_entries.c
+        q = sa.select(c.seq, c.body).order_by(c.seq)
+        if pupil is not None:
+            q = q.where(c.pupil == pupil)
+        if person is not None:
+            q = q.where(sa.or_(c.actor == person, c.person == person))
+        if org is not None:
+            q = q.where(c.org == org)
+        if action is not None:
+            if action.endswith("*"):
+                q = q.where(c.action.startswith(action[:-1], autoescape=True))
+            else:
+                q = q.where(c.action == action)
+        if since is not None:
+            q = q.where(c.at >= since.astimezone(UTC))
+        if until is not None:
+            q = q.where(c.at < until.astimezone(UTC))
+        if limit is not None:
+            q = q.limit(limit)
+        out: list[ShownEntry] = []
+        async with self._engine.connect() as conn:
+            for r in await conn.execute(q):
+                try:
+                    out.append(ShownEntry(int(r.seq), decode(bytes(r.body))))
+                except EntryFormatError:
+                    raise TamperError(
+                        "changed", f"entry #{r.seq} is not a valid entry: it was changed", seq=r.seq
+                    ) from None
+        return out
+
+    async def iter_chunks(
+        self, chunk: int | None = None, *, below: int | None = None
+    ) -> AsyncIterator[list[tuple[int, bytes, bytes]]]:
+        """Every stored row ``(seq, body, leaf_hash)`` in sequence order, a chunk at a time.
+
+        Rows with any ``seq`` (even negative ones) are included; ``below`` stops
+        before that sequence number.
+        """
+        chunk = chunk or VERIFY_CHUNK
+        last: int | None = None
+        c = audit_entries.c
+        while True:
+            q = sa.select(c.seq, c.body, c.leaf_hash).order_by(c.seq).limit(chunk)
+            if last is not None:
+                q = q.where(c.seq > last)
+            if below is not None:
+                q = q.where(c.seq < below)
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(q)).tuples().all()
+            if not rows:
+                return
+            yield [(int(s), bytes(b), bytes(h)) for s, b, h in rows]
+            last = int(rows[-1][0])
+
+    async def iter_bodies(self) -> AsyncIterator[tuple[int, bytes, bytes]]:
+        """Every stored row ``(seq, body, leaf_hash)`` in sequence order."""
+        async for rows in self.iter_chunks():
+            for row in rows:
+                yield row
+
+    # ------------------------------------------------------------ verification
+
+    async def verify(self, extra: Sequence[tuple[str, str]] = ()) -> int:
+        """Recompute the whole tree from the stored entries and check it; return the size.
+
+        Checks every entry's encoding, position and link to its predecessor, the
+        head row, every stored checkpoint, every checkpoint of this log handed
+        back by a counterpart, the anchor file in the data directory, and the
+        notes in ``extra`` (``(source, signed note)``). Checkpoints other logs
+        sent us are re-checked against each other. Raises :class:`TamperError`
+        naming the first problem.
+        """
+        verifier = await self.verifier()
+        targets: list[tuple[Checkpoint, str]] = []
+        async with self._engine.connect() as conn:
+            head = (
+                await conn.execute(sa.select(audit_head).where(audit_head.c.id == 1))
+            ).one_or_none()
+            if head is None:
+                raise TamperError("head", "the audit log's head row was deleted")
+            for r in await conn.execute(
+                sa.select(audit_checkpoints).order_by(audit_checkpoints.c.id)
+            ):
+                targets.append(
+                    (
+                        self._own_checkpoint(r.note, verifier, f"stored checkpoint #{r.id}"),
+                        f"stored checkpoint #{r.id}",
+                    )
+                )
+            witnessed = [
+                dict(r._mapping)
+                for r in await conn.execute(
+                    sa.select(audit_witnessed).order_by(audit_witnessed.c.id)
+                )
+            ]
+        for w in witnessed:
+            if w["origin"] == verifier.name:
+                src = f"the copy of our checkpoint held by {w['from_org']}"
+                targets.append((self._own_checkpoint(w["note"], verifier, src), src))
+        _recheck_witnessed([w for w in witnessed if w["origin"] != verifier.name])
+        if self._anchor is not None and self._anchor.exists():
+            src = f"the checkpoint file {self._anchor}"
+            targets.append(
+                (self._own_checkpoint(self._anchor.read_text(encoding="utf-8"), verifier, src), src)
+            )
+        for source, note in extra:
+            targets.append((self._own_checkpoint(note, verifier, source), source))
+        checker = TreeChecker(targets)
+        head_size = int(head.size)
+        # Only rows below the head's size as read above: appends made while we
+        # verify do not disturb it; rows beyond the head are counted at the end.
+        await self._feed(checker, head_size)
+        count = checker.finish()
+        if count < head_size:
+            raise TamperError(
+                "truncated",
+                f"the log was truncated: it holds {count} entries but its head records "
+                f"{head_size} (entries #{count} to #{head_size - 1} are gone)",
+                seq=count,
+            )
+        async with self._engine.connect() as conn:
+            # One statement, so one snapshot: the head now, and rows beyond it.
+            size_now, beyond = (
+                await conn.execute(
+                    sa.select(
+                        audit_head.c.size,
+                        sa.select(sa.func.count())
+                        .select_from(audit_entries)
+                        .where(audit_entries.c.seq >= audit_head.c.size)
+                        .scalar_subquery(),
+                    ).where(audit_head.c.id == 1)
+                )
+            ).one()
+        if beyond:
+            raise TamperError(
+                "inserted",
+                f"entry #{size_now} was inserted: the log head records only {size_now} entries",
+                seq=int(size_now),
+            )
+        if count and (
+            bytes(head.last_leaf) != checker.last
+            or merkle.CompactRange.decode(head_size, bytes(head.compact)).root() != checker.root()
+        ):
+            raise TamperError(
+                "changed" if bytes(head.last_leaf) != checker.last else "head",
+                f"entry #{count - 1} was changed: it no longer matches the log head"
+                if bytes(head.last_leaf) != checker.last
+                else "the log head was altered: its tree does not match the entries",
+                seq=count - 1,
+            )
+        checker.check_beyond()
+        return count
+
+    async def _feed(self, checker: TreeChecker, below: int) -> None:
+        """Check every row in worker processes, in order, while the next chunk loads.
+
+        Workers parse, hash and chain-check whole chunks (:func:`check_run`); this
+        process only folds the leaf hashes into the tree and, for a chunk with a
+        problem, goes through it row by row to name the first one.
+        """
+        loop = asyncio.get_running_loop()
+        workers = max(1, min(VERIFY_WORKERS, os.cpu_count() or 1))
+        pool: ProcessPoolExecutor | None = None
+        Pending = tuple[list[tuple[int, bytes, bytes]], asyncio.Future[RunResult]]
+        in_flight: deque[Pending] = deque()
+
+        def take(rows: list[tuple[int, bytes, bytes]], result: RunResult) -> None:
+            if isinstance(result, tuple):
+                first_prev, leaves = result
+                if checker.add_run(rows[0][0], first_prev, leaves):
+                    return
+                result = check_many([b for _, b, _ in rows])
+            add = checker.add_checked
+            for (seq, _, stored_leaf), checked in zip(rows, result, strict=True):
+                add(seq, checked, stored_leaf)
+
+        try:
+            async for rows in self.iter_chunks(below=below):
+                if pool is None and len(rows) < VERIFY_CHUNK:
+                    take(rows, check_run(rows))  # a small log: no processes
+                    continue
+                if pool is None:
+                    # fork: the workers only run check_run (json and hashlib), and unlike
+                    # spawn it does not re-import the caller's __main__ module.
+                    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+                    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context(method))
+                in_flight.append((rows, loop.run_in_executor(pool, check_run, rows)))
+                while len(in_flight) > workers:
+                    done_rows, fut = in_flight.popleft()
+                    take(done_rows, await fut)
+            while in_flight:
+                done_rows, fut = in_flight.popleft()
+                take(done_rows, await fut)
+        finally:
+            for _, fut in in_flight:
+                fut.cancel()
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _own_checkpoint(self, note: str, verifier: Verifier, source: str) -> Checkpoint:
+        try:
+            return verify_checkpoint(note, verifier)
+        except NoteError as exc:
+            raise TamperError(
+                "checkpoint", f"{source} is not a valid checkpoint of this log: {exc.message}"
+            ) from None
+
+
+def _witness_problem(
+    cp: Checkpoint, held: Sequence[tuple[int, bytes]], since: int | None, proof: Sequence[bytes]
+) -> str | None:
+    for size, root in held:
+        if size == cp.size and root != cp.root:
+            return f"a different root for size {size}"
+    if proof:
+        if since is None:
+            return "a consistency proof without the size it starts from"
+        old = [root for size, root in held if size == since]
+        if not old:
+            return f"a consistency proof from size {since}, which we do not hold"
+        try:
+            merkle.verify_consistency(since, cp.size, old[0], cp.root, proof)
+        except merkle.ProofError as exc:
+            return f"the consistency proof from size {since} fails ({exc.message})"
+    return None
+
+
+def _recheck_witnessed(rows: Sequence[dict[str, Any]]) -> None:
+    """Re-check counterparts' checkpoints: signatures, equal sizes, stored proofs."""
+    by_origin: dict[str, dict[int, bytes]] = {}
+    for w in rows:
+        src = f"the checkpoint from {w['from_org']} (log {w['origin']}, size {w['size']})"
+        try:
+            cp = verify_checkpoint(w["note"], Verifier.from_vkey(w["vkey"]))
+        except NoteError as exc:
+            raise TamperError("checkpoint", f"{src} was altered: {exc.message}") from None
+        if cp.size != int(w["size"]) or cp.root != bytes(w["root"]) or cp.origin != w["origin"]:
+            raise TamperError("checkpoint", f"{src} no longer matches its stored size or root")
+        seen = by_origin.setdefault(cp.origin, {})
+        if w["status"] != "conflict":
+            if cp.size in seen and seen[cp.size] != cp.root:
+                raise TamperError("contradicted", f"{src} contradicts another we hold")
+            if w["proof"]:
+                prev = seen.get(int(w["prev_size"]))
+                proof = [unb64(p) for p in json.loads(w["proof"])]
+                try:
+                    if prev is None:
+                        raise merkle.ProofError("the checkpoint it extends is gone")
+                    merkle.verify_consistency(int(w["prev_size"]), cp.size, prev, cp.root, proof)
+                except merkle.ProofError as exc:
+                    raise TamperError("contradicted", f"{src}: {exc.message}") from None
+            seen[cp.size] = cp.root
+
+
+class TreeChecker:
+    """Streams stored rows, re-hashes them and names the first thing wrong (pure).
+
+    ``targets`` are checkpoints of this log to hold the recomputed tree to.
+    """
+
+    def __init__(self, targets: Sequence[tuple[Checkpoint, str]] = ()) -> None:
+        self._targets: dict[int, list[tuple[Checkpoint, str]]] = {}
+        for cp, src in targets:
+            self._targets.setdefault(cp.size, []).append((cp, src))
+        self._tree = merkle.CompactRange()
+        self._expected = 0
+        self.last = ZERO_HASH
+        self._gap: tuple[int, int, int] | None = None  # (first missing, seq found, row)
+        self._later: set[int] = set()
+        self._check_targets()
+
+    def _check_targets(self) -> None:
+        for cp, src in self._targets.get(self._tree.size, ()):
+            if self._tree.root() != cp.root:
+                raise TamperError(
+                    "contradicted",
+                    f"the log contradicts {src} (size {cp.size}): its first {cp.size} entries "
+                    "are not the ones that were signed (changed, or rolled back and rewritten)",
+                    seq=cp.size,
+                )
+
+    def add(self, row: int, body: bytes, stored_leaf: bytes) -> None:
+        self.add_checked(row, check_many([body])[0], stored_leaf)
+
+    def add_run(self, first: int, first_prev: bytes, leaves: list[bytes]) -> bool:
+        """Take a run of rows :func:`check_run` found clean; False if it does not follow on."""
+        if self._gap is not None or first != self._expected or first_prev != self.last:
+            return False
+        tree, targets = self._tree, self._targets
+        end = tree.size + len(leaves)
+        if any(tree.size < size <= end for size in targets):
+            for leaf in leaves:
+                tree.push(leaf)
+                if tree.size in targets:
+                    self._check_targets()
+        else:
+            push = tree.push
+            for leaf in leaves:
+                push(leaf)
+        self._expected += len(leaves)
+        self.last = leaves[-1]
+        return True
+
+    def add_checked(self, row: int, checked: Checked, stored_leaf: bytes) -> None:
+        """Take one row whose body was already parsed and hashed by :func:`check_many`."""
+        if self._gap is not None:
+            if not isinstance(checked, str):
+                self._later.add(checked[0])
+            return
+        if row < 0:
+            raise TamperError(
+                "inserted", f"a row with the impossible sequence number {row} was inserted", seq=row
+            )
+        if isinstance(checked, str):
+            raise TamperError(
+                "changed", f"entry #{row} was changed: its stored bytes are {checked}", seq=row
+            )
+        s, prev, leaf = checked
+        if s == self._expected:
+            if leaf != stored_leaf:
+                raise TamperError(
+                    "changed",
+                    f"entry #{s} was changed: it no longer matches the hash recorded when it "
+                    "was appended",
+                    seq=s,
+                )
+            if prev != self.last:
+                raise TamperError(
+                    "changed",
+                    f"entry #{s - 1} was changed: entry #{s} links to a different hash",
+                    seq=s - 1,
+                )
+            if row != s:
+                raise TamperError(
+                    "reordered", f"entry #{s} was moved: it is stored as row {row}", seq=s
+                )
+            self._tree.push(leaf)
+            self._expected += 1
+            self.last = leaf
+            self._check_targets()
+        elif s < self._expected:
+            raise TamperError(
+                "inserted",
+                f"an entry was inserted at row {row}: it claims to be entry #{s}, "
+                f"which the log already holds",
+                seq=s,
+            )
+        else:
+            self._gap = (self._expected, s, row)
+
+    def finish(self) -> int:
+        if self._gap is not None:
+            missing, found, row = self._gap
+            if missing in self._later:
+                raise TamperError(
+                    "reordered",
+                    f"the entries were reordered: entry #{found} is stored at row {row}, "
+                    f"before entry #{missing}",
+                    seq=missing,
+                )
+            upto = found - 1
+            what = (
+                f"entry #{missing} was"
+                if upto == missing
+                else f"entries #{missing} to #{upto} were"
+            )
+            raise TamperError("removed", f"{what} removed: the log jumps to #{found}", seq=missing)
+        return self._tree.size
+
+    def check_beyond(self) -> None:
+        """Every checkpoint larger than the log means it was truncated or rolled back."""
+        count = self._tree.size
+        for size, cps in sorted(self._targets.items()):
+            if size > count:
+                _, src = cps[0]
+                raise TamperError(
+                    "rolled-back",
+                    f"the log was truncated or rolled back: {src} was signed at size {size} "
+                    f"but the log holds only {count} entries",
+                    seq=count,
+                )
+
+    def root(self) -> bytes:
+        return self._tree.root()

@@ -1,0 +1,177 @@
+"""``handover audit``: verify, search, export and checkpoint the tamper-evident audit log."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError
+
+from transfer.audit.export import verify_export, write_export
+from transfer.audit.log import AuditLog
+from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
+from transfer.config import load_config, load_kek
+from transfer.errors import InputError, TransportError
+
+T = TypeVar("T")
+
+
+def _run(args: argparse.Namespace, work: Callable[[AuditLog], Awaitable[T]]) -> T:
+    data_dir = data_dir_of(args)
+    config = load_config(data_dir)
+    kek = load_kek(config)
+    url = config.database_url(data_dir)
+
+    async def go() -> T:
+        log = AuditLog.for_node(data_dir, config, kek)
+        try:
+            return await work(log)
+        finally:
+            await log.close()
+
+    try:
+        return asyncio.run(go())
+    except (DBAPIError, OSError) as exc:
+        raise TransportError(
+            f"cannot use the database at {url.split('://', 1)[0]}: "
+            f"{str(exc).splitlines()[0]} (has 'handover' set the node up?)"
+        ) from None
+
+
+def _time(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{text!r} is not an ISO 8601 time, e.g. 2026-11-23T09:00:00Z") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("pupil", "person", "org", "action"):
+        value = getattr(args, name)
+        if value:
+            out[name] = value
+    if args.since:
+        out["since"] = _time(args.since)
+    if args.until:
+        out["until"] = _time(args.until)
+    return out
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pupil", help="entries about this pupil id")
+    p.add_argument("--person", help="entries by or about this staff id")
+    p.add_argument("--org", help="entries of this organisation")
+    p.add_argument("--action", help="this action (a trailing * matches a prefix)")
+    p.add_argument("--since", help="at or after this time (ISO 8601)")
+    p.add_argument("--until", help="before this time (ISO 8601)")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    extra = [
+        (f"the checkpoint file {p}", Path(p).read_text(encoding="utf-8")) for p in args.checkpoint
+    ]
+
+    async def work(log: AuditLog) -> tuple[int, int]:
+        size = await log.verify(extra)
+        return size, len(await log.checkpoints())
+
+    size, count = _run(args, work)
+    print(f"audit log intact: {size} entries, consistent with {count} stored checkpoint(s)")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    filters = _filters(args)
+
+    async def work(log: AuditLog) -> int:
+        shown = await log.show(limit=args.limit, **filters)
+        for s in shown:
+            e = s.entry
+            if args.json:
+                print(json.dumps({"seq": s.seq, **e.to_json()}, sort_keys=True))
+            else:
+                targets = " ".join(f"{k}={v}" for k, v in sorted(e.targets.items()))
+                print(
+                    f"#{s.seq} {e.to_json()['time']} {e.action} {e.outcome} "
+                    f"actor={e.actor or '-'} org={e.org or '-'} {targets}".rstrip()
+                )
+        return len(shown)
+
+    _run(args, work)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    filters = _filters(args)
+    summary = _run(args, lambda log: write_export(log, Path(args.directory), filters=filters))
+    kind = "complete" if summary.complete else "filtered, with inclusion proofs"
+    print(
+        f"exported {summary.entries} entries ({kind}) of a log of {summary.size}, "
+        f"{summary.checkpoints} checkpoint(s), to {args.directory}"
+    )
+    return 0
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    async def work(log: AuditLog) -> tuple[str, str]:
+        cp = await log.checkpoint()
+        return cp.note, (await log.verifier()).vkey
+
+    note, vkey = _run(args, work)
+    print(vkey if args.vkey else note, end="" if not args.vkey else "\n")
+    return 0
+
+
+def _verify_export(args: argparse.Namespace) -> int:
+    summary = verify_export(Path(args.directory), args.vkey)
+    print(
+        f"export verified: {summary.entries} entries against a signed checkpoint of size "
+        f"{summary.size} ({summary.checkpoints} checkpoint(s) checked)"
+    )
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    parser = sub.add_parser("audit", help="check, search and export the tamper-evident audit log")
+    cmds = parser.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+
+    p = cmds.add_parser("verify", help="recompute the log and check it against every checkpoint")
+    add_data_dir(p)
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also check against this signed checkpoint of ours (e.g. one a counterpart holds)",
+    )
+    p.set_defaults(handler=_verify)
+
+    p = cmds.add_parser("show", help="list entries (who looked at this child's file?)")
+    add_data_dir(p)
+    _add_filters(p)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(handler=_show)
+
+    p = cmds.add_parser("export", help="write entries, checkpoints and proofs for an auditor")
+    add_data_dir(p)
+    p.add_argument("directory", metavar="DIR")
+    _add_filters(p)
+    p.set_defaults(handler=_export)
+
+    p = cmds.add_parser("checkpoint", help="sign a checkpoint of the log now and print it")
+    add_data_dir(p)
+    p.add_argument("--vkey", action="store_true", help="print the log's public key instead")
+    p.set_defaults(handler=_checkpoint)
+
+    p = cmds.add_parser("verify-export", help="check an export with only its files (no database)")
+    p.add_argument("directory", metavar="DIR")
+    p.add_argument("--vkey", default=None, help="the log's public key, obtained independently")
+    p.set_defaults(handler=_verify_export)
