@@ -1,0 +1,222 @@
+"""From the concern store to a package: a leaver's file, streamed.
+
+This is the adapter between the store (async, SQLAlchemy) and the pure
+builder (sync, file objects). :func:`leaver_file_entries` reads the pupil and
+the whole chronology (every concern, triage decision, action, contact and
+document reference the actor may read) and serialises each record as
+canonical JSON; documents become :class:`EntrySource` s whose size and
+SHA-256 come from the store (documents are content-addressed) and whose bytes
+are read from the store only while the package is written, chunk by chunk,
+decrypted from the store's encrypted file straight into the package's age
+stream. :func:`build_leaver_package` runs the builder in a worker thread and
+feeds it from the event loop, so neither the package nor a document is ever
+held in memory or written to disk in plaintext.
+
+Layout (``docs/package-format.md``): ``records/pupil.json``,
+``records/chronology.json``, ``records/<kind>/<id>.json`` for concerns,
+triage, actions, contacts and document references, ``documents/<sha256>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from uuid import UUID
+
+from pydantic import TypeAdapter
+
+from keys import minisign
+from schemas.manifest import PackageKind, Recipient, Sender, Subject, canonical_json
+from schemas.records import (
+    SCHEMA_VERSION,
+    ActionRecord,
+    ChronologyEntry,
+    ConcernRecord,
+    ContactRecord,
+    DocumentRef,
+    PupilRecord,
+    TriageRecord,
+)
+from transfer.age import X25519Recipient
+from transfer.package.build import BuiltPackage, build_package
+from transfer.package.errors import EntryMismatchError
+from transfer.package.layout import EntrySource
+
+if TYPE_CHECKING:
+    from transfer.store.permissions import Actor
+    from transfer.store.service import Store
+
+__all__ = [
+    "RECORD_TYPES",
+    "LeaverFile",
+    "build_leaver_package",
+    "leaver_file_entries",
+]
+
+#: The record types a leaver's file holds, with their schema versions (``records_schema``).
+RECORD_TYPES: dict[str, int] = {
+    name: SCHEMA_VERSION
+    for name in ("pupil", "chronology-entry", "concern", "triage", "action", "contact", "document")
+}
+
+_KIND_DIRS: dict[type[object], str] = {
+    ConcernRecord: "concerns",
+    TriageRecord: "triage",
+    ActionRecord: "actions",
+    ContactRecord: "contacts",
+    DocumentRef: "documents",
+}
+
+_T = TypeVar("_T")
+_CHRONOLOGY = TypeAdapter(list[ChronologyEntry])
+
+
+@dataclass(frozen=True)
+class LeaverFile:
+    """What goes into a leaver's package, ready for :func:`build_package`."""
+
+    pupil: PupilRecord
+    chronology: tuple[ChronologyEntry, ...]
+    #: Records first (small, already serialised), then documents (streamed when written).
+    entries: tuple[EntrySource, ...]
+
+    @property
+    def subject(self) -> Subject:
+        p = self.pupil
+        return Subject(upn=p.upn, surname=p.surname, forename=p.forename, dob=p.dob)
+
+
+class _LoopBridge:
+    """Runs the store's coroutines on its event loop from the builder's worker thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def run(self, awaitable: Awaitable[_T]) -> _T:
+        async def call() -> _T:
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
+
+    def iterate(self, chunks: AsyncIterator[bytes]) -> Iterator[bytes]:
+        done = object()
+
+        async def step() -> bytes | object:
+            try:
+                return await chunks.__anext__()
+            except StopAsyncIteration:
+                return done
+
+        try:
+            while True:
+                item = asyncio.run_coroutine_threadsafe(step(), self._loop).result()
+                if item is done:
+                    return
+                assert isinstance(item, bytes)
+                yield item
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                asyncio.run_coroutine_threadsafe(aclose(), self._loop).result()
+
+
+def _document_source(
+    store: Store, actor: Actor, ref: DocumentRef, bridge: _LoopBridge
+) -> EntrySource:
+    def opener() -> Iterator[bytes]:
+        stored, chunks = bridge.run(store.read_document(actor, ref.id))
+        if stored.size != ref.size or not hmac.compare_digest(stored.sha256, ref.sha256):
+            bridge.run(_aclose(chunks))
+            raise EntryMismatchError(
+                f"document {ref.id} changed in the store while the package was being made; "
+                "the package was not made"
+            )
+        yield from bridge.iterate(chunks)
+
+    return EntrySource(
+        path=f"documents/{ref.sha256}", size=ref.size, sha256=ref.sha256, opener=opener
+    )
+
+
+async def _aclose(chunks: AsyncIterator[bytes]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def leaver_file_entries(
+    store: Store,
+    actor: Actor,
+    pupil_id: str,
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> LeaverFile:
+    """Read everything about ``pupil_id`` the actor may read, as package entries.
+
+    The actor should be the DSL (who reads every record). Documents are not
+    read here; each is read from the store when the package is written, on
+    ``loop`` (default: the running loop) — so the entries must be written from
+    another thread (as :func:`build_leaver_package` does), never on that loop.
+    """
+    bridge = _LoopBridge(loop or asyncio.get_running_loop())
+    pupil = await store.get_pupil(actor, pupil_id)
+    chronology = tuple(await store.chronology(actor, pupil_id))
+    records: list[EntrySource] = [
+        EntrySource.from_json("records/pupil.json", pupil),
+        EntrySource.from_bytes(
+            "records/chronology.json",
+            _canonical_list(chronology),
+        ),
+    ]
+    seen_paths: set[str] = {e.path for e in records}
+    documents: dict[str, EntrySource] = {}
+    for item in chronology:
+        record = item.record
+        path = f"records/{_KIND_DIRS[type(record)]}/{record.id}.json"
+        if path not in seen_paths:
+            seen_paths.add(path)
+            records.append(EntrySource.from_json(path, record))
+        if isinstance(record, DocumentRef) and record.sha256 not in documents:
+            documents[record.sha256] = _document_source(store, actor, record, bridge)
+    return LeaverFile(pupil=pupil, chronology=chronology, entries=(*records, *documents.values()))
+
+
+def _canonical_list(items: Sequence[ChronologyEntry]) -> bytes:
+    return canonical_json(_CHRONOLOGY.dump_python(list(items), mode="json"))
+
+
+async def build_leaver_package(
+    store: Store,
+    actor: Actor,
+    pupil_id: str,
+    out: BinaryIO,
+    *,
+    sender: Sender,
+    recipient: Recipient,
+    signer: minisign.SecretKey,
+    recipients: Sequence[X25519Recipient],
+    kind: PackageKind = "leaver_file",
+    package_id: UUID | None = None,
+) -> BuiltPackage:
+    """Build the leaver's file of ``pupil_id`` into ``out``, streaming documents from the store.
+
+    On error ``out`` holds an unfinished age stream: discard it.
+    """
+    leaver = await leaver_file_entries(store, actor, pupil_id)
+    return await asyncio.to_thread(
+        build_package,
+        out,
+        kind=kind,
+        sender=sender,
+        recipient=recipient,
+        subject=leaver.subject,
+        entries=list(leaver.entries),
+        signer=signer,
+        recipients=recipients,
+        package_id=package_id,
+        created_at=store.now(),
+        records_schema=RECORD_TYPES,
+    )
