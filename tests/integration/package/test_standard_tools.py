@@ -1,6 +1,6 @@
 """An outsider checks a package with Debian's age, GNU tar, minisign and sha256sum only.
 
-The script is taken verbatim from ``docs/package-format.md`` ("Checking a
+The script is taken verbatim from ``docs/verify-with-standard-tools.md`` ("Checking a
 package with standard tools"), so the documented commands are the tested ones.
 """
 
@@ -29,7 +29,7 @@ from tests.unit.package.support import (
 from transfer.age import encrypt
 from transfer.package.build import EntrySource
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "package-format.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "verify-with-standard-tools.md"
 TOOLS = ("age", "tar", "minisign", "sha256sum", "bash")
 
 
@@ -43,7 +43,7 @@ def _need_tools() -> None:
 def documented_script() -> str:
     text = DOC.read_text(encoding="utf-8")
     m = re.search(r"<!-- standard-tools-script -->\n```bash\n(.*?)\n```", text, re.S)
-    assert m, "docs/package-format.md has lost its standard-tools script"
+    assert m, "docs/verify-with-standard-tools.md has lost its standard-tools script"
     return m.group(1)
 
 
