@@ -8,14 +8,13 @@ import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy.exc import DBAPIError
-
-from transfer.audit.export import verify_export, write_export
-from transfer.audit.log import AuditLog
 from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
 from transfer.config import load_config, load_kek
+
+if TYPE_CHECKING:  # imported lazily: the CLI starts fast for commands that need no database
+    from transfer.audit.log import AuditLog
 from transfer.errors import InputError, TransportError
 
 T = TypeVar("T")
@@ -23,6 +22,10 @@ T = TypeVar("T")
 
 def _run(args: argparse.Namespace, work: Callable[[AuditLog], Awaitable[T]]) -> T:
     data_dir = data_dir_of(args)
+    from sqlalchemy.exc import DBAPIError
+
+    from transfer.audit.log import AuditLog
+
     config = load_config(data_dir)
     kek = load_kek(config)
     url = config.database_url(data_dir)
@@ -109,6 +112,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from transfer.audit.export import write_export
+
     filters = _filters(args)
     summary = _run(args, lambda log: write_export(log, Path(args.directory), filters=filters))
     kind = "complete" if summary.complete else "filtered, with inclusion proofs"
@@ -130,6 +135,8 @@ def _checkpoint(args: argparse.Namespace) -> int:
 
 
 def _verify_export(args: argparse.Namespace) -> int:
+    from transfer.audit.export import verify_export
+
     summary = verify_export(Path(args.directory), args.vkey)
     print(
         f"export verified: {summary.entries} entries against a signed checkpoint of size "

@@ -7,9 +7,6 @@ import asyncio
 import logging
 import signal
 
-from aiohttp import web
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
 from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
 from transfer.errors import ConfigError
 
@@ -41,6 +38,9 @@ async def _checkpoint(node: object) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
     from transfer.api.app import create_app
     from transfer.node import Node
     from transfer.tls import make_self_signed, server_context
