@@ -398,7 +398,7 @@ class AuditLog:
         if not parts:
             return {}
         query = parts[0] if len(parts) == 1 else sa.union_all(*parts)
-        rows = (await conn.execute(query)).tuples().all()
+        rows = (await conn.execute(query)).all()
         return {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
 
     async def _with_nodes(self, wanted: Sequence[tuple[int, int]], size: int) -> merkle.Lookup:
@@ -710,7 +710,7 @@ class AuditLog:
             if below is not None:
                 q = q.where(c.seq < below)
             async with self._engine.connect() as conn:
-                rows = (await conn.execute(q)).tuples().all()
+                rows = (await conn.execute(q)).all()
             if not rows:
                 return
             yield [(int(s), bytes(b), bytes(h)) for s, b, h in rows]

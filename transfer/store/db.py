@@ -80,6 +80,7 @@ def _alembic_config() -> AlembicConfig:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("version_locations", str(MIGRATIONS / "versions"))
+    cfg.set_main_option("path_separator", "os")
     return cfg
 
 
