@@ -41,6 +41,7 @@ from schemas.records import (
     TriageRecord,
 )
 from transfer.age import X25519Recipient
+from transfer.errors import HandoverError
 from transfer.package.build import BuiltPackage, build_package
 from transfer.package.errors import EntryMismatchError
 from transfer.package.layout import EntrySource
@@ -206,17 +207,34 @@ async def build_leaver_package(
     On error ``out`` holds an unfinished age stream: discard it.
     """
     leaver = await leaver_file_entries(store, actor, pupil_id)
-    return await asyncio.to_thread(
-        build_package,
-        out,
+    targets = {"pupil": pupil_id, "recipient": recipient.org_id}
+    try:
+        built = await asyncio.to_thread(
+            build_package,
+            out,
+            kind=kind,
+            sender=sender,
+            recipient=recipient,
+            subject=leaver.subject,
+            entries=list(leaver.entries),
+            signer=signer,
+            recipients=recipients,
+            package_id=package_id,
+            created_at=store.now(),
+            records_schema=RECORD_TYPES,
+        )
+    except HandoverError as exc:
+        await store.record_event(
+            "package.build", actor, actor.org_id, targets, outcome="failed", reason=exc.slug
+        )
+        raise
+    await store.record_event(
+        "package.build",
+        actor,
+        actor.org_id,
+        {**targets, "package": str(built.manifest.package_id)},
         kind=kind,
-        sender=sender,
-        recipient=recipient,
-        subject=leaver.subject,
-        entries=list(leaver.entries),
-        signer=signer,
-        recipients=recipients,
-        package_id=package_id,
-        created_at=store.now(),
-        records_schema=RECORD_TYPES,
+        entries=len(built.manifest.entries),
+        ciphertext_sha256=built.ciphertext_sha256,
     )
+    return built

@@ -453,6 +453,9 @@ class Store:
             )
         )
 
+    #: The store's audit door for other areas acting on its records (packaging).
+    record_event = _audit
+
     async def _require(
         self, actor: Actor, permission: Permission, action: str, targets: dict[str, str]
     ) -> None:

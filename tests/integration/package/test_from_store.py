@@ -170,6 +170,12 @@ async def test_a_leavers_file_from_the_store_opens_with_everything(
 
     assert isinstance(built, BuiltPackage)
     manifest = built.manifest
+    build_events = [e for e in school.audit.events if e.action == "package.build"]
+    assert len(build_events) == 1
+    assert build_events[0].targets["package"] == str(manifest.package_id)
+    assert build_events[0].targets["pupil"] == pupil.id
+    assert build_events[0].detail["ciphertext_sha256"] == built.ciphertext_sha256
+    assert "disclosed at lunch" not in repr(build_events[0])
     assert manifest.kind == "leaver_file"
     assert manifest.subject.upn == "H801200001001" and manifest.subject.surname == "Okafor"
     assert manifest.records_schema == RECORD_TYPES
