@@ -228,3 +228,28 @@ def test_import_identity_from_age_keygen(data_dir: Path, tmp_path: Path) -> None
     bad.write_text("AGE-SECRET-KEY-1NOTAKEY\n")
     broken = handover(data_dir, "import-identity", ORG, bad)
     assert broken.returncode == 2 and "line 1" in broken.stderr
+
+
+def test_key_events_reach_the_tamper_evident_audit_log(data_dir: Path, tmp_path: Path) -> None:
+    assert handover(data_dir, "generate", ORG).returncode == 0
+    refused = handover(data_dir, "export-identity", ORG, "-o", tmp_path / "no.txt")
+    assert refused.returncode != 0
+    out = tmp_path / "id.txt"
+    ok = handover(data_dir, "export-identity", ORG, "--yes-i-understand", "-o", out)
+    assert ok.returncode == 0, ok.stderr
+
+    def audit(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(HANDOVER), "audit", *args, "--data-dir", str(data_dir)],
+            capture_output=True, text=True, env=_env(KEK_HEX), timeout=60, check=False,
+        )  # fmt: skip
+
+    shown = audit("show", "--action", "key.export")
+    assert shown.returncode == 0, shown.stderr
+    lines = [ln for ln in shown.stdout.splitlines() if "key.export" in ln]
+    assert len(lines) == 2, shown.stdout
+    assert any(" refused " in ln for ln in lines) and any(" ok " in ln for ln in lines)
+    assert "AGE-SECRET-KEY" not in shown.stdout
+    assert "key.generate" in audit("show").stdout
+    verified = audit("verify")
+    assert verified.returncode == 0, verified.stderr

@@ -11,9 +11,10 @@ import asyncio
 import getpass
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from keys.keyset import KeySet, format_time
 from keys.sealing import KekProtection
@@ -27,6 +28,33 @@ def _store(args: argparse.Namespace) -> KeyStore:
     data_dir = data_dir_of(args)
     config = load_config(data_dir)
     return KeyStore.for_data_dir(data_dir, KekProtection(load_kek(config)))
+
+
+T = TypeVar("T")
+
+
+def _audited(args: argparse.Namespace, work: Callable[[KeyStore], Awaitable[T]]) -> T:
+    """Run a key operation with the node's tamper-evident audit log as its sink."""
+    from transfer.audit.log import AuditLog
+    from transfer.store.db import make_engine, migrate
+
+    data_dir = data_dir_of(args)
+    config = load_config(data_dir)
+    kek = load_kek(config)
+
+    async def go() -> T:
+        engine = make_engine(config.database_url(data_dir))
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+        log = AuditLog.for_node(data_dir, config, kek)
+        try:
+            return await work(KeyStore.for_data_dir(data_dir, KekProtection(kek), audit=log))
+        finally:
+            await log.close()
+
+    return asyncio.run(go())
 
 
 def _actor() -> str:
@@ -79,7 +107,7 @@ def _write_new_file(path: Path, data: bytes, mode: int) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    keyset = asyncio.run(_store(args).create(args.org, actor=_actor()))
+    keyset = _audited(args, lambda ks: ks.create(args.org, actor=_actor()))
     sys.stdout.write("New keys made.\n" + _summary(keyset))
     return 0
 
@@ -123,11 +151,13 @@ def _export_public(args: argparse.Namespace) -> int:
 
 
 def _export_identity(args: argparse.Namespace) -> int:
-    store = _store(args)
     if args.output.exists():
         raise ConflictError(f"{args.output} already exists; choose another name")
-    text = asyncio.run(
-        store.export_identity(args.org, confirm=bool(args.yes_i_understand), actor=_actor())
+    text = _audited(
+        args,
+        lambda ks: ks.export_identity(
+            args.org, confirm=bool(args.yes_i_understand), actor=_actor()
+        ),
     )
     _write_new_file(args.output, text.encode("ascii"), 0o600)
     print(
@@ -139,7 +169,7 @@ def _export_identity(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    keyset = asyncio.run(_store(args).rotate(args.org, actor=_actor()))
+    keyset = _audited(args, lambda ks: ks.rotate(args.org, actor=_actor()))
     sys.stdout.write(
         "New keys made; the earlier decryption key is kept for packages still on their way.\n"
         + _summary(keyset)
@@ -152,7 +182,9 @@ def _revoke(args: argparse.Namespace) -> int:
     at = _parse_time(args.at)
     store = _store(args)
     before = store.load(args.org)
-    keyset = asyncio.run(store.revoke(args.org, at=at, key_id=args.key_id, actor=_actor()))
+    keyset = _audited(
+        args, lambda ks: ks.revoke(args.org, at=at, key_id=args.key_id, actor=_actor())
+    )
     which = keyset.find_signing_key(args.key_id) if args.key_id else keyset.previous_signing[0]
     rotated = keyset.key_id_hex != before.key_id_hex
     sys.stdout.write(
@@ -174,7 +206,7 @@ def _import_identity(args: argparse.Namespace) -> int:
             raise InputError(f"{args.file} does not exist") from None
         except (OSError, UnicodeDecodeError):
             raise InputError(f"{args.file} is not a readable age identity file") from None
-    result = asyncio.run(_store(args).import_identity(args.org, text, actor=_actor()))
+    result = _audited(args, lambda ks: ks.import_identity(args.org, text, actor=_actor()))
     if result.created:
         sys.stdout.write(
             f"Keys made for {args.org} around the imported identity "
