@@ -83,6 +83,33 @@ class TransferSection(_Section):
     deadline_days: int = Field(default=5, ge=1, le=60)
     give_up_hours: int = Field(default=72, ge=1, le=24 * 60)
     max_package_bytes: int = Field(default=4 * 1024**3, ge=1024)
+    #: Size of each resumable upload chunk sent to another node.
+    chunk_bytes: int = Field(default=8 * 1024**2, ge=64 * 1024, le=256 * 1024**2)
+    #: First retry delay after a failed delivery; doubles (with jitter) up to the maximum.
+    retry_base_seconds: float = Field(default=30.0, ge=0.05, le=3600)
+    retry_max_seconds: float = Field(default=3600.0, ge=1, le=24 * 3600)
+    #: How far a signed request's creation time may be from this node's clock.
+    clock_skew_seconds: int = Field(default=300, ge=5, le=3600)
+    #: Extra CA certificates (PEM) trusted for other nodes' TLS, besides the system's.
+    ca_file: Path | None = None
+    #: How often the node looks for due work (deliveries, receipts, deadlines).
+    sweep_seconds: float = Field(default=15.0, ge=0.05, le=3600)
+    #: After the receiver accepts a leaver's file: keep the sender's copy until the normal
+    #: retention date ("keep"), or crypto-shred it after ``erase_after_days`` ("erase").
+    after_accepted: Literal["keep", "erase"] = "keep"
+    erase_after_days: int = Field(default=30, ge=0, le=3650)
+
+
+class SmtpSection(_Section):
+    #: Empty host: no e-mail is sent (alerts stay in the app and the log).
+    host: str = ""
+    port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True
+    username: str = ""
+    #: File holding the SMTP password (never in the config file itself).
+    password_file: Path | None = None
+    from_address: str = "handover@localhost"
+    timeout_seconds: float = Field(default=20.0, ge=1, le=300)
 
 
 class RetentionSection(_Section):
@@ -98,6 +125,7 @@ class Config(_Section):
     server: ServerSection = ServerSection()
     transfer: TransferSection = TransferSection()
     retention: RetentionSection = RetentionSection()
+    smtp: SmtpSection = SmtpSection()
 
     def database_url(self, data_dir: Path) -> str:
         return self.database.url or f"sqlite+aiosqlite:///{data_dir / 'handover.db'}"

@@ -1,0 +1,1 @@
+"""Node-to-node transfer: the peer protocol, outbox, inbox, receipts and transfer requests."""
