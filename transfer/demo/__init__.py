@@ -1,0 +1,1 @@
+"""The demo's machinery: real nodes started as processes on loopback, driven over HTTP."""
