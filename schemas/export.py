@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from schemas import manifest
+from schemas import directory, manifest, receipt
 from schemas.records import SCHEMAS
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
@@ -26,6 +26,13 @@ def schema_texts() -> dict[str, str]:
         for name, model in SCHEMAS.items()
     }
     texts["manifest.schema.json"] = manifest.json_schema_text()
+    texts["receipt.schema.json"] = receipt.json_schema_text()
+    texts["directory.schema.json"] = (
+        json.dumps(directory.json_schema(), indent=2, sort_keys=True) + "\n"
+    )
+    texts["directory-entry.schema.json"] = (
+        json.dumps(directory.entry_json_schema(), indent=2, sort_keys=True) + "\n"
+    )
     return texts
 
 

@@ -1,0 +1,648 @@
+"""The directory document: its canonical bytes, its signature, its checks, and the key view.
+
+Pure: bytes and models in, models out or an error raised. No files, no
+network, no database (those are in :mod:`transfer.directory.service` and the
+``handover directory`` commands).
+
+- :func:`document_bytes` / :func:`parse_document`: ``directory.json`` is the
+  canonical JSON of a :class:`~schemas.directory.DirectoryDocument` (sorted
+  keys, compact, UTF-8, no final newline), so that what is signed is
+  unambiguous and ``minisign -V`` can check the file as it is.
+- :func:`sign_document` / :func:`verify_document`: minisign (prehashed ``ED``)
+  with the trusted comment ``handover-directory-v1 serial=<n>``.
+- :func:`authority_secret_key_text` / :func:`parse_authority_secret_key`: the
+  authority's key in minisign's own secret key format, passphrase-free (what
+  ``minisign -G -W`` writes), so ``minisign -S`` can also use it.
+- :class:`DirectoryView`: entries and revocations, answering "which key is
+  this, and does it stand for a signature dated then?".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from nacl.signing import SigningKey
+from pydantic import ValidationError
+
+from keys import minisign
+from keys.fingerprint import crockford_base32
+from keys.keyset import (
+    KeyNotYetValidError,
+    KeyRetiredError,
+    KeyRevokedError,
+    KeySet,
+    format_time,
+    parse_key_id,
+)
+from schemas.directory import (
+    Authority,
+    DirectoryDocument,
+    DirectoryEntry,
+    OrgKind,
+    PreviousSigningKey,
+    Revocation,
+)
+from schemas.manifest import canonical_json
+from transfer.errors import ConflictError, InputError, IntegrityError, PolicyError
+from transfer.package.errors import UnknownSenderError
+
+__all__ = [
+    "DEFAULT_GRACE",
+    "DIRECTORY_CONTEXT",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_SIGNATURE_BYTES",
+    "DirectoryExpiredError",
+    "DirectoryFormatError",
+    "DirectoryImportError",
+    "DirectoryRollbackError",
+    "DirectorySignatureError",
+    "DirectoryView",
+    "SerialConflictError",
+    "VerifiedDocument",
+    "WrongAuthorityError",
+    "add_organisation",
+    "add_revocation",
+    "authority_fingerprint",
+    "authority_secret_key_text",
+    "document_bytes",
+    "entry_from_keyset",
+    "merge_revocations",
+    "new_document",
+    "parse_authority_secret_key",
+    "parse_document",
+    "parse_entry",
+    "revocations_from_keyset",
+    "sign_document",
+    "trusted_comment",
+    "verify_document",
+]
+
+#: The context label that starts the trusted comment of every directory signature.
+DIRECTORY_CONTEXT: Final = "handover-directory-v1"
+#: Largest ``directory.json`` accepted (about 40,000 organisations).
+MAX_DOCUMENT_BYTES: Final = 32 * 1024 * 1024
+#: Largest ``directory.json.minisig`` accepted.
+MAX_SIGNATURE_BYTES: Final = 4096
+#: How long after ``next_update`` a node still accepts a document.
+DEFAULT_GRACE: Final = timedelta(days=7)
+
+_SERIAL_RE = re.compile(r"serial=(0|[1-9][0-9]{0,15})")
+_AUTHORITY_FP_DOMAIN = b"handover-directory-authority-v1\x00"
+_SK_KDF_NONE = b"\x00\x00"
+_SK_KDF_SCRYPT = b"Sc"
+_SK_CHECKSUM_ALG = b"B2"
+_SK_LENGTH = 2 + 2 + 2 + 32 + 8 + 8 + 8 + 64 + 32
+
+
+# ---------------------------------------------------------------------- errors
+
+
+class DirectoryImportError(Exception):
+    """Mixin: a refusal to import a directory, with a short ``reason`` for the audit log."""
+
+    reason: str = "refused"
+
+
+class DirectoryFormatError(InputError, DirectoryImportError):
+    """The file is not a directory document (or not in canonical form)."""
+
+    reason = "malformed"
+
+
+class DirectorySignatureError(IntegrityError, DirectoryImportError):
+    """The directory does not match its signature, or the signature is not a directory's."""
+
+    reason = "bad-signature"
+
+
+class WrongAuthorityError(IntegrityError, DirectoryImportError):
+    """The directory is signed by another key than the authority key this node pinned."""
+
+    reason = "wrong-authority"
+
+
+class DirectoryRollbackError(PolicyError, DirectoryImportError):
+    """The directory is older (a lower serial) than the one this node holds."""
+
+    reason = "rollback"
+
+
+class DirectoryExpiredError(PolicyError, DirectoryImportError):
+    """The directory is past its next_update (and the grace period): it may be stale."""
+
+    reason = "expired"
+
+
+class SerialConflictError(ConflictError, DirectoryImportError):
+    """Two different documents signed with the same serial."""
+
+    reason = "serial-conflict"
+
+
+# ---------------------------------------------------------------- the authority
+
+
+def authority_fingerprint(public: minisign.PublicKey) -> str:
+    """A short fingerprint of an authority key, to read aloud (``ABCD-EFGH-JKMN-PQRS``)."""
+    digest = hashlib.sha256(_AUTHORITY_FP_DOMAIN + public.key_id + public.key).digest()
+    text = crockford_base32(digest[:10])
+    return "-".join(text[i : i + 4] for i in range(0, 16, 4))
+
+
+def _sk_checksum(key_id: bytes, sk64: bytes) -> bytes:
+    return hashlib.blake2b(minisign.KEY_ALGORITHM + key_id + sk64, digest_size=32).digest()
+
+
+def authority_secret_key_text(secret: minisign.SecretKey) -> str:
+    """The key as a passphrase-free minisign secret key file (``minisign -G -W``'s format)."""
+    sk64 = secret.seed + secret.public_key.key
+    raw = (
+        minisign.KEY_ALGORITHM
+        + _SK_KDF_NONE
+        + _SK_CHECKSUM_ALG
+        + bytes(32 + 8 + 8)
+        + secret.key_id
+        + sk64
+        + _sk_checksum(secret.key_id, sk64)
+    )
+    return (
+        "untrusted comment: handover directory authority secret key (no passphrase)\n"
+        + base64.b64encode(raw).decode("ascii")
+        + "\n"
+    )
+
+
+def parse_authority_secret_key(text: str | bytes) -> minisign.SecretKey:
+    """Read a passphrase-free minisign secret key file; refuse anything else, saying why."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError("the authority key file is not a minisign secret key") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines and lines[0].startswith("untrusted comment:"):
+        lines = lines[1:]
+    if len(lines) != 1:
+        raise InputError("the authority key file is not a minisign secret key")
+    try:
+        raw = base64.b64decode(lines[0].encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise InputError("the authority key file is not a minisign secret key") from None
+    if len(raw) != _SK_LENGTH or raw[:2] != minisign.KEY_ALGORITHM:
+        raise InputError("the authority key file is not a minisign Ed25519 secret key")
+    kdf, checksum_alg = raw[2:4], raw[4:6]
+    if kdf == _SK_KDF_SCRYPT:
+        raise InputError(
+            "the authority key file is protected by a passphrase; this tool reads only "
+            "passphrase-free keys (made by 'handover directory authority-keygen' or "
+            "'minisign -G -W') kept offline"
+        )
+    if kdf != _SK_KDF_NONE or checksum_alg != _SK_CHECKSUM_ALG:
+        raise InputError("the authority key file uses a minisign format this tool does not know")
+    key_id, sk64, checksum = raw[54:62], raw[62:126], raw[126:158]
+    seed, public = sk64[:32], sk64[32:]
+    if not hmac.compare_digest(bytes(SigningKey(seed).verify_key), public):
+        raise InputError("the authority key file is damaged: its two halves do not match")
+    if checksum != bytes(32) and not hmac.compare_digest(checksum, _sk_checksum(key_id, sk64)):
+        raise InputError("the authority key file is damaged: its checksum does not match")
+    return minisign.SecretKey(seed=seed, key_id=key_id)
+
+
+# ------------------------------------------------------------------ documents
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key[:40]!r} appears twice")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top)"
+    return f"{where}: {first['msg']}"
+
+
+def _load_json(data: bytes, what: str) -> Any:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DirectoryFormatError(f"the {what} is not UTF-8 text") from None
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+        raise DirectoryFormatError(f"the {what} is not valid JSON ({exc})") from None
+
+
+def document_bytes(doc: DirectoryDocument) -> bytes:
+    """The exact bytes of ``directory.json``."""
+    return canonical_json(doc.model_dump(mode="json"))
+
+
+def parse_document(data: bytes, *, canonical: bool = True) -> DirectoryDocument:
+    """Parse ``directory.json``. With ``canonical``, it must be exactly in canonical form."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise DirectoryFormatError(
+            f"the directory is {len(data)} bytes, over the limit of {MAX_DOCUMENT_BYTES}"
+        )
+    raw = _load_json(data, "directory")
+    if not isinstance(raw, dict) or raw.get("type") != "handover.directory":
+        raise DirectoryFormatError(
+            "the file is not a directory document (its type is not handover.directory)"
+        )
+    if raw.get("version") != 1:
+        raise DirectoryFormatError(
+            f"the directory is of version {str(raw.get('version'))[:20]}, this node reads 1"
+        )
+    try:
+        doc = DirectoryDocument.model_validate(raw)
+    except ValidationError as exc:
+        raise DirectoryFormatError(f"the directory is not valid: {_first_error(exc)}") from None
+    if canonical and document_bytes(doc) != data:
+        raise DirectoryFormatError(
+            "the directory is not in canonical form (it was edited after it was signed?)"
+        )
+    return doc
+
+
+def parse_entry(data: bytes) -> DirectoryEntry:
+    """Parse one entry (as ``handover directory export-entry`` writes it)."""
+    if len(data) > 1024 * 1024:
+        raise DirectoryFormatError("the entry file is too large to be a directory entry")
+    raw = _load_json(data, "entry")
+    if not isinstance(raw, dict):
+        raise DirectoryFormatError("the entry file does not hold a JSON object")
+    try:
+        return DirectoryEntry.model_validate(raw)
+    except ValidationError as exc:
+        raise DirectoryFormatError(f"the entry is not valid: {_first_error(exc)}") from None
+
+
+def trusted_comment(serial: int) -> str:
+    return f"{DIRECTORY_CONTEXT} serial={serial}"
+
+
+def new_document(authority_name: str, *, now: datetime, valid_for: timedelta) -> DirectoryDocument:
+    """An empty, unsigned directory (serial 0; the first signature makes it 1)."""
+    try:
+        return DirectoryDocument(
+            authority=Authority(name=authority_name.strip(), key_id="0" * 16),
+            serial=0,
+            issued_at=now,
+            next_update=now + valid_for,
+        )
+    except ValidationError as exc:
+        raise InputError(f"cannot make the directory: {_first_error(exc)}") from None
+
+
+def add_organisation(
+    doc: DirectoryDocument, entry: DirectoryEntry, *, replace: bool = False
+) -> DirectoryDocument:
+    """The document with ``entry`` added (or, with ``replace``, put in place of the old one)."""
+    existing = doc.entry(entry.org_id)
+    if existing is not None and not replace:
+        raise ConflictError(
+            f"organisation {entry.org_id} is already in the directory; pass --replace to "
+            "put the new entry (new keys, endpoint...) in place of the old one"
+        )
+    others = tuple(e for e in doc.organisations if e.org_id != entry.org_id)
+    ordered = tuple(sorted((*others, entry), key=lambda e: e.org_id))
+    return doc.model_copy(update={"organisations": ordered})
+
+
+def add_revocation(doc: DirectoryDocument, revocation: Revocation) -> DirectoryDocument:
+    """The document with a revocation added; it may move an earlier one earlier, never later."""
+    entry = doc.entry(revocation.org_id)
+    if entry is None:
+        raise InputError(f"organisation {revocation.org_id} is not in the directory")
+    if revocation.key_id not in entry.key_ids():
+        raise InputError(
+            f"key {revocation.key_id} is not one of {revocation.org_id}'s signing keys in the "
+            f"directory (they are {', '.join(entry.key_ids())})"
+        )
+    kept: list[Revocation] = []
+    for r in doc.revocations:
+        if r.org_id == revocation.org_id and r.key_id == revocation.key_id:
+            if revocation.revoked_at > r.revoked_at:
+                raise PolicyError(
+                    f"key {r.key_id} of {r.org_id} is already revoked from "
+                    f"{format_time(r.revoked_at)}; a revocation can be moved earlier, not later"
+                )
+            continue
+        kept.append(r)
+    kept.append(revocation)
+    kept.sort(key=lambda r: (r.org_id, r.key_id))
+    return doc.model_copy(update={"revocations": tuple(kept)})
+
+
+def sign_document(
+    doc: DirectoryDocument,
+    secret: minisign.SecretKey,
+    *,
+    authority_name: str | None = None,
+    now: datetime,
+    valid_for: timedelta,
+) -> tuple[DirectoryDocument, bytes, str]:
+    """Issue the next serial: set the authority key, issue time and next update, and sign.
+
+    Returns the signed document, its exact bytes and the ``.minisig`` text.
+    """
+    if valid_for <= timedelta(0):
+        raise InputError("the directory must be valid for some time (--valid-days 1 or more)")
+    name = authority_name or doc.authority.name
+    try:
+        issued = DirectoryDocument.model_validate(
+            {
+                **doc.model_dump(),
+                "authority": {"name": name, "key_id": secret.key_id_hex},
+                "serial": doc.serial + 1,
+                "issued_at": now.astimezone(UTC),
+                "next_update": now.astimezone(UTC) + valid_for,
+            }
+        )
+    except ValidationError as exc:
+        raise InputError(f"cannot sign the directory: {_first_error(exc)}") from None
+    data = document_bytes(issued)
+    signature = minisign.sign(
+        secret,
+        data,
+        trusted_comment=trusted_comment(issued.serial),
+        untrusted_comment=f"directory of {name[:60]}, serial {issued.serial}",
+    )
+    return issued, data, signature
+
+
+@dataclass(frozen=True)
+class VerifiedDocument:
+    document: DirectoryDocument
+    #: True when the node already held this very document (same serial, same bytes).
+    unchanged: bool
+
+
+def verify_document(
+    data: bytes,
+    signature: str | bytes,
+    *,
+    authority: minisign.PublicKey,
+    now: datetime,
+    held_serial: int | None = None,
+    held_bytes: bytes | None = None,
+    grace: timedelta = DEFAULT_GRACE,
+) -> VerifiedDocument:
+    """Check a directory before importing it; return it or raise, saying why.
+
+    Refuses: a malformed signature or document (:class:`DirectoryFormatError`), a
+    signature by another key than the pinned ``authority`` (:class:`WrongAuthorityError`),
+    a document that does not match its signature (:class:`DirectorySignatureError`), a
+    lower serial than ``held_serial`` (:class:`DirectoryRollbackError`), and a document
+    past ``next_update + grace`` (:class:`DirectoryExpiredError`).
+    """
+    if len(signature) > MAX_SIGNATURE_BYTES:
+        raise DirectoryFormatError("the directory's signature file is too large to be one")
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise DirectoryFormatError(
+            f"the directory is {len(data)} bytes, over the limit of {MAX_DOCUMENT_BYTES}"
+        )
+    try:
+        parsed = minisign.Signature.from_text(signature)
+    except minisign.MinisignFormatError as exc:
+        raise DirectoryFormatError(f"the directory's signature is malformed: {exc}") from None
+    pinned_fp = authority_fingerprint(authority)
+    if not hmac.compare_digest(parsed.key_id, authority.key_id):
+        raise WrongAuthorityError(
+            f"the directory is signed by key {parsed.key_id_hex}, not by the directory authority "
+            f"this node trusts (key {authority.key_id_hex}, fingerprint {pinned_fp}); if the "
+            "authority changed its key, pin the new one with 'handover directory pin --replace'"
+        )
+    try:
+        verified = minisign.verify(authority, data, parsed)
+    except minisign.SignatureError as exc:
+        raise DirectorySignatureError(
+            f"the directory does not match its signature, so it was not imported: {exc}"
+        ) from None
+    try:
+        rest = verified.require_context(DIRECTORY_CONTEXT)
+    except minisign.SignatureError:
+        raise DirectorySignatureError(
+            "the signature is the authority's but was not made for a directory "
+            f"(its trusted comment does not start with {DIRECTORY_CONTEXT})"
+        ) from None
+    match = _SERIAL_RE.fullmatch(rest)
+    if match is None:
+        raise DirectorySignatureError("the directory's signature does not name its serial")
+    doc = parse_document(data)
+    if doc.serial != int(match.group(1)):
+        raise DirectorySignatureError(
+            f"the directory says serial {doc.serial} but its signature was made for serial "
+            f"{match.group(1)}"
+        )
+    if doc.authority.key_id != authority.key_id_hex:
+        raise WrongAuthorityError(
+            f"the directory names authority key {doc.authority.key_id}, not the pinned key "
+            f"{authority.key_id_hex}"
+        )
+    unchanged = False
+    if held_serial is not None:
+        if doc.serial < held_serial:
+            raise DirectoryRollbackError(
+                f"the directory is serial {doc.serial}, older than serial {held_serial} that "
+                "this node already holds; an old directory may list revoked keys, so it is "
+                "refused (ask the authority for the current one)"
+            )
+        if doc.serial == held_serial:
+            if held_bytes is None or not hmac.compare_digest(
+                hashlib.sha256(held_bytes).digest(), hashlib.sha256(data).digest()
+            ):
+                raise SerialConflictError(
+                    f"the directory is serial {doc.serial}, which this node already holds with "
+                    "different contents; the authority must sign a new serial"
+                )
+            unchanged = True
+    when = now.astimezone(UTC)
+    if when > doc.next_update + grace:
+        raise DirectoryExpiredError(
+            f"the directory (serial {doc.serial}) expired: its next update was due "
+            f"{format_time(doc.next_update)}, and {grace.days} day(s) of grace have passed; "
+            "ask the authority to sign a current one"
+        )
+    return VerifiedDocument(document=doc, unchanged=unchanged)
+
+
+def merge_revocations(*groups: Iterable[Revocation]) -> list[Revocation]:
+    """Every revocation in ``groups``, one per key, keeping the earliest time of each."""
+    out: dict[tuple[str, str], Revocation] = {}
+    for group in groups:
+        for r in group:
+            key = (r.org_id, r.key_id)
+            if key not in out or r.revoked_at < out[key].revoked_at:
+                out[key] = r
+    return sorted(out.values(), key=lambda r: (r.org_id, r.key_id))
+
+
+# ---------------------------------------------------------- a node's own keys
+
+
+def entry_from_keyset(
+    keyset: KeySet,
+    *,
+    name: str,
+    kind: OrgKind,
+    urn: str | None = None,
+    laestab: str | None = None,
+    endpoint: str | None = None,
+    email: str | None = None,
+) -> DirectoryEntry:
+    """The directory entry of one of this node's organisations, from its key set."""
+    previous = tuple(
+        PreviousSigningKey(
+            signing_key=r.minisign_public_key.to_base64(),
+            key_id=r.key_id_hex,
+            valid_from=r.created_at,
+            valid_until=r.retired_at or r.created_at,
+        )
+        for r in keyset.previous_signing[:100]
+    )
+    try:
+        return DirectoryEntry(
+            org_id=keyset.org_id,
+            name=name,
+            kind=kind,
+            urn=urn,
+            laestab=laestab,
+            endpoint=endpoint.rstrip("/") if endpoint else None,
+            recipient=keyset.recipient,
+            signing_key=keyset.minisign_public_key.to_base64(),
+            key_id=keyset.key_id_hex,
+            fingerprint=keyset.fingerprint,
+            email=email,
+            valid_from=keyset.signing.created_at,
+            previous_keys=previous,
+        )
+    except ValidationError as exc:
+        raise InputError(f"cannot make the directory entry: {_first_error(exc)}") from None
+
+
+def revocations_from_keyset(keyset: KeySet) -> list[Revocation]:
+    """The revocations recorded in one of this node's key sets."""
+    return [
+        Revocation(
+            org_id=keyset.org_id,
+            key_id=r.key_id_hex,
+            revoked_at=r.revoked_at,
+            reason="revoked on the organisation's own node",
+        )
+        for r in keyset.signing_keys()
+        if r.revoked_at is not None
+    ]
+
+
+# ------------------------------------------------------------------ key view
+
+
+class DirectoryView:
+    """Entries and revocations, indexed by organisation and by signing key id.
+
+    Implements :class:`transfer.package.layout.SenderKeys`.
+    """
+
+    def __init__(
+        self, entries: Iterable[DirectoryEntry], revocations: Iterable[Revocation] = ()
+    ) -> None:
+        self._entries: dict[str, DirectoryEntry] = {}
+        for e in entries:
+            self._entries.setdefault(e.org_id, e)
+        self._by_key: dict[str, str] = {}
+        for e in self._entries.values():
+            for key_id in e.key_ids():
+                self._by_key.setdefault(key_id, e.org_id)
+        self._revoked: Mapping[tuple[str, str], Revocation] = {
+            (r.org_id, r.key_id): r for r in merge_revocations(revocations)
+        }
+
+    def entries(self) -> list[DirectoryEntry]:
+        return sorted(self._entries.values(), key=lambda e: e.org_id)
+
+    def revocations(self) -> list[Revocation]:
+        return list(self._revoked.values())
+
+    def entry(self, org_id: str) -> DirectoryEntry | None:
+        return self._entries.get(org_id)
+
+    def entry_for_key(self, key_id: str) -> DirectoryEntry | None:
+        wanted = _canonical_key_id(key_id)
+        org = self._by_key.get(wanted)
+        return None if org is None else self._entries[org]
+
+    def revocation(self, org_id: str, key_id: str) -> Revocation | None:
+        return self._revoked.get((org_id, _canonical_key_id(key_id)))
+
+    def check_key(self, entry: DirectoryEntry, key_id: str, at: datetime) -> minisign.PublicKey:
+        """The public key ``key_id`` of ``entry`` if it stands for a signature dated ``at``.
+
+        Raises :class:`KeyRevokedError` (dated at or after a revocation),
+        :class:`KeyRetiredError` (after the key was replaced or the entry's
+        validity ended) or :class:`KeyNotYetValidError` (before the key's validity).
+        """
+        if at.tzinfo is None:
+            raise InputError("a signature time must include a time zone")
+        when = at.astimezone(UTC)
+        wanted = _canonical_key_id(key_id)
+        who = f"{entry.name} ({entry.org_id})"
+        if wanted == entry.key_id:
+            text, valid_from, valid_until = entry.signing_key, entry.valid_from, entry.valid_until
+        else:
+            prev = next((p for p in entry.previous_keys if p.key_id == wanted), None)
+            if prev is None:
+                raise InputError(f"key {wanted} is not a signing key of {who}")
+            text, valid_from, valid_until = prev.signing_key, prev.valid_from, prev.valid_until
+        revoked = self._revoked.get((entry.org_id, wanted))
+        if revoked is not None and when >= revoked.revoked_at:
+            raise KeyRevokedError(
+                f"signing key {wanted} of {who} was revoked at {format_time(revoked.revoked_at)} "
+                f"({revoked.reason}); a signature dated {format_time(when)} is refused"
+            )
+        if valid_until is not None and when > valid_until:
+            raise KeyRetiredError(
+                f"signing key {wanted} of {who} stopped being valid at "
+                f"{format_time(valid_until)}; a signature dated {format_time(when)} is refused"
+            )
+        if when < valid_from:
+            raise KeyNotYetValidError(
+                f"signing key {wanted} of {who} is valid from {format_time(valid_from)}; a "
+                f"signature dated {format_time(when)}, before then, is refused"
+            )
+        return minisign.PublicKey.from_base64(text)
+
+    def signing_key(self, org_id: str | None, key_id: str, at: datetime) -> minisign.PublicKey:
+        """:class:`~transfer.package.layout.SenderKeys`: the sender's key valid at ``at``."""
+        wanted = _canonical_key_id(key_id)
+        entry = self.entry_for_key(wanted)
+        if entry is None or (org_id is not None and entry.org_id != org_id):
+            who = f"the sender {org_id}" if org_id else "its sender"
+            raise UnknownSenderError(
+                f"the package is signed with key {wanted}, which the directory does not list "
+                f"for {who}; import a current directory or add the sender's entry by hand "
+                "after checking its fingerprint"
+            )
+        return self.check_key(entry, wanted, at)
+
+
+def _canonical_key_id(key_id: str) -> str:
+    """A key id as minisign prints it (accepts lower case, as RFC 9421 keyids are written)."""
+    return parse_key_id(key_id)[::-1].hex().upper()
