@@ -50,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if not args.verbose:
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+        # Library chatter (migrations run, every scheduled sweep started) only with -v.
+        for noisy in ("alembic", "apscheduler"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
