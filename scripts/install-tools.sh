@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the standard tools the interop tests run against (Debian's `age`
-# and `minisign`) when they are missing. Needs root or sudo, as apt does.
+# and `minisign`), and Debian's `chromium` for the pickup portal's browser
+# tests (driven headless by Playwright at /usr/bin/chromium), when they are
+# missing. Needs root or sudo, as apt does.
 set -euo pipefail
 missing=()
-for tool in age minisign; do
+for tool in age minisign chromium; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 [[ ${#missing[@]} -eq 0 ]] && exit 0

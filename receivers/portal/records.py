@@ -1,0 +1,147 @@
+"""What the pickup portal gives the DSL's side (API answers) and the page (views)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+PickupState = Literal["waiting", "opened", "acknowledged", "expired", "revoked", "locked"]
+EventKind = Literal[
+    "created",
+    "emailed",
+    "opened",
+    "download",
+    "acknowledged",
+    "passcode_failed",
+    "locked",
+    "revoked",
+    "totp_enrolled",
+    "expired",
+]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class PickupEvent(_Out):
+    """One line of a pickup's receipt trail."""
+
+    kind: str
+    at: datetime
+    ip: str | None = None
+    who: str | None = None
+    what: str | None = None
+
+
+class PickupInfo(_Out):
+    """A pickup as the sending DSL sees it (never the token, passcode or package)."""
+
+    id: str
+    org_id: str
+    referral_id: str
+    email: str
+    agency_name: str | None
+    package_id: str
+    package_kind: str
+    state: PickupState
+    emailed: bool
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    failed_attempts: int
+    locked_at: datetime | None
+    revoked_at: datetime | None
+    first_opened_at: datetime | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    agency_reference: str | None
+    events: tuple[PickupEvent, ...] = ()
+
+
+class IssuedPickup(_Out):
+    """What the DSL is shown once when a pickup is made."""
+
+    pickup: PickupInfo
+    #: To read out to the agency by telephone; never e-mailed, shown only now.
+    passcode: str
+    #: The one-time link, when it was not e-mailed (pass it on by another route).
+    link: str | None
+    emailed: bool
+    #: Why the e-mail could not be sent, when SMTP is configured but failed.
+    mail_problem: str | None = None
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    """What the sign-in page may say about a valid link."""
+
+    pickup_id: str
+    sender_name: str
+    agency_name: str | None
+    expires_at: datetime
+    totp_available: bool
+
+
+@dataclass(frozen=True)
+class DocumentView:
+    index: int
+    path: str
+    filename: str
+    size: int
+    sha256: str
+    media_type: str
+
+
+@dataclass(frozen=True)
+class RecordView:
+    path: str
+    title: str
+    value: Any
+    #: Set when the record could not be shown (too large, not JSON).
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class ReferralView:
+    """A verified referral package, as the agency user sees it."""
+
+    pickup_id: str
+    package_id: str
+    kind: str
+    sender_org_id: str
+    sender_name: str
+    subject: str
+    created_at: datetime
+    form: RecordView | None
+    records: tuple[RecordView, ...]
+    documents: tuple[DocumentView, ...]
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    agency_reference: str | None
+    expires_at: datetime
+    totp_enrolled: bool
+    email: str
+
+
+@dataclass(frozen=True)
+class TotpSetup:
+    secret: str
+    uri: str
+    svg: str
+
+
+@dataclass
+class PortalVisit:
+    """A signed-in agency user's session, checked for this request."""
+
+    session_id: str
+    pickup_id: str
+    org_id: str
+    email: str
+    referral_id: str
+    opened: bool
+    identity: bytes = field(repr=False)

@@ -1,0 +1,574 @@
+"""The pickup portal's web pages: an aiohttp sub-application mounted at ``/portal/``.
+
+Plain HTML from Jinja2 templates (autoescaped), one stylesheet served from
+here, no script at all, no third-party asset. Every response carries a strict
+Content-Security-Policy, ``Cache-Control: no-store`` and
+``Referrer-Policy: no-referrer``. Every form carries a CSRF token (an HMAC
+bound to the browser: the session, or a random pre-sign-in cookie). Cookies
+are ``HttpOnly``, ``SameSite=Strict`` and, over TLS, ``Secure`` with the
+``__Host-`` prefix.
+
+The link token arrives once, in the query of ``GET /portal/open``; it is
+carried on in the sign-in form's body, never in another URL, and never logged
+(the request log records the path only).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import urllib.parse
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from typing import Any, Final
+
+import jinja2
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from markupsafe import Markup
+
+from receivers.portal.records import PortalVisit
+from receivers.portal.service import (
+    LinkExpired,
+    LinkLocked,
+    LinkNotValid,
+    LinkRevoked,
+    PickupPortal,
+    PortalSessionEnded,
+    WrongCode,
+)
+from transfer.errors import ConflictError, HandoverError, InputError, NotFoundError
+
+log = logging.getLogger("receivers.portal")
+
+PREFIX: Final = "/portal"
+PORTAL_APP_KEY: Final = web.AppKey("pickup_portal", PickupPortal)
+_SECURE_KEY: Final = web.AppKey("portal_behind_tls_proxy", bool)
+_ENV_KEY: Final = web.AppKey("portal_templates", jinja2.Environment)
+
+CSP: Final = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+PORTAL_HEADERS: Final = {
+    "Content-Security-Policy": CSP,
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+SESSION_COOKIE: Final = "portal_session"
+PRE_COOKIE: Final = "portal_pre"
+
+
+# ------------------------------------------------------------ rendering data
+
+
+@dataclass(frozen=True)
+class FieldItem:
+    """One labelled value of a record, or a group of them."""
+
+    label: str
+    text: str | None = None
+    children: tuple[FieldItem, ...] = field(default_factory=tuple)
+
+
+def _label(key: str) -> str:
+    words = " ".join(key.replace("_", " ").replace("-", " ").split())
+    return words[:1].upper() + words[1:] if words else key
+
+
+def _text(value: Any) -> str:
+    if value is None or value == "":
+        return "Not given"
+    if isinstance(value, bool):
+        return "Yes" if value else "No"
+    return str(value)
+
+
+def fields_of(value: Any, label: str = "") -> tuple[FieldItem, ...]:
+    """A record as labelled fields: keys become plain labels, nested values groups."""
+    if isinstance(value, dict):
+        out = []
+        for key, item in value.items():
+            if key == "schema_version":
+                continue
+            name = _label(str(key))
+            if isinstance(item, dict):
+                out.append(FieldItem(name, None, fields_of(item)))
+            elif isinstance(item, list):
+                out.append(_list_item(name, item))
+            else:
+                out.append(FieldItem(name, _text(item)))
+        return tuple(out)
+    if isinstance(value, list):
+        return (_list_item(label or "Items", value),)
+    return (FieldItem(label or "Value", _text(value)),)
+
+
+def _list_item(name: str, items: list[Any]) -> FieldItem:
+    if not items:
+        return FieldItem(name, "None")
+    if all(not isinstance(i, dict | list) for i in items):
+        return FieldItem(name, ", ".join(_text(i) for i in items))
+    groups = tuple(
+        FieldItem(
+            f"{name} {n}",
+            None,
+            fields_of(item)
+            if isinstance(item, dict | list)
+            else (FieldItem("Value", _text(item)),),
+        )
+        for n, item in enumerate(items, 1)
+    )
+    return FieldItem(name, None, groups)
+
+
+def size_text(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} KB"
+    return f"{size / 1024 / 1024:.1f} MB"
+
+
+def when(value: datetime) -> str:
+    return f"{value:%-d %B %Y at %H:%M} UTC"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("receivers.portal", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["size"] = size_text
+    env.filters["when"] = when
+    env.globals["fields_of"] = fields_of
+    return env
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _portal(request: web.Request) -> PickupPortal:
+    return request.app[PORTAL_APP_KEY]
+
+
+def _secure(request: web.Request) -> bool:
+    return request.secure or request.app[_SECURE_KEY]
+
+
+def _cookie_name(request: web.Request, base: str) -> str:
+    return f"__Host-{base}" if _secure(request) else base
+
+
+def _set_cookie(
+    response: web.StreamResponse,
+    request: web.Request,
+    base: str,
+    value: str,
+    *,
+    max_age: int | None = None,
+) -> None:
+    response.set_cookie(
+        _cookie_name(request, base),
+        value,
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=_secure(request),
+        max_age=max_age,
+    )
+
+
+def _clear_cookie(response: web.StreamResponse, request: web.Request, base: str) -> None:
+    response.del_cookie(
+        _cookie_name(request, base),
+        path="/",
+        secure=_secure(request),
+        httponly=True,
+        samesite="Strict",
+    )
+
+
+def client_ip(request: web.Request) -> str | None:
+    if request.app[_SECURE_KEY]:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last[:64]
+    return request.remote
+
+
+def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    env = request.app[_ENV_KEY]
+    html = env.get_template(template).render(**context)
+    return web.Response(status=status, text=html, content_type="text/html", charset="utf-8")
+
+
+def _see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+async def _form(request: web.Request) -> dict[str, str]:
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise InputError("this page takes a form")
+    data = await request.post()
+    return {k: v for k, v in data.items() if isinstance(v, str)}
+
+
+async def _visit(request: web.Request) -> PortalVisit:
+    secret = request.cookies.get(_cookie_name(request, SESSION_COOKIE), "")
+    if not secret:
+        raise PortalSessionEnded("open the link from your e-mail to see the referral")
+    return await _portal(request).visit(secret)
+
+
+class CsrfRefused(HandoverError):
+    http_status = 403
+    slug = "portal-csrf"
+    title = "This form has expired"
+
+
+def _check_csrf(request: web.Request, binding: str, form: str, data: dict[str, str]) -> None:
+    token = data.get("csrf", "")
+    if not binding or not token or not _portal(request).csrf_valid(binding, form, token):
+        raise CsrfRefused(
+            "this form was not sent from this page, or it has expired; go back, reload the "
+            "page and try again"
+        )
+
+
+# -------------------------------------------------------------------- pages
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    return render(request, "home.html", title="Referral pickup")
+
+
+async def stylesheet(request: web.Request) -> web.StreamResponse:
+    css = resources.files("receivers.portal").joinpath("static/portal.css").read_bytes()
+    return web.Response(body=css, content_type="text/css", charset="utf-8")
+
+
+def _pre_binding(request: web.Request, response_cookies: dict[str, str]) -> str:
+    name = _cookie_name(request, PRE_COOKIE)
+    value = request.cookies.get(name, "")
+    if not (20 <= len(value) <= 100):
+        value = secrets.token_urlsafe(24)
+        response_cookies[PRE_COOKIE] = value
+    return value
+
+
+async def _sign_in_page(
+    request: web.Request,
+    token: str,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    field: str | None = None,
+) -> web.Response:
+    info = await _portal(request).link_info(token)
+    new: dict[str, str] = {}
+    binding = _pre_binding(request, new)
+    response = render(
+        request,
+        "open.html",
+        status=status,
+        title=f"A referral from {info.sender_name}",
+        info=info,
+        token=token,
+        csrf=_portal(request).csrf_token(binding, "open"),
+        error=error,
+        error_field=field,
+    )
+    for base, value in new.items():
+        _set_cookie(response, request, base, value)
+    return response
+
+
+async def open_link(request: web.Request) -> web.StreamResponse:
+    token = request.query.get("t", "")
+    return await _sign_in_page(request, token)
+
+
+async def sign_in(request: web.Request) -> web.StreamResponse:
+    data = await _form(request)
+    token = data.get("t", "")
+    binding = request.cookies.get(_cookie_name(request, PRE_COOKIE), "")
+    _check_csrf(request, binding, "open", data)
+    method = data.get("method", "passcode")
+    field_name = "totp" if method == "totp" else "passcode"
+    code = data.get(field_name, "")
+    if not code.strip():
+        what = "passcode" if field_name == "passcode" else "code from your authenticator app"
+        return await _sign_in_page(
+            request, token, status=400, error=f"Enter the {what}.", field=field_name
+        )
+    try:
+        secret = await _portal(request).sign_in(
+            token,
+            ip=client_ip(request),
+            **({"totp": code} if field_name == "totp" else {"passcode": code}),
+        )
+    except WrongCode as err:
+        return await _sign_in_page(
+            request, token, status=401, error=err.diagnostics(), field=field_name
+        )
+    response = _see_other(f"{PREFIX}/referral")
+    _set_cookie(response, request, SESSION_COOKIE, secret)
+    _clear_cookie(response, request, PRE_COOKIE)
+    return response
+
+
+async def _referral_page(
+    request: web.Request,
+    visit: PortalVisit,
+    *,
+    status: int = 200,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    notice: str | None = None,
+) -> web.Response:
+    portal = _portal(request)
+    view = await portal.referral(visit, ip=client_ip(request))
+    return render(
+        request,
+        "referral.html",
+        status=status,
+        title=f"Referral from {view.sender_name}",
+        view=view,
+        errors=errors or {},
+        values=values or {},
+        notice=notice,
+        csrf_ack=portal.csrf_token(visit.session_id, "acknowledge"),
+        csrf_out=portal.csrf_token(visit.session_id, "sign-out"),
+    )
+
+
+async def referral(request: web.Request) -> web.StreamResponse:
+    visit = await _visit(request)
+    notice = {
+        "acknowledged": "Thank you. Your acknowledgement has been sent to the school.",
+        "authenticator": "Your authenticator app is set up. Next time, you can sign in "
+        "with a code from it.",
+    }.get(request.query.get("done", ""))
+    return await _referral_page(request, visit, notice=notice)
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    visit = await _visit(request)
+    raw = request.match_info["index"]
+    if not raw.isdigit() or len(raw) > 6:
+        raise NotFoundError("there is no such document in this referral")
+    doc, chunks = await _portal(request).download(visit, int(raw), ip=client_ip(request))
+    ascii_name = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\;' else "_" for c in doc.filename
+    )
+    quoted = urllib.parse.quote(doc.filename, safe="")
+    response = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="{ascii_name}"; '
+            f"filename*=UTF-8''{quoted}",
+        },
+    )
+    response.content_length = doc.size
+    started = False
+    try:
+        async for piece in chunks:
+            if not started:
+                await response.prepare(request)
+                started = True
+            await response.write(piece)
+    except HandoverError as err:
+        if not started:
+            raise
+        log.error("a portal download stopped: %s", err.diagnostics())
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    if not started:
+        await response.prepare(request)
+    await response.write_eof()
+    return response
+
+
+async def acknowledge(request: web.Request) -> web.StreamResponse:
+    visit = await _visit(request)
+    data = await _form(request)
+    _check_csrf(request, visit.session_id, "acknowledge", data)
+    name, reference = data.get("name", "").strip(), data.get("reference", "").strip()
+    errors = {}
+    if not name:
+        errors["name"] = "Enter your name."
+    elif len(name) > 200:
+        errors["name"] = "Your name must be at most 200 characters."
+    if not reference:
+        errors["reference"] = "Enter your agency's reference for this referral."
+    elif len(reference) > 100:
+        errors["reference"] = "The reference must be at most 100 characters."
+    values = {"name": name[:200], "reference": reference[:100]}
+    if errors:
+        return await _referral_page(request, visit, status=400, errors=errors, values=values)
+    try:
+        await _portal(request).acknowledge(
+            visit, name=name, agency_reference=reference, ip=client_ip(request)
+        )
+    except ConflictError as err:
+        return await _referral_page(request, visit, status=409, notice=err.diagnostics())
+    except InputError as err:
+        target = "name" if "name" in err.message else "reference"
+        return await _referral_page(
+            request,
+            visit,
+            status=400,
+            values=values,
+            errors={target: err.diagnostics().capitalize() + "."},
+        )
+    return _see_other(f"{PREFIX}/referral?done=acknowledged")
+
+
+async def _authenticator_page(
+    request: web.Request, visit: PortalVisit, *, status: int = 200, error: str | None = None
+) -> web.Response:
+    portal = _portal(request)
+    setup = await portal.begin_totp(visit)
+    svg = setup.svg.replace(
+        "<svg ", '<svg role="img" aria-labelledby="qr-title" focusable="false" ', 1
+    )
+    return render(
+        request,
+        "authenticator.html",
+        status=status,
+        title="Sign in faster next time",
+        setup=setup,
+        qr=Markup(svg),  # noqa: S704 (segno's SVG of our own URI: no user text)
+        error=error,
+        csrf=portal.csrf_token(visit.session_id, "authenticator"),
+    )
+
+
+async def authenticator(request: web.Request) -> web.StreamResponse:
+    return await _authenticator_page(request, await _visit(request))
+
+
+async def confirm_authenticator(request: web.Request) -> web.StreamResponse:
+    visit = await _visit(request)
+    data = await _form(request)
+    _check_csrf(request, visit.session_id, "authenticator", data)
+    try:
+        await _portal(request).confirm_totp(visit, data.get("code", ""))
+    except WrongCode as err:
+        return await _authenticator_page(request, visit, status=400, error=err.diagnostics())
+    return _see_other(f"{PREFIX}/referral?done=authenticator")
+
+
+async def sign_out(request: web.Request) -> web.StreamResponse:
+    visit = await _visit(request)
+    data = await _form(request)
+    _check_csrf(request, visit.session_id, "sign-out", data)
+    await _portal(request).sign_out(visit)
+    response = render(request, "signed_out.html", title="Signed out")
+    _clear_cookie(response, request, SESSION_COOKIE)
+    return response
+
+
+# --------------------------------------------------------- errors, headers
+
+_PAGES: Final[dict[type[HandoverError], tuple[str, str]]] = {
+    LinkNotValid: (
+        "This link is not valid",
+        "Check that you copied the whole link from the e-mail. If it still does not "
+        "work, ask the school that sent it for a new link.",
+    ),
+    LinkExpired: (
+        "This link has expired",
+        "Links work for a limited time. Ask the school that sent it to send the referral again.",
+    ),
+    LinkRevoked: (
+        "This link has been withdrawn",
+        "The school has withdrawn this link. Contact them if you still need the referral.",
+    ),
+    LinkLocked: (
+        "This link is locked",
+        "The wrong passcode was entered too many times. Ask the school that sent it "
+        "for a new link.",
+    ),
+    PortalSessionEnded: (
+        "Please open your link again",
+        "Your session has ended, for your security. Open the link from your "
+        "e-mail again and enter the passcode.",
+    ),
+}
+
+
+@web.middleware
+async def portal_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error becomes a plain page (never a traceback, never JSON)."""
+    try:
+        return await handler(request)
+    except HandoverError as err:
+        heading, text = next(
+            (v for k, v in _PAGES.items() if isinstance(err, k)),
+            (err.title, err.diagnostics()),
+        )
+        if isinstance(err, PortalSessionEnded):
+            response = render(
+                request, "error.html", status=401, title=heading, heading=heading, text=text
+            )
+            _clear_cookie(response, request, SESSION_COOKIE)
+            return response
+        return render(
+            request, "error.html", status=err.http_status, title=heading, heading=heading, text=text
+        )
+    except web.HTTPNotFound:
+        return render(
+            request,
+            "error.html",
+            status=404,
+            title="Page not found",
+            heading="Page not found",
+            text="There is no page at this address.",
+        )
+    except web.HTTPMethodNotAllowed:
+        return render(
+            request,
+            "error.html",
+            status=405,
+            title="Not allowed",
+            heading="Not allowed",
+            text="This page cannot be used that way.",
+        )
+
+
+async def _headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in PORTAL_HEADERS.items():
+        response.headers[name] = value
+
+
+def create_portal_app(portal: PickupPortal, *, behind_tls_proxy: bool = False) -> web.Application:
+    """The portal's pages, to mount with ``app.add_subapp("/portal/", ...)``."""
+    app = web.Application(middlewares=[portal_errors], client_max_size=64 * 1024)
+    app[PORTAL_APP_KEY] = portal
+    app[_SECURE_KEY] = behind_tls_proxy
+    app[_ENV_KEY] = _environment()
+    app.router.add_get("/", home)
+    app.router.add_get("/static/portal.css", stylesheet)
+    app.router.add_get("/open", open_link)
+    app.router.add_post("/open", sign_in)
+    app.router.add_get("/referral", referral)
+    app.router.add_get("/documents/{index}", download)
+    app.router.add_post("/acknowledge", acknowledge)
+    app.router.add_get("/authenticator", authenticator)
+    app.router.add_post("/authenticator", confirm_authenticator)
+    app.router.add_post("/sign-out", sign_out)
+    app.on_response_prepare.append(_headers)
+    return app

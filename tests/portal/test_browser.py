@@ -1,0 +1,291 @@
+"""The pickup portal in a real browser: Debian's chromium, headless, driven by Playwright.
+
+The portal is served by a real aiohttp server on 127.0.0.1 and the link
+arrives by e-mail through a real SMTP server (aiosmtpd). If chromium cannot
+start, these tests fail; they are never skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pyotp
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.portal.support import (
+    AGENCY_EMAIL,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DOCUMENT,
+    PortalWorld,
+    portal_world,
+    served,
+    smtp_server,
+)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+def _db(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'portal.db'}"
+
+
+async def _new_page(browser: Browser, *, phone: bool = False) -> tuple[Page, list[str]]:
+    context = await browser.new_context(
+        accept_downloads=True,
+        viewport={"width": 390, "height": 844} if phone else {"width": 1280, "height": 900},
+    )
+    page = await context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    return page, problems
+
+
+async def _issue(world: PortalWorld) -> tuple[str | None, str]:
+    path, _ = world.package()
+    issued = await world.portal.create_pickup(
+        world.dsl, package=path, referral_id="ref-1", email=AGENCY_EMAIL, agency_name="MASH"
+    )
+    return issued.link, issued.passcode
+
+
+async def _sign_in(page: Page, link: str, passcode: str) -> None:
+    await page.goto(link)
+    await page.get_by_label("Passcode").fill(passcode)
+    await page.get_by_role("button", name="Open the referral").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text(
+        "Referral from Harbourside Primary"
+    )
+
+
+async def test_full_pickup_on_a_phone(browser: Browser, tmp_path: Path) -> None:
+    with smtp_server() as (inbox, port):
+        async with portal_world(_db(tmp_path), tmp_path, smtp_port=port, inbox=inbox) as world:
+            async with served(world):
+                link, passcode = await _issue(world)
+                assert link is None and len(inbox.messages) == 1
+                page, problems = await _new_page(browser, phone=True)
+                await page.goto(inbox.link())
+                await expect(page).to_have_title("A referral from Harbourside Primary - Handover")
+                await expect(page.get_by_text("Harbourside Primary has sent MASH")).to_be_visible()
+                await page.get_by_label("Passcode").fill(passcode)
+                await page.get_by_role("button", name="Open the referral").click()
+                await expect(page.get_by_role("heading", level=1)).to_have_text(
+                    "Referral from Harbourside Primary"
+                )
+                # The form's fields with plain labels, the selected records, the documents.
+                form = page.locator("section", has=page.get_by_role("heading", name="The referral"))
+                await expect(form.locator("dt", has_text="Child name")).to_be_visible()
+                await expect(form.locator(".row", has_text="Child name")).to_contain_text(
+                    "Ellie Marsh"
+                )
+                await expect(form.locator(".row", has_text="Parents aware")).to_contain_text("No")
+                await expect(form.locator("dt", has_text="Disclosures 1")).to_be_visible()
+                await expect(page.get_by_role("heading", name="Concerns — c1")).to_be_visible()
+                await expect(page.get_by_text("Ellie was quiet in class")).to_be_visible()
+                # Works on a phone: nothing wider than the screen.
+                width = await page.evaluate("document.documentElement.scrollWidth")
+                assert width <= 390
+                # The stylesheet loaded under the CSP (computed style from portal.css).
+                colour = await page.evaluate(
+                    "getComputedStyle(document.querySelector('.top')).backgroundColor"
+                )
+                assert colour == "rgb(29, 45, 68)"
+                async with page.expect_download() as info:
+                    await page.get_by_role("link", name="Download body-map.pdf").click()
+                download = await info.value
+                assert download.suggested_filename == "body-map.pdf"
+                saved = await download.path()
+                assert saved.read_bytes() == DOCUMENT
+                await page.get_by_label("Your name").fill("Sam Jones")
+                await page.get_by_label("Your agency's reference").fill("MASH-2026-0042")
+                await page.get_by_role("button", name="Acknowledge receipt").click()
+                await expect(page.get_by_role("status")).to_contain_text("Thank you")
+                await expect(
+                    page.get_by_text("Receipt was acknowledged by Sam Jones")
+                ).to_be_visible()
+                assert problems == []
+                assert world.acks.calls[0]["reference"] == "MASH-2026-0042"
+                info_ = await world.portal.get_pickup(world.dsl, world.pickup_ids()[0])
+                assert [e.kind for e in info_.events] == [
+                    "created",
+                    "emailed",
+                    "opened",
+                    "download",
+                    "acknowledged",
+                ]
+                assert info_.events[3].ip == "127.0.0.1"
+
+
+async def test_an_empty_acknowledgement_names_its_fields(browser: Browser, tmp_path: Path) -> None:
+    async with portal_world(_db(tmp_path), tmp_path) as world:
+        async with served(world):
+            link, passcode = await _issue(world)
+            assert link
+            page, _ = await _new_page(browser)
+            await _sign_in(page, link, passcode)
+            await page.get_by_role("button", name="Acknowledge receipt").click()
+            await expect(page.get_by_role("alert")).to_contain_text("Enter your name.")
+            name = page.get_by_label("Your name")
+            await expect(name).to_have_attribute("aria-invalid", "true")
+            await expect(name).to_have_attribute("aria-describedby", "name-error")
+            await expect(page.locator("#name-error")).to_have_text("Enter your name.")
+            assert world.acks.calls == []
+
+
+async def test_keyboard_only_acknowledgement(browser: Browser, tmp_path: Path) -> None:
+    async with portal_world(_db(tmp_path), tmp_path) as world:
+        async with served(world):
+            link, passcode = await _issue(world)
+            assert link
+            page, _ = await _new_page(browser)
+            await page.goto(link)
+            # Sign in with the keyboard too: Tab to the passcode, type, Enter.
+            for _ in range(10):
+                await page.keyboard.press("Tab")
+                if await page.evaluate("document.activeElement.id") == "passcode":
+                    break
+            await page.keyboard.type(passcode)
+            await page.keyboard.press("Enter")
+            await expect(page.get_by_role("heading", level=1)).to_have_text(
+                "Referral from Harbourside Primary"
+            )
+            focused = ""
+            for _ in range(30):
+                await page.keyboard.press("Tab")
+                focused = await page.evaluate("document.activeElement.id")
+                if focused == "name":
+                    break
+            assert focused == "name"
+            outline = await page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+            assert outline == "solid"  # the keyboard focus is visible
+            await page.keyboard.type("Alex Rivera")
+            await page.keyboard.press("Tab")
+            assert await page.evaluate("document.activeElement.id") == "reference"
+            await page.keyboard.type("LADO-17")
+            await page.keyboard.press("Tab")
+            assert await page.evaluate("document.activeElement.textContent") == (
+                "Acknowledge receipt"
+            )
+            await page.keyboard.press("Enter")
+            await expect(page.get_by_role("status")).to_contain_text("Thank you")
+            assert world.acks.calls[0]["name"] == "Alex Rivera"
+
+
+async def test_links_that_do_not_work(browser: Browser, tmp_path: Path) -> None:
+    async with portal_world(_db(tmp_path), tmp_path) as world:
+        async with served(world) as base:
+            page, _ = await _new_page(browser)
+            good, _ = await _issue(world)
+            assert good
+            # Tampered (one character changed) and unknown: the same plain page.
+            token = good.split("?t=", 1)[1]
+            tampered = good[:-1] + ("A" if token[-1] != "A" else "B")
+            pages = []
+            for url in (tampered, f"{base}/portal/open?t={'Q' * 43}", f"{base}/portal/open"):
+                response = await page.goto(url)
+                assert response is not None and response.status == 404
+                pages.append(await page.locator("main").inner_text())
+            assert len(set(pages)) == 1 and "This link is not valid" in pages[0]
+            # Revoked.
+            await world.portal.revoke(world.dsl, world.pickup_ids()[0])
+            response = await page.goto(good)
+            assert response is not None and response.status == 410
+            await expect(page.get_by_role("heading", level=1)).to_have_text(
+                "This link has been withdrawn"
+            )
+            # Expired.
+            later, _ = await _issue(world)
+            assert later
+            world.node.clock.advance(days=7, seconds=1)
+            response = await page.goto(later)
+            assert response is not None and response.status == 410
+            await expect(page.get_by_role("heading", level=1)).to_have_text("This link has expired")
+
+
+async def test_wrong_passcodes_lock_the_link(browser: Browser, tmp_path: Path) -> None:
+    async with portal_world(_db(tmp_path), tmp_path) as world:
+        async with served(world):
+            link, passcode = await _issue(world)
+            assert link
+            page, _ = await _new_page(browser)
+            await page.goto(link)
+            for left in (4, 3, 2, 1):
+                await page.get_by_label("Passcode").fill("123-123-123-123")
+                await page.get_by_role("button", name="Open the referral").click()
+                error = page.locator("#passcode-error")
+                await expect(error).to_contain_text(f"{left} more tr")
+                await expect(page.get_by_label("Passcode")).to_have_attribute(
+                    "aria-invalid", "true"
+                )
+            await page.get_by_label("Passcode").fill("999-999-999-999")
+            await page.get_by_role("button", name="Open the referral").click()
+            await expect(page.get_by_role("heading", level=1)).to_have_text("This link is locked")
+            # Even the right passcode does not open it now.
+            await page.goto(link)
+            await expect(page.get_by_role("heading", level=1)).to_have_text("This link is locked")
+            actions = world.node.audit.actions()
+            assert actions.count("portal.passcode_failed") == 5
+            assert actions.count("portal.locked") == 1
+            assert passcode  # never used
+
+
+async def test_totp_enrolment_then_sign_in_with_it(browser: Browser, tmp_path: Path) -> None:
+    async with portal_world(_db(tmp_path), tmp_path) as world:
+        async with served(world):
+            first, passcode = await _issue(world)
+            assert first
+            page, problems = await _new_page(browser)
+            await _sign_in(page, first, passcode)
+            await page.get_by_role("link", name="Set up an authenticator app").click()
+            await expect(
+                page.get_by_role("img", name="QR code for your authenticator app")
+            ).to_be_visible()
+            secret = (await page.locator("code.secret").inner_text()).strip()
+            totp = pyotp.TOTP(secret)
+            await page.get_by_label("Code from the app").fill("000000")
+            await page.get_by_role("button", name="Finish setting up").click()
+            await expect(page.locator("#code-error")).to_contain_text("not right")
+            # A wrong code started a new secret: read it again.
+            secret = (await page.locator("code.secret").inner_text()).strip()
+            totp = pyotp.TOTP(secret)
+            await page.get_by_label("Code from the app").fill(totp.at(world.node.clock.now))
+            await page.get_by_role("button", name="Finish setting up").click()
+            await expect(page.get_by_role("status")).to_contain_text("authenticator app is set up")
+            await expect(
+                page.get_by_role("link", name="Set up an authenticator app")
+            ).to_have_count(0)
+            # A second referral to the same address: sign in with the app, no passcode.
+            second, _ = await _issue(world)
+            assert second
+            world.node.next_step()
+            await page.goto(second)
+            await page.get_by_label("Code from your authenticator app").fill(
+                totp.at(world.node.clock.now)
+            )
+            await page.get_by_role("button", name="Sign in with the app code").click()
+            await expect(page.get_by_role("heading", level=1)).to_have_text(
+                "Referral from Harbourside Primary"
+            )
+            # The same code again (replay) is refused.
+            other, _ = await _issue(world)
+            assert other
+            await page.goto(other)
+            await page.get_by_label("Code from your authenticator app").fill(
+                totp.at(world.node.clock.now)
+            )
+            await page.get_by_role("button", name="Sign in with the app code").click()
+            await expect(page.locator("#totp-error")).to_contain_text("not right")
+            # Wrong codes answer 400/401 (logged by chromium); nothing else went wrong.
+            assert [p for p in problems if "Failed to load resource" not in p] == []
+            assert "portal.totp_enrolled" in world.node.audit.actions()
