@@ -1,0 +1,125 @@
+"""``handover referral ...`` run as a DSL would: the real command in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from schemas.records import NewConcern, NewPupil
+from tests.referrals.support import CONSENT_RISK, mash_form
+from transfer.store.permissions import Role
+
+HANDOVER = [sys.executable, "-m", "transfer.cli"]
+SCHOOL = "123456"
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*HANDOVER, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+async def _prepare(data: Path) -> tuple[str, str]:
+    from transfer.node import Node
+
+    async with await Node.open(data) as node:
+        store = node.store
+        for name, role in (("dana", Role.DSL), ("dep", Role.DEPUTY_DSL), ("sam", Role.STAFF)):
+            await store.bootstrap_staff(SCHOOL, username=name, display_name=name, roles=[role])
+        admin = await store.find_staff(SCHOOL, "admin")
+        assert admin is not None
+        admin_actor = await store.actor_for(admin.id)
+        pupil = await store.create_pupil(
+            admin_actor,
+            NewPupil(upn="H801200001001", surname="Okafor", forename="Amara",
+                     dob=date(2014, 11, 3), sex="F"),
+        )  # fmt: skip
+        dana = await store.find_staff(SCHOOL, "dana")
+        assert dana is not None
+        concern = await store.record_concern(
+            await store.actor_for(dana.id),
+            NewConcern(pupil_ids=(pupil.id,), category="child_protection",
+                       happened_at=datetime(2026, 9, 1, 12, tzinfo=UTC),
+                       account="Amara said Kai Smith hit her."),
+        )  # fmt: skip
+        return pupil.id, concern.id
+
+
+def test_referral_commands_from_draft_to_outcome(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_")}
+    env["HANDOVER_KEK"] = secrets.token_hex(32)
+    env["HANDOVER_ADMIN_PASSWORD"] = "a long enough pass phrase 42"
+    env["HOME"] = str(tmp_path / "home")
+    data = tmp_path / "node"
+    r = _run(["init", "--data-dir", str(data), "--school", f"{SCHOOL}:8012000:Hillside",
+              "--agency", "mash-bristol:social_care:Bristol MASH",
+              "--admin", "admin"], env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    monkeypatch.setenv("HANDOVER_KEK", env["HANDOVER_KEK"])
+    pupil_id, concern_id = asyncio.run(_prepare(data))
+    base = ["--data-dir", str(data), "--org", SCHOOL]
+
+    form = tmp_path / "form.json"
+    form.write_text(json.dumps(mash_form(consent=CONSENT_RISK)))
+    new = _run(["referral", "new", *base, "--as", "dana", "--pupil", pupil_id,
+                "--agency", "mash-bristol", "--form", str(form),
+                "--select", f"concern:{concern_id}", "--redact", "Kai Smith",
+                "--json"], env)  # fmt: skip
+    assert new.returncode == 0, new.stderr
+    record = json.loads(new.stdout)
+    rid = record["id"]
+    assert record["state"] == "draft" and len(record["redactions"]) == 1
+
+    # A bad form: one line, naming the field, exit 2; staff may not draft.
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({k: v for k, v in mash_form().items() if k != "risk_rating"}))
+    refused = _run(["referral", "new", *base, "--as", "dana", "--pupil", pupil_id,
+                    "--agency", "mash-bristol", "--form", str(bad)], env)  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        "handover: error: the referral form is not valid: risk_rating is required"
+    )
+    staff = _run(["referral", "new", *base, "--as", "sam", "--pupil", pupil_id,
+                  "--agency", "mash-bristol", "--form", str(form)], env)  # fmt: skip
+    assert staff.returncode == 6 and "only the DSL team" in staff.stderr
+
+    # The deputy may not send without consent; the DSL may.
+    out = tmp_path / "out"
+    deputy = _run(["referral", "bundle", *base, "--as", "dep", rid, "--out", str(out)], env)
+    assert deputy.returncode == 6 and "only the DSL may do that" in deputy.stderr
+    bundle = _run(["referral", "bundle", *base, "--as", "dana", rid, "--out", str(out),
+                   "--passphrase", "--zip"], env)  # fmt: skip
+    assert bundle.returncode == 0, bundle.stderr
+    assert "passphrase (shown once" in bundle.stdout
+    assert len(list(out.glob("*.zip"))) == 1
+
+    hand = _run(["referral", "handed-over", *base, "--as", "dana", rid,
+                 "--to", "Duty social worker", "--how", "secure upload portal"], env)  # fmt: skip
+    assert hand.returncode == 0 and "delivered" in hand.stdout, hand.stderr
+    ack = _run(["referral", "acknowledge", *base, "--as", "dana", rid,
+                "--name", "Jo Duty", "--reference", "MASH-77"], env)  # fmt: skip
+    assert ack.returncode == 0 and "agency reference MASH-77" in ack.stdout, ack.stderr
+    outcome = tmp_path / "outcome.json"
+    outcome.write_text(json.dumps({"kind": "social_care", "rag": "amber",
+                                   "decision": "section_17"}))  # fmt: skip
+    done = _run(["referral", "outcome", *base, "--as", "dana", rid, "--file", str(outcome)], env)
+    assert done.returncode == 0 and "closed" in done.stdout, done.stderr
+    show = _run(["referral", "show", *base, "--as", "dep", rid], env)
+    assert show.returncode == 0, show.stderr
+    assert "consent: NOT given (greater_risk)" in show.stdout
+    for step in ("drafted", "sent", "handed_over", "accepted", "outcome"):
+        assert step in show.stdout
+    listed = _run(["referral", "list", *base, "--as", "dana", "--state", "closed"], env)
+    assert rid in listed.stdout
+    missing = _run(["referral", "show", *base, "--as", "dana", "nope"], env)
+    assert missing.returncode == 4 and "no such referral" in missing.stderr

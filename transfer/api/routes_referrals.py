@@ -1,0 +1,209 @@
+"""Referrals in the JSON API: drafts, selection, redaction, preview and the lifecycle steps
+a DSL records (hand-over, acknowledgement, outcome).
+
+The routes follow :mod:`transfer.api.routes` (the same :class:`Route` table,
+authentication and problem documents); :class:`transfer.referrals.service.Referrals`
+checks the permissions (the DSL team) and the organisation itself. Sealing
+and sending go through a route (``handover referral send|bundle``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+from aiohttp import web
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.records import ChronologyEntry
+from schemas.referrals import (
+    NewRedaction,
+    ReferralForm,
+    ReferralOutcome,
+    ReferralRecord,
+    ReferralSummary,
+    SelectedItem,
+)
+from transfer.api.routes import API, SIGNED_IN, Call, QueryParam, Route, _json
+from transfer.referrals.service import Referrals
+
+__all__ = [
+    "REFERRALS_KEY",
+    "REFERRAL_ROUTES",
+    "AcknowledgementBody",
+    "FormBody",
+    "HandoverBody",
+    "NewReferral",
+    "OutcomeBody",
+    "SelectionBody",
+]
+
+REFERRALS_KEY: Final = web.AppKey("referrals", Referrals)
+
+_Line = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NewReferral(_Body):
+    """A draft: the child, the agency (directory id), the form, and optionally what goes."""
+
+    pupil_id: Annotated[str, Field(min_length=1, max_length=64)]
+    agency_org_id: Annotated[str, Field(min_length=1, max_length=64)]
+    form: ReferralForm
+    selection: Annotated[tuple[SelectedItem, ...], Field(max_length=1000)] = ()
+    redactions: Annotated[tuple[NewRedaction, ...], Field(max_length=200)] = ()
+
+
+class FormBody(_Body):
+    form: ReferralForm
+
+
+class SelectionBody(_Body):
+    items: Annotated[tuple[SelectedItem, ...], Field(max_length=1000)]
+
+
+class HandoverBody(_Body):
+    to_whom: _Line
+    how: _Line
+    at: AwareDatetime | None = None
+
+
+class AcknowledgementBody(_Body):
+    name: _Line
+    agency_reference: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class OutcomeBody(_Body):
+    outcome: ReferralOutcome
+
+
+def _referrals(call: Call) -> Referrals:
+    return call.request.app[REFERRALS_KEY]
+
+
+async def list_referrals(call: Call) -> web.StreamResponse:
+    return _json(
+        await _referrals(call).list(
+            call.who.actor, state=call.query.get("state"), pupil_id=call.query.get("pupil_id")
+        )
+    )
+
+
+async def draft_referral(call: Call) -> web.StreamResponse:
+    data = call.body_as(NewReferral)
+    r, actor = _referrals(call), call.who.actor
+    record = await r.draft(
+        actor, pupil_id=data.pupil_id, agency_org_id=data.agency_org_id, form=data.form
+    )
+    if data.selection:
+        record = await r.select(actor, record.id, data.selection)
+    for mark in data.redactions:
+        record = await r.add_redaction(actor, record.id, mark)
+    return _json(record, 201)
+
+
+async def get_referral(call: Call) -> web.StreamResponse:
+    return _json(await _referrals(call).get(call.who.actor, call.path("referral_id")))
+
+
+async def change_referral_form(call: Call) -> web.StreamResponse:
+    form = call.body_as(FormBody).form
+    return _json(await _referrals(call).update_form(call.who.actor, call.path("referral_id"), form))
+
+
+async def select_for_referral(call: Call) -> web.StreamResponse:
+    items = call.body_as(SelectionBody).items
+    return _json(await _referrals(call).select(call.who.actor, call.path("referral_id"), items))
+
+
+async def mark_redaction(call: Call) -> web.StreamResponse:
+    mark = call.body_as(NewRedaction)
+    record = await _referrals(call).add_redaction(call.who.actor, call.path("referral_id"), mark)
+    return _json(record, 201)
+
+
+async def remove_redaction(call: Call) -> web.StreamResponse:
+    return _json(
+        await _referrals(call).remove_redaction(
+            call.who.actor, call.path("referral_id"), call.path("mark_id")
+        )
+    )
+
+
+async def preview_referral(call: Call) -> web.StreamResponse:
+    return _json(await _referrals(call).preview(call.who.actor, call.path("referral_id")))
+
+
+async def record_referral_handover(call: Call) -> web.StreamResponse:
+    data = call.body_as(HandoverBody)
+    return _json(
+        await _referrals(call).record_handover(
+            call.who.actor,
+            call.path("referral_id"),
+            to_whom=data.to_whom,
+            how=data.how,
+            at=data.at,
+        )
+    )
+
+
+async def acknowledge_referral(call: Call) -> web.StreamResponse:
+    data = call.body_as(AcknowledgementBody)
+    return _json(
+        await _referrals(call).acknowledge(
+            call.who.actor,
+            call.path("referral_id"),
+            name=data.name,
+            agency_reference=data.agency_reference,
+            via="api",
+        )
+    )
+
+
+async def record_referral_outcome(call: Call) -> web.StreamResponse:
+    outcome = call.body_as(OutcomeBody).outcome
+    return _json(
+        await _referrals(call).record_outcome(call.who.actor, call.path("referral_id"), outcome)
+    )
+
+
+_ONE = f"{API}/referrals/{{referral_id}}"
+_FILTERS = (
+    QueryParam("state", "only referrals in this state (draft, sent, delivered, accepted, "
+               "rejected, closed)", max_length=20),
+    QueryParam("pupil_id", "only referrals about this pupil"),
+)  # fmt: skip
+
+REFERRAL_ROUTES: tuple[Route, ...] = (
+    Route("GET", f"{API}/referrals", list_referrals, "The organisation's referrals (no content)",
+          "referrals", SIGNED_IN, response=ReferralSummary, many=True, query=_FILTERS),
+    Route("POST", f"{API}/referrals", draft_referral,
+          "Draft a referral: form, and optionally the selection and redactions", "referrals",
+          SIGNED_IN, body=NewReferral, response=ReferralRecord, status=201),
+    Route("GET", _ONE, get_referral, "One referral with its form and lifecycle", "referrals",
+          SIGNED_IN, response=ReferralRecord),
+    Route("PUT", f"{_ONE}/form", change_referral_form, "Replace a draft's form", "referrals",
+          SIGNED_IN, body=FormBody, response=ReferralRecord),
+    Route("PUT", f"{_ONE}/selection", select_for_referral,
+          "Choose exactly which chronology entries go", "referrals", SIGNED_IN,
+          body=SelectionBody, response=ReferralRecord),
+    Route("POST", f"{_ONE}/redactions", mark_redaction,
+          "Mark a third-party name (text or span) to hide in what is sealed", "referrals",
+          SIGNED_IN, body=NewRedaction, response=ReferralRecord, status=201),
+    Route("DELETE", f"{_ONE}/redactions/{{mark_id}}", remove_redaction,
+          "Remove a redaction mark", "referrals", SIGNED_IN, response=ReferralRecord),
+    Route("GET", f"{_ONE}/preview", preview_referral,
+          "The selected entries exactly as they will be sealed (redacted)", "referrals",
+          SIGNED_IN, response=ChronologyEntry, many=True),
+    Route("POST", f"{_ONE}/handover", record_referral_handover,
+          "Record an offline bundle's hand-over (to whom, how, when)", "referrals", SIGNED_IN,
+          body=HandoverBody, response=ReferralRecord),
+    Route("POST", f"{_ONE}/acknowledgement", acknowledge_referral,
+          "Record the agency's acknowledgement and reference", "referrals", SIGNED_IN,
+          body=AcknowledgementBody, response=ReferralRecord),
+    Route("POST", f"{_ONE}/outcome", record_referral_outcome,
+          "Record the agency's outcome (MASH RAG and decision, LADO outcome, crime reference)",
+          "referrals", SIGNED_IN, body=OutcomeBody, response=ReferralRecord),
+)  # fmt: skip

@@ -1,0 +1,319 @@
+"""``handover referral new|show|list|select|redact|send|bundle|handed-over|acknowledge|outcome``.
+
+The command acts as a named member of the organisation's staff (``--org`` and
+``--as USERNAME``), with that person's permissions: the DSL team drafts and
+sends; only the DSL sends without consent. The form (and an outcome) is given
+as a JSON file; see ``docs/referrals.md`` and ``schemas/json/referral-*.schema.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
+from transfer.errors import ConfigError, InputError, NotFoundError, PolicyError
+
+if TYPE_CHECKING:
+    from schemas.referrals import ReferralRecord
+    from transfer.node import Node
+    from transfer.store.permissions import Actor
+
+T = TypeVar("T")
+_KINDS = ("concern", "triage", "action", "contact", "document")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    add_data_dir(p)
+    p.add_argument("--org", required=True, help="the school's organisation id")
+    p.add_argument("--as", dest="username", required=True, metavar="USERNAME", help="who is acting")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _one(inner: Any, name: str, help_text: str, handler: Callable[..., int]) -> Any:
+    p = inner.add_parser(name, help=help_text)
+    _common(p)
+    if name not in ("new", "list"):
+        p.add_argument("referral_id")
+    p.set_defaults(handler=handler)
+    return p
+
+
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser("referral", help="referrals to social care / MASH, the LADO, the police")
+    inner = p.add_subparsers(dest="referral_command", metavar="ACTION", required=True)
+    new = _one(inner, "new", "draft a referral from a form (JSON file)", _new)
+    new.add_argument("--pupil", required=True, metavar="PUPIL_ID", help="the child's pupil id")
+    new.add_argument("--agency", required=True, metavar="ORG_ID", help="the agency (directory)")
+    new.add_argument("--form", required=True, type=Path, metavar="FILE", help="the form (JSON)")
+    new.add_argument(
+        "--select", action="append", default=[], metavar="KIND:ID",
+        help=f"a chronology entry to send ({', '.join(_KINDS)}); repeat for each",
+    )  # fmt: skip
+    new.add_argument(
+        "--redact", action="append", default=[], metavar="TEXT",
+        help="a third-party name to hide wherever it appears in what is sent; repeat",
+    )  # fmt: skip
+    _one(inner, "show", "a referral: form, selection, redactions, lifecycle", _show)
+    ls = _one(inner, "list", "the organisation's referrals", _list)
+    ls.add_argument("--state", choices=["draft", "sent", "delivered", "accepted", "rejected",
+                                        "closed"])  # fmt: skip
+    sel = _one(inner, "select", "choose exactly which chronology entries go", _select)
+    sel.add_argument("items", nargs="*", metavar="KIND:ID")
+    red = _one(inner, "redact", "hide a third-party name in what is sent", _redact)
+    red.add_argument("text", metavar="TEXT")
+    send = _one(inner, "send", "seal and send: to the agency's node, or via the pickup portal",
+                _send)  # fmt: skip
+    send.add_argument("--route", choices=["node", "portal"], default="node")
+    send.add_argument("--days", type=int, default=None, help="portal: days the link lasts")
+    bundle = _one(inner, "bundle", "seal into an offline bundle (folder or zip)", _bundle)
+    bundle.add_argument("--out", required=True, type=Path, metavar="DIR")
+    bundle.add_argument(
+        "--passphrase", action="store_true",
+        help="encrypt to a new passphrase (shown once) instead of the agency's key",
+    )  # fmt: skip
+    bundle.add_argument("--zip", action="store_true", help="write one .zip file")
+    hand = _one(inner, "handed-over", "record an offline bundle's hand-over", _handed_over)
+    hand.add_argument("--to", required=True, dest="to_whom", help="who received it")
+    hand.add_argument("--how", required=True, help="how (in person, courier, upload...)")
+    ack = _one(inner, "acknowledge", "record the agency's acknowledgement and reference", _ack)
+    ack.add_argument("--name", required=True, help="who acknowledged it at the agency")
+    ack.add_argument("--reference", required=True, help="the agency's reference number")
+    out = _one(inner, "outcome", "record the agency's outcome (JSON file)", _outcome)
+    out.add_argument("--file", required=True, type=Path, metavar="FILE")
+
+
+def _run(args: argparse.Namespace, work: Callable[[Node, Actor], Awaitable[T]]) -> T:
+    from transfer.node import Node
+
+    async def go() -> T:
+        async with await Node.open(data_dir_of(args)) as node:
+            staff = await node.store.find_staff(args.org, args.username)
+            if staff is None:
+                raise NotFoundError(f"{args.username!r} is not a staff member of {args.org}")
+            if not staff.active:
+                raise PolicyError(f"the account {args.username!r} is deactivated")
+            return await work(node, await node.store.actor_for(staff.id))
+
+    return asyncio.run(go())
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"cannot read the {what} {path}: {exc.strerror}") from None
+
+
+def _items(values: list[str]) -> list[Any]:
+    from schemas.referrals import SelectedItem
+
+    out = []
+    for value in values:
+        kind, sep, ident = value.partition(":")
+        if not sep or kind not in _KINDS or not ident:
+            raise InputError(f"{value[:80]!r} is not KIND:ID (KIND one of {', '.join(_KINDS)})")
+        out.append(SelectedItem.model_validate({"kind": kind, "id": ident}))
+    return out
+
+
+def _print(args: argparse.Namespace, record: ReferralRecord, line: str) -> int:
+    if args.json:
+        print(json.dumps(record.model_dump(mode="json"), indent=2, sort_keys=True))
+    else:
+        print(line)
+    return 0
+
+
+def _state_line(r: ReferralRecord) -> str:
+    due = f", due by {r.due_on.isoformat()}" if r.due_on else ""
+    ref = f", agency reference {r.agency_reference}" if r.agency_reference else ""
+    return f"referral {r.id}: {r.kind} to {r.agency_org_id}, {r.state}{due}{ref}"
+
+
+def _new(args: argparse.Namespace) -> int:
+    from schemas.referrals import NewRedaction
+    from transfer.referrals.forms import parse_form
+
+    form = parse_form(_read(args.form, "form"))
+    items = _items(args.select)
+
+    async def work(node: Node, actor: Actor) -> ReferralRecord:
+        r = node.referrals
+        record = await r.draft(actor, pupil_id=args.pupil, agency_org_id=args.agency, form=form)
+        if items:
+            record = await r.select(actor, record.id, items)
+        for text in args.redact:
+            record = await r.add_redaction(actor, record.id, NewRedaction(text=text))
+        return record
+
+    record = _run(args, work)
+    return _print(args, record, _state_line(record) + f" ({len(record.selection)} entries chosen)")
+
+
+def _show(args: argparse.Namespace) -> int:
+    record = _run(args, lambda node, actor: node.referrals.get(actor, args.referral_id))
+    if args.json:
+        return _print(args, record, "")
+    print(_state_line(record))
+    consent = record.form.consent
+    print(f"  consent: {'given' if consent.consent_given else 'NOT given'}"
+          + (f" ({consent.no_consent_reason})" if consent.no_consent_reason else ""))  # fmt: skip
+    for item in record.selection:
+        print(f"  sends {item.kind} {item.id}")
+    for mark in record.redactions:
+        print(f"  redacts {'text' if mark.text else f'{mark.field} {mark.start}-{mark.end}'}")
+    for e in record.events:
+        who = f" by {e.actor}" if e.actor else ""
+        print(f"  {e.at:%Y-%m-%d %H:%M} {e.action}{who} {e.note}".rstrip())
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    items = _run(args, lambda node, actor: node.referrals.list(actor, state=args.state))
+    if args.json:
+        print(json.dumps([i.model_dump(mode="json") for i in items], indent=2, sort_keys=True))
+    elif not items:
+        print("no referrals")
+    for i in items if not args.json else []:
+        due = f" due {i.due_on.isoformat()}" if i.due_on else ""
+        print(f"{i.id}  {i.state:<9}  {i.kind:<11}  to {i.agency_org_id}  pupil {i.pupil_id}{due}")
+    return 0
+
+
+def _select(args: argparse.Namespace) -> int:
+    items = _items(args.items)
+    record = _run(args, lambda node, actor: node.referrals.select(actor, args.referral_id, items))
+    return _print(args, record, f"{len(record.selection)} entries chosen")
+
+
+def _redact(args: argparse.Namespace) -> int:
+    from schemas.referrals import NewRedaction
+
+    mark = NewRedaction(text=args.text)
+    record = _run(
+        args, lambda node, actor: node.referrals.add_redaction(actor, args.referral_id, mark)
+    )
+    return _print(args, record, f"{len(record.redactions)} redaction(s) marked")
+
+
+async def _send_portal(node: Node, actor: Actor, args: argparse.Namespace) -> str:
+    from transfer.age import X25519Recipient
+
+    record = await node.referrals.get(actor, args.referral_id)
+    entry = await node.directory.entry(record.agency_org_id)
+    if not entry.email:
+        raise InputError(f"{entry.name} has no registered e-mail address for the pickup portal")
+    keyset = await asyncio.to_thread(node.keys.load, actor.org_id)
+    own = X25519Recipient.from_string(keyset.recipient)
+    tmp_dir = node.data_dir / "outgoing"
+    await asyncio.to_thread(tmp_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
+    tmp = tmp_dir / f".portal-{uuid.uuid4().hex}.part"
+    sealed = None
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            sealed = await node.referrals.seal(
+                actor, args.referral_id, out, route="portal", recipients=[own]
+            )
+        issued = await node.portal.create_pickup(
+            actor, package=tmp, referral_id=args.referral_id, email=entry.email,
+            agency_name=entry.name, expires_in_days=args.days,
+        )  # fmt: skip
+    except BaseException:
+        if sealed is not None:
+            await node.referrals.unsend(actor, args.referral_id, reason="portal refused it")
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    lines = [f"referral {args.referral_id} is at the pickup portal for {entry.email}"]
+    if issued.link:
+        lines.append(f"give the agency this link: {issued.link}")
+    else:
+        lines.append("the link was e-mailed to the agency's registered address")
+    lines.append(f"read out this passcode by telephone (shown once): {issued.passcode}")
+    return "\n".join(lines)
+
+
+def _send(args: argparse.Namespace) -> int:
+    async def work(node: Node, actor: Actor) -> str:
+        if args.route == "portal":
+            return await _send_portal(node, actor, args)
+        from receivers.agency_node import AgencyNodeRoute
+
+        outbox = getattr(node, "outbox", None)
+        if outbox is None:
+            raise ConfigError("this node has no outbox: it cannot send to an agency's node")
+        record = await AgencyNodeRoute(node.referrals, outbox).send(actor, args.referral_id)
+        return (
+            f"referral {record.id} queued for {record.agency_org_id} (package {record.package_id})"
+        )
+
+    print(_run(args, work))
+    return 0
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from receivers.offline import write_offline_bundle
+
+    bundle = _run(
+        args,
+        lambda node, actor: write_offline_bundle(
+            node.referrals,
+            actor,
+            args.referral_id,
+            args.out,
+            passphrase=args.passphrase,
+            as_zip=args.zip,
+        ),
+    )
+    print(f"offline bundle written: {bundle.path}")
+    print(f"package {bundle.package_id}, sender key id {bundle.sender_key_id}")
+    if bundle.passphrase is not None:
+        print(f"passphrase (shown once, not stored; give it by another channel): "
+              f"{bundle.passphrase}")  # fmt: skip
+    print(
+        "after handing it over, record it: handover referral handed-over "
+        f"{args.referral_id} --to NAME --how HOW"
+    )
+    return 0
+
+
+def _handed_over(args: argparse.Namespace) -> int:
+    record = _run(
+        args,
+        lambda node, actor: node.referrals.record_handover(
+            actor, args.referral_id, to_whom=args.to_whom, how=args.how
+        ),
+    )
+    return _print(args, record, _state_line(record))
+
+
+def _ack(args: argparse.Namespace) -> int:
+    record = _run(
+        args,
+        lambda node, actor: node.referrals.acknowledge(
+            actor, args.referral_id, name=args.name, agency_reference=args.reference
+        ),
+    )
+    return _print(args, record, _state_line(record))
+
+
+def _outcome(args: argparse.Namespace) -> int:
+    from transfer.referrals.forms import parse_outcome
+
+    outcome = parse_outcome(_read(args.file, "outcome"))
+    record = _run(
+        args, lambda node, actor: node.referrals.record_outcome(actor, args.referral_id, outcome)
+    )
+    return _print(args, record, _state_line(record))

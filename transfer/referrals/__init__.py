@@ -1,0 +1,13 @@
+"""Referrals to children's social care / the MASH, the LADO and the police.
+
+- :mod:`transfer.referrals.forms`: reading a form or an outcome, errors naming the field;
+- :mod:`transfer.referrals.consent`: who may draft and send, the consent rule (pure);
+- :mod:`transfer.referrals.redaction`: applying redaction marks to text (pure);
+- :mod:`transfer.referrals.package`: the DSL's selection to a sealed package;
+- :mod:`transfer.referrals.service`: :class:`~transfer.referrals.service.Referrals`, the
+  drafts, lifecycle, outcomes and deadline sweep (database);
+- the routes are in :mod:`receivers.agency_node`, :mod:`receivers.portal` and
+  :mod:`receivers.offline`.
+
+See ``docs/referrals.md``.
+"""
