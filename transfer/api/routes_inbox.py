@@ -1,0 +1,80 @@
+"""The inbox in the JSON API: the DSL team's list, preview, accept and reject.
+
+The routes follow :mod:`transfer.api.routes` (the same :class:`Route` table,
+authentication and problem documents); the inbox checks the permission
+(``transfer.receive``, the DSL team) and the organisation itself.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from transfer.api.routes import API, SIGNED_IN, Call, QueryParam, Route, _json
+from transfer.exchange.inbox import AcceptOutcome, Inbox, InboxPreview, IncomingSummary
+
+__all__ = ["INBOX_KEY", "INBOX_ROUTES", "AcceptBody", "RejectBody"]
+
+INBOX_KEY: Final = web.AppKey("inbox", Inbox)
+
+
+class AcceptBody(BaseModel):
+    """Accept into the pupil matched by UPN and date of birth (default), into a pupil the DSL
+    chooses (``pupil_id``), or as a new pupil (``create_new``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pupil_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    create_new: bool = False
+
+
+class RejectBody(BaseModel):
+    """Why the package is refused (sent to the sender in the signed receipt)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+def _inbox(call: Call) -> Inbox:
+    return call.request.app[INBOX_KEY]
+
+
+async def list_inbox(call: Call) -> web.StreamResponse:
+    return _json(await _inbox(call).list(call.who.actor, state=call.query.get("state")))
+
+
+async def show_incoming(call: Call) -> web.StreamResponse:
+    return _json(await _inbox(call).show(call.who.actor, call.path("package_id")))
+
+
+async def accept_incoming(call: Call) -> web.StreamResponse:
+    data = call.body_as(AcceptBody)
+    outcome = await _inbox(call).accept(
+        call.who.actor, call.path("package_id"), pupil_id=data.pupil_id, create_new=data.create_new
+    )
+    return _json(outcome)
+
+
+async def reject_incoming(call: Call) -> web.StreamResponse:
+    data = call.body_as(RejectBody)
+    return _json(await _inbox(call).reject(call.who.actor, call.path("package_id"), data.reason))
+
+
+_STATE = QueryParam("state", "only packages in this state (delivered, viewed, accepted, rejected)")
+
+INBOX_ROUTES: tuple[Route, ...] = (
+    Route("GET", f"{API}/inbox", list_inbox, "Packages delivered to the organisation", "inbox",
+          SIGNED_IN, response=IncomingSummary, many=True, query=(_STATE,)),
+    Route("GET", f"{API}/inbox/{{package_id}}", show_incoming,
+          "Verify a package in full and preview it (the first view sends a viewed receipt)",
+          "inbox", SIGNED_IN, response=InboxPreview),
+    Route("POST", f"{API}/inbox/{{package_id}}/accept", accept_incoming,
+          "Verify again and import into the store (sends an accepted receipt)", "inbox",
+          SIGNED_IN, body=AcceptBody, response=AcceptOutcome),
+    Route("POST", f"{API}/inbox/{{package_id}}/reject", reject_incoming,
+          "Refuse the package with a reason (sends a rejected receipt)", "inbox", SIGNED_IN,
+          body=RejectBody, response=IncomingSummary),
+)  # fmt: skip

@@ -1,0 +1,161 @@
+"""``handover inbox list|show|accept|reject``: the DSL's inbox from the command line.
+
+The command acts as a named member of the organisation's staff (``--org`` and
+``--as USERNAME``), with that person's permissions (the DSL team receives
+transfers), and is audited as them with ``via="cli"``. Whoever runs it needs
+the node's data directory and its key-encryption key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
+from transfer.errors import NotFoundError, PolicyError
+
+if TYPE_CHECKING:
+    from transfer.exchange.inbox import InboxPreview, IncomingSummary
+    from transfer.node import Node
+    from transfer.store.permissions import Actor
+
+T = TypeVar("T")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    add_data_dir(p)
+    p.add_argument("--org", required=True, help="the receiving organisation's id")
+    p.add_argument("--as", dest="username", required=True, metavar="USERNAME", help="who is acting")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser("inbox", help="packages delivered to an organisation: list, open, accept")
+    inner = p.add_subparsers(dest="inbox_command", metavar="ACTION", required=True)
+    ls = inner.add_parser("list", help="the organisation's delivered packages")
+    _common(ls)
+    ls.add_argument("--state", choices=["delivered", "viewed", "accepted", "rejected"])
+    ls.set_defaults(handler=_list)
+    show = inner.add_parser("show", help="verify a package in full and preview it")
+    _common(show)
+    show.add_argument("package_id")
+    show.set_defaults(handler=_show)
+    acc = inner.add_parser("accept", help="verify again and import into the store")
+    _common(acc)
+    acc.add_argument("package_id")
+    how = acc.add_mutually_exclusive_group()
+    how.add_argument("--pupil-id", help="import into this pupil (after a mismatch was shown)")
+    how.add_argument("--create-new", action="store_true", help="import as a new pupil")
+    acc.set_defaults(handler=_accept)
+    rej = inner.add_parser("reject", help="refuse a package, with a reason for the sender")
+    _common(rej)
+    rej.add_argument("package_id")
+    rej.add_argument("--reason", required=True, help="why (sent to the sender)")
+    rej.set_defaults(handler=_reject)
+
+
+def _run(args: argparse.Namespace, work: Callable[[Node, Actor], Awaitable[T]]) -> T:
+    from transfer.node import Node
+
+    async def go() -> T:
+        async with await Node.open(data_dir_of(args)) as node:
+            staff = await node.store.find_staff(args.org, args.username)
+            if staff is None:
+                raise NotFoundError(f"{args.username!r} is not a staff member of {args.org}")
+            if not staff.active:
+                raise PolicyError(f"the account {args.username!r} is deactivated")
+            actor = await node.store.actor_for(staff.id)
+            return await work(node, actor)
+
+    return asyncio.run(go())
+
+
+def _line(s: IncomingSummary) -> str:
+    when = (s.delivered_at or s.offered_at).strftime("%Y-%m-%d %H:%M")
+    return (
+        f"{s.package_id}  {s.state:<9}  {when}  {s.package_kind}  from {s.sender_name} "
+        f"({s.sender_org_id}), {s.size} bytes"
+    )
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def _list(args: argparse.Namespace) -> int:
+    items = _run(args, lambda node, actor: node.inbox.list(actor, state=args.state, via="cli"))
+    if args.json:
+        _print_json([i.model_dump(mode="json") for i in items])
+    elif not items:
+        print("the inbox is empty")
+    else:
+        for item in items:
+            print(_line(item))
+    return 0
+
+
+def _preview_text(p: InboxPreview) -> list[str]:
+    s = p.subject
+    born = s.dob.isoformat() if s.dob else "date of birth not given"
+    lines = [
+        _line(p.package),
+        f"pupil: {s.forename} {s.surname}, {born}, UPN {s.upn or 'none'}",
+        "records: " + ", ".join(f"{n} {k}" for k, n in p.counts.items()),
+    ]
+    if p.match is None:
+        lines.append("no pupil here has this UPN: accepting creates a new pupil")
+    elif p.match.matches:
+        lines.append(f"matches our pupil {p.match.pupil_id} (UPN, date of birth and name agree)")
+    else:
+        lines.append(
+            f"MISMATCH: our pupil {p.match.pupil_id} with this UPN is {p.match.forename} "
+            f"{p.match.surname}, born {p.match.dob or 'unknown'}; accept with --pupil-id or "
+            "--create-new after checking"
+        )
+    lines.append("chronology:")
+    for entry in p.chronology:
+        lines.append(f"  {entry.occurred_at:%Y-%m-%d %H:%M}  {entry.kind}")
+    for doc in p.documents:
+        lines.append(f"document: {doc.filename or doc.path} ({doc.size} bytes)")
+    return lines
+
+
+def _show(args: argparse.Namespace) -> int:
+    preview = _run(args, lambda node, actor: node.inbox.show(actor, args.package_id, via="cli"))
+    if args.json:
+        _print_json(preview.model_dump(mode="json"))
+    else:
+        print("\n".join(_preview_text(preview)))
+    return 0
+
+
+def _accept(args: argparse.Namespace) -> int:
+    outcome = _run(
+        args,
+        lambda node, actor: node.inbox.accept(
+            actor, args.package_id, pupil_id=args.pupil_id, create_new=args.create_new, via="cli"
+        ),
+    )
+    if args.json:
+        _print_json(outcome.model_dump(mode="json"))
+    else:
+        made = "a new pupil" if outcome.new_pupil else "pupil"
+        print(
+            f"accepted {outcome.package.package_id} into {made} {outcome.pupil_id}: "
+            + ", ".join(f"{n} {k}" for k, n in outcome.counts.items())
+        )
+    return 0
+
+
+def _reject(args: argparse.Namespace) -> int:
+    summary = _run(
+        args, lambda node, actor: node.inbox.reject(actor, args.package_id, args.reason, via="cli")
+    )
+    if args.json:
+        _print_json(summary.model_dump(mode="json"))
+    else:
+        print(f"rejected {summary.package_id}; the sender will receive the signed receipt")
+    return 0

@@ -1,0 +1,642 @@
+"""Importing an accepted leaver's file into the receiving organisation's store.
+
+Three steps, driven by :class:`transfer.exchange.inbox.Inbox`:
+
+1. :func:`parse_records` reads the JSON records of a verified package
+   (``records/pupil.json`` and ``records/<kind>/<id>.json``) into models.
+2. :meth:`Importer.plan` decides which pupil the file goes to: the pupil
+   with the same UPN *and* date of birth and name, or a new pupil when no
+   pupil has that UPN. A pupil with the UPN but another date of birth or name
+   is a mismatch: refused with a :class:`PupilMismatchError` that shows both,
+   unless the DSL names the pupil (``pupil_id``) or asks for a new one
+   (``create_new``). The plan holds the pupil's data key, so documents can be
+   encrypted into the store (:meth:`Importer.write_document`) while the package
+   streams, never touching disk in plaintext.
+3. :meth:`Importer.commit` writes the pupil (if new) and every record in one
+   transaction, each with its :class:`Provenance` (which organisation, which
+   package, when received, its id there), text sealed under the pupil's key
+   exactly as the store seals its own records.
+
+Ids from the sending organisation (its pupil and staff ids) are not ids here:
+the pupil is linked to ours, concerns keep only our pupil, an action's
+assignee is dropped, and ``recorded_by``/``decided_by``/``created_by`` keep the
+sender's staff id, which the provenance marks as the sender's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import uuid
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schemas.manifest import Subject
+from schemas.records import (
+    ActionRecord,
+    ConcernRecord,
+    ContactRecord,
+    DocumentRef,
+    PupilEventRecord,
+    PupilRecord,
+    TriageRecord,
+)
+from transfer import aead
+from transfer.errors import ConflictError, InputError, IntegrityError, NotFoundError, PolicyError
+from transfer.identifiers import validate_upn
+from transfer.store import blobs
+from transfer.store.db import sessionmaker
+from transfer.store.keyring import KeyRing, field_aad
+from transfer.store.models import (
+    Action,
+    BodyMapMarkRow,
+    Category,
+    Concern,
+    ConcernPupil,
+    Contact,
+    Document,
+    ProvenanceRow,
+    Pupil,
+    PupilEvent,
+    PupilKey,
+    SealedField,
+    Triage,
+)
+from transfer.store.permissions import Actor
+from transfer.store.service import Store, utc_now
+
+__all__ = [
+    "ImportPlan",
+    "ImportResult",
+    "Importer",
+    "PackageRecords",
+    "PupilMismatchError",
+    "parse_records",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+_DIRS: dict[str, type[BaseModel]] = {
+    "concerns": ConcernRecord,
+    "triage": TriageRecord,
+    "actions": ActionRecord,
+    "contacts": ContactRecord,
+    "documents": DocumentRef,
+    "events": PupilEventRecord,
+}
+
+
+class PupilMismatchError(ConflictError):
+    """The package's pupil and ours with the same UPN differ (date of birth or name)."""
+
+    slug = "pupil-mismatch"
+    title = "The pupil in the package does not match ours"
+
+
+class RecordsError(IntegrityError):
+    """The signed records of a package are not records this node can read."""
+
+    slug = "bad-records"
+    title = "The package's records cannot be read"
+
+
+# ------------------------------------------------------------------ parsing
+
+
+@dataclass
+class PackageRecords:
+    """The records of a leaver's file, as the sender wrote them."""
+
+    pupil: PupilRecord | None
+    concerns: list[ConcernRecord] = field(default_factory=list)
+    triage: list[TriageRecord] = field(default_factory=list)
+    actions: list[ActionRecord] = field(default_factory=list)
+    contacts: list[ContactRecord] = field(default_factory=list)
+    documents: list[DocumentRef] = field(default_factory=list)
+    events: list[PupilEventRecord] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "concerns": len(self.concerns),
+            "triage": len(self.triage),
+            "actions": len(self.actions),
+            "contacts": len(self.contacts),
+            "documents": len(self.documents),
+            "events": len(self.events),
+        }
+
+
+def _load(model: type[M], path: str, data: bytes) -> M:
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top)"
+        raise RecordsError(
+            f"{path} in the package is not a {model.__name__} this node can read "
+            f"({where}: {first['msg']}); the sender may use a newer record format"
+        ) from None
+
+
+def is_record_path(path: str) -> bool:
+    """Whether a package entry is a JSON record :func:`parse_records` reads."""
+    if path == "records/pupil.json":
+        return True
+    parts = path.split("/")
+    return (
+        len(parts) == 3 and parts[0] == "records" and parts[1] in _DIRS and path.endswith(".json")
+    )
+
+
+def parse_records(raw: Mapping[str, bytes]) -> PackageRecords:
+    """The records among a package's entries (path -> bytes), checked against the schemas."""
+    pupil_bytes = raw.get("records/pupil.json")
+    out = PackageRecords(
+        pupil=_load(PupilRecord, "records/pupil.json", pupil_bytes) if pupil_bytes else None
+    )
+    lists: dict[str, list[Any]] = {
+        "concerns": out.concerns,
+        "triage": out.triage,
+        "actions": out.actions,
+        "contacts": out.contacts,
+        "documents": out.documents,
+        "events": out.events,
+    }
+    for path in sorted(raw):
+        parts = path.split("/")
+        if len(parts) == 3 and parts[0] == "records" and parts[1] in _DIRS:
+            lists[parts[1]].append(_load(_DIRS[parts[1]], path, raw[path]))
+    return out
+
+
+# ----------------------------------------------------------------- matching
+
+
+def _same_name(a: str, b: str) -> bool:
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+
+
+def _describe(upn: str | None, surname: str, forename: str, dob: date | None) -> dict[str, Any]:
+    return {
+        "upn": upn,
+        "surname": surname,
+        "forename": forename,
+        "dob": dob.isoformat() if dob else None,
+    }
+
+
+def _says(d: Mapping[str, Any]) -> str:
+    born = f"born {d['dob']}" if d["dob"] else "date of birth not known"
+    return f"{d['forename']} {d['surname']}, {born}"
+
+
+@dataclass(frozen=True)
+class _Incoming:
+    """Who the package is about: its pupil record, else its manifest's subject."""
+
+    upn: str | None
+    surname: str
+    forename: str
+    dob: date | None
+    sex: str
+    source_id: str | None
+
+    @classmethod
+    def of(cls, records: PackageRecords, subject: Subject) -> _Incoming:
+        p = records.pupil
+        if p is not None:
+            return cls(p.upn, p.surname, p.forename, p.dob, p.sex, p.id)
+        return cls(subject.upn, subject.surname, subject.forename, subject.dob, "U", None)
+
+
+@dataclass
+class ImportPlan:
+    """Where the file goes: an existing pupil, or a new one (with its sealed data key)."""
+
+    org_id: str
+    pupil_id: str
+    new_pupil: bool
+    #: The pupil's data key (kept for this import only).
+    key: bytes = field(repr=False)
+    sealed_key: bytes | None = field(default=None, repr=False)
+    upn: str | None = None
+    incoming: _Incoming | None = None
+    matched_by: str = "upn"
+    written: dict[str, blobs.StoredBlob] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    pupil_id: str
+    new_pupil: bool
+    matched_by: str
+    counts: dict[str, int]
+    skipped: int
+
+
+# ----------------------------------------------------------------- importing
+
+
+class Importer:
+    """Imports verified records into ``store`` (sealing with the node's KEK)."""
+
+    def __init__(self, store: Store, kek: bytes) -> None:
+        self.store = store
+        self._kek = kek
+        self._sessions: async_sessionmaker[AsyncSession] = sessionmaker(store.engine)
+
+    def _blob_dir(self, org_id: str, pupil_id: str) -> Path:
+        return self.store.documents_dir / org_id / pupil_id
+
+    async def plan(
+        self,
+        actor: Actor,
+        records: PackageRecords,
+        subject: Subject,
+        *,
+        pupil_id: str | None = None,
+        create_new: bool = False,
+    ) -> ImportPlan:
+        """Choose the pupil; refuse a mismatch unless the DSL chose explicitly."""
+        if pupil_id is not None and create_new:
+            raise InputError("choose either an existing pupil (pupil_id) or create_new, not both")
+        incoming = _Incoming.of(records, subject)
+        upn = validate_upn(incoming.upn) if incoming.upn else None
+        ring = KeyRing(self._kek)
+        async with self._sessions() as s:
+            if pupil_id is not None:
+                chosen = await s.get(Pupil, pupil_id)
+                if chosen is None or chosen.org_id != actor.org_id:
+                    raise NotFoundError("no such pupil in your organisation")
+                if chosen.erased_at is not None:
+                    raise PolicyError("this pupil's records have been erased; choose another")
+                key = await ring.pupil_key(s, chosen.id)
+                return ImportPlan(
+                    actor.org_id, chosen.id, False, key, None, upn, incoming, "chosen"
+                )
+            same_upn = None
+            if upn is not None:
+                same_upn = await s.scalar(
+                    select(Pupil).where(Pupil.org_id == actor.org_id, Pupil.upn == upn)
+                )
+            if same_upn is not None and not create_new:
+                ours = _describe(same_upn.upn, same_upn.surname, same_upn.forename, same_upn.dob)
+                theirs = _describe(upn, incoming.surname, incoming.forename, incoming.dob)
+                if (
+                    same_upn.dob is None
+                    or same_upn.dob != incoming.dob
+                    or not _same_name(same_upn.surname, incoming.surname)
+                    or not _same_name(same_upn.forename, incoming.forename)
+                ):
+                    raise PupilMismatchError(
+                        f"the package's pupil ({_says(theirs)}) does not match our pupil with "
+                        f"UPN {upn} ({_says(ours)}); check, then accept into a pupil you choose "
+                        "(pupil_id) or as a new pupil (create_new)",
+                        detail={
+                            "package_pupil": theirs,
+                            "our_pupil": {"id": same_upn.id, **ours},
+                        },
+                    )
+                if same_upn.erased_at is not None:
+                    raise PolicyError(
+                        "our pupil with this UPN has been erased; accept as a new pupil "
+                        "(create_new) if that is right"
+                    )
+                key = await ring.pupil_key(s, same_upn.id)
+                return ImportPlan(actor.org_id, same_upn.id, False, key, None, upn, incoming, "upn")
+            new_id = str(uuid.uuid4())
+            sealed = await ring.new_pupil_key(s, actor.org_id, new_id)
+            key = await ring.pupil_key(s, new_id)
+        # A new pupil whose UPN is already used here (create_new chosen) is created without
+        # one: the UPN stays in the provenance and the package.
+        return ImportPlan(
+            actor.org_id,
+            new_id,
+            True,
+            key,
+            sealed,
+            None if same_upn is not None else upn,
+            incoming,
+            "new",
+        )
+
+    async def write_document(
+        self, plan: ImportPlan, sha256: str, chunks: AsyncIterable[bytes], max_bytes: int
+    ) -> blobs.StoredBlob:
+        """Encrypt one document into the store's document files (under the pupil's key)."""
+        blob = await blobs.write_encrypted(
+            chunks, plan.key, plan.pupil_id, self._blob_dir(plan.org_id, plan.pupil_id), max_bytes
+        )
+        if blob.sha256 != sha256:
+            raise IntegrityError("a document's bytes do not match its SHA-256 in the package")
+        plan.written[sha256] = blob
+        return blob
+
+    async def discard(self, plan: ImportPlan) -> None:
+        """Remove what :meth:`write_document` wrote (the import did not commit)."""
+        if plan.new_pupil:
+            await asyncio.to_thread(shutil.rmtree, self._blob_dir(plan.org_id, plan.pupil_id), True)
+            return
+        async with self._sessions() as s:
+            for sha, blob in plan.written.items():
+                used = await s.scalar(
+                    select(Document.id).where(
+                        Document.pupil_id == plan.pupil_id, Document.sha256 == sha
+                    )
+                )
+                if used is None:
+                    await asyncio.to_thread(blob.path.unlink, True)
+
+    async def commit(
+        self,
+        actor: Actor,
+        plan: ImportPlan,
+        records: PackageRecords,
+        *,
+        package_id: str,
+        source_org_id: str,
+        source_org_name: str,
+        received_at: datetime,
+        claim: Callable[[AsyncSession], Awaitable[None]],
+    ) -> ImportResult:
+        """Write the pupil (if new) and every record with provenance, in one transaction.
+
+        ``claim`` runs first in the same transaction (the inbox moves the package to
+        "accepted" there, so two DSLs accepting at once import it once).
+        """
+        try:
+            async with self._sessions() as s, s.begin():
+                await claim(s)
+                writer = _Writer(
+                    s, plan, actor, package_id, source_org_id, source_org_name, received_at
+                )
+                await writer.pupil()
+                result = await writer.records(records)
+        except sa_exc.IntegrityError:
+            raise ConflictError(
+                "the pupil's records changed while the package was being imported (a pupil with "
+                "this UPN was added, or the pupil was erased); try again"
+            ) from None
+        return result
+
+
+class _Writer:
+    """Inserts for one import, inside one transaction."""
+
+    def __init__(
+        self,
+        s: AsyncSession,
+        plan: ImportPlan,
+        actor: Actor,
+        package_id: str,
+        source_org_id: str,
+        source_org_name: str,
+        received_at: datetime,
+    ) -> None:
+        self.s = s
+        self.plan = plan
+        self.actor = actor
+        self.package_id = package_id
+        self.source_org_id = source_org_id
+        self.source_org_name = source_org_name[:200]
+        self.received_at = received_at
+        self.provenances: dict[str, str] = {}
+
+    def _seal(self, table: str, record_id: str, fields: Mapping[str, str]) -> None:
+        pid = self.plan.pupil_id
+        for name, value in fields.items():
+            self.s.add(
+                SealedField(
+                    record_table=table,
+                    record_id=record_id,
+                    pupil_id=pid,
+                    field=name,
+                    sealed=aead.seal(
+                        self.plan.key, value.encode(), field_aad(table, name, record_id, pid)
+                    ),
+                )
+            )
+
+    def _provenance(self, original_id: str) -> str:
+        return self.provenances[original_id]
+
+    async def _add_provenances(self, records: PackageRecords) -> None:
+        """One provenance row per record imported, flushed before the records pointing at them."""
+        concerns = {c.id for c in records.concerns}
+        linked = [
+            r
+            for group in (records.triage, records.actions, records.contacts)
+            for r in group
+            if r.concern_id in concerns
+        ]
+        for r in (*records.concerns, *linked, *records.documents):
+            self.provenances[r.id] = self._new_provenance(r.id)
+        await self.s.flush()
+
+    def _new_provenance(self, original_id: str) -> str:
+        prov_id = str(uuid.uuid4())
+        self.s.add(
+            ProvenanceRow(
+                id=prov_id,
+                org_id=self.plan.org_id,
+                source_org_id=self.source_org_id,
+                source_org_name=self.source_org_name,
+                package_id=self.package_id,
+                received_at=self.received_at,
+                original_id=original_id,
+            )
+        )
+        return prov_id
+
+    async def pupil(self) -> None:
+        plan = self.plan
+        if not plan.new_pupil:
+            row = await self.s.get(Pupil, plan.pupil_id, with_for_update=True)
+            if row is None or row.erased_at is not None:
+                raise PolicyError("the pupil was erased while the package was being imported")
+            return
+        inc = plan.incoming
+        assert inc is not None and plan.sealed_key is not None
+        now = utc_now()
+        self.s.add(
+            Pupil(
+                id=plan.pupil_id,
+                org_id=plan.org_id,
+                upn=plan.upn,
+                surname=inc.surname[:200],
+                forename=inc.forename[:200],
+                dob=inc.dob,
+                sex=inc.sex if inc.sex in ("M", "F", "U", "O", "X") else "U",
+                year_group=None,
+                on_roll_from=None,
+                leaving_date=None,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        await self.s.flush()
+        self.s.add(PupilKey(pupil_id=plan.pupil_id, sealed_key=plan.sealed_key, created_at=now))
+
+    async def _restricted(self, category: str, sent: bool) -> bool:
+        local = await self.s.scalar(
+            select(Category.restricted).where(
+                Category.org_id == self.plan.org_id, Category.key == category
+            )
+        )
+        return sent or bool(local)
+
+    async def records(self, records: PackageRecords) -> ImportResult:
+        pid = self.plan.pupil_id
+        source_pid = self.plan.incoming.source_id if self.plan.incoming else None
+        concern_ids: dict[str, str] = {}
+        skipped = 0
+        await self._add_provenances(records)
+        for c in records.concerns:
+            new_id = str(uuid.uuid4())
+            concern_ids[c.id] = new_id
+            self.s.add(
+                Concern(
+                    id=new_id,
+                    org_id=self.plan.org_id,
+                    category_key=c.category[:64],
+                    restricted=await self._restricted(c.category[:64], c.restricted),
+                    happened_at=c.happened_at,
+                    recorded_at=c.recorded_at,
+                    recorded_by=c.recorded_by[:36],
+                    status=c.status,
+                    provenance_id=self._provenance(c.id),
+                )
+            )
+            await self.s.flush()
+            self.s.add(ConcernPupil(concern_id=new_id, pupil_id=pid))
+            self._seal(
+                "concerns",
+                new_id,
+                {
+                    "account": c.account,
+                    "location": c.location,
+                    "people_involved": c.people_involved,
+                },
+            )
+            for m in c.body_map:
+                if source_pid is not None and m.pupil_id != source_pid:
+                    continue  # a mark on another child of the same concern: not theirs to send on
+                mark_id = str(uuid.uuid4())
+                self.s.add(
+                    BodyMapMarkRow(
+                        id=mark_id, concern_id=new_id, pupil_id=pid, side=m.side, x=m.x, y=m.y
+                    )
+                )
+                self._seal("body_map_marks", mark_id, {"description": m.description})
+        await self.s.flush()
+        for t in records.triage:
+            cid = concern_ids.get(t.concern_id)
+            if cid is None:
+                skipped += 1
+                continue
+            row_id = str(uuid.uuid4())
+            self.s.add(
+                Triage(
+                    id=row_id,
+                    concern_id=cid,
+                    decision=t.decision,
+                    decided_at=t.decided_at,
+                    decided_by=t.decided_by[:36],
+                    provenance_id=self._provenance(t.id),
+                )
+            )
+            self._seal("triage_decisions", row_id, {"reason": t.reason})
+        for a in records.actions:
+            cid = concern_ids.get(a.concern_id)
+            if cid is None:
+                skipped += 1
+                continue
+            row_id = str(uuid.uuid4())
+            self.s.add(
+                Action(
+                    id=row_id,
+                    concern_id=cid,
+                    assignee_id=None,
+                    due_on=a.due_on,
+                    done_at=a.done_at,
+                    created_at=a.created_at,
+                    created_by=a.created_by[:36],
+                    provenance_id=self._provenance(a.id),
+                )
+            )
+            self._seal("actions", row_id, {"text": a.text})
+        for ct in records.contacts:
+            cid = concern_ids.get(ct.concern_id)
+            if cid is None:
+                skipped += 1
+                continue
+            row_id = str(uuid.uuid4())
+            self.s.add(
+                Contact(
+                    id=row_id,
+                    concern_id=cid,
+                    contacted_at=ct.contacted_at,
+                    recorded_at=ct.recorded_at,
+                    recorded_by=ct.recorded_by[:36],
+                    provenance_id=self._provenance(ct.id),
+                )
+            )
+            self._seal("external_contacts", row_id, {"agency": ct.agency, "outcome": ct.outcome})
+        for d in records.documents:
+            blob = self.plan.written.get(d.sha256)
+            if blob is None:
+                raise IntegrityError(
+                    f"the package lists document {d.id} but does not hold its file"
+                )
+            row_id = str(uuid.uuid4())
+            self.s.add(
+                Document(
+                    id=row_id,
+                    org_id=self.plan.org_id,
+                    pupil_id=pid,
+                    concern_id=concern_ids.get(d.concern_id or ""),
+                    sha256=d.sha256,
+                    size=blob.size,
+                    media_type=d.media_type[:200],
+                    uploaded_at=d.uploaded_at,
+                    uploaded_by=d.uploaded_by[:36],
+                    provenance_id=self._provenance(d.id),
+                )
+            )
+            self._seal("documents", row_id, {"filename": d.filename[:255] or "document"})
+        for e in records.events:
+            row_id = str(uuid.uuid4())
+            self.s.add(
+                PupilEvent(
+                    id=row_id,
+                    org_id=self.plan.org_id,
+                    pupil_id=pid,
+                    kind=e.kind,
+                    ref=e.ref,
+                    occurred_at=e.occurred_at,
+                    recorded_at=e.recorded_at,
+                    recorded_by=None,
+                )
+            )
+            summary = f"At {self.source_org_name}: {e.summary}"
+            self._seal("pupil_events", row_id, {"summary": summary})
+        await self.s.flush()
+        counts = records.counts()
+        return ImportResult(pid, self.plan.new_pupil, self.plan.matched_by, counts, skipped)
+
+
+def records_json(raw: bytes) -> Any:
+    """A record file's JSON (for previews), refusing what is not JSON."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise RecordsError("a record in the package is not valid JSON") from None

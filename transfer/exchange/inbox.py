@@ -1,0 +1,1374 @@
+"""The receiving school's inbox: uploads from other nodes, then the DSL's preview, accept, reject.
+
+Peer side (called by :mod:`transfer.exchange.peer_server` once a request's
+signature has checked):
+
+- :meth:`Inbox.offer` registers a package *before any byte*: the sender is
+  the signing organisation, the recipient is hosted here, the size is within
+  ``transfer.max_package_bytes``. The same package id again resumes (or, once
+  delivered, returns the delivered receipt); the same id with another size,
+  hash or sender is a conflict.
+- :meth:`Inbox.receive_chunk` streams one chunk to
+  ``data_dir/incoming/<id>.part`` at the held offset, hashing as it goes; a
+  chunk whose bytes do not match its ``Content-Digest``, or that is cut short,
+  is truncated away, so the held offset is always the last good one. The
+  chunk is fsynced before the new offset is committed.
+- :meth:`Inbox.complete` checks size and SHA-256 of the whole ciphertext,
+  decrypts *only the manifest* (in memory), checks its signature, sender and
+  addressee, moves the file to ``data_dir/inbox/<id>.age`` and issues the
+  signed **delivered** receipt. Idempotent.
+
+DSL side (the recipient organisation's DSL team, ``Permission.RECEIVE_TRANSFER``):
+:meth:`list`, :meth:`show` (verify the whole package, preview it with the
+plaintext only in memory; first view issues a **viewed** receipt),
+:meth:`accept` (verify again and import, :mod:`transfer.exchange.importing`;
+**accepted** receipt) and :meth:`reject` (**rejected** receipt, with the
+reason). Once accepted or rejected the ciphertext is deleted: the imported
+records live in the store, where erasure can reach them.
+
+Receipts other than "delivered" are queued and pushed to the sender's node by
+:mod:`transfer.exchange.receipt_push`; all of them are also served to the
+sender on request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import hmac
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from keys.keyset import KeySet
+from keys.store import KeyStore
+from schemas.directory import DirectoryEntry
+from schemas.manifest import Entry, PackageKind, Subject
+from schemas.receipt import Actor as ReceiptActor
+from schemas.receipt import ReceiptBody, ReceiptKind
+from schemas.records import ChronologyEntry, PupilRecord
+from transfer.age import X25519Identity
+from transfer.audit.log import AuditLog
+from transfer.config import Config
+from transfer.errors import (
+    ConflictError,
+    HandoverError,
+    InputError,
+    IntegrityError,
+    NotFoundError,
+    TooLargeError,
+    TransportError,
+)
+from transfer.exchange.importing import (
+    Importer,
+    ImportPlan,
+    PackageRecords,
+    RecordsError,
+    is_record_path,
+    parse_records,
+)
+from transfer.exchange.inbox_tables import (
+    ACCEPTED,
+    DELIVERED,
+    OPEN_STATES,
+    PUSH_NONE,
+    PUSH_PENDING,
+    RECEIVING,
+    REFUSED,
+    REJECTED,
+    VIEWED,
+    IncomingPackage,
+    IssuedReceipt,
+)
+from transfer.httpsig import DigestHasher, check_digest
+from transfer.package.layout import Addressee, SenderKeys, VerifiedPackage
+from transfer.package.open import inspect_package, verify_package
+from transfer.receipts import SignedReceipt, sign_receipt
+from transfer.store.db import sessionmaker
+from transfer.store.permissions import Actor, Permission, PermissionDenied, Role, require
+from transfer.store.service import Store
+
+__all__ = [
+    "AcceptOutcome",
+    "Inbox",
+    "InboxPreview",
+    "IncomingSummary",
+    "OfferBody",
+    "PeerCaller",
+    "PupilMatch",
+]
+
+log = logging.getLogger("handover.inbox")
+
+_IO_CHUNK = 1024 * 1024
+_HASH_CHUNK = 1024 * 1024
+#: Pass 2 of an import runs here, not in the default pool, so that its waits on the event
+#: loop can never starve the loop's own short file writes of a thread.
+_IMPORT_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="handover-import")
+_CHRONOLOGY = TypeAdapter(list[ChronologyEntry])
+_MAX_REASON = 500
+
+Via = Literal["api", "cli"]
+
+
+class InboxDirectory(Protocol):
+    """What the inbox needs from the directory (``transfer.directory.service.Directory``)."""
+
+    async def entry(self, org_id: str) -> DirectoryEntry: ...
+
+    async def sender_keys(self) -> SenderKeys: ...
+
+
+@dataclass(frozen=True)
+class PeerCaller:
+    """The organisation a verified peer request comes from."""
+
+    org_id: str
+    name: str
+    key_id: str
+
+
+class OffsetMismatchError(ConflictError):
+    """The chunk does not start where the upload stands."""
+
+    slug = "upload-offset-mismatch"
+    title = "The chunk does not start at the offset held"
+
+
+class UploadBusyError(ConflictError):
+    """Another request is writing to the same upload just now."""
+
+    slug = "upload-busy"
+    title = "Another upload of this package is in progress"
+
+
+class PackageRefusedError(ConflictError):
+    """The package was refused earlier; it will not be taken again under the same id."""
+
+    slug = "package-refused"
+    title = "The package was refused"
+
+
+# ----------------------------------------------------------------- models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OfferBody(_Model):
+    """``POST /peer/v1/packages``: what the sender is about to upload."""
+
+    package_id: uuid.UUID
+    package_kind: PackageKind
+    sender_org_id: str = Field(min_length=1, max_length=64)
+    recipient_org_id: str = Field(min_length=1, max_length=64)
+    size: int = Field(ge=1, le=2**62)
+    ciphertext_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class IncomingSummary(_Model):
+    """An incoming package as the inbox lists it (no content)."""
+
+    package_id: str
+    state: str
+    package_kind: str
+    sender_org_id: str
+    sender_name: str
+    recipient_org_id: str
+    size: int
+    received: int
+    ciphertext_sha256: str
+    manifest_sha256: str | None = None
+    entries: int | None = None
+    content_size: int | None = None
+    offered_at: AwareDatetime
+    delivered_at: AwareDatetime | None = None
+    viewed_at: AwareDatetime | None = None
+    decided_at: AwareDatetime | None = None
+    decided_by: str | None = None
+    pupil_id: str | None = None
+
+
+class PreviewDocument(_Model):
+    path: str
+    size: int
+    sha256: str
+    filename: str | None = None
+    media_type: str | None = None
+
+
+class PupilMatch(_Model):
+    """Our pupil with the package's UPN, and whether date of birth and name agree."""
+
+    pupil_id: str
+    matches: bool
+    upn: str | None
+    surname: str
+    forename: str
+    dob: str | None
+
+
+class InboxPreview(_Model):
+    """What a DSL sees before accepting: checked in full, shown from memory."""
+
+    package: IncomingSummary
+    subject: Subject
+    manifest: dict[str, Any]
+    counts: dict[str, int]
+    pupil: PupilRecord | None
+    chronology: tuple[ChronologyEntry, ...]
+    documents: tuple[PreviewDocument, ...]
+    match: PupilMatch | None
+
+
+class AcceptOutcome(_Model):
+    package: IncomingSummary
+    pupil_id: str
+    new_pupil: bool
+    matched_by: str
+    counts: dict[str, int]
+    skipped: int
+
+
+def _summary(row: IncomingPackage) -> IncomingSummary:
+    return IncomingSummary(
+        package_id=row.id,
+        state=row.state,
+        package_kind=row.package_kind,
+        sender_org_id=row.sender_org_id,
+        sender_name=row.sender_name,
+        recipient_org_id=row.recipient_org_id,
+        size=row.size,
+        received=row.received,
+        ciphertext_sha256=row.ciphertext_sha256,
+        manifest_sha256=row.manifest_sha256,
+        entries=row.entries,
+        content_size=row.content_size,
+        offered_at=row.offered_at,
+        delivered_at=row.delivered_at,
+        viewed_at=row.viewed_at,
+        decided_at=row.decided_at,
+        decided_by=row.decided_by,
+        pupil_id=row.pupil_id,
+    )
+
+
+def _package_id(text: str | uuid.UUID) -> str:
+    try:
+        return str(text if isinstance(text, uuid.UUID) else uuid.UUID(str(text)))
+    except ValueError:
+        raise NotFoundError("there is no such package (a package id is a UUID)") from None
+
+
+def _sha256_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while block := f.read(_HASH_CHUNK):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _role_of(actor: Actor) -> str:
+    for role in (Role.DSL, Role.DEPUTY_DSL, Role.HEAD_TEACHER):
+        if role in actor.roles:
+            return role.value
+    return sorted(r.value for r in actor.roles)[0] if actor.roles else "staff"
+
+
+@dataclass
+class _Read:
+    """What one full verification pass kept: the records, and the documents' entries."""
+
+    verified: VerifiedPackage
+    records: dict[str, bytes]
+    documents: list[Entry]
+
+
+# ------------------------------------------------------------------ the inbox
+
+
+class Inbox:
+    """The incoming packages of every organisation hosted on this node."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        kek: bytes,
+        keys: KeyStore,
+        directory: InboxDirectory,
+        config: Config,
+        data_dir: Path,
+        audit_log: AuditLog | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.directory = directory
+        self.config = config
+        self.audit_log = audit_log
+        self.importer = Importer(store, kek)
+        self._sessions: async_sessionmaker[AsyncSession] = sessionmaker(store.engine)
+        self._clock = clock or store.now
+        self.incoming_dir = data_dir / "incoming"
+        self.inbox_dir = data_dir / "inbox"
+
+    # ---------------------------------------------------------------- plumbing
+
+    def now(self) -> datetime:
+        return self._clock().astimezone(UTC)
+
+    def part_path(self, package_id: str) -> Path:
+        return self.incoming_dir / f"{package_id}.part"
+
+    def inbox_path(self, package_id: str) -> Path:
+        return self.inbox_dir / f"{package_id}.age"
+
+    async def _audit(
+        self,
+        action: str,
+        actor: Actor | str | None,
+        org: str | None,
+        targets: dict[str, str],
+        outcome: Literal["ok", "refused", "failed"] = "ok",
+        **detail: str | int | bool | None,
+    ) -> None:
+        await self.store.record_event(action, actor, org, targets, outcome=outcome, **detail)
+
+    async def _row(self, package_id: str) -> IncomingPackage:
+        async with self._sessions() as s:
+            row = await s.get(IncomingPackage, package_id)
+        if row is None:
+            raise NotFoundError("there is no such package on this node")
+        return row
+
+    async def _keyset(self, org_id: str) -> KeySet:
+        return await asyncio.to_thread(self.keys.load, org_id)
+
+    async def _checkpoint_text(self) -> str | None:
+        if self.audit_log is None:
+            return None
+        return (await self.audit_log.checkpoint()).note
+
+    async def _sign(
+        self,
+        row: IncomingPackage,
+        kind: ReceiptKind,
+        *,
+        acted_by: Actor | None = None,
+        reason: str | None = None,
+        manifest_sha256: str | None = None,
+    ) -> SignedReceipt:
+        keyset = await self._keyset(row.recipient_org_id)
+        body = ReceiptBody(
+            receipt_id=uuid.uuid4(),
+            kind=kind,
+            package_id=uuid.UUID(row.id),
+            package_kind=row.package_kind,
+            sender_org_id=row.sender_org_id,
+            receiver_org_id=row.recipient_org_id,
+            receiver_key_id=keyset.key_id_hex,
+            ciphertext_sha256=row.ciphertext_sha256,
+            ciphertext_size=row.size,
+            manifest_sha256=manifest_sha256,
+            acted_by=(
+                None
+                if acted_by is None
+                else ReceiptActor(
+                    name=acted_by.display_name or acted_by.staff_id, role=_role_of(acted_by)
+                )
+            ),
+            reason=reason,
+            issued_at=self.now(),
+            checkpoint=await self._checkpoint_text(),
+        )
+        return sign_receipt(body, keyset)
+
+    @staticmethod
+    def _receipt_row(signed: SignedReceipt, push: bool, now: datetime) -> IssuedReceipt:
+        return IssuedReceipt(
+            id=str(signed.body.receipt_id),
+            package_id=str(signed.body.package_id),
+            kind=signed.body.kind,
+            data=signed.to_json(),
+            issued_at=signed.body.issued_at,
+            push_state=PUSH_PENDING if push else PUSH_NONE,
+            attempts=0,
+            next_attempt_at=now if push else None,
+        )
+
+    # ------------------------------------------------------------- peer: upload
+
+    async def offer(self, caller: PeerCaller, offer: OfferBody) -> tuple[int, dict[str, Any]]:
+        """Register (or resume) an upload; the answer's status and body (contracts §5)."""
+        pid = str(offer.package_id)
+        targets = {"package": pid}
+        if offer.sender_org_id != caller.org_id:
+            await self._audit(
+                "transfer.offer",
+                None,
+                offer.recipient_org_id,
+                targets,
+                "refused",
+                sender=caller.org_id,
+                reason="sender-mismatch",
+            )
+            raise PermissionDenied(
+                f"the request is signed by {caller.org_id} but offers a package from "
+                f"{offer.sender_org_id}; an organisation may only send its own packages"
+            )
+        hosted = await asyncio.to_thread(self.keys.exists, offer.recipient_org_id)
+        if hosted:
+            try:
+                await self.store.get_organisation(offer.recipient_org_id)
+            except NotFoundError:
+                hosted = False
+        if not hosted:
+            await self._audit(
+                "transfer.offer",
+                None,
+                None,
+                targets,
+                "refused",
+                sender=caller.org_id,
+                reason="recipient-not-hosted",
+            )
+            raise NotFoundError(
+                f"organisation {offer.recipient_org_id} is not hosted on this node; check its "
+                "endpoint in the directory"
+            )
+        limit = self.config.transfer.max_package_bytes
+        if offer.size > limit:
+            await self._audit(
+                "transfer.offer",
+                None,
+                offer.recipient_org_id,
+                targets,
+                "refused",
+                sender=caller.org_id,
+                reason="too-large",
+                size=offer.size,
+            )
+            raise TooLargeError(
+                f"the package is {offer.size} bytes, over this node's limit of {limit} bytes"
+            )
+        now = self.now()
+        row = IncomingPackage(
+            id=pid,
+            recipient_org_id=offer.recipient_org_id,
+            sender_org_id=caller.org_id,
+            sender_name=caller.name[:200],
+            sender_key_id=caller.key_id,
+            package_kind=offer.package_kind,
+            size=offer.size,
+            ciphertext_sha256=offer.ciphertext_sha256,
+            received=0,
+            state=RECEIVING,
+            offered_at=now,
+        )
+        created = False
+        try:
+            async with self._sessions() as s, s.begin():
+                if await s.get(IncomingPackage, pid) is None:
+                    s.add(row)
+                    created = True
+        except sa_exc.IntegrityError:
+            created = False
+        if not created:
+            row = await self._row(pid)
+            same = (
+                row.sender_org_id == caller.org_id
+                and row.recipient_org_id == offer.recipient_org_id
+                and row.size == offer.size
+                and row.package_kind == offer.package_kind
+                and hmac.compare_digest(row.ciphertext_sha256, offer.ciphertext_sha256)
+            )
+            if not same:
+                await self._audit(
+                    "transfer.offer",
+                    None,
+                    offer.recipient_org_id,
+                    targets,
+                    "refused",
+                    sender=caller.org_id,
+                    reason="id-conflict",
+                )
+                raise ConflictError(
+                    f"package {pid} is already known here with another sender, recipient, size "
+                    "or hash; a package id is used for one package only"
+                )
+            if row.state == REFUSED:
+                raise PackageRefusedError(
+                    f"package {pid} was refused earlier "
+                    f"({row.refused_reason or 'it failed a check'}); build a new package to send "
+                    "again",
+                )
+            if row.state != RECEIVING:
+                receipt = await self._delivered_receipt(row)
+                return 200, {"state": DELIVERED, "receipt": receipt.to_dict()}
+        await asyncio.to_thread(self._ensure_part, pid)
+        if created:
+            await self._audit(
+                "transfer.offer",
+                None,
+                offer.recipient_org_id,
+                targets,
+                sender=caller.org_id,
+                size=offer.size,
+                kind=offer.package_kind,
+            )
+            return 201, {"offset": 0, "state": RECEIVING}
+        return 200, {"offset": await self._resume_point(row), "state": RECEIVING}
+
+    def _ensure_part(self, pid: str) -> None:
+        self.incoming_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.part_path(pid), os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+
+    async def _resume_point(self, row: IncomingPackage) -> int:
+        """The held offset, lowered to 0 if the file behind it is gone (the operator removed it)."""
+        path = self.part_path(row.id)
+        size = await asyncio.to_thread(lambda: path.stat().st_size if path.exists() else -1)
+        if size < row.received:
+            await asyncio.to_thread(self._ensure_part, row.id)
+            async with self._sessions() as s, s.begin():
+                await s.execute(
+                    update(IncomingPackage)
+                    .where(IncomingPackage.id == row.id, IncomingPackage.state == RECEIVING)
+                    .values(received=0)
+                )
+            log.warning("the partial upload of package %s was missing; restarting it", row.id)
+            return 0
+        return row.received
+
+    def _own(self, row: IncomingPackage, caller: PeerCaller) -> None:
+        if row.sender_org_id != caller.org_id:
+            raise NotFoundError("there is no such package from your organisation on this node")
+
+    async def upload_offset(self, caller: PeerCaller, package_id: str) -> int:
+        """``HEAD``: how many bytes of the upload are held (its size once delivered)."""
+        row = await self._row(_package_id(package_id))
+        self._own(row, caller)
+        if row.state == REFUSED:
+            raise PackageRefusedError(f"package {row.id} was refused: {row.refused_reason}")
+        if row.state != RECEIVING:
+            return row.size
+        return await self._resume_point(row)
+
+    async def receive_chunk(
+        self,
+        caller: PeerCaller,
+        package_id: str,
+        offset: int,
+        digest_header: str,
+        chunks: AsyncIterator[bytes],
+    ) -> int:
+        """Write one chunk at ``offset``; the new offset. All of the chunk or none of it."""
+        pid = _package_id(package_id)
+        row = await self._row(pid)
+        self._own(row, caller)
+        if row.state != RECEIVING:
+            raise ConflictError(
+                f"package {pid} is already complete here; nothing more is needed",
+                detail={"offset": row.size},
+            )
+        try:
+            fd = await asyncio.to_thread(os.open, self.part_path(pid), os.O_RDWR)
+        except FileNotFoundError:
+            held = await self._resume_point(row)
+            raise OffsetMismatchError(
+                f"the upload must continue from offset {held}", detail={"offset": held}
+            ) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise UploadBusyError(
+                        f"another upload of package {pid} is in progress; try again shortly",
+                        detail={"offset": row.received},
+                    ) from None
+                raise
+            row = await self._row(pid)  # fresh, now that we hold the file
+            if row.state != RECEIVING:
+                raise ConflictError(
+                    f"package {pid} is already complete here", detail={"offset": row.size}
+                )
+            held = row.received
+            if offset != held:
+                raise OffsetMismatchError(
+                    f"the chunk starts at offset {offset} but this node holds {held} bytes of "
+                    f"package {pid}; continue from {held}",
+                    detail={"offset": held},
+                )
+            return await self._write_chunk(fd, row, digest_header, chunks)
+        finally:
+            await asyncio.to_thread(os.close, fd)  # also releases the lock
+
+    async def _write_chunk(
+        self, fd: int, row: IncomingPackage, digest_header: str, chunks: AsyncIterator[bytes]
+    ) -> int:
+        held = row.received
+        await asyncio.to_thread(os.ftruncate, fd, held)
+        hasher = DigestHasher()
+        pending = bytearray()
+        written = held
+        try:
+            async for piece in chunks:
+                if held + hasher.size + len(piece) > row.size:
+                    raise TooLargeError(
+                        f"the chunk goes beyond the package's declared size of {row.size} bytes"
+                    )
+                hasher.update(piece)
+                pending += piece
+                if len(pending) >= _IO_CHUNK:
+                    block = bytes(pending)
+                    pending.clear()
+                    await asyncio.to_thread(os.pwrite, fd, block, written)
+                    written += len(block)
+            if pending:
+                await asyncio.to_thread(os.pwrite, fd, bytes(pending), written)
+                written += len(pending)
+            check_digest(digest_header, hasher.digest())
+            await asyncio.to_thread(os.fsync, fd)
+            new = held + hasher.size
+            async with self._sessions() as s, s.begin():
+                result = await s.execute(
+                    update(IncomingPackage)
+                    .where(
+                        IncomingPackage.id == row.id,
+                        IncomingPackage.received == held,
+                        IncomingPackage.state == RECEIVING,
+                    )
+                    .values(received=new)
+                )
+                if getattr(result, "rowcount", 1) != 1:
+                    raise UploadBusyError(
+                        f"package {row.id} changed while this chunk was written; ask for the "
+                        "offset and continue",
+                        detail={"offset": held},
+                    )
+            return new
+        except BaseException as exc:
+            # Keep only what was committed before this chunk: the held offset stays good.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, held)
+            if isinstance(exc, OSError):
+                raise TransportError(f"could not store the chunk: {exc.strerror}") from None
+            raise
+
+    async def complete(self, caller: PeerCaller, package_id: str) -> SignedReceipt:
+        """Check the whole upload and its manifest; store it as delivered; the receipt."""
+        pid = _package_id(package_id)
+        row = await self._row(pid)
+        self._own(row, caller)
+        if row.state == REFUSED:
+            raise PackageRefusedError(f"package {pid} was refused: {row.refused_reason}")
+        if row.state != RECEIVING:
+            return await self._delivered_receipt(row)
+        part = self.part_path(pid)
+        try:
+            fd = await asyncio.to_thread(os.open, part, os.O_RDWR)
+        except FileNotFoundError:
+            if self.inbox_path(pid).exists():
+                fd = await asyncio.to_thread(os.open, self.inbox_path(pid), os.O_RDONLY)
+                part = self.inbox_path(pid)
+            else:
+                held = await self._resume_point(row)
+                raise OffsetMismatchError(
+                    f"the upload of package {pid} is not complete; continue from offset {held}",
+                    detail={"offset": held},
+                ) from None
+        try:
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            row = await self._row(pid)
+            if row.state == REFUSED:
+                raise PackageRefusedError(f"package {pid} was refused: {row.refused_reason}")
+            if row.state != RECEIVING:
+                return await self._delivered_receipt(row)
+            return await self._check_and_deliver(row, part)
+        finally:
+            await asyncio.to_thread(os.close, fd)
+
+    async def _refuse(self, row: IncomingPackage, part: Path, err: HandoverError) -> None:
+        reason = f"{err.slug}: {err.diagnostics()}"[:300]
+        async with self._sessions() as s, s.begin():
+            await s.execute(
+                update(IncomingPackage)
+                .where(IncomingPackage.id == row.id, IncomingPackage.state == RECEIVING)
+                .values(state=REFUSED, refused_reason=reason)
+            )
+        await asyncio.to_thread(part.unlink, True)
+        await self._audit(
+            "transfer.received",
+            None,
+            row.recipient_org_id,
+            {"package": row.id},
+            "refused",
+            sender=row.sender_org_id,
+            reason=err.slug,
+        )
+
+    async def _check_and_deliver(self, row: IncomingPackage, part: Path) -> SignedReceipt:
+        pid = row.id
+        if row.received != row.size:
+            raise OffsetMismatchError(
+                f"the upload of package {pid} is not complete: {row.received} of {row.size} "
+                f"bytes held; continue from offset {row.received}",
+                detail={"offset": row.received},
+            )
+        sha, size = await asyncio.to_thread(_sha256_file, part)
+        if size != row.size or not hmac.compare_digest(sha, row.ciphertext_sha256):
+            # The bytes held are not the package offered: start again from nothing.
+            await asyncio.to_thread(os.truncate, part, 0)
+            async with self._sessions() as s, s.begin():
+                await s.execute(
+                    update(IncomingPackage)
+                    .where(IncomingPackage.id == pid, IncomingPackage.state == RECEIVING)
+                    .values(received=0)
+                )
+            await self._audit(
+                "transfer.received",
+                None,
+                row.recipient_org_id,
+                {"package": pid},
+                "refused",
+                sender=row.sender_org_id,
+                reason="hash-mismatch",
+            )
+            raise IntegrityError(
+                f"the {size} bytes received do not have the SHA-256 offered for package {pid}; "
+                "they were discarded: upload the package again from offset 0",
+                detail={"offset": 0},
+            )
+        try:
+            keyset = await self._keyset(row.recipient_org_id)
+            sender_keys = await self.directory.sender_keys()
+            verified = await asyncio.to_thread(_inspect_file, part, keyset, sender_keys)
+            m = verified.manifest
+            if str(m.package_id) != pid:
+                raise IntegrityError(
+                    f"the package's signed manifest names package {m.package_id}, not {pid}"
+                )
+            if m.sender.org_id != row.sender_org_id:
+                raise PermissionDenied(
+                    f"the package's manifest is from {m.sender.org_id}, but it was sent by "
+                    f"{row.sender_org_id}; an organisation may only deliver its own packages"
+                )
+            if m.kind != row.package_kind:
+                raise IntegrityError(
+                    f"the package's manifest says it is a {m.kind}, but it was offered as a "
+                    f"{row.package_kind}"
+                )
+        except TransportError:
+            raise  # a passing failure here (disk, database): the sender completes again later
+        except HandoverError as err:
+            await self._refuse(row, part, err)
+            raise
+        target = self.inbox_path(pid)
+        if part != target:
+
+            def move() -> None:
+                self.inbox_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.replace(part, target)
+                _fsync_dir(self.inbox_dir)
+
+            await asyncio.to_thread(move)
+        now = self.now()
+        async with self._sessions() as s, s.begin():
+            await s.execute(
+                update(IncomingPackage)
+                .where(IncomingPackage.id == pid, IncomingPackage.state == RECEIVING)
+                .values(
+                    state=DELIVERED,
+                    delivered_at=now,
+                    manifest_sha256=verified.manifest_sha256,
+                    entries=len(verified.manifest.entries),
+                    content_size=verified.manifest.total_size,
+                )
+            )
+        row = await self._row(pid)
+        receipt = await self._delivered_receipt(row)
+        await self._audit(
+            "transfer.received",
+            None,
+            row.recipient_org_id,
+            {"package": pid},
+            sender=row.sender_org_id,
+            size=row.size,
+            ciphertext_sha256=row.ciphertext_sha256,
+            kind=row.package_kind,
+        )
+        return receipt
+
+    async def _delivered_receipt(self, row: IncomingPackage) -> SignedReceipt:
+        """The one delivered receipt of a package (issued the first time it is asked for)."""
+        async with self._sessions() as s:
+            data = await s.scalar(
+                select(IssuedReceipt.data).where(
+                    IssuedReceipt.package_id == row.id, IssuedReceipt.kind == DELIVERED
+                )
+            )
+        if data is not None:
+            return SignedReceipt.from_json(bytes(data))
+        signed = await self._sign(row, DELIVERED)
+        try:
+            async with self._sessions() as s, s.begin():
+                existing = await s.scalar(
+                    select(IssuedReceipt.id).where(
+                        IssuedReceipt.package_id == row.id, IssuedReceipt.kind == DELIVERED
+                    )
+                )
+                if existing is None:
+                    s.add(self._receipt_row(signed, False, self.now()))
+        except sa_exc.IntegrityError:
+            existing = "raced"
+        if existing is not None:
+            return await self._delivered_receipt(row)
+        await self._audit(
+            "receipt.issued",
+            None,
+            row.recipient_org_id,
+            {"package": row.id, "receipt": str(signed.body.receipt_id)},
+            kind=DELIVERED,
+            to=row.sender_org_id,
+        )
+        return signed
+
+    async def receipts_for_sender(self, caller: PeerCaller, package_id: str) -> list[SignedReceipt]:
+        """Every receipt issued for the package, oldest first (only to its sender)."""
+        row = await self._row(_package_id(package_id))
+        self._own(row, caller)
+        async with self._sessions() as s:
+            rows = (
+                await s.scalars(
+                    select(IssuedReceipt.data)
+                    .where(IssuedReceipt.package_id == row.id)
+                    .order_by(IssuedReceipt.issued_at, IssuedReceipt.id)
+                )
+            ).all()
+        return [SignedReceipt.from_json(bytes(d)) for d in rows]
+
+    # ------------------------------------------------------------------ DSL side
+
+    async def _for_dsl(
+        self, actor: Actor, package_id: str, action: str, via: Via
+    ) -> IncomingPackage:
+        targets = {"package": str(package_id)[:64]}
+        try:
+            require(actor, Permission.RECEIVE_TRANSFER)
+        except PermissionDenied:
+            await self._audit(action, actor, actor.org_id, targets, "refused", via=via)
+            raise
+        try:
+            row = await self._row(_package_id(package_id))
+        except NotFoundError:
+            raise NotFoundError("there is no such package in your inbox") from None
+        if row.recipient_org_id != actor.org_id or row.state in (RECEIVING, REFUSED):
+            raise NotFoundError("there is no such package in your inbox")
+        return row
+
+    async def list(
+        self, actor: Actor, *, state: str | None = None, via: Via = "api"
+    ) -> list[IncomingSummary]:
+        """The organisation's delivered packages (newest first); ``state`` filters."""
+        try:
+            require(actor, Permission.RECEIVE_TRANSFER)
+        except PermissionDenied:
+            await self._audit("transfer.inbox.list", actor, actor.org_id, {}, "refused", via=via)
+            raise
+        shown = (DELIVERED, VIEWED, ACCEPTED, REJECTED)
+        if state is not None and state not in shown:
+            raise InputError(f"state must be one of {', '.join(shown)}")
+        async with self._sessions() as s:
+            q = select(IncomingPackage).where(
+                IncomingPackage.recipient_org_id == actor.org_id,
+                IncomingPackage.state.in_([state] if state else list(shown)),
+            )
+            rows = (await s.scalars(q.order_by(IncomingPackage.delivered_at.desc()))).all()
+            out = [_summary(r) for r in rows]
+        await self._audit("transfer.inbox.list", actor, actor.org_id, {}, count=len(out), via=via)
+        return out
+
+    async def _read_full(self, row: IncomingPackage) -> _Read:
+        """Verify the whole package (pass 1), keeping its records and its documents' entries."""
+        keyset = await self._keyset(row.recipient_org_id)
+        sender_keys = await self.directory.sender_keys()
+        path = self.inbox_path(row.id)
+        if not path.exists():
+            raise IntegrityError(
+                f"the package file of {row.id} is missing from the inbox; ask the sender to "
+                "send it again"
+            )
+        read = await asyncio.to_thread(_verify_collecting, path, keyset, sender_keys)
+        if read.verified.ciphertext_sha256 != row.ciphertext_sha256 or (
+            row.manifest_sha256 and read.verified.manifest_sha256 != row.manifest_sha256
+        ):
+            raise IntegrityError(
+                f"the package file of {row.id} is not the one delivered (its hash changed)"
+            )
+        return read
+
+    async def show(self, actor: Actor, package_id: str, *, via: Via = "api") -> InboxPreview:
+        """Verify the whole package and preview it; the first view sends a viewed receipt."""
+        row = await self._for_dsl(actor, package_id, "transfer.viewed", via)
+        targets = {"package": row.id}
+        if row.state not in OPEN_STATES:
+            raise ConflictError(
+                f"package {row.id} was {row.state}; its file is no longer kept"
+                + (f" (see pupil {row.pupil_id})" if row.pupil_id else "")
+            )
+        try:
+            read = await self._read_full(row)
+            records = parse_records(read.records)
+        except HandoverError as err:
+            await self._audit(
+                "transfer.viewed", actor, actor.org_id, targets, "failed", reason=err.slug, via=via
+            )
+            raise
+        manifest = read.verified.manifest
+        chronology: tuple[ChronologyEntry, ...] = ()
+        raw_chronology = read.records.get("records/chronology.json")
+        if raw_chronology is not None:
+            try:
+                chronology = tuple(_CHRONOLOGY.validate_json(raw_chronology))
+            except ValidationError:
+                raise RecordsError(
+                    "records/chronology.json in the package is not a chronology this node reads"
+                ) from None
+        refs = {d.sha256: d for d in records.documents}
+        documents = tuple(
+            PreviewDocument(
+                path=e.path,
+                size=e.size,
+                sha256=e.sha256,
+                filename=refs[e.sha256].filename if e.sha256 in refs else None,
+                media_type=refs[e.sha256].media_type if e.sha256 in refs else None,
+            )
+            for e in read.documents
+        )
+        match = await self._match(actor, records, manifest.subject)
+        if row.state == DELIVERED:
+            signed = await self._sign(row, VIEWED, acted_by=actor)
+            now = self.now()
+            async with self._sessions() as s, s.begin():
+                result = await s.execute(
+                    update(IncomingPackage)
+                    .where(IncomingPackage.id == row.id, IncomingPackage.state == DELIVERED)
+                    .values(state=VIEWED, viewed_at=now)
+                )
+                if getattr(result, "rowcount", 0) == 1:
+                    s.add(self._receipt_row(signed, True, now))
+                    issued = True
+                else:
+                    issued = False
+            if issued:
+                await self._audit(
+                    "receipt.issued",
+                    actor,
+                    actor.org_id,
+                    {**targets, "receipt": str(signed.body.receipt_id)},
+                    kind=VIEWED,
+                    to=row.sender_org_id,
+                    via=via,
+                )
+            row = await self._row(row.id)
+        await self._audit(
+            "transfer.viewed", actor, actor.org_id, targets, sender=row.sender_org_id, via=via
+        )
+        return InboxPreview(
+            package=_summary(row),
+            subject=manifest.subject,
+            manifest=manifest.model_dump(mode="json"),
+            counts=records.counts(),
+            pupil=records.pupil,
+            chronology=chronology,
+            documents=documents,
+            match=match,
+        )
+
+    async def _match(
+        self, actor: Actor, records: PackageRecords, subject: Subject
+    ) -> PupilMatch | None:
+        from transfer.store.models import Pupil
+
+        upn = records.pupil.upn if records.pupil else subject.upn
+        if not upn:
+            return None
+        async with self._sessions() as s:
+            ours = await s.scalar(
+                select(Pupil).where(Pupil.org_id == actor.org_id, Pupil.upn == upn.upper())
+            )
+        if ours is None:
+            return None
+        surname = records.pupil.surname if records.pupil else subject.surname
+        forename = records.pupil.forename if records.pupil else subject.forename
+        dob = records.pupil.dob if records.pupil else subject.dob
+
+        def same(a: str, b: str) -> bool:
+            return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+
+        return PupilMatch(
+            pupil_id=ours.id,
+            matches=bool(
+                ours.dob is not None
+                and ours.dob == dob
+                and same(ours.surname, surname)
+                and same(ours.forename, forename)
+            ),
+            upn=ours.upn,
+            surname=ours.surname,
+            forename=ours.forename,
+            dob=ours.dob.isoformat() if ours.dob else None,
+        )
+
+    async def accept(
+        self,
+        actor: Actor,
+        package_id: str,
+        *,
+        pupil_id: str | None = None,
+        create_new: bool = False,
+        via: Via = "api",
+    ) -> AcceptOutcome:
+        """Verify the package again and import it; the accepted receipt is queued for the sender."""
+        row = await self._for_dsl(actor, package_id, "transfer.accepted", via)
+        targets = {"package": row.id}
+        if row.state not in OPEN_STATES:
+            raise ConflictError(f"package {row.id} was already {row.state}")
+        plan: ImportPlan | None = None
+        try:
+            read = await self._read_full(row)
+            records = parse_records(read.records)
+            if records.pupil is None:
+                raise InputError(
+                    f"package {row.id} ({row.package_kind}) holds no pupil record to import; "
+                    "only a leaver's file can be accepted into the store"
+                )
+            plan = await self.importer.plan(
+                actor,
+                records,
+                read.verified.manifest.subject,
+                pupil_id=pupil_id,
+                create_new=create_new,
+            )
+            await self._import_documents(row, plan, records, read.verified.ciphertext_sha256)
+            signed = await self._sign(
+                row, ACCEPTED, acted_by=actor, manifest_sha256=read.verified.manifest_sha256
+            )
+            now = self.now()
+            chosen = plan
+
+            async def claim(s: AsyncSession) -> None:
+                result = await s.execute(
+                    update(IncomingPackage)
+                    .where(IncomingPackage.id == row.id, IncomingPackage.state.in_(OPEN_STATES))
+                    .values(
+                        state=ACCEPTED,
+                        decided_at=now,
+                        decided_by=actor.staff_id,
+                        pupil_id=chosen.pupil_id,
+                    )
+                )
+                if getattr(result, "rowcount", 0) != 1:
+                    raise ConflictError(
+                        f"package {row.id} was accepted or rejected by someone else meanwhile"
+                    )
+                s.add(self._receipt_row(signed, True, now))
+
+            result = await self.importer.commit(
+                actor,
+                plan,
+                records,
+                package_id=row.id,
+                source_org_id=row.sender_org_id,
+                source_org_name=row.sender_name,
+                received_at=row.delivered_at or now,
+                claim=claim,
+            )
+        except HandoverError as err:
+            if plan is not None:
+                await self.importer.discard(plan)
+            await self._audit(
+                "transfer.accepted",
+                actor,
+                actor.org_id,
+                targets,
+                "refused",
+                reason=err.slug,
+                via=via,
+            )
+            raise
+        except BaseException:
+            if plan is not None:
+                await self.importer.discard(plan)
+            raise
+        await asyncio.to_thread(self.inbox_path(row.id).unlink, True)
+        await self._audit(
+            "transfer.accepted",
+            actor,
+            actor.org_id,
+            {**targets, "pupil": result.pupil_id},
+            sender=row.sender_org_id,
+            new_pupil=result.new_pupil,
+            matched_by=result.matched_by,
+            records=sum(result.counts.values()),
+            via=via,
+        )
+        await self._audit(
+            "receipt.issued",
+            actor,
+            actor.org_id,
+            {**targets, "receipt": str(signed.body.receipt_id)},
+            kind=ACCEPTED,
+            to=row.sender_org_id,
+            via=via,
+        )
+        await self._note_in_chronology(
+            actor,
+            result.pupil_id,
+            "transfer.accepted",
+            f"File received from {row.sender_name} ({row.package_kind.replace('_', ' ')}) "
+            "accepted and imported",
+            row.id,
+        )
+        return AcceptOutcome(
+            package=_summary(await self._row(row.id)),
+            pupil_id=result.pupil_id,
+            new_pupil=result.new_pupil,
+            matched_by=result.matched_by,
+            counts=result.counts,
+            skipped=result.skipped,
+        )
+
+    async def _note_in_chronology(
+        self, actor: Actor, pupil_id: str, kind: str, summary: str, ref: str
+    ) -> None:
+        add = getattr(self.store, "add_pupil_event", None)
+        if add is None:
+            return
+        try:
+            await add(actor, pupil_id, kind=kind, summary=summary, ref=ref)
+        except HandoverError as err:
+            log.warning("could not note %s in pupil %s's chronology: %s", kind, pupil_id, err.slug)
+
+    async def _import_documents(
+        self, row: IncomingPackage, plan: ImportPlan, records: PackageRecords, first_sha: str | None
+    ) -> None:
+        """Pass 2: decrypt the package again, streaming each document into the store encrypted."""
+        wanted = {d.sha256 for d in records.documents}
+        if not wanted:
+            return
+        keyset = await self._keyset(row.recipient_org_id)
+        sender_keys = await self.directory.sender_keys()
+        loop = asyncio.get_running_loop()
+        limit = self.store.max_document_bytes
+        importer = self.importer
+
+        def on_entry(entry: Entry, chunks: Iterator[bytes]) -> None:
+            if not entry.path.startswith("documents/") or entry.sha256 not in wanted:
+                return
+            if entry.sha256 in plan.written:
+                return
+            _stream_to_loop(
+                loop,
+                chunks,
+                lambda source: importer.write_document(plan, entry.sha256, source, limit),
+            )
+
+        path = self.inbox_path(row.id)
+        verified = await loop.run_in_executor(
+            _IMPORT_THREADS, lambda: _verify_file(path, keyset, sender_keys, on_entry)
+        )
+        if verified.ciphertext_sha256 != first_sha:
+            raise IntegrityError(f"the package file of {row.id} changed while it was imported")
+        missing = wanted - set(plan.written)
+        if missing:
+            raise IntegrityError(
+                f"the package lists {len(missing)} document(s) whose files it does not hold"
+            )
+
+    async def reject(
+        self, actor: Actor, package_id: str, reason: str, *, via: Via = "api"
+    ) -> IncomingSummary:
+        """Refuse the package with a reason; the rejected receipt is queued for the sender."""
+        row = await self._for_dsl(actor, package_id, "transfer.rejected", via)
+        reason = " ".join(reason.split())
+        if not reason or len(reason) > _MAX_REASON:
+            raise InputError(
+                f"give a reason of 1 to {_MAX_REASON} characters (it goes to the sender)"
+            )
+        if row.state not in OPEN_STATES:
+            raise ConflictError(f"package {row.id} was already {row.state}")
+        signed = await self._sign(row, REJECTED, acted_by=actor, reason=reason)
+        now = self.now()
+        async with self._sessions() as s, s.begin():
+            result = await s.execute(
+                update(IncomingPackage)
+                .where(IncomingPackage.id == row.id, IncomingPackage.state.in_(OPEN_STATES))
+                .values(state=REJECTED, decided_at=now, decided_by=actor.staff_id)
+            )
+            if getattr(result, "rowcount", 0) != 1:
+                raise ConflictError(
+                    f"package {row.id} was accepted or rejected by someone else meanwhile"
+                )
+            s.add(self._receipt_row(signed, True, now))
+        await asyncio.to_thread(self.inbox_path(row.id).unlink, True)
+        targets = {"package": row.id}
+        await self._audit(
+            "transfer.rejected", actor, actor.org_id, targets, sender=row.sender_org_id, via=via
+        )
+        await self._audit(
+            "receipt.issued",
+            actor,
+            actor.org_id,
+            {**targets, "receipt": str(signed.body.receipt_id)},
+            kind=REJECTED,
+            to=row.sender_org_id,
+            via=via,
+        )
+        return _summary(await self._row(row.id))
+
+
+# ------------------------------------------------------------ worker-thread parts
+
+
+def _identities(keyset: KeySet) -> list[X25519Identity]:
+    return [X25519Identity.from_private_bytes(k.secret) for k in keyset.decryption_keys()]
+
+
+def _inspect_file(path: Path, keyset: KeySet, sender_keys: SenderKeys) -> VerifiedPackage:
+    with path.open("rb") as f:
+        verified = inspect_package(
+            f,
+            identities=_identities(keyset),
+            sender_keys=sender_keys,
+            addressee=Addressee.for_keyset(keyset),
+        )
+    return verified
+
+
+def _verify_file(
+    path: Path,
+    keyset: KeySet,
+    sender_keys: SenderKeys,
+    on_entry: Callable[[Entry, Iterator[bytes]], None],
+) -> VerifiedPackage:
+    with path.open("rb") as f:
+        return verify_package(
+            f,
+            identities=_identities(keyset),
+            sender_keys=sender_keys,
+            addressee=Addressee.for_keyset(keyset),
+            on_entry=on_entry,
+        )
+
+
+def _verify_collecting(path: Path, keyset: KeySet, sender_keys: SenderKeys) -> _Read:
+    records: dict[str, bytes] = {}
+    documents: list[Entry] = []
+
+    def keep(entry: Entry, chunks: Iterator[bytes]) -> None:
+        if is_record_path(entry.path) or entry.path == "records/chronology.json":
+            records[entry.path] = b"".join(chunks)
+        elif entry.path.startswith("documents/"):
+            documents.append(entry)
+
+    verified = _verify_file(path, keyset, sender_keys, keep)
+    return _Read(verified, records, documents)
+
+
+_END = object()
+
+
+def _stream_to_loop(
+    loop: asyncio.AbstractEventLoop,
+    chunks: Iterator[bytes],
+    consume: Callable[[AsyncIterator[bytes]], Any],
+) -> None:
+    """From a worker thread: feed ``chunks`` to the coroutine ``consume(source)`` on ``loop``.
+
+    A small bounded queue carries the chunks, so memory stays at a few chunks;
+    if the consumer fails, the producer stops at once and the error is raised
+    here; if the producer fails (the package fails its check mid-entry), the
+    consumer's source raises too, so it discards what it wrote.
+    """
+    holder: dict[str, Any] = {}
+
+    async def start() -> None:
+        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=4)
+
+        async def source() -> AsyncIterator[bytes]:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, bytes)
+                yield item
+
+        holder["queue"] = queue
+        holder["task"] = asyncio.ensure_future(consume(source()))
+
+    asyncio.run_coroutine_threadsafe(start(), loop).result()
+    queue: asyncio.Queue[object] = holder["queue"]
+    task: asyncio.Future[Any] = holder["task"]
+
+    async def put(item: object) -> bool:
+        putting = asyncio.ensure_future(queue.put(item))
+        done, _ = await asyncio.wait({putting, task}, return_when=asyncio.FIRST_COMPLETED)
+        if putting not in done:
+            putting.cancel()
+            return False
+        return True
+
+    def send(item: object) -> bool:
+        return asyncio.run_coroutine_threadsafe(put(item), loop).result()
+
+    try:
+        for chunk in chunks:
+            if not send(chunk):
+                break
+        else:
+            send(_END)
+    except BaseException as exc:
+        send(IntegrityError("the package failed a check while a document was being stored"))
+        asyncio.run_coroutine_threadsafe(_settle(task), loop).result()
+        raise exc
+    asyncio.run_coroutine_threadsafe(_settle(task), loop).result()
+    task.result()
+
+
+async def _settle(task: asyncio.Future[Any]) -> None:
+    with contextlib.suppress(BaseException):
+        await task
+
+
+def summaries_json(items: Sequence[IncomingSummary]) -> list[Mapping[str, Any]]:
+    return [i.model_dump(mode="json") for i in items]
