@@ -1,0 +1,1327 @@
+"""The outbox: packages this node sends to other nodes, and what became of each.
+
+A DSL queues a leaver's file (:meth:`Outbox.queue_leaver_file`): the package
+is built from the store, signed with the organisation's key and encrypted to
+the receiver's ``age1…`` recipient from the directory, into
+``data_dir/outgoing/<id>.age.tmp``, fsynced and renamed to ``<id>.age``.
+Packages built elsewhere (referrals) come in through :meth:`Outbox.queue_file`.
+
+States (``docs/delivery.md``)::
+
+    draft -> queued -> delivered -> viewed -> accepted | rejected
+               |  ^
+               v  | resend
+             failed          queued/failed -> cancelled (only before delivery)
+
+The delivery sweep (:meth:`Outbox.deliver_due`) claims due items with a
+lease (``claimed_by``, ``lease_until``): on PostgreSQL inside a
+``SELECT ... FOR UPDATE SKIP LOCKED`` transaction, on SQLite by a conditional
+``UPDATE``; so several ``serve`` processes never deliver one item at the same
+time, and the item of a killed process is picked up again when its lease
+runs out (the receiver answers the same package id with the same receipt, so
+nothing arrives twice). An upload resumes from the offset the receiver holds
+and streams the file chunk by chunk; it ends with the receiver's signed
+``delivered`` receipt, verified before it is recorded. Every change of state
+has a time, is a row in ``outgoing_events``, is audited and is a line in each
+pupil's chronology.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal, Protocol, cast
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import CursorResult, Row
+
+from keys import minisign
+from keys.keyset import parse_key_id
+from schemas.directory import DirectoryEntry
+from schemas.manifest import PackageKind, Recipient, Sender
+from schemas.receipt import ReceiptBody, ReceiptDecodeError
+from transfer.config import Config
+from transfer.errors import (
+    ConflictError,
+    HandoverError,
+    InputError,
+    IntegrityError,
+    NotFoundError,
+    TransportError,
+)
+from transfer.exchange import backoff
+from transfer.exchange.client import PeerClient, PeerRefused
+from transfer.exchange.outbox_tables import (
+    outgoing_events,
+    outgoing_packages,
+    outgoing_pupils,
+    outgoing_receipts,
+)
+from transfer.httpsig import DigestHasher
+from transfer.package.build import BuiltPackage
+from transfer.receipts import ReceiptError, SignedReceipt, verify_receipt
+from transfer.store.db import is_sqlite
+from transfer.store.permissions import Actor, Permission, PermissionDenied, require
+
+if TYPE_CHECKING:
+    from keys.store import KeyStore
+    from transfer.store.service import Store
+
+__all__ = [
+    "OUTGOING_DIR",
+    "LeaseLostError",
+    "Outbox",
+    "OutboxDirectory",
+    "OutgoingEvent",
+    "OutgoingReceipt",
+    "OutgoingRecord",
+    "PackageState",
+    "ReceiptListener",
+]
+
+log = logging.getLogger("handover.outbox")
+
+OUTGOING_DIR: Final = "outgoing"
+PackageState = Literal[
+    "draft", "queued", "delivered", "viewed", "accepted", "rejected", "failed", "cancelled"
+]
+STATES: Final[tuple[str, ...]] = (
+    "draft", "queued", "delivered", "viewed", "accepted", "rejected", "failed", "cancelled",
+)  # fmt: skip
+#: How far along an item is; a receipt only ever moves an item forward.
+_RANK: Final = {
+    "queued": 0, "failed": 0, "delivered": 1, "viewed": 2, "accepted": 3, "rejected": 3,
+}  # fmt: skip
+_LABELS: Final[dict[str, str]] = {
+    "leaver_file": "Leaver's file",
+    "referral_social_care": "Referral to children's social care",
+    "referral_lado": "Referral to the LADO",
+    "referral_police": "Referral to the police",
+    "other": "Package",
+}
+_READ_PIECE: Final = 256 * 1024
+#: A draft left by a process killed while building is discarded after this long.
+STALE_DRAFT: Final = timedelta(hours=1)
+#: Consecutive "wrong offset" answers tolerated before the attempt is given up.
+_MAX_OFFSET_CONFLICTS: Final = 3
+
+_p = outgoing_packages
+
+
+class OutboxDirectory(Protocol):
+    """What the outbox needs from the directory (``transfer.directory.service.Directory``)."""
+
+    async def entry(self, org_id: str) -> DirectoryEntry: ...
+
+    async def signing_public_key(self, key_id: str, at: datetime) -> bytes: ...
+
+
+class _RacedError(Exception):
+    """The row changed between reading and writing it; the transaction is rolled back."""
+
+
+class LeaseLostError(TransportError):
+    """Another process took the item over (this process's lease ran out)."""
+
+
+class PackageFileMissingError(IntegrityError):
+    """The package's file is no longer in the outgoing directory."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class OutgoingEvent(_Model):
+    """One change of an outgoing package: when, what, the state after it, who."""
+
+    at: datetime
+    event: str
+    state: str
+    actor: str | None = None
+    detail: str | None = None
+
+
+class OutgoingReceipt(_Model):
+    """A verified receipt held for an outgoing package (its signed body and signature)."""
+
+    receipt_id: str
+    kind: str
+    issued_at: datetime
+    received_at: datetime
+    acted_by: dict[str, str] | None = None
+    reason: str | None = None
+    reference: str | None = None
+    body: dict[str, Any]
+    signature: str
+
+
+class OutgoingRecord(_Model):
+    """A package this node sends, with its state, history and receipts."""
+
+    id: str
+    org_id: str
+    to_org_id: str
+    to_name: str
+    kind: str
+    state: PackageState
+    pupil_ids: tuple[str, ...]
+    ciphertext_size: int | None
+    ciphertext_sha256: str | None
+    manifest_sha256: str | None
+    created_by: str | None
+    created_at: datetime
+    queued_at: datetime | None
+    state_changed_at: datetime
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    failure_reason: str | None
+    events: tuple[OutgoingEvent, ...] = ()
+    receipts: tuple[OutgoingReceipt, ...] = ()
+
+
+ReceiptListener = Callable[[OutgoingRecord, SignedReceipt], Awaitable[None]]
+
+
+def _permission_for(kind: str) -> Permission:
+    return Permission.SEND_TRANSFER if kind == "leaver_file" else Permission.SEND_REFERRAL
+
+
+def _label(kind: str) -> str:
+    return _LABELS.get(kind, "Package")
+
+
+def _rowcount(result: object) -> int:
+    return cast("CursorResult[Any]", result).rowcount
+
+
+def _short(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _receipt_from_json(value: object) -> SignedReceipt:
+    """A signed receipt given in a peer's JSON answer (an object, or its JSON text)."""
+    try:
+        if isinstance(value, dict):
+            return SignedReceipt.from_dict(value)
+        if isinstance(value, str):
+            return SignedReceipt.from_json(value.encode("utf-8"))
+    except InputError as exc:
+        raise ReceiptError(f"the other node sent a malformed receipt: {exc.message}") from None
+    raise ReceiptError("the other node's answer holds no receipt")
+
+
+def _digest_range(path: Path, offset: int, length: int) -> str:
+    hasher = DigestHasher()
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        left = length
+        while left:
+            piece = fh.read(min(_READ_PIECE, left))
+            if not piece:
+                raise PackageFileMissingError(
+                    f"the package file {path.name} is shorter than recorded"
+                )
+            hasher.update(piece)
+            left -= len(piece)
+    return hasher.header()
+
+
+async def _read_range(path: Path, offset: int, length: int) -> AsyncIterator[bytes]:
+    fh = await asyncio.to_thread(path.open, "rb")
+    try:
+        await asyncio.to_thread(fh.seek, offset)
+        left = length
+        while left:
+            piece = await asyncio.to_thread(fh.read, min(_READ_PIECE, left))
+            if not piece:
+                raise PackageFileMissingError(
+                    f"the package file {path.name} is shorter than recorded"
+                )
+            left -= len(piece)
+            yield piece
+    finally:
+        await asyncio.to_thread(fh.close)
+
+
+def _file_sha256(path: Path) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while piece := fh.read(1024 * 1024):
+            h.update(piece)
+            size += len(piece)
+    return size, h.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _offset(value: object, size: int, where: str) -> int:
+    try:
+        n = int(str(value))
+    except ValueError:
+        raise IntegrityError(f"{where} gave an upload offset that is not a number") from None
+    if not 0 <= n <= size:
+        raise IntegrityError(f"{where} gave the upload offset {n}, outside 0..{size}")
+    return n
+
+
+class Outbox:
+    """The packages one node sends. One per process; several processes may share a database."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        keys: KeyStore,
+        directory: OutboxDirectory,
+        client: PeerClient,
+        config: Config,
+        data_dir: Path | None = None,
+        worker_id: str | None = None,
+        lease_seconds: float = 120.0,
+        uniform: backoff.Uniform | None = None,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.directory = directory
+        self.client = client
+        self.config = config
+        self.outgoing_dir = (data_dir or store.data_dir) / OUTGOING_DIR
+        self.worker_id = (
+            worker_id or f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        )
+        self.lease = timedelta(seconds=lease_seconds)
+        self._uniform = uniform
+        self._sqlite = is_sqlite(str(store.engine.url))
+        #: Called after a receipt is verified and recorded (referrals follow their packages).
+        self.on_receipt: list[ReceiptListener] = []
+        #: Bytes of package data sent by this process (for tests and benchmarks).
+        self.bytes_sent = 0
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _now(self) -> datetime:
+        return self.store.now()
+
+    def path_of(self, package_id: str) -> Path:
+        """Where the package's ciphertext is kept while it is sent."""
+        return self.outgoing_dir / f"{UUID(package_id)}.age"
+
+    def _delay(self, attempt: int, base: float | None = None) -> datetime:
+        t = self.config.transfer
+        kwargs: dict[str, Any] = {"uniform": self._uniform} if self._uniform else {}
+        return backoff.next_attempt_at(
+            self._now(), attempt, base=base or t.retry_base_seconds, cap=t.retry_max_seconds,
+            **kwargs,
+        )  # fmt: skip
+
+    async def _audit(
+        self,
+        action: str,
+        actor: Actor | None,
+        row: Any,
+        outcome: Literal["ok", "refused", "failed"] = "ok",
+        **detail: str | int | bool | None,
+    ) -> None:
+        pupils: Sequence[str] = getattr(row, "_pupils", ())
+        targets = {"package": row.id, "recipient": row.to_org_id}
+        if pupils:
+            targets["pupil"] = pupils[0]
+            if len(pupils) > 1:
+                detail["pupils"] = len(pupils)
+        await self.store.record_event(
+            action, actor, row.org_id, targets, outcome, kind=row.kind, **detail
+        )
+
+    async def _chronology(
+        self, actor: Actor | None, pupil_ids: Sequence[str], event: str, summary: str,
+        package_id: str, at: datetime,
+    ) -> None:  # fmt: skip
+        for pupil_id in pupil_ids:
+            try:
+                await self.store.add_pupil_event(
+                    actor, pupil_id, kind=f"transfer.{event}", summary=summary, ref=package_id,
+                    at=at,
+                )  # fmt: skip
+            except HandoverError as exc:
+                # An erased pupil has no chronology left to add to; the outbox row still says it.
+                log.warning(
+                    "package %s: no chronology line for pupil %s (%s)", package_id, pupil_id,
+                    exc.slug,
+                )  # fmt: skip
+
+    async def _row(self, package_id: str) -> Any:
+        async with self.store.sessions() as s:
+            row = (await s.execute(select(_p).where(_p.c.id == package_id))).first()
+            if row is None:
+                return None
+            pupils = (
+                (
+                    await s.execute(
+                        select(outgoing_pupils.c.pupil_id)
+                        .where(outgoing_pupils.c.package_id == package_id)
+                        .order_by(outgoing_pupils.c.pupil_id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        return _with_pupils(row, tuple(pupils))
+
+    async def _row_for(self, actor: Actor, package_id: str) -> Any:
+        try:
+            package_id = str(UUID(package_id))
+        except ValueError:
+            raise InputError("a package id is a UUID") from None
+        row = await self._row(package_id)
+        if row is None or row.org_id != actor.org_id:
+            raise NotFoundError("no such outgoing package in your organisation")
+        return row
+
+    async def _require(self, actor: Actor, kind: str, action: str, targets: dict[str, str]) -> None:
+        try:
+            require(actor, _permission_for(kind))
+        except PermissionDenied:
+            await self.store.record_event(action, actor, actor.org_id, targets, "refused")
+            raise
+
+    def _event(
+        self, package_id: str, event: str, state: str, at: datetime, actor: Actor | None = None,
+        detail: str | None = None,
+    ) -> Any:  # fmt: skip
+        return insert(outgoing_events).values(
+            package_id=package_id, at=at, event=event, state=state,
+            actor=actor.staff_id if actor else None,
+            detail=_short(detail) if detail else None,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ queueing
+
+    async def queue_leaver_file(
+        self, actor: Actor, pupil_id: str, to_org_id: str, *, via: str | None = None
+    ) -> OutgoingRecord:
+        """Build the pupil's leaver's file for ``to_org_id`` and queue it for delivery."""
+        from transfer.age import X25519Recipient
+        from transfer.package.from_store import build_leaver_package
+
+        targets = {"pupil": pupil_id, "recipient": to_org_id}
+        await self._require(actor, "leaver_file", "transfer.queued", targets)
+        if to_org_id == actor.org_id:
+            raise InputError("a leaver's file is sent to another organisation, not to your own")
+        entry = await self.directory.entry(to_org_id)
+        pupil = await self.store.get_pupil(actor, pupil_id)
+        async with self.store.sessions() as s:
+            pending = (
+                await s.execute(
+                    select(_p.c.id)
+                    .join(outgoing_pupils, outgoing_pupils.c.package_id == _p.c.id)
+                    .where(
+                        outgoing_pupils.c.pupil_id == pupil.id,
+                        _p.c.to_org_id == to_org_id,
+                        _p.c.kind == "leaver_file",
+                        _p.c.state.in_(("draft", "queued")),
+                    )
+                )
+            ).first()
+        if pending is not None:
+            raise ConflictError(
+                f"a leaver's file for this pupil is already waiting to go to {entry.name} "
+                f"(package {pending[0]}); cancel it first to send a new one"
+            )
+        keyset = await asyncio.to_thread(self.keys.load, actor.org_id)
+        package_id = str(uuid.uuid4())
+        now = self._now()
+        await self._insert_draft(actor, package_id, entry, "leaver_file", [pupil.id], now)
+        tmp = self.outgoing_dir / f"{package_id}.age.tmp"
+        try:
+            fh = await asyncio.to_thread(self._create_tmp, tmp)
+            try:
+                built = await build_leaver_package(
+                    self.store, actor, pupil.id, fh,
+                    sender=Sender(org_id=keyset.org_id, key_fingerprint=keyset.fingerprint,
+                                  signing_key_id=keyset.key_id_hex),
+                    recipient=Recipient(org_id=entry.org_id, key_fingerprint=entry.fingerprint),
+                    signer=keyset.minisign_secret_key(),
+                    recipients=[X25519Recipient.from_string(entry.recipient)],
+                    package_id=UUID(package_id),
+                )  # fmt: skip
+                await asyncio.to_thread(self._seal_file, fh, tmp, self.path_of(package_id))
+            finally:
+                await asyncio.to_thread(fh.close)
+        except BaseException as exc:
+            await asyncio.shield(self._drop_draft(package_id, tmp))
+            if isinstance(exc, HandoverError):
+                await self.store.record_event(
+                    "transfer.queued", actor, actor.org_id, {**targets, "package": package_id},
+                    "failed", reason=exc.slug,
+                )  # fmt: skip
+            if isinstance(exc, OSError):
+                raise TransportError(
+                    f"cannot write the package to {self.outgoing_dir}: {exc.strerror}"
+                ) from None
+            raise
+        return await self._queue(actor, package_id, built, via=via)
+
+    async def queue_file(
+        self,
+        actor: Actor,
+        *,
+        package_path: Path,
+        built: BuiltPackage,
+        to_org_id: str,
+        pupil_ids: Sequence[str],
+        kind: PackageKind,
+        via: str | None = None,
+    ) -> OutgoingRecord:
+        """Queue a package built elsewhere (a referral); the outbox takes the file over.
+
+        ``package_path`` must be under ``data_dir/outgoing/``; its size and
+        SHA-256 must be those of ``built``, which must be addressed from the
+        actor's organisation to ``to_org_id``.
+        """
+        package_id = str(built.manifest.package_id)
+        targets = {"package": package_id, "recipient": to_org_id}
+        await self._require(actor, kind, "transfer.queued", targets)
+        m = built.manifest
+        if m.kind != kind or m.sender.org_id != actor.org_id or m.recipient.org_id != to_org_id:
+            raise InputError(
+                "the package's manifest does not match what it is queued as (kind, sender or "
+                "recipient differ)"
+            )
+        if not pupil_ids:
+            raise InputError("a queued package names at least one pupil")
+        src = await asyncio.to_thread(Path(package_path).resolve)
+        if src.parent != await asyncio.to_thread(self.outgoing_dir.resolve):
+            raise InputError(f"a package to queue must be built under {self.outgoing_dir}")
+        try:
+            size, sha = await asyncio.to_thread(_file_sha256, src)
+        except OSError as exc:
+            raise InputError(f"cannot read the package {src.name}: {exc.strerror}") from None
+        if size != built.ciphertext_size or not hmac.compare_digest(sha, built.ciphertext_sha256):
+            raise IntegrityError(
+                "the package file is not the one that was built (its size or SHA-256 differ)"
+            )
+        entry = await self.directory.entry(to_org_id)
+        await self._insert_draft(actor, package_id, entry, kind, list(pupil_ids), self._now())
+        try:
+            await asyncio.to_thread(self._adopt, src, self.path_of(package_id))
+        except OSError as exc:
+            await self._drop_draft(package_id, None)
+            raise TransportError(
+                f"cannot move the package into the outbox: {exc.strerror}"
+            ) from None
+        return await self._queue(actor, package_id, built, via=via)
+
+    def _create_tmp(self, tmp: Path) -> BinaryIO:
+        self.outgoing_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return os.fdopen(fd, "wb")
+
+    def _seal_file(self, fh: BinaryIO, tmp: Path, final: Path) -> None:
+        fh.flush()
+        os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(self.outgoing_dir)
+
+    def _adopt(self, src: Path, final: Path) -> None:
+        with src.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(src, final)
+        _fsync_dir(self.outgoing_dir)
+
+    async def _insert_draft(
+        self, actor: Actor, package_id: str, entry: DirectoryEntry, kind: str,
+        pupil_ids: Sequence[str], now: datetime,
+    ) -> None:  # fmt: skip
+        try:
+            async with self.store.sessions() as s, s.begin():
+                await s.execute(
+                    insert(_p).values(
+                        id=package_id, org_id=actor.org_id, to_org_id=entry.org_id,
+                        to_name=entry.name[:200], kind=kind, state="draft",
+                        created_by=actor.staff_id, created_at=now, state_changed_at=now,
+                        attempts=0, pulls=0,
+                    )
+                )  # fmt: skip
+                for pupil_id in dict.fromkeys(pupil_ids):
+                    await s.execute(
+                        insert(outgoing_pupils).values(package_id=package_id, pupil_id=pupil_id)
+                    )
+                await s.execute(self._event(package_id, "draft", "draft", now, actor))
+        except sa_exc.IntegrityError:
+            raise ConflictError(f"package {package_id} is already in the outbox") from None
+
+    async def _drop_draft(self, package_id: str, tmp: Path | None) -> None:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(tmp.unlink, True)
+        async with self.store.sessions() as s, s.begin():
+            await s.execute(
+                delete(outgoing_events).where(outgoing_events.c.package_id == package_id)
+            )
+            await s.execute(
+                delete(outgoing_pupils).where(outgoing_pupils.c.package_id == package_id)
+            )
+            await s.execute(delete(_p).where(_p.c.id == package_id, _p.c.state == "draft"))
+
+    async def _queue(
+        self, actor: Actor, package_id: str, built: BuiltPackage, *, via: str | None
+    ) -> OutgoingRecord:
+        now = self._now()
+        async with self.store.sessions() as s, s.begin():
+            await s.execute(
+                update(_p)
+                .where(_p.c.id == package_id, _p.c.state == "draft")
+                .values(
+                    state="queued", queued_at=now, state_changed_at=now, next_attempt_at=now,
+                    ciphertext_size=built.ciphertext_size,
+                    ciphertext_sha256=built.ciphertext_sha256,
+                    manifest_sha256=built.manifest_sha256,
+                )
+            )  # fmt: skip
+            await s.execute(self._event(package_id, "queued", "queued", now, actor))
+        row = await self._row(package_id)
+        await self._audit(
+            "transfer.queued", actor, row, ciphertext_sha256=built.ciphertext_sha256,
+            size=built.ciphertext_size, via=via,
+        )  # fmt: skip
+        await self._chronology(
+            actor, row._pupils, "queued", f"{_label(row.kind)} queued for {row.to_name}",
+            package_id, now,
+        )  # fmt: skip
+        return await self._record(row)
+
+    async def discard_stale_drafts(self) -> int:
+        """Remove drafts left by a process killed while building (and their temp files)."""
+        cutoff = self._now() - STALE_DRAFT
+        async with self.store.sessions() as s:
+            ids = (
+                (
+                    await s.execute(
+                        select(_p.c.id).where(_p.c.state == "draft", _p.c.created_at < cutoff)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        for package_id in ids:
+            await self._drop_draft(package_id, self.outgoing_dir / f"{package_id}.age.tmp")
+            log.info("discarded the unfinished draft package %s", package_id)
+        return len(ids)
+
+    # ------------------------------------------------------------------- reading
+
+    async def _record(self, row: Any) -> OutgoingRecord:
+        async with self.store.sessions() as s:
+            events = (
+                await s.execute(
+                    select(outgoing_events)
+                    .where(outgoing_events.c.package_id == row.id)
+                    .order_by(outgoing_events.c.id)
+                )
+            ).all()
+            receipts = (
+                await s.execute(
+                    select(outgoing_receipts)
+                    .where(outgoing_receipts.c.package_id == row.id)
+                    .order_by(outgoing_receipts.c.issued_at, outgoing_receipts.c.receipt_id)
+                )
+            ).all()
+        return _to_record(row, events, receipts)
+
+    async def get(self, actor: Actor, package_id: str) -> OutgoingRecord:
+        """One outgoing package of the actor's organisation: state, events, receipts."""
+        row = await self._row_for(actor, package_id)
+        await self._require(actor, row.kind, "transfer.read", {"package": row.id})
+        return await self._record(row)
+
+    async def list(
+        self, actor: Actor, *, state: str | None = None, pupil_id: str | None = None
+    ) -> builtins.list[OutgoingRecord]:
+        """The organisation's outgoing packages the actor may see, newest first."""
+        if state is not None and state not in STATES:
+            raise InputError(f"unknown state {state[:20]!r}; states are: {', '.join(STATES)}")
+        kinds = [k for k in _LABELS if actor.has(_permission_for(k))]
+        if not kinds:
+            await self._require(actor, "leaver_file", "transfer.read", {})
+        query = select(_p).where(_p.c.org_id == actor.org_id, _p.c.kind.in_(kinds))
+        if state is not None:
+            query = query.where(_p.c.state == state)
+        if pupil_id is not None:
+            query = query.where(
+                _p.c.id.in_(
+                    select(outgoing_pupils.c.package_id).where(
+                        outgoing_pupils.c.pupil_id == pupil_id
+                    )
+                )
+            )
+        return await self._records(query.order_by(_p.c.created_at.desc(), _p.c.id))
+
+    async def _records(self, query: Any) -> builtins.list[OutgoingRecord]:
+        async with self.store.sessions() as s:
+            rows = (await s.execute(query)).all()
+            ids = [r.id for r in rows]
+            if not ids:
+                return []
+            pupils: dict[str, builtins.list[str]] = {}
+            for pid, pupil in (
+                await s.execute(
+                    select(outgoing_pupils.c.package_id, outgoing_pupils.c.pupil_id)
+                    .where(outgoing_pupils.c.package_id.in_(ids))
+                    .order_by(outgoing_pupils.c.pupil_id)
+                )
+            ).all():
+                pupils.setdefault(pid, []).append(pupil)
+            events: dict[str, builtins.list[Any]] = {}
+            for e in (
+                await s.execute(
+                    select(outgoing_events)
+                    .where(outgoing_events.c.package_id.in_(ids))
+                    .order_by(outgoing_events.c.id)
+                )
+            ).all():
+                events.setdefault(e.package_id, []).append(e)
+            receipts: dict[str, builtins.list[Any]] = {}
+            for r in (
+                await s.execute(
+                    select(outgoing_receipts)
+                    .where(outgoing_receipts.c.package_id.in_(ids))
+                    .order_by(outgoing_receipts.c.issued_at, outgoing_receipts.c.receipt_id)
+                )
+            ).all():
+                receipts.setdefault(r.package_id, []).append(r)
+        return [
+            _to_record(
+                _with_pupils(row, tuple(pupils.get(row.id, ()))),
+                events.get(row.id, []),
+                receipts.get(row.id, []),
+            )
+            for row in rows
+        ]
+
+    async def latest_for_pupil(
+        self, org_id: str, pupil_id: str, kind: PackageKind = "leaver_file"
+    ) -> OutgoingRecord | None:
+        """The newest package of ``kind`` about the pupil from ``org_id`` (not drafts)."""
+        query = (
+            select(_p)
+            .join(outgoing_pupils, outgoing_pupils.c.package_id == _p.c.id)
+            .where(
+                _p.c.org_id == org_id,
+                _p.c.kind == kind,
+                outgoing_pupils.c.pupil_id == pupil_id,
+                _p.c.state != "draft",
+            )
+            .order_by(_p.c.created_at.desc(), _p.c.id)
+            .limit(1)
+        )
+        found = await self._records(query)
+        return found[0] if found else None
+
+    async def accepted_before(self, org_id: str, when: datetime) -> builtins.list[OutgoingRecord]:
+        """Packages from ``org_id`` the receiver accepted before ``when`` (for retention)."""
+        query = (
+            select(_p)
+            .where(_p.c.org_id == org_id, _p.c.state == "accepted", _p.c.state_changed_at < when)
+            .order_by(_p.c.state_changed_at, _p.c.id)
+        )
+        return await self._records(query)
+
+    # ------------------------------------------------------------ cancel, resend
+
+    async def cancel(
+        self, actor: Actor, package_id: str, *, via: str | None = None
+    ) -> OutgoingRecord:
+        """Stop a package that has not been delivered; its file is deleted."""
+        row = await self._row_for(actor, package_id)
+        await self._require(actor, row.kind, "transfer.cancelled", {"package": row.id})
+        now = self._now()
+        async with self.store.sessions() as s, s.begin():
+            done = await s.execute(
+                update(_p)
+                .where(
+                    _p.c.id == row.id,
+                    _p.c.state.in_(("queued", "failed")),
+                    or_(_p.c.lease_until.is_(None), _p.c.lease_until < now),
+                )
+                .values(state="cancelled", state_changed_at=now, next_attempt_at=None,
+                        claimed_by=None, lease_until=None)
+            )  # fmt: skip
+            if _rowcount(done) == 1:
+                await s.execute(self._event(row.id, "cancelled", "cancelled", now, actor))
+        if _rowcount(done) != 1:
+            current = await self._row(row.id)
+            await self._audit("transfer.cancelled", actor, current, "refused", state=current.state)
+            if current.state in ("queued", "failed"):
+                raise ConflictError(
+                    "this package is being delivered right now; try again in a few minutes"
+                )
+            raise ConflictError(
+                f"this package is {current.state}, so it cannot be cancelled (only a package not "
+                "yet delivered can be); if it was delivered, ask the receiver to reject it"
+            )
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self.path_of(row.id).unlink, True)
+        await self._audit("transfer.cancelled", actor, row, via=via)
+        await self._chronology(
+            actor, row._pupils, "cancelled", f"{_label(row.kind)} to {row.to_name} cancelled",
+            row.id, now,
+        )  # fmt: skip
+        return await self._record(await self._row(row.id))
+
+    async def resend(
+        self, actor: Actor, package_id: str, *, via: str | None = None
+    ) -> OutgoingRecord:
+        """Queue a failed package again: the same package id and the same bytes."""
+        row = await self._row_for(actor, package_id)
+        await self._require(actor, row.kind, "transfer.resent", {"package": row.id})
+        if row.state != "failed":
+            await self._audit("transfer.resent", actor, row, "refused", state=row.state)
+            raise ConflictError(
+                f"this package is {row.state}; only a failed package can be sent again"
+            )
+        path = self.path_of(row.id)
+        if not await asyncio.to_thread(path.is_file):
+            await self._audit("transfer.resent", actor, row, "refused", reason="file-missing")
+            raise ConflictError(
+                "the package's file is no longer in the outbox, so it cannot be sent again; "
+                "queue a new one"
+            )
+        now = self._now()
+        async with self.store.sessions() as s, s.begin():
+            done = await s.execute(
+                update(_p)
+                .where(_p.c.id == row.id, _p.c.state == "failed")
+                .values(state="queued", queued_at=now, state_changed_at=now, next_attempt_at=now,
+                        attempts=0, last_error=None, failure_reason=None, claimed_by=None,
+                        lease_until=None)
+            )  # fmt: skip
+            if _rowcount(done) == 1:
+                await s.execute(self._event(row.id, "resent", "queued", now, actor))
+        if _rowcount(done) != 1:
+            raise ConflictError("this package changed meanwhile; reload it and try again")
+        await self._audit("transfer.resent", actor, row, via=via)
+        await self._chronology(
+            actor, row._pupils, "resent", f"{_label(row.kind)} to {row.to_name} queued again",
+            row.id, now,
+        )  # fmt: skip
+        return await self._record(await self._row(row.id))
+
+    # ------------------------------------------------------------------ delivery
+
+    async def claim(self, limit: int) -> builtins.list[str]:
+        """Claim up to ``limit`` due items for this process (a lease of ``self.lease``)."""
+        now = self._now()
+        lease = now + self.lease
+        due = and_(
+            _p.c.state == "queued",
+            or_(_p.c.next_attempt_at.is_(None), _p.c.next_attempt_at <= now),
+            or_(_p.c.lease_until.is_(None), _p.c.lease_until < now),
+        )
+        order = (_p.c.next_attempt_at, _p.c.created_at, _p.c.id)
+        claim = {"claimed_by": self.worker_id, "lease_until": lease}
+        if not self._sqlite:
+            async with self.store.sessions() as s, s.begin():
+                ids = list(
+                    (
+                        await s.execute(
+                            select(_p.c.id).where(due).order_by(*order).limit(limit)
+                            .with_for_update(skip_locked=True)
+                        )
+                    ).scalars()
+                )  # fmt: skip
+                if ids:
+                    await s.execute(update(_p).where(_p.c.id.in_(ids)).values(**claim))
+            return ids
+        async with self.store.sessions() as s:
+            candidates = list(
+                (
+                    await s.execute(select(_p.c.id).where(due).order_by(*order).limit(limit))
+                ).scalars()
+            )
+        claimed: builtins.list[str] = []
+        for package_id in candidates:
+            async with self.store.sessions() as s, s.begin():
+                done = await s.execute(update(_p).where(_p.c.id == package_id, due).values(**claim))
+            if _rowcount(done) == 1:
+                claimed.append(package_id)
+        return claimed
+
+    async def _renew(self, package_id: str) -> None:
+        now = self._now()
+        async with self.store.sessions() as s, s.begin():
+            done = await s.execute(
+                update(_p)
+                .where(_p.c.id == package_id, _p.c.claimed_by == self.worker_id,
+                       _p.c.state == "queued")
+                .values(lease_until=now + self.lease)
+            )  # fmt: skip
+        if _rowcount(done) != 1:
+            raise LeaseLostError(
+                f"package {package_id} was taken over by another process or changed state"
+            )
+
+    async def deliver_due(self, *, limit: int = 10) -> int:
+        """One delivery sweep: claim up to ``limit`` due items and try each (concurrently).
+
+        Returns how many items were tried. Safe to run in several processes at once.
+        """
+        await self.discard_stale_drafts()
+        ids = await self.claim(limit)
+        if ids:
+            await asyncio.gather(*(self._deliver(package_id) for package_id in ids))
+        return len(ids)
+
+    async def _deliver(self, package_id: str) -> None:
+        row = await self._row(package_id)
+        if row is None or row.claimed_by != self.worker_id:
+            return
+        try:
+            await self._upload(row)
+        except LeaseLostError as exc:
+            log.warning("package %s: %s", package_id, exc.message)
+        except PeerRefused as exc:
+            await self._fail(row, exc.message, slug=exc.slug, status=exc.status)
+        except TransportError as exc:
+            await self._retry(row, exc.message, slug=exc.slug)
+        except IntegrityError as exc:
+            if isinstance(exc, PackageFileMissingError):
+                await self._fail(row, exc.message, slug=exc.slug)
+            else:
+                # A receipt that does not verify, or an answer that makes no sense: the
+                # receiver may be mid-way through a key change; try again, give up in time.
+                await self._retry(row, exc.message, slug=exc.slug)
+        except HandoverError as exc:
+            await self._fail(row, exc.message, slug=exc.slug)
+        except Exception:
+            log.exception("package %s: unexpected error while delivering", package_id)
+            await self._retry(row, "an unexpected error on this node (see its log)", slug="error")
+
+    async def _upload(self, row: Any) -> None:
+        path = self.path_of(row.id)
+        if not await asyncio.to_thread(path.is_file):
+            raise PackageFileMissingError(
+                f"the package file {path.name} is no longer in the outbox; queue a new package"
+            )
+        size = int(row.ciphertext_size)
+        frm, to = row.org_id, row.to_org_id
+        where = f"{row.to_name} ({to})"
+        await self._attempt_started(row)
+        start = await self.client.request_json(frm, to, "POST", "/peer/v1/packages", {
+            "package_id": row.id, "package_kind": row.kind, "sender_org_id": frm,
+            "recipient_org_id": to, "size": size, "ciphertext_sha256": row.ciphertext_sha256,
+        })  # fmt: skip
+        if start.get("state") == "delivered" and start.get("receipt") is not None:
+            await self._accept_delivery(row, start["receipt"])
+            return
+        offset = _offset(start.get("offset"), size, where)
+        conflicts = 0
+        chunk = self.config.transfer.chunk_bytes
+        target = f"/peer/v1/packages/{row.id}"
+        while offset < size:
+            n = min(chunk, size - offset)
+            digest = await asyncio.to_thread(_digest_range, path, offset, n)
+            try:
+                resp = await self.client.request(
+                    frm, to, "PATCH", target, data=_read_range(path, offset, n), digest=digest,
+                    headers={"Content-Type": "application/offset+octet-stream",
+                             "Upload-Offset": str(offset), "Content-Length": str(n)},
+                )  # fmt: skip
+            except PeerRefused as exc:
+                if exc.status != 409 or conflicts >= _MAX_OFFSET_CONFLICTS:
+                    raise
+                conflicts += 1
+                held = exc.problem.get("offset")
+                if held is None:
+                    head = await self.client.request(frm, to, "HEAD", target)
+                    held = head.headers.get("Upload-Offset")
+                offset = _offset(held, size, where)
+                continue
+            conflicts = 0
+            self.bytes_sent += n
+            offset = _offset(resp.headers.get("Upload-Offset"), size, where)
+            await self._renew(row.id)
+        if not await self._has_event(row.id, "sent"):
+            now = self._now()
+            async with self.store.sessions() as s, s.begin():
+                await s.execute(self._event(row.id, "sent", "queued", now))
+            await self._audit("transfer.sent", None, row, size=size)
+        done = await self.client.request_json(frm, to, "POST", f"{target}/complete", {})
+        await self._accept_delivery(row, done.get("receipt"))
+
+    async def _attempt_started(self, row: Any) -> None:
+        async with self.store.sessions() as s, s.begin():
+            done = await s.execute(
+                update(_p)
+                .where(_p.c.id == row.id, _p.c.claimed_by == self.worker_id)
+                .values(attempts=_p.c.attempts + 1)
+            )
+        if _rowcount(done) != 1:
+            raise LeaseLostError(f"package {row.id} was taken over by another process")
+
+    async def _has_event(self, package_id: str, event: str) -> bool:
+        async with self.store.sessions() as s:
+            found = (
+                await s.execute(
+                    select(outgoing_events.c.id)
+                    .where(outgoing_events.c.package_id == package_id,
+                           outgoing_events.c.event == event)
+                    .limit(1)
+                )
+            ).first()  # fmt: skip
+        return found is not None
+
+    async def _accept_delivery(self, row: Any, value: object) -> None:
+        signed = _receipt_from_json(value)
+        if signed.body.kind != "delivered":
+            raise IntegrityError(
+                f"the other node answered the upload with a {signed.body.kind} receipt, "
+                "not a delivered one"
+            )
+        await self.record_receipt(signed)
+        await self._release(row.id)
+
+    async def _release(self, package_id: str) -> None:
+        async with self.store.sessions() as s, s.begin():
+            await s.execute(
+                update(_p)
+                .where(_p.c.id == package_id, _p.c.claimed_by == self.worker_id)
+                .values(claimed_by=None, lease_until=None)
+            )
+
+    async def _retry(self, row: Any, message: str, *, slug: str) -> None:
+        now = self._now()
+        current = await self._row(row.id)
+        if current is None or current.claimed_by != self.worker_id or current.state != "queued":
+            await self._release(row.id)
+            return
+        queued_at = current.queued_at or current.created_at
+        if backoff.should_give_up(queued_at, now, self.config.transfer.give_up_hours):
+            hours = self.config.transfer.give_up_hours
+            await self._fail(
+                current, f"not delivered within {hours} hours; the last error was: {message}",
+                slug=slug, gave_up=True,
+            )  # fmt: skip
+            return
+        when = self._delay(max(1, int(current.attempts)))
+        async with self.store.sessions() as s, s.begin():
+            done = await s.execute(
+                update(_p)
+                .where(_p.c.id == row.id, _p.c.claimed_by == self.worker_id,
+                       _p.c.state == "queued")
+                .values(next_attempt_at=when, last_error=_short(message), claimed_by=None,
+                        lease_until=None)
+            )  # fmt: skip
+            if _rowcount(done) == 1:
+                await s.execute(self._event(row.id, "retry", "queued", now, detail=message))
+        log.info("package %s not delivered yet (%s); next try at %s", row.id, message, when)
+        await self._audit(
+            "transfer.attempt", None, current, "failed", reason=slug,
+            attempt=int(current.attempts), next_attempt=when.isoformat(),
+        )  # fmt: skip
+
+    async def _fail(
+        self, row: Any, message: str, *, slug: str, status: int | None = None,
+        gave_up: bool = False,
+    ) -> None:  # fmt: skip
+        now = self._now()
+        async with self.store.sessions() as s, s.begin():
+            done = await s.execute(
+                update(_p)
+                .where(_p.c.id == row.id, _p.c.claimed_by == self.worker_id,
+                       _p.c.state == "queued")
+                .values(state="failed", state_changed_at=now, failure_reason=_short(message),
+                        last_error=_short(message), next_attempt_at=None, claimed_by=None,
+                        lease_until=None)
+            )  # fmt: skip
+            if _rowcount(done) == 1:
+                await s.execute(self._event(row.id, "failed", "failed", now, detail=message))
+        if _rowcount(done) != 1:
+            await self._release(row.id)
+            return
+        log.warning("package %s failed: %s", row.id, message)
+        await self._audit(
+            "transfer.failed", None, row, "failed", reason=slug, peer_status=status,
+            gave_up=gave_up,
+        )  # fmt: skip
+        await self._chronology(
+            None, row._pupils, "failed",
+            f"{_label(row.kind)} to {row.to_name} could not be delivered: {message}"[:1000],
+            row.id, now,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ receipts
+
+    async def record_receipt(self, signed: SignedReceipt) -> None:
+        """Verify a receipt for one of our packages and record it (see :meth:`take_receipt`)."""
+        await self.take_receipt(signed)
+
+    async def take_receipt(self, signed: SignedReceipt) -> bool:
+        """Verify a receipt for one of our packages and record it; move the state on.
+
+        Idempotent: a receipt already held changes nothing (returns False).
+        Returns True when the receipt is new. A receipt that does not verify,
+        or is not for a package this node sent to its issuer, is refused
+        (:class:`~transfer.errors.IntegrityError` or :class:`NotFoundError`),
+        audited as ``receipt.refused``, and changes nothing.
+        """
+        body = signed.body
+        package_id = str(body.package_id)
+        row = await self._row(package_id)
+        if row is None:
+            await self.store.record_event(
+                "receipt.refused", None, None,
+                {"package": package_id, "receipt": str(body.receipt_id)}, "refused",
+                reason="unknown-package", issuer=body.receiver_org_id,
+            )  # fmt: skip
+            raise NotFoundError(f"this node sent no package {package_id}")
+        try:
+            await self._verify(row, signed)
+        except HandoverError as exc:
+            await self._audit(
+                "receipt.refused", None, row, "refused", reason=exc.slug,
+                receipt=str(body.receipt_id), receipt_kind=body.kind,
+            )  # fmt: skip
+            raise
+        new_state = body.kind
+        for _ in range(3):
+            try:
+                stored = await self._store_receipt(signed, package_id)
+            except _RacedError:
+                continue  # another process moved the state at the same moment: look again
+            except sa_exc.IntegrityError:
+                stored = None  # another process stored this receipt at the same moment
+            break
+        else:
+            raise ConflictError(
+                "the package kept changing while the receipt was being recorded; send it again"
+            )
+        if stored is None:
+            return False
+        moved = stored
+        await self._audit(
+            "receipt.verified", None, row, receipt=str(body.receipt_id), receipt_kind=body.kind,
+            issued_at=body.issued_at.isoformat(),
+        )  # fmt: skip
+        if moved:
+            await self._audit(f"transfer.{new_state}", None, row, receipt=str(body.receipt_id))
+            await self._chronology(
+                None, row._pupils, new_state, _receipt_summary(row, body), package_id,
+                body.issued_at,
+            )  # fmt: skip
+        record = await self._record(await self._row(package_id))
+        for listener in list(self.on_receipt):
+            try:
+                await listener(record, signed)
+            except Exception:
+                log.exception("a receipt listener failed for package %s", package_id)
+        return True
+
+    async def _store_receipt(self, signed: SignedReceipt, package_id: str) -> bool | None:
+        """Keep the receipt and move the state on, in one transaction.
+
+        None: the receipt was already held. Otherwise whether the state moved.
+        """
+        body = signed.body
+        now = self._now()
+        async with self.store.sessions() as s, s.begin():
+            exists = (
+                await s.execute(
+                    select(outgoing_receipts.c.receipt_id).where(
+                        outgoing_receipts.c.receipt_id == str(body.receipt_id)
+                    )
+                )
+            ).first()
+            if exists is not None:
+                return None
+            await s.execute(
+                insert(outgoing_receipts).values(
+                    receipt_id=str(body.receipt_id), package_id=package_id, kind=body.kind,
+                    issued_at=body.issued_at, received_at=now, body=signed.body_bytes,
+                    signature=signed.signature_text,
+                )
+            )  # fmt: skip
+            current = (
+                await s.execute(select(_p.c.state).where(_p.c.id == package_id))
+            ).scalar_one()
+            moved = False
+            if current in _RANK and _RANK[body.kind] > _RANK[current]:
+                done = await s.execute(
+                    update(_p)
+                    .where(_p.c.id == package_id, _p.c.state == current)
+                    .values(state=body.kind, state_changed_at=now, next_attempt_at=None,
+                            failure_reason=None)
+                )  # fmt: skip
+                if _rowcount(done) != 1:
+                    raise _RacedError
+                moved = True
+            await s.execute(
+                self._event(
+                    package_id, f"receipt.{body.kind}", body.kind if moved else current, now
+                )
+            )
+        return moved
+
+    async def _verify(self, row: Any, signed: SignedReceipt) -> None:
+        body = signed.body
+        if row.state == "draft" or row.ciphertext_sha256 is None:
+            raise ConflictError("the package this receipt names has not been queued yet")
+        if body.sender_org_id != row.org_id or body.package_kind != row.kind:
+            raise IntegrityError(
+                "the receipt does not match the package sent (sender or kind differ)"
+            )
+        entry = await self.directory.entry(row.to_org_id)
+        if body.receiver_key_id not in entry.key_ids():
+            raise IntegrityError(
+                f"the receipt is signed with key {body.receiver_key_id}, which is not a key of "
+                f"{row.to_name} ({row.to_org_id}) in the directory"
+            )
+        raw = await self.directory.signing_public_key(body.receiver_key_id, body.issued_at)
+        public = minisign.PublicKey(key_id=parse_key_id(body.receiver_key_id), key=raw)
+        verify_receipt(
+            signed, public_key=public, package_id=UUID(row.id),
+            ciphertext_sha256=row.ciphertext_sha256, receiver_org_id=row.to_org_id,
+        )  # fmt: skip
+        if body.ciphertext_size != row.ciphertext_size:
+            raise IntegrityError("the receipt names a different package size from the one sent")
+        if (
+            body.kind == "accepted"
+            and row.manifest_sha256 is not None
+            and not hmac.compare_digest(str(body.manifest_sha256), row.manifest_sha256)
+        ):
+            raise IntegrityError(
+                "the accepted receipt names a different manifest from the one sent"
+            )
+
+    def stored_receipt(self, body: bytes, signature: str) -> SignedReceipt:
+        """A held receipt as a :class:`SignedReceipt` (its exact signed bytes)."""
+        try:
+            parsed = ReceiptBody.from_bytes(body)
+        except ReceiptDecodeError as exc:
+            raise IntegrityError(f"a stored receipt is damaged: {exc}") from None
+        return SignedReceipt(body=parsed, body_bytes=body, signature_text=signature)
+
+    async def pull_receipts(self, *, limit: int = 50) -> int:
+        """Ask receivers for receipts of delivered packages not yet accepted or rejected.
+
+        A fall-back to receipts pushed by the receiver: each package is asked
+        again after a growing pause. Returns how many new receipts were recorded.
+        """
+        now = self._now()
+        async with self.store.sessions() as s:
+            rows = (
+                await s.execute(
+                    select(_p)
+                    .where(
+                        _p.c.state.in_(("delivered", "viewed")),
+                        or_(_p.c.next_pull_at.is_(None), _p.c.next_pull_at <= now),
+                    )
+                    .order_by(_p.c.next_pull_at, _p.c.id)
+                    .limit(limit)
+                )
+            ).all()
+        base = max(self.config.transfer.sweep_seconds, self.config.transfer.retry_base_seconds)
+        recorded = 0
+        for row in rows:
+            pulls = int(row.pulls) + 1
+            async with self.store.sessions() as s, s.begin():
+                await s.execute(
+                    update(_p).where(_p.c.id == row.id)
+                    .values(pulls=pulls, next_pull_at=self._delay(pulls, base))
+                )  # fmt: skip
+            try:
+                answer = await self.client.request_json(
+                    row.org_id, row.to_org_id, "GET", f"/peer/v1/packages/{row.id}/receipts"
+                )
+            except HandoverError as exc:
+                log.info("package %s: cannot pull receipts yet (%s)", row.id, exc.message)
+                continue
+            items = answer.get("receipts")
+            if not isinstance(items, list):
+                log.warning("package %s: the receiver's receipt list is malformed", row.id)
+                continue
+            for item in items[:100]:
+                try:
+                    if await self.take_receipt(_receipt_from_json(item)):
+                        recorded += 1
+                except HandoverError as exc:
+                    log.warning("package %s: a pulled receipt was refused: %s", row.id, exc.message)
+        return recorded
+
+
+def _receipt_summary(row: Any, body: ReceiptBody) -> str:
+    label, to = _label(row.kind), row.to_name
+    who = f" by {body.acted_by.name} ({body.acted_by.role})" if body.acted_by else ""
+    if body.kind == "delivered":
+        return f"{label} delivered to {to} (signed receipt verified)"
+    if body.kind == "viewed":
+        return f"{label} opened at {to}{who}"
+    if body.kind == "accepted":
+        return f"{label} accepted by {to}{who}"
+    return f"{label} rejected by {to}{who}: {body.reason}"[:1000]
+
+
+class _RowWithPupils:
+    """A package row with its pupil ids attached (``row._pupils``)."""
+
+    def __init__(self, row: Row[Any], pupils: tuple[str, ...]) -> None:
+        self._row = row
+        self._pupils = pupils
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._row, name)
+
+
+def _with_pupils(row: Row[Any], pupils: tuple[str, ...]) -> Any:
+    return _RowWithPupils(row, pupils)
+
+
+def _to_record(row: Any, events: Sequence[Any], receipts: Sequence[Any]) -> OutgoingRecord:
+    held: list[OutgoingReceipt] = []
+    for r in receipts:
+        body = json.loads(bytes(r.body))
+        acted = body.get("acted_by")
+        held.append(
+            OutgoingReceipt(
+                receipt_id=r.receipt_id, kind=r.kind, issued_at=r.issued_at,
+                received_at=r.received_at, acted_by=acted, reason=body.get("reason"),
+                reference=body.get("reference"), body=body, signature=r.signature,
+            )
+        )  # fmt: skip
+    return OutgoingRecord(
+        id=row.id, org_id=row.org_id, to_org_id=row.to_org_id, to_name=row.to_name,
+        kind=row.kind, state=row.state, pupil_ids=tuple(row._pupils),
+        ciphertext_size=row.ciphertext_size, ciphertext_sha256=row.ciphertext_sha256,
+        manifest_sha256=row.manifest_sha256, created_by=row.created_by,
+        created_at=row.created_at, queued_at=row.queued_at,
+        state_changed_at=row.state_changed_at, attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at, last_error=row.last_error,
+        failure_reason=row.failure_reason,
+        events=tuple(
+            OutgoingEvent(at=e.at, event=e.event, state=e.state, actor=e.actor, detail=e.detail)
+            for e in events
+        ),
+        receipts=tuple(held),
+    )  # fmt: skip
