@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-DEMO_DIR ?= demo-data
+DEMO_DIR ?= demo
 
 .PHONY: venv tools lint test demo bench clean
 
@@ -27,7 +27,7 @@ test: venv tools lint
 	$(BIN)/pytest -q
 
 demo: venv
-	$(BIN)/handover demo --data-dir $(DEMO_DIR) --fresh
+	$(BIN)/handover demo --workdir $(DEMO_DIR) --fresh
 
 bench: venv
 	$(BIN)/python -m benchmarks

@@ -5,15 +5,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from keys.sealing import KekProtection
 from keys.store import KeyStore
+from receivers.agency_node import AgencyNodeRoute
+from receivers.portal.service import PickupPortal
+from transfer.alerts import Alerts
 from transfer.api.request_ids import RequestIdAudit
 from transfer.audit.log import AuditLog
 from transfer.auth.service import Accounts
 from transfer.config import CONFIG_FILE, Config, load_config, load_kek
+from transfer.directory.service import Directory
 from transfer.errors import ConfigError
+from transfer.exchange.client import PeerClient
+from transfer.exchange.inbox import Inbox
+from transfer.exchange.outbox import Outbox
+from transfer.mail import Mailer
+from transfer.referrals.service import Referrals
 from transfer.store.service import Store
+
+if TYPE_CHECKING:
+    from transfer.exchange.requests import LeaverFileQueue, PeerCaller, TransferRequests
 
 
 @dataclass
@@ -25,6 +38,15 @@ class Node:
     store: Store
     accounts: Accounts
     keys: KeyStore
+    directory: Directory
+    portal: PickupPortal
+    inbox: Inbox
+    referrals: Referrals
+    mailer: Mailer
+    alerts: Alerts
+    #: The signed client for calling other nodes, and the packages this node sends.
+    peer: PeerClient
+    outbox: Outbox
 
     @classmethod
     async def open(cls, data_dir: Path, *, require_init: bool = True) -> Node:
@@ -46,9 +68,42 @@ class Node:
         )
         accounts = Accounts(store, kek, audit, config.security)
         keys = KeyStore.for_data_dir(data_dir, KekProtection(kek), audit=audit)
-        return cls(data_dir, config, audit_log, audit, store, accounts, keys)
+        directory = Directory(store, keys=keys, base_url=config.node.base_url)
+        inbox = Inbox(
+            store=store, kek=kek, keys=keys, directory=directory, config=config,
+            data_dir=data_dir, audit_log=audit_log,
+        )  # fmt: skip
+        mailer = Mailer(config.smtp)
+        alerts = Alerts(store, mailer)
+        referrals = Referrals(store, keys, directory, alerts=alerts)
+        portal = PickupPortal(
+            store, keys, kek, base_url=config.node.base_url, mailer=mailer,
+            acknowledgements=referrals,
+        )  # fmt: skip
+        peer = PeerClient(keys=keys, directory=directory, config=config)
+        outbox = Outbox(
+            store=store, keys=keys, directory=directory, client=peer, config=config,
+            data_dir=data_dir,
+        )  # fmt: skip
+        # Referrals to an agency that runs a node follow their packages' receipts.
+        AgencyNodeRoute(referrals, outbox).attach()
+        return cls(
+            data_dir, config, audit_log, audit, store, accounts, keys, directory, portal=portal,
+            inbox=inbox, referrals=referrals, mailer=mailer, alerts=alerts, peer=peer,
+            outbox=outbox,
+        )  # fmt: skip
+
+    def transfer_requests(self, *, outbox: LeaverFileQueue, client: PeerCaller) -> TransferRequests:
+        """The transfer-request service over this node's parts, an outbox and a peer client."""
+        from transfer.exchange.requests import TransferRequests
+
+        return TransferRequests(
+            store=self.store, outbox=outbox, client=client, directory=self.directory,
+            alerts=self.alerts, config=self.config,
+        )  # fmt: skip
 
     async def close(self) -> None:
+        await self.peer.close()
         await self.store.close()
         await self.audit_log.close()
 

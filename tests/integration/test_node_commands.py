@@ -65,26 +65,71 @@ def test_init_creates_orgs_and_refuses_bad_input(tmp_path: Path, env: dict[str, 
     assert r4.returncode != 0 and "handover init" in r4.stderr
 
 
-def test_demo_builds_a_verifiable_leavers_file(tmp_path: Path, env: dict[str, str]) -> None:
-    data = tmp_path / "demo"
+def test_demo_hands_over_a_file_between_two_real_nodes(tmp_path: Path, env: dict[str, str]) -> None:
+    import hashlib
+    import json
+
+    work = tmp_path / "demo"
     env.pop("HANDOVER_KEK")
-    r = _run(["demo", "--data-dir", str(data)], env, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert "CTF import: 6 pupils on roll" in r.stdout
-    assert "OK: package" in r.stdout and "audit log intact" in r.stdout
-    # The KEK is beside, not inside, the data directory.
-    assert (tmp_path / "demo.kek").exists()
-    assert not any(p.suffix == ".kek" for p in data.rglob("*"))
-    pkg = next((data / "evidence").glob("leaver-file-*.age"))
-    # A second run refuses to overwrite; --fresh rebuilds.
-    again = _run(["demo", "--data-dir", str(data)], env)
+    r = _run(["demo", "--workdir", str(work)], env, timeout=400)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = r.stdout
+    for step in ("delivered: the signed delivered receipt came back and verified",
+                 "accepted and imported", "accepted: the signed accepted receipt",
+                 "referral accepted by the MASH, reference MASH-2026-0415",
+                 "offline bundle", "audit log intact",
+                 "MASH       downloaded a document"):  # fmt: skip
+        assert step in out, step
+    evidence = work / "evidence"
+    # Each node's data directory is where the issue says, and commands work on it afterwards.
+    for name in ("primary", "secondary"):
+        v = _run(["audit", "verify", "--data-dir", str(work / "nodes" / name)], env)
+        assert v.returncode == 0 and "intact" in v.stdout, v.stderr
+    # No KEK inside a data directory.
+    assert not any(p.suffix == ".kek" for p in (work / "nodes").rglob("*"))
+
+    # Anyone can re-check the handover with age, tar, minisign and sha256sum alone.
+    pkg = next(evidence.glob("leaver-file-*.age"))
+    plain = subprocess.run(["age", "-d", "-i", str(evidence / "riverside.key"), str(pkg)],
+                           capture_output=True, check=True).stdout  # fmt: skip
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(unpacked)], input=plain, check=True)
+    hillside = str(evidence / "hillside.pub")
+    v = subprocess.run(["minisign", "-Vm", str(unpacked / "manifest.json"), "-p", hillside],
+                       capture_output=True, text=True)  # fmt: skip
+    assert v.returncode == 0, v.stderr
+    manifest = json.loads((unpacked / "manifest.json").read_bytes())
+    assert manifest["recipient"]["org_id"] == "654321"
+    digest = hashlib.sha256(pkg.read_bytes()).hexdigest()
+    for kind in ("delivered", "viewed", "accepted"):
+        receipt = evidence / f"receipt-{kind}.json"
+        v = subprocess.run(["minisign", "-Vm", str(receipt), "-p", str(evidence / "riverside.pub")],
+                           capture_output=True, text=True)  # fmt: skip
+        assert v.returncode == 0, v.stderr
+        body = json.loads(receipt.read_bytes())
+        assert body["kind"] == kind and body["ciphertext_sha256"] == digest
+    accepted = json.loads((evidence / "receipt-accepted.json").read_bytes())
+    assert (
+        accepted["manifest_sha256"]
+        == hashlib.sha256((unpacked / "manifest.json").read_bytes()).hexdigest()
+    )
+    # A flipped byte in a receipt fails minisign.
+    bad = tmp_path / "bad.json"
+    raw = bytearray((evidence / "receipt-accepted.json").read_bytes())
+    raw[10] ^= 1
+    bad.write_bytes(bytes(raw))
+    (tmp_path / "bad.json.minisig").write_bytes(
+        (evidence / "receipt-accepted.json.minisig").read_bytes()
+    )
+    v = subprocess.run(["minisign", "-Vm", str(bad), "-p", str(evidence / "riverside.pub")],
+                       capture_output=True, text=True)  # fmt: skip
+    assert v.returncode != 0
+    # The offline bundle is there with its instructions; the nodes were stopped.
+    assert (evidence / "offline-bundle" / "README.txt").exists()
+    # A second run refuses to overwrite; --fresh would rebuild.
+    again = _run(["demo", "--workdir", str(work)], env)
     assert again.returncode != 0 and "--fresh" in again.stderr
-    # A flipped byte in the sealed file is refused by verification.
-    blob = bytearray(pkg.read_bytes())
-    blob[len(blob) // 2] ^= 1
-    pkg.write_bytes(bytes(blob))
-    v = _run(["package", "verify", str(pkg), "--data-dir", str(data), "--org", "654321"], env)
-    assert v.returncode != 0 and v.stdout == ""
 
 
 def test_serve_answers_over_tls(tmp_path: Path, env: dict[str, str]) -> None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
+from receivers.portal.service import PickupPortal
+from receivers.portal.web import create_portal_app
 from transfer import __version__
 from transfer.api.openapi import build_openapi
 from transfer.api.problems import (
@@ -39,11 +41,24 @@ from transfer.api.routes import (
     Route,
     bind,
 )
+from transfer.api.routes_inbox import INBOX_KEY, INBOX_ROUTES
+from transfer.api.routes_outbox import OUTBOX_KEY, OUTBOX_ROUTES
+from transfer.api.routes_portal import PORTAL_KEY, PORTAL_ROUTES
+from transfer.api.routes_referrals import REFERRAL_ROUTES, REFERRALS_KEY
+from transfer.api.routes_requests import ALERT_ROUTES, ALERTS_KEY, REQUEST_ROUTES, REQUESTS_KEY
 from transfer.auditing import AuditEvent, AuditSink
 from transfer.auth.service import Accounts
 from transfer.config import Config
 from transfer.errors import HandoverError, TooLargeError
 from transfer.store.service import Store
+
+if TYPE_CHECKING:
+    from transfer.alerts import Alerts
+    from transfer.exchange.inbox import Inbox
+    from transfer.exchange.outbox import Outbox
+    from transfer.exchange.peer_server import PeerServices
+    from transfer.exchange.requests import TransferRequests
+    from transfer.referrals.service import Referrals
 
 log = logging.getLogger("transfer.api")
 
@@ -166,6 +181,13 @@ def create_app(
     config: Config,
     exports_dir: Path | None = None,
     routes: tuple[Route, ...] = ROUTES,
+    portal: PickupPortal | None = None,
+    inbox: Inbox | None = None,
+    peer: PeerServices | None = None,
+    alerts: Alerts | None = None,
+    transfer_requests: TransferRequests | None = None,
+    referrals: Referrals | None = None,
+    outbox: Outbox | None = None,
 ) -> web.Application:
     """The API application over a store and an accounts service.
 
@@ -173,8 +195,23 @@ def create_app(
     sink, wrapped in :class:`transfer.api.request_ids.RequestIdAudit`, to the
     store and the accounts service so that their events carry request ids.
     Subject access exports are written under ``exports_dir`` (default:
-    ``<data dir>/exports``).
+    ``<data dir>/exports``). With ``portal``, the pickup portal's JSON API
+    (``/api/v1/portal/...``) and its pages (``/portal/``) are served too.
+    With ``inbox``, the DSL's inbox (``/api/v1/inbox...``); with ``peer``, the
+    signed node-to-node protocol at ``/peer/v1`` (``docs/protocol.md``).
     """
+    if inbox is not None:
+        routes = (*routes, *INBOX_ROUTES)
+    if alerts is not None:
+        routes = (*routes, *ALERT_ROUTES)
+    if transfer_requests is not None:
+        routes = (*routes, *REQUEST_ROUTES)
+    if portal is not None:
+        routes = (*routes, *PORTAL_ROUTES)
+    if referrals is not None:
+        routes = (*routes, *REFERRAL_ROUTES)
+    if outbox is not None:
+        routes = (*routes, *OUTBOX_ROUTES)
     app = web.Application(
         middlewares=[request_context], client_max_size=config.server.max_body_bytes
     )
@@ -186,5 +223,25 @@ def create_app(
     app[OPENAPI_KEY] = build_openapi(routes, title="Handover API", version=__version__)
     for route in routes:
         app.router.add_route(route.method, route.path, bind(route))
+    if portal is not None:
+        app[PORTAL_KEY] = portal
+        app.add_subapp(
+            "/portal/",
+            create_portal_app(portal, behind_tls_proxy=config.server.behind_proxy),
+        )
+    if inbox is not None:
+        app[INBOX_KEY] = inbox
+    if referrals is not None:
+        app[REFERRALS_KEY] = referrals
+    if outbox is not None:
+        app[OUTBOX_KEY] = outbox
+    if alerts is not None:
+        app[ALERTS_KEY] = alerts
+    if transfer_requests is not None:
+        app[REQUESTS_KEY] = transfer_requests
+    if peer is not None:
+        from transfer.exchange.peer_server import mount as mount_peer
+
+        mount_peer(app, peer)
     app.on_response_prepare.append(_headers)
     return app

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+from datetime import UTC, datetime
 
 from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
 from transfer.errors import ConfigError
@@ -62,8 +63,28 @@ async def _serve(args: argparse.Namespace) -> int:
                     "no TLS: set server.tls_cert and server.tls_key, or server.dev_tls = true "
                     "for development, or server.behind_proxy = true behind a TLS proxy"
                 )
+        from transfer.exchange.peer_server import services_for
+        from transfer.exchange.receipt_push import ReceiptPusher
+
+        peer_client = node.peer
+        from transfer.exchange.deadlines_sweep import DeadlineSweep
+        from transfer.exchange.retention_sweep import AfterAcceptanceRetention
+        from transfer.exchange.sweeps import schedule_outbox_sweeps
+        from transfer.referrals.service import referral_deadline_sweep
+
+        requests_outbox = node.outbox
+        transfer_requests = node.transfer_requests(outbox=requests_outbox, client=peer_client)
+        deadlines = DeadlineSweep(node.store, node.alerts, requests_outbox, node.config.transfer)
+        after_accepted = AfterAcceptanceRetention(node.store, requests_outbox, node.config.transfer)
         app = create_app(
-            store=node.store, accounts=node.accounts, audit=node.audit, config=node.config
+            store=node.store, accounts=node.accounts, audit=node.audit, config=node.config,
+            inbox=node.inbox,
+            peer=services_for(node, requests=transfer_requests, receipts=node.outbox),
+            alerts=node.alerts, transfer_requests=transfer_requests, outbox=node.outbox,
+            portal=node.portal, referrals=node.referrals,
+        )  # fmt: skip
+        receipt_pusher = ReceiptPusher(
+            store=node.store, client=peer_client, config=node.config, audit_log=node.audit_log
         )
         scheduler = AsyncIOScheduler(timezone="UTC")
         scheduler.add_job(
@@ -71,6 +92,35 @@ async def _serve(args: argparse.Namespace) -> int:
             max_instances=1, coalesce=True,
         )  # fmt: skip
         scheduler.add_job(_checkpoint, "interval", minutes=10, args=[node], max_instances=1)
+        # Deliver due outbox items and pull receipts (every transfer.sweep_seconds).
+        schedule_outbox_sweeps(scheduler, node.outbox, node.config)
+        scheduler.add_job(
+            receipt_pusher.push_due, "interval", seconds=node.config.transfer.sweep_seconds,
+            max_instances=1, coalesce=True,
+        )  # fmt: skip
+        # Transfer requests and decisions owed to other nodes, KCSIE deadline alerts (hourly,
+        # from start-up; idempotent per day) and after-acceptance retention (hourly).
+        scheduler.add_job(
+            transfer_requests.send_due, "interval", seconds=node.config.transfer.sweep_seconds,
+            max_instances=1, coalesce=True,
+        )  # fmt: skip
+        scheduler.add_job(
+            deadlines.run, "interval", hours=1, next_run_time=datetime.now(UTC),
+            max_instances=1, coalesce=True,
+        )  # fmt: skip
+        scheduler.add_job(
+            after_accepted.run, "interval", hours=1, next_run_time=datetime.now(UTC),
+            max_instances=1, coalesce=True,
+        )  # fmt: skip
+        # Expired pickup links, and referrals past their deadline (LADO: one working day).
+        scheduler.add_job(
+            node.portal.sweep_expired, "interval", hours=1, next_run_time=datetime.now(UTC),
+            max_instances=1, coalesce=True,
+        )  # fmt: skip
+        scheduler.add_job(
+            referral_deadline_sweep, "interval", hours=1, next_run_time=datetime.now(UTC),
+            args=[node.referrals, node.alerts], max_instances=1, coalesce=True,
+        )  # fmt: skip
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         host, port = args.host or cfg.host, args.port or cfg.port
