@@ -58,6 +58,7 @@ BUNDLE_CONTEXT: Final = "handover-bundle-v1"
 COMMANDS_START: Final = "----- commands (bash) -----"
 COMMANDS_END: Final = "----- end of commands -----"
 _GROUP_CHARS: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
+_MAX_SAME_NAME: Final = 20
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,29 @@ def _finish(
     return target
 
 
+def _new_folder(out_dir: Path, name: str) -> Path:
+    """A new folder ``name`` in ``out_dir``, or ``name-2``, ``name-3``... when the referral
+    was sealed before (and taken back) the same day and its earlier bundle is still there."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TransportError(f"cannot write in {out_dir}: {exc.strerror}") from None
+    for n in range(1, _MAX_SAME_NAME + 1):
+        folder = out_dir / (name if n == 1 else f"{name}-{n}")
+        if folder.with_name(folder.name + ".zip").exists():
+            continue
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise TransportError(f"cannot write in {out_dir}: {exc.strerror}") from None
+        return folder
+    raise ConflictError(
+        f"{out_dir} already holds {_MAX_SAME_NAME} bundles named {name}; choose another folder"
+    )
+
+
 async def write_offline_bundle(
     referrals: Referrals,
     actor: Actor,
@@ -237,14 +261,7 @@ async def write_offline_bundle(
     out_dir = Path(out_dir)
     when = referrals.store.now().astimezone(UTC).strftime("%Y%m%d")
     name = f"referral-{record.kind.replace('_', '-')}-{when}-{record.id[:8]}"
-    folder = out_dir / name
-    if folder.exists() or folder.with_suffix(".zip").exists():
-        raise ConflictError(f"{folder} already exists; choose another folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        folder.mkdir(mode=0o700)
-    except OSError as exc:
-        raise TransportError(f"cannot write in {out_dir}: {exc.strerror}") from None
+    folder = await asyncio.to_thread(_new_folder, out_dir, name)
     phrase = new_passphrase() if passphrase else None
     sealed = None
     try:

@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, Final, Protocol, cast
+from typing import Any, BinaryIO, Final, Protocol, cast, runtime_checkable
 from urllib.parse import urlencode
 
 import pyotp
@@ -157,6 +157,24 @@ class AcknowledgementSink(Protocol):
         agency_reference: str,
         at: datetime,
         via: str = "portal",
+    ) -> Any: ...
+
+
+@runtime_checkable
+class DeliverySink(Protocol):
+    """``transfer.referrals.Referrals``: the agency's first view or download is the delivery.
+
+    ``package_id`` is the pickup's package: the sink refuses (``NotFoundError``) a
+    referral that was not sealed into it, so a pickup cannot move another referral on.
+    """
+
+    async def record_delivery(
+        self,
+        referral_id: str,
+        *,
+        at: datetime | None = None,
+        via: str = "node",
+        package_id: str | None = None,
     ) -> Any: ...
 
 
@@ -411,6 +429,7 @@ class PickupPortal:
         acknowledgements: AcknowledgementSink | None = None,
         settings: PortalSettings | None = None,
         clock: Clock | None = None,
+        deliveries: DeliverySink | None = None,
     ) -> None:
         if len(kek) != aead.KEY_SIZE:
             raise ValueError("the key-encryption key must be 32 bytes")
@@ -420,6 +439,11 @@ class PickupPortal:
         self.base_url = base_url.rstrip("/")
         self.mailer = mailer
         self.acknowledgements = acknowledgements
+        #: Told of the first view and of each download; by default the acknowledgement
+        #: sink itself when it can take deliveries (the real ``Referrals`` can).
+        self.deliveries = deliveries
+        if deliveries is None and isinstance(acknowledgements, DeliverySink):
+            self.deliveries = acknowledgements
         self.settings = settings or PortalSettings()
         self._clock = clock or utc_now
         self.directory = store.data_dir / PORTAL_DIR
@@ -1015,7 +1039,7 @@ class PickupPortal:
                 .where(PortalSession.id == visit.session_id)
                 .values(opened=True)
             )
-            await s.execute(
+            first = await s.execute(
                 update(PortalPickup)
                 .where(PortalPickup.id == row.id, PortalPickup.first_opened_at.is_(None))
                 .values(first_opened_at=now)
@@ -1023,6 +1047,27 @@ class PickupPortal:
             self._event(s, row.id, "opened", ip=ip, who=row.email)
         visit.opened = True
         await self._audit("portal.opened", None, row, ip=ip)
+        if getattr(first, "rowcount", 0):
+            await self._forward_delivery(row, now)
+
+    async def _forward_delivery(self, row: PortalPickup, at: datetime) -> bool:
+        """Tell the referral it reached the agency; False (logged, audited) if that failed."""
+        if self.deliveries is None:
+            return True
+        try:
+            await self.deliveries.record_delivery(
+                row.referral_id, at=at, via="portal", package_id=row.package_id
+            )
+        except HandoverError as err:
+            log.error(
+                "pickup %s was opened, but the referral %s could not be marked delivered: %s",
+                row.id,
+                row.referral_id,
+                err.diagnostics(),
+            )
+            await self._audit("portal.delivery_forwarded", None, row, "failed")
+            return False
+        return True
 
     async def documents(self, visit: PortalVisit) -> tuple[DocumentView, ...]:
         row = await self._pickup(visit.pickup_id)
@@ -1129,6 +1174,7 @@ class PickupPortal:
             await self._audit(
                 "portal.download", None, row, ip=ip, document=doc.sha256, size=doc.size
             )
+            await self._forward_delivery(row, self.now())
         finally:
             stop.set()
             while not queue.empty():
@@ -1154,7 +1200,7 @@ class PickupPortal:
             row.ack_ip = ip and ip[:64]
             self._event(s, row.id, "acknowledged", ip=ip, who=who, what=reference)
         await self._audit("portal.acknowledged", None, row, ip=ip)
-        if self.acknowledgements is not None:
+        if self.acknowledgements is not None and await self._forward_delivery(row, now):
             try:
                 await self.acknowledgements.record_acknowledgement(
                     row.referral_id, name=who, agency_reference=reference, at=now, via="portal"

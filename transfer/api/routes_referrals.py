@@ -1,19 +1,30 @@
-"""Referrals in the JSON API: drafts, selection, redaction, preview and the lifecycle steps
-a DSL records (hand-over, acknowledgement, outcome).
+"""Referrals in the JSON API: drafts, selection, redaction, preview, sealing and sending by
+each route, taking back, and the lifecycle steps a DSL records (hand-over,
+acknowledgement, outcome).
 
 The routes follow :mod:`transfer.api.routes` (the same :class:`Route` table,
 authentication and problem documents); :class:`transfer.referrals.service.Referrals`
-checks the permissions (the DSL team) and the organisation itself. Sealing
-and sending go through a route (``handover referral send|bundle``).
+checks the permissions (the DSL team) and the organisation itself. Sending
+uses the parts the app was given: the outbox (``OUTBOX_KEY``) for an agency's
+node, the pickup portal (``PORTAL_KEY``) for the portal, the exports folder
+(``EXPORTS_KEY``) for offline bundles; a route whose part is absent answers 503.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from receivers.portal.records import PickupInfo
+from receivers.sending import (
+    RouteUnavailable,
+    send_by_node,
+    send_offline,
+    send_via_portal,
+    withdraw,
+)
 from schemas.records import ChronologyEntry
 from schemas.referrals import (
     NewRedaction,
@@ -23,7 +34,9 @@ from schemas.referrals import (
     ReferralSummary,
     SelectedItem,
 )
-from transfer.api.routes import API, SIGNED_IN, Call, QueryParam, Route, _json
+from transfer.api.routes import API, EXPORTS_KEY, SIGNED_IN, Call, QueryParam, Route, _json
+from transfer.api.routes_outbox import OUTBOX_KEY
+from transfer.api.routes_portal import PORTAL_KEY
 from transfer.referrals.service import Referrals
 
 __all__ = [
@@ -35,6 +48,9 @@ __all__ = [
     "NewReferral",
     "OutcomeBody",
     "SelectionBody",
+    "SendReferral",
+    "SentReferral",
+    "WithdrawBody",
 ]
 
 REFERRALS_KEY: Final = web.AppKey("referrals", Referrals)
@@ -77,6 +93,55 @@ class AcknowledgementBody(_Body):
 
 class OutcomeBody(_Body):
     outcome: ReferralOutcome
+
+
+class SendReferral(_Body):
+    """Seal the draft and send it by one route, with that route's options only."""
+
+    route: Literal["node", "portal", "offline"]
+    #: portal: how many days the link works (default 7).
+    expires_in_days: Annotated[int | None, Field(ge=1, le=30)] = None
+    #: offline: encrypt to a new passphrase (returned once) instead of the agency's key.
+    passphrase: bool = False
+    #: offline: write one .zip file instead of a folder.
+    zip: bool = False
+
+    @model_validator(mode="after")
+    def _options_fit_the_route(self) -> SendReferral:
+        if self.route != "portal" and self.expires_in_days is not None:
+            raise ValueError("expires_in_days is for the portal route only")
+        if self.route != "offline" and (self.passphrase or self.zip):
+            raise ValueError("passphrase and zip are for the offline route only")
+        return self
+
+
+class SentReferral(BaseModel):
+    """What sending gave: the referral, now sent, and what the DSL is shown once."""
+
+    model_config = ConfigDict(frozen=True)
+
+    referral: ReferralRecord
+    route: Literal["node", "portal", "offline"]
+    package_id: str
+    #: portal: the pickup, the passcode to read out by telephone (shown once, stored
+    #: nowhere), and the link when it was not e-mailed to the agency.
+    pickup: PickupInfo | None = None
+    passcode: str | None = None
+    link: str | None = None
+    emailed: bool | None = None
+    mail_problem: str | None = None
+    #: offline: where the bundle was written on the node, its files, the school's key id,
+    #: and the passphrase when one was asked for (shown once, stored nowhere).
+    bundle_path: str | None = None
+    bundle_files: tuple[str, ...] = ()
+    sender_key_id: str | None = None
+    passphrase: str | None = None
+
+
+class WithdrawBody(_Body):
+    """Why a sealed referral is taken back (written in the child's chronology only)."""
+
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
 def _referrals(call: Call) -> Referrals:
@@ -162,6 +227,60 @@ async def acknowledge_referral(call: Call) -> web.StreamResponse:
     )
 
 
+async def send_referral(call: Call) -> web.StreamResponse:
+    data = call.body_as(SendReferral)
+    referrals, actor, rid = _referrals(call), call.who.actor, call.path("referral_id")
+    app = call.request.app
+    if data.route == "node":
+        outbox = app.get(OUTBOX_KEY)
+        if outbox is None:
+            raise RouteUnavailable(
+                "this node has no outbox configured: send the referral through the pickup "
+                "portal or as an offline bundle"
+            )
+        record = await send_by_node(referrals, outbox, actor, rid)
+        assert record.package_id is not None
+        sent = SentReferral(referral=record, route="node", package_id=record.package_id)
+    elif data.route == "portal":
+        portal = app.get(PORTAL_KEY)
+        if portal is None:
+            raise RouteUnavailable(
+                "this node has no pickup portal configured: send the referral to the agency's "
+                "node or as an offline bundle"
+            )
+        done = await send_via_portal(
+            referrals, portal, actor, rid, expires_in_days=data.expires_in_days
+        )
+        issued = done.issued
+        sent = SentReferral(
+            referral=done.referral, route="portal", package_id=issued.pickup.package_id,
+            pickup=issued.pickup, passcode=issued.passcode, link=issued.link,
+            emailed=issued.emailed, mail_problem=issued.mail_problem,
+        )  # fmt: skip
+    else:
+        bundle = await send_offline(
+            referrals, actor, rid, app[EXPORTS_KEY] / "referrals",
+            passphrase=data.passphrase, as_zip=data.zip,
+        )  # fmt: skip
+        sent = SentReferral(
+            referral=await referrals.get(actor, rid), route="offline",
+            package_id=bundle.package_id, bundle_path=str(bundle.path),
+            bundle_files=bundle.files, sender_key_id=bundle.sender_key_id,
+            passphrase=bundle.passphrase,
+        )  # fmt: skip
+    return _json(sent, 201)
+
+
+async def withdraw_referral(call: Call) -> web.StreamResponse:
+    reason = call.body_as(WithdrawBody).reason
+    app = call.request.app
+    record = await withdraw(
+        _referrals(call), call.who.actor, call.path("referral_id"), reason=reason,
+        portal=app.get(PORTAL_KEY), outbox=app.get(OUTBOX_KEY),
+    )  # fmt: skip
+    return _json(record)
+
+
 async def record_referral_outcome(call: Call) -> web.StreamResponse:
     outcome = call.body_as(OutcomeBody).outcome
     return _json(
@@ -197,6 +316,13 @@ REFERRAL_ROUTES: tuple[Route, ...] = (
     Route("GET", f"{_ONE}/preview", preview_referral,
           "The selected entries exactly as they will be sealed (redacted)", "referrals",
           SIGNED_IN, response=ChronologyEntry, many=True),
+    Route("POST", f"{_ONE}/send", send_referral,
+          "Seal the draft and send it: to the agency's node, through the pickup portal "
+          "(passcode returned once) or as an offline bundle (passphrase returned once)",
+          "referrals", SIGNED_IN, body=SendReferral, response=SentReferral, status=201),
+    Route("POST", f"{_ONE}/unsend", withdraw_referral,
+          "Take back a sent referral that has not reached the agency (back to draft)",
+          "referrals", SIGNED_IN, body=WithdrawBody, response=ReferralRecord),
     Route("POST", f"{_ONE}/handover", record_referral_handover,
           "Record an offline bundle's hand-over (to whom, how, when)", "referrals", SIGNED_IN,
           body=HandoverBody, response=ReferralRecord),

@@ -675,6 +675,40 @@ class Referrals:
             "referral.unsent", actor, org_id, {"referral": referral_id}, reason=reason[:100]
         )
 
+    async def withdraw(self, actor: Actor, referral_id: str, *, reason: str) -> ReferralRecord:
+        """A DSL takes back a sealed referral that never reached the agency: back to draft.
+
+        Only from ``sent`` (a delivered referral is the agency's now). The
+        caller has checked that the route let go of the package (the bundle
+        destroyed, the portal link withdrawn, the outbox's send cancelled).
+        ``reason`` goes into the child's chronology only (sealed), not the audit.
+        """
+        targets = {"referral": referral_id}
+        await self._require_team(actor, "referral.withdrawn", targets)
+        reason = _check_line(reason, "the reason for taking it back", 500)
+        current = await self.get(actor, referral_id)
+        if current.state != "sent":
+            raise ConflictError(
+                f"this referral is {current.state}; only a referral that was sent and has not "
+                "reached the agency can be taken back"
+            )
+        route = current.route or "unknown"
+        await self.unsend(actor, referral_id, reason=f"withdrawn from route {route}")
+        record = await self.get(actor, referral_id)
+        if record.state != "draft":
+            raise ConflictError("this referral moved on meanwhile; it was not taken back")
+        await self._audit(
+            "referral.withdrawn", actor, actor.org_id, {**targets, "pupil": record.pupil_id},
+            route=route,
+        )  # fmt: skip
+        agency = await self._agency_name(record.agency_org_id)
+        await self._chronicle(
+            actor, record, "referral.withdrawn",
+            f"{_cap(_LABELS[record.kind])} to {agency} taken back before it reached them "
+            f"({route}): {reason}", record.updated_at,
+        )  # fmt: skip
+        return record
+
     # ------------------------------------------------------------- lifecycle
 
     async def _move(
@@ -689,12 +723,18 @@ class Referrals:
         sealed: dict[str, str] | None = None,
         reference: str | None = None,
         at: datetime | None = None,
+        past: tuple[str, ...] = (),
+        package_id: str | None = None,
     ) -> tuple[ReferralRecord, datetime, bool]:
-        """Move the referral to ``to``; (record, when, changed). Same state again: no change."""
+        """Move the referral to ``to``; (record, when, changed). Same state again, or a state
+        in ``past`` (already further on): no change. With ``package_id``, the referral must be
+        the one sealed into that package."""
         ring = self._ring()
         async with self._writing() as s:
             row = await self._row(s, actor, referral_id, lock=True)
-            if row.state == to:
+            if package_id is not None and row.package_id != package_id:
+                raise NotFoundError("no referral was sealed into this package")
+            if row.state == to or row.state in past:
                 return await self._record(s, ring, row), row.updated_at, False
             if row.state not in allowed:
                 raise ConflictError(
@@ -715,12 +755,24 @@ class Referrals:
         return record, when, True
 
     async def record_delivery(
-        self, referral_id: str, *, at: datetime | None = None, via: str = "node"
+        self,
+        referral_id: str,
+        *,
+        at: datetime | None = None,
+        via: str = "node",
+        package_id: str | None = None,
     ) -> ReferralRecord:
-        """The agency has the package (a delivered receipt, a portal download). Idempotent."""
+        """The agency has the package (a delivered receipt, a portal view or download).
+
+        Idempotent, and no change once the referral is further on (accepted,
+        rejected, closed), so a late or repeated delivery is harmless. With
+        ``package_id``, :class:`NotFoundError` unless the referral was sealed
+        into that package (the portal passes the pickup's package).
+        """
         record, when, changed = await self._move(
             None, referral_id, allowed=("sent",), to="delivered", action="delivered",
-            note=f"via={via}", at=at,
+            note=f"via={via}", at=at, past=("accepted", "rejected", "closed"),
+            package_id=package_id,
         )  # fmt: skip
         if changed:
             await self._audit(
