@@ -32,11 +32,13 @@ from pydantic import (
 from keys import agekeys, minisign
 from keys.fingerprint import fingerprint_of_public
 from schemas.manifest import format_rfc3339
+from transfer.audit.checkpoint import NoteError, Verifier
 from transfer.errors import InputError
 
 __all__ = [
     "DOCUMENT_TYPE",
     "DOCUMENT_VERSION",
+    "AuditKey",
     "Authority",
     "DirectoryDocument",
     "DirectoryEntry",
@@ -134,6 +136,51 @@ class PreviousSigningKey(_Model):
         return self
 
 
+class AuditKey(_Model):
+    """The verifier key of an organisation's node's audit log (C2SP signed-note ``vkey``).
+
+    With it, a counterpart checks the checkpoints the organisation's receipts carry and keeps
+    them (witnessing, ``docs/audit-log.md``). ``origin`` is the log's origin line, which is
+    also the key's name; the ``vkey`` must carry that name.
+    """
+
+    origin: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=200,
+            pattern=r"^[^\s+]+$",
+            description="The audit log's origin line and key name, e.g. school-a.example/audit.",
+        ),
+    ]
+    vkey: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=300,
+            pattern=r"^[^\s+]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+={0,2}$",
+            description="The C2SP note verifier key: <name>+<8 hex key hash>+<base64 key>.",
+        ),
+    ]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AuditKey:
+        try:
+            verifier = Verifier.from_vkey(self.vkey)
+        except NoteError as exc:
+            raise ValueError(f"the audit log key is not a valid verifier key: {exc}") from None
+        if verifier.name != self.origin:
+            raise ValueError(
+                f"the audit log key is named {verifier.name!r}, not the origin {self.origin!r}"
+            )
+        return self
+
+    @classmethod
+    def from_vkey(cls, vkey: str) -> AuditKey:
+        """The key from its ``vkey`` text (origin = the key's name)."""
+        return cls(origin=vkey.partition("+")[0], vkey=vkey)
+
+
 class DirectoryEntry(_Model):
     """One organisation: who it is, where its node is, and its public keys."""
 
@@ -153,6 +200,10 @@ class DirectoryEntry(_Model):
     valid_from: _UtcTime
     valid_until: _UtcTime | None = None
     previous_keys: Annotated[tuple[PreviousSigningKey, ...], Field(max_length=100)] = ()
+    #: The node's audit-log verifier key, to keep the checkpoints its receipts carry; None:
+    #: not published (omitted from the canonical bytes when None, so directories signed
+    #: before the field existed keep their bytes).
+    audit_key: AuditKey | None = None
 
     @field_validator("valid_from")
     @classmethod

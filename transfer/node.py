@@ -21,6 +21,7 @@ from transfer.errors import ConfigError
 from transfer.exchange.client import PeerClient
 from transfer.exchange.inbox import Inbox
 from transfer.exchange.outbox import Outbox
+from transfer.exchange.witness import Witness
 from transfer.mail import Mailer
 from transfer.referrals.service import Referrals
 from transfer.store.service import Store
@@ -85,8 +86,14 @@ class Node:
             store=store, keys=keys, directory=directory, client=peer, config=config,
             data_dir=data_dir,
         )  # fmt: skip
-        # Referrals to an agency that runs a node follow their packages' receipts.
+        # Referrals to an agency that runs a node follow their packages' receipts, and every
+        # receipt's audit checkpoint is kept as a witness of the receiver's log.
         AgencyNodeRoute(referrals, outbox).attach()
+        outbox.on_receipt.append(
+            Witness(
+                audit_log=audit_log, vkey_for=directory.audit_vkey_for, store=store, alerts=alerts
+            ).on_receipt
+        )
         return cls(
             data_dir, config, audit_log, audit, store, accounts, keys, directory, portal=portal,
             inbox=inbox, referrals=referrals, mailer=mailer, alerts=alerts, peer=peer,

@@ -81,12 +81,55 @@ def _verify(args: argparse.Namespace) -> int:
         (f"the checkpoint file {p}", Path(p).read_text(encoding="utf-8")) for p in args.checkpoint
     ]
 
-    async def work(log: AuditLog) -> tuple[int, int]:
+    async def work(log: AuditLog) -> tuple[int, int, list[dict[str, Any]], str]:
         size = await log.verify(extra)
-        return size, len(await log.checkpoints())
+        return size, len(await log.checkpoints()), await log.witnessed(), log.origin
 
-    size, count = _run(args, work)
+    size, count, witnessed, origin = _run(args, work)
     print(f"audit log intact: {size} entries, consistent with {count} stored checkpoint(s)")
+    if extra:
+        print(f"  and with {len(extra)} checkpoint(s) given with --checkpoint")
+    ours = [w for w in witnessed if w["origin"] == origin]
+    if ours:
+        orgs = ", ".join(sorted({str(w["from_org"]) for w in ours}))
+        print(f"  and with {len(ours)} copy(ies) of our checkpoints held by {orgs}")
+    theirs = [w for w in witnessed if w["origin"] != origin]
+    if theirs:
+        logs = sorted({str(w["origin"]) for w in theirs})
+        print(
+            f"witnessed: {len(theirs)} checkpoint(s) of {len(logs)} other log(s) re-checked "
+            f"(signatures, equal sizes, consistency proofs): {', '.join(logs)}"
+        )
+    for w in theirs:
+        if w["status"] == "conflict":
+            print(
+                f"warning: the checkpoint from {w['from_org']} (log {w['origin']}, size "
+                f"{w['size']}) contradicts one held before: their log forked or was rolled "
+                "back; it is kept as evidence ('handover audit witnessed')"
+            )
+    return 0
+
+
+def _witnessed(args: argparse.Namespace) -> int:
+    async def work(log: AuditLog) -> list[dict[str, Any]]:
+        rows = await log.witnessed(args.origin)
+        return [w for w in rows if args.org is None or w["from_org"] == args.org]
+
+    rows = _run(args, work)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    for w in rows:
+        received = w["received_at"]
+        when = received.isoformat() if isinstance(received, datetime) else str(received)
+        line = f"{w['from_org']} {w['origin']} size={w['size']} {w['status']} {when}"
+        if out is not None:
+            name = f"{w['from_org']}-{w['size']}-{w['id']}.note".replace("/", "_")
+            (out / name).write_text(str(w["note"]), encoding="utf-8")
+            line += f" -> {out / name}"
+        print(line)
+    if not rows:
+        print("no witnessed checkpoints held")
     return 0
 
 
@@ -159,6 +202,21 @@ def register(sub: Subparsers) -> None:
         help="also check against this signed checkpoint of ours (e.g. one a counterpart holds)",
     )
     p.set_defaults(handler=_verify)
+
+    p = cmds.add_parser(
+        "witnessed",
+        help="list the checkpoints of other nodes' logs this node holds (from their receipts)",
+    )
+    add_data_dir(p)
+    p.add_argument("--org", help="only those sent by this organisation")
+    p.add_argument("--origin", help="only those of this log (its origin line)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="also write each as a signed note file (the other node checks its log against "
+        "one with 'handover audit verify --checkpoint FILE')",
+    )
+    p.set_defaults(handler=_witnessed)
 
     p = cmds.add_parser("show", help="list entries (who looked at this child's file?)")
     add_data_dir(p)

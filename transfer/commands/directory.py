@@ -480,10 +480,14 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _export_entry(args: argparse.Namespace) -> int:
-    from schemas.directory import DirectoryEntry
+    from schemas.directory import AuditKey, DirectoryEntry
 
     async def work(node: Node) -> DirectoryEntry:
-        return await node.directory.own_entry(args.org, endpoint=args.endpoint, email=args.email)
+        # The node's audit-log key, so counterparts can keep our receipts' checkpoints.
+        audit_key = AuditKey.from_vkey((await node.audit_log.verifier()).vkey)
+        return await node.directory.own_entry(
+            args.org, endpoint=args.endpoint, email=args.email, audit_key=audit_key
+        )
 
     entry = _with_node(args, work)
     text = json.dumps(entry.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"

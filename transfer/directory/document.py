@@ -44,6 +44,7 @@ from keys.keyset import (
     parse_key_id,
 )
 from schemas.directory import (
+    AuditKey,
     Authority,
     DirectoryDocument,
     DirectoryEntry,
@@ -251,8 +252,16 @@ def _load_json(data: bytes, what: str) -> Any:
 
 
 def document_bytes(doc: DirectoryDocument) -> bytes:
-    """The exact bytes of ``directory.json``."""
-    return canonical_json(doc.model_dump(mode="json"))
+    """The exact bytes of ``directory.json``.
+
+    An entry's ``audit_key`` is left out when it is None (every other field is
+    always present), so a directory signed before the field existed keeps its bytes.
+    """
+    data = doc.model_dump(mode="json")
+    for entry in data["organisations"]:
+        if entry.get("audit_key") is None:
+            entry.pop("audit_key", None)
+    return canonical_json(data)
 
 
 def parse_document(data: bytes, *, canonical: bool = True) -> DirectoryDocument:
@@ -507,6 +516,7 @@ def entry_from_keyset(
     laestab: str | None = None,
     endpoint: str | None = None,
     email: str | None = None,
+    audit_key: AuditKey | None = None,
 ) -> DirectoryEntry:
     """The directory entry of one of this node's organisations, from its key set."""
     previous = tuple(
@@ -533,6 +543,7 @@ def entry_from_keyset(
             email=email,
             valid_from=keyset.signing.created_at,
             previous_keys=previous,
+            audit_key=audit_key,
         )
     except ValidationError as exc:
         raise InputError(f"cannot make the directory entry: {_first_error(exc)}") from None

@@ -29,7 +29,7 @@ from keys import minisign
 from keys.fingerprint import fingerprints_match, normalise
 from keys.keyset import KeySet
 from keys.store import KeyStore
-from schemas.directory import DirectoryEntry, OrgKind, Revocation
+from schemas.directory import AuditKey, DirectoryEntry, OrgKind, Revocation
 from schemas.manifest import canonical_json
 from transfer.directory.document import (
     DEFAULT_GRACE,
@@ -329,9 +329,18 @@ class Directory:
     # -------------------------------------------------------- own entries
 
     async def own_entry(
-        self, org_id: str, *, endpoint: str | None = None, email: str | None = None
+        self,
+        org_id: str,
+        *,
+        endpoint: str | None = None,
+        email: str | None = None,
+        audit_key: AuditKey | None = None,
     ) -> DirectoryEntry:
-        """The entry of one of this node's organisations, to give to the authority."""
+        """The entry of one of this node's organisations, to give to the authority.
+
+        ``audit_key``: the node's audit-log verifier key (``export-entry`` passes it), so
+        counterparts can keep the checkpoints this organisation's receipts carry.
+        """
         if self._keys is None or not self._keys.exists(org_id):
             raise UnknownOrganisationError(f"organisation {org_id[:64]!r} has no keys on this node")
         keyset = self._keys.load(org_id)
@@ -349,7 +358,19 @@ class Directory:
             laestab=rec.laestab,
             endpoint=endpoint or self._base_url,
             email=email,
+            audit_key=audit_key,
         )
+
+    async def audit_vkey_for(self, org_id: str) -> str | None:
+        """The audit-log verifier key (C2SP vkey) the directory gives for ``org_id``'s node.
+
+        None when the organisation is unknown or its entry publishes no key (the node's
+        own organisations share its own log, so they carry none either).
+        """
+        found = (await self.view()).entry(org_id)
+        if found is None or found.audit_key is None:
+            return None
+        return found.audit_key.vkey
 
     # ---------------------------------------------------------- authority
 

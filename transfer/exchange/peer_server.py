@@ -59,6 +59,7 @@ from transfer.errors import (
 )
 from transfer.exchange.inbox import Inbox, OfferBody, PeerCaller
 from transfer.exchange.nonces import NonceTable
+from transfer.exchange.witness import Witness
 from transfer.httpsig import check_digest, signature_key_id, verify_request
 from transfer.receipts import SignedReceipt, verify_receipt
 from transfer.store.permissions import PermissionDenied
@@ -366,27 +367,49 @@ async def receive_receipt(request: web.Request) -> web.StreamResponse:
     raw = await services.directory.signing_public_key(key_id, signed.body.issued_at)
     public = minisign.PublicKey(key_id=parse_key_id(key_id), key=raw)
     verified = verify_receipt(signed, public_key=public, receiver_org_id=caller.org_id)
+    carried = _carried(body.get("checkpoint"))  # a malformed one is refused before recording
     await services.receipts.record_receipt(verified)
-    witnessed = await _witness(services, caller, body.get("checkpoint"))
+    witnessed = await _witness(services, caller, carried, verified)
     return _json(200, {"recorded": True, "checkpoint": witnessed})
 
 
-async def _witness(services: PeerServices, caller: PeerCaller, value: Any) -> str:
-    """Keep the checkpoint of the caller's audit log the request carries, when we can check it."""
+def _carried(value: Any) -> PeerCheckpoint | None:
     if value is None:
-        return "none"
+        return None
     if not isinstance(value, dict):
         raise InputError("checkpoint must be a peer checkpoint object or null")
-    carried = PeerCheckpoint.from_json(value)
+    return PeerCheckpoint.from_json(value)
+
+
+async def _witness(
+    services: PeerServices,
+    caller: PeerCaller,
+    carried: PeerCheckpoint | None,
+    receipt: SignedReceipt,
+) -> str:
+    """Keep the checkpoint of the caller's audit log the request carries, when we can check it.
+
+    The receipt is already recorded: a checkpoint that does not verify, or contradicts
+    one we hold, is audited (``audit.witness``) and answered in ``checkpoint``, not refused.
+    """
+    if carried is None:
+        return "none"
     if services.audit_log is None or services.audit_vkey_for is None:
         return "not-kept"
-    vkey = await services.audit_vkey_for(caller.org_id)
-    if vkey is None:
-        return "not-kept"
-    result = await services.audit_log.store_witnessed(
-        carried.note, vkey, from_org=caller.org_id, since=carried.since, proof=carried.proof
+    witness = Witness(
+        audit_log=services.audit_log,
+        vkey_for=services.audit_vkey_for,
+        store=services.inbox.store,
     )
-    return result.status
+    outcome = await witness.checkpoint(
+        caller.org_id,
+        carried.note,
+        since=carried.since,
+        proof=carried.proof,
+        our_org=receipt.body.sender_org_id,
+        targets={"package": str(receipt.body.package_id), "receipt": str(receipt.body.receipt_id)},
+    )
+    return outcome.status
 
 
 async def transfer_request(request: web.Request) -> web.StreamResponse:
@@ -448,6 +471,7 @@ def services_for(
         audit_log=node.audit_log,
         receipts=receipts,
         requests=requests,
+        audit_vkey_for=node.directory.audit_vkey_for,
     )
 
 
