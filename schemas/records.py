@@ -190,7 +190,23 @@ class DocumentRef(_Record):
     provenance: Provenance | None = None
 
 
-ChronologyKind = Literal["concern", "triage", "action", "contact", "document"]
+class PupilEventRecord(_Record):
+    """A chronology line about something that happened to the pupil's file: a transfer or a
+    referral sent, delivered, accepted... ``kind`` names it (``transfer.delivered``),
+    ``summary`` says it for a person, ``ref`` points at the thing (a package id).
+    ``recorded_by`` is None when the node itself recorded it."""
+
+    id: _Id
+    pupil_id: _Id
+    kind: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$", max_length=64)]
+    summary: str
+    ref: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    occurred_at: AwareDatetime
+    recorded_at: AwareDatetime
+    recorded_by: _Id | None = None
+
+
+ChronologyKind = Literal["concern", "triage", "action", "contact", "document", "event"]
 
 
 class ChronologyEntry(_Record):
@@ -202,7 +218,9 @@ class ChronologyEntry(_Record):
     occurred_at: AwareDatetime
     recorded_at: AwareDatetime
     concern_id: str | None = None
-    record: ConcernRecord | TriageRecord | ActionRecord | ContactRecord | DocumentRef
+    record: (
+        ConcernRecord | TriageRecord | ActionRecord | ContactRecord | DocumentRef | PupilEventRecord
+    )
     provenance: Provenance | None = None
 
 
@@ -257,6 +275,7 @@ class SubjectAccessExport(_Record):
     actions: tuple[ActionRecord, ...]
     contacts: tuple[ContactRecord, ...]
     documents: tuple[DocumentRef, ...]
+    events: tuple[PupilEventRecord, ...] = ()
     tombstones: tuple[TombstoneRecord, ...]
     review: tuple[ReviewItem, ...]
     directory: str
@@ -334,6 +353,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "action": ActionRecord,
     "contact": ContactRecord,
     "document": DocumentRef,
+    "pupil-event": PupilEventRecord,
     "chronology-entry": ChronologyEntry,
     "tombstone": TombstoneRecord,
     "subject-access-export": SubjectAccessExport,

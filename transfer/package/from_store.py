@@ -14,7 +14,8 @@ held in memory or written to disk in plaintext.
 
 Layout (``docs/package-format.md``): ``records/pupil.json``,
 ``records/chronology.json``, ``records/<kind>/<id>.json`` for concerns,
-triage, actions, contacts and document references, ``documents/<sha256>``.
+triage, actions, contacts, document references and pupil events (``events``),
+``documents/<sha256>``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from schemas.records import (
     ConcernRecord,
     ContactRecord,
     DocumentRef,
+    PupilEventRecord,
     PupilRecord,
     TriageRecord,
 )
@@ -60,7 +62,16 @@ __all__ = [
 #: The record types a leaver's file holds, with their schema versions (``records_schema``).
 RECORD_TYPES: dict[str, int] = {
     name: SCHEMA_VERSION
-    for name in ("pupil", "chronology-entry", "concern", "triage", "action", "contact", "document")
+    for name in (
+        "pupil",
+        "chronology-entry",
+        "concern",
+        "triage",
+        "action",
+        "contact",
+        "document",
+        "pupil-event",
+    )
 }
 
 _KIND_DIRS: dict[type[object], str] = {
@@ -69,6 +80,7 @@ _KIND_DIRS: dict[type[object], str] = {
     ActionRecord: "actions",
     ContactRecord: "contacts",
     DocumentRef: "documents",
+    PupilEventRecord: "events",
 }
 
 _T = TypeVar("_T")

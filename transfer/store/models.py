@@ -253,6 +253,23 @@ class SealedField(Base):
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class PupilEvent(Base):
+    """A line in a pupil's chronology about a transfer or referral (its summary is sealed)."""
+
+    __tablename__ = "pupil_events"
+    __table_args__ = (Index("ix_pupil_events_pupil_id", "pupil_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
+    pupil_id: Mapped[str] = mapped_column(ForeignKey("pupils.id"))
+    kind: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str | None] = mapped_column(String(200))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: The staff member who caused it; NULL when the node itself recorded it.
+    recorded_by: Mapped[str | None] = mapped_column(String(36))
+
+
 class Tombstone(Base):
     __tablename__ = "tombstones"
     __table_args__ = (UniqueConstraint("pupil_id"),)
@@ -284,5 +301,6 @@ STORE_TABLES = frozenset(
         "documents",
         "sealed_fields",
         "tombstones",
+        "pupil_events",
     }
 )

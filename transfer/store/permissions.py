@@ -60,6 +60,8 @@ class Permission(StrEnum):
     SEND_REFERRAL = "referral.send"
     SEND_WITHOUT_CONSENT = "referral.without_consent"
     MANAGE_KEYS = "keys.manage"
+    #: See and dismiss the DSL team's alerts (deadlines, transfer requests, referrals).
+    HANDLE_ALERTS = "alert.handle"
 
 
 _DSL_TEAM_GRANTS = frozenset(Permission) - {Permission.MANAGE_STAFF, Permission.MANAGE_KEYS}

@@ -59,9 +59,12 @@ async def _fill_every_sealed_field(school: School) -> None:
         NewContact(agency=f"agency {MARKER}", contacted_at=WHEN, outcome=f"outcome {MARKER}"),
     )
     await store.add_document(school.dsl, a.id, _doc(), filename=f"{MARKER}.pdf", concern_id=c.id)
+    await store.add_pupil_event(
+        None, a.id, kind="transfer.delivered", summary=f"delivered {MARKER}", ref="pkg-1"
+    )
     # Reading everything back exercises every read path too.
     entries = await store.chronology(school.dsl, a.id)
-    assert sum(MARKER in e.model_dump_json() for e in entries) == 5
+    assert sum(MARKER in e.model_dump_json() for e in entries) == 6
     assert all(MARKER not in repr(e) for e in school.audit.events)
 
 

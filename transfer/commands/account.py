@@ -1,0 +1,298 @@
+"""``handover account``: staff accounts from the node's own terminal.
+
+- ``create``: add a staff member with a first password (an operator action, like
+  ``handover init --admin``), for a DSL or administrator setting people up.
+- ``list``: the organisation's accounts, their roles and whether two-factor
+  sign-in is set up.
+- ``enrol-totp``: the person signs in with their password, scans the QR code
+  drawn in the terminal (or types the key), confirms with a current code and
+  receives their one-time recovery codes. ``--code`` confirms an enrolment left
+  waiting by an earlier run (no terminal input needed).
+
+Passwords come from ``$HANDOVER_PASSWORD`` or are asked for in a terminal; they
+never appear on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
+from transfer.errors import ConflictError, InputError, NotFoundError
+
+if TYPE_CHECKING:
+    from transfer.auth.records import Principal, RecoveryCodes
+    from transfer.node import Node
+
+PASSWORD_ENV = "HANDOVER_PASSWORD"  # noqa: S105 (a variable name)
+#: Wrong codes allowed at the prompt before the command gives up (the enrolment stays waiting).
+CODE_ATTEMPTS = 3
+
+
+def register(sub: Subparsers) -> None:
+    parser = sub.add_parser(
+        "account",
+        help="staff accounts: create, list, enrol two-factor sign-in (TOTP)",
+        description="Staff accounts on this node. Passwords are read from "
+        f"${PASSWORD_ENV} or asked for in a terminal.",
+    )
+    inner = parser.add_subparsers(dest="account_command", metavar="ACTION", required=True)
+
+    p = inner.add_parser(
+        "enrol-totp",
+        help="set up two-factor sign-in: QR code in the terminal, confirm a code, recovery codes",
+        description="Sign in with the account's password, show the authenticator app's QR code "
+        "and key, ask for a current code to confirm and print the recovery codes once. "
+        "With --code, confirm an enrolment an earlier run left waiting.",
+    )
+    add_data_dir(p)
+    p.add_argument("--org", required=True, metavar="ID", help="the organisation (a school's URN)")
+    p.add_argument("--user", required=True, metavar="NAME", help="the username")
+    p.add_argument(
+        "--code",
+        metavar="DIGITS",
+        help="confirm a waiting enrolment with this current code (no prompt)",
+    )
+    p.set_defaults(handler=run_enrol)
+
+    p = inner.add_parser(
+        "create",
+        help="add a staff member with a first password",
+        description="Add a staff member (an operator action, audited). The first password is "
+        f"read from ${PASSWORD_ENV} or asked for twice.",
+    )
+    add_data_dir(p)
+    p.add_argument("--org", required=True, metavar="ID", help="the organisation (a school's URN)")
+    p.add_argument("--user", required=True, metavar="NAME", help="the username")
+    p.add_argument("--name", required=True, metavar="TEXT", help="the person's display name")
+    p.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        metavar="ROLE",
+        help="dsl, deputy_dsl, head_teacher, staff, administrator or auditor (repeatable)",
+    )
+    p.add_argument("--email", metavar="ADDRESS", help="their work e-mail address")
+    p.set_defaults(handler=run_create)
+
+    p = inner.add_parser("list", help="the organisation's accounts and their sign-in set-up")
+    add_data_dir(p)
+    p.add_argument("--org", required=True, metavar="ID", help="the organisation (a school's URN)")
+    p.set_defaults(handler=run_list)
+
+
+# ------------------------------------------------------------------ passwords
+
+
+def _password(*, twice: bool) -> str:
+    env = os.environ.get(PASSWORD_ENV)
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        raise InputError(f"no password: set {PASSWORD_ENV} or run the command in a terminal")
+    first = getpass.getpass("Password: ")
+    if twice and first != getpass.getpass("Again: "):
+        raise InputError("the two passwords differ; nothing was changed")
+    return first
+
+
+def _grouped(secret: str) -> str:
+    return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+
+
+def _ask_code() -> str | None:
+    """A code typed at the prompt; None when input has ended (nobody to ask)."""
+    try:
+        line = input("Code shown by the app: ")
+    except EOFError:
+        return None
+    return "".join(line.split())
+
+
+def _print_recovery(codes: RecoveryCodes) -> None:
+    print()
+    print("Two-factor sign-in is set up.")
+    print(
+        "Recovery codes: each works once instead of a code if the phone is lost. "
+        "Keep them somewhere safe; they are not shown again."
+    )
+    for code in codes.codes:
+        print(f"  {code}")
+
+
+# ---------------------------------------------------------------- enrol-totp
+
+
+async def _credential_state(node: Node, org: str, user: str) -> tuple[str, bool, bool]:
+    """The staff id, and whether TOTP is set up / waiting for its first code."""
+    from transfer.auth.models import Credential
+
+    staff = await node.store.find_staff(org, user)
+    if staff is None or not staff.active:
+        raise NotFoundError(f"no active account {user[:100]!r} in organisation {org[:64]!r}")
+    async with node.store.sessions() as s:
+        cred = await s.get(Credential, staff.id)
+    if cred is None:
+        raise ConflictError(
+            f"{user!r} has no password yet; an administrator sets one first "
+            "(handover account create, or the API)"
+        )
+    return staff.id, cred.totp_sealed is not None, cred.totp_pending_sealed is not None
+
+
+async def _confirm_at_prompt(node: Node, principal: Principal) -> RecoveryCodes | None:
+    from transfer.auth.service import WrongCode
+
+    for attempt in range(1, CODE_ATTEMPTS + 1):
+        code = _ask_code()
+        if code is None:
+            return None
+        try:
+            return await node.accounts.confirm_totp_enrolment(principal, code)
+        except WrongCode as exc:
+            left = CODE_ATTEMPTS - attempt
+            print(f"{exc}" + (f" ({left} more tries)" if left else ""), file=sys.stderr)
+    raise InputError(
+        f"{CODE_ATTEMPTS} wrong codes; check the phone's clock, then confirm the waiting "
+        "enrolment with --code, or run the command again for a new key"
+    )
+
+
+async def _enrol(args: argparse.Namespace) -> int:
+    from transfer.node import Node
+
+    code: str | None = args.code
+    if code is not None:
+        code = "".join(code.split())
+        if not code.isdigit():
+            raise InputError("--code takes the digits the authenticator app shows")
+    async with await Node.open(data_dir_of(args)) as node:
+        _, enrolled, waiting = await _credential_state(node, args.org, args.user)
+        if enrolled:
+            raise ConflictError(
+                f"two-factor sign-in is already set up for {args.user!r}; to move it to a new "
+                "phone an administrator resets it first, then enrol again"
+            )
+        if code is not None and not waiting:
+            raise ConflictError(
+                "no enrolment is waiting for a code; run enrol-totp without --code first"
+            )
+        signed_in = await node.accounts.sign_in(args.org, args.user, _password(twice=False))
+        principal = await node.accounts.authenticate(signed_in.token, allow_enrolment=True)
+        try:
+            if code is not None:
+                _print_recovery(await node.accounts.confirm_totp_enrolment(principal, code))
+                return 0
+            enrolment = await node.accounts.begin_totp_enrolment(principal)
+            print("Scan this with an authenticator app (for example on the school's phone):")
+            print()
+            print(enrolment.qr)
+            print("Or type this key into the app (time-based, 6 digits, 30 seconds):")
+            print(f"  {_grouped(enrolment.secret)}")
+            print()
+            sys.stdout.flush()
+            codes = await _confirm_at_prompt(node, principal)
+            if codes is None:
+                print(
+                    "No code was typed: the enrolment is waiting. Confirm it with "
+                    f"'handover account enrol-totp --org {args.org} --user {args.user} "
+                    "--code DIGITS'.",
+                    file=sys.stderr,
+                )
+                return 1
+            _print_recovery(codes)
+            return 0
+        finally:
+            await node.accounts.sign_out(principal)
+
+
+def run_enrol(args: argparse.Namespace) -> int:
+    return asyncio.run(_enrol(args))
+
+
+# -------------------------------------------------------------------- create
+
+
+async def _create(args: argparse.Namespace, password: str) -> int:
+    from transfer.node import Node
+
+    async with await Node.open(data_dir_of(args)) as node:
+        await node.store.get_organisation(args.org)
+        record = await node.accounts.bootstrap_account(
+            args.org,
+            username=args.user,
+            display_name=args.name,
+            roles=args.role,
+            password=password,
+            email=args.email,
+        )
+    from transfer.store.permissions import NEEDS_TOTP, Role
+
+    print(f"account {record.username!r} created in {record.org_id}: {', '.join(record.roles)}")
+    if any(Role(r) in NEEDS_TOTP for r in record.roles):
+        print(
+            "two-factor sign-in is required for this role: at first sign-in, or now with "
+            f"'handover account enrol-totp --org {record.org_id} --user {record.username}'"
+        )
+    return 0
+
+
+def run_create(args: argparse.Namespace) -> int:
+    name = args.name.strip()
+    if not name or len(name) > 200:
+        raise InputError("a display name must be 1 to 200 characters")
+    return asyncio.run(_create(args, _password(twice=True)))
+
+
+# ---------------------------------------------------------------------- list
+
+
+async def _list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from transfer.auth.models import Credential
+    from transfer.node import Node
+    from transfer.store.models import Staff
+
+    async with await Node.open(data_dir_of(args)) as node:
+        org = await node.store.get_organisation(args.org)
+        async with node.store.sessions() as s:
+            rows = (
+                await s.execute(
+                    select(Staff, Credential)
+                    .outerjoin(Credential, Credential.staff_id == Staff.id)
+                    .where(Staff.org_id == org.id)
+                    .order_by(Staff.username)
+                )
+            ).all()
+        now = node.accounts.now()
+        await node.store.record_event("account.list", "operator", org.id, {}, count=len(rows))
+    print(f"{org.id} {org.name}: {len(rows)} account(s)")
+    print(f"{'username':<20} {'name':<24} {'roles':<28} {'two-factor':<11} state")
+    for staff, cred in rows:
+        if cred is None:
+            totp, state = "-", "no password"
+        else:
+            totp = (
+                "set up"
+                if cred.totp_sealed is not None
+                else ("waiting" if cred.totp_pending_sealed is not None else "not set up")
+            )
+            locked = cred.locked_until is not None and cred.locked_until > now
+            state = "locked" if locked else "active"
+        if not staff.active:
+            state = "deactivated"
+        print(
+            f"{staff.username:<20} {staff.display_name[:24]:<24} "
+            f"{','.join(staff.roles)[:28]:<28} {totp:<11} {state}"
+        )
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    return asyncio.run(_list(args))
