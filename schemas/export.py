@@ -12,6 +12,7 @@ from pathlib import Path
 
 from schemas import directory, manifest, receipt
 from schemas.records import SCHEMAS
+from schemas.referrals import SCHEMAS as REFERRAL_SCHEMAS
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 
@@ -33,6 +34,10 @@ def schema_texts() -> dict[str, str]:
     texts["directory-entry.schema.json"] = (
         json.dumps(directory.entry_json_schema(), indent=2, sort_keys=True) + "\n"
     )
+    for name, model in REFERRAL_SCHEMAS.items():
+        texts[f"{name}.schema.json"] = (
+            json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n"
+        )
     return texts
 
 
