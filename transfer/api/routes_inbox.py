@@ -2,7 +2,9 @@
 
 The routes follow :mod:`transfer.api.routes` (the same :class:`Route` table,
 authentication and problem documents); the inbox checks the permission
-(``transfer.receive``, the DSL team) and the organisation itself.
+(``transfer.receive``, the DSL team) and the organisation itself. A referral
+(received by an agency) is accepted with the agency's ``reference`` (required:
+422 ``reference-required`` without it) and kept, not imported.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from typing import Annotated, Final
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.receipt import MAX_REFERENCE
 from transfer.api.routes import API, SIGNED_IN, Call, QueryParam, Route, _json
-from transfer.exchange.inbox import AcceptOutcome, Inbox, InboxPreview, IncomingSummary
+from transfer.exchange.inbox import Inbox, InboxAcceptance, InboxPreview, IncomingSummary
 
 __all__ = ["INBOX_KEY", "INBOX_ROUTES", "AcceptBody", "RejectBody"]
 
@@ -21,13 +24,15 @@ INBOX_KEY: Final = web.AppKey("inbox", Inbox)
 
 
 class AcceptBody(BaseModel):
-    """Accept into the pupil matched by UPN and date of birth (default), into a pupil the DSL
-    chooses (``pupil_id``), or as a new pupil (``create_new``)."""
+    """A leaver's file: accept into the pupil matched by UPN and date of birth (default), into
+    a pupil the DSL chooses (``pupil_id``), or as a new pupil (``create_new``). A referral:
+    accept with the agency's own ``reference`` number (required), sent back in the receipt."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     pupil_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     create_new: bool = False
+    reference: Annotated[str, Field(min_length=1, max_length=MAX_REFERENCE)] | None = None
 
 
 class RejectBody(BaseModel):
@@ -52,8 +57,12 @@ async def show_incoming(call: Call) -> web.StreamResponse:
 
 async def accept_incoming(call: Call) -> web.StreamResponse:
     data = call.body_as(AcceptBody)
-    outcome = await _inbox(call).accept(
-        call.who.actor, call.path("package_id"), pupil_id=data.pupil_id, create_new=data.create_new
+    outcome = await _inbox(call).accept_package(
+        call.who.actor,
+        call.path("package_id"),
+        pupil_id=data.pupil_id,
+        create_new=data.create_new,
+        reference=data.reference,
     )
     return _json(outcome)
 
@@ -72,8 +81,9 @@ INBOX_ROUTES: tuple[Route, ...] = (
           "Verify a package in full and preview it (the first view sends a viewed receipt)",
           "inbox", SIGNED_IN, response=InboxPreview),
     Route("POST", f"{API}/inbox/{{package_id}}/accept", accept_incoming,
-          "Verify again and import into the store (sends an accepted receipt)", "inbox",
-          SIGNED_IN, body=AcceptBody, response=AcceptOutcome),
+          "Verify again and import into the store, or keep a referral with the agency's "
+          "reference (sends an accepted receipt)", "inbox",
+          SIGNED_IN, body=AcceptBody, response=InboxAcceptance),
     Route("POST", f"{API}/inbox/{{package_id}}/reject", reject_incoming,
           "Refuse the package with a reason (sends a rejected receipt)", "inbox", SIGNED_IN,
           body=RejectBody, response=IncomingSummary),

@@ -4,6 +4,10 @@ The command acts as a named member of the organisation's staff (``--org`` and
 ``--as USERNAME``), with that person's permissions (the DSL team receives
 transfers), and is audited as them with ``via="cli"``. Whoever runs it needs
 the node's data directory and its key-encryption key.
+
+A referral (received by an agency) is accepted with ``--reference REF``, the
+agency's own reference number, which goes back to the school in the signed
+receipt; it is kept in the inbox, not imported.
 """
 
 from __future__ import annotations
@@ -43,12 +47,18 @@ def register(sub: Subparsers) -> None:
     _common(show)
     show.add_argument("package_id")
     show.set_defaults(handler=_show)
-    acc = inner.add_parser("accept", help="verify again and import into the store")
+    acc = inner.add_parser(
+        "accept", help="verify again and import into the store (a referral: keep it)"
+    )
     _common(acc)
     acc.add_argument("package_id")
     how = acc.add_mutually_exclusive_group()
     how.add_argument("--pupil-id", help="import into this pupil (after a mismatch was shown)")
     how.add_argument("--create-new", action="store_true", help="import as a new pupil")
+    acc.add_argument(
+        "--reference",
+        help="your own reference number, sent back in the receipt (required for a referral)",
+    )
     acc.set_defaults(handler=_accept)
     rej = inner.add_parser("reject", help="refuse a package, with a reason for the sender")
     _common(rej)
@@ -102,10 +112,17 @@ def _preview_text(p: InboxPreview) -> list[str]:
     born = s.dob.isoformat() if s.dob else "date of birth not given"
     lines = [
         _line(p.package),
-        f"pupil: {s.forename} {s.surname}, {born}, UPN {s.upn or 'none'}",
+        f"{'about' if p.referral else 'pupil'}: {s.forename} {s.surname}, {born}, "
+        f"UPN {s.upn or 'none'}",
         "records: " + ", ".join(f"{n} {k}" for k, n in p.counts.items()),
     ]
-    if p.match is None:
+    if p.referral is not None:
+        lines.append(
+            f"referral ({p.referral['kind'].replace('_', ' ')}): not imported; accept it with "
+            "--reference YOUR-REF"
+            + (f" (accepted as {p.package.reference})" if p.package.reference else "")
+        )
+    elif p.match is None:
         lines.append("no pupil here has this UPN: accepting creates a new pupil")
     elif p.match.matches:
         lines.append(f"matches our pupil {p.match.pupil_id} (UPN, date of birth and name agree)")
@@ -135,12 +152,22 @@ def _show(args: argparse.Namespace) -> int:
 def _accept(args: argparse.Namespace) -> int:
     outcome = _run(
         args,
-        lambda node, actor: node.inbox.accept(
-            actor, args.package_id, pupil_id=args.pupil_id, create_new=args.create_new, via="cli"
+        lambda node, actor: node.inbox.accept_package(
+            actor,
+            args.package_id,
+            pupil_id=args.pupil_id,
+            create_new=args.create_new,
+            reference=args.reference,
+            via="cli",
         ),
     )
     if args.json:
         _print_json(outcome.model_dump(mode="json"))
+    elif not outcome.imported:
+        print(
+            f"accepted referral {outcome.package.package_id} with reference {outcome.reference}; "
+            "it is kept in the inbox and the sender will receive the signed receipt"
+        )
     else:
         made = "a new pupil" if outcome.new_pupil else "pupil"
         print(

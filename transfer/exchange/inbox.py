@@ -26,6 +26,13 @@ plaintext only in memory; first view issues a **viewed** receipt),
 reason). Once accepted or rejected the ciphertext is deleted: the imported
 records live in the store, where erasure can reach them.
 
+A **referral** (package kind ``referral_*``, received by an agency: MASH,
+the LADO, the police) is not imported: :meth:`accept_referral` verifies it in
+full and records the agency's own reference number, which goes back in the
+signed accepted receipt; the verified ciphertext stays in ``data_dir/inbox``
+for the agency's case work and can be shown again. :meth:`accept_package`
+chooses between the two by the package's kind (the API and the CLI use it).
+
 Receipts other than "delivered" are queued and pushed to the sender's node by
 :mod:`transfer.exchange.receipt_push`; all of them are also served to the
 sender on request.
@@ -58,9 +65,10 @@ from keys.keyset import KeySet
 from keys.store import KeyStore
 from schemas.directory import DirectoryEntry
 from schemas.manifest import Entry, PackageKind, Subject
+from schemas.receipt import MAX_REFERENCE, ReceiptBody, ReceiptKind
 from schemas.receipt import Actor as ReceiptActor
-from schemas.receipt import ReceiptBody, ReceiptKind
 from schemas.records import ChronologyEntry, PupilRecord
+from schemas.referrals import ReferralForm
 from transfer.age import X25519Identity
 from transfer.audit.log import AuditLog
 from transfer.config import Config
@@ -105,11 +113,14 @@ from transfer.store.service import Store
 __all__ = [
     "AcceptOutcome",
     "Inbox",
+    "InboxAcceptance",
     "InboxPreview",
     "IncomingSummary",
     "OfferBody",
     "PeerCaller",
     "PupilMatch",
+    "ReferenceRequiredError",
+    "is_referral",
 ]
 
 log = logging.getLogger("handover.inbox")
@@ -120,6 +131,9 @@ _HASH_CHUNK = 1024 * 1024
 #: loop can never starve the loop's own short file writes of a thread.
 _IMPORT_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="handover-import")
 _CHRONOLOGY = TypeAdapter(list[ChronologyEntry])
+_FORM: TypeAdapter[Any] = TypeAdapter(ReferralForm)
+#: The referral form's entry in a referral package (``transfer.referrals.package.FORM_PATH``).
+_FORM_PATH = "records/referral.json"
 _MAX_REASON = 500
 
 Via = Literal["api", "cli"]
@@ -154,6 +168,32 @@ class UploadBusyError(ConflictError):
 
     slug = "upload-busy"
     title = "Another upload of this package is in progress"
+
+
+class ReferenceRequiredError(InputError):
+    """A referral is accepted only with the agency's own reference number."""
+
+    http_status = 422
+    slug = "reference-required"
+    title = "The agency's reference number is required"
+
+
+def is_referral(package_kind: str) -> bool:
+    """Whether a package of this kind is a referral (kept, never imported)."""
+    return package_kind.startswith("referral_")
+
+
+def _clean_reference(reference: str | None) -> str | None:
+    """The reference with its spacing normalised; InputError if it cannot go in a receipt."""
+    if reference is None:
+        return None
+    text = " ".join(reference.split())
+    if not text or len(text) > MAX_REFERENCE or not text.isprintable():
+        raise InputError(
+            f"the reference must be 1 to {MAX_REFERENCE} printable characters "
+            "(your own case or reference number; it goes to the sender)"
+        )
+    return text
 
 
 class PackageRefusedError(ConflictError):
@@ -202,6 +242,8 @@ class IncomingSummary(_Model):
     decided_at: AwareDatetime | None = None
     decided_by: str | None = None
     pupil_id: str | None = None
+    #: The receiver's own reference given on accepting (required for a referral).
+    reference: str | None = None
 
 
 class PreviewDocument(_Model):
@@ -234,6 +276,8 @@ class InboxPreview(_Model):
     chronology: tuple[ChronologyEntry, ...]
     documents: tuple[PreviewDocument, ...]
     match: PupilMatch | None
+    #: A referral's form (``records/referral.json``), checked against its schema.
+    referral: dict[str, Any] | None = None
 
 
 class AcceptOutcome(_Model):
@@ -245,7 +289,21 @@ class AcceptOutcome(_Model):
     skipped: int
 
 
-def _summary(row: IncomingPackage) -> IncomingSummary:
+class InboxAcceptance(_Model):
+    """What accepting did: a leaver's file imported (pupil, counts), or a referral kept."""
+
+    package: IncomingSummary
+    #: False for a referral: kept as verified ciphertext, nothing imported.
+    imported: bool
+    reference: str | None = None
+    pupil_id: str | None = None
+    new_pupil: bool | None = None
+    matched_by: str | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    skipped: int = 0
+
+
+def _summary(row: IncomingPackage, reference: str | None = None) -> IncomingSummary:
     return IncomingSummary(
         package_id=row.id,
         state=row.state,
@@ -265,6 +323,7 @@ def _summary(row: IncomingPackage) -> IncomingSummary:
         decided_at=row.decided_at,
         decided_by=row.decided_by,
         pupil_id=row.pupil_id,
+        reference=reference,
     )
 
 
@@ -383,6 +442,7 @@ class Inbox:
         acted_by: Actor | None = None,
         reason: str | None = None,
         manifest_sha256: str | None = None,
+        reference: str | None = None,
     ) -> SignedReceipt:
         keyset = await self._keyset(row.recipient_org_id)
         body = ReceiptBody(
@@ -404,6 +464,7 @@ class Inbox:
                 )
             ),
             reason=reason,
+            reference=reference,
             issued_at=self.now(),
             checkpoint=await self._checkpoint_text(),
         )
@@ -911,9 +972,35 @@ class Inbox:
                 IncomingPackage.state.in_([state] if state else list(shown)),
             )
             rows = (await s.scalars(q.order_by(IncomingPackage.delivered_at.desc()))).all()
-            out = [_summary(r) for r in rows]
+        references = await self._references([r.id for r in rows if r.state == ACCEPTED])
+        out = [_summary(r, references.get(r.id)) for r in rows]
         await self._audit("transfer.inbox.list", actor, actor.org_id, {}, count=len(out), via=via)
         return out
+
+    async def _references(self, package_ids: Sequence[str]) -> dict[str, str]:
+        """The reference given on accepting each package (read from its accepted receipt)."""
+        out: dict[str, str] = {}
+        if not package_ids:
+            return out
+        async with self._sessions() as s:
+            rows = (
+                await s.execute(
+                    select(IssuedReceipt.package_id, IssuedReceipt.data).where(
+                        IssuedReceipt.package_id.in_(list(package_ids)),
+                        IssuedReceipt.kind == ACCEPTED,
+                    )
+                )
+            ).all()
+        for package_id, data in rows:
+            reference = SignedReceipt.from_json(bytes(data)).body.reference
+            if reference is not None:
+                out[package_id] = reference
+        return out
+
+    async def _summary_of(self, package_id: str) -> IncomingSummary:
+        row = await self._row(package_id)
+        references = await self._references([row.id] if row.state == ACCEPTED else [])
+        return _summary(row, references.get(row.id))
 
     async def _read_full(self, row: IncomingPackage) -> _Read:
         """Verify the whole package (pass 1), keeping its records and its documents' entries."""
@@ -938,7 +1025,9 @@ class Inbox:
         """Verify the whole package and preview it; the first view sends a viewed receipt."""
         row = await self._for_dsl(actor, package_id, "transfer.viewed", via)
         targets = {"package": row.id}
-        if row.state not in OPEN_STATES:
+        referral = is_referral(row.package_kind)
+        # An accepted referral is kept for the agency's case work: it can be shown again.
+        if row.state not in OPEN_STATES and not (referral and row.state == ACCEPTED):
             raise ConflictError(
                 f"package {row.id} was {row.state}; its file is no longer kept"
                 + (f" (see pupil {row.pupil_id})" if row.pupil_id else "")
@@ -946,6 +1035,7 @@ class Inbox:
         try:
             read = await self._read_full(row)
             records = parse_records(read.records)
+            form = self._form(row, read) if referral else None
         except HandoverError as err:
             await self._audit(
                 "transfer.viewed", actor, actor.org_id, targets, "failed", reason=err.slug, via=via
@@ -972,7 +1062,7 @@ class Inbox:
             )
             for e in read.documents
         )
-        match = await self._match(actor, records, manifest.subject)
+        match = None if referral else await self._match(actor, records, manifest.subject)
         if row.state == DELIVERED:
             signed = await self._sign(row, VIEWED, acted_by=actor)
             now = self.now()
@@ -1002,7 +1092,7 @@ class Inbox:
             "transfer.viewed", actor, actor.org_id, targets, sender=row.sender_org_id, via=via
         )
         return InboxPreview(
-            package=_summary(row),
+            package=await self._summary_of(row.id),
             subject=manifest.subject,
             manifest=manifest.model_dump(mode="json"),
             counts=records.counts(),
@@ -1010,7 +1100,29 @@ class Inbox:
             chronology=chronology,
             documents=documents,
             match=match,
+            referral=form,
         )
+
+    @staticmethod
+    def _form(row: IncomingPackage, read: _Read) -> dict[str, Any]:
+        """A referral package's form, checked against the referral schemas."""
+        raw = read.records.get(_FORM_PATH)
+        if raw is None:
+            raise RecordsError(f"the referral package {row.id} holds no {_FORM_PATH}")
+        try:
+            form = _FORM.validate_json(raw)
+        except ValidationError:
+            raise RecordsError(
+                f"{_FORM_PATH} in package {row.id} is not a referral form this node reads; the "
+                "sender may use a newer form"
+            ) from None
+        dumped: dict[str, Any] = form.model_dump(mode="json")
+        if f"referral_{dumped['kind']}" != row.package_kind:
+            raise RecordsError(
+                f"package {row.id} is a {row.package_kind} but its form is a {dumped['kind']} "
+                "referral"
+            )
+        return dumped
 
     async def _match(
         self, actor: Actor, records: PackageRecords, subject: Subject
@@ -1054,13 +1166,24 @@ class Inbox:
         *,
         pupil_id: str | None = None,
         create_new: bool = False,
+        reference: str | None = None,
         via: Via = "api",
     ) -> AcceptOutcome:
-        """Verify the package again and import it; the accepted receipt is queued for the sender."""
+        """Verify the package again and import it; the accepted receipt is queued for the sender.
+
+        ``reference`` (optional here) is our own reference, sent in the accepted receipt. A
+        referral is never imported: it is accepted with :meth:`accept_referral`.
+        """
         row = await self._for_dsl(actor, package_id, "transfer.accepted", via)
         targets = {"package": row.id}
+        if is_referral(row.package_kind):
+            raise InputError(
+                f"package {row.id} is a referral ({row.package_kind}): it is not imported into "
+                "the pupil store; accept it with your reference number instead"
+            )
         if row.state not in OPEN_STATES:
             raise ConflictError(f"package {row.id} was already {row.state}")
+        reference = _clean_reference(reference)
         plan: ImportPlan | None = None
         try:
             read = await self._read_full(row)
@@ -1079,7 +1202,11 @@ class Inbox:
             )
             await self._import_documents(row, plan, records, read.verified.ciphertext_sha256)
             signed = await self._sign(
-                row, ACCEPTED, acted_by=actor, manifest_sha256=read.verified.manifest_sha256
+                row,
+                ACCEPTED,
+                acted_by=actor,
+                manifest_sha256=read.verified.manifest_sha256,
+                reference=reference,
             )
             now = self.now()
             chosen = plan
@@ -1158,12 +1285,123 @@ class Inbox:
             row.id,
         )
         return AcceptOutcome(
-            package=_summary(await self._row(row.id)),
+            package=await self._summary_of(row.id),
             pupil_id=result.pupil_id,
             new_pupil=result.new_pupil,
             matched_by=result.matched_by,
             counts=result.counts,
             skipped=result.skipped,
+        )
+
+    async def accept_referral(
+        self, actor: Actor, package_id: str, *, reference: str | None, via: Via = "api"
+    ) -> IncomingSummary:
+        """Accept a referral with the agency's reference: verified in full, kept, not imported.
+
+        The accepted receipt (naming the manifest and carrying ``reference``) is queued for
+        the sender; the ciphertext stays in the inbox for the agency's case work.
+        """
+        row = await self._for_dsl(actor, package_id, "transfer.accepted", via)
+        targets = {"package": row.id}
+        if not is_referral(row.package_kind):
+            raise InputError(
+                f"package {row.id} is a {row.package_kind.replace('_', ' ')}, not a referral: "
+                "accept it into the pupil store"
+            )
+        if row.state not in OPEN_STATES:
+            raise ConflictError(f"package {row.id} was already {row.state}")
+        try:
+            if reference is None or not reference.strip():
+                raise ReferenceRequiredError(
+                    f"package {row.id} is a referral: give your reference number for it "
+                    "(reference) to accept it; it goes back to the sender in the signed receipt"
+                )
+            reference = _clean_reference(reference)
+            read = await self._read_full(row)
+            self._form(row, read)
+            signed = await self._sign(
+                row,
+                ACCEPTED,
+                acted_by=actor,
+                manifest_sha256=read.verified.manifest_sha256,
+                reference=reference,
+            )
+            now = self.now()
+            async with self._sessions() as s, s.begin():
+                result = await s.execute(
+                    update(IncomingPackage)
+                    .where(IncomingPackage.id == row.id, IncomingPackage.state.in_(OPEN_STATES))
+                    .values(state=ACCEPTED, decided_at=now, decided_by=actor.staff_id)
+                )
+                if getattr(result, "rowcount", 0) != 1:
+                    raise ConflictError(
+                        f"package {row.id} was accepted or rejected by someone else meanwhile"
+                    )
+                s.add(self._receipt_row(signed, True, now))
+        except HandoverError as err:
+            await self._audit(
+                "transfer.accepted",
+                actor,
+                actor.org_id,
+                targets,
+                "refused",
+                reason=err.slug,
+                via=via,
+            )
+            raise
+        await self._audit(
+            "transfer.accepted",
+            actor,
+            actor.org_id,
+            targets,
+            sender=row.sender_org_id,
+            kind=row.package_kind,
+            kept=True,
+            via=via,
+        )
+        await self._audit(
+            "receipt.issued",
+            actor,
+            actor.org_id,
+            {**targets, "receipt": str(signed.body.receipt_id)},
+            kind=ACCEPTED,
+            to=row.sender_org_id,
+            via=via,
+        )
+        return await self._summary_of(row.id)
+
+    async def accept_package(
+        self,
+        actor: Actor,
+        package_id: str,
+        *,
+        pupil_id: str | None = None,
+        create_new: bool = False,
+        reference: str | None = None,
+        via: Via = "api",
+    ) -> InboxAcceptance:
+        """Accept whatever the package is: a referral with ``reference``, else import it."""
+        row = await self._for_dsl(actor, package_id, "transfer.accepted", via)
+        if is_referral(row.package_kind):
+            if pupil_id is not None or create_new:
+                raise InputError(
+                    f"package {row.id} is a referral: it is not imported into the pupil store, "
+                    "so pupil_id and create_new do not apply"
+                )
+            summary = await self.accept_referral(actor, row.id, reference=reference, via=via)
+            return InboxAcceptance(package=summary, imported=False, reference=summary.reference)
+        outcome = await self.accept(
+            actor, row.id, pupil_id=pupil_id, create_new=create_new, reference=reference, via=via
+        )
+        return InboxAcceptance(
+            package=outcome.package,
+            imported=True,
+            reference=outcome.package.reference,
+            pupil_id=outcome.pupil_id,
+            new_pupil=outcome.new_pupil,
+            matched_by=outcome.matched_by,
+            counts=outcome.counts,
+            skipped=outcome.skipped,
         )
 
     async def _note_in_chronology(
@@ -1252,7 +1490,7 @@ class Inbox:
             to=row.sender_org_id,
             via=via,
         )
-        return _summary(await self._row(row.id))
+        return await self._summary_of(row.id)
 
 
 # ------------------------------------------------------------ worker-thread parts
@@ -1294,7 +1532,7 @@ def _verify_collecting(path: Path, keyset: KeySet, sender_keys: SenderKeys) -> _
     documents: list[Entry] = []
 
     def keep(entry: Entry, chunks: Iterator[bytes]) -> None:
-        if is_record_path(entry.path) or entry.path == "records/chronology.json":
+        if is_record_path(entry.path) or entry.path in ("records/chronology.json", _FORM_PATH):
             records[entry.path] = b"".join(chunks)
         elif entry.path.startswith("documents/"):
             documents.append(entry)
