@@ -35,21 +35,39 @@ class ServeProcess:
     ca_file: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    #: More ``handover serve`` arguments (e.g. ``("--port", "8444")``).
+    extra_args: tuple[str, ...] = ()
 
     def start(self) -> None:
         if self.running:
             return
         env = {**os.environ, **self.env}
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "transfer.cli", "serve", "--data-dir", str(self.data_dir)]
         with self.log_file.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "transfer.cli", "serve", "--data-dir", str(self.data_dir)],
+                [*argv, *self.extra_args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,
             )
+
+    def sibling(self, name: str, port: int | None = None) -> ServeProcess:
+        """Another ``serve`` process of the same node (same data directory, same database),
+        listening on its own loopback port: several processes sharing one PostgreSQL database.
+        """
+        port = port or free_port()
+        return ServeProcess(
+            name,
+            self.data_dir,
+            f"https://127.0.0.1:{port}",
+            self.log_file.with_name(f"{name}.log"),
+            ca_file=self.ca_file,
+            env=dict(self.env),
+            extra_args=("--port", str(port)),
+        )
 
     @property
     def running(self) -> bool:

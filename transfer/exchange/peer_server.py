@@ -364,9 +364,24 @@ async def receive_receipt(request: web.Request) -> web.StreamResponse:
             f"(this request is signed by {caller.org_id})"
         )
     key_id = signed.body.receiver_key_id
-    raw = await services.directory.signing_public_key(key_id, signed.body.issued_at)
-    public = minisign.PublicKey(key_id=parse_key_id(key_id), key=raw)
-    verified = verify_receipt(signed, public_key=public, receiver_org_id=caller.org_id)
+    try:
+        raw = await services.directory.signing_public_key(key_id, signed.body.issued_at)
+        public = minisign.PublicKey(key_id=parse_key_id(key_id), key=raw)
+        verified = verify_receipt(signed, public_key=public, receiver_org_id=caller.org_id)
+    except HandoverError as err:
+        # Refused before the outbox sees it: audited here, as the outbox audits its own refusals.
+        await services.inbox.store.record_event(
+            "receipt.refused",
+            None,
+            None,
+            {"package": str(signed.body.package_id), "receipt": str(signed.body.receipt_id)},
+            outcome="refused",
+            reason=err.slug,
+            issuer=caller.org_id,
+            key_id=key_id,
+            receipt_kind=signed.body.kind,
+        )
+        raise
     carried = _carried(body.get("checkpoint"))  # a malformed one is refused before recording
     await services.receipts.record_receipt(verified)
     witnessed = await _witness(services, caller, carried, verified)
