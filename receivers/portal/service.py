@@ -820,8 +820,18 @@ class PickupPortal:
         async with self.store.sessions() as s, s.begin():
             row = await self._by_token(s, token, lock=True)
             self._check_usable(row)
-            row.failed_count += 1
-            attempt = row.failed_count
+            # An atomic increment: on SQLite the SELECT above takes no lock, so a
+            # read-modify-write would lose parallel attempts and let them pass the limit.
+            await s.execute(
+                update(PortalPickup)
+                .where(PortalPickup.id == row.id)
+                .values(failed_count=PortalPickup.failed_count + 1)
+                .execution_options(synchronize_session=False)
+            )
+            attempt = int(
+                await s.scalar(select(PortalPickup.failed_count).where(PortalPickup.id == row.id))
+                or 0
+            )
             user = await s.get(PortalAgencyUser, row.email)
         if attempt > self.settings.max_attempts:
             await self._lock(row, ip)
