@@ -38,7 +38,13 @@ from receivers.portal.service import (
     PortalSessionEnded,
     WrongCode,
 )
-from transfer.errors import ConflictError, HandoverError, InputError, NotFoundError
+from transfer.errors import (
+    ConflictError,
+    HandoverError,
+    InputError,
+    NotFoundError,
+    TooLargeError,
+)
 
 log = logging.getLogger("receivers.portal")
 
@@ -216,9 +222,16 @@ def _see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
+#: The portal's forms are a few short fields. The sub-application's own ``client_max_size``
+#: does not apply (aiohttp reads bodies with the root application's limit), so check here.
+MAX_FORM_BYTES = 64 * 1024
+
+
 async def _form(request: web.Request) -> dict[str, str]:
     if request.content_type != "application/x-www-form-urlencoded":
         raise InputError("this page takes a form")
+    if request.content_length is None or request.content_length > MAX_FORM_BYTES:
+        raise TooLargeError("this form is too large to be one of ours")
     data = await request.post()
     return {k: v for k, v in data.items() if isinstance(v, str)}
 
