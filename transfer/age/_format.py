@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from transfer.age.errors import AgeHeaderError
+from transfer.errors import TransportError
 
 VERSION_LINE = b"age-encryption.org/v1\n"
 INTRO = b"age-encryption.org/"
@@ -26,6 +27,9 @@ FILE_KEY_SIZE = 16
 MAX_HEADER_SIZE = 1 << 20
 #: Largest single header line accepted, in bytes (including the newline).
 MAX_LINE_SIZE = 64 * 1024
+
+#: Why reading stopped when a non-blocking input had nothing to give.
+NO_DATA = "the input is a non-blocking stream that had no data ready; give a file or a pipe"
 
 _BAD_HEADER = "the file is not a valid age-encrypted file (its header is malformed)"
 
@@ -98,11 +102,18 @@ def encode_header(stanzas: list[Stanza], file_key: bytes) -> bytes:
 class Input:
     """A buffered byte source with line reading, over any ``read(n) -> bytes`` callable.
 
-    Memory is bounded by the largest request made of it.
+    Given the source's ``readinto`` too, :meth:`readinto` reads straight into
+    the caller's buffer once the bytes buffered here are used up. Memory is
+    bounded by the largest request made of it.
     """
 
-    def __init__(self, read: Callable[[int], bytes]) -> None:
+    def __init__(
+        self,
+        read: Callable[[int], bytes],
+        readinto: Callable[[memoryview], int | None] | None = None,
+    ) -> None:
         self._read = read
+        self._readinto = readinto
         self._buf = bytearray()
         self._eof = False
 
@@ -132,6 +143,30 @@ class Input:
         out = bytes(self._buf[:n])
         del self._buf[:n]
         return out
+
+    def readinto(self, out: memoryview) -> int:
+        """Fill ``out``; fewer bytes only at the end of the input. Returns the count."""
+        size = len(out)
+        n = min(len(self._buf), size)
+        if n:
+            out[:n] = self._buf[:n]
+            del self._buf[:n]
+        while n < size and not self._eof:
+            if self._readinto is not None:
+                got = self._readinto(out[n:])
+                if got is None:
+                    raise TransportError(NO_DATA)
+            else:
+                data = self._read(size - n)
+                if data is None:
+                    raise TransportError(NO_DATA)
+                got = min(len(data), size - n)
+                out[n : n + got] = data[:got]
+                self._buf += data[got:]
+            if not got:
+                self._eof = True
+            n += got
+        return n
 
     def at_eof(self) -> bool:
         self._fill(1)
