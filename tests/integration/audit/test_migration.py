@@ -19,6 +19,7 @@ def _cfg(conn: Connection) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("version_locations", str(MIGRATIONS / "versions"))
+    cfg.set_main_option("path_separator", "os")
     cfg.attributes["connection"] = conn
     return cfg
 
