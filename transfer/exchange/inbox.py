@@ -41,6 +41,7 @@ sender on request.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import fcntl
@@ -125,7 +126,16 @@ __all__ = [
 
 log = logging.getLogger("handover.inbox")
 
+#: A received chunk is hashed and written in batches of about this many bytes (or at most
+#: ``_IO_PIECES`` body pieces, well under ``IOV_MAX``), one batch in a worker thread while the
+#: event loop reads the next.
 _IO_CHUNK = 1024 * 1024
+_IO_PIECES = 256
+#: Hashing and writing received chunks runs here, so that an upload's cleanup can wait for its
+#: one batch in flight (a cancelled ``asyncio.to_thread`` would leave the thread writing).
+_CHUNK_THREADS = ThreadPoolExecutor(
+    max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="handover-chunk"
+)
 _HASH_CHUNK = 1024 * 1024
 #: Pass 2 of an import runs here, not in the default pool, so that its waits on the event
 #: loop can never starve the loop's own short file writes of a thread.
@@ -342,6 +352,30 @@ def _sha256_file(path: Path) -> tuple[str, int]:
             digest.update(block)
             size += len(block)
     return digest.hexdigest(), size
+
+
+def _hash_and_write(fd: int, hasher: DigestHasher, pieces: list[bytes], offset: int) -> int:
+    """Hash ``pieces`` in order and write them at ``offset`` (worker thread); bytes written.
+
+    ``hashlib`` and ``os.pwritev`` release the GIL, so this runs beside the event
+    loop reading the next pieces; the pieces are written as they came, uncopied.
+    """
+    for piece in pieces:
+        hasher.update(piece)
+    views = [memoryview(piece) for piece in pieces]
+    total = 0
+    first = 0
+    while first < len(views):
+        n = os.pwritev(fd, views[first:], offset + total)
+        if n <= 0:
+            raise OSError(errno.EIO, "the disk accepted no more of the chunk")
+        total += n
+        while first < len(views) and n >= len(views[first]):
+            n -= len(views[first])
+            first += 1
+        if n:
+            views[first] = views[first][n:]
+    return total
 
 
 def _fsync_dir(path: Path) -> None:
@@ -697,24 +731,32 @@ class Inbox:
         held = row.received
         await asyncio.to_thread(os.ftruncate, fd, held)
         hasher = DigestHasher()
-        pending = bytearray()
-        written = held
+        batch: list[bytes] = []
+        batched = 0
+        queued = held  # where the next batch goes: held + every byte handed to a worker
+        inflight: concurrent.futures.Future[int] | None = None
         try:
             async for piece in chunks:
-                if held + hasher.size + len(piece) > row.size:
+                if queued + batched + len(piece) > row.size:
                     raise TooLargeError(
                         f"the chunk goes beyond the package's declared size of {row.size} bytes"
                     )
-                hasher.update(piece)
-                pending += piece
-                if len(pending) >= _IO_CHUNK:
-                    block = bytes(pending)
-                    pending.clear()
-                    await asyncio.to_thread(os.pwrite, fd, block, written)
-                    written += len(block)
-            if pending:
-                await asyncio.to_thread(os.pwrite, fd, bytes(pending), written)
-                written += len(pending)
+                if not piece:
+                    continue
+                batch.append(piece)
+                batched += len(piece)
+                if batched >= _IO_CHUNK or len(batch) >= _IO_PIECES:
+                    if inflight is not None:
+                        await asyncio.wrap_future(inflight)
+                    inflight = _CHUNK_THREADS.submit(_hash_and_write, fd, hasher, batch, queued)
+                    queued += batched
+                    batch, batched = [], 0
+            if inflight is not None:
+                await asyncio.wrap_future(inflight)
+            if batch:
+                inflight = _CHUNK_THREADS.submit(_hash_and_write, fd, hasher, batch, queued)
+                await asyncio.wrap_future(inflight)
+                queued += batched
             check_digest(digest_header, hasher.digest())
             await asyncio.to_thread(os.fsync, fd)
             new = held + hasher.size
@@ -736,6 +778,10 @@ class Inbox:
                     )
             return new
         except BaseException as exc:
+            if inflight is not None:
+                # No worker may still be writing (to this file, or to a reused descriptor).
+                inflight.cancel()
+                concurrent.futures.wait([inflight])
             # Keep only what was committed before this chunk: the held offset stays good.
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, held)

@@ -242,6 +242,52 @@ def _digest_range(path: Path, offset: int, length: int) -> str:
     return hasher.header()
 
 
+class _ChunkDigests:
+    """Each upload chunk's ``Content-Digest``; the next one is hashed ahead, in a worker thread.
+
+    The digest must be in the request's headers (the signature covers it), so a
+    chunk is read twice: once to hash it, once to send it. Hashing chunk *k + 1*
+    while chunk *k* is sent keeps the wire busy; ``hashlib`` releases the GIL.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._ahead: tuple[int, int, asyncio.Task[str]] | None = None
+
+    async def get(self, offset: int, length: int) -> str:
+        """The digest of ``length`` bytes at ``offset`` (hashed ahead if it was foreseen)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            if ahead[0] == offset and ahead[1] == length:
+                return await ahead[2]
+            _drop(ahead[2])  # the peer asked for another offset
+        return await asyncio.to_thread(_digest_range, self._path, offset, length)
+
+    def prefetch(self, offset: int, length: int) -> None:
+        """Start hashing the chunk likely to come next (nothing if there is none)."""
+        if self._ahead is not None:
+            _drop(self._ahead[2])
+            self._ahead = None
+        if length > 0:
+            task = asyncio.create_task(asyncio.to_thread(_digest_range, self._path, offset, length))
+            self._ahead = (offset, length, task)
+
+    def close(self) -> None:
+        """Forget a digest hashed ahead but not needed (the upload ended or failed)."""
+        if self._ahead is not None:
+            _drop(self._ahead[2])
+            self._ahead = None
+
+
+def _drop(task: asyncio.Task[str]) -> None:
+    """Cancel an unneeded hashing task; an error it already had is seen, not logged as lost."""
+    if task.done():
+        if not task.cancelled():
+            task.exception()
+    else:
+        task.cancel()
+
+
 async def _read_range(path: Path, offset: int, length: int) -> AsyncIterator[bytes]:
     fh = await asyncio.to_thread(path.open, "rb")
     try:
@@ -940,29 +986,54 @@ class Outbox:
         conflicts = 0
         chunk = self.config.transfer.chunk_bytes
         target = f"/peer/v1/packages/{row.id}"
-        while offset < size:
-            n = min(chunk, size - offset)
-            digest = await asyncio.to_thread(_digest_range, path, offset, n)
-            try:
-                resp = await self.client.request(
-                    frm, to, "PATCH", target, data=_read_range(path, offset, n), digest=digest,
-                    headers={"Content-Type": "application/offset+octet-stream",
-                             "Upload-Offset": str(offset), "Content-Length": str(n)},
-                )  # fmt: skip
-            except PeerRefused as exc:
-                if exc.status != 409 or conflicts >= _MAX_OFFSET_CONFLICTS:
-                    raise
-                conflicts += 1
-                held = exc.problem.get("offset")
-                if held is None:
-                    head = await self.client.request(frm, to, "HEAD", target)
-                    held = head.headers.get("Upload-Offset")
-                offset = _offset(held, size, where)
-                continue
-            conflicts = 0
-            self.bytes_sent += n
-            offset = _offset(resp.headers.get("Upload-Offset"), size, where)
-            await self._renew(row.id)
+        digests = _ChunkDigests(path)
+        # The lease is renewed after every chunk, while the next one is sent; a lost lease
+        # stops the upload before the chunk after that.
+        renewing: asyncio.Task[None] | None = None
+        try:
+            while offset < size:
+                if renewing is not None and renewing.done():
+                    finished = renewing
+                    renewing = None
+                    await finished
+                n = min(chunk, size - offset)
+                digest = await digests.get(offset, n)
+                # The next chunk is hashed while this one is on the wire.
+                digests.prefetch(offset + n, min(chunk, size - offset - n))
+                try:
+                    resp = await self.client.request(
+                        frm, to, "PATCH", target, data=_read_range(path, offset, n), digest=digest,
+                        headers={"Content-Type": "application/offset+octet-stream",
+                                 "Upload-Offset": str(offset), "Content-Length": str(n)},
+                    )  # fmt: skip
+                except PeerRefused as exc:
+                    if exc.status != 409 or conflicts >= _MAX_OFFSET_CONFLICTS:
+                        raise
+                    conflicts += 1
+                    held = exc.problem.get("offset")
+                    if held is None:
+                        head = await self.client.request(frm, to, "HEAD", target)
+                        held = head.headers.get("Upload-Offset")
+                    offset = _offset(held, size, where)
+                    continue
+                conflicts = 0
+                self.bytes_sent += n
+                offset = _offset(resp.headers.get("Upload-Offset"), size, where)
+                if renewing is not None:
+                    previous = renewing
+                    renewing = None
+                    await previous
+                renewing = asyncio.create_task(self._renew(row.id))
+            if renewing is not None:
+                last = renewing
+                renewing = None
+                await last
+        finally:
+            digests.close()
+            if renewing is not None:
+                # The upload failed meanwhile: let the renewal's transaction end, then drop it.
+                with contextlib.suppress(Exception):
+                    await renewing
         if not await self._has_event(row.id, "sent"):
             now = self._now()
             async with self.store.sessions() as s, s.begin():
