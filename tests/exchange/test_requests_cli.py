@@ -143,4 +143,4 @@ def test_request_authorise_and_alerts_through_the_cli(served: tuple[Path, dict[s
     unknown = _run(["request-file", *sec, "--upn", upn(31), "--from", "999999"], env)
     assert unknown.returncode == 4 and "not in this node's directory" in unknown.stderr
     nobody = _run(["alerts", "list", *d, "--org", SECONDARY, "--as", "ghost"], env)
-    assert nobody.returncode == 4 and "no staff member 'ghost'" in nobody.stderr
+    assert nobody.returncode == 4 and "'ghost' is not a staff member" in nobody.stderr

@@ -13,13 +13,11 @@ receipt; it is kept in the inbox, not imported.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
-from transfer.errors import NotFoundError, PolicyError
+from transfer.commands._common import Subparsers, add_data_dir, run_as_staff
 
 if TYPE_CHECKING:
     from transfer.exchange.inbox import InboxPreview, IncomingSummary
@@ -68,19 +66,7 @@ def register(sub: Subparsers) -> None:
 
 
 def _run(args: argparse.Namespace, work: Callable[[Node, Actor], Awaitable[T]]) -> T:
-    from transfer.node import Node
-
-    async def go() -> T:
-        async with await Node.open(data_dir_of(args)) as node:
-            staff = await node.store.find_staff(args.org, args.username)
-            if staff is None:
-                raise NotFoundError(f"{args.username!r} is not a staff member of {args.org}")
-            if not staff.active:
-                raise PolicyError(f"the account {args.username!r} is deactivated")
-            actor = await node.store.actor_for(staff.id)
-            return await work(node, actor)
-
-    return asyncio.run(go())
+    return run_as_staff(args, work)
 
 
 def _line(s: IncomingSummary) -> str:

@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
-from transfer.errors import ConfigError, InputError, NotFoundError, PolicyError
+from transfer.commands._common import Subparsers, add_data_dir, run_as_staff
+from transfer.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from schemas.referrals import ReferralRecord
@@ -91,18 +91,7 @@ def register(sub: Subparsers) -> None:
 
 
 def _run(args: argparse.Namespace, work: Callable[[Node, Actor], Awaitable[T]]) -> T:
-    from transfer.node import Node
-
-    async def go() -> T:
-        async with await Node.open(data_dir_of(args)) as node:
-            staff = await node.store.find_staff(args.org, args.username)
-            if staff is None:
-                raise NotFoundError(f"{args.username!r} is not a staff member of {args.org}")
-            if not staff.active:
-                raise PolicyError(f"the account {args.username!r} is deactivated")
-            return await work(node, await node.store.actor_for(staff.id))
-
-    return asyncio.run(go())
+    return run_as_staff(args, work)
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -16,8 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
-from transfer.errors import NotFoundError
+from transfer.commands._common import Subparsers, add_data_dir, data_dir_of, staff_actor
 
 if TYPE_CHECKING:  # imported lazily: the CLI starts fast for commands that need no database
     from transfer.alerts import AlertRecord
@@ -40,12 +39,7 @@ async def _open(args: argparse.Namespace) -> AsyncIterator[_Session]:
     from transfer.node import Node
 
     async with await Node.open(data_dir_of(args)) as node:
-        staff = await node.store.find_staff(args.org, args.as_user)
-        if staff is None:
-            raise NotFoundError(
-                f"there is no staff member {args.as_user!r} in organisation {args.org!r}"
-            )
-        actor = await node.store.actor_for(staff.id)
+        actor = await staff_actor(node, args.org, args.as_user)
         yield _Session(node, actor, node.transfer_requests(outbox=node.outbox, client=node.peer))
 
 
