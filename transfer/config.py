@@ -83,8 +83,12 @@ class TransferSection(_Section):
     deadline_days: int = Field(default=5, ge=1, le=60)
     give_up_hours: int = Field(default=72, ge=1, le=24 * 60)
     max_package_bytes: int = Field(default=4 * 1024**3, ge=1024)
-    #: Size of each resumable upload chunk sent to another node.
-    chunk_bytes: int = Field(default=8 * 1024**2, ge=64 * 1024, le=256 * 1024**2)
+    #: The most bytes one upload request to another node carries. By default a package goes
+    #: in one streamed request; lower it only for a proxy that limits request bodies.
+    chunk_bytes: int = Field(default=4 * 1024**3, ge=64 * 1024, le=64 * 1024**3)
+    #: Receiving: while an upload streams in, make what is held durable (fsync, then the
+    #: held offset committed) every this many bytes; a break resumes from there.
+    checkpoint_bytes: int = Field(default=64 * 1024**2, ge=64 * 1024, le=4 * 1024**3)
     #: First retry delay after a failed delivery; doubles (with jitter) up to the maximum.
     retry_base_seconds: float = Field(default=30.0, ge=0.05, le=3600)
     retry_max_seconds: float = Field(default=3600.0, ge=1, le=24 * 3600)

@@ -56,6 +56,7 @@ __all__ = [
     "VerifiedRequest",
     "check_digest",
     "content_digest",
+    "digest_header",
     "parse_content_digest",
     "sign_request",
     "signature_base_for",
@@ -381,6 +382,13 @@ def _ser_inner_list(inner: InnerList) -> str:
 
 def _digest_header(raw: bytes) -> str:
     return f"{_DIGEST_ALG}=:{base64.b64encode(raw).decode('ascii')}:"
+
+
+def digest_header(sha256: bytes) -> str:
+    """The ``Content-Digest`` header value for content whose SHA-256 is already known."""
+    if len(sha256) != 32:
+        raise ValueError("a SHA-256 digest is 32 bytes")
+    return _digest_header(sha256)
 
 
 def content_digest(data: bytes) -> str:

@@ -80,7 +80,9 @@ class Pair:
 
 def transfer_config(*, database_url: str | None = None) -> str:
     """Lines appended to a node's ``[transfer]`` section (and a ``[database]`` section)."""
-    text = f"chunk_bytes = {CHUNK}\n"
+    # Each package goes in one request (the default ``chunk_bytes``); the receiver makes what
+    # it holds durable every 64 KiB of it, so a break mid-way resumes from there.
+    text = f"checkpoint_bytes = {CHUNK}\n"
     if database_url:
         text += f'\n[database]\nurl = "{database_url}"\n'
     return text

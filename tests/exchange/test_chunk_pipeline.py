@@ -20,12 +20,14 @@ from sqlalchemy import update
 
 from tests.exchange.inbox_support import RECEIVER, SENDER, Rig, receiving_node
 from transfer.errors import IntegrityError, TooLargeError, TransportError
+from transfer.exchange import inbox as inbox_module
 from transfer.exchange import outbox as outbox_module
 from transfer.exchange.client import PeerClient
 from transfer.exchange.inbox import PeerCaller, _hash_and_write
 from transfer.exchange.outbox import Outbox, _ChunkDigests, _digest_range
 from transfer.exchange.outbox_tables import outgoing_packages
 from transfer.httpsig import DigestHasher, content_digest
+from transfer.receipts import SignedReceipt
 
 MIB = 1024 * 1024
 DATA = os.urandom(6 * MIB + 12345)
@@ -135,6 +137,94 @@ async def test_a_chunk_cut_short_or_too_long_leaves_the_held_offset(rig: Rig) ->
         )
     assert _part(rig, pid).stat().st_size == 2 * MIB
     assert (await rig.inbox.upload_offset(caller, pid)) == 2 * MIB
+
+
+async def test_a_long_request_cut_short_keeps_its_last_checkpoint(rig: Rig) -> None:
+    _checkpoint_every(rig, MIB)
+    pid = await _offer(rig)
+    caller = _caller(rig)
+    good = DATA[: 2 * MIB]
+    await rig.inbox.receive_chunk(caller, pid, 0, content_digest(good), _pieces(good, 256 * 1024))
+    rest = DATA[2 * MIB :]
+    # The connection drops after 3.5 MiB of this request: 3 MiB of it were checkpointed.
+    with pytest.raises(TransportError) as cut:
+        await rig.inbox.receive_chunk(
+            caller, pid, 2 * MIB, content_digest(rest),
+            _pieces(rest, 128 * 1024, fail_after=3 * MIB + MIB // 2),
+        )  # fmt: skip
+    assert cut.value.detail["offset"] == 5 * MIB
+    assert "5242880 bytes are held" in cut.value.message
+    assert await rig.inbox.upload_offset(caller, pid) == 5 * MIB
+    assert _part(rig, pid).read_bytes() == DATA[: 5 * MIB]
+    # The sender resumes from there; the old offset is refused with the one to use.
+    status, problem, headers = await rig.patch(pid, 2 * MIB, DATA[2 * MIB : 3 * MIB])
+    assert status == 409 and headers["Upload-Offset"] == str(5 * MIB), problem
+    more = DATA[5 * MIB :]
+    new = await rig.inbox.receive_chunk(
+        caller, pid, 5 * MIB, content_digest(more), _pieces(more, 256 * 1024)
+    )
+    assert new == len(DATA) and _part(rig, pid).read_bytes() == DATA
+
+
+@pytest.mark.parametrize("fault", ["digest", "too-long"])
+async def test_a_checkpointed_request_whose_body_proves_bad_is_undone_to_its_start(
+    rig: Rig, fault: str
+) -> None:
+    _checkpoint_every(rig, MIB)
+    pid = await _offer(rig)
+    caller = _caller(rig)
+    good = DATA[:MIB]
+    await rig.inbox.receive_chunk(caller, pid, 0, content_digest(good), _pieces(good, 256 * 1024))
+    body = bytearray(DATA[MIB:])
+    if fault == "digest":
+        body[-1] ^= 1  # noticed only at the end, after four checkpoints were committed
+        signed, error = content_digest(DATA[MIB:]), IntegrityError
+    else:
+        body += b"x" * MIB  # beyond the offered size, after five checkpoints
+        signed, error = content_digest(bytes(body)), TooLargeError
+    with pytest.raises(error):
+        await rig.inbox.receive_chunk(caller, pid, MIB, signed, _pieces(bytes(body), 256 * 1024))
+    assert await rig.inbox.upload_offset(caller, pid) == MIB
+    assert _part(rig, pid).read_bytes() == DATA[:MIB]
+
+
+async def test_a_package_sent_whole_in_one_request_is_not_read_again_to_complete(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built, data = await rig.build(await rig.make_pupil_file())
+    hashed: list[Path] = []
+    real = inbox_module._sha256_file
+
+    def counting(path: Path) -> tuple[str, int]:
+        hashed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(inbox_module, "_sha256_file", counting)
+    # In one request from offset 0: the digest checked on the body is the package's.
+    one = str(built.manifest.package_id)
+    await rig.upload(one, data, chunk=len(data))
+    status, body, _ = await rig.call("POST", f"/peer/v1/packages/{one}/complete", {})
+    assert status == 200 and body["state"] == "delivered", body
+    assert hashed == []
+    receipt = SignedReceipt.from_dict(body["receipt"])
+    assert receipt.body.ciphertext_sha256 == hashlib.sha256(data).hexdigest()
+    # In several requests: the whole file is read and hashed again before the receipt.
+    built2, data2 = await rig.build(await rig.make_pupil_file(2), name="second")
+    two = str(built2.manifest.package_id)
+    await rig.upload(two, data2, chunk=len(data2) // 3 + 1)
+    status, body, _ = await rig.call("POST", f"/peer/v1/packages/{two}/complete", {})
+    assert status == 200 and body["state"] == "delivered", body
+    assert [p.name for p in hashed] == [f"{two}.part"]
+
+
+async def test_a_whole_upload_whose_file_changed_before_complete_is_refused(rig: Rig) -> None:
+    built, data = await rig.build(await rig.make_pupil_file())
+    pid = str(built.manifest.package_id)
+    await rig.upload(pid, data, chunk=len(data))
+    with _part(rig, pid).open("r+b") as f:  # cut on disk after the request: not the same file
+        f.truncate(len(data) - 1)
+    status, problem, _ = await rig.call("POST", f"/peer/v1/packages/{pid}/complete", {})
+    assert status >= 400 and "offset 0" in problem["detail"], problem
 
 
 async def test_a_disk_error_in_the_worker_is_a_transport_error_and_cuts_back(
@@ -272,12 +362,13 @@ async def test_a_failed_digest_ahead_is_raised_when_used_and_never_logged_as_los
     assert "never retrieved" not in caplog.text
 
 
-def _outbox(rig: Rig, client: PeerClient, *, chunk_bytes: int) -> Outbox:
-    config = rig.services.config.model_copy(
-        update={
-            "transfer": rig.services.config.transfer.model_copy(update={"chunk_bytes": chunk_bytes})
-        }
-    )
+def _outbox(
+    rig: Rig, client: PeerClient, *, chunk_bytes: int | None = None, lease_seconds: float = 120.0
+) -> Outbox:
+    transfer = rig.services.config.transfer
+    if chunk_bytes is not None:
+        transfer = transfer.model_copy(update={"chunk_bytes": chunk_bytes})
+    config = rig.services.config.model_copy(update={"transfer": transfer})
     return Outbox(
         store=rig.store,
         keys=rig.keys,
@@ -285,13 +376,36 @@ def _outbox(rig: Rig, client: PeerClient, *, chunk_bytes: int) -> Outbox:
         client=client,
         config=config,
         data_dir=rig.data_dir,
+        lease_seconds=lease_seconds,
     )
 
 
-async def test_the_lease_is_renewed_after_every_chunk_beside_the_next_upload(rig: Rig) -> None:
+def _slow_reads(monkeypatch: pytest.MonkeyPatch, *, piece: int, pause: float) -> None:
+    """The sender reads its package file in ``piece``-byte pieces, ``pause`` s apart."""
+    read_range = outbox_module._read_range
+
+    async def slow(path: Path, offset: int, length: int) -> AsyncIterator[bytes]:
+        async for block in read_range(path, offset, length):
+            for at in range(0, len(block), piece):
+                await asyncio.sleep(pause)
+                yield block[at : at + piece]
+
+    monkeypatch.setattr(outbox_module, "_read_range", slow)
+
+
+def _checkpoint_every(rig: Rig, nbytes: int) -> None:
+    transfer = rig.inbox.config.transfer.model_copy(update={"checkpoint_bytes": nbytes})
+    rig.inbox.config = rig.inbox.config.model_copy(update={"transfer": transfer})
+
+
+async def test_the_lease_is_renewed_while_one_long_request_uploads(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = PeerClient(keys=rig.keys, directory=rig.directory, config=rig.services.config)
     try:
-        outbox = _outbox(rig, client, chunk_bytes=64 * 1024)
+        # The whole package in one request (the default), taking well over a lease to send.
+        outbox = _outbox(rig, client, lease_seconds=0.3)
+        _slow_reads(monkeypatch, piece=16 * 1024, pause=0.05)
         renewals: list[str] = []
         renew = outbox._renew
 
@@ -300,31 +414,48 @@ async def test_the_lease_is_renewed_after_every_chunk_beside_the_next_upload(rig
             await renew(package_id)
 
         outbox._renew = counting  # type: ignore[method-assign]
+        sent: list[int] = []
+        request = client.request
+
+        async def patches(*args: object, **kwargs: object) -> object:
+            if args[2] == "PATCH":
+                sent.append(int(str(kwargs["headers"]["Upload-Offset"])))  # type: ignore[index]
+            return await request(*args, **kwargs)  # type: ignore[arg-type]
+
+        client.request = patches  # type: ignore[method-assign]
         queued = await outbox.queue_leaver_file(
             rig.school.dsl, await rig.make_pupil_file(), RECEIVER
         )
         size = queued.ciphertext_size
-        assert size is not None and size > 3 * 64 * 1024
+        assert size is not None and size > 8 * 16 * 1024
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
         assert await outbox.deliver_due() == 1
+        took = loop.time() - t0
         assert (await outbox.get(rig.school.dsl, queued.id)).state == "delivered"
-        assert renewals == [queued.id] * -(-size // (64 * 1024))
+        assert sent == [0]  # one request carried the whole package
+        # Renewed every lease / 3 (0.1 s) while it ran, and no other process took it meanwhile.
+        assert took > 0.6
+        assert len(renewals) >= 3 and set(renewals) == {queued.id}
     finally:
         await client.close()
 
 
-async def test_a_lease_lost_during_the_upload_stops_it_before_it_is_sent(
-    rig: Rig, caplog: pytest.LogCaptureFixture
+async def test_a_lease_lost_during_the_upload_stops_it_and_the_receiver_keeps_its_checkpoint(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = PeerClient(keys=rig.keys, directory=rig.directory, config=rig.services.config)
     try:
-        outbox = _outbox(rig, client, chunk_bytes=64 * 1024)
+        outbox = _outbox(rig, client, lease_seconds=0.3)
+        _checkpoint_every(rig, 64 * 1024)
+        _slow_reads(monkeypatch, piece=16 * 1024, pause=0.04)
         renew = outbox._renew
         calls = 0
 
         async def taken_over(package_id: str) -> None:
             nonlocal calls
             calls += 1
-            if calls == 2:  # another process took the item over meanwhile
+            if calls == 3:  # another process took the item over meanwhile
                 async with rig.store.sessions() as s, s.begin():
                     await s.execute(
                         update(outgoing_packages)
@@ -337,15 +468,23 @@ async def test_a_lease_lost_during_the_upload_stops_it_before_it_is_sent(
         queued = await outbox.queue_leaver_file(
             rig.school.dsl, await rig.make_pupil_file(), RECEIVER
         )
+        size = queued.ciphertext_size
+        assert size is not None and size > 4 * 64 * 1024
         with caplog.at_level(logging.WARNING, logger="handover.outbox"):
             assert await outbox.deliver_due() == 1
         assert "taken over by another process" in caplog.text
         record = await outbox.get(rig.school.dsl, queued.id)
         assert record.state == "queued"
         assert "sent" not in [e.event for e in record.events]
-        # The renewal after chunk 2 failed: chunk 3 was on the wire meanwhile, no chunk after it.
+        assert calls == 3
+        # The request was cut off mid-way: the receiver keeps what it had checkpointed, a
+        # checkpoint (every 64 KiB) short of the whole package, and the part file matches.
+        await asyncio.sleep(0.2)  # the receiver's handler sees the cut connection
         status, _, headers = await rig.call("HEAD", f"/peer/v1/packages/{queued.id}")
-        assert status == 204 and int(headers["Upload-Offset"]) == 3 * 64 * 1024
-        assert calls == 2
+        held = int(headers["Upload-Offset"])
+        assert status == 204 and 64 * 1024 <= held < size
+        assert rig.inbox.part_path(queued.id).stat().st_size == held
+        data = outbox.path_of(queued.id).read_bytes()
+        assert rig.inbox.part_path(queued.id).read_bytes() == data[:held]
     finally:
         await client.close()

@@ -103,7 +103,7 @@ from transfer.exchange.inbox_tables import (
     IncomingPackage,
     IssuedReceipt,
 )
-from transfer.httpsig import DigestHasher, check_digest
+from transfer.httpsig import DigestHasher, DigestMismatchError, check_digest
 from transfer.package.layout import Addressee, SenderKeys, VerifiedPackage
 from transfer.package.open import inspect_package, verify_package
 from transfer.receipts import SignedReceipt, sign_receipt
@@ -430,6 +430,9 @@ class Inbox:
         self._clock = clock or store.now
         self.incoming_dir = data_dir / "incoming"
         self.inbox_dir = data_dir / "inbox"
+        #: Uploads whose whole body came in one request from offset 0, with its checked
+        #: digest: ``complete`` need not read the file again (in this process only).
+        self._whole_sha256: dict[str, str] = {}
 
     # ---------------------------------------------------------------- plumbing
 
@@ -728,13 +731,27 @@ class Inbox:
     async def _write_chunk(
         self, fd: int, row: IncomingPackage, digest_header: str, chunks: AsyncIterator[bytes]
     ) -> int:
-        held = row.received
-        await asyncio.to_thread(os.ftruncate, fd, held)
+        """Stream one request's body to the file at the held offset; the new held offset.
+
+        Every ``transfer.checkpoint_bytes`` the bytes so far are fsynced and the held offset
+        committed, so a break (a dropped connection, a killed process) resumes from the last
+        checkpoint instead of the request's start. Bytes kept that way are checked against
+        the offered SHA-256 of the whole package at ``complete``; a request whose body does
+        not match its signed ``Content-Digest`` is undone back to where it started.
+        """
+        start = row.received
+        await asyncio.to_thread(os.ftruncate, fd, start)
+        every = self.config.transfer.checkpoint_bytes
         hasher = DigestHasher()
         batch: list[bytes] = []
         batched = 0
-        queued = held  # where the next batch goes: held + every byte handed to a worker
+        queued = start  # where the next batch goes: start + every byte handed to a worker
+        committed = start  # the held offset in the database (fsynced bytes before it)
         inflight: concurrent.futures.Future[int] | None = None
+        # A checkpoint's fsync and commit run while the next bytes are read and written; the
+        # next checkpoint first waits for it (at most one in flight).
+        pending: asyncio.Task[int] | None = None
+        mark = start  # where the last checkpoint (committed or in flight) is
         try:
             async for piece in chunks:
                 if queued + batched + len(piece) > row.size:
@@ -745,49 +762,93 @@ class Inbox:
                     continue
                 batch.append(piece)
                 batched += len(piece)
-                if batched >= _IO_CHUNK or len(batch) >= _IO_PIECES:
+                due = queued + batched - mark >= every
+                if due or batched >= _IO_CHUNK or len(batch) >= _IO_PIECES:
                     if inflight is not None:
                         await asyncio.wrap_future(inflight)
                     inflight = _CHUNK_THREADS.submit(_hash_and_write, fd, hasher, batch, queued)
                     queued += batched
                     batch, batched = [], 0
+                    if queued - mark >= every:
+                        await asyncio.wrap_future(inflight)
+                        inflight = None
+                        if pending is not None:
+                            committed = await pending
+                        pending = asyncio.create_task(self._hold(fd, row.id, committed, queued))
+                        mark = queued
             if inflight is not None:
                 await asyncio.wrap_future(inflight)
             if batch:
                 inflight = _CHUNK_THREADS.submit(_hash_and_write, fd, hasher, batch, queued)
                 await asyncio.wrap_future(inflight)
                 queued += batched
+            if pending is not None:
+                committed = await pending
+                pending = None
             check_digest(digest_header, hasher.digest())
-            await asyncio.to_thread(os.fsync, fd)
-            new = held + hasher.size
-            async with self._sessions() as s, s.begin():
-                result = await s.execute(
-                    update(IncomingPackage)
-                    .where(
-                        IncomingPackage.id == row.id,
-                        IncomingPackage.received == held,
-                        IncomingPackage.state == RECEIVING,
-                    )
-                    .values(received=new)
-                )
-                if getattr(result, "rowcount", 1) != 1:
-                    raise UploadBusyError(
-                        f"package {row.id} changed while this chunk was written; ask for the "
-                        "offset and continue",
-                        detail={"offset": held},
-                    )
+            new = await self._hold(fd, row.id, committed, queued)
+            if start == 0 and new == row.size:
+                # This body was the whole package: its digest is the package's SHA-256.
+                self._whole_sha256[row.id] = hasher.digest().hex()
             return new
         except BaseException as exc:
             if inflight is not None:
                 # No worker may still be writing (to this file, or to a reused descriptor).
                 inflight.cancel()
                 concurrent.futures.wait([inflight])
-            # Keep only what was committed before this chunk: the held offset stays good.
+            if pending is not None:
+                # Let the checkpoint in flight end: what it committed is held.
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    committed = await asyncio.shield(pending)
+            keep = committed
+            if isinstance(exc, (TooLargeError, DigestMismatchError)) and committed != start:
+                # The body is not what the sender signed: none of it is kept.
+                keep = await self._unhold(row.id, committed, start)
+            # Keep only what was committed: the held offset stays good.
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, held)
+                os.ftruncate(fd, keep)
             if isinstance(exc, OSError):
                 raise TransportError(f"could not store the chunk: {exc.strerror}") from None
+            if isinstance(exc, TransportError) and keep != start:
+                raise TransportError(
+                    f"{exc.message} ({keep} bytes are held)", detail={"offset": keep}
+                ) from None
             raise
+
+    async def _hold(self, fd: int, pid: str, held: int, new: int) -> int:
+        """Make the bytes up to ``new`` durable, then commit ``new`` as the held offset."""
+        await asyncio.to_thread(os.fsync, fd)
+        async with self._sessions() as s, s.begin():
+            result = await s.execute(
+                update(IncomingPackage)
+                .where(
+                    IncomingPackage.id == pid,
+                    IncomingPackage.received == held,
+                    IncomingPackage.state == RECEIVING,
+                )
+                .values(received=new)
+            )
+            if getattr(result, "rowcount", 1) != 1:
+                raise UploadBusyError(
+                    f"package {pid} changed while this chunk was written; ask for the "
+                    "offset and continue",
+                    detail={"offset": held},
+                )
+        return new
+
+    async def _unhold(self, pid: str, held: int, back_to: int) -> int:
+        """Put the held offset back to ``back_to`` (a checkpointed body proved bad)."""
+        async with self._sessions() as s, s.begin():
+            result = await s.execute(
+                update(IncomingPackage)
+                .where(
+                    IncomingPackage.id == pid,
+                    IncomingPackage.received == held,
+                    IncomingPackage.state == RECEIVING,
+                )
+                .values(received=back_to)
+            )
+        return back_to if getattr(result, "rowcount", 1) == 1 else held
 
     async def complete(self, caller: PeerCaller, package_id: str) -> SignedReceipt:
         """Check the whole upload and its manifest; store it as delivered; the receipt."""
@@ -822,6 +883,17 @@ class Inbox:
         finally:
             await asyncio.to_thread(os.close, fd)
 
+    def _held_sha256(self, pid: str, part: Path) -> tuple[str, int]:
+        """SHA-256 and size of the held file (worker thread).
+
+        Read and hashed again unless one request brought the whole file in this process;
+        then the digest checked on that request's body is the file's.
+        """
+        known = self._whole_sha256.pop(pid, None)
+        if known is not None:
+            return known, part.stat().st_size
+        return _sha256_file(part)
+
     async def _refuse(self, row: IncomingPackage, part: Path, err: HandoverError) -> None:
         reason = f"{err.slug}: {err.diagnostics()}"[:300]
         async with self._sessions() as s, s.begin():
@@ -849,7 +921,7 @@ class Inbox:
                 f"bytes held; continue from offset {row.received}",
                 detail={"offset": row.received},
             )
-        sha, size = await asyncio.to_thread(_sha256_file, part)
+        sha, size = await asyncio.to_thread(self._held_sha256, pid, part)
         if size != row.size or not hmac.compare_digest(sha, row.ciphertext_sha256):
             # The bytes held are not the package offered: start again from nothing.
             await asyncio.to_thread(os.truncate, part, 0)

@@ -71,7 +71,7 @@ from transfer.exchange.outbox_tables import (
     outgoing_pupils,
     outgoing_receipts,
 )
-from transfer.httpsig import DigestHasher
+from transfer.httpsig import DigestHasher, digest_header
 from transfer.package.build import BuiltPackage
 from transfer.receipts import ReceiptError, SignedReceipt, verify_receipt
 from transfer.store.db import is_sqlite
@@ -113,7 +113,8 @@ _LABELS: Final[dict[str, str]] = {
     "referral_police": "Referral to the police",
     "other": "Package",
 }
-_READ_PIECE: Final = 256 * 1024
+#: The sender reads its package file in pieces of this size (one worker-thread hop each).
+_READ_PIECE: Final = 1024 * 1024
 #: A draft left by a process killed while building is discarded after this long.
 STALE_DRAFT: Final = timedelta(hours=1)
 #: Consecutive "wrong offset" answers tolerated before the attempt is given up.
@@ -289,19 +290,31 @@ def _drop(task: asyncio.Task[str]) -> None:
 
 
 async def _read_range(path: Path, offset: int, length: int) -> AsyncIterator[bytes]:
+    """``length`` bytes of ``path`` from ``offset``, in pieces; the next piece is read (in a
+    worker thread) while this one is sent."""
     fh = await asyncio.to_thread(path.open, "rb")
+    ahead: asyncio.Future[bytes] | None = None
     try:
         await asyncio.to_thread(fh.seek, offset)
         left = length
-        while left:
-            piece = await asyncio.to_thread(fh.read, min(_READ_PIECE, left))
+        ahead = asyncio.ensure_future(asyncio.to_thread(fh.read, min(_READ_PIECE, left)))
+        while left and ahead is not None:
+            piece = await ahead
+            ahead = None
             if not piece:
                 raise PackageFileMissingError(
                     f"the package file {path.name} is shorter than recorded"
                 )
             left -= len(piece)
+            if left:
+                ahead = asyncio.ensure_future(asyncio.to_thread(fh.read, min(_READ_PIECE, left)))
             yield piece
     finally:
+        if ahead is not None:
+            # A read still running in its thread must end before the file is closed.
+            await asyncio.wait([ahead])
+            if not ahead.cancelled():
+                ahead.exception()
         await asyncio.to_thread(fh.close)
 
 
@@ -983,23 +996,58 @@ class Outbox:
             await self._accept_delivery(row, start["receipt"])
             return
         offset = _offset(start.get("offset"), size, where)
-        conflicts = 0
+        # The lease is renewed every third of its length while the upload runs; a lost lease
+        # stops the upload at once.
+        sending = asyncio.ensure_future(self._send_body(row, path, offset, where))
+        keeper = asyncio.ensure_future(self._keep_lease(row.id))
+        try:
+            await asyncio.wait({sending, keeper}, return_when=asyncio.FIRST_COMPLETED)
+            if not sending.done():
+                keeper.result()  # the keeper only ends by failing: the lease was lost
+            await sending
+        finally:
+            for task in (sending, keeper):
+                task.cancel()
+            await asyncio.gather(sending, keeper, return_exceptions=True)
+        if not await self._has_event(row.id, "sent"):
+            now = self._now()
+            async with self.store.sessions() as s, s.begin():
+                await s.execute(self._event(row.id, "sent", "queued", now))
+            await self._audit("transfer.sent", None, row, size=size)
+        target = f"/peer/v1/packages/{row.id}/complete"
+        done = await self.client.request_json(frm, to, "POST", target, {})
+        await self._accept_delivery(row, done.get("receipt"))
+
+    async def _keep_lease(self, package_id: str) -> None:
+        """Renew this process's lease on an item until cancelled; raises once it is lost."""
+        interval = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            await self._renew(package_id)
+
+    async def _send_body(self, row: Any, path: Path, offset: int, where: str) -> None:
+        """``PATCH`` the package's bytes from ``offset`` until the receiver holds them all.
+
+        Each request carries at most ``transfer.chunk_bytes``; by default the whole rest of
+        the package. Its ``Content-Digest`` must be in the headers (the signature covers it):
+        for the whole package from offset 0 it is the package's known SHA-256, otherwise the
+        range is hashed first (the next range while this one is on the wire).
+        """
+        size = int(row.ciphertext_size)
+        frm, to = row.org_id, row.to_org_id
         chunk = self.config.transfer.chunk_bytes
         target = f"/peer/v1/packages/{row.id}"
         digests = _ChunkDigests(path)
-        # The lease is renewed after every chunk, while the next one is sent; a lost lease
-        # stops the upload before the chunk after that.
-        renewing: asyncio.Task[None] | None = None
+        conflicts = 0
         try:
             while offset < size:
-                if renewing is not None and renewing.done():
-                    finished = renewing
-                    renewing = None
-                    await finished
                 n = min(chunk, size - offset)
-                digest = await digests.get(offset, n)
-                # The next chunk is hashed while this one is on the wire.
-                digests.prefetch(offset + n, min(chunk, size - offset - n))
+                if offset == 0 and n == size:
+                    digest = digest_header(bytes.fromhex(row.ciphertext_sha256))
+                else:
+                    digest = await digests.get(offset, n)
+                    # The next chunk is hashed while this one is on the wire.
+                    digests.prefetch(offset + n, min(chunk, size - offset - n))
                 try:
                     resp = await self.client.request(
                         frm, to, "PATCH", target, data=_read_range(path, offset, n), digest=digest,
@@ -1019,28 +1067,8 @@ class Outbox:
                 conflicts = 0
                 self.bytes_sent += n
                 offset = _offset(resp.headers.get("Upload-Offset"), size, where)
-                if renewing is not None:
-                    previous = renewing
-                    renewing = None
-                    await previous
-                renewing = asyncio.create_task(self._renew(row.id))
-            if renewing is not None:
-                last = renewing
-                renewing = None
-                await last
         finally:
             digests.close()
-            if renewing is not None:
-                # The upload failed meanwhile: let the renewal's transaction end, then drop it.
-                with contextlib.suppress(Exception):
-                    await renewing
-        if not await self._has_event(row.id, "sent"):
-            now = self._now()
-            async with self.store.sessions() as s, s.begin():
-                await s.execute(self._event(row.id, "sent", "queued", now))
-            await self._audit("transfer.sent", None, row, size=size)
-        done = await self.client.request_json(frm, to, "POST", f"{target}/complete", {})
-        await self._accept_delivery(row, done.get("receipt"))
 
     async def _attempt_started(self, row: Any) -> None:
         async with self.store.sessions() as s, s.begin():
