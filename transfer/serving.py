@@ -1,0 +1,176 @@
+"""A node served: its HTTP API (TLS), the scheduler's sweeps, started and stopped together.
+
+:func:`serving` is what ``handover serve`` runs once :meth:`transfer.node.Node.open`
+has assembled the node; the command only adds the signal handling around it. The
+benchmarks serve a node through it too, so that what they measure is the code a
+deployment runs (the same application, scheduler jobs and audit log instance).
+
+This module imports aiohttp, APScheduler and every part of the API: the CLI imports
+it only when ``serve`` runs.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from transfer.api.app import create_app
+from transfer.errors import ConfigError
+from transfer.exchange.deadlines_sweep import DeadlineSweep
+from transfer.exchange.peer_server import services_for
+from transfer.exchange.receipt_push import ReceiptPusher
+from transfer.exchange.retention_sweep import AfterAcceptanceRetention
+from transfer.exchange.sweeps import schedule_outbox_sweeps
+from transfer.node import Node
+from transfer.referrals.service import referral_deadline_sweep
+from transfer.tls import make_self_signed, server_context
+
+log = logging.getLogger("handover.serve")
+
+
+@dataclass(frozen=True)
+class Running:
+    """A node that is being served: where it listens, and its parts for inspection."""
+
+    node: Node
+    app: web.Application
+    scheduler: AsyncIOScheduler
+    scheme: str
+    host: str
+    #: The port actually bound (the one asked for, or the one the system chose for 0).
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+async def _sweep_retention(node: Node) -> None:
+    report = await node.store.run_retention()
+    if report.erased_pupils:
+        log.info("retention sweep erased %d pupil(s)", len(report.erased_pupils))
+
+
+async def _checkpoint(node: Node) -> None:
+    await node.audit_log.checkpoint()
+
+
+def tls_context(node: Node) -> ssl.SSLContext | None:
+    """The server's TLS context from ``[server]`` (None behind a TLS proxy)."""
+    cfg = node.config.server
+    if cfg.behind_proxy:
+        return None
+    if cfg.tls_cert and cfg.tls_key:
+        return server_context(cfg.tls_cert, cfg.tls_key)
+    if cfg.dev_tls:
+        tls_dir = node.data_dir / "tls"
+        cert, key = tls_dir / "dev-cert.pem", tls_dir / "dev-key.pem"
+        if not cert.exists():
+            make_self_signed(cert, key)
+        return server_context(cert, key)
+    raise ConfigError(
+        "no TLS: set server.tls_cert and server.tls_key, or server.dev_tls = true "
+        "for development, or server.behind_proxy = true behind a TLS proxy"
+    )
+
+
+def _app_and_scheduler(node: Node) -> tuple[web.Application, AsyncIOScheduler]:
+    """The API application and the scheduler with every sweep a node runs (not started)."""
+    peer_client = node.peer
+    requests_outbox = node.outbox
+    transfer_requests = node.transfer_requests(outbox=requests_outbox, client=peer_client)
+    deadlines = DeadlineSweep(node.store, node.alerts, requests_outbox, node.config.transfer)
+    after_accepted = AfterAcceptanceRetention(node.store, requests_outbox, node.config.transfer)
+    app = create_app(
+        store=node.store, accounts=node.accounts, audit=node.audit, config=node.config,
+        inbox=node.inbox,
+        peer=services_for(node, requests=transfer_requests, receipts=node.outbox),
+        alerts=node.alerts, transfer_requests=transfer_requests, outbox=node.outbox,
+        portal=node.portal, referrals=node.referrals,
+    )  # fmt: skip
+    receipt_pusher = ReceiptPusher(
+        store=node.store, client=peer_client, config=node.config, audit_log=node.audit_log
+    )
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    scheduler.add_job(
+        _sweep_retention, "interval", hours=node.config.retention.sweep_hours, args=[node],
+        max_instances=1, coalesce=True,
+    )  # fmt: skip
+    scheduler.add_job(_checkpoint, "interval", minutes=10, args=[node], max_instances=1)
+    # Deliver due outbox items and pull receipts (every transfer.sweep_seconds).
+    schedule_outbox_sweeps(scheduler, node.outbox, node.config)
+    scheduler.add_job(
+        receipt_pusher.push_due, "interval", seconds=node.config.transfer.sweep_seconds,
+        max_instances=1, coalesce=True,
+    )  # fmt: skip
+    # Transfer requests and decisions owed to other nodes, KCSIE deadline alerts (hourly,
+    # from start-up; idempotent per day) and after-acceptance retention (hourly).
+    scheduler.add_job(
+        transfer_requests.send_due, "interval", seconds=node.config.transfer.sweep_seconds,
+        max_instances=1, coalesce=True,
+    )  # fmt: skip
+    scheduler.add_job(
+        deadlines.run, "interval", hours=1, next_run_time=datetime.now(UTC),
+        max_instances=1, coalesce=True,
+    )  # fmt: skip
+    scheduler.add_job(
+        after_accepted.run, "interval", hours=1, next_run_time=datetime.now(UTC),
+        max_instances=1, coalesce=True,
+    )  # fmt: skip
+    # Expired pickup links, and referrals past their deadline (LADO: one working day).
+    scheduler.add_job(
+        node.portal.sweep_expired, "interval", hours=1, next_run_time=datetime.now(UTC),
+        max_instances=1, coalesce=True,
+    )  # fmt: skip
+    scheduler.add_job(
+        referral_deadline_sweep, "interval", hours=1, next_run_time=datetime.now(UTC),
+        args=[node.referrals, node.alerts], max_instances=1, coalesce=True,
+    )  # fmt: skip
+    return app, scheduler
+
+
+@asynccontextmanager
+async def serving(
+    node: Node, host: str | None = None, port: int | None = None
+) -> AsyncIterator[Running]:
+    """Serve ``node`` (API and sweeps) until the block ends; then stop both.
+
+    ``host`` and ``port`` override ``server.host`` and ``server.port`` (port 0: any
+    free port, reported in :attr:`Running.port`). Raises :class:`ConfigError` when
+    TLS is not configured or the address cannot be bound.
+    """
+    cfg = node.config.server
+    ssl_ctx = tls_context(node)
+    app, scheduler = _app_and_scheduler(node)
+    # Start-up objects live as long as the process: freezing them keeps full garbage
+    # collections short (they set a chronology read's p99; see docs/store.md).
+    gc.collect()
+    gc.freeze()
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host = host or cfg.host
+    port = cfg.port if port is None else port
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    bound = runner.addresses[0][1] if port == 0 and runner.addresses else port
+    try:
+        scheduler.start()
+        scheme = "https" if ssl_ctx else "http"
+        log.info("serving %s on %s://%s:%d/api/v1/", node.config.node.name, scheme, host, bound)
+        yield Running(node, app, scheduler, scheme, host, bound)
+    finally:
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
+        await runner.cleanup()
