@@ -1,6 +1,8 @@
 """Audit log: append rates on SQLite, proof time and full verification of a large log.
 
 ``HANDOVER_BENCH_AUDIT_SIZE`` sets the size of the large log (default 1,000,000).
+``HANDOVER_BENCH_AUDIT_ONLY=serve`` runs only the rows measured while a node serves
+API requests (``in-serve``: only those where the node is served in this process).
 """
 
 from __future__ import annotations
@@ -8,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from transfer.audit import merkle
@@ -21,6 +26,8 @@ from transfer.auditing import AuditEvent
 from transfer.commands.init import initialise, write_config
 from transfer.config import CONFIG_FILE, load_config
 from transfer.demo.procs import ServeProcess, free_port
+from transfer.node import Node
+from transfer.serving import serving
 from transfer.store.db import make_engine, migrate
 
 KEK = bytes(range(32))
@@ -121,6 +128,105 @@ async def main(base, cafile, password, stop):
 asyncio.run(main(*sys.argv[1:]))
 """
 
+#: The API load for the in-process rows: 8 connections, requests whose handlers append
+#: audit entries (a staff list, a pupil read, a chronology read, a concern recorded) and
+#: one that does not (``GET /session``); every request also updates its session row. On
+#: SIGUSR1 it prints how many requests have completed (to count those in a window); on
+#: SIGTERM it stops and prints the count per request kind and any failures.
+_MIXED_LOAD = r"""
+import asyncio, signal, ssl, sys, time
+import aiohttp
+from transfer.demo.api import StaffClient
+
+PUPIL = {"surname": "Okafor", "forename": "Amara", "dob": "2014-11-03", "sex": "F"}
+
+async def main(base, cafile, password):
+    ctx = ssl.create_default_context(cafile=cafile)
+    async with aiohttp.ClientSession() as http:
+        admin, dsl = StaffClient(http, base, ctx), StaffClient(http, base, ctx)
+        await admin.sign_in("100001", "admin", password)
+        await admin.call("POST", "/staff", {"username": "dsl", "display_name": "Bench DSL",
+                                            "roles": ["dsl"], "password": password})
+        await dsl.sign_in("100001", "dsl", password)
+        read = await admin.call("POST", "/pupils", {"upn": "H801200001001", **PUPIL})
+        written = await admin.call("POST", "/pupils", {"upn": "X801200001002", **PUPIL})
+        concern = {"pupil_ids": [written["id"]], "category": "bullying",
+                   "happened_at": "2026-09-07T08:00:00Z", "account": "a bench concern"}
+        await dsl.call("POST", "/concerns", {**concern, "pupil_ids": [read["id"]]})
+        kinds = {
+            "GET /staff": (admin, "GET", "/staff", None),
+            "GET /pupils/{id}": (admin, "GET", f"/pupils/{read['id']}", None),
+            "GET /pupils/{id}/chronology": (dsl, "GET", f"/pupils/{read['id']}/chronology", None),
+            "POST /concerns": (dsl, "POST", "/concerns", concern),
+            "GET /session": (admin, "GET", "/session", None),
+        }
+        plan = ["GET /staff", "GET /pupils/{id}", "GET /pupils/{id}/chronology"] * 2 + [
+            "POST /concerns", "GET /session"]
+        counts = dict.fromkeys(kinds, 0)
+        failures = []
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(
+            signal.SIGUSR1, lambda: print(sum(counts.values()), time.perf_counter(), flush=True))
+
+        async def worker(kind):
+            client, method, path, body = kinds[kind]
+            while not stop.is_set():
+                try:
+                    await client.call(method, path, body)
+                except Exception as exc:
+                    failures.append(f"{kind}: {exc}")
+                    stop.set()
+                    return
+                counts[kind] += 1
+
+        print("ready", flush=True)
+        await asyncio.gather(*(worker(k) for k in plan))
+        print(" ".join(f"{k.replace(' ', '_')}={v}" for k, v in counts.items()), flush=True)
+        print("failures", len(failures), *failures[:3], sep="\n", flush=True)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+@contextmanager
+def _kek_env() -> Iterator[None]:
+    """``HANDOVER_KEK`` set to the benchmark's key while the node is opened."""
+    saved = os.environ.get("HANDOVER_KEK")
+    os.environ["HANDOVER_KEK"] = KEK.hex()
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("HANDOVER_KEK", None)
+        else:
+            os.environ["HANDOVER_KEK"] = saved
+
+
+async def _bench_node(data_dir: Path, password: str) -> str:
+    """A fresh node (one school, its administrator, dev TLS on a free loopback port)."""
+    port = free_port()
+    base = f"https://127.0.0.1:{port}"
+    write_config(data_dir, "bench")
+    cfg = data_dir / CONFIG_FILE
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8")
+        .replace('base_url = "https://localhost:8443"', f'base_url = "{base}"')
+        .replace("port = 8443", f"port = {port}"),
+        encoding="utf-8",
+    )
+    with _kek_env():
+        await initialise(
+            data_dir, name="bench", schools=[("100001", "8012000", "Bench School")],
+            agencies=[], admin="admin", admin_password=password,
+        )  # fmt: skip
+    return base
+
+
+def _load_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
 
 def _start_load(
     serve: ServeProcess, cert: Path, password: str, stop: Path
@@ -132,42 +238,118 @@ def _start_load(
     serve.wait_ready(60)
     return subprocess.Popen(
         [sys.executable, "-c", _LOAD, serve.base_url, str(cert), password, str(stop)],
-        stdout=subprocess.PIPE, text=True,
-        env={**os.environ, **serve.env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        stdout=subprocess.PIPE, text=True, env={**_load_env(), **serve.env},
     )  # fmt: skip
 
 
-async def _under_serve(tmp: Path) -> list[str]:
-    """Appends while a real ``handover serve`` on the same SQLite database answers API calls."""
+def _latency(lat: list[float]) -> str:
+    lat = sorted(lat)
+    return (
+        f"per append median {_ms(statistics.median(lat))}, p99 {_ms(lat[int(len(lat) * 0.99)])}, "
+        f"max {_ms(lat[-1])}"
+    )
 
-    kek_hex = KEK.hex()
+
+async def _appenders(log: AuditLog, n: int, callers: int) -> tuple[float, list[float]]:
+    """``n`` entries appended by ``callers`` concurrent tasks; (seconds, each append's latency)."""
+    queue = list(range(n))
+    lat: list[float] = []
+
+    async def caller() -> None:
+        while queue:
+            e = _event(queue.pop())
+            t0 = time.perf_counter()
+            await log.record(e)
+            lat.append(time.perf_counter() - t0)
+
+    t = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    return time.perf_counter() - t, lat
+
+
+async def _in_serve(tmp: Path, callers_list: Sequence[int] = (16, 64)) -> list[str]:
+    """Appends through the serving node's own audit log while it answers API calls.
+
+    The node is served in this process by :func:`transfer.serving.serving`, the code
+    ``handover serve`` runs; the appenders call ``node.audit_log``, the instance the
+    request handlers append through; the API client is another process.
+    """
+    password = "a long enough pass phrase 42"  # a throw-away benchmark node
+    data_dir = tmp / "served-here"
+    await _bench_node(data_dir, password)
+    rows: list[str] = []
+    with _kek_env():
+        node = await Node.open(data_dir)
+    async with node, serving(node, "127.0.0.1") as running:
+        log = node.audit_log
+        load = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _MIXED_LOAD, running.base_url,
+            str(data_dir / "tls" / "dev-cert.pem"), password,
+            stdout=asyncio.subprocess.PIPE, env=_load_env(),
+        )  # fmt: skip
+        assert load.stdout is not None
+        out = load.stdout
+        try:
+            ready = await asyncio.wait_for(out.readline(), 120)
+            if ready.strip() != b"ready":
+                raise RuntimeError(f"the API load did not start: {ready!r}")
+            await asyncio.sleep(2.0)  # the load is running
+
+            async def requests_done() -> tuple[int, float]:
+                load.send_signal(signal.SIGUSR1)
+                count, at = (await out.readline()).split()
+                return int(count), float(at)
+
+            # The load alone first: what the node answers, and appends, with no appenders.
+            before, (r0, t0) = await log.size(), await requests_done()
+            await asyncio.sleep(5.0)
+            after, (r1, t1) = await log.size(), await requests_done()
+            rows.append(
+                f"| no appenders: the serving process answers {(r1 - r0) / (t1 - t0):,.0f} API "
+                f"requests/s, whose handlers append {(after - before) / (t1 - t0):,.0f} "
+                f"entries/s | {after - before:,} | (the load alone, for comparison) |"
+            )
+            for callers in callers_list:
+                n = 20_000 if callers <= 16 else 40_000
+                before, (r0, t0) = await log.size(), await requests_done()
+                dt, lat = await _appenders(log, n, callers)
+                after, (r1, t1) = await log.size(), await requests_done()
+                by_requests = after - before - n
+                rps = (r1 - r0) / (t1 - t0)
+                rows.append(
+                    f"| {callers} concurrent appenders in the serving process (`handover serve`'s "
+                    f"code, its own `AuditLog`) while it answers {rps:,.0f} API requests/s whose "
+                    f"handlers appended {by_requests:,} entries in the same {dt:.1f} s "
+                    f"| {n} + {by_requests:,} | {n / dt:,.0f} entries/s from the appenders, "
+                    f"{(n + by_requests) / dt:,.0f} entries/s in all; {_latency(lat)} |"
+                )
+                await asyncio.sleep(1.0)
+        finally:
+            if load.returncode is None:
+                load.terminate()
+            summary = (await asyncio.wait_for(out.read(), 60)).decode()
+            await load.wait()
+        if "failures\n0" not in summary:
+            raise RuntimeError(f"the API load failed: {summary}")
+        mix = ", ".join(kind.replace("_", " ") for kind in summary.split("\n", 1)[0].split())
+        assert await log.verify() == await log.size()
+    rows.append(
+        f"| (the whole run's requests by kind: {mix}; `verify()` of the log afterwards "
+        f"equals its size) | | |"
+    )
+    return rows
+
+
+async def _under_serve(tmp: Path) -> list[str]:
+    """Appends from this process while a real ``handover serve`` on the same SQLite
+    database answers API calls: several writer processes on one SQLite file."""
+
     password = "a long enough pass phrase 42"  # a throw-away benchmark node
     data_dir = tmp / "served"
-    port = free_port()
-    base = f"https://127.0.0.1:{port}"
-    write_config(data_dir, "bench")
-    cfg = data_dir / CONFIG_FILE
-    cfg.write_text(
-        cfg.read_text(encoding="utf-8")
-        .replace('base_url = "https://localhost:8443"', f'base_url = "{base}"')
-        .replace("port = 8443", f"port = {port}"),
-        encoding="utf-8",
-    )
-    saved = os.environ.get("HANDOVER_KEK")
-    os.environ["HANDOVER_KEK"] = kek_hex
-    try:
-        await initialise(
-            data_dir, name="bench", schools=[("100001", "8012000", "Bench School")],
-            agencies=[], admin="admin", admin_password=password,
-        )  # fmt: skip
-    finally:
-        if saved is None:
-            os.environ.pop("HANDOVER_KEK", None)
-        else:
-            os.environ["HANDOVER_KEK"] = saved
+    base = await _bench_node(data_dir, password)
     cert = data_dir / "tls" / "dev-cert.pem"
     serve = ServeProcess(
-        "bench", data_dir, base, tmp / "serve.log", ca_file=cert, env={"HANDOVER_KEK": kek_hex}
+        "bench", data_dir, base, tmp / "serve.log", ca_file=cert, env={"HANDOVER_KEK": KEK.hex()}
     )
     stop = tmp / "stop-load"
     serve.start()
@@ -182,19 +364,7 @@ async def _under_serve(tmp: Path) -> list[str]:
         await asyncio.sleep(1.0)  # the load is running
         before = await log.size()
         n, callers = 6000, 16
-        queue = list(range(n))
-        lat: list[float] = []
-
-        async def caller() -> None:
-            while queue:
-                e = _event(queue.pop())
-                t0 = time.perf_counter()
-                await log.record(e)
-                lat.append(time.perf_counter() - t0)
-
-        t = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(callers)))
-        dt = time.perf_counter() - t
+        dt, lat = await _appenders(log, n, callers)
         after = await log.size()
         stop.touch()
         out, _ = await asyncio.to_thread(load.communicate, None, 60)
@@ -207,15 +377,14 @@ async def _under_serve(tmp: Path) -> list[str]:
             load.wait()
         serve.stop()
         await log.close()
-    lat.sort()
     served = after - before - n
     rps = int(requests) / float(seconds)
     return [
-        f"| {callers} concurrent callers while `handover serve` (another process, same "
-        f"database) answers {rps:,.0f} API requests/s (8 connections, `GET /staff` and "
-        f"`GET /session` as a signed-in administrator) and appends {served:,} entries of its own "
-        f"| {n} | {n / dt:,.0f} entries/s; per append median {_ms(statistics.median(lat))}, "
-        f"p99 {_ms(lat[int(len(lat) * 0.99)])}, max {_ms(lat[-1])} |"
+        f"| several writer processes on one SQLite file: {callers} concurrent appenders in the "
+        f"benchmark process (a second `AuditLog.for_node`) while `handover serve` (another "
+        f"process, same database) answers {rps:,.0f} API requests/s (8 connections, "
+        f"`GET /staff` and `GET /session` as a signed-in administrator) and appends "
+        f"{served:,} entries of its own | {n} | {n / dt:,.0f} entries/s; {_latency(lat)} |"
     ]
 
 
@@ -271,11 +440,15 @@ async def _large(tmp: Path) -> list[str]:
 
 
 async def _main() -> str:
+    only = os.environ.get("HANDOVER_BENCH_AUDIT_ONLY")
     with tempfile.TemporaryDirectory(prefix="handover-bench-audit-") as d:
         tmp = Path(d)
+        if only == "serve":  # the rows "while the node serves", nothing else
+            return "\n".join([*await _in_serve(tmp), *await _under_serve(tmp)])
+        if only == "in-serve":
+            return "\n".join(await _in_serve(tmp))
         appends = await _appends(tmp)
-        if os.environ.get("HANDOVER_BENCH_AUDIT_ONLY") == "serve":
-            return "\n".join(await _under_serve(tmp))
+        appends += await _in_serve(tmp)
         appends += await _under_serve(tmp)
         large = await _large(tmp)
     return "\n".join(
@@ -287,6 +460,14 @@ async def _main() -> str:
             "| append mode | entries | rate |",
             "|---|---|---|",
             *appends,
+            "",
+            "The rows in the serving process serve a fresh node in the benchmark process with "
+            "`transfer.serving.serving` (what `handover serve` runs: same application, "
+            "scheduler and `AuditLog`); an API client in another process keeps 8 connections "
+            "busy (staff list, pupil and chronology reads, a concern recorded, the session), "
+            "and the appenders call the node's own `node.audit_log`. The last row is several "
+            "writer processes on one SQLite file, which queue on its single write lock: "
+            "PostgreSQL is the configuration for several writer processes.",
             "",
             f"A log of {SIZE:,} entries:",
             "",

@@ -4,9 +4,12 @@
 runs in one transaction that first locks the single ``audit_head`` row
 (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the transaction starts with a
 write, so writers queue on the database lock), so several processes appending to
-one database get one total order with no gaps and no duplicates. Concurrent
-``record`` calls in one process are committed together (group commit); each
-call still returns only after its entry is durable.
+one database get one total order with no gaps and no duplicates. A process
+remembers the head it last committed and builds the next batch from it before
+touching the database; the batch's first statement then moves the head on only if
+it is still that head (else the head is read under the lock and the batch rebuilt).
+Concurrent ``record`` calls in one process are committed together (group commit);
+each call still returns only after its entry is durable.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ from transfer.audit.checkpoint import (
     verify_checkpoint,
 )
 from transfer.audit.entry import (
+    MAX_BODY,
     ZERO_HASH,
     Checked,
     Entry,
@@ -167,6 +171,60 @@ class ShownEntry:
     entry: Entry
 
 
+@dataclass(frozen=True)
+class _Head:
+    """The ``audit_head`` row: tree size, its compact range, the last leaf hash."""
+
+    size: int
+    compact: bytes
+    last_leaf: bytes
+
+    def values(self) -> dict[str, Any]:
+        return {"size": self.size, "compact": self.compact, "last_leaf": self.last_leaf}
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """The rows that append a batch of entries after a given head, and the head after them."""
+
+    seqs: list[int]
+    entries: list[dict[str, Any]]
+    nodes: list[dict[str, Any]]
+    head: _Head
+
+
+def _build(head: _Head, items: Sequence[Entry]) -> _Batch:
+    """The rows for ``items`` (checked entries) placed after ``head``."""
+    compact = merkle.CompactRange.decode(head.size, head.compact)
+    last = head.last_leaf
+    entries: list[dict[str, Any]] = []
+    nodes: list[dict[str, Any]] = []
+    seqs: list[int] = []
+    for checked in items:
+        entry = replace(checked, seq=compact.size, prev=last)
+        body = entry.encode()
+        if len(body) > MAX_BODY:  # a longer sequence number can take it over the limit
+            raise InputError(f"an audit entry may be at most {MAX_BODY} bytes")
+        leaf = merkle.leaf_hash(body)
+        seqs.append(entry.seq)
+        entries.append(
+            {
+                "seq": entry.seq,
+                "body": body,
+                "leaf_hash": leaf,
+                "at": entry.time,
+                "action": entry.action,
+                "actor": entry.actor,
+                "org": entry.org,
+                "pupil": entry.pupil,
+                "person": entry.person,
+            }
+        )
+        nodes.extend({"level": lv, "idx": ix, "hash": h} for lv, ix, h in compact.append(leaf))
+        last = leaf
+    return _Batch(seqs, entries, nodes, _Head(compact.size, compact.encode(), last))
+
+
 class AuditLog:
     """The tamper-evident audit log over one database (SQLite or PostgreSQL)."""
 
@@ -188,10 +246,13 @@ class AuditLog:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._anchor = anchor
         self._own_engine = own_engine
-        self._pending: list[tuple[AuditEvent, datetime, asyncio.Future[int]]] = []
+        #: Checked entries (made at position 0) waiting for the next group commit.
+        self._pending: list[tuple[Entry, asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._signer: Signer | None = None
         self._sqlite = engine.dialect.name == "sqlite"
+        #: The head as this process last committed it (a guess, checked under the lock).
+        self._head: _Head | None = None
 
     @classmethod
     def open(cls, url: str, kek: bytes, **kwargs: Any) -> AuditLog:
@@ -222,12 +283,11 @@ class AuditLog:
 
     async def append(self, event: AuditEvent) -> int:
         """Append one event and return its sequence number (durable on return)."""
-        when = self._now()
         # Refuse a bad event here, to its caller alone, not to the whole group commit.
-        entry_from_event(event, 0, ZERO_HASH, when)
+        checked = entry_from_event(event, 0, ZERO_HASH, self._now())
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
-        self._pending.append((event, when, fut))
+        self._pending.append((checked, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await fut
@@ -235,21 +295,25 @@ class AuditLog:
     async def append_many(self, events: Sequence[AuditEvent]) -> list[int]:
         """Append a batch in one transaction; return their sequence numbers."""
         now = self._now()
-        return await self._append_batch([(e, now) for e in events])
+        return await self._append_batch([entry_from_event(e, 0, ZERO_HASH, now) for e in events])
 
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                seqs = await self._append_batch([(e, t) for e, t, _ in batch])
+                seqs = await self._append_batch([checked for checked, _ in batch])
             except Exception as exc:  # handed to every waiting caller
-                for _, _, fut in batch:
+                for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            for (_, _, fut), seq in zip(batch, seqs, strict=True):
+            for (_, fut), seq in zip(batch, seqs, strict=True):
                 if not fut.done():
                     fut.set_result(seq)
+            # Let the callers just answered run before the next batch is taken: those
+            # that append again join it, instead of waiting behind a batch of the few
+            # entries that arrived during this commit.
+            await asyncio.sleep(0)
 
     def _now(self) -> datetime:
         when = self._clock()
@@ -258,62 +322,57 @@ class AuditLog:
         return when.astimezone(UTC)
 
     async def _lock_head(self, conn: AsyncConnection) -> tuple[int, bytes, bytes]:
+        head = (audit_head.c.size, audit_head.c.compact, audit_head.c.last_leaf)
         if self._sqlite:
-            # Take SQLite's write lock before reading, so concurrent writers queue.
-            await conn.execute(
-                sa.update(audit_head).where(audit_head.c.id == 1).values(size=audit_head.c.size)
-            )
-        row = (
-            await conn.execute(
-                sa.select(audit_head.c.size, audit_head.c.compact, audit_head.c.last_leaf)
+            # Take SQLite's write lock before reading, so concurrent writers queue: a
+            # no-op write that returns the head (one statement, one round trip).
+            query: sa.Executable = (
+                sa.update(audit_head)
                 .where(audit_head.c.id == 1)
-                .with_for_update()
+                .values(size=audit_head.c.size)
+                .returning(*head)
             )
-        ).one_or_none()
+        else:
+            query = sa.select(*head).where(audit_head.c.id == 1).with_for_update()
+        row = (await conn.execute(query)).one_or_none()
         if row is None:
             raise IntegrityError("the audit log's head row is missing: the log was tampered with")
         return int(row.size), bytes(row.compact), bytes(row.last_leaf)
 
-    async def _append_batch(self, items: Sequence[tuple[AuditEvent, datetime]]) -> list[int]:
+    async def _append_batch(self, items: Sequence[Entry]) -> list[int]:
+        """Append entries checked by :func:`entry_from_event` (at any position) in order."""
         if not items:
             return []
+        cached, self._head = self._head, None
         async with self._engine.begin() as conn:
-            size, compact_blob, last = await self._lock_head(conn)
-            compact = merkle.CompactRange.decode(size, compact_blob)
-            entries: list[dict[str, Any]] = []
-            nodes: list[dict[str, Any]] = []
-            seqs: list[int] = []
-            for event, when in items:
-                entry = entry_from_event(event, compact.size, last, when)
-                body = entry.encode()
-                leaf = merkle.leaf_hash(body)
-                seqs.append(entry.seq)
-                entries.append(
-                    {
-                        "seq": entry.seq,
-                        "body": body,
-                        "leaf_hash": leaf,
-                        "at": when,
-                        "action": entry.action,
-                        "actor": entry.actor,
-                        "org": entry.org,
-                        "pupil": entry.pupil,
-                        "person": entry.person,
-                    }
+            batch: _Batch | None = None
+            if cached is not None:
+                # Built from the head as this process last committed it, before the database
+                # is touched; one statement then takes the write lock and moves the head on,
+                # only if it is still that head (no other process appended since).
+                batch = _build(cached, items)
+                moved = await conn.execute(
+                    sa.update(audit_head)
+                    .where(
+                        audit_head.c.id == 1,
+                        audit_head.c.size == cached.size,
+                        audit_head.c.last_leaf == cached.last_leaf,
+                        audit_head.c.compact == cached.compact,
+                    )
+                    .values(**batch.head.values())
                 )
-                nodes.extend(
-                    {"level": lv, "idx": ix, "hash": h} for lv, ix, h in compact.append(leaf)
+                if moved.rowcount != 1:
+                    batch = None
+            if batch is None:
+                batch = _build(_Head(*await self._lock_head(conn)), items)
+                await conn.execute(
+                    sa.update(audit_head).where(audit_head.c.id == 1).values(**batch.head.values())
                 )
-                last = leaf
-            await conn.execute(sa.insert(audit_entries), entries)
-            if nodes:
-                await conn.execute(sa.insert(audit_nodes), nodes)
-            await conn.execute(
-                sa.update(audit_head)
-                .where(audit_head.c.id == 1)
-                .values(size=compact.size, compact=compact.encode(), last_leaf=last)
-            )
-        return seqs
+            await conn.execute(sa.insert(audit_entries), batch.entries)
+            if batch.nodes:
+                await conn.execute(sa.insert(audit_nodes), batch.nodes)
+        self._head = batch.head
+        return batch.seqs
 
     # --------------------------------------------------------------------- keys
 
