@@ -176,13 +176,14 @@ async def test_a_checkpointed_request_whose_body_proves_bad_is_undone_to_its_sta
     good = DATA[:MIB]
     await rig.inbox.receive_chunk(caller, pid, 0, content_digest(good), _pieces(good, 256 * 1024))
     body = bytearray(DATA[MIB:])
+    error_type: type[Exception]
     if fault == "digest":
         body[-1] ^= 1  # noticed only at the end, after four checkpoints were committed
-        signed, error = content_digest(DATA[MIB:]), IntegrityError
+        signed, error_type = content_digest(DATA[MIB:]), IntegrityError
     else:
         body += b"x" * MIB  # beyond the offered size, after five checkpoints
-        signed, error = content_digest(bytes(body)), TooLargeError
-    with pytest.raises(error):
+        signed, error_type = content_digest(bytes(body)), TooLargeError
+    with pytest.raises(error_type):
         await rig.inbox.receive_chunk(caller, pid, MIB, signed, _pieces(bytes(body), 256 * 1024))
     assert await rig.inbox.upload_offset(caller, pid) == MIB
     assert _part(rig, pid).read_bytes() == DATA[:MIB]
@@ -422,7 +423,7 @@ async def test_the_lease_is_renewed_while_one_long_request_uploads(
                 sent.append(int(str(kwargs["headers"]["Upload-Offset"])))  # type: ignore[index]
             return await request(*args, **kwargs)  # type: ignore[arg-type]
 
-        client.request = patches  # type: ignore[method-assign]
+        client.request = patches  # type: ignore[method-assign,assignment]
         queued = await outbox.queue_leaver_file(
             rig.school.dsl, await rig.make_pupil_file(), RECEIVER
         )
