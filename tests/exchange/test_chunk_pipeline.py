@@ -1,7 +1,9 @@
-"""The pipelined chunk paths: the receiver hashes and writes in a worker thread while it reads
-on, the sender hashes the next chunk while it sends this one. Same promises as before: all of a
-chunk or none of it, the digest checked before the offset is committed, the part file cut back
-to the held offset on any failure."""
+"""The upload paths: the receiver hashes and writes each piece as it reads it and makes what it
+holds durable at checkpoints; the sender sends a whole package in one request under a lease it
+keeps renewing, or hashes the next chunk while it sends this one. The promises: the digest
+checked before the end of a request is committed, a body that proves bad undone to its start,
+a break keeping the last checkpoint, the part file cut back to the held offset on any
+failure."""
 
 from __future__ import annotations
 
@@ -68,12 +70,12 @@ def _part(rig: Rig, pid: str) -> Path:
 async def test_chunks_of_many_batches_and_tiny_pieces_are_written_exactly(rig: Rig) -> None:
     pid = await _offer(rig)
     caller = _caller(rig)
-    first = DATA[: 3 * MIB + 7]  # 256 KiB pieces: several 1 MiB batches and a short last one
+    first = DATA[: 3 * MIB + 7]  # 256 KiB pieces and a short last one
     new = await rig.inbox.receive_chunk(
         caller, pid, 0, content_digest(first), _pieces(first, 256 * 1024)
     )
     assert new == len(first)
-    # 1,000-byte pieces: batches close on the piece count (IOV_MAX), not the byte count.
+    # 1,000-byte pieces.
     second = DATA[new : new + MIB + 333_333]
     new = await rig.inbox.receive_chunk(
         caller, pid, new, content_digest(second), _pieces(second, 1000)
@@ -87,12 +89,12 @@ async def test_chunks_of_many_batches_and_tiny_pieces_are_written_exactly(rig: R
     assert (await rig.inbox.upload_offset(caller, pid)) == len(DATA)
 
 
-async def test_a_bad_digest_found_after_several_batches_cuts_the_file_back(rig: Rig) -> None:
+async def test_a_bad_digest_found_after_several_mib_cuts_the_file_back(rig: Rig) -> None:
     pid = await _offer(rig)
     caller = _caller(rig)
     good = DATA[:MIB]
     assert await rig.inbox.receive_chunk(caller, pid, 0, content_digest(good), _pieces(good, 65536))
-    # Four batches are on disk before the digest is known to be wrong.
+    # Four MiB are on disk before the digest is known to be wrong.
     bad = bytearray(DATA[MIB : 5 * MIB])
     bad[-1] ^= 1
     with pytest.raises(IntegrityError):
@@ -228,24 +230,24 @@ async def test_a_whole_upload_whose_file_changed_before_complete_is_refused(rig:
     assert status >= 400 and "offset 0" in problem["detail"], problem
 
 
-async def test_a_disk_error_in_the_worker_is_a_transport_error_and_cuts_back(
+async def test_a_disk_error_is_a_transport_error_and_cuts_back(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pid = await _offer(rig)
     caller = _caller(rig)
     good = DATA[:MIB]
     await rig.inbox.receive_chunk(caller, pid, 0, content_digest(good), _pieces(good, 256 * 1024))
-    real = os.pwritev
+    real = os.pwrite
     calls = 0
 
-    def failing(fd: int, buffers: list[memoryview], offset: int) -> int:
+    def failing(fd: int, data: memoryview, offset: int) -> int:
         nonlocal calls
         calls += 1
         if calls == 3:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(fd, buffers, offset)
+        return real(fd, data, offset)
 
-    monkeypatch.setattr(os, "pwritev", failing)
+    monkeypatch.setattr(os, "pwrite", failing)
     chunk = DATA[MIB : 5 * MIB]
     with pytest.raises(TransportError, match="could not store the chunk: No space left"):
         await rig.inbox.receive_chunk(
@@ -259,41 +261,37 @@ async def test_a_disk_error_in_the_worker_is_a_transport_error_and_cuts_back(
 def test_hash_and_write_finishes_short_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = os.pwritev
+    real = os.pwrite
     sizes: list[int] = []
 
-    def short(fd: int, buffers: list[memoryview], offset: int) -> int:
-        # At most 70,001 bytes a call: ends in the middle of a piece every time.
-        left, take = 70_001, []
-        for b in buffers:
-            if not left:
-                break
-            take.append(b[:left])
-            left -= len(take[-1])
-        n = real(fd, take, offset)
+    def short(fd: int, data: memoryview, offset: int) -> int:
+        n = real(fd, data[:70_001], offset)  # at most 70,001 bytes a call
         sizes.append(n)
         return n
 
-    monkeypatch.setattr(os, "pwritev", short)
+    monkeypatch.setattr(os, "pwrite", short)
     pieces = [os.urandom(n) for n in (100_000, 1, 65536, 250_000, 3)]
     path = tmp_path / "f"
     path.write_bytes(b"H" * 10)
     fd = os.open(path, os.O_RDWR)
     try:
         hasher = DigestHasher()
-        assert _hash_and_write(fd, hasher, pieces, 10) == sum(map(len, pieces))
+        at = 10
+        for piece in pieces:
+            assert _hash_and_write(fd, hasher, piece, at) == len(piece)
+            at += len(piece)
     finally:
         os.close(fd)
     whole = b"".join(pieces)
     assert path.read_bytes() == b"H" * 10 + whole
     assert hasher.digest() == hashlib.sha256(whole).digest() and hasher.size == len(whole)
-    assert len(sizes) > 1 and max(sizes) <= 70_001
+    assert len(sizes) > len(pieces) and max(sizes) <= 70_001
 
-    monkeypatch.setattr(os, "pwritev", lambda fd, b, o: 0)
+    monkeypatch.setattr(os, "pwrite", lambda fd, b, o: 0)
     fd = os.open(path, os.O_RDWR)
     try:
         with pytest.raises(OSError, match="accepted no more"):
-            _hash_and_write(fd, DigestHasher(), [b"abc"], 0)
+            _hash_and_write(fd, DigestHasher(), b"abc", 0)
     finally:
         os.close(fd)
 
