@@ -83,7 +83,6 @@ log = logging.getLogger("handover.peer_server")
 PREFIX: Final = "/peer/v1"
 #: Largest JSON body a peer may send (offers, receipts, requests are small).
 MAX_JSON_BYTES: Final = 1024 * 1024
-_STREAM_CHUNK: Final = 256 * 1024
 OFFSET_HEADER: Final = "Upload-Offset"
 OCTETS: Final = "application/offset+octet-stream"
 
@@ -302,8 +301,10 @@ def _offset_header(request: web.Request) -> int:
 
 
 async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """The body's pieces as they arrived (``iter_chunks`` hands them over uncopied; the
+    receiver hashes and writes each one)."""
     try:
-        async for chunk in request.content.iter_chunked(_STREAM_CHUNK):
+        async for chunk, _ in request.content.iter_chunks():
             yield chunk
     except (aiohttp.ClientError, ConnectionError) as exc:
         raise TransportError(
