@@ -781,26 +781,20 @@ class Inbox:
     async def _hold(self, fd: int, pid: str, held: int, new: int) -> int:
         """Make the bytes up to ``new`` durable, then commit ``new`` as the held offset."""
         await asyncio.to_thread(os.fsync, fd)
-        async with self._sessions() as s, s.begin():
-            result = await s.execute(
-                update(IncomingPackage)
-                .where(
-                    IncomingPackage.id == pid,
-                    IncomingPackage.received == held,
-                    IncomingPackage.state == RECEIVING,
-                )
-                .values(received=new)
+        if not await self._move_held(pid, held, new):
+            raise UploadBusyError(
+                f"package {pid} changed while this chunk was written; ask for the "
+                "offset and continue",
+                detail={"offset": held},
             )
-            if getattr(result, "rowcount", 1) != 1:
-                raise UploadBusyError(
-                    f"package {pid} changed while this chunk was written; ask for the "
-                    "offset and continue",
-                    detail={"offset": held},
-                )
         return new
 
     async def _unhold(self, pid: str, held: int, back_to: int) -> int:
         """Put the held offset back to ``back_to`` (a checkpointed body proved bad)."""
+        return back_to if await self._move_held(pid, held, back_to) else held
+
+    async def _move_held(self, pid: str, held: int, to: int) -> bool:
+        """Set the held offset of a receiving upload from ``held`` to ``to``; whether it was."""
         async with self._sessions() as s, s.begin():
             result = await s.execute(
                 update(IncomingPackage)
@@ -809,9 +803,9 @@ class Inbox:
                     IncomingPackage.received == held,
                     IncomingPackage.state == RECEIVING,
                 )
-                .values(received=back_to)
+                .values(received=to)
             )
-        return back_to if getattr(result, "rowcount", 1) == 1 else held
+        return bool(getattr(result, "rowcount", 1) == 1)
 
     async def complete(self, caller: PeerCaller, package_id: str) -> SignedReceipt:
         """Check the whole upload and its manifest; store it as delivered; the receipt."""
