@@ -37,6 +37,25 @@ class Credential(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class UnknownSignIn(Base):
+    """The failed-sign-in counter of a name that is not an account that may sign in.
+
+    An unknown username (or one deactivated, or without a password) is slowed
+    down and locked exactly like a real account, so the answers do not say
+    which usernames exist; keeping the counter here (not in one process's
+    memory) makes that hold across several ``serve`` processes. The key is a
+    keyed hash of the organisation and the name typed (``codes.unknown_signin_key``),
+    never the text. Rows idle for longer than a day are deleted.
+    """
+
+    __tablename__ = "auth_unknown_signins"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failed_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class RecoveryCode(Base):
     __tablename__ = "auth_recovery_codes"
 

@@ -18,19 +18,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from sqlalchemy import delete, select, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.records import StaffRecord
 from transfer import aead
 from transfer.auditing import AuditEvent, AuditSink, Outcome
 from transfer.auth import codes
-from transfer.auth.models import ApiTokenRow, Credential, RecoveryCode, SessionRow
+from transfer.auth.models import (
+    ApiTokenRow,
+    Credential,
+    RecoveryCode,
+    SessionRow,
+    UnknownSignIn,
+)
 from transfer.auth.passwords import (
     INTERACTIVE,
     HashingCost,
@@ -78,8 +85,10 @@ SIGN_IN_FAILED: Final = (
 MAX_DELAY_SECONDS: Final = 300
 #: Every permission value (token scopes are a subset).
 _PERMISSIONS: Final = frozenset(p.value for p in Permission)
-#: How many unknown usernames' failures are remembered (in memory).
-_GHOSTS: Final = 10_000
+#: A failure older than this is forgotten (an unknown username's row is then deleted).
+FORGET_AFTER: Final = timedelta(hours=24)
+#: Tries of the compare-and-set that counts an attempt before giving up with a 429.
+_COUNT_TRIES: Final = 200
 
 
 class SignInFailed(AuthenticationError):
@@ -152,13 +161,21 @@ def _fingerprint(text: str) -> str:
     return hashlib.sha256(b"handover:audit-username:v1:" + text.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
 class _Attempts:
     """Failure counter of one name (a real credential row or an unknown username)."""
 
-    def __init__(self, count: int, last: datetime | None, locked_until: datetime | None) -> None:
-        self.count = count
-        self.last = last
-        self.locked_until = locked_until
+    count: int
+    last: datetime | None
+    locked_until: datetime | None
+
+
+@dataclass(frozen=True)
+class _Counted:
+    """An attempt counted before its password was checked: its number, and whether it locked."""
+
+    count: int
+    locks: bool
 
 
 class Accounts:
@@ -185,7 +202,6 @@ class Accounts:
         self.hashing = hashing
         self.issuer = issuer
         self._dummy_hash: str | None = None
-        self._ghosts: OrderedDict[str, _Attempts] = OrderedDict()
         #: At most this many Argon2id computations at once (each takes its memory limit).
         self._hash_slots = asyncio.Semaphore(4)
 
@@ -251,6 +267,20 @@ class Accounts:
         return staff
 
     # ------------------------------------------------------- failure accounting
+    #
+    # Every attempt is counted *before* its password is checked, by a compare-and-set
+    # on the counter (``UPDATE ... WHERE failed_count = <what was read>``), which is
+    # atomic on SQLite and PostgreSQL alike: parallel guesses cannot all read the same
+    # count and pass. The attempt that reaches ``failed_signins_before_lock`` sets the
+    # lock as it is counted; a right password clears the count (and that lock).
+
+    def _current(self, a: _Attempts, now: datetime) -> _Attempts:
+        """``a`` as it stands at ``now``: an expired lock or a day-old failure is forgotten."""
+        if a.locked_until is not None:
+            return _Attempts(0, None, None) if a.locked_until <= now else a
+        if a.last is not None and now - a.last >= FORGET_AFTER:
+            return _Attempts(0, None, None)
+        return a
 
     def _wait_seconds(self, a: _Attempts, now: datetime) -> int:
         """Seconds still to wait after ``a.count`` failures (0 when an attempt may go ahead)."""
@@ -261,22 +291,10 @@ class Accounts:
         remaining = (a.last + timedelta(seconds=delay) - now).total_seconds()
         return max(0, int(remaining + 0.999))
 
-    def _lock_expired(self, a: _Attempts, now: datetime) -> bool:
-        return a.locked_until is not None and a.locked_until <= now
-
-    def _after_failure(self, a: _Attempts, now: datetime) -> bool:
-        """Count one more failure into ``a``; return whether it now locks."""
-        if self._lock_expired(a, now):
-            a.count, a.locked_until = 0, None
-        a.count += 1
-        a.last = now
-        if a.count >= self.security.failed_signins_before_lock:
-            a.locked_until = now + timedelta(minutes=self.security.lock_minutes)
-            return True
-        return False
-
-    async def _gate(self, a: _Attempts, now: datetime, staff_id: str | None, org: str) -> None:
-        """Refuse an attempt on a locked account or one that comes too soon after a failure."""
+    async def _refuse_attempt(
+        self, a: _Attempts, now: datetime, staff_id: str | None, org: str
+    ) -> None:
+        """Raise (audited) if an attempt may not go ahead: locked, or too soon after a failure."""
         if a.locked_until is not None and a.locked_until > now:
             await self._audit(
                 "signin.failed", staff_id, org, self._targets(staff_id), "refused", reason="locked"
@@ -287,8 +305,6 @@ class Accounts:
                 f"try again after {until} or ask an administrator to unlock it",
                 detail={"locked_until": a.locked_until.isoformat()},
             )
-        if self._lock_expired(a, now):
-            return
         wait = self._wait_seconds(a, now)
         if wait > 0:
             await self._audit(
@@ -302,53 +318,119 @@ class Accounts:
             )
             raise SlowDown(wait)
 
+    async def _count_attempt(
+        self,
+        now: datetime,
+        *,
+        staff_id: str | None,
+        org: str,
+        unknown_key: str | None = None,
+    ) -> _Counted:
+        """Count one attempt on a credential (``staff_id``) or an unknown name (``unknown_key``).
+
+        Refuses (audited, not counted) an attempt on a locked name or one that comes
+        too soon after a failure. Otherwise the attempt is counted atomically and may
+        go on to the password check.
+        """
+        table: type[Credential] | type[UnknownSignIn] = (
+            UnknownSignIn if unknown_key is not None else Credential
+        )
+        key_col = UnknownSignIn.key_hash if unknown_key is not None else Credential.staff_id
+        key = unknown_key if unknown_key is not None else staff_id
+        for _ in range(_COUNT_TRIES):
+            try:
+                async with self._sessions() as s, s.begin():
+                    row = (
+                        await s.execute(
+                            select(table.failed_count, table.last_failed_at, table.locked_until)
+                            .where(key_col == key)
+                        )
+                    ).first()  # fmt: skip
+                    if row is None and unknown_key is None:
+                        raise NotFoundError("this account has no password set")
+                    stored = _Attempts(*row) if row is not None else _Attempts(0, None, None)
+                    a = self._current(stored, now)
+                    if a.locked_until is not None or self._wait_seconds(a, now) > 0:
+                        refused = a
+                    else:
+                        refused = None
+                        count = a.count + 1
+                        locks = count >= self.security.failed_signins_before_lock
+                        values = {
+                            "failed_count": count,
+                            "last_failed_at": now,
+                            "locked_until": (
+                                now + timedelta(minutes=self.security.lock_minutes)
+                                if locks
+                                else None
+                            ),
+                        }
+                        if row is None:
+                            # Old rows go as new names come (the only way the table grows).
+                            await s.execute(
+                                delete(UnknownSignIn).where(
+                                    UnknownSignIn.last_failed_at < now - FORGET_AFTER
+                                )
+                            )
+                            s.add(UnknownSignIn(key_hash=unknown_key, **values))
+                            await s.flush()
+                            return _Counted(count, locks)
+                        done = await s.execute(
+                            update(table)
+                            .where(key_col == key, table.failed_count == stored.count)
+                            .values(**values)
+                            .execution_options(synchronize_session=False)
+                        )
+                        if getattr(done, "rowcount", 0) == 1:
+                            return _Counted(count, locks)
+            except sa_exc.IntegrityError:
+                continue  # another attempt inserted the same unknown name first: read it again
+            if refused is not None:
+                await self._refuse_attempt(refused, now, staff_id, org)
+        # Hundreds of attempts on one name at the same instant: make the rest wait.
+        await self._audit(
+            "signin.failed", staff_id, org, self._targets(staff_id), "refused", reason="too_soon",
+            retry_after=1,
+        )  # fmt: skip
+        raise SlowDown(1)
+
     @staticmethod
     def _targets(staff_id: str | None) -> dict[str, str]:
         return {"staff": staff_id} if staff_id else {}
 
-    def _ghost(self, key: str) -> _Attempts:
-        a = self._ghosts.get(key)
-        if a is None:
-            a = _Attempts(0, None, None)
-            self._ghosts[key] = a
-            while len(self._ghosts) > _GHOSTS:
-                self._ghosts.popitem(last=False)
-        self._ghosts.move_to_end(key)
-        return a
+    async def _clear_failures(self, s: AsyncSession, staff_id: str) -> None:
+        await s.execute(
+            update(Credential)
+            .where(Credential.staff_id == staff_id)
+            .values(failed_count=0, last_failed_at=None, locked_until=None)
+        )
 
     async def _fail(
-        self, staff: StaffRecord, reason: str, now: datetime, **detail: str | int | bool | None
+        self,
+        staff: StaffRecord,
+        counted: _Counted,
+        reason: str,
+        **detail: str | int | bool | None,
     ) -> SignInFailed:
-        """Record a failed attempt on a real account; return the error to raise."""
-        await self._fail_ids(staff.id, staff.org_id, reason, now, **detail)
+        """Audit a failed attempt (already counted) on a real account; return the error."""
+        await self._failed(staff.id, staff.org_id, counted, reason, **detail)
         return SignInFailed(SIGN_IN_FAILED)
 
-    async def _fail_ids(
-        self, staff_id: str, org_id: str, reason: str, now: datetime,
+    async def _failed(
+        self, staff_id: str, org_id: str, counted: _Counted, reason: str,
         **detail: str | int | bool | None,
     ) -> None:  # fmt: skip
-        async with self._sessions() as s, s.begin():
-            cred = await s.get(Credential, staff_id, with_for_update=True)
-            locked = False
-            if cred is not None:
-                a = _Attempts(cred.failed_count, cred.last_failed_at, cred.locked_until)
-                locked = self._after_failure(a, now)
-                cred.failed_count, cred.last_failed_at = a.count, a.last
-                cred.locked_until = a.locked_until
-                count = a.count
-            else:
-                count = 0
         targets = {"staff": staff_id}
         await self._audit(
             "signin.failed", staff_id, org_id, targets, "failed", reason=reason, **detail
         )
-        if locked:
+        if counted.locks:
             await self._audit(
                 "account.locked",
                 staff_id,
                 org_id,
                 targets,
-                failures=count,
+                failures=counted.count,
                 minutes=self.security.lock_minutes,
             )
 
@@ -376,29 +458,30 @@ class Accounts:
             async with self._sessions() as s:
                 cred = await s.get(Credential, staff.id)
         if staff is None or not staff.active or cred is None:
-            key = f"{org_id}\x00{username.strip().lower()}"
-            ghost = self._ghost(key)
-            await self._gate(ghost, now, None, org_id[:64])
+            org = org_id[:64]
+            staff_id = staff.id if staff else None
+            counted = await self._count_attempt(
+                now, staff_id=staff_id, org=org,
+                unknown_key=codes.unknown_signin_key(self._kek, org, username),
+            )  # fmt: skip
             await self._burn_time(password)
-            locked = self._after_failure(ghost, now)
             reason = "unknown_user" if staff is None else "inactive_or_no_password"
             await self._audit(
                 "signin.failed",
-                staff.id if staff else None,
-                org_id[:64],
-                self._targets(staff.id if staff else None),
+                staff_id,
+                org,
+                self._targets(staff_id),
                 "failed",
                 reason=reason,
-                username_hash=_fingerprint(key),
+                username_hash=_fingerprint(f"{org_id}\x00{username.strip().lower()}"),
             )
-            if locked and staff is not None:
-                await self._audit("account.locked", staff.id, org_id[:64], {"staff": staff.id})
+            if counted.locks and staff is not None:
+                await self._audit("account.locked", staff.id, org, {"staff": staff.id})
             raise SignInFailed(SIGN_IN_FAILED)
 
-        attempts = _Attempts(cred.failed_count, cred.last_failed_at, cred.locked_until)
-        await self._gate(attempts, now, staff.id, staff.org_id)
+        counted = await self._count_attempt(now, staff_id=staff.id, org=staff.org_id)
         if not await self._verify(cred.password_hash, password):
-            raise await self._fail(staff, "bad_password", now)
+            raise await self._fail(staff, counted, "bad_password")
 
         roles = frozenset(Role(r) for r in staff.roles)
         enrolled = cred.totp_sealed is not None
@@ -406,7 +489,7 @@ class Accounts:
         if enrolled:
             if recovery_code:
                 if not await self._use_recovery_code(staff, recovery_code, now):
-                    raise await self._fail(staff, "bad_recovery_code", now)
+                    raise await self._fail(staff, counted, "bad_recovery_code")
                 used_recovery = True
             elif totp:
                 assert cred.totp_sealed is not None
@@ -419,9 +502,9 @@ class Accounts:
                         "totp.failed", staff.id, staff.org_id, {"staff": staff.id}, "failed",
                         reason=why,
                     )  # fmt: skip
-                    raise await self._fail(staff, "bad_totp", now, totp=why)
+                    raise await self._fail(staff, counted, "bad_totp", totp=why)
             else:
-                raise await self._fail(staff, "totp_missing", now)
+                raise await self._fail(staff, counted, "totp_missing")
         kind = "session" if enrolled or not (roles & NEEDS_TOTP) else "enrolment"
 
         token = codes.new_token(codes.SESSION_PREFIX)
@@ -437,11 +520,7 @@ class Accounts:
         )
         async with self._sessions() as s, s.begin():
             s.add(row)
-            await s.execute(
-                update(Credential)
-                .where(Credential.staff_id == staff.id)
-                .values(failed_count=0, last_failed_at=None, locked_until=None)
-            )
+            await self._clear_failures(s, staff.id)
         state = "signed_in" if kind == "session" else "must_enrol_totp"
         await self._audit(
             "signin.ok",
@@ -736,16 +815,13 @@ class Accounts:
         if cred is None or staff is None:
             raise NotFoundError("this account has no password set")
         now = self.now()
-        await self._gate(
-            _Attempts(cred.failed_count, cred.last_failed_at, cred.locked_until),
-            now,
-            actor.staff_id,
-            actor.org_id,
-        )
+        counted = await self._count_attempt(now, staff_id=actor.staff_id, org=actor.org_id)
         if not await self._verify(cred.password_hash, current):
-            await self._fail_ids(actor.staff_id, actor.org_id, "bad_password", now,
-                                 during="password_change")  # fmt: skip
+            await self._failed(actor.staff_id, actor.org_id, counted, "bad_password",
+                               during="password_change")  # fmt: skip
             raise WrongPassword("the current password is not right")
+        async with self._sessions() as s, s.begin():
+            await self._clear_failures(s, actor.staff_id)  # the attempt was counted first
         check_password_policy(new, staff.username)
         hashed = await self._hash(new)
         async with self._sessions() as s, s.begin():

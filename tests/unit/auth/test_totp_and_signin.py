@@ -285,4 +285,7 @@ async def test_the_same_code_used_twice_at_once_signs_in_only_once(node: Node) -
         return_exceptions=True,
     )
     assert sum(not isinstance(r, BaseException) for r in results) == 1
-    assert all(isinstance(r, SignInFailed) for r in results if isinstance(r, BaseException))
+    # Each attempt is counted before it is checked, so a fourth at the same instant may be
+    # told to wait (the slow-down starts after three failures) rather than refused.
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(r, SignInFailed | SlowDown) for r in failures), failures
