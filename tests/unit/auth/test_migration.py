@@ -18,6 +18,7 @@ AUTH_TABLES = {
     "auth_sessions",
     "auth_api_tokens",
     "auth_unknown_signins",
+    "auth_approvals",
 }
 
 
@@ -52,5 +53,5 @@ async def test_auth_branch_applies_and_matches_the_models(db_url: str) -> None:
     finally:
         await engine.dispose()
     assert AUTH_TABLES <= tables
-    assert "auth_0002" in heads
+    assert "auth_0003" in heads
     assert diffs == [], diffs

@@ -270,7 +270,10 @@ async def test_an_enrolled_second_factor_cannot_be_moved_from_a_session(node: No
     session = await node.accounts.authenticate(signed.token)
     with pytest.raises(ConflictError):
         await node.accounts.begin_totp_enrolment(session)
-    await node.accounts.reset_totp((await node.session(admin)).actor, dsl.staff.id)
+    waiting = await node.accounts.reset_totp((await node.session(admin)).actor, dsl.staff.id)
+    assert waiting is not None  # a DSL's authenticator: another DSL approves the reset
+    other = await node.person("dsl2", [Role.DSL])
+    await node.accounts.approve((await node.session(other)).actor, waiting.id)
     with pytest.raises(SessionInvalid):  # the reset ended the DSL's sessions
         await node.accounts.authenticate(signed.token)
     result = await node.accounts.sign_in(URN, "dsl", PASSWORD)
