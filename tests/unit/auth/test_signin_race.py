@@ -18,6 +18,7 @@ from transfer.auth import CHEAPEST, AccountLocked, Accounts, SignInFailed, SlowD
 from transfer.auth.models import Credential, UnknownSignIn
 from transfer.config import SecuritySection
 from transfer.store.permissions import Role
+from transfer.store.service import Store
 
 LIMIT = 8
 GUESSES = 40
@@ -112,9 +113,15 @@ async def test_parallel_guesses_at_an_unknown_username_lock_like_a_real_one(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     security = SecuritySection(failed_signins_before_delay=100, failed_signins_before_lock=LIMIT)
-    async with open_node(db_url, tmp_path / "d", security) as node:
-        # A second accounts service on the same database: a second ``serve`` process.
-        second = Accounts(node.store, KEK, node.audit, security, clock=node.clock,
+    async with (
+        open_node(db_url, tmp_path / "d", security) as node,
+        await Store.open(
+            db_url, KEK, node.audit, data_dir=tmp_path / "d", clock=node.clock
+        ) as other_store,
+    ):
+        # A second store and accounts service on the same database, with their own
+        # connections: a second ``serve`` process.
+        second = Accounts(other_store, KEK, node.audit, security, clock=node.clock,
                           hashing=CHEAPEST)  # fmt: skip
         calls = _counting(monkeypatch)
         outcomes = await _outcomes([node.accounts, second], "nobody", GUESSES)
