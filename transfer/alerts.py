@@ -304,7 +304,7 @@ class Alerts:
         try:
             require(actor, Permission.HANDLE_ALERTS)
         except PermissionDenied:
-            await self.store.record_event(action, actor.staff_id, actor.org_id, targets,
+            await self.store.record_event(action, actor, actor.org_id, targets,
                                           outcome="refused")  # fmt: skip
             raise
 
@@ -334,9 +334,7 @@ class Alerts:
             rows = (await s.execute(query.order_by(t.c.raised_at.desc(), t.c.id))).all()
         names = await self._names({r.pupil_id for r in rows if r.pupil_id})
         out = [_record(r, names.get(r.pupil_id) if r.pupil_id else None) for r in rows]
-        await self.store.record_event(
-            "alert.list", actor.staff_id, actor.org_id, {}, count=len(out)
-        )
+        await self.store.record_event("alert.list", actor, actor.org_id, {}, count=len(out))
         return out
 
     async def dismiss(self, actor: Actor, alert_id: str) -> AlertRecord:
@@ -361,7 +359,7 @@ class Alerts:
             row = (await s.execute(sa.select(t).where(t.c.id == alert_id))).one()
         if changed:
             await self.store.record_event(
-                "alert.dismissed", actor.staff_id, actor.org_id, targets, key=row.key
+                "alert.dismissed", actor, actor.org_id, targets, key=row.key
             )
         names = await self._names({row.pupil_id} if row.pupil_id else set())
         return _record(row, names.get(row.pupil_id) if row.pupil_id else None)

@@ -67,7 +67,6 @@ class Node:
             data_dir=data_dir,
             max_document_bytes=config.server.max_upload_bytes,
         )
-        accounts = Accounts(store, kek, audit, config.security)
         keys = KeyStore.for_data_dir(data_dir, KekProtection(kek), audit=audit)
         directory = Directory(store, keys=keys, base_url=config.node.base_url)
         inbox = Inbox(
@@ -76,6 +75,7 @@ class Node:
         )  # fmt: skip
         mailer = Mailer(config.smtp)
         alerts = Alerts(store, mailer)
+        accounts = Accounts(store, kek, audit, config.security, alerts=alerts)
         referrals = Referrals(store, keys, directory, alerts=alerts)
         portal = PickupPortal(
             store, keys, kek, base_url=config.node.base_url, mailer=mailer,

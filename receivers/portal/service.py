@@ -465,7 +465,7 @@ class PickupPortal:
     async def _audit(
         self,
         action: str,
-        actor: str | None,
+        actor: Actor | str | None,
         pickup: PortalPickup,
         outcome: str = "ok",
         **detail: str | int | bool | None,
@@ -651,7 +651,7 @@ class PickupPortal:
         emailed, problem = await self._send_link(row, link, days)
         await self._audit(
             "portal.created",
-            actor.staff_id,
+            actor,
             row,
             emailed=emailed,
             package=str(manifest.package_id),
@@ -726,7 +726,7 @@ class PickupPortal:
             await self._end_sessions(s, row.id, now)
             self._event(s, row.id, "revoked", who=actor.staff_id)
         self._delete_file(row.id)
-        await self._audit("portal.revoked", actor.staff_id, row)
+        await self._audit("portal.revoked", actor, row)
         return await self.get_pickup(actor, pickup_id)
 
     async def sweep_expired(self) -> int:

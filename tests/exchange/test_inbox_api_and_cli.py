@@ -131,7 +131,8 @@ async def test_the_inbox_command_acts_as_a_named_dsl(rig: Rig, db_url: str) -> N
     assert outcome["package"]["state"] == "accepted"
     again = _cli(rig, db_url, "reject", pid, "--org", RECEIVER, "--as", "rdsl", "--reason", "x")
     assert again.returncode == 5 and "already accepted" in again.stderr
-    # Audited as the person, marked as done from the command line.
+    # Audited as the operator acting for the person (no password or code was given), marked
+    # as done from the command line: never as the person themselves.
     from transfer.audit.log import AuditLog
 
     log = AuditLog.open(db_url, KEK, origin="test/audit", anchor=None)
@@ -143,4 +144,6 @@ async def test_the_inbox_command_acts_as_a_named_dsl(rig: Rig, db_url: str) -> N
     assert [(e.outcome, e.detail.get("via"), e.targets["package"]) for e in entries] == [
         ("ok", "cli", pid)
     ]
-    assert entries[0].actor == rig.receiver_dsl.staff_id
+    assert entries[0].actor == "operator"
+    assert entries[0].detail["actor_kind"] == "operator"
+    assert entries[0].detail["on_behalf_of"] == rig.receiver_dsl.staff_id

@@ -45,8 +45,9 @@ def _schemas(routes: Iterable[Route]) -> tuple[dict[tuple[Any, str], Any], Any]:
     for r in routes:
         if r.body is not None and (r.body, "validation") not in wanted:
             wanted.append((r.body, "validation"))
-        if r.response is not None and (r.response, "serialization") not in wanted:
-            wanted.append((r.response, "serialization"))
+        for model in (r.response, r.accepted):
+            if model is not None and (model, "serialization") not in wanted:
+                wanted.append((model, "serialization"))
     refs, defs = models_json_schema(wanted, ref_template=_REF)
     out: dict[tuple[Any, str], Any] = {(m, mode): ref for (m, mode), ref in refs.items()}
     return out, defs.get("$defs", {})
@@ -114,6 +115,11 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
         elif r.status != 204:
             ok["content"] = {JSON: {"schema": {"type": "object"}}}
         responses: dict[str, Any] = {str(r.status): ok}
+        if r.accepted is not None:
+            responses["202"] = {
+                "description": "Accepted: the change waits for a DSL's approval",
+                "content": {JSON: {"schema": refs[(r.accepted, "serialization")]}},
+            }
         if r.body is not None or r.raw_body or r.query:
             responses["400"] = _problem("The input is not valid")
             responses["413"] = _problem("The body is too large")

@@ -61,6 +61,7 @@ from transfer.api.problems import (
 )
 from transfer.auth.records import (
     AccountStatus,
+    ApprovalRecord,
     IssuedToken,
     Principal,
     PrincipalKind,
@@ -158,6 +159,8 @@ class Route:
     status: int = 200
     #: Media type of a non-JSON response (a streamed document).
     response_media: str = JSON
+    #: The body of a 202 response: the change waits for a DSL's approval (two-person rule).
+    accepted: type[BaseModel] | None = None
     query: tuple[QueryParam, ...] = field(default_factory=tuple)
 
     @property
@@ -388,7 +391,7 @@ async def list_staff(call: Call) -> web.StreamResponse:
 
 async def create_staff(call: Call) -> web.StreamResponse:
     data = call.body_as(NewStaff)
-    record = await call.accounts.create_account(
+    result = await call.accounts.create_account(
         call.who.actor,
         username=data.username,
         display_name=data.display_name,
@@ -396,7 +399,7 @@ async def create_staff(call: Call) -> web.StreamResponse:
         password=data.password,
         email=data.email,
     )
-    return _json(record, 201)
+    return _json(result, 202 if isinstance(result, ApprovalRecord) else 201)
 
 
 async def get_staff(call: Call) -> web.StreamResponse:
@@ -406,13 +409,14 @@ async def get_staff(call: Call) -> web.StreamResponse:
 async def update_staff(call: Call) -> web.StreamResponse:
     data = call.body_as(StaffChanges)
     actor, staff_id = call.who.actor, call.path("staff_id")
+    result: StaffRecord | ApprovalRecord
     if data.display_name is not None or data.email is not None or data.roles is None:
-        record = await call.store.update_staff(
+        result = await call.store.update_staff(
             actor, staff_id, display_name=data.display_name, email=data.email
         )
     if data.roles is not None:
-        record = await call.accounts.set_roles(actor, staff_id, [r.value for r in data.roles])
-    return _json(record)
+        result = await call.accounts.set_roles(actor, staff_id, [r.value for r in data.roles])
+    return _json(result, 202 if isinstance(result, ApprovalRecord) else 200)
 
 
 async def deactivate_staff(call: Call) -> web.StreamResponse:
@@ -426,13 +430,34 @@ async def unlock_staff(call: Call) -> web.StreamResponse:
 
 async def reset_password(call: Call) -> web.StreamResponse:
     data = call.body_as(PasswordReset)
-    await call.accounts.reset_password(call.who.actor, call.path("staff_id"), data.password)
-    return _json(None)
+    waiting = await call.accounts.reset_password(
+        call.who.actor, call.path("staff_id"), data.password
+    )
+    return _json(waiting, 202)
 
 
 async def reset_totp(call: Call) -> web.StreamResponse:
-    await call.accounts.reset_totp(call.who.actor, call.path("staff_id"))
-    return _json(None)
+    waiting = await call.accounts.reset_totp(call.who.actor, call.path("staff_id"))
+    return _json(waiting, 202)
+
+
+async def list_staff_approvals(call: Call) -> web.StreamResponse:
+    state = call.query.get("state", "pending")
+    return _json(
+        await call.accounts.list_approvals(call.who.actor, state=None if state == "all" else state)
+    )
+
+
+async def get_staff_approval(call: Call) -> web.StreamResponse:
+    return _json(await call.accounts.get_approval(call.who.actor, call.path("approval_id")))
+
+
+async def approve_staff_change(call: Call) -> web.StreamResponse:
+    return _json(await call.accounts.approve(call.who.actor, call.path("approval_id")))
+
+
+async def decline_staff_change(call: Call) -> web.StreamResponse:
+    return _json(await call.accounts.decline(call.who.actor, call.path("approval_id")))
 
 
 async def sign_in_problems(call: Call) -> web.StreamResponse:
@@ -639,23 +664,44 @@ ROUTES: tuple[Route, ...] = (
           "tokens", SESSION_ONLY, response=TokenInfo),
     Route("GET", f"{API}/staff", list_staff, "Staff of the organisation", "staff", SIGNED_IN,
           response=StaffRecord, many=True),
-    Route("POST", f"{API}/staff", create_staff, "Add a staff member with a first password",
-          "staff", SESSION_ONLY, body=NewStaff, response=StaffRecord, status=201),
+    Route("POST", f"{API}/staff", create_staff,
+          "Add a staff member with a first password (with a DSL-team or head-teacher role: "
+          "202, waits for a DSL's approval)",
+          "staff", SESSION_ONLY, body=NewStaff, response=StaffRecord, status=201,
+          accepted=ApprovalRecord),
     Route("GET", f"{API}/staff/{{staff_id}}", get_staff, "One staff member", "staff",
           SIGNED_IN, response=StaffRecord),
     Route("PATCH", f"{API}/staff/{{staff_id}}", update_staff,
-          "Change roles, name or email", "staff", SESSION_ONLY, body=StaffChanges,
-          response=StaffRecord),
+          "Change roles, name or email (granting or removing a DSL-team or head-teacher role: "
+          "202, waits for a DSL's approval; never one's own roles)",
+          "staff", SESSION_ONLY, body=StaffChanges, response=StaffRecord,
+          accepted=ApprovalRecord),
     Route("POST", f"{API}/staff/{{staff_id}}/deactivate", deactivate_staff,
           "Deactivate an account (sessions end, tokens revoked)", "staff", SESSION_ONLY,
           response=StaffRecord),
     Route("POST", f"{API}/staff/{{staff_id}}/unlock", unlock_staff,
           "Unlock an account locked by failed sign-ins", "staff", SESSION_ONLY, status=204),
     Route("PUT", f"{API}/staff/{{staff_id}}/password", reset_password,
-          "Set a new password for someone", "staff", SESSION_ONLY, body=PasswordReset,
-          status=204),
+          "Set a new password for someone (for the DSL team or a head teacher: 202, waits for "
+          "a DSL's approval)", "staff", SESSION_ONLY, body=PasswordReset, status=204,
+          accepted=ApprovalRecord),
     Route("DELETE", f"{API}/staff/{{staff_id}}/totp", reset_totp,
-          "Remove someone's TOTP (they must enrol again)", "staff", SESSION_ONLY, status=204),
+          "Remove someone's TOTP, they must enrol again (for the DSL team or a head teacher: "
+          "202, waits for a DSL's approval)", "staff", SESSION_ONLY, status=204,
+          accepted=ApprovalRecord),
+    Route("GET", f"{API}/staff-approvals", list_staff_approvals,
+          "Account changes waiting for a DSL's approval (or decided: ?state=)", "staff",
+          SIGNED_IN, response=ApprovalRecord, many=True,
+          query=(QueryParam("state", "pending (default), approved, declined, withdrawn, "
+                                     "expired or all"),)),
+    Route("GET", f"{API}/staff-approvals/{{approval_id}}", get_staff_approval,
+          "One account change request", "staff", SIGNED_IN, response=ApprovalRecord),
+    Route("POST", f"{API}/staff-approvals/{{approval_id}}/approve", approve_staff_change,
+          "Approve an account change (a DSL other than whoever asked): it applies now",
+          "staff", SESSION_ONLY, response=ApprovalRecord),
+    Route("POST", f"{API}/staff-approvals/{{approval_id}}/decline", decline_staff_change,
+          "Decline an account change (or withdraw one's own request)", "staff",
+          SESSION_ONLY, response=ApprovalRecord),
     Route("GET", f"{API}/sign-in-problems", sign_in_problems,
           "Accounts locked or with failed sign-ins", "staff", SIGNED_IN,
           response=AccountStatus, many=True),

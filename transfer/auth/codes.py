@@ -100,5 +100,13 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(b"handover:token:v1:" + token.encode("utf-8")).hexdigest()
 
 
+def unknown_signin_key(kek: bytes, org_id: str, username: str) -> str:
+    """The key of an unknown username's failure counter: HMAC-SHA256 under a key derived from
+    the KEK, so that the table does not hold (or let anyone test guesses of) what was typed."""
+    subkey = hmac.new(kek, b"handover:unknown-signin-key:v1", hashlib.sha256).digest()
+    name = org_id.encode("utf-8") + b"\x00" + username.strip().lower().encode("utf-8")
+    return hmac.new(subkey, b"handover:unknown-signin:v1:" + name, hashlib.sha256).hexdigest()
+
+
 def same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())

@@ -37,6 +37,63 @@ class Credential(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class UnknownSignIn(Base):
+    """The failed-sign-in counter of a name that is not an account that may sign in.
+
+    An unknown username (or one deactivated, or without a password) is slowed
+    down and locked exactly like a real account, so the answers do not say
+    which usernames exist; keeping the counter here (not in one process's
+    memory) makes that hold across several ``serve`` processes. The key is a
+    keyed hash of the organisation and the name typed (``codes.unknown_signin_key``),
+    never the text. Rows idle for longer than a day are deleted.
+    """
+
+    __tablename__ = "auth_unknown_signins"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failed_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class StaffApproval(Base):
+    """An account change held back by the two-person rule until a DSL approves it.
+
+    ``kind`` is ``create_account``, ``change_roles``, ``reset_password`` or
+    ``reset_totp``; ``state`` is ``pending``, then ``approved``, ``declined``,
+    ``withdrawn`` (by the requester) or ``expired``. The change is applied in the
+    same transaction as the approval. ``pending_key`` (organisation, kind, target)
+    is set only while pending and is unique, so one change of a kind waits per
+    person at a time; a new password waits as its Argon2id hash, which is
+    cleared once the request is decided.
+    """
+
+    __tablename__ = "auth_approvals"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    pending_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    #: Whom it is about (None for an account not created yet).
+    staff_id: Mapped[str | None] = mapped_column(ForeignKey("staff.id"), index=True)
+    #: For a new account: its username, name and e-mail.
+    username: Mapped[str | None] = mapped_column(String(100))
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    #: The roles asked for, and (for a change) the roles when it was asked.
+    roles: Mapped[list[str] | None] = mapped_column(JSON)
+    roles_before: Mapped[list[str] | None] = mapped_column(JSON)
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    #: Who asked: a staff id (None: the operator on the node's command line), and as what.
+    requested_by: Mapped[str | None] = mapped_column(String(36))
+    requested_as: Mapped[str] = mapped_column(String(16))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(36))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class RecoveryCode(Base):
     __tablename__ = "auth_recovery_codes"
 

@@ -96,6 +96,38 @@ class TokenInfo(_Out):
     revoked_at: AwareDatetime | None
 
 
+ApprovalKind = Literal["create_account", "change_roles", "reset_password", "reset_totp"]
+ApprovalState = Literal["pending", "approved", "declined", "withdrawn", "expired"]
+
+
+class ApprovalRecord(_Out):
+    """An account change held back by the two-person rule until a DSL approves it.
+
+    ``summary`` says it in plain words, naming people by name and role. The
+    ids stay for programs. ``requested_as`` is ``staff`` (signed in) or
+    ``operator`` (the node's operator on the command line).
+    """
+
+    id: str
+    org_id: str
+    kind: ApprovalKind
+    state: ApprovalState
+    summary: str
+    staff_id: str | None
+    staff_name: str
+    username: str | None
+    roles: tuple[str, ...] | None
+    roles_before: tuple[str, ...] | None
+    requested_by: str | None
+    requested_by_name: str
+    requested_as: Literal["staff", "operator"]
+    requested_at: AwareDatetime
+    expires_at: AwareDatetime
+    decided_by: str | None
+    decided_by_name: str | None
+    decided_at: AwareDatetime | None
+
+
 class AccountStatus(_Out):
     """Sign-in trouble on one account, for administrators."""
 

@@ -18,19 +18,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, cast
 
 from sqlalchemy import delete, select, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.records import StaffRecord
 from transfer import aead
+from transfer.alerts import Alerts
 from transfer.auditing import AuditEvent, AuditSink, Outcome
 from transfer.auth import codes
-from transfer.auth.models import ApiTokenRow, Credential, RecoveryCode, SessionRow
+from transfer.auth.approvals import StaffApprovals
+from transfer.auth.models import (
+    ApiTokenRow,
+    Credential,
+    RecoveryCode,
+    SessionRow,
+    UnknownSignIn,
+)
 from transfer.auth.passwords import (
     INTERACTIVE,
     HashingCost,
@@ -40,6 +49,7 @@ from transfer.auth.passwords import (
 )
 from transfer.auth.records import (
     AccountStatus,
+    ApprovalRecord,
     IssuedToken,
     Principal,
     RecoveryCodes,
@@ -48,7 +58,7 @@ from transfer.auth.records import (
     TokenInfo,
     TotpEnrolment,
 )
-from transfer.config import SecuritySection
+from transfer.config import SecuritySection, SmtpSection
 from transfer.errors import (
     AuthenticationError,
     ConflictError,
@@ -56,6 +66,7 @@ from transfer.errors import (
     NotFoundError,
     PolicyError,
 )
+from transfer.mail import Mailer
 from transfer.store.models import Staff
 from transfer.store.permissions import (
     NEEDS_TOTP,
@@ -63,7 +74,10 @@ from transfer.store.permissions import (
     Permission,
     PermissionDenied,
     Role,
+    audit_actor,
+    holds_protected,
     require,
+    touches_protected,
 )
 from transfer.store.service import Store
 
@@ -78,8 +92,10 @@ SIGN_IN_FAILED: Final = (
 MAX_DELAY_SECONDS: Final = 300
 #: Every permission value (token scopes are a subset).
 _PERMISSIONS: Final = frozenset(p.value for p in Permission)
-#: How many unknown usernames' failures are remembered (in memory).
-_GHOSTS: Final = 10_000
+#: A failure older than this is forgotten (an unknown username's row is then deleted).
+FORGET_AFTER: Final = timedelta(hours=24)
+#: Tries of the compare-and-set that counts an attempt before giving up with a 429.
+_COUNT_TRIES: Final = 200
 
 
 class SignInFailed(AuthenticationError):
@@ -152,13 +168,21 @@ def _fingerprint(text: str) -> str:
     return hashlib.sha256(b"handover:audit-username:v1:" + text.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
 class _Attempts:
     """Failure counter of one name (a real credential row or an unknown username)."""
 
-    def __init__(self, count: int, last: datetime | None, locked_until: datetime | None) -> None:
-        self.count = count
-        self.last = last
-        self.locked_until = locked_until
+    count: int
+    last: datetime | None
+    locked_until: datetime | None
+
+
+@dataclass(frozen=True)
+class _Counted:
+    """An attempt counted before its password was checked: its number, and whether it locked."""
+
+    count: int
+    locks: bool
 
 
 class Accounts:
@@ -174,6 +198,7 @@ class Accounts:
         clock: Clock | None = None,
         hashing: HashingCost = INTERACTIVE,
         issuer: str = "Handover",
+        alerts: Alerts | None = None,
     ) -> None:
         if len(kek) != aead.KEY_SIZE:
             raise ValueError("the key-encryption key must be 32 bytes")
@@ -185,9 +210,12 @@ class Accounts:
         self.hashing = hashing
         self.issuer = issuer
         self._dummy_hash: str | None = None
-        self._ghosts: OrderedDict[str, _Attempts] = OrderedDict()
         #: At most this many Argon2id computations at once (each takes its memory limit).
         self._hash_slots = asyncio.Semaphore(4)
+        if alerts is None:  # alerts in the app only (no e-mail)
+            alerts = Alerts(store, Mailer(SmtpSection()))
+        #: Account changes held back by the two-person rule (``transfer.auth.approvals``).
+        self.approvals = StaffApprovals(self, alerts)
 
     # ----------------------------------------------------------------- plumbing
 
@@ -203,12 +231,15 @@ class Accounts:
     async def _audit(
         self,
         action: str,
-        actor: str | None,
+        actor: Actor | str | None,
         org: str | None,
         targets: dict[str, str] | None = None,
         outcome: Outcome = "ok",
         **detail: str | int | bool | None,
     ) -> None:
+        if isinstance(actor, Actor):
+            actor, kind = audit_actor(actor)
+            detail = {**detail, **kind}
         await self._audit_sink.record(
             AuditEvent(
                 action=action,
@@ -227,7 +258,7 @@ class Accounts:
             require(actor, permission)
         except PermissionDenied:
             targets = {"staff": target} if target else {}
-            await self._audit(action, actor.staff_id, actor.org_id, targets, "refused")
+            await self._audit(action, actor, actor.org_id, targets, "refused")
             raise
 
     async def _hash(self, password: str) -> str:
@@ -251,6 +282,20 @@ class Accounts:
         return staff
 
     # ------------------------------------------------------- failure accounting
+    #
+    # Every attempt is counted *before* its password is checked, by a compare-and-set
+    # on the counter (``UPDATE ... WHERE failed_count = <what was read>``), which is
+    # atomic on SQLite and PostgreSQL alike: parallel guesses cannot all read the same
+    # count and pass. The attempt that reaches ``failed_signins_before_lock`` sets the
+    # lock as it is counted; a right password clears the count (and that lock).
+
+    def _current(self, a: _Attempts, now: datetime) -> _Attempts:
+        """``a`` as it stands at ``now``: an expired lock or a day-old failure is forgotten."""
+        if a.locked_until is not None:
+            return _Attempts(0, None, None) if a.locked_until <= now else a
+        if a.last is not None and now - a.last >= FORGET_AFTER:
+            return _Attempts(0, None, None)
+        return a
 
     def _wait_seconds(self, a: _Attempts, now: datetime) -> int:
         """Seconds still to wait after ``a.count`` failures (0 when an attempt may go ahead)."""
@@ -261,22 +306,10 @@ class Accounts:
         remaining = (a.last + timedelta(seconds=delay) - now).total_seconds()
         return max(0, int(remaining + 0.999))
 
-    def _lock_expired(self, a: _Attempts, now: datetime) -> bool:
-        return a.locked_until is not None and a.locked_until <= now
-
-    def _after_failure(self, a: _Attempts, now: datetime) -> bool:
-        """Count one more failure into ``a``; return whether it now locks."""
-        if self._lock_expired(a, now):
-            a.count, a.locked_until = 0, None
-        a.count += 1
-        a.last = now
-        if a.count >= self.security.failed_signins_before_lock:
-            a.locked_until = now + timedelta(minutes=self.security.lock_minutes)
-            return True
-        return False
-
-    async def _gate(self, a: _Attempts, now: datetime, staff_id: str | None, org: str) -> None:
-        """Refuse an attempt on a locked account or one that comes too soon after a failure."""
+    async def _refuse_attempt(
+        self, a: _Attempts, now: datetime, staff_id: str | None, org: str
+    ) -> None:
+        """Raise (audited) if an attempt may not go ahead: locked, or too soon after a failure."""
         if a.locked_until is not None and a.locked_until > now:
             await self._audit(
                 "signin.failed", staff_id, org, self._targets(staff_id), "refused", reason="locked"
@@ -287,8 +320,6 @@ class Accounts:
                 f"try again after {until} or ask an administrator to unlock it",
                 detail={"locked_until": a.locked_until.isoformat()},
             )
-        if self._lock_expired(a, now):
-            return
         wait = self._wait_seconds(a, now)
         if wait > 0:
             await self._audit(
@@ -302,53 +333,119 @@ class Accounts:
             )
             raise SlowDown(wait)
 
+    async def _count_attempt(
+        self,
+        now: datetime,
+        *,
+        staff_id: str | None,
+        org: str,
+        unknown_key: str | None = None,
+    ) -> _Counted:
+        """Count one attempt on a credential (``staff_id``) or an unknown name (``unknown_key``).
+
+        Refuses (audited, not counted) an attempt on a locked name or one that comes
+        too soon after a failure. Otherwise the attempt is counted atomically and may
+        go on to the password check.
+        """
+        table: type[Credential] | type[UnknownSignIn] = (
+            UnknownSignIn if unknown_key is not None else Credential
+        )
+        key_col = UnknownSignIn.key_hash if unknown_key is not None else Credential.staff_id
+        key = unknown_key if unknown_key is not None else staff_id
+        for _ in range(_COUNT_TRIES):
+            try:
+                async with self._sessions() as s, s.begin():
+                    row = (
+                        await s.execute(
+                            select(table.failed_count, table.last_failed_at, table.locked_until)
+                            .where(key_col == key)
+                        )
+                    ).first()  # fmt: skip
+                    if row is None and unknown_key is None:
+                        raise NotFoundError("this account has no password set")
+                    stored = _Attempts(*row) if row is not None else _Attempts(0, None, None)
+                    a = self._current(stored, now)
+                    if a.locked_until is not None or self._wait_seconds(a, now) > 0:
+                        refused = a
+                    else:
+                        refused = None
+                        count = a.count + 1
+                        locks = count >= self.security.failed_signins_before_lock
+                        values = {
+                            "failed_count": count,
+                            "last_failed_at": now,
+                            "locked_until": (
+                                now + timedelta(minutes=self.security.lock_minutes)
+                                if locks
+                                else None
+                            ),
+                        }
+                        if row is None:
+                            # Old rows go as new names come (the only way the table grows).
+                            await s.execute(
+                                delete(UnknownSignIn).where(
+                                    UnknownSignIn.last_failed_at < now - FORGET_AFTER
+                                )
+                            )
+                            s.add(UnknownSignIn(key_hash=unknown_key, **values))
+                            await s.flush()
+                            return _Counted(count, locks)
+                        done = await s.execute(
+                            update(table)
+                            .where(key_col == key, table.failed_count == stored.count)
+                            .values(**values)
+                            .execution_options(synchronize_session=False)
+                        )
+                        if getattr(done, "rowcount", 0) == 1:
+                            return _Counted(count, locks)
+            except sa_exc.IntegrityError:
+                continue  # another attempt inserted the same unknown name first: read it again
+            if refused is not None:
+                await self._refuse_attempt(refused, now, staff_id, org)
+        # Hundreds of attempts on one name at the same instant: make the rest wait.
+        await self._audit(
+            "signin.failed", staff_id, org, self._targets(staff_id), "refused", reason="too_soon",
+            retry_after=1,
+        )  # fmt: skip
+        raise SlowDown(1)
+
     @staticmethod
     def _targets(staff_id: str | None) -> dict[str, str]:
         return {"staff": staff_id} if staff_id else {}
 
-    def _ghost(self, key: str) -> _Attempts:
-        a = self._ghosts.get(key)
-        if a is None:
-            a = _Attempts(0, None, None)
-            self._ghosts[key] = a
-            while len(self._ghosts) > _GHOSTS:
-                self._ghosts.popitem(last=False)
-        self._ghosts.move_to_end(key)
-        return a
+    async def _clear_failures(self, s: AsyncSession, staff_id: str) -> None:
+        await s.execute(
+            update(Credential)
+            .where(Credential.staff_id == staff_id)
+            .values(failed_count=0, last_failed_at=None, locked_until=None)
+        )
 
     async def _fail(
-        self, staff: StaffRecord, reason: str, now: datetime, **detail: str | int | bool | None
+        self,
+        staff: StaffRecord,
+        counted: _Counted,
+        reason: str,
+        **detail: str | int | bool | None,
     ) -> SignInFailed:
-        """Record a failed attempt on a real account; return the error to raise."""
-        await self._fail_ids(staff.id, staff.org_id, reason, now, **detail)
+        """Audit a failed attempt (already counted) on a real account; return the error."""
+        await self._failed(staff.id, staff.org_id, counted, reason, **detail)
         return SignInFailed(SIGN_IN_FAILED)
 
-    async def _fail_ids(
-        self, staff_id: str, org_id: str, reason: str, now: datetime,
+    async def _failed(
+        self, staff_id: str, org_id: str, counted: _Counted, reason: str,
         **detail: str | int | bool | None,
     ) -> None:  # fmt: skip
-        async with self._sessions() as s, s.begin():
-            cred = await s.get(Credential, staff_id, with_for_update=True)
-            locked = False
-            if cred is not None:
-                a = _Attempts(cred.failed_count, cred.last_failed_at, cred.locked_until)
-                locked = self._after_failure(a, now)
-                cred.failed_count, cred.last_failed_at = a.count, a.last
-                cred.locked_until = a.locked_until
-                count = a.count
-            else:
-                count = 0
         targets = {"staff": staff_id}
         await self._audit(
             "signin.failed", staff_id, org_id, targets, "failed", reason=reason, **detail
         )
-        if locked:
+        if counted.locks:
             await self._audit(
                 "account.locked",
                 staff_id,
                 org_id,
                 targets,
-                failures=count,
+                failures=counted.count,
                 minutes=self.security.lock_minutes,
             )
 
@@ -376,29 +473,30 @@ class Accounts:
             async with self._sessions() as s:
                 cred = await s.get(Credential, staff.id)
         if staff is None or not staff.active or cred is None:
-            key = f"{org_id}\x00{username.strip().lower()}"
-            ghost = self._ghost(key)
-            await self._gate(ghost, now, None, org_id[:64])
+            org = org_id[:64]
+            staff_id = staff.id if staff else None
+            counted = await self._count_attempt(
+                now, staff_id=staff_id, org=org,
+                unknown_key=codes.unknown_signin_key(self._kek, org, username),
+            )  # fmt: skip
             await self._burn_time(password)
-            locked = self._after_failure(ghost, now)
             reason = "unknown_user" if staff is None else "inactive_or_no_password"
             await self._audit(
                 "signin.failed",
-                staff.id if staff else None,
-                org_id[:64],
-                self._targets(staff.id if staff else None),
+                staff_id,
+                org,
+                self._targets(staff_id),
                 "failed",
                 reason=reason,
-                username_hash=_fingerprint(key),
+                username_hash=_fingerprint(f"{org_id}\x00{username.strip().lower()}"),
             )
-            if locked and staff is not None:
-                await self._audit("account.locked", staff.id, org_id[:64], {"staff": staff.id})
+            if counted.locks and staff is not None:
+                await self._audit("account.locked", staff.id, org, {"staff": staff.id})
             raise SignInFailed(SIGN_IN_FAILED)
 
-        attempts = _Attempts(cred.failed_count, cred.last_failed_at, cred.locked_until)
-        await self._gate(attempts, now, staff.id, staff.org_id)
+        counted = await self._count_attempt(now, staff_id=staff.id, org=staff.org_id)
         if not await self._verify(cred.password_hash, password):
-            raise await self._fail(staff, "bad_password", now)
+            raise await self._fail(staff, counted, "bad_password")
 
         roles = frozenset(Role(r) for r in staff.roles)
         enrolled = cred.totp_sealed is not None
@@ -406,7 +504,7 @@ class Accounts:
         if enrolled:
             if recovery_code:
                 if not await self._use_recovery_code(staff, recovery_code, now):
-                    raise await self._fail(staff, "bad_recovery_code", now)
+                    raise await self._fail(staff, counted, "bad_recovery_code")
                 used_recovery = True
             elif totp:
                 assert cred.totp_sealed is not None
@@ -419,9 +517,9 @@ class Accounts:
                         "totp.failed", staff.id, staff.org_id, {"staff": staff.id}, "failed",
                         reason=why,
                     )  # fmt: skip
-                    raise await self._fail(staff, "bad_totp", now, totp=why)
+                    raise await self._fail(staff, counted, "bad_totp", totp=why)
             else:
-                raise await self._fail(staff, "totp_missing", now)
+                raise await self._fail(staff, counted, "totp_missing")
         kind = "session" if enrolled or not (roles & NEEDS_TOTP) else "enrolment"
 
         token = codes.new_token(codes.SESSION_PREFIX)
@@ -437,11 +535,7 @@ class Accounts:
         )
         async with self._sessions() as s, s.begin():
             s.add(row)
-            await s.execute(
-                update(Credential)
-                .where(Credential.staff_id == staff.id)
-                .values(failed_count=0, last_failed_at=None, locked_until=None)
-            )
+            await self._clear_failures(s, staff.id)
         state = "signed_in" if kind == "session" else "must_enrol_totp"
         await self._audit(
             "signin.ok",
@@ -610,10 +704,11 @@ class Accounts:
                 .values(ended_at=now, ended_reason=reason)
             )
         await self._audit(
-            "session.end", actor.staff_id, actor.org_id, {"session": session_id}, reason=reason
+            "session.end", actor, actor.org_id, {"session": session_id}, reason=reason
         )
 
-    async def _end_all(self, s: AsyncSession, staff_id: str, reason: str) -> int:
+    async def end_sessions(self, s: AsyncSession, staff_id: str, reason: str) -> int:
+        """End every open session of ``staff_id`` inside the caller's transaction."""
         result = await s.execute(
             update(SessionRow)
             .where(SessionRow.staff_id == staff_id, SessionRow.ended_at.is_(None))
@@ -647,9 +742,7 @@ class Accounts:
                 self._kek, secret.encode("ascii"), codes.totp_aad(actor.staff_id)
             )
             account = f"{staff.username}@{staff.org_id}"
-        await self._audit(
-            "totp.enrolment_started", actor.staff_id, actor.org_id, {"staff": actor.staff_id}
-        )
+        await self._audit("totp.enrolment_started", actor, actor.org_id, {"staff": actor.staff_id})
         uri = codes.provisioning_uri(secret, account=account, issuer=self.issuer)
         return TotpEnrolment(uri=uri, secret=secret, qr=codes.terminal_qr(uri))
 
@@ -690,12 +783,12 @@ class Accounts:
         targets = {"staff": actor.staff_id}
         if step is None:
             await self._audit(
-                "totp.failed", actor.staff_id, actor.org_id, targets, "failed", reason="enrolment"
+                "totp.failed", actor, actor.org_id, targets, "failed", reason="enrolment"
             )
             raise WrongCode(
                 "that code does not match; check the device's clock and type the current code"
             )
-        await self._audit("totp.enrolled", actor.staff_id, actor.org_id, targets)
+        await self._audit("totp.enrolled", actor, actor.org_id, targets)
         return RecoveryCodes(codes=tuple(fresh))
 
     async def regenerate_recovery_codes(self, principal: Principal) -> RecoveryCodes:
@@ -720,7 +813,7 @@ class Accounts:
                     )
                 )
         await self._audit(
-            "recovery_code.regenerated", actor.staff_id, actor.org_id, {"staff": actor.staff_id}
+            "recovery_code.regenerated", actor, actor.org_id, {"staff": actor.staff_id}
         )
         return RecoveryCodes(codes=tuple(fresh))
 
@@ -736,16 +829,13 @@ class Accounts:
         if cred is None or staff is None:
             raise NotFoundError("this account has no password set")
         now = self.now()
-        await self._gate(
-            _Attempts(cred.failed_count, cred.last_failed_at, cred.locked_until),
-            now,
-            actor.staff_id,
-            actor.org_id,
-        )
+        counted = await self._count_attempt(now, staff_id=actor.staff_id, org=actor.org_id)
         if not await self._verify(cred.password_hash, current):
-            await self._fail_ids(actor.staff_id, actor.org_id, "bad_password", now,
-                                 during="password_change")  # fmt: skip
+            await self._failed(actor.staff_id, actor.org_id, counted, "bad_password",
+                               during="password_change")  # fmt: skip
             raise WrongPassword("the current password is not right")
+        async with self._sessions() as s, s.begin():
+            await self._clear_failures(s, actor.staff_id)  # the attempt was counted first
         check_password_policy(new, staff.username)
         hashed = await self._hash(new)
         async with self._sessions() as s, s.begin():
@@ -763,9 +853,7 @@ class Accounts:
                 )
                 .values(ended_at=self.now(), ended_reason="password_changed")
             )
-        await self._audit(
-            "password.changed", actor.staff_id, actor.org_id, {"staff": actor.staff_id}
-        )
+        await self._audit("password.changed", actor, actor.org_id, {"staff": actor.staff_id})
 
     # -------------------------------------------------------------- API tokens
 
@@ -796,8 +884,7 @@ class Accounts:
             except ValueError:
                 raise InputError(f"unknown scope {value[:60]!r}") from None
             if not actor.has(perm):
-                await self._audit(
-                    "token.created", actor.staff_id, actor.org_id, {}, "refused",
+                await self._audit("token.created", actor, actor.org_id, {}, "refused",
                     scope=perm.value,
                 )  # fmt: skip
                 raise PermissionDenied(f"you cannot give a token a permission you lack ({perm})")
@@ -821,8 +908,7 @@ class Accounts:
         )
         async with self._sessions() as s, s.begin():
             s.add(row)
-        await self._audit(
-            "token.created", actor.staff_id, actor.org_id, {"token": row.id},
+        await self._audit("token.created", actor, actor.org_id, {"token": row.id},
             scopes=",".join(wanted),
         )  # fmt: skip
         return IssuedToken(
@@ -871,7 +957,7 @@ class Accounts:
             if row.revoked_at is None:
                 row.revoked_at = self.now()
             info = self._token_info(row)
-        await self._audit("token.revoked", actor.staff_id, actor.org_id, {"token": token_id})
+        await self._audit("token.revoked", actor, actor.org_id, {"token": token_id})
         return info
 
     # ----------------------------------------------------- account administration
@@ -892,7 +978,7 @@ class Accounts:
                 cred.password_hash = hashed
                 cred.password_changed_at = self.now()
                 cred.failed_count, cred.last_failed_at, cred.locked_until = 0, None, None
-                await self._end_all(s, staff_id, "password_reset")
+                await self.end_sessions(s, staff_id, "password_reset")
 
     async def bootstrap_account(
         self,
@@ -922,6 +1008,68 @@ class Accounts:
         )
         return record
 
+    async def create_account_as_operator(
+        self,
+        org_id: str,
+        *,
+        username: str,
+        display_name: str,
+        roles: Iterable[str],
+        password: str,
+        email: str | None = None,
+    ) -> StaffRecord | ApprovalRecord:
+        """``handover account create``: the operator adds a staff member.
+
+        The organisation's first DSL is created at once (nobody could approve it).
+        Once the organisation has a DSL who can sign in, an account with a
+        protected role waits for a DSL's approval like anyone else's request.
+        """
+        role_list = list(roles)
+        if not holds_protected(role_list) or not await self._has_dsl(org_id):
+            return await self.bootstrap_account(
+                org_id, username=username, display_name=display_name, roles=role_list,
+                password=password, email=email,
+            )  # fmt: skip
+        await self.store.get_organisation(org_id)
+        return await self._request_new_account(
+            None, org_id, username=username, display_name=display_name, roles=role_list,
+            password=password, email=email,
+        )  # fmt: skip
+
+    async def _has_dsl(self, org_id: str) -> bool:
+        """Whether the organisation has an active DSL with a password (someone to approve)."""
+        async with self._sessions() as s:
+            rows = (
+                await s.execute(
+                    select(Staff.roles)
+                    .join(Credential, Credential.staff_id == Staff.id)
+                    .where(Staff.org_id == org_id, Staff.active.is_(True))
+                )
+            ).all()
+        return any(Role.DSL.value in r.roles for r in rows)
+
+    async def _request_new_account(
+        self,
+        requester: Actor | None,
+        org_id: str,
+        *,
+        username: str,
+        display_name: str,
+        roles: list[str],
+        password: str,
+        email: str | None,
+    ) -> ApprovalRecord:
+        username, display_name, role_list = self.store.check_staff_fields(
+            username, display_name, roles, email
+        )
+        if await self.store.find_staff(org_id, username) is not None:
+            raise ConflictError(f"the username {username!r} is already taken in this organisation")
+        check_password_policy(password, username)
+        return await self.approvals.request(
+            requester, org_id, "create_account", username=username, display_name=display_name,
+            email=email, roles=role_list, password_hash=await self._hash(password),
+        )  # fmt: skip
+
     async def create_account(
         self,
         actor: Actor,
@@ -931,44 +1079,97 @@ class Accounts:
         roles: Iterable[str],
         password: str,
         email: str | None = None,
-    ) -> StaffRecord:
-        """An administrator adds a staff member with a first password (``staff.manage``)."""
+    ) -> StaffRecord | ApprovalRecord:
+        """An administrator adds a staff member with a first password (``staff.manage``).
+
+        An account with a protected role (DSL, deputy DSL, head teacher) is not
+        created yet: the request waits for a DSL's approval (an :class:`ApprovalRecord`).
+        """
         await self._require(actor, Permission.MANAGE_STAFF, "account.created", "")
+        role_list = list(roles)
+        if holds_protected(role_list):
+            return await self._request_new_account(
+                actor, actor.org_id, username=username, display_name=display_name,
+                roles=role_list, password=password, email=email,
+            )  # fmt: skip
         check_password_policy(password, username)
         hashed = await self._hash(password)
         record = await self.store.create_staff(
-            actor, username=username, display_name=display_name, roles=list(roles), email=email
+            actor, username=username, display_name=display_name, roles=role_list, email=email
         )
         await self._set_credential(record.id, hashed)
         await self._audit(
-            "account.created", actor.staff_id, actor.org_id, {"staff": record.id},
+            "account.created", actor, actor.org_id, {"staff": record.id},
             roles=",".join(record.roles),
         )  # fmt: skip
         return record
 
-    async def reset_password(self, actor: Actor, staff_id: str, password: str) -> None:
-        """An administrator sets a new password; the person's sessions end and any lock lifts."""
-        await self._require(actor, Permission.MANAGE_STAFF, "account.password_reset", staff_id)
+    async def _not_self(self, actor: Actor, staff_id: str, action: str, message: str) -> None:
+        if staff_id == actor.staff_id:
+            await self._audit(action, actor, actor.org_id, {"staff": staff_id}, "refused",
+                              reason="own_account")  # fmt: skip
+            raise PermissionDenied(message)
+
+    async def _target(self, actor: Actor, staff_id: str) -> StaffRecord:
         async with self._sessions() as s:
             staff = await self._staff_row(s, actor, staff_id)
-            username = staff.username
-        check_password_policy(password, username)
-        await self._set_credential(staff_id, await self._hash(password))
-        await self._audit(
-            "account.password_reset", actor.staff_id, actor.org_id, {"staff": staff_id}
-        )
+            return StaffRecord(
+                id=staff.id, org_id=staff.org_id, username=staff.username,
+                display_name=staff.display_name, email=staff.email, roles=tuple(staff.roles),
+                active=staff.active, created_at=staff.created_at,
+            )  # fmt: skip
 
-    async def set_roles(self, actor: Actor, staff_id: str, roles: Iterable[str]) -> StaffRecord:
-        """Change someone's roles (``staff.manage``); their sessions end so the change applies."""
-        await self._require(actor, Permission.MANAGE_STAFF, "account.roles_changed", staff_id)
-        role_list = list(roles)
-        if staff_id == actor.staff_id and Role.ADMINISTRATOR.value not in role_list:
-            raise ConflictError("you cannot remove your own administrator role")
+    async def reset_password(
+        self, actor: Actor, staff_id: str, password: str
+    ) -> ApprovalRecord | None:
+        """An administrator sets a new password; the person's sessions end and any lock lifts.
+
+        For someone holding a protected role the new password waits for a DSL's
+        approval (returned); nobody resets their own (they change it with the current one).
+        """
+        action = "account.password_reset"
+        await self._require(actor, Permission.MANAGE_STAFF, action, staff_id)
+        await self._not_self(
+            actor, staff_id, action,
+            "change your own password with your current one (PUT /api/v1/me/password)",
+        )  # fmt: skip
+        staff = await self._target(actor, staff_id)
+        check_password_policy(password, staff.username)
+        hashed = await self._hash(password)
+        if holds_protected(staff.roles):
+            return await self.approvals.request(
+                actor, actor.org_id, "reset_password", staff_id=staff_id, password_hash=hashed
+            )
+        await self._set_credential(staff_id, hashed)
+        await self._audit(action, actor, actor.org_id, {"staff": staff_id})
+        return None
+
+    async def set_roles(
+        self, actor: Actor, staff_id: str, roles: Iterable[str]
+    ) -> StaffRecord | ApprovalRecord:
+        """Change someone's roles (``staff.manage``); their sessions end so the change applies.
+
+        Nobody changes their own roles. Granting or removing a protected role
+        waits for a DSL's approval (an :class:`ApprovalRecord` is returned).
+        """
+        action = "account.roles_changed"
+        await self._require(actor, Permission.MANAGE_STAFF, action, staff_id)
+        await self._not_self(
+            actor, staff_id, action,
+            "nobody may change their own roles; ask another administrator",
+        )  # fmt: skip
+        role_list = self.store.check_staff_fields("x", "x", roles, None)[2]
+        staff = await self._target(actor, staff_id)
+        if touches_protected(staff.roles, role_list):
+            return await self.approvals.request(
+                actor, actor.org_id, "change_roles", staff_id=staff_id, roles=role_list,
+                roles_before=list(staff.roles),
+            )  # fmt: skip
         record = await self.store.update_staff(actor, staff_id, roles=role_list)
         async with self._sessions() as s, s.begin():
-            ended = await self._end_all(s, staff_id, "roles_changed")
+            ended = await self.end_sessions(s, staff_id, "roles_changed")
         await self._audit(
-            "account.roles_changed", actor.staff_id, actor.org_id, {"staff": staff_id},
+            action, actor, actor.org_id, {"staff": staff_id},
             roles=",".join(record.roles), sessions_ended=ended,
         )  # fmt: skip
         return record
@@ -980,14 +1181,14 @@ class Accounts:
             raise ConflictError("you cannot deactivate your own account")
         record = await self.store.deactivate_staff(actor, staff_id)
         async with self._sessions() as s, s.begin():
-            ended = await self._end_all(s, staff_id, "deactivated")
+            ended = await self.end_sessions(s, staff_id, "deactivated")
             await s.execute(
                 update(ApiTokenRow)
                 .where(ApiTokenRow.staff_id == staff_id, ApiTokenRow.revoked_at.is_(None))
                 .values(revoked_at=self.now())
             )
         await self._audit(
-            "account.deactivated", actor.staff_id, actor.org_id, {"staff": staff_id},
+            "account.deactivated", actor, actor.org_id, {"staff": staff_id},
             sessions_ended=ended,
         )  # fmt: skip
         return record
@@ -1001,21 +1202,72 @@ class Accounts:
             if cred is None:
                 raise NotFoundError("this account has no password set")
             cred.failed_count, cred.last_failed_at, cred.locked_until = 0, None, None
-        await self._audit("account.unlocked", actor.staff_id, actor.org_id, {"staff": staff_id})
+        await self._audit("account.unlocked", actor, actor.org_id, {"staff": staff_id})
 
-    async def reset_totp(self, actor: Actor, staff_id: str) -> None:
-        """Remove someone's TOTP and recovery codes (a lost phone); they must enrol again."""
-        await self._require(actor, Permission.MANAGE_STAFF, "account.totp_reset", staff_id)
+    async def reset_totp(self, actor: Actor, staff_id: str) -> ApprovalRecord | None:
+        """Remove someone's TOTP and recovery codes (a lost phone); they must enrol again.
+
+        For someone holding a protected role this waits for a DSL's approval
+        (returned); nobody resets their own (a stolen session must not move it).
+        """
+        action = "account.totp_reset"
+        await self._require(actor, Permission.MANAGE_STAFF, action, staff_id)
+        await self._not_self(
+            actor, staff_id, action,
+            "nobody may reset their own authenticator app; ask another administrator",
+        )  # fmt: skip
+        staff = await self._target(actor, staff_id)
+        if holds_protected(staff.roles):
+            return await self.approvals.request(
+                actor, actor.org_id, "reset_totp", staff_id=staff_id
+            )
         async with self._sessions() as s, s.begin():
-            await self._staff_row(s, actor, staff_id)
             cred = await s.get(Credential, staff_id)
             if cred is None:
                 raise NotFoundError("this account has no password set")
             cred.totp_sealed = cred.totp_pending_sealed = None
             cred.totp_last_step = None
             await s.execute(delete(RecoveryCode).where(RecoveryCode.staff_id == staff_id))
-            await self._end_all(s, staff_id, "totp_reset")
-        await self._audit("account.totp_reset", actor.staff_id, actor.org_id, {"staff": staff_id})
+            await self.end_sessions(s, staff_id, "totp_reset")
+        await self._audit(action, actor, actor.org_id, {"staff": staff_id})
+        return None
+
+    # --------------------------------------------------- the two-person rule
+
+    async def list_approvals(
+        self, actor: Actor, *, state: str | None = "pending"
+    ) -> list[ApprovalRecord]:
+        """Account changes waiting for (or given) a DSL's approval (``staff.approve`` or
+        ``staff.manage``)."""
+        return await self.approvals.list(actor, state=state)
+
+    async def get_approval(self, actor: Actor, approval_id: str) -> ApprovalRecord:
+        return await self.approvals.get(actor, approval_id)
+
+    async def approve(self, actor: Actor, approval_id: str) -> ApprovalRecord:
+        """A DSL (not the requester, not the person it is about) approves: the change applies."""
+        return await self.approvals.approve(actor, approval_id)
+
+    async def decline(self, actor: Actor, approval_id: str) -> ApprovalRecord:
+        """A DSL declines (the requester withdraws; the person it is about declines)."""
+        return await self.approvals.decline(actor, approval_id)
+
+    async def audit_as(
+        self,
+        action: str,
+        actor: Actor | None,
+        org: str,
+        targets: dict[str, str],
+        outcome: str = "ok",
+        **detail: str | int | bool | None,
+    ) -> None:
+        """Audit an event done by ``actor`` (None: the operator on the command line)."""
+        if outcome not in ("ok", "refused", "failed"):
+            raise ValueError(f"unknown audit outcome {outcome!r}")
+        await self._audit(
+            action, actor if actor is not None else "operator", org, targets,
+            cast(Outcome, outcome), **detail,
+        )  # fmt: skip
 
     async def sign_in_problems(self, actor: Actor) -> list[AccountStatus]:
         """Accounts in the actor's organisation that are locked or have failed sign-ins."""
@@ -1045,7 +1297,7 @@ class Accounts:
                     totp_enrolled=cred.totp_sealed is not None,
                 )
             )
-        await self._audit("account.list_locked", actor.staff_id, actor.org_id, {}, count=len(out))
+        await self._audit("account.list_locked", actor, actor.org_id, {}, count=len(out))
         return out
 
 

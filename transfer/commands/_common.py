@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import getpass
 import os
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from transfer.errors import NotFoundError, PolicyError
+from transfer.errors import InputError, NotFoundError, PolicyError
 
 if TYPE_CHECKING:
+    from schemas.records import StaffRecord
+    from transfer.auth.records import Principal
     from transfer.node import Node
     from transfer.store.permissions import Actor
 
@@ -50,24 +56,119 @@ def data_dir_of(args: argparse.Namespace) -> Path:
     return (given or default_data_dir()).expanduser().resolve()
 
 
-async def staff_actor(node: Node, org: str, username: str) -> Actor:
-    """The active staff member of ``org`` a command acts as (audited as them, ``via="cli"``)."""
+def add_acting(parser: argparse.ArgumentParser, *, dest: str = "username") -> None:
+    """Add ``--as USERNAME`` and ``--sign-in`` to a command that acts for a member of staff.
+
+    ``--as`` alone: the operator acts for that person, with their permissions, and
+    is recorded as the operator acting for them (audit actor ``operator``; never as
+    the person). With ``--sign-in`` the command asks for the person's password and
+    authenticator code in the terminal (never on the command line) and acts as
+    them, recorded as them.
+    """
+    parser.add_argument(
+        "--as",
+        dest=dest,
+        required=True,
+        metavar="USERNAME",
+        help="act for this member of staff, with their permissions; recorded in the audit log "
+        "as the server operator acting for them (add --sign-in to act as them)",
+    )
+    parser.add_argument(
+        "--sign-in",
+        dest="sign_in",
+        action="store_true",
+        help="sign in as USERNAME: asks for their password and authenticator code in the "
+        "terminal, and is recorded as them",
+    )
+
+
+def ask_secret(prompt: str) -> str:
+    """A secret typed at the terminal, not echoed (never taken from the command line)."""
+    if not sys.stdin.isatty():
+        raise InputError(
+            "--sign-in asks for the password and code in a terminal; run the command in one, "
+            "or leave out --sign-in to act as the operator for that person"
+        )
+    try:
+        return getpass.getpass(prompt)
+    except EOFError:
+        raise InputError("no answer was typed; nothing was done") from None
+
+
+async def _enrolled(node: Node, staff_id: str) -> bool:
+    from transfer.auth.models import Credential
+
+    async with node.store.sessions() as s:
+        cred = await s.get(Credential, staff_id)
+    return cred is not None and cred.totp_sealed is not None
+
+
+async def _staff_record(node: Node, org: str, username: str) -> StaffRecord:
     staff = await node.store.find_staff(org, username)
     if staff is None:
         raise NotFoundError(f"{username!r} is not a staff member of {org}")
     if not staff.active:
         raise PolicyError(f"the account {username!r} is deactivated")
-    return await node.store.actor_for(staff.id)
+    return staff
+
+
+async def staff_actor(node: Node, org: str, username: str) -> Actor:
+    """The operator acting for ``username`` of ``org``: their permissions, audited as the
+    operator acting for them (``Actor.operator``)."""
+    staff = await _staff_record(node, org, username)
+    return replace(await node.store.actor_for(staff.id), operator=True)
+
+
+async def sign_in_at_terminal(node: Node, org: str, username: str) -> Principal:
+    """Sign ``username`` in with the password and code typed at the terminal."""
+    staff = await _staff_record(node, org, username)
+    password = ask_secret(f"Password for {username}: ")
+    code: str | None = None
+    recovery: str | None = None
+    if await _enrolled(node, staff.id):
+        typed = "".join(
+            ask_secret("Code from the authenticator app (or a recovery code): ").split()
+        )
+        if typed.isdigit():
+            code = typed
+        else:
+            recovery = typed
+    result = await node.accounts.sign_in(org, username, password, totp=code, recovery_code=recovery)
+    if result.state != "signed_in":
+        principal = await node.accounts.authenticate(result.token, allow_enrolment=True)
+        await node.accounts.sign_out(principal)
+        raise PolicyError(
+            f"{username!r} must set up two-factor sign-in first: "
+            f"handover account enrol-totp --org {org} --user {username}"
+        )
+    return await node.accounts.authenticate(result.token)
+
+
+@contextlib.asynccontextmanager
+async def acting(
+    node: Node, args: argparse.Namespace, *, user: str = "username"
+) -> AsyncIterator[Actor]:
+    """Who a command acts as: the person signed in (``--sign-in``; signed out at the end),
+    or the operator acting for them (``--as`` alone)."""
+    username = getattr(args, user)
+    if not getattr(args, "sign_in", False):
+        yield await staff_actor(node, args.org, username)
+        return
+    principal = await sign_in_at_terminal(node, args.org, username)
+    try:
+        yield principal.actor
+    finally:
+        await node.accounts.sign_out(principal)
 
 
 def run_as_staff(
     args: argparse.Namespace, work: Callable[[Node, Actor], Awaitable[T]], *, user: str = "username"
 ) -> T:
-    """Open the node in ``--data-dir``, act as ``--org`` and ``args.<user>``, run ``work``."""
+    """Open the node in ``--data-dir``, act for ``--org`` and ``args.<user>``, run ``work``."""
     from transfer.node import Node
 
     async def go() -> T:
-        async with await Node.open(data_dir_of(args)) as node:
-            return await work(node, await staff_actor(node, args.org, getattr(args, user)))
+        async with await Node.open(data_dir_of(args)) as node, acting(node, args, user=user) as who:
+            return await work(node, who)
 
     return asyncio.run(go())

@@ -4,6 +4,11 @@
   ``handover init --admin``), for a DSL or administrator setting people up.
 - ``list``: the organisation's accounts, their roles and whether two-factor
   sign-in is set up.
+- ``approvals``, ``approve``, ``decline``: account changes held back by the
+  two-person rule (``transfer.auth.approvals``). ``approve`` needs the DSL
+  signed in (``--as USERNAME --sign-in``: password and code typed in the
+  terminal); ``create`` of an account with a DSL-team or head-teacher role
+  waits for such an approval once the organisation has a DSL.
 - ``enrol-totp``: the person signs in with their password, scans the QR code
   drawn in the terminal (or types the key), confirms with a current code and
   receives their one-time recovery codes. ``--code`` confirms an enrolment left
@@ -18,16 +23,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import os
 import sys
 from typing import TYPE_CHECKING
 
-from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
+from transfer.commands._common import (
+    Subparsers,
+    add_acting,
+    add_data_dir,
+    data_dir_of,
+    run_as_staff,
+)
 from transfer.errors import ConflictError, InputError, NotFoundError
 
 if TYPE_CHECKING:
-    from transfer.auth.records import Principal, RecoveryCodes
+    from transfer.auth.records import ApprovalRecord, Principal, RecoveryCodes
     from transfer.node import Node
+    from transfer.store.permissions import Actor
 
 PASSWORD_ENV = "HANDOVER_PASSWORD"  # noqa: S105 (a variable name)
 #: Wrong codes allowed at the prompt before the command gives up (the enrolment stays waiting).
@@ -84,6 +97,48 @@ def register(sub: Subparsers) -> None:
     add_data_dir(p)
     p.add_argument("--org", required=True, metavar="ID", help="the organisation (a school's URN)")
     p.set_defaults(handler=run_list)
+
+    p = inner.add_parser(
+        "approvals",
+        help="account changes waiting for a DSL's approval (the two-person rule)",
+        description="Account changes held back until a DSL approves them: a DSL-team or "
+        "head-teacher role granted or removed, an account added with one, a DSL-team member's "
+        "password or authenticator reset.",
+    )
+    _acting(p)
+    p.add_argument(
+        "--state",
+        choices=["pending", "approved", "declined", "withdrawn", "expired", "all"],
+        default="pending",
+        help="which requests (default: those still waiting)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(handler=run_approvals)
+
+    p = inner.add_parser(
+        "approve",
+        help="approve an account change (a DSL other than whoever asked; needs --sign-in)",
+        description="A DSL approves an account change, which applies at once. The DSL signs "
+        "in (--sign-in: password and code typed in the terminal); the operator acting for a "
+        "DSL cannot approve, nor can whoever asked or the person it is about.",
+    )
+    _acting(p)
+    p.add_argument("approval_id", metavar="ID", help="the request's id (from 'approvals')")
+    p.set_defaults(handler=run_approve)
+
+    p = inner.add_parser(
+        "decline",
+        help="decline an account change (or withdraw one's own request)",
+    )
+    _acting(p)
+    p.add_argument("approval_id", metavar="ID", help="the request's id (from 'approvals')")
+    p.set_defaults(handler=run_decline)
+
+
+def _acting(p: argparse.ArgumentParser) -> None:
+    add_data_dir(p)
+    p.add_argument("--org", required=True, metavar="ID", help="the organisation (a school's URN)")
+    add_acting(p)
 
 
 # ------------------------------------------------------------------ passwords
@@ -219,11 +274,12 @@ def run_enrol(args: argparse.Namespace) -> int:
 
 
 async def _create(args: argparse.Namespace, password: str) -> int:
+    from transfer.auth.records import ApprovalRecord
     from transfer.node import Node
 
     async with await Node.open(data_dir_of(args)) as node:
         await node.store.get_organisation(args.org)
-        record = await node.accounts.bootstrap_account(
+        record = await node.accounts.create_account_as_operator(
             args.org,
             username=args.user,
             display_name=args.name,
@@ -231,6 +287,13 @@ async def _create(args: argparse.Namespace, password: str) -> int:
             password=password,
             email=args.email,
         )
+    if isinstance(record, ApprovalRecord):
+        print(
+            f"not created yet: {record.summary}. A DSL approves it ('handover account approve "
+            f"{record.id} --org {record.org_id} --as THEIR_USERNAME --sign-in', or in the app); "
+            "the DSL team has been alerted."
+        )
+        return 0
     from transfer.store.permissions import NEEDS_TOTP, Role
 
     print(f"account {record.username!r} created in {record.org_id}: {', '.join(record.roles)}")
@@ -296,3 +359,48 @@ async def _list(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     return asyncio.run(_list(args))
+
+
+# ------------------------------------------------------------------ approvals
+
+
+def _approval_line(r: ApprovalRecord) -> str:
+    when = f"{r.requested_at:%Y-%m-%d %H:%M}"
+    decided = f"; {r.state} by {r.decided_by_name}" if r.decided_by_name else ""
+    waits = f" (until {r.expires_at:%Y-%m-%d %H:%M})" if r.state == "pending" else ""
+    return f"{r.id}  {r.state}{waits}  asked {when}: {r.summary}{decided}"
+
+
+def run_approvals(args: argparse.Namespace) -> int:
+    async def work(node: Node, actor: Actor) -> list[ApprovalRecord]:
+        state = None if args.state == "all" else args.state
+        return await node.accounts.list_approvals(actor, state=state)
+
+    records = run_as_staff(args, work)
+    for r in records:
+        print(
+            json.dumps(r.model_dump(mode="json"), sort_keys=True)
+            if args.json
+            else _approval_line(r)
+        )
+    if not records and not args.json:
+        print("no account changes waiting" if args.state == "pending" else "none")
+    return 0
+
+
+def run_approve(args: argparse.Namespace) -> int:
+    async def work(node: Node, actor: Actor) -> ApprovalRecord:
+        return await node.accounts.approve(actor, args.approval_id)
+
+    r = run_as_staff(args, work)
+    print(f"approved and done: {r.summary}")
+    return 0
+
+
+def run_decline(args: argparse.Namespace) -> int:
+    async def work(node: Node, actor: Actor) -> ApprovalRecord:
+        return await node.accounts.decline(actor, args.approval_id)
+
+    r = run_as_staff(args, work)
+    print(f"{r.state}, nothing changed: {r.summary}")
+    return 0

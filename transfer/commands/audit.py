@@ -144,9 +144,12 @@ def _show(args: argparse.Namespace) -> int:
                 print(json.dumps({"seq": s.seq, **e.to_json()}, sort_keys=True))
             else:
                 targets = " ".join(f"{k}={v}" for k, v in sorted(e.targets.items()))
+                actor = e.actor or "-"
+                if e.detail.get("actor_kind") == "operator":  # the operator acting for someone
+                    actor += f" on_behalf_of={e.detail.get('on_behalf_of')}"
                 print(
                     f"#{s.seq} {e.to_json()['time']} {e.action} {e.outcome} "
-                    f"actor={e.actor or '-'} org={e.org or '-'} {targets}".rstrip()
+                    f"actor={actor} org={e.org or '-'} {targets}".rstrip()
                 )
         return len(shown)
 

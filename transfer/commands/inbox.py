@@ -2,7 +2,9 @@
 
 The command acts as a named member of the organisation's staff (``--org`` and
 ``--as USERNAME``), with that person's permissions (the DSL team receives
-transfers), and is audited as them with ``via="cli"``. Whoever runs it needs
+transfers). It is audited as the operator acting for them (``--as`` alone) or,
+with ``--sign-in`` (their password and code typed in the terminal), as them;
+``via="cli"``. Whoever runs it needs
 the node's data directory and its key-encryption key.
 
 A referral (received by an agency) is accepted with ``--reference REF``, the
@@ -17,7 +19,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from transfer.commands._common import Subparsers, add_data_dir, run_as_staff
+from transfer.commands._common import Subparsers, add_acting, add_data_dir, run_as_staff
 
 if TYPE_CHECKING:
     from transfer.exchange.inbox import InboxPreview, IncomingSummary
@@ -30,7 +32,7 @@ T = TypeVar("T")
 def _common(p: argparse.ArgumentParser) -> None:
     add_data_dir(p)
     p.add_argument("--org", required=True, help="the receiving organisation's id")
-    p.add_argument("--as", dest="username", required=True, metavar="USERNAME", help="who is acting")
+    add_acting(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
 

@@ -2,7 +2,9 @@
 
 The command acts as a named member of the organisation's staff (``--org`` and
 ``--as USERNAME``), with that person's permissions: the DSL team drafts and
-sends; only the DSL sends without consent. The form (and an outcome) is given
+sends; only the DSL sends without consent. It is audited as the operator acting
+for them (``--as`` alone) or, with ``--sign-in`` (their password and code typed
+in the terminal), as them. The form (and an outcome) is given
 as a JSON file; see ``docs/referrals.md`` and ``schemas/json/referral-*.schema.json``.
 """
 
@@ -18,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from transfer.commands._common import Subparsers, add_data_dir, run_as_staff
+from transfer.commands._common import Subparsers, add_acting, add_data_dir, run_as_staff
 from transfer.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ _KINDS = ("concern", "triage", "action", "contact", "document")
 def _common(p: argparse.ArgumentParser) -> None:
     add_data_dir(p)
     p.add_argument("--org", required=True, help="the school's organisation id")
-    p.add_argument("--as", dest="username", required=True, metavar="USERNAME", help="who is acting")
+    add_acting(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
 

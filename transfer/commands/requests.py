@@ -1,8 +1,9 @@
 """``handover request-file``, ``handover requests ...`` and ``handover alerts ...``.
 
-The CLI acts as a named staff member of one organisation (``--org``,
-``--as USERNAME``), with that person's permissions, and is audited as them
-(``via="cli"``). A request or a decision is sent to the other node at once;
+The CLI acts for a named staff member of one organisation (``--org``,
+``--as USERNAME``), with that person's permissions: audited as the operator
+acting for them, or as them with ``--sign-in`` (their password and code typed
+in the terminal); ``via="cli"``. A request or a decision is sent to the other node at once;
 if it cannot be reached, the node's ``serve`` sweep keeps trying.
 """
 
@@ -16,7 +17,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from transfer.commands._common import Subparsers, add_data_dir, data_dir_of, staff_actor
+from transfer.commands._common import (
+    Subparsers,
+    acting,
+    add_acting,
+    add_data_dir,
+    data_dir_of,
+)
 
 if TYPE_CHECKING:  # imported lazily: the CLI starts fast for commands that need no database
     from transfer.alerts import AlertRecord
@@ -38,8 +45,10 @@ class _Session:
 async def _open(args: argparse.Namespace) -> AsyncIterator[_Session]:
     from transfer.node import Node
 
-    async with await Node.open(data_dir_of(args)) as node:
-        actor = await staff_actor(node, args.org, args.as_user)
+    async with (
+        await Node.open(data_dir_of(args)) as node,
+        acting(node, args, user="as_user") as actor,
+    ):
         yield _Session(node, actor, node.transfer_requests(outbox=node.outbox, client=node.peer))
 
 
@@ -162,9 +171,7 @@ def _alerts_dismiss(args: argparse.Namespace) -> int:
 def _person(p: argparse.ArgumentParser) -> None:
     add_data_dir(p)
     p.add_argument("--org", required=True, help="your organisation's id (a school's URN)")
-    p.add_argument(
-        "--as", dest="as_user", required=True, metavar="USERNAME", help="act as this staff member"
-    )
+    add_acting(p, dest="as_user")
 
 
 def register(sub: Subparsers) -> None:

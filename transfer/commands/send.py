@@ -2,7 +2,9 @@
 
 The commands act as a named member of the organisation's staff (``--org``
 and ``--as USERNAME``) with that person's permissions (the DSL team sends
-transfers), and are audited as them with ``via="cli"``. ``outbox deliver``
+transfers). They are audited as the operator acting for them (``--as`` alone)
+or, with ``--sign-in`` (their password and code typed in the terminal), as
+them; ``via="cli"``. ``outbox deliver``
 runs one delivery sweep now (what ``handover serve`` does every
 ``transfer.sweep_seconds``), as the node itself. Whoever runs them needs the
 node's data directory and its key-encryption key.
@@ -16,7 +18,13 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from transfer.commands._common import Subparsers, add_data_dir, data_dir_of, run_as_staff
+from transfer.commands._common import (
+    Subparsers,
+    add_acting,
+    add_data_dir,
+    data_dir_of,
+    run_as_staff,
+)
 
 if TYPE_CHECKING:
     from transfer.exchange.outbox import OutgoingRecord
@@ -31,7 +39,7 @@ _STATES = ["draft", "queued", "delivered", "viewed", "accepted", "rejected", "fa
 def _as_staff(p: argparse.ArgumentParser) -> None:
     add_data_dir(p)
     p.add_argument("--org", required=True, help="the sending organisation's id")
-    p.add_argument("--as", dest="username", required=True, metavar="USERNAME", help="who is acting")
+    add_acting(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
 

@@ -263,8 +263,7 @@ class TransferRequests:
         outcome: Literal["ok", "refused", "failed"] = "ok",
         **detail: str | int | bool | None,
     ) -> None:
-        who = actor.staff_id if isinstance(actor, Actor) else actor
-        await self.store.record_event(action, who, org_id, targets, outcome, **detail)
+        await self.store.record_event(action, actor, org_id, targets, outcome, **detail)
 
     async def _require(
         self,

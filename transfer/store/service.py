@@ -93,15 +93,25 @@ from transfer.store.models import (
     Triage,
 )
 from transfer.store.permissions import (
+    OPERATOR,
     Actor,
     Permission,
     PermissionDenied,
     Role,
+    audit_actor,
     can_read_concern,
+    holds_protected,
     require,
+    roles_in_words,
+    touches_protected,
 )
 
 Clock = Callable[[], datetime]
+
+_NEEDS_APPROVAL: Final = (
+    "granting or removing the DSL, deputy DSL or head teacher role needs a DSL's approval: "
+    "ask for it through the accounts service (PATCH /api/v1/staff/{id}), which a DSL approves"
+)
 
 #: Default categories seeded for every new organisation: key -> (label, restricted).
 DEFAULT_CATEGORIES: Final[dict[str, tuple[str, bool]]] = {
@@ -455,7 +465,13 @@ class Store:
         outcome: Outcome = "ok",
         **detail: str | int | bool | None,
     ) -> None:
-        who = actor.staff_id if isinstance(actor, Actor) else actor
+        who: str | None
+        if not isinstance(actor, Actor):
+            who = actor
+        else:
+            # The operator acting for someone is recorded as the operator, never as them.
+            who, kind = audit_actor(actor)
+            detail = {**detail, **kind}
         await self._audit_sink.record(
             AuditEvent(
                 action=action,
@@ -567,6 +583,21 @@ class Store:
 
     # -------------------------------------------------------------------- staff
 
+    @staticmethod
+    def check_staff_fields(
+        username: str, display_name: str, roles: Iterable[str], email: str | None
+    ) -> tuple[str, str, list[str]]:
+        """Check a staff record's fields: the username and name stripped, the roles in order."""
+        username = username.strip()
+        if not username or len(username) > 100:
+            raise InputError("a username must be 1 to 100 characters")
+        display_name = display_name.strip()
+        if not display_name or len(display_name) > 200:
+            raise InputError("a display name must be 1 to 200 characters")
+        if email is not None and (len(email) > 320 or "@" not in email):
+            raise InputError("the email address is not valid")
+        return username, display_name, _roles(roles)
+
     async def _add_staff(
         self,
         s: AsyncSession,
@@ -576,15 +607,9 @@ class Store:
         roles: Iterable[str],
         email: str | None,
     ) -> Staff:
-        username = username.strip()
-        if not username or len(username) > 100:
-            raise InputError("a username must be 1 to 100 characters")
-        display_name = display_name.strip()
-        if not display_name or len(display_name) > 200:
-            raise InputError("a display name must be 1 to 200 characters")
-        if email is not None and (len(email) > 320 or "@" not in email):
-            raise InputError("the email address is not valid")
-        role_list = _roles(roles)
+        username, display_name, role_list = self.check_staff_fields(
+            username, display_name, roles, email
+        )
         if await s.get(Organisation, org_id) is None:
             raise NotFoundError(f"organisation {org_id[:64]!r} is not on this node")
         clash = await s.scalar(
@@ -604,6 +629,23 @@ class Store:
         )
         s.add(staff)
         return staff
+
+    async def add_staff_row(
+        self,
+        s: AsyncSession,
+        org_id: str,
+        *,
+        username: str,
+        display_name: str,
+        roles: Iterable[str],
+        email: str | None,
+    ) -> Staff:
+        """Add a staff record inside the caller's transaction, without a permission check.
+
+        Only for the accounts service applying an account a DSL has approved
+        (``transfer.auth.approvals``); it audits the creation itself.
+        """
+        return await self._add_staff(s, org_id, username, display_name, roles, email)
 
     async def bootstrap_staff(
         self,
@@ -632,6 +674,10 @@ class Store:
         email: str | None = None,
     ) -> StaffRecord:
         await self._require(actor, Permission.MANAGE_STAFF, "store.staff.create", {})
+        roles = list(roles)
+        if holds_protected(roles):
+            await self._refuse(actor, "store.staff.create", {})
+            raise PermissionDenied(_NEEDS_APPROVAL)
         async with self._writing() as s:
             staff = await self._add_staff(s, actor.org_id, username, display_name, roles, email)
             record = _staff_record(staff)
@@ -655,10 +701,22 @@ class Store:
     ) -> StaffRecord:
         targets = {"staff": staff_id}
         await self._require(actor, Permission.MANAGE_STAFF, "store.staff.update", targets)
+        if roles is not None and staff_id == actor.staff_id:
+            await self._refuse(actor, "store.staff.update", targets)
+            raise PermissionDenied("nobody may change their own roles; ask another administrator")
+        wanted = _roles(roles) if roles is not None else None
+        if wanted is not None:
+            async with self.sessions() as s:
+                current = list((await self._staff_in_org(s, actor, staff_id)).roles)
+            if touches_protected(current, wanted):
+                await self._refuse(actor, "store.staff.update", targets)
+                raise PermissionDenied(_NEEDS_APPROVAL)
         async with self._writing() as s:
             staff = await self._staff_in_org(s, actor, staff_id)
-            if roles is not None:
-                staff.roles = _roles(roles)
+            if wanted is not None:
+                if touches_protected(staff.roles, wanted):
+                    raise ConflictError("the roles changed meanwhile; reload and try again")
+                staff.roles = wanted
             if display_name is not None:
                 display_name = display_name.strip()
                 if not display_name or len(display_name) > 200:
@@ -1576,6 +1634,16 @@ class Store:
         summary = summary.strip()
         if not summary or len(summary) > MAX_EVENT_SUMMARY:
             raise InputError(f"an event summary must be 1 to {MAX_EVENT_SUMMARY} characters")
+        recorded_by = actor.staff_id if actor is not None else None
+        if actor is not None and actor.operator:
+            # The operator acting for someone from the command line: shown as such, never
+            # as that person (``recorded_by`` is ``operator``, the line says for whom).
+            recorded_by = OPERATOR
+            who = actor.display_name or "a member of staff"
+            roles = roles_in_words(sorted(r.value for r in actor.roles))
+            summary = f"{summary} (by the server operator, acting for {who}, {roles})"[
+                :MAX_EVENT_SUMMARY
+            ]
         if ref is not None and not (1 <= len(ref) <= 200 and ref.isprintable()):
             raise InputError("an event reference must be 1 to 200 printable characters")
         if at is not None and at.tzinfo is None:
@@ -1601,7 +1669,7 @@ class Store:
                     ref=ref,
                     occurred_at=occurred,
                     recorded_at=now,
-                    recorded_by=actor.staff_id if actor else None,
+                    recorded_by=recorded_by,
                 )
             )
             await _Sealed(s, ring).put("pupil_events", event_id, [pupil_id], {"summary": summary})
@@ -1614,7 +1682,7 @@ class Store:
             ref=ref,
             occurred_at=occurred,
             recorded_at=now,
-            recorded_by=actor.staff_id if actor else None,
+            recorded_by=recorded_by,
         )
         await self._audit(
             "store.event.add",

@@ -17,6 +17,7 @@ from aiohttp import ClientResponse
 from schemas.records import NewAction, NewConcern, NewPupil, PupilRecord
 from tests.integration.api.conftest import Api
 from tests.unit.auth.support import Person
+from transfer.auth.records import ApprovalRecord
 from transfer.identifiers import upn_check_letter
 from transfer.store.permissions import Actor, Role
 
@@ -144,6 +145,67 @@ async def _reset_totp(w: World, h: dict[str, str]) -> ClientResponse:
     return await w.api.client.delete(f"/api/v1/staff/{await w.fresh_staff()}/totp", headers=h)
 
 
+async def _fresh_dsl(w: World) -> str:
+    p = await w.api.node.person(f"dsltarget{next(_serial)}", [DSL])
+    return p.staff.id
+
+
+async def _fresh_approval(w: World) -> str:
+    """An account change the administrator asked for, waiting for a DSL."""
+    waiting = await w.api.node.accounts.set_roles(
+        w.admin, await w.fresh_staff(), ["staff", "head_teacher"]
+    )
+    assert isinstance(waiting, ApprovalRecord)
+    return waiting.id
+
+
+async def _grant_dsl(w: World, h: dict[str, str]) -> ClientResponse:
+    return await w.api.client.patch(
+        f"/api/v1/staff/{await w.fresh_staff()}", json={"roles": ["staff", "dsl"]}, headers=h
+    )
+
+
+async def _make_oneself_dsl(w: World, h: dict[str, str]) -> ClientResponse:
+    me = await (await w.api.client.get("/api/v1/session", headers=h)).json()
+    return await w.api.client.patch(
+        f"/api/v1/staff/{me['staff_id']}", json={"roles": [*me["roles"], "dsl"]}, headers=h
+    )
+
+
+async def _new_dsl(w: World, h: dict[str, str]) -> ClientResponse:
+    body = {
+        "username": f"newdsl{next(_serial)}",
+        "display_name": "New DSL",
+        "roles": ["dsl"],
+        "password": "a long and unusual phrase",
+    }
+    return await w.api.client.post("/api/v1/staff", json=body, headers=h)
+
+
+async def _reset_dsl_pw(w: World, h: dict[str, str]) -> ClientResponse:
+    return await w.api.client.put(
+        f"/api/v1/staff/{await _fresh_dsl(w)}/password",
+        json={"password": "another long phrase"},
+        headers=h,
+    )
+
+
+async def _reset_dsl_totp(w: World, h: dict[str, str]) -> ClientResponse:
+    return await w.api.client.delete(f"/api/v1/staff/{await _fresh_dsl(w)}/totp", headers=h)
+
+
+async def _approve(w: World, h: dict[str, str]) -> ClientResponse:
+    return await w.api.client.post(
+        f"/api/v1/staff-approvals/{await _fresh_approval(w)}/approve", headers=h
+    )
+
+
+async def _decline(w: World, h: dict[str, str]) -> ClientResponse:
+    return await w.api.client.post(
+        f"/api/v1/staff-approvals/{await _fresh_approval(w)}/decline", headers=h
+    )
+
+
 async def _patch_staff(w: World, h: dict[str, str]) -> ClientResponse:
     return await w.api.client.patch(
         f"/api/v1/staff/{await w.fresh_staff()}", json={"display_name": "Renamed"}, headers=h
@@ -196,6 +258,17 @@ OPERATIONS: list[Op] = [
     Op("reset a password", ADMINS, _reset_pw, 204),
     Op("reset TOTP", ADMINS, _reset_totp, 204),
     Op("list sign-in problems", ADMINS, get("/api/v1/sign-in-problems")),
+    # The two-person rule (issue 11): a protected role or a DSL's credentials change only
+    # when a DSL other than whoever asked approves; nobody changes their own roles.
+    Op("make oneself a DSL", frozenset(), _make_oneself_dsl),
+    Op("ask to grant the DSL role", ADMINS, _grant_dsl, 202),
+    Op("ask to add a DSL account", ADMINS, _new_dsl, 202),
+    Op("ask to reset a DSL's password", ADMINS, _reset_dsl_pw, 202),
+    Op("ask to reset a DSL's authenticator", ADMINS, _reset_dsl_totp, 202),
+    Op("list account change requests", frozenset({DSL, ADMIN}), get("/api/v1/staff-approvals")),
+    # The administrator asked for each of these, so may withdraw but never approve them.
+    Op("approve an account change", frozenset({DSL}), _approve),
+    Op("decline an account change", frozenset({DSL, ADMIN}), _decline),
     Op("list pupils", READERS, get("/api/v1/pupils")),
     Op("read a pupil", READERS, get("/api/v1/pupils/{w.pupil.id}")),
     Op("add a pupil", PUPIL_MANAGERS, _new_pupil, 201),

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pyotp
+import pytest
 
 from tests.integration.api.conftest import Api
 from tests.integration.api.test_bad_input import problem
 from tests.unit.auth.support import PASSWORD, URN
 from transfer.api.app import SECURITY_HEADERS
+from transfer.auth import passwords
 from transfer.store.permissions import Role
 
 
@@ -100,6 +104,45 @@ async def test_repeated_failures_give_429_with_retry_after_then_lock(api: Api) -
 
 
 MAX_WAIT = 301
+
+
+async def test_parallel_guesses_through_the_api_get_no_more_checks_than_the_limit(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await api.node.person("teacher", [Role.STAFF])
+    checked: list[str] = []
+    real = passwords.verify_password
+
+    def counting(stored: str, password: str) -> bool:
+        checked.append(password)
+        return real(stored, password)
+
+    monkeypatch.setattr("transfer.auth.service.verify_password", counting)
+    security = api.node.accounts.security
+    bodies = [
+        {"org": URN, "username": "teacher", "password": f"wrong guess number {i}"}
+        for i in range(40)
+    ]
+    responses = await asyncio.gather(*(api.client.post("/api/v1/session", json=b) for b in bodies))
+    statuses = sorted(r.status for r in responses)
+    for r in responses:
+        r.release()
+    # Each attempt is counted before it is checked: the first few are checked and fail,
+    # the rest are told to wait (429) unchecked; none gets in.
+    assert set(statuses) <= {401, 429} and statuses.count(401) == len(checked)
+    assert len(checked) <= security.failed_signins_before_delay + 1
+    # Waiting out the slow-down, the failures go on to the lock; the right password after it
+    # is refused without being checked.
+    while True:
+        api.node.clock.advance(seconds=MAX_WAIT)
+        resp = await api.client.post("/api/v1/session", json=bodies[0])
+        doc = await problem(resp, 401)
+        if doc["type"].endswith("account-locked"):
+            break
+    assert len(checked) == security.failed_signins_before_lock
+    good = {**bodies[0], "password": PASSWORD}
+    await problem(await api.client.post("/api/v1/session", json=good), 401, "account-locked")
+    assert len(checked) == security.failed_signins_before_lock
 
 
 async def test_request_ids_reach_the_audit_log_and_headers_are_set(api: Api) -> None:

@@ -117,9 +117,15 @@ async def test_actions_need_the_dsl_team_and_staff_records_lifecycle(school: Sch
     assert done.done_at == school.clock.now and done.text == "call"
 
     updated = await school.store.update_staff(
-        school.admin, school.staff.staff_id, roles=["staff", "head_teacher"]
+        school.admin, school.staff.staff_id, roles=["staff", "auditor"]
     )
-    assert set(updated.roles) == {"staff", "head_teacher"}
+    assert set(updated.roles) == {"staff", "auditor"}
+    # A role that reads concerns is not the store's to give: it waits for a DSL's approval
+    # (``transfer.auth.approvals``, tests/unit/auth/test_approvals.py).
+    with pytest.raises(PermissionDenied, match="DSL's approval"):
+        await school.store.update_staff(
+            school.admin, school.staff.staff_id, roles=["staff", "head_teacher"]
+        )
     await school.store.deactivate_staff(school.admin, school.staff.staff_id)
     with pytest.raises(PolicyError):
         await school.store.actor_for(school.staff.staff_id)

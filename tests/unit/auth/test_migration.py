@@ -12,7 +12,14 @@ from sqlalchemy.engine import Connection
 from transfer.auth import models
 from transfer.store.db import Base, make_engine, migrate
 
-AUTH_TABLES = {"auth_credentials", "auth_recovery_codes", "auth_sessions", "auth_api_tokens"}
+AUTH_TABLES = {
+    "auth_credentials",
+    "auth_recovery_codes",
+    "auth_sessions",
+    "auth_api_tokens",
+    "auth_unknown_signins",
+    "auth_approvals",
+}
 
 
 def _ours(diff: Any) -> bool:
@@ -46,5 +53,5 @@ async def test_auth_branch_applies_and_matches_the_models(db_url: str) -> None:
     finally:
         await engine.dispose()
     assert AUTH_TABLES <= tables
-    assert "auth_0001" in heads
+    assert "auth_0003" in heads
     assert diffs == [], diffs

@@ -11,6 +11,7 @@ from schemas.records import NewPupil
 from tests.unit.auth.support import PASSWORD, URN, Node
 from transfer.auth import SessionInvalid, WeakPassword
 from transfer.auth.models import ApiTokenRow, SessionRow
+from transfer.auth.records import ApprovalRecord
 from transfer.auth.service import WrongPassword
 from transfer.store.permissions import Permission, PermissionDenied, Role
 
@@ -101,7 +102,12 @@ async def test_a_token_cannot_hold_more_than_its_owner(node: Node) -> None:
     dsl = await node.person("dsl", [Role.DSL])
     d_session = await node.session(dsl)
     issued = await node.accounts.create_token(d_session, name="t", scopes=["pupil.manage"])
-    await node.accounts.set_roles(a_session.actor, dsl.staff.id, [Role.STAFF.value])
+    # Removing the DSL role waits for another DSL's approval (the two-person rule).
+    waiting = await node.accounts.set_roles(a_session.actor, dsl.staff.id, [Role.STAFF.value])
+    assert isinstance(waiting, ApprovalRecord) and waiting.state == "pending"
+    assert (await node.accounts.authenticate(issued.token)).actor.has(Permission.MANAGE_PUPILS)
+    other = await node.person("dsl2", [Role.DSL])
+    await node.accounts.approve((await node.session(other)).actor, waiting.id)
     principal = await node.accounts.authenticate(issued.token)
     assert not principal.actor.has(Permission.MANAGE_PUPILS)
 

@@ -270,7 +270,10 @@ async def test_an_enrolled_second_factor_cannot_be_moved_from_a_session(node: No
     session = await node.accounts.authenticate(signed.token)
     with pytest.raises(ConflictError):
         await node.accounts.begin_totp_enrolment(session)
-    await node.accounts.reset_totp((await node.session(admin)).actor, dsl.staff.id)
+    waiting = await node.accounts.reset_totp((await node.session(admin)).actor, dsl.staff.id)
+    assert waiting is not None  # a DSL's authenticator: another DSL approves the reset
+    other = await node.person("dsl2", [Role.DSL])
+    await node.accounts.approve((await node.session(other)).actor, waiting.id)
     with pytest.raises(SessionInvalid):  # the reset ended the DSL's sessions
         await node.accounts.authenticate(signed.token)
     result = await node.accounts.sign_in(URN, "dsl", PASSWORD)
@@ -285,4 +288,7 @@ async def test_the_same_code_used_twice_at_once_signs_in_only_once(node: Node) -
         return_exceptions=True,
     )
     assert sum(not isinstance(r, BaseException) for r in results) == 1
-    assert all(isinstance(r, SignInFailed) for r in results if isinstance(r, BaseException))
+    # Each attempt is counted before it is checked, so a fourth at the same instant may be
+    # told to wait (the slow-down starts after three failures) rather than refused.
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(r, SignInFailed | SlowDown) for r in failures), failures
