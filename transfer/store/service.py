@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+import logging
 import re
 import shutil
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
@@ -70,7 +71,7 @@ from transfer.errors import (
     TransportError,
 )
 from transfer.identifiers import validate_agency_id, validate_laestab, validate_upn, validate_urn
-from transfer.store import blobs
+from transfer.store import blobs, exports
 from transfer.store.db import Base, is_sqlite, make_engine, migrate, sessionmaker
 from transfer.store.keyring import KeyDestroyed, KeyRing, field_aad
 from transfer.store.models import (
@@ -124,6 +125,8 @@ DEFAULT_CATEGORIES: Final[dict[str, tuple[str, bool]]] = {
 AGENCY_KINDS: Final = frozenset({"social_care", "lado", "police", "other_agency"})
 DEFAULT_MAX_DOCUMENT_BYTES: Final = 2 * 1024**3
 _CATEGORY_KEY = re.compile(r"[a-z][a-z0-9_]{1,63}")
+log = logging.getLogger("handover.store")
+
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 # Sealed fields per record table.
@@ -349,6 +352,17 @@ class _Bundle:
         self.events: list[PupilEventRecord] = []
 
 
+@dataclass(frozen=True)
+class SubjectAccessArchive:
+    """A subject access export for its caller: the records, and the whole export (records
+    and decrypted documents) as a tar stream. Nothing of it is on the node's disk."""
+
+    export: SubjectAccessExport
+    #: The folder every entry is in (``sar-<pupil id>-<time>``); ``<name>.tar`` to save it.
+    name: str
+    chunks: AsyncIterator[bytes] = field(repr=False)
+
+
 class Store:
     """The concern store of one node. Make one with :meth:`open`."""
 
@@ -400,7 +414,7 @@ class Store:
         except BaseException:
             await engine.dispose()
             raise
-        return cls(
+        store = cls(
             engine,
             kek,
             audit,
@@ -408,6 +422,26 @@ class Store:
             clock=clock,
             max_document_bytes=max_document_bytes,
         )
+        await store._remove_legacy_exports()
+        return store
+
+    async def _remove_legacy_exports(self) -> None:
+        """Delete the plaintext subject access exports earlier versions left on disk."""
+        pupils = await asyncio.to_thread(exports.remove_legacy_exports, self.data_dir)
+        if not pupils:
+            return
+        log.warning(
+            "removed %d subject access export(s) that an earlier version left in plaintext "
+            "under %s; export again to get them (exports are now streamed to whoever asks)",
+            len(pupils),
+            self.data_dir / exports.EXPORTS_DIR,
+        )
+        async with self.sessions() as s:
+            orgs = dict(
+                (await s.execute(select(Pupil.id, Pupil.org_id).where(Pupil.id.in_(pupils)))).all()
+            )
+        for pupil_id in pupils:
+            await self._audit("store.sar.removed", "node", orgs.get(pupil_id), {"pupil": pupil_id})
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -1968,8 +2002,10 @@ class Store:
         return _tombstone_record(tomb), self._blob_dir(pupil.org_id, pid)
 
     async def _after_erasure(self, directory: Path) -> None:
-        """Remove the pupil's document files and, on SQLite, old page images in the WAL."""
+        """Remove the pupil's document files, any subject access export of the pupil an
+        earlier version left on disk, and, on SQLite, old page images in the WAL."""
         await asyncio.to_thread(shutil.rmtree, directory, True)
+        await asyncio.to_thread(exports.remove_legacy_exports, self.data_dir, directory.name)
         if self.engine.dialect.name == "sqlite":
             # secure_delete zeroes freed content in the database pages; the WAL still
             # holds the pages as they were until a checkpoint truncates it.
@@ -2099,10 +2135,14 @@ class Store:
 
     # ------------------------------------------------------- subject access export
 
-    async def export_subject_access(
-        self, actor: Actor, pupil_id: str, directory: Path
-    ) -> SubjectAccessExport:
-        """Everything held about one pupil, as JSON plus decrypted documents, for review."""
+    async def export_subject_access(self, actor: Actor, pupil_id: str) -> SubjectAccessArchive:
+        """Everything held about one pupil, for review, as a tar stream for the caller.
+
+        The records are read and opened now (and audited); the documents are
+        decrypted one chunk at a time while ``chunks`` is read. Nothing is
+        written to disk. If the pupil is erased before the stream ends, it stops
+        short (``KeyDestroyed``) rather than delivering an erased pupil's file.
+        """
         targets = {"pupil": pupil_id}
         await self._require(actor, Permission.EXPORT_SUBJECT_ACCESS, "store.sar.export", targets)
         ring = self._ring()
@@ -2121,19 +2161,12 @@ class Store:
                 key = await ring.pupil_key(s, pupil_id)
             else:  # erased: only the pupil row and the tombstone remain, no documents
                 b, key = _Bundle(), b""
-        out = directory / f"sar-{pupil_id}-{now.strftime('%Y%m%dT%H%M%SZ')}"
-        docs_dir = out / "documents"
-        await asyncio.to_thread(docs_dir.mkdir, parents=True, mode=0o700)
-        for d in b.documents:
-            name = _SAFE_NAME.sub("_", d.filename).strip("._") or "document"
-            target = docs_dir / f"{d.id}-{name[:100]}"
-            src = self._blob_dir(actor.org_id, pupil_id) / d.sha256
-            fh = await asyncio.to_thread(target.open, "xb")
-            try:
-                async for piece in blobs.read_decrypted(src, key, pupil_id, d.sha256):
-                    await asyncio.to_thread(fh.write, piece)
-            finally:
-                fh.close()
+        name = f"sar-{pupil_id}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+        documents = tuple(sorted(b.documents, key=lambda d: (d.uploaded_at, d.id)))
+        files: dict[str, str] = {}
+        for d in documents:
+            safe = _SAFE_NAME.sub("_", d.filename).strip("._") or "document"
+            files[d.id] = f"documents/{d.id}-{safe[:100]}"
         review = [
             ReviewItem(record="concern", id=c.id, field=f)
             for c in b.concerns
@@ -2154,16 +2187,31 @@ class Store:
             triage=tuple(sorted(b.triage, key=lambda t: (t.decided_at, t.id))),
             actions=tuple(sorted(b.actions, key=lambda a: (a.created_at, a.id))),
             contacts=tuple(sorted(b.contacts, key=lambda k: (k.contacted_at, k.id))),
-            documents=tuple(sorted(b.documents, key=lambda d: (d.uploaded_at, d.id))),
+            documents=documents,
             events=tuple(sorted(b.events, key=lambda e: (e.occurred_at, e.id))),
             tombstones=tuple(tombs),
             review=tuple(review),
-            directory=str(out),
+            archive=name,
+            files=files,
         )
-        await asyncio.to_thread(
-            (out / "export.json").write_text, export.model_dump_json(indent=2), "utf-8"
+        blob_dir = self._blob_dir(actor.org_id, pupil_id)
+
+        def reader(d: DocumentRef) -> Callable[[], AsyncIterator[bytes]]:
+            return lambda: blobs.read_decrypted(blob_dir / d.sha256, key, pupil_id, d.sha256)
+
+        async def still_live() -> None:
+            async with self.sessions() as s:
+                erased = await s.scalar(select(Pupil.erased_at).where(Pupil.id == pupil_id))
+            if erased is not None and record.erased_at is None:
+                raise KeyDestroyed("this pupil was erased while the export was being sent")
+
+        chunks = exports.tar_stream(
+            name,
+            export.model_dump_json(indent=2).encode("utf-8"),
+            [exports.ArchiveFile(files[d.id], d.size, reader(d)) for d in documents],
+            still_allowed=still_live,
+            mtime=int(now.timestamp()),
         )
-        await asyncio.to_thread(os.chmod, out, 0o700)
         await self._audit(
             "store.sar.export",
             actor,
@@ -2173,7 +2221,7 @@ class Store:
             concerns=len(b.concerns),
             events=len(b.events),
         )
-        return export
+        return SubjectAccessArchive(export=export, name=name, chunks=chunks)
 
 
 async def _rows(
