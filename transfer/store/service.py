@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import shutil
 import uuid
@@ -350,6 +351,8 @@ class _Bundle:
         self.contacts: list[ContactRecord] = []
         self.documents: list[DocumentRef] = []
         self.events: list[PupilEventRecord] = []
+        #: Each document's file name in the pupil's directory, by document id.
+        self.files: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -422,8 +425,53 @@ class Store:
             clock=clock,
             max_document_bytes=max_document_bytes,
         )
+        if run_migrations:
+            await store._name_legacy_documents()
         await store._remove_legacy_exports()
         return store
+
+    async def _name_legacy_documents(self) -> int:
+        """Finish ``store_0003``: rename document files written before it (named by the SHA-256
+        of their plaintext) to their keyed names, and seal that SHA-256.
+
+        Crash-safe and idempotent, one document at a time: the file is renamed (an atomic
+        ``rename``), then the row is updated and the SHA-256 sealed in one transaction,
+        only if no other process did it first. Killed between the two, the next run finds
+        the file already renamed and finishes the row. Returns how many rows were done.
+        """
+        async with self.sessions() as s:
+            rows = (
+                await s.execute(
+                    select(Document.id, Document.org_id, Document.pupil_id, Document.sha256).where(
+                        Document.name.is_(None), Document.sha256.is_not(None)
+                    )
+                )
+            ).all()
+        if not rows:
+            return 0
+        ring = self._ring()
+        done = 0
+        for doc_id, org_id, pupil_id, legacy in rows:
+            sha = str(legacy)
+            async with self._writing() as s:
+                key = await ring.pupil_key(s, pupil_id)
+                name = blobs.document_name(key, pupil_id, sha)
+                directory = self._blob_dir(org_id, pupil_id)
+                await asyncio.to_thread(_rename_if_there, directory / sha, directory / name)
+                result = await s.execute(
+                    update(Document)
+                    .where(Document.id == doc_id, Document.name.is_(None))
+                    .values(name=name, sha256=None)
+                )
+                if getattr(result, "rowcount", 0):
+                    await _Sealed(s, ring).put("documents", doc_id, [pupil_id], {"sha256": sha})
+                    done += 1
+        log.info("renamed %d document file(s) to keyed names (store_0003)", done)
+        if self.engine.dialect.name == "sqlite":
+            # The old names were in rows now rewritten: keep them out of the WAL too.
+            async with self.engine.connect() as conn:
+                await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return done
 
     async def _remove_legacy_exports(self) -> None:
         """Delete the plaintext subject access exports earlier versions left on disk."""
@@ -1502,16 +1550,19 @@ class Store:
                     org_id=actor.org_id,
                     pupil_id=pupil_id,
                     concern_id=concern_id,
-                    sha256=blob.sha256,
+                    name=blob.name,
+                    sha256=None,
                     size=blob.size,
                     media_type=media_type,
                     uploaded_at=self.now(),
                     uploaded_by=actor.staff_id,
                 )
                 s.add(row)
-                await _Sealed(s, ring).put("documents", row.id, [pupil_id], {"filename": filename})
+                await _Sealed(s, ring).put(
+                    "documents", row.id, [pupil_id], {"filename": filename, "sha256": blob.sha256}
+                )
                 await self._lock_live_pupils(s, [pupil_id])
-                ref = self._document_ref(row, filename, None)
+                ref = self._document_ref(row, filename, blob.sha256, None)
         except BaseException:
             await self._drop_unreferenced(blob)
             raise
@@ -1521,7 +1572,6 @@ class Store:
             actor.org_id,
             {**targets, "document": ref.id},
             size=blob.size,
-            sha256=blob.sha256,
         )
         return ref
 
@@ -1530,20 +1580,20 @@ class Store:
         pupil_id = blob.path.parent.name
         async with self.sessions() as s:
             used = await s.scalar(
-                select(Document.id).where(
-                    Document.pupil_id == pupil_id, Document.sha256 == blob.sha256
-                )
+                select(Document.id).where(Document.pupil_id == pupil_id, Document.name == blob.name)
             )
         if used is None:
             await asyncio.to_thread(blob.path.unlink, True)
 
     @staticmethod
-    def _document_ref(row: Document, filename: str, prov: Provenance | None) -> DocumentRef:
+    def _document_ref(
+        row: Document, filename: str, sha256: str, prov: Provenance | None
+    ) -> DocumentRef:
         return DocumentRef(
             id=row.id,
             pupil_id=row.pupil_id,
             concern_id=row.concern_id,
-            sha256=row.sha256,
+            sha256=sha256,
             size=row.size,
             media_type=row.media_type,
             filename=filename,
@@ -1565,16 +1615,18 @@ class Store:
                 raise NotFoundError("no such document")
             if row.concern_id is not None:
                 await self._readable_concern(s, actor, row.concern_id, "store.document.download")
-            sealed = _Sealed(s, ring)
-            filename = (await sealed.one("documents", row.id, row.pupil_id))["filename"]
+            sealed = await _Sealed(s, ring).one("documents", row.id, row.pupil_id)
+            sha = sealed.get("sha256") or row.sha256 or ""
             prov = await self._provenances(s, [row.provenance_id])
-            ref = self._document_ref(row, filename, prov.get(row.provenance_id or ""))
+            ref = self._document_ref(
+                row, sealed["filename"], sha, prov.get(row.provenance_id or "")
+            )
             key = await ring.pupil_key(s, row.pupil_id)
         await self._audit(
             "store.document.download", actor, actor.org_id, {**targets, "pupil": ref.pupil_id}
         )
-        path = self._blob_dir(row.org_id, row.pupil_id) / row.sha256
-        return ref, blobs.read_decrypted(path, key, row.pupil_id, row.sha256)
+        path = self._blob_dir(row.org_id, row.pupil_id) / (row.name or sha)
+        return ref, blobs.read_decrypted(path, key, row.pupil_id, sha)
 
     # ------------------------------------------------------------- pupil events
 
@@ -1789,15 +1841,18 @@ class Store:
                 )
         for d in docs:
             if d.concern_id is None or d.concern_id in visible:
+                f = fields[("documents", d.id)]
+                sha = f.get("sha256") or d.sha256 or ""
+                b.files[d.id] = d.name or sha
                 b.documents.append(
                     DocumentRef(
                         id=d.id,
                         pupil_id=d.pupil_id,
                         concern_id=d.concern_id,
-                        sha256=d.sha256,
+                        sha256=sha,
                         size=d.size,
                         media_type=d.media_type,
-                        filename=fields[("documents", d.id)]["filename"],
+                        filename=f["filename"],
                         uploaded_at=d.uploaded_at,
                         uploaded_by=d.uploaded_by,
                         provenance=prov.get(d.provenance_id or ""),
@@ -2197,7 +2252,8 @@ class Store:
         blob_dir = self._blob_dir(actor.org_id, pupil_id)
 
         def reader(d: DocumentRef) -> Callable[[], AsyncIterator[bytes]]:
-            return lambda: blobs.read_decrypted(blob_dir / d.sha256, key, pupil_id, d.sha256)
+            path = blob_dir / b.files[d.id]
+            return lambda: blobs.read_decrypted(path, key, pupil_id, d.sha256)
 
         async def still_live() -> None:
             async with self.sessions() as s:
@@ -2222,6 +2278,12 @@ class Store:
             events=len(b.events),
         )
         return SubjectAccessArchive(export=export, name=name, chunks=chunks)
+
+
+def _rename_if_there(old: Path, new: Path) -> None:
+    """Rename ``old`` to ``new`` if ``old`` is still there (idempotent, atomic)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(old, new)
 
 
 async def _rows(
