@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from transfer.errors import IntegrityError, TooLargeError, TransportError
+from transfer.private_files import create_private, private_dir
 
 MAGIC = b"HODOC1\x00\x00"
 SALT_SIZE = 32
@@ -101,7 +102,7 @@ async def write_encrypted(
     max_bytes: int,
 ) -> StoredBlob:
     """Encrypt a stream into ``directory/<document_name>``; nothing is kept on any error."""
-    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(private_dir, directory)
     salt = os.urandom(SALT_SIZE)
     cipher = _subkey(pupil_key, salt)
     digest = hashlib.sha256()
@@ -109,7 +110,7 @@ async def write_encrypted(
     size = 0
     index = 0
     pending = bytearray()
-    fh = await asyncio.to_thread(tmp.open, "xb")
+    fh = os.fdopen(await asyncio.to_thread(create_private, tmp), "wb")
     try:
         await _write(fh, MAGIC + salt)
         async for piece in chunks:
