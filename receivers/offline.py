@@ -37,6 +37,7 @@ from keys import minisign
 from keys.keyset import KeySet
 from transfer.age import SCRYPT_DEFAULT_LOG_N, ScryptRecipient
 from transfer.errors import ConflictError, TransportError
+from transfer.private_files import create_private, private_dir
 from transfer.referrals.service import Referrals
 from transfer.store.permissions import Actor
 
@@ -182,7 +183,7 @@ you, and they need your reference number.
 
 
 def _write_text(path: Path, text: str) -> None:
-    with path.open("x", encoding="utf-8", newline="\n") as f:
+    with os.fdopen(create_private(path), "w", encoding="utf-8", newline="\n") as f:
         f.write(text)
 
 
@@ -212,7 +213,10 @@ def _finish(
     if not as_zip:
         return folder
     target = folder.with_suffix(".zip")
-    with zipfile.ZipFile(target, "x", compression=zipfile.ZIP_STORED) as z:
+    with (
+        os.fdopen(create_private(target), "wb") as raw,
+        zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as z,
+    ):
         for item in sorted(folder.iterdir()):
             z.write(item, f"{folder.name}/{item.name}")
     shutil.rmtree(folder)
@@ -223,7 +227,7 @@ def _new_folder(out_dir: Path, name: str) -> Path:
     """A new folder ``name`` in ``out_dir``, or ``name-2``, ``name-3``... when the referral
     was sealed before (and taken back) the same day and its earlier bundle is still there."""
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(out_dir)
     except OSError as exc:
         raise TransportError(f"cannot write in {out_dir}: {exc.strerror}") from None
     for n in range(1, _MAX_SAME_NAME + 1):

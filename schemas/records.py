@@ -278,7 +278,10 @@ class SubjectAccessExport(_Record):
     events: tuple[PupilEventRecord, ...] = ()
     tombstones: tuple[TombstoneRecord, ...]
     review: tuple[ReviewItem, ...]
-    directory: str
+    #: The folder the export's files are in, in the archive handed to the caller.
+    archive: str
+    #: Each document's file in the archive (``documents/<id>-<file name>``), by document id.
+    files: dict[str, str] = Field(default_factory=dict)
 
 
 # --------------------------------------------------------------------- inputs

@@ -122,6 +122,12 @@ class RetentionSection(_Section):
     sweep_hours: int = Field(default=24, ge=1, le=24 * 31)
 
 
+class PortalSection(_Section):
+    #: Minutes a pickup link keeps working after the agency acknowledged receipt (to finish
+    #: downloading); 0 closes it at the acknowledgement.
+    ack_grace_minutes: int = Field(default=15, ge=0, le=60)
+
+
 class Config(_Section):
     node: NodeSection = NodeSection()
     database: DatabaseSection = DatabaseSection()
@@ -130,6 +136,7 @@ class Config(_Section):
     transfer: TransferSection = TransferSection()
     retention: RetentionSection = RetentionSection()
     smtp: SmtpSection = SmtpSection()
+    portal: PortalSection = PortalSection()
 
     def database_url(self, data_dir: Path) -> str:
         return self.database.url or f"sqlite+aiosqlite:///{data_dir / 'handover.db'}"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from keys.sealing import KekProtection
 from keys.store import KeyStore
 from receivers.agency_node import AgencyNodeRoute
-from receivers.portal.service import PickupPortal
+from receivers.portal.service import PickupPortal, PortalSettings
 from transfer.alerts import Alerts
 from transfer.api.request_ids import RequestIdAudit
 from transfer.audit.log import AuditLog
@@ -79,7 +79,8 @@ class Node:
         referrals = Referrals(store, keys, directory, alerts=alerts)
         portal = PickupPortal(
             store, keys, kek, base_url=config.node.base_url, mailer=mailer,
-            acknowledgements=referrals,
+            acknowledgements=referrals, alerts=alerts,
+            settings=PortalSettings(ack_grace_minutes=config.portal.ack_grace_minutes),
         )  # fmt: skip
         peer = PeerClient(keys=keys, directory=directory, config=config)
         outbox = Outbox(

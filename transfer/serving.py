@@ -11,6 +11,7 @@ it only when ``serve`` runs.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import ssl
@@ -30,6 +31,7 @@ from transfer.exchange.receipt_push import ReceiptPusher
 from transfer.exchange.retention_sweep import AfterAcceptanceRetention
 from transfer.exchange.sweeps import schedule_outbox_sweeps
 from transfer.node import Node
+from transfer.private_files import tighten
 from transfer.referrals.service import referral_deadline_sweep
 from transfer.tls import make_self_signed, server_context
 
@@ -148,6 +150,15 @@ async def serving(
     TLS is not configured or the address cannot be bound.
     """
     cfg = node.config.server
+    # Files an earlier version (or a hand) left readable to others are closed first.
+    closed = await asyncio.to_thread(tighten, node.data_dir)
+    if closed:
+        log.warning(
+            "closed the permissions of %d file(s) and folder(s) in %s to the node's user "
+            "alone (0600/0700)",
+            closed,
+            node.data_dir,
+        )
     ssl_ctx = tls_context(node)
     app, scheduler = _app_and_scheduler(node)
     # Start-up objects live as long as the process: freezing them keeps full garbage

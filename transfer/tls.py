@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from transfer.errors import ConfigError
+from transfer.private_files import create_private, private_dir, write_private
 
 
 def make_self_signed(cert_path: Path, key_path: Path, hostname: str = "localhost") -> None:
@@ -38,8 +39,9 @@ def make_self_signed(cert_path: Path, key_path: Path, hostname: str = "localhost
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    key_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    private_dir(key_path.parent)
+    private_dir(cert_path.parent)
+    fd = create_private(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     with os.fdopen(fd, "wb") as fh:
         fh.write(
             key.private_bytes(
@@ -48,7 +50,8 @@ def make_self_signed(cert_path: Path, key_path: Path, hostname: str = "localhost
                 serialization.NoEncryption(),
             )
         )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    # Public, but in the data directory like everything else: the node's user alone.
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
 
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:

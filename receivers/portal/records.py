@@ -19,7 +19,11 @@ EventKind = Literal[
     "locked",
     "revoked",
     "totp_enrolled",
+    "totp_replaced",
+    "totp_replace_failed",
+    "totp_reset",
     "expired",
+    "closed",
 ]
 
 
@@ -125,13 +129,21 @@ class ReferralView:
     expires_at: datetime
     totp_enrolled: bool
     email: str
+    #: When the link closes because receipt was acknowledged (``None``: not yet).
+    closes_at: datetime | None = None
 
 
 @dataclass(frozen=True)
 class TotpSetup:
+    """The authenticator set-up page: a new secret, and the same sealed for the form."""
+
     secret: str
     uri: str
     svg: str
+    #: The secret sealed to this session and address (the form's hidden field).
+    sealed: str
+    #: An app is already set up for the address: a code from it is needed to replace it.
+    replacing: bool
 
 
 @dataclass

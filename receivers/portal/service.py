@@ -33,11 +33,21 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, Final, Protocol, cast, runtime_checkable
+from typing import (
+    Any,
+    BinaryIO,
+    Final,
+    Literal,
+    Protocol,
+    TypeVar,
+    cast,
+    runtime_checkable,
+)
 from urllib.parse import urlencode
 
 import pyotp
 import segno
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -81,12 +91,15 @@ from transfer.store.service import Store
 log = logging.getLogger("receivers.portal")
 
 Clock = Callable[[], datetime]
+_T = TypeVar("_T")
 
 PORTAL_DIR: Final = "portal"
 #: The page path of a link; the token travels in the query (never logged: the access log
 #: is off and the request log keeps the path only).
 OPEN_PATH: Final = "/portal/open"
 MAX_RECORD_BYTES: Final = 4 * 1024 * 1024
+#: The longest a link may stay open after the acknowledgement ("a short, stated grace").
+MAX_ACK_GRACE_MINUTES: Final = 60
 _CHUNK: Final = 64 * 1024
 _EMAIL = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -122,11 +135,32 @@ class LinkLocked(PolicyError):
     title = "This link is locked"
 
 
+class LinkClosed(PolicyError):
+    """The agency acknowledged the referral and the grace after it has passed."""
+
+    http_status = 410
+    slug = "portal-link-closed"
+    title = "This link is closed"
+
+
 class WrongCode(AuthenticationError):
     """A wrong passcode or authenticator code."""
 
     slug = "portal-wrong-code"
     title = "The code is not right"
+
+
+class WrongCurrentCode(WrongCode):
+    """A wrong code from the authenticator app an address uses now (to replace it)."""
+
+    slug = "portal-wrong-current-code"
+
+
+class AuthenticatorLocked(PolicyError):
+    """Too many wrong codes from the current app: only the sending school's DSL can reset it."""
+
+    slug = "portal-authenticator-locked"
+    title = "The authenticator app cannot be replaced here"
 
 
 class PortalSessionEnded(AuthenticationError):
@@ -160,6 +194,22 @@ class AcknowledgementSink(Protocol):
     ) -> Any: ...
 
 
+class TeamAlerts(Protocol):
+    """``transfer.alerts.Alerts``: how the sending school's DSL team is told."""
+
+    async def notify(
+        self,
+        org_id: str,
+        *,
+        key: str,
+        level: Literal["info"],
+        subject: str,
+        message: str,
+        pupil_id: str | None = None,
+        ref: str | None = None,
+    ) -> bool: ...
+
+
 @runtime_checkable
 class DeliverySink(Protocol):
     """``transfer.referrals.Referrals``: the agency's first view or download is the delivery.
@@ -190,12 +240,23 @@ class PortalSettings:
     session_max_hours: int = 8
     totp_drift_steps: int = 1
     passcode_cost: HashingCost = INTERACTIVE
+    #: How long a link keeps working after the agency acknowledged receipt (to finish
+    #: downloading); 0 closes it at the acknowledgement.
+    ack_grace_minutes: int = 15
 
     def __post_init__(self) -> None:
         if not 1 <= self.link_days <= self.max_link_days:
             raise InputError("portal link_days must be between 1 and max_link_days")
         if not 1 <= self.max_attempts <= 100:
             raise InputError("portal max_attempts must be between 1 and 100")
+        if not 0 <= self.ack_grace_minutes <= MAX_ACK_GRACE_MINUTES:
+            raise InputError(
+                f"portal ack_grace_minutes must be between 0 and {MAX_ACK_GRACE_MINUTES}"
+            )
+
+    @property
+    def ack_grace(self) -> timedelta:
+        return timedelta(minutes=self.ack_grace_minutes)
 
 
 def utc_now() -> datetime:
@@ -227,10 +288,10 @@ def _state(p: PortalPickup, now: datetime) -> PickupState:
         return "revoked"
     if p.locked_at is not None:
         return "locked"
-    if p.expires_at <= now or p.identity_sealed is None:
-        return "expired"
     if p.acknowledged_at is not None:
         return "acknowledged"
+    if p.expires_at <= now or p.identity_sealed is None:
+        return "expired"
     if p.first_opened_at is not None:
         return "opened"
     return "waiting"
@@ -252,6 +313,13 @@ class _Found(Exception):
 
 class _Stopped(Exception):
     """The reader of a download went away."""
+
+
+@dataclass(frozen=True)
+class _Last:
+    """A document's last chunk: handed over only if the link may still release it."""
+
+    data: bytes
 
 
 # ----------------------------------------------------------- package reading
@@ -430,6 +498,7 @@ class PickupPortal:
         settings: PortalSettings | None = None,
         clock: Clock | None = None,
         deliveries: DeliverySink | None = None,
+        alerts: TeamAlerts | None = None,
     ) -> None:
         if len(kek) != aead.KEY_SIZE:
             raise ValueError("the key-encryption key must be 32 bytes")
@@ -444,6 +513,8 @@ class PickupPortal:
         self.deliveries = deliveries
         if deliveries is None and isinstance(acknowledgements, DeliverySink):
             self.deliveries = acknowledgements
+        #: The sending school's DSL team is alerted when an agency's authenticator changes.
+        self.alerts = alerts
         self.settings = settings or PortalSettings()
         self._clock = clock or utc_now
         self.directory = store.data_dir / PORTAL_DIR
@@ -730,23 +801,29 @@ class PickupPortal:
         return await self.get_pickup(actor, pickup_id)
 
     async def sweep_expired(self) -> int:
-        """Delete the stored packages of expired links (idempotent; for the scheduler)."""
+        """Delete the stored packages of expired links, and of links closed by an
+        acknowledgement once its grace has passed (idempotent; for the scheduler)."""
         now = self.now()
+        acknowledged_before = now - self.settings.ack_grace
         async with self.store.sessions() as s, s.begin():
             rows = list(
                 await s.scalars(
                     select(PortalPickup).where(
-                        PortalPickup.expires_at <= now, PortalPickup.swept_at.is_(None)
+                        PortalPickup.swept_at.is_(None),
+                        (PortalPickup.expires_at <= now)
+                        | (PortalPickup.acknowledged_at <= acknowledged_before),
                     )
                 )
             )
             for row in rows:
                 row.identity_sealed, row.swept_at = None, now
                 await self._end_sessions(s, row.id, now)
-                self._event(s, row.id, "expired")
+                self._event(s, row.id, "closed" if row.acknowledged_at else "expired")
         for row in rows:
             self._delete_file(row.id)
-            await self._audit("portal.expired", None, row)
+            await self._audit(
+                "portal.closed" if row.acknowledged_at else "portal.expired", None, row
+            )
         return len(rows)
 
     def _delete_file(self, pickup_id: str) -> None:
@@ -774,18 +851,44 @@ class PickupPortal:
             raise LinkNotValid("this link is not valid")
         return row
 
+    def _closes_at(self, row: PortalPickup) -> datetime | None:
+        """When the link closes because receipt was acknowledged (``None``: not acknowledged)."""
+        if row.acknowledged_at is None:
+            return None
+        return row.acknowledged_at + self.settings.ack_grace
+
     def _check_usable(self, row: PortalPickup) -> None:
-        state = _state(row, self.now())
-        if state == "revoked":
+        now = self.now()
+        if row.revoked_at is not None:
             raise LinkRevoked(
                 "the school has withdrawn this link; contact them if you still need the referral"
             )
-        if state == "locked":
+        if row.locked_at is not None:
             raise LinkLocked(
                 "this link is locked after too many wrong codes; ask the school for a new link"
             )
-        if state == "expired":
+        closes = self._closes_at(row)
+        if closes is not None and (closes <= now or row.identity_sealed is None):
+            acknowledged = f"{row.acknowledged_at:%-d %B %Y at %H:%M} UTC"
+            raise LinkClosed(
+                f"receipt of this referral was acknowledged on {acknowledged} and the link is "
+                "now closed; ask the school if you need the referral again"
+            )
+        if row.expires_at <= now or row.identity_sealed is None:
             raise LinkExpired("this link has expired; ask the school to send the referral again")
+
+    def _usable_clause(self, now: datetime) -> Any:
+        """The SQL form of :meth:`_check_usable` (for conditional updates)."""
+        return (
+            PortalPickup.revoked_at.is_(None)
+            & PortalPickup.locked_at.is_(None)
+            & PortalPickup.identity_sealed.is_not(None)
+            & (PortalPickup.expires_at > now)
+            & (
+                PortalPickup.acknowledged_at.is_(None)
+                | (PortalPickup.acknowledged_at > now - self.settings.ack_grace)
+            )
+        )
 
     async def link_info(self, token: str) -> LinkInfo:
         """What the sign-in page shows for ``token``; raises for an unusable link."""
@@ -985,6 +1088,25 @@ class PickupPortal:
                 .values(ended_at=self.now(), identity_sealed=None)
             )
 
+    async def _read(
+        self,
+        row: PortalPickup,
+        read: Callable[[Path, X25519Identity, KeySet], _T],
+        identity: X25519Identity,
+        keyset: KeySet,
+    ) -> _T:
+        """``read`` the stored package off the event loop; a package deleted meanwhile (the
+        link closed, was withdrawn or swept) is reported as what happened to the link."""
+        try:
+            return await asyncio.to_thread(read, self._file(row.id), identity, keyset)
+        except LinkExpired:
+            await self._gone(row)
+            raise
+
+    async def _gone(self, row: PortalPickup) -> None:
+        """Raise why the link stopped working, if it did (the stored package is missing)."""
+        self._check_usable(await self._pickup(row.id))
+
     async def _pickup(self, pickup_id: str) -> PortalPickup:
         async with self.store.sessions() as s:
             row = await s.get(PortalPickup, pickup_id)
@@ -996,7 +1118,7 @@ class PickupPortal:
         row = await self._pickup(visit.pickup_id)
         keyset = self._keyset(row.org_id)
         identity = X25519Identity.from_private_bytes(visit.identity)
-        manifest, raw = await asyncio.to_thread(_read_records, self._file(row.id), identity, keyset)
+        manifest, raw = await self._read(row, _read_records, identity, keyset)
         parsed: dict[str, Any] = {}
         views: list[RecordView] = []
         for entry in manifest.entries:
@@ -1039,6 +1161,7 @@ class PickupPortal:
             expires_at=row.expires_at,
             totp_enrolled=user is not None and user.totp_sealed is not None,
             email=row.email,
+            closes_at=self._closes_at(row),
         )
 
     async def _opened(self, visit: PortalVisit, row: PortalPickup, ip: str | None) -> None:
@@ -1083,7 +1206,7 @@ class PickupPortal:
         row = await self._pickup(visit.pickup_id)
         keyset = self._keyset(row.org_id)
         identity = X25519Identity.from_private_bytes(visit.identity)
-        manifest, raw = await asyncio.to_thread(_read_records, self._file(row.id), identity, keyset)
+        manifest, raw = await self._read(row, _read_records, identity, keyset)
         parsed: dict[str, Any] = {}
         for path, data in raw.items():
             with contextlib.suppress(UnicodeDecodeError, json.JSONDecodeError, TypeError):
@@ -1096,8 +1219,11 @@ class PickupPortal:
         """One document and its bytes, decrypted and checked chunk by chunk.
 
         The last chunk is handed over only after the document's SHA-256 has
-        matched the signed manifest, so an altered document never arrives whole.
-        The download is recorded and audited when the last chunk has been taken.
+        matched the signed manifest, so an altered document never arrives whole,
+        and only if the link is still open at that moment: the release is one
+        conditional update (counted, with its receipt event), so no document is
+        released after the link closes (acknowledged and the grace passed,
+        withdrawn, locked or expired), however many downloads run at once.
         """
         docs = await self.documents(visit)
         if not 0 <= index < len(docs):
@@ -1117,11 +1243,11 @@ class PickupPortal:
         ip: str | None,
     ) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=4)
+        queue: asyncio.Queue[bytes | _Last | BaseException | None] = asyncio.Queue(maxsize=4)
         stop = threading.Event()
         path = self._file(row.id)
 
-        def put(item: bytes | BaseException | None) -> None:
+        def put(item: bytes | _Last | BaseException | None) -> None:
             future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
             while True:
                 try:
@@ -1135,13 +1261,12 @@ class PickupPortal:
         def on_entry(entry: Entry, chunks: Iterator[bytes]) -> None:
             if entry.path != doc.path or stop.is_set():
                 return
-            held: bytes | None = None
+            held = b""
             for chunk in chunks:  # the SHA-256 is checked when this loop ends
-                if held is not None:
+                if held:
                     put(held)
                 held = chunk
-            if held is not None:
-                put(held)
+            put(_Last(held))
             raise _Found
 
         def work() -> None:
@@ -1169,10 +1294,37 @@ class PickupPortal:
                 item = await queue.get()
                 if item is None:
                     break
+                if isinstance(item, LinkExpired):
+                    await self._gone(row)
                 if isinstance(item, BaseException):
                     raise item
+                if isinstance(item, _Last):
+                    await self._release(row, doc, ip)
+                    await self._audit(
+                        "portal.download", None, row, ip=ip, document=doc.sha256, size=doc.size
+                    )
+                    if item.data:
+                        yield item.data
+                    continue
                 yield item
-            async with self.store.sessions() as s, s.begin():
+            await self._forward_delivery(row, self.now())
+        finally:
+            stop.set()
+            while not queue.empty():
+                queue.get_nowait()
+            await task
+
+    async def _release(self, row: PortalPickup, doc: DocumentView, ip: str | None) -> None:
+        """Count a document's release and record it, if the link is still open (else raise)."""
+        now = self.now()
+        async with self.store.sessions() as s, s.begin():
+            result = await s.execute(
+                update(PortalPickup)
+                .where(PortalPickup.id == row.id, self._usable_clause(now))
+                .values(downloads=PortalPickup.downloads + 1)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(result, "rowcount", 0):
                 self._event(
                     s,
                     row.id,
@@ -1181,35 +1333,63 @@ class PickupPortal:
                     who=row.email,
                     what=f"{doc.path} sha256={doc.sha256}",
                 )
-            await self._audit(
-                "portal.download", None, row, ip=ip, document=doc.sha256, size=doc.size
-            )
-            await self._forward_delivery(row, self.now())
-        finally:
-            stop.set()
-            while not queue.empty():
-                queue.get_nowait()
-            await task
+                return
+            fresh = await s.get(PortalPickup, row.id, populate_existing=True)
+        assert fresh is not None
+        self._check_usable(fresh)
+        raise LinkExpired("this link can no longer be used")
 
     async def acknowledge(
         self, visit: PortalVisit, *, name: str, agency_reference: str, ip: str | None = None
     ) -> None:
-        """Record the agency's receipt (name and reference) and pass it to the referral."""
+        """Record the agency's receipt (name and reference) and pass it to the referral.
+
+        The link closes once ``settings.ack_grace_minutes`` have passed (at once when it
+        is 0: the package is deleted and the sessions end here). The acknowledgement is
+        one conditional update, so it cannot interleave with a document's release.
+        """
         who = _clean_text(name, "your name", 200)
         reference = _clean_text(agency_reference, "the agency's reference", 100)
         now = self.now()
+        close_now = self.settings.ack_grace_minutes == 0
         async with self.store.sessions() as s, s.begin():
-            row = await s.get(PortalPickup, visit.pickup_id, with_for_update=True)
-            assert row is not None
-            if row.acknowledged_at is not None:
-                raise ConflictError(
-                    f"receipt was already acknowledged by {row.ack_name} on "
-                    f"{row.acknowledged_at:%d %B %Y at %H:%M} UTC"
+            values: dict[str, Any] = {
+                "acknowledged_at": now,
+                "ack_name": who,
+                "ack_reference": reference,
+                "ack_ip": ip and ip[:64],
+            }
+            if close_now:
+                values.update(identity_sealed=None, swept_at=now)
+            result = await s.execute(
+                update(PortalPickup)
+                .where(
+                    PortalPickup.id == visit.pickup_id,
+                    PortalPickup.acknowledged_at.is_(None),
+                    self._usable_clause(now),
                 )
-            row.acknowledged_at, row.ack_name, row.ack_reference = now, who, reference
-            row.ack_ip = ip and ip[:64]
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            row = await s.get(PortalPickup, visit.pickup_id, populate_existing=True)
+            assert row is not None
+            if not getattr(result, "rowcount", 0):
+                if row.acknowledged_at is not None:
+                    raise ConflictError(
+                        f"receipt was already acknowledged by {row.ack_name} on "
+                        f"{row.acknowledged_at:%d %B %Y at %H:%M} UTC"
+                    )
+                self._check_usable(row)
+                raise ConflictError("this link can no longer be used")
             self._event(s, row.id, "acknowledged", ip=ip, who=who, what=reference)
+            if close_now:
+                await self._end_sessions(s, row.id, now)
+                self._event(s, row.id, "closed")
+        if close_now:
+            self._delete_file(row.id)
         await self._audit("portal.acknowledged", None, row, ip=ip)
+        if close_now:
+            await self._audit("portal.closed", None, row)
         if self.acknowledgements is not None and await self._forward_delivery(row, now):
             try:
                 await self.acknowledgements.record_acknowledgement(
@@ -1227,34 +1407,257 @@ class PickupPortal:
 
     # ------------------------------------------------------------------ TOTP
 
-    async def begin_totp(self, visit: PortalVisit) -> TotpSetup:
-        """A new authenticator secret for the agency address (pending until confirmed)."""
+    async def totp_setup(self, visit: PortalVisit, sealed: str | None = None) -> TotpSetup:
+        """What the set-up page shows: a new secret (or the one sealed in ``sealed``, when the
+        form is shown again), sealed to this session for the form. Changes nothing stored."""
         secret = codes.new_totp_secret()
-        now = self.now()
-        async with self.store.sessions() as s, s.begin():
-            user = await s.get(PortalAgencyUser, visit.email, with_for_update=True)
-            if user is None:
-                user = PortalAgencyUser(email=visit.email, created_at=now)
-                s.add(user)
-            user.totp_pending_sealed = self._seal_totp(visit.email, secret)
+        if sealed is not None:
+            secret = self._open_setup(visit, sealed)
+        async with self.store.sessions() as s:
+            user = await s.get(PortalAgencyUser, visit.email)
         uri = codes.provisioning_uri(secret, account=visit.email, issuer="Handover referrals")
         svg = segno.make(uri, error="m").svg_inline(scale=4, dark="#000", light="#fff")
-        return TotpSetup(secret=secret, uri=uri, svg=svg)
+        return TotpSetup(
+            secret=secret,
+            uri=uri,
+            svg=svg,
+            sealed=tokens.seal_totp_setup(
+                self._kek, session_id=visit.session_id, email=visit.email, secret=secret
+            ),
+            replacing=user is not None and user.totp_sealed is not None,
+        )
 
-    async def confirm_totp(self, visit: PortalVisit, code: str) -> None:
+    def _open_setup(self, visit: PortalVisit, sealed: str) -> str:
+        secret = tokens.open_totp_setup(
+            self._kek, session_id=visit.session_id, email=visit.email, sealed=sealed
+        )
+        if secret is None:
+            raise InputError("this set-up form has expired; open the set-up page again")
+        return secret
+
+    async def enrol_totp(
+        self,
+        visit: PortalVisit,
+        *,
+        setup: str,
+        code: str,
+        current_code: str | None = None,
+        ip: str | None = None,
+    ) -> bool:
+        """Set up (or replace) the agency address's authenticator app; True if replaced.
+
+        ``setup`` is the sealed secret of the set-up form and ``code`` a code from the new
+        app. Replacing an app that is set up needs ``current_code``, a code from it: a
+        session alone (a passcode read out once) is not enough to take over every later
+        referral to the address. Wrong current codes are counted per address before they
+        are checked; past ``max_attempts`` only the sending school's DSL can reset the app
+        (:meth:`reset_totp`). The agency address and the school's DSL team are told.
+        """
+        secret = self._open_setup(visit, setup)
         now = self.now()
-        async with self.store.sessions() as s, s.begin():
-            user = await s.get(PortalAgencyUser, visit.email, with_for_update=True)
-            if user is None or user.totp_pending_sealed is None:
-                raise ConflictError("start setting up the authenticator app first")
-            secret = self._unseal_totp(visit.email, user.totp_pending_sealed)
-            step = codes.matching_step(secret, code, now, self.settings.totp_drift_steps)
-            if step is None:
-                raise WrongCode(
-                    "that code is not right; check the time on your phone and try the next code"
-                )
-            user.totp_sealed, user.totp_pending_sealed = user.totp_pending_sealed, None
-            user.totp_last_step, user.enrolled_at = step, now
-            self._event(s, visit.pickup_id, "totp_enrolled", who=visit.email)
+        step = codes.matching_step(secret, code, now, self.settings.totp_drift_steps)
+        if step is None:
+            raise WrongCode(
+                "that code from the new app is not right; check the time on your phone and "
+                "try the next code"
+            )
+        async with self.store.sessions() as s:
+            user = await s.get(PortalAgencyUser, visit.email)
+        replacing = user is not None and user.totp_sealed is not None
         row = await self._pickup(visit.pickup_id)
-        await self._audit("portal.totp_enrolled", None, row)
+        if replacing:
+            assert user is not None
+            if not (current_code or "").strip():
+                raise WrongCurrentCode(
+                    "enter a code from the authenticator app this address uses now"
+                )
+            await self._check_current_code(user, current_code or "", row, ip)
+        sealed = self._seal_totp(visit.email, secret)
+        try:
+            async with self.store.sessions() as s, s.begin():
+                if user is None:
+                    s.add(
+                        PortalAgencyUser(
+                            email=visit.email,
+                            created_at=now,
+                            totp_sealed=sealed,
+                            totp_last_step=step,
+                            enrolled_at=now,
+                            totp_failed_count=0,
+                        )
+                    )
+                    await s.flush()
+                else:
+                    # Only the app that was checked is replaced (or none, if none was set up).
+                    held = (
+                        PortalAgencyUser.totp_sealed == user.totp_sealed
+                        if replacing
+                        else PortalAgencyUser.totp_sealed.is_(None)
+                    )
+                    result = await s.execute(
+                        update(PortalAgencyUser)
+                        .where(PortalAgencyUser.email == visit.email, held)
+                        .values(
+                            totp_sealed=sealed,
+                            totp_pending_sealed=None,
+                            totp_last_step=step,
+                            enrolled_at=now,
+                            totp_failed_count=0,
+                        )
+                    )
+                    if not getattr(result, "rowcount", 0):
+                        raise ConflictError(
+                            "the authenticator app for this address was changed a moment ago; "
+                            "open the set-up page again"
+                        )
+                kind = "totp_replaced" if replacing else "totp_enrolled"
+                self._event(s, visit.pickup_id, kind, ip=ip, who=visit.email)
+        except sa_exc.IntegrityError:
+            raise ConflictError(
+                "the authenticator app for this address was set up a moment ago; "
+                "open the set-up page again"
+            ) from None
+        await self._audit(
+            "portal.totp_replaced" if replacing else "portal.totp_enrolled", None, row, ip=ip
+        )
+        await self._tell_both(row, "replaced" if replacing else "enrolled")
+        return replacing
+
+    async def _check_current_code(
+        self, user: PortalAgencyUser, code: str, row: PortalPickup, ip: str | None
+    ) -> None:
+        """Check a code from the address's current app; counted first, so parallel guesses
+        cannot pass ``max_attempts``. Raises :class:`WrongCurrentCode` or
+        :class:`AuthenticatorLocked`."""
+        async with self.store.sessions() as s, s.begin():
+            await s.execute(
+                update(PortalAgencyUser)
+                .where(PortalAgencyUser.email == user.email)
+                .values(totp_failed_count=PortalAgencyUser.totp_failed_count + 1)
+                .execution_options(synchronize_session=False)
+            )
+            attempt = int(
+                await s.scalar(
+                    select(PortalAgencyUser.totp_failed_count).where(
+                        PortalAgencyUser.email == user.email
+                    )
+                )
+                or 0
+            )
+        limit = self.settings.max_attempts
+        locked_text = (
+            "too many wrong codes from the authenticator app this address uses; the school "
+            "that sent you this referral can reset it (ask their safeguarding lead)"
+        )
+        if attempt > limit:
+            await self._audit("portal.totp_replace_refused", None, row, "refused", ip=ip)
+            raise AuthenticatorLocked(locked_text)
+        if await self._check_totp(user, code):
+            return
+        async with self.store.sessions() as s, s.begin():
+            self._event(s, row.id, "totp_replace_failed", ip=ip, who=user.email)
+        await self._audit("portal.totp_replace_failed", None, row, "refused", ip=ip)
+        left = limit - attempt
+        if left <= 0:
+            raise AuthenticatorLocked(locked_text)
+        raise WrongCurrentCode(
+            f"that code from the app you use now is not right; {left} more "
+            f"{'try' if left == 1 else 'tries'}"
+        )
+
+    async def reset_totp(self, actor: Actor, pickup_id: str) -> PickupInfo:
+        """The sending school's DSL removes the authenticator app of a pickup's agency address.
+
+        For an agency that lost its phone, or an app set up by someone who should not
+        have: the address signs in with a passcode again and may set up a new app. The
+        agency address and the DSL team are told.
+        """
+        await self._require(actor, "portal.totp_reset", {"pickup": pickup_id[:36]})
+        async with self.store.sessions() as s, s.begin():
+            row = await self._own(s, actor, pickup_id)
+            result = await s.execute(
+                update(PortalAgencyUser)
+                .where(
+                    PortalAgencyUser.email == row.email,
+                    PortalAgencyUser.totp_sealed.is_not(None)
+                    | (PortalAgencyUser.totp_failed_count > 0),
+                )
+                .values(
+                    totp_sealed=None,
+                    totp_pending_sealed=None,
+                    totp_last_step=None,
+                    enrolled_at=None,
+                    totp_failed_count=0,
+                )
+            )
+            if not getattr(result, "rowcount", 0):
+                raise ConflictError(f"{row.email} has no authenticator app set up here")
+            self._event(s, row.id, "totp_reset", who=actor.staff_id)
+        await self._audit("portal.totp_reset", actor.staff_id, row)
+        await self._tell_both(row, "reset")
+        return await self.get_pickup(actor, pickup_id)
+
+    async def _tell_both(
+        self, row: PortalPickup, what: Literal["enrolled", "replaced", "reset"]
+    ) -> None:
+        """Tell the agency address (e-mail) and the sending school's DSL team (an alert)."""
+        org = await self.store.get_organisation(row.org_id)
+        when = f"{self.now():%-d %B %Y at %H:%M} UTC"
+        done = {
+            "enrolled": "was set up",
+            "replaced": "was replaced by a new one",
+            "reset": f"was removed by {org.name}",
+        }[what]
+        if self.mailer is not None and self.mailer.enabled:
+            body = (
+                f"The authenticator app used to sign in to referrals sent to {row.email} "
+                f"through Handover {done} on {when}.\n\n"
+            )
+            if what == "reset":
+                body += (
+                    "Next time a referral comes, sign in with the passcode the school gives "
+                    "you by telephone; you can then set up an app again.\n"
+                )
+            else:
+                body += (
+                    "Whoever holds that app can sign in to later referrals sent to this "
+                    f"address. If this was not you, contact {org.name} at once and ask their "
+                    "safeguarding lead to reset it.\n"
+                )
+            try:
+                await self.mailer.send(
+                    [row.email], f"Your Handover authenticator app {done.split(' by ')[0]}", body
+                )
+            except HandoverError as err:
+                log.warning(
+                    "could not tell %s that its authenticator app %s: %s",
+                    row.email,
+                    done,
+                    err.diagnostics(),
+                )
+        if self.alerts is not None:
+            message = (
+                f"The authenticator app that {row.email} uses to sign in to your referrals "
+                f"{done} on {when}, on the pickup of referral {row.referral_id}."
+            )
+            if what != "reset":
+                message += (
+                    " If the agency did not expect this, reset its app (the pickup's "
+                    "reset-authenticator action) and withdraw the links still open to it."
+                )
+            subject = {
+                "enrolled": "An agency set up an authenticator app",
+                "replaced": "An agency's authenticator app was replaced",
+                "reset": "An agency's authenticator app was reset",
+            }[what]
+            try:
+                await self.alerts.notify(
+                    row.org_id,
+                    key=f"portal-authenticator:{uuid.uuid4()}",
+                    level="info",
+                    subject=subject,
+                    message=message,
+                    ref=row.id,
+                )
+            except HandoverError as err:
+                log.error("could not alert the DSL team of %s: %s", row.org_id, err.diagnostics())

@@ -1,4 +1,4 @@
-"""The pickup portal's tables (created by the migration ``portal_0001``, never ``create_all``).
+"""The pickup portal's tables (migrations ``portal_0001``, ``portal_0002``; never ``create_all``).
 
 No secret is stored in the clear: link tokens and session secrets as
 SHA-256, the passcode as Argon2id, the per-pickup X25519 identity sealed
@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from transfer.store.db import Base
@@ -52,6 +61,9 @@ class PortalPickup(Base):
     ack_name: Mapped[str | None] = mapped_column(String(200))
     ack_reference: Mapped[str | None] = mapped_column(String(100))
     ack_ip: Mapped[str | None] = mapped_column(String(64))
+    #: Documents released through this link (the release is a conditional update of this
+    #: count, so nothing is released once the link has closed).
+    downloads: Mapped[int] = mapped_column(Integer(), server_default=text("0"))
     swept_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
@@ -99,8 +111,11 @@ class PortalAgencyUser(Base):
 
     email: Mapped[str] = mapped_column(String(254), primary_key=True)
     totp_sealed: Mapped[bytes | None] = mapped_column(LargeBinary())
+    #: No longer written: a set-up secret travels sealed in the set-up form (``portal_0002``).
     totp_pending_sealed: Mapped[bytes | None] = mapped_column(LargeBinary())
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger())
+    #: Wrong codes from the current app given to replace it (counted before the check).
+    totp_failed_count: Mapped[int] = mapped_column(Integer(), server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

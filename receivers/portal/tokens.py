@@ -12,6 +12,10 @@ Pure: bytes in, bytes out; no database, no HTTP.
   the cookie, not the token.
 - The **passcode** read out by the DSL is 12 digits; it is stored as an
   Argon2id hash only (libsodium's comparison).
+- An authenticator app's **set-up secret** travels in the set-up form, sealed
+  (AES-256-GCM under a KEK-derived key) to the session and the agency
+  address, so showing the set-up page changes nothing on the server and a
+  form cannot be carried to another session.
 - **CSRF tokens** are HMACs, under a KEK-derived key, of a value bound to the
   browser (the session id, or a random pre-sign-in cookie), compared with
   :func:`hmac.compare_digest`.
@@ -19,6 +23,8 @@ Pure: bytes in, bytes out; no database, no HTTP.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -42,7 +48,9 @@ __all__ = [
     "new_passcode",
     "new_session_secret",
     "normalise_passcode",
+    "open_totp_setup",
     "seal_identity",
+    "seal_totp_setup",
     "session_secret_hash",
     "unseal_identity",
     "verify_passcode",
@@ -52,6 +60,7 @@ PASSCODE_DIGITS = 12
 _LINK = b"handover:portal:link:v1:"
 _SESSION = b"handover:portal:session:v1:"
 _CSRF = b"handover:portal:csrf:v1"
+_TOTP_SETUP = b"handover:portal:totp-setup:v1"
 
 
 def new_link_token() -> str:
@@ -149,3 +158,27 @@ def csrf_token(kek: bytes, binding: str, form: str) -> str:
 def csrf_valid(kek: bytes, binding: str, form: str, token: str) -> bool:
     expected = csrf_token(kek, binding, form)
     return hmac.compare_digest(expected.encode(), token.encode("utf-8", "replace"))
+
+
+def _setup_aad(session_id: str, email: str) -> bytes:
+    return _TOTP_SETUP + b":" + session_id.encode() + b"|" + email.encode()
+
+
+def seal_totp_setup(kek: bytes, *, session_id: str, email: str, secret: str) -> str:
+    """An authenticator set-up secret sealed to one session and address, for a hidden field."""
+    sealed = aead.seal(
+        _derive(kek, "", _TOTP_SETUP), secret.encode("ascii"), _setup_aad(session_id, email)
+    )
+    return base64.urlsafe_b64encode(sealed).decode("ascii")
+
+
+def open_totp_setup(kek: bytes, *, session_id: str, email: str, sealed: str) -> str | None:
+    """The secret :func:`seal_totp_setup` sealed for this session and address, else ``None``."""
+    if not 20 <= len(sealed) <= 400 or not sealed.isascii():
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(sealed.encode("ascii"))
+        secret = aead.unseal(_derive(kek, "", _TOTP_SETUP), raw, _setup_aad(session_id, email))
+    except (binascii.Error, ValueError, aead.UnsealError):
+        return None
+    return secret.decode("ascii", "replace")

@@ -30,6 +30,7 @@ from markupsafe import Markup
 
 from receivers.portal.records import PortalVisit
 from receivers.portal.service import (
+    LinkClosed,
     LinkExpired,
     LinkLocked,
     LinkNotValid,
@@ -37,6 +38,7 @@ from receivers.portal.service import (
     PickupPortal,
     PortalSessionEnded,
     WrongCode,
+    WrongCurrentCode,
 )
 from transfer.errors import (
     ConflictError,
@@ -362,6 +364,7 @@ async def _referral_page(
         notice=notice,
         csrf_ack=portal.csrf_token(visit.session_id, "acknowledge"),
         csrf_out=portal.csrf_token(visit.session_id, "sign-out"),
+        grace_minutes=portal.settings.ack_grace_minutes,
     )
 
 
@@ -371,6 +374,8 @@ async def referral(request: web.Request) -> web.StreamResponse:
         "acknowledged": "Thank you. Your acknowledgement has been sent to the school.",
         "authenticator": "Your authenticator app is set up. Next time, you can sign in "
         "with a code from it.",
+        "authenticator-replaced": "Your new authenticator app is set up; the old one no "
+        "longer works. Next time, sign in with a code from the new one.",
     }.get(request.query.get("done", ""))
     return await _referral_page(request, visit, notice=notice)
 
@@ -431,8 +436,9 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
     values = {"name": name[:200], "reference": reference[:100]}
     if errors:
         return await _referral_page(request, visit, status=400, errors=errors, values=values)
+    portal = _portal(request)
     try:
-        await _portal(request).acknowledge(
+        await portal.acknowledge(
             visit, name=name, agency_reference=reference, ip=client_ip(request)
         )
     except ConflictError as err:
@@ -446,14 +452,25 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
             values=values,
             errors={target: err.diagnostics().capitalize() + "."},
         )
+    if portal.settings.ack_grace_minutes == 0:
+        # The link closed with the acknowledgement: there is no referral page to go back to.
+        response = render(request, "acknowledged.html", title="Receipt acknowledged")
+        _clear_cookie(response, request, SESSION_COOKIE)
+        return response
     return _see_other(f"{PREFIX}/referral?done=acknowledged")
 
 
 async def _authenticator_page(
-    request: web.Request, visit: PortalVisit, *, status: int = 200, error: str | None = None
+    request: web.Request,
+    visit: PortalVisit,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    error_field: str | None = None,
+    sealed: str | None = None,
 ) -> web.Response:
     portal = _portal(request)
-    setup = await portal.begin_totp(visit)
+    setup = await portal.totp_setup(visit, sealed)
     svg = setup.svg.replace(
         "<svg ", '<svg role="img" aria-labelledby="qr-title" focusable="false" ', 1
     )
@@ -461,15 +478,17 @@ async def _authenticator_page(
         request,
         "authenticator.html",
         status=status,
-        title="Sign in faster next time",
+        title="Replace your authenticator app" if setup.replacing else "Sign in faster next time",
         setup=setup,
         qr=Markup(svg),  # noqa: S704 (segno's SVG of our own URI: no user text)
         error=error,
+        error_field=error_field,
         csrf=portal.csrf_token(visit.session_id, "authenticator"),
     )
 
 
 async def authenticator(request: web.Request) -> web.StreamResponse:
+    """The set-up page: shows a new secret (sealed into its form); changes nothing stored."""
     return await _authenticator_page(request, await _visit(request))
 
 
@@ -477,11 +496,32 @@ async def confirm_authenticator(request: web.Request) -> web.StreamResponse:
     visit = await _visit(request)
     data = await _form(request)
     _check_csrf(request, visit.session_id, "authenticator", data)
+    sealed = data.get("setup", "")
     try:
-        await _portal(request).confirm_totp(visit, data.get("code", ""))
+        replaced = await _portal(request).enrol_totp(
+            visit,
+            setup=sealed,
+            code=data.get("code", ""),
+            current_code=data.get("current"),
+            ip=client_ip(request),
+        )
+    except WrongCurrentCode as err:
+        return await _authenticator_page(
+            request, visit, status=400, error=err.diagnostics(), error_field="current",
+            sealed=sealed,
+        )  # fmt: skip
     except WrongCode as err:
-        return await _authenticator_page(request, visit, status=400, error=err.diagnostics())
-    return _see_other(f"{PREFIX}/referral?done=authenticator")
+        return await _authenticator_page(
+            request, visit, status=400, error=err.diagnostics(), error_field="code",
+            sealed=sealed,
+        )  # fmt: skip
+    except (InputError, ConflictError) as err:
+        # An expired or altered set-up form, or a change a moment ago: start again.
+        return await _authenticator_page(
+            request, visit, status=err.http_status, error=err.diagnostics(), error_field="code"
+        )
+    done = "authenticator-replaced" if replaced else "authenticator"
+    return _see_other(f"{PREFIX}/referral?done={done}")
 
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
@@ -505,6 +545,11 @@ _PAGES: Final[dict[type[HandoverError], tuple[str, str]]] = {
     LinkExpired: (
         "This link has expired",
         "Links work for a limited time. Ask the school that sent it to send the referral again.",
+    ),
+    LinkClosed: (
+        "This link is closed",
+        "Receipt of this referral has been acknowledged, so the link no longer works. If "
+        "you need the referral again, ask the school that sent it.",
     ),
     LinkRevoked: (
         "This link has been withdrawn",

@@ -21,8 +21,9 @@ def _run(
     args: list[str], env: dict[str, str], timeout: int = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*HANDOVER, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+        [*HANDOVER, *args], env=env, capture_output=True, text=True, timeout=timeout,
+        check=False, umask=0o022,  # the usual umask: the node's files must not rely on it
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -87,6 +88,14 @@ def test_demo_hands_over_a_file_between_two_real_nodes(tmp_path: Path, env: dict
         assert v.returncode == 0 and "intact" in v.stdout, v.stderr
     # No KEK inside a data directory.
     assert not any(p.suffix == ".kek" for p in (work / "nodes").rglob("*"))
+    # Every file of the nodes' data directories is 0600, every folder 0700; so are the
+    # secret keys in the evidence (mash.key was 0644).
+    nodes = work / "nodes"
+    opened = [p for p in nodes.rglob("*") if p.stat().st_mode & 0o077]
+    assert opened == [], [f"{oct(p.stat().st_mode & 0o777)} {p}" for p in opened]
+    for secret in (evidence / "mash.key", evidence / "riverside.key"):
+        assert secret.stat().st_mode & 0o777 == 0o600, secret
+    assert evidence.stat().st_mode & 0o777 == 0o700
 
     # Anyone can re-check the handover with age, tar, minisign and sha256sum alone.
     pkg = next(evidence.glob("leaver-file-*.age"))

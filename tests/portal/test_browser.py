@@ -14,6 +14,7 @@ import pyotp
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from receivers.portal import PortalSettings
 from tests.portal.support import (
     AGENCY_EMAIL,
     CHROMIUM,
@@ -24,6 +25,7 @@ from tests.portal.support import (
     served,
     smtp_server,
 )
+from transfer.auth import CHEAPEST
 
 
 @pytest.fixture
@@ -256,9 +258,8 @@ async def test_totp_enrolment_then_sign_in_with_it(browser: Browser, tmp_path: P
             await page.get_by_label("Code from the app").fill("000000")
             await page.get_by_role("button", name="Finish setting up").click()
             await expect(page.locator("#code-error")).to_contain_text("not right")
-            # A wrong code started a new secret: read it again.
-            secret = (await page.locator("code.secret").inner_text()).strip()
-            totp = pyotp.TOTP(secret)
+            # After a wrong code the page shows the same secret (the app already has it).
+            assert (await page.locator("code.secret").inner_text()).strip() == secret
             await page.get_by_label("Code from the app").fill(totp.at(world.node.clock.now))
             await page.get_by_role("button", name="Finish setting up").click()
             await expect(page.get_by_role("status")).to_contain_text("authenticator app is set up")
@@ -289,3 +290,112 @@ async def test_totp_enrolment_then_sign_in_with_it(browser: Browser, tmp_path: P
             # Wrong codes answer 400/401 (logged by chromium); nothing else went wrong.
             assert [p for p in problems if "Failed to load resource" not in p] == []
             assert "portal.totp_enrolled" in world.node.audit.actions()
+
+
+async def test_replacing_the_authenticator_needs_the_old_app(
+    browser: Browser, tmp_path: Path
+) -> None:
+    with smtp_server() as (inbox, port):
+        async with portal_world(_db(tmp_path), tmp_path, smtp_port=port, inbox=inbox) as world:
+            async with served(world):
+                _, passcode = await _issue(world)
+                page, problems = await _new_page(browser)
+                await _sign_in(page, inbox.link(), passcode)
+                await page.get_by_role("link", name="Set up an authenticator app").click()
+                agency_app = pyotp.TOTP((await page.locator("code.secret").inner_text()).strip())
+                await page.get_by_label("Code from the app").fill(
+                    agency_app.at(world.node.clock.now)
+                )
+                await page.get_by_role("button", name="Finish setting up").click()
+                await expect(page.get_by_role("status")).to_contain_text("is set up")
+                world.node.next_step()
+                # Someone with only the next referral's passcode tries to put their own app in.
+                _, passcode = await _issue(world)
+                other, _ = await _new_page(browser)
+                await _sign_in(other, inbox.link(), passcode)
+                await other.get_by_role("link", name="Replace the authenticator app").click()
+                await expect(other.get_by_role("heading", level=1)).to_have_text(
+                    "Replace your authenticator app"
+                )
+                shown = (await other.locator("code.secret").inner_text()).strip()
+                theirs = pyotp.TOTP(shown)
+                await other.get_by_label("Code from the new app").fill(
+                    theirs.at(world.node.clock.now)
+                )
+                await other.get_by_role("button", name="Replace the app").click()
+                await expect(other.locator("#current-error")).to_contain_text(
+                    "app this address uses now"
+                )
+                await expect(other.get_by_label("Code from the app you use now")).to_have_attribute(
+                    "aria-invalid", "true"
+                )
+                # The form keeps the same new secret (already scanned), and still needs the
+                # code from the agency's app.
+                assert (await other.locator("code.secret").inner_text()).strip() == shown
+                await other.get_by_label("Code from the app you use now").fill("000000")
+                await other.get_by_label("Code from the new app").fill(
+                    theirs.at(world.node.clock.now)
+                )
+                await other.get_by_role("button", name="Replace the app").click()
+                await expect(other.locator("#current-error")).to_contain_text("4 more tries")
+                # The agency, with its own app, moves to a new one.
+                await other.get_by_label("Code from the app you use now").fill(
+                    agency_app.at(world.node.clock.now)
+                )
+                await other.get_by_label("Code from the new app").fill(
+                    theirs.at(world.node.clock.now)
+                )
+                await other.get_by_role("button", name="Replace the app").click()
+                await expect(other.get_by_role("status")).to_contain_text(
+                    "the old one no longer works"
+                )
+                subjects = [str(m["Subject"]) for m in inbox.messages]
+                assert subjects[-1] == "Your Handover authenticator app was replaced"
+                assert "Your Handover authenticator app was set up" in subjects
+                assert [p for p in problems if "Failed to load resource" not in p] == []
+                assert world.node.audit.actions().count("portal.totp_replace_failed") == 1
+
+
+async def test_acknowledging_closes_the_link(browser: Browser, tmp_path: Path) -> None:
+    settings = PortalSettings(passcode_cost=CHEAPEST, ack_grace_minutes=0)
+    async with portal_world(_db(tmp_path), tmp_path, settings=settings) as world:
+        async with served(world) as base:
+            link, passcode = await _issue(world)
+            assert link
+            page, _ = await _new_page(browser)
+            await _sign_in(page, link, passcode)
+            await expect(page.locator("#ack-closes")).to_contain_text(
+                "When you acknowledge, this link closes"
+            )
+            await page.get_by_label("Your name").fill("Sam Jones")
+            await page.get_by_label("Your agency's reference").fill("MASH-2026-0042")
+            await page.get_by_role("button", name="Acknowledge receipt").click()
+            await expect(page.get_by_role("heading", level=1)).to_have_text("Receipt acknowledged")
+            await expect(page.get_by_text("This link is now closed")).to_be_visible()
+            response = await page.goto(f"{base}/portal/referral")
+            assert response is not None and response.status == 401
+            response = await page.goto(link)
+            assert response is not None and response.status == 410
+            await expect(page.get_by_role("heading", level=1)).to_have_text("This link is closed")
+            response = await page.goto(f"{base}/portal/documents/0")
+            assert response is not None and response.status == 401
+
+
+async def test_the_stated_grace_after_acknowledging(browser: Browser, tmp_path: Path) -> None:
+    async with portal_world(_db(tmp_path), tmp_path) as world:
+        async with served(world):
+            link, passcode = await _issue(world)
+            assert link
+            page, _ = await _new_page(browser)
+            await _sign_in(page, link, passcode)
+            await expect(page.locator("#ack-closes")).to_contain_text(
+                "keeps working for 15 minutes so you can finish downloading"
+            )
+            await page.get_by_label("Your name").fill("Sam Jones")
+            await page.get_by_label("Your agency's reference").fill("MASH-2026-0042")
+            await page.get_by_role("button", name="Acknowledge receipt").click()
+            await expect(page.get_by_role("status")).to_contain_text("Thank you")
+            await expect(page.locator(".done")).to_contain_text("This link closes at")
+            world.node.clock.advance(minutes=15)
+            await page.reload()
+            await expect(page.get_by_role("heading", level=1)).to_have_text("This link is closed")

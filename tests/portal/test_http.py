@@ -185,6 +185,11 @@ async def test_dsl_json_api(tmp_path: Path) -> None:
                 items = (await resp.json())["items"]
                 assert [i["id"] for i in items] == [pickup_id]
                 assert "passcode" not in items[0] and "token" not in str(items[0])
+            # The agency address has no authenticator app yet: nothing to reset (409).
+            reset = f"{base}/api/v1/portal/pickups/{pickup_id}/reset-authenticator"
+            async with http.post(reset, headers=auth) as resp:
+                assert resp.status == 409 and "no authenticator app" in await resp.text()
+                assert resp.content_type == "application/problem+json"
             async with http.post(
                 f"{base}/api/v1/portal/pickups/{pickup_id}/revoke", headers=auth
             ) as resp:

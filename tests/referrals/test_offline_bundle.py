@@ -41,9 +41,9 @@ def _commands(readme: str) -> str:
     return m.group(1)
 
 
-async def _draft(st: Setting) -> tuple[str, str]:
+async def _draft(st: Setting, upn: str = "H801200001001") -> tuple[str, str]:
     sc = st.school
-    pupil = await sc.pupil("H801200001001")
+    pupil = await sc.pupil(upn)
     concern = await sc.store.record_concern(
         sc.staff,
         NewConcern(
@@ -197,3 +197,21 @@ async def test_passphrase_bundle_as_zip_opens_with_age_on_a_terminal(
     )
     assert code != 0
     assert not any((folder / "opened").rglob("*"))
+
+
+async def test_a_bundle_is_for_its_writer_alone(setting: Setting, tmp_path: Path) -> None:
+    """Written into ``exports/`` of the data directory by the API: 0700 folders, 0600 files,
+    whatever the umask (it was 0755/0644)."""
+    st, sc = setting, setting.school
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "data" / "exports" / "referrals"
+        folder = (await write_offline_bundle(st.referrals, sc.dsl, (await _draft(st))[0], out)).path
+        zipped = await write_offline_bundle(
+            st.referrals, sc.dsl, (await _draft(st, upn="X801200001002"))[0], out, as_zip=True
+        )
+    finally:
+        os.umask(old)
+    entries = [out.parent, out, folder, *folder.iterdir(), zipped.path]
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in entries}
+    assert all(m in ("0o700", "0o600") for m in modes.values()), modes

@@ -12,7 +12,6 @@ import base64
 import json
 import logging
 import urllib.parse
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,7 +39,6 @@ from schemas.records import (
     PupilChanges,
     PupilRecord,
     StaffRecord,
-    SubjectAccessExport,
     TriageRecord,
 )
 from transfer.api.bodies import (
@@ -620,13 +618,28 @@ async def chronology(call: Call) -> web.StreamResponse:
 
 
 async def subject_access_export(call: Call) -> web.StreamResponse:
-    # A directory of its own per request: two exports of one pupil in the same second
-    # would otherwise be given the same name by the store.
-    directory = call.request.app[EXPORTS_KEY] / uuid.uuid4().hex
-    export = await call.store.export_subject_access(
-        call.who.actor, call.path("pupil_id"), directory
+    """The export streamed to the caller as a tar archive; nothing is kept on the node."""
+    archive = await call.store.export_subject_access(call.who.actor, call.path("pupil_id"))
+    response = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": "application/x-tar",
+            "Content-Disposition": _content_disposition(f"{archive.name}.tar"),
+        },
     )
-    return _json(export, 201)
+    await response.prepare(call.request)
+    try:
+        async for piece in archive.chunks:
+            await response.write(piece)
+    except HandoverError as err:
+        # The headers are gone: cut the connection so the caller never has a whole archive.
+        log.error("a subject access export stopped while streaming: %s", err.diagnostics())
+        transport = call.request.transport
+        if transport is not None:
+            transport.abort()
+        return response
+    await response.write_eof()
+    return response
 
 
 async def openapi_document(call: Call) -> web.StreamResponse:
@@ -749,6 +762,7 @@ ROUTES: tuple[Route, ...] = (
           "A pupil's chronology, in time order", "pupils", SIGNED_IN,
           response=ChronologyEntry, many=True),
     Route("POST", f"{API}/pupils/{{pupil_id}}/subject-access-export", subject_access_export,
-          "Write a subject access export for review", "pupils", SIGNED_IN,
-          response=SubjectAccessExport, status=201),
+          "A subject access export for review, streamed as a tar archive (export.json and "
+          "the documents); nothing is kept on the node", "pupils", SIGNED_IN,
+          response_media="application/x-tar"),
 )  # fmt: skip

@@ -92,6 +92,10 @@ async def revoke_pickup(call: Call) -> web.StreamResponse:
     return _json(await _portal(call).revoke(call.who.actor, call.path("pickup_id")))
 
 
+async def reset_authenticator(call: Call) -> web.StreamResponse:
+    return _json(await _portal(call).reset_totp(call.who.actor, call.path("pickup_id")))
+
+
 PORTAL_ROUTES: tuple[Route, ...] = (
     Route("POST", f"{API}/portal/pickups", create_pickup,
           "Offer a referral package to an agency through a one-time link (the body is the "
@@ -108,5 +112,9 @@ PORTAL_ROUTES: tuple[Route, ...] = (
           "One pickup with its receipt trail", "portal", SIGNED_IN, response=PickupInfo),
     Route("POST", f"{API}/portal/pickups/{{pickup_id}}/revoke", revoke_pickup,
           "Withdraw a link (the stored package is deleted)", "portal", SIGNED_IN,
+          response=PickupInfo),
+    Route("POST", f"{API}/portal/pickups/{{pickup_id}}/reset-authenticator", reset_authenticator,
+          "Remove the authenticator app of the pickup's agency address (it signs in with a "
+          "passcode again); the address and the DSL team are told", "portal", SIGNED_IN,
           response=PickupInfo),
 )  # fmt: skip

@@ -66,6 +66,7 @@ from transfer.audit.tables import (
 from transfer.auditing import AuditEvent
 from transfer.config import Config
 from transfer.errors import InputError, IntegrityError, NotFoundError
+from transfer.private_files import private_dir
 from transfer.store.db import make_engine
 
 DEFAULT_ORIGIN = "handover.invalid/audit"
@@ -570,7 +571,7 @@ class AuditLog:
         current = self._read_anchor()
         if current is not None and current.size >= stored.size:
             return
-        self._anchor.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self._anchor.parent)
         fd, tmp = tempfile.mkstemp(dir=self._anchor.parent, prefix=".checkpoint-")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(stored.note)

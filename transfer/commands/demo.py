@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     workdir = _prepare(args.workdir, args.fresh)
     evidence = workdir / "evidence"
-    evidence.mkdir()
+    evidence.mkdir(mode=0o700)  # it holds two secret keys (riverside.key, mash.key)
     print(f"Setting up two school nodes, a directory authority and keys in {workdir}")
     world = scenario.build(workdir)
     timeline = scenario.Timeline()

@@ -12,6 +12,7 @@ from pathlib import Path
 from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
 from transfer.config import CONFIG_FILE
 from transfer.errors import InputError
+from transfer.private_files import tighten, write_private
 
 CONFIG_TEMPLATE = """\
 # Handover node configuration. Every value is checked at start-up.
@@ -80,7 +81,7 @@ def write_config(data_dir: Path, name: str) -> bool:
     path = data_dir / CONFIG_FILE
     if path.exists():
         return False
-    path.write_text(CONFIG_TEMPLATE.format(name=name), encoding="utf-8")
+    write_private(path, CONFIG_TEMPLATE.format(name=name).encode("utf-8"))
     return True
 
 
@@ -131,6 +132,8 @@ async def initialise(
             keyset = await node.keys.create(org.id)
             lines.append(f"agency {org.id} {org.name}: key fingerprint {keyset.fingerprint}")
         await node.audit_log.checkpoint()
+    # Close whatever an earlier version left readable to others (0600/0700 throughout).
+    await asyncio.to_thread(tighten, data_dir)
     return lines
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from transfer.demo.api import StaffClient
 from transfer.demo.world import NodeSpec, OffNodeAgency, World, build_world, run_cli
 from transfer.errors import HandoverError, PeerError
+from transfer.private_files import write_private
 
 PRIMARY = ("123456", "8012000", "Hillside Primary School")
 SECONDARY = ("654321", "8014001", "Riverside Academy")
@@ -462,7 +463,8 @@ def export_keys(world: World, evidence: Path) -> None:
              "--minisign", str(evidence / "riverside.pub")])  # fmt: skip
     run_cli(["keys", "export-identity", SECONDARY[0], "--data-dir", str(secondary.data_dir),
              "--yes-i-understand", "-o", str(evidence / "riverside.key")])  # fmt: skip
-    shutil.copyfile(world.agency_identities[MASH.org_id], evidence / "mash.key")
+    # A secret key: readable by this user alone, like the original in secrets/.
+    write_private(evidence / "mash.key", world.agency_identities[MASH.org_id].read_bytes())
 
 
 def build(workdir: Path) -> World:

@@ -110,6 +110,7 @@ def build_world(
     from keys.keyset import KeySet
     from transfer.commands.init import initialise, write_config
     from transfer.directory.document import entry_from_keyset
+    from transfer.private_files import write_private
     from transfer.tls import make_self_signed
 
     root.mkdir(parents=True, exist_ok=True)
@@ -129,15 +130,15 @@ def build_world(
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_hex(32) + "\n")
             write_config(data_dir, spec.title)
-            (data_dir / "handover.toml").write_text(
+            write_private(
+                data_dir / "handover.toml",
                 f"# {spec.title}: a demo node on loopback.\n"
                 f'[node]\nname = "{spec.title}"\nbase_url = "{base_url}"\n\n'
                 f'[security]\nkek_file = "{kek_file}"\n\n'
                 f'[server]\nhost = "127.0.0.1"\nport = {port}\ndev_tls = true\n\n'
                 f'[transfer]\nca_file = "{trust_file}"\nsweep_seconds = {sweep_seconds}\n'
                 f"retry_base_seconds = {retry_base_seconds}\nretry_max_seconds = 10.0\n"
-                f"{spec.extra_config}",
-                encoding="utf-8",
+                f"{spec.extra_config}".encode(),
             )
             cert, key = data_dir / "tls" / "dev-cert.pem", data_dir / "tls" / "dev-key.pem"
             # A distinct subject per node: OpenSSL finds a trust anchor by its subject name.

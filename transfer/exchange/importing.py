@@ -347,10 +347,10 @@ class Importer:
             await asyncio.to_thread(shutil.rmtree, self._blob_dir(plan.org_id, plan.pupil_id), True)
             return
         async with self._sessions() as s:
-            for sha, blob in plan.written.items():
+            for blob in plan.written.values():
                 used = await s.scalar(
                     select(Document.id).where(
-                        Document.pupil_id == plan.pupil_id, Document.sha256 == sha
+                        Document.pupil_id == plan.pupil_id, Document.name == blob.name
                     )
                 )
                 if used is None:
@@ -604,7 +604,8 @@ class _Writer:
                     org_id=self.plan.org_id,
                     pupil_id=pid,
                     concern_id=concern_ids.get(d.concern_id or ""),
-                    sha256=d.sha256,
+                    name=blob.name,
+                    sha256=None,
                     size=blob.size,
                     media_type=d.media_type[:200],
                     uploaded_at=d.uploaded_at,
@@ -612,7 +613,11 @@ class _Writer:
                     provenance_id=self._provenance(d.id),
                 )
             )
-            self._seal("documents", row_id, {"filename": d.filename[:255] or "document"})
+            self._seal(
+                "documents",
+                row_id,
+                {"filename": d.filename[:255] or "document", "sha256": d.sha256},
+            )
         for e in records.events:
             row_id = str(uuid.uuid4())
             self.s.add(

@@ -37,6 +37,9 @@ __all__ = [
     "TarReader",
     "TarWriter",
     "check_member_path",
+    "end_of_archive",
+    "member_header",
+    "member_padding",
 ]
 
 BLOCK_SIZE = 512
@@ -107,6 +110,35 @@ def _padding(size: int) -> int:
     return -size % BLOCK_SIZE
 
 
+def member_header(path: str, size: int, *, mtime: int = 0) -> bytes:
+    """The header of one regular file of ``size`` bytes (fixed metadata; pax only if needed).
+
+    For writers that produce the stream piece by piece (an async generator):
+    header, exactly ``size`` bytes of data, :func:`member_padding`, and at the end
+    :func:`end_of_archive`. :class:`TarWriter` is the checked way to do the same.
+    """
+    check_member_path(path)
+    info = tarfile.TarInfo(name=path)
+    info.size = size
+    info.mtime = mtime
+    info.mode = 0o644
+    info.type = tarfile.REGTYPE
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
+
+
+def member_padding(size: int) -> bytes:
+    """The zero bytes after a member's ``size`` bytes of data."""
+    return bytes(_padding(size))
+
+
+def end_of_archive(written: int) -> bytes:
+    """The end-of-archive marker and padding, after ``written`` bytes of members."""
+    end = 2 * BLOCK_SIZE
+    return bytes(end + (-(written + end) % RECORD_SIZE))
+
+
 # --------------------------------------------------------------------- writer
 
 
@@ -137,14 +169,7 @@ class TarWriter:
         if path in self._names:
             raise ValueError(f"{path} is already in the tar stream")
         self._names.add(path)
-        info = tarfile.TarInfo(name=path)
-        info.size = size
-        info.mtime = self._mtime
-        info.mode = 0o644
-        info.type = tarfile.REGTYPE
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict"))
+        self._write(member_header(path, size, mtime=self._mtime))
         digest = hashlib.sha256()
         count = 0
         for chunk in chunks:
@@ -168,8 +193,7 @@ class TarWriter:
         """Write the end-of-archive marker and pad to a whole record."""
         if self._closed:
             return
-        self._write(bytes(2 * BLOCK_SIZE))
-        self._write(bytes(-self._written % RECORD_SIZE))
+        self._write(end_of_archive(self._written))
         self._closed = True
 
 

@@ -1,4 +1,4 @@
-"""Encrypted, content-addressed document files: the ``HODOC1`` chunked format.
+"""Encrypted document files: the ``HODOC1`` chunked format, under keyed names.
 
 ::
 
@@ -12,12 +12,21 @@ Plaintext chunks are :data:`CHUNK` bytes except the last, which has 1 to
 :data:`CHUNK` bytes (0 only for an empty document) and ``final = 1``.
 Truncation, reordering, extension and moving a file to another pupil all fail
 authentication. Memory use is one chunk, whatever the size.
+
+A file's **name** is not the SHA-256 of its plaintext (which would let anyone
+holding a disk image or a backup confirm that a known file is held for a
+pupil) but :func:`document_name`: an HMAC-SHA256 of it under a key derived
+from the pupil's data key (``HKDF info "handover/document-name/v1"``). The
+same bytes uploaded twice for one pupil still get one file; the same bytes for
+two pupils get unrelated names; and once the pupil's key is destroyed nobody
+can recompute a name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import os
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
@@ -30,12 +39,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from transfer.errors import IntegrityError, TooLargeError, TransportError
+from transfer.private_files import create_private, private_dir
 
 MAGIC = b"HODOC1\x00\x00"
 SALT_SIZE = 32
 CHUNK = 64 * 1024
 TAG = 16
 _INFO = b"handover/document/v1"
+_NAME_INFO = b"handover/document-name/v1"
 
 
 class DocumentTampered(IntegrityError):
@@ -58,11 +69,25 @@ def _aad(pupil_id: str, index: int, final: bool) -> bytes:
     )  # fmt: skip
 
 
+def document_name(pupil_key: bytes, pupil_id: str, sha256: str) -> str:
+    """The file name of a pupil's document whose plaintext has SHA-256 ``sha256`` (hex)."""
+    name_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_NAME_INFO).derive(
+        pupil_key
+    )
+    message = pupil_id.encode() + b"|" + sha256.encode("ascii")
+    return hmac.new(name_key, message, hashlib.sha256).hexdigest()
+
+
 @dataclass(frozen=True)
 class StoredBlob:
+    #: SHA-256 of the plaintext (kept sealed in the database, never as a file name).
     sha256: str
     size: int
     path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
 
 
 async def _write(fh: BinaryIO, data: bytes) -> None:
@@ -76,8 +101,8 @@ async def write_encrypted(
     directory: Path,
     max_bytes: int,
 ) -> StoredBlob:
-    """Encrypt a stream into ``directory/<sha256>``; nothing is kept on any error."""
-    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    """Encrypt a stream into ``directory/<document_name>``; nothing is kept on any error."""
+    await asyncio.to_thread(private_dir, directory)
     salt = os.urandom(SALT_SIZE)
     cipher = _subkey(pupil_key, salt)
     digest = hashlib.sha256()
@@ -85,7 +110,7 @@ async def write_encrypted(
     size = 0
     index = 0
     pending = bytearray()
-    fh = await asyncio.to_thread(tmp.open, "xb")
+    fh = os.fdopen(await asyncio.to_thread(create_private, tmp), "wb")
     try:
         await _write(fh, MAGIC + salt)
         async for piece in chunks:
@@ -110,7 +135,7 @@ async def write_encrypted(
         await asyncio.to_thread(os.fsync, fh.fileno())
         fh.close()
         sha = digest.hexdigest()
-        final = directory / sha
+        final = directory / document_name(pupil_key, pupil_id, sha)
         await asyncio.to_thread(os.replace, tmp, final)
         return StoredBlob(sha, size, final)
     except BaseException as exc:

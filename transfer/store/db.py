@@ -13,6 +13,7 @@ code (``store``, ``audit``, ``transfer``...) has its own Alembic branch, and
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import DeclarativeBase
 
 from transfer.errors import ConfigError, TransportError
+from transfer.private_files import create_private, private_dir
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -50,7 +52,7 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEn
     if is_sqlite(url):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _private_database_file(Path(path))
         engine = create_async_engine(
             url, echo=echo, connect_args={"timeout": 30}, pool_size=pool_size, max_overflow=0
         )
@@ -70,6 +72,16 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEn
             url, echo=echo, pool_size=pool_size, max_overflow=5, pool_pre_ping=True
         )
     raise ConfigError(f"unsupported database URL scheme in {url.split(':', 1)[0]!r}")
+
+
+def _private_database_file(path: Path) -> None:
+    """Create the SQLite file 0600 before SQLite does, so its ``-wal`` and ``-shm`` files,
+    which SQLite makes with the database file's mode, are 0600 as well."""
+    private_dir(path.parent)
+    try:
+        os.close(create_private(path))
+    except FileExistsError:
+        pass  # an existing database keeps its file (``tighten`` closes an open mode)
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:

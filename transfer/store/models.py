@@ -232,7 +232,13 @@ class Document(Base):
     org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
     pupil_id: Mapped[str] = mapped_column(ForeignKey("pupils.id"), index=True)
     concern_id: Mapped[str | None] = mapped_column(ForeignKey("concerns.id"))
-    sha256: Mapped[str] = mapped_column(String(64))
+    #: The file's name under ``documents/<org>/<pupil>/``: a keyed hash of the plaintext's
+    #: SHA-256 (``blobs.document_name``). NULL only in rows written before ``store_0003``,
+    #: until ``Store.open`` renames their files.
+    name: Mapped[str | None] = mapped_column(String(64))
+    #: The plaintext's SHA-256 in rows written before ``store_0003`` (it was the file
+    #: name); moved into ``sealed_fields`` and set to NULL by ``Store.open``.
+    sha256: Mapped[str | None] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
     media_type: Mapped[str] = mapped_column(String(200))
     uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime())

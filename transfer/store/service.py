@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import shutil
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
@@ -70,7 +72,7 @@ from transfer.errors import (
     TransportError,
 )
 from transfer.identifiers import validate_agency_id, validate_laestab, validate_upn, validate_urn
-from transfer.store import blobs
+from transfer.store import blobs, exports
 from transfer.store.db import Base, is_sqlite, make_engine, migrate, sessionmaker
 from transfer.store.keyring import KeyDestroyed, KeyRing, field_aad
 from transfer.store.models import (
@@ -134,6 +136,8 @@ DEFAULT_CATEGORIES: Final[dict[str, tuple[str, bool]]] = {
 AGENCY_KINDS: Final = frozenset({"social_care", "lado", "police", "other_agency"})
 DEFAULT_MAX_DOCUMENT_BYTES: Final = 2 * 1024**3
 _CATEGORY_KEY = re.compile(r"[a-z][a-z0-9_]{1,63}")
+log = logging.getLogger("handover.store")
+
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 # Sealed fields per record table.
@@ -357,6 +361,19 @@ class _Bundle:
         self.contacts: list[ContactRecord] = []
         self.documents: list[DocumentRef] = []
         self.events: list[PupilEventRecord] = []
+        #: Each document's file name in the pupil's directory, by document id.
+        self.files: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class SubjectAccessArchive:
+    """A subject access export for its caller: the records, and the whole export (records
+    and decrypted documents) as a tar stream. Nothing of it is on the node's disk."""
+
+    export: SubjectAccessExport
+    #: The folder every entry is in (``sar-<pupil id>-<time>``); ``<name>.tar`` to save it.
+    name: str
+    chunks: AsyncIterator[bytes] = field(repr=False)
 
 
 class Store:
@@ -410,7 +427,7 @@ class Store:
         except BaseException:
             await engine.dispose()
             raise
-        return cls(
+        store = cls(
             engine,
             kek,
             audit,
@@ -418,6 +435,71 @@ class Store:
             clock=clock,
             max_document_bytes=max_document_bytes,
         )
+        if run_migrations:
+            await store._name_legacy_documents()
+        await store._remove_legacy_exports()
+        return store
+
+    async def _name_legacy_documents(self) -> int:
+        """Finish ``store_0003``: rename document files written before it (named by the SHA-256
+        of their plaintext) to their keyed names, and seal that SHA-256.
+
+        Crash-safe and idempotent, one document at a time: the file is renamed (an atomic
+        ``rename``), then the row is updated and the SHA-256 sealed in one transaction,
+        only if no other process did it first. Killed between the two, the next run finds
+        the file already renamed and finishes the row. Returns how many rows were done.
+        """
+        async with self.sessions() as s:
+            rows = (
+                await s.execute(
+                    select(Document.id, Document.org_id, Document.pupil_id, Document.sha256).where(
+                        Document.name.is_(None), Document.sha256.is_not(None)
+                    )
+                )
+            ).all()
+        if not rows:
+            return 0
+        ring = self._ring()
+        done = 0
+        for doc_id, org_id, pupil_id, legacy in rows:
+            sha = str(legacy)
+            async with self._writing() as s:
+                key = await ring.pupil_key(s, pupil_id)
+                name = blobs.document_name(key, pupil_id, sha)
+                directory = self._blob_dir(org_id, pupil_id)
+                await asyncio.to_thread(_rename_if_there, directory / sha, directory / name)
+                result = await s.execute(
+                    update(Document)
+                    .where(Document.id == doc_id, Document.name.is_(None))
+                    .values(name=name, sha256=None)
+                )
+                if getattr(result, "rowcount", 0):
+                    await _Sealed(s, ring).put("documents", doc_id, [pupil_id], {"sha256": sha})
+                    done += 1
+        log.info("renamed %d document file(s) to keyed names (store_0003)", done)
+        if self.engine.dialect.name == "sqlite":
+            # The old names were in rows now rewritten: keep them out of the WAL too.
+            async with self.engine.connect() as conn:
+                await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return done
+
+    async def _remove_legacy_exports(self) -> None:
+        """Delete the plaintext subject access exports earlier versions left on disk."""
+        pupils = await asyncio.to_thread(exports.remove_legacy_exports, self.data_dir)
+        if not pupils:
+            return
+        log.warning(
+            "removed %d subject access export(s) that an earlier version left in plaintext "
+            "under %s; export again to get them (exports are now streamed to whoever asks)",
+            len(pupils),
+            self.data_dir / exports.EXPORTS_DIR,
+        )
+        async with self.sessions() as s:
+            orgs = dict(
+                (await s.execute(select(Pupil.id, Pupil.org_id).where(Pupil.id.in_(pupils)))).all()
+            )
+        for pupil_id in pupils:
+            await self._audit("store.sar.removed", "node", orgs.get(pupil_id), {"pupil": pupil_id})
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -1526,16 +1608,19 @@ class Store:
                     org_id=actor.org_id,
                     pupil_id=pupil_id,
                     concern_id=concern_id,
-                    sha256=blob.sha256,
+                    name=blob.name,
+                    sha256=None,
                     size=blob.size,
                     media_type=media_type,
                     uploaded_at=self.now(),
                     uploaded_by=actor.staff_id,
                 )
                 s.add(row)
-                await _Sealed(s, ring).put("documents", row.id, [pupil_id], {"filename": filename})
+                await _Sealed(s, ring).put(
+                    "documents", row.id, [pupil_id], {"filename": filename, "sha256": blob.sha256}
+                )
                 await self._lock_live_pupils(s, [pupil_id])
-                ref = self._document_ref(row, filename, None)
+                ref = self._document_ref(row, filename, blob.sha256, None)
         except BaseException:
             await self._drop_unreferenced(blob)
             raise
@@ -1545,7 +1630,6 @@ class Store:
             actor.org_id,
             {**targets, "document": ref.id},
             size=blob.size,
-            sha256=blob.sha256,
         )
         return ref
 
@@ -1554,20 +1638,20 @@ class Store:
         pupil_id = blob.path.parent.name
         async with self.sessions() as s:
             used = await s.scalar(
-                select(Document.id).where(
-                    Document.pupil_id == pupil_id, Document.sha256 == blob.sha256
-                )
+                select(Document.id).where(Document.pupil_id == pupil_id, Document.name == blob.name)
             )
         if used is None:
             await asyncio.to_thread(blob.path.unlink, True)
 
     @staticmethod
-    def _document_ref(row: Document, filename: str, prov: Provenance | None) -> DocumentRef:
+    def _document_ref(
+        row: Document, filename: str, sha256: str, prov: Provenance | None
+    ) -> DocumentRef:
         return DocumentRef(
             id=row.id,
             pupil_id=row.pupil_id,
             concern_id=row.concern_id,
-            sha256=row.sha256,
+            sha256=sha256,
             size=row.size,
             media_type=row.media_type,
             filename=filename,
@@ -1589,16 +1673,18 @@ class Store:
                 raise NotFoundError("no such document")
             if row.concern_id is not None:
                 await self._readable_concern(s, actor, row.concern_id, "store.document.download")
-            sealed = _Sealed(s, ring)
-            filename = (await sealed.one("documents", row.id, row.pupil_id))["filename"]
+            sealed = await _Sealed(s, ring).one("documents", row.id, row.pupil_id)
+            sha = sealed.get("sha256") or row.sha256 or ""
             prov = await self._provenances(s, [row.provenance_id])
-            ref = self._document_ref(row, filename, prov.get(row.provenance_id or ""))
+            ref = self._document_ref(
+                row, sealed["filename"], sha, prov.get(row.provenance_id or "")
+            )
             key = await ring.pupil_key(s, row.pupil_id)
         await self._audit(
             "store.document.download", actor, actor.org_id, {**targets, "pupil": ref.pupil_id}
         )
-        path = self._blob_dir(row.org_id, row.pupil_id) / row.sha256
-        return ref, blobs.read_decrypted(path, key, row.pupil_id, row.sha256)
+        path = self._blob_dir(row.org_id, row.pupil_id) / (row.name or sha)
+        return ref, blobs.read_decrypted(path, key, row.pupil_id, sha)
 
     # ------------------------------------------------------------- pupil events
 
@@ -1823,15 +1909,18 @@ class Store:
                 )
         for d in docs:
             if d.concern_id is None or d.concern_id in visible:
+                f = fields[("documents", d.id)]
+                sha = f.get("sha256") or d.sha256 or ""
+                b.files[d.id] = d.name or sha
                 b.documents.append(
                     DocumentRef(
                         id=d.id,
                         pupil_id=d.pupil_id,
                         concern_id=d.concern_id,
-                        sha256=d.sha256,
+                        sha256=sha,
                         size=d.size,
                         media_type=d.media_type,
-                        filename=fields[("documents", d.id)]["filename"],
+                        filename=f["filename"],
                         uploaded_at=d.uploaded_at,
                         uploaded_by=d.uploaded_by,
                         provenance=prov.get(d.provenance_id or ""),
@@ -2036,8 +2125,10 @@ class Store:
         return _tombstone_record(tomb), self._blob_dir(pupil.org_id, pid)
 
     async def _after_erasure(self, directory: Path) -> None:
-        """Remove the pupil's document files and, on SQLite, old page images in the WAL."""
+        """Remove the pupil's document files, any subject access export of the pupil an
+        earlier version left on disk, and, on SQLite, old page images in the WAL."""
         await asyncio.to_thread(shutil.rmtree, directory, True)
+        await asyncio.to_thread(exports.remove_legacy_exports, self.data_dir, directory.name)
         if self.engine.dialect.name == "sqlite":
             # secure_delete zeroes freed content in the database pages; the WAL still
             # holds the pages as they were until a checkpoint truncates it.
@@ -2167,10 +2258,14 @@ class Store:
 
     # ------------------------------------------------------- subject access export
 
-    async def export_subject_access(
-        self, actor: Actor, pupil_id: str, directory: Path
-    ) -> SubjectAccessExport:
-        """Everything held about one pupil, as JSON plus decrypted documents, for review."""
+    async def export_subject_access(self, actor: Actor, pupil_id: str) -> SubjectAccessArchive:
+        """Everything held about one pupil, for review, as a tar stream for the caller.
+
+        The records are read and opened now (and audited); the documents are
+        decrypted one chunk at a time while ``chunks`` is read. Nothing is
+        written to disk. If the pupil is erased before the stream ends, it stops
+        short (``KeyDestroyed``) rather than delivering an erased pupil's file.
+        """
         targets = {"pupil": pupil_id}
         await self._require(actor, Permission.EXPORT_SUBJECT_ACCESS, "store.sar.export", targets)
         ring = self._ring()
@@ -2189,19 +2284,12 @@ class Store:
                 key = await ring.pupil_key(s, pupil_id)
             else:  # erased: only the pupil row and the tombstone remain, no documents
                 b, key = _Bundle(), b""
-        out = directory / f"sar-{pupil_id}-{now.strftime('%Y%m%dT%H%M%SZ')}"
-        docs_dir = out / "documents"
-        await asyncio.to_thread(docs_dir.mkdir, parents=True, mode=0o700)
-        for d in b.documents:
-            name = _SAFE_NAME.sub("_", d.filename).strip("._") or "document"
-            target = docs_dir / f"{d.id}-{name[:100]}"
-            src = self._blob_dir(actor.org_id, pupil_id) / d.sha256
-            fh = await asyncio.to_thread(target.open, "xb")
-            try:
-                async for piece in blobs.read_decrypted(src, key, pupil_id, d.sha256):
-                    await asyncio.to_thread(fh.write, piece)
-            finally:
-                fh.close()
+        name = f"sar-{pupil_id}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+        documents = tuple(sorted(b.documents, key=lambda d: (d.uploaded_at, d.id)))
+        files: dict[str, str] = {}
+        for d in documents:
+            safe = _SAFE_NAME.sub("_", d.filename).strip("._") or "document"
+            files[d.id] = f"documents/{d.id}-{safe[:100]}"
         review = [
             ReviewItem(record="concern", id=c.id, field=f)
             for c in b.concerns
@@ -2222,16 +2310,32 @@ class Store:
             triage=tuple(sorted(b.triage, key=lambda t: (t.decided_at, t.id))),
             actions=tuple(sorted(b.actions, key=lambda a: (a.created_at, a.id))),
             contacts=tuple(sorted(b.contacts, key=lambda k: (k.contacted_at, k.id))),
-            documents=tuple(sorted(b.documents, key=lambda d: (d.uploaded_at, d.id))),
+            documents=documents,
             events=tuple(sorted(b.events, key=lambda e: (e.occurred_at, e.id))),
             tombstones=tuple(tombs),
             review=tuple(review),
-            directory=str(out),
+            archive=name,
+            files=files,
         )
-        await asyncio.to_thread(
-            (out / "export.json").write_text, export.model_dump_json(indent=2), "utf-8"
+        blob_dir = self._blob_dir(actor.org_id, pupil_id)
+
+        def reader(d: DocumentRef) -> Callable[[], AsyncIterator[bytes]]:
+            path = blob_dir / b.files[d.id]
+            return lambda: blobs.read_decrypted(path, key, pupil_id, d.sha256)
+
+        async def still_live() -> None:
+            async with self.sessions() as s:
+                erased = await s.scalar(select(Pupil.erased_at).where(Pupil.id == pupil_id))
+            if erased is not None and record.erased_at is None:
+                raise KeyDestroyed("this pupil was erased while the export was being sent")
+
+        chunks = exports.tar_stream(
+            name,
+            export.model_dump_json(indent=2).encode("utf-8"),
+            [exports.ArchiveFile(files[d.id], d.size, reader(d)) for d in documents],
+            still_allowed=still_live,
+            mtime=int(now.timestamp()),
         )
-        await asyncio.to_thread(os.chmod, out, 0o700)
         await self._audit(
             "store.sar.export",
             actor,
@@ -2241,7 +2345,13 @@ class Store:
             concerns=len(b.concerns),
             events=len(b.events),
         )
-        return export
+        return SubjectAccessArchive(export=export, name=name, chunks=chunks)
+
+
+def _rename_if_there(old: Path, new: Path) -> None:
+    """Rename ``old`` to ``new`` if ``old`` is still there (idempotent, atomic)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(old, new)
 
 
 async def _rows(

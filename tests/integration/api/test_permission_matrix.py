@@ -336,7 +336,6 @@ OPERATIONS: list[Op] = [
         "subject access export",
         DSL_TEAM,
         send("POST", "/api/v1/pupils/{w.pupil.id}/subject-access-export"),
-        201,
     ),
 ]
 

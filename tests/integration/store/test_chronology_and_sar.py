@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +18,7 @@ from schemas.records import (
     SubjectAccessExport,
 )
 from tests.integration.store.conftest import School
+from tests.support.sar import unpack
 from transfer.store.permissions import PermissionDenied
 
 T0 = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
@@ -109,13 +109,12 @@ async def test_subject_access_export_holds_everything_for_review(school: School)
     )
 
     with pytest.raises(PermissionDenied):
-        await store.export_subject_access(school.head, p.id, school.data_dir / "sar")
-    export = await store.export_subject_access(school.dsl, p.id, school.data_dir / "sar")
+        await store.export_subject_access(school.head, p.id)
+    archive = await store.export_subject_access(school.dsl, p.id)
+    export = archive.export
+    files = await unpack(archive)
 
-    out = Path(export.directory)
-    loaded = SubjectAccessExport.model_validate(
-        json.loads((out / "export.json").read_text("utf-8"))
-    )
+    loaded = SubjectAccessExport.model_validate(json.loads(files[f"{archive.name}/export.json"]))
     assert loaded == export
     assert export.pupil.id == p.id
     (concern,) = export.concerns
@@ -124,9 +123,10 @@ async def test_subject_access_export_holds_everything_for_review(school: School)
     assert [m.description for m in concern.body_map] == ["bruise"]
     assert len(export.triage) == len(export.actions) == len(export.contacts) == 1
     assert [d.id for d in export.documents] == [doc.id]
-    files = list((out / "documents").iterdir())
-    assert len(files) == 1 and files[0].read_bytes() == b"letter body"
-    assert files[0].name.endswith("letter.txt") and ".." not in files[0].name
+    (name,) = [n for n in files if "/documents/" in n]
+    assert files[name] == b"letter body"
+    assert name == f"{archive.name}/{export.files[doc.id]}"
+    assert name.endswith("letter.txt") and ".." not in name
     review = {(r.record, r.field) for r in export.review}
     assert {("concern", "people_involved"), ("concern", "pupil_ids")} <= review
     assert ("document", "content") in review
@@ -142,8 +142,11 @@ async def test_export_of_an_erased_pupil_holds_only_the_tombstone(school: School
     )
     await school.store.add_document(school.dsl, p.id, _chunks(b"gone too"), filename="g")
     tomb = await school.store.erase_pupil(school.dsl, p.id)
-    export = await school.store.export_subject_access(school.dsl, p.id, school.data_dir / "s")
+    archive = await school.store.export_subject_access(school.dsl, p.id)
+    export = archive.export
     assert export.tombstones == (tomb,)
     assert export.concerns == () and export.documents == ()
     assert export.pupil.erased_at is not None and export.pupil.surname == ""
-    assert "gone" not in (Path(export.directory) / "export.json").read_text("utf-8")
+    files = await unpack(archive)
+    assert list(files) == [f"{archive.name}/export.json"]
+    assert b"gone" not in files[f"{archive.name}/export.json"]

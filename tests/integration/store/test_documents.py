@@ -52,8 +52,16 @@ async def _expected(total: int) -> str:
     return digest.hexdigest()
 
 
-def _path(school: School, ref: DocumentRef) -> Path:
-    return school.data_dir / "documents" / "199001" / ref.pupil_id / ref.sha256
+async def _stored_name(school: School, ref: DocumentRef) -> str:
+    async with school.store.sessions() as s:
+        name = await s.scalar(select(Document.name).where(Document.id == ref.id))
+    assert name is not None and name != ref.sha256
+    return name
+
+
+async def _path(school: School, ref: DocumentRef) -> Path:
+    name = await _stored_name(school, ref)
+    return school.data_dir / "documents" / "199001" / ref.pupil_id / name
 
 
 async def test_twenty_megabytes_round_trip_in_bounded_memory(school: School) -> None:
@@ -81,7 +89,7 @@ async def test_twenty_megabytes_round_trip_in_bounded_memory(school: School) -> 
     # Streaming: far below the document's size (a few chunks plus the engine's own state).
     assert upload_peak < 2 * MB, upload_peak
     assert download_peak < 2 * MB, download_peak
-    on_disk = _path(school, ref).stat().st_size
+    on_disk = (await _path(school, ref)).stat().st_size
     chunks = total // blobs.CHUNK + 1
     assert on_disk == len(blobs.MAGIC) + blobs.SALT_SIZE + total + chunks * blobs.TAG
 
@@ -92,7 +100,7 @@ async def test_tampered_truncated_or_moved_files_are_refused(school: School) -> 
     ref = await school.store.add_document(
         school.dsl, p.id, _generate(3 * blobs.CHUNK + 10), filename="x"
     )
-    path = _path(school, ref)
+    path = await _path(school, ref)
     original = path.read_bytes()
 
     flipped = bytearray(original)
@@ -120,7 +128,7 @@ async def test_tampered_truncated_or_moved_files_are_refused(school: School) -> 
     ref_q = await school.store.add_document(
         school.dsl, q.id, _generate(3 * blobs.CHUNK + 10), filename="x"
     )
-    _path(school, ref_q).write_bytes(original)
+    (await _path(school, ref_q)).write_bytes(original)
     _, stream = await school.store.read_document(school.dsl, ref_q.id)
     with pytest.raises(IntegrityError):
         await _consume(stream)
@@ -145,7 +153,10 @@ async def test_size_limit_keeps_nothing_and_identical_content_is_stored_once(
     two = await school.store.add_document(school.dsl, p.id, _generate(1000), filename="b")
     empty = await school.store.add_document(school.dsl, p.id, _generate(0), filename="e")
     assert one.sha256 == two.sha256 and one.id != two.id
-    assert _names(pupil_dir) == sorted({one.sha256, empty.sha256})
+    assert await _stored_name(school, one) == await _stored_name(school, two)
+    assert _names(pupil_dir) == sorted(
+        {await _stored_name(school, one), await _stored_name(school, empty)}
+    )
     _, stream = await school.store.read_document(school.dsl, empty.id)
     assert await _consume(stream) == (hashlib.sha256(b"").hexdigest(), 0)
     assert "store.document.download" in school.audit.actions()

@@ -87,7 +87,7 @@ async def test_administrators_and_auditors_see_no_content(school: School) -> Non
         with pytest.raises(PermissionDenied):
             await school.store.read_document(actor, "x")
         with pytest.raises(PermissionDenied):
-            await school.store.export_subject_access(actor, p.id, school.data_dir)
+            await school.store.export_subject_access(actor, p.id)
     # The administrator manages pupils and staff; the auditor does not.
     assert (await school.store.get_pupil(school.admin, p.id)).upn == "H801200001001"
     with pytest.raises(PermissionDenied):

@@ -149,7 +149,7 @@ async def test_events_are_exported_and_erased(school: School) -> None:
     ev = await store.add_pupil_event(
         school.dsl, p.id, kind="transfer.accepted", summary="Accepted by Riverside", ref="pkg-9"
     )
-    export = await store.export_subject_access(school.dsl, p.id, school.data_dir / "sar")
+    export = (await store.export_subject_access(school.dsl, p.id)).export
     assert export.events == (ev,)
     assert school.audit.events[-1].detail["events"] == 1
 
@@ -167,7 +167,7 @@ async def test_events_are_exported_and_erased(school: School) -> None:
         )
     with pytest.raises(KeyDestroyed):
         await store.add_pupil_event(None, p.id, kind="transfer.sent", summary="late")
-    after = await store.export_subject_access(school.dsl, p.id, school.data_dir / "sar2")
+    after = (await store.export_subject_access(school.dsl, p.id)).export
     assert after.events == ()
 
 

@@ -41,12 +41,15 @@ async def test_round_trip_at_chunk_boundaries(tmp_path: Path, size: int, piece: 
     key = aead.new_key()
     blob = await blobs.write_encrypted(_pieces(data, piece), key, PUPIL, tmp_path, 10**9)
     assert blob.sha256 == hashlib.sha256(data).hexdigest() and blob.size == size
-    assert blob.path == tmp_path / blob.sha256
+    # Named by a keyed hash of the SHA-256, never by the SHA-256 itself.
+    assert blob.path == tmp_path / blobs.document_name(key, PUPIL, blob.sha256)
+    assert blob.name != blob.sha256
     n_chunks = max(1, -(-size // blobs.CHUNK))  # the final chunk is full or short, never extra
     header = len(blobs.MAGIC) + blobs.SALT_SIZE
     assert blob.path.stat().st_size == header + size + n_chunks * blobs.TAG
     assert await _read(blob.path, key, blob.sha256) == data
-    assert _names(tmp_path) == [blob.sha256]  # no temporary left
+    assert _names(tmp_path) == [blob.name]  # no temporary left
+    assert oct(blob.path.stat().st_mode & 0o777) == "0o600"
 
 
 async def test_every_kind_of_tampering_fails(tmp_path: Path) -> None:
