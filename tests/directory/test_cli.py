@@ -100,10 +100,10 @@ def test_directory_serve_names_no_server_version(
 ) -> None:
     """``directory serve`` faces the network too: the node's listener, not aiohttp's."""
     _, _, url = served
-    with urllib.request.urlopen(url + "directory.json", timeout=30) as r:  # noqa: S310
+    with urllib.request.urlopen(url + "directory.json", timeout=30) as r:
         assert r.headers["Server"] == "Handover"
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(url + "nothing-here", timeout=30)  # noqa: S310
+        urllib.request.urlopen(url + "nothing-here", timeout=30)
     assert refused.value.code == 404 and refused.value.headers["Server"] == "Handover"
 
 
