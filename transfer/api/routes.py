@@ -592,6 +592,9 @@ async def upload_document(call: Call) -> web.StreamResponse:
             if size > limit:
                 raise TooLargeError(f"the document is larger than the limit of {limit} bytes")
             yield chunk
+        if size == 0:
+            # Found by the contract test: an empty body was stored as a 0-byte document.
+            raise InputError("the document is empty: the request body is the file to upload")
 
     media_type = _media_type(request) or "application/octet-stream"
     ref = await call.store.add_document(

@@ -150,3 +150,31 @@ async def test_hidden_and_direction_changing_characters_are_refused_in_what_a_ds
         f"/api/v1/staff/{dsl.staff.id}", json={"display_name": "Sam\u202ePatel"}, headers=h
     )
     await problem(resp, 422)
+
+
+async def test_an_empty_document_is_refused_not_stored(api: Api) -> None:
+    """Found by the Schemathesis contract test: an empty body became a 0-byte document."""
+    h = await admin_headers(api)
+    resp = await api.client.post("/api/v1/pupils", json=PUPIL, headers=h)
+    pupil_id = (await resp.json())["id"]
+    dsl = await api.node.person("dsl", [Role.DSL])
+    dh = await api.sign_in(dsl)
+
+    async def nothing() -> Any:  # chunked, no Content-Length: found only at the end
+        for _ in ():
+            yield b""
+
+    for data in (b"", nothing()):
+        resp = await api.client.post(
+            f"/api/v1/pupils/{pupil_id}/documents", data=data, params={"filename": "x.pdf"},
+            headers={**dh, "Content-Type": "application/pdf"},
+        )  # fmt: skip
+        doc = await problem(resp, 400, "invalid-input")
+        assert "empty" in doc["detail"]
+    chronology = await api.client.get(f"/api/v1/pupils/{pupil_id}/chronology", headers=dh)
+    assert (await chronology.json())["items"] == []
+    resp = await api.client.post(
+        f"/api/v1/pupils/{pupil_id}/documents", data=b"%PDF-1.7", params={"filename": "x.pdf"},
+        headers={**dh, "Content-Type": "application/pdf"},
+    )  # fmt: skip
+    assert resp.status == 201, await resp.text()
