@@ -61,7 +61,8 @@ ReferralState = Literal["draft", "sent", "delivered", "accepted", "rejected", "c
 ReferralRoute = Literal["node", "portal", "offline"]
 
 _Name = Annotated[Line, Field(min_length=1, max_length=200)]
-_Short = Annotated[Line, Field(min_length=1, max_length=500)]
+#: Addresses, places, descriptions: may run over several lines.
+_Short = Annotated[Prose, Field(min_length=1, max_length=500)]
 _Text = Annotated[Prose, Field(min_length=1, max_length=100_000)]
 _OptText = Annotated[Prose, Field(max_length=100_000)]
 _Id = Annotated[Line, Field(min_length=1, max_length=64)]
@@ -146,12 +147,12 @@ class ChildDetails(_Model):
     ethnicity: Annotated[Line, Field(max_length=100)] = ""
     first_language: Annotated[Line, Field(max_length=100)] = ""
     interpreter_needed: bool = False
-    disability: Annotated[Line, Field(max_length=500)] = ""
+    disability: Annotated[Prose, Field(max_length=500)] = ""
     religion: Annotated[Line, Field(max_length=100)] = ""
     school: Annotated[Line, Field(max_length=200)] = ""
     upn: Annotated[str, Field(pattern=r"^[A-Z][0-9]{11}[0-9A-Z]$")] | None = None
     nhs_number: Annotated[str, Field(pattern=r"^[0-9]{10}$")] | None = None
-    gp: Annotated[Line, Field(max_length=300)] = ""
+    gp: Annotated[Prose, Field(max_length=300)] = ""
 
     @model_validator(mode="after")
     def _born_or_expected(self) -> ChildDetails:
@@ -166,7 +167,7 @@ class HouseholdPerson(_Model):
     name: _Name
     relationship: _Name
     dob: date | None = None
-    address: Annotated[Line, Field(max_length=500)] = ""
+    address: Annotated[Prose, Field(max_length=500)] = ""
     phone: Annotated[Line, Field(max_length=40)] = ""
     parental_responsibility: bool = False
     #: This person is the alleged perpetrator.
@@ -228,7 +229,7 @@ class Adult(_Model):
     sex: Literal["female", "male", "other", "unknown"]
     dob: date | None = None
     ethnicity: Annotated[Line, Field(max_length=100)] = ""
-    address: Annotated[Line, Field(max_length=500)] = ""
+    address: Annotated[Prose, Field(max_length=500)] = ""
     role: _Name
     workplace: _Name
     length_of_service: Annotated[Line, Field(max_length=100)] = ""
@@ -301,7 +302,7 @@ class EvidenceItem(_Model):
 class AllegedOffender(_Model):
     name: _Name
     dob: date | None = None
-    address: Annotated[Line, Field(max_length=500)] = ""
+    address: Annotated[Prose, Field(max_length=500)] = ""
     relationship: Annotated[Line, Field(max_length=200)] = ""
 
 
