@@ -276,3 +276,16 @@ async def test_no_response_names_the_server_software(served: Running, data_dir: 
         for path in ("/api/v1/openapi.json", "/api/v1/no-such-thing", "/portal/"):
             async with http.get(served.base_url + path, ssl=_tls(data_dir)) as r:
                 assert r.headers["Server"] == "Handover", path
+
+
+def test_the_limits_come_from_server_settings_and_behind_a_proxy_the_cap_is_the_proxys() -> None:
+    from transfer.api.listener import ListenerLimits
+    from transfer.config import ServerSection
+
+    direct = ListenerLimits.from_config(
+        ServerSection(header_timeout_seconds=7, keepalive_timeout_seconds=30,
+                      max_connections_per_address=12)
+    )  # fmt: skip
+    assert direct == ListenerLimits(header_timeout=7, keepalive_timeout=30, max_per_address=12)
+    proxied = ListenerLimits.from_config(ServerSection(behind_proxy=True))
+    assert proxied.max_per_address == 0 and proxied.header_timeout == 20.0
