@@ -32,6 +32,7 @@ from pydantic import (
 from keys import agekeys, minisign
 from keys.fingerprint import fingerprint_of_public
 from schemas.manifest import format_rfc3339
+from schemas.text import Line, Prose
 from transfer.audit.checkpoint import NoteError, Verifier
 from transfer.errors import InputError
 
@@ -57,7 +58,7 @@ OrgKind = Literal["school", "social_care", "lado", "police", "other"]
 _OrgId = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")
 ]
-_Name = Annotated[str, Field(min_length=1, max_length=200)]
+_Name = Annotated[Line, Field(min_length=1, max_length=200)]
 _KeyId = Annotated[
     str,
     Field(
@@ -250,7 +251,7 @@ class Revocation(_Model):
     org_id: _OrgId
     key_id: _KeyId
     revoked_at: _UtcTime
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    reason: Annotated[Prose, Field(min_length=1, max_length=500)]
 
     @field_validator("revoked_at")
     @classmethod

@@ -30,6 +30,9 @@ from pydantic import (
     model_validator,
 )
 
+from schemas import jsontext
+from schemas.text import Line
+
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_PATH",
@@ -87,7 +90,7 @@ _KeyId = Annotated[
     ),
 ]
 _Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-_Name = Annotated[str, Field(min_length=1, max_length=200)]
+_Name = Annotated[Line, Field(min_length=1, max_length=200)]
 
 
 def format_rfc3339(when: datetime) -> str:
@@ -228,7 +231,7 @@ class Manifest(_Model):
         except UnicodeDecodeError:
             raise ManifestDecodeError("manifest.json is not UTF-8 text") from None
         try:
-            raw = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+            raw = jsontext.loads(text)
         except (json.JSONDecodeError, RecursionError, ValueError) as exc:
             raise ManifestDecodeError(f"manifest.json is not valid JSON ({exc})") from None
         if not isinstance(raw, dict):
@@ -256,19 +259,6 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"the key {key[:40]!r} appears twice")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
 
 
 def json_schema() -> dict[str, Any]:

@@ -29,7 +29,9 @@ from pydantic import (
     model_validator,
 )
 
+from schemas import jsontext
 from schemas.manifest import PackageKind, canonical_json, format_rfc3339
+from schemas.text import Line, Prose
 
 __all__ = [
     "RECEIPT_TYPE",
@@ -80,8 +82,8 @@ class _Model(BaseModel):
 class Actor(_Model):
     """The person at the receiving organisation who acted (never a pupil's details)."""
 
-    name: Annotated[str, Field(min_length=1, max_length=200)]
-    role: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Annotated[Line, Field(min_length=1, max_length=200)]
+    role: Annotated[Line, Field(min_length=1, max_length=64)]
 
 
 class ReceiptBody(_Model):
@@ -107,9 +109,9 @@ class ReceiptBody(_Model):
     #: The person who acted; on ``viewed``, ``accepted`` and ``rejected``.
     acted_by: Actor | None = None
     #: Why the package was rejected; only (and always) on ``rejected``.
-    reason: Annotated[str, Field(min_length=1, max_length=MAX_REASON)] | None = None
+    reason: Annotated[Prose, Field(min_length=1, max_length=MAX_REASON)] | None = None
     #: The receiver's own reference (e.g. a MASH case number); on ``accepted`` or ``rejected``.
-    reference: Annotated[str, Field(min_length=1, max_length=MAX_REFERENCE)] | None = None
+    reference: Annotated[Line, Field(min_length=1, max_length=MAX_REFERENCE)] | None = None
     issued_at: _UtcTime
     #: The receiver's latest signed audit checkpoint (note text), when it has one.
     checkpoint: Annotated[str, Field(min_length=1, max_length=MAX_CHECKPOINT)] | None = None
@@ -159,9 +161,7 @@ class ReceiptBody(_Model):
         Raises :class:`ReceiptDecodeError` with a one-line reason.
         """
         try:
-            raw = json.loads(
-                data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
-            )
+            raw = jsontext.loads(data)
         except UnicodeDecodeError:
             raise ReceiptDecodeError("the receipt is not UTF-8 text") from None
         except (json.JSONDecodeError, RecursionError, ValueError) as exc:
@@ -187,19 +187,6 @@ class ReceiptBody(_Model):
             first = exc.errors(include_input=False, include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"]) or "(top)"
             raise ReceiptDecodeError(f"the receipt is not valid: {where}: {first['msg']}") from None
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"the key {key[:40]!r} appears twice")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
 
 
 def json_schema() -> dict[str, Any]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+
+from schemas.text import Line, Prose
 
 SCHEMA_VERSION: Final = 1
 
@@ -28,8 +30,23 @@ TriageDecision = Literal[
 BodySide = Literal["front", "back"]
 DestinationKind = Literal["school", "unknown", "outside-maintained", "local-authority"]
 
-_Text = Annotated[str, Field(max_length=100_000)]
-_Short = Annotated[str, Field(min_length=1, max_length=200)]
+_Text = Annotated[Prose, Field(max_length=100_000)]
+_Short = Annotated[Line, Field(min_length=1, max_length=200)]
+#: The shapes of the identifiers (the server checks more: a UPN's check letter, a
+#: recognised LA code; the OpenAPI document spells the LA codes out).
+UPN_PATTERN: Final = r"^[A-Z][0-9]{11}[0-9A-Z]$"
+URN_PATTERN: Final = r"^[0-9]{6}$"
+LAESTAB_PATTERN: Final = r"^[0-9]{7}$"
+#: The server checks these itself (``transfer.identifiers``, whose messages name the rule
+#: broken, as the DfE's do); the schema only says so, for clients.
+_Upn = Annotated[
+    str,
+    Field(
+        json_schema_extra={"pattern": UPN_PATTERN},
+        description="A Unique Pupil Number: check letter, LA code, establishment number, "
+        "year, serial (a temporary UPN ends in a letter); the check letter must be right",
+    ),
+]
 _Id = Annotated[str, Field(min_length=1, max_length=64)]
 _Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
@@ -84,6 +101,24 @@ class Destination(_Model):
     urn: str | None = None
     laestab: str | None = None
     name: str | None = None
+
+
+class NewDestination(Destination):
+    """A destination as given to the API: a URN of 6 digits, a LAESTAB of 7 (no ``/``)."""
+
+    urn: Annotated[str, Field(json_schema_extra={"pattern": URN_PATTERN})] | None = None
+    laestab: Annotated[str, Field(json_schema_extra={"pattern": LAESTAB_PATTERN})] | None = None
+    name: Annotated[Line, Field(max_length=200)] | None = None
+
+
+def _as_new_destination(value: object) -> object:
+    """A :class:`Destination` built in code (a CTF import) is checked as a new one."""
+    if isinstance(value, Destination) and not isinstance(value, NewDestination):
+        return value.model_dump()
+    return value
+
+
+_NewDestination = Annotated[NewDestination, BeforeValidator(_as_new_destination)]
 
 
 class PupilRecord(_Record):
@@ -288,15 +323,15 @@ class SubjectAccessExport(_Record):
 
 
 class NewPupil(_Model):
-    upn: str
+    upn: _Upn
     surname: _Short
     forename: _Short
     dob: date
     sex: Literal["M", "F", "U", "O", "X"]
-    year_group: Annotated[str, Field(max_length=10)] | None = None
+    year_group: Annotated[Line, Field(max_length=10)] | None = None
     on_roll_from: date | None = None
     leaving_date: date | None = None
-    destination: Destination | None = None
+    destination: _NewDestination | None = None
 
 
 class PupilChanges(_Model):
@@ -307,10 +342,10 @@ class PupilChanges(_Model):
     forename: _Short | None = None
     dob: date | None = None
     sex: Literal["M", "F", "U", "O", "X"] | None = None
-    year_group: Annotated[str, Field(max_length=10)] | None = None
+    year_group: Annotated[Line, Field(max_length=10)] | None = None
     on_roll_from: date | None = None
     leaving_date: date | None = None
-    destination: Destination | None = None
+    destination: _NewDestination | None = None
 
 
 class NewBodyMapMark(_Model):
@@ -326,7 +361,7 @@ class NewConcern(_Model):
     category: _Short
     happened_at: AwareDatetime
     location: _Text = ""
-    account: Annotated[str, Field(min_length=1, max_length=100_000)]
+    account: Annotated[Prose, Field(min_length=1, max_length=100_000)]
     people_involved: _Text = ""
     body_map: tuple[NewBodyMapMark, ...] = ()
     status: ConcernStatus = "open"
@@ -334,11 +369,11 @@ class NewConcern(_Model):
 
 class NewTriage(_Model):
     decision: TriageDecision
-    reason: Annotated[str, Field(min_length=1, max_length=100_000)]
+    reason: Annotated[Prose, Field(min_length=1, max_length=100_000)]
 
 
 class NewAction(_Model):
-    text: Annotated[str, Field(min_length=1, max_length=100_000)]
+    text: Annotated[Prose, Field(min_length=1, max_length=100_000)]
     assignee_id: _Id | None = None
     due_on: date | None = None
 

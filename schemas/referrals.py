@@ -21,6 +21,8 @@ from typing import Annotated, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from schemas.text import Line, Prose
+
 __all__ = [
     "FORM_SCHEMA_VERSION",
     "SCHEMAS",
@@ -58,11 +60,12 @@ ReferralKind = Literal["social_care", "lado", "police"]
 ReferralState = Literal["draft", "sent", "delivered", "accepted", "rejected", "closed"]
 ReferralRoute = Literal["node", "portal", "offline"]
 
-_Name = Annotated[str, Field(min_length=1, max_length=200)]
-_Short = Annotated[str, Field(min_length=1, max_length=500)]
-_Text = Annotated[str, Field(min_length=1, max_length=100_000)]
-_OptText = Annotated[str, Field(max_length=100_000)]
-_Id = Annotated[str, Field(min_length=1, max_length=64)]
+_Name = Annotated[Line, Field(min_length=1, max_length=200)]
+#: Addresses, places, descriptions: may run over several lines.
+_Short = Annotated[Prose, Field(min_length=1, max_length=500)]
+_Text = Annotated[Prose, Field(min_length=1, max_length=100_000)]
+_OptText = Annotated[Prose, Field(max_length=100_000)]
+_Id = Annotated[Line, Field(min_length=1, max_length=64)]
 
 #: Why consent was not sought or not given.
 NoConsentReason = Literal[
@@ -95,7 +98,7 @@ class Referrer(_Model):
     name: _Name
     role: _Name
     agency: _Name
-    phone: Annotated[str, Field(min_length=3, max_length=40)]
+    phone: Annotated[Line, Field(min_length=3, max_length=40)]
     email: Annotated[str, Field(max_length=200, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = (
         None
     )
@@ -141,15 +144,15 @@ class ChildDetails(_Model):
     expected_delivery: date | None = None
     address: _Short
     sex: Literal["female", "male", "other", "unknown"]
-    ethnicity: Annotated[str, Field(max_length=100)] = ""
-    first_language: Annotated[str, Field(max_length=100)] = ""
+    ethnicity: Annotated[Line, Field(max_length=100)] = ""
+    first_language: Annotated[Line, Field(max_length=100)] = ""
     interpreter_needed: bool = False
-    disability: Annotated[str, Field(max_length=500)] = ""
-    religion: Annotated[str, Field(max_length=100)] = ""
-    school: Annotated[str, Field(max_length=200)] = ""
+    disability: Annotated[Prose, Field(max_length=500)] = ""
+    religion: Annotated[Line, Field(max_length=100)] = ""
+    school: Annotated[Line, Field(max_length=200)] = ""
     upn: Annotated[str, Field(pattern=r"^[A-Z][0-9]{11}[0-9A-Z]$")] | None = None
     nhs_number: Annotated[str, Field(pattern=r"^[0-9]{10}$")] | None = None
-    gp: Annotated[str, Field(max_length=300)] = ""
+    gp: Annotated[Prose, Field(max_length=300)] = ""
 
     @model_validator(mode="after")
     def _born_or_expected(self) -> ChildDetails:
@@ -164,8 +167,8 @@ class HouseholdPerson(_Model):
     name: _Name
     relationship: _Name
     dob: date | None = None
-    address: Annotated[str, Field(max_length=500)] = ""
-    phone: Annotated[str, Field(max_length=40)] = ""
+    address: Annotated[Prose, Field(max_length=500)] = ""
+    phone: Annotated[Line, Field(max_length=40)] = ""
     parental_responsibility: bool = False
     #: This person is the alleged perpetrator.
     alleged_perpetrator: bool = False
@@ -214,8 +217,8 @@ class Employer(_Model):
 
     organisation: _Name
     head_teacher: _Name
-    chair_of_governors: Annotated[str, Field(max_length=200)] = ""
-    hr_lead: Annotated[str, Field(max_length=200)] = ""
+    chair_of_governors: Annotated[Line, Field(max_length=200)] = ""
+    hr_lead: Annotated[Line, Field(max_length=200)] = ""
 
 
 class Adult(_Model):
@@ -225,11 +228,11 @@ class Adult(_Model):
     surname: _Name
     sex: Literal["female", "male", "other", "unknown"]
     dob: date | None = None
-    ethnicity: Annotated[str, Field(max_length=100)] = ""
-    address: Annotated[str, Field(max_length=500)] = ""
+    ethnicity: Annotated[Line, Field(max_length=100)] = ""
+    address: Annotated[Prose, Field(max_length=500)] = ""
     role: _Name
     workplace: _Name
-    length_of_service: Annotated[str, Field(max_length=100)] = ""
+    length_of_service: Annotated[Line, Field(max_length=100)] = ""
     employment_basis: Literal["permanent", "temporary", "agency", "volunteer", "contractor"]
     previous_allegations: _OptText = ""
     other_contact_with_children: _OptText = ""
@@ -299,8 +302,8 @@ class EvidenceItem(_Model):
 class AllegedOffender(_Model):
     name: _Name
     dob: date | None = None
-    address: Annotated[str, Field(max_length=500)] = ""
-    relationship: Annotated[str, Field(max_length=200)] = ""
+    address: Annotated[Prose, Field(max_length=500)] = ""
+    relationship: Annotated[Line, Field(max_length=200)] = ""
 
 
 class PoliceReferral(_Model):
@@ -316,7 +319,7 @@ class PoliceReferral(_Model):
     evidence: Annotated[tuple[EvidenceItem, ...], Field(max_length=100)] = ()
     immediate_risk: bool
     other_agencies_informed: _OptText = ""
-    existing_reference: Annotated[str, Field(max_length=100)] | None = None
+    existing_reference: Annotated[Line, Field(max_length=100)] | None = None
     referrer: Referrer
     consent: Consent
 
@@ -346,7 +349,7 @@ class LadoOutcome(_Model):
 
 class PoliceOutcome(_Model):
     kind: Literal["police"] = "police"
-    crime_reference: Annotated[str, Field(min_length=1, max_length=100)]
+    crime_reference: Annotated[Line, Field(min_length=1, max_length=100)]
     notes: _OptText = ""
 
 
@@ -373,9 +376,9 @@ class NewRedaction(_Model):
     one field of one selected record, as the preview shows it).
     """
 
-    text: Annotated[str, Field(min_length=2, max_length=500)] | None = None
+    text: Annotated[Line, Field(min_length=2, max_length=500)] | None = None
     record: SelectedItem | None = None
-    field: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    field: Annotated[Line, Field(min_length=1, max_length=64)] | None = None
     start: Annotated[int, Field(ge=0)] | None = None
     end: Annotated[int, Field(ge=1)] | None = None
 

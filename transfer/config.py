@@ -76,6 +76,15 @@ class ServerSection(_Section):
     dev_tls: bool = False
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    #: A request's line and headers must arrive within this many seconds of the connection
+    #: opening (TLS handshake done) or of the first byte of a later request on it. Only the
+    #: head is timed: a body streams for as long as it takes.
+    header_timeout_seconds: float = Field(default=20.0, ge=0.5, le=600)
+    #: A kept-alive connection with no request for this long is closed.
+    keepalive_timeout_seconds: float = Field(default=75.0, ge=1, le=3600)
+    #: The most connections one address may hold at once (0: no cap). Not applied with
+    #: ``behind_proxy`` (every connection is then the proxy's): the proxy caps them.
+    max_connections_per_address: int = Field(default=100, ge=0, le=100_000)
 
 
 class TransferSection(_Section):

@@ -46,6 +46,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Final
 
+from schemas import jsontext
 from transfer.errors import ConfigError, InputError
 
 KCSIE_DAYS: Final = 5
@@ -269,7 +270,7 @@ def _days_between(start: date, end: date) -> Iterable[date]:
 def bank_holidays_from_json(data: bytes | str, division: str = DEFAULT_DIVISION) -> frozenset[date]:
     """Bank holidays from a document in the GOV.UK ``bank-holidays.json`` format."""
     try:
-        doc = json.loads(data)
+        doc = jsontext.loads(data)
         events = doc[division]["events"]
     except (ValueError, KeyError, TypeError):
         raise CalendarError(
@@ -303,11 +304,13 @@ def calendar_from_json(data: bytes | str) -> SchoolCalendar:
     Every mistake is refused with :class:`CalendarError` naming the entry.
     """
     try:
-        doc: Any = json.loads(data)
+        doc: Any = jsontext.loads(data)
     except json.JSONDecodeError as exc:
         raise CalendarError(f"The term calendar is not valid JSON ({exc.msg}).") from None
     except UnicodeDecodeError:
         raise CalendarError("The term calendar is not UTF-8 text.") from None
+    except jsontext.JSONRefused as exc:
+        raise CalendarError(f"The term calendar is not acceptable JSON ({exc}).") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("terms"), list):
         raise CalendarError("The term calendar must be an object with a list of 'terms'.")
     name = str(doc.get("name") or "school calendar")

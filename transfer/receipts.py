@@ -27,6 +27,7 @@ from uuid import UUID
 
 from keys import minisign
 from keys.keyset import KeySet
+from schemas import jsontext
 from schemas.manifest import canonical_json
 from schemas.receipt import ReceiptBody, ReceiptDecodeError
 from transfer.errors import InputError, IntegrityError
@@ -123,19 +124,10 @@ class SignedReceipt:
         if len(data) > MAX_RECEIPT_BYTES:
             raise ReceiptFormatError(f"a signed receipt is larger than {MAX_RECEIPT_BYTES} bytes")
         try:
-            value = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
+            value = jsontext.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
             raise ReceiptFormatError(f"a signed receipt is not valid JSON ({exc})") from None
         return cls.from_dict(value)
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"the key {key[:40]!r} appears twice")
-        out[key] = value
-    return out
 
 
 def sign_receipt(body: ReceiptBody, keyset: KeySet) -> SignedReceipt:

@@ -24,6 +24,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from transfer.api.app import create_app
+from transfer.api.listener import GuardedSite, ListenerLimits
 from transfer.errors import ConfigError
 from transfer.exchange.deadlines_sweep import DeadlineSweep
 from transfer.exchange.peer_server import services_for
@@ -49,6 +50,8 @@ class Running:
     host: str
     #: The port actually bound (the one asked for, or the one the system chose for 0).
     port: int
+    #: The listening site (its connections per address, for diagnostics).
+    site: GuardedSite
 
     @property
     def base_url(self) -> str:
@@ -169,7 +172,9 @@ async def serving(
     await runner.setup()
     host = host or cfg.host
     port = cfg.port if port is None else port
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
+    site = GuardedSite(
+        runner, host, port, limits=ListenerLimits.from_config(cfg), ssl_context=ssl_ctx
+    )
     try:
         await site.start()
     except OSError as exc:
@@ -180,7 +185,7 @@ async def serving(
         scheduler.start()
         scheme = "https" if ssl_ctx else "http"
         log.info("serving %s on %s://%s:%d/api/v1/", node.config.node.name, scheme, host, bound)
-        yield Running(node, app, scheduler, scheme, host, bound)
+        yield Running(node, app, scheduler, scheme, host, bound, site)
     finally:
         if scheduler.running:
             scheduler.shutdown(wait=False)

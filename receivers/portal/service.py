@@ -23,7 +23,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import re
@@ -67,6 +66,7 @@ from receivers.portal.records import (
     TotpSetup,
 )
 from receivers.portal.tables import PortalAgencyUser, PortalEvent, PortalPickup, PortalSession
+from schemas import jsontext
 from schemas.manifest import Entry, Manifest
 from transfer import aead
 from transfer.age import AgeReader, AgeWriter, X25519Identity
@@ -1130,8 +1130,8 @@ class PickupPortal:
                 views.append(RecordView(entry.path, title, None, "too large to show here"))
                 continue
             try:
-                value = json.loads(data)
-            except (UnicodeDecodeError, json.JSONDecodeError):
+                value = jsontext.loads(data)
+            except ValueError:
                 views.append(RecordView(entry.path, title, None, "not a readable record"))
                 continue
             parsed[entry.path] = value
@@ -1209,8 +1209,8 @@ class PickupPortal:
         manifest, raw = await self._read(row, _read_records, identity, keyset)
         parsed: dict[str, Any] = {}
         for path, data in raw.items():
-            with contextlib.suppress(UnicodeDecodeError, json.JSONDecodeError, TypeError):
-                parsed[path] = json.loads(data or b"")
+            with contextlib.suppress(ValueError, TypeError):
+                parsed[path] = jsontext.loads(data or b"")
         return _documents(manifest, parsed)
 
     async def download(

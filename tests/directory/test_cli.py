@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,6 +93,18 @@ def served(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[Path, Path, st
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+def test_directory_serve_names_no_server_version(
+    served: tuple[Path, Path, str],
+) -> None:
+    """``directory serve`` faces the network too: the node's listener, not aiohttp's."""
+    _, _, url = served
+    with urllib.request.urlopen(url + "directory.json", timeout=30) as r:
+        assert r.headers["Server"] == "Handover"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url + "nothing-here", timeout=30)
+    assert refused.value.code == 404 and refused.value.headers["Server"] == "Handover"
 
 
 def test_authority_to_node_over_a_real_socket(

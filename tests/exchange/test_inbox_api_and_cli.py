@@ -74,7 +74,7 @@ async def test_list_preview_and_accept_over_the_api(rig: Rig) -> None:
         assert resp.status == 403
         assert (await resp.json())["type"] == "urn:handover:problem:forbidden"
         resp = await c.get("/api/v1/inbox?state=bogus", headers=dsl)
-        assert resp.status == 400
+        assert resp.status == 422  # the states are an enum in the OpenAPI document
         resp = await c.get(f"/api/v1/inbox/{pid}", headers=dsl)
         assert resp.status == 200, await resp.text()
         preview = await resp.json()

@@ -83,12 +83,12 @@ async def test_a_dsl_sends_follows_and_cancels_through_the_api(rig: Rig) -> None
     assert again.status == 409
     listed = await (await c.get("/api/v1/outbox?state=queued", headers=dh)).json()
     assert [i["id"] for i in listed["items"]] == [queued["id"]]
-    assert (await c.get("/api/v1/outbox?state=lost", headers=dh)).status == 400
+    assert (await c.get("/api/v1/outbox?state=lost", headers=dh)).status == 422
     resend = await c.post(f"/api/v1/outbox/{queued['id']}/resend", headers=dh)
     assert resend.status == 409 and "only a failed package" in (await resend.json())["detail"]
     cancel = await c.post(f"/api/v1/outbox/{queued['id']}/cancel", headers=dh)
     assert cancel.status == 200 and (await cancel.json())["state"] == "cancelled"
-    assert (await c.get("/api/v1/outbox/not-a-uuid", headers=dh)).status == 400
+    assert (await c.get("/api/v1/outbox/not-a-uuid", headers=dh)).status == 404  # ids are UUIDs
     missing = "00000000-0000-4000-8000-000000000000"
     assert (await c.get(f"/api/v1/outbox/{missing}", headers=dh)).status == 404
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -308,3 +309,17 @@ async def test_receipts_route_takes_only_the_issuers_own_receipts(rig: Rig) -> N
     )
     assert status == 422, problem
     assert len(rig.recorder.receipts) == 1
+
+
+async def test_a_signed_body_with_a_key_twice_is_refused(rig: Rig) -> None:
+    """A signature covers the bytes, not one reading of them: ``"size": 1, "size": 10**12``
+    would be one size to a reader that keeps the first key and another to ours."""
+    data = b"z" * 5000
+    pid = str(uuid.uuid4())
+    offer = json.dumps(rig.offer_body(pid, data)).encode()
+    twice = offer[:-1] + b', "size": 1}'
+    status, problem, _ = await rig.call("POST", "/peer/v1/packages", twice)
+    assert status == 400 and problem["type"] == "urn:handover:problem:malformed-body"
+    assert "'size' appears twice" in problem["detail"]
+    assert not (rig.data_dir / "incoming" / f"{pid}.part").exists()
+    assert (await rig.call("POST", "/peer/v1/packages", offer))[0] == 201

@@ -198,8 +198,9 @@ async def test_dsl_json_api(tmp_path: Path) -> None:
                 assert resp.status == 410 and "withdrawn" in await resp.text()
             bad = [
                 ({**query, "email": "nope"}, path.read_bytes(), 400),
-                ({**query, "expires_in_days": "x"}, path.read_bytes(), 400),
-                ({**query, "expires_in_days": "99"}, path.read_bytes(), 400),
+                # A whole number of days from 1 to 30, as the OpenAPI document says.
+                ({**query, "expires_in_days": "x"}, path.read_bytes(), 422),
+                ({**query, "expires_in_days": "99"}, path.read_bytes(), 422),
                 ({"email": AGENCY_EMAIL}, path.read_bytes(), 422),
                 (query, b"", 400),
                 (query, b"not a package at all", 422),

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from receivers.portal.service import PickupPortal
 from receivers.portal.web import create_portal_app
 from transfer import __version__
+from transfer.api.headers import SECURITY_HEADERS, SERVER
 from transfer.api.openapi import build_openapi
 from transfer.api.problems import (
     MethodNotAllowed,
@@ -62,20 +63,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("transfer.api")
 
+__all__ = ["AUDIT_KEY", "SECURITY_HEADERS", "create_app", "request_context"]
+
 AUDIT_KEY = web.AppKey("audit", AuditSink)
 #: Where the request id is kept on the request (a typed key on aiohttp >= 3.14).
 _RID_KEY: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
-
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; sandbox",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Strict-Transport-Security": "max-age=31536000",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-}
 
 
 def _rid(request: web.Request) -> str:
@@ -170,6 +162,7 @@ async def _audit_crash(request: web.Request, rid: str) -> None:
 async def _headers(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    response.headers["Server"] = SERVER
     response.headers[HEADER] = _rid(request)
 
 

@@ -13,11 +13,25 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.records import ConcernStatus
+from schemas.text import Line
+from transfer.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from transfer.store.permissions import Permission, Role
 
-_Name = Annotated[str, Field(min_length=1, max_length=100)]
+_Name = Annotated[Line, Field(min_length=1, max_length=100)]
 _Secret = Annotated[str, Field(min_length=1, max_length=1024)]
 _Code = Annotated[str, Field(min_length=1, max_length=64)]
+#: A new password: the length the policy asks for is said in the schema (the service checks
+#: it, and the rest of the policy, and names every problem).
+_NewSecret = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=1024,
+        json_schema_extra={"minLength": MIN_LENGTH, "maxLength": MAX_LENGTH},
+        description=f"{MIN_LENGTH} to {MAX_LENGTH} characters, not a common password, "
+        "not containing the username",
+    ),
+]
 
 
 class _Body(BaseModel):
@@ -52,11 +66,11 @@ class TotpConfirm(_Body):
 
 class PasswordChange(_Body):
     current_password: _Secret
-    new_password: _Secret
+    new_password: _NewSecret
 
 
 class PasswordReset(_Body):
-    password: _Secret
+    password: _NewSecret
 
 
 class NewToken(_Body):
@@ -67,18 +81,18 @@ class NewToken(_Body):
 
 class NewStaff(_Body):
     username: _Name
-    display_name: Annotated[str, Field(min_length=1, max_length=200)]
+    display_name: Annotated[Line, Field(min_length=1, max_length=200)]
     roles: Annotated[tuple[Role, ...], Field(min_length=1, max_length=len(Role))]
-    password: _Secret
-    email: Annotated[str, Field(max_length=320)] | None = None
+    password: _NewSecret
+    email: Annotated[Line, Field(max_length=320)] | None = None
 
 
 class StaffChanges(_Body):
     """Only the fields given change; a change of roles ends the person's sessions."""
 
     roles: Annotated[tuple[Role, ...], Field(min_length=1, max_length=len(Role))] | None = None
-    display_name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    email: Annotated[str, Field(max_length=320)] | None = None
+    display_name: Annotated[Line, Field(min_length=1, max_length=200)] | None = None
+    email: Annotated[Line, Field(max_length=320)] | None = None
 
 
 class StatusChange(_Body):

@@ -9,8 +9,10 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from schemas.records import LAESTAB_PATTERN, UPN_PATTERN
 from transfer.api.problems import MEDIA_TYPE as PROBLEM
-from transfer.api.routes import JSON, Route
+from transfer.api.routes import JSON, QueryParam, Route, is_id_parameter
+from transfer.identifiers import LA_CODES, UPN_ALPHABET
 
 _REF = "#/components/schemas/{model}"
 _PARAM = re.compile(r"\{([a-z_]+)\}")
@@ -53,6 +55,79 @@ def _schemas(routes: Iterable[Route]) -> tuple[dict[tuple[Any, str], Any], Any]:
     return out, defs.get("$defs", {})
 
 
+def _la_codes() -> str:
+    return "(?:" + "|".join(sorted(LA_CODES)) + ")"
+
+
+def identifier_patterns() -> dict[str, str]:
+    """The schemas' structural identifier patterns, spelt out as the server checks them: a
+    recognised LA code (``transfer.identifiers.LA_CODES``), a check letter from the UPN
+    alphabet (no I, O or S). What a pattern cannot say (the check letter's value) is said
+    in the field's description."""
+    letters = "".join(sorted(UPN_ALPHABET))
+    letter = f"[{letters}]"
+    return {
+        UPN_PATTERN: f"^{letter}{_la_codes()}[0-9]{{8}}(?:[0-9]|{letter})$",
+        LAESTAB_PATTERN: f"^{_la_codes()}[0-9]{{4}}$",
+    }
+
+
+def _spell_out_identifiers(node: Any, patterns: dict[str, str]) -> None:
+    if isinstance(node, dict):
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and pattern in patterns:
+            node["pattern"] = patterns[pattern]
+        for value in node.values():
+            _spell_out_identifiers(value, patterns)
+    elif isinstance(node, list):
+        for value in node:
+            _spell_out_identifiers(value, patterns)
+
+
+def _require_discriminators(defs: dict[str, Any]) -> None:
+    """A discriminated union's tag (``kind`` of a referral form or outcome) has a default in
+    the model, but the server reads it to choose the form: it must be sent, so each member's
+    schema says it is required."""
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            found = node.get("discriminator")
+            if isinstance(found, dict):
+                tag = found.get("propertyName")
+                for ref in (found.get("mapping") or {}).values():
+                    member = defs.get(str(ref).rsplit("/", 1)[-1])
+                    if isinstance(member, dict) and tag not in member.get("required", []):
+                        member["required"] = [*member.get("required", []), tag]
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(defs)
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if is_id_parameter(name):
+        schema["format"] = "uuid"
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def _query_parameter(q: QueryParam) -> dict[str, Any]:
+    schema: dict[str, Any]
+    if q.choices:
+        schema = {"type": "string", "enum": list(q.choices)}
+    elif q.kind == "uuid":
+        schema = {"type": "string", "format": "uuid"}
+    elif q.kind == "integer":
+        schema = {"type": "integer", "minimum": q.minimum, "maximum": q.maximum}
+    else:
+        schema = {"type": "string", "minLength": 1, "maxLength": q.max_length}
+    return {"name": q.name, "in": "query", "required": q.required,
+            "description": q.description, "schema": schema}  # fmt: skip
+
+
 def _problem(description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -72,20 +147,8 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
             "summary": r.summary,
             "tags": [r.tag],
         }
-        params: list[dict[str, Any]] = [
-            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-            for n in _PARAM.findall(r.path)
-        ]
-        params += [
-            {
-                "name": q.name,
-                "in": "query",
-                "required": q.required,
-                "description": q.description,
-                "schema": {"type": "string", "minLength": 1, "maxLength": q.max_length},
-            }
-            for q in r.query
-        ]
+        params = [_path_parameter(n) for n in _PARAM.findall(r.path)]
+        params += [_query_parameter(q) for q in r.query]
         if params:
             op["parameters"] = params
         if r.body is not None:
@@ -134,6 +197,8 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
         responses["default"] = _problem("Any other error, as a problem document")
         op["responses"] = responses
         paths.setdefault(r.path, {})[r.method.lower()] = op
+    _spell_out_identifiers(defs, identifier_patterns())
+    _require_discriminators(defs)
     method_order: list[Literal["get", "post", "put", "patch", "delete"]] = [
         "get", "post", "put", "patch", "delete"
     ]  # fmt: skip

@@ -78,6 +78,28 @@ def from_validation(err: ValidationError, where: str = "body") -> HandoverError:
     return RequestValidationFailed(f"{first['location']} {first['message']}", errors)
 
 
+def problem_text(
+    status: int,
+    *,
+    slug: str,
+    title: str,
+    detail: str,
+    request_id: str | None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """The JSON text of a problem document."""
+    body: dict[str, Any] = {
+        "type": TYPE_PREFIX + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": f"urn:handover:request:{request_id or 'unknown'}",
+    }
+    for key, value in (extra or {}).items():
+        body.setdefault(key, value)
+    return json.dumps(body, default=str)
+
+
 def problem_response(
     status: int,
     *,
@@ -88,18 +110,11 @@ def problem_response(
     extra: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    body: dict[str, Any] = {
-        "type": TYPE_PREFIX + slug,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": f"urn:handover:request:{request_id or 'unknown'}",
-    }
-    for key, value in (extra or {}).items():
-        body.setdefault(key, value)
     return web.Response(
         status=status,
-        text=json.dumps(body, default=str),
+        text=problem_text(
+            status, slug=slug, title=title, detail=detail, request_id=request_id, extra=extra
+        ),
         content_type=MEDIA_TYPE,
         headers=headers,
     )

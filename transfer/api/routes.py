@@ -21,6 +21,7 @@ from typing import Any, Final, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from schemas import jsontext
 from schemas.records import (
     ActionRecord,
     CategoryRecord,
@@ -53,6 +54,7 @@ from transfer.api.bodies import (
     TotpConfirm,
 )
 from transfer.api.problems import (
+    MalformedBody,
     RequestValidationFailed,
     UnsupportedMediaType,
     from_validation,
@@ -98,10 +100,18 @@ NOBODY: Final = frozenset[PrincipalKind]()
 
 @dataclass(frozen=True)
 class QueryParam:
+    """A query parameter: checked by the route before its handler runs, and described so
+    in the OpenAPI document (``choices``: one of these; ``kind``: a UUID or a whole number
+    from ``minimum`` to ``maximum``)."""
+
     name: str
     description: str
     required: bool = False
     max_length: int = 64
+    choices: tuple[str, ...] = ()
+    kind: Literal["text", "uuid", "integer"] = "text"
+    minimum: int = 0
+    maximum: int = 0
 
 
 @dataclass
@@ -232,7 +242,11 @@ async def _parse_body(route: Route, request: web.Request, limit: int) -> BaseMod
         raise UnsupportedMediaType(f"this operation takes {JSON}")
     raw = await read_limited(request, limit)
     try:
-        model = route.body.model_validate_json(raw)
+        jsontext.refuse_duplicate_keys(raw)
+    except jsontext.JSONRefused as exc:
+        raise MalformedBody(f"the request body is not acceptable JSON: {exc}") from None
+    try:
+        model = route.body.model_validate_json(raw, strict=True)
     except ValidationError as err:
         raise from_validation(err) from None
     bad = _unstorable(model.model_dump(mode="python"), "body")
@@ -271,10 +285,44 @@ def _parse_query(route: Route, request: web.Request) -> dict[str, str]:
                 }
             )
             continue
+        problem = _query_value_problem(q, value)
+        if problem is not None:
+            errors.append(
+                {"location": f"query.{q.name}", "message": problem[0], "type": problem[1]}
+            )
+            continue
         out[q.name] = value
     if errors:
         raise RequestValidationFailed(f"{errors[0]['location']} {errors[0]['message']}", errors)
     return out
+
+
+def _query_value_problem(q: QueryParam, value: str) -> tuple[str, str] | None:
+    """Why ``value`` is not one ``q`` takes, as (message, type); None when it is."""
+    if q.choices and value not in q.choices:
+        return f"must be one of {', '.join(q.choices)}", "literal_error"
+    if q.kind == "uuid" and not is_uuid(value):
+        return "must be a UUID", "uuid_parsing"
+    if q.kind == "integer":
+        if not (value.isascii() and value.isdigit()) or not q.minimum <= int(value) <= q.maximum:
+            return f"must be a whole number from {q.minimum} to {q.maximum}", "int_parsing"
+    return None
+
+
+def is_uuid(text: str) -> bool:
+    """Whether ``text`` is a UUID in its usual written form (36 characters, hyphens)."""
+    if len(text) != 36:
+        return False
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+#: Path parameters named ``..._id`` are record ids: UUIDs (the OpenAPI document says so).
+def is_id_parameter(name: str) -> bool:
+    return name.endswith("_id")
 
 
 async def _authenticate(route: Route, request: web.Request) -> Principal | None:
@@ -301,6 +349,8 @@ def bind(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]
         for name, value in request.match_info.items():
             if len(value) > 200 or _has_control(value):
                 raise NotFoundError(f"there is no such record (bad {name})")
+            if is_id_parameter(name) and not is_uuid(value):
+                raise NotFoundError(f"there is no such record ({name} is a UUID)")
         query = _parse_query(route, request)
         body = await _parse_body(route, request, config.server.max_body_bytes)
         if route.raw_body and route.raw_body != ("*/*",):
@@ -565,6 +615,9 @@ async def upload_document(call: Call) -> web.StreamResponse:
             if size > limit:
                 raise TooLargeError(f"the document is larger than the limit of {limit} bytes")
             yield chunk
+        if size == 0:
+            # Found by the contract test: an empty body was stored as a 0-byte document.
+            raise InputError("the document is empty: the request body is the file to upload")
 
     media_type = _media_type(request) or "application/octet-stream"
     ref = await call.store.add_document(
@@ -648,7 +701,7 @@ async def openapi_document(call: Call) -> web.StreamResponse:
 
 # --------------------------------------------------------------- the table
 
-_PUPIL_FILTER = QueryParam("pupil_id", "only concerns about this pupil")
+_PUPIL_FILTER = QueryParam("pupil_id", "only concerns about this pupil", kind="uuid")
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/openapi.json", openapi_document, "This API's OpenAPI 3.1 document",
@@ -754,7 +807,7 @@ ROUTES: tuple[Route, ...] = (
           "Upload a document (streamed; the body is the file)", "documents", SIGNED_IN,
           raw_body=("*/*",), response=DocumentRef, status=201,
           query=(QueryParam("filename", "the document's file name", True, 255),
-                 QueryParam("concern_id", "the concern it belongs to"))),
+                 QueryParam("concern_id", "the concern it belongs to", kind="uuid"))),
     Route("GET", f"{API}/documents/{{document_id}}", download_document,
           "Download a document (streamed)", "documents", SIGNED_IN,
           response_media="application/octet-stream"),

@@ -15,6 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.receipt import MAX_REFERENCE
+from schemas.text import Line, Prose
 from transfer.api.routes import API, SIGNED_IN, Call, QueryParam, Route, _json
 from transfer.exchange.inbox import Inbox, InboxAcceptance, InboxPreview, IncomingSummary
 
@@ -32,7 +33,7 @@ class AcceptBody(BaseModel):
 
     pupil_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     create_new: bool = False
-    reference: Annotated[str, Field(min_length=1, max_length=MAX_REFERENCE)] | None = None
+    reference: Annotated[Line, Field(min_length=1, max_length=MAX_REFERENCE)] | None = None
 
 
 class RejectBody(BaseModel):
@@ -40,7 +41,7 @@ class RejectBody(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    reason: Annotated[Prose, Field(min_length=1, max_length=500)]
 
 
 def _inbox(call: Call) -> Inbox:
@@ -72,7 +73,9 @@ async def reject_incoming(call: Call) -> web.StreamResponse:
     return _json(await _inbox(call).reject(call.who.actor, call.path("package_id"), data.reason))
 
 
-_STATE = QueryParam("state", "only packages in this state (delivered, viewed, accepted, rejected)")
+_STATE = QueryParam(
+    "state", "only packages in this state", choices=("delivered", "viewed", "accepted", "rejected")
+)
 
 INBOX_ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/inbox", list_inbox, "Packages delivered to the organisation", "inbox",

@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from transfer.api.routes import API, SIGNED_IN, Call, QueryParam, Route, _json
-from transfer.exchange.outbox import Outbox, OutgoingRecord
+from transfer.exchange.outbox import STATES, Outbox, OutgoingRecord
 
 __all__ = ["OUTBOX_KEY", "OUTBOX_ROUTES", "SendLeaverFile"]
 
@@ -61,11 +61,8 @@ async def resend_outgoing(call: Call) -> web.StreamResponse:
     return _json(await _outbox(call).resend(call.who.actor, call.path("package_id"), via="api"))
 
 
-_STATE = QueryParam(
-    "state", "only packages in this state (queued, delivered, viewed, accepted, rejected, "
-    "failed, cancelled)",
-)  # fmt: skip
-_PUPIL = QueryParam("pupil_id", "only packages about this pupil")
+_STATE = QueryParam("state", "only packages in this state", choices=STATES)
+_PUPIL = QueryParam("pupil_id", "only packages about this pupil", kind="uuid")
 
 OUTBOX_ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/outbox", list_outgoing,

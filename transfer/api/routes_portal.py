@@ -39,7 +39,7 @@ def _portal(call: Call) -> PickupPortal:
 async def create_pickup(call: Call) -> web.StreamResponse:
     portal = _portal(call)
     actor = call.who.actor
-    await portal.authorise(actor, call.query.get("referral_id", ""))
+    await portal.authorise(actor, call.query["referral_id"])
     days_text = call.query.get("expires_in_days")
     days = None
     if days_text is not None:
@@ -105,7 +105,7 @@ PORTAL_ROUTES: tuple[Route, ...] = (
                  QueryParam("email", "the agency's registered e-mail address", True, 254),
                  QueryParam("agency_name", "the agency's name, shown on the page", False, 200),
                  QueryParam("expires_in_days", "how long the link works (default 7)", False,
-                            3))),
+                            3, kind="integer", minimum=1, maximum=30))),
     Route("GET", f"{API}/portal/pickups", list_pickups, "Pickups made by the organisation",
           "portal", SIGNED_IN, response=PickupInfo, many=True),
     Route("GET", f"{API}/portal/pickups/{{pickup_id}}", get_pickup,

@@ -12,7 +12,7 @@ node, the pickup portal (``PORTAL_KEY``) for the portal, the exports folder
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, get_args
 
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -31,9 +31,11 @@ from schemas.referrals import (
     ReferralForm,
     ReferralOutcome,
     ReferralRecord,
+    ReferralState,
     ReferralSummary,
     SelectedItem,
 )
+from schemas.text import Line, Prose
 from transfer.api.routes import API, EXPORTS_KEY, SIGNED_IN, Call, QueryParam, Route, _json
 from transfer.api.routes_outbox import OUTBOX_KEY
 from transfer.api.routes_portal import PORTAL_KEY
@@ -55,7 +57,7 @@ __all__ = [
 
 REFERRALS_KEY: Final = web.AppKey("referrals", Referrals)
 
-_Line = Annotated[str, Field(min_length=1, max_length=200)]
+_Line = Annotated[Line, Field(min_length=1, max_length=200)]
 
 
 class _Body(BaseModel):
@@ -88,7 +90,7 @@ class HandoverBody(_Body):
 
 class AcknowledgementBody(_Body):
     name: _Line
-    agency_reference: Annotated[str, Field(min_length=1, max_length=100)]
+    agency_reference: Annotated[Line, Field(min_length=1, max_length=100)]
 
 
 class OutcomeBody(_Body):
@@ -141,7 +143,7 @@ class SentReferral(BaseModel):
 class WithdrawBody(_Body):
     """Why a sealed referral is taken back (written in the child's chronology only)."""
 
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    reason: Annotated[Prose, Field(min_length=1, max_length=500)]
 
 
 def _referrals(call: Call) -> Referrals:
@@ -290,9 +292,9 @@ async def record_referral_outcome(call: Call) -> web.StreamResponse:
 
 _ONE = f"{API}/referrals/{{referral_id}}"
 _FILTERS = (
-    QueryParam("state", "only referrals in this state (draft, sent, delivered, accepted, "
-               "rejected, closed)", max_length=20),
-    QueryParam("pupil_id", "only referrals about this pupil"),
+    QueryParam("state", "only referrals in this state", max_length=20,
+               choices=get_args(ReferralState)),
+    QueryParam("pupil_id", "only referrals about this pupil", kind="uuid"),
 )  # fmt: skip
 
 REFERRAL_ROUTES: tuple[Route, ...] = (

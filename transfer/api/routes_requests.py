@@ -123,7 +123,7 @@ async def decline_request(call: Call) -> web.StreamResponse:
 ALERT_ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/alerts", list_alerts, "The DSL team's alerts (open ones by default)",
           "alerts", SIGNED_IN, response=AlertRecord, many=True,
-          query=(QueryParam("state", "open (default) or all"),)),
+          query=(QueryParam("state", "open (default) or all", choices=("open", "all")),)),
     Route("POST", f"{API}/alerts/{{alert_id}}/dismiss", dismiss_alert,
           "Close an alert by hand (its reminder stops for good)", "alerts", SIGNED_IN,
           body=NoBody, response=AlertRecord),
@@ -133,8 +133,9 @@ REQUEST_ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/transfer-requests", list_requests,
           "Transfer requests sent and received, newest first", "transfer-requests", SIGNED_IN,
           response=TransferRequestRecord, many=True,
-          query=(QueryParam("side", "sent or received"),
-                 QueryParam("state", "open: only those still waiting for an answer"))),
+          query=(QueryParam("side", "sent or received", choices=get_args(Side)),
+                 QueryParam("state", "open: only those still waiting for an answer; all: every "
+                            "one (the default)", choices=("open", "all")))),
     Route("POST", f"{API}/transfer-requests", create_request,
           "Ask a pupil's previous school for their child-protection file", "transfer-requests",
           SIGNED_IN, body=NewTransferRequest, response=TransferRequestRecord, status=201),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from schemas import jsontext
 from transfer.audit import merkle
 from transfer.audit.checkpoint import NoteError, Verifier, verify_checkpoint
 from transfer.audit.entry import EntryFormatError, decode
@@ -118,7 +119,7 @@ def verify_export(directory: Path, vkey: str | None = None) -> ExportSummary:
     except NoteError as exc:
         raise TamperError("checkpoint", f"checkpoint.note: {exc.message}") from None
     try:
-        proofs = json.loads(_read(directory / "proofs.json"))
+        proofs = jsontext.loads(_read(directory / "proofs.json"))
         size = int(proofs["size"])
         complete = bool(proofs["complete"])
         inclusion: dict[str, list[str]] = proofs["inclusion"]

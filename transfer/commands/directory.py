@@ -310,7 +310,12 @@ async def _serve_files(args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
+    from transfer.api.headers import SERVER
+    from transfer.api.listener import GuardedSite, ListenerLimits
     from transfer.directory.document import MAX_DOCUMENT_BYTES, MAX_SIGNATURE_BYTES
+
+    async def _no_server_version(_request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Server"] = SERVER
 
     doc_path: Path = args.file.resolve()
     sig_path = _sig_path(doc_path)
@@ -337,19 +342,19 @@ async def _serve_files(args: argparse.Namespace) -> int:
         f"/{doc_path.name}", handler(doc_path, MAX_DOCUMENT_BYTES, "application/json")
     )
     app.router.add_get(f"/{sig_path.name}", handler(sig_path, MAX_SIGNATURE_BYTES, "text/plain"))
+    app.on_response_prepare.append(_no_server_version)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
+    # The node's own listener: a header timeout and a per-address cap (default limits).
+    site = GuardedSite(runner, args.host, args.port, limits=ListenerLimits())
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
         raise TransportError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     port = args.port
-    server = getattr(site, "_server", None)
-    sockets = getattr(server, "sockets", None) or []
-    if sockets:
-        port = sockets[0].getsockname()[1]
+    if runner.addresses:
+        port = runner.addresses[0][1]
     print(
         f"Serving directory serial {doc.serial} at http://{args.host}:{port}/{doc_path.name} "
         f"(and {sig_path.name}); Ctrl-C stops.",

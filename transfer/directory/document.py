@@ -43,6 +43,7 @@ from keys.keyset import (
     format_time,
     parse_key_id,
 )
+from schemas import jsontext
 from schemas.directory import (
     AuditKey,
     Authority,
@@ -221,19 +222,6 @@ def parse_authority_secret_key(text: str | bytes) -> minisign.SecretKey:
 # ------------------------------------------------------------------ documents
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"the key {key[:40]!r} appears twice")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
 def _first_error(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top)"
@@ -246,7 +234,7 @@ def _load_json(data: bytes, what: str) -> Any:
     except UnicodeDecodeError:
         raise DirectoryFormatError(f"the {what} is not UTF-8 text") from None
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        return jsontext.loads(text)
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:
         raise DirectoryFormatError(f"the {what} is not valid JSON ({exc})") from None
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import aiohttp
 from multidict import CIMultiDictProxy
 
+from schemas import jsontext
 from schemas.directory import DirectoryEntry
 from transfer.errors import PeerError, PolicyError, TransportError
 from transfer.httpsig import content_digest, sign_request
@@ -301,7 +302,7 @@ def _json_body(raw: bytes) -> dict[str, Any] | None:
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+        value = jsontext.loads(raw)
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None

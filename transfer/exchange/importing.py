@@ -26,20 +26,20 @@ sender's staff id, which the provenance marks as the sender's.
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import uuid
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from schemas import jsontext
 from schemas.manifest import Subject
 from schemas.records import (
     ActionRecord,
@@ -50,6 +50,7 @@ from schemas.records import (
     PupilRecord,
     TriageRecord,
 )
+from schemas.text import first_hidden
 from transfer import aead
 from transfer.errors import ConflictError, InputError, IntegrityError, NotFoundError, PolicyError
 from transfer.identifiers import validate_upn
@@ -135,9 +136,19 @@ class PackageRecords:
         }
 
 
+#: Fields of a received record that a DSL reads as a name or a label: one plain line
+#: (``schemas.text.Line``), whatever the sending node let through.
+_READ_AS_LINES: Final = ("surname", "forename", "upn", "year_group", "sex", "category",
+                         "agency", "filename", "media_type")  # fmt: skip
+
+
 def _load(model: type[M], path: str, data: bytes) -> M:
     try:
-        return model.model_validate_json(data)
+        jsontext.refuse_duplicate_keys(data)
+    except jsontext.JSONRefused as exc:
+        raise RecordsError(f"{path} in the package is not acceptable JSON: {exc}") from None
+    try:
+        record = model.model_validate_json(data)
     except ValidationError as exc:
         first = exc.errors(include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top)"
@@ -145,6 +156,15 @@ def _load(model: type[M], path: str, data: bytes) -> M:
             f"{path} in the package is not a {model.__name__} this node can read "
             f"({where}: {first['msg']}); the sender may use a newer record format"
         ) from None
+    for name in _READ_AS_LINES:
+        value = getattr(record, name, None)
+        found = first_hidden(value) if isinstance(value, str) else None
+        if found is not None:
+            raise RecordsError(
+                f"{path} in the package has a {name} with an invisible or direction-changing "
+                f"character ({found}): a DSL reading it would not see what it says"
+            )
+    return record
 
 
 def is_record_path(path: str) -> bool:
@@ -642,6 +662,6 @@ class _Writer:
 def records_json(raw: bytes) -> Any:
     """A record file's JSON (for previews), refusing what is not JSON."""
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
+        return jsontext.loads(raw)
+    except ValueError:
         raise RecordsError("a record in the package is not valid JSON") from None

@@ -63,6 +63,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from keys.keyset import KeySet
 from keys.store import KeyStore
+from schemas import jsontext
 from schemas.directory import DirectoryEntry
 from schemas.manifest import Entry, PackageKind, Subject
 from schemas.receipt import MAX_REFERENCE, ReceiptBody, ReceiptKind
@@ -1121,8 +1122,9 @@ class Inbox:
         raw_chronology = read.records.get("records/chronology.json")
         if raw_chronology is not None:
             try:
+                jsontext.refuse_duplicate_keys(raw_chronology)
                 chronology = tuple(_CHRONOLOGY.validate_json(raw_chronology))
-            except ValidationError:
+            except (ValidationError, jsontext.JSONRefused):
                 raise RecordsError(
                     "records/chronology.json in the package is not a chronology this node reads"
                 ) from None
@@ -1185,8 +1187,9 @@ class Inbox:
         if raw is None:
             raise RecordsError(f"the referral package {row.id} holds no {_FORM_PATH}")
         try:
+            jsontext.refuse_duplicate_keys(raw)
             form = _FORM.validate_json(raw)
-        except ValidationError:
+        except (ValidationError, jsontext.JSONRefused):
             raise RecordsError(
                 f"{_FORM_PATH} in package {row.id} is not a referral form this node reads; the "
                 "sender may use a newer form"

@@ -23,7 +23,6 @@ The routes and their answers are specified in ``docs/protocol.md``.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from pydantic import ValidationError
 
 from keys import minisign
 from keys.keyset import parse_key_id
+from schemas import jsontext
 from schemas.directory import DirectoryEntry
 from transfer.api.problems import (
     MalformedBody,
@@ -258,8 +258,10 @@ async def _read_json(request: web.Request) -> dict[str, Any]:
     if not data:
         return {}
     try:
-        value = json.loads(bytes(data))
-    except (ValueError, RecursionError):
+        value = jsontext.loads(data)
+    except jsontext.JSONRefused as exc:
+        raise MalformedBody(f"the request body is not acceptable JSON: {exc}") from None
+    except ValueError:
         raise MalformedBody("the request body is not valid JSON") from None
     if not isinstance(value, dict):
         raise MalformedBody("the request body must be a JSON object")

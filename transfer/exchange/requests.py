@@ -37,6 +37,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from sqlalchemy.engine import CursorResult
 
 from schemas.manifest import PackageKind
+from schemas.text import Line, Prose
 from transfer.alerts import Alerts
 from transfer.config import Config
 from transfer.errors import (
@@ -118,16 +119,16 @@ class PeerTransferRequest(_Body):
     holder_org_id: str = Field(min_length=1, max_length=64)
     upn: str = Field(min_length=13, max_length=13)
     dob: date | None = None
-    surname: str = Field(min_length=1, max_length=200)
-    forename: str = Field(min_length=1, max_length=200)
-    note: str | None = Field(default=None, max_length=MAX_NOTE)
+    surname: Line = Field(min_length=1, max_length=200)
+    forename: Line = Field(min_length=1, max_length=200)
+    note: Prose | None = Field(default=None, max_length=MAX_NOTE)
 
 
 class PeerDecision(_Body):
     """The body of ``POST /peer/v1/transfer-requests/{id}/decision``."""
 
     decision: Decision
-    reason: str | None = Field(default=None, max_length=MAX_REASON)
+    reason: Prose | None = Field(default=None, max_length=MAX_REASON)
     package_id: UUID | None = None
 
 
@@ -136,7 +137,7 @@ class NewTransferRequest(_Body):
 
     upn: str = Field(min_length=1, max_length=20)
     from_org_id: str = Field(min_length=1, max_length=64)
-    note: str | None = Field(default=None, max_length=MAX_NOTE)
+    note: Prose | None = Field(default=None, max_length=MAX_NOTE)
 
 
 class AuthoriseRequest(_Body):
@@ -146,7 +147,7 @@ class AuthoriseRequest(_Body):
 
 
 class DeclineRequest(_Body):
-    reason: str = Field(min_length=1, max_length=MAX_REASON)
+    reason: Prose = Field(min_length=1, max_length=MAX_REASON)
 
 
 class TransferRequestRecord(BaseModel):

@@ -9,12 +9,12 @@ required``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from schemas import jsontext
 from schemas.referrals import (
     LadoReferral,
     MashReferral,
@@ -90,8 +90,8 @@ def describe_validation(err: ValidationError) -> tuple[str, list[dict[str, str]]
 def _load(data: bytes | str | Mapping[str, Any], what: str) -> Any:
     if isinstance(data, bytes | str):
         try:
-            return json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            return jsontext.loads(data)
+        except ValueError as exc:
             raise FormError(f"the {what} is not valid JSON ({exc})") from None
     return data
 

@@ -42,6 +42,7 @@ from schemas.records import (
     NewAction,
     NewConcern,
     NewContact,
+    NewDestination,
     NewPupil,
     NewTriage,
     OrganisationKind,
@@ -241,11 +242,11 @@ def _set_destination(p: Pupil, d: Destination | None) -> None:
     p.destination_name = d.name if d else None
 
 
-def _from_ctf_destination(d: CTFDestination | None) -> Destination | None:
+def _from_ctf_destination(d: CTFDestination | None) -> NewDestination | None:
     if d is None:
         return None
     school = d.school
-    return Destination(
+    return NewDestination(
         kind=d.kind.value,
         urn=school.urn if school else None,
         laestab=school.laestab if school else None,

@@ -209,9 +209,19 @@ async def test_bad_path_and_query_values_are_4xx(api: Api) -> None:
     dh = await api.sign_in(dsl)
     await problem(await api.client.get("/api/v1/concerns?pupil_id=a%00b", headers=dh), 422)
     await problem(await api.client.get("/api/v1/concerns?pupil_id=" + "p" * 65, headers=dh), 422)
-    resp = await api.client.post("/api/v1/pupils/nope/documents", data=b"x", headers=dh)
+    some_id = "0b7e7d4e-6a55-4a47-9d1c-0c1d8d3f6f10"
+    resp = await api.client.post(f"/api/v1/pupils/{some_id}/documents", data=b"x", headers=dh)
     doc = await problem(resp, 422)
     assert doc["errors"][0]["location"] == "query.filename"
+    # A record id is a UUID (the OpenAPI document says so): anything else names no record.
+    resp = await api.client.post("/api/v1/pupils/nope/documents", data=b"x", headers=dh)
+    assert "pupil_id is a UUID" in (await problem(resp, 404))["detail"]
+    doc = await problem(await api.client.get("/api/v1/concerns?pupil_id=nope", headers=dh), 422)
+    assert doc["errors"][0] == {
+        "location": "query.pupil_id",
+        "message": "must be a UUID",
+        "type": "uuid_parsing",
+    }
 
 
 async def test_unexpected_errors_are_a_bare_500_problem(api: Api) -> None:
