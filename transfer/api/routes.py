@@ -12,6 +12,7 @@ import base64
 import json
 import logging
 import urllib.parse
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
