@@ -162,7 +162,8 @@ def test_every_answer_is_one_the_openapi_document_describes(
         f"\nSchemathesis: {operations} operations, {cases} test cases, {elapsed:.0f} s "
         f"(seed {SEED}, {MAX_EXAMPLES} examples per operation and phase)"
     )
-    assert operations == 69 and cases > 3000
+    # Every operation the document describes ran, but the one left out (sign_out).
+    assert operations == runs[0]["documented"] - 1 and cases > 3000
 
 
 def _schemathesis(
