@@ -133,21 +133,48 @@ def _witnessed(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Targets that name a member of staff (shown by name and role, like the actor).
+_PERSON_TARGETS = ("staff", "person")
+
+
 def _show(args: argparse.Namespace) -> int:
+    from transfer.store.db import make_engine
+    from transfer.store.people import describe_actors, organisation_names
+
     filters = _filters(args)
+    url = load_config(data_dir_of(args)).database_url(data_dir_of(args))
 
     async def work(log: AuditLog) -> int:
         shown = await log.show(limit=args.limit, **filters)
+        engine = make_engine(url, pool_size=1)
+        try:
+            async with engine.connect() as conn:
+                who = await describe_actors(
+                    conn,
+                    [s.entry.actor for s in shown]
+                    + [s.entry.targets[k] for s in shown for k in _PERSON_TARGETS
+                       if k in s.entry.targets],
+                )  # fmt: skip
+                orgs = await organisation_names(conn, [s.entry.org for s in shown])
+        finally:
+            await engine.dispose()
         for s in shown:
             e = s.entry
             if args.json:
-                print(json.dumps({"seq": s.seq, **e.to_json()}, sort_keys=True))
-            else:
-                targets = " ".join(f"{k}={v}" for k, v in sorted(e.targets.items()))
-                print(
-                    f"#{s.seq} {e.to_json()['time']} {e.action} {e.outcome} "
-                    f"actor={e.actor or '-'} org={e.org or '-'} {targets}".rstrip()
-                )
+                # The entry as it is (ids), and who its actor is in words.
+                extra = {"actor_name": who[e.actor].describe(with_organisation=True)}
+                print(json.dumps({"seq": s.seq, **e.to_json(), **extra}, sort_keys=True))
+                continue
+            targets = " ".join(
+                f"{k}={who[v].describe() if k in _PERSON_TARGETS else v}"
+                for k, v in sorted(e.targets.items())
+            )
+            org = orgs.get(e.org or "", e.org or "-")
+            print(
+                f"#{s.seq} {e.to_json()['time']} {e.action} {e.outcome} "
+                f"by {who[e.actor].describe(with_organisation=True)}; org {org} "
+                f"{targets}".rstrip()
+            )
         return len(shown)
 
     _run(args, work)
