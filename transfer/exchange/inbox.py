@@ -67,7 +67,7 @@ from schemas.directory import DirectoryEntry
 from schemas.manifest import Entry, PackageKind, Subject
 from schemas.receipt import MAX_REFERENCE, ReceiptBody, ReceiptKind
 from schemas.receipt import Actor as ReceiptActor
-from schemas.records import ChronologyEntry, PupilRecord
+from schemas.records import ChronologyEntry, PersonRecord, PupilRecord
 from schemas.referrals import ReferralForm
 from transfer.age import X25519Identity
 from transfer.audit.log import AuditLog
@@ -107,9 +107,17 @@ from transfer.httpsig import DigestHasher, DigestMismatchError, check_digest
 from transfer.package.layout import Addressee, SenderKeys, VerifiedPackage
 from transfer.package.open import inspect_package, verify_package
 from transfer.receipts import SignedReceipt, sign_receipt
+from transfer.store import people
 from transfer.store.db import sessionmaker
 from transfer.store.permissions import Actor, Permission, PermissionDenied, Role, require
-from transfer.store.service import Store
+from transfer.store.readable import (
+    ReadableDocument,
+    ReadableFile,
+    about_line,
+    readable_file,
+    size_in_words,
+)
+from transfer.store.service import DEFAULT_CATEGORIES, Store
 
 __all__ = [
     "AcceptOutcome",
@@ -135,6 +143,10 @@ _FORM: TypeAdapter[Any] = TypeAdapter(ReferralForm)
 #: The referral form's entry in a referral package (``transfer.referrals.package.FORM_PATH``).
 _FORM_PATH = "records/referral.json"
 _CHRONOLOGY_PATH = "records/chronology.json"
+#: Who the sender's staff ids in the records are (``transfer.package.from_store.PEOPLE_PATH``).
+_PEOPLE_PATH = "records/people.json"
+_PEOPLE = TypeAdapter(list[PersonRecord])
+_CATEGORY_LABELS: Mapping[str, str] = {k: label for k, (label, _) in DEFAULT_CATEGORIES.items()}
 _MAX_REASON = 500
 
 Via = Literal["api", "cli"]
@@ -279,6 +291,12 @@ class InboxPreview(_Model):
     match: PupilMatch | None
     #: A referral's form (``records/referral.json``), checked against its schema.
     referral: dict[str, Any] | None = None
+    #: Who the sender's staff ids in the records are (``records/people.json``; empty for a
+    #: package from a node that does not send it).
+    people: tuple[PersonRecord, ...] = ()
+    #: The chronology and documents as a DSL reads them: in time order, dates in words,
+    #: categories, who recorded each line, triage decisions, actions, documents by name.
+    readable: ReadableFile | None = None
 
 
 class AcceptOutcome(_Model):
@@ -400,6 +418,9 @@ class _Read:
     chronology: tuple[ChronologyEntry, ...]
     form: dict[str, Any] | None
     documents: list[Entry]
+    people: tuple[PersonRecord, ...] = ()
+    #: With the chronology: the preview as a DSL reads it.
+    readable: ReadableFile | None = None
 
 
 # ------------------------------------------------------------------ the inbox
@@ -1114,7 +1135,7 @@ class Inbox:
             keyset,
             sender_keys,
             self.record_limits,
-            _Wanted(row.id, row.package_kind, chronology),
+            _Wanted(row.id, row.package_kind, chronology, row.sender_name),
         )
         if read.verified.ciphertext_sha256 != row.ciphertext_sha256 or (
             row.manifest_sha256 and read.verified.manifest_sha256 != row.manifest_sha256
@@ -1144,17 +1165,7 @@ class Inbox:
             raise
         records, form, chronology = read.records, read.form, read.chronology
         manifest = read.verified.manifest
-        refs = {d.sha256: d for d in records.documents}
-        documents = tuple(
-            PreviewDocument(
-                path=e.path,
-                size=e.size,
-                sha256=e.sha256,
-                filename=refs[e.sha256].filename if e.sha256 in refs else None,
-                media_type=refs[e.sha256].media_type if e.sha256 in refs else None,
-            )
-            for e in read.documents
-        )
+        documents = _preview_documents(read)
         match = None if referral else await self._match(actor, records, manifest.subject)
         if row.state == DELIVERED:
             signed = await self._sign(row, VIEWED, acted_by=actor)
@@ -1194,6 +1205,8 @@ class Inbox:
             documents=documents,
             match=match,
             referral=form,
+            people=read.people,
+            readable=read.readable,
         )
 
     async def _match(
@@ -1600,11 +1613,13 @@ def _verify_file(
 
 @dataclass(frozen=True)
 class _Wanted:
-    """Which package is being opened, and what to parse beside its records."""
+    """Which package is being opened, and what to parse beside its records (with the
+    chronology: the preview as a DSL reads it, which names ``sender_name``)."""
 
     package_id: str
     package_kind: str
     chronology: bool
+    sender_name: str = ""
 
 
 def _size(n: int) -> str:
@@ -1624,7 +1639,7 @@ def _verify_collecting(
 
     def keep(entry: Entry, chunks: Iterator[bytes]) -> None:
         nonlocal kept
-        if is_record_path(entry.path) or entry.path in (_CHRONOLOGY_PATH, _FORM_PATH):
+        if is_record_path(entry.path) or entry.path in (_CHRONOLOGY_PATH, _FORM_PATH, _PEOPLE_PATH):
             if entry.size > limits.per_record:
                 raise RecordTooLargeError(
                     f"{entry.path} in package {pid} is {_size(entry.size)}, more than the "
@@ -1673,7 +1688,75 @@ def _parse_read(
                 f"{_CHRONOLOGY_PATH} in the package is not a chronology this node reads"
             ) from None
     form = _parse_form(wanted, raw.get(_FORM_PATH)) if is_referral(wanted.package_kind) else None
-    return _Read(verified, records, chronology, form, documents)
+    named: tuple[PersonRecord, ...] = ()
+    raw_people = raw.get(_PEOPLE_PATH)
+    if raw_people is not None:
+        try:
+            named = tuple(_PEOPLE.validate_json(raw_people))
+        except ValidationError:
+            raise RecordsError(
+                f"{_PEOPLE_PATH} in the package is not a list of people this node reads"
+            ) from None
+    read = _Read(verified, records, chronology, form, documents, named)
+    if wanted.chronology:
+        read.readable = _readable(read, wanted)
+    return read
+
+
+def _preview_documents(read: _Read) -> tuple[PreviewDocument, ...]:
+    refs = {d.sha256: d for d in read.records.documents}
+    return tuple(
+        PreviewDocument(
+            path=e.path,
+            size=e.size,
+            sha256=e.sha256,
+            filename=refs[e.sha256].filename if e.sha256 in refs else None,
+            media_type=refs[e.sha256].media_type if e.sha256 in refs else None,
+        )
+        for e in read.documents
+    )
+
+
+def _readable(read: _Read, wanted: _Wanted) -> ReadableFile:
+    """The received chronology as a DSL reads it (in the worker thread: it can be long)."""
+    named = {p.id: people.person_from_record(p) for p in read.people}
+    sender = wanted.sender_name or "the sending organisation"
+    someone_there = people.staff_of_org(sender)
+
+    def who(entry: ChronologyEntry) -> people.Person:
+        provenance = entry.provenance or getattr(entry.record, "provenance", None)
+        if provenance is not None:  # the sender had received it from another organisation
+            return people.staff_of_org(provenance.source_org_name)
+        staff_id = people.recorded_by(entry.record)
+        if staff_id is None:
+            return people.Person(f"{sender} (recorded automatically)", kind="node")
+        return named.get(staff_id, someone_there)
+
+    def name_of(staff_id: str) -> str | None:
+        return named[staff_id].describe() if staff_id in named else None
+
+    pupil, subject = read.records.pupil, read.verified.manifest.subject
+    if pupil is not None:
+        about = about_line(pupil.forename, pupil.surname, pupil.dob, pupil.upn)
+    else:
+        about = about_line(subject.forename, subject.surname, subject.dob, subject.upn)
+    documents = [
+        ReadableDocument(
+            name=d.filename or d.path.rsplit("/", 1)[-1],
+            size=size_in_words(d.size),
+            size_bytes=d.size,
+            media_type=d.media_type,
+        )
+        for d in _preview_documents(read)
+    ]
+    return readable_file(
+        about=about,
+        chronology=read.chronology,
+        who=who,
+        categories=_CATEGORY_LABELS,
+        documents=documents,
+        name_of=name_of,
+    )
 
 
 def _parse_form(wanted: _Wanted, raw: bytes | None) -> dict[str, Any]:
