@@ -109,7 +109,7 @@ from transfer.package.open import inspect_package, verify_package
 from transfer.receipts import SignedReceipt, sign_receipt
 from transfer.store import people
 from transfer.store.db import sessionmaker
-from transfer.store.permissions import Actor, Permission, PermissionDenied, Role, require
+from transfer.store.permissions import Actor, Permission, PermissionDenied, require
 from transfer.store.readable import (
     ReadableDocument,
     ReadableFile,
@@ -393,10 +393,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _role_of(actor: Actor) -> str:
-    for role in (Role.DSL, Role.DEPUTY_DSL, Role.HEAD_TEACHER):
-        if role in actor.roles:
-            return role.value
-    return sorted(r.value for r in actor.roles)[0] if actor.roles else "staff"
+    return people.main_role(r.value for r in actor.roles) or "staff"
 
 
 @dataclass(frozen=True)
