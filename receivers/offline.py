@@ -171,6 +171,7 @@ What you will find in "opened":
 
     records/referral.json    the referral form (JSON)
     records/chronology.json  the entries of the child's record the school chose to send
+    records/people.json      who at the school recorded them (name and role)
     records/...              each of those entries on its own
     documents/<sha256>       the documents sent (see records/documents/*.json for
                              each one's file name and type)

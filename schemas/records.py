@@ -259,6 +259,29 @@ class ChronologyEntry(_Record):
     provenance: Provenance | None = None
 
 
+class ChronologyLine(ChronologyEntry):
+    """A chronology entry as the staff API shows it: also who recorded it, by name and role.
+
+    ``recorded_by_name`` is a member of staff's name, or words for who else it was (the
+    node itself; staff of the organisation a received record came from, whose names this
+    node does not hold). Not a package record: packages carry :class:`ChronologyEntry`.
+    """
+
+    recorded_by_name: str | None = None
+    recorded_by_role: str | None = None
+
+
+class PersonRecord(_Record):
+    """A member of the sending organisation's staff named (by id) in a package's records,
+    so the receiver can say who recorded what (``records/people.json``); also the people of
+    a subject access export. ``role`` is their most senior role (``dsl``, ``deputy_dsl``,
+    ``head_teacher``, ``administrator``, ``auditor``, ``staff``)."""
+
+    id: _Id
+    name: _Short
+    role: str | None = None
+
+
 class TombstoneRecord(_Record):
     id: _Id
     org_id: _Id
@@ -317,6 +340,8 @@ class SubjectAccessExport(_Record):
     archive: str
     #: Each document's file in the archive (``documents/<id>-<file name>``), by document id.
     files: dict[str, str] = Field(default_factory=dict)
+    #: Who the ids in the records (``recorded_by``, ``decided_by``, ``exported_by``...) are.
+    people: tuple[PersonRecord, ...] = ()
 
 
 # --------------------------------------------------------------------- inputs
@@ -393,6 +418,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "document": DocumentRef,
     "pupil-event": PupilEventRecord,
     "chronology-entry": ChronologyEntry,
+    "person": PersonRecord,
     "tombstone": TombstoneRecord,
     "subject-access-export": SubjectAccessExport,
 }

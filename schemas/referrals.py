@@ -403,12 +403,15 @@ class RedactionRecord(NewRedaction):
 
 
 class ReferralEventRecord(_Model):
-    """One step of a referral's life, timed (no safeguarding text)."""
+    """One step of a referral's life, timed (no safeguarding text). ``actor`` is the member
+    of staff's id (None: the node itself); ``actor_name`` and ``actor_role`` say who that is."""
 
     at: AwareDatetime
     action: str
     actor: str | None
     note: str = ""
+    actor_name: str | None = None
+    actor_role: str | None = None
 
 
 class ReferralSummary(_Model):
@@ -442,6 +445,8 @@ class ReferralRecord(ReferralSummary):
     outcome: ReferralOutcome | None
     handover: dict[str, str] | None
     events: tuple[ReferralEventRecord, ...]
+    #: The agency's name, from the directory (None: not in the directory any more).
+    agency_name: str | None = None
 
 
 SCHEMAS: dict[str, type[BaseModel]] = {

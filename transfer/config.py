@@ -98,6 +98,12 @@ class TransferSection(_Section):
     #: Receiving: while an upload streams in, make what is held durable (fsync, then the
     #: held offset committed) every this many bytes; a break resumes from there.
     checkpoint_bytes: int = Field(default=64 * 1024**2, ge=64 * 1024, le=4 * 1024**3)
+    #: Opening a received package (preview, accept): the most bytes one record (a JSON entry
+    #: under ``records/``) may hold, and all of one package's records together. The records
+    #: are read into memory and parsed; a package past either limit is refused before the
+    #: bytes over it are read. Documents are streamed and not limited by these.
+    max_record_bytes: int = Field(default=16 * 1024**2, ge=64 * 1024, le=1024**3)
+    max_records_bytes: int = Field(default=64 * 1024**2, ge=64 * 1024, le=4 * 1024**3)
     #: First retry delay after a failed delivery; doubles (with jitter) up to the maximum.
     retry_base_seconds: float = Field(default=30.0, ge=0.05, le=3600)
     retry_max_seconds: float = Field(default=3600.0, ge=1, le=24 * 3600)

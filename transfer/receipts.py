@@ -30,13 +30,15 @@ from keys.keyset import KeySet
 from schemas import jsontext
 from schemas.manifest import canonical_json
 from schemas.receipt import ReceiptBody, ReceiptDecodeError
-from transfer.errors import InputError, IntegrityError
+from transfer.errors import ConflictError, InputError, IntegrityError
 
 __all__ = [
     "RECEIPT_CONTEXT",
+    "ReceiptContradictionError",
     "ReceiptError",
     "ReceiptFormatError",
     "SignedReceipt",
+    "contradicts_final",
     "receipt_trusted_comment",
     "sign_receipt",
     "verify_receipt",
@@ -61,6 +63,24 @@ class ReceiptError(IntegrityError):
 
     slug = "receipt-invalid"
     title = "The receipt is not valid"
+
+
+class ReceiptContradictionError(ConflictError):
+    """A valid receipt says the opposite of a final one already held (a rejected receipt
+    for a package already accepted, or the other way round): refused, never stored."""
+
+    slug = "receipt-contradicts-final-state"
+    title = "The receipt contradicts the package's final state"
+
+
+#: The kinds of receipt that end a package's journey; each excludes the other.
+FINAL_KINDS = frozenset({"accepted", "rejected"})
+
+
+def contradicts_final(state: str, kind: str) -> bool:
+    """Whether a receipt of ``kind`` contradicts a package whose state is ``state``: the
+    package was accepted and the receipt says rejected, or the other way round (pure)."""
+    return state in FINAL_KINDS and kind in FINAL_KINDS and kind != state
 
 
 def receipt_trusted_comment(body: ReceiptBody) -> str:

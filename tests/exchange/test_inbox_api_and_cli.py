@@ -79,6 +79,14 @@ async def test_list_preview_and_accept_over_the_api(rig: Rig) -> None:
         assert resp.status == 200, await resp.text()
         preview = await resp.json()
         assert preview["subject"]["surname"] == "Okafor" and preview["package"]["state"] == "viewed"
+        # The readable form, for a face to show as it is.
+        first = preview["readable"]["lines"][0]
+        assert (first["date"], first["time"], first["heading"]) == (
+            "1 June 2026", "10:00", "Concern: Child protection"
+        )  # fmt: skip
+        assert first["recorded_by"] == "Staff (Staff)"
+        assert preview["readable"]["documents"][0]["name"] == "Body map.pdf"
+        assert {p["name"] for p in preview["people"]} == {"Staff", "Dsl"}
         resp = await c.post(f"/api/v1/inbox/{pid}/accept", json={"bogus": 1}, headers=dsl)
         assert resp.status == 422
         resp = await c.post(f"/api/v1/inbox/{pid}/accept", json={}, headers=dsl)
@@ -106,6 +114,16 @@ def _cli(rig: Rig, db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _audit_show(rig: Rig, db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_")}
+    env.update(HANDOVER_KEK=KEK.hex(), HANDOVER_DATABASE__URL=db_url)
+    return subprocess.run(
+        [sys.executable, "-m", "transfer.cli", "audit", "show", "--data-dir", str(rig.data_dir),
+         *args],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+
+
 async def test_the_inbox_command_acts_as_a_named_dsl(rig: Rig, db_url: str) -> None:
     pupil = await rig.make_pupil_file()
     pid, _, _ = await rig.deliver(pupil)
@@ -124,6 +142,16 @@ async def test_the_inbox_command_acts_as_a_named_dsl(rig: Rig, db_url: str) -> N
     shown = _cli(rig, db_url, "show", pid, "--org", RECEIVER, "--as", "rdsl")
     assert shown.returncode == 0, shown.stderr
     assert "Okafor" in shown.stdout and "creates a new pupil" in shown.stdout
+    # The records as a DSL reads them: dates in words, who recorded, decisions, documents.
+    text = shown.stdout
+    assert "Chronology of Amara Okafor, born 3 November 2014" in text
+    assert "1 June 2026, 10:00  Concern: Child protection" in text
+    assert "Said she is scared to go home." in text and "Where: Playground" in text
+    assert "Recorded by Staff (Staff)" in text and "Recorded by Dsl (DSL)" in text
+    assert "Triage decision: Refer to children's social care" in text
+    assert "Contact with Bristol MASH" in text and "Call MASH" in text
+    assert "Body map.pdf (300 KiB, application/pdf)" in text
+    assert rig.school.staff.staff_id not in text  # people by name, not by id
 
     accepted = _cli(rig, db_url, "accept", pid, "--org", RECEIVER, "--as", "rdsl", "--json")
     assert accepted.returncode == 0, accepted.stderr
@@ -147,3 +175,21 @@ async def test_the_inbox_command_acts_as_a_named_dsl(rig: Rig, db_url: str) -> N
     assert entries[0].actor == "operator"
     assert entries[0].detail["actor_kind"] == "operator"
     assert entries[0].detail["on_behalf_of"] == rig.receiver_dsl.staff_id
+    # ``handover audit show`` says who by name, role and organisation; --json keeps the id.
+    out = _audit_show(rig, db_url, "--action", "transfer.*")
+    accepted_line = next(line for line in out.stdout.splitlines() if " transfer.accepted " in line)
+    assert (
+        "by the operator (command line), acting for Rita Dee (DSL, Riverside Academy); "
+        "org Riverside Academy" in accepted_line
+    )
+    viewed = next(line for line in out.stdout.splitlines() if " transfer.viewed " in line)
+    assert "acting for Rita Dee (DSL, Riverside Academy)" in viewed
+    assert rig.receiver_dsl.staff_id not in out.stdout
+    out = _audit_show(rig, db_url, "--action", "transfer.*", "--json")
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    accepted_row = next(r for r in rows if r["action"] == "transfer.accepted")
+    assert accepted_row["actor"] == "operator"
+    assert accepted_row["detail"]["on_behalf_of"] == rig.receiver_dsl.staff_id
+    assert accepted_row["actor_name"] == (
+        "the operator (command line), acting for Rita Dee (DSL, Riverside Academy)"
+    )

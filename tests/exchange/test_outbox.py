@@ -336,3 +336,83 @@ async def test_two_sweepers_drain_one_outbox_with_each_item_delivered_once(
         for r in records:
             assert _events(r).count("receipt.delivered") == 1 and r.attempts == 1
         assert sum(done.values()) == len(ids) and all(done.values()), done
+
+
+@pytest.mark.parametrize("final, contrary", [("accepted", "rejected"), ("rejected", "accepted")])
+async def test_a_receipt_contradicting_the_final_state_is_refused_and_audited(
+    db_url: str, tmp_path: Path, final: str, contrary: str
+) -> None:
+    from transfer.receipts import ReceiptContradictionError
+
+    async with sending(db_url, tmp_path) as s:
+        dsl = s.school.dsl
+        rec = await s.outbox.queue_leaver_file(dsl, s.pupil_id, RECEIVER)
+        await s.outbox.deliver_due()
+
+        def receipt(kind: str) -> SignedReceipt:
+            return s.peer.receipt(
+                rec.id, kind,  # type: ignore[arg-type]
+                manifest_sha256=rec.manifest_sha256 if kind == "accepted" else None,
+                reason="Not our pupil" if kind == "rejected" else None,
+            )  # fmt: skip
+
+        assert await s.outbox.take_receipt(receipt(final)) is True
+        before = await s.outbox.get(dsl, rec.id)
+        assert before.state == final
+        bad = receipt(contrary)
+        with pytest.raises(ReceiptContradictionError, match=f"already {final}"):
+            await s.outbox.take_receipt(bad)
+        after = await s.outbox.get(dsl, rec.id)
+        assert after.state == final
+        assert [r.kind for r in after.receipts] == ["delivered", final]  # not stored, not listed
+        assert after.events == before.events
+        refused = [e for e in s.school.audit.events if e.action == "receipt.refused"]
+        assert [(e.outcome, e.detail["reason"], e.detail["receipt"]) for e in refused] == [
+            ("refused", "receipt-contradicts-final-state", str(bad.body.receipt_id))
+        ]
+        # Pulled from the receiver, it is refused the same way (logged, not kept).
+        assert await s.outbox.pull_receipts() == 0
+        assert [r.kind for r in (await s.outbox.get(dsl, rec.id)).receipts] == ["delivered", final]
+        # A late receipt that does not contradict (viewed) is still kept as evidence.
+        assert await s.outbox.take_receipt(receipt("viewed")) is True
+        assert (await s.outbox.get(dsl, rec.id)).state == final
+
+
+async def test_accepted_and_rejected_receipts_at_once_keep_exactly_one(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Two processes take opposite final receipts at the same moment: one wins, the
+    other is refused, on both engines."""
+    from tests.integration.store.conftest import KEK
+    from transfer.auditing import MemoryAudit
+    from transfer.receipts import ReceiptContradictionError
+    from transfer.store.service import Store
+
+    async with sending(db_url, tmp_path) as s:
+        dsl = s.school.dsl
+        store2 = await Store.open(
+            db_url, KEK, MemoryAudit(), data_dir=s.data_dir, clock=s.school.clock
+        )
+        other = s.second_outbox(store2)
+        try:
+            for round_ in range(4):
+                rec = await s.outbox.queue_leaver_file(dsl, await s.new_pupil(round_ + 2), RECEIVER)
+                await s.outbox.deliver_due()
+                accepted = s.peer.receipt(rec.id, "accepted", manifest_sha256=rec.manifest_sha256)
+                rejected = s.peer.receipt(rec.id, "rejected", reason="Not our pupil")
+                results = await asyncio.gather(
+                    s.outbox.take_receipt(accepted),
+                    other.take_receipt(rejected),
+                    return_exceptions=True,
+                )
+                assert sorted(type(r).__name__ for r in results) == [
+                    "ReceiptContradictionError", "bool"
+                ], results  # fmt: skip
+                won = "accepted" if results[0] is True else "rejected"
+                assert isinstance(results[1 if won == "accepted" else 0], ReceiptContradictionError)
+                got = await s.outbox.get(dsl, rec.id)
+                assert got.state == won
+                assert [r.kind for r in got.receipts] == ["delivered", won]
+        finally:
+            await other.client.close()
+            await store2.close()

@@ -119,6 +119,14 @@ def test_referral_commands_from_draft_to_outcome(
     assert "consent: NOT given (greater_risk)" in show.stdout
     for step in ("drafted", "sent", "handed_over", "accepted", "outcome"):
         assert step in show.stdout
+    # People by name and role, the agency by name; the ids stay in --json.
+    dana_id = record["events"][0]["actor"]
+    assert dana_id and dana_id not in show.stdout
+    assert " drafted by dana (DSL)" in show.stdout and " sent by dana (DSL)" in show.stdout
+    assert "to Bristol MASH (mash-bristol)" in show.stdout
+    assert record["events"][0]["actor_name"] == "dana"
+    assert record["events"][0]["actor_role"] == "DSL"
+    assert record["agency_name"] == "Bristol MASH"
     listed = _run(["referral", "list", *base, "--as", "dana", "--state", "closed"], env)
     assert rid in listed.stdout
     missing = _run(["referral", "show", *base, "--as", "dana", "nope"], env)

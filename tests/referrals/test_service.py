@@ -182,6 +182,7 @@ async def test_only_the_selection_goes_and_names_are_redacted(
     assert set(got) == {
         "records/referral.json",
         "records/chronology.json",
+        "records/people.json",
         f"records/concerns/{case.chosen}.json",
         f"records/triage/{triage_id}.json",
         f"records/documents/{case.doc_in}.json",
@@ -190,6 +191,11 @@ async def test_only_the_selection_goes_and_names_are_redacted(
     assert sealed.built.manifest.kind == "referral_social_care"
     assert sealed.built.manifest.recipient.org_id == "mash-bristol"
     assert json.loads(got["records/referral.json"])["reason"] == mash_form()["reason"]
+    # Who recorded the chosen lines (and no one else), by name and role.
+    from transfer.store.people import recorded_by
+
+    named = {p["id"]: p["name"] for p in json.loads(got["records/people.json"])}
+    assert set(named) == {recorded_by(e.record) for e in preview} - {None}
     doc_record = json.loads(got[f"records/documents/{case.doc_in}.json"])
     assert doc_record["filename"] == "body-map-[redacted].pdf"
 

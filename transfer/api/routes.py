@@ -26,7 +26,7 @@ from schemas import jsontext
 from schemas.records import (
     ActionRecord,
     CategoryRecord,
-    ChronologyEntry,
+    ChronologyLine,
     ConcernRecord,
     ConcernSummary,
     ContactRecord,
@@ -668,7 +668,7 @@ async def download_document(call: Call) -> web.StreamResponse:
 
 
 async def chronology(call: Call) -> web.StreamResponse:
-    return _json(await call.store.chronology(call.who.actor, call.path("pupil_id")))
+    return _json(await call.store.chronology_lines(call.who.actor, call.path("pupil_id")))
 
 
 async def subject_access_export(call: Call) -> web.StreamResponse:
@@ -813,8 +813,8 @@ ROUTES: tuple[Route, ...] = (
           "Download a document (streamed)", "documents", SIGNED_IN,
           response_media="application/octet-stream"),
     Route("GET", f"{API}/pupils/{{pupil_id}}/chronology", chronology,
-          "A pupil's chronology, in time order", "pupils", SIGNED_IN,
-          response=ChronologyEntry, many=True),
+          "A pupil's chronology, in time order, each line saying who recorded it",
+          "pupils", SIGNED_IN, response=ChronologyLine, many=True),
     Route("POST", f"{API}/pupils/{{pupil_id}}/subject-access-export", subject_access_export,
           "A subject access export for review, streamed as a tar archive (export.json and "
           "the documents); nothing is kept on the node", "pupils", SIGNED_IN,

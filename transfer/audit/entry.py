@@ -18,12 +18,18 @@ The leaf hash is ``SHA-256(0x00 || bytes)`` (RFC 6962). Because each entry
 names its own position and its predecessor's hash, a deleted entry shows as a
 gap, a moved one as out of sequence, an inserted one as a second claim on a
 position, and an edit as a hash that no longer matches.
+
+The database keeps copies of a few fields beside each entry, for searching
+(:data:`COLUMNS`: ``at``, ``action``, ``actor``, ``org``, ``pupil``, ``person``).
+They are not hashed, so verification compares each with what its entry says
+(:func:`column_mismatch`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import sha256
@@ -42,6 +48,10 @@ OUTCOMES = ("ok", "refused", "failed")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 Scalar = str | int | bool | None
+#: The search columns stored beside each entry, in the order :data:`Columns` holds them.
+COLUMNS = ("at", "action", "actor", "org", "pupil", "person")
+#: Their values: the time and five strings.
+Columns = tuple[datetime, str, str | None, str | None, str | None, str | None]
 _TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
@@ -87,6 +97,10 @@ class Entry:
     @property
     def person(self) -> str | None:
         return self.targets.get("staff") or self.targets.get("person")
+
+    def columns(self) -> Columns:
+        """The search columns stored beside this entry (see :data:`COLUMNS`)."""
+        return (self.time, self.action, self.actor, self.org, self.pupil, self.person)
 
 
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
@@ -164,6 +178,11 @@ _FIELDS = {
 
 def check(body: bytes) -> tuple[int, bytes]:
     """Fast check used by verification: ``(seq, prev)`` if ``body`` is a canonical entry."""
+    seq, prev, _ = _check(body)
+    return seq, prev
+
+
+def _check(body: bytes) -> tuple[int, bytes, dict[str, Any]]:
     try:
         obj = json.loads(body)
     except (UnicodeDecodeError, ValueError):
@@ -181,7 +200,37 @@ def check(body: bytes) -> tuple[int, bytes]:
         raise EntryFormatError("a field has the wrong type") from None
     if _dumps(obj).encode("utf-8") != body:
         raise EntryFormatError("not in canonical form")
-    return seq, prev
+    return seq, prev, obj
+
+
+def stored_time_text(time_field: str) -> str:
+    """An entry's ``time`` (``YYYY-MM-DDTHH:MM:SS.ffffffZ``) as its ``at`` column is read
+    for verification: ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC), the text SQLite holds."""
+    return f"{time_field[:10]} {time_field[11:-1]}"
+
+
+def column_mismatch(obj: dict[str, Any], stored: Sequence[object]) -> str | None:
+    """The first search column (of :data:`COLUMNS`) whose stored value is not what the
+    entry ``obj`` (its parsed, checked JSON) says; None if all agree.
+
+    ``stored`` holds the six columns as read for verification: ``at`` as the text
+    ``YYYY-MM-DD HH:MM:SS.ffffff`` (:func:`stored_time_text`), the others as stored.
+    """
+    targets = obj["targets"] if type(obj["targets"]) is dict else {}
+    said = (
+        stored_time_text(obj["time"]),
+        obj["action"],
+        obj["actor"],
+        obj["org"],
+        targets.get("pupil"),
+        targets.get("staff") or targets.get("person"),
+    )
+    if tuple(stored) == said:
+        return None
+    for name, held, expected in zip(COLUMNS, stored, said, strict=False):
+        if type(held) is not type(expected) or held != expected:
+            return name
+    return COLUMNS[min(len(stored), len(COLUMNS) - 1)]
 
 
 def decode(body: bytes) -> Entry:
@@ -221,45 +270,60 @@ def decode(body: bytes) -> Entry:
     return entry
 
 
-#: What :func:`check_many` returns per body: ``(seq, prev, leaf hash)`` or the reason it failed.
-Checked = tuple[int, bytes, bytes] | str
+#: What :func:`check_many` returns per body: ``(seq, prev, leaf hash, column)`` or the
+#: reason it failed; ``column`` names the first search column that disagrees with the
+#: entry (None: they agree, or no columns were given).
+Checked = tuple[int, bytes, bytes, str | None] | str
+
+#: A stored row as verification reads it: ``(row seq, body, stored leaf hash, at, action,
+#: actor, org, pupil, person)``, the time as text (see :func:`column_mismatch`).
+Row = tuple[int, bytes, bytes, object, object, object, object, object, object]
 
 
-def check_many(bodies: list[bytes]) -> list[Checked]:
-    """:func:`check` and the RFC 6962 leaf hash of each body (run in worker processes)."""
+def check_many(
+    bodies: list[bytes], columns: Sequence[Sequence[object]] | None = None
+) -> list[Checked]:
+    """:func:`check` and the RFC 6962 leaf hash of each body (run in worker processes);
+    with ``columns`` (the six stored search columns of each body), also whether they
+    agree with it (:func:`column_mismatch`)."""
     out: list[Checked] = []
-    for body in bodies:
+    for i, body in enumerate(bodies):
         try:
-            seq, prev = check(body)
+            seq, prev, obj = _check(body)
         except EntryFormatError as exc:
             out.append(exc.message)
             continue
-        out.append((seq, prev, sha256(b"\x00" + body).digest()))
+        column = None if columns is None else column_mismatch(obj, columns[i])
+        out.append((seq, prev, sha256(b"\x00" + body).digest(), column))
     return out
 
 
-def check_run(
-    rows: list[tuple[int, bytes, bytes]],
-) -> tuple[bytes, list[bytes]] | list[Checked]:
-    """Check a run of stored rows ``(row seq, body, stored leaf hash)`` in one go.
+def check_run(rows: list[Row]) -> tuple[bytes, list[bytes]] | list[Checked]:
+    """Check a run of stored rows (:data:`Row`) in one go.
 
     If every row is canonical, numbered ``rows[0][0], rows[0][0] + 1, ...`` in
-    its row and its body, matches its stored leaf hash and links to the row
-    before, return ``(prev of the first row, leaf hashes)``; otherwise the
-    per-row results of :func:`check_many`, so the caller can name the problem.
+    its row and its body, matches its stored leaf hash and its search columns,
+    and links to the row before, return ``(prev of the first row, leaf hashes)``;
+    otherwise the per-row results of :func:`check_many`, so the caller can name
+    the problem.
     """
-    bodies = [body for _, body, _ in rows]
-    checked = check_many(bodies)
+    checked = check_many([r[1] for r in rows], [r[3:] for r in rows])
     if not rows:
         return checked
     first = rows[0][0]
     leaves: list[bytes] = []
     last = b""
-    for i, ((row, _, stored), c) in enumerate(zip(rows, checked, strict=True)):
+    for i, (row, c) in enumerate(zip(rows, checked, strict=True)):
         if isinstance(c, str):
             return checked
-        seq, prev, leaf = c
-        if seq != first + i or row != seq or leaf != stored or (i and prev != last):
+        seq, prev, leaf, column = c
+        if (
+            seq != first + i
+            or row[0] != seq
+            or leaf != row[2]
+            or column is not None
+            or (i and prev != last)
+        ):
             return checked
         leaves.append(leaf)
         last = leaf

@@ -19,9 +19,10 @@ import base64
 import json
 import multiprocessing as mp
 import os
+import sqlite3
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -45,11 +46,14 @@ from transfer.audit.checkpoint import (
     verify_checkpoint,
 )
 from transfer.audit.entry import (
+    COLUMNS,
     MAX_BODY,
     ZERO_HASH,
     Checked,
+    Columns,
     Entry,
     EntryFormatError,
+    Row,
     check_many,
     check_run,
     decode,
@@ -83,8 +87,6 @@ def origin_for(base_url: str) -> str:
 VERIFY_CHUNK = 20_000
 #: Processes that parse and hash entries during verify() (large logs only).
 VERIFY_WORKERS = 2
-
-RunResult = tuple[bytes, list[bytes]] | list[Checked]
 
 
 class TamperError(IntegrityError):
@@ -194,6 +196,15 @@ class _Batch:
     head: _Head
 
 
+def _column_values(columns: Columns) -> dict[str, Any]:
+    return dict(zip(COLUMNS, columns, strict=True))
+
+
+def _stored_columns(row: Any) -> Columns:
+    """A row's search columns (``at`` ... ``person``), as :data:`Columns`."""
+    return (row.at, row.action, row.actor, row.org, row.pupil, row.person)
+
+
 def _build(head: _Head, items: Sequence[Entry]) -> _Batch:
     """The rows for ``items`` (checked entries) placed after ``head``."""
     compact = merkle.CompactRange.decode(head.size, head.compact)
@@ -209,17 +220,7 @@ def _build(head: _Head, items: Sequence[Entry]) -> _Batch:
         leaf = merkle.leaf_hash(body)
         seqs.append(entry.seq)
         entries.append(
-            {
-                "seq": entry.seq,
-                "body": body,
-                "leaf_hash": leaf,
-                "at": entry.time,
-                "action": entry.action,
-                "actor": entry.actor,
-                "org": entry.org,
-                "pupil": entry.pupil,
-                "person": entry.person,
-            }
+            {"seq": entry.seq, "body": body, "leaf_hash": leaf, **_column_values(entry.columns())}
         )
         nodes.extend({"level": lv, "idx": ix, "hash": h} for lv, ix, h in compact.append(leaf))
         last = leaf
@@ -721,9 +722,15 @@ class AuditLog:
         until: datetime | None = None,
         limit: int | None = None,
     ) -> list[ShownEntry]:
-        """Entries matching every given filter, oldest first (``action`` may end in ``*``)."""
+        """Entries matching every given filter, oldest first (``action`` may end in ``*``).
+
+        The filters search the columns kept beside each entry; every entry found is
+        checked against them, so a row whose columns were edited to match a search is
+        refused (:class:`TamperError`), never shown as if it matched. A row edited *out* of
+        a search is found by :meth:`verify`, which checks every row's columns.
+        """
         c = audit_entries.c
-        q = sa.select(c.seq, c.body).order_by(c.seq)
+        q = sa.select(c.seq, c.body, *(c[name] for name in COLUMNS)).order_by(c.seq)
         if pupil is not None:
             q = q.where(c.pupil == pupil)
         if person is not None:
@@ -745,11 +752,15 @@ class AuditLog:
         async with self._engine.connect() as conn:
             for r in await conn.execute(q):
                 try:
-                    out.append(ShownEntry(int(r.seq), decode(bytes(r.body))))
+                    entry = decode(bytes(r.body))
                 except EntryFormatError:
                     raise TamperError(
                         "changed", f"entry #{r.seq} is not a valid entry: it was changed", seq=r.seq
                     ) from None
+                column = _first_difference(entry.columns(), _stored_columns(r))
+                if column is not None:
+                    raise _column_changed(int(r.seq), column)
+                out.append(ShownEntry(int(r.seq), entry))
         return out
 
     async def iter_chunks(
@@ -776,6 +787,65 @@ class AuditLog:
             yield [(int(s), bytes(b), bytes(h)) for s, b, h in rows]
             last = int(rows[-1][0])
 
+    def _verify_columns(self) -> list[sa.ColumnElement[Any]]:
+        """The search columns as verification reads them: ``at`` as the text
+        ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC (on SQLite, exactly the text it holds and
+        compares when a search filters on time), the others as stored."""
+        c = audit_entries.c
+        if self._sqlite:
+            at: sa.ColumnElement[Any] = sa.type_coerce(c.at, sa.Text())
+        else:
+            at = sa.func.to_char(sa.func.timezone("UTC", c.at), "YYYY-MM-DD HH24:MI:SS.US")
+        return [at.label("at"), c.action, c.actor, c.org, c.pupil, c.person]
+
+    async def _verify_rows(self, below: int) -> AsyncIterator[list[Row]]:
+        """Every row below ``below`` with its search columns (:data:`Row`), in sequence
+        order, a chunk at a time."""
+        last: int | None = None
+        c = audit_entries.c
+        columns = self._verify_columns()
+        while True:
+            q = (
+                sa.select(c.seq, c.body, c.leaf_hash, *columns)
+                .where(c.seq < below)
+                .order_by(c.seq)
+                .limit(VERIFY_CHUNK)
+            )
+            if last is not None:
+                q = q.where(c.seq > last)
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(q)).all()
+            if not rows:
+                return
+            yield [(int(r[0]), bytes(r[1]), bytes(r[2]), *r[3:]) for r in rows]
+            last = int(rows[-1][0])
+
+    async def _chunk_starts(self, below: int) -> list[int]:
+        """The first sequence number of each chunk of :data:`VERIFY_CHUNK` rows below
+        ``below`` (whatever numbers the rows hold, gaps and negative ones included)."""
+        c = audit_entries.c
+        numbered = (
+            sa.select(c.seq, sa.func.row_number().over(order_by=c.seq).label("n"))
+            .where(c.seq < below)
+            .subquery()
+        )
+        q = (
+            sa.select(numbered.c.seq)
+            .where((numbered.c.n - 1) % VERIFY_CHUNK == 0)
+            .order_by(numbered.c.seq)
+        )
+        async with self._engine.connect() as conn:
+            return [int(v) for v in (await conn.execute(q)).scalars()]
+
+    def _sqlite_file(self) -> str | None:
+        """The SQLite database file, when worker processes can open it themselves."""
+        if not self._sqlite:
+            return None
+        name = self._engine.url.database
+        if not name or name == ":memory:" or name.startswith("file:"):
+            return None
+        return name
+
     async def iter_bodies(self) -> AsyncIterator[tuple[int, bytes, bytes]]:
         """Every stored row ``(seq, body, leaf_hash)`` in sequence order."""
         async for rows in self.iter_chunks():
@@ -787,12 +857,13 @@ class AuditLog:
     async def verify(self, extra: Sequence[tuple[str, str]] = ()) -> int:
         """Recompute the whole tree from the stored entries and check it; return the size.
 
-        Checks every entry's encoding, position and link to its predecessor, the
-        head row, every stored checkpoint, every checkpoint of this log handed
-        back by a counterpart, the anchor file in the data directory, and the
-        notes in ``extra`` (``(source, signed note)``). Checkpoints other logs
-        sent us are re-checked against each other. Raises :class:`TamperError`
-        naming the first problem.
+        Checks every entry's encoding, position and link to its predecessor, that
+        the search columns stored beside it (what ``audit show`` filters on) say
+        what the entry says, the head row, every stored checkpoint, every
+        checkpoint of this log handed back by a counterpart, the anchor file in
+        the data directory, and the notes in ``extra`` (``(source, signed
+        note)``). Checkpoints other logs sent us are re-checked against each
+        other. Raises :class:`TamperError` naming the first problem.
         """
         verifier = await self.verifier()
         targets: list[tuple[Checkpoint, str]] = []
@@ -873,50 +944,77 @@ class AuditLog:
                 seq=count - 1,
             )
         checker.check_beyond()
+        checker.check_columns()
         return count
 
     async def _feed(self, checker: TreeChecker, below: int) -> None:
         """Check every row in worker processes, in order, while the next chunk loads.
 
-        Workers parse, hash and chain-check whole chunks (:func:`check_run`); this
-        process only folds the leaf hashes into the tree and, for a chunk with a
-        problem, goes through it row by row to name the first one.
+        Workers parse, hash and chain-check whole chunks and compare each row's search
+        columns with its entry (:func:`check_run`); this process only folds the leaf
+        hashes into the tree and, for a chunk with a problem, goes through it row by row
+        to name the first one. On SQLite the workers read their chunks from the database
+        file themselves (:func:`_check_stored`), so rows are neither loaded nor copied
+        here; otherwise this process reads each chunk and hands it over.
         """
         loop = asyncio.get_running_loop()
         workers = max(1, min(VERIFY_WORKERS, os.cpu_count() or 1))
         pool: ProcessPoolExecutor | None = None
-        Pending = tuple[list[tuple[int, bytes, bytes]], asyncio.Future[RunResult]]
-        in_flight: deque[Pending] = deque()
+        in_flight: deque[tuple[asyncio.Future[_Chunk], Callable[[], Awaitable[_Chunk]]]] = deque()
 
-        def take(rows: list[tuple[int, bytes, bytes]], result: RunResult) -> None:
-            if isinstance(result, tuple):
-                first_prev, leaves = result
-                if checker.add_run(rows[0][0], first_prev, leaves):
+        def start_pool() -> ProcessPoolExecutor:
+            # fork: the workers only run check_run (json, hashlib, sqlite3), and unlike
+            # spawn it does not re-import the caller's __main__ module.
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            return ProcessPoolExecutor(workers, mp_context=mp.get_context(method))
+
+        async def take(chunk: _Chunk, again: Callable[[], Awaitable[_Chunk]]) -> None:
+            if chunk.run is not None:
+                if checker.add_run(chunk.first, *chunk.run):
                     return
-                result = check_many([b for _, b, _ in rows])
+                chunk = await again()  # it does not follow on: row by row, to name why
             add = checker.add_checked
-            for (seq, _, stored_leaf), checked in zip(rows, result, strict=True):
+            for seq, checked, stored_leaf in chunk.rows:
                 add(seq, checked, stored_leaf)
 
+        async def drain(keep: int) -> None:
+            while len(in_flight) > keep:
+                fut, again = in_flight.popleft()
+                await take(await fut, again)
+
         try:
-            async for rows in self.iter_chunks(below=below):
+            path = self._sqlite_file()
+            starts = await self._chunk_starts(below) if path is not None else []
+            if path is not None and len(starts) > 1:
+                pool = start_pool()
+                ends = [*starts[1:], below]
+                for lo, hi in zip(starts, ends, strict=True):
+
+                    async def again(lo: int = lo, hi: int = hi) -> _Chunk:
+                        assert pool is not None
+                        return await loop.run_in_executor(pool, _check_stored, path, lo, hi, True)
+
+                    in_flight.append(
+                        (loop.run_in_executor(pool, _check_stored, path, lo, hi), again)
+                    )
+                    await drain(workers)
+                await drain(0)
+                return
+            async for rows in self._verify_rows(below):
+
+                async def again_here(rows: list[Row] = rows) -> _Chunk:
+                    return _check_rows(rows, detail=True)
+
                 if pool is None and len(rows) < VERIFY_CHUNK:
-                    take(rows, check_run(rows))  # a small log: no processes
+                    await take(_check_rows(rows), again_here)  # a small log: no processes
                     continue
                 if pool is None:
-                    # fork: the workers only run check_run (json and hashlib), and unlike
-                    # spawn it does not re-import the caller's __main__ module.
-                    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-                    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context(method))
-                in_flight.append((rows, loop.run_in_executor(pool, check_run, rows)))
-                while len(in_flight) > workers:
-                    done_rows, fut = in_flight.popleft()
-                    take(done_rows, await fut)
-            while in_flight:
-                done_rows, fut = in_flight.popleft()
-                take(done_rows, await fut)
+                    pool = start_pool()
+                in_flight.append((loop.run_in_executor(pool, _check_rows, rows), again_here))
+                await drain(workers)
+            await drain(0)
         finally:
-            for _, fut in in_flight:
+            for fut, _ in in_flight:
                 fut.cancel()
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -928,6 +1026,44 @@ class AuditLog:
             raise TamperError(
                 "checkpoint", f"{source} is not a valid checkpoint of this log: {exc.message}"
             ) from None
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """A chunk of rows as a worker checked it: a clean run (``run``: the first row's
+    ``prev`` and every leaf hash), or each row ``(row seq, checked, stored leaf)``."""
+
+    first: int
+    run: tuple[bytes, list[bytes]] | None
+    rows: list[tuple[int, Checked, bytes]]
+
+
+def _check_rows(rows: list[Row], detail: bool = False) -> _Chunk:
+    """:func:`check_run` over ``rows`` (in a worker process); ``detail``: row by row."""
+    first = rows[0][0] if rows else 0
+    result = check_many([r[1] for r in rows], [r[3:] for r in rows]) if detail else check_run(rows)
+    if isinstance(result, tuple):
+        return _Chunk(first, result, [])
+    return _Chunk(first, None, [(r[0], c, r[2]) for r, c in zip(rows, result, strict=True)])
+
+
+_STORED_ROWS = (
+    "SELECT seq, body, leaf_hash, at, action, actor, org, pupil, person FROM audit_entries"
+    " WHERE seq >= ? AND seq < ? ORDER BY seq"
+)
+
+
+def _check_stored(path: str, lo: int, hi: int, detail: bool = False) -> _Chunk:
+    """Read rows ``lo <= seq < hi`` from the SQLite file at ``path`` and check them (in a
+    worker process, over its own read-only connection; ``at`` is read as the text the
+    database holds)."""
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        rows = conn.execute(_STORED_ROWS, (lo, hi)).fetchall()
+    finally:
+        conn.close()
+    return _check_rows(rows, detail)
 
 
 def _witness_problem(
@@ -976,6 +1112,29 @@ def _recheck_witnessed(rows: Sequence[dict[str, Any]]) -> None:
             seen[cp.size] = cp.root
 
 
+def _first_difference(entry: Columns, stored: Columns) -> str | None:
+    """The first of :data:`COLUMNS` whose stored value differs from the entry's."""
+    for name, said, held in zip(COLUMNS, entry, stored, strict=True):
+        if name == "at":
+            if (
+                not isinstance(held, datetime)
+                or (held if held.tzinfo else held.replace(tzinfo=UTC)) != said
+            ):
+                return name
+        elif held != said:
+            return name
+    return None
+
+
+def _column_changed(seq: int, column: str) -> TamperError:
+    return TamperError(
+        "changed",
+        f"entry #{seq}'s {column!r} column was changed: it no longer says what the entry says, "
+        f"so searching the log by {column} (audit show) would miss or misplace it",
+        seq=seq,
+    )
+
+
 class TreeChecker:
     """Streams stored rows, re-hashes them and names the first thing wrong (pure).
 
@@ -991,6 +1150,9 @@ class TreeChecker:
         self.last = ZERO_HASH
         self._gap: tuple[int, int, int] | None = None  # (first missing, seq found, row)
         self._later: set[int] = set()
+        #: The first entry whose search columns disagree with it, and which column: reported
+        #: by :meth:`check_columns`, after anything wrong with the entries themselves.
+        self.column_problem: tuple[int, str] | None = None
         self._check_targets()
 
     def _check_targets(self) -> None:
@@ -1039,7 +1201,7 @@ class TreeChecker:
             raise TamperError(
                 "changed", f"entry #{row} was changed: its stored bytes are {checked}", seq=row
             )
-        s, prev, leaf = checked
+        s, prev, leaf, column = checked
         if s == self._expected:
             if leaf != stored_leaf:
                 raise TamperError(
@@ -1058,6 +1220,8 @@ class TreeChecker:
                 raise TamperError(
                     "reordered", f"entry #{s} was moved: it is stored as row {row}", seq=s
                 )
+            if column is not None and self.column_problem is None:
+                self.column_problem = (s, column)
             self._tree.push(leaf)
             self._expected += 1
             self.last = leaf
@@ -1090,6 +1254,11 @@ class TreeChecker:
             )
             raise TamperError("removed", f"{what} removed: the log jumps to #{found}", seq=missing)
         return self._tree.size
+
+    def check_columns(self) -> None:
+        """Raise for the first entry whose search columns were edited (see ``column_problem``)."""
+        if self.column_problem is not None:
+            raise _column_changed(*self.column_problem)
 
     def check_beyond(self) -> None:
         """Every checkpoint larger than the log means it was truncated or rolled back."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,7 +14,9 @@ from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
 from transfer.config import load_config, load_kek
 
 if TYPE_CHECKING:  # imported lazily: the CLI starts fast for commands that need no database
+    from transfer.audit.entry import Entry
     from transfer.audit.log import AuditLog
+    from transfer.store.people import Person
 from transfer.errors import InputError, TransportError
 
 T = TypeVar("T")
@@ -133,24 +135,59 @@ def _witnessed(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Targets that name a member of staff (shown by name and role, like the actor).
+_PERSON_TARGETS = ("staff", "person")
+
+
+def _actor(entry: Entry, who: Mapping[str | None, Person]) -> str:
+    """Who acted, in words: the operator acting for someone says for whom."""
+    actor = who[entry.actor].describe(with_organisation=True)
+    behalf = entry.detail.get("on_behalf_of")
+    if entry.detail.get("actor_kind") == "operator" and isinstance(behalf, str):
+        actor += f", acting for {who[behalf].describe(with_organisation=True)}"
+    return actor
+
+
 def _show(args: argparse.Namespace) -> int:
+    from transfer.store.db import make_engine
+    from transfer.store.people import describe_actors, organisation_names
+
     filters = _filters(args)
+    url = load_config(data_dir_of(args)).database_url(data_dir_of(args))
 
     async def work(log: AuditLog) -> int:
         shown = await log.show(limit=args.limit, **filters)
+        engine = make_engine(url, pool_size=1)
+        try:
+            async with engine.connect() as conn:
+                who = await describe_actors(
+                    conn,
+                    [s.entry.actor for s in shown]
+                    + [s.entry.targets[k] for s in shown for k in _PERSON_TARGETS
+                       if k in s.entry.targets]
+                    + [str(s.entry.detail["on_behalf_of"]) for s in shown
+                       if s.entry.detail.get("actor_kind") == "operator"
+                       and s.entry.detail.get("on_behalf_of")],
+                )  # fmt: skip
+                orgs = await organisation_names(conn, [s.entry.org for s in shown])
+        finally:
+            await engine.dispose()
         for s in shown:
             e = s.entry
             if args.json:
-                print(json.dumps({"seq": s.seq, **e.to_json()}, sort_keys=True))
-            else:
-                targets = " ".join(f"{k}={v}" for k, v in sorted(e.targets.items()))
-                actor = e.actor or "-"
-                if e.detail.get("actor_kind") == "operator":  # the operator acting for someone
-                    actor += f" on_behalf_of={e.detail.get('on_behalf_of')}"
-                print(
-                    f"#{s.seq} {e.to_json()['time']} {e.action} {e.outcome} "
-                    f"actor={actor} org={e.org or '-'} {targets}".rstrip()
-                )
+                # The entry as it is (ids), and who its actor is in words.
+                extra = {"actor_name": _actor(e, who)}
+                print(json.dumps({"seq": s.seq, **e.to_json(), **extra}, sort_keys=True))
+                continue
+            targets = " ".join(
+                f"{k}={who[v].describe() if k in _PERSON_TARGETS else v}"
+                for k, v in sorted(e.targets.items())
+            )
+            org = orgs.get(e.org or "", e.org or "-")
+            print(
+                f"#{s.seq} {e.to_json()['time']} {e.action} {e.outcome} "
+                f"by {_actor(e, who)}; org {org} {targets}".rstrip()
+            )
         return len(shown)
 
     _run(args, work)

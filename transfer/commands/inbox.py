@@ -120,11 +120,29 @@ def _preview_text(p: InboxPreview) -> list[str]:
             f"{p.match.surname}, born {p.match.dob or 'unknown'}; accept with --pupil-id or "
             "--create-new after checking"
         )
-    lines.append("chronology:")
-    for entry in p.chronology:
-        lines.append(f"  {entry.occurred_at:%Y-%m-%d %H:%M}  {entry.kind}")
-    for doc in p.documents:
-        lines.append(f"document: {doc.filename or doc.path} ({doc.size} bytes)")
+    readable = p.readable
+    if readable is None:  # not produced by this node's inbox: the bare list
+        lines.append("chronology:")
+        lines += [f"  {e.occurred_at:%Y-%m-%d %H:%M}  {e.kind}" for e in p.chronology]
+        lines += [f"document: {d.filename or d.path} ({d.size} bytes)" for d in p.documents]
+        return lines
+    lines.append("")
+    lines.append(f"Chronology of {readable.about}, oldest first:")
+    if not readable.lines:
+        lines.append("  (no entries)")
+    for line in readable.lines:
+        lines.append("")
+        lines.append(f"  {line.date}, {line.time}  {line.heading}")
+        for text_line in line.text.splitlines():
+            lines.append(f"      {text_line}")
+        lines += [f"      {detail}" for detail in line.details]
+        lines.append(f"      Recorded by {line.recorded_by}")
+    if readable.documents:
+        lines.append("")
+        lines.append("Documents:")
+        for doc in readable.documents:
+            kind = f", {doc.media_type}" if doc.media_type else ""
+            lines.append(f"  {doc.name} ({doc.size}{kind})")
     return lines
 
 

@@ -128,7 +128,8 @@ def _print(args: argparse.Namespace, record: ReferralRecord, line: str) -> int:
 def _state_line(r: ReferralRecord) -> str:
     due = f", due by {r.due_on.isoformat()}" if r.due_on else ""
     ref = f", agency reference {r.agency_reference}" if r.agency_reference else ""
-    return f"referral {r.id}: {r.kind} to {r.agency_org_id}, {r.state}{due}{ref}"
+    to = f"{r.agency_name} ({r.agency_org_id})" if r.agency_name else r.agency_org_id
+    return f"referral {r.id}: {r.kind} to {to}, {r.state}{due}{ref}"
 
 
 def _new(args: argparse.Namespace) -> int:
@@ -155,7 +156,12 @@ def _show(args: argparse.Namespace) -> int:
     record = _run(args, lambda node, actor: node.referrals.get(actor, args.referral_id))
     if args.json:
         return _print(args, record, "")
+    from transfer.referrals.package import subject_of
+
     print(_state_line(record))
+    about = subject_of(record.form)
+    born = f", born {about.dob.isoformat()}" if about.dob else ""
+    print(f"  about: {about.forename} {about.surname}{born}")
     consent = record.form.consent
     print(f"  consent: {'given' if consent.consent_given else 'NOT given'}"
           + (f" ({consent.no_consent_reason})" if consent.no_consent_reason else ""))  # fmt: skip
@@ -164,7 +170,8 @@ def _show(args: argparse.Namespace) -> int:
     for mark in record.redactions:
         print(f"  redacts {'text' if mark.text else f'{mark.field} {mark.start}-{mark.end}'}")
     for e in record.events:
-        who = f" by {e.actor}" if e.actor else ""
+        name = e.actor_name or e.actor
+        who = f" by {name}" + (f" ({e.actor_role})" if e.actor_role else "") if name else ""
         print(f"  {e.at:%Y-%m-%d %H:%M} {e.action}{who} {e.note}".rstrip())
     return 0
 

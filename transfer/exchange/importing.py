@@ -81,6 +81,8 @@ __all__ = [
     "Importer",
     "PackageRecords",
     "PupilMismatchError",
+    "RecordTooLargeError",
+    "RecordsError",
     "parse_records",
 ]
 
@@ -108,6 +110,14 @@ class RecordsError(IntegrityError):
 
     slug = "bad-records"
     title = "The package's records cannot be read"
+
+
+class RecordTooLargeError(RecordsError):
+    """A record of a package, or its records together, are bigger than this node opens
+    (``transfer.max_record_bytes``, ``transfer.max_records_bytes``)."""
+
+    slug = "record-too-large"
+    title = "The package's records are too large to open"
 
 
 # ------------------------------------------------------------------ parsing

@@ -68,7 +68,7 @@ from schemas.directory import DirectoryEntry
 from schemas.manifest import Entry, PackageKind, Subject
 from schemas.receipt import MAX_REFERENCE, ReceiptBody, ReceiptKind
 from schemas.receipt import Actor as ReceiptActor
-from schemas.records import ChronologyEntry, PupilRecord
+from schemas.records import ChronologyEntry, PersonRecord, PupilRecord
 from schemas.referrals import ReferralForm
 from transfer.age import X25519Identity
 from transfer.audit.log import AuditLog
@@ -87,6 +87,7 @@ from transfer.exchange.importing import (
     ImportPlan,
     PackageRecords,
     RecordsError,
+    RecordTooLargeError,
     is_record_path,
     parse_records,
 )
@@ -107,9 +108,17 @@ from transfer.httpsig import DigestHasher, DigestMismatchError, check_digest
 from transfer.package.layout import Addressee, SenderKeys, VerifiedPackage
 from transfer.package.open import inspect_package, verify_package
 from transfer.receipts import SignedReceipt, sign_receipt
+from transfer.store import people
 from transfer.store.db import sessionmaker
-from transfer.store.permissions import Actor, Permission, PermissionDenied, Role, require
-from transfer.store.service import Store
+from transfer.store.permissions import Actor, Permission, PermissionDenied, require
+from transfer.store.readable import (
+    ReadableDocument,
+    ReadableFile,
+    about_line,
+    readable_file,
+    size_in_words,
+)
+from transfer.store.service import DEFAULT_CATEGORIES, Store
 
 __all__ = [
     "AcceptOutcome",
@@ -134,6 +143,11 @@ _CHRONOLOGY = TypeAdapter(list[ChronologyEntry])
 _FORM: TypeAdapter[Any] = TypeAdapter(ReferralForm)
 #: The referral form's entry in a referral package (``transfer.referrals.package.FORM_PATH``).
 _FORM_PATH = "records/referral.json"
+_CHRONOLOGY_PATH = "records/chronology.json"
+#: Who the sender's staff ids in the records are (``transfer.package.from_store.PEOPLE_PATH``).
+_PEOPLE_PATH = "records/people.json"
+_PEOPLE = TypeAdapter(list[PersonRecord])
+_CATEGORY_LABELS: Mapping[str, str] = {k: label for k, (label, _) in DEFAULT_CATEGORIES.items()}
 _MAX_REASON = 500
 
 Via = Literal["api", "cli"]
@@ -278,6 +292,12 @@ class InboxPreview(_Model):
     match: PupilMatch | None
     #: A referral's form (``records/referral.json``), checked against its schema.
     referral: dict[str, Any] | None = None
+    #: Who the sender's staff ids in the records are (``records/people.json``; empty for a
+    #: package from a node that does not send it).
+    people: tuple[PersonRecord, ...] = ()
+    #: The chronology and documents as a DSL reads them: in time order, dates in words,
+    #: categories, who recorded each line, triage decisions, actions, documents by name.
+    readable: ReadableFile | None = None
 
 
 class AcceptOutcome(_Model):
@@ -374,19 +394,31 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _role_of(actor: Actor) -> str:
-    for role in (Role.DSL, Role.DEPUTY_DSL, Role.HEAD_TEACHER):
-        if role in actor.roles:
-            return role.value
-    return sorted(r.value for r in actor.roles)[0] if actor.roles else "staff"
+    return people.main_role(r.value for r in actor.roles) or "staff"
+
+
+@dataclass(frozen=True)
+class RecordLimits:
+    """How much of a package's records opening it reads into memory (see ``docs/operations.md``,
+    ``transfer.max_record_bytes`` and ``transfer.max_records_bytes``)."""
+
+    per_record: int
+    total: int
 
 
 @dataclass
 class _Read:
-    """What one full verification pass kept: the records, and the documents' entries."""
+    """What one full verification pass kept, parsed: the records (and, when asked, the
+    chronology; for a referral, its form), and the documents' entries."""
 
     verified: VerifiedPackage
-    records: dict[str, bytes]
+    records: PackageRecords
+    chronology: tuple[ChronologyEntry, ...]
+    form: dict[str, Any] | None
     documents: list[Entry]
+    people: tuple[PersonRecord, ...] = ()
+    #: With the chronology: the preview as a DSL reads it.
+    readable: ReadableFile | None = None
 
 
 # ------------------------------------------------------------------ the inbox
@@ -1078,8 +1110,15 @@ class Inbox:
         references = await self._references([row.id] if row.state == ACCEPTED else [])
         return _summary(row, references.get(row.id))
 
-    async def _read_full(self, row: IncomingPackage) -> _Read:
-        """Verify the whole package (pass 1), keeping its records and its documents' entries."""
+    @property
+    def record_limits(self) -> RecordLimits:
+        t = self.config.transfer
+        return RecordLimits(per_record=t.max_record_bytes, total=t.max_records_bytes)
+
+    async def _read_full(self, row: IncomingPackage, *, chronology: bool = False) -> _Read:
+        """Verify the whole package (pass 1), keeping its records (within
+        :attr:`record_limits`) and its documents' entries; the records are parsed in the
+        worker thread too, never on the event loop."""
         keyset = await self._keyset(row.recipient_org_id)
         sender_keys = await self.directory.sender_keys()
         path = self.inbox_path(row.id)
@@ -1088,7 +1127,14 @@ class Inbox:
                 f"the package file of {row.id} is missing from the inbox; ask the sender to "
                 "send it again"
             )
-        read = await asyncio.to_thread(_verify_collecting, path, keyset, sender_keys)
+        read = await asyncio.to_thread(
+            _verify_collecting,
+            path,
+            keyset,
+            sender_keys,
+            self.record_limits,
+            _Wanted(row.id, row.package_kind, chronology, row.sender_name),
+        )
         if read.verified.ciphertext_sha256 != row.ciphertext_sha256 or (
             row.manifest_sha256 and read.verified.manifest_sha256 != row.manifest_sha256
         ):
@@ -1109,36 +1155,15 @@ class Inbox:
                 + (f" (see pupil {row.pupil_id})" if row.pupil_id else "")
             )
         try:
-            read = await self._read_full(row)
-            records = parse_records(read.records)
-            form = self._form(row, read) if referral else None
+            read = await self._read_full(row, chronology=True)
         except HandoverError as err:
             await self._audit(
                 "transfer.viewed", actor, actor.org_id, targets, "failed", reason=err.slug, via=via
             )
             raise
+        records, form, chronology = read.records, read.form, read.chronology
         manifest = read.verified.manifest
-        chronology: tuple[ChronologyEntry, ...] = ()
-        raw_chronology = read.records.get("records/chronology.json")
-        if raw_chronology is not None:
-            try:
-                jsontext.refuse_duplicate_keys(raw_chronology)
-                chronology = tuple(_CHRONOLOGY.validate_json(raw_chronology))
-            except (ValidationError, jsontext.JSONRefused):
-                raise RecordsError(
-                    "records/chronology.json in the package is not a chronology this node reads"
-                ) from None
-        refs = {d.sha256: d for d in records.documents}
-        documents = tuple(
-            PreviewDocument(
-                path=e.path,
-                size=e.size,
-                sha256=e.sha256,
-                filename=refs[e.sha256].filename if e.sha256 in refs else None,
-                media_type=refs[e.sha256].media_type if e.sha256 in refs else None,
-            )
-            for e in read.documents
-        )
+        documents = _preview_documents(read)
         match = None if referral else await self._match(actor, records, manifest.subject)
         if row.state == DELIVERED:
             signed = await self._sign(row, VIEWED, acted_by=actor)
@@ -1178,29 +1203,9 @@ class Inbox:
             documents=documents,
             match=match,
             referral=form,
+            people=read.people,
+            readable=read.readable,
         )
-
-    @staticmethod
-    def _form(row: IncomingPackage, read: _Read) -> dict[str, Any]:
-        """A referral package's form, checked against the referral schemas."""
-        raw = read.records.get(_FORM_PATH)
-        if raw is None:
-            raise RecordsError(f"the referral package {row.id} holds no {_FORM_PATH}")
-        try:
-            jsontext.refuse_duplicate_keys(raw)
-            form = _FORM.validate_json(raw)
-        except (ValidationError, jsontext.JSONRefused):
-            raise RecordsError(
-                f"{_FORM_PATH} in package {row.id} is not a referral form this node reads; the "
-                "sender may use a newer form"
-            ) from None
-        dumped: dict[str, Any] = form.model_dump(mode="json")
-        if f"referral_{dumped['kind']}" != row.package_kind:
-            raise RecordsError(
-                f"package {row.id} is a {row.package_kind} but its form is a {dumped['kind']} "
-                "referral"
-            )
-        return dumped
 
     async def _match(
         self, actor: Actor, records: PackageRecords, subject: Subject
@@ -1265,7 +1270,7 @@ class Inbox:
         plan: ImportPlan | None = None
         try:
             read = await self._read_full(row)
-            records = parse_records(read.records)
+            records = read.records
             if records.pupil is None:
                 raise InputError(
                     f"package {row.id} ({row.package_kind}) holds no pupil record to import; "
@@ -1395,8 +1400,7 @@ class Inbox:
                     "(reference) to accept it; it goes back to the sender in the signed receipt"
                 )
             reference = _clean_reference(reference)
-            read = await self._read_full(row)
-            self._form(row, read)
+            read = await self._read_full(row)  # a referral: its form is parsed and checked
             signed = await self._sign(
                 row,
                 ACCEPTED,
@@ -1605,18 +1609,173 @@ def _verify_file(
         )
 
 
-def _verify_collecting(path: Path, keyset: KeySet, sender_keys: SenderKeys) -> _Read:
-    records: dict[str, bytes] = {}
+@dataclass(frozen=True)
+class _Wanted:
+    """Which package is being opened, and what to parse beside its records (with the
+    chronology: the preview as a DSL reads it, which names ``sender_name``)."""
+
+    package_id: str
+    package_kind: str
+    chronology: bool
+    sender_name: str = ""
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024**2:.1f} MiB" if n >= 1024**2 else f"{-(-n // 1024)} KiB"
+
+
+def _verify_collecting(
+    path: Path, keyset: KeySet, sender_keys: SenderKeys, limits: RecordLimits, wanted: _Wanted
+) -> _Read:
+    """Verify the package and keep its records, refusing any past ``limits`` before its
+    bytes are read (each entry's size is in the signed manifest and checked as it streams),
+    then parse them: all in the calling worker thread."""
+    raw: dict[str, bytes] = {}
     documents: list[Entry] = []
+    kept = 0
+    pid = wanted.package_id
 
     def keep(entry: Entry, chunks: Iterator[bytes]) -> None:
-        if is_record_path(entry.path) or entry.path in ("records/chronology.json", _FORM_PATH):
-            records[entry.path] = b"".join(chunks)
+        nonlocal kept
+        if is_record_path(entry.path) or entry.path in (_CHRONOLOGY_PATH, _FORM_PATH, _PEOPLE_PATH):
+            if entry.size > limits.per_record:
+                raise RecordTooLargeError(
+                    f"{entry.path} in package {pid} is {_size(entry.size)}, more than the "
+                    f"{_size(limits.per_record)} this node opens for one record "
+                    "(transfer.max_record_bytes): reject the package, or ask the node's "
+                    "operator to raise the limit"
+                )
+            kept += entry.size
+            if kept > limits.total:
+                raise RecordTooLargeError(
+                    f"the records of package {pid} come to more than the "
+                    f"{_size(limits.total)} this node opens for one package "
+                    "(transfer.max_records_bytes): reject the package, or ask the node's "
+                    "operator to raise the limit"
+                )
+            raw[entry.path] = _read_record(chunks, entry.size)
         elif entry.path.startswith("documents/"):
             documents.append(entry)
 
     verified = _verify_file(path, keyset, sender_keys, keep)
-    return _Read(verified, records, documents)
+    return _parse_read(verified, raw, documents, wanted)
+
+
+def _read_record(chunks: Iterator[bytes], size: int) -> bytes:
+    """A record's bytes, never more than its declared ``size`` (the package reader also
+    holds it to that size)."""
+    buf = bytearray()
+    for chunk in chunks:
+        if len(buf) + len(chunk) > size:
+            raise IntegrityError("a record in the package is longer than its manifest says")
+        buf += chunk
+    return bytes(buf)
+
+
+def _parse_read(
+    verified: VerifiedPackage, raw: dict[str, bytes], documents: list[Entry], wanted: _Wanted
+) -> _Read:
+    records = parse_records(raw)
+    chronology: tuple[ChronologyEntry, ...] = ()
+    raw_chronology = raw.get(_CHRONOLOGY_PATH)
+    if wanted.chronology and raw_chronology is not None:
+        try:
+            jsontext.refuse_duplicate_keys(raw_chronology)
+            chronology = tuple(_CHRONOLOGY.validate_json(raw_chronology))
+        except (ValidationError, jsontext.JSONRefused):
+            raise RecordsError(
+                f"{_CHRONOLOGY_PATH} in the package is not a chronology this node reads"
+            ) from None
+    form = _parse_form(wanted, raw.get(_FORM_PATH)) if is_referral(wanted.package_kind) else None
+    named: tuple[PersonRecord, ...] = ()
+    raw_people = raw.get(_PEOPLE_PATH)
+    if raw_people is not None:
+        try:
+            jsontext.refuse_duplicate_keys(raw_people)
+            named = tuple(_PEOPLE.validate_json(raw_people))
+        except (ValidationError, jsontext.JSONRefused):
+            raise RecordsError(
+                f"{_PEOPLE_PATH} in the package is not a list of people this node reads"
+            ) from None
+    read = _Read(verified, records, chronology, form, documents, named)
+    if wanted.chronology:
+        read.readable = _readable(read, wanted)
+    return read
+
+
+def _preview_documents(read: _Read) -> tuple[PreviewDocument, ...]:
+    refs = {d.sha256: d for d in read.records.documents}
+    return tuple(
+        PreviewDocument(
+            path=e.path,
+            size=e.size,
+            sha256=e.sha256,
+            filename=refs[e.sha256].filename if e.sha256 in refs else None,
+            media_type=refs[e.sha256].media_type if e.sha256 in refs else None,
+        )
+        for e in read.documents
+    )
+
+
+def _readable(read: _Read, wanted: _Wanted) -> ReadableFile:
+    """The received chronology as a DSL reads it (in the worker thread: it can be long)."""
+    named = {p.id: people.person_from_record(p) for p in read.people}
+    sender = wanted.sender_name or "the sending organisation"
+    someone_there = people.staff_of_org(sender)
+
+    def who(entry: ChronologyEntry) -> people.Person:
+        provenance = entry.provenance or getattr(entry.record, "provenance", None)
+        if provenance is not None:  # the sender had received it from another organisation
+            return people.staff_of_org(provenance.source_org_name)
+        staff_id = people.recorded_by(entry.record)
+        if staff_id is None:
+            return people.Person(f"{sender} (recorded automatically)", kind="node")
+        return named.get(staff_id, someone_there)
+
+    def name_of(staff_id: str) -> str | None:
+        return named[staff_id].describe() if staff_id in named else None
+
+    pupil, subject = read.records.pupil, read.verified.manifest.subject
+    if pupil is not None:
+        about = about_line(pupil.forename, pupil.surname, pupil.dob, pupil.upn)
+    else:
+        about = about_line(subject.forename, subject.surname, subject.dob, subject.upn)
+    documents = [
+        ReadableDocument(
+            name=d.filename or d.path.rsplit("/", 1)[-1],
+            size=size_in_words(d.size),
+            size_bytes=d.size,
+            media_type=d.media_type,
+        )
+        for d in _preview_documents(read)
+    ]
+    return readable_file(
+        about=about,
+        chronology=read.chronology,
+        who=who,
+        categories=_CATEGORY_LABELS,
+        documents=documents,
+        name_of=name_of,
+    )
+
+
+def _parse_form(wanted: _Wanted, raw: bytes | None) -> dict[str, Any]:
+    """A referral package's form, checked against the referral schemas."""
+    pid, kind = wanted.package_id, wanted.package_kind
+    if raw is None:
+        raise RecordsError(f"the referral package {pid} holds no {_FORM_PATH}")
+    try:
+        jsontext.refuse_duplicate_keys(raw)
+        form = _FORM.validate_json(raw)
+    except (ValidationError, jsontext.JSONRefused):
+        raise RecordsError(
+            f"{_FORM_PATH} in package {pid} is not a referral form this node reads; the "
+            "sender may use a newer form"
+        ) from None
+    dumped: dict[str, Any] = form.model_dump(mode="json")
+    if f"referral_{dumped['kind']}" != kind:
+        raise RecordsError(f"package {pid} is a {kind} but its form is a {dumped['kind']} referral")
+    return dumped
 
 
 _END = object()

@@ -73,7 +73,13 @@ from transfer.exchange.outbox_tables import (
 )
 from transfer.httpsig import DigestHasher, digest_header
 from transfer.package.build import BuiltPackage
-from transfer.receipts import ReceiptError, SignedReceipt, verify_receipt
+from transfer.receipts import (
+    ReceiptContradictionError,
+    ReceiptError,
+    SignedReceipt,
+    contradicts_final,
+    verify_receipt,
+)
 from transfer.store.db import is_sqlite
 from transfer.store.permissions import Actor, Permission, PermissionDenied, require
 
@@ -1184,7 +1190,10 @@ class Outbox:
         Returns True when the receipt is new. A receipt that does not verify,
         or is not for a package this node sent to its issuer, is refused
         (:class:`~transfer.errors.IntegrityError` or :class:`NotFoundError`),
-        audited as ``receipt.refused``, and changes nothing.
+        audited as ``receipt.refused``, and changes nothing; so is a receipt that
+        contradicts the package's final state (a rejected receipt for a package
+        already accepted, or the other way round:
+        :class:`~transfer.receipts.ReceiptContradictionError`).
         """
         body = signed.body
         package_id = str(body.package_id)
@@ -1212,6 +1221,12 @@ class Outbox:
                 continue  # another process moved the state at the same moment: look again
             except sa_exc.IntegrityError:
                 stored = None  # another process stored this receipt at the same moment
+            except ReceiptContradictionError as exc:
+                await self._audit(
+                    "receipt.refused", None, row, "refused", reason=exc.slug,
+                    receipt=str(body.receipt_id), receipt_kind=body.kind,
+                )  # fmt: skip
+                raise
             break
         else:
             raise ConflictError(
@@ -1265,6 +1280,13 @@ class Outbox:
             current = (
                 await s.execute(select(_p.c.state).where(_p.c.id == package_id))
             ).scalar_one()
+            if contradicts_final(current, body.kind):
+                # Raised inside the transaction: the receipt inserted above is rolled back.
+                raise ReceiptContradictionError(
+                    f"package {package_id} was already {current} by the receiver; a "
+                    f"{body.kind} receipt for it contradicts that, so it was refused and not "
+                    "kept (the attempt is in the audit log)"
+                )
             moved = False
             if current in _RANK and _RANK[body.kind] > _RANK[current]:
                 done = await s.execute(

@@ -13,7 +13,8 @@ feeds it from the event loop, so neither the package nor a document is ever
 held in memory or written to disk in plaintext.
 
 Layout (``docs/package-format.md``): ``records/pupil.json``,
-``records/chronology.json``, ``records/<kind>/<id>.json`` for concerns,
+``records/chronology.json``, ``records/people.json`` (who the staff ids in the
+records are, by name and role), ``records/<kind>/<id>.json`` for concerns,
 triage, actions, contacts, document references and pupil events (``events``),
 ``documents/<sha256>``.
 """
@@ -38,6 +39,7 @@ from schemas.records import (
     ConcernRecord,
     ContactRecord,
     DocumentRef,
+    PersonRecord,
     PupilEventRecord,
     PupilRecord,
     TriageRecord,
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from transfer.store.service import Store
 
 __all__ = [
+    "PEOPLE_PATH",
     "RECORD_TYPES",
     "LeaverFile",
     "build_leaver_package",
@@ -71,8 +74,13 @@ RECORD_TYPES: dict[str, int] = {
         "contact",
         "document",
         "pupil-event",
+        "person",
     )
 }
+#: Who the staff ids in the records are (:class:`PersonRecord` list), so that a receiver
+#: can say who recorded what; staff of the sending organisation only.
+PEOPLE_PATH = "records/people.json"
+_PEOPLE = TypeAdapter(list[PersonRecord])
 
 _KIND_DIRS: dict[type[object], str] = {
     ConcernRecord: "concerns",
@@ -183,6 +191,7 @@ async def leaver_file_entries(
             "records/chronology.json",
             _canonical_list(chronology),
         ),
+        await people_entry(store, actor, chronology),
     ]
     seen_paths: set[str] = {e.path for e in records}
     documents: dict[str, EntrySource] = {}
@@ -195,6 +204,19 @@ async def leaver_file_entries(
         if isinstance(record, DocumentRef) and record.sha256 not in documents:
             documents[record.sha256] = _document_source(store, actor, record, bridge)
     return LeaverFile(pupil=pupil, chronology=chronology, entries=(*records, *documents.values()))
+
+
+async def people_entry(
+    store: Store, actor: Actor, chronology: Sequence[ChronologyEntry]
+) -> EntrySource:
+    """``records/people.json``: the sending organisation's staff who recorded the lines of
+    ``chronology`` (decided, created, uploaded), by id, name and role."""
+    from transfer.store.people import recorded_by
+
+    named = await store.people_named(actor, (recorded_by(e.record) for e in chronology))
+    return EntrySource.from_bytes(
+        PEOPLE_PATH, canonical_json(_PEOPLE.dump_python(list(named), mode="json"))
+    )
 
 
 def _canonical_list(items: Sequence[ChronologyEntry]) -> bytes:

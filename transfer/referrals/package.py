@@ -46,7 +46,7 @@ from transfer.age import AgeWriter
 from transfer.age import Recipient as AgeRecipient
 from transfer.errors import NotFoundError
 from transfer.package.build import BuiltPackage
-from transfer.package.from_store import _document_source, _LoopBridge
+from transfer.package.from_store import _document_source, _LoopBridge, people_entry
 from transfer.package.layout import EntrySource, check_sources, sign_manifest, write_package_tar
 from transfer.referrals.redaction import RedactionError, RedactionPlan, redact_record
 
@@ -78,7 +78,7 @@ _DIRS: Final[Mapping[str, str]] = {
 #: The record types a referral package holds, with their schema versions.
 RECORD_TYPES: Final[Mapping[str, int]] = {
     "referral": FORM_SCHEMA_VERSION,
-    **{name: SCHEMA_VERSION for name in ("chronology-entry", *_DIRS)},
+    **{name: SCHEMA_VERSION for name in ("chronology-entry", "person", *_DIRS)},
 }
 
 _CHRONOLOGY = TypeAdapter(list[ChronologyEntry])
@@ -160,6 +160,7 @@ async def referral_entries(
         EntrySource.from_bytes(
             CHRONOLOGY_PATH, canonical_json(_CHRONOLOGY.dump_python(redacted, mode="json"))
         ),
+        await people_entry(store, actor, chosen),
     ]
     return ReferralContent(
         subject=subject_of(form),

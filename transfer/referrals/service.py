@@ -61,6 +61,7 @@ from transfer.package.build import BuiltPackage
 from transfer.referrals.consent import check_send, require_draft
 from transfer.referrals.package import ReferralContent, referral_entries, seal_referral
 from transfer.referrals.tables import Referral, ReferralEvent
+from transfer.store import people
 from transfer.store.keyring import KeyRing, field_aad
 from transfer.store.models import SealedField
 from transfer.store.permissions import Actor, PermissionDenied
@@ -300,6 +301,18 @@ class Referrals:
         ).all()
         outcome = _OUTCOME.validate_json(fields["outcome"]) if "outcome" in fields else None
         handover = json.loads(fields["handover"]) if "handover" in fields else None
+        who = await people.staff_people(
+            await s.connection(), (e.actor for e in events if e.actor), org_id=row.org_id
+        )
+
+        def event(e: ReferralEvent) -> ReferralEventRecord:
+            person = people.NODE if e.actor is None else who.get(e.actor) or people.unknown(e.actor)
+            return ReferralEventRecord(
+                at=e.at, action=e.action, actor=e.actor, note=e.note,
+                actor_name=person.name, actor_role=person.role,
+            )  # fmt: skip
+
+        agency = await self._agency_name(row.agency_org_id)
         return ReferralRecord(
             **_summary(row).model_dump(),
             form=_FORM.validate_json(fields["form"]),
@@ -313,10 +326,8 @@ class Referrals:
             rejection_reason=fields.get("rejection_reason"),
             outcome=outcome,
             handover=handover,
-            events=tuple(
-                ReferralEventRecord(at=e.at, action=e.action, actor=e.actor, note=e.note)
-                for e in events
-            ),
+            events=tuple(event(e) for e in events),
+            agency_name=agency if agency != row.agency_org_id else None,
         )
 
     async def _chronicle(

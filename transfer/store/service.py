@@ -16,7 +16,7 @@ import re
 import shutil
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ from schemas.records import (
     BodyMapMark,
     CategoryRecord,
     ChronologyEntry,
+    ChronologyLine,
     ConcernRecord,
     ConcernStatus,
     ConcernSummary,
@@ -47,6 +48,7 @@ from schemas.records import (
     NewTriage,
     OrganisationKind,
     OrganisationRecord,
+    PersonRecord,
     Provenance,
     PupilChanges,
     PupilEventRecord,
@@ -73,7 +75,7 @@ from transfer.errors import (
     TransportError,
 )
 from transfer.identifiers import validate_agency_id, validate_laestab, validate_upn, validate_urn
-from transfer.store import blobs, exports
+from transfer.store import blobs, exports, people
 from transfer.store.db import Base, is_sqlite, make_engine, migrate, sessionmaker
 from transfer.store.keyring import KeyDestroyed, KeyRing, field_aad
 from transfer.store.models import (
@@ -364,6 +366,25 @@ class _Bundle:
         self.events: list[PupilEventRecord] = []
         #: Each document's file name in the pupil's directory, by document id.
         self.files: dict[str, str] = {}
+
+    def records(
+        self,
+    ) -> tuple[
+        list[ConcernRecord],
+        list[TriageRecord],
+        list[ActionRecord],
+        list[ContactRecord],
+        list[DocumentRef],
+        list[PupilEventRecord],
+    ]:
+        return (
+            self.concerns,
+            self.triage,
+            self.actions,
+            self.contacts,
+            self.documents,
+            self.events,
+        )
 
 
 @dataclass(frozen=True)
@@ -2035,6 +2056,34 @@ class Store:
         )
         return entries
 
+    async def chronology_lines(self, actor: Actor, pupil_id: str) -> list[ChronologyLine]:
+        """:meth:`chronology`, each line also saying who recorded it, by name and role."""
+        entries = await self.chronology(actor, pupil_id)
+        async with self.sessions() as s:
+            staff = await people.staff_people(
+                await s.connection(),
+                (people.recorded_by(e.record) or "" for e in entries),
+                org_id=actor.org_id,
+            )
+        out: list[ChronologyLine] = []
+        for e in entries:
+            who = _recorder(e, staff)
+            fields = {name: getattr(e, name) for name in ChronologyEntry.model_fields}
+            out.append(
+                ChronologyLine(**fields, recorded_by_name=who.name, recorded_by_role=who.role)
+            )
+        return out
+
+    async def people_named(
+        self, actor: Actor, ids: Iterable[str | None]
+    ) -> tuple[PersonRecord, ...]:
+        """The members of the actor's organisation among ``ids``, by name and role (for a
+        package or an export: who the ids in its records are). Others are left out."""
+        async with self.sessions() as s:
+            return await people.people_records(
+                await s.connection(), (i for i in ids if i), org_id=actor.org_id
+            )
+
     # ------------------------------------------------------ retention / erasure
 
     async def _erase(
@@ -2303,7 +2352,14 @@ class Store:
         ]
         review += [ReviewItem(record="contact", id=k.id, field="outcome") for k in b.contacts]
         review += [ReviewItem(record="document", id=d.id, field="content") for d in b.documents]
+        named = [
+            actor.staff_id,
+            *(people.recorded_by(r) for group in b.records() for r in group),
+            *(a.assignee_id for a in b.actions),
+            *(t.erased_by for t in tombs),
+        ]
         export = SubjectAccessExport(
+            people=await self.people_named(actor, named),
             exported_at=now,
             exported_by=actor.staff_id,
             pupil=record,
@@ -2360,6 +2416,18 @@ async def _rows(
 ) -> Sequence[Any]:
     """A model's rows as plain named tuples through Core (far cheaper than ORM objects in bulk)."""
     return (await conn.execute(select(*model.__table__.c).where(where))).all()
+
+
+def _recorder(entry: ChronologyEntry, staff: Mapping[str, people.Person]) -> people.Person:
+    """Who recorded a chronology line: our staff by name and role, the node itself, or
+    (a record received from another organisation, whose staff we do not know) its staff."""
+    provenance = entry.provenance or getattr(entry.record, "provenance", None)
+    if provenance is not None:
+        return people.staff_of_org(provenance.source_org_name)
+    staff_id = people.recorded_by(entry.record)
+    if staff_id is None:
+        return people.NODE
+    return staff.get(staff_id) or people.unknown(staff_id)
 
 
 _KIND_ORDER: Final = {

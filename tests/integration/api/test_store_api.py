@@ -117,6 +117,12 @@ async def test_a_day_in_the_dsl_office(api: Api) -> None:
     chron = await (await c.get(f"/api/v1/pupils/{amara['id']}/chronology", headers=dh)).json()
     kinds = [e["kind"] for e in chron["items"]]
     assert set(kinds) == {"concern", "triage", "action", "contact", "document"}
+    # Who recorded each line, by name and role; the id stays in the record.
+    assert {(e["recorded_by_name"], e["recorded_by_role"]) for e in chron["items"]} == {
+        ("Dsl", "DSL")
+    }
+    (concern_line,) = [e for e in chron["items"] if e["kind"] == "concern"]
+    assert concern_line["record"]["recorded_by"] == dsl.staff.id
 
     resp = await c.post(f"/api/v1/pupils/{amara['id']}/subject-access-export", headers=dh)
     assert resp.status == 200 and resp.content_type == "application/x-tar"

@@ -148,3 +148,48 @@ async def test_export_and_verify_export(node: Path, tmp_path: Path) -> None:
     other = "localhost:8443/audit+00000000+" + vkey.split("+")[2]
     res = _run("verify-export", str(full), "--vkey", other)
     assert res.returncode == 7
+
+
+async def test_show_names_who_acted(node: Path) -> None:
+    """Each kind of actor in words: a member of staff by name, role and organisation, the
+    operator, the node itself, another organisation's node, and an id nothing here knows."""
+    from transfer.auditing import MemoryAudit
+    from transfer.store.permissions import Role
+    from transfer.store.service import Store
+
+    url = f"sqlite+aiosqlite:///{node / 'handover.db'}"
+    kek = bytes.fromhex(KEK_HEX)
+    store = await Store.open(url, kek, MemoryAudit(), data_dir=node)
+    try:
+        await store.create_school(name="Harbourside Primary", urn="199001", laestab="8012000")
+        sam = await store.bootstrap_staff(
+            "199001", username="sam", display_name="Sam Patel", roles=[Role.STAFF, Role.DSL]
+        )
+    finally:
+        await store.close()
+    log = AuditLog.open(url, kek, origin="localhost:8443/audit")
+    try:
+        for actor in (sam.id, "operator", None, "peer:199001", "ghost-7"):
+            await log.record(
+                AuditEvent(action="test.who", actor=actor, org="199001", targets={"staff": sam.id})
+            )
+    finally:
+        await log.close()
+    res = _run("show", "--action", "test.who", data_dir=node)
+    assert res.returncode == 0, res.stderr
+    said = [line.split(" ok ", 1)[1] for line in res.stdout.splitlines()]
+    assert said == [
+        f"by {who}; org Harbourside Primary staff=Sam Patel (DSL)"
+        for who in (
+            "Sam Patel (DSL, Harbourside Primary)",
+            "the operator (command line)",
+            "the node itself (automatic)",
+            "Harbourside Primary's node",
+            "unknown (ghost-7)",
+        )
+    ]
+    assert sam.id not in res.stdout
+    rows = [json.loads(line) for line in _run("show", "--action", "test.who", "--json",
+                                              data_dir=node).stdout.splitlines()]  # fmt: skip
+    assert [r["actor"] for r in rows] == [sam.id, "operator", None, "peer:199001", "ghost-7"]
+    assert rows[0]["targets"] == {"staff": sam.id}

@@ -26,6 +26,7 @@ from schemas.records import (
     NewConcern,
     NewContact,
     NewTriage,
+    PersonRecord,
     PupilRecord,
     TriageRecord,
 )
@@ -37,6 +38,7 @@ from transfer.package.build import BuiltPackage
 from transfer.package.from_store import RECORD_TYPES, build_leaver_package
 from transfer.package.layout import Addressee, PinnedSenderKey
 from transfer.package.open import open_package
+from transfer.store.people import main_role, recorded_by
 from transfer.store.service import Store
 
 MB = 1024 * 1024
@@ -197,10 +199,22 @@ async def test_a_leavers_file_from_the_store_opens_with_everything(
     assert got[f"documents/{doc2.sha256}"] == b"plan v1"
     # The same bytes uploaded twice are carried once.
     assert sum(1 for k in got if k.startswith("documents/")) == 2
+    # Who the staff ids in the records are, by name and role, for the receiver to show.
+    named = TypeAdapter(list[PersonRecord]).validate_json(got["records/people.json"])
+    ids = {recorded_by(e.record) for e in chronology} - {None}
+    assert {p.id for p in named} == ids and len(ids) >= 2
+    staff = {s.id: s for s in await store.list_staff(school.admin)}
+    assert all(p.name == staff[p.id].display_name for p in named)
+    assert all(p.role == main_role(staff[p.id].roles) for p in named)
     # Every record is canonical JSON with its schema version.
     for name, data in got.items():
-        if name.startswith("records/") and name != "records/chronology.json":
+        if name.startswith("records/") and name not in (
+            "records/chronology.json",
+            "records/people.json",
+        ):
             assert json.loads(data)["schema_version"] == 1
+        elif name.startswith("records/"):
+            assert all(item["schema_version"] == 1 for item in json.loads(data))
 
 
 async def test_a_large_document_streams_from_the_store_with_bounded_memory(

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from transfer.audit.entry import (
+    COLUMNS,
     ZERO_HASH,
     EntryFormatError,
     check,
@@ -47,9 +48,32 @@ def test_encoding_is_sorted_compact_utf8_json_in_utc() -> None:
     assert entry.encode() == body
     assert check(body) == (0, ZERO_HASH)
     assert check_many([body, b"{}"]) == [
-        (0, ZERO_HASH, leaf_hash(body)),
+        (0, ZERO_HASH, leaf_hash(body), None),
         "not an audit entry of a known version",
     ]
+
+
+def test_the_search_columns_are_checked_against_the_entry() -> None:
+    body = _entry()
+    entry = decode(body)
+    assert entry.columns() == (WHEN, "store.pupil.read", "staff-1", "school-a", "p-1", None)
+    at = WHEN.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # the text SQLite holds
+    stored: list[object] = [at, "store.pupil.read", "staff-1", "school-a", "p-1", None]
+    assert check_many([body], [stored])[0] == (0, ZERO_HASH, leaf_hash(body), None)
+    changed: dict[str, object] = {
+        "at": WHEN.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.000000"),
+        "action": "store.pupil.list",
+        "actor": None,
+        "org": "school-b",
+        "pupil": "p-2",
+        "person": "staff-1",
+    }
+    for i, name in enumerate(COLUMNS):
+        edited = [*stored[:i], changed[name], *stored[i + 1 :]]
+        assert check_many([body], [edited])[0][-1] == name
+    # The same time in another form is not what SQLite compares when searching by time.
+    other_form = [WHEN.astimezone(UTC).isoformat(sep=" "), *stored[1:]]
+    assert check_many([body], [other_form])[0][-1] == "at"
 
 
 @pytest.mark.parametrize(
