@@ -914,6 +914,30 @@ class Store:
         await self._audit("store.pupil.read", actor, actor.org_id, targets)
         return record
 
+    async def pupil_names(self, actor: Actor, pupil_ids: Iterable[str]) -> dict[str, str]:
+        """The names of these pupils of the actor's organisation, as lists show them.
+
+        For the other areas' lists (alerts) that name the child for a reader with
+        ``pupil.read``: they keep only the pupil's id and ask here when they are read,
+        so no copy of a pupil's details lives outside the store. An erased pupil is
+        "(erased)"; ids of other organisations' pupils are left out.
+        """
+        wanted = set(pupil_ids)
+        if not wanted:
+            return {}
+        require(actor, Permission.READ_PUPILS)
+        async with self.sessions() as s:
+            rows = (
+                await s.execute(
+                    select(Pupil.id, Pupil.forename, Pupil.surname, Pupil.erased_at).where(
+                        Pupil.org_id == actor.org_id, Pupil.id.in_(wanted)
+                    )
+                )
+            ).all()
+        return {
+            r.id: ("(erased)" if r.erased_at else f"{r.forename} {r.surname}".strip()) for r in rows
+        }
+
     async def find_pupil(self, actor: Actor, upn: str) -> PupilRecord:
         await self._require(actor, Permission.READ_PUPILS, "store.pupil.read", {})
         upn = validate_upn(upn)
