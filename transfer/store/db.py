@@ -75,7 +75,7 @@ def database_location(url: str) -> str:
     except ArgumentError:
         return "the configured database"
     port = f":{parsed.port}" if parsed.port else ""
-    return f"PostgreSQL database {parsed.database!r} on {parsed.host or 'localhost'}{port}"
+    return f"{parsed.database!r} on {parsed.host or 'localhost'}{port} (PostgreSQL)"
 
 
 #: SQLite's primary result codes for a damaged file (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``).
