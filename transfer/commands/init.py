@@ -10,14 +10,10 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
 from transfer.config import CONFIG_FILE
 from transfer.errors import ConflictError, InputError, TransportError
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
 
 CONFIG_TEMPLATE = """\
 # Handover node configuration. Every value is checked at start-up.
@@ -168,7 +164,7 @@ class _Footprint:
         import sqlalchemy as sa
 
         from transfer.identity import was_set_up
-        from transfer.store.db import make_engine, sqlite_path
+        from transfer.store.db import database_location, make_engine, sqlite_path
 
         existed, entries, outside = _files_before(data_dir, sqlite_path(url))
         set_up = existed and was_set_up(data_dir)
@@ -178,8 +174,11 @@ class _Footprint:
             try:
                 async with engine.connect() as conn:
                     tables = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
-            except OSError as exc:
-                raise TransportError(f"cannot reach the database: {exc}") from None
+            except (OSError, sa.exc.DBAPIError) as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise TransportError(
+                    f"cannot reach the database {database_location(url)}: {reason}"
+                ) from None
             finally:
                 await engine.dispose()
             blank_pg = not tables
