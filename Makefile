@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Standard tools used by the interop tests (Debian's age and minisign).
+# Standard tools used by the tests (Debian's age, minisign, chromium, sqlite3).
 tools:
 	@scripts/install-tools.sh
 

@@ -35,7 +35,7 @@ from sqlalchemy import exc as sa_exc
 from transfer.alerts_tables import alerts as alerts_table
 from transfer.errors import HandoverError, InputError, NotFoundError
 from transfer.mail import Mailer, valid_address
-from transfer.store.models import Pupil, Staff
+from transfer.store.models import Staff
 from transfer.store.permissions import DSL_TEAM, Actor, Permission, PermissionDenied, require
 from transfer.store.service import Store
 
@@ -308,20 +308,12 @@ class Alerts:
                                           outcome="refused")  # fmt: skip
             raise
 
-    async def _names(self, pupil_ids: set[str]) -> dict[str, str]:
-        if not pupil_ids:
+    async def _names(self, actor: Actor, pupil_ids: set[str]) -> dict[str, str]:
+        """Pupils' names, asked of the store when the alerts are read (never kept here)."""
+        try:
+            return await self.store.pupil_names(actor, pupil_ids)
+        except PermissionDenied:
             return {}
-        async with self.store.sessions() as s:
-            rows = (
-                await s.execute(
-                    sa.select(Pupil.id, Pupil.forename, Pupil.surname, Pupil.erased_at).where(
-                        Pupil.id.in_(pupil_ids)
-                    )
-                )
-            ).all()
-        return {
-            r.id: ("(erased)" if r.erased_at else f"{r.forename} {r.surname}".strip()) for r in rows
-        }
 
     async def list(self, actor: Actor, *, open_only: bool = True) -> list[AlertRecord]:
         """The organisation's alerts, newest first: only open ones unless ``open_only`` is off."""
@@ -332,7 +324,7 @@ class Alerts:
             query = query.where(t.c.closed_at.is_(None))
         async with self.store.sessions() as s:
             rows = (await s.execute(query.order_by(t.c.raised_at.desc(), t.c.id))).all()
-        names = await self._names({r.pupil_id for r in rows if r.pupil_id})
+        names = await self._names(actor, {r.pupil_id for r in rows if r.pupil_id})
         out = [_record(r, names.get(r.pupil_id) if r.pupil_id else None) for r in rows]
         await self.store.record_event("alert.list", actor, actor.org_id, {}, count=len(out))
         return out
@@ -361,5 +353,5 @@ class Alerts:
             await self.store.record_event(
                 "alert.dismissed", actor, actor.org_id, targets, key=row.key
             )
-        names = await self._names({row.pupil_id} if row.pupil_id else set())
+        names = await self._names(actor, {row.pupil_id} if row.pupil_id else set())
         return _record(row, names.get(row.pupil_id) if row.pupil_id else None)

@@ -243,3 +243,12 @@ def load_kek(config: Config, environ: dict[str, str] | None = None) -> bytes:
         reason = exc.strerror if isinstance(exc, OSError) else "not ASCII text"
         raise ConfigError(f"cannot read the key-encryption key file {path}: {reason}") from None
     return parse_kek(text, str(path))
+
+
+def kek_source(config: Config, environ: dict[str, str] | None = None) -> str:
+    """Where :func:`load_kek` takes the KEK from, for messages (never the key itself)."""
+    env = os.environ if environ is None else environ
+    if env.get(KEK_ENV):
+        return KEK_ENV
+    path = config.security.kek_file
+    return f"the file {path}" if path is not None else KEK_ENV

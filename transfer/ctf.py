@@ -228,11 +228,14 @@ class _Target:
         self.stack: list[_Node] = []  # nodes being built (inside Header or Pupil)
         self.on_header = on_header
         self.on_pupil = on_pupil
+        #: An element was seen (so the XML declaration, and its encoding, were read).
+        self.started = False
 
     def _line(self) -> int:
         return int(self.expat.CurrentLineNumber) if self.expat is not None else 0
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
+        self.started = True
         name = _local(tag)
         line = self._line()
         if not self.path:
@@ -464,6 +467,12 @@ def _pupil(node: _Node, header: CTFHeader) -> CTFPupil:
     )
 
 
+def _plain_reason(exc: Exception) -> str:
+    """expat's reason, kept short and printable (it may echo the declared name)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:100]
+
+
 def parse_ctf(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CTFDocument:
     """Parse and check a whole CTF; refuse it whole with :class:`CTFError` if anything is wrong.
 
@@ -515,6 +524,16 @@ def parse_ctf(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CTFDocument
         raise CTFError(target._line(), "entity declarations are not allowed in a CTF.") from None
     except defusedxml.ExternalReferenceForbidden:
         raise CTFError(target._line(), "external references are not allowed in a CTF.") from None
+    except (ValueError, LookupError) as exc:
+        # expat refuses a declared encoding it cannot read ("UTF-7": ValueError, "x":
+        # LookupError) before any element is seen; our own checks raise CTFError.
+        if target.started:
+            raise
+        raise CTFError(
+            target._line() or 1,
+            "the file declares a character encoding that cannot be read "
+            f"({_plain_reason(exc)}); CTF files are UTF-8.",
+        ) from None
     header = state.get("header")
     if header is None:
         raise CTFError(1 if not data else target._line(), "the file has no <Header>.")

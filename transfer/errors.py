@@ -94,6 +94,18 @@ class IntegrityError(HandoverError):
     title = "The data failed an integrity check"
 
 
+class DamagedStateError(IntegrityError):
+    """The node's own stored state is damaged, missing or not its own (a database, a file).
+
+    Not the caller's fault and not something a retry fixes: the operator restores the
+    damaged part from a backup (``docs/operations.md``, "Backup and restore").
+    """
+
+    http_status = 503
+    slug = "damaged-state"
+    title = "The node's stored data is damaged"
+
+
 class PeerError(IntegrityError):
     """A remote node or an outside party sent something wrong."""
 

@@ -15,13 +15,14 @@ from transfer.alerts import Alerts
 from transfer.api.request_ids import RequestIdAudit
 from transfer.audit.log import AuditLog
 from transfer.auth.service import Accounts
-from transfer.config import CONFIG_FILE, Config, load_config, load_kek
+from transfer.config import CONFIG_FILE, Config, kek_source, load_config, load_kek
 from transfer.directory.service import Directory
 from transfer.errors import ConfigError
 from transfer.exchange.client import PeerClient
 from transfer.exchange.inbox import Inbox
 from transfer.exchange.outbox import Outbox
 from transfer.exchange.witness import Witness
+from transfer.identity import NodeIdentity, establish, prepare_database
 from transfer.mail import Mailer
 from transfer.referrals.service import Referrals
 from transfer.store.service import Store
@@ -50,7 +51,15 @@ class Node:
     outbox: Outbox
 
     @classmethod
-    async def open(cls, data_dir: Path, *, require_init: bool = True) -> Node:
+    async def open(
+        cls, data_dir: Path, *, require_init: bool = True, full_check: bool = False
+    ) -> Node:
+        """Assemble the node in ``data_dir``, after checking its database and KEK.
+
+        Refuses (before anything is read or written) a missing, empty, damaged or
+        another node's database and a wrong KEK (:func:`transfer.identity.prepare_database`).
+        ``full_check`` reads the whole SQLite file for damage first (``serve`` does).
+        """
         if require_init and not (data_dir / CONFIG_FILE).exists():
             raise ConfigError(
                 f"{data_dir} is not a Handover data directory: run 'handover init "
@@ -58,15 +67,26 @@ class Node:
             )
         config = load_config(data_dir)
         kek = load_kek(config)
+        url = config.database_url(data_dir)
         audit_log = AuditLog.for_node(data_dir, config, kek)
         audit = RequestIdAudit(audit_log)
         store = await Store.open(
-            config.database_url(data_dir),
+            url,
             kek,
             audit,
             data_dir=data_dir,
             max_document_bytes=config.server.max_upload_bytes,
+            run_migrations=False,
         )
+        try:
+            await prepare_database(
+                store.engine, kek, data_dir=data_dir, url=url, kek_source=kek_source(config),
+                full_check=full_check,
+            )  # fmt: skip
+        except BaseException:
+            await store.close()
+            await audit_log.close()
+            raise
         keys = KeyStore.for_data_dir(data_dir, KekProtection(kek), audit=audit)
         directory = Directory(store, keys=keys, base_url=config.node.base_url)
         inbox = Inbox(
@@ -109,6 +129,10 @@ class Node:
             store=self.store, outbox=outbox, client=client, directory=self.directory,
             alerts=self.alerts, config=self.config,
         )  # fmt: skip
+
+    async def establish_identity(self) -> NodeIdentity:
+        """``handover init``: tie the data directory, database and KEK together (idempotent)."""
+        return await establish(self.store.engine, load_kek(self.config), self.data_dir)
 
     async def close(self) -> None:
         await self.peer.close()

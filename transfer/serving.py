@@ -25,7 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from transfer.api.app import create_app
 from transfer.api.listener import GuardedSite, ListenerLimits
-from transfer.errors import ConfigError
+from transfer.errors import ConfigError, HandoverError
 from transfer.exchange.deadlines_sweep import DeadlineSweep
 from transfer.exchange.peer_server import services_for
 from transfer.exchange.receipt_push import ReceiptPusher
@@ -142,6 +142,23 @@ def _app_and_scheduler(node: Node) -> tuple[web.Application, AsyncIOScheduler]:
     return app, scheduler
 
 
+class _KnownErrorsOnOneLine(logging.Filter):
+    """A scheduled job that failed with a :class:`HandoverError`: one line, no traceback.
+
+    APScheduler logs every failed run with its traceback; for our own errors (a
+    damaged database, a full disk) the message says all the operator needs, once
+    per run. Anything else keeps its traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HandoverError):
+            job = record.args[0] if isinstance(record.args, tuple) and record.args else "a job"
+            record.msg, record.args = "%s failed: %s", (job, exc.diagnostics())
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 @asynccontextmanager
 async def serving(
     node: Node, host: str | None = None, port: int | None = None
@@ -181,6 +198,8 @@ async def serving(
         await runner.cleanup()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     bound = runner.addresses[0][1] if port == 0 and runner.addresses else port
+    job_log, one_line = logging.getLogger("apscheduler.executors.default"), _KnownErrorsOnOneLine()
+    job_log.addFilter(one_line)
     try:
         scheduler.start()
         scheme = "https" if ssl_ctx else "http"
@@ -190,3 +209,4 @@ async def serving(
         if scheduler.running:
             scheduler.shutdown(wait=False)
         await runner.cleanup()
+        job_log.removeFilter(one_line)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ import pytest
 from aiohttp import web
 
 from schemas.directory import AuditKey, DirectoryEntry
+from tests.support.notes import with_signature_length
+from tests.support.postgres import PostgresServer, create_database
 from transfer.audit import merkle
 from transfer.audit.checkpoint import Checkpoint, Signer, sign_checkpoint, verify_checkpoint
 from transfer.audit.log import PeerCheckpoint
@@ -47,13 +50,20 @@ A_ORG, A_HOST = "199002", "riverside.test:8443"
 B_ORG, B_HOST = "100001", "hillside.test:8443"
 
 
-async def make_node(data_dir: Path, urn: str, laestab: str, name: str, host: str) -> None:
-    """``handover init`` for one school, with its own base URL (hence its log's origin)."""
+async def make_node(
+    data_dir: Path, urn: str, laestab: str, name: str, host: str, db_url: str = ""
+) -> None:
+    """``handover init`` for one school, with its own base URL (hence its log's origin).
+
+    ``db_url``: its database (default: the embedded SQLite one in the data directory).
+    """
     write_config(data_dir, name)
     config = data_dir / CONFIG_FILE
     text = config.read_text(encoding="utf-8")
     config.write_text(
-        text.replace('base_url = "https://localhost:8443"', f'base_url = "https://{host}"'),
+        text.replace('base_url = "https://localhost:8443"', f'base_url = "https://{host}"').replace(
+            'url = ""', f'url = "{db_url}"'
+        ),
         encoding="utf-8",
     )
     await initialise(
@@ -81,10 +91,10 @@ async def exported_entry(node: Node, org: str) -> DirectoryEntry:
     return await node.directory.own_entry(org, audit_key=AuditKey.from_vkey(vkey))
 
 
-async def open_pair(tmp_path: Path) -> Pair:
+async def open_pair(tmp_path: Path, db_urls: tuple[str, str] = ("", "")) -> Pair:
     a_dir, b_dir = tmp_path / "riverside", tmp_path / "hillside"
-    await make_node(a_dir, A_ORG, "8012002", "Riverside Academy", A_HOST)
-    await make_node(b_dir, B_ORG, "8012001", "Hillside Primary", B_HOST)
+    await make_node(a_dir, A_ORG, "8012002", "Riverside Academy", A_HOST, db_urls[0])
+    await make_node(b_dir, B_ORG, "8012001", "Hillside Primary", B_HOST, db_urls[1])
     a = await Node.open(a_dir)
     b = await Node.open(b_dir)
     entry = await exported_entry(a, A_ORG)
@@ -96,6 +106,25 @@ async def open_pair(tmp_path: Path) -> Pair:
 async def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Pair]:
     monkeypatch.setenv("HANDOVER_KEK", KEK_HEX)
     p = await open_pair(tmp_path)
+    try:
+        yield p
+    finally:
+        await p.a.close()
+        await p.b.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def engine_pair(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Pair]:
+    """The two nodes, each on its own database of one engine: SQLite or PostgreSQL."""
+    monkeypatch.setenv("HANDOVER_KEK", KEK_HEX)
+    urls = ("", "")
+    if request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        tag = uuid.uuid4().hex[:8]
+        urls = (create_database(server, f"wa{tag}"), create_database(server, f"wb{tag}"))
+    p = await open_pair(tmp_path, urls)
     try:
         yield p
     finally:
@@ -341,11 +370,14 @@ class _Recorder:
         self.receipts.append(signed)
 
 
-async def test_pushed_receipts_checkpoints_are_kept_by_the_peer_route(pair: Pair) -> None:
-    """POST /peer/v1/receipts on B, signed by A: services_for now knows A's audit key."""
+Post = Callable[[dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+@asynccontextmanager
+async def receipts_route(pair: Pair, recorder: _Recorder) -> AsyncIterator[Post]:
+    """B's peer route on a real socket; ``post(body)`` sends POST /peer/v1/receipts signed by A."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    recorder = _Recorder()
     services = services_for(pair.b, receipts=recorder)
     assert services.audit_vkey_for is not None
     services.config = services.config.model_copy(
@@ -375,6 +407,15 @@ async def test_pushed_receipts_checkpoints_are_kept_by_the_peer_route(pair: Pair
             return resp.status, await resp.json()
 
     try:
+        yield post
+    finally:
+        await runner.cleanup()
+
+
+async def test_pushed_receipts_checkpoints_are_kept_by_the_peer_route(pair: Pair) -> None:
+    """POST /peer/v1/receipts on B, signed by A: services_for now knows A's audit key."""
+    recorder = _Recorder()
+    async with receipts_route(pair, recorder) as post:
         receipt = await a_receipt(pair.a)
         carried = await pair.a.audit_log.for_peer(None)
         status, answer = await post({"receipt": receipt.to_dict(), "checkpoint": carried.to_json()})
@@ -403,7 +444,45 @@ async def test_pushed_receipts_checkpoints_are_kept_by_the_peer_route(pair: Pair
             {"receipt": (await a_receipt(pair.a)).to_dict(), "checkpoint": {"since": 1}}
         )
         assert status == 400 and len(recorder.receipts) == 3
-    finally:
-        await runner.cleanup()
     statuses = [w["status"] for w in await pair.b.audit_log.witnessed(pair.a.audit_log.origin)]
     assert statuses == ["first", "consistent", "conflict"]
+
+
+async def test_a_carried_checkpoint_with_a_bad_signature_length_refuses_the_receipt(
+    engine_pair: Pair,
+) -> None:
+    """Issue 17, item 12: a 500 after the receipt was recorded; now refused before anything."""
+    pair = engine_pair
+    recorder = _Recorder()
+    note = (await pair.a.audit_log.for_peer(None)).note
+    async with receipts_route(pair, recorder) as post:
+        for length in (63, 65):
+            receipt = await a_receipt(pair.a)
+            cut = PeerCheckpoint(with_signature_length(note, length), None, [])
+            status, answer = await post({"receipt": receipt.to_dict(), "checkpoint": cut.to_json()})
+            assert status == 422, answer
+            assert answer["type"] == "urn:handover:problem:integrity-failure"
+            assert f"is {length} bytes, not the 64" in answer["detail"]
+        assert recorder.receipts == []  # nothing recorded
+        assert await pair.b.audit_log.witnessed() == []
+        refused = await pair.b.audit_log.show(action="receipt.refused")
+        assert [(e.entry.outcome, e.entry.detail["reason"]) for e in refused] == [
+            ("refused", "bad-checkpoint"),
+            ("refused", "bad-checkpoint"),
+        ]
+        # The same receipt with its checkpoint intact is then taken as usual.
+        good = (await pair.a.audit_log.for_peer(None)).to_json()
+        status, answer = await post({"receipt": receipt.to_dict(), "checkpoint": good})
+        assert (status, answer) == (200, {"recorded": True, "checkpoint": "first"})
+        assert len(recorder.receipts) == 1
+
+
+async def test_a_receipts_own_checkpoint_with_a_bad_signature_length_is_refused_as_witness(
+    pair: Pair,
+) -> None:
+    """The checkpoint inside a receipt (signed with it): not kept, audited, nothing raised."""
+    note = (await pair.a.audit_log.for_peer(None)).note
+    receipt = await _receipt_with(pair.a, with_signature_length(note, 63))
+    out = await witness_of(pair.b).receipt(receipt)
+    assert (out.status, out.reason) == ("refused", "bad-checkpoint")
+    assert await pair.b.audit_log.witnessed() == []

@@ -271,6 +271,26 @@ def test_truncated_and_empty_files() -> None:
         parse_ctf(b"")
 
 
+@pytest.mark.parametrize(
+    ("encoding", "reason"),
+    [
+        ("UTF-7", "multi-byte encodings are not supported"),
+        ("UTF-32", "multi-byte encodings are not supported"),
+        ("x", "unknown encoding: x"),
+        ("no-such-codec-at-all", "unknown encoding"),
+    ],
+)
+def test_a_declared_encoding_expat_cannot_read_is_a_ctf_error(encoding: str, reason: str) -> None:
+    # Found by fuzzing (issue 17, item 11): expat's ValueError / LookupError went past
+    # the importer, and the API answered 500.
+    raw = _doc([_pupil(_upn(20))]).replace(b'encoding="UTF-8"', f'encoding="{encoding}"'.encode())
+    with pytest.raises(CTFError, match="character encoding that cannot be read") as info:
+        parse_ctf(raw)
+    assert info.value.line == 1
+    assert reason in str(info.value) and "CTF files are UTF-8" in str(info.value)
+    assert isinstance(info.value, InputError)
+
+
 def test_not_a_ctf() -> None:
     with pytest.raises(CTFError, match="not a Common Transfer File") as info:
         parse_ctf(b'<?xml version="1.0"?>\n<html><body/></html>')

@@ -50,7 +50,7 @@ from transfer.api.routes_requests import ALERT_ROUTES, ALERTS_KEY, REQUEST_ROUTE
 from transfer.auditing import AuditEvent, AuditSink
 from transfer.auth.service import Accounts
 from transfer.config import Config
-from transfer.errors import HandoverError, TooLargeError
+from transfer.errors import DamagedStateError, HandoverError, TooLargeError
 from transfer.store.service import Store
 
 if TYPE_CHECKING:
@@ -115,6 +115,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         try:
             response = await handler(request)
         except HandoverError as err:
+            if isinstance(err, DamagedStateError):
+                # Not the caller's doing, and the operator must act: one line, no traceback.
+                log.error("%s %s failed: %s [request %s]", request.method, request.path,
+                          err.diagnostics(), rid)  # fmt: skip
             response = error_response(err, rid)
         except ValidationError as err:
             response = error_response(from_validation(err), rid)

@@ -29,6 +29,7 @@ from transfer.audit.merkle import HASH_SIZE
 from transfer.errors import IntegrityError
 
 ALG_ED25519 = 0x01
+ED25519_SIGNATURE_SIZE = 64
 SIG_PREFIX = "\u2014 "  # em dash, space
 MAX_SIGNATURES = 100
 
@@ -108,6 +109,8 @@ class Verifier:
     def verifies(self, text: str, sig: NoteSignature) -> bool:
         if sig.name != self.name or sig.key_hash != self.key_hash:
             return False
+        if len(sig.signature) != ED25519_SIGNATURE_SIZE:
+            return False  # PyNaCl would raise rather than say no
         try:
             VerifyKey(self.public_key).verify(text.encode("utf-8"), sig.signature)
         except BadSignatureError:
@@ -268,6 +271,24 @@ def parse_checkpoint_text(text: str) -> Checkpoint:
         raise NoteError(f"the checkpoint's tree size {size_s!r} is not a decimal number")
     root = _b64decode(root_b64, "the checkpoint's root hash")
     return Checkpoint(origin, int(size_s), root, tuple(ext))
+
+
+def parse_checkpoint(note: str) -> tuple[SignedNote, Checkpoint]:
+    """Parse a signed checkpoint without verifying it, or raise :class:`NoteError`.
+
+    Besides the note and checkpoint syntax, the signature named after the log (its
+    origin, which is how a log's key is named) must be an Ed25519 signature, 64 bytes:
+    a checkpoint whose own signature cannot even be checked is malformed.
+    """
+    parsed = parse_note(note)
+    checkpoint = parse_checkpoint_text(parsed.text)
+    for sig in parsed.signatures:
+        if sig.name == checkpoint.origin and len(sig.signature) != ED25519_SIGNATURE_SIZE:
+            raise NoteError(
+                f"the checkpoint's signature by {sig.name!r} is {len(sig.signature)} bytes, "
+                f"not the {ED25519_SIGNATURE_SIZE} of an Ed25519 signature"
+            )
+    return parsed, checkpoint
 
 
 def sign_checkpoint(checkpoint: Checkpoint, signer: Signer) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import multiprocessing as mp
 import os
 import sqlite3
@@ -40,6 +41,7 @@ from transfer.audit.checkpoint import (
     NoteError,
     Signer,
     Verifier,
+    parse_checkpoint,
     parse_checkpoint_text,
     parse_note,
     sign_checkpoint,
@@ -73,6 +75,8 @@ from transfer.errors import InputError, IntegrityError, NotFoundError
 from transfer.private_files import private_dir
 from transfer.store.db import make_engine
 
+log = logging.getLogger("handover.audit")
+
 DEFAULT_ORIGIN = "handover.invalid/audit"
 #: Where, inside the data directory, the newest checkpoint is kept outside the database.
 ANCHOR = Path("audit") / "latest-checkpoint.note"
@@ -100,6 +104,10 @@ class TamperError(IntegrityError):
         super().__init__(message, detail={"kind": kind, "seq": seq})
         self.kind = kind
         self.seq = seq
+
+
+class AnchorDamaged(IntegrityError):
+    """The checkpoint file in the data directory cannot be read as a checkpoint."""
 
 
 class WitnessConflict(IntegrityError):
@@ -255,6 +263,8 @@ class AuditLog:
         self._sqlite = engine.dialect.name == "sqlite"
         #: The head as this process last committed it (a guess, checked under the lock).
         self._head: _Head | None = None
+        #: A damaged checkpoint file was logged (once per process).
+        self._anchor_warned = False
 
     @classmethod
     def open(cls, url: str, kek: bytes, **kwargs: Any) -> AuditLog:
@@ -419,6 +429,11 @@ class AuditLog:
     def origin(self) -> str:
         return self._origin
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """The database engine the log works on."""
+        return self._engine
+
     # -------------------------------------------------------------- tree access
 
     async def size(self) -> int:
@@ -566,10 +581,24 @@ class AuditLog:
             ]
 
     def _write_anchor(self, stored: StoredCheckpoint) -> None:
-        """Keep the latest checkpoint beside (not in) the database: a restored DB contradicts it."""
+        """Keep the latest checkpoint beside (not in) the database: a restored DB contradicts it.
+
+        A damaged file is left as it is (it may be evidence, and ``audit verify`` reports
+        it) and not updated until the operator moves it aside; work goes on meanwhile.
+        """
         if self._anchor is None:
             return
-        current = self._read_anchor()
+        try:
+            current = self._read_anchor()
+        except AnchorDamaged as exc:
+            if not self._anchor_warned:
+                self._anchor_warned = True
+                log.warning(
+                    "%s; it is left as it is and not updated: run 'handover audit verify', "
+                    "then move it aside (docs/operations.md)",
+                    exc.message,
+                )
+            return
         if current is not None and current.size >= stored.size:
             return
         private_dir(self._anchor.parent)
@@ -581,9 +610,26 @@ class AuditLog:
         os.replace(tmp, self._anchor)
 
     def _read_anchor(self) -> Checkpoint | None:
+        """The checkpoint in the anchor file (None if there is none), or :class:`AnchorDamaged`."""
+        return self._anchor_note()[1]
+
+    def _anchor_note(self) -> tuple[str, Checkpoint] | tuple[None, None]:
         if self._anchor is None or not self._anchor.exists():
-            return None
-        return parse_checkpoint_text(parse_note(self._anchor.read_text(encoding="utf-8")).text)
+            return None, None
+        try:
+            note = self._anchor.read_bytes().decode("utf-8")
+            return note, parse_checkpoint(note)[1]
+        except (OSError, UnicodeDecodeError, NoteError) as exc:
+            reason = (
+                exc.message
+                if isinstance(exc, NoteError)
+                else exc.strerror
+                if isinstance(exc, OSError)
+                else "it is not UTF-8 text"
+            )
+            raise AnchorDamaged(
+                f"the checkpoint file {self._anchor} is damaged or was altered ({reason})"
+            ) from None
 
     async def for_peer(self, since: int | None) -> PeerCheckpoint:
         """Our latest checkpoint (signed now if needed) and a consistency proof from ``since``.
@@ -893,11 +939,17 @@ class AuditLog:
                 src = f"the copy of our checkpoint held by {w['from_org']}"
                 targets.append((self._own_checkpoint(w["note"], verifier, src), src))
         _recheck_witnessed([w for w in witnessed if w["origin"] != verifier.name])
-        if self._anchor is not None and self._anchor.exists():
+        # A damaged checkpoint file is reported once the log itself has been checked, so the
+        # report says whether anything else is wrong.
+        anchor_problem: str | None = None
+        if self._anchor is not None:
             src = f"the checkpoint file {self._anchor}"
-            targets.append(
-                (self._own_checkpoint(self._anchor.read_text(encoding="utf-8"), verifier, src), src)
-            )
+            try:
+                note, _ = self._anchor_note()
+                if note is not None:
+                    targets.append((self._own_checkpoint(note, verifier, src), src))
+            except (AnchorDamaged, TamperError) as exc:
+                anchor_problem = exc.message
         for source, note in extra:
             targets.append((self._own_checkpoint(note, verifier, source), source))
         checker = TreeChecker(targets)
@@ -945,6 +997,13 @@ class AuditLog:
             )
         checker.check_beyond()
         checker.check_columns()
+        if anchor_problem is not None:
+            raise TamperError(
+                "checkpoint",
+                f"{anchor_problem}. The log itself is intact ({count} entries, consistent with "
+                "every other checkpoint held): keep the file with a note of this, then move it "
+                "aside (the node writes a new one at its next checkpoint)",
+            )
         return count
 
     async def _feed(self, checker: TreeChecker, below: int) -> None:

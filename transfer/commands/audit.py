@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
-from transfer.config import load_config, load_kek
+from transfer.config import kek_source, load_config, load_kek
 
 if TYPE_CHECKING:  # imported lazily: the CLI starts fast for commands that need no database
     from transfer.audit.entry import Entry
@@ -27,6 +27,7 @@ def _run(args: argparse.Namespace, work: Callable[[AuditLog], Awaitable[T]]) -> 
     from sqlalchemy.exc import DBAPIError
 
     from transfer.audit.log import AuditLog
+    from transfer.identity import prepare_database
 
     config = load_config(data_dir)
     kek = load_kek(config)
@@ -35,6 +36,12 @@ def _run(args: argparse.Namespace, work: Callable[[AuditLog], Awaitable[T]]) -> 
     async def go() -> T:
         log = AuditLog.for_node(data_dir, config, kek)
         try:
+            # Read-only: the database must be this node's and the KEK its own, but nothing
+            # is migrated or written here.
+            await prepare_database(
+                log.engine, kek, data_dir=data_dir, url=url, kek_source=kek_source(config),
+                migrate_schema=False, adopt=False,
+            )  # fmt: skip
             return await work(log)
         finally:
             await log.close()

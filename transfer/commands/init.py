@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import getpass
 import os
+import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
 from transfer.config import CONFIG_FILE
-from transfer.errors import InputError
+from transfer.errors import ConflictError, InputError, TransportError
 from transfer.private_files import tighten, write_private
 
 CONFIG_TEMPLATE = """\
@@ -99,6 +101,143 @@ def _admin_password() -> str:
     return first
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """Every organisation and the administrator ``init`` is to create, each checked."""
+
+    schools: list[tuple[str, str, str]]
+    agencies: list[tuple[str, str, str]]
+    admin: str | None
+
+
+def _plan(
+    schools: list[tuple[str, str, str]],
+    agencies: list[tuple[str, str, str]],
+    admin: str | None,
+    admin_password: str | None,
+) -> _Plan:
+    """Check every input by the rules the store and accounts apply; create nothing."""
+    from transfer.auth.passwords import check_password_policy
+    from transfer.store.service import new_agency, new_school, staff_username
+
+    plan = _Plan([], [], None)
+    seen: set[str] = set()
+    for urn, laestab, school_name in schools:
+        name, urn, laestab = new_school(name=school_name, urn=urn, laestab=laestab)
+        if urn in seen:
+            raise InputError(f"organisation {urn!r} is given twice; nothing was created")
+        seen.add(urn)
+        plan.schools.append((urn, laestab, name))
+    for agency_id, kind, agency_name in agencies:
+        name, agency_id, kind = new_agency(agency_id=agency_id, name=agency_name, kind=kind)
+        if agency_id in seen:
+            raise InputError(f"organisation {agency_id!r} is given twice; nothing was created")
+        seen.add(agency_id)
+        plan.agencies.append((agency_id, kind, name))
+    if admin and plan.schools:
+        username = staff_username(admin)
+        check_password_policy(admin_password or "", username)
+        return _Plan(plan.schools, plan.agencies, username)
+    return plan
+
+
+@dataclass(frozen=True)
+class _Footprint:
+    """What was there before ``init`` ran, so that a failed init takes away all it made.
+
+    Only for a node not set up before: ``init`` adding organisations to a working
+    node checks everything first and never deletes anything.
+    """
+
+    data_dir: Path
+    url: str
+    #: The node was set up before (extending it): nothing is removed on failure.
+    set_up: bool
+    dir_existed: bool
+    entries: frozenset[str]
+    #: A SQLite file outside the data directory that this init creates.
+    new_outside_file: Path | None
+    #: A PostgreSQL database that held no tables before.
+    blank_postgres: bool
+
+    @classmethod
+    async def take(cls, data_dir: Path, url: str) -> _Footprint:
+        import sqlalchemy as sa
+
+        from transfer.identity import was_set_up
+        from transfer.store.db import database_location, make_engine, sqlite_path
+
+        existed, entries, outside = _files_before(data_dir, sqlite_path(url))
+        set_up = existed and was_set_up(data_dir)
+        blank_pg = False
+        if sqlite_path(url) is None and not set_up:
+            engine = make_engine(url)
+            try:
+                async with engine.connect() as conn:
+                    tables = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
+            except (OSError, sa.exc.DBAPIError) as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise TransportError(
+                    f"cannot reach the database {database_location(url)}: {reason}"
+                ) from None
+            finally:
+                await engine.dispose()
+            blank_pg = not tables
+        return cls(data_dir, url, set_up, existed, entries, outside, blank_pg)
+
+    async def undo(self) -> None:
+        """Remove what this init made: new files in the data directory, a new database."""
+        if self.set_up:
+            return
+        self._remove_files()
+        if self.blank_postgres:
+            await _drop_all_tables(self.url)
+
+    def _remove_files(self) -> None:
+        if not self.dir_existed:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        elif self.data_dir.exists():
+            for name in set(os.listdir(self.data_dir)) - self.entries:
+                path = self.data_dir / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        if self.new_outside_file is not None:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{self.new_outside_file}{suffix}").unlink(missing_ok=True)
+
+
+def _files_before(data_dir: Path, db_file: Path | None) -> tuple[bool, frozenset[str], Path | None]:
+    """Whether the data directory exists, what it holds, and a new SQLite file outside it."""
+    existed = data_dir.exists()
+    entries = frozenset(os.listdir(data_dir)) if existed else frozenset()
+    outside = None
+    if db_file is not None and not db_file.resolve().is_relative_to(data_dir.resolve()):
+        outside = None if db_file.exists() else db_file
+    return existed, entries, outside
+
+
+async def _drop_all_tables(url: str) -> None:
+    """Empty a PostgreSQL database that held no tables before this init."""
+    import sqlalchemy as sa
+
+    from transfer.store.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+
+            def drop(c: sa.Connection) -> None:
+                found = sa.MetaData()
+                found.reflect(c)
+                found.drop_all(c)
+
+            await conn.run_sync(drop)
+    finally:
+        await engine.dispose()
+
+
 async def initialise(
     data_dir: Path,
     *,
@@ -108,37 +247,73 @@ async def initialise(
     admin: str | None,
     admin_password: str | None,
 ) -> list[str]:
-    """Create the organisations, their key sets and (optionally) an administrator each."""
+    """Create the organisations, their key sets and (optionally) an administrator each.
+
+    Every input is checked first (names, identifiers, the administrator's username and
+    password, organisations already on the node, the configuration and the KEK), so a
+    refusal creates nothing. Should creating fail anyway (a full disk, a lost database
+    connection), a node that was not set up before is left as it was: the data
+    directory's new files, and a database this init started, are removed.
+    """
+    from transfer.config import load_config, load_kek
+
+    plan = _plan(schools, agencies, admin, admin_password)
+    config = load_config(data_dir)
+    load_kek(config)
+    footprint = await _Footprint.take(data_dir, config.database_url(data_dir))
+    try:
+        return await _create(data_dir, name, plan, admin_password or "")
+    except BaseException:
+        await footprint.undo()
+        raise
+
+
+async def _create(data_dir: Path, name: str, plan: _Plan, admin_password: str) -> list[str]:
     from transfer.node import Node
 
     created_config = write_config(data_dir, name)
     lines = [f"config: {data_dir / CONFIG_FILE}" + (" (new)" if created_config else "")]
     async with await Node.open(data_dir) as node:
-        for urn, laestab, school_name in schools:
+        held = {o.id for o in await node.store.list_organisations()}
+        clash = [o for o in [s[0] for s in plan.schools] + [a[0] for a in plan.agencies]
+                 if o in held]  # fmt: skip
+        if clash:
+            raise ConflictError(
+                f"organisation {clash[0]!r} already exists on this node; nothing was created"
+            )
+        for urn, laestab, school_name in plan.schools:
             org = await node.store.create_school(name=school_name, urn=urn, laestab=laestab)
             keyset = await node.keys.create(org.id)
             lines.append(f"school {org.id} {org.name}: key fingerprint {keyset.fingerprint}")
-            if admin:
+            if plan.admin:
                 await node.accounts.bootstrap_account(
                     org.id,
-                    username=admin,
+                    username=plan.admin,
                     display_name="Administrator",
                     roles=["administrator"],
-                    password=admin_password or "",
+                    password=admin_password,
                 )
-                lines.append(f"  administrator {admin!r} created (enrol TOTP at first sign-in)")
-        for agency_id, kind, agency_name in agencies:
+                lines.append(
+                    f"  administrator {plan.admin!r} created (enrol TOTP at first sign-in)"
+                )
+        for agency_id, kind, agency_name in plan.agencies:
             org = await node.store.create_agency(name=agency_name, agency_id=agency_id, kind=kind)
             keyset = await node.keys.create(org.id)
             lines.append(f"agency {org.id} {org.name}: key fingerprint {keyset.fingerprint}")
         await node.audit_log.checkpoint()
+        await node.establish_identity()
     # Close whatever an earlier version left readable to others (0600/0700 throughout).
     await asyncio.to_thread(tighten, data_dir)
     return lines
 
 
 def run(args: argparse.Namespace) -> int:
+    from transfer.config import load_config, load_kek
+
     data_dir = data_dir_of(args)
+    # What can be refused without the password is refused before it is asked for.
+    _plan(args.school, args.agency, None, None)
+    load_kek(load_config(data_dir))
     password = _admin_password() if args.admin and args.school else None
     lines = asyncio.run(
         initialise(

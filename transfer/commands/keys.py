@@ -20,7 +20,7 @@ from keys.keyset import KeySet, format_time
 from keys.sealing import KekProtection
 from keys.store import KeyStore
 from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
-from transfer.config import load_config, load_kek
+from transfer.config import kek_source, load_config, load_kek
 from transfer.errors import ConflictError, InputError, TransportError
 
 
@@ -36,16 +36,20 @@ T = TypeVar("T")
 def _audited(args: argparse.Namespace, work: Callable[[KeyStore], Awaitable[T]]) -> T:
     """Run a key operation with the node's tamper-evident audit log as its sink."""
     from transfer.audit.log import AuditLog
-    from transfer.store.db import make_engine, migrate
+    from transfer.identity import prepare_database
+    from transfer.store.db import make_engine
 
     data_dir = data_dir_of(args)
     config = load_config(data_dir)
     kek = load_kek(config)
 
     async def go() -> T:
-        engine = make_engine(config.database_url(data_dir))
+        url = config.database_url(data_dir)
+        engine = make_engine(url)
         try:
-            await migrate(engine)
+            await prepare_database(
+                engine, kek, data_dir=data_dir, url=url, kek_source=kek_source(config)
+            )
         finally:
             await engine.dispose()
         log = AuditLog.for_node(data_dir, config, kek)

@@ -26,7 +26,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from transfer.serving import serving
 
     async with (
-        await Node.open(data_dir_of(args)) as node,
+        await Node.open(data_dir_of(args), full_check=True) as node,
         serving(node, args.host, args.port or None),
     ):
         stop = asyncio.Event()

@@ -47,6 +47,7 @@ from transfer.api.problems import (
     problem_response,
 )
 from transfer.api.request_ids import HEADER, REQUEST_ID, request_id_from
+from transfer.audit.checkpoint import parse_checkpoint
 from transfer.audit.log import AuditLog, PeerCheckpoint
 from transfer.config import Config
 from transfer.errors import (
@@ -385,7 +386,22 @@ async def receive_receipt(request: web.Request) -> web.StreamResponse:
             receipt_kind=signed.body.kind,
         )
         raise
-    carried = _carried(body.get("checkpoint"))  # a malformed one is refused before recording
+    try:
+        # A malformed checkpoint refuses the whole receipt before anything is recorded.
+        carried = _carried(body.get("checkpoint"))
+    except HandoverError as err:
+        await services.inbox.store.record_event(
+            "receipt.refused",
+            None,
+            None,
+            {"package": str(signed.body.package_id), "receipt": str(signed.body.receipt_id)},
+            outcome="refused",
+            reason="bad-checkpoint",
+            issuer=caller.org_id,
+            problem=err.message[:200],
+            receipt_kind=signed.body.kind,
+        )
+        raise
     await services.receipts.record_receipt(verified)
     witnessed = await _witness(services, caller, carried, verified)
     return _json(200, {"recorded": True, "checkpoint": witnessed})
@@ -396,7 +412,9 @@ def _carried(value: Any) -> PeerCheckpoint | None:
         return None
     if not isinstance(value, dict):
         raise InputError("checkpoint must be a peer checkpoint object or null")
-    return PeerCheckpoint.from_json(value)
+    carried = PeerCheckpoint.from_json(value)
+    parse_checkpoint(carried.note)  # NoteError (422): its signature could not even be checked
+    return carried
 
 
 async def _witness(

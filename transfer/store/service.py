@@ -170,6 +170,37 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
+def organisation_name(name: str) -> str:
+    """An organisation's name, stripped, or :class:`InputError`."""
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InputError("an organisation's name must be 1 to 200 characters")
+    return name
+
+
+def new_school(*, name: str, urn: str, laestab: str) -> tuple[str, str, str]:
+    """The (name, URN, LAESTAB) of a school to create, checked; what :meth:`create_school` checks.
+
+    ``handover init`` checks every organisation with this before it creates any.
+    """
+    return organisation_name(name), validate_urn(urn), validate_laestab(laestab)
+
+
+def new_agency(*, agency_id: str, name: str, kind: str) -> tuple[str, str, OrganisationKind]:
+    """The (name, id, kind) of an agency to create, checked; what :meth:`create_agency` checks."""
+    if kind not in AGENCY_KINDS:
+        raise InputError(f"agency kind must be one of {', '.join(sorted(AGENCY_KINDS))}")
+    return organisation_name(name), validate_agency_id(agency_id), cast(OrganisationKind, kind)
+
+
+def staff_username(username: str) -> str:
+    """A username, stripped, or :class:`InputError` (the rule every staff record follows)."""
+    username = username.strip()
+    if not username or len(username) > 100:
+        raise InputError("a username must be 1 to 100 characters")
+    return username
+
+
 def _roles(values: Iterable[str]) -> list[str]:
     out: list[str] = []
     for value in values:
@@ -614,9 +645,7 @@ class Store:
         laestab: str | None,
         operator: str,
     ) -> OrganisationRecord:
-        name = name.strip()
-        if not name or len(name) > 200:
-            raise InputError("an organisation's name must be 1 to 200 characters")
+        name = organisation_name(name)
         ring = self._ring()
         async with self._writing() as s:
             if await s.get(Organisation, org_id) is not None:
@@ -651,8 +680,7 @@ class Store:
         self, *, name: str, urn: str, laestab: str, operator: str = "operator"
     ) -> OrganisationRecord:
         """Add a school (its id is its URN) and make its sealed key."""
-        urn = validate_urn(urn)
-        laestab = validate_laestab(laestab)
+        name, urn, laestab = new_school(name=name, urn=urn, laestab=laestab)
         return await self._create_org(
             org_id=urn, name=name, kind="school", urn=urn, laestab=laestab, operator=operator
         )
@@ -661,13 +689,11 @@ class Store:
         self, *, agency_id: str, name: str, kind: str, operator: str = "operator"
     ) -> OrganisationRecord:
         """Add an agency (children's social care, LADO, police, other) by its assigned id."""
-        if kind not in AGENCY_KINDS:
-            raise InputError(f"agency kind must be one of {', '.join(sorted(AGENCY_KINDS))}")
-        agency_id = validate_agency_id(agency_id)
+        name, agency_id, org_kind = new_agency(agency_id=agency_id, name=name, kind=kind)
         return await self._create_org(
             org_id=agency_id,
             name=name,
-            kind=cast(OrganisationKind, kind),
+            kind=org_kind,
             urn=None,
             laestab=None,
             operator=operator,
@@ -692,9 +718,7 @@ class Store:
         username: str, display_name: str, roles: Iterable[str], email: str | None
     ) -> tuple[str, str, list[str]]:
         """Check a staff record's fields: the username and name stripped, the roles in order."""
-        username = username.strip()
-        if not username or len(username) > 100:
-            raise InputError("a username must be 1 to 100 characters")
+        username = staff_username(username)
         display_name = display_name.strip()
         if not display_name or len(display_name) > 200:
             raise InputError("a display name must be 1 to 200 characters")
@@ -1051,6 +1075,30 @@ class Store:
             record = _pupil_record(await self._pupil_in_org(s, actor, pupil_id))
         await self._audit("store.pupil.read", actor, actor.org_id, targets)
         return record
+
+    async def pupil_names(self, actor: Actor, pupil_ids: Iterable[str]) -> dict[str, str]:
+        """The names of these pupils of the actor's organisation, as lists show them.
+
+        For the other areas' lists (alerts) that name the child for a reader with
+        ``pupil.read``: they keep only the pupil's id and ask here when they are read,
+        so no copy of a pupil's details lives outside the store. An erased pupil is
+        "(erased)"; ids of other organisations' pupils are left out.
+        """
+        wanted = set(pupil_ids)
+        if not wanted:
+            return {}
+        require(actor, Permission.READ_PUPILS)
+        async with self.sessions() as s:
+            rows = (
+                await s.execute(
+                    select(Pupil.id, Pupil.forename, Pupil.surname, Pupil.erased_at).where(
+                        Pupil.org_id == actor.org_id, Pupil.id.in_(wanted)
+                    )
+                )
+            ).all()
+        return {
+            r.id: ("(erased)" if r.erased_at else f"{r.forename} {r.surname}".strip()) for r in rows
+        }
 
     async def find_pupil(self, actor: Actor, upn: str) -> PupilRecord:
         await self._require(actor, Permission.READ_PUPILS, "store.pupil.read", {})

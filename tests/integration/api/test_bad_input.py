@@ -165,6 +165,9 @@ async def test_malformed_ctf_is_400_not_500(api: Api) -> None:
         b"",
         b"<?xml version='1.0'?><CTfile></CTfile>",
         b'<!DOCTYPE x [<!ENTITY a "aaaa">]><x>&a;</x>',
+        # Encodings expat cannot read (fuzzing, issue 17 item 11): these answered 500.
+        b'<?xml version="1.0" encoding="UTF-7"?><CTfile></CTfile>',
+        b'<?xml version="1.0" encoding="x"?><CTfile></CTfile>',
     ]:
         resp = await api.client.post("/api/v1/ctf-imports", data=xml, headers=hdr)
         assert 400 <= resp.status < 500, await resp.text()

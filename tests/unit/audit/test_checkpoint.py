@@ -7,13 +7,16 @@ import sys
 
 import pytest
 
+from tests.support.notes import with_signature_length
 from transfer.audit import merkle
 from transfer.audit.checkpoint import (
     Checkpoint,
     NoteError,
+    NoteSignature,
     Signer,
     Verifier,
     open_note,
+    parse_checkpoint,
     parse_checkpoint_text,
     parse_note,
     sign_checkpoint,
@@ -119,6 +122,32 @@ def test_unknown_extra_signatures_are_ignored_but_known_bad_ones_are_not() -> No
     bad_line = line[:-6] + ("A" if line[-6] != "A" else "B") + line[-5:]
     with pytest.raises(NoteError):
         open_note(note.replace(line, bad_line), [a.verifier])
+
+
+@pytest.mark.parametrize("length", [1, 63, 65, 128])
+def test_a_signature_of_the_wrong_length_is_a_note_error_not_a_crash(length: int) -> None:
+    # Issue 17, items 9 and 12: PyNaCl raised its own ValueError for a signature that is not
+    # 64 bytes, past the verifier (a 500 at the peer route, a traceback in the CLI).
+    a = _signer()
+    note = with_signature_length(
+        sign_checkpoint(Checkpoint("example.org/audit", 3, merkle.leaf_hash(b"")), a), length
+    )
+    with pytest.raises(NoteError, match="does not verify"):
+        verify_checkpoint(note, a.verifier)
+    with pytest.raises(NoteError, match=f"is {length} bytes, not the 64"):
+        parse_checkpoint(note)
+    sig = parse_note(note).signatures[0]
+    assert a.verifier.verifies(parse_note(note).text, sig) is False
+
+
+def test_parse_checkpoint_ignores_other_signers_lengths() -> None:
+    a = _signer()
+    text = Checkpoint("example.org/audit", 3, merkle.leaf_hash(b"")).text()
+    other = NoteSignature("witness.example", b"\x01\x02\x03\x04", bytes(100))
+    note = sign_note(text, [a]) + other.line()
+    signed, checkpoint = parse_checkpoint(note)
+    assert checkpoint.size == 3 and len(signed.signatures) == 2
+    assert verify_checkpoint(note, a.verifier).size == 3
 
 
 @pytest.mark.parametrize(
