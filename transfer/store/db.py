@@ -151,11 +151,15 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEn
     """An async engine for ``url`` with the pragmas and pool settings we rely on."""
     if is_sqlite(url):
         path = sqlite_path(url)
-        if path is not None:
-            _private_database_file(path)
         engine = create_async_engine(
             url, echo=echo, connect_args={"timeout": 30}, pool_size=pool_size, max_overflow=0
         )
+        if path is not None:
+            # At the first connection, not now: a node that was set up must still find its
+            # database missing (identity.require_database) rather than a new empty file.
+            @event.listens_for(engine.sync_engine, "do_connect")
+            def _private_file(*_args: Any) -> None:
+                _private_database_file(path)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
