@@ -83,6 +83,7 @@ class Node:
                 store.engine, kek, data_dir=data_dir, url=url, kek_source=kek_source(config),
                 full_check=full_check,
             )  # fmt: skip
+            await store.finish_upgrade()
         except BaseException:
             await store.close()
             await audit_log.close()

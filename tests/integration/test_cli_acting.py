@@ -142,7 +142,7 @@ def test_as_alone_is_recorded_as_the_operator_acting_for_the_person(
         main(["audit", "show", "--data-dir", str(world.data), "--action", "transfer.queued"]) == 0
     )
     line = capsys.readouterr().out.strip()
-    assert f"actor=operator on_behalf_of={world.dsl_id}" in line
+    assert "by the operator (command line), acting for Sam Patel (DSL, Hillside)" in line
 
 
 def test_sign_in_asks_for_password_and_code_and_is_recorded_as_the_person(

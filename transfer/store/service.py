@@ -489,9 +489,16 @@ class Store:
             max_document_bytes=max_document_bytes,
         )
         if run_migrations:
-            await store._name_legacy_documents()
-        await store._remove_legacy_exports()
+            await store.finish_upgrade()
         return store
+
+    async def finish_upgrade(self) -> None:
+        """What an upgrade does to files once the schema is migrated (``docs/operations.md``,
+        Upgrading): rename documents to their keyed names, remove plaintext exports left by
+        earlier versions. :meth:`open` runs it after migrating; a caller that migrates the
+        schema itself (``Node.open``, after checking the database and the KEK) runs it then."""
+        await self._name_legacy_documents()
+        await self._remove_legacy_exports()
 
     async def _name_legacy_documents(self) -> int:
         """Finish ``store_0003``: rename document files written before it (named by the SHA-256
