@@ -67,6 +67,7 @@ from transfer.auditing import AuditEvent
 from transfer.config import Config
 from transfer.errors import InputError, IntegrityError, NotFoundError
 from transfer.store.db import make_engine
+from transfer.wording import plural
 
 DEFAULT_ORIGIN = "handover.invalid/audit"
 #: Where, inside the data directory, the newest checkpoint is kept outside the database.
@@ -471,7 +472,9 @@ class AuditLog:
                     ).scalar_one()
                 )
                 if size > have:
-                    raise NotFoundError(f"the audit log has {have} entries, fewer than {size}")
+                    raise NotFoundError(
+                        f"the audit log has {plural(have, 'entry')}, fewer than {size}"
+                    )
                 raise IntegrityError(
                     f"the audit log's stored subtree hash {missing[0]} is missing: "
                     "run 'handover audit verify'"
@@ -837,7 +840,7 @@ class AuditLog:
         if count < head_size:
             raise TamperError(
                 "truncated",
-                f"the log was truncated: it holds {count} entries but its head records "
+                f"the log was truncated: it holds {plural(count, 'entry')} but its head records "
                 f"{head_size} (entries #{count} to #{head_size - 1} are gone)",
                 seq=count,
             )
@@ -857,7 +860,8 @@ class AuditLog:
         if beyond:
             raise TamperError(
                 "inserted",
-                f"entry #{size_now} was inserted: the log head records only {size_now} entries",
+                f"entry #{size_now} was inserted: the log head records only "
+                f"{plural(size_now, 'entry')}",
                 seq=int(size_now),
             )
         if count and (
@@ -997,7 +1001,8 @@ class TreeChecker:
             if self._tree.root() != cp.root:
                 raise TamperError(
                     "contradicted",
-                    f"the log contradicts {src} (size {cp.size}): its first {cp.size} entries "
+                    f"the log contradicts {src} (size {cp.size}): its first "
+                    f"{plural(cp.size, 'entry')} "
                     "are not the ones that were signed (changed, or rolled back and rewritten)",
                     seq=cp.size,
                 )
@@ -1099,7 +1104,7 @@ class TreeChecker:
                 raise TamperError(
                     "rolled-back",
                     f"the log was truncated or rolled back: {src} was signed at size {size} "
-                    f"but the log holds only {count} entries",
+                    f"but the log holds only {plural(count, 'entry')}",
                     seq=count,
                 )
 
