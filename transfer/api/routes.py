@@ -482,10 +482,22 @@ async def update_pupil(call: Call) -> web.StreamResponse:
     return _json(await call.store.update_pupil(call.who.actor, call.path("pupil_id"), changes))
 
 
+def _flag(call: Call, name: str) -> bool:
+    """A yes/no query parameter: ``true`` or ``false`` (absent: false)."""
+    value = call.query.get(name)
+    if value is None or value == "false":
+        return False
+    if value == "true":
+        return True
+    error = {"location": f"query.{name}", "message": "must be true or false", "type": "bool_type"}
+    raise RequestValidationFailed(f"query.{name} must be true or false", [error])
+
+
 async def import_ctf(call: Call) -> web.StreamResponse:
     limit = call.request.app[CONFIG_KEY].server.max_body_bytes
     data = await read_limited(call.request, limit)
-    return _json(await call.store.import_ctf(call.who.actor, data), 201)
+    force = _flag(call, "force")
+    return _json(await call.store.import_ctf(call.who.actor, data, force=force), 201)
 
 
 async def list_concerns(call: Call) -> web.StreamResponse:
@@ -543,13 +555,13 @@ async def upload_document(call: Call) -> web.StreamResponse:
                 raise TooLargeError(f"the document is larger than the limit of {limit} bytes")
             yield chunk
 
-    media_type = _media_type(request) or "application/octet-stream"
+    # The request's Content-Type says nothing reliable (a form's, curl's): the store reads
+    # the document's kind from its first bytes and refuses kinds it does not keep.
     ref = await call.store.add_document(
         call.who.actor,
         call.path("pupil_id"),
         chunks(),
         filename=call.query["filename"],
-        media_type=media_type,
         concern_id=call.query.get("concern_id"),
     )
     return _json(ref, 201)
@@ -610,7 +622,11 @@ async def openapi_document(call: Call) -> web.StreamResponse:
 
 # --------------------------------------------------------------- the table
 
-_PUPIL_FILTER = QueryParam("pupil_id", "only concerns about this pupil")
+_FORCE_CTF = QueryParam(
+    "force", "true: import a CTF addressed to another school (your own leavers' CTF); without "
+    "it such a CTF is refused (409 ctf-addressed-elsewhere, naming that school)", max_length=5,
+)  # fmt: skip
+_PUPIL_FILTER = QueryParam("pupil_id", "only concerns about this pupil (its UPN, or its id)")
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/openapi.json", openapi_document, "This API's OpenAPI 3.1 document",
@@ -671,7 +687,7 @@ ROUTES: tuple[Route, ...] = (
           "pupils", SIGNED_IN, body=PupilChanges, response=PupilRecord),
     Route("POST", f"{API}/ctf-imports", import_ctf, "Import a Common Transfer File (XML)",
           "pupils", SIGNED_IN, raw_body=("application/xml", "text/xml"),
-          response=CTFImportResult, status=201),
+          response=CTFImportResult, status=201, query=(_FORCE_CTF,)),
     Route("GET", f"{API}/concerns", list_concerns, "Concerns one may read (no content)",
           "concerns", SIGNED_IN, response=ConcernSummary, many=True, query=(_PUPIL_FILTER,)),
     Route("POST", f"{API}/concerns", record_concern, "Record a concern", "concerns",

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from transfer.commands._common import Subparsers, add_data_dir, run_as_staff
+from transfer.wording import plural
 
 if TYPE_CHECKING:
     from transfer.exchange.inbox import InboxPreview, IncomingSummary
@@ -51,7 +52,10 @@ def register(sub: Subparsers) -> None:
     _common(acc)
     acc.add_argument("package_id")
     how = acc.add_mutually_exclusive_group()
-    how.add_argument("--pupil-id", help="import into this pupil (after a mismatch was shown)")
+    how.add_argument(
+        "--pupil-id", metavar="UPN",
+        help="import into this pupil (its UPN, or its id), after a mismatch was shown",
+    )  # fmt: skip
     how.add_argument("--create-new", action="store_true", help="import as a new pupil")
     acc.add_argument(
         "--reference",
@@ -73,7 +77,7 @@ def _line(s: IncomingSummary) -> str:
     when = (s.delivered_at or s.offered_at).strftime("%Y-%m-%d %H:%M")
     return (
         f"{s.package_id}  {s.state:<9}  {when}  {s.package_kind}  from {s.sender_name} "
-        f"({s.sender_org_id}), {s.size} bytes"
+        f"({s.sender_org_id}), {plural(s.size, 'byte')}"
     )
 
 
@@ -122,7 +126,7 @@ def _preview_text(p: InboxPreview) -> list[str]:
     for entry in p.chronology:
         lines.append(f"  {entry.occurred_at:%Y-%m-%d %H:%M}  {entry.kind}")
     for doc in p.documents:
-        lines.append(f"document: {doc.filename or doc.path} ({doc.size} bytes)")
+        lines.append(f"document: {doc.filename or doc.path} ({plural(doc.size, 'byte')})")
     return lines
 
 
