@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the standard tools the interop tests run against (Debian's `age`
-# and `minisign`), and Debian's `chromium` for the pickup portal's browser
-# tests (driven headless by Playwright at /usr/bin/chromium), when they are
+# and `minisign`), Debian's `chromium` for the pickup portal's browser tests
+# (driven headless by Playwright at /usr/bin/chromium), and `jq`, which the
+# API examples in docs/ use (the documentation test runs them), when they are
 # missing. Needs root or sudo, as apt does.
 set -euo pipefail
 missing=()
-for tool in age minisign chromium; do
+for tool in age minisign chromium jq; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 [[ ${#missing[@]} -eq 0 ]] && exit 0
