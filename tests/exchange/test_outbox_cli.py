@@ -109,3 +109,41 @@ def test_send_by_upn_asks_for_a_reason_on_the_command_line(
     )
     assert main(["send", "leaver-file", *me, "--pupil", "H801200001009", "--to", "654321"]) == 2
     assert "wrong check letter" in capsys.readouterr().err
+
+
+def test_a_ctf_addressed_to_another_school_needs_force_on_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11, item 21: ``handover pupils import-ctf`` names the school a CTF is addressed to
+    and imports it only with ``--force``."""
+    monkeypatch.setenv("HANDOVER_KEK", secrets.token_hex(32))
+    data = tmp_path / "node"
+    asyncio.run(
+        initialise(
+            data,
+            name="t",
+            schools=[("199001", "8012000", "Harbourside")],
+            agencies=[],
+            admin=None,
+            admin_password=None,
+        )
+    )
+
+    async def admin() -> None:
+        async with await Node.open(data) as node:
+            await node.store.bootstrap_staff(
+                "199001", username="office", display_name="Pat Office", roles=["administrator"]
+            )
+
+    asyncio.run(admin())
+    sample = Path(__file__).resolve().parents[1] / "assets" / "ctf" / "leavers_801_2000.xml"
+    me = ["--data-dir", str(data), "--org", "199001", "--as", "office"]
+    capsys.readouterr()
+    assert main(["pupils", "import-ctf", *me, str(sample)]) == 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "addressed to" in err[0] and "URN 199002" in err[0]
+    assert err[0].endswith("confirm it with --force")
+    assert main(["pupils", "import-ctf", *me, str(sample), "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "imported (leavers recorded): 4 pupils added, 0 pupils updated" in out
+    assert main(["pupils", "import-ctf", *me, str(tmp_path / "missing.xml")]) == 2

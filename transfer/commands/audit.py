@@ -56,10 +56,9 @@ def _run(
 
 
 async def _pupil_by_upn(url: str, ref: str, org: str | None) -> str:
-    """The pupil id for ``--pupil``: a UPN (checked by the DfE's rules) is looked up in the
-    node's pupils (of ``--org`` when given); an id is used as it is."""
-    import uuid
-
+    """The pupil id for ``--pupil``: a UPN (13 characters, checked by the DfE's rules) is
+    looked up in the node's pupils (of ``--org`` when given); anything else is the id the
+    log names the pupil by, used as it is."""
     import sqlalchemy as sa
 
     from transfer.identifiers import UPN_LENGTH, validate_upn
@@ -68,10 +67,7 @@ async def _pupil_by_upn(url: str, ref: str, org: str | None) -> str:
 
     text = ref.strip()
     if len(text) != UPN_LENGTH:
-        try:
-            return str(uuid.UUID(text))
-        except ValueError:
-            pass
+        return text
     upn = validate_upn(text)
     engine = make_engine(url, pool_size=1)
     try:
