@@ -310,25 +310,24 @@ class Alerts:
                 "alert.resolved", "node", org_id, {"alert": alert_id}, key=key
             )
 
-    async def resolve_others(self, org_id: str, prefix: str, keep: str | None) -> None:
-        """Close the open alerts whose key starts with ``prefix``, except ``keep``: the
-        deadlines of a leaving date since changed or removed."""
+    async def open_keys(self, org_id: str, prefix: str) -> list[str]:
+        """The keys starting with ``prefix`` that have an open alert (each once)."""
         t = alerts_table
         async with self.store.sessions() as s:
-            keys = (
-                await s.scalars(
-                    sa.select(t.c.key)
-                    .where(
-                        t.c.org_id == org_id,
-                        t.c.key.startswith(prefix, autoescape=True),
-                        t.c.closed_at.is_(None),
+            return list(
+                (
+                    await s.scalars(
+                        sa.select(t.c.key)
+                        .where(
+                            t.c.org_id == org_id,
+                            t.c.key.startswith(prefix, autoescape=True),
+                            t.c.closed_at.is_(None),
+                        )
+                        .distinct()
+                        .order_by(t.c.key)
                     )
-                    .distinct()
-                )
-            ).all()
-        for key in keys:
-            if key != keep:
-                await self.resolve(org_id, key)
+                ).all()
+            )
 
     async def _require(self, actor: Actor, action: str, targets: dict[str, str]) -> None:
         try:

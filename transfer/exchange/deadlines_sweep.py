@@ -81,9 +81,13 @@ def deadline_key(pupil_id: str, leaving_date: date) -> str:
     return f"{deadline_prefix(pupil_id)}{leaving_date.isoformat()}"
 
 
+#: What the key of every leaver's-file deadline alert starts with.
+DEADLINE_PREFIX: Final = "transfer-deadline:"
+
+
 def deadline_prefix(pupil_id: str) -> str:
     """What the keys of every deadline alert of one pupil start with."""
-    return f"transfer-deadline:{pupil_id}:"
+    return f"{DEADLINE_PREFIX}{pupil_id}:"
 
 
 def _read(path: Path) -> bytes:
@@ -214,7 +218,8 @@ class DeadlineSweep:
 
     async def _forget_changed(self, pupil_ids: Sequence[str]) -> None:
         """Close the deadline alerts of a leaving date that is no longer the pupil's (changed,
-        removed, or the destination is now unknown); the run raises the current one."""
+        removed, or the destination is now unknown); the run raises the current one. Two
+        queries whatever the number of pupils (a CTF of a whole year group)."""
         async with self.store.sessions() as s:
             rows = (
                 await s.execute(
@@ -223,13 +228,20 @@ class DeadlineSweep:
                     ).where(Pupil.id.in_(list(pupil_ids)))
                 )
             ).all()
+        current: dict[str, str | None] = {}
+        orgs: set[str] = set()
         for pupil_id, org_id, leaving, destination in rows:
-            current = (
+            orgs.add(org_id)
+            current[pupil_id] = (
                 deadline_key(pupil_id, leaving)
                 if leaving is not None and destination not in (None, "unknown")
                 else None
             )
-            await self.alerts.resolve_others(org_id, deadline_prefix(pupil_id), current)
+        for org_id in sorted(orgs):
+            for key in await self.alerts.open_keys(org_id, DEADLINE_PREFIX):
+                pupil_id = key[len(DEADLINE_PREFIX) :].split(":", 1)[0]
+                if pupil_id in current and key != current[pupil_id]:
+                    await self.alerts.resolve(org_id, key)
 
     @property
     def unit(self) -> DayUnit:
