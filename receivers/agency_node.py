@@ -54,8 +54,13 @@ class AgencyNodeRoute:
         if self.on_receipt not in self.outbox.on_receipt:
             self.outbox.on_receipt.append(self.on_receipt)
 
-    async def send(self, actor: Actor, referral_id: str) -> ReferralRecord:
-        """Seal the referral into the outbox and queue it for delivery to the agency's node."""
+    async def send(
+        self, actor: Actor, referral_id: str, *, form_only: bool = False
+    ) -> ReferralRecord:
+        """Seal the referral into the outbox and queue it for delivery to the agency's node.
+
+        ``form_only``: the DSL confirmed sending a referral with no chronology entry.
+        """
         record = await self.referrals.get(actor, referral_id)
         entry = await self.referrals.directory.entry(record.agency_org_id)
         if getattr(entry, "endpoint", None) is None:
@@ -71,7 +76,9 @@ class AgencyNodeRoute:
         sealed = None
         try:
             with os.fdopen(fd, "wb") as out:
-                sealed = await self.referrals.seal(actor, referral_id, out, route="node")
+                sealed = await self.referrals.seal(
+                    actor, referral_id, out, route="node", form_only=form_only
+                )
                 out.flush()
                 os.fsync(out.fileno())
             await self.outbox.queue_file(

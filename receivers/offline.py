@@ -256,8 +256,12 @@ async def write_offline_bundle(
     passphrase: bool = False,
     as_zip: bool = False,
     scrypt_log_n: int = SCRYPT_DEFAULT_LOG_N,
+    form_only: bool = False,
 ) -> OfflineBundle:
-    """Seal the referral into a new bundle in ``out_dir`` (a folder, or a ``.zip``)."""
+    """Seal the referral into a new bundle in ``out_dir`` (a folder, or a ``.zip``).
+
+    ``form_only``: the DSL confirmed sending a referral with no chronology entry.
+    """
     record = await referrals.get(actor, referral_id)
     if record.state != "draft":
         raise ConflictError(
@@ -276,8 +280,9 @@ async def write_offline_bundle(
         fd = os.open(folder / PACKAGE_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             sealed = await referrals.seal(
-                actor, referral_id, out, route="offline", recipients=recipients
-            )
+                actor, referral_id, out, route="offline", recipients=recipients,
+                form_only=form_only,
+            )  # fmt: skip
             out.flush()
             os.fsync(out.fileno())
     except BaseException:

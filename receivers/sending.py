@@ -1,8 +1,10 @@
 """The three routes behind one door: seal and send a referral, or take a sealed one back.
 
-Used by the JSON API (``POST /api/v1/referrals/{id}/send`` and ``.../unsend``);
-each function checks what its route needs before anything is sealed, so a
-refusal leaves the referral a draft:
+Used by the JSON API (``POST /api/v1/referrals/{id}/send`` and ``.../unsend``) and
+the CLI (``handover referral send|bundle``); each function checks what its route
+needs before anything is sealed, so a refusal leaves the referral a draft. A
+referral with no chronology entry chosen goes only with ``form_only=True`` (the
+DSL confirmed sending the form alone):
 
 - :func:`send_by_node`: the agency runs a node (:class:`receivers.agency_node.AgencyNodeRoute`);
 - :func:`send_via_portal`: sealed to the school's own key and offered through the
@@ -65,10 +67,15 @@ class PortalSend:
 
 
 async def send_by_node(
-    referrals: Referrals, outbox: Outbox, actor: Actor, referral_id: str
+    referrals: Referrals,
+    outbox: Outbox,
+    actor: Actor,
+    referral_id: str,
+    *,
+    form_only: bool = False,
 ) -> ReferralRecord:
     """Seal the referral into the outbox for the agency's node (``sent``, route ``node``)."""
-    return await AgencyNodeRoute(referrals, outbox).send(actor, referral_id)
+    return await AgencyNodeRoute(referrals, outbox).send(actor, referral_id, form_only=form_only)
 
 
 def _create(path: Path) -> int:
@@ -83,6 +90,7 @@ async def send_via_portal(
     referral_id: str,
     *,
     expires_in_days: int | None = None,
+    form_only: bool = False,
 ) -> PortalSend:
     """Seal the referral to the school's own key and offer it to the agency's registered
     address through a one-time link. On any failure the referral stays (or goes back to)
@@ -111,7 +119,9 @@ async def send_via_portal(
     sealed = None
     try:
         with os.fdopen(fd, "wb") as out:
-            sealed = await referrals.seal(actor, referral_id, out, route="portal", recipients=[own])
+            sealed = await referrals.seal(
+                actor, referral_id, out, route="portal", recipients=[own], form_only=form_only
+            )
         issued = await portal.create_pickup(
             actor,
             package=tmp,
@@ -138,11 +148,13 @@ async def send_offline(
     *,
     passphrase: bool = False,
     as_zip: bool = False,
+    form_only: bool = False,
 ) -> OfflineBundle:
     """Seal the referral into an offline bundle under ``out_dir``."""
     return await write_offline_bundle(
-        referrals, actor, referral_id, out_dir, passphrase=passphrase, as_zip=as_zip
-    )
+        referrals, actor, referral_id, out_dir, passphrase=passphrase, as_zip=as_zip,
+        form_only=form_only,
+    )  # fmt: skip
 
 
 async def withdraw(

@@ -298,6 +298,8 @@ class CTFImportResult(_Record):
     created: int
     updated: int
     pupil_ids: tuple[str, ...]
+    #: The CTF came from this school: it recorded leavers (leaving dates, destinations).
+    leavers: bool = False
 
 
 class RetentionPolicyRecord(_Record):

@@ -57,7 +57,9 @@ __all__ = [
 FORM_SCHEMA_VERSION: Final = 1
 
 ReferralKind = Literal["social_care", "lado", "police"]
-ReferralState = Literal["draft", "sent", "delivered", "accepted", "rejected", "closed"]
+#: "discarded" is only ever the state of the summary :meth:`Referrals.discard` returns:
+#: a discarded draft is deleted.
+ReferralState = Literal["draft", "sent", "delivered", "accepted", "rejected", "closed", "discarded"]
 ReferralRoute = Literal["node", "portal", "offline"]
 
 _Name = Annotated[Line, Field(min_length=1, max_length=200)]

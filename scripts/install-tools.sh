@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the standard tools the interop tests run against (Debian's `age`
-# and `minisign`), and Debian's `chromium` for the pickup portal's browser
-# tests (driven headless by Playwright at /usr/bin/chromium), and `sqlite3`
-# for the backup and restore commands of docs/operations.md, when they are
+# and `minisign`), Debian's `chromium` for the pickup portal's browser tests
+# (driven headless by Playwright at /usr/bin/chromium), `jq`, which the API
+# examples in docs/ use (the documentation test runs them), and `sqlite3` for
+# the backup and restore commands of docs/operations.md, when they are
 # missing. Needs root or sudo, as apt does.
 set -euo pipefail
 missing=()
-for tool in age minisign chromium sqlite3; do
+for tool in age minisign chromium jq sqlite3; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 [[ ${#missing[@]} -eq 0 ]] && exit 0

@@ -115,7 +115,7 @@ async def test_sends_a_plain_text_message(
     assert isinstance(payload, bytes)
     assert payload.decode().replace("\r\n", "\n").strip() == body
     # The log says that a message went, never what it said or to whom.
-    assert "2 recipient(s)" in ours
+    assert "2 recipients" in ours
     assert "Sign in" not in ours and "dsl@school" not in ours
 
 

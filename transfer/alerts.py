@@ -76,6 +76,8 @@ class AlertRecord(BaseModel):
     closed_reason: ClosedReason | None = None
     closed_by: str | None = None
     mail_state: MailState
+    #: The member of staff the alert also concerns (an overdue action's owner), or None.
+    staff_id: str | None = None
 
 
 def england_day(moment: datetime) -> date:
@@ -100,6 +102,7 @@ def _record(row: Any, pupil_name: str | None = None) -> AlertRecord:
         closed_reason=row.closed_reason,
         closed_by=row.closed_by,
         mail_state=row.mail_state,
+        staff_id=row.staff_id,
     )
 
 
@@ -120,21 +123,22 @@ class Alerts:
     def today(self) -> date:
         return england_day(self.store.now())
 
-    async def recipients(self, org_id: str) -> list[str]:
-        """E-mail addresses of the organisation's active DSL team (deduplicated, in order)."""
+    async def recipients(self, org_id: str, staff_id: str | None = None) -> list[str]:
+        """E-mail addresses of the organisation's active DSL team, and of ``staff_id`` when
+        given (the member of staff an alert also concerns): deduplicated, in order."""
         async with self.store.sessions() as s:
             rows = (
                 await s.execute(
-                    sa.select(Staff.email, Staff.roles)
+                    sa.select(Staff.id, Staff.email, Staff.roles)
                     .where(Staff.org_id == org_id, Staff.active.is_(True), Staff.email.is_not(None))
                     .order_by(Staff.username)
                 )
             ).all()
         out: list[str] = []
-        for email, roles in rows:
-            if email and set(roles) & {r.value for r in DSL_TEAM} and valid_address(email):
-                if email not in out:
-                    out.append(email)
+        for person, email, roles in rows:
+            wanted = set(roles) & {r.value for r in DSL_TEAM} or person == staff_id
+            if email and wanted and valid_address(email) and email not in out:
+                out.append(email)
         return out
 
     async def notify(
@@ -147,9 +151,12 @@ class Alerts:
         message: str,
         pupil_id: str | None = None,
         ref: str | None = None,
+        staff_id: str | None = None,
     ) -> bool:
         """Raise an alert unless this (key, level) was already raised today, or dismissed.
 
+        ``staff_id``: a member of staff the alert also concerns (an overdue action's
+        owner): they see it in the app too, and are e-mailed with the DSL team.
         Returns True if a new alert was raised (and e-mailed, when SMTP is configured).
         """
         if level not in LEVELS:
@@ -162,7 +169,7 @@ class Alerts:
         now = self.store.now()
         day = england_day(now)
         t = alerts_table
-        recipients = await self.recipients(org_id) if self.mailer.enabled else []
+        recipients = await self.recipients(org_id, staff_id) if self.mailer.enabled else []
         mail_state: MailState = (
             "off" if not self.mailer.enabled else ("sending" if recipients else "none")
         )
@@ -199,6 +206,7 @@ class Alerts:
                         raised_at=now,
                         mail_state=mail_state,
                         mail_attempts=0,
+                        staff_id=staff_id,
                     )
                 )
         except sa_exc.IntegrityError:
@@ -209,6 +217,8 @@ class Alerts:
         targets = {"alert": alert_id}
         if pupil_id:
             targets["pupil"] = pupil_id
+        if staff_id:
+            targets["person"] = staff_id
         await self.store.record_event(
             "alert.raised", "node", org_id, targets, level=level, key=key, mail=mail_state
         )
@@ -249,7 +259,7 @@ class Alerts:
         async with self.store.sessions() as s:
             rows = (
                 await s.execute(
-                    sa.select(t.c.id, t.c.org_id, t.c.subject, t.c.message).where(
+                    sa.select(t.c.id, t.c.org_id, t.c.subject, t.c.message, t.c.staff_id).where(
                         t.c.mail_state == "failed",
                         t.c.mail_attempts < MAX_MAIL_ATTEMPTS,
                         t.c.closed_at.is_(None),
@@ -267,7 +277,7 @@ class Alerts:
                 )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 continue
-            to = await self.recipients(row.org_id)
+            to = await self.recipients(row.org_id, row.staff_id)
             if not to:
                 async with self.store.sessions() as s, s.begin():
                     await s.execute(sa.update(t).where(t.c.id == row.id).values(mail_state="none"))
@@ -300,6 +310,25 @@ class Alerts:
                 "alert.resolved", "node", org_id, {"alert": alert_id}, key=key
             )
 
+    async def open_keys(self, org_id: str, prefix: str) -> list[str]:
+        """The keys starting with ``prefix`` that have an open alert (each once)."""
+        t = alerts_table
+        async with self.store.sessions() as s:
+            return list(
+                (
+                    await s.scalars(
+                        sa.select(t.c.key)
+                        .where(
+                            t.c.org_id == org_id,
+                            t.c.key.startswith(prefix, autoescape=True),
+                            t.c.closed_at.is_(None),
+                        )
+                        .distinct()
+                        .order_by(t.c.key)
+                    )
+                ).all()
+            )
+
     async def _require(self, actor: Actor, action: str, targets: dict[str, str]) -> None:
         try:
             require(actor, Permission.HANDLE_ALERTS)
@@ -316,10 +345,15 @@ class Alerts:
             return {}
 
     async def list(self, actor: Actor, *, open_only: bool = True) -> list[AlertRecord]:
-        """The organisation's alerts, newest first: only open ones unless ``open_only`` is off."""
-        await self._require(actor, "alert.list", {})
+        """The organisation's alerts, newest first: only open ones unless ``open_only`` is off.
+
+        The DSL team sees them all; anyone else sees only the alerts that concern them
+        (an overdue action they own).
+        """
         t = alerts_table
         query = sa.select(t).where(t.c.org_id == actor.org_id)
+        if not actor.has(Permission.HANDLE_ALERTS):
+            query = query.where(t.c.staff_id == actor.staff_id)
         if open_only:
             query = query.where(t.c.closed_at.is_(None))
         async with self.store.sessions() as s:

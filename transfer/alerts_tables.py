@@ -37,9 +37,13 @@ alerts = sa.Table(
     #: off (no SMTP), none (no DSL address), sending, sent, failed.
     sa.Column("mail_state", sa.String(10), nullable=False),
     sa.Column("mail_attempts", sa.Integer(), nullable=False),
+    #: A member of staff the alert also concerns (an overdue action's owner), who sees it in
+    #: the app and is e-mailed too; NULL: the DSL team's alone (migration ``requests_0002``).
+    sa.Column("staff_id", sa.String(36), nullable=True),
     sa.UniqueConstraint("org_id", "key", "level", "day", name="uq_alerts_org_key_level_day"),
     sa.Index("ix_alerts_org_key", "org_id", "key"),
     sa.Index("ix_alerts_org_closed", "org_id", "closed_at"),
+    sa.Index("ix_alerts_org_staff", "org_id", "staff_id"),
 )
 
 ALERT_TABLES = frozenset({"alerts"})

@@ -40,6 +40,7 @@ from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
 from transfer.errors import AuthenticationError, InputError, IntegrityError
+from transfer.wording import plural
 
 __all__ = [
     "ALG",
@@ -775,8 +776,9 @@ def verify_request(
         ) from None
     if abs(now - parsed.created) > max_skew:
         raise ExpiredSignatureError(
-            f"the request was signed at {_format_time(parsed.created)}, more than {max_skew} "
-            f"seconds from this node's clock ({_format_time(now)}); check both clocks"
+            f"the request was signed at {_format_time(parsed.created)}, more than "
+            f"{plural(max_skew, 'second')} from this node's clock ({_format_time(now)}); "
+            "check both clocks"
         )
     digest_header = _header(headers, "content-digest")
     if digest_header is None:

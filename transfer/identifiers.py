@@ -47,6 +47,8 @@ from transfer.errors import InputError
 
 #: The 23 letters used for check letters and temporary-UPN suffixes (no I, O, S).
 UPN_ALPHABET: Final = "ABCDEFGHJKLMNPQRTUVWXYZ"
+#: A UPN (permanent or temporary) is exactly this many characters.
+UPN_LENGTH: Final = 13
 
 _ENGLISH: Final[dict[str, str]] = {
     # Inner London
@@ -328,9 +330,9 @@ def validate_upn(text: str) -> str:
     """Return the normalised UPN (upper case, stripped) or raise :class:`InvalidUPN`."""
     upn = text.strip().upper()
     shown = _echo(upn)
-    if len(upn) != 13:
+    if len(upn) != UPN_LENGTH:
         raise InvalidUPN(
-            f"UPN '{shown}' has {len(upn)} characters; a UPN has exactly 13.",
+            f"UPN '{shown}' has {len(upn)} characters; a UPN has exactly {UPN_LENGTH}.",
             UPNErrorCategory.WRONG_LENGTH,
         )
     if not _ascii_digits(upn[4:12]):

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from transfer.config import SmtpSection
 from transfer.errors import ConfigError, InputError, TransportError
+from transfer.wording import plural
 
 log = logging.getLogger("handover.mail")
 
@@ -148,7 +149,7 @@ class Mailer:
         except smtplib.SMTPRecipientsRefused as exc:
             raise TransportError(
                 f"the mail server at {self.server} refused {len(exc.recipients)} of "
-                f"{len(to)} recipient(s)"
+                f"{plural(len(to), 'recipient')}"
             ) from None
         except smtplib.SMTPNotSupportedError:
             raise TransportError(
@@ -164,4 +165,4 @@ class Mailer:
                 f"cannot send e-mail through {self.server}: {type(exc).__name__}"
                 + (f" ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else "")
             ) from None
-        log.info("e-mail sent through %s to %d recipient(s)", self.server, len(to))
+        log.info("e-mail sent through %s to %s", self.server, plural(len(to), "recipient"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -11,6 +12,7 @@ from keys.sealing import KekProtection
 from keys.store import KeyStore
 from receivers.agency_node import AgencyNodeRoute
 from receivers.portal.service import PickupPortal, PortalSettings
+from transfer.alert_rules import StoreAlerts
 from transfer.alerts import Alerts
 from transfer.api.request_ids import RequestIdAudit
 from transfer.audit.log import AuditLog
@@ -19,8 +21,9 @@ from transfer.config import CONFIG_FILE, Config, kek_source, load_config, load_k
 from transfer.directory.service import Directory
 from transfer.errors import ConfigError
 from transfer.exchange.client import PeerClient
+from transfer.exchange.deadlines_sweep import DeadlineSweep
 from transfer.exchange.inbox import Inbox
-from transfer.exchange.outbox import Outbox
+from transfer.exchange.outbox import Outbox, OutgoingRecord
 from transfer.exchange.witness import Witness
 from transfer.identity import NodeIdentity, establish, prepare_database
 from transfer.mail import Mailer
@@ -29,6 +32,17 @@ from transfer.store.service import Store
 
 if TYPE_CHECKING:
     from transfer.exchange.requests import LeaverFileQueue, PeerCaller, TransferRequests
+    from transfer.receipts import SignedReceipt
+
+
+def _deadline_on_receipt(
+    deadlines: DeadlineSweep,
+) -> Callable[[OutgoingRecord, SignedReceipt], Awaitable[None]]:
+    async def check(record: OutgoingRecord, _receipt: SignedReceipt) -> None:
+        if record.kind == "leaver_file":
+            await deadlines.run(pupil_ids=record.pupil_ids)
+
+    return check
 
 
 @dataclass
@@ -49,6 +63,10 @@ class Node:
     #: The signed client for calling other nodes, and the packages this node sends.
     peer: PeerClient
     outbox: Outbox
+    #: KCSIE deadline alerts (the scheduler's sweep, and at once when a leaver changes),
+    #: and the alerts raised as the store's data changes (concerns, overdue actions).
+    deadlines: DeadlineSweep
+    store_alerts: StoreAlerts
 
     @classmethod
     async def open(
@@ -116,10 +134,16 @@ class Node:
                 audit_log=audit_log, vkey_for=directory.audit_vkey_for, store=store, alerts=alerts
             ).on_receipt
         )
+        # Alerts as soon as the data changes: a leaving date, a concern, an action; and a
+        # leaver's file's receipt settles its deadline at once.
+        deadlines = DeadlineSweep(store, alerts, outbox, config.transfer, data_dir=data_dir)
+        store_alerts = StoreAlerts(store, alerts, deadlines, base_url=config.node.base_url)
+        store_alerts.attach()
+        outbox.on_receipt.append(_deadline_on_receipt(deadlines))
         return cls(
             data_dir, config, audit_log, audit, store, accounts, keys, directory, portal=portal,
             inbox=inbox, referrals=referrals, mailer=mailer, alerts=alerts, peer=peer,
-            outbox=outbox,
+            outbox=outbox, deadlines=deadlines, store_alerts=store_alerts,
         )  # fmt: skip
 
     def transfer_requests(self, *, outbox: LeaverFileQueue, client: PeerCaller) -> TransferRequests:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -26,7 +27,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from transfer.api.app import create_app
 from transfer.api.listener import GuardedSite, ListenerLimits
 from transfer.errors import ConfigError, HandoverError
-from transfer.exchange.deadlines_sweep import DeadlineSweep
 from transfer.exchange.peer_server import services_for
 from transfer.exchange.receipt_push import ReceiptPusher
 from transfer.exchange.retention_sweep import AfterAcceptanceRetention
@@ -35,8 +35,13 @@ from transfer.node import Node
 from transfer.private_files import tighten
 from transfer.referrals.service import referral_deadline_sweep
 from transfer.tls import make_self_signed, server_context
+from transfer.wording import plural
 
 log = logging.getLogger("handover.serve")
+
+#: How often the alert sweeps run (KCSIE deadlines, overdue actions), on top of the alerts
+#: raised as the data changes: a due date passing at midnight is seen within this.
+ALERT_SWEEP_MINUTES: Final = 10
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ class Running:
 async def _sweep_retention(node: Node) -> None:
     report = await node.store.run_retention()
     if report.erased_pupils:
-        log.info("retention sweep erased %d pupil(s)", len(report.erased_pupils))
+        log.info("retention sweep erased %s", plural(len(report.erased_pupils), "pupil"))
 
 
 async def _checkpoint(node: Node) -> None:
@@ -92,7 +97,7 @@ def _app_and_scheduler(node: Node) -> tuple[web.Application, AsyncIOScheduler]:
     peer_client = node.peer
     requests_outbox = node.outbox
     transfer_requests = node.transfer_requests(outbox=requests_outbox, client=peer_client)
-    deadlines = DeadlineSweep(node.store, node.alerts, requests_outbox, node.config.transfer)
+    deadlines = node.deadlines
     after_accepted = AfterAcceptanceRetention(node.store, requests_outbox, node.config.transfer)
     app = create_app(
         store=node.store, accounts=node.accounts, audit=node.audit, config=node.config,
@@ -122,9 +127,15 @@ def _app_and_scheduler(node: Node) -> tuple[web.Application, AsyncIOScheduler]:
         transfer_requests.send_due, "interval", seconds=node.config.transfer.sweep_seconds,
         max_instances=1, coalesce=True,
     )  # fmt: skip
+    # Alerts are raised as the data changes; these sweeps catch what time alone changes (a
+    # due date passing at midnight) within ALERT_SWEEP_MINUTES.
     scheduler.add_job(
-        deadlines.run, "interval", hours=1, next_run_time=datetime.now(UTC),
+        deadlines.run, "interval", minutes=ALERT_SWEEP_MINUTES, next_run_time=datetime.now(UTC),
         max_instances=1, coalesce=True,
+    )  # fmt: skip
+    scheduler.add_job(
+        node.store_alerts.actions.run, "interval", minutes=ALERT_SWEEP_MINUTES,
+        next_run_time=datetime.now(UTC), max_instances=1, coalesce=True,
     )  # fmt: skip
     scheduler.add_job(
         after_accepted.run, "interval", hours=1, next_run_time=datetime.now(UTC),

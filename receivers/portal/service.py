@@ -87,6 +87,7 @@ from transfer.package.layout import KeySetSenderKeys, read_package_tar
 from transfer.package.open import inspect_package, verify_package
 from transfer.store.permissions import Actor, Permission, PermissionDenied, require
 from transfer.store.service import Store
+from transfer.wording import plural
 
 log = logging.getLogger("receivers.portal")
 
@@ -649,7 +650,8 @@ class PickupPortal:
         days = self.settings.link_days if expires_in_days is None else expires_in_days
         if not 1 <= days <= self.settings.max_link_days:
             raise InputError(
-                f"a link may last from 1 to {self.settings.max_link_days} days, not {days}"
+                f"a link may last from 1 to {plural(self.settings.max_link_days, 'day')}, "
+                f"not {days}"
             )
         keyset = self._keyset(actor.org_id)
         pickup_id = str(uuid.uuid4())
@@ -747,7 +749,7 @@ class PickupPortal:
         body = (
             f"{org.name} has sent {row.agency_name or 'your agency'} a referral through "
             "Handover.\n\n"
-            f"Open it here (the link works for {days} days):\n\n{link}\n\n"
+            f"Open it here (the link works for {plural(days, 'day')}):\n\n{link}\n\n"
             "You will also need a passcode. The school will give it to you by telephone; "
             "it is never sent by e-mail.\n\n"
             "If you were not expecting this, do not open the link: tell the school.\n"

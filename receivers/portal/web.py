@@ -47,6 +47,7 @@ from transfer.errors import (
     NotFoundError,
     TooLargeError,
 )
+from transfer.wording import plural
 
 log = logging.getLogger("receivers.portal")
 
@@ -139,7 +140,7 @@ def _list_item(name: str, items: list[Any]) -> FieldItem:
 
 def size_text(size: int) -> str:
     if size < 1024:
-        return f"{size} bytes"
+        return plural(size, "byte")
     if size < 1024 * 1024:
         return f"{size / 1024:.0f} KB"
     return f"{size / 1024 / 1024:.1f} MB"

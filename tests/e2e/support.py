@@ -274,6 +274,8 @@ async def add_pupil(
         "upn": upn(serial), "surname": surname, "forename": f"Amara{serial}",
         "dob": "2015-03-14", "sex": "F", "year_group": "6",
         "leaving_date": (date.today() + timedelta(days=30)).isoformat(),
+        # Leaving for the secondary school: its file goes there without a reason.
+        "destination": {"kind": "school", "urn": SECONDARY[0], "name": SECONDARY[2]},
     })  # fmt: skip
     pupil_id = str(pupil["id"])
     if not concern:
@@ -288,6 +290,8 @@ async def add_pupil(
         "decision": "refer_social_care", "reason": "Unexplained injury; referral to MASH.",
     })  # fmt: skip
     if document is not None:
+        # The store keeps only kinds of document it recognises by their first bytes.
+        document = document if document.startswith(b"Strategy") else b"%PDF-1.7\n" + document
         await dsl.call(
             "POST", f"/pupils/{pupil_id}/documents", data=document,
             content_type="application/octet-stream",

@@ -28,7 +28,15 @@ from keys.keyset import KeySet
 from keys.sealing import KekProtection
 from keys.store import KeyStore
 from schemas.manifest import Recipient, Sender
-from schemas.records import NewAction, NewBodyMapMark, NewConcern, NewContact, NewTriage
+from schemas.records import (
+    Destination,
+    NewAction,
+    NewBodyMapMark,
+    NewConcern,
+    NewContact,
+    NewTriage,
+    PupilChanges,
+)
 from tests.integration.package.support import identity
 from tests.integration.store.conftest import KEK, SCHOOL_URN, School, make_school, start_clock
 from transfer.auditing import AuditEvent, MemoryAudit
@@ -49,7 +57,8 @@ SENDER = SCHOOL_URN  # Harbourside Primary, made by make_school
 RECEIVER = "199002"
 RECEIVER_LAESTAB = "8012001"
 MAX_PACKAGE = 4 * 1024 * 1024
-DOCUMENT = bytes(range(256)) * 1200  # 300 KiB, spans several store chunks
+# 300 KiB, spans several store chunks; a PDF as far as the store's check of its first bytes goes.
+DOCUMENT = b"%PDF-1.7\n" + bytes(range(256)) * 1200
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 
 
@@ -159,6 +168,11 @@ class Rig:
         """A pupil at the sending school with a chronology and a document; its id."""
         s, school = self.store, self.school
         pupil = await school.pupil(upn(serial), surname="Okafor", dob=dob)
+        # Leaving for the receiving school: its file may go there without a reason.
+        await s.update_pupil(
+            school.admin, pupil.id,
+            PupilChanges(destination=Destination(kind="school", urn=RECEIVER)),
+        )  # fmt: skip
         concern = await s.record_concern(
             school.staff,
             NewConcern(
@@ -193,7 +207,6 @@ class Rig:
             pupil.id,
             chunks(),
             filename="Body map.pdf",
-            media_type="application/pdf",
             concern_id=concern.id,
         )
         return pupil.id

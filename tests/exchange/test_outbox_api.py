@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from keys.keyset import KeySet
 from keys.sealing import KekProtection
 from keys.store import KeyStore
-from schemas.records import NewPupil
+from schemas.records import Destination, NewPupil
 from tests.exchange.outbox_support import RECEIVER, StaticDirectory, TinyPeer, running_peer, upn
 from tests.integration.api.conftest import Api, api_config
 from tests.unit.auth.support import KEK, URN, open_node
@@ -64,8 +64,9 @@ async def test_a_dsl_sends_follows_and_cancels_through_the_api(rig: Rig) -> None
     actor = await api.node.store.actor_for(dsl.staff.id)
     pupil = await api.node.store.create_pupil(
         actor,
-        NewPupil(upn=upn(7), surname="Nowak", forename="Leon", dob=date(2014, 11, 2), sex="M"),
-    )
+        NewPupil(upn=upn(7), surname="Nowak", forename="Leon", dob=date(2014, 11, 2), sex="M",
+                 destination=Destination(kind="school", urn=RECEIVER)),
+    )  # fmt: skip
     body = {"pupil_id": pupil.id, "to_org_id": RECEIVER}
     resp = await c.post("/api/v1/outbox/leaver-files", json=body, headers=th)
     assert resp.status == 403 and (await resp.json())["status"] == 403
@@ -105,3 +106,51 @@ async def test_a_dsl_sends_follows_and_cancels_through_the_api(rig: Rig) -> None
     assert late.status == 409
     spec = await (await c.get("/api/v1/openapi.json")).json()
     assert "/api/v1/outbox/{package_id}/resend" in spec["paths"]
+
+
+async def test_the_api_asks_for_a_reason_and_refuses_an_agency(rig: Rig) -> None:
+    """Issue 11, items 16 and 17 through the API: the pupil by UPN, a reason when the school
+    is not the recorded destination, and a leaver's file never to an agency."""
+    from transfer.directory.document import entry_from_keyset
+
+    api, c = rig.api, rig.api.client
+    dsl = await api.node.person("dsl", [Role.DSL])
+    dh = await api.sign_in(dsl)
+    actor = await api.node.store.actor_for(dsl.staff.id)
+    await api.node.store.create_pupil(
+        actor,
+        NewPupil(upn=upn(8), surname="Begum", forename="Yusuf", dob=date(2015, 1, 9), sex="M"),
+    )
+    body = {"pupil_id": upn(8).lower(), "to_org_id": RECEIVER}
+    resp = await c.post("/api/v1/outbox/leaver-files", json=body, headers=dh)
+    problem = await resp.json()
+    assert resp.status == 422 and problem["type"].endswith(":reason-required"), problem
+    assert problem["reasons_needed"] == ["not_destination"]
+    assert "no destination is recorded" in problem["detail"]
+    resp = await c.post(
+        "/api/v1/outbox/leaver-files", json={**body, "reason": "joined them mid-term"}, headers=dh
+    )
+    assert resp.status == 201, await resp.text()
+    sent = await resp.json()
+    assert sent["reasons_needed"] == ["not_destination"]
+    assert sent["send_reason"] == "joined them mid-term"
+    resp = await c.get(f"/api/v1/outbox?pupil_id={upn(8)}", headers=dh)
+    assert [r["id"] for r in (await resp.json())["items"]] == [sent["id"]]
+
+    agency = KeySet.generate("mash-bristol")
+    directory = rig.outbox.directory
+    assert isinstance(directory, StaticDirectory)
+    directory.entries["mash-bristol"] = entry_from_keyset(
+        agency, name="Bristol MASH", kind="social_care", endpoint=None
+    )
+    resp = await c.post(
+        "/api/v1/outbox/leaver-files",
+        json={**body, "to_org_id": "mash-bristol", "reason": "asked"},
+        headers=dh,
+    )
+    problem = await resp.json()
+    assert resp.status == 403 and problem["type"].endswith(":not-a-school"), problem
+    resp = await c.post(
+        "/api/v1/outbox/leaver-files", json={**body, "pupil_id": "H801200001009"}, headers=dh
+    )
+    assert resp.status == 400 and (await resp.json())["type"].endswith(":invalid-upn")

@@ -30,6 +30,7 @@ from transfer.exchange.nonces import NonceTable
 from transfer.exchange.outbox import Outbox
 from transfer.exchange.peer_server import PeerServices, mount
 from transfer.exchange.requests import TransferRequests
+from transfer.identifiers import InvalidUPN
 from transfer.mail import Mailer
 from transfer.store.permissions import Actor, PermissionDenied, Role
 from transfer.store.service import Store
@@ -412,3 +413,23 @@ async def test_both_schools_on_one_node(db_url: str, tmp_path: Path) -> None:
         # Authorising twice is refused; the file is queued once.
         with pytest.raises(ConflictError):
             await n.requests.authorise(pri, asked.request_id)
+
+
+async def test_the_dsl_names_the_pupil_of_an_unmatched_request_by_upn(
+    two_nodes: tuple[PeerNode, PeerNode],
+) -> None:
+    """Issue 11, items 16 and 17: ``authorise`` takes the pupil's UPN (a bad one gets the DfE's
+    words), and the authorised request is the reason the file goes where none is recorded."""
+    primary, secondary = two_nodes
+    known = await primary.add_pupil(PRIMARY, 11)  # the same child, on our roll under 11
+    await secondary.add_pupil(SECONDARY, 12)
+    sec_dsl, pri_dsl = secondary.schools[SECONDARY].dsl, primary.schools[PRIMARY].dsl
+    asked = await secondary.requests.create(sec_dsl, upn=upn(12), from_org_id=PRIMARY)
+    assert await secondary.requests.send_one(asked.request_id, SECONDARY)
+    with pytest.raises(InvalidUPN, match="wrong check letter"):
+        await primary.requests.authorise(pri_dsl, asked.request_id, pupil_id="A" + upn(11)[1:])
+    done = await primary.requests.authorise(pri_dsl, asked.request_id, pupil_id=upn(11).lower())
+    assert done.state == "authorised" and done.package_id is not None
+    sent = await primary.outbox.get(pri_dsl, done.package_id)
+    assert sent.pupil_ids == (known,) and sent.reasons_needed == ("not_destination",)
+    assert sent.send_reason is not None and asked.request_id in sent.send_reason

@@ -116,13 +116,20 @@ async def test_requests_and_alerts_over_http(api: tuple[Api, MemoryPeer, Alerts]
                      headers=h, json={})  # fmt: skip
     assert r.status == 409
 
-    # Alerts: a DSL sees and dismisses; other staff are refused.
+    # Alerts: a DSL sees and dismisses; other staff see only the alerts that concern them
+    # (an overdue action they own) and dismiss none.
     assert await alerts.notify(URN, key="k", level="due", subject="Due today", message="M")
     r = await c.get("/api/v1/alerts", headers=h)
     (alert,) = (await r.json())["items"]
     assert alert["level"] == "due"
     th = await a.sign_in(teacher)
     r = await c.get("/api/v1/alerts", headers=th)
+    assert r.status == 200 and (await r.json())["items"] == []
+    assert await alerts.notify(URN, key="mine", level="overdue", subject="An action is overdue",
+                               message="M", staff_id=teacher.staff.id)  # fmt: skip
+    r = await c.get("/api/v1/alerts", headers=th)
+    assert [x["key"] for x in (await r.json())["items"]] == ["mine"]
+    r = await c.post(f"/api/v1/alerts/{alert['id']}/dismiss", headers=th, json={})
     assert r.status == 403
     r = await c.post("/api/v1/transfer-requests", headers=th,
                      json={"upn": upn(41), "from_org_id": OTHER_URN})  # fmt: skip
@@ -130,7 +137,7 @@ async def test_requests_and_alerts_over_http(api: tuple[Api, MemoryPeer, Alerts]
     r = await c.post(f"/api/v1/alerts/{alert['id']}/dismiss", headers=h, json={})
     assert r.status == 200 and (await r.json())["closed_reason"] == "dismissed"
     r = await c.get("/api/v1/alerts?state=all", headers=h)
-    assert len((await r.json())["items"]) == 1
+    assert len((await r.json())["items"]) == 2
     r = await c.get("/api/v1/alerts?state=closed", headers=h)
     assert r.status == 422
     r = await c.post("/api/v1/alerts/nope/dismiss", headers=h, json={})

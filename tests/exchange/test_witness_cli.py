@@ -84,7 +84,7 @@ async def test_a_rollback_is_named_by_the_counterparts_checkpoint(
     # Both logs verify; B says which witnessed checkpoints it re-checked.
     res = handover("audit", "verify", "--data-dir", b_dir)
     assert res.returncode == 0, res.stderr
-    assert "witnessed: 1 checkpoint(s) of 1 other log(s) re-checked" in res.stdout
+    assert "witnessed: 1 checkpoint of 1 other log re-checked" in res.stdout
     assert "riverside.test:8443/audit" in res.stdout
     assert handover("audit", "verify", "--data-dir", a_dir).returncode == 0
 

@@ -217,7 +217,7 @@ def test_import_identity_from_age_keygen(data_dir: Path, tmp_path: Path) -> None
     assert _field(res.stdout, "age recipient") == public.group(1)
     # importing it again into the existing organisation adds nothing
     again = handover(data_dir, "import-identity", ORG, "-", stdin=key_file.read_text())
-    assert again.returncode == 0 and again.stdout.startswith("0 key(s) added")
+    assert again.returncode == 0 and again.stdout.startswith("0 keys added")
     # a file encrypted to the recovered key opens with what the node now exports
     out = tmp_path / "export.key"
     assert (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import socket
 import ssl
 import subprocess
@@ -61,7 +62,7 @@ def test_init_creates_orgs_and_refuses_bad_input(tmp_path: Path, env: dict[str, 
     r2 = _run(["retention", "run", "--data-dir", str(data)], no_kek)
     assert r2.returncode == 3 and "HANDOVER_KEK" in r2.stderr
     r3 = _run(["retention", "run", "--data-dir", str(data)], env)
-    assert r3.returncode == 0 and "0 pupil(s) erased" in r3.stdout
+    assert r3.returncode == 0 and "0 pupils erased, 0 tombstones left" in r3.stdout
     r4 = _run(["retention", "run", "--data-dir", str(tmp_path / "missing")], env)
     assert r4.returncode != 0 and "handover init" in r4.stderr
 
@@ -134,6 +135,23 @@ def test_demo_hands_over_a_file_between_two_real_nodes(tmp_path: Path, env: dict
     v = subprocess.run(["minisign", "-Vm", str(bad), "-p", str(evidence / "riverside.pub")],
                        capture_output=True, text=True)  # fmt: skip
     assert v.returncode != 0
+    # The demo prints each school's fingerprint and the exact command that verifies the
+    # package with Handover as the receiving school (issue 11, item 21): it works as printed.
+    shown = _run(["keys", "show", "654321", "--data-dir", str(work / "nodes" / "secondary")], env)
+    fingerprint = next(
+        line.split(":", 1)[1].strip()
+        for line in shown.stdout.splitlines()
+        if line.startswith("fingerprint:")
+    )
+    assert f"Riverside Academy (654321): {fingerprint}" in out
+    printed = next(line.strip() for line in out.splitlines() if "handover package verify" in line)
+    assert f"--fingerprint {fingerprint}" in printed and str(pkg) in printed
+    verified = subprocess.run(
+        [*HANDOVER, *shlex.split(printed)[1:]], env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout.startswith(f"OK: package {manifest['package_id']} (leaver_file)")
     # The offline bundle is there with its instructions; the nodes were stopped.
     assert (evidence / "offline-bundle" / "README.txt").exists()
     # A second run refuses to overwrite; --fresh would rebuild.

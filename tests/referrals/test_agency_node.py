@@ -37,7 +37,7 @@ async def test_referral_to_an_agency_node_end_to_end(tmp_path: Path) -> None:
             dsl, pupil_id=s.pupil_id, agency_org_id=RECEIVER, form=parse_form(mash_form())
         )
         s.school.clock.advance(minutes=1)
-        sent = await route.send(dsl, draft.id)
+        sent = await route.send(dsl, draft.id, form_only=True)
         assert sent.state == "sent" and sent.route == "node"
         package_id = sent.package_id
         assert package_id is not None

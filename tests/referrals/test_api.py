@@ -111,3 +111,56 @@ async def test_referral_routes(rig: Rig) -> None:
     assert resp.status == 403
     resp = await client.get("/api/v1/referrals/nope", headers=dsl)
     assert resp.status == 404
+
+
+async def test_referral_checks_over_http(rig: Rig) -> None:
+    """Issue 11, items 16 and 17: the child by UPN, a draft made whole or not at all, a draft
+    discarded, and nothing chosen sent only when confirmed."""
+    api, client = rig.api, rig.api.client
+    dsl = await api.sign_in(api.node.people["dana"])
+    body = {"pupil_id": "H801200001001", "agency_org_id": "mash-bristol", "form": mash_form()}
+    resp = await client.post(
+        "/api/v1/referrals",
+        json={**body, "selection": [{"kind": "concern", "id": rig.concern_id}],
+              "redactions": [{"text": "Nobody Here"}]},
+        headers=dsl,
+    )  # fmt: skip
+    assert resp.status == 400 and (await resp.json())["type"].endswith("invalid-redaction")
+    assert (await (await client.get("/api/v1/referrals", headers=dsl)).json())["items"] == []
+    resp = await client.post(
+        "/api/v1/referrals", json={**body, "pupil_id": "A801200001001"}, headers=dsl
+    )
+    problem = await resp.json()
+    assert resp.status == 400 and problem["type"].endswith(":invalid-upn")
+    assert problem["category"] == "check-letter" and "wrong check letter" in problem["detail"]
+
+    resp = await client.post("/api/v1/referrals", json=body, headers=dsl)
+    assert resp.status == 201, await resp.text()
+    record = await resp.json()
+    assert record["pupil_id"] == rig.pupil_id and record["selection"] == []
+    rid = record["id"]
+    resp = await client.get("/api/v1/referrals?pupil_id=H801200001001", headers=dsl)
+    assert [r["id"] for r in (await resp.json())["items"]] == [rid]
+
+    send = f"/api/v1/referrals/{rid}/send"
+    resp = await client.post(send, json={"route": "offline"}, headers=dsl)
+    problem = await resp.json()
+    assert resp.status == 422 and problem["type"].endswith(":nothing-selected"), problem
+    assert (await (await client.get(f"/api/v1/referrals/{rid}", headers=dsl)).json())[
+        "state"
+    ] == "draft"
+    resp = await client.post(send, json={"route": "offline", "form_only": True}, headers=dsl)
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["referral"]["state"] == "sent"
+    resp = await client.delete(f"/api/v1/referrals/{rid}", headers=dsl)
+    assert resp.status == 409  # sealed: no longer a draft
+
+    resp = await client.post("/api/v1/referrals", json=body, headers=dsl)
+    other = (await resp.json())["id"]
+    staff = await api.sign_in(api.node.people["sam"])
+    assert (await client.delete(f"/api/v1/referrals/{other}", headers=staff)).status == 403
+    resp = await client.delete(f"/api/v1/referrals/{other}", headers=dsl)
+    assert resp.status == 200, await resp.text()
+    gone = await resp.json()
+    assert gone["id"] == other and gone["state"] == "discarded"
+    assert (await client.get(f"/api/v1/referrals/{other}", headers=dsl)).status == 404

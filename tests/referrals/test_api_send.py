@@ -215,7 +215,7 @@ async def test_portal_send_and_the_agency_acknowledges_over_http(tmp_path: Path)
         assert accepted["agency_reference"] == "MASH-2026-0042"
         assert accepted["acknowledged_by"] == "Jo Reed"
         assert [e["action"] for e in accepted["events"]] == [
-            "drafted", "selected", "redaction_marked", "sent", "delivered", "accepted",
+            "drafted", "sent", "delivered", "accepted",
         ]  # fmt: skip
         referral_events = [(a, o) for a, o, _ in r.actions("referral.")]
         for wanted in ("referral.sent", "referral.delivered", "referral.accepted"):

@@ -131,3 +131,65 @@ def test_referral_commands_from_draft_to_outcome(
     assert rid in listed.stdout
     missing = _run(["referral", "show", *base, "--as", "dana", "nope"], env)
     assert missing.returncode == 4 and "no such referral" in missing.stderr
+
+
+def test_referral_cli_checks_and_the_child_by_upn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11, items 16 and 17 from the command line: ``--pupil UPN``; a draft whose
+    ``--redact`` fails is not made; ``referral discard``; nothing chosen needs ``--form-only``;
+    ``audit show --pupil UPN``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_")}
+    env["HANDOVER_KEK"] = secrets.token_hex(32)
+    env["HANDOVER_ADMIN_PASSWORD"] = "a long enough pass phrase 42"
+    env["HOME"] = str(tmp_path / "home")
+    data = tmp_path / "node"
+    r = _run(["init", "--data-dir", str(data), "--school", f"{SCHOOL}:8012000:Hillside",
+              "--agency", "mash-bristol:social_care:Bristol MASH",
+              "--admin", "admin"], env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    monkeypatch.setenv("HANDOVER_KEK", env["HANDOVER_KEK"])
+    pupil_id, concern_id = asyncio.run(_prepare(data))
+    base = ["--data-dir", str(data), "--org", SCHOOL, "--as", "dana"]
+    form = tmp_path / "form.json"
+    form.write_text(json.dumps(mash_form()))
+
+    def new_for(upn: str) -> list[str]:
+        return ["referral", "new", *base, "--pupil", upn, "--agency", "mash-bristol",
+                "--form", str(form)]  # fmt: skip
+
+    new = new_for("H801200001001")
+
+    failed = _run([*new, "--select", f"concern:{concern_id}", "--redact", "Nobody Here"], env)
+    assert failed.returncode == 2 and len(failed.stderr.strip().splitlines()) == 1
+    assert "Nobody Here" not in failed.stderr  # never echoed: it may be a third party's name
+    listed = _run(["referral", "list", *base], env)
+    assert listed.returncode == 0 and listed.stdout.strip() == "no referrals"
+    bad_upn = _run(new_for("A801200001001"), env)
+    assert bad_upn.returncode == 2 and "wrong check letter" in bad_upn.stderr
+
+    made = _run([*new, "--json"], env)
+    assert made.returncode == 0, made.stderr
+    rid = json.loads(made.stdout)["id"]
+    assert json.loads(made.stdout)["pupil_id"] == pupil_id
+    out = tmp_path / "out"
+    refused = _run(["referral", "bundle", *base, rid, "--out", str(out)], env)
+    assert refused.returncode == 2 and "--form-only" in refused.stderr, refused.stderr
+    assert not list(out.glob("*")) if out.exists() else True
+    sent = _run(["referral", "bundle", *base, rid, "--out", str(out), "--form-only"], env)
+    assert sent.returncode == 0, sent.stderr
+
+    other = json.loads(_run([*new, "--json"], env).stdout)["id"]
+    gone = _run(["referral", "discard", *base, other], env)
+    assert (
+        gone.returncode == 0 and f"referral {other}" in gone.stdout and "discarded" in (gone.stdout)
+    ), gone.stderr
+    assert _run(["referral", "show", *base, other], env).returncode == 4
+
+    # "Who has looked at this child's file?" by UPN; a mistyped UPN gets the DfE's words.
+    shown = _run(["audit", "show", "--data-dir", str(data), "--pupil", "H801200001001"], env)
+    assert shown.returncode == 0, shown.stderr
+    assert "referral.drafted" in shown.stdout and f"pupil={pupil_id}" in shown.stdout
+    assert all(f"pupil={pupil_id}" in line for line in shown.stdout.splitlines())
+    wrong = _run(["audit", "show", "--data-dir", str(data), "--pupil", "A801200001001"], env)
+    assert wrong.returncode == 2 and "wrong check letter" in wrong.stderr

@@ -75,7 +75,7 @@ async def test_lado_deadline_sweep_with_the_real_alerts(setting: Setting) -> Non
         assert len(inbox.messages) == 2
 
         # Sending it closes the alert; the sweep stays quiet afterwards.
-        await st.referrals.seal(sc.dsl, draft.id, io.BytesIO(), route="offline")
+        await st.referrals.seal(sc.dsl, draft.id, io.BytesIO(), route="offline", form_only=True)
         assert await alerts.list(sc.dsl) == []
         closed = await alerts.list(sc.dsl, open_only=False)
         assert {a.closed_reason for a in closed} == {"superseded", "resolved"}

@@ -81,18 +81,23 @@ async def _case(st: Setting) -> Case:
     )
     doc_in = await sc.store.add_document(
         sc.dsl, pupil.id, _chunks(b"SELECTED-DOCUMENT-BYTES body map scan"),
-        filename="body-map-Kai Smith.pdf", media_type="application/pdf", concern_id=chosen.id,
+        filename="body-map-Kai Smith.pdf", concern_id=chosen.id,
     )  # fmt: skip
     doc_out = await sc.store.add_document(
         sc.dsl, pupil.id, _chunks(b"UNSELECTED-DOCUMENT-BYTES old letter"),
-        filename="UNSELECTED-FILENAME.pdf", media_type="application/pdf",
+        filename="UNSELECTED-FILENAME.pdf",
     )  # fmt: skip
     return Case(pupil.id, chosen.id, other.id, action.id, doc_in.id, doc_out.id)
 
 
 async def _seal(st: Setting, referral_id: str, actor: Any = None) -> tuple[bytes, SealedReferral]:
     buf = io.BytesIO()
-    sealed = await st.referrals.seal(actor or st.school.dsl, referral_id, buf, route="offline")
+    # These tests are about other things: a draft with nothing chosen goes as the form only
+    # (that it needs confirming is tested in tests/referrals/test_send_checks.py).
+    chosen = (await st.referrals.get(st.school.dsl, referral_id)).selection
+    sealed = await st.referrals.seal(
+        actor or st.school.dsl, referral_id, buf, route="offline", form_only=not chosen
+    )
     return buf.getvalue(), sealed
 
 

@@ -11,7 +11,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from schemas.records import LAESTAB_PATTERN, UPN_PATTERN
 from transfer.api.problems import MEDIA_TYPE as PROBLEM
-from transfer.api.routes import JSON, QueryParam, Route, is_id_parameter
+from transfer.api.routes import JSON, QueryParam, Route, is_id_parameter, is_pupil_parameter
 from transfer.identifiers import LA_CODES, UPN_ALPHABET
 
 _REF = "#/components/schemas/{model}"
@@ -107,10 +107,24 @@ def _require_discriminators(defs: dict[str, Any]) -> None:
     visit(defs)
 
 
+def _pupil_reference() -> dict[str, Any]:
+    """A pupil named by record id or by UPN (``QueryParam`` kind ``pupil``, ``pupil_id``)."""
+    return {
+        "type": "string",
+        "anyOf": [
+            {"format": "uuid"},
+            {"pattern": identifier_patterns()[UPN_PATTERN]},
+        ],
+        "description": "the pupil's UPN, or its record id",
+    }
+
+
 def _path_parameter(name: str) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     if is_id_parameter(name):
         schema["format"] = "uuid"
+    elif is_pupil_parameter(name):
+        schema = _pupil_reference()
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
@@ -120,6 +134,8 @@ def _query_parameter(q: QueryParam) -> dict[str, Any]:
         schema = {"type": "string", "enum": list(q.choices)}
     elif q.kind == "uuid":
         schema = {"type": "string", "format": "uuid"}
+    elif q.kind == "pupil":
+        schema = _pupil_reference()
     elif q.kind == "integer":
         schema = {"type": "integer", "minimum": q.minimum, "maximum": q.maximum}
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas import jsontext
 from schemas.records import (
+    UPN_PATTERN,
     ActionRecord,
     CategoryRecord,
     ChronologyLine,
@@ -110,7 +112,7 @@ class QueryParam:
     required: bool = False
     max_length: int = 64
     choices: tuple[str, ...] = ()
-    kind: Literal["text", "uuid", "integer"] = "text"
+    kind: Literal["text", "uuid", "pupil", "integer"] = "text"
     minimum: int = 0
     maximum: int = 0
 
@@ -304,6 +306,8 @@ def _query_value_problem(q: QueryParam, value: str) -> tuple[str, str] | None:
         return f"must be one of {', '.join(q.choices)}", "literal_error"
     if q.kind == "uuid" and not is_uuid(value):
         return "must be a UUID", "uuid_parsing"
+    if q.kind == "pupil" and not is_pupil_reference(value):
+        return "must be a pupil's UPN or record id", "string_pattern_mismatch"
     if q.kind == "integer":
         if not (value.isascii() and value.isdigit()) or not q.minimum <= int(value) <= q.maximum:
             return f"must be a whole number from {q.minimum} to {q.maximum}", "int_parsing"
@@ -321,9 +325,25 @@ def is_uuid(text: str) -> bool:
     return True
 
 
-#: Path parameters named ``..._id`` are record ids: UUIDs (the OpenAPI document says so).
+#: The shape of a UPN (its check letter and LA code are the store's to check, with the
+#: DfE's own messages).
+_UPN_SHAPE: Final = re.compile(UPN_PATTERN)
+
+
+def is_pupil_reference(text: str) -> bool:
+    """Whether ``text`` can name a pupil: a record id, or something shaped like a UPN."""
+    return is_uuid(text) or _UPN_SHAPE.fullmatch(text) is not None
+
+
+def is_pupil_parameter(name: str) -> bool:
+    """``pupil_id`` takes the pupil's UPN as well as its record id (people know the UPN)."""
+    return name == "pupil_id"
+
+
+#: Other path parameters named ``..._id`` are record ids: UUIDs (the OpenAPI document
+#: says so).
 def is_id_parameter(name: str) -> bool:
-    return name.endswith("_id")
+    return name.endswith("_id") and not is_pupil_parameter(name)
 
 
 async def _authenticate(route: Route, request: web.Request) -> Principal | None:
@@ -352,6 +372,8 @@ def bind(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]
                 raise NotFoundError(f"there is no such record (bad {name})")
             if is_id_parameter(name) and not is_uuid(value):
                 raise NotFoundError(f"there is no such record ({name} is a UUID)")
+            if is_pupil_parameter(name) and not is_pupil_reference(value):
+                raise NotFoundError("there is no such pupil (name a pupil by UPN or record id)")
         query = _parse_query(route, request)
         body = await _parse_body(route, request, config.server.max_body_bytes)
         if route.raw_body and route.raw_body != ("*/*",):
@@ -556,10 +578,22 @@ async def update_pupil(call: Call) -> web.StreamResponse:
     return _json(await call.store.update_pupil(call.who.actor, call.path("pupil_id"), changes))
 
 
+def _flag(call: Call, name: str) -> bool:
+    """A yes/no query parameter: ``true`` or ``false`` (absent: false)."""
+    value = call.query.get(name)
+    if value is None or value == "false":
+        return False
+    if value == "true":
+        return True
+    error = {"location": f"query.{name}", "message": "must be true or false", "type": "bool_type"}
+    raise RequestValidationFailed(f"query.{name} must be true or false", [error])
+
+
 async def import_ctf(call: Call) -> web.StreamResponse:
     limit = call.request.app[CONFIG_KEY].server.max_body_bytes
     data = await read_limited(call.request, limit)
-    return _json(await call.store.import_ctf(call.who.actor, data), 201)
+    force = _flag(call, "force")
+    return _json(await call.store.import_ctf(call.who.actor, data, force=force), 201)
 
 
 async def list_concerns(call: Call) -> web.StreamResponse:
@@ -620,13 +654,13 @@ async def upload_document(call: Call) -> web.StreamResponse:
             # Found by the contract test: an empty body was stored as a 0-byte document.
             raise InputError("the document is empty: the request body is the file to upload")
 
-    media_type = _media_type(request) or "application/octet-stream"
+    # The request's Content-Type says nothing reliable (a form's, curl's): the store reads
+    # the document's kind from its first bytes and refuses kinds it does not keep.
     ref = await call.store.add_document(
         call.who.actor,
         call.path("pupil_id"),
         chunks(),
         filename=call.query["filename"],
-        media_type=media_type,
         concern_id=call.query.get("concern_id"),
     )
     return _json(ref, 201)
@@ -702,7 +736,13 @@ async def openapi_document(call: Call) -> web.StreamResponse:
 
 # --------------------------------------------------------------- the table
 
-_PUPIL_FILTER = QueryParam("pupil_id", "only concerns about this pupil", kind="uuid")
+_FORCE_CTF = QueryParam(
+    "force", "true: import a CTF addressed to another school (your own leavers' CTF); without "
+    "it such a CTF is refused (409 ctf-addressed-elsewhere, naming that school)", max_length=5,
+)  # fmt: skip
+_PUPIL_FILTER = QueryParam(
+    "pupil_id", "only concerns about this pupil (its UPN, or its id)", kind="pupil"
+)
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/openapi.json", openapi_document, "This API's OpenAPI 3.1 document",
@@ -784,7 +824,7 @@ ROUTES: tuple[Route, ...] = (
           "pupils", SIGNED_IN, body=PupilChanges, response=PupilRecord),
     Route("POST", f"{API}/ctf-imports", import_ctf, "Import a Common Transfer File (XML)",
           "pupils", SIGNED_IN, raw_body=("application/xml", "text/xml"),
-          response=CTFImportResult, status=201),
+          response=CTFImportResult, status=201, query=(_FORCE_CTF,)),
     Route("GET", f"{API}/concerns", list_concerns, "Concerns one may read (no content)",
           "concerns", SIGNED_IN, response=ConcernSummary, many=True, query=(_PUPIL_FILTER,)),
     Route("POST", f"{API}/concerns", record_concern, "Record a concern", "concerns",

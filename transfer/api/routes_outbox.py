@@ -22,12 +22,19 @@ OUTBOX_KEY: Final = web.AppKey("outbox", Outbox)
 
 
 class SendLeaverFile(BaseModel):
-    """Which pupil's file to send, and to which organisation (its id in the directory)."""
+    """Which pupil's file to send (UPN or id), and to which school (its id in the directory).
+
+    ``reason`` is needed (422 ``reason-required`` otherwise, saying why) when the file
+    already reached that school, or when it is not the pupil's recorded destination.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    pupil_id: Annotated[str, Field(min_length=1, max_length=64)]
+    pupil_id: Annotated[
+        str, Field(min_length=1, max_length=64, description="the pupil's UPN, or its id")
+    ]
     to_org_id: Annotated[str, Field(min_length=1, max_length=64)]
+    reason: Annotated[str | None, Field(min_length=1, max_length=500)] = None
 
 
 def _outbox(call: Call) -> Outbox:
@@ -44,7 +51,7 @@ async def list_outgoing(call: Call) -> web.StreamResponse:
 async def send_leaver_file(call: Call) -> web.StreamResponse:
     data = call.body_as(SendLeaverFile)
     record = await _outbox(call).queue_leaver_file(
-        call.who.actor, data.pupil_id, data.to_org_id, via="api"
+        call.who.actor, data.pupil_id, data.to_org_id, via="api", reason=data.reason
     )
     return _json(record, 201)
 
@@ -62,7 +69,7 @@ async def resend_outgoing(call: Call) -> web.StreamResponse:
 
 
 _STATE = QueryParam("state", "only packages in this state", choices=STATES)
-_PUPIL = QueryParam("pupil_id", "only packages about this pupil", kind="uuid")
+_PUPIL = QueryParam("pupil_id", "only packages about this pupil (its UPN, or its id)", kind="pupil")
 
 OUTBOX_ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/outbox", list_outgoing,

@@ -65,9 +65,12 @@ class _Body(BaseModel):
 
 
 class NewReferral(_Body):
-    """A draft: the child, the agency (directory id), the form, and optionally what goes."""
+    """A draft: the child (UPN or pupil id), the agency (directory id), the form, and
+    optionally what goes. Checked whole: a refusal makes no draft."""
 
-    pupil_id: Annotated[str, Field(min_length=1, max_length=64)]
+    pupil_id: Annotated[
+        str, Field(min_length=1, max_length=64, description="the pupil's UPN, or its id")
+    ]
     agency_org_id: Annotated[str, Field(min_length=1, max_length=64)]
     form: ReferralForm
     selection: Annotated[tuple[SelectedItem, ...], Field(max_length=1000)] = ()
@@ -107,6 +110,8 @@ class SendReferral(_Body):
     passphrase: bool = False
     #: offline: write one .zip file instead of a folder.
     zip: bool = False
+    #: The DSL confirms sending the form alone: no chronology entry is chosen.
+    form_only: bool = False
 
     @model_validator(mode="after")
     def _options_fit_the_route(self) -> SendReferral:
@@ -160,15 +165,15 @@ async def list_referrals(call: Call) -> web.StreamResponse:
 
 async def draft_referral(call: Call) -> web.StreamResponse:
     data = call.body_as(NewReferral)
-    r, actor = _referrals(call), call.who.actor
-    record = await r.draft(
-        actor, pupil_id=data.pupil_id, agency_org_id=data.agency_org_id, form=data.form
-    )
-    if data.selection:
-        record = await r.select(actor, record.id, data.selection)
-    for mark in data.redactions:
-        record = await r.add_redaction(actor, record.id, mark)
+    record = await _referrals(call).draft(
+        call.who.actor, pupil_id=data.pupil_id, agency_org_id=data.agency_org_id,
+        form=data.form, selection=data.selection, redactions=data.redactions,
+    )  # fmt: skip
     return _json(record, 201)
+
+
+async def discard_referral(call: Call) -> web.StreamResponse:
+    return _json(await _referrals(call).discard(call.who.actor, call.path("referral_id")))
 
 
 async def get_referral(call: Call) -> web.StreamResponse:
@@ -240,7 +245,7 @@ async def send_referral(call: Call) -> web.StreamResponse:
                 "this node has no outbox configured: send the referral through the pickup "
                 "portal or as an offline bundle"
             )
-        record = await send_by_node(referrals, outbox, actor, rid)
+        record = await send_by_node(referrals, outbox, actor, rid, form_only=data.form_only)
         assert record.package_id is not None
         sent = SentReferral(referral=record, route="node", package_id=record.package_id)
     elif data.route == "portal":
@@ -251,8 +256,9 @@ async def send_referral(call: Call) -> web.StreamResponse:
                 "node or as an offline bundle"
             )
         done = await send_via_portal(
-            referrals, portal, actor, rid, expires_in_days=data.expires_in_days
-        )
+            referrals, portal, actor, rid, expires_in_days=data.expires_in_days,
+            form_only=data.form_only,
+        )  # fmt: skip
         issued = done.issued
         sent = SentReferral(
             referral=done.referral, route="portal", package_id=issued.pickup.package_id,
@@ -262,7 +268,7 @@ async def send_referral(call: Call) -> web.StreamResponse:
     else:
         bundle = await send_offline(
             referrals, actor, rid, app[EXPORTS_KEY] / "referrals",
-            passphrase=data.passphrase, as_zip=data.zip,
+            passphrase=data.passphrase, as_zip=data.zip, form_only=data.form_only,
         )  # fmt: skip
         sent = SentReferral(
             referral=await referrals.get(actor, rid), route="offline",
@@ -294,7 +300,7 @@ _ONE = f"{API}/referrals/{{referral_id}}"
 _FILTERS = (
     QueryParam("state", "only referrals in this state", max_length=20,
                choices=get_args(ReferralState)),
-    QueryParam("pupil_id", "only referrals about this pupil", kind="uuid"),
+    QueryParam("pupil_id", "only referrals about this pupil (its UPN, or its id)", kind="pupil"),
 )  # fmt: skip
 
 REFERRAL_ROUTES: tuple[Route, ...] = (
@@ -305,6 +311,10 @@ REFERRAL_ROUTES: tuple[Route, ...] = (
           SIGNED_IN, body=NewReferral, response=ReferralRecord, status=201),
     Route("GET", _ONE, get_referral, "One referral with its form and lifecycle", "referrals",
           SIGNED_IN, response=ReferralRecord),
+    Route("DELETE", _ONE, discard_referral,
+          "Discard a draft (its form, selection and marks are deleted; the audit and the "
+          "chronology keep that it was drafted and discarded)", "referrals", SIGNED_IN,
+          response=ReferralSummary),
     Route("PUT", f"{_ONE}/form", change_referral_form, "Replace a draft's form", "referrals",
           SIGNED_IN, body=FormBody, response=ReferralRecord),
     Route("PUT", f"{_ONE}/selection", select_for_referral,

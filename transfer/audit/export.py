@@ -27,6 +27,7 @@ from transfer.audit.checkpoint import NoteError, Verifier, verify_checkpoint
 from transfer.audit.entry import EntryFormatError, decode
 from transfer.audit.log import AuditLog, TamperError, TreeChecker, b64, unb64
 from transfer.errors import InputError
+from transfer.wording import plural
 
 MAX_INCLUSION_EXPORT = 100_000
 
@@ -154,7 +155,7 @@ def verify_export(directory: Path, vkey: str | None = None) -> ExportSummary:
         count = checker.finish()
         checker.check_beyond()
         if count != size:
-            raise TamperError("inserted", f"the export holds {count} entries, not {size}")
+            raise TamperError("inserted", f"the export holds {plural(count, 'entry')}, not {size}")
     else:
         for body in lines:
             try:

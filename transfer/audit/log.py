@@ -74,6 +74,7 @@ from transfer.config import Config
 from transfer.errors import InputError, IntegrityError, NotFoundError
 from transfer.private_files import private_dir
 from transfer.store.db import make_engine
+from transfer.wording import plural
 
 log = logging.getLogger("handover.audit")
 
@@ -488,7 +489,9 @@ class AuditLog:
                     ).scalar_one()
                 )
                 if size > have:
-                    raise NotFoundError(f"the audit log has {have} entries, fewer than {size}")
+                    raise NotFoundError(
+                        f"the audit log has {plural(have, 'entry')}, fewer than {size}"
+                    )
                 raise IntegrityError(
                     f"the audit log's stored subtree hash {missing[0]} is missing: "
                     "run 'handover audit verify'"
@@ -961,7 +964,7 @@ class AuditLog:
         if count < head_size:
             raise TamperError(
                 "truncated",
-                f"the log was truncated: it holds {count} entries but its head records "
+                f"the log was truncated: it holds {plural(count, 'entry')} but its head records "
                 f"{head_size} (entries #{count} to #{head_size - 1} are gone)",
                 seq=count,
             )
@@ -981,7 +984,8 @@ class AuditLog:
         if beyond:
             raise TamperError(
                 "inserted",
-                f"entry #{size_now} was inserted: the log head records only {size_now} entries",
+                f"entry #{size_now} was inserted: the log head records only "
+                f"{plural(size_now, 'entry')}",
                 seq=int(size_now),
             )
         if count and (
@@ -1219,7 +1223,8 @@ class TreeChecker:
             if self._tree.root() != cp.root:
                 raise TamperError(
                     "contradicted",
-                    f"the log contradicts {src} (size {cp.size}): its first {cp.size} entries "
+                    f"the log contradicts {src} (size {cp.size}): its first "
+                    f"{plural(cp.size, 'entry')} "
                     "are not the ones that were signed (changed, or rolled back and rewritten)",
                     seq=cp.size,
                 )
@@ -1328,7 +1333,7 @@ class TreeChecker:
                 raise TamperError(
                     "rolled-back",
                     f"the log was truncated or rolled back: {src} was signed at size {size} "
-                    f"but the log holds only {count} entries",
+                    f"but the log holds only {plural(count, 'entry')}",
                     seq=count,
                 )
 

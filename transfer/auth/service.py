@@ -80,6 +80,7 @@ from transfer.store.permissions import (
     touches_protected,
 )
 from transfer.store.service import Store
+from transfer.wording import plural
 
 Clock = Callable[[], datetime]
 
@@ -121,7 +122,7 @@ class SlowDown(AuthenticationError):
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(
-            f"too many failed sign-ins; wait {retry_after} seconds before trying again",
+            f"too many failed sign-ins; wait {plural(retry_after, 'second')} before trying again",
             detail={"retry_after": retry_after},
         )
         self.retry_after = retry_after

@@ -36,6 +36,7 @@ from transfer.commands._common import (
     run_as_staff,
 )
 from transfer.errors import ConflictError, InputError, NotFoundError
+from transfer.wording import plural
 
 if TYPE_CHECKING:
     from transfer.auth.records import ApprovalRecord, Principal, RecoveryCodes
@@ -335,7 +336,7 @@ async def _list(args: argparse.Namespace) -> int:
             ).all()
         now = node.accounts.now()
         await node.store.record_event("account.list", "operator", org.id, {}, count=len(rows))
-    print(f"{org.id} {org.name}: {len(rows)} account(s)")
+    print(f"{org.id} {org.name}: {plural(len(rows), 'account')}")
     print(f"{'username':<20} {'name':<24} {'roles':<28} {'two-factor':<11} state")
     for staff, cred in rows:
         if cred is None:

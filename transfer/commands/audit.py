@@ -17,12 +17,19 @@ if TYPE_CHECKING:  # imported lazily: the CLI starts fast for commands that need
     from transfer.audit.entry import Entry
     from transfer.audit.log import AuditLog
     from transfer.store.people import Person
-from transfer.errors import InputError, TransportError
+from transfer.errors import InputError, NotFoundError, TransportError
+from transfer.wording import plural
 
 T = TypeVar("T")
 
 
-def _run(args: argparse.Namespace, work: Callable[[AuditLog], Awaitable[T]]) -> T:
+def _run(
+    args: argparse.Namespace,
+    work: Callable[[AuditLog], Awaitable[T]],
+    filters: dict[str, Any] | None = None,
+) -> T:
+    """Run ``work`` on the node's audit log; a pupil named by UPN in ``filters`` becomes
+    the pupil's id first (the log names pupils by id)."""
     data_dir = data_dir_of(args)
     from sqlalchemy.exc import DBAPIError
 
@@ -34,6 +41,8 @@ def _run(args: argparse.Namespace, work: Callable[[AuditLog], Awaitable[T]]) -> 
     url = config.database_url(data_dir)
 
     async def go() -> T:
+        if filters is not None and "pupil" in filters:
+            filters["pupil"] = await _pupil_by_upn(url, filters["pupil"], filters.get("org"))
         log = AuditLog.for_node(data_dir, config, kek)
         try:
             # Read-only: the database must be this node's and the KEK its own, but nothing
@@ -53,6 +62,40 @@ def _run(args: argparse.Namespace, work: Callable[[AuditLog], Awaitable[T]]) -> 
             f"cannot use the database at {url.split('://', 1)[0]}: "
             f"{str(exc).splitlines()[0]} (has 'handover' set the node up?)"
         ) from None
+
+
+async def _pupil_by_upn(url: str, ref: str, org: str | None) -> str:
+    """The pupil id for ``--pupil``: a UPN (13 characters, checked by the DfE's rules) is
+    looked up in the node's pupils (of ``--org`` when given); anything else is the id the
+    log names the pupil by, used as it is."""
+    import sqlalchemy as sa
+
+    from transfer.identifiers import UPN_LENGTH, validate_upn
+    from transfer.store.db import make_engine
+    from transfer.store.models import Pupil
+
+    text = ref.strip()
+    if len(text) != UPN_LENGTH:
+        return text
+    upn = validate_upn(text)
+    engine = make_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            query = sa.select(Pupil.id, Pupil.org_id).where(Pupil.upn == upn)
+            if org:
+                query = query.where(Pupil.org_id == org)
+            rows = (await conn.execute(query)).all()
+    finally:
+        await engine.dispose()
+    if not rows:
+        where = f" of {org}" if org else ""
+        raise NotFoundError(f"no pupil{where} on this node has the UPN {upn}")
+    if len(rows) > 1:
+        orgs = ", ".join(sorted(r.org_id for r in rows))
+        raise InputError(
+            f"the UPN {upn} is on the roll of several organisations here ({orgs}): add --org"
+        )
+    return str(rows[0].id)
 
 
 def _time(text: str) -> datetime:
@@ -77,7 +120,7 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_filters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pupil", help="entries about this pupil id")
+    p.add_argument("--pupil", metavar="UPN", help="entries about this pupil (UPN, or pupil id)")
     p.add_argument("--person", help="entries by or about this staff id")
     p.add_argument("--org", help="entries of this organisation")
     p.add_argument("--action", help="this action (a trailing * matches a prefix)")
@@ -95,18 +138,22 @@ def _verify(args: argparse.Namespace) -> int:
         return size, len(await log.checkpoints()), await log.witnessed(), log.origin
 
     size, count, witnessed, origin = _run(args, work)
-    print(f"audit log intact: {size} entries, consistent with {count} stored checkpoint(s)")
+    print(
+        f"audit log intact: {plural(size, 'entry')}, consistent with "
+        f"{plural(count, 'stored checkpoint')}"
+    )
     if extra:
-        print(f"  and with {len(extra)} checkpoint(s) given with --checkpoint")
+        print(f"  and with {plural(len(extra), 'checkpoint')} given with --checkpoint")
     ours = [w for w in witnessed if w["origin"] == origin]
     if ours:
         orgs = ", ".join(sorted({str(w["from_org"]) for w in ours}))
-        print(f"  and with {len(ours)} copy(ies) of our checkpoints held by {orgs}")
+        print(f"  and with {plural(len(ours), 'copy')} of our checkpoints held by {orgs}")
     theirs = [w for w in witnessed if w["origin"] != origin]
     if theirs:
         logs = sorted({str(w["origin"]) for w in theirs})
         print(
-            f"witnessed: {len(theirs)} checkpoint(s) of {len(logs)} other log(s) re-checked "
+            f"witnessed: {plural(len(theirs), 'checkpoint')} of "
+            f"{plural(len(logs), 'other log')} re-checked "
             f"(signatures, equal sizes, consistency proofs): {', '.join(logs)}"
         )
     for w in theirs:
@@ -197,7 +244,7 @@ def _show(args: argparse.Namespace) -> int:
             )
         return len(shown)
 
-    _run(args, work)
+    _run(args, work, filters)
     return 0
 
 
@@ -205,11 +252,13 @@ def _export(args: argparse.Namespace) -> int:
     from transfer.audit.export import write_export
 
     filters = _filters(args)
-    summary = _run(args, lambda log: write_export(log, Path(args.directory), filters=filters))
+    summary = _run(
+        args, lambda log: write_export(log, Path(args.directory), filters=filters), filters
+    )
     kind = "complete" if summary.complete else "filtered, with inclusion proofs"
     print(
         f"exported {summary.entries} entries ({kind}) of a log of {summary.size}, "
-        f"{summary.checkpoints} checkpoint(s), to {args.directory}"
+        f"{plural(summary.checkpoints, 'checkpoint')}, to {args.directory}"
     )
     return 0
 
@@ -230,7 +279,7 @@ def _verify_export(args: argparse.Namespace) -> int:
     summary = verify_export(Path(args.directory), args.vkey)
     print(
         f"export verified: {summary.entries} entries against a signed checkpoint of size "
-        f"{summary.size} ({summary.checkpoints} checkpoint(s) checked)"
+        f"{summary.size} ({plural(summary.checkpoints, 'checkpoint')} checked)"
     )
     return 0
 

@@ -77,9 +77,21 @@ def run(args: argparse.Namespace) -> int:
             timeline.add(node.name, next((x for x in lines if "intact" in x), lines[0]))
             for extra in (x for x in lines if "witnessed" in x):
                 timeline.add(node.name, extra)
+        primary_fp = scenario.fingerprint(world, "primary", scenario.PRIMARY[0])
+        secondary_fp = scenario.fingerprint(world, "secondary", scenario.SECONDARY[0])
+        package = evidence / f"leaver-file-{scenario.upn(101)}.age"
         print(f"\nThe handover of package {package_id} is complete and proven.")
-        print(f"Evidence in {evidence}: check it with the standard tools:")
-        print(f"  age -d -i {evidence}/riverside.key {evidence}/leaver-file-*.age | tar -t")
+        print("Key fingerprints (what each school reads to the other over the telephone):")
+        print(f"  {scenario.PRIMARY[2]} ({scenario.PRIMARY[0]}): {primary_fp}")
+        print(f"  {scenario.SECONDARY[2]} ({scenario.SECONDARY[0]}): {secondary_fp}")
+        print(f"Evidence in {evidence}: check it with Handover, as the receiving school:")
+        print(
+            f"  .venv/bin/handover package verify {package} -i {evidence}/riverside.key "
+            f"--org {scenario.SECONDARY[0]} --fingerprint {secondary_fp} "
+            f"--sender-key {evidence}/hillside.pub"
+        )
+        print("or with the standard tools:")
+        print(f"  age -d -i {evidence}/riverside.key {package} | tar -t")
         print(f"  minisign -Vm {evidence}/receipt-accepted.json -p {evidence}/riverside.pub")
         print(f"  {evidence}/offline-bundle/README.txt explains the offline bundle")
         print("Point any command at a node afterwards, e.g.")

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
 from transfer.errors import ConflictError, InputError, TransportError
+from transfer.wording import plural
 
 if TYPE_CHECKING:
     from keys.minisign import PublicKey
@@ -261,7 +262,8 @@ def _sign(args: argparse.Namespace) -> int:
     print(
         f"Directory serial {signed.serial} signed by {signed.authority.name} "
         f"(key {signed.authority.key_id}, fingerprint {authority_fingerprint(secret.public_key)}): "
-        f"{len(signed.organisations)} organisation(s), {len(signed.revocations)} revocation(s), "
+        f"{plural(len(signed.organisations), 'organisation')}, "
+        f"{plural(len(signed.revocations), 'revocation')}, "
         f"next update due {_fmt(signed.next_update)}.\n"
         f"Publish {args.file} and {sig_path}."
     )
@@ -477,8 +479,9 @@ def _import(args: argparse.Namespace) -> int:
         print(f"Directory serial {result.serial} is already held; nothing changed.")
     else:
         print(
-            f"Directory serial {result.serial} imported: {result.organisations} "
-            f"organisation(s), {result.revocations} revocation(s); next update due "
+            f"Directory serial {result.serial} imported: "
+            f"{plural(result.organisations, 'organisation')}, "
+            f"{plural(result.revocations, 'revocation')}; next update due "
             f"{_fmt(result.next_update)}."
         )
     return 0

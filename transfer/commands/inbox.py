@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from transfer.commands._common import Subparsers, add_acting, add_data_dir, run_as_staff
+from transfer.wording import plural
 
 if TYPE_CHECKING:
     from transfer.exchange.inbox import InboxPreview, IncomingSummary
@@ -53,7 +54,10 @@ def register(sub: Subparsers) -> None:
     _common(acc)
     acc.add_argument("package_id")
     how = acc.add_mutually_exclusive_group()
-    how.add_argument("--pupil-id", help="import into this pupil (after a mismatch was shown)")
+    how.add_argument(
+        "--pupil-id", metavar="UPN",
+        help="import into this pupil (its UPN, or its id), after a mismatch was shown",
+    )  # fmt: skip
     how.add_argument("--create-new", action="store_true", help="import as a new pupil")
     acc.add_argument(
         "--reference",
@@ -75,7 +79,7 @@ def _line(s: IncomingSummary) -> str:
     when = (s.delivered_at or s.offered_at).strftime("%Y-%m-%d %H:%M")
     return (
         f"{s.package_id}  {s.state:<9}  {when}  {s.package_kind}  from {s.sender_name} "
-        f"({s.sender_org_id}), {s.size} bytes"
+        f"({s.sender_org_id}), {plural(s.size, 'byte')}"
     )
 
 
@@ -124,7 +128,9 @@ def _preview_text(p: InboxPreview) -> list[str]:
     if readable is None:  # not produced by this node's inbox: the bare list
         lines.append("chronology:")
         lines += [f"  {e.occurred_at:%Y-%m-%d %H:%M}  {e.kind}" for e in p.chronology]
-        lines += [f"document: {d.filename or d.path} ({d.size} bytes)" for d in p.documents]
+        lines += [
+            f"document: {d.filename or d.path} ({plural(d.size, 'byte')})" for d in p.documents
+        ]
         return lines
     lines.append("")
     lines.append(f"Chronology of {readable.about}, oldest first:")

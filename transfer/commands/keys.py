@@ -22,6 +22,7 @@ from keys.store import KeyStore
 from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
 from transfer.config import kek_source, load_config, load_kek
 from transfer.errors import ConflictError, InputError, TransportError
+from transfer.wording import plural
 
 
 def _store(args: argparse.Namespace) -> KeyStore:
@@ -214,11 +215,11 @@ def _import_identity(args: argparse.Namespace) -> int:
     if result.created:
         sys.stdout.write(
             f"Keys made for {args.org} around the imported identity "
-            f"({result.added} key(s) imported).\n" + _summary(result.keyset)
+            f"({plural(result.added, 'key')} imported).\n" + _summary(result.keyset)
         )
     else:
         print(
-            f"{result.added} key(s) added to {args.org} as earlier decryption keys "
+            f"{plural(result.added, 'key')} added to {args.org} as earlier decryption keys "
             "(the current keys are unchanged)."
         )
     return 0

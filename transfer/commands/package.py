@@ -37,6 +37,7 @@ from transfer.package.layout import (
     VerifiedPackage,
 )
 from transfer.package.open import Progress, extract_package, inspect_package, verify_package
+from transfer.wording import plural
 
 __all__ = ["register"]
 
@@ -170,7 +171,7 @@ def _open_package_file(path: Path) -> BinaryIO:
 
 def _size(n: int) -> str:
     if n < 1024:
-        return f"{n} bytes"
+        return plural(n, "byte")
     value = float(n)
     for unit in ("KiB", "MiB", "GiB"):
         value /= 1024

@@ -1,4 +1,5 @@
-"""``handover referral new|show|list|select|redact|send|bundle|handed-over|acknowledge|outcome``.
+"""``handover referral new|show|list|select|redact|discard|send|bundle|handed-over|acknowledge|
+outcome``.
 
 The command acts as a named member of the organisation's staff (``--org`` and
 ``--as USERNAME``), with that person's permissions: the DSL team drafts and
@@ -11,17 +12,14 @@ as a JSON file; see ``docs/referrals.md`` and ``schemas/json/referral-*.schema.j
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
-import os
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from transfer.commands._common import Subparsers, add_acting, add_data_dir, run_as_staff
 from transfer.errors import ConfigError, InputError
+from transfer.wording import plural
 
 if TYPE_CHECKING:
     from schemas.referrals import ReferralRecord
@@ -52,7 +50,7 @@ def register(sub: Subparsers) -> None:
     p = sub.add_parser("referral", help="referrals to social care / MASH, the LADO, the police")
     inner = p.add_subparsers(dest="referral_command", metavar="ACTION", required=True)
     new = _one(inner, "new", "draft a referral from a form (JSON file)", _new)
-    new.add_argument("--pupil", required=True, metavar="PUPIL_ID", help="the child's pupil id")
+    new.add_argument("--pupil", required=True, metavar="UPN", help="the child's UPN (or pupil id)")
     new.add_argument("--agency", required=True, metavar="ORG_ID", help="the agency (directory)")
     new.add_argument("--form", required=True, type=Path, metavar="FILE", help="the form (JSON)")
     new.add_argument(
@@ -71,11 +69,19 @@ def register(sub: Subparsers) -> None:
     sel.add_argument("items", nargs="*", metavar="KIND:ID")
     red = _one(inner, "redact", "hide a third-party name in what is sent", _redact)
     red.add_argument("text", metavar="TEXT")
+    _one(inner, "discard", "throw a draft away (the audit and chronology keep that it was)",
+         _discard)  # fmt: skip
+    form_only = (
+        "send the form alone: confirm that no chronology entry goes (refused otherwise when "
+        "nothing is selected)"
+    )
     send = _one(inner, "send", "seal and send: to the agency's node, or via the pickup portal",
                 _send)  # fmt: skip
     send.add_argument("--route", choices=["node", "portal"], default="node")
     send.add_argument("--days", type=int, default=None, help="portal: days the link lasts")
+    send.add_argument("--form-only", action="store_true", help=form_only)
     bundle = _one(inner, "bundle", "seal into an offline bundle (folder or zip)", _bundle)
+    bundle.add_argument("--form-only", action="store_true", help=form_only)
     bundle.add_argument("--out", required=True, type=Path, metavar="DIR")
     bundle.add_argument(
         "--passphrase", action="store_true",
@@ -139,17 +145,18 @@ def _new(args: argparse.Namespace) -> int:
     form = parse_form(_read(args.form, "form"))
     items = _items(args.select)
 
+    marks = [NewRedaction(text=text) for text in args.redact]
+
     async def work(node: Node, actor: Actor) -> ReferralRecord:
-        r = node.referrals
-        record = await r.draft(actor, pupil_id=args.pupil, agency_org_id=args.agency, form=form)
-        if items:
-            record = await r.select(actor, record.id, items)
-        for text in args.redact:
-            record = await r.add_redaction(actor, record.id, NewRedaction(text=text))
-        return record
+        # One call: a selection or a mark that does not fit leaves no draft behind.
+        return await node.referrals.draft(
+            actor, pupil_id=args.pupil, agency_org_id=args.agency, form=form,
+            selection=items, redactions=marks,
+        )  # fmt: skip
 
     record = _run(args, work)
-    return _print(args, record, _state_line(record) + f" ({len(record.selection)} entries chosen)")
+    chosen = plural(len(record.selection), "entry")
+    return _print(args, record, _state_line(record) + f" ({chosen} chosen)")
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -191,7 +198,7 @@ def _list(args: argparse.Namespace) -> int:
 def _select(args: argparse.Namespace) -> int:
     items = _items(args.items)
     record = _run(args, lambda node, actor: node.referrals.select(actor, args.referral_id, items))
-    return _print(args, record, f"{len(record.selection)} entries chosen")
+    return _print(args, record, f"{plural(len(record.selection), 'entry')} chosen")
 
 
 def _redact(args: argparse.Namespace) -> int:
@@ -201,40 +208,27 @@ def _redact(args: argparse.Namespace) -> int:
     record = _run(
         args, lambda node, actor: node.referrals.add_redaction(actor, args.referral_id, mark)
     )
-    return _print(args, record, f"{len(record.redactions)} redaction(s) marked")
+    return _print(args, record, f"{plural(len(record.redactions), 'redaction')} marked")
+
+
+def _discard(args: argparse.Namespace) -> int:
+    summary = _run(args, lambda node, actor: node.referrals.discard(actor, args.referral_id))
+    if args.json:
+        print(json.dumps(summary.model_dump(mode="json"), indent=2, sort_keys=True))
+    else:
+        print(f"referral {summary.id} ({summary.kind} to {summary.agency_org_id}) discarded")
+    return 0
 
 
 async def _send_portal(node: Node, actor: Actor, args: argparse.Namespace) -> str:
-    from transfer.age import X25519Recipient
+    from receivers.sending import send_via_portal
 
-    record = await node.referrals.get(actor, args.referral_id)
-    entry = await node.directory.entry(record.agency_org_id)
-    if not entry.email:
-        raise InputError(f"{entry.name} has no registered e-mail address for the pickup portal")
-    keyset = await asyncio.to_thread(node.keys.load, actor.org_id)
-    own = X25519Recipient.from_string(keyset.recipient)
-    tmp_dir = node.data_dir / "outgoing"
-    await asyncio.to_thread(tmp_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
-    tmp = tmp_dir / f".portal-{uuid.uuid4().hex}.part"
-    sealed = None
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            sealed = await node.referrals.seal(
-                actor, args.referral_id, out, route="portal", recipients=[own]
-            )
-        issued = await node.portal.create_pickup(
-            actor, package=tmp, referral_id=args.referral_id, email=entry.email,
-            agency_name=entry.name, expires_in_days=args.days,
-        )  # fmt: skip
-    except BaseException:
-        if sealed is not None:
-            await node.referrals.unsend(actor, args.referral_id, reason="portal refused it")
-        raise
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-    lines = [f"referral {args.referral_id} is at the pickup portal for {entry.email}"]
+    done = await send_via_portal(
+        node.referrals, node.portal, actor, args.referral_id, expires_in_days=args.days,
+        form_only=args.form_only,
+    )  # fmt: skip
+    issued = done.issued
+    lines = [f"referral {args.referral_id} is at the pickup portal for {issued.pickup.email}"]
     if issued.link:
         lines.append(f"give the agency this link: {issued.link}")
     else:
@@ -247,34 +241,50 @@ def _send(args: argparse.Namespace) -> int:
     async def work(node: Node, actor: Actor) -> str:
         if args.route == "portal":
             return await _send_portal(node, actor, args)
-        from receivers.agency_node import AgencyNodeRoute
+        from receivers.sending import send_by_node
 
         outbox = getattr(node, "outbox", None)
         if outbox is None:
             raise ConfigError("this node has no outbox: it cannot send to an agency's node")
-        record = await AgencyNodeRoute(node.referrals, outbox).send(actor, args.referral_id)
+        record = await send_by_node(
+            node.referrals, outbox, actor, args.referral_id, form_only=args.form_only
+        )
         return (
             f"referral {record.id} queued for {record.agency_org_id} (package {record.package_id})"
         )
 
-    print(_run(args, work))
+    print(_run(args, _confirm_form_only(work)))
     return 0
 
 
-def _bundle(args: argparse.Namespace) -> int:
-    from receivers.offline import write_offline_bundle
+def _confirm_form_only(
+    work: Callable[[Node, Actor], Awaitable[T]],
+) -> Callable[[Node, Actor], Awaitable[T]]:
+    """Name the CLI's flag when a referral with nothing chosen is refused."""
+    from transfer.referrals.service import NothingSelectedError
 
-    bundle = _run(
-        args,
-        lambda node, actor: write_offline_bundle(
-            node.referrals,
-            actor,
-            args.referral_id,
-            args.out,
-            passphrase=args.passphrase,
-            as_zip=args.zip,
-        ),
-    )
+    async def run(node: Node, actor: Actor) -> T:
+        try:
+            return await work(node, actor)
+        except NothingSelectedError as exc:
+            raise NothingSelectedError(
+                f"{exc.message} (--form-only), or choose entries with 'handover referral select'",
+                detail=exc.detail,
+            ) from None
+
+    return run
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from receivers.offline import OfflineBundle, write_offline_bundle
+
+    def work(node: Node, actor: Actor) -> Awaitable[OfflineBundle]:
+        return write_offline_bundle(
+            node.referrals, actor, args.referral_id, args.out, passphrase=args.passphrase,
+            as_zip=args.zip, form_only=args.form_only,
+        )  # fmt: skip
+
+    bundle = _run(args, _confirm_form_only(work))
     print(f"offline bundle written: {bundle.path}")
     print(f"package {bundle.package_id}, sender key id {bundle.sender_key_id}")
     if bundle.passphrase is not None:

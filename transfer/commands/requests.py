@@ -196,7 +196,10 @@ def register(sub: Subparsers) -> None:
     p = cmds.add_parser("authorise", help="send the pupil's leaver's file to the requester")
     _person(p)
     p.add_argument("request_id")
-    p.add_argument("--pupil", help="the pupil it is about, when the UPN matched none of yours")
+    p.add_argument(
+        "--pupil", metavar="UPN",
+        help="the pupil it is about (UPN, or pupil id), when the request's UPN matched none",
+    )  # fmt: skip
     p.set_defaults(handler=_authorise)
     p = cmds.add_parser("decline", help="refuse a request, with a reason the requester reads")
     _person(p)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
+from transfer.wording import plural
 
 
 def register(sub: Subparsers) -> None:
@@ -26,7 +27,8 @@ async def _run(args: argparse.Namespace) -> int:
         report = await node.store.run_retention()
     print(
         f"retention run at {report.ran_at.isoformat()}: "
-        f"{len(report.erased_pupils)} pupil(s) erased, {len(report.tombstones)} tombstone(s) left"
+        f"{plural(len(report.erased_pupils), 'pupil')} erased, "
+        f"{plural(len(report.tombstones), 'tombstone')} left"
     )
     return 0
 

@@ -25,6 +25,7 @@ from transfer.commands._common import (
     data_dir_of,
     run_as_staff,
 )
+from transfer.wording import plural
 
 if TYPE_CHECKING:
     from transfer.exchange.outbox import OutgoingRecord
@@ -54,9 +55,16 @@ def register(sub: Subparsers) -> None:
         "--deliver tries at once.",
     )
     _as_staff(leaver)
-    leaver.add_argument("--pupil", required=True, metavar="ID", help="the pupil's id")
     leaver.add_argument(
-        "--to", required=True, metavar="ORG", help="the receiving organisation's id"
+        "--pupil", required=True, metavar="UPN", help="the pupil's UPN (or the pupil's id)"
+    )
+    leaver.add_argument(
+        "--to", required=True, metavar="ORG", help="the receiving school's id in the directory"
+    )
+    leaver.add_argument(
+        "--reason",
+        help="why, when it is needed: the file already reached that school, or that school is "
+        "not the pupil's recorded destination (kept with the package and in the chronology)",
     )
     leaver.add_argument("--deliver", action="store_true", help="try to deliver it now")
     leaver.set_defaults(handler=_send_leaver_file)
@@ -66,7 +74,9 @@ def register(sub: Subparsers) -> None:
     ls = inner.add_parser("list", help="the organisation's outgoing packages, newest first")
     _as_staff(ls)
     ls.add_argument("--state", choices=_STATES)
-    ls.add_argument("--pupil", metavar="ID", help="only packages about this pupil")
+    ls.add_argument(
+        "--pupil", metavar="UPN", help="only packages about this pupil (UPN, or the pupil's id)"
+    )
     ls.set_defaults(handler=_list)
     for name, text, handler in (
         ("show", "one package: its state, every change and its receipts", _show),
@@ -103,6 +113,10 @@ def _line(r: OutgoingRecord) -> str:
 
 def _details(r: OutgoingRecord) -> list[str]:
     lines = [_line(r), f"pupils: {', '.join(r.pupil_ids)}"]
+    if r.reasons_needed:
+        words = {"repeat": "sent again", "not_destination": "not the recorded destination"}
+        needed = ", ".join(words.get(c, c) for c in r.reasons_needed)
+        lines.append(f"sent with a reason ({needed}): {r.send_reason or '(erased)'}")
     if r.ciphertext_sha256:
         lines.append(f"ciphertext sha256: {r.ciphertext_sha256}")
     if r.state == "queued" and r.next_attempt_at:
@@ -133,13 +147,22 @@ def _print_json(value: Any) -> None:
 
 def _send_leaver_file(args: argparse.Namespace) -> int:
     async def work(node: Node, actor: Actor) -> OutgoingRecord:
-        record = await node.outbox.queue_leaver_file(actor, args.pupil, args.to, via="cli")
+        record = await node.outbox.queue_leaver_file(
+            actor, args.pupil, args.to, via="cli", reason=args.reason
+        )
         if args.deliver:
             await node.outbox.deliver_due(limit=10)
             record = await node.outbox.get(actor, record.id)
         return record
 
-    record = _run(args, work)
+    from transfer.exchange.outbox import ReasonRequiredError
+
+    try:
+        record = _run(args, work)
+    except ReasonRequiredError as exc:
+        raise ReasonRequiredError(
+            f'{exc.message} Add --reason "..." to send it.', detail=exc.detail
+        ) from None
     _print(args, record, f"{_line(record)}\n(ciphertext sha256 {record.ciphertext_sha256})")
     return 0
 
@@ -184,5 +207,5 @@ def _deliver(args: argparse.Namespace) -> int:
             return await deliver_due(node.outbox), await pull_receipts(node.outbox)
 
     tried, receipts = asyncio.run(go())
-    print(f"{tried} package(s) tried; {receipts} new receipt(s) pulled")
+    print(f"{plural(tried, 'package')} tried; {plural(receipts, 'new receipt')} pulled")
     return 0

@@ -26,6 +26,7 @@ from transfer.demo.api import StaffClient
 from transfer.demo.world import NodeSpec, OffNodeAgency, World, build_world, run_cli
 from transfer.errors import HandoverError, PeerError
 from transfer.private_files import write_private
+from transfer.wording import plural
 
 PRIMARY = ("123456", "8012000", "Hillside Primary School")
 SECONDARY = ("654321", "8014001", "Riverside Academy")
@@ -182,7 +183,7 @@ async def seed(world: World) -> Seeded:
 
             await store.add_document(
                 actors["dsl"], amara.id, minutes(),
-                filename="strategy-discussion-minutes.txt", media_type="text/plain",
+                filename="strategy-discussion-minutes.txt",
                 concern_id=c1.id,
             )  # fmt: skip
             await node.audit_log.checkpoint()
@@ -276,7 +277,9 @@ async def leaver_file(
     for needed in ("delivered", "accepted"):
         if needed not in kinds:
             raise DemoFailed(f"the sender holds no {needed} receipt")
-    timeline.add("evidence", f"{len(kinds)} receipts ({', '.join(kinds)}) verified again and kept")
+    timeline.add(
+        "evidence", f"{plural(len(kinds), 'receipt')} ({', '.join(kinds)}) verified again and kept"
+    )
     return package_id
 
 
@@ -298,18 +301,26 @@ async def story(world: World, seeded: Seeded, timeline: Timeline, evidence: Path
     return package_id
 
 
+#: The preview's record counts, named one at a time.
+_RECORD_NOUNS: dict[str, str] = {
+    "actions": "action", "concerns": "concern", "contacts": "contact", "documents": "document",
+    "events": "event", "triage": "triage decision",
+}  # fmt: skip
+
+
 def _preview_summary(preview: dict[str, Any]) -> str:
     counts = preview.get("counts") or {}
     if isinstance(counts, dict) and counts:
-        return ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-    return f"{len(preview.get('chronology') or [])} chronology entries"
+        named = ((_RECORD_NOUNS.get(str(k), str(k)), int(v)) for k, v in sorted(counts.items()))
+        return ", ".join(plural(n, noun) for noun, n in named)
+    return plural(len(preview.get("chronology") or []), "chronology entry")
 
 
 def _accept_summary(accepted: dict[str, Any]) -> str:
     counts = accepted.get("counts") or {}
     records = sum(int(v) for v in counts.values()) if isinstance(counts, dict) else 0
     how = "as a new pupil" if accepted.get("new_pupil") else f"matched by {accepted['matched_by']}"
-    return f"{records} records imported {how}, each kept with its provenance"
+    return f"{plural(records, 'record')} imported {how}, each kept with its provenance"
 
 
 async def _signing_key(world: World, org_id: str) -> str:
@@ -342,7 +353,8 @@ async def referral(
     ref_id = str(draft["id"])
     timeline.add(
         "primary",
-        f"MASH referral drafted: {len(chosen)} of {len(chron)} chronology entries chosen, "
+        f"MASH referral drafted: {len(chosen)} of {plural(len(chron), 'chronology entry')} "
+        "chosen, "
         "one third-party name marked for redaction",
     )
     sent = await dsl.call("POST", f"/referrals/{ref_id}/send", {"route": "portal"})
@@ -465,6 +477,16 @@ def export_keys(world: World, evidence: Path) -> None:
              "--yes-i-understand", "-o", str(evidence / "riverside.key")])  # fmt: skip
     # A secret key: readable by this user alone, like the original in secrets/.
     write_private(evidence / "mash.key", world.agency_identities[MASH.org_id].read_bytes())
+
+
+def fingerprint(world: World, node: str, org_id: str) -> str:
+    """The organisation's key fingerprint, as ``handover keys show`` prints it."""
+    out = run_cli(["keys", "show", org_id, "--data-dir", str(world.nodes[node].data_dir)])
+    for line in out.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "fingerprint":
+            return value.strip()
+    raise DemoFailed(f"'handover keys show {org_id}' printed no fingerprint")
 
 
 def build(workdir: Path) -> World:

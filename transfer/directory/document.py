@@ -56,6 +56,7 @@ from schemas.directory import (
 from schemas.manifest import canonical_json
 from transfer.errors import ConflictError, InputError, IntegrityError, PolicyError
 from transfer.package.errors import UnknownSenderError
+from transfer.wording import plural
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -475,7 +476,8 @@ def verify_document(
     if when > doc.next_update + grace:
         raise DirectoryExpiredError(
             f"the directory (serial {doc.serial}) expired: its next update was due "
-            f"{format_time(doc.next_update)}, and {grace.days} day(s) of grace have passed; "
+            f"{format_time(doc.next_update)}, and {plural(grace.days, 'day')} of grace have "
+            "passed; "
             "ask the authority to sign a current one"
         )
     return VerifiedDocument(document=doc, unchanged=unchanged)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -49,6 +50,7 @@ from transfer.deadlines import (
 )
 from transfer.store.models import Pupil
 from transfer.store.service import Store
+from transfer.wording import plural
 
 log = logging.getLogger("handover.deadlines")
 
@@ -76,7 +78,16 @@ class LeaverFiles(Protocol):
 
 def deadline_key(pupil_id: str, leaving_date: date) -> str:
     """The alert key of one pupil's leaving (a new leaving date starts a new deadline)."""
-    return f"transfer-deadline:{pupil_id}:{leaving_date.isoformat()}"
+    return f"{deadline_prefix(pupil_id)}{leaving_date.isoformat()}"
+
+
+#: What the key of every leaver's-file deadline alert starts with.
+DEADLINE_PREFIX: Final = "transfer-deadline:"
+
+
+def deadline_prefix(pupil_id: str) -> str:
+    """What the keys of every deadline alert of one pupil start with."""
+    return f"{DEADLINE_PREFIX}{pupil_id}:"
 
 
 def _read(path: Path) -> bytes:
@@ -165,7 +176,7 @@ def alert_text(
         "info": "Leaver's file",
     }[level]
     rule = (
-        f"KCSIE: within {days} {unit.value} days of leaving ({_long(leaving)}) "
+        f"KCSIE: within {plural(days, unit.value + ' day')} of leaving ({_long(leaving)}) "
         "or of the start of the next term."
     )
     line = _STATE_LINES.get(state, f"Its transfer is {state}.")
@@ -188,7 +199,7 @@ class DeadlineReport:
 
 
 class DeadlineSweep:
-    """One run checks every leaver on the node (see module docs)."""
+    """One run checks every leaver on the node (see module docs), or the few just changed."""
 
     def __init__(
         self,
@@ -205,26 +216,57 @@ class DeadlineSweep:
         self.transfer = transfer
         self.data_dir = data_dir or store.data_dir
 
+    async def _forget_changed(self, pupil_ids: Sequence[str]) -> None:
+        """Close the deadline alerts of a leaving date that is no longer the pupil's (changed,
+        removed, or the destination is now unknown); the run raises the current one. Two
+        queries whatever the number of pupils (a CTF of a whole year group)."""
+        async with self.store.sessions() as s:
+            rows = (
+                await s.execute(
+                    sa.select(
+                        Pupil.id, Pupil.org_id, Pupil.leaving_date, Pupil.destination_kind
+                    ).where(Pupil.id.in_(list(pupil_ids)))
+                )
+            ).all()
+        current: dict[str, str | None] = {}
+        orgs: set[str] = set()
+        for pupil_id, org_id, leaving, destination in rows:
+            orgs.add(org_id)
+            current[pupil_id] = (
+                deadline_key(pupil_id, leaving)
+                if leaving is not None and destination not in (None, "unknown")
+                else None
+            )
+        for org_id in sorted(orgs):
+            for key in await self.alerts.open_keys(org_id, DEADLINE_PREFIX):
+                pupil_id = key[len(DEADLINE_PREFIX) :].split(":", 1)[0]
+                if pupil_id in current and key != current[pupil_id]:
+                    await self.alerts.resolve(org_id, key)
+
     @property
     def unit(self) -> DayUnit:
         return DayUnit.SCHOOL if self.transfer.deadline_unit == "school_days" else DayUnit.CALENDAR
 
-    async def run(self, today: date | None = None) -> DeadlineReport:
+    async def run(
+        self, today: date | None = None, *, pupil_ids: Sequence[str] | None = None
+    ) -> DeadlineReport:
+        """Check every leaver on the node (the scheduler), or only ``pupil_ids`` (as soon as
+        their leaving date or destination changed, or their file's receipt came back)."""
         today = today or self.alerts.today()
         calendars = Calendars(self.data_dir)
+        query = sa.select(Pupil.id, Pupil.org_id, Pupil.leaving_date).where(
+            Pupil.erased_at.is_(None),
+            Pupil.leaving_date.is_not(None),
+            Pupil.leaving_date >= today - timedelta(days=HISTORY_DAYS),
+            Pupil.destination_kind.is_not(None),
+            Pupil.destination_kind != "unknown",
+        )
+        if pupil_ids is not None:
+            await self._forget_changed(pupil_ids)
+            query = query.where(Pupil.id.in_(list(pupil_ids)))
         async with self.store.sessions() as s:
             rows = (
-                await s.execute(
-                    sa.select(Pupil.id, Pupil.org_id, Pupil.leaving_date)
-                    .where(
-                        Pupil.erased_at.is_(None),
-                        Pupil.leaving_date.is_not(None),
-                        Pupil.leaving_date >= today - timedelta(days=HISTORY_DAYS),
-                        Pupil.destination_kind.is_not(None),
-                        Pupil.destination_kind != "unknown",
-                    )
-                    .order_by(Pupil.org_id, Pupil.leaving_date, Pupil.id)
-                )
+                await s.execute(query.order_by(Pupil.org_id, Pupil.leaving_date, Pupil.id))
             ).all()
         checked = raised = accepted = problems = 0
         broken: set[str] = set()
@@ -274,13 +316,14 @@ class DeadlineSweep:
                 ref=due.isoformat(),
             ):
                 raised += 1
-        await self.alerts.retry_mail()
+        if pupil_ids is None:
+            await self.alerts.retry_mail()
         report = DeadlineReport(checked, raised, accepted, problems)
         if raised or problems:
             log.info(
-                "deadline sweep: %d leaver(s) checked, %d alert(s) raised, %d problem(s)",
-                checked,
-                raised,
-                problems,
+                "deadline sweep: %s checked, %s raised, %s",
+                plural(checked, "leaver"),
+                plural(raised, "alert"),
+                plural(problems, "problem"),
             )
         return report

@@ -119,6 +119,7 @@ from transfer.store.readable import (
     size_in_words,
 )
 from transfer.store.service import DEFAULT_CATEGORIES, Store
+from transfer.wording import plural
 
 __all__ = [
     "AcceptOutcome",
@@ -1267,6 +1268,9 @@ class Inbox:
         if row.state not in OPEN_STATES:
             raise ConflictError(f"package {row.id} was already {row.state}")
         reference = _clean_reference(reference)
+        if pupil_id is not None:
+            # The DSL names the pupil to import into as staff know pupils: by UPN (or id).
+            pupil_id = await self.store.pupil_id_for(actor, pupil_id)
         plan: ImportPlan | None = None
         try:
             read = await self._read_full(row)
@@ -1530,7 +1534,7 @@ class Inbox:
         missing = wanted - set(plan.written)
         if missing:
             raise IntegrityError(
-                f"the package lists {len(missing)} document(s) whose files it does not hold"
+                f"the package lists {plural(len(missing), 'document')} whose files it does not hold"
             )
 
     async def reject(

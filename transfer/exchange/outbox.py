@@ -54,6 +54,7 @@ from keys.keyset import parse_key_id
 from schemas.directory import DirectoryEntry
 from schemas.manifest import PackageKind, Recipient, Sender
 from schemas.receipt import ReceiptBody, ReceiptDecodeError
+from schemas.records import Destination
 from transfer.config import Config
 from transfer.errors import (
     ConflictError,
@@ -61,6 +62,7 @@ from transfer.errors import (
     InputError,
     IntegrityError,
     NotFoundError,
+    PolicyError,
     TransportError,
 )
 from transfer.exchange import backoff
@@ -81,7 +83,9 @@ from transfer.receipts import (
     verify_receipt,
 )
 from transfer.store.db import is_sqlite
+from transfer.store.models import SealedField
 from transfer.store.permissions import Actor, Permission, PermissionDenied, require
+from transfer.wording import plural
 
 if TYPE_CHECKING:
     from keys.store import KeyStore
@@ -149,6 +153,54 @@ class PackageFileMissingError(IntegrityError):
     """The package's file is no longer in the outgoing directory."""
 
 
+#: Where the reason given for sending a leaver's file is sealed (``sealed_fields``).
+REASON_TABLE: Final = "outgoing_packages"
+REASON_FIELD: Final = "send_reason"
+MAX_REASON: Final = 500
+#: Earlier packages in these states reached the receiving school: sending again needs a reason.
+_REACHED: Final = ("delivered", "viewed", "accepted", "rejected")
+#: Why a reason is needed, as stored in ``reasons_needed`` and shown to the DSL.
+ReasonNeeded = Literal["repeat", "not_destination"]
+
+
+class LeaverFileToAgencyError(PolicyError):
+    """A leaver's child-protection file goes to the pupil's next school, never to an agency."""
+
+    slug = "not-a-school"
+    title = "A leaver's file goes to a school"
+
+
+class ReasonRequiredError(InputError):
+    """Sending this needs a reason from the sender (it is recorded): the message says why."""
+
+    http_status = 422
+    slug = "reason-required"
+    title = "A reason is needed to send this"
+
+
+def check_reason(reason: str | None) -> str | None:
+    """The reason with its spacing normalised, or None; InputError if it cannot be kept."""
+    if reason is None:
+        return None
+    text = " ".join(reason.split())
+    if not text:
+        return None
+    if len(text) > MAX_REASON or not text.isprintable():
+        raise InputError(f"the reason must be 1 to {MAX_REASON} printable characters")
+    return text
+
+
+def is_destination(destination: Destination | None, entry: DirectoryEntry) -> bool:
+    """Whether the pupil's recorded destination is the school of this directory entry."""
+    if destination is None or destination.kind != "school":
+        return False
+    urns = {u for u in (entry.urn, entry.org_id) if u}
+    return bool(
+        (destination.urn and destination.urn in urns)
+        or (destination.laestab and entry.laestab and destination.laestab == entry.laestab)
+    )
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -198,6 +250,10 @@ class OutgoingRecord(_Model):
     next_attempt_at: datetime | None
     last_error: str | None
     failure_reason: str | None
+    #: Why the sender had to give a reason ("repeat": the file had reached this school
+    #: before; "not_destination": not the pupil's recorded destination), and the reason.
+    reasons_needed: tuple[ReasonNeeded, ...] = ()
+    send_reason: str | None = None
     events: tuple[OutgoingEvent, ...] = ()
     receipts: tuple[OutgoingReceipt, ...] = ()
 
@@ -485,42 +541,105 @@ class Outbox:
     # ------------------------------------------------------------------ queueing
 
     async def queue_leaver_file(
-        self, actor: Actor, pupil_id: str, to_org_id: str, *, via: str | None = None
+        self,
+        actor: Actor,
+        pupil_id: str,
+        to_org_id: str,
+        *,
+        via: str | None = None,
+        reason: str | None = None,
     ) -> OutgoingRecord:
-        """Build the pupil's leaver's file for ``to_org_id`` and queue it for delivery."""
+        """Build the pupil's leaver's file for ``to_org_id`` and queue it for delivery.
+
+        ``pupil_id`` may be the pupil's UPN. The file goes only to a school. Sending
+        it again to a school it already reached, or to a school that is not the
+        pupil's recorded destination, needs a ``reason`` (:class:`ReasonRequiredError`
+        says which, and nothing is made); the reason is kept sealed with the package
+        and in the pupil's chronology, and the audit records that one was needed.
+        """
         from transfer.age import X25519Recipient
         from transfer.package.from_store import build_leaver_package
 
+        pupil_id = await self.store.pupil_id_for(actor, pupil_id)
         targets = {"pupil": pupil_id, "recipient": to_org_id}
         await self._require(actor, "leaver_file", "transfer.queued", targets)
+        reason = check_reason(reason)
         if to_org_id == actor.org_id:
             raise InputError("a leaver's file is sent to another organisation, not to your own")
         entry = await self.directory.entry(to_org_id)
+        if entry.kind != "school":
+            await self.store.record_event(
+                "transfer.queued", actor, actor.org_id, targets, "refused", reason="not_a_school"
+            )
+            raise LeaverFileToAgencyError(
+                f"{entry.name} is not a school: a leaver's child-protection file goes only to "
+                "the pupil's next school. To share information with an agency, make a referral "
+                "('handover referral new'), which carries only what the agency needs."
+            )
         pupil = await self.store.get_pupil(actor, pupil_id)
         async with self.store.sessions() as s:
-            pending = (
+            earlier = (
                 await s.execute(
-                    select(_p.c.id)
+                    select(_p.c.id, _p.c.state, _p.c.queued_at)
                     .join(outgoing_pupils, outgoing_pupils.c.package_id == _p.c.id)
                     .where(
                         outgoing_pupils.c.pupil_id == pupil.id,
-                        _p.c.to_org_id == to_org_id,
+                        _p.c.to_org_id == entry.org_id,
                         _p.c.kind == "leaver_file",
-                        _p.c.state.in_(("draft", "queued")),
+                        _p.c.state.in_(("draft", "queued", *_REACHED)),
                     )
+                    .order_by(_p.c.created_at.desc())
                 )
-            ).first()
+            ).all()
+        pending = next((r for r in earlier if r.state in ("draft", "queued")), None)
         if pending is not None:
             raise ConflictError(
                 f"a leaver's file for this pupil is already waiting to go to {entry.name} "
-                f"(package {pending[0]}); cancel it first to send a new one"
+                f"(package {pending.id}); cancel it first to send a new one"
+            )
+        needed: list[ReasonNeeded] = []
+        why: list[str] = []
+        if earlier:
+            last = earlier[0]
+            needed.append("repeat")
+            sent = f" on {last.queued_at:%d %B %Y}" if last.queued_at else ""
+            why.append(
+                f"{pupil.forename} {pupil.surname}'s file was already sent to {entry.name}"
+                f"{sent} (package {last.id}, {last.state})"
+            )
+        if not is_destination(pupil.destination, entry):
+            needed.append("not_destination")
+            d = pupil.destination
+            recorded = (
+                "no destination is recorded"
+                if d is None or d.kind == "unknown"
+                else f"the recorded destination is {d.name or d.urn or d.laestab or d.kind}"
+            )
+            why.append(
+                f"{entry.name} is not {pupil.forename} {pupil.surname}'s recorded next school "
+                f"({recorded})"
+            )
+        if needed and reason is None:
+            await self.store.record_event(
+                "transfer.queued", actor, actor.org_id, targets, "refused",
+                reason="reason_required", reasons_needed=",".join(needed),
+            )  # fmt: skip
+            raise ReasonRequiredError(
+                "; ".join(why) + ". Check, then give the reason for sending it (it is recorded).",
+                detail={"reasons_needed": list(needed)},
             )
         keyset = await asyncio.to_thread(self.keys.load, actor.org_id)
         package_id = str(uuid.uuid4())
         now = self._now()
-        await self._insert_draft(actor, package_id, entry, "leaver_file", [pupil.id], now)
+        await self._insert_draft(
+            actor, package_id, entry, "leaver_file", [pupil.id], now, reasons_needed=needed
+        )
         tmp = self.outgoing_dir / f"{package_id}.age.tmp"
         try:
+            if needed and reason is not None:
+                await self.store.seal_notes(
+                    REASON_TABLE, package_id, pupil.id, {REASON_FIELD: reason}
+                )
             fh = await asyncio.to_thread(self._create_tmp, tmp)
             try:
                 built = await build_leaver_package(
@@ -547,7 +666,9 @@ class Outbox:
                     f"cannot write the package to {self.outgoing_dir}: {exc.strerror}"
                 ) from None
             raise
-        return await self._queue(actor, package_id, built, via=via)
+        return await self._queue(
+            actor, package_id, built, via=via, reason=reason if needed else None
+        )
 
     async def queue_file(
         self,
@@ -618,7 +739,7 @@ class Outbox:
 
     async def _insert_draft(
         self, actor: Actor, package_id: str, entry: DirectoryEntry, kind: str,
-        pupil_ids: Sequence[str], now: datetime,
+        pupil_ids: Sequence[str], now: datetime, *, reasons_needed: Sequence[str] = (),
     ) -> None:  # fmt: skip
         try:
             async with self.store.sessions() as s, s.begin():
@@ -628,6 +749,7 @@ class Outbox:
                         to_name=entry.name[:200], kind=kind, state="draft",
                         created_by=actor.staff_id, created_at=now, state_changed_at=now,
                         attempts=0, pulls=0,
+                        reasons_needed=",".join(reasons_needed) or None,
                     )
                 )  # fmt: skip
                 for pupil_id in dict.fromkeys(pupil_ids):
@@ -644,6 +766,11 @@ class Outbox:
                 await asyncio.to_thread(tmp.unlink, True)
         async with self.store.sessions() as s, s.begin():
             await s.execute(
+                delete(SealedField).where(
+                    SealedField.record_table == REASON_TABLE, SealedField.record_id == package_id
+                )
+            )
+            await s.execute(
                 delete(outgoing_events).where(outgoing_events.c.package_id == package_id)
             )
             await s.execute(
@@ -652,8 +779,9 @@ class Outbox:
             await s.execute(delete(_p).where(_p.c.id == package_id, _p.c.state == "draft"))
 
     async def _queue(
-        self, actor: Actor, package_id: str, built: BuiltPackage, *, via: str | None
-    ) -> OutgoingRecord:
+        self, actor: Actor, package_id: str, built: BuiltPackage, *, via: str | None,
+        reason: str | None = None,
+    ) -> OutgoingRecord:  # fmt: skip
         now = self._now()
         async with self.store.sessions() as s, s.begin():
             await s.execute(
@@ -666,16 +794,21 @@ class Outbox:
                     manifest_sha256=built.manifest_sha256,
                 )
             )  # fmt: skip
-            await s.execute(self._event(package_id, "queued", "queued", now, actor))
+            await s.execute(
+                self._event(
+                    package_id, "queued", "queued", now, actor,
+                    detail="reason given" if reason is not None else None,
+                )
+            )  # fmt: skip
         row = await self._row(package_id)
         await self._audit(
             "transfer.queued", actor, row, ciphertext_sha256=built.ciphertext_sha256,
-            size=built.ciphertext_size, via=via,
+            size=built.ciphertext_size, via=via, reasons_needed=row.reasons_needed,
         )  # fmt: skip
-        await self._chronology(
-            actor, row._pupils, "queued", f"{_label(row.kind)} queued for {row.to_name}",
-            package_id, now,
-        )  # fmt: skip
+        summary = f"{_label(row.kind)} queued for {row.to_name}"
+        if reason is not None:
+            summary += f" ({_needed_text(row.reasons_needed)}; the reason given: {reason})"
+        await self._chronology(actor, row._pupils, "queued", summary, package_id, now)
         return await self._record(row)
 
     async def discard_stale_drafts(self) -> int:
@@ -699,6 +832,10 @@ class Outbox:
     # ------------------------------------------------------------------- reading
 
     async def _record(self, row: Any) -> OutgoingRecord:
+        reason = None
+        if row.reasons_needed and row._pupils:
+            notes = await self.store.open_notes(REASON_TABLE, row.id, row._pupils[0])
+            reason = notes.get(REASON_FIELD)
         async with self.store.sessions() as s:
             events = (
                 await s.execute(
@@ -714,7 +851,7 @@ class Outbox:
                     .order_by(outgoing_receipts.c.issued_at, outgoing_receipts.c.receipt_id)
                 )
             ).all()
-        return _to_record(row, events, receipts)
+        return _to_record(row, events, receipts, reason)
 
     async def get(self, actor: Actor, package_id: str) -> OutgoingRecord:
         """One outgoing package of the actor's organisation: state, events, receipts."""
@@ -735,6 +872,7 @@ class Outbox:
         if state is not None:
             query = query.where(_p.c.state == state)
         if pupil_id is not None:
+            pupil_id = await self.store.pupil_id_for(actor, pupil_id)
             query = query.where(
                 _p.c.id.in_(
                     select(outgoing_pupils.c.package_id).where(
@@ -1126,7 +1264,8 @@ class Outbox:
         if backoff.should_give_up(queued_at, now, self.config.transfer.give_up_hours):
             hours = self.config.transfer.give_up_hours
             await self._fail(
-                current, f"not delivered within {hours} hours; the last error was: {message}",
+                current,
+                f"not delivered within {plural(hours, 'hour')}; the last error was: {message}",
                 slug=slug, gave_up=True,
             )  # fmt: skip
             return
@@ -1419,7 +1558,14 @@ def _with_pupils(row: Row[Any], pupils: tuple[str, ...]) -> Any:
     return _RowWithPupils(row, pupils)
 
 
-def _to_record(row: Any, events: Sequence[Any], receipts: Sequence[Any]) -> OutgoingRecord:
+def _needed_text(codes: str | None) -> str:
+    words = {"repeat": "sent again", "not_destination": "not the recorded destination"}
+    return ", ".join(words.get(c, c) for c in (codes or "").split(",") if c)
+
+
+def _to_record(
+    row: Any, events: Sequence[Any], receipts: Sequence[Any], reason: str | None = None
+) -> OutgoingRecord:
     held: list[OutgoingReceipt] = []
     for r in receipts:
         body = json.loads(bytes(r.body))
@@ -1440,6 +1586,8 @@ def _to_record(row: Any, events: Sequence[Any], receipts: Sequence[Any]) -> Outg
         state_changed_at=row.state_changed_at, attempts=row.attempts,
         next_attempt_at=row.next_attempt_at, last_error=row.last_error,
         failure_reason=row.failure_reason,
+        reasons_needed=tuple(c for c in (row.reasons_needed or "").split(",") if c),
+        send_reason=reason,
         events=tuple(
             OutgoingEvent(at=e.at, event=e.event, state=e.state, actor=e.actor, detail=e.detail)
             for e in events

@@ -47,6 +47,10 @@ outgoing_packages = sa.Table(
     #: When to ask the receiver for receipts next (a fall-back to their push).
     sa.Column("next_pull_at", UTCDateTime(), nullable=True),
     sa.Column("pulls", sa.Integer(), nullable=False),
+    #: Why the sender had to give a reason to send it ("repeat", "not_destination", comma
+    #: separated), or NULL. The reason itself is sealed under the pupil's data key
+    #: (``sealed_fields``, record table ``outgoing_packages``, field ``send_reason``).
+    sa.Column("reasons_needed", sa.String(60), nullable=True),
     sa.Index("ix_outgoing_packages_state_next", "state", "next_attempt_at"),
     sa.Index("ix_outgoing_packages_org_id", "org_id"),
 )

@@ -83,7 +83,13 @@ class LeaverFileQueue(Protocol):
     """``transfer.exchange.outbox.Outbox``, as far as requests need it."""
 
     async def queue_leaver_file(
-        self, actor: Actor, pupil_id: str, to_org_id: str, *, via: str | None = None
+        self,
+        actor: Actor,
+        pupil_id: str,
+        to_org_id: str,
+        *,
+        via: str | None = None,
+        reason: str | None = None,
     ) -> Any: ...
 
     async def latest_for_pupil(
@@ -566,7 +572,7 @@ class TransferRequests:
             raise ConflictError("this is a request your school sent; the other school answers it")
         if row.state in ("authorised", "declined"):
             raise ConflictError(f"this request has already been {row.state}")
-        chosen = pupil_id or row.pupil_id
+        chosen = await self.store.pupil_id_for(actor, pupil_id) if pupil_id else row.pupil_id
         if chosen is None:
             raise InputError(
                 "the request's UPN matches none of your pupils: choose the pupil it is about "
@@ -598,9 +604,13 @@ class TransferRequests:
             package = await self._adoptable(row, actor.org_id, pupil.id)
             if package is None:
                 try:
+                    # The DSL authorising the school's request is the reason, should one be
+                    # needed (a destination not recorded yet, or the file sent before).
                     package = await self.outbox.queue_leaver_file(
-                        actor, pupil.id, row.requester_org_id, via=via
-                    )
+                        actor, pupil.id, row.requester_org_id, via=via,
+                        reason=f"the school asked for it (transfer request {rid}) and a DSL "
+                        "authorised the request",
+                    )  # fmt: skip
                 except ConflictError:
                     package = await self._adoptable(row, actor.org_id, pupil.id)
                     if package is None:

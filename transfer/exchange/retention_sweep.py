@@ -34,6 +34,7 @@ from transfer.errors import HandoverError
 from transfer.store.models import Pupil
 from transfer.store.permissions import Actor, Role
 from transfer.store.service import Store
+from transfer.wording import plural
 
 log = logging.getLogger("handover.retention")
 
@@ -85,7 +86,7 @@ class AfterAcceptanceRetention:
                     if tomb is not None:
                         done.append(tomb)
         if done:
-            log.info("after-acceptance retention erased %d pupil(s)", len(done))
+            log.info("after-acceptance retention erased %s", plural(len(done), "pupil"))
         return done
 
     async def _erase(

@@ -56,7 +56,7 @@ from transfer import aead
 from transfer.age import Recipient as AgeRecipient
 from transfer.age import X25519Recipient, parse_recipient
 from transfer.deadlines import SchoolCalendar, default_calendar
-from transfer.errors import ConflictError, InputError, NotFoundError
+from transfer.errors import ConflictError, HandoverError, InputError, NotFoundError
 from transfer.package.build import BuiltPackage
 from transfer.referrals.consent import check_send, require_draft
 from transfer.referrals.package import ReferralContent, referral_entries, seal_referral
@@ -66,6 +66,7 @@ from transfer.store.keyring import KeyRing, field_aad
 from transfer.store.models import SealedField
 from transfer.store.permissions import Actor, PermissionDenied
 from transfer.store.service import Store
+from transfer.wording import plural
 
 __all__ = [
     "AgencyDirectory",
@@ -144,6 +145,31 @@ class SealedReferral:
 
 def _new_id() -> str:
     return str(uuid.uuid4())
+
+
+class NothingSelectedError(InputError):
+    """A referral with no chronology entry chosen is sent only when the DSL confirms it."""
+
+    http_status = 422
+    slug = "nothing-selected"
+    title = "No chronology entry is chosen"
+
+
+def check_selection(record: ReferralRecord, *, form_only: bool) -> None:
+    """Refuse to seal a referral carrying no chronology entry unless ``form_only`` says the
+    DSL means to send the form alone; refuse ``form_only`` when entries were chosen."""
+    if not record.selection and not form_only:
+        raise NothingSelectedError(
+            "no chronology entry is chosen for this referral, so the agency would get the "
+            "form alone: choose the entries it needs, or confirm sending the form only",
+            detail={"selected": 0},
+        )
+    if record.selection and form_only:
+        raise InputError(
+            f"{len(record.selection)} chronology "
+            f"{'entry is' if len(record.selection) == 1 else 'entries are'} chosen: "
+            "remove them to send the form only, or send without asking for the form only"
+        )
 
 
 def _check_line(value: str, what: str, limit: int) -> str:
@@ -351,14 +377,40 @@ class Referrals:
     # --------------------------------------------------------------- drafts
 
     async def draft(
-        self, actor: Actor, *, pupil_id: str, agency_org_id: str, form: Form
+        self,
+        actor: Actor,
+        *,
+        pupil_id: str,
+        agency_org_id: str,
+        form: Form,
+        selection: Sequence[SelectedItem] = (),
+        redactions: Sequence[NewRedaction] = (),
     ) -> ReferralRecord:
-        """Start a referral about ``pupil_id`` to ``agency_org_id`` with its form."""
+        """Start a referral about ``pupil_id`` (an id or the pupil's UPN) to ``agency_org_id``
+        with its form and, optionally, the chronology entries chosen and the redaction marks.
+
+        Everything is checked first (the agency takes this kind of referral, the pupil is
+        ours, every chosen entry exists, every mark fits what is chosen); only then is the
+        draft made, whole, in one transaction: a refusal leaves no draft behind.
+        """
+        pupil_id = await self.store.pupil_id_for(actor, pupil_id)
         targets = {"pupil": pupil_id, "agency": agency_org_id[:64]}
         await self._require_team(actor, "referral.drafted", targets)
         entry = await self.directory.entry(agency_org_id)
         check_addressee(form, entry.kind, entry.name)
         await self.store.get_pupil(actor, pupil_id)
+        chosen = tuple(dict.fromkeys(selection))
+        marks = tuple(RedactionRecord(id=_new_id(), **m.model_dump()) for m in redactions)
+        if chosen or marks:
+            try:
+                await referral_entries(
+                    self.store, actor, pupil_id, form=form, selection=chosen, redactions=marks
+                )
+            except HandoverError as exc:
+                await self._audit(
+                    "referral.drafted", actor, actor.org_id, targets, "refused", reason=exc.slug
+                )
+                raise
         due = due_on(form, self.calendar)
         ring = self._ring()
         now = self.store.now()
@@ -384,7 +436,11 @@ class Referrals:
                 s,
                 ring,
                 row,
-                {"form": form.model_dump_json(), "selection": "[]", "redactions": "[]"},
+                {
+                    "form": form.model_dump_json(),
+                    "selection": _SELECTION.dump_json(chosen).decode(),
+                    "redactions": _REDACTIONS.dump_json(marks).decode(),
+                },
             )
             await self._event(s, row, "drafted", actor, f"due_on={due.isoformat()}" if due else "")
             record = await self._record(s, ring, row)
@@ -395,6 +451,8 @@ class Referrals:
             {**targets, "referral": row.id},
             kind=form.kind,
             due_on=due.isoformat() if due else None,
+            items=len(chosen),
+            marks=len(marks),
         )
         await self._chronicle(
             actor,
@@ -518,6 +576,44 @@ class Referrals:
             marks=len(marks),
         )
 
+    async def discard(self, actor: Actor, referral_id: str) -> ReferralSummary:
+        """Throw a draft away: the referral and its sealed form, selection and marks go.
+
+        Only a draft (what was sealed is the agency's record, or is taken back with
+        :meth:`withdraw` first). The audit and the child's chronology keep that it
+        was drafted and discarded, and by whom; the returned summary says what it was.
+        """
+        targets = {"referral": referral_id}
+        await self._require_team(actor, "referral.discarded", targets)
+        async with self._writing() as s:
+            row = await self._row(s, actor, referral_id, lock=True)
+            if row.state != "draft":
+                raise ConflictError(
+                    f"this referral is {row.state}, not a draft: only a draft can be "
+                    "discarded (take a sealed one back first, if it has not reached the agency)"
+                )
+            summary = _summary(row).model_copy(update={"state": "discarded"})
+            await s.execute(
+                delete(SealedField).where(
+                    SealedField.record_table == TABLE, SealedField.record_id == row.id
+                )
+            )
+            await s.execute(delete(ReferralEvent).where(ReferralEvent.referral_id == row.id))
+            await s.delete(row)
+        now = self.store.now()
+        await self._audit(
+            "referral.discarded", actor, actor.org_id, {**targets, "pupil": summary.pupil_id},
+            kind=summary.kind,
+        )  # fmt: skip
+        agency = await self._agency_name(summary.agency_org_id)
+        await self._chronicle(
+            actor, summary, "referral.discarded",
+            f"{_cap(_LABELS[summary.kind])} to {agency} discarded before it was sent", now,
+        )  # fmt: skip
+        if self.alerts is not None:
+            await self.alerts.resolve(actor.org_id, alert_key(referral_id))
+        return summary
+
     async def preview(self, actor: Actor, referral_id: str) -> list[ChronologyEntry]:
         """The selected chronology entries exactly as they would be sealed (redacted)."""
         record = await self.get(actor, referral_id)
@@ -542,6 +638,7 @@ class Referrals:
         if state is not None:
             query = query.where(Referral.state == state)
         if pupil_id is not None:
+            pupil_id = await self.store.pupil_id_for(actor, pupil_id)
             query = query.where(Referral.pupil_id == pupil_id)
         async with self.store.sessions() as s:
             rows = (await s.scalars(query.order_by(Referral.created_at, Referral.id))).all()
@@ -566,9 +663,12 @@ class Referrals:
         route: Route,
         recipients: Sequence[AgeRecipient] | None = None,
         package_id: uuid.UUID | None = None,
+        form_only: bool = False,
     ) -> SealedReferral:
         """Write the referral's package to ``out`` and mark the referral ``sent``.
 
+        A referral with no chronology entry chosen goes only with ``form_only`` (the
+        DSL confirmed sending the form alone: :class:`NothingSelectedError` otherwise).
         Checks the consent rule (only the DSL sends without consent), builds
         the package from the selection with its redactions, signs it with the
         school's key and encrypts it to ``recipients`` (default: the agency's
@@ -584,6 +684,13 @@ class Referrals:
                 f"this referral was already sealed and is {record.state}; "
                 "to send again, start a new referral"
             )
+        try:
+            check_selection(record, form_only=form_only)
+        except HandoverError as exc:
+            await self._audit(
+                "referral.sent", actor, actor.org_id, targets, "refused", reason=exc.slug
+            )
+            raise
         try:
             decision = check_send(actor, record.form.consent)
         except PermissionDenied:
@@ -658,7 +765,11 @@ class Referrals:
         summary = (
             f"{_cap(_LABELS[record.kind])} sent to {entry.name} ({route})"
             + ("" if decision.with_consent else ", without parental consent")
-            + (f"; it drew on {len(drew_on)} entries: " + "; ".join(drew_on) if drew_on else "")
+            + (
+                f"; it drew on {plural(len(drew_on), 'entry')}: " + "; ".join(drew_on)
+                if drew_on
+                else ""
+            )
         )
         if len(summary) > 2000:
             summary = summary[:1980].rsplit(";", 1)[0] + "; and more"

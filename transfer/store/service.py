@@ -18,7 +18,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, cast
@@ -74,8 +74,16 @@ from transfer.errors import (
     PolicyError,
     TransportError,
 )
-from transfer.identifiers import validate_agency_id, validate_laestab, validate_upn, validate_urn
+from transfer.identifiers import (
+    UPN_LENGTH,
+    validate_agency_id,
+    validate_laestab,
+    validate_upn,
+    validate_urn,
+)
+from transfer.media import SNIFF_BYTES, UnsupportedDocumentType, sniff_media_type
 from transfer.store import blobs, exports, people
+from transfer.store.changes import StoreChange, StoreListener
 from transfer.store.db import Base, is_sqlite, make_engine, migrate, sessionmaker
 from transfer.store.keyring import KeyDestroyed, KeyRing, field_aad
 from transfer.store.models import (
@@ -110,8 +118,10 @@ from transfer.store.permissions import (
     roles_in_words,
     touches_protected,
 )
+from transfer.wording import plural
 
 Clock = Callable[[], datetime]
+log = logging.getLogger("handover.store")
 
 _NEEDS_APPROVAL: Final = (
     "granting or removing the DSL, deputy DSL or head teacher role needs a DSL's approval: "
@@ -135,6 +145,17 @@ DEFAULT_CATEGORIES: Final[dict[str, tuple[str, bool]]] = {
     "neglect": ("Neglect", False),
     "self_harm": ("Self-harm", False),
 }
+
+#: How far ahead of this node's clock a reported time may be (another device's clock).
+FUTURE_ALLOWANCE: Final = timedelta(minutes=5)
+
+
+class CTFAddressedElsewhereError(ConflictError):
+    """The CTF is addressed to another school; it is imported only when the importer confirms."""
+
+    slug = "ctf-addressed-elsewhere"
+    title = "The CTF is addressed to another school"
+
 
 AGENCY_KINDS: Final = frozenset({"social_care", "lado", "police", "other_agency"})
 DEFAULT_MAX_DOCUMENT_BYTES: Final = 2 * 1024**3
@@ -285,6 +306,29 @@ def _from_ctf_destination(d: CTFDestination | None) -> NewDestination | None:
         laestab=school.laestab if school else None,
         name=school.name if school else None,
     )
+
+
+async def _sniffing(
+    chunks: AsyncIterable[bytes], filename: str, found: list[str]
+) -> AsyncIterator[bytes]:
+    """Pass ``chunks`` through once their start says what kind of file it is (appended to
+    ``found``); refuse a kind not allowed before any of it is written."""
+    head = bytearray()
+    source = aiter(chunks)
+    complete = False
+    while len(head) < SNIFF_BYTES:
+        try:
+            head += await anext(source)
+        except StopAsyncIteration:
+            complete = True
+            break
+    whole = complete and len(head) <= SNIFF_BYTES
+    found.append(sniff_media_type(bytes(head[:SNIFF_BYTES]), filename, complete=whole))
+    if head:
+        yield bytes(head)
+    if not complete:
+        async for piece in source:
+            yield piece
 
 
 def _summary(c: Concern, pupil_ids: Sequence[str]) -> ConcernSummary:
@@ -452,6 +496,9 @@ class Store:
         self.documents_dir = data_dir / "documents"
         self._clock = clock or utc_now
         self.max_document_bytes = max_document_bytes
+        #: Called after a change is committed and audited (``transfer.store.changes``):
+        #: the node wires the DSL team's alerts here; the store holds no alert logic.
+        self.listeners: list[StoreListener] = []
 
     @classmethod
     async def open(
@@ -583,6 +630,17 @@ class Store:
             raise ValueError("the store's clock must return an aware datetime")
         return value.astimezone(UTC)
 
+    def _check_not_future(self, when: datetime, what: str) -> None:
+        """Refuse a time of something that happened which is later than now (beyond the
+        small allowance for clocks that disagree): a mistyped year, or a.m. for p.m."""
+        if when > self.now() + FUTURE_ALLOWANCE:
+            minutes = int(FUTURE_ALLOWANCE.total_seconds() // 60)
+            raise InputError(
+                f"{what} is dated in the future ({when.astimezone(UTC):%Y-%m-%d %H:%M} UTC); "
+                f"give the time it happened (at most {plural(minutes, 'minute')} ahead of "
+                "this node's clock)"
+            )
+
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncSession]:
         """A session in one write transaction; a constraint violation is a conflict."""
@@ -627,6 +685,51 @@ class Store:
 
     #: The store's audit door for other areas acting on its records (packaging).
     record_event = _audit
+
+    async def _leaving_changed(self, actor: Actor, pupil_ids: tuple[str, ...]) -> None:
+        await self._changed(StoreChange("pupil.leaving", actor.org_id, pupil_ids, actor=actor))
+
+    async def _changed(self, change: StoreChange) -> None:
+        """Tell the listeners; one that fails is logged, and the change stands."""
+        for listener in list(self.listeners):
+            try:
+                await listener(change)
+            except Exception:
+                log.exception(
+                    "a listener failed after %s in %s (the change is saved; the next sweep "
+                    "catches up)",
+                    change.kind,
+                    change.org_id,
+                )
+
+    async def seal_notes(
+        self, table: str, record_id: str, pupil_id: str, fields: dict[str, str]
+    ) -> None:
+        """Keep text another area holds about a pupil sealed under the pupil's data key.
+
+        For words a person typed that may carry safeguarding detail (the reason a
+        file was sent again): never a plain column. Erasing the pupil erases them.
+        """
+        ring = self._ring()
+        async with self._writing() as s:
+            await s.execute(
+                delete(SealedField).where(
+                    SealedField.record_table == table,
+                    SealedField.record_id == record_id,
+                    SealedField.pupil_id == pupil_id,
+                    SealedField.field.in_(list(fields)),
+                )
+            )
+            await _Sealed(s, ring).put(table, record_id, [pupil_id], fields)
+
+    async def open_notes(self, table: str, record_id: str, pupil_id: str) -> dict[str, str]:
+        """The notes :meth:`seal_notes` kept; empty when there are none or the pupil is erased."""
+        ring = self._ring()
+        async with self.sessions() as s:
+            try:
+                return await _Sealed(s, ring).one(table, record_id, pupil_id)
+            except KeyDestroyed:
+                return {}
 
     async def _require(
         self, actor: Actor, permission: Permission, action: str, targets: dict[str, str]
@@ -995,6 +1098,49 @@ class Store:
             raise NotFoundError("no such pupil in your organisation")
         return pupil
 
+    async def pupil_id_for(self, actor: Actor, ref: str) -> str:
+        """The id of the pupil a person named: by UPN (as staff know a pupil) or by id.
+
+        A UPN is checked by the DfE's rules first (a wrong check letter, an
+        unknown LA code... is :class:`~transfer.identifiers.InvalidUPN`, 400),
+        then looked up in the actor's organisation (404 when no pupil of yours
+        has it). An id (a UUID) is returned as it is: the operation that uses
+        it finds the pupil, or answers that there is no such pupil, itself.
+        Nothing is audited here; the operation the pupil was named for is.
+        """
+        return (await self.pupil_ids_for(actor, [ref]))[0]
+
+    async def pupil_ids_for(self, actor: Actor, refs: Sequence[str]) -> list[str]:
+        """:meth:`pupil_id_for` for several pupils at once (in the order given)."""
+        out: list[str | None] = []
+        upns: dict[str, str] = {}
+        for ref in refs:
+            text = ref.strip()
+            if len(text) != UPN_LENGTH:
+                try:
+                    out.append(str(uuid.UUID(text)))
+                    continue
+                except ValueError:
+                    pass
+            upns[text] = validate_upn(text)
+            out.append(None)
+        if upns:
+            await self._require(actor, Permission.READ_PUPILS, "store.pupil.find", {})
+            async with self.sessions() as s:
+                rows = await s.execute(
+                    select(Pupil.upn, Pupil.id).where(
+                        Pupil.org_id == actor.org_id, Pupil.upn.in_(set(upns.values()))
+                    )
+                )
+                found = {upn: pupil_id for upn, pupil_id in rows.all()}
+            for i, ref in enumerate(refs):
+                if out[i] is None:
+                    upn = upns[ref.strip()]
+                    if upn not in found:
+                        raise NotFoundError(f"no pupil with UPN {upn} in your organisation")
+                    out[i] = found[upn]
+        return [x for x in out if x is not None]
+
     @staticmethod
     async def _lock_live_pupils(s: AsyncSession, pupil_ids: Sequence[str]) -> None:
         """Lock the pupils' rows for this write and refuse erased ones.
@@ -1055,9 +1201,12 @@ class Store:
             pupil = await self._insert_pupil(s, ring, actor.org_id, data, upn)
             record = _pupil_record(pupil)
         await self._audit("store.pupil.create", actor, actor.org_id, {"pupil": record.id})
+        if record.leaving_date is not None:
+            await self._leaving_changed(actor, (record.id,))
         return record
 
     async def update_pupil(self, actor: Actor, pupil_id: str, changes: PupilChanges) -> PupilRecord:
+        pupil_id = await self.pupil_id_for(actor, pupil_id)
         targets = {"pupil": pupil_id}
         await self._require(actor, Permission.MANAGE_PUPILS, "store.pupil.update", targets)
         async with self._writing() as s:
@@ -1073,9 +1222,13 @@ class Store:
             pupil.updated_at = self.now()
             record = _pupil_record(pupil)
         await self._audit("store.pupil.update", actor, actor.org_id, targets)
+        if changes.model_fields_set & {"leaving_date", "destination"}:
+            await self._leaving_changed(actor, (record.id,))
         return record
 
     async def get_pupil(self, actor: Actor, pupil_id: str) -> PupilRecord:
+        """One pupil of the actor's organisation, named by id or by UPN."""
+        pupil_id = await self.pupil_id_for(actor, pupil_id)
         targets = {"pupil": pupil_id}
         await self._require(actor, Permission.READ_PUPILS, "store.pupil.read", targets)
         async with self.sessions() as s:
@@ -1131,11 +1284,17 @@ class Store:
         await self._audit("store.pupil.list", actor, actor.org_id, {}, count=len(records))
         return records
 
-    async def import_ctf(self, actor: Actor, data: bytes) -> CTFImportResult:
-        """Import a CTF whole (one transaction), upserting pupils by UPN."""
+    async def import_ctf(
+        self, actor: Actor, data: bytes, *, force: bool = False
+    ) -> CTFImportResult:
+        """Import a CTF whole (one transaction), upserting pupils by UPN.
+
+        A CTF addressed to another school (our own leavers' CTF, say) is imported
+        only with ``force``: :class:`CTFAddressedElsewhereError` names that school.
+        """
         await self._require(actor, Permission.IMPORT_CTF, "store.ctf.import", {})
         try:
-            result = await self._import_ctf(actor, parse_ctf(data))
+            result = await self._import_ctf(actor, parse_ctf(data), force=force)
         except HandoverError as exc:
             await self._audit(
                 "store.ctf.import", actor, actor.org_id, {}, "failed", reason=exc.slug
@@ -1149,9 +1308,13 @@ class Store:
             created=result.created,
             updated=result.updated,
         )
+        if result.leavers and result.pupil_ids:
+            await self._leaving_changed(actor, result.pupil_ids)
         return result
 
-    async def _import_ctf(self, actor: Actor, doc: CTFDocument) -> CTFImportResult:
+    async def _import_ctf(
+        self, actor: Actor, doc: CTFDocument, *, force: bool = False
+    ) -> CTFImportResult:
         ring = self._ring()
         created = updated = 0
         ids: list[str] = []
@@ -1171,6 +1334,20 @@ class Store:
                 raise InputError(
                     "this CTF is neither from nor addressed to your school "
                     f"(source LAESTAB {source.laestab})"
+                )
+            if not joiners and dest is not None and dest.school is not None and not force:
+                there = dest.school
+                laestab = there.laestab
+                raise CTFAddressedElsewhereError(
+                    f"this CTF is addressed to {there.name or 'another school'} "
+                    f"(URN {there.urn or 'not given'}, LAESTAB {laestab}), not to your school: "
+                    "it is the file sent to them. Import it here only to record your leavers' "
+                    "leaving dates and destinations, and then confirm it (force)",
+                    detail={
+                        "destination_urn": there.urn,
+                        "destination_laestab": laestab,
+                        "destination_name": there.name,
+                    },
                 )
             upns = [cp.upn for cp in doc.pupils]
             existing: dict[str, Pupil] = {}
@@ -1211,6 +1388,7 @@ class Store:
             created=created,
             updated=updated,
             pupil_ids=tuple(ids),
+            leavers=leavers,
         )
 
     @staticmethod
@@ -1240,15 +1418,21 @@ class Store:
 
     async def record_concern(self, actor: Actor, data: NewConcern) -> ConcernRecord:
         await self._require(actor, Permission.RECORD_CONCERN, "store.concern.record", {})
-        pupil_ids = tuple(dict.fromkeys(data.pupil_ids))
+        # Pupils may be named by UPN, in the concern and in its body-map marks alike.
+        named = await self.pupil_ids_for(
+            actor, [*data.pupil_ids, *(m.pupil_id for m in data.body_map)]
+        )
+        pupil_ids = tuple(dict.fromkeys(named[: len(data.pupil_ids)]))
+        mark_pupils = named[len(data.pupil_ids) :]
+        self._check_not_future(data.happened_at, "the concern")
         ring = self._ring()
         concern_id = _new_id()
         async with self._writing() as s:
             for pid in pupil_ids:
                 await self._pupil_in_org(s, actor, pid)
             await self._lock_live_pupils(s, pupil_ids)
-            for mark in data.body_map:
-                if mark.pupil_id not in pupil_ids:
+            for pid in mark_pupils:
+                if pid not in pupil_ids:
                     raise InputError("a body-map mark names a pupil who is not in the concern")
             cat = await self._category(s, actor.org_id, data.category)
             concern = Concern(
@@ -1277,25 +1461,25 @@ class Store:
                 },
             )
             marks: list[BodyMapMark] = []
-            for m in data.body_map:
+            for m, mark_pupil in zip(data.body_map, mark_pupils, strict=True):
                 mark_id = _new_id()
                 s.add(
                     BodyMapMarkRow(
                         id=mark_id,
                         concern_id=concern_id,
-                        pupil_id=m.pupil_id,
+                        pupil_id=mark_pupil,
                         side=m.side,
                         x=m.x,
                         y=m.y,
                     )
                 )
                 await sealed.put(
-                    "body_map_marks", mark_id, [m.pupil_id], {"description": m.description}
+                    "body_map_marks", mark_id, [mark_pupil], {"description": m.description}
                 )
                 marks.append(
                     BodyMapMark(
                         id=mark_id,
-                        pupil_id=m.pupil_id,
+                        pupil_id=mark_pupil,
                         side=m.side,
                         x=m.x,
                         y=m.y,
@@ -1325,6 +1509,12 @@ class Store:
             {"concern": concern_id, "pupils": ",".join(pupil_ids)},
             category=cat.key,
         )
+        await self._changed(
+            StoreChange(
+                "concern.recorded", actor.org_id, pupil_ids, record_id=concern_id, actor=actor,
+                category=cat.key,
+            )
+        )  # fmt: skip
         return record
 
     async def _readable_concern(
@@ -1441,6 +1631,8 @@ class Store:
         self, actor: Actor, *, pupil_id: str | None = None
     ) -> list[ConcernSummary]:
         """Concerns the actor may read (without content), newest first."""
+        if pupil_id is not None:
+            pupil_id = await self.pupil_id_for(actor, pupil_id)
         targets = {"pupil": pupil_id} if pupil_id else {}
         if not (actor.has(Permission.RECORD_CONCERN) or actor.has(Permission.READ_ALL_CONCERNS)):
             await self._refuse(actor, "store.concern.list", targets)
@@ -1531,6 +1723,7 @@ class Store:
             {**targets, "triage": record.id},
             decision=data.decision,
         )
+        await self._changed(StoreChange("concern.triaged", actor.org_id, (), concern_id, actor))
         return record
 
     async def add_action(self, actor: Actor, concern_id: str, data: NewAction) -> ActionRecord:
@@ -1565,6 +1758,9 @@ class Store:
                 created_by=actor.staff_id,
             )
         await self._audit("store.action.add", actor, actor.org_id, {**targets, "action": record.id})
+        await self._changed(
+            StoreChange("action.added", actor.org_id, tuple(pupils), record.id, actor=actor)
+        )
         return record
 
     async def complete_action(self, actor: Actor, action_id: str) -> ActionRecord:
@@ -1592,11 +1788,15 @@ class Store:
                 created_by=row.created_by,
             )
         await self._audit("store.action.complete", actor, actor.org_id, targets)
+        await self._changed(
+            StoreChange("action.completed", actor.org_id, tuple(pupils), record.id, actor=actor)
+        )
         return record
 
     async def add_contact(self, actor: Actor, concern_id: str, data: NewContact) -> ContactRecord:
         targets = {"concern": concern_id}
         await self._require(actor, Permission.MANAGE_CONTACTS, "store.contact.add", targets)
+        self._check_not_future(data.contacted_at, "the contact")
         ring = self._ring()
         async with self._writing() as s:
             concern, pupils = await self._readable_concern(
@@ -1644,16 +1844,20 @@ class Store:
         chunks: AsyncIterable[bytes],
         *,
         filename: str,
-        media_type: str = "application/octet-stream",
         concern_id: str | None = None,
     ) -> DocumentRef:
-        """Stream a document in, encrypted under the pupil's key, content-addressed."""
+        """Stream a document in, encrypted under the pupil's key, content-addressed.
+
+        Its media type is read from its first bytes (:func:`transfer.media.sniff_media_type`),
+        never taken from the upload; a kind of file not on the allow-list is refused
+        (:class:`transfer.media.UnsupportedDocumentType`) and nothing is kept.
+        """
+        pupil_id = await self.pupil_id_for(actor, pupil_id)
         targets = {"pupil": pupil_id}
         await self._require(actor, Permission.MANAGE_DOCUMENTS, "store.document.upload", targets)
         if not filename or len(filename) > 255:
             raise InputError("a document's file name must be 1 to 255 characters")
-        if not media_type or len(media_type) > 200:
-            raise InputError("a document's media type must be 1 to 200 characters")
+        sniffed: list[str] = []
         ring = self._ring()
         async with self.sessions() as s:
             pupil = await self._pupil_in_org(s, actor, pupil_id)
@@ -1666,17 +1870,23 @@ class Store:
             key = await ring.pupil_key(s, pupil.id)
         try:
             blob = await blobs.write_encrypted(
-                chunks,
+                _sniffing(chunks, filename, sniffed),
                 key,
                 pupil_id,
                 self._blob_dir(actor.org_id, pupil_id),
                 self.max_document_bytes,
             )
+        except UnsupportedDocumentType as exc:
+            await self._audit(
+                "store.document.upload", actor, actor.org_id, targets, "refused", reason=exc.slug
+            )
+            raise
         except TransportError:
             # The pupil's directory goes when the pupil is erased mid-upload.
             async with self.sessions() as s:
                 await self._lock_live_pupils(s, [pupil_id])
             raise
+        media_type = sniffed[0]
         try:
             async with self._writing() as s:
                 await self._lock_live_pupils(s, [pupil_id])
@@ -1707,6 +1917,7 @@ class Store:
             actor.org_id,
             {**targets, "document": ref.id},
             size=blob.size,
+            media_type=media_type,
         )
         return ref
 
@@ -2020,6 +2231,7 @@ class Store:
 
     async def chronology(self, actor: Actor, pupil_id: str) -> list[ChronologyEntry]:
         """The pupil's concerns, triage, actions, contacts, documents and events in time order."""
+        pupil_id = await self.pupil_id_for(actor, pupil_id)
         targets = {"pupil": pupil_id}
         await self._require(actor, Permission.READ_CHRONOLOGY, "store.chronology.read", targets)
         ring = self._ring()
@@ -2242,6 +2454,7 @@ class Store:
 
     async def erase_pupil(self, actor: Actor, pupil_id: str) -> TombstoneRecord:
         """A DSL's decision to erase a pupil now (e.g. after a confirmed transfer)."""
+        pupil_id = await self.pupil_id_for(actor, pupil_id)
         targets = {"pupil": pupil_id}
         await self._require(actor, Permission.RUN_RETENTION, "store.retention.erase", targets)
         async with self._writing() as s:
@@ -2371,6 +2584,7 @@ class Store:
         written to disk. If the pupil is erased before the stream ends, it stops
         short (``KeyDestroyed``) rather than delivering an erased pupil's file.
         """
+        pupil_id = await self.pupil_id_for(actor, pupil_id)
         targets = {"pupil": pupil_id}
         await self._require(actor, Permission.EXPORT_SUBJECT_ACCESS, "store.sar.export", targets)
         ring = self._ring()

@@ -98,7 +98,7 @@ def concern_body(w: World) -> dict[str, object]:
 
 async def _ctf(w: World, h: dict[str, str]) -> ClientResponse:
     return await w.api.client.post(
-        "/api/v1/ctf-imports",
+        "/api/v1/ctf-imports?force=true",  # the sample is a leavers' CTF (to another school)
         data=CTF.read_bytes(),
         headers={**h, "Content-Type": "application/xml"},
     )
@@ -314,7 +314,7 @@ OPERATIONS: list[Op] = [
         send(
             "POST",
             "/api/v1/concerns/{w.concern_id}/contacts",
-            lambda w: {"agency": "MASH", "contacted_at": "2026-09-07T10:00:00+00:00"},
+            lambda w: {"agency": "MASH", "contacted_at": "2026-09-07T08:45:00+00:00"},
         ),
         201,
     ),

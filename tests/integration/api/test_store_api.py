@@ -26,11 +26,17 @@ async def test_a_day_in_the_dsl_office(api: Api) -> None:
     ah, dh = await api.sign_in(admin), await api.sign_in(dsl)
     c = api.client
 
-    resp = await c.post(
-        "/api/v1/ctf-imports",
-        data=CTF.read_bytes(),
-        headers={**ah, "Content-Type": "application/xml"},
-    )
+    # The school's own leavers' CTF is addressed to their next school: refused, naming it,
+    # until the administrator confirms the import; nothing is imported meanwhile.
+    xml = {**ah, "Content-Type": "application/xml"}
+    resp = await c.post("/api/v1/ctf-imports", data=CTF.read_bytes(), headers=xml)
+    refused = await resp.json()
+    assert resp.status == 409 and refused["type"].endswith(":ctf-addressed-elsewhere"), refused
+    assert refused["destination_urn"] == "199002" and "URN 199002" in refused["detail"]
+    assert (await (await c.get("/api/v1/pupils", headers=dh)).json())["items"] == []
+    resp = await c.post("/api/v1/ctf-imports?force=maybe", data=CTF.read_bytes(), headers=xml)
+    assert resp.status == 422
+    resp = await c.post("/api/v1/ctf-imports?force=true", data=CTF.read_bytes(), headers=xml)
     assert resp.status == 201, await resp.text()
     assert (await resp.json())["created"] == 4
     pupils = (await (await c.get("/api/v1/pupils", headers=dh)).json())["items"]
@@ -86,7 +92,7 @@ async def test_a_day_in_the_dsl_office(api: Api) -> None:
     assert (await resp.json())["status"] == "closed"
 
     # A document of 1 MiB and a bit, streamed in chunks with no Content-Length, and back out.
-    payload = os.urandom(1024 * 1024 + 12345)
+    payload = b"%PDF-1.7\n" + os.urandom(1024 * 1024 + 12345)
 
     async def chunks() -> Any:
         for i in range(0, len(payload), 100_000):
@@ -151,7 +157,7 @@ async def test_a_tampered_document_is_cut_short_not_served_whole(api: Api) -> No
         },
     )
     pupil = await resp.json()
-    payload = os.urandom(300_000)
+    payload = b"%PDF-1.7\n" + os.urandom(300_000)
     resp = await api.client.post(
         f"/api/v1/pupils/{pupil['id']}/documents?filename=x.bin", data=payload, headers=dh
     )
@@ -199,10 +205,61 @@ async def test_uploads_reach_the_store_in_chunks_not_whole(
         return await real(actor, pupil_id, counted(), **kw)
 
     monkeypatch.setattr(api.node.store, "add_document", spy)
-    payload = os.urandom(1024 * 1024)
+    payload = b"%PDF-1.7\n" + os.urandom(1024 * 1024)
     resp = await api.client.post(
         f"/api/v1/pupils/{pupil['id']}/documents?filename=a.bin", data=payload, headers=dh
     )
     assert resp.status == 201
     assert sum(sizes) == len(payload)
     assert max(sizes) <= 64 * 1024 and len(sizes) >= 16
+
+
+async def test_pupils_by_upn_future_concerns_and_what_an_upload_really_is(api: Api) -> None:
+    """Issue 11: a pupil named by UPN in paths, bodies and filters (item 16); a concern dated
+    in the future refused, and an upload's type read from its content (item 21)."""
+    from datetime import timedelta
+
+    dsl = await api.node.person("dsl", [Role.DSL])
+    dh = await api.sign_in(dsl)
+    c = api.client
+    upn = "H801200001001"
+    new = {"upn": upn, "surname": "Okafor", "forename": "Amara", "dob": "2014-11-03", "sex": "F"}
+    pupil = await (await c.post("/api/v1/pupils", headers=dh, json=new)).json()
+    resp = await c.get(f"/api/v1/pupils/{upn}", headers=dh)
+    assert resp.status == 200 and (await resp.json())["id"] == pupil["id"]
+    doc = await problem(await c.get("/api/v1/pupils/A801200001001", headers=dh), 400, "invalid-upn")
+    assert doc["category"] == "check-letter" and "wrong check letter" in doc["detail"]
+    await problem(await c.get("/api/v1/pupils/G80120000101A/chronology", headers=dh), 404)
+
+    later = (api.node.store.now() + timedelta(days=1)).isoformat()
+    concern = {"pupil_ids": [upn], "category": "bullying", "account": "pushed over"}
+    doc = await problem(
+        await c.post("/api/v1/concerns", json={**concern, "happened_at": later}, headers=dh),
+        400,
+        "invalid-input",
+    )
+    assert "dated in the future" in doc["detail"]
+    now = (api.node.store.now() + timedelta(minutes=2)).isoformat()  # a fast clock: fine
+    resp = await c.post("/api/v1/concerns", json={**concern, "happened_at": now}, headers=dh)
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["pupil_ids"] == [pupil["id"]]
+    listed = await (await c.get(f"/api/v1/concerns?pupil_id={upn}", headers=dh)).json()
+    assert len(listed["items"]) == 1
+
+    # A PNG sent the way `curl -d` sends it: the stored type is what the bytes are.
+    png = b"\x89PNG\r\n\x1a\n" + os.urandom(2000)
+    form = {**dh, "Content-Type": "application/x-www-form-urlencoded"}
+    resp = await c.post(f"/api/v1/pupils/{upn}/documents?filename=map.png", data=png, headers=form)
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["media_type"] == "image/png"
+    # An executable dressed as a PDF: refused, nothing kept.
+    elf = b"\x7fELF\x02\x01\x01" + os.urandom(5000)
+    pdf = {**dh, "Content-Type": "application/pdf"}
+    url = f"/api/v1/pupils/{upn}/documents?filename=letter.pdf"
+    doc = await problem(await c.post(url, data=elf, headers=pdf), 415, "unsupported-document-type")
+    assert "not accepted" in doc["detail"]
+    kinds = [e["kind"] for e in (await (await c.get(
+        f"/api/v1/pupils/{upn}/chronology", headers=dh)).json())["items"]]  # fmt: skip
+    assert kinds.count("document") == 1
+    stored = [p for p in (api.data_dir / "documents").rglob("*") if p.is_file()]
+    assert len(stored) == 1

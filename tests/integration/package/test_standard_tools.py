@@ -1,7 +1,10 @@
 """An outsider checks a package with Debian's age, GNU tar, minisign and sha256sum only.
 
 The script is taken verbatim from ``docs/verify-with-standard-tools.md`` ("Checking a
-package with standard tools"), so the documented commands are the tested ones.
+package with standard tools"), so the documented commands are the tested ones: here
+against crafted packages (altered, with an unlisted file, with a link); against the
+demo's real package it runs with every other documented command, in
+``tests/docs/test_documented_commands.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from schemas.manifest import Entry
+from tests.docs.blocks import marked_block
 from tests.integration.package.support import Files, build_files, identity
 from tests.unit.package.support import (
     Parties,
@@ -41,10 +45,7 @@ def _need_tools() -> None:
 
 
 def documented_script() -> str:
-    text = DOC.read_text(encoding="utf-8")
-    m = re.search(r"<!-- standard-tools-script -->\n```bash\n(.*?)\n```", text, re.S)
-    assert m, "docs/verify-with-standard-tools.md has lost its standard-tools script"
-    return m.group(1)
+    return marked_block(DOC, "standard-tools-script")
 
 
 def run_script(files: Files, package: Path, work: Path) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,7 @@ async def _upns(school: School) -> dict[str, str]:
 
 
 async def test_import_records_pupils_destination_and_leaving_date(school: School) -> None:
-    result = await school.store.import_ctf(school.admin, SAMPLE.read_bytes())
+    result = await school.store.import_ctf(school.admin, SAMPLE.read_bytes(), force=True)
     assert result.created == 4 and result.updated == 0
     assert result.source_laestab == "8012000"
     pupils = {p.upn: p for p in await school.store.list_pupils(school.admin)}
@@ -32,7 +32,7 @@ async def test_import_records_pupils_destination_and_leaving_date(school: School
     assert amara.destination.kind == "school"
 
     # A second import updates rather than duplicates.
-    again = await school.store.import_ctf(school.admin, SAMPLE.read_bytes())
+    again = await school.store.import_ctf(school.admin, SAMPLE.read_bytes(), force=True)
     assert (again.created, again.updated) == (0, 4)
     assert school.audit.events[-1].action == "store.ctf.import"
     assert school.audit.events[-1].detail == {"created": 0, "updated": 4}
@@ -53,7 +53,7 @@ async def test_failure_late_in_the_database_phase_rolls_everything_back(school: 
     # the import must fail there and leave the first two uncreated.
     await school.pupil("J801200015017", "Hughes", dob=date(2014, 9, 30))
     with pytest.raises(ConflictError, match="line"):
-        await school.store.import_ctf(school.admin, SAMPLE.read_bytes())
+        await school.store.import_ctf(school.admin, SAMPLE.read_bytes(), force=True)
     assert school.audit.events[-1].outcome == "failed"
     assert set(await _upns(school)) == {"J801200015017"}
 
