@@ -60,7 +60,15 @@ def blocks(page: Path) -> list[Block]:
         j = i + 1
         while j < len(lines) and lines[j].rstrip() != "```":
             j += 1
-        above = next((x.strip() for x in reversed(lines[:start]) if x.strip()), "")
+        # The annotation is the nearest text above, past a marker comment (``<!-- name -->``).
+        above = next(
+            (
+                x.strip()
+                for x in reversed(lines[:start])
+                if x.strip() and not (x.strip().startswith("<!--") and x.strip().endswith("-->"))
+            ),
+            "",
+        )
         note = NOT_RUN.match(above)
         out.append(
             Block(

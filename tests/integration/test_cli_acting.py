@@ -31,6 +31,8 @@ from transfer.node import Node
 
 REAL_ASK_SECRET = common.ask_secret
 ORG = "123456"
+#: The pupil has no recorded destination, so a send says why (it is recorded).
+REASON = "Moving to Riverside; its CTF has not come yet"
 PASSWORD = "a long enough pass phrase 42"
 ADMIN_PASSWORD = "the administrator's own phrase"
 
@@ -123,7 +125,8 @@ def _chronology_events(data: Path, dsl_id: str, pupil_id: str) -> list[PupilEven
 def test_as_alone_is_recorded_as_the_operator_acting_for_the_person(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["send", "leaver-file", *world.me(), "--pupil", world.pupil_id, "--to", "654321"]
+    args = ["send", "leaver-file", *world.me(), "--pupil", world.pupil_id, "--to", "654321",
+            "--reason", REASON]  # fmt: skip
     assert main(args) == 0
     package_id = capsys.readouterr().out.split()[0]
     (queued,) = _audit(world.data, "transfer.queued")
@@ -150,7 +153,7 @@ def test_sign_in_asks_for_password_and_code_and_is_recorded_as_the_person(
 ) -> None:
     world.typed += [PASSWORD, world.code()]
     args = ["send", "leaver-file", *world.me("--sign-in"), "--pupil", world.pupil_id,
-            "--to", "654321"]  # fmt: skip
+            "--to", "654321", "--reason", REASON]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
     assert world.typed == []  # both were asked for
     (queued,) = _audit(world.data, "transfer.queued")
@@ -168,7 +171,7 @@ def test_a_wrong_password_or_no_terminal_does_nothing(
     world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args = ["send", "leaver-file", *world.me("--sign-in"), "--pupil", world.pupil_id,
-            "--to", "654321"]  # fmt: skip
+            "--to", "654321", "--reason", REASON]  # fmt: skip
     world.typed += ["not the password at all", world.code()]
     assert main(args) == 6
     err = capsys.readouterr().err.strip().splitlines()

@@ -217,14 +217,17 @@ async def test_bad_path_and_query_values_are_4xx(api: Api) -> None:
     resp = await api.client.post(f"/api/v1/pupils/{some_id}/documents", data=b"x", headers=dh)
     doc = await problem(resp, 422)
     assert doc["errors"][0]["location"] == "query.filename"
-    # A record id is a UUID (the OpenAPI document says so): anything else names no record.
+    # A pupil is named by UPN or record id (the OpenAPI document says so): anything else
+    # names no pupil; other record ids are UUIDs.
     resp = await api.client.post("/api/v1/pupils/nope/documents", data=b"x", headers=dh)
-    assert "pupil_id is a UUID" in (await problem(resp, 404))["detail"]
+    assert "name a pupil by UPN or record id" in (await problem(resp, 404))["detail"]
+    resp = await api.client.get("/api/v1/concerns/nope", headers=dh)
+    assert "concern_id is a UUID" in (await problem(resp, 404))["detail"]
     doc = await problem(await api.client.get("/api/v1/concerns?pupil_id=nope", headers=dh), 422)
     assert doc["errors"][0] == {
         "location": "query.pupil_id",
-        "message": "must be a UUID",
-        "type": "uuid_parsing",
+        "message": "must be a pupil's UPN or record id",
+        "type": "string_pattern_mismatch",
     }
 
 

@@ -49,8 +49,10 @@ async def test_every_pupil_operation_takes_the_upn(school: School, tmp_path: Pat
     assert doc.pupil_id == pupil.id and doc.media_type == "application/pdf"
     kinds = {e.kind for e in await store.chronology(school.dsl, UPN)}
     assert kinds == {"concern", "document"}
-    export = await store.export_subject_access(school.dsl, UPN, tmp_path / "sar")
-    assert export.pupil.id == pupil.id
+    archive = await store.export_subject_access(school.dsl, UPN)
+    async for _ in archive.chunks:
+        pass
+    assert archive.export.pupil.id == pupil.id
     # The audit log names the pupil by its id, whatever the person typed.
     pupil_targets = {e.targets.get("pupil") for e in school.audit.events if "pupil" in e.targets}
     assert pupil_targets == {pupil.id}

@@ -62,7 +62,7 @@ async def test_the_export_is_streamed_to_the_caller_and_never_kept(
     db_url: str, tmp_path: Path
 ) -> None:
     phrase = f"restricted-{secrets.token_hex(8)}"
-    document = os.urandom(200_000) + phrase.encode()
+    document = b"%PDF-1.7\n" + os.urandom(200_000) + phrase.encode()  # a document kept as a PDF
     async with open_node(db_url, tmp_path / "data") as node:
         app = create_app(
             store=node.store, accounts=node.accounts, audit=node.audit, config=Config()
@@ -96,7 +96,7 @@ async def test_the_export_is_streamed_to_the_caller_and_never_kept(
             resp = await client.post("/api/v1/concerns", headers=auth, json=concern)
             assert resp.status == 201, await resp.text()
             resp = await client.post(
-                f"/api/v1/pupils/{pupil['id']}/documents?filename=letter.txt",
+                f"/api/v1/pupils/{pupil['id']}/documents?filename=letter.pdf",
                 headers=auth,
                 data=document,
             )
@@ -129,7 +129,9 @@ async def test_an_export_running_when_the_pupil_is_erased_stops_short(school: Sc
         NewConcern(pupil_ids=(p.id,), category="bullying", happened_at=T0, account="text"),
     )
     for n in range(2):
-        await store.add_document(school.dsl, p.id, _once(os.urandom(150_000)), filename=f"{n}")
+        await store.add_document(
+            school.dsl, p.id, _once(b"%PDF-1.7\n" + os.urandom(150_000)), filename=f"{n}.pdf"
+        )
     archive = await store.export_subject_access(school.dsl, p.id)
     first = await anext(archive.chunks)
     assert b"export.json" in first
