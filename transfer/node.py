@@ -11,6 +11,7 @@ from keys.sealing import KekProtection
 from keys.store import KeyStore
 from receivers.agency_node import AgencyNodeRoute
 from receivers.portal.service import PickupPortal
+from transfer import aead
 from transfer.alerts import Alerts
 from transfer.api.request_ids import RequestIdAudit
 from transfer.audit.log import AuditLog
@@ -28,6 +29,10 @@ from transfer.store.service import Store
 
 if TYPE_CHECKING:
     from transfer.exchange.requests import LeaverFileQueue, PeerCaller, TransferRequests
+
+
+#: The purpose label of the web app's key (see :func:`transfer.aead.purpose_key`).
+WEB_KEY_LABEL = b"handover:web:v1"
 
 
 @dataclass
@@ -48,6 +53,9 @@ class Node:
     #: The signed client for calling other nodes, and the packages this node sends.
     peer: PeerClient
     outbox: Outbox
+    #: The staff web app's key (sessions' CSRF tokens, kept forms): derived from the KEK
+    #: with its own purpose label, so the web app never holds the KEK itself.
+    web_key: bytes = b""
 
     @classmethod
     async def open(cls, data_dir: Path, *, require_init: bool = True) -> Node:
@@ -97,7 +105,7 @@ class Node:
         return cls(
             data_dir, config, audit_log, audit, store, accounts, keys, directory, portal=portal,
             inbox=inbox, referrals=referrals, mailer=mailer, alerts=alerts, peer=peer,
-            outbox=outbox,
+            outbox=outbox, web_key=aead.purpose_key(kek, WEB_KEY_LABEL),
         )  # fmt: skip
 
     def transfer_requests(self, *, outbox: LeaverFileQueue, client: PeerCaller) -> TransferRequests:
