@@ -1377,6 +1377,58 @@ class Store:
         await self._audit("store.action.complete", actor, actor.org_id, targets)
         return record
 
+    async def open_actions(self, actor: Actor) -> list[ActionRecord]:
+        """The organisation's actions not yet done, those due soonest first (undated last).
+
+        For the DSL team (``action.manage``), who may read every concern the actions hang
+        on; actions of erased pupils are gone with their records.
+        """
+        await self._require(actor, Permission.MANAGE_ACTIONS, "store.action.list", {})
+        ring = self._ring()
+        async with self.sessions() as s:
+            first_pupil = (
+                select(func.min(ConcernPupil.pupil_id))
+                .where(ConcernPupil.concern_id == Action.concern_id)
+                .scalar_subquery()
+            )
+            rows = (
+                await s.execute(
+                    select(Action, first_pupil)
+                    .join(Concern, Concern.id == Action.concern_id)
+                    .where(Concern.org_id == actor.org_id, Action.done_at.is_(None))
+                    .order_by(Action.due_on.is_(None), Action.due_on, Action.created_at, Action.id)
+                )
+            ).all()
+            erased = set(
+                (
+                    await s.scalars(
+                        select(Pupil.id).where(
+                            Pupil.id.in_({p for _, p in rows if p}), Pupil.erased_at.is_not(None)
+                        )
+                    )
+                ).all()
+            )
+            sealed = _Sealed(s, ring)
+            out = []
+            for row, pupil_id in rows:
+                if pupil_id is None or pupil_id in erased:
+                    continue
+                text = (await sealed.one("actions", row.id, pupil_id)).get("text", "")
+                out.append(
+                    ActionRecord(
+                        id=row.id,
+                        concern_id=row.concern_id,
+                        text=text,
+                        assignee_id=row.assignee_id,
+                        due_on=row.due_on,
+                        done_at=row.done_at,
+                        created_at=row.created_at,
+                        created_by=row.created_by,
+                    )
+                )
+        await self._audit("store.action.list", actor, actor.org_id, {}, count=len(out))
+        return out
+
     async def add_contact(self, actor: Actor, concern_id: str, data: NewContact) -> ContactRecord:
         targets = {"concern": concern_id}
         await self._require(actor, Permission.MANAGE_CONTACTS, "store.contact.add", targets)
