@@ -135,7 +135,7 @@ _FORM: TypeAdapter[Any] = TypeAdapter(ReferralForm)
 _FORM_PATH = "records/referral.json"
 _MAX_REASON = 500
 
-Via = Literal["api", "cli"]
+Via = Literal["api", "cli", "web"]
 
 
 class InboxDirectory(Protocol):
