@@ -9,8 +9,8 @@ from aiohttp import web
 
 from transfer.auth.service import WrongPassword
 from transfer.errors import InputError
-from transfer.store.permissions import Permission
-from transfer.web.core import FormErrors, Visit, WebRoute, webapp
+from transfer.store.permissions import NEEDS_TOTP, Permission
+from transfer.web.core import FORM_KEY, FormErrors, Visit, WebRoute, webapp
 from transfer.web.rendering import redirect
 from transfer.web.stepup import check_code
 from transfer.web.tokens import KeptForm
@@ -59,6 +59,7 @@ async def account(request: web.Request, visit: Visit) -> web.StreamResponse:
         request, "account.html", visit, title="Your account",
         tokens=[t for t in tokens if t.revoked_at is None], scope_names=names,
         done=_DONE.get(request.query.get("done", "")), now=app.accounts.now(),
+        totp_required=bool(visit.roles & NEEDS_TOTP),
     )  # fmt: skip
 
 
@@ -87,7 +88,7 @@ async def kept_password(request: web.Request, visit: Visit, kept: KeptForm) -> w
 
 async def change_password(request: web.Request, visit: Visit) -> web.StreamResponse:
     app = webapp(request)
-    data = request["form"]
+    data = request[FORM_KEY]
     current, new, again = (data.get(k, "") for k in ("current_password", "new_password",
                                                      "confirm_password"))  # fmt: skip
     errors = FormErrors()
@@ -167,7 +168,7 @@ async def kept_new_token(request: web.Request, visit: Visit, kept: KeptForm) -> 
 
 
 async def check_new_token(request: web.Request, visit: Visit) -> web.StreamResponse:
-    values = _token_values(request["form"])
+    values = _token_values(request[FORM_KEY])
     errors = FormErrors()
     _validate_token(visit, values, errors)
     if errors:
@@ -195,7 +196,7 @@ async def kept_confirm_token(
 
 async def create_token(request: web.Request, visit: Visit) -> web.StreamResponse:
     app = webapp(request)
-    data = request["form"]
+    data = request[FORM_KEY]
     values = _token_values(data)
     errors = FormErrors()
     _validate_token(visit, values, errors)

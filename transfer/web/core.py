@@ -158,6 +158,8 @@ class FormErrors:
 
 
 WEB_APP_KEY: Final = web.AppKey("handover_web", object)
+#: The POSTed form, read once (for the CSRF check) and kept on the request for the page.
+FORM_KEY: Any = web.RequestKey("handover_form", MultiDict) if hasattr(web, "RequestKey") else "form"
 
 
 class WebApp:
@@ -371,7 +373,7 @@ def bind(route: WebRoute) -> Handler:
             return response
         visit = await app.visit(request, token, principal)
         if data is not None:
-            request["form"] = data
+            request[FORM_KEY] = data
         return await route.handler(request, visit)
 
     handler.__name__ = route.name or route.handler.__name__

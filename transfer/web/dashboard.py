@@ -1,6 +1,7 @@
 """The home page: what needs doing, by role, from what the services offer.
 
-- DSL team: open concerns (oldest first, with their age), open and overdue actions,
+- DSL team: new concerns awaiting triage (status open until triaged; oldest first, with
+  their age), open and overdue actions,
   leavers whose file deadline is near or past (the deadline alerts), files waiting in
   the inbox, and every other open alert.
 - Head teacher: the school's concerns, most recent first, with their state.

@@ -4,6 +4,7 @@ the slow-down and lock-out in plain words, and keeping a session alive."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Final
 
 import segno
@@ -14,6 +15,7 @@ from transfer.auth.service import AccountLocked, SignInFailed, SlowDown, WrongCo
 from transfer.errors import ConflictError, InputError
 from transfer.web.core import (
     CSRF_FIELD,
+    FORM_KEY,
     KEPT_FIELD,
     PRE_COOKIE,
     SESSION_COOKIE,
@@ -124,12 +126,12 @@ async def do_sign_in(request: web.Request, visit: Visit | None) -> web.StreamRes
             recovery_code=code if kind == "recovery" else None,
         )  # fmt: skip
     except SlowDown as err:
-        errors.add("username", f"Too many failed attempts. Wait {err.retry_after} seconds, "
+        errors.add("username", f"Too many failed attempts. Wait {_seconds(err.retry_after)}, "
                                "then try again.")  # fmt: skip
         return await sign_in_page(request, status=429, errors=errors, values=values, kept=kept)
     except AccountLocked as err:
         until = err.detail.get("locked_until") if isinstance(err.detail, dict) else None
-        when = _lock_time(str(until)) if until else "later"
+        when = _lock_time(str(until), app.accounts.now()) if until else "later"
         errors.add("username", f"This account is locked until {when} after too many failed "
                                "attempts. Ask your administrator to unlock it.")  # fmt: skip
         return await sign_in_page(request, status=403, errors=errors, values=values, kept=kept)
@@ -149,16 +151,18 @@ async def do_sign_in(request: web.Request, visit: Visit | None) -> web.StreamRes
     return response
 
 
-def _lock_time(iso: str) -> str:
-    from datetime import datetime
+def _seconds(n: int) -> str:
+    return "1 second" if n == 1 else f"{n} seconds"
 
+
+def _lock_time(iso: str, now: datetime) -> str:
+    """``3:05pm`` (today, in England) or ``3:05pm on 7 September 2026``."""
     try:
         moment = datetime.fromisoformat(iso)
     except ValueError:
         return "later"
-    today = datetime.now(moment.tzinfo).date()
     when = clock_time(moment)
-    return when if moment.date() == today else f"{when} on {long_date(moment)}"
+    return when if long_date(moment) == long_date(now) else f"{when} on {long_date(moment)}"
 
 
 # ------------------------------------------------------------ authenticator
@@ -206,7 +210,7 @@ async def show_enrol(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 async def do_enrol(request: web.Request, visit: Visit) -> web.StreamResponse:
     app = webapp(request)
-    data = request["form"]
+    data = request[FORM_KEY]
     code, sealed = data.get("code", "").strip(), data.get("enrolment", "")
     errors = FormErrors()
     if not code:

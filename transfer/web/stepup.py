@@ -31,8 +31,8 @@ async def check_code(app: WebApp, visit: Visit, code: str, errors: FormErrors) -
                                "the next code in your authenticator app and enter it.")  # fmt: skip
         return False
     except SlowDown as err:
-        errors.add(CODE_FIELD, f"Too many wrong codes. Wait {err.retry_after} seconds, then "
-                               "try again.")  # fmt: skip
+        wait = "1 second" if err.retry_after == 1 else f"{err.retry_after} seconds"
+        errors.add(CODE_FIELD, f"Too many wrong codes. Wait {wait}, then try again.")
         return False
     except AccountLocked:
         errors.add(CODE_FIELD, "Your account is locked after too many wrong codes. Ask your "

@@ -30,7 +30,8 @@ function timeoutWarning() {
 
   const schedule = () => {
     clearTimeout(warnTimer);
-    warnTimer = setTimeout(open, Math.max(0, (idle - warn) * 1000));
+    // Warn `warn` seconds before the end, but never in the first half of the session.
+    warnTimer = setTimeout(open, Math.max(idle - warn, idle / 2) * 1000);
   };
 
   function update() {
