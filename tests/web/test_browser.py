@@ -54,7 +54,7 @@ async def _new_person(site: WebWorld, node: str, org: str, username: str, role: 
 
 
 def _create_person(site: WebWorld, node: str, org: str, username: str, role: str) -> str:
-    password = f"demo {username} long enough phrase"
+    password = "blue harbour seven lanterns"
     import os
 
     os.environ["HANDOVER_PASSWORD"] = password

@@ -1221,9 +1221,18 @@ class Store:
         return record
 
     async def list_concerns(
-        self, actor: Actor, *, pupil_id: str | None = None
+        self,
+        actor: Actor,
+        *,
+        pupil_id: str | None = None,
+        status: ConcernStatus | None = None,
+        limit: int | None = None,
     ) -> list[ConcernSummary]:
-        """Concerns the actor may read (without content), newest first."""
+        """Concerns the actor may read (without content), newest first.
+
+        ``status`` keeps only concerns in that state (``open``: not triaged yet);
+        ``limit`` keeps only the newest ones.
+        """
         targets = {"pupil": pupil_id} if pupil_id else {}
         if not (actor.has(Permission.RECORD_CONCERN) or actor.has(Permission.READ_ALL_CONCERNS)):
             await self._refuse(actor, "store.concern.list", targets)
@@ -1238,9 +1247,18 @@ class Store:
                 )
             if not actor.has(Permission.READ_ALL_CONCERNS):
                 query = query.where(Concern.recorded_by == actor.staff_id)
+            if not actor.has(Permission.READ_RESTRICTED):
+                query = query.where(
+                    (Concern.restricted.is_(False)) | (Concern.recorded_by == actor.staff_id)
+                )
+            if status is not None:
+                query = query.where(Concern.status == status)
+            query = query.order_by(Concern.happened_at.desc(), Concern.id)
+            if limit is not None:
+                query = query.limit(max(0, limit))
             concerns = [
                 c
-                for c in (await s.scalars(query.order_by(Concern.happened_at.desc()))).all()
+                for c in (await s.scalars(query)).all()
                 if can_read_concern(actor, recorded_by=c.recorded_by, restricted=c.restricted)
             ]
             links = await self._links(s, [c.id for c in concerns])
@@ -1408,12 +1426,36 @@ class Store:
                     )
                 ).all()
             )
-            sealed = _Sealed(s, ring)
+            live = [(row, p) for row, p in rows if p is not None and p not in erased]
+            # Every action's sealed text in one query (the first pupil's copy of each).
+            texts: dict[str, bytes] = {}
+            wanted = {(row.id, p) for row, p in live}
+            for start in range(0, len(live), 500):
+                chunk = [row.id for row, _ in live[start : start + 500]]
+                for record_id, pupil_id, value in (
+                    await s.execute(
+                        select(
+                            SealedField.record_id, SealedField.pupil_id, SealedField.sealed
+                        ).where(
+                            SealedField.record_table == "actions",
+                            SealedField.field == "text",
+                            SealedField.record_id.in_(chunk),
+                        )
+                    )
+                ).all():
+                    if (record_id, pupil_id) in wanted:
+                        texts[record_id] = value
+            await ring.load_pupil_keys(s, [p for _, p in live if p is not None])
             out = []
-            for row, pupil_id in rows:
-                if pupil_id is None or pupil_id in erased:
-                    continue
-                text = (await sealed.one("actions", row.id, pupil_id)).get("text", "")
+            for row, pupil_id in live:
+                assert pupil_id is not None
+                key = await ring.pupil_key(s, pupil_id)
+                held = texts.get(row.id)
+                text = (
+                    aead.unseal(key, held, field_aad("actions", "text", row.id, pupil_id)).decode()
+                    if held is not None
+                    else ""
+                )
                 out.append(
                     ActionRecord(
                         id=row.id,

@@ -81,19 +81,18 @@ async def dashboard(request: web.Request, visit: Visit) -> web.StreamResponse:
     ):
         labels = {c.key: c.label for c in await app.store.list_categories(actor)}
         names = {p.id: _name(p) for p in await app.store.list_pupils(actor)}
-        concerns = await app.store.list_concerns(actor)
-        context["concern_count"] = len(concerns)
         if visit.in_dsl_team:
-            still_open = sorted((c for c in concerns if c.status == "open"),
-                                key=lambda c: c.recorded_at)  # fmt: skip
-            context["open_concerns"] = _concern_rows(still_open[:LIST_LIMIT], names, labels)
-            context["open_count"] = len(still_open)
+            waiting = await app.store.list_concerns(actor, status="open")
+            waiting.sort(key=lambda c: c.recorded_at)
+            context["open_concerns"] = _concern_rows(waiting[:LIST_LIMIT], names, labels)
+            context["open_count"] = len(waiting)
         else:
-            context["concerns"] = _concern_rows(concerns[:LIST_LIMIT], names, labels)
+            recent = await app.store.list_concerns(actor, limit=LIST_LIMIT)
+            context["concerns"] = _concern_rows(recent, names, labels)
             context["concerns_heading"] = (
                 "The school's concerns, most recent first"
                 if actor.has(Permission.READ_ALL_CONCERNS)
-                else "Concerns you logged"
+                else "Concerns you logged, most recent first"
             )
     if actor.has(Permission.MANAGE_ACTIONS):
         actions = await app.store.open_actions(actor)
@@ -106,8 +105,8 @@ async def dashboard(request: web.Request, visit: Visit) -> web.StreamResponse:
         context["alerts"] = [a for a in alerts if not a.key.startswith(DEADLINE_PREFIX)]
         context["alert_tags"] = ALERT_TAGS
     if actor.has(Permission.RECEIVE_TRANSFER) and app.services.inbox is not None:
-        waiting = await app.services.inbox.list(actor, via="web")
-        context["inbox"] = [i for i in waiting if i.state in INBOX_STATES]
+        incoming = await app.services.inbox.list(actor, via="web")
+        context["inbox"] = [i for i in incoming if i.state in INBOX_STATES]
         context["inbox_states"] = INBOX_STATES
     if actor.has(Permission.MANAGE_STAFF):
         context["sign_in_problems"] = await app.accounts.sign_in_problems(actor)
