@@ -69,7 +69,7 @@ async def capture(browser: Browser, site: WebWorld, out: Path) -> list[Path]:
 async def _main(out: Path, root: Path) -> int:
     from transfer.demo import scenario
 
-    world = scenario.build(root)
+    world = await asyncio.to_thread(scenario.build, root)
     try:
         seeded = await scenario.seed(world)
         scenario.write_web_json(world, seeded, root / "web.json")
