@@ -12,7 +12,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from transfer.auth.service import AccountLocked, SignInFailed, SlowDown, WrongCode
-from transfer.errors import ConflictError, InputError
+from transfer.errors import ConflictError, HandoverError, InputError
 from transfer.web.core import (
     CSRF_FIELD,
     FORM_KEY,
@@ -88,7 +88,7 @@ async def show_sign_in(request: web.Request, visit: Visit | None) -> web.StreamR
         try:
             await app.accounts.authenticate(token)
             return redirect(safe_next(request.query.get("next", "/"), app))
-        except Exception:  # noqa: S110 - an ended session just shows the sign-in page
+        except HandoverError:  # an ended session: the sign-in page
             pass
     notice = "You have signed out." if request.query.get("signed_out") else None
     return await sign_in_page(request, expired=bool(request.query.get("expired")), notice=notice)
