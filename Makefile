@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_DIR ?= demo
 
-.PHONY: venv tools lint test demo bench clean
+.PHONY: venv tools lint test demo bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ demo: venv
 
 bench: venv
 	$(BIN)/python -m benchmarks
+
+# PNGs of the web app's main pages (desktop and 375 px) in docs/screenshots/, from the
+# demo's world served by real nodes and photographed in Debian's Chromium.
+screenshots: venv tools
+	$(BIN)/python -m tests.web.screenshots docs/screenshots
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from transfer.errors import IntegrityError
 
@@ -25,6 +27,19 @@ class UnsealError(IntegrityError):
 def new_key() -> bytes:
     """A fresh random 256-bit key."""
     return os.urandom(KEY_SIZE)
+
+
+def purpose_key(key: bytes, label: bytes) -> bytes:
+    """A 256-bit key for one purpose, derived from ``key`` (HKDF-SHA-256, ``label`` as info).
+
+    ``label`` names the purpose and its version (``b"handover:web:v1"``), so that keys for
+    different purposes never coincide and the root key is never used directly.
+    """
+    if len(key) != KEY_SIZE:
+        raise ValueError("the root key must be 32 bytes")
+    if not label:
+        raise ValueError("a derived key needs a purpose label")
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=label).derive(key)
 
 
 def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:

@@ -12,6 +12,7 @@ from keys.sealing import KekProtection
 from keys.store import KeyStore
 from receivers.agency_node import AgencyNodeRoute
 from receivers.portal.service import PickupPortal, PortalSettings
+from transfer import aead
 from transfer.alert_rules import StoreAlerts
 from transfer.alerts import Alerts
 from transfer.api.request_ids import RequestIdAudit
@@ -45,6 +46,10 @@ def _deadline_on_receipt(
     return check
 
 
+#: The purpose label of the web app's key (see :func:`transfer.aead.purpose_key`).
+WEB_KEY_LABEL = b"handover:web:v1"
+
+
 @dataclass
 class Node:
     data_dir: Path
@@ -67,6 +72,9 @@ class Node:
     #: and the alerts raised as the store's data changes (concerns, overdue actions).
     deadlines: DeadlineSweep
     store_alerts: StoreAlerts
+    #: The staff web app's key (sessions' CSRF tokens, kept forms): derived from the KEK
+    #: with its own purpose label, so the web app never holds the KEK itself.
+    web_key: bytes = b""
 
     @classmethod
     async def open(
@@ -144,6 +152,7 @@ class Node:
             data_dir, config, audit_log, audit, store, accounts, keys, directory, portal=portal,
             inbox=inbox, referrals=referrals, mailer=mailer, alerts=alerts, peer=peer,
             outbox=outbox, deadlines=deadlines, store_alerts=store_alerts,
+            web_key=aead.purpose_key(kek, WEB_KEY_LABEL),
         )  # fmt: skip
 
     def transfer_requests(self, *, outbox: LeaverFileQueue, client: PeerCaller) -> TransferRequests:

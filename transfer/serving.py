@@ -35,6 +35,7 @@ from transfer.node import Node
 from transfer.private_files import tighten
 from transfer.referrals.service import referral_deadline_sweep
 from transfer.tls import make_self_signed, server_context
+from transfer.web import WebServices
 from transfer.wording import plural
 
 log = logging.getLogger("handover.serve")
@@ -105,6 +106,10 @@ def _app_and_scheduler(node: Node) -> tuple[web.Application, AsyncIOScheduler]:
         peer=services_for(node, requests=transfer_requests, receipts=node.outbox),
         alerts=node.alerts, transfer_requests=transfer_requests, outbox=node.outbox,
         portal=node.portal, referrals=node.referrals,
+        web_pages=WebServices(
+            store=node.store, accounts=node.accounts, config=node.config, audit=node.audit,
+            web_key=node.web_key, alerts=node.alerts, inbox=node.inbox,
+        ),
     )  # fmt: skip
     receipt_pusher = ReceiptPusher(
         store=node.store, client=peer_client, config=node.config, audit_log=node.audit_log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shlex
 import socket
@@ -83,6 +84,20 @@ def test_demo_hands_over_a_file_between_two_real_nodes(tmp_path: Path, env: dict
                  "MASH       downloaded a document"):  # fmt: skip
         assert step in out, step
     evidence = work / "evidence"
+    # web.json: each node's web address and the demo people, authenticators enrolled.
+    web = json.loads((work / "web.json").read_text())
+    assert (work / "web.json").stat().st_mode & 0o777 == 0o600
+    for node in web["nodes"]:
+        assert node["url"].startswith("https://127.0.0.1:") and node["ca_file"]
+        roles = sorted(r for a in node["accounts"] for r in a["roles"])
+        assert roles == sorted(["dsl", "deputy_dsl", "staff", "head_teacher", "auditor",
+                                "administrator"])  # fmt: skip
+        assert all(len(a["totp_secret"]) == 32 and a["display_name"] and a["org"]
+                   for a in node["accounts"])  # fmt: skip
+    code = _run(["demo-code", "--workdir", str(work), "s.patel"], env)
+    assert code.returncode == 0 and re.fullmatch(r"\d{6}\n", code.stdout), code.stderr
+    ambiguous = _run(["demo-code", "--workdir", str(work), "admin"], env)
+    assert ambiguous.returncode != 0 and "--node" in ambiguous.stderr
     # Each node's data directory is where the issue says, and commands work on it afterwards.
     for name in ("primary", "secondary"):
         v = _run(["audit", "verify", "--data-dir", str(work / "nodes" / name)], env)

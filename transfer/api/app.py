@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from transfer.exchange.peer_server import PeerServices
     from transfer.exchange.requests import TransferRequests
     from transfer.referrals.service import Referrals
+    from transfer.web import WebServices
 
 log = logging.getLogger("transfer.api")
 
@@ -185,6 +186,7 @@ def create_app(
     transfer_requests: TransferRequests | None = None,
     referrals: Referrals | None = None,
     outbox: Outbox | None = None,
+    web_pages: WebServices | None = None,
 ) -> web.Application:
     """The API application over a store and an accounts service.
 
@@ -195,7 +197,8 @@ def create_app(
     ``<data dir>/exports``). With ``portal``, the pickup portal's JSON API
     (``/api/v1/portal/...``) and its pages (``/portal/``) are served too.
     With ``inbox``, the DSL's inbox (``/api/v1/inbox...``); with ``peer``, the
-    signed node-to-node protocol at ``/peer/v1`` (``docs/protocol.md``).
+    signed node-to-node protocol at ``/peer/v1`` (``docs/protocol.md``). With
+    ``web_pages``, the staff web app's pages at ``/`` (``transfer.web``).
     """
     if inbox is not None:
         routes = (*routes, *INBOX_ROUTES)
@@ -240,5 +243,9 @@ def create_app(
         from transfer.exchange.peer_server import mount as mount_peer
 
         mount_peer(app, peer)
+    if web_pages is not None:
+        from transfer.web import mount as mount_web
+
+        mount_web(app, web_pages)
     app.on_response_prepare.append(_headers)
     return app

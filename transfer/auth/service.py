@@ -150,7 +150,7 @@ class WrongPassword(InputError):
 
 
 class WrongCode(InputError):
-    """The code given to confirm TOTP enrolment is not right."""
+    """The code given to confirm TOTP enrolment, or a step-up, is not right."""
 
     slug = "wrong-code"
     title = "The code is not right"
@@ -817,6 +817,53 @@ class Accounts:
             "recovery_code.regenerated", actor, actor.org_id, {"staff": actor.staff_id}
         )
         return RecoveryCodes(codes=tuple(fresh))
+
+    # ------------------------------------------------------------------ step-up
+
+    async def step_up(self, principal: Principal, code: str) -> None:
+        """Check a fresh authenticator code before a sensitive action (send a file, export).
+
+        The code counts as a sign-in attempt: it is accepted once (a code already used, at
+        sign-in or an earlier step-up, is refused), a wrong one counts towards the slow-down
+        and the lock-out, and a locked account cannot step up. Raises :class:`WrongCode`,
+        :class:`SlowDown`, :class:`AccountLocked`, or :class:`ConflictError` when the person
+        has no authenticator set up.
+        """
+        self._needs_session(principal)
+        if principal.kind != "session":
+            raise TotpEnrolmentRequired("set up two-factor authentication first")
+        actor, now = principal.actor, self.now()
+        async with self._sessions() as s:
+            cred = await s.get(Credential, actor.staff_id)
+        if cred is None or cred.totp_sealed is None:
+            raise ConflictError(
+                "this needs a code from an authenticator app, and none is set up on your "
+                "account: set one up first"
+            )
+        await self._gate(
+            _Attempts(cred.failed_count, cred.last_failed_at, cred.locked_until),
+            now,
+            actor.staff_id,
+            actor.org_id,
+        )
+        secret = self._open_totp(actor.staff_id, cred.totp_sealed)
+        step = codes.matching_step(secret, code, now, self.security.totp_drift_steps)
+        if step is None or not await self._accept_step(actor.staff_id, step):
+            why = "reused" if step is not None else "wrong"
+            await self._fail_ids(actor.staff_id, actor.org_id, "bad_totp", now,
+                                 during="step_up", totp=why)  # fmt: skip
+            raise WrongCode(
+                "that code is not right, or it has been used already: wait for the next "
+                "code in your authenticator app and type it"
+            )
+        async with self._sessions() as s, s.begin():
+            await s.execute(
+                update(Credential)
+                .where(Credential.staff_id == actor.staff_id)
+                .values(failed_count=0, last_failed_at=None, locked_until=None)
+            )
+        targets = {"staff": actor.staff_id, "session": principal.credential_id}
+        await self._audit("stepup.ok", actor.staff_id, actor.org_id, targets)
 
     # ---------------------------------------------------------------- passwords
 

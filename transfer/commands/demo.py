@@ -35,6 +35,18 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--keep-running", action="store_true",
                    help="leave the nodes running afterwards (Ctrl-C stops them)")  # fmt: skip
     p.set_defaults(handler=run)
+    c = sub.add_parser(
+        "demo-code",
+        help="print a demo person's current authenticator code (from DIR/web.json)",
+        description="Print the 6-digit code a demo person's authenticator app would show now, "
+        "from the TOTP secrets the demo wrote to DIR/web.json. For the demo only.",
+    )
+    c.add_argument("username", help="a demo username, e.g. s.patel (see DIR/web.json)")
+    c.add_argument("--workdir", type=Path, default=Path("demo"), metavar="DIR",
+                   help="the demo's directory (default: ./demo)")  # fmt: skip
+    c.add_argument("--node", metavar="NAME", help="primary or secondary (when a username "
+                   "is at both)")  # fmt: skip
+    c.set_defaults(handler=code)
 
 
 def _prepare(workdir: Path, fresh: bool) -> Path:
@@ -65,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
                  "pinned the authority's key and imported it")  # fmt: skip
     seeded = asyncio.run(scenario.seed(world))
     timeline.add("primary", "staff, 6 Year 6 pupils (from a CTF) and a chronology recorded")
+    scenario.write_web_json(world, seeded, workdir / "web.json")
+    timeline.add("web", f"demo people to sign in as, with their authenticators: {workdir}/web.json")
     try:
         world.start()
         timeline.add("nodes", ", ".join(f"{n.name} at {n.base_url}" for n in world.nodes.values()))
@@ -103,14 +117,46 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def code(args: argparse.Namespace) -> int:
+    import json
+
+    import pyotp
+
+    path = args.workdir / "web.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise InputError(f"{path} is not there: run 'handover demo --workdir {args.workdir}' "
+                         "first") from None  # fmt: skip
+    found = [
+        account
+        for node in data.get("nodes", [])
+        if args.node in (None, node.get("name"))
+        for account in node.get("accounts", [])
+        if account.get("username") == args.username
+    ]
+    if not found:
+        raise InputError(f"no demo person {args.username!r} in {path}")
+    if len(found) > 1:
+        raise InputError(f"{args.username!r} is at more than one node: add --node NAME")
+    print(pyotp.TOTP(found[0]["totp_secret"]).now())
+    return 0
+
+
 def _wait_until_interrupted(world: object) -> None:
     from transfer.demo.world import World
 
     assert isinstance(world, World)
-    print("\nThe nodes keep running (Ctrl-C stops them):")
+    print("\nThe nodes keep running (Ctrl-C stops them). Open the web app in a browser:")
     for node in world.nodes.values():
-        print(f"  {node.name}: {node.base_url}/api/v1/  (admin password: {node.admin_password})")
-    print(f"  trust their certificates with: {world.trust_file}")
+        print(f"  {node.name}: {node.base_url}/  (API: {node.base_url}/api/v1/)")
+    workdir = world.root
+    print(f"  the certificates are self-signed: accept the browser's warning, or trust "
+          f"{world.trust_file}")  # fmt: skip
+    print(f"  people, passwords and roles: {workdir}/web.json; for example Sam Patel (DSL):")
+    print(f"    username s.patel, password: jq -r '.nodes[0].accounts[0].password' "
+          f"{workdir}/web.json")  # fmt: skip
+    print(f"    code: .venv/bin/handover demo-code --workdir {workdir} s.patel")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

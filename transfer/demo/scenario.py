@@ -50,8 +50,15 @@ STAFF = {
     "deputy": (PRIMARY[0], "j.okoro", "Jo Okoro", ["deputy_dsl"]),
     "teacher": (PRIMARY[0], "t.wood", "Tom Wood", ["staff"]),
     "head": (PRIMARY[0], "r.clarke", "Rachel Clarke", ["head_teacher"]),
+    "dpo": (PRIMARY[0], "d.price", "Dana Price", ["auditor"]),
     "dsl2": (SECONDARY[0], "a.khan", "Aisha Khan", ["dsl"]),
+    "deputy2": (SECONDARY[0], "m.hughes", "Mark Hughes", ["deputy_dsl"]),
+    "teacher2": (SECONDARY[0], "l.brown", "Lucy Brown", ["staff"]),
+    "head2": (SECONDARY[0], "p.singh", "Priya Singh", ["head_teacher"]),
+    "dpo2": (SECONDARY[0], "e.ward", "Emma Ward", ["auditor"]),
 }
+#: Each school's administrator is the "admin" account ``handover init`` made.
+ADMIN = ("admin", "Administrator", ["administrator"])
 
 
 class DemoFailed(HandoverError):
@@ -108,12 +115,47 @@ def ctf() -> bytes:
 
 
 @dataclass
+class DemoPerson:
+    """Someone to sign in as on the web app (written to ``web.json``)."""
+
+    node: str
+    org: str
+    username: str
+    password: str
+    totp_secret: str
+    roles: list[str]
+    display_name: str
+
+
+@dataclass
 class Seeded:
     passwords: dict[str, str]
     amara_id: str
     leon_id: str
     concern_id: str
     online_concern_id: str
+    #: Everyone's TOTP secret (enrolled by the seed), by STAFF key or "admin:<org>".
+    totp: dict[str, str] = field(default_factory=dict)
+    people: list[DemoPerson] = field(default_factory=list)
+
+
+async def _enrol(node: Any, org: str, username: str, password: str) -> str:
+    """Set up TOTP for a demo account, as its owner would at first sign-in; the secret.
+
+    The enrolment is confirmed with the previous time step's code (within the allowed
+    drift), so that the same person can sign in straight away with the current code.
+    """
+    import pyotp
+
+    result = await node.accounts.sign_in(org, username, password)
+    principal = await node.accounts.authenticate(result.token, allow_enrolment=True)
+    enrolment = await node.accounts.begin_totp_enrolment(principal)
+    totp = pyotp.TOTP(enrolment.secret)
+    await node.accounts.confirm_totp_enrolment(
+        principal, totp.at(node.accounts.now() - timedelta(seconds=30))
+    )
+    await node.accounts.sign_out(principal)
+    return str(enrolment.secret)
 
 
 async def seed(world: World) -> Seeded:
@@ -122,10 +164,13 @@ async def seed(world: World) -> Seeded:
     from transfer.node import Node
 
     passwords: dict[str, str] = {}
+    totp: dict[str, str] = {}
+    people: list[DemoPerson] = []
     by_node = {PRIMARY[0]: world.nodes["primary"], SECONDARY[0]: world.nodes["secondary"]}
     actors: dict[str, Any] = {}
     for org in (PRIMARY[0], SECONDARY[0]):
-        async with await Node.open(by_node[org].data_dir) as node:
+        world_node = by_node[org]
+        async with await Node.open(world_node.data_dir) as node:
             for key, (org_id, username, name, roles) in STAFF.items():
                 if org_id != org:
                     continue
@@ -135,6 +180,14 @@ async def seed(world: World) -> Seeded:
                     password=passwords[key],
                 )  # fmt: skip
                 actors[key] = await node.store.actor_for(rec.id)
+                totp[key] = await _enrol(node, org, username, passwords[key])
+                people.append(DemoPerson(world_node.name, org, username, passwords[key],
+                                         totp[key], roles, name))  # fmt: skip
+            admin_user, admin_name, admin_roles = ADMIN
+            secret = await _enrol(node, org, admin_user, world_node.admin_password)
+            totp[f"admin:{org}"] = secret
+            people.append(DemoPerson(world_node.name, org, admin_user, world_node.admin_password,
+                                     secret, admin_roles, admin_name))  # fmt: skip
             if org != PRIMARY[0]:
                 continue
             store = node.store
@@ -178,6 +231,22 @@ async def seed(world: World) -> Seeded:
                 reason="Parents informed; online safety session; no further risk identified.",
             ))  # fmt: skip
 
+            # Two concerns not triaged yet, for the DSL's dashboard (and the web app's demo).
+            ellie = next(p for p in pupils if p.forename == "Ellie")
+            yusuf = next(p for p in pupils if p.forename == "Yusuf")
+            await store.record_concern(actors["teacher"], NewConcern(
+                pupil_ids=(ellie.id,), category="neglect",
+                happened_at=store.now() - timedelta(days=2), location="Breakfast club",
+                account="Ellie said she had not eaten since lunch the day before; she was "
+                "wearing the same clothes as all week.",
+            ))  # fmt: skip
+            await store.record_concern(actors["head"], NewConcern(
+                pupil_ids=(yusuf.id,), category="attendance",
+                happened_at=store.now() - timedelta(hours=5), location="Office",
+                account="Third unexplained absence this month; the phone number on file does "
+                "not answer.",
+            ))  # fmt: skip
+
             async def minutes() -> AsyncIterator[bytes]:
                 yield b"Strategy discussion minutes (fictional demo document).\n" * 200
 
@@ -187,7 +256,27 @@ async def seed(world: World) -> Seeded:
                 concern_id=c1.id,
             )  # fmt: skip
             await node.audit_log.checkpoint()
-    return Seeded(passwords, amara.id, leon.id, c1.id, c2.id)
+    return Seeded(passwords, amara.id, leon.id, c1.id, c2.id, totp=totp, people=people)
+
+
+def write_web_json(world: World, seeded: Seeded, path: Path) -> None:
+    """``web.json``: each node's web address and the demo people to sign in as (0600)."""
+    import json
+    import os
+
+    nodes = []
+    for node in world.nodes.values():
+        accounts = [
+            {"username": p.username, "password": p.password, "totp_secret": p.totp_secret,
+             "roles": p.roles, "display_name": p.display_name, "org": p.org}
+            for p in seeded.people if p.node == node.name
+        ]  # fmt: skip
+        nodes.append({"name": node.name, "title": node.spec.title, "url": node.base_url + "/",
+                      "ca_file": str(world.trust_file), "accounts": accounts})  # fmt: skip
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({"nodes": nodes}, fh, indent=2)
+        fh.write("\n")
 
 
 async def wait_for(
@@ -291,11 +380,13 @@ async def story(world: World, seeded: Seeded, timeline: Timeline, evidence: Path
     ctx = _ssl(world)
     async with aiohttp.ClientSession() as http:
         dsl = StaffClient(http, primary.base_url, ctx)
-        await dsl.sign_in(PRIMARY[0], "s.patel", seeded.passwords["dsl"])
-        timeline.add("primary", f"{dsl.display_name} (DSL) signed in and enrolled TOTP")
+        await dsl.sign_in(PRIMARY[0], "s.patel", seeded.passwords["dsl"],
+                          totp_secret=seeded.totp["dsl"])  # fmt: skip
+        timeline.add("primary", f"{dsl.display_name} (DSL) signed in with an authenticator code")
         dsl2 = StaffClient(http, secondary.base_url, ctx)
-        await dsl2.sign_in(SECONDARY[0], "a.khan", seeded.passwords["dsl2"])
-        timeline.add("secondary", f"{dsl2.display_name} (DSL) signed in and enrolled TOTP")
+        await dsl2.sign_in(SECONDARY[0], "a.khan", seeded.passwords["dsl2"],
+                           totp_secret=seeded.totp["dsl2"])  # fmt: skip
+        timeline.add("secondary", f"{dsl2.display_name} (DSL) signed in with an authenticator code")
         package_id = await leaver_file(world, seeded, timeline, evidence, dsl, dsl2)
         await referral(world, seeded, timeline, evidence, dsl)
     return package_id

@@ -151,7 +151,7 @@ _PEOPLE = TypeAdapter(list[PersonRecord])
 _CATEGORY_LABELS: Mapping[str, str] = {k: label for k, (label, _) in DEFAULT_CATEGORIES.items()}
 _MAX_REASON = 500
 
-Via = Literal["api", "cli"]
+Via = Literal["api", "cli", "web"]
 
 
 class InboxDirectory(Protocol):

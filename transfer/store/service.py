@@ -1628,9 +1628,18 @@ class Store:
         return record
 
     async def list_concerns(
-        self, actor: Actor, *, pupil_id: str | None = None
+        self,
+        actor: Actor,
+        *,
+        pupil_id: str | None = None,
+        status: ConcernStatus | None = None,
+        limit: int | None = None,
     ) -> list[ConcernSummary]:
-        """Concerns the actor may read (without content), newest first."""
+        """Concerns the actor may read (without content), newest first.
+
+        ``status`` keeps only concerns in that state (``open``: not triaged yet);
+        ``limit`` keeps only the newest ones.
+        """
         if pupil_id is not None:
             pupil_id = await self.pupil_id_for(actor, pupil_id)
         targets = {"pupil": pupil_id} if pupil_id else {}
@@ -1647,9 +1656,18 @@ class Store:
                 )
             if not actor.has(Permission.READ_ALL_CONCERNS):
                 query = query.where(Concern.recorded_by == actor.staff_id)
+            if not actor.has(Permission.READ_RESTRICTED):
+                query = query.where(
+                    (Concern.restricted.is_(False)) | (Concern.recorded_by == actor.staff_id)
+                )
+            if status is not None:
+                query = query.where(Concern.status == status)
+            query = query.order_by(Concern.happened_at.desc(), Concern.id)
+            if limit is not None:
+                query = query.limit(max(0, limit))
             concerns = [
                 c
-                for c in (await s.scalars(query.order_by(Concern.happened_at.desc()))).all()
+                for c in (await s.scalars(query)).all()
                 if can_read_concern(actor, recorded_by=c.recorded_by, restricted=c.restricted)
             ]
             links = await self._links(s, [c.id for c in concerns])
@@ -1792,6 +1810,82 @@ class Store:
             StoreChange("action.completed", actor.org_id, tuple(pupils), record.id, actor=actor)
         )
         return record
+
+    async def open_actions(self, actor: Actor) -> list[ActionRecord]:
+        """The organisation's actions not yet done, those due soonest first (undated last).
+
+        For the DSL team (``action.manage``), who may read every concern the actions hang
+        on; actions of erased pupils are gone with their records.
+        """
+        await self._require(actor, Permission.MANAGE_ACTIONS, "store.action.list", {})
+        ring = self._ring()
+        async with self.sessions() as s:
+            first_pupil = (
+                select(func.min(ConcernPupil.pupil_id))
+                .where(ConcernPupil.concern_id == Action.concern_id)
+                .scalar_subquery()
+            )
+            rows = (
+                await s.execute(
+                    select(Action, first_pupil)
+                    .join(Concern, Concern.id == Action.concern_id)
+                    .where(Concern.org_id == actor.org_id, Action.done_at.is_(None))
+                    .order_by(Action.due_on.is_(None), Action.due_on, Action.created_at, Action.id)
+                )
+            ).all()
+            erased = set(
+                (
+                    await s.scalars(
+                        select(Pupil.id).where(
+                            Pupil.id.in_({p for _, p in rows if p}), Pupil.erased_at.is_not(None)
+                        )
+                    )
+                ).all()
+            )
+            live = [(row, p) for row, p in rows if p is not None and p not in erased]
+            # Every action's sealed text in one query (the first pupil's copy of each).
+            texts: dict[str, bytes] = {}
+            wanted = {(row.id, p) for row, p in live}
+            for start in range(0, len(live), 500):
+                chunk = [row.id for row, _ in live[start : start + 500]]
+                for record_id, pupil_id, value in (
+                    await s.execute(
+                        select(
+                            SealedField.record_id, SealedField.pupil_id, SealedField.sealed
+                        ).where(
+                            SealedField.record_table == "actions",
+                            SealedField.field == "text",
+                            SealedField.record_id.in_(chunk),
+                        )
+                    )
+                ).all():
+                    if (record_id, pupil_id) in wanted:
+                        texts[record_id] = value
+            await ring.load_pupil_keys(s, [p for _, p in live if p is not None])
+            out = []
+            for row, pupil_id in live:
+                assert pupil_id is not None
+                key = await ring.pupil_key(s, pupil_id)
+                held = texts.get(row.id)
+                text = (
+                    aead.unseal(key, held, field_aad("actions", "text", row.id, pupil_id)).decode()
+                    if held is not None
+                    else ""
+                )
+                out.append(
+                    ActionRecord(
+                        id=row.id,
+                        concern_id=row.concern_id,
+                        text=text,
+                        assignee_id=row.assignee_id,
+                        due_on=row.due_on,
+                        done_at=row.done_at,
+                        created_at=row.created_at,
+                        created_by=row.created_by,
+                    )
+                )
+        await self._audit("store.action.list", actor, actor.org_id, {}, count=len(out))
+        return out
 
     async def add_contact(self, actor: Actor, concern_id: str, data: NewContact) -> ContactRecord:
         targets = {"concern": concern_id}

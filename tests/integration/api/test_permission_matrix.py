@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from aiohttp import ClientResponse
 
@@ -387,3 +388,173 @@ async def test_every_role_against_every_operation(api: Api) -> None:
     assert checked == len(OPERATIONS) * len(Role)
     refusals = [e for e in node.audit.events if e.outcome == "refused"]
     assert refusals and all(e.request_id for e in refusals)
+
+
+# ------------------------------------------------------------------ the web app's pages
+
+
+@dataclass(frozen=True)
+class WebOp:
+    """A web route requested by URL as a role: the status each role gets."""
+
+    method: str
+    path: str
+    allowed: frozenset[Role]
+    ok: int
+    refused: int = 403
+    #: Form fields (the CSRF token and the owner mark are added from the page).
+    form: dict[str, str] | None = None
+    #: Some roles get another status when allowed (e.g. the authenticator already set up).
+    ok_for: dict[Role, int] | None = None
+
+
+async def _other_token(node: Any, person: Person) -> str:
+    principal = await node.session(person)
+    issued = await node.accounts.create_token(principal, name="theirs", scopes=["pupil.read"])
+    return str(issued.id)
+
+
+WEB_OPERATIONS: list[WebOp] = [
+    WebOp("GET", "/", EVERYONE, 200),
+    WebOp("GET", "/account", EVERYONE, 200),
+    WebOp("GET", "/account/password", EVERYONE, 200),
+    # A wrong current password: the form comes back with the error (nothing changes).
+    WebOp(
+        "POST",
+        "/account/password",
+        EVERYONE,
+        400,
+        form={
+            "current_password": "wrong",
+            "new_password": "a new long phrase here",
+            "confirm_password": "a new long phrase here",
+        },
+    ),
+    WebOp("GET", "/account/tokens/new", EVERYONE, 200),
+    # Nothing selected: the form comes back with the error.
+    WebOp("POST", "/account/tokens/new", EVERYONE, 400, form={"name": "x", "lifetime": "30"}),
+    WebOp(
+        "POST",
+        "/account/tokens/confirm",
+        EVERYONE,
+        400,
+        form={"name": "x", "lifetime": "30", "code": "000000"},
+    ),
+    # Revoking someone else's token: an administrator may; nobody else.
+    WebOp("POST", "/account/tokens/{other_token}/revoke", ADMINS, 303, form={}),
+    WebOp("GET", "/sign-in/authenticator", EVERYONE, 200),
+    # No enrolment in progress for those who have one (back to the page); a wrong code for
+    # those setting one up (the staff and the DPO, whose roles do not require one).
+    WebOp(
+        "POST",
+        "/sign-in/authenticator",
+        EVERYONE,
+        303,
+        form={"code": "000000"},
+        ok_for={STAFF: 400, AUDITOR: 400},
+    ),
+    WebOp("POST", "/session/keep-alive", EVERYONE, 200, form={}),
+    WebOp("GET", "/sign-in", EVERYONE, 303),
+    WebOp("POST", "/sign-out", EVERYONE, 303, form={}),
+]
+#: Pages reached before signing in (tested in tests/web/test_pages.py).
+PUBLIC_WEB = {("POST", "/sign-in")}
+
+
+async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) -> None:
+    import re
+
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from tests.unit.auth.support import open_node
+    from tests.web.support import WEB_KEY, web_config
+    from transfer.api import create_app
+    from transfer.web import ROUTES, WebServices
+
+    declared = {(r.method, r.path) for r in ROUTES}
+    listed = {(op.method, op.path.replace("{other_token}", "{token_id}")) for op in WEB_OPERATIONS}
+    assert declared == listed | PUBLIC_WEB, "every web route is in the matrix"
+    assert all(r.operation for r in ROUTES), "every web route declares its operation"
+
+    async with open_node(db_url, tmp_path / "data") as node:
+        config = web_config()
+        app = create_app(
+            store=node.store, accounts=node.accounts, audit=node.audit, config=config,
+            web_pages=WebServices(store=node.store, accounts=node.accounts, config=config,
+                                  audit=node.audit, web_key=WEB_KEY),
+        )  # fmt: skip
+        server = TestServer(app)
+        await server.start_server()
+        people = {role: await node.person(f"web_{role.value}", [role]) for role in Role}
+        other = await node.person("someone_else", [STAFF])
+        hidden = re.compile(r'name="(csrf|form_owner)" value="([^"]*)"')
+        wrong: list[str] = []
+        try:
+            for role, person in people.items():
+                jar = aiohttp.CookieJar(unsafe=True)
+                async with aiohttp.ClientSession(cookie_jar=jar) as http:
+                    base = str(server.make_url(""))
+                    page = await (await http.get(base + "/sign-in")).text()
+                    fields = dict(hidden.findall(page))
+                    code = person.code(node.clock.now) if person.secret else ""
+                    node.next_step()
+                    form = {**fields, "org": "199001", "username": person.username,
+                            "password": person.password, "code": code}  # fmt: skip
+                    resp = await http.post(base + "/sign-in", data=form, allow_redirects=False)
+                    assert resp.status == 303, await resp.text()
+                    home = await (await http.get(base + "/")).text()
+                    fields = dict(hidden.findall(home))
+                    for op in WEB_OPERATIONS:
+                        path = op.path.format(other_token=await _other_token(node, other))
+                        node.next_step()
+                        data = None if op.form is None else {**fields, **op.form}
+                        resp = await http.request(op.method, base + path, data=data,
+                                                  allow_redirects=False)  # fmt: skip
+                        want = (op.ok_for or {}).get(role, op.ok) if role in op.allowed else \
+                            op.refused  # fmt: skip
+                        if resp.status != want:
+                            wrong.append(f"{op.method} {op.path} as {role.value}: "
+                                         f"{resp.status}, expected {want}")  # fmt: skip
+                        text = await resp.text()
+                        assert "Traceback" not in text
+                        if resp.status >= 400:
+                            assert resp.content_type == "text/html", (op.path, role)
+                    # Signed out: every page sends the browser to sign in again.
+                    for op in WEB_OPERATIONS:
+                        if op.method == "GET" and op.path != "/sign-in":
+                            resp = await http.get(base + op.path, allow_redirects=False)
+                            if not (resp.status == 303 and
+                                    resp.headers["Location"].startswith("/sign-in")):  # fmt: skip
+                                wrong.append(f"{op.path} after signing out: {resp.status}")
+        finally:
+            await server.close()
+        assert not wrong, "\n".join(wrong)
+        refusals = [e for e in node.audit.events if e.outcome == "refused"]
+        assert refusals and all(e.request_id for e in refusals)
+
+
+async def test_each_role_sees_its_own_dashboard(db_url: str, tmp_path: Path) -> None:
+    """What the home page shows comes from what each role's services return."""
+    import html
+
+    from tests.web.support import site_for
+
+    async with site_for(db_url, tmp_path) as site:
+        sections = {
+            "New concerns awaiting triage": {DSL, DEPUTY},
+            "Actions to do": {DSL, DEPUTY},
+            "Leavers' files due": set(),  # no alerts service in this app
+            "The school's concerns, most recent first": {HEAD},
+            "Concerns you logged": {STAFF},
+            "Accounts with sign-in problems": {ADMIN},
+            "you can see who did what in Handover": {AUDITOR},
+        }
+        for role in Role:
+            person = await site.node.person(f"dash_{role.value}", [role])
+            home = await site.sign_in(person)
+            assert home.title == "Home - Handover", role
+            shown = html.unescape(home.text)
+            for text, roles in sections.items():
+                assert (text in shown) == (role in roles), (role, text)
+            await site.post("/sign-out", {"csrf": home.hidden("csrf")})

@@ -1,0 +1,105 @@
+"""Screenshots of the web app's main pages, desktop (1280 px) and phone (375 px).
+
+``make screenshots`` runs this module: it builds the demo's world (two schools, their
+people, a chronology), serves it with real ``handover serve`` processes, signs in as the
+demo people in Chromium and writes PNGs to ``docs/screenshots/``. The browser tests call
+:func:`capture` too, so the pages photographed are the pages tested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from playwright.async_api import Browser, Page, async_playwright
+
+from tests.web.browser_support import CHROMIUM, CHROMIUM_ARGS, WebWorld
+
+WIDTHS = {"desktop": 1280, "phone": 375}
+
+
+async def sign_in(page: Page, site: WebWorld, node: str, username: str) -> None:
+    account = site.account(node, username)
+    await page.goto(site.url(node, "/sign-in"))
+    await page.get_by_label("Username").fill(username)
+    await page.get_by_label("Password").fill(account["password"])
+    code = await site.codes.next(account["totp_secret"])
+    await page.get_by_label("Code from your authenticator app").fill(code)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(site.url(node, "/"))
+
+
+async def capture(browser: Browser, site: WebWorld, out: Path) -> list[Path]:
+    """Photograph the main pages into ``out`` (an existing folder); the files written."""
+    written: list[Path] = []
+    shots = [
+        ("primary", "s.patel", [("dashboard-dsl", "/"), ("account", "/account"),
+                                 ("api-token", "/account/tokens/new")]),
+        ("primary", "t.wood", [("dashboard-teacher", "/"),
+                                ("change-password", "/account/password")]),
+        ("primary", "admin", [("dashboard-administrator", "/")]),
+    ]  # fmt: skip
+    for kind, width in WIDTHS.items():
+        context = await browser.new_context(
+            viewport={"width": width, "height": 900}, ignore_https_errors=True
+        )
+        page = await context.new_page()
+        await page.goto(site.url("primary", "/sign-in"))
+        target = out / f"sign-in-{kind}.png"
+        await page.screenshot(path=target, full_page=True)
+        written.append(target)
+        await context.close()
+        for node, username, pages in shots:
+            context = await browser.new_context(
+                viewport={"width": width, "height": 900}, ignore_https_errors=True
+            )
+            page = await context.new_page()
+            await sign_in(page, site, node, username)
+            for name, path in pages:
+                await page.goto(site.url(node, path))
+                target = out / f"{name}-{kind}.png"
+                await page.screenshot(path=target, full_page=True)
+                written.append(target)
+            await context.close()
+    return written
+
+
+async def _main(out: Path, root: Path) -> int:
+    from transfer.demo import scenario
+
+    world = await asyncio.to_thread(scenario.build, root)
+    try:
+        seeded = await scenario.seed(world)
+        scenario.write_web_json(world, seeded, root / "web.json")
+        await asyncio.to_thread(world.start)
+        site = WebWorld.load(root, {n: w.data_dir for n, w in world.nodes.items()})
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                written = await capture(browser, site, out)
+            finally:
+                await browser.close()
+    finally:
+        world.stop()
+    for path in written:
+        print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("out", type=Path, nargs="?", default=Path("docs/screenshots"))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "demo"
+        root.mkdir(mode=0o700)
+        return asyncio.run(_main(args.out, root))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The web app in-process (aiohttp's TestServer) over a test node on each engine, with a
+browser-like client: it keeps cookies, reads the CSRF token from each page's forms and
+posts forms as a browser does."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.unit.auth.support import URN, Node, Person, open_node
+from transfer.api import create_app
+from transfer.config import Config, SecuritySection, ServerSection
+from transfer.web import WebServices
+
+WEB_KEY = bytes(range(100, 132))
+_HIDDEN = re.compile(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"')
+
+
+@dataclass
+class Page:
+    status: int
+    text: str
+    headers: Any
+    url: str
+
+    def hidden(self, name: str) -> str:
+        for key, value in _HIDDEN.findall(self.text):
+            if key == name:
+                return html.unescape(value)
+        raise AssertionError(f"no hidden field {name!r} on {self.url}")
+
+    @property
+    def title(self) -> str:
+        found = re.search(r"<title>(.*?)</title>", self.text, re.S)
+        return html.unescape(found.group(1)) if found else ""
+
+
+@dataclass
+class Site:
+    node: Node
+    client: TestClient[web.Request, web.Application]
+
+    async def _page(self, resp: ClientResponse) -> Page:
+        text = await resp.text()
+        return Page(resp.status, text, resp.headers, str(resp.url))
+
+    async def get(self, path: str, *, follow: bool = True) -> Page:
+        async with self.client.get(path, allow_redirects=follow) as resp:
+            return await self._page(resp)
+
+    async def post(self, path: str, data: list[tuple[str, str]] | dict[str, str], *,
+                   follow: bool = True) -> Page:  # fmt: skip
+        async with self.client.post(path, data=data, allow_redirects=follow) as resp:
+            return await self._page(resp)
+
+    async def sign_in(self, person: Person, *, code: str | None = None) -> Page:
+        page = await self.get("/sign-in")
+        if code is None and person.secret:
+            code = person.code(self.node.clock.now)
+            self.node.next_step()
+        return await self.post(
+            "/sign-in",
+            {"csrf": page.hidden("csrf"), "org": URN, "username": person.username,
+             "password": person.password, "code": code or ""},
+        )  # fmt: skip
+
+
+def web_config(idle_minutes: int = 15) -> Config:
+    return Config(
+        security=SecuritySection(session_idle_minutes=idle_minutes),
+        server=ServerSection(max_body_bytes=1024 * 1024),
+    )
+
+
+@asynccontextmanager
+async def site_for(db_url: str, tmp_path: Path, *, idle_minutes: int = 15) -> AsyncIterator[Site]:
+    async with open_node(db_url, tmp_path / "data") as node:
+        config = web_config(idle_minutes)
+        node.accounts.security = config.security
+        app = create_app(
+            store=node.store, accounts=node.accounts, audit=node.audit, config=config,
+            web_pages=WebServices(
+                store=node.store, accounts=node.accounts, config=config, audit=node.audit,
+                web_key=WEB_KEY,
+            ),
+        )  # fmt: skip
+        async with TestClient(TestServer(app)) as client:
+            yield Site(node, client)
+
+
+__all__ = ["URN", "Page", "Site", "site_for", "web_config"]

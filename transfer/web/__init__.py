@@ -1,0 +1,27 @@
+"""The staff web app: server-rendered pages at ``/`` of the node, beside the API.
+
+One module per area (``signin``, ``dashboard``, ``account``...), templates in
+``templates/``, static files in ``static/`` (GOV.UK Frontend vendored under
+``static/govuk/``). :func:`mount` adds every page to the node's aiohttp
+application; the pages call the same domain services the API calls. See
+``docs/adr/0009-web-design-system.md`` and ``docs/adr/0010-web-sessions.md``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from transfer.web import account, dashboard, signin
+from transfer.web.core import WebApp, WebRoute, WebServices
+from transfer.web.core import mount as _mount
+
+#: Every page of the web app (a later area adds its module's ROUTES here).
+ROUTES: tuple[WebRoute, ...] = (*signin.ROUTES, *dashboard.ROUTES, *account.ROUTES)
+
+
+def mount(app: web.Application, services: WebServices) -> WebApp:
+    """Serve the web app's pages from ``app`` (the node's application)."""
+    return _mount(app, services, ROUTES)
+
+
+__all__ = ["ROUTES", "WebApp", "WebRoute", "WebServices", "mount"]

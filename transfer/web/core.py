@@ -1,0 +1,517 @@
+"""The web app's machinery: its services, routes that declare their operation, the
+session cookie, CSRF, kept forms, the page context and the error pages.
+
+Every route is a :class:`WebRoute`: its method and path, the domain operation it
+performs (the service method it calls, for the permission matrix and the docs),
+who may reach it (``public``; ``enrolment``: signed in with a password, setting up
+an authenticator; ``session``: fully signed in) and, for a form, how to show the
+form again with what was typed (:attr:`WebRoute.form`). The services decide what
+the person may do; a refusal becomes the 403 page.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, Literal
+from urllib.parse import quote, urlsplit
+
+import jinja2
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from multidict import MultiDict
+
+from transfer.api.request_ids import current_request_id
+from transfer.auditing import AuditEvent, AuditSink
+from transfer.auth.records import Principal
+from transfer.auth.service import Accounts, SessionInvalid, TotpEnrolmentRequired
+from transfer.config import Config
+from transfer.errors import HandoverError, NotFoundError, PolicyError, TooLargeError
+from transfer.store.permissions import Role
+from transfer.store.service import Store
+from transfer.web.rendering import environment, page_response, redirect, render
+from transfer.web.static import PREFIX as STATIC_PREFIX
+from transfer.web.static import StaticFiles
+from transfer.web.tokens import KeptForm, WebKeys
+
+if TYPE_CHECKING:
+    from transfer.alerts import Alerts
+    from transfer.exchange.inbox import Inbox
+
+log = logging.getLogger("transfer.web")
+
+SESSION_COOKIE: Final = "handover_session"
+PRE_COOKIE: Final = "handover_pre"
+CSRF_FIELD: Final = "csrf"
+OWNER_FIELD: Final = "form_owner"
+KEPT_FIELD: Final = "kept_form"
+#: How long a form kept over an expired session may wait for its person to sign in again.
+KEEP_MINUTES: Final = 60
+MAX_FORM_BYTES: Final = 256 * 1024
+#: Paths that belong to other faces of the node (never answered with a page).
+NOT_PAGES: Final = ("/api/", "/peer/", "/portal/", "/portal")
+#: Field names that are never kept over an expiry nor shown again (passwords, codes).
+SECRET_FIELDS: Final = frozenset(
+    {"password", "current_password", "new_password", "confirm_password", "code"}
+)
+
+ROLE_NAMES: Final = {
+    Role.DSL: "Designated safeguarding lead",
+    Role.DEPUTY_DSL: "Deputy designated safeguarding lead",
+    Role.HEAD_TEACHER: "Head teacher",
+    Role.STAFF: "Staff",
+    Role.ADMINISTRATOR: "Administrator",
+    Role.AUDITOR: "Data protection officer",
+}
+
+
+@dataclass
+class WebServices:
+    """What the pages call: the same domain services the API calls."""
+
+    store: Store
+    accounts: Accounts
+    config: Config
+    audit: AuditSink
+    #: The node's web key (:attr:`transfer.node.Node.web_key`).
+    web_key: bytes
+    alerts: Alerts | None = None
+    inbox: Inbox | None = None
+
+
+Access = Literal["public", "enrolment", "session"]
+PageHandler = Callable[[web.Request, "Visit"], Awaitable[web.StreamResponse]]
+PublicHandler = Callable[[web.Request, "Visit | None"], Awaitable[web.StreamResponse]]
+FormPage = Callable[[web.Request, "Visit", KeptForm], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class WebRoute:
+    method: str
+    path: str
+    handler: Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
+    #: The domain operation performed, as ``Service.method`` (several: comma-separated).
+    operation: str
+    access: Access = "session"
+    #: For a form (a POST): shows the form again with what was typed (after an expiry).
+    form: FormPage | None = None
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Visit:
+    """A signed-in person's request: who, their session, and what every form carries."""
+
+    principal: Principal
+    token: str
+    csrf: str
+    owner_mark: str
+    org_name: str
+    #: When the session ends if nothing else happens (idle limit, from now).
+    idle_until: datetime
+    idle_minutes: int
+
+    @property
+    def actor(self) -> Any:
+        return self.principal.actor
+
+    @property
+    def roles(self) -> frozenset[Role]:
+        return frozenset(self.principal.actor.roles)
+
+    @property
+    def role_names(self) -> list[str]:
+        return [ROLE_NAMES[r] for r in Role if r in self.roles]
+
+    @property
+    def in_dsl_team(self) -> bool:
+        return bool(self.roles & {Role.DSL, Role.DEPUTY_DSL})
+
+
+class CsrfRefused(PolicyError):
+    """A form came without our token, or with one for another session."""
+
+    http_status = 403
+    slug = "csrf"
+    title = "This form could not be accepted"
+
+
+@dataclass
+class FormErrors:
+    """Messages by field, in the order of the form (for the error summary)."""
+
+    items: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, name: str, message: str) -> None:
+        if name not in self.by_field:
+            self.items.append((name, message))
+
+    @property
+    def by_field(self) -> dict[str, str]:
+        return dict(self.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+WEB_APP_KEY: Final = web.AppKey("handover_web", object)
+#: The POSTed form, read once (for the CSRF check) and kept on the request for the page.
+FORM_KEY: Any = web.RequestKey("handover_form", MultiDict) if hasattr(web, "RequestKey") else "form"
+
+
+class WebApp:
+    """The pages of one node: routes, templates, static files, keys."""
+
+    def __init__(self, services: WebServices, routes: Sequence[WebRoute]) -> None:
+        self.services = services
+        self.keys = WebKeys.from_web_key(services.web_key)
+        self.env: jinja2.Environment = environment()
+        self.static = StaticFiles()
+        self.env.globals["static"] = self.static.url
+        self.routes = list(routes)
+        self.forms = {r.path: r for r in routes if r.method == "POST" and r.form is not None}
+        self._org_names: dict[str, str] = {}
+
+    # ------------------------------------------------------------ services
+
+    @property
+    def store(self) -> Store:
+        return self.services.store
+
+    @property
+    def accounts(self) -> Accounts:
+        return self.services.accounts
+
+    @property
+    def idle_minutes(self) -> int:
+        return self.services.config.security.session_idle_minutes
+
+    def secure(self, request: web.Request) -> bool:
+        return request.secure or self.services.config.server.behind_proxy
+
+    async def org_name(self, org_id: str) -> str:
+        if org_id not in self._org_names:
+            try:
+                self._org_names[org_id] = (await self.store.get_organisation(org_id)).name
+            except NotFoundError:
+                return "your organisation"
+        return self._org_names[org_id]
+
+    async def organisations(self) -> list[tuple[str, str]]:
+        """The schools and agencies hosted here, (id, name), for the sign-in page."""
+        orgs = await self.store.list_organisations()
+        return [(o.id, o.name) for o in sorted(orgs, key=lambda o: o.name)]
+
+    # ------------------------------------------------------------- cookies
+
+    def cookie_name(self, request: web.Request, base: str) -> str:
+        return f"__Host-{base}" if self.secure(request) else base
+
+    def set_cookie(self, response: web.StreamResponse, request: web.Request, base: str,
+                   value: str) -> None:  # fmt: skip
+        response.set_cookie(
+            self.cookie_name(request, base), value, path="/", httponly=True,
+            samesite="Strict", secure=self.secure(request),
+        )  # fmt: skip
+
+    def clear_cookie(self, response: web.StreamResponse, request: web.Request, base: str) -> None:
+        response.del_cookie(
+            self.cookie_name(request, base), path="/", secure=self.secure(request),
+            httponly=True, samesite="Strict",
+        )  # fmt: skip
+
+    def session_token(self, request: web.Request) -> str:
+        value = request.cookies.get(self.cookie_name(request, SESSION_COOKIE), "")
+        return value if 10 <= len(value) <= 200 else ""
+
+    def pre_binding(self, request: web.Request) -> tuple[str, bool]:
+        """The pre-sign-in cookie's value (a new one when absent): binds the sign-in form."""
+        value = request.cookies.get(self.cookie_name(request, PRE_COOKIE), "")
+        if 20 <= len(value) <= 100:
+            return value, False
+        return secrets.token_urlsafe(24), True
+
+    # ------------------------------------------------------------- visits
+
+    async def visit(self, request: web.Request, token: str, principal: Principal) -> Visit:
+        now = self.accounts.now()
+        return Visit(
+            principal=principal,
+            token=token,
+            csrf=self.keys.csrf_token(token),
+            owner_mark=self.keys.owner_mark(token, principal.actor.staff_id),
+            org_name=await self.org_name(principal.actor.org_id),
+            idle_until=now + timedelta(minutes=self.idle_minutes),
+            idle_minutes=self.idle_minutes,
+        )
+
+    # ------------------------------------------------------------- pages
+
+    def page(
+        self,
+        request: web.Request,
+        template: str,
+        visit: Visit | None,
+        *,
+        title: str,
+        status: int = 200,
+        errors: FormErrors | None = None,
+        **context: Any,
+    ) -> web.Response:
+        """Render ``template`` in the shell; the title starts with "Error: " when there
+        are errors (GOV.UK's pattern, so a screen reader hears it first)."""
+        errors = errors or FormErrors()
+        full_title = f"{'Error: ' if errors else ''}{title}"
+        html = render(
+            self.env,
+            template,
+            {
+                "title": full_title,
+                "heading": title,
+                "visit": visit,
+                "errors": errors,
+                "error_list": [{"text": msg, "href": f"#{name}"} for name, msg in errors.items],
+                "field_errors": errors.by_field,
+                "csrf_field": CSRF_FIELD,
+                "owner_field": OWNER_FIELD,
+                "nav": self.navigation(request, visit),
+                "request_id": current_request_id() or "",
+                **context,
+            },
+        )
+        return page_response(request, html, status=status)
+
+    def navigation(self, request: web.Request, visit: Visit | None) -> list[dict[str, Any]]:
+        if visit is None or visit.principal.kind != "session":
+            return []
+        items = [("/", "Home"), ("/account", "Your account")]
+        path = request.path
+        return [
+            {"href": href, "text": text, "active": path == href or (href != "/" and
+                                                                  path.startswith(href))}
+            for href, text in items
+        ]  # fmt: skip
+
+
+def webapp(request: web.Request) -> WebApp:
+    app = request.config_dict[WEB_APP_KEY]
+    assert isinstance(app, WebApp)
+    return app
+
+
+async def form_data(request: web.Request) -> MultiDict[str]:
+    """The urlencoded form of a POST (at most :data:`MAX_FORM_BYTES`)."""
+    if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
+        raise TooLargeError("this form is too large")
+    if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return MultiDict()
+    data = await request.post()
+    return MultiDict((k, v) for k, v in data.items() if isinstance(v, str))
+
+
+def safe_next(value: str, app: WebApp) -> str:
+    """A local page to go to after signing in (a known GET page), or the home page."""
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or not value.startswith("/") or value.startswith("//"):
+        return "/"
+    for route in app.routes:
+        if route.method == "GET" and route.access == "session" and _matches(route.path, parts.path):
+            return parts.path
+    return "/"
+
+
+def _matches(pattern: str, path: str) -> bool:
+    a, b = pattern.strip("/").split("/"), path.strip("/").split("/")
+    return len(a) == len(b) and all(x == y or x.startswith("{") for x, y in zip(a, b, strict=True))
+
+
+def sign_in_url(*, next_path: str = "/", expired: bool = False) -> str:
+    query = []
+    if expired:
+        query.append("expired=1")
+    if next_path and next_path != "/":
+        query.append(f"next={quote(next_path, safe='/')}")
+    return "/sign-in" + ("?" + "&".join(query) if query else "")
+
+
+# ------------------------------------------------------------------ binding routes
+
+
+def bind(route: WebRoute) -> Handler:
+    """The aiohttp handler of ``route``: session, CSRF and kept forms around it."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        app = webapp(request)
+        if route.access == "public":
+            return await route.handler(request, None)
+        token = app.session_token(request)
+        data: MultiDict[str] | None = None
+        if request.method == "POST":
+            data = await form_data(request)
+            sent = data.get(CSRF_FIELD) or request.headers.get("X-CSRF-Token") or ""
+            if not token or not app.keys.csrf_valid(token, sent):
+                raise CsrfRefused(
+                    "this form was not sent from a page of this service, or it belongs to a "
+                    "session that has ended; go back, reload the page and try again"
+                )
+        if not token:
+            return redirect(sign_in_url(next_path=request.path))
+        try:
+            principal = await app.accounts.authenticate(
+                token, allow_enrolment=route.access == "enrolment"
+            )
+        except TotpEnrolmentRequired:
+            return redirect("/sign-in/authenticator")
+        except SessionInvalid:
+            if data is not None and route.form is not None:
+                return await _keep_form(request, app, token, data)
+            response = redirect(sign_in_url(next_path=request.path, expired=True))
+            app.clear_cookie(response, request, SESSION_COOKIE)
+            return response
+        visit = await app.visit(request, token, principal)
+        if data is not None:
+            request[FORM_KEY] = data
+        return await route.handler(request, visit)
+
+    handler.__name__ = route.name or route.handler.__name__
+    return handler
+
+
+async def _keep_form(
+    request: web.Request, app: WebApp, token: str, data: MultiDict[str]
+) -> web.StreamResponse:
+    """A form that arrived after its session expired: sign in again, then have it back."""
+    owner = app.keys.owner_of(token, data.get(OWNER_FIELD, ""))
+    kept = ""
+    if owner is not None:
+        fields = [
+            (k, v) for k, v in data.items()
+            if k not in SECRET_FIELDS and k not in (CSRF_FIELD, OWNER_FIELD)
+        ]  # fmt: skip
+        try:
+            kept = app.keys.keep_form(
+                path=request.path, fields=fields, owner=owner, now=app.accounts.now(),
+                minutes=KEEP_MINUTES,
+            )  # fmt: skip
+        except ValueError:
+            kept = ""
+    from transfer.web.signin import sign_in_page
+
+    response = await sign_in_page(request, expired=True, kept=kept)
+    app.clear_cookie(response, request, SESSION_COOKIE)
+    return response
+
+
+async def give_back(
+    request: web.Request, app: WebApp, visit: Visit, sealed: str
+) -> web.StreamResponse | None:
+    """After signing in: the kept form's page, filled in, if it is this person's."""
+    kept = app.keys.open_kept(sealed, app.accounts.now())
+    if kept is None or kept.owner != visit.principal.actor.staff_id:
+        return None
+    route = app.forms.get(kept.path)
+    if route is None or route.form is None:
+        return None
+    return await route.form(request, visit, kept)
+
+
+# ------------------------------------------------------------------ error pages
+
+_TITLES: Final = {
+    400: ("There is a problem with what was sent", None),
+    403: ("You cannot do this", None),
+    404: ("Page not found", "If you typed the web address, check it is correct. If you "
+          "followed a link, it may be out of date."),
+    405: ("This page cannot be used that way", "Go back and use the page's own buttons."),
+    409: ("This has changed in the meantime", None),
+    413: ("What was sent is too large", None),
+    500: ("Sorry, there is a problem with the service", "Try again later. If it keeps "
+          "happening, tell whoever runs Handover at your school, and quote the reference "
+          "below."),
+}  # fmt: skip
+
+
+def _is_page(request: web.Request) -> bool:
+    return not request.path.startswith(NOT_PAGES)
+
+
+async def _error_page(request: web.Request, status: int, text: str | None) -> web.Response:
+    app = webapp(request)
+    heading, default = _TITLES.get(status, _TITLES[400] if status < 500 else _TITLES[500])
+    visit = None
+    token = app.session_token(request)
+    if token and status != 500:
+        try:
+            visit = await app.visit(request, token, await app.accounts.authenticate(token))
+        except HandoverError:
+            visit = None
+    return app.page(
+        request, "error.html", visit, title=heading, status=status, text=text or default,
+        status_code=status,
+    )  # fmt: skip
+
+
+@web.middleware
+async def page_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors on pages become pages: never JSON, never a traceback, never a raw id."""
+    if not _is_page(request):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except CsrfRefused as err:
+        return await _error_page(request, 403, err.diagnostics())
+    except HandoverError as err:
+        status = err.http_status if 400 <= err.http_status < 500 else 500
+        if status == 401:
+            return redirect(sign_in_url(expired=True))
+        if status == 404:
+            return await _error_page(request, 404, None)
+        if status == 500:
+            log.error("web page failed: %s [request %s]", err.diagnostics(), current_request_id())
+            return await _error_page(request, 500, None)
+        return await _error_page(request, status, _sentence(err.diagnostics()))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return await _error_page(request, exc.status, None)
+    except Exception:
+        log.exception("unexpected error on page %s %s [request %s]", request.method,
+                      request.path, current_request_id())  # fmt: skip
+        await _audit_crash(request)
+        return await _error_page(request, 500, None)
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
+async def _audit_crash(request: web.Request) -> None:
+    try:
+        await webapp(request).services.audit.record(
+            AuditEvent(
+                action="web.error",
+                outcome="failed",
+                request_id=current_request_id(),
+                detail={"method": request.method, "path": request.path[:200]},
+            )
+        )
+    except Exception:
+        log.exception("could not audit a page error")
+
+
+def mount(app: web.Application, services: WebServices, routes: Sequence[WebRoute]) -> WebApp:
+    """Add the pages to the node's application (at ``/``, beside ``/api`` and ``/peer``)."""
+    pages = WebApp(services, routes)
+    app[WEB_APP_KEY] = pages
+    app.middlewares.append(page_errors)
+    app.router.add_get(STATIC_PREFIX + "/{digest}/{path:.+}", pages.static.handle)
+    for route in routes:
+        app.router.add_route(route.method, route.path, bind(route))
+    return pages
