@@ -840,28 +840,21 @@ class Accounts:
                 "this needs a code from an authenticator app, and none is set up on your "
                 "account: set one up first"
             )
-        await self._gate(
-            _Attempts(cred.failed_count, cred.last_failed_at, cred.locked_until),
-            now,
-            actor.staff_id,
-            actor.org_id,
-        )
+        # Counted before the code is checked, like a sign-in: parallel guesses get no more
+        # checks than the lock-out allows.
+        counted = await self._count_attempt(now, staff_id=actor.staff_id, org=actor.org_id)
         secret = self._open_totp(actor.staff_id, cred.totp_sealed)
         step = codes.matching_step(secret, code, now, self.security.totp_drift_steps)
         if step is None or not await self._accept_step(actor.staff_id, step):
             why = "reused" if step is not None else "wrong"
-            await self._fail_ids(actor.staff_id, actor.org_id, "bad_totp", now,
-                                 during="step_up", totp=why)  # fmt: skip
+            await self._failed(actor.staff_id, actor.org_id, counted, "bad_totp",
+                               during="step_up", totp=why)  # fmt: skip
             raise WrongCode(
                 "that code is not right, or it has been used already: wait for the next "
                 "code in your authenticator app and type it"
             )
         async with self._sessions() as s, s.begin():
-            await s.execute(
-                update(Credential)
-                .where(Credential.staff_id == actor.staff_id)
-                .values(failed_count=0, last_failed_at=None, locked_until=None)
-            )
+            await self._clear_failures(s, actor.staff_id)  # the attempt was counted first
         targets = {"staff": actor.staff_id, "session": principal.credential_id}
         await self._audit("stepup.ok", actor.staff_id, actor.org_id, targets)
 
