@@ -80,4 +80,6 @@ async def test_parallel_step_ups_with_one_code_accept_it_once(node: Node) -> Non
         *(node.accounts.step_up(principal, code) for _ in range(8)), return_exceptions=True
     )
     assert sum(r is None for r in results) == 1
-    assert all(isinstance(r, WrongCode) for r in results if r is not None)
+    # The rest are refused: the code was used, or (each attempt being counted before it is
+    # checked) they came too fast after those failures.
+    assert all(isinstance(r, WrongCode | SlowDown) for r in results if r is not None)
