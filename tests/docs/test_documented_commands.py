@@ -79,13 +79,16 @@ def _all_blocks() -> list[Block]:
 # ----------------------------------------------------------------- the world
 
 
-def _scratch(root: Path) -> Path:
-    """A directory that looks like a checkout to the commands (``.venv``, ``Makefile``...)."""
+def _scratch(root: Path, demo: Path | None = None) -> Path:
+    """A directory that looks like a checkout to the commands (``.venv``, ``Makefile``...),
+    with the demo's work directory as ``demo/`` once ``make demo`` has made it."""
     root.mkdir(parents=True, exist_ok=True)
     for name in (".venv", "Makefile", "pyproject.toml", "scripts"):
         link = root / name
         if not link.exists():
             link.symlink_to(ROOT / name)
+    if demo is not None and not (root / "demo").exists():
+        (root / "demo").symlink_to(demo)
     return root
 
 
@@ -346,7 +349,7 @@ def _curls(command: Command) -> int:
 
 def _run_page(world: World, page: Path) -> subprocess.CompletedProcess[str]:
     runnable = [b for b in blocks(page) if _runnable(b) and b.text != _demo_block().text]
-    work = _scratch(world.scratch / page.stem)
+    work = _scratch(world.scratch / page.stem, world.demo)
     places = {k: str(work / v) for k, v in PLACES.items()}
     text = page.read_text(encoding="utf-8")
     for name, make in GIVEN.items():
