@@ -122,7 +122,7 @@ async def test_a_dsl_signs_in_and_sees_the_dashboard(browser: Browser, web_world
 async def test_first_sign_in_sets_up_the_authenticator_then_a_recovery_code_works(
     browser: Browser, web_world: WebWorld
 ) -> None:
-    password = await _new_person(web_world, PRIMARY, "123456", "n.first", "deputy_dsl")
+    password = await _new_person(web_world, PRIMARY, "123456", "n.first", "administrator")
     context = await _context(browser)
     page = await context.new_page()
     await page.goto(web_world.url(PRIMARY, "/sign-in"))
