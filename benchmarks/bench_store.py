@@ -41,8 +41,8 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keys import aead
 from schemas.records import NewAction, NewConcern, NewContact, NewPupil, NewTriage
-from transfer import aead
 from transfer.auditing import AuditEvent
 from transfer.identifiers import upn_check_letter
 from transfer.store.keyring import KeyRing, field_aad

@@ -1,6 +1,6 @@
 """age's text forms of X25519 keys: ``age1…`` recipients and ``AGE-SECRET-KEY-1…`` identities.
 
-Pure functions over the Bech32 codec in :mod:`transfer.bech32` (not on the age
+Pure functions over the Bech32 codec in :mod:`keys.bech32` (not on the age
 implementation, so keys can be written and read without it).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from transfer import bech32
+from keys import bech32
 from transfer.errors import InputError
 
 RECIPIENT_HRP = "age"
@@ -18,7 +18,14 @@ X25519_KEY_SIZE = 32
 
 
 class AgeKeyError(InputError):
-    """An age recipient or identity string is not valid."""
+    """A recipient, identity or passphrase given by the caller is not valid or not allowed.
+
+    The one key error of the project: the age implementation (:mod:`transfer.age`)
+    raises it too. Messages never repeat a secret key.
+    """
+
+    slug = "age-invalid-key"
+    title = "The key is not valid"
 
 
 def encode_recipient(public_key: bytes) -> str:
@@ -36,7 +43,9 @@ def decode_recipient(text: str) -> bytes:
     try:
         hrp, data = bech32.decode(text)
     except bech32.Bech32Error as exc:
-        raise AgeKeyError(f"not a valid age recipient: {exc.message}") from None
+        raise AgeKeyError(
+            f"not a valid age recipient (it should look like age1...): {exc.message}"
+        ) from None
     if hrp != RECIPIENT_HRP or len(data) != X25519_KEY_SIZE:
         raise AgeKeyError("not an age X25519 recipient (it should start with age1)")
     return data
@@ -60,7 +69,9 @@ def decode_identity(text: str) -> bytes:
     try:
         hrp, data = bech32.decode(text)
     except bech32.Bech32Error as exc:
-        raise AgeKeyError(f"not a valid age identity: {exc.message}") from None
+        raise AgeKeyError(
+            f"not a valid age identity (it should look like AGE-SECRET-KEY-1...): {exc.message}"
+        ) from None
     if hrp != IDENTITY_HRP or len(data) != X25519_KEY_SIZE:
         raise AgeKeyError("not an age X25519 identity (it should start with AGE-SECRET-KEY-1)")
     return data

@@ -7,7 +7,7 @@ A sealed key file is JSON::
      "protection": {"kind": "kek"}
                or {"kind": "passphrase", "kdf": "scrypt", "salt": "<b64>",
                    "log2_n": 17, "r": 8, "p": 1},
-     "sealed": "<b64 of transfer.aead.seal(key, payload, aad)>"}
+     "sealed": "<b64 of keys.aead.seal(key, payload, aad)>"}
 
 The payload is the whole key set (secrets, creation, retirement and
 revocation times), so none of it can be altered without the key. The
@@ -33,8 +33,8 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from keys import aead
 from keys.keyset import KeySet, KeySetFormatError, validate_org_id
-from transfer import aead
 from transfer.errors import InputError, IntegrityError
 
 __all__ = [

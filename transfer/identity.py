@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from transfer import aead
+from keys import aead
 from transfer.errors import ConfigError, DamagedStateError
 from transfer.identity_tables import node_identity
 from transfer.store.db import check_integrity, database_location, migrate, sqlite_path

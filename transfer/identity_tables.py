@@ -19,7 +19,7 @@ node_identity = sa.Table(
     #: Always 1: a database belongs to one node.
     sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
     sa.Column("node_id", sa.String(36), nullable=False),
-    #: AES-256-GCM of a fixed text under the KEK, bound to the node id (``transfer.aead``).
+    #: AES-256-GCM of a fixed text under the KEK, bound to the node id (``keys.aead``).
     sa.Column("kek_check", sa.LargeBinary(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )

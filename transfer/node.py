@@ -8,11 +8,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from keys import aead
 from keys.sealing import KekProtection
 from keys.store import KeyStore
 from receivers.agency_node import AgencyNodeRoute
 from receivers.portal.service import PickupPortal, PortalSettings
-from transfer import aead
 from transfer.alert_rules import StoreAlerts
 from transfer.alerts import Alerts
 from transfer.api.request_ids import RequestIdAudit
@@ -46,7 +46,7 @@ def _deadline_on_receipt(
     return check
 
 
-#: The purpose label of the web app's key (see :func:`transfer.aead.purpose_key`).
+#: The purpose label of the web app's key (see :func:`keys.aead.purpose_key`).
 WEB_KEY_LABEL = b"handover:web:v1"
 
 

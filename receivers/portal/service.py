@@ -50,6 +50,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keys import aead
 from keys.keyset import KeySet
 from keys.store import KeySetNotFoundError, KeyStore
 from receivers.portal import tokens
@@ -68,7 +69,6 @@ from receivers.portal.records import (
 from receivers.portal.tables import PortalAgencyUser, PortalEvent, PortalPickup, PortalSession
 from schemas import jsontext
 from schemas.manifest import Entry, Manifest
-from transfer import aead
 from transfer.age import AgeReader, AgeWriter, X25519Identity
 from transfer.age.errors import AgeError, AgeNoMatchError
 from transfer.auth import codes

@@ -35,7 +35,7 @@ import nacl.pwhash.argon2id
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from transfer import aead
+from keys import aead
 from transfer.auth.passwords import HashingCost
 
 __all__ = [
@@ -140,7 +140,7 @@ def seal_identity(kek: bytes, secret: str, *, purpose: str, record_id: str, data
 def unseal_identity(
     kek: bytes, secret: str, *, purpose: str, record_id: str, sealed: bytes
 ) -> bytes:
-    """Open what :func:`seal_identity` made; :class:`transfer.aead.UnsealError` otherwise."""
+    """Open what :func:`seal_identity` made; :class:`keys.aead.UnsealError` otherwise."""
     info = _aad(purpose, record_id)
     return aead.unseal(_derive(kek, secret, info), sealed, info)
 

@@ -14,6 +14,7 @@ from typing import BinaryIO, cast
 
 import pytest
 
+from keys import agekeys
 from transfer.age import (
     CHUNK_SIZE,
     AgeArmorError,
@@ -156,8 +157,10 @@ def test_error_hierarchy() -> None:
         assert issubclass(cls, AgeError)
         assert issubclass(cls, IntegrityError)
         assert issubclass(cls, HandoverError)
-    assert issubclass(AgeKeyError, AgeError) and issubclass(AgeKeyError, InputError)
-    assert AgeKeyError("x").exit_code == 2
+    # A bad key is the caller's input, not a damaged file; one class for the whole project.
+    assert issubclass(AgeKeyError, InputError) and not issubclass(AgeKeyError, AgeError)
+    assert AgeKeyError is agekeys.AgeKeyError
+    assert AgeKeyError("x").exit_code == 2 and AgeKeyError("x").http_status == 400
 
 
 # --- round trips and format ---------------------------------------------

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from transfer import aead, bech32
+from keys import aead, bech32
 from transfer.config import load_config, load_kek
 from transfer.errors import ConfigError
 

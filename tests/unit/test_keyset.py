@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from keys import agekeys, fingerprint, minisign
+from keys import aead, agekeys, bech32, fingerprint, minisign
 from keys.keyset import (
     KeyNotYetValidError,
     KeyPolicyError,
@@ -33,7 +33,6 @@ from keys.sealing import (
     seal_keyset,
     unseal_keyset,
 )
-from transfer import aead, bech32
 from transfer.errors import InputError, IntegrityError, PolicyError
 
 T0 = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from keys import agekeys
+from keys import aead, agekeys
 from keys.keyset import KeyRevokedError, KeySet
 from keys.sealing import KekProtection, KeyFileFormatError, KeyUnsealError, PassphraseProtection
 from keys.store import (
@@ -21,7 +21,6 @@ from keys.store import (
     KeySetNotFoundError,
     KeyStore,
 )
-from transfer import aead
 from transfer.auditing import AuditEvent, MemoryAudit
 from transfer.errors import InputError, PolicyError
 

@@ -8,7 +8,8 @@ for a non-expert, and never contain key material.
 
 from __future__ import annotations
 
-from transfer.errors import InputError, IntegrityError
+from keys.agekeys import AgeKeyError as AgeKeyError  # the one key error (keys/)
+from transfer.errors import IntegrityError
 
 
 class AgeError(IntegrityError):
@@ -47,12 +48,3 @@ class AgeNoMatchError(AgeError):
 
     slug = "age-no-match"
     exit_code = 7
-
-
-class AgeKeyError(AgeError, InputError):
-    """A recipient, identity or passphrase given by the caller is not valid or not allowed."""
-
-    http_status = 400
-    slug = "age-invalid-key"
-    exit_code = 2
-    title = "The key is not valid"

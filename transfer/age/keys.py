@@ -17,12 +17,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from transfer import bech32
+from keys import agekeys
+from keys.agekeys import AgeKeyError
 from transfer.age._format import FILE_KEY_SIZE, Stanza, b64decode, b64encode, hkdf
-from transfer.age.errors import AgeHeaderError, AgeKeyError
+from transfer.age.errors import AgeHeaderError
 
-RECIPIENT_HRP = "age"
-IDENTITY_HRP = "age-secret-key-"
 X25519_TYPE = "X25519"
 X25519_LABEL = b"age-encryption.org/v1/X25519"
 SCRYPT_TYPE = "scrypt"
@@ -78,23 +77,14 @@ class X25519Recipient:
 
     @classmethod
     def from_string(cls, text: str) -> X25519Recipient:
-        text = text.strip()
-        try:
-            hrp, data = bech32.decode(text)
-        except bech32.Bech32Error:
-            raise AgeKeyError(
-                "this is not a valid age recipient (it should look like age1...)"
-            ) from None
-        if hrp != RECIPIENT_HRP or len(data) != 32:
-            raise AgeKeyError("this is not an age X25519 recipient (it should look like age1...)")
-        return cls.from_public_bytes(data)
+        return cls.from_public_bytes(agekeys.decode_recipient(text))
 
     @property
     def public_bytes(self) -> bytes:
         return self._raw
 
     def to_string(self) -> str:
-        return bech32.encode(RECIPIENT_HRP, self._raw)
+        return agekeys.encode_recipient(self._raw)
 
     def wrap(self, file_key: bytes) -> list[Stanza]:
         ephemeral = X25519PrivateKey.generate()
@@ -138,18 +128,7 @@ class X25519Identity:
 
     @classmethod
     def from_string(cls, text: str) -> X25519Identity:
-        text = text.strip()
-        try:
-            hrp, data = bech32.decode(text)
-        except bech32.Bech32Error:
-            raise AgeKeyError(
-                "this is not a valid age identity (it should look like AGE-SECRET-KEY-1...)"
-            ) from None
-        if hrp != IDENTITY_HRP or len(data) != 32:
-            raise AgeKeyError(
-                "this is not an age X25519 identity (it should look like AGE-SECRET-KEY-1...)"
-            )
-        return cls.from_private_bytes(data)
+        return cls.from_private_bytes(agekeys.decode_identity(text))
 
     @property
     def recipient(self) -> X25519Recipient:
@@ -159,7 +138,7 @@ class X25519Identity:
         return self._private.private_bytes_raw()
 
     def to_string(self) -> str:
-        return bech32.encode(IDENTITY_HRP, self.private_bytes()).upper()
+        return agekeys.encode_identity(self.private_bytes())
 
     def unwrap(self, stanzas: Sequence[Stanza]) -> bytes | None:
         for stanza in stanzas:

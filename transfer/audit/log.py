@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from transfer import aead
+from keys import aead
 from transfer.audit import merkle
 from transfer.audit.checkpoint import (
     Checkpoint,

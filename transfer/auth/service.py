@@ -27,8 +27,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keys import aead
 from schemas.records import StaffRecord
-from transfer import aead
 from transfer.alerts import Alerts
 from transfer.auditing import AuditEvent, AuditSink, Outcome
 from transfer.auth import codes

@@ -39,6 +39,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from keys import aead
 from schemas import jsontext
 from schemas.manifest import Subject
 from schemas.records import (
@@ -51,7 +52,6 @@ from schemas.records import (
     TriageRecord,
 )
 from schemas.text import first_hidden
-from transfer import aead
 from transfer.errors import ConflictError, InputError, IntegrityError, NotFoundError, PolicyError
 from transfer.identifiers import validate_upn
 from transfer.store import blobs

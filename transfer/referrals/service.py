@@ -34,6 +34,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keys import aead
 from keys.keyset import KeySet
 from keys.store import KeyStore
 from receivers.agencies import ENGLAND, check_addressee, due_on
@@ -52,7 +53,6 @@ from schemas.referrals import (
     ReferralSummary,
     SelectedItem,
 )
-from transfer import aead
 from transfer.age import Recipient as AgeRecipient
 from transfer.age import X25519Recipient, parse_recipient
 from transfer.deadlines import SchoolCalendar, default_calendar

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from transfer import aead
+from keys import aead
 from transfer.errors import IntegrityError, NotFoundError, PolicyError
 from transfer.store.models import Organisation, Pupil, PupilKey
 

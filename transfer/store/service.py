@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, delete, event, func, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
+from keys import aead
 from schemas.records import (
     ActionRecord,
     BodyMapMark,
@@ -61,7 +62,6 @@ from schemas.records import (
     TombstoneRecord,
     TriageRecord,
 )
-from transfer import aead
 from transfer.auditing import AuditEvent, AuditSink, Outcome
 from transfer.ctf import CTFDocument, CTFPupil, parse_ctf
 from transfer.ctf import Destination as CTFDestination

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from transfer import aead
+from keys import aead
 
 _CSRF: Final = b"handover:web:csrf:v1"
 _OWNER: Final = b"handover:web:form-owner:v1"

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from keys import aead
 from schemas.records import NewAction, NewBodyMapMark, NewConcern, NewContact, NewTriage
 from tests.integration.store.conftest import KEK, School, make_school, start_clock
-from transfer import aead
 from transfer.auditing import MemoryAudit
 from transfer.errors import ConflictError, InputError, NotFoundError
 from transfer.store import service

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 
+from keys import aead
 from schemas.records import (
     ChronologyEntry,
     NewAction,
@@ -18,7 +19,6 @@ from schemas.records import (
     PupilEventRecord,
 )
 from tests.integration.store.conftest import School
-from transfer import aead
 from transfer.errors import InputError, NotFoundError
 from transfer.package.from_store import leaver_file_entries
 from transfer.store.keyring import KeyDestroyed, KeyRing, field_aad

@@ -10,8 +10,8 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
+from keys import aead
 from tests.unit.auth.support import PASSWORD, URN, Node, open_node
-from transfer import aead
 from transfer.auth import (
     AccountLocked,
     SessionInvalid,

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transfer import aead
+from keys import aead
 from transfer.errors import TooLargeError
 from transfer.store import blobs
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
+from keys import aead
 from schemas.records import (
     SCHEMA_VERSION,
     SCHEMAS,
@@ -15,7 +16,6 @@ from schemas.records import (
     NewConcern,
     Provenance,
 )
-from transfer import aead
 from transfer.store.keyring import KeyRing, field_aad, org_key_aad, pupil_key_aad
 
 NOW = datetime(2026, 9, 7, 9, tzinfo=UTC)
