@@ -20,9 +20,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from schemas.auditing import AuditEvent
 from transfer.audit import merkle
 from transfer.audit.log import AuditLog
-from transfer.auditing import AuditEvent
 from transfer.commands.init import initialise, write_config
 from transfer.config import CONFIG_FILE, load_config
 from transfer.demo.procs import ServeProcess, free_port

@@ -42,8 +42,8 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keys import aead
+from schemas.auditing import AuditEvent
 from schemas.records import NewAction, NewConcern, NewContact, NewPupil, NewTriage
-from transfer.auditing import AuditEvent
 from transfer.identifiers import upn_check_letter
 from transfer.store.keyring import KeyRing, field_aad
 from transfer.store.models import (

@@ -30,10 +30,10 @@ from aiohttp import ClientSession, CookieJar, web
 from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
 
+from schemas.auditing import MemoryAudit
 from schemas.records import NewAction, NewConcern, NewPupil, NewTriage
 from transfer.alerts import Alerts
 from transfer.api import create_app
-from transfer.auditing import MemoryAudit
 from transfer.auth import CHEAPEST, Accounts
 from transfer.config import Config
 from transfer.identifiers import upn_check_letter

@@ -9,7 +9,7 @@ Reading (:meth:`KeyStore.load`, :meth:`KeyStore.list_orgs`,
 :meth:`KeyStore.export_public`) is synchronous. Every change and every
 export of a secret is audited, so those methods are ``async``: the file work
 runs in a worker thread, then the event is recorded on the
-:class:`transfer.auditing.AuditSink` (or logged, when the store was made
+:class:`schemas.auditing.AuditSink` (or logged, when the store was made
 without one). An export of a secret key is recorded *before* the key is
 returned; a refused export is recorded too. No key material ever goes into
 an audit event, a log line or an error message.
@@ -32,7 +32,7 @@ from urllib.parse import quote, unquote
 from keys import agekeys
 from keys.keyset import KeySet, format_time, parse_key_id, validate_org_id
 from keys.sealing import Protection, read_org_id, seal_keyset, unseal_keyset
-from transfer.auditing import AuditEvent, AuditSink, Outcome
+from schemas.auditing import AuditEvent, AuditSink, Outcome
 from transfer.errors import ConflictError, HandoverError, NotFoundError, PolicyError, TransportError
 
 __all__ = [

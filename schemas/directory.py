@@ -7,9 +7,13 @@ node endpoint, current ``age1…`` recipient and minisign signing key, the
 earlier signing keys that still stand for signatures made while they were
 current, and the revocations of signing keys. See ``docs/directory.md``.
 
-Each :class:`DirectoryEntry` checks itself: its ``key_id`` is the id inside
-its minisign key and its ``fingerprint`` is the fingerprint of its keys, so
-an entry whose parts disagree cannot be built.
+The models check shape (patterns, lengths, times in order, nothing listed
+twice). The checks that need the key formats (each ``key_id`` is the id inside
+its minisign key, the ``fingerprint`` is the fingerprint of the keys, the audit
+key is a valid verifier key named after its origin) are made by
+:func:`transfer.directory.document.check_entry_keys` wherever an entry or a
+document is read or made, so this module stays a leaf (pydantic and the
+standard library only).
 
 Pure: no I/O.
 """
@@ -29,12 +33,8 @@ from pydantic import (
     model_validator,
 )
 
-from keys import agekeys, minisign
-from keys.fingerprint import fingerprint_of_public
 from schemas.manifest import format_rfc3339
 from schemas.text import Line, Prose
-from transfer.audit.checkpoint import NoteError, Verifier
-from transfer.errors import InputError
 
 __all__ = [
     "DOCUMENT_TYPE",
@@ -107,13 +107,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def _key_id_of(signing_key: str) -> str:
-    try:
-        return minisign.PublicKey.from_base64(signing_key).key_id_hex
-    except InputError as exc:
-        raise ValueError(str(exc)) from None
-
-
 class PreviousSigningKey(_Model):
     """An earlier signing key: it stands for signatures dated from ``valid_from`` to
     ``valid_until`` (when it was replaced), unless revoked."""
@@ -130,8 +123,6 @@ class PreviousSigningKey(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> PreviousSigningKey:
-        if _key_id_of(self.signing_key) != self.key_id:
-            raise ValueError(f"key_id {self.key_id} is not the id of the signing key given")
         if self.valid_until < self.valid_from:
             raise ValueError("an earlier key's valid_until is before its valid_from")
         return self
@@ -163,18 +154,6 @@ class AuditKey(_Model):
             description="The C2SP note verifier key: <name>+<8 hex key hash>+<base64 key>.",
         ),
     ]
-
-    @model_validator(mode="after")
-    def _consistent(self) -> AuditKey:
-        try:
-            verifier = Verifier.from_vkey(self.vkey)
-        except NoteError as exc:
-            raise ValueError(f"the audit log key is not a valid verifier key: {exc}") from None
-        if verifier.name != self.origin:
-            raise ValueError(
-                f"the audit log key is named {verifier.name!r}, not the origin {self.origin!r}"
-            )
-        return self
 
     @classmethod
     def from_vkey(cls, vkey: str) -> AuditKey:
@@ -218,20 +197,6 @@ class DirectoryEntry(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> DirectoryEntry:
-        if _key_id_of(self.signing_key) != self.key_id:
-            raise ValueError(f"key_id {self.key_id} is not the id of the signing key given")
-        try:
-            agekeys.decode_recipient(self.recipient)
-            expected = fingerprint_of_public(
-                self.recipient, minisign.PublicKey.from_base64(self.signing_key)
-            )
-        except InputError as exc:
-            raise ValueError(str(exc)) from None
-        if expected != self.fingerprint:
-            raise ValueError(
-                f"the fingerprint {self.fingerprint} is not the fingerprint of the keys given "
-                f"(they give {expected})"
-            )
         if self.valid_until is not None and self.valid_until < self.valid_from:
             raise ValueError("valid_until is before valid_from")
         ids = [self.key_id, *(p.key_id for p in self.previous_keys)]

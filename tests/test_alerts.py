@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from schemas.auditing import MemoryAudit
 from schemas.records import Destination, NewPupil
 from tests.test_mail import Inbox, smtp_server  # noqa: F401 - a fixture used below
 from transfer.alerts import ENGLAND, Alerts
 from transfer.alerts_tables import alerts as alerts_table
-from transfer.auditing import MemoryAudit
 from transfer.config import SmtpSection, TransferSection
 from transfer.deadlines import DayUnit, default_calendar, transfer_due_date
 from transfer.errors import InputError, NotFoundError

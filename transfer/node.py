@@ -15,8 +15,8 @@ from receivers.agency_node import AgencyNodeRoute
 from receivers.portal.service import PickupPortal, PortalSettings
 from transfer.alert_rules import StoreAlerts
 from transfer.alerts import Alerts
-from transfer.api.request_ids import RequestIdAudit
 from transfer.audit.log import AuditLog
+from transfer.audit.request_ids import RequestIdAudit
 from transfer.auth.service import Accounts
 from transfer.config import CONFIG_FILE, Config, kek_source, load_config, load_kek
 from transfer.directory.service import Directory

@@ -14,10 +14,10 @@ from keys import minisign
 from keys.keyset import KeyRetiredError, KeyRevokedError
 from keys.sealing import KekProtection
 from keys.store import KeyStore
+from schemas.auditing import AuditEvent, MemoryAudit
 from schemas.directory import Revocation
 from tests.directory.support import T0, document, entry, keyset
 from tests.integration.store.conftest import FakeClock
-from transfer.auditing import AuditEvent, MemoryAudit
 from transfer.directory.document import (
     DirectoryExpiredError,
     DirectoryRollbackError,

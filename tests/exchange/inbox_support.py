@@ -27,6 +27,7 @@ from aiohttp import web
 from keys.keyset import KeySet
 from keys.sealing import KekProtection
 from keys.store import KeyStore
+from schemas.auditing import AuditEvent, MemoryAudit
 from schemas.manifest import Recipient, Sender
 from schemas.records import (
     Destination,
@@ -39,7 +40,6 @@ from schemas.records import (
 )
 from tests.integration.package.support import identity
 from tests.integration.store.conftest import KEK, SCHOOL_URN, School, make_school, start_clock
-from transfer.auditing import AuditEvent, MemoryAudit
 from transfer.config import Config, NodeSection, TransferSection
 from transfer.directory.service import Directory
 from transfer.exchange.inbox import Inbox

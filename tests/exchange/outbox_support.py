@@ -27,13 +27,13 @@ from aiohttp import web
 from keys.keyset import KeySet
 from keys.sealing import KekProtection
 from keys.store import KeyStore
+from schemas.auditing import MemoryAudit
 from schemas.directory import DirectoryEntry
 from schemas.manifest import PackageKind
 from schemas.receipt import Actor as ReceiptActor
 from schemas.receipt import ReceiptBody
 from schemas.records import Destination, NewConcern, NewPupil
 from tests.integration.store.conftest import KEK, SCHOOL_URN, School, make_school, start_clock
-from transfer.auditing import MemoryAudit
 from transfer.config import Config, TransferSection
 from transfer.directory.document import entry_from_keyset
 from transfer.errors import NotFoundError

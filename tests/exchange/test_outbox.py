@@ -295,8 +295,8 @@ async def test_permissions_and_bad_input(tmp_path: Path) -> None:
 async def test_two_sweepers_drain_one_outbox_with_each_item_delivered_once(
     db_url: str, tmp_path: Path
 ) -> None:
+    from schemas.auditing import MemoryAudit
     from tests.integration.store.conftest import KEK
-    from transfer.auditing import MemoryAudit
     from transfer.store.service import Store
 
     async with sending(db_url, tmp_path) as s:
@@ -383,8 +383,8 @@ async def test_accepted_and_rejected_receipts_at_once_keep_exactly_one(
 ) -> None:
     """Two processes take opposite final receipts at the same moment: one wins, the
     other is refused, on both engines."""
+    from schemas.auditing import MemoryAudit
     from tests.integration.store.conftest import KEK
-    from transfer.auditing import MemoryAudit
     from transfer.receipts import ReceiptContradictionError
     from transfer.store.service import Store
 

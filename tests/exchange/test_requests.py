@@ -15,11 +15,11 @@ from aiohttp import web
 
 from keys.sealing import KekProtection
 from keys.store import KeyStore
+from schemas.auditing import MemoryAudit
 from schemas.records import NewConcern, NewPupil
 from tests.exchange.inbox_support import free_port
 from tests.test_alerts import upn
 from transfer.alerts import Alerts
-from transfer.auditing import MemoryAudit
 from transfer.config import Config, NodeSection, SmtpSection, TransferSection
 from transfer.directory.document import entry_from_keyset
 from transfer.directory.service import Directory

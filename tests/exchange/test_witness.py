@@ -22,13 +22,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from schemas.auditing import AuditEvent
 from schemas.directory import AuditKey, DirectoryEntry
 from tests.support.notes import with_signature_length
 from tests.support.postgres import PostgresServer, create_database
 from transfer.audit import merkle
 from transfer.audit.checkpoint import Checkpoint, Signer, sign_checkpoint, verify_checkpoint
 from transfer.audit.log import PeerCheckpoint
-from transfer.auditing import AuditEvent
 from transfer.commands.init import initialise, write_config
 from transfer.config import CONFIG_FILE
 from transfer.directory.document import (

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from schemas.auditing import MemoryAudit
 from schemas.records import NewPupil
-from transfer.auditing import MemoryAudit
 from transfer.commands.init import initialise
 from transfer.errors import DamagedStateError
 from transfer.identity import MARKER, WrongKekError, check_identity, read_marker

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from schemas.auditing import MemoryAudit
 from tests.integration.store.conftest import KEK, make_school, start_clock
 from tests.referrals.support import Setting, make_setting
-from transfer.auditing import MemoryAudit
 from transfer.store.service import Store
 
 

@@ -21,7 +21,7 @@ from keys.store import (
     KeySetNotFoundError,
     KeyStore,
 )
-from transfer.auditing import AuditEvent, MemoryAudit
+from schemas.auditing import AuditEvent, MemoryAudit
 from transfer.errors import InputError, PolicyError
 
 ORG = "urn:school:100000"

@@ -3,6 +3,5 @@
 from __future__ import annotations
 
 from transfer.api.app import create_app
-from transfer.api.request_ids import RequestIdAudit
 
-__all__ = ["RequestIdAudit", "create_app"]
+__all__ = ["create_app"]

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from receivers.portal.service import PickupPortal
 from receivers.portal.web import create_portal_app
+from schemas.auditing import AuditEvent, AuditSink
 from transfer import __version__
 from transfer.api.headers import SECURITY_HEADERS, SERVER
 from transfer.api.openapi import build_openapi
@@ -31,7 +32,6 @@ from transfer.api.problems import (
     from_validation,
     problem_response,
 )
-from transfer.api.request_ids import HEADER, REQUEST_ID, request_id_from
 from transfer.api.routes import (
     ACCOUNTS_KEY,
     CONFIG_KEY,
@@ -47,7 +47,7 @@ from transfer.api.routes_outbox import OUTBOX_KEY, OUTBOX_ROUTES
 from transfer.api.routes_portal import PORTAL_KEY, PORTAL_ROUTES
 from transfer.api.routes_referrals import REFERRAL_ROUTES, REFERRALS_KEY
 from transfer.api.routes_requests import ALERT_ROUTES, ALERTS_KEY, REQUEST_ROUTES, REQUESTS_KEY
-from transfer.auditing import AuditEvent, AuditSink
+from transfer.audit.request_ids import HEADER, REQUEST_ID, request_id_from
 from transfer.auth.service import Accounts
 from transfer.config import Config
 from transfer.errors import DamagedStateError, HandoverError, TooLargeError
@@ -191,7 +191,7 @@ def create_app(
     """The API application over a store and an accounts service.
 
     ``audit`` receives the API's own events (``api.error``); pass the same
-    sink, wrapped in :class:`transfer.api.request_ids.RequestIdAudit`, to the
+    sink, wrapped in :class:`transfer.audit.request_ids.RequestIdAudit`, to the
     store and the accounts service so that their events carry request ids.
     Subject access exports are written under ``exports_dir`` (default:
     ``<data dir>/exports``). With ``portal``, the pickup portal's JSON API

@@ -41,7 +41,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from transfer.api.headers import SECURITY_HEADERS, SERVER
 from transfer.api.problems import MEDIA_TYPE, problem_text
-from transfer.api.request_ids import HEADER, request_id_from
+from transfer.audit.request_ids import HEADER, request_id_from
 
 if TYPE_CHECKING:
     from aiohttp.web_request import BaseRequest

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Any
 
-from transfer.auditing import AuditEvent
+from schemas.auditing import AuditEvent
 from transfer.errors import InputError, IntegrityError
 
 VERSION = 1

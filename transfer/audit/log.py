@@ -1,6 +1,6 @@
 """The audit log in the database: appends, checkpoints, proofs, witnessing, verification.
 
-:class:`AuditLog` implements :class:`transfer.auditing.AuditSink`. Every append
+:class:`AuditLog` implements :class:`schemas.auditing.AuditSink`. Every append
 runs in one transaction that first locks the single ``audit_head`` row
 (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the transaction starts with a
 write, so writers queue on the database lock), so several processes appending to
@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keys import aead
+from schemas.auditing import AuditEvent
 from transfer.audit import merkle
 from transfer.audit.checkpoint import (
     Checkpoint,
@@ -69,7 +70,6 @@ from transfer.audit.tables import (
     audit_nodes,
     audit_witnessed,
 )
-from transfer.auditing import AuditEvent
 from transfer.config import Config
 from transfer.errors import InputError, IntegrityError, NotFoundError
 from transfer.private_files import private_dir

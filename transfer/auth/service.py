@@ -28,9 +28,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keys import aead
+from schemas.auditing import AuditEvent, AuditSink, Outcome
 from schemas.records import StaffRecord
 from transfer.alerts import Alerts
-from transfer.auditing import AuditEvent, AuditSink, Outcome
 from transfer.auth import codes
 from transfer.auth.approvals import StaffApprovals
 from transfer.auth.models import (

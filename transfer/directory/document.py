@@ -33,8 +33,8 @@ from typing import Any, Final
 from nacl.signing import SigningKey
 from pydantic import ValidationError
 
-from keys import minisign
-from keys.fingerprint import crockford_base32
+from keys import agekeys, minisign
+from keys.fingerprint import crockford_base32, fingerprint_of_public
 from keys.keyset import (
     KeyNotYetValidError,
     KeyRetiredError,
@@ -54,6 +54,7 @@ from schemas.directory import (
     Revocation,
 )
 from schemas.manifest import canonical_json
+from transfer.audit.checkpoint import NoteError, Verifier
 from transfer.errors import ConflictError, InputError, IntegrityError, PolicyError
 from transfer.package.errors import UnknownSenderError
 from transfer.wording import plural
@@ -253,6 +254,58 @@ def document_bytes(doc: DirectoryDocument) -> bytes:
     return canonical_json(data)
 
 
+def _key_id_of(signing_key: str) -> str:
+    return minisign.PublicKey.from_base64(signing_key).key_id_hex
+
+
+def _entry_key_problem(entry: DirectoryEntry) -> str | None:
+    """What is wrong between an entry's keys and the ids and fingerprint it states."""
+    try:
+        if _key_id_of(entry.signing_key) != entry.key_id:
+            return f"key_id {entry.key_id} is not the id of the signing key given"
+        for p in entry.previous_keys:
+            if _key_id_of(p.signing_key) != p.key_id:
+                return f"key_id {p.key_id} is not the id of the earlier signing key given"
+        agekeys.decode_recipient(entry.recipient)
+        expected = fingerprint_of_public(
+            entry.recipient, minisign.PublicKey.from_base64(entry.signing_key)
+        )
+    except InputError as exc:
+        return exc.message
+    if expected != entry.fingerprint:
+        return (
+            f"the fingerprint {entry.fingerprint} is not the fingerprint of the keys given "
+            f"(they give {expected})"
+        )
+    if entry.audit_key is not None:
+        try:
+            verifier = Verifier.from_vkey(entry.audit_key.vkey)
+        except NoteError as exc:
+            return f"audit_key: the audit log key is not a valid verifier key: {exc}"
+        if verifier.name != entry.audit_key.origin:
+            return (
+                f"audit_key: the audit log key is named {verifier.name!r}, not the origin "
+                f"{entry.audit_key.origin!r}"
+            )
+    return None
+
+
+def check_entry_keys(entry: DirectoryEntry, what: str = "the entry") -> DirectoryEntry:
+    """``entry`` if its keys agree with the ids and the fingerprint it states; else raise
+    :class:`DirectoryFormatError` (an entry whose parts disagree is never used)."""
+    problem = _entry_key_problem(entry)
+    if problem is not None:
+        raise DirectoryFormatError(f"{what} is not valid: {entry.org_id}: {problem}")
+    return entry
+
+
+def check_document_keys(doc: DirectoryDocument, what: str = "the directory") -> DirectoryDocument:
+    """``doc`` if every entry's keys agree with what it states (:func:`check_entry_keys`)."""
+    for entry in doc.organisations:
+        check_entry_keys(entry, what)
+    return doc
+
+
 def parse_document(data: bytes, *, canonical: bool = True) -> DirectoryDocument:
     """Parse ``directory.json``. With ``canonical``, it must be exactly in canonical form."""
     if len(data) > MAX_DOCUMENT_BYTES:
@@ -272,6 +325,7 @@ def parse_document(data: bytes, *, canonical: bool = True) -> DirectoryDocument:
         doc = DirectoryDocument.model_validate(raw)
     except ValidationError as exc:
         raise DirectoryFormatError(f"the directory is not valid: {_first_error(exc)}") from None
+    check_document_keys(doc)
     if canonical and document_bytes(doc) != data:
         raise DirectoryFormatError(
             "the directory is not in canonical form (it was edited after it was signed?)"
@@ -287,9 +341,10 @@ def parse_entry(data: bytes) -> DirectoryEntry:
     if not isinstance(raw, dict):
         raise DirectoryFormatError("the entry file does not hold a JSON object")
     try:
-        return DirectoryEntry.model_validate(raw)
+        entry = DirectoryEntry.model_validate(raw)
     except ValidationError as exc:
         raise DirectoryFormatError(f"the entry is not valid: {_first_error(exc)}") from None
+    return check_entry_keys(entry)
 
 
 def trusted_comment(serial: int) -> str:
@@ -376,6 +431,7 @@ def sign_document(
         )
     except ValidationError as exc:
         raise InputError(f"cannot sign the directory: {_first_error(exc)}") from None
+    check_document_keys(issued, "the directory to sign")
     data = document_bytes(issued)
     signature = minisign.sign(
         secret,
@@ -519,7 +575,7 @@ def entry_from_keyset(
         for r in keyset.previous_signing[:100]
     )
     try:
-        return DirectoryEntry(
+        entry = DirectoryEntry(
             org_id=keyset.org_id,
             name=name,
             kind=kind,
@@ -537,6 +593,7 @@ def entry_from_keyset(
         )
     except ValidationError as exc:
         raise InputError(f"cannot make the directory entry: {_first_error(exc)}") from None
+    return check_entry_keys(entry, "the directory entry")
 
 
 def revocations_from_keyset(keyset: KeySet) -> list[Revocation]:

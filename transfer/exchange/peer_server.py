@@ -46,9 +46,9 @@ from transfer.api.problems import (
     from_validation,
     problem_response,
 )
-from transfer.api.request_ids import HEADER, REQUEST_ID, request_id_from
 from transfer.audit.checkpoint import parse_checkpoint
 from transfer.audit.log import AuditLog, PeerCheckpoint
+from transfer.audit.request_ids import HEADER, REQUEST_ID, request_id_from
 from transfer.config import Config
 from transfer.errors import (
     HandoverError,

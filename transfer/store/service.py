@@ -28,6 +28,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from keys import aead
+from schemas.auditing import AuditEvent, AuditSink, Outcome
 from schemas.records import (
     ActionRecord,
     BodyMapMark,
@@ -62,7 +63,6 @@ from schemas.records import (
     TombstoneRecord,
     TriageRecord,
 )
-from transfer.auditing import AuditEvent, AuditSink, Outcome
 from transfer.ctf import CTFDocument, CTFPupil, parse_ctf
 from transfer.ctf import Destination as CTFDestination
 from transfer.deadlines import retention_until

@@ -24,8 +24,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import MultiDict
 
-from transfer.api.request_ids import current_request_id
-from transfer.auditing import AuditEvent, AuditSink
+from schemas.auditing import AuditEvent, AuditSink
+from transfer.audit.request_ids import current_request_id
 from transfer.auth.records import Principal
 from transfer.auth.service import Accounts, SessionInvalid, TotpEnrolmentRequired
 from transfer.config import Config

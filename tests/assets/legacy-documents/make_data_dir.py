@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
 
+from schemas.auditing import MemoryAudit
 from schemas.records import NewPupil
-from transfer.auditing import MemoryAudit
 from transfer.store.permissions import Role
 from transfer.store.service import Store
 

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from schemas.auditing import AuditEvent
 from transfer.audit.log import AuditLog
-from transfer.auditing import AuditEvent
 
 KEK = bytes(range(32))
 

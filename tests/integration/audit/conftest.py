@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from schemas.auditing import AuditEvent
 from transfer.audit.log import AuditLog
-from transfer.auditing import AuditEvent
 from transfer.store.db import migrate_url
 
 KEK = bytes(range(32))

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from schemas.auditing import AuditEvent
 from transfer.audit.log import AuditLog
-from transfer.auditing import AuditEvent
 from transfer.store.db import make_engine, migrate
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -153,7 +153,7 @@ async def test_export_and_verify_export(node: Path, tmp_path: Path) -> None:
 async def test_show_names_who_acted(node: Path) -> None:
     """Each kind of actor in words: a member of staff by name, role and organisation, the
     operator, the node itself, another organisation's node, and an id nothing here knows."""
-    from transfer.auditing import MemoryAudit
+    from schemas.auditing import MemoryAudit
     from transfer.store.permissions import Role
     from transfer.store.service import Store
 

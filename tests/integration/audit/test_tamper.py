@@ -408,7 +408,7 @@ async def test_a_row_with_a_negative_number_is_named(log: AuditLog, migrated_url
 
 
 async def test_a_bad_event_fails_alone_in_a_group_commit(log: AuditLog) -> None:
-    from transfer.auditing import AuditEvent
+    from schemas.auditing import AuditEvent
     from transfer.errors import InputError
 
     bad = AuditEvent(action="store.pupil.read", detail={"note": "x" * 600})

@@ -14,6 +14,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from keys.keyset import KeySet
+from schemas.auditing import MemoryAudit
 from schemas.manifest import Entry, Recipient, Sender
 from schemas.records import (
     ActionRecord,
@@ -32,7 +33,6 @@ from schemas.records import (
 )
 from tests.integration.package.support import identity
 from tests.integration.store.conftest import KEK, School, make_school, start_clock
-from transfer.auditing import MemoryAudit
 from transfer.identifiers import upn_check_letter
 from transfer.package.build import BuiltPackage
 from transfer.package.from_store import RECORD_TYPES, build_leaver_package

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from schemas.auditing import MemoryAudit
 from schemas.records import NewPupil, PupilRecord
-from transfer.auditing import MemoryAudit
 from transfer.store.permissions import Actor, Role
 from transfer.store.service import Store
 

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select, text, update
 
+from schemas.auditing import MemoryAudit
 from tests.integration.store.conftest import KEK, School, start_clock
-from transfer.auditing import MemoryAudit
 from transfer.errors import ConflictError
 from transfer.store import blobs
 from transfer.store import service as store_service

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from keys import aead
+from schemas.auditing import MemoryAudit
 from schemas.records import NewAction, NewBodyMapMark, NewConcern, NewContact, NewTriage
 from tests.integration.store.conftest import KEK, School, make_school, start_clock
-from transfer.auditing import MemoryAudit
 from transfer.errors import ConflictError, InputError, NotFoundError
 from transfer.store import service
 from transfer.store.keyring import KeyDestroyed, KeyRing, field_aad

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from schemas.auditing import MemoryAudit
 from schemas.records import NewAction, NewBodyMapMark, NewConcern, NewContact, NewTriage
 from tests.integration.store.conftest import KEK, School, make_school, start_clock
-from transfer.auditing import MemoryAudit
 from transfer.store.service import Store
 
 MARKER = "ZQX-SECRET-MARKER-7731"

@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import update
 
+from schemas.auditing import MemoryAudit
 from schemas.records import Destination, NewConcern, NewPupil, PupilChanges
 from tests.integration.store.conftest import School
-from transfer.auditing import MemoryAudit
 from transfer.errors import ConflictError, InputError, IntegrityError
 from transfer.identifiers import InvalidIdentifier, InvalidUPN, UPNErrorCategory
 from transfer.store.models import Concern, ProvenanceRow

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from schemas.auditing import AuditEvent
 from transfer.audit.entry import (
     COLUMNS,
     ZERO_HASH,
@@ -17,7 +18,6 @@ from transfer.audit.entry import (
     entry_from_event,
 )
 from transfer.audit.merkle import leaf_hash
-from transfer.auditing import AuditEvent
 from transfer.errors import InputError
 
 WHEN = datetime(2026, 9, 7, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=1)))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pyotp
 
+from schemas.auditing import AuditEvent, MemoryAudit
 from schemas.records import StaffRecord
-from transfer.api.request_ids import RequestIdAudit
-from transfer.auditing import AuditEvent, MemoryAudit
+from transfer.audit.request_ids import RequestIdAudit
 from transfer.auth import CHEAPEST, Accounts, Principal
 from transfer.config import SecuritySection
 from transfer.store.permissions import NEEDS_TOTP, Role

@@ -1,4 +1,4 @@
-"""The interface between the rest of Handover and the audit log.
+"""The interface between the rest of Handover and the audit log (a leaf: standard library only).
 
 Anything that must be audited takes an :class:`AuditSink` and calls
 :meth:`AuditSink.record`. The tamper-evident Merkle log implements it; tests

@@ -1,6 +1,7 @@
 """Request ids: one per HTTP request, in the logs, the response and every audit event.
 
-The API's middleware sets :data:`REQUEST_ID` for the duration of a request.
+The HTTP faces (staff API, peer server, web app) set :data:`REQUEST_ID` for the
+duration of a request; it lives beside the audit log because no service may import a face.
 Wrap the node's audit sink in :class:`RequestIdAudit` before handing it to the
 store and the accounts service, so that their events carry the id too.
 """
@@ -12,7 +13,7 @@ import re
 import uuid
 from contextvars import ContextVar
 
-from transfer.auditing import AuditEvent, AuditSink
+from schemas.auditing import AuditEvent, AuditSink
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("handover_request_id", default=None)
 HEADER = "X-Request-Id"
