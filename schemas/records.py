@@ -67,6 +67,11 @@ class Provenance(_Model):
     package_id: _Id
     received_at: AwareDatetime
     original_id: _Id
+    #: When this record replaced an earlier version from the same sender: when that earlier
+    #: version was received (both are kept; the earlier one has this record as its successor).
+    amends_received_at: AwareDatetime | None = None
+    #: True when a later version of this record was received (this one is kept as it was).
+    superseded: bool = False
 
 
 class OrganisationRecord(_Record):

@@ -185,8 +185,19 @@ def _accept(args: argparse.Namespace) -> int:
         print(
             f"accepted {outcome.package.package_id} into {made} {outcome.pupil_id}: "
             + ", ".join(f"{n} {k}" for k, n in outcome.counts.items())
+            + _held_words(outcome.held, outcome.amended)
         )
     return 0
+
+
+def _held_words(held: int, amended: int) -> str:
+    """What was not imported again, or kept as a changed version, in words."""
+    parts = []
+    if held:
+        parts.append(f"{plural(held, 'record')} already held, not imported again")
+    if amended:
+        parts.append(f"{plural(amended, 'changed record')} kept beside the earlier version")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _reject(args: argparse.Namespace) -> int:

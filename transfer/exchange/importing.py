@@ -26,11 +26,13 @@ sender's staff id, which the provenance marks as the sender's.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import shutil
 import uuid
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -41,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from keys import aead
 from schemas import jsontext
-from schemas.manifest import Subject
+from schemas.manifest import Subject, canonical_json
 from schemas.records import (
     ActionRecord,
     ConcernRecord,
@@ -266,14 +268,41 @@ class ImportPlan:
 
 @dataclass(frozen=True)
 class ImportResult:
+    """What an import wrote. ``counts``: records imported, by kind (new ones and changed
+    versions); ``held``: records already held from the same sender, unchanged, not imported
+    again; ``amended``: changed versions kept beside the earlier one (both are kept)."""
+
     pupil_id: str
     new_pupil: bool
     matched_by: str
     counts: dict[str, int]
     skipped: int
+    held: int = 0
+    amended: int = 0
 
 
 # ----------------------------------------------------------------- importing
+
+#: The purpose label of the key that hashes received records (derived from the pupil's key).
+PROVENANCE_DIGEST_LABEL: Final = b"handover:provenance-digest:v1"
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A record this pupil already holds from the same sender: its latest version here."""
+
+    provenance_id: str
+    record_id: str
+    digest: str | None
+
+
+def _provenanced(records: PackageRecords) -> tuple[list[Any], ...]:
+    return (records.concerns, records.triage, records.actions, records.contacts,
+            records.documents)  # fmt: skip
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
 
 
 class Importer:
@@ -439,7 +468,14 @@ class _Writer:
         self.source_org_id = source_org_id
         self.source_org_name = source_org_name[:200]
         self.received_at = received_at
-        self.provenances: dict[str, str] = {}
+        #: Original id -> the latest version this pupil already holds from the same sender.
+        self.held: dict[str, _Held] = {}
+        self.digest_key = aead.purpose_key(plan.key, PROVENANCE_DIGEST_LABEL)
+        self.imported: dict[str, int] = {}
+        self.held_count = 0
+        self.amended_count = 0
+        #: The sender's concern id -> ours (held, or imported now), for the records under it.
+        self.concern_local: dict[str, str] = {}
 
     def _seal(self, table: str, record_id: str, fields: Mapping[str, str]) -> None:
         pid = self.plan.pupil_id
@@ -456,23 +492,76 @@ class _Writer:
                 )
             )
 
-    def _provenance(self, original_id: str) -> str:
-        return self.provenances[original_id]
+    def _digest(self, record: BaseModel) -> str:
+        """The keyed hash of a record as the sender wrote it (compared, never shown)."""
+        data = canonical_json(record.model_dump(mode="json"))
+        return hmac.new(self.digest_key, data, hashlib.sha256).hexdigest()
 
-    async def _add_provenances(self, records: PackageRecords) -> None:
-        """One provenance row per record imported, flushed before the records pointing at them."""
-        concerns = {c.id for c in records.concerns}
-        linked = [
-            r
-            for group in (records.triage, records.actions, records.contacts)
-            for r in group
-            if r.concern_id in concerns
+    async def _find_held(self, records: PackageRecords) -> None:
+        """The latest version of each incoming record this pupil already holds from the same
+        sender (matched by the sender's organisation and its record id)."""
+        if self.plan.new_pupil:
+            return
+        incoming = [r.id for group in _provenanced(records) for r in group]
+        if not incoming:
+            return
+        pid = self.plan.pupil_id
+        provs = {
+            p.id: p
+            for p in await self.s.scalars(
+                select(ProvenanceRow).where(
+                    ProvenanceRow.org_id == self.plan.org_id,
+                    ProvenanceRow.source_org_id == self.source_org_id,
+                    ProvenanceRow.original_id.in_(incoming),
+                )
+            )
+        }
+        if not provs:
+            return
+        of_pupil = select(ConcernPupil.concern_id).where(ConcernPupil.pupil_id == pid)
+        queries = [
+            select(Concern.provenance_id, Concern.id).where(
+                Concern.provenance_id.in_(provs), Concern.id.in_(of_pupil)
+            ),
+            *(
+                select(linked.provenance_id, linked.id).where(
+                    linked.provenance_id.in_(provs), linked.concern_id.in_(of_pupil)
+                )
+                for linked in (Triage, Action, Contact)
+            ),
+            select(Document.provenance_id, Document.id).where(
+                Document.provenance_id.in_(provs), Document.pupil_id == pid
+            ),
         ]
-        for r in (*records.concerns, *linked, *records.documents):
-            self.provenances[r.id] = self._new_provenance(r.id)
-        await self.s.flush()
+        local: dict[str, str] = {}
+        for query in queries:
+            for prov_id, record_id in await self.s.execute(query):
+                if prov_id is not None:
+                    local[prov_id] = record_id
+        superseded = {p.amends_id for p in provs.values() if p.amends_id}
+        for prov_id, record_id in local.items():
+            p = provs[prov_id]
+            if prov_id in superseded:
+                continue  # a later version of it is held
+            self.held[p.original_id] = _Held(prov_id, record_id, p.digest)
+        for c in records.concerns:
+            if c.id in self.held:
+                self.concern_local[c.id] = self.held[c.id].record_id
 
-    def _new_provenance(self, original_id: str) -> str:
+    def _version(self, record: BaseModel, original_id: str, kind: str) -> str | None:
+        """The provenance id for a record to import, or None when it is already held as is.
+
+        A record held with the same digest (or held from before digests were kept) is not
+        imported again; a changed one is imported as a new version pointing at the earlier.
+        """
+        digest = self._digest(record)
+        held = self.held.get(original_id)
+        if held is not None and (held.digest is None or hmac.compare_digest(held.digest, digest)):
+            self.held_count += 1
+            return None
+        if held is not None:
+            self.amended_count += 1
+        self.imported[kind] = self.imported.get(kind, 0) + 1
         prov_id = str(uuid.uuid4())
         self.s.add(
             ProvenanceRow(
@@ -483,6 +572,8 @@ class _Writer:
                 package_id=self.package_id,
                 received_at=self.received_at,
                 original_id=original_id,
+                digest=digest,
+                amends_id=held.provenance_id if held is not None else None,
             )
         )
         return prov_id
@@ -527,10 +618,14 @@ class _Writer:
     async def records(self, records: PackageRecords) -> ImportResult:
         pid = self.plan.pupil_id
         source_pid = self.plan.incoming.source_id if self.plan.incoming else None
-        concern_ids: dict[str, str] = {}
         skipped = 0
-        await self._add_provenances(records)
+        await self._find_held(records)
+        concern_ids = self.concern_local
         for c in records.concerns:
+            prov = self._version(c, c.id, "concerns")
+            if prov is None:
+                continue
+            await self.s.flush()
             new_id = str(uuid.uuid4())
             concern_ids[c.id] = new_id
             self.s.add(
@@ -543,7 +638,7 @@ class _Writer:
                     recorded_at=c.recorded_at,
                     recorded_by=c.recorded_by[:36],
                     status=c.status,
-                    provenance_id=self._provenance(c.id),
+                    provenance_id=prov,
                 )
             )
             await self.s.flush()
@@ -573,6 +668,10 @@ class _Writer:
             if cid is None:
                 skipped += 1
                 continue
+            prov = self._version(t, t.id, "triage")
+            if prov is None:
+                continue
+            await self.s.flush()
             row_id = str(uuid.uuid4())
             self.s.add(
                 Triage(
@@ -581,7 +680,7 @@ class _Writer:
                     decision=t.decision,
                     decided_at=t.decided_at,
                     decided_by=t.decided_by[:36],
-                    provenance_id=self._provenance(t.id),
+                    provenance_id=prov,
                 )
             )
             self._seal("triage_decisions", row_id, {"reason": t.reason})
@@ -590,6 +689,10 @@ class _Writer:
             if cid is None:
                 skipped += 1
                 continue
+            prov = self._version(a, a.id, "actions")
+            if prov is None:
+                continue
+            await self.s.flush()
             row_id = str(uuid.uuid4())
             self.s.add(
                 Action(
@@ -600,7 +703,7 @@ class _Writer:
                     done_at=a.done_at,
                     created_at=a.created_at,
                     created_by=a.created_by[:36],
-                    provenance_id=self._provenance(a.id),
+                    provenance_id=prov,
                 )
             )
             self._seal("actions", row_id, {"text": a.text})
@@ -609,6 +712,10 @@ class _Writer:
             if cid is None:
                 skipped += 1
                 continue
+            prov = self._version(ct, ct.id, "contacts")
+            if prov is None:
+                continue
+            await self.s.flush()
             row_id = str(uuid.uuid4())
             self.s.add(
                 Contact(
@@ -617,7 +724,7 @@ class _Writer:
                     contacted_at=ct.contacted_at,
                     recorded_at=ct.recorded_at,
                     recorded_by=ct.recorded_by[:36],
-                    provenance_id=self._provenance(ct.id),
+                    provenance_id=prov,
                 )
             )
             self._seal("external_contacts", row_id, {"agency": ct.agency, "outcome": ct.outcome})
@@ -627,6 +734,10 @@ class _Writer:
                 raise IntegrityError(
                     f"the package lists document {d.id} but does not hold its file"
                 )
+            prov = self._version(d, d.id, "documents")
+            if prov is None:
+                continue
+            await self.s.flush()
             row_id = str(uuid.uuid4())
             self.s.add(
                 Document(
@@ -640,7 +751,7 @@ class _Writer:
                     media_type=d.media_type[:200],
                     uploaded_at=d.uploaded_at,
                     uploaded_by=d.uploaded_by[:36],
-                    provenance_id=self._provenance(d.id),
+                    provenance_id=prov,
                 )
             )
             self._seal(
@@ -648,7 +759,21 @@ class _Writer:
                 row_id,
                 {"filename": d.filename[:255] or "document", "sha256": d.sha256},
             )
+        seen_events = set()
+        if not self.plan.new_pupil and records.events:
+            seen_events = {
+                (r.kind, r.ref, _utc(r.occurred_at))
+                for r in await self.s.execute(
+                    select(PupilEvent.kind, PupilEvent.ref, PupilEvent.occurred_at).where(
+                        PupilEvent.pupil_id == pid, PupilEvent.recorded_by.is_(None)
+                    )
+                )
+            }
         for e in records.events:
+            if (e.kind, e.ref, _utc(e.occurred_at)) in seen_events:
+                self.held_count += 1  # the same line, from an earlier copy of the file
+                continue
+            self.imported["events"] = self.imported.get("events", 0) + 1
             row_id = str(uuid.uuid4())
             self.s.add(
                 PupilEvent(
@@ -665,8 +790,11 @@ class _Writer:
             summary = f"At {self.source_org_name}: {e.summary}"
             self._seal("pupil_events", row_id, {"summary": summary})
         await self.s.flush()
-        counts = records.counts()
-        return ImportResult(pid, self.plan.new_pupil, self.plan.matched_by, counts, skipped)
+        counts = {kind: self.imported.get(kind, 0) for kind in records.counts()}
+        return ImportResult(
+            pid, self.plan.new_pupil, self.plan.matched_by, counts, skipped,
+            held=self.held_count, amended=self.amended_count,
+        )  # fmt: skip
 
 
 def records_json(raw: bytes) -> Any:

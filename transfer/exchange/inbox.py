@@ -308,6 +308,10 @@ class AcceptOutcome(_Model):
     matched_by: str
     counts: dict[str, int]
     skipped: int
+    #: Records already held from the same sender, unchanged: not imported again.
+    held: int = 0
+    #: Changed versions of records already held: kept beside the earlier version.
+    amended: int = 0
 
 
 class InboxAcceptance(_Model):
@@ -322,6 +326,10 @@ class InboxAcceptance(_Model):
     matched_by: str | None = None
     counts: dict[str, int] = Field(default_factory=dict)
     skipped: int = 0
+    #: Records already held from the same sender, unchanged: not imported again.
+    held: int = 0
+    #: Changed versions of records already held: kept beside the earlier version.
+    amended: int = 0
 
 
 def _summary(row: IncomingPackage, reference: str | None = None) -> IncomingSummary:
@@ -1378,6 +1386,8 @@ class Inbox:
             matched_by=result.matched_by,
             counts=result.counts,
             skipped=result.skipped,
+            held=result.held,
+            amended=result.amended,
         )
 
     async def accept_referral(
@@ -1488,6 +1498,8 @@ class Inbox:
             matched_by=outcome.matched_by,
             counts=outcome.counts,
             skipped=outcome.skipped,
+            held=outcome.held,
+            amended=outcome.amended,
         )
 
     async def _note_in_chronology(

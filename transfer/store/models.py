@@ -156,6 +156,16 @@ class ProvenanceRow(Base):
     package_id: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     original_id: Mapped[str] = mapped_column(String(64))
+    #: Keyed hash of the record as the sender wrote it (None: received before store_0004).
+    digest: Mapped[str | None] = mapped_column(String(64))
+    #: The earlier version of the same record from the same sender, when this one changed it.
+    amends_id: Mapped[str | None] = mapped_column(
+        ForeignKey("provenances.id", name="fk_provenances_amends_id")
+    )
+
+    __table_args__ = (
+        Index("ix_provenances_source_original", "org_id", "source_org_id", "original_id"),
+    )
 
 
 class Concern(Base):

@@ -178,10 +178,15 @@ def _line(
         heading = r.kind.split(".", 1)[0].replace("_", " ").capitalize()
         text = r.summary
     if entry.provenance is not None:
-        details.append(
-            f"Received from {entry.provenance.source_org_name} on "
-            f"{date_in_words(entry.provenance.received_at)}"
-        )
+        prov = entry.provenance
+        details.append(f"Received from {prov.source_org_name} on {date_in_words(prov.received_at)}")
+        if prov.amends_received_at is not None:
+            details.append(
+                "A changed version of the record received on "
+                f"{date_in_words(prov.amends_received_at)} (both are kept)"
+            )
+        if prov.superseded:
+            details.append("A changed version of this record was received later (both are kept)")
     local = entry.occurred_at.astimezone(ENGLAND)
     return ReadableLine(
         id=entry.id,

@@ -1551,7 +1551,23 @@ class Store:
         wanted = {i for i in ids if i is not None}
         if not wanted:
             return {}
-        rows = await s.scalars(select(ProvenanceRow).where(ProvenanceRow.id.in_(wanted)))
+        rows = list(await s.scalars(select(ProvenanceRow).where(ProvenanceRow.id.in_(wanted))))
+        earlier_ids = {r.amends_id for r in rows if r.amends_id is not None}
+        earlier = {
+            pid: at
+            for pid, at in (
+                await s.execute(
+                    select(ProvenanceRow.id, ProvenanceRow.received_at).where(
+                        ProvenanceRow.id.in_(earlier_ids)
+                    )
+                )
+            ).all()
+        } if earlier_ids else {}  # fmt: skip
+        superseded = set(
+            await s.scalars(
+                select(ProvenanceRow.amends_id).where(ProvenanceRow.amends_id.in_(wanted))
+            )
+        )
         return {
             r.id: Provenance(
                 source_org_id=r.source_org_id,
@@ -1559,6 +1575,8 @@ class Store:
                 package_id=r.package_id,
                 received_at=r.received_at,
                 original_id=r.original_id,
+                amends_received_at=earlier.get(r.amends_id) if r.amends_id else None,
+                superseded=r.id in superseded,
             )
             for r in rows
         }
