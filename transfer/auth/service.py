@@ -33,6 +33,7 @@ from schemas.records import StaffRecord
 from transfer.alerts import Alerts
 from transfer.auth import codes
 from transfer.auth.approvals import StaffApprovals
+from transfer.auth.overview import AccountOverview
 from transfer.auth.models import (
     ApiTokenRow,
     Credential,
@@ -217,6 +218,8 @@ class Accounts:
             alerts = Alerts(store, Mailer(SmtpSection()))
         #: Account changes held back by the two-person rule (``transfer.auth.approvals``).
         self.approvals = StaffApprovals(self, alerts)
+        #: The operator's read-only view of accounts (``transfer.auth.overview``).
+        self.overview = AccountOverview(store.sessions, audit)
 
     # ----------------------------------------------------------------- plumbing
 

@@ -96,11 +96,8 @@ def ask_secret(prompt: str) -> str:
 
 
 async def _enrolled(node: Node, staff_id: str) -> bool:
-    from transfer.auth.models import Credential
-
-    async with node.store.sessions() as s:
-        cred = await s.get(Credential, staff_id)
-    return cred is not None and cred.totp_sealed is not None
+    state = await node.accounts.overview.credential_state(staff_id)
+    return state.two_factor == "set up"
 
 
 async def _staff_record(node: Node, org: str, username: str) -> StaffRecord:

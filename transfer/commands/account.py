@@ -35,7 +35,7 @@ from transfer.commands._common import (
     data_dir_of,
     run_as_staff,
 )
-from transfer.errors import ConflictError, InputError, NotFoundError
+from transfer.errors import ConflictError, InputError
 from transfer.wording import plural
 
 if TYPE_CHECKING:
@@ -186,19 +186,13 @@ def _print_recovery(codes: RecoveryCodes) -> None:
 
 async def _credential_state(node: Node, org: str, user: str) -> tuple[str, bool, bool]:
     """The staff id, and whether TOTP is set up / waiting for its first code."""
-    from transfer.auth.models import Credential
-
-    staff = await node.store.find_staff(org, user)
-    if staff is None or not staff.active:
-        raise NotFoundError(f"no active account {user[:100]!r} in organisation {org[:64]!r}")
-    async with node.store.sessions() as s:
-        cred = await s.get(Credential, staff.id)
-    if cred is None:
+    state = await node.accounts.overview.active_credential_state(org, user)
+    if not state.has_password:
         raise ConflictError(
             f"{user!r} has no password yet; an administrator sets one first "
             "(handover account create, or the API)"
         )
-    return staff.id, cred.totp_sealed is not None, cred.totp_pending_sealed is not None
+    return state.staff_id, state.two_factor == "set up", state.two_factor == "waiting"
 
 
 async def _confirm_at_prompt(node: Node, principal: Principal) -> RecoveryCodes | None:
@@ -317,43 +311,17 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 async def _list(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from transfer.auth.models import Credential
     from transfer.node import Node
-    from transfer.store.models import Staff
 
     async with await Node.open(data_dir_of(args)) as node:
         org = await node.store.get_organisation(args.org)
-        async with node.store.sessions() as s:
-            rows = (
-                await s.execute(
-                    select(Staff, Credential)
-                    .outerjoin(Credential, Credential.staff_id == Staff.id)
-                    .where(Staff.org_id == org.id)
-                    .order_by(Staff.username)
-                )
-            ).all()
-        now = node.accounts.now()
-        await node.store.record_event("account.list", "operator", org.id, {}, count=len(rows))
-    print(f"{org.id} {org.name}: {plural(len(rows), 'account')}")
+        lines = await node.accounts.overview.list(org.id, node.accounts.now())
+    print(f"{org.id} {org.name}: {plural(len(lines), 'account')}")
     print(f"{'username':<20} {'name':<24} {'roles':<28} {'two-factor':<11} state")
-    for staff, cred in rows:
-        if cred is None:
-            totp, state = "-", "no password"
-        else:
-            totp = (
-                "set up"
-                if cred.totp_sealed is not None
-                else ("waiting" if cred.totp_pending_sealed is not None else "not set up")
-            )
-            locked = cred.locked_until is not None and cred.locked_until > now
-            state = "locked" if locked else "active"
-        if not staff.active:
-            state = "deactivated"
+    for line in lines:
         print(
-            f"{staff.username:<20} {staff.display_name[:24]:<24} "
-            f"{','.join(staff.roles)[:28]:<28} {totp:<11} {state}"
+            f"{line.username:<20} {line.display_name[:24]:<24} "
+            f"{','.join(line.roles)[:28]:<28} {line.two_factor or '-':<11} {line.state}"
         )
     return 0
 
