@@ -100,11 +100,11 @@ class AccountOverview:
             lines.append(
                 AccountLine(
                     staff.username, staff.display_name, tuple(staff.roles), _two_factor(cred), state
-                )  # fmt: skip
+                )
             )
         await self._audit.record(
             AuditEvent(
                 action="account.list", actor="operator", org=org_id, detail={"count": len(lines)}
-            )  # fmt: skip
+            )
         )
         return lines

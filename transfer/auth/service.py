@@ -33,7 +33,6 @@ from schemas.records import StaffRecord
 from transfer.alerts import Alerts
 from transfer.auth import codes
 from transfer.auth.approvals import StaffApprovals
-from transfer.auth.overview import AccountOverview
 from transfer.auth.models import (
     ApiTokenRow,
     Credential,
@@ -41,6 +40,7 @@ from transfer.auth.models import (
     SessionRow,
     UnknownSignIn,
 )
+from transfer.auth.overview import AccountOverview
 from transfer.auth.passwords import (
     INTERACTIVE,
     HashingCost,
