@@ -53,7 +53,7 @@ The CTF names one destination for the whole file in ``<DestSchool>``; the
 DfE reserves ``MMM``/``MMMM`` for "destination not known" (the lost-pupils
 database), ``XXX``/``XXXX`` for a destination outside the maintained sector
 in England and Wales, and an LA code with estab ``LLLL`` for a file sent to
-the local authority. :class:`Destination` keeps that distinction. A pupil's
+the local authority. :class:`CtfDestination` keeps that distinction. A pupil's
 leaving date is the ``<LeavingDate>`` of the school-history entry for the
 source school (matched by LA and estab), falling back on the latest leaving
 date in the history.
@@ -131,7 +131,7 @@ class CTFSchool:
 
 
 @dataclass(frozen=True, slots=True)
-class Destination:
+class CtfDestination:
     """Where the file is going. ``school`` is set for SCHOOL; ``la_code`` for SCHOOL and LA."""
 
     kind: DestinationKind
@@ -142,7 +142,7 @@ class Destination:
 @dataclass(frozen=True, slots=True)
 class CTFHeader:
     source: CTFSchool
-    destination: Destination | None
+    destination: CtfDestination | None
     ctf_version: str | None
     created: datetime | None
     document_name: str | None = None
@@ -171,7 +171,7 @@ class CTFPupil:
     line: int
     year_group: str | None = None
     leaving_date: date | None = None
-    destination: Destination | None = None
+    destination: CtfDestination | None = None
     history: tuple[SchoolHistoryEntry, ...] = ()
 
     @property
@@ -322,22 +322,22 @@ def _source_school(header: _Node) -> CTFSchool:
     return CTFSchool(la, estab, urn, _text(node, "SchoolName"))
 
 
-def _destination(header: _Node) -> Destination | None:
+def _destination(header: _Node) -> CtfDestination | None:
     node = header.child("DestSchool")
     if node is None:
         return None
     lea = (_text(node, "LEA") or "").upper()
     estab = (_text(node, "Estab") or "").upper()
     if lea == "MMM" or estab == "MMMM":
-        return Destination(DestinationKind.UNKNOWN)
+        return CtfDestination(DestinationKind.UNKNOWN)
     if lea == "XXX" or estab == "XXXX":
-        return Destination(DestinationKind.OUTSIDE_MAINTAINED)
+        return CtfDestination(DestinationKind.OUTSIDE_MAINTAINED)
     lea_node = node.child("LEA") or node
     la = _identifier("la", lea or None, lea_node.line, "destination LEA")
     if la is None:
         raise CTFError(node.line, "<DestSchool> has no <LEA>.")
     if estab == "LLLL":
-        return Destination(DestinationKind.LOCAL_AUTHORITY, la_code=la)
+        return CtfDestination(DestinationKind.LOCAL_AUTHORITY, la_code=la)
     estab_node = node.child("Estab") or node
     checked_estab = _identifier("estab", estab or None, estab_node.line, "destination Estab")
     if checked_estab is None:
@@ -345,7 +345,7 @@ def _destination(header: _Node) -> Destination | None:
     urn_node = node.child("URN") or node
     urn = _identifier("urn", _text(node, "URN"), urn_node.line, "destination URN")
     school = CTFSchool(la, checked_estab, urn, _text(node, "SchoolName"))
-    return Destination(DestinationKind.SCHOOL, la_code=la, school=school)
+    return CtfDestination(DestinationKind.SCHOOL, la_code=la, school=school)
 
 
 def _created(header: _Node) -> datetime | None:
@@ -547,7 +547,7 @@ __all__ = [
     "CTFHeader",
     "CTFPupil",
     "CTFSchool",
-    "Destination",
+    "CtfDestination",
     "DestinationKind",
     "SchoolHistoryEntry",
     "UPNErrorCategory",

@@ -144,14 +144,14 @@ class LinkClosed(PolicyError):
     title = "This link is closed"
 
 
-class WrongCode(AuthenticationError):
+class WrongPortalCode(AuthenticationError):
     """A wrong passcode or authenticator code."""
 
     slug = "portal-wrong-code"
     title = "The code is not right"
 
 
-class WrongCurrentCode(WrongCode):
+class WrongCurrentCode(WrongPortalCode):
     """A wrong code from the authenticator app an address uses now (to replace it)."""
 
     slug = "portal-wrong-current-code"
@@ -954,7 +954,7 @@ class PickupPortal:
             if left <= 0:
                 await self._lock(row, ip)
             what = "passcode" if via == "passcode" else "code from your authenticator app"
-            raise WrongCode(
+            raise WrongPortalCode(
                 f"that {what} is not right; {left} more {'try' if left == 1 else 'tries'} "
                 "before the link locks"
             )
@@ -1459,7 +1459,7 @@ class PickupPortal:
         now = self.now()
         step = codes.matching_step(secret, code, now, self.settings.totp_drift_steps)
         if step is None:
-            raise WrongCode(
+            raise WrongPortalCode(
                 "that code from the new app is not right; check the time on your phone and "
                 "try the next code"
             )

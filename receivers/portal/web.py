@@ -37,8 +37,8 @@ from receivers.portal.service import (
     LinkRevoked,
     PickupPortal,
     PortalSessionEnded,
-    WrongCode,
     WrongCurrentCode,
+    WrongPortalCode,
 )
 from transfer.errors import (
     ConflictError,
@@ -333,7 +333,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
             ip=client_ip(request),
             **({"totp": code} if field_name == "totp" else {"passcode": code}),
         )
-    except WrongCode as err:
+    except WrongPortalCode as err:
         return await _sign_in_page(
             request, token, status=401, error=err.diagnostics(), field=field_name
         )
@@ -511,7 +511,7 @@ async def confirm_authenticator(request: web.Request) -> web.StreamResponse:
             request, visit, status=400, error=err.diagnostics(), error_field="current",
             sealed=sealed,
         )  # fmt: skip
-    except WrongCode as err:
+    except WrongPortalCode as err:
         return await _authenticator_page(
             request, visit, status=400, error=err.diagnostics(), error_field="code",
             sealed=sealed,

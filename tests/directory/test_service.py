@@ -30,7 +30,7 @@ from transfer.directory.service import (
     FingerprintMismatchError,
     NoAuthorityError,
     UnknownOrganisationError,
-    UnknownSenderError,
+    UnknownSignerError,
 )
 from transfer.errors import AuthenticationError, ConflictError, InputError
 from transfer.store.service import Store
@@ -85,10 +85,10 @@ async def test_two_schools_on_one_node_find_each_other(env: Env) -> None:
     assert [e.org_id for e in await env.directory.entries()] == ["100001", "100002"]
     with pytest.raises(UnknownOrganisationError):
         await env.directory.entry("100003")
-    with pytest.raises(UnknownSenderError) as err:
+    with pytest.raises(UnknownSignerError) as err:
         await env.directory.entry_for_key("0123456789ABCDEF")
     assert isinstance(err.value, AuthenticationError)
-    with pytest.raises(UnknownSenderError):
+    with pytest.raises(UnknownSignerError):
         await env.directory.signing_public_key("not hex", env.clock.now)
 
 

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from receivers.portal.records import PortalVisit
-from receivers.portal.service import AuthenticatorLocked, WrongCode, WrongCurrentCode
+from receivers.portal.service import AuthenticatorLocked, WrongCurrentCode, WrongPortalCode
 from receivers.portal.tables import PortalAgencyUser
 from tests.portal.support import (
     AGENCY_EMAIL,
@@ -124,7 +124,7 @@ async def test_replacing_needs_a_code_from_the_app_it_replaces(db_url: str, tmp_
             )
         # Still the agency's own app: it signs in to the next referral, the stranger's not.
         token = await _token(world)
-        with pytest.raises(WrongCode):
+        with pytest.raises(WrongPortalCode):
             await world.portal.sign_in(token, totp=mine.at(world.node.clock.now))
         await world.portal.sign_in(token, totp=old_app.at(world.node.clock.now))
         world.node.next_step()
@@ -138,7 +138,7 @@ async def test_replacing_needs_a_code_from_the_app_it_replaces(db_url: str, tmp_
         assert replaced is True
         world.node.next_step()
         token = await _token(world)
-        with pytest.raises(WrongCode):
+        with pytest.raises(WrongPortalCode):
             await world.portal.sign_in(token, totp=old_app.at(world.node.clock.now))
         await world.portal.sign_in(token, totp=mine.at(world.node.clock.now))
         # Both sides were told: the address by e-mail, the school's DSL team by an alert.
@@ -202,7 +202,7 @@ async def test_wrong_current_codes_in_parallel_stop_at_the_limit(
         assert stored is not None and stored.totp_sealed is None
         assert stored.totp_failed_count == 0
         token = await _token(world)
-        with pytest.raises(WrongCode):
+        with pytest.raises(WrongPortalCode):
             await world.portal.sign_in(token, totp=old_app.at(world.node.clock.now))
         fresh = await _visit(world)
         await _enrolled(world, fresh)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from receivers.portal.service import LinkLocked, WrongCode
+from receivers.portal.service import LinkLocked, WrongPortalCode
 from tests.portal.support import AGENCY_EMAIL, portal_world
 
 
@@ -22,7 +22,7 @@ async def test_parallel_guesses_cannot_pass_the_limit(db_url: str, tmp_path: Pat
         async def guess(n: int) -> str:
             try:
                 await world.portal.sign_in(token, passcode=f"{n:03d}-000-000-000")
-            except WrongCode:
+            except WrongPortalCode:
                 return "wrong"
             except LinkLocked:
                 return "locked"

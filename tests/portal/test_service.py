@@ -16,7 +16,7 @@ from receivers.portal.service import (
     LinkNotValid,
     LinkRevoked,
     PortalSessionEnded,
-    WrongCode,
+    WrongPortalCode,
 )
 from receivers.portal.tables import PortalPickup, PortalSession
 from tests.portal.support import (
@@ -152,12 +152,12 @@ async def test_wrong_codes_lock_the_link(db_url: str, tmp_path: Path) -> None:
         pickup_id, token, passcode = await _issue(world)
         secret = await world.portal.sign_in(token, passcode=passcode)
         for left in (4, 3, 2, 1):
-            with pytest.raises(WrongCode, match=f"{left} more tr"):
+            with pytest.raises(WrongPortalCode, match=f"{left} more tr"):
                 await world.portal.sign_in(token, passcode="000-000-000-000", ip="198.51.100.9")
         # A right code clears the count.
         await world.portal.sign_in(token, passcode=passcode)
         for _ in range(4):
-            with pytest.raises(WrongCode):
+            with pytest.raises(WrongPortalCode):
                 await world.portal.sign_in(token, passcode="not a passcode")
         with pytest.raises(LinkLocked):
             await world.portal.sign_in(token, passcode="111-111-111-111")

@@ -461,9 +461,9 @@ async def _fetch(node: Node, url: str) -> tuple[bytes, bytes]:
 
 def _import(args: argparse.Namespace) -> int:
     from transfer.directory.document import MAX_DOCUMENT_BYTES, MAX_SIGNATURE_BYTES
-    from transfer.directory.service import ImportResult
+    from transfer.directory.service import DirectoryImported
 
-    async def work(node: Node) -> ImportResult:
+    async def work(node: Node) -> DirectoryImported:
         if args.url is not None:
             data, sig = await _fetch(node, args.url)
             source = args.url

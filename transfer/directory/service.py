@@ -61,14 +61,14 @@ from transfer.store.service import Store
 
 __all__ = [
     "Directory",
+    "DirectoryImported",
     "FingerprintMismatchError",
     "HeldDocument",
-    "ImportResult",
     "ListedEntry",
     "NoAuthorityError",
     "PinnedAuthority",
     "UnknownOrganisationError",
-    "UnknownSenderError",
+    "UnknownSignerError",
 ]
 
 Source = Literal["own", "authority", "local"]
@@ -78,7 +78,7 @@ class UnknownOrganisationError(NotFoundError):
     """The directory lists no organisation with that id."""
 
 
-class UnknownSenderError(AuthenticationError):
+class UnknownSignerError(AuthenticationError):
     """No organisation in the directory has that signing key."""
 
 
@@ -114,7 +114,7 @@ class HeldDocument:
 
 
 @dataclass(frozen=True)
-class ImportResult:
+class DirectoryImported:
     serial: int
     organisations: int
     revocations: int
@@ -279,7 +279,7 @@ class Directory:
         except InputError:
             found = None
         if found is None:
-            raise UnknownSenderError(
+            raise UnknownSignerError(
                 f"signing key {key_id[:20]!r} belongs to no organisation in this node's directory"
             )
         return found
@@ -287,7 +287,7 @@ class Directory:
     async def signing_public_key(self, key_id: str, at: datetime) -> bytes:
         """The 32-byte Ed25519 key ``key_id`` if it stands for a signature dated ``at``.
 
-        Raises :class:`UnknownSenderError`, or a :class:`keys.keyset.KeyPolicyError`
+        Raises :class:`UnknownSignerError`, or a :class:`keys.keyset.KeyPolicyError`
         (:class:`~keys.keyset.KeyRevokedError` naming the organisation, key and time).
         """
         view = await self.view()
@@ -296,7 +296,7 @@ class Directory:
         except InputError:
             entry = None
         if entry is None:
-            raise UnknownSenderError(
+            raise UnknownSignerError(
                 f"signing key {key_id[:20]!r} belongs to no organisation in this node's directory"
             )
         return view.check_key(entry, key_id, at).key
@@ -482,7 +482,7 @@ class Directory:
 
     async def import_document(
         self, data: bytes, signature: bytes | str, *, source: str, actor: str | None
-    ) -> ImportResult:
+    ) -> DirectoryImported:
         """Check and import a signed directory; refuse (audited) if it fails any check."""
         where = _safe_source(source)
         digest = hashlib.sha256(data).hexdigest()
@@ -512,7 +512,7 @@ class Directory:
 
     async def _import(
         self, data: bytes, signature: bytes | str, where: str, digest: str, now: datetime
-    ) -> ImportResult:
+    ) -> DirectoryImported:
         async with self._store.sessions() as s, s.begin():
             authority = await s.get(AuthorityRow, 1, with_for_update=True)
             if authority is None:
@@ -534,7 +534,7 @@ class Directory:
             )
             doc = verified.document
             if verified.unchanged:
-                return ImportResult(
+                return DirectoryImported(
                     serial=doc.serial,
                     organisations=len(doc.organisations),
                     revocations=len(doc.revocations),
@@ -586,7 +586,7 @@ class Directory:
                     old.revoked_at = r.revoked_at
                     old.reason = r.reason
                     old.serial = doc.serial
-        return ImportResult(
+        return DirectoryImported(
             serial=doc.serial,
             organisations=len(doc.organisations),
             revocations=len(doc.revocations),

@@ -43,9 +43,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
-    "DirectoryView",
     "NoEndpointError",
     "PeerClient",
+    "PeerDirectory",
     "PeerRefused",
     "PeerResponse",
     "PeerUnavailable",
@@ -60,7 +60,7 @@ _TRANSIENT: Final = frozenset({408, 425, 429})
 _EMPTY_DIGEST: Final = content_digest(b"")
 
 
-class DirectoryView(Protocol):
+class PeerDirectory(Protocol):
     """What the client needs from the directory (``transfer.directory.service.Directory``)."""
 
     async def entry(self, org_id: str) -> DirectoryEntry: ...
@@ -137,7 +137,7 @@ class PeerClient:
         self,
         *,
         keys: KeyStore,
-        directory: DirectoryView,
+        directory: PeerDirectory,
         config: Config,
         connect_timeout: float = 15.0,
         read_timeout: float = 120.0,

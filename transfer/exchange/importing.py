@@ -79,12 +79,12 @@ from transfer.store.service import Store, utc_now
 
 __all__ = [
     "ImportPlan",
-    "ImportResult",
     "Importer",
     "PackageRecords",
     "PupilMismatchError",
     "RecordTooLargeError",
     "RecordsError",
+    "RecordsImported",
     "parse_records",
 ]
 
@@ -267,7 +267,7 @@ class ImportPlan:
 
 
 @dataclass(frozen=True)
-class ImportResult:
+class RecordsImported:
     """What an import wrote. ``counts``: records imported, by kind (new ones and changed
     versions); ``held``: records already held from the same sender, unchanged, not imported
     again; ``amended``: changed versions kept beside the earlier one (both are kept)."""
@@ -426,7 +426,7 @@ class Importer:
         source_org_name: str,
         received_at: datetime,
         claim: Callable[[AsyncSession], Awaitable[None]],
-    ) -> ImportResult:
+    ) -> RecordsImported:
         """Write the pupil (if new) and every record with provenance, in one transaction.
 
         ``claim`` runs first in the same transaction (the inbox moves the package to
@@ -615,7 +615,7 @@ class _Writer:
         )
         return sent or bool(local)
 
-    async def records(self, records: PackageRecords) -> ImportResult:
+    async def records(self, records: PackageRecords) -> RecordsImported:
         pid = self.plan.pupil_id
         source_pid = self.plan.incoming.source_id if self.plan.incoming else None
         skipped = 0
@@ -791,7 +791,7 @@ class _Writer:
             self._seal("pupil_events", row_id, {"summary": summary})
         await self.s.flush()
         counts = {kind: self.imported.get(kind, 0) for kind in records.counts()}
-        return ImportResult(
+        return RecordsImported(
             pid, self.plan.new_pupil, self.plan.matched_by, counts, skipped,
             held=self.held_count, amended=self.amended_count,
         )  # fmt: skip

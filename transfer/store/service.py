@@ -63,8 +63,7 @@ from schemas.records import (
     TombstoneRecord,
     TriageRecord,
 )
-from transfer.ctf import CTFDocument, CTFPupil, parse_ctf
-from transfer.ctf import Destination as CTFDestination
+from transfer.ctf import CtfDestination, CTFDocument, CTFPupil, parse_ctf
 from transfer.deadlines import retention_until
 from transfer.errors import (
     ConflictError,
@@ -296,7 +295,7 @@ def _set_destination(p: Pupil, d: Destination | None) -> None:
     p.destination_name = d.name if d else None
 
 
-def _from_ctf_destination(d: CTFDestination | None) -> NewDestination | None:
+def _from_ctf_destination(d: CtfDestination | None) -> NewDestination | None:
     if d is None:
         return None
     school = d.school
