@@ -40,9 +40,9 @@ __all__ = [
     "MAX_PATH_LENGTH",
     "RESERVED_PATHS",
     "SIGNATURE_PATH",
-    "Entry",
     "Manifest",
     "ManifestDecodeError",
+    "ManifestEntry",
     "PackageKind",
     "Recipient",
     "Sender",
@@ -140,7 +140,7 @@ class Subject(_Model):
     dob: date | None = None
 
 
-class Entry(_Model):
+class ManifestEntry(_Model):
     """One file of the package other than the manifest and its signature."""
 
     path: Annotated[
@@ -177,7 +177,7 @@ class Manifest(_Model):
     recipient: Recipient
     subject: Subject
     created_at: _UtcTime
-    entries: Annotated[tuple[Entry, ...], Field(max_length=MAX_ENTRIES)]
+    entries: Annotated[tuple[ManifestEntry, ...], Field(max_length=MAX_ENTRIES)]
     #: Record type -> schema version of the JSON records in the package (e.g. ``{"pupil": 1}``).
     records_schema: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")], int] = Field(
         default_factory=dict
@@ -210,7 +210,7 @@ class Manifest(_Model):
         """The sum of the sizes of all entries."""
         return sum(e.size for e in self.entries)
 
-    def entry(self, path: str) -> Entry | None:
+    def entry(self, path: str) -> ManifestEntry | None:
         for e in self.entries:
             if e.path == path:
                 return e

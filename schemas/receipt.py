@@ -35,7 +35,7 @@ from schemas.text import Line, Prose
 
 __all__ = [
     "RECEIPT_TYPE",
-    "Actor",
+    "ReceiptActor",
     "ReceiptBody",
     "ReceiptDecodeError",
     "ReceiptKind",
@@ -79,7 +79,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Actor(_Model):
+class ReceiptActor(_Model):
     """The person at the receiving organisation who acted (never a pupil's details)."""
 
     name: Annotated[Line, Field(min_length=1, max_length=200)]
@@ -107,7 +107,7 @@ class ReceiptBody(_Model):
     #: SHA-256 (hex) of the manifest accepted; only on ``accepted``.
     manifest_sha256: _Sha256 | None = None
     #: The person who acted; on ``viewed``, ``accepted`` and ``rejected``.
-    acted_by: Actor | None = None
+    acted_by: ReceiptActor | None = None
     #: Why the package was rejected; only (and always) on ``rejected``.
     reason: Annotated[Prose, Field(min_length=1, max_length=MAX_REASON)] | None = None
     #: The receiver's own reference (e.g. a MASH case number); on ``accepted`` or ``rejected``.

@@ -68,7 +68,7 @@ from receivers.portal.records import (
 )
 from receivers.portal.tables import PortalAgencyUser, PortalEvent, PortalPickup, PortalSession
 from schemas import jsontext
-from schemas.manifest import Entry, Manifest
+from schemas.manifest import Manifest, ManifestEntry
 from transfer.age import AgeReader, AgeWriter, X25519Identity
 from transfer.age.errors import AgeError, AgeNoMatchError
 from transfer.auth import codes
@@ -432,7 +432,7 @@ def _read_records(
     wanted = {e.path for e in manifest.entries if e.path.startswith("records/")}
     found: dict[str, bytes | None] = {}
 
-    def on_entry(entry: Entry, chunks: Iterator[bytes]) -> None:
+    def on_entry(entry: ManifestEntry, chunks: Iterator[bytes]) -> None:
         if entry.path in wanted:
             if entry.size > MAX_RECORD_BYTES:
                 for _ in chunks:
@@ -1260,7 +1260,7 @@ class PickupPortal:
                         future.cancel()
                         raise _Stopped from None
 
-        def on_entry(entry: Entry, chunks: Iterator[bytes]) -> None:
+        def on_entry(entry: ManifestEntry, chunks: Iterator[bytes]) -> None:
             if entry.path != doc.path or stop.is_set():
                 return
             held = b""

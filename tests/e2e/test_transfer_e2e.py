@@ -25,8 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from keys.keyset import KeySet
-from schemas.receipt import Actor as ReceiptActor
-from schemas.receipt import ReceiptBody
+from schemas.receipt import ReceiptActor, ReceiptBody
 from tests.e2e.support import (
     PRIMARY,
     PRIMARY_DSL,

@@ -30,8 +30,7 @@ from keys.store import KeyStore
 from schemas.auditing import MemoryAudit
 from schemas.directory import DirectoryEntry
 from schemas.manifest import PackageKind
-from schemas.receipt import Actor as ReceiptActor
-from schemas.receipt import ReceiptBody
+from schemas.receipt import ReceiptActor, ReceiptBody
 from schemas.records import Destination, NewConcern, NewPupil
 from tests.integration.store.conftest import KEK, SCHOOL_URN, School, make_school, start_clock
 from transfer.config import Config, TransferSection

@@ -268,8 +268,7 @@ async def test_upload_resumes_from_the_last_good_offset_after_a_dropped_connecti
 
 async def test_receipts_route_takes_only_the_issuers_own_receipts(rig: Rig) -> None:
     """Our school sent a package to 199001 (hosted here too): 199001's node pushes receipts."""
-    from schemas.receipt import Actor as ReceiptActor
-    from schemas.receipt import ReceiptBody
+    from schemas.receipt import ReceiptActor, ReceiptBody
     from transfer.receipts import sign_receipt
 
     issuer = rig.sender_keys

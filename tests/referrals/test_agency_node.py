@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from receivers.agency_node import AgencyNodeRoute
-from schemas.receipt import Actor as ReceiptActor
-from schemas.receipt import ReceiptBody
+from schemas.receipt import ReceiptActor, ReceiptBody
 from tests.exchange.outbox_support import RECEIVER, sending
 from tests.referrals.support import mash_form
 from transfer.age import X25519Identity, decrypt_stream

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from schemas.manifest import Entry
+from schemas.manifest import ManifestEntry
 from schemas.records import NewAction, NewConcern, NewTriage
 from schemas.referrals import NewRedaction, SelectedItem
 from tests.referrals.support import (
@@ -110,7 +110,7 @@ def _plaintext(ciphertext: bytes, st: Setting, kind: str) -> bytes:
 def _open(path: Path, st: Setting, kind: str) -> dict[str, bytes]:
     got: dict[str, bytes] = {}
 
-    def take(entry: Entry, chunks: Iterator[bytes]) -> None:
+    def take(entry: ManifestEntry, chunks: Iterator[bytes]) -> None:
         got[entry.path] = b"".join(chunks)
 
     open_package(

@@ -14,7 +14,7 @@ import pytest
 
 from keys import minisign
 from keys.keyset import KeySet
-from schemas.receipt import Actor, ReceiptBody
+from schemas.receipt import ReceiptActor, ReceiptBody
 from transfer.receipts import (
     ReceiptError,
     SignedReceipt,
@@ -57,7 +57,7 @@ def _body(org_id: str, key_id: str) -> ReceiptBody:
         ciphertext_sha256=hashlib.sha256(b"ciphertext").hexdigest(),
         ciphertext_size=10,
         manifest_sha256=hashlib.sha256(b"manifest").hexdigest(),
-        acted_by=Actor(name="Jo Bloggs", role="dsl"),
+        acted_by=ReceiptActor(name="Jo Bloggs", role="dsl"),
         reference="MASH-2026-0042",
         issued_at=datetime(2026, 9, 14, 10, 30, tzinfo=UTC),
     )

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from keys import minisign
 from keys.keyset import KeySet
 from schemas.manifest import canonical_json
-from schemas.receipt import Actor, ReceiptBody, ReceiptDecodeError
+from schemas.receipt import ReceiptActor, ReceiptBody, ReceiptDecodeError
 from transfer.errors import InputError, IntegrityError
 from transfer.receipts import (
     RECEIPT_CONTEXT,
@@ -32,7 +32,7 @@ PACKAGE = UUID("0b6c2f7e-9a1d-4c1b-8d2e-3f4a5b6c7d8e")
 CIPHERTEXT = hashlib.sha256(b"the ciphertext").hexdigest()
 MANIFEST = hashlib.sha256(b"the manifest").hexdigest()
 ISSUED = datetime(2026, 9, 14, 10, 30, tzinfo=UTC)
-DSL = Actor(name="Sam Patel", role="dsl")
+DSL = ReceiptActor(name="Sam Patel", role="dsl")
 
 
 @pytest.fixture(scope="module")

@@ -65,9 +65,8 @@ from keys.keyset import KeySet
 from keys.store import KeyStore
 from schemas import jsontext
 from schemas.directory import DirectoryEntry
-from schemas.manifest import Entry, PackageKind, Subject
-from schemas.receipt import MAX_REFERENCE, ReceiptBody, ReceiptKind
-from schemas.receipt import Actor as ReceiptActor
+from schemas.manifest import ManifestEntry, PackageKind, Subject
+from schemas.receipt import MAX_REFERENCE, ReceiptActor, ReceiptBody, ReceiptKind
 from schemas.records import ChronologyEntry, PersonRecord, PupilRecord
 from schemas.referrals import ReferralForm
 from transfer.age import X25519Identity
@@ -424,7 +423,7 @@ class _Read:
     records: PackageRecords
     chronology: tuple[ChronologyEntry, ...]
     form: dict[str, Any] | None
-    documents: list[Entry]
+    documents: list[ManifestEntry]
     people: tuple[PersonRecord, ...] = ()
     #: With the chronology: the preview as a DSL reads it.
     readable: ReadableFile | None = None
@@ -1526,7 +1525,7 @@ class Inbox:
         limit = self.store.max_document_bytes
         importer = self.importer
 
-        def on_entry(entry: Entry, chunks: Iterator[bytes]) -> None:
+        def on_entry(entry: ManifestEntry, chunks: Iterator[bytes]) -> None:
             if not entry.path.startswith("documents/") or entry.sha256 not in wanted:
                 return
             if entry.sha256 in plan.written:
@@ -1613,7 +1612,7 @@ def _verify_file(
     path: Path,
     keyset: KeySet,
     sender_keys: SenderKeys,
-    on_entry: Callable[[Entry, Iterator[bytes]], None],
+    on_entry: Callable[[ManifestEntry, Iterator[bytes]], None],
 ) -> VerifiedPackage:
     with path.open("rb") as f:
         return verify_package(
@@ -1647,11 +1646,11 @@ def _verify_collecting(
     bytes are read (each entry's size is in the signed manifest and checked as it streams),
     then parse them: all in the calling worker thread."""
     raw: dict[str, bytes] = {}
-    documents: list[Entry] = []
+    documents: list[ManifestEntry] = []
     kept = 0
     pid = wanted.package_id
 
-    def keep(entry: Entry, chunks: Iterator[bytes]) -> None:
+    def keep(entry: ManifestEntry, chunks: Iterator[bytes]) -> None:
         nonlocal kept
         if is_record_path(entry.path) or entry.path in (_CHRONOLOGY_PATH, _FORM_PATH, _PEOPLE_PATH):
             if entry.size > limits.per_record:
@@ -1689,7 +1688,10 @@ def _read_record(chunks: Iterator[bytes], size: int) -> bytes:
 
 
 def _parse_read(
-    verified: VerifiedPackage, raw: dict[str, bytes], documents: list[Entry], wanted: _Wanted
+    verified: VerifiedPackage,
+    raw: dict[str, bytes],
+    documents: list[ManifestEntry],
+    wanted: _Wanted,
 ) -> _Read:
     records = parse_records(raw)
     chronology: tuple[ChronologyEntry, ...] = ()

@@ -25,9 +25,9 @@ from schemas.manifest import (
     MANIFEST_PATH,
     MAX_ENTRIES,
     SIGNATURE_PATH,
-    Entry,
     Manifest,
     ManifestDecodeError,
+    ManifestEntry,
     canonical_json,
 )
 from transfer.errors import InputError
@@ -66,7 +66,7 @@ MANIFEST_CONTEXT = "handover-manifest-v1"
 _CHUNK = 64 * 1024
 
 #: Called for each entry with its manifest entry and its bytes (checked as they stream).
-OnEntry = Callable[[Entry, Iterator[bytes]], None]
+OnEntry = Callable[[ManifestEntry, Iterator[bytes]], None]
 
 
 class _Writable(Protocol):
@@ -99,9 +99,9 @@ class EntrySource:
     opener: Callable[[], Iterable[bytes]]
 
     @property
-    def entry(self) -> Entry:
+    def entry(self) -> ManifestEntry:
         """The manifest entry (validates the path, size and hash)."""
-        return Entry(path=self.path, size=self.size, sha256=self.sha256)
+        return ManifestEntry(path=self.path, size=self.size, sha256=self.sha256)
 
     @classmethod
     def from_bytes(cls, path: str, data: bytes) -> EntrySource:
@@ -426,7 +426,7 @@ def _read_signed_manifest(
     return manifest, manifest_bytes, verified, signature_text
 
 
-def _checked_data(tar: TarReader, entry: Entry) -> Iterator[bytes]:
+def _checked_data(tar: TarReader, entry: ManifestEntry) -> Iterator[bytes]:
     digest = hashlib.sha256()
     for chunk in tar.iter_data():
         digest.update(chunk)

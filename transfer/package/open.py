@@ -44,7 +44,7 @@ from typing import BinaryIO, cast
 from schemas.manifest import (
     MANIFEST_PATH,
     SIGNATURE_PATH,
-    Entry,
+    ManifestEntry,
 )
 from transfer.age import AgeReader, X25519Identity
 from transfer.age.errors import AgeError, AgeNoMatchError
@@ -313,7 +313,7 @@ def extract_package(
         raise InputError(f"{parent} is not a directory")
     staging: Path | None = None
 
-    def stage(entry: Entry, chunks: Iterator[bytes]) -> None:
+    def stage(entry: ManifestEntry, chunks: Iterator[bytes]) -> None:
         nonlocal staging
         if staging is None:
             staging = Path(tempfile.mkdtemp(prefix=".handover-open-", dir=parent))

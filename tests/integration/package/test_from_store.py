@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 
 from keys.keyset import KeySet
 from schemas.auditing import MemoryAudit
-from schemas.manifest import Entry, Recipient, Sender
+from schemas.manifest import ManifestEntry, Recipient, Sender
 from schemas.records import (
     ActionRecord,
     ChronologyEntry,
@@ -104,7 +104,7 @@ async def _build(school: School, pupil_id: str, path: Path, sender: KeySet, to: 
 def _open(path: Path, sender: KeySet, to: KeySet) -> dict[str, bytes]:
     got: dict[str, bytes] = {}
 
-    def take(entry: Entry, chunks: Iterator[bytes]) -> None:
+    def take(entry: ManifestEntry, chunks: Iterator[bytes]) -> None:
         got[entry.path] = b"".join(chunks)
 
     open_package(
@@ -233,7 +233,7 @@ async def test_a_large_document_streams_from_the_store_with_bounded_memory(
     assert peak < 16 * MB, f"building from the store peaked at {peak / MB:.1f} MiB"
     digest = hashlib.sha256()
 
-    def take(entry: Entry, chunks: Iterator[bytes]) -> None:
+    def take(entry: ManifestEntry, chunks: Iterator[bytes]) -> None:
         if entry.path.startswith("documents/"):
             for c in chunks:
                 digest.update(c)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.manifest import Entry
+from schemas.manifest import ManifestEntry
 from tests.docs.blocks import marked_block
 from tests.integration.package.support import Files, build_files, identity
 from tests.unit.package.support import (
@@ -141,6 +141,6 @@ def test_the_manifest_entries_grep_matches_a_json_parser(p: Parties, tmp_path: P
     files = build_files(p, tmp_path / "given")
     data = files.built.manifest_bytes.decode()
     grepped = re.findall(r'"path":"([^"]*)","sha256":"([0-9a-f]*)"', data)
-    parsed = [Entry.model_validate(e) for e in json.loads(data)["entries"]]
+    parsed = [ManifestEntry.model_validate(e) for e in json.loads(data)["entries"]]
     assert grepped == [(e.path, e.sha256) for e in parsed]
     assert files.built.manifest_bytes == files.built.manifest.canonical_bytes()

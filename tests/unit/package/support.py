@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from keys.keyset import KeySet
-from schemas.manifest import Entry, Manifest, Recipient, Sender, Subject
+from schemas.manifest import Manifest, ManifestEntry, Recipient, Sender, Subject
 from transfer.package.layout import (
     Addressee,
     EntrySource,
@@ -53,7 +53,7 @@ def sample_entries() -> list[EntrySource]:
 
 def make_manifest(
     p: Parties,
-    entries: Sequence[EntrySource] | Sequence[Entry],
+    entries: Sequence[EntrySource] | Sequence[ManifestEntry],
     *,
     recipient_org: str | None = None,
     recipient_fingerprint: str | None = None,
@@ -117,7 +117,7 @@ def raw_tar(members: Sequence[RawMember], *, fmt: int = tarfile.PAX_FORMAT) -> b
 
 
 def signed_members(
-    p: Parties, entries: Sequence[EntrySource] | Sequence[Entry], **kw: str
+    p: Parties, entries: Sequence[EntrySource] | Sequence[ManifestEntry], **kw: str
 ) -> tuple[Manifest, list[RawMember]]:
     """The manifest and signature members for ``entries`` (signed by the sender)."""
     manifest = make_manifest(p, entries, **kw)

@@ -14,7 +14,7 @@ from typing import BinaryIO
 import pytest
 
 from keys.keyset import KeySet
-from schemas.manifest import Entry, Manifest, Recipient, Sender, Subject
+from schemas.manifest import Manifest, ManifestEntry, Recipient, Sender, Subject
 from tests.unit.package.support import CREATED, Parties, make_manifest, parties, sample_entries
 from transfer.age import X25519Identity, encrypt
 from transfer.errors import IntegrityError
@@ -236,7 +236,7 @@ def test_open_package_hands_entries_over_only_after_a_full_verification(
         _build(p, f)
     got: dict[str, bytes] = {}
 
-    def take(entry: Entry, chunks: Iterator[bytes]) -> None:
+    def take(entry: ManifestEntry, chunks: Iterator[bytes]) -> None:
         got[entry.path] = b"".join(chunks)
 
     result = open_package(

@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from schemas.manifest import (
     FORMAT_VERSION,
-    Entry,
     Manifest,
     ManifestDecodeError,
+    ManifestEntry,
     json_schema_text,
 )
 from tests.unit.package.support import make_manifest, parties, sample_entries
@@ -113,13 +113,13 @@ def test_from_bytes_refuses_anything_but_a_valid_canonical_manifest(
 )
 def test_entry_paths_must_be_safe(path: str) -> None:
     with pytest.raises(ValidationError):
-        Entry(path=path, size=1, sha256="0" * 64)
+        ManifestEntry(path=path, size=1, sha256="0" * 64)
 
 
 def test_entries_must_not_collide() -> None:
     m = _manifest()
-    e = Entry(path="records/pupil.json", size=1, sha256="0" * 64)
-    for clash in (e, Entry(path="RECORDS/pupil.json", size=1, sha256="0" * 64)):
+    e = ManifestEntry(path="records/pupil.json", size=1, sha256="0" * 64)
+    for clash in (e, ManifestEntry(path="RECORDS/pupil.json", size=1, sha256="0" * 64)):
         with pytest.raises(ValidationError, match="twice"):
             Manifest.model_validate({**m.model_dump(), "entries": [e, clash]})
     with pytest.raises(ValidationError, match="inside"):
@@ -127,8 +127,8 @@ def test_entries_must_not_collide() -> None:
             {
                 **m.model_dump(),
                 "entries": [
-                    Entry(path="records", size=1, sha256="0" * 64),
-                    Entry(path="records/pupil.json", size=1, sha256="0" * 64),
+                    ManifestEntry(path="records", size=1, sha256="0" * 64),
+                    ManifestEntry(path="records/pupil.json", size=1, sha256="0" * 64),
                 ],
             }
         )
@@ -136,6 +136,6 @@ def test_entries_must_not_collide() -> None:
 
 def test_sha256_is_lower_case_hex() -> None:
     with pytest.raises(ValidationError):
-        Entry(path="a", size=1, sha256="A" * 64)
+        ManifestEntry(path="a", size=1, sha256="A" * 64)
     with pytest.raises(ValidationError):
-        Entry(path="a", size=-1, sha256="a" * 64)
+        ManifestEntry(path="a", size=-1, sha256="a" * 64)

@@ -17,7 +17,7 @@ import pytest
 
 from keys import minisign
 from keys.keyset import KeyRevokedError, KeySet
-from schemas.manifest import Entry
+from schemas.manifest import ManifestEntry
 from tests.unit.package.support import (
     Parties,
     RawMember,
@@ -80,7 +80,7 @@ def test_a_good_package_verifies_and_streams_every_entry(p: Parties) -> None:
     sources = sample_entries()
     seen: dict[str, bytes] = {}
 
-    def on_entry(entry: Entry, chunks: Iterator[bytes]) -> None:
+    def on_entry(entry: ManifestEntry, chunks: Iterator[bytes]) -> None:
         seen[entry.path] = b"".join(chunks)
 
     result = read_package_tar(
