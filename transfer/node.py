@@ -32,7 +32,7 @@ from transfer.referrals.service import Referrals
 from transfer.store.service import Store
 
 if TYPE_CHECKING:
-    from transfer.exchange.requests import LeaverFileQueue, PeerCaller, TransferRequests
+    from transfer.exchange.requests import LeaverFileQueue, PeerJsonClient, TransferRequests
     from transfer.receipts import SignedReceipt
 
 
@@ -155,7 +155,7 @@ class Node:
             web_key=aead.purpose_key(kek, WEB_KEY_LABEL),
         )  # fmt: skip
 
-    def transfer_requests(self, *, outbox: LeaverFileQueue, client: PeerCaller) -> TransferRequests:
+    def transfer_requests(self, *, outbox: LeaverFileQueue, client: PeerJsonClient) -> TransferRequests:
         """The transfer-request service over this node's parts, an outbox and a peer client."""
         from transfer.exchange.requests import TransferRequests
 

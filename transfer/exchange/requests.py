@@ -97,7 +97,7 @@ class LeaverFileQueue(Protocol):
     ) -> Any: ...
 
 
-class PeerCaller(Protocol):
+class PeerJsonClient(Protocol):
     """``transfer.exchange.client.PeerClient``, as far as requests need it."""
 
     async def request_json(
@@ -232,7 +232,7 @@ class TransferRequests:
         *,
         store: Store,
         outbox: LeaverFileQueue,
-        client: PeerCaller,
+        client: PeerJsonClient,
         directory: DirectoryLookup,
         alerts: Alerts,
         config: Config,
