@@ -155,7 +155,9 @@ class Node:
             web_key=aead.purpose_key(kek, WEB_KEY_LABEL),
         )  # fmt: skip
 
-    def transfer_requests(self, *, outbox: LeaverFileQueue, client: PeerJsonClient) -> TransferRequests:
+    def transfer_requests(
+        self, *, outbox: LeaverFileQueue, client: PeerJsonClient
+    ) -> TransferRequests:
         """The transfer-request service over this node's parts, an outbox and a peer client."""
         from transfer.exchange.requests import TransferRequests
 
