@@ -58,7 +58,7 @@ from transfer.errors import ConflictError, InputError, IntegrityError, NotFoundE
 from transfer.identifiers import validate_upn
 from transfer.store import blobs
 from transfer.store.db import sessionmaker
-from transfer.store.keyring import KeyRing, field_aad
+from transfer.store.keyring import KeyRing, sealed_field
 from transfer.store.models import (
     Action,
     BodyMapMarkRow,
@@ -71,7 +71,6 @@ from transfer.store.models import (
     Pupil,
     PupilEvent,
     PupilKey,
-    SealedField,
     Triage,
 )
 from transfer.store.permissions import Actor
@@ -480,17 +479,7 @@ class _Writer:
     def _seal(self, table: str, record_id: str, fields: Mapping[str, str]) -> None:
         pid = self.plan.pupil_id
         for name, value in fields.items():
-            self.s.add(
-                SealedField(
-                    record_table=table,
-                    record_id=record_id,
-                    pupil_id=pid,
-                    field=name,
-                    sealed=aead.seal(
-                        self.plan.key, value.encode(), field_aad(table, name, record_id, pid)
-                    ),
-                )
-            )
+            self.s.add(sealed_field(self.plan.key, table, name, record_id, pid, value))
 
     def _digest(self, record: BaseModel) -> str:
         """The keyed hash of a record as the sender wrote it (compared, never shown)."""

@@ -34,7 +34,6 @@ from sqlalchemy import delete, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from keys import aead
 from keys.keyset import KeySet
 from keys.store import KeyStore
 from receivers.agencies import ENGLAND, check_addressee, due_on
@@ -62,7 +61,7 @@ from transfer.referrals.consent import check_send, require_draft
 from transfer.referrals.package import ReferralContent, referral_entries, seal_referral
 from transfer.referrals.tables import Referral, ReferralEvent
 from transfer.store import people
-from transfer.store.keyring import KeyRing, field_aad
+from transfer.store.keyring import KeyRing, open_field, sealed_field
 from transfer.store.models import SealedField
 from transfer.store.permissions import Actor, PermissionDenied
 from transfer.store.service import Store
@@ -249,17 +248,7 @@ class Referrals:
             )
         )
         for name, value in fields.items():
-            s.add(
-                SealedField(
-                    record_table=TABLE,
-                    record_id=row.id,
-                    pupil_id=row.pupil_id,
-                    field=name,
-                    sealed=aead.seal(
-                        key, value.encode(), field_aad(TABLE, name, row.id, row.pupil_id)
-                    ),
-                )
-            )
+            s.add(sealed_field(key, TABLE, name, row.id, row.pupil_id, value))
 
     @staticmethod
     async def _unseal(s: AsyncSession, ring: KeyRing, row: Referral) -> dict[str, str]:
@@ -276,10 +265,7 @@ class Referrals:
             return {}
         key = await ring.pupil_key(s, row.pupil_id)
         return {
-            r.field: aead.unseal(
-                key, r.sealed, field_aad(TABLE, r.field, row.id, row.pupil_id)
-            ).decode()
-            for r in rows
+            r.field: open_field(key, TABLE, r.field, row.id, row.pupil_id, r.sealed) for r in rows
         }
 
     async def _row(

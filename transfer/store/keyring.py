@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keys import aead
 from transfer.errors import IntegrityError, NotFoundError, PolicyError
-from transfer.store.models import Organisation, Pupil, PupilKey
+from transfer.store.models import Organisation, Pupil, PupilKey, SealedField
 
 
 class KeyDestroyed(PolicyError):
@@ -31,6 +31,26 @@ def pupil_key_aad(org_id: str, pupil_id: str) -> bytes:
 
 def field_aad(table: str, field: str, record_id: str, pupil_id: str) -> bytes:
     return f"handover/field/v1|{table}|{field}|{record_id}|{pupil_id}".encode()
+
+
+def sealed_field(
+    key: bytes, table: str, field: str, record_id: str, pupil_id: str, value: str
+) -> SealedField:
+    """The row holding ``value`` sealed under the pupil's data ``key``, bound (as associated
+    data) to its table, field, record and pupil, so a sealed value moved to another place
+    does not open. The one place a field is sealed (the store, imports and referrals)."""
+    sealed = aead.seal(key, value.encode(), field_aad(table, field, record_id, pupil_id))
+    return SealedField(
+        record_table=table, record_id=record_id, pupil_id=pupil_id, field=field, sealed=sealed
+    )
+
+
+def open_field(
+    key: bytes, table: str, field: str, record_id: str, pupil_id: str, sealed: bytes
+) -> str:
+    """The text of a sealed field (:func:`sealed_field`); IntegrityError if it was altered
+    or moved."""
+    return aead.unseal(key, sealed, field_aad(table, field, record_id, pupil_id)).decode()
 
 
 class KeyRing:

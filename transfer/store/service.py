@@ -84,7 +84,7 @@ from transfer.media import SNIFF_BYTES, UnsupportedDocumentType, sniff_media_typ
 from transfer.store import blobs, exports, people
 from transfer.store.changes import StoreChange, StoreListener
 from transfer.store.db import Base, is_sqlite, make_engine, migrate, sessionmaker
-from transfer.store.keyring import KeyDestroyed, KeyRing, field_aad
+from transfer.store.keyring import KeyDestroyed, KeyRing, open_field, sealed_field
 from transfer.store.models import (
     Action,
     BodyMapMarkRow,
@@ -356,17 +356,7 @@ class _Sealed:
         for pupil_id in pupil_ids:
             key = await self.ring.pupil_key(self.session, pupil_id)
             for name, value in fields.items():
-                self.session.add(
-                    SealedField(
-                        record_table=table,
-                        record_id=record_id,
-                        pupil_id=pupil_id,
-                        field=name,
-                        sealed=aead.seal(
-                            key, value.encode(), field_aad(table, name, record_id, pupil_id)
-                        ),
-                    )
-                )
+                self.session.add(sealed_field(key, table, name, record_id, pupil_id, value))
 
     async def for_pupil(self, pupil_id: str) -> _PupilFields:
         """Every sealed field held for one pupil, still sealed; opened only when asked for."""
@@ -396,10 +386,7 @@ class _Sealed:
         ).all()
         key = await self.ring.pupil_key(self.session, pupil_id)
         return {
-            r.field: aead.unseal(
-                key, r.sealed, field_aad(table, r.field, record_id, pupil_id)
-            ).decode()
-            for r in rows
+            r.field: open_field(key, table, r.field, record_id, pupil_id, r.sealed) for r in rows
         }
 
 
@@ -421,9 +408,7 @@ class _PupilFields:
         if not rows:
             raise NotFoundError(f"the sealed content of a {table} record is missing")
         return {
-            name: aead.unseal(
-                self.key, sealed, field_aad(table, name, record_id, self.pupil_id)
-            ).decode()
+            name: open_field(self.key, table, name, record_id, self.pupil_id, sealed)
             for name, sealed in rows
         }
 
@@ -1885,7 +1870,7 @@ class Store:
                 key = await ring.pupil_key(s, pupil_id)
                 held = texts.get(row.id)
                 text = (
-                    aead.unseal(key, held, field_aad("actions", "text", row.id, pupil_id)).decode()
+                    open_field(key, "actions", "text", row.id, pupil_id, held)
                     if held is not None
                     else ""
                 )
