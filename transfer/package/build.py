@@ -36,6 +36,7 @@ from schemas.manifest import (
     Subject,
 )
 from transfer.age import AgeWriter, X25519Recipient
+from transfer.age import Recipient as AgeRecipient
 from transfer.errors import ConflictError, InputError, TransportError
 from transfer.package.layout import (
     MANIFEST_CONTEXT,
@@ -95,11 +96,13 @@ def write_package(
     entries: Sequence[EntrySource],
     *,
     signer: minisign.SecretKey,
-    recipients: Sequence[X25519Recipient],
+    recipients: Sequence[AgeRecipient],
 ) -> BuiltPackage:
     """Sign ``manifest`` and write the encrypted package to ``out`` (which is not closed).
 
-    On any error the age stream is left unfinished: discard what was written.
+    ``recipients``: the receiver's X25519 key(s), or (an offline referral bundle) one age
+    scrypt passphrase recipient. On any error the age stream is left unfinished: discard
+    what was written. The one place a package is written (leaver's files and referrals).
     """
     if not recipients:
         raise InputError("a package needs at least one recipient key")

@@ -22,11 +22,11 @@ the event loop), signed by the school and encrypted either to the agency's
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, BinaryIO, Final, cast
+from functools import partial
+from typing import TYPE_CHECKING, BinaryIO, Final
 from uuid import UUID
 
 from pydantic import TypeAdapter
@@ -42,12 +42,11 @@ from schemas.referrals import (
     PoliceReferral,
     SelectedItem,
 )
-from transfer.age import AgeWriter
 from transfer.age import Recipient as AgeRecipient
 from transfer.errors import NotFoundError
-from transfer.package.build import BuiltPackage
+from transfer.package.build import BuiltPackage, write_package
 from transfer.package.from_store import _document_source, _LoopBridge, people_entry
-from transfer.package.layout import EntrySource, check_sources, sign_manifest, write_package_tar
+from transfer.package.layout import EntrySource
 from transfer.referrals.redaction import RedactionError, RedactionPlan, redact_record
 
 if TYPE_CHECKING:
@@ -169,49 +168,6 @@ async def referral_entries(
     )
 
 
-class _CountingOut:
-    def __init__(self, out: BinaryIO) -> None:
-        self._out = out
-        self.size = 0
-        self.digest = hashlib.sha256()
-
-    def write(self, data: bytes | memoryview, /) -> int:
-        self._out.write(data)
-        self.size += len(data)
-        self.digest.update(data)
-        return len(data)
-
-    def flush(self) -> None:
-        self._out.flush()
-
-
-def _write(
-    out: BinaryIO,
-    manifest: Manifest,
-    entries: Sequence[EntrySource],
-    signer: minisign.SecretKey,
-    recipients: Sequence[AgeRecipient],
-) -> BuiltPackage:
-    check_sources(manifest, entries)
-    manifest_bytes, signature = sign_manifest(manifest, signer)
-    counting = _CountingOut(out)
-    writer = AgeWriter(cast(BinaryIO, counting), list(recipients))
-    try:
-        write_package_tar(writer, manifest, manifest_bytes, signature, entries)
-    except BaseException:
-        writer.abort()  # the last chunk is never written: the output cannot decrypt
-        raise
-    writer.close()
-    counting.flush()
-    return BuiltPackage(
-        manifest=manifest,
-        manifest_bytes=manifest_bytes,
-        signature=signature,
-        ciphertext_size=counting.size,
-        ciphertext_sha256=counting.digest.hexdigest(),
-    )
-
-
 async def seal_referral(
     out: BinaryIO,
     content: ReferralContent,
@@ -241,5 +197,6 @@ async def seal_referral(
         records_schema=dict(RECORD_TYPES),
     )
     return await asyncio.to_thread(
-        _write, out, manifest, list(content.entries), signer, list(recipients)
-    )
+        partial(write_package, signer=signer, recipients=list(recipients)),
+        out, manifest, list(content.entries),
+    )  # fmt: skip
