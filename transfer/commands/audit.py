@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # imported lazily: the CLI starts fast for commands that need
     from transfer.audit.entry import Entry
     from transfer.audit.log import AuditLog
     from transfer.store.people import Person
-from transfer.errors import InputError, NotFoundError, TransportError
+from transfer.errors import InputError, TransportError
 from transfer.wording import plural
 
 T = TypeVar("T")
@@ -35,6 +35,7 @@ def _run(
 
     from transfer.audit.log import AuditLog
     from transfer.identity import prepare_database
+    from transfer.store.lookups import pupil_id_by_reference
 
     config = load_config(data_dir)
     kek = load_kek(config)
@@ -42,7 +43,9 @@ def _run(
 
     async def go() -> T:
         if filters is not None and "pupil" in filters:
-            filters["pupil"] = await _pupil_by_upn(url, filters["pupil"], filters.get("org"))
+            filters["pupil"] = await pupil_id_by_reference(
+                url, filters["pupil"], filters.get("org")
+            )
         log = AuditLog.for_node(data_dir, config, kek)
         try:
             # Read-only: the database must be this node's and the KEK its own, but nothing
@@ -62,40 +65,6 @@ def _run(
             f"cannot use the database at {url.split('://', 1)[0]}: "
             f"{str(exc).splitlines()[0]} (has 'handover' set the node up?)"
         ) from None
-
-
-async def _pupil_by_upn(url: str, ref: str, org: str | None) -> str:
-    """The pupil id for ``--pupil``: a UPN (13 characters, checked by the DfE's rules) is
-    looked up in the node's pupils (of ``--org`` when given); anything else is the id the
-    log names the pupil by, used as it is."""
-    import sqlalchemy as sa
-
-    from transfer.identifiers import UPN_LENGTH, validate_upn
-    from transfer.store.db import make_engine
-    from transfer.store.models import Pupil
-
-    text = ref.strip()
-    if len(text) != UPN_LENGTH:
-        return text
-    upn = validate_upn(text)
-    engine = make_engine(url, pool_size=1)
-    try:
-        async with engine.connect() as conn:
-            query = sa.select(Pupil.id, Pupil.org_id).where(Pupil.upn == upn)
-            if org:
-                query = query.where(Pupil.org_id == org)
-            rows = (await conn.execute(query)).all()
-    finally:
-        await engine.dispose()
-    if not rows:
-        where = f" of {org}" if org else ""
-        raise NotFoundError(f"no pupil{where} on this node has the UPN {upn}")
-    if len(rows) > 1:
-        orgs = ", ".join(sorted(r.org_id for r in rows))
-        raise InputError(
-            f"the UPN {upn} is on the roll of several organisations here ({orgs}): add --org"
-        )
-    return str(rows[0].id)
 
 
 def _time(text: str) -> datetime:

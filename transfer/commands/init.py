@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
 from transfer.config import CONFIG_FILE
-from transfer.errors import ConflictError, InputError, TransportError
+from transfer.errors import ConflictError, InputError
 from transfer.private_files import tighten, write_private
 
 CONFIG_TEMPLATE = """\
@@ -162,27 +162,15 @@ class _Footprint:
 
     @classmethod
     async def take(cls, data_dir: Path, url: str) -> _Footprint:
-        import sqlalchemy as sa
-
         from transfer.identity import was_set_up
-        from transfer.store.db import database_location, make_engine, sqlite_path
+        from transfer.store.db import sqlite_path
+        from transfer.store.lookups import table_names
 
         existed, entries, outside = _files_before(data_dir, sqlite_path(url))
         set_up = existed and was_set_up(data_dir)
         blank_pg = False
         if sqlite_path(url) is None and not set_up:
-            engine = make_engine(url)
-            try:
-                async with engine.connect() as conn:
-                    tables = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
-            except (OSError, sa.exc.DBAPIError) as exc:
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise TransportError(
-                    f"cannot reach the database {database_location(url)}: {reason}"
-                ) from None
-            finally:
-                await engine.dispose()
-            blank_pg = not tables
+            blank_pg = not await table_names(url)
         return cls(data_dir, url, set_up, existed, entries, outside, blank_pg)
 
     async def undo(self) -> None:
@@ -191,7 +179,9 @@ class _Footprint:
             return
         self._remove_files()
         if self.blank_postgres:
-            await _drop_all_tables(self.url)
+            from transfer.store.lookups import drop_all_tables
+
+            await drop_all_tables(self.url)
 
     def _remove_files(self) -> None:
         if not self.dir_existed:
@@ -216,26 +206,6 @@ def _files_before(data_dir: Path, db_file: Path | None) -> tuple[bool, frozenset
     if db_file is not None and not db_file.resolve().is_relative_to(data_dir.resolve()):
         outside = None if db_file.exists() else db_file
     return existed, entries, outside
-
-
-async def _drop_all_tables(url: str) -> None:
-    """Empty a PostgreSQL database that held no tables before this init."""
-    import sqlalchemy as sa
-
-    from transfer.store.db import make_engine
-
-    engine = make_engine(url)
-    try:
-        async with engine.begin() as conn:
-
-            def drop(c: sa.Connection) -> None:
-                found = sa.MetaData()
-                found.reflect(c)
-                found.drop_all(c)
-
-            await conn.run_sync(drop)
-    finally:
-        await engine.dispose()
 
 
 async def initialise(
