@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from schemas import directory, manifest, receipt
+from schemas import directory, manifest, peer, receipt
 from schemas.records import SCHEMAS
 from schemas.referrals import SCHEMAS as REFERRAL_SCHEMAS
 
@@ -34,6 +34,10 @@ def schema_texts() -> dict[str, str]:
     texts["directory-entry.schema.json"] = (
         json.dumps(directory.entry_json_schema(), indent=2, sort_keys=True) + "\n"
     )
+    for name, body in peer.WIRE_BODIES.items():
+        texts[f"{name}.schema.json"] = (
+            json.dumps(body.model_json_schema(), indent=2, sort_keys=True) + "\n"
+        )
     for name, model in REFERRAL_SCHEMAS.items():
         texts[f"{name}.schema.json"] = (
             json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n"

@@ -65,7 +65,8 @@ from keys.keyset import KeySet
 from keys.store import KeyStore
 from schemas import jsontext
 from schemas.directory import DirectoryEntry
-from schemas.manifest import ManifestEntry, PackageKind, Subject
+from schemas.manifest import ManifestEntry, Subject
+from schemas.peer import OfferBody
 from schemas.receipt import MAX_REFERENCE, ReceiptActor, ReceiptBody, ReceiptKind
 from schemas.records import ChronologyEntry, PersonRecord, PupilRecord
 from schemas.referrals import ReferralForm
@@ -126,7 +127,6 @@ __all__ = [
     "InboxAcceptance",
     "InboxPreview",
     "IncomingSummary",
-    "OfferBody",
     "PeerCaller",
     "PupilMatch",
     "ReferenceRequiredError",
@@ -222,17 +222,6 @@ class PackageRefusedError(ConflictError):
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class OfferBody(_Model):
-    """``POST /peer/v1/packages``: what the sender is about to upload."""
-
-    package_id: uuid.UUID
-    package_kind: PackageKind
-    sender_org_id: str = Field(min_length=1, max_length=64)
-    recipient_org_id: str = Field(min_length=1, max_length=64)
-    size: int = Field(ge=1, le=2**62)
-    ciphertext_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class IncomingSummary(_Model):

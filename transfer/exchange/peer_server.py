@@ -39,6 +39,7 @@ from keys import minisign
 from keys.keyset import parse_key_id
 from schemas import jsontext
 from schemas.directory import DirectoryEntry
+from schemas.peer import OfferBody
 from transfer.api.problems import (
     MalformedBody,
     UnsupportedMediaType,
@@ -58,7 +59,7 @@ from transfer.errors import (
     TooLargeError,
     TransportError,
 )
-from transfer.exchange.inbox import Inbox, OfferBody, PeerCaller
+from transfer.exchange.inbox import Inbox, PeerCaller
 from transfer.exchange.nonces import NonceTable
 from transfer.exchange.witness import Witness
 from transfer.httpsig import check_digest, signature_key_id, verify_request

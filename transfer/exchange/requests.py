@@ -37,7 +37,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from sqlalchemy.engine import CursorResult
 
 from schemas.manifest import PackageKind
-from schemas.text import Line, Prose
+from schemas.peer import MAX_NOTE, MAX_REASON, PeerDecision, PeerTransferRequest
+from schemas.text import Prose
 from transfer.alerts import Alerts
 from transfer.config import Config
 from transfer.errors import (
@@ -61,10 +62,7 @@ Side = Literal["sent", "received"]
 RequestState = Literal[
     "pending", "sent", "received", "authorising", "authorised", "declined", "failed"
 ]
-Decision = Literal["authorised", "declined"]
 PEER_PATH: Final = "/peer/v1/transfer-requests"
-MAX_NOTE: Final = 500
-MAX_REASON: Final = 500
 #: How long an "authorising" claim holds before another DSL may take the request over.
 AUTHORISING_GRACE: Final = timedelta(minutes=10)
 M = TypeVar("M", bound=BaseModel)
@@ -115,27 +113,6 @@ class PeerJsonClient(Protocol):
 
 class _Body(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
-
-
-class PeerTransferRequest(_Body):
-    """The body of ``POST /peer/v1/transfer-requests`` (contracts §5)."""
-
-    request_id: UUID
-    requester_org_id: str = Field(min_length=1, max_length=64)
-    holder_org_id: str = Field(min_length=1, max_length=64)
-    upn: str = Field(min_length=13, max_length=13)
-    dob: date | None = None
-    surname: Line = Field(min_length=1, max_length=200)
-    forename: Line = Field(min_length=1, max_length=200)
-    note: Prose | None = Field(default=None, max_length=MAX_NOTE)
-
-
-class PeerDecision(_Body):
-    """The body of ``POST /peer/v1/transfer-requests/{id}/decision``."""
-
-    decision: Decision
-    reason: Prose | None = Field(default=None, max_length=MAX_REASON)
-    package_id: UUID | None = None
 
 
 class NewTransferRequest(_Body):
