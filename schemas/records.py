@@ -410,6 +410,28 @@ class NewAction(_Model):
     due_on: date | None = None
 
 
+class NewAmendment(_Model):
+    """A concern's text as it should now read, and why it changed (the earlier text is kept)."""
+
+    location: _Text = ""
+    account: Annotated[Prose, Field(min_length=1, max_length=100_000)]
+    people_involved: _Text = ""
+    reason: Annotated[Prose, Field(min_length=1, max_length=10_000)]
+
+
+class AmendmentRecord(_Record):
+    """One change to a concern's text: the text as it read before, who changed it, when, why."""
+
+    id: _Id
+    concern_id: _Id
+    amended_at: AwareDatetime
+    amended_by: _Id
+    reason: str
+    earlier_location: str
+    earlier_account: str
+    earlier_people_involved: str
+
+
 class NewContact(_Model):
     agency: _Short
     contacted_at: AwareDatetime

@@ -16,8 +16,11 @@ from pathlib import Path
 from playwright.async_api import Browser, Page, async_playwright
 
 from tests.web.browser_support import CHROMIUM, CHROMIUM_ARGS, WebWorld
+from transfer.demo.scenario import upn
 
 WIDTHS = {"desktop": 1280, "phone": 375}
+#: Stands for the page of Amara's first concern (its id is only known once seeded).
+CONCERN = "/concerns/first"
 
 
 async def sign_in(page: Page, site: WebWorld, node: str, username: str) -> None:
@@ -36,7 +39,10 @@ async def capture(browser: Browser, site: WebWorld, out: Path) -> list[Path]:
     written: list[Path] = []
     shots = [
         ("primary", "s.patel", [("dashboard-dsl", "/"), ("account", "/account"),
-                                 ("api-token", "/account/tokens/new")]),
+                                 ("api-token", "/account/tokens/new"),
+                                 ("pupil", f"/pupils/{upn(101)}"), ("concern", CONCERN),
+                                 ("triage", CONCERN + "/triage"),
+                                 ("search", "/search?q=Amara")]),
         ("primary", "t.wood", [("dashboard-teacher", "/"),
                                 ("change-password", "/account/password")]),
         ("primary", "admin", [("dashboard-administrator", "/")]),
@@ -58,6 +64,13 @@ async def capture(browser: Browser, site: WebWorld, out: Path) -> list[Path]:
             page = await context.new_page()
             await sign_in(page, site, node, username)
             for name, path in pages:
+                if path.startswith(CONCERN):
+                    # Amara's first concern, as a person reaches it: from her chronology.
+                    await page.goto(site.url(node, f"/pupils/{upn(101)}"))
+                    link = page.locator(".app-timeline__title a").first
+                    href = await link.get_attribute("href")
+                    assert href is not None
+                    path = href + path.removeprefix(CONCERN)
                 await page.goto(site.url(node, path))
                 target = out / f"{name}-{kind}.png"
                 await page.screenshot(path=target, full_page=True)

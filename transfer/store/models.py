@@ -224,6 +224,19 @@ class Action(Base):
     provenance_id: Mapped[str | None] = mapped_column(ForeignKey("provenances.id"))
 
 
+class ConcernAmendment(Base):
+    """A concern's text was changed: who, when; the earlier text (and why it changed) is
+    sealed in :class:`SealedField` under ``concern_amendments``, so nothing is overwritten
+    silently."""
+
+    __tablename__ = "concern_amendments"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    concern_id: Mapped[str] = mapped_column(ForeignKey("concerns.id"), index=True)
+    amended_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    amended_by: Mapped[str] = mapped_column(String(36))
+
+
 class Contact(Base):
     __tablename__ = "external_contacts"
 
@@ -318,5 +331,6 @@ STORE_TABLES = frozenset(
         "sealed_fields",
         "tombstones",
         "pupil_events",
+        "concern_amendments",
     }
 )

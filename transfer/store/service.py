@@ -31,6 +31,7 @@ from keys import aead
 from schemas.auditing import AuditEvent, AuditSink, Outcome
 from schemas.records import (
     ActionRecord,
+    AmendmentRecord,
     BodyMapMark,
     CategoryRecord,
     ChronologyEntry,
@@ -43,6 +44,7 @@ from schemas.records import (
     Destination,
     DocumentRef,
     NewAction,
+    NewAmendment,
     NewConcern,
     NewContact,
     NewDestination,
@@ -90,6 +92,7 @@ from transfer.store.models import (
     BodyMapMarkRow,
     Category,
     Concern,
+    ConcernAmendment,
     ConcernPupil,
     Contact,
     Document,
@@ -188,6 +191,19 @@ def utc_now() -> datetime:
 
 def _new_id() -> str:
     return str(uuid.uuid4())
+
+
+def _submission_id(record_id: str | None) -> str:
+    """The id of a new record: a form's own (so that a form sent twice is stored once), or
+    a new one."""
+    if record_id is None:
+        return _new_id()
+    try:
+        return str(uuid.UUID(record_id))
+    except ValueError:
+        raise InputError(
+            "this form's own reference is not valid; reload the page and try again"
+        ) from None
 
 
 def organisation_name(name: str) -> str:
@@ -1707,9 +1723,197 @@ class Store:
         await self._audit("store.concern.status", actor, actor.org_id, targets, status=status)
         return record
 
-    async def triage_concern(self, actor: Actor, concern_id: str, data: NewTriage) -> TriageRecord:
+    async def amend_concern(
+        self, actor: Actor, concern_id: str, data: NewAmendment, *, record_id: str | None = None
+    ) -> ConcernRecord:
+        """Change a concern's text (account, location, people involved), keeping the text as
+        it read before in an amendment (who, when, why): never a silent overwrite.
+
+        Its author may, and the DSL team (``concern.triage``); a concern received from
+        another school may not be changed here. ``record_id`` (a form's own id): an
+        amendment sent twice is stored once. Changing nothing is refused.
+        """
+        targets = {"concern": concern_id}
+        if not (actor.has(Permission.RECORD_CONCERN) or actor.has(Permission.TRIAGE)):
+            await self._refuse(actor, "store.concern.amend", targets)
+            raise PermissionDenied("your role does not allow changing concerns")
+        new_id = _submission_id(record_id)
+        if record_id is not None and await self._sent_before(
+            ConcernAmendment, new_id, concern_id, actor
+        ):
+            return await self._concern_now(actor, concern_id)
+        try:
+            record = await self._amend(actor, concern_id, data, new_id)
+        except ConflictError:
+            if record_id is not None and await self._sent_before(
+                ConcernAmendment, new_id, concern_id, actor
+            ):
+                return await self._concern_now(actor, concern_id)
+            raise
+        await self._audit(
+            "store.concern.amend", actor, actor.org_id, {**targets, "amendment": new_id}
+        )
+        return record
+
+    async def _concern_now(self, actor: Actor, concern_id: str) -> ConcernRecord:
+        ring = self._ring()
+        async with self.sessions() as s:
+            concern, pupils = await self._readable_concern(
+                s, actor, concern_id, "store.concern.amend"
+            )
+            return await self._concern_record(s, _Sealed(s, ring), concern, pupils)
+
+    async def _amend(
+        self, actor: Actor, concern_id: str, data: NewAmendment, new_id: str
+    ) -> ConcernRecord:
+        targets = {"concern": concern_id}
+        ring = self._ring()
+        async with self._writing() as s:
+            concern, pupils = await self._readable_concern(
+                s, actor, concern_id, "store.concern.amend"
+            )
+            if not (actor.has(Permission.TRIAGE) or concern.recorded_by == actor.staff_id):
+                await self._refuse(actor, "store.concern.amend", targets)
+                raise PermissionDenied(
+                    "only the person who logged a concern, or the DSL team, may change it"
+                )
+            if concern.provenance_id is not None:
+                raise ConflictError(
+                    "this concern was received from another school; its text cannot be "
+                    "changed here (add an action or a note instead)"
+                )
+            # The amendment's own row first: a form sent twice at once clashes here.
+            s.add(
+                ConcernAmendment(
+                    id=new_id, concern_id=concern.id, amended_at=self.now(),
+                    amended_by=actor.staff_id,
+                )
+            )  # fmt: skip
+            await s.flush()
+            await self._lock_live_pupils(s, pupils)
+            sealed = _Sealed(s, ring)
+            earlier = await sealed.one("concerns", concern.id, pupils[0])
+            now = {
+                "location": data.location,
+                "account": data.account,
+                "people_involved": data.people_involved,
+            }
+            if all(earlier.get(k, "") == v for k, v in now.items()):
+                raise InputError("nothing was changed: change the text before saving")
+            await sealed.put(
+                "concern_amendments", new_id, pupils,
+                {**{k: earlier.get(k, "") for k in now}, "reason": data.reason},
+            )  # fmt: skip
+            await s.execute(
+                delete(SealedField).where(
+                    SealedField.record_table == "concerns",
+                    SealedField.record_id == concern.id,
+                    SealedField.field.in_(list(now)),
+                )
+            )
+            await sealed.put("concerns", concern.id, pupils, now)
+            await self._lock_live_pupils(s, pupils)
+            await s.flush()
+            return await self._concern_record(s, sealed, concern, pupils)
+
+    async def concern_amendments(self, actor: Actor, concern_id: str) -> list[AmendmentRecord]:
+        """A concern's earlier texts, oldest change first, for whoever may read the concern."""
+        ring = self._ring()
+        async with self.sessions() as s:
+            _, pupils = await self._readable_concern(s, actor, concern_id, "store.concern.history")
+            rows = (
+                await s.scalars(
+                    select(ConcernAmendment)
+                    .where(ConcernAmendment.concern_id == concern_id)
+                    .order_by(ConcernAmendment.amended_at, ConcernAmendment.id)
+                )
+            ).all()
+            sealed = _Sealed(s, ring)
+            out = []
+            for row in rows:
+                f = await sealed.one("concern_amendments", row.id, pupils[0])
+                out.append(
+                    AmendmentRecord(
+                        id=row.id, concern_id=row.concern_id, amended_at=row.amended_at,
+                        amended_by=row.amended_by, reason=f["reason"],
+                        earlier_location=f["location"], earlier_account=f["account"],
+                        earlier_people_involved=f["people_involved"],
+                    )
+                )  # fmt: skip
+        if out:
+            await self._audit(
+                "store.concern.history", actor, actor.org_id, {"concern": concern_id},
+                count=len(out),
+            )  # fmt: skip
+        return out
+
+    async def action_owners(self, actor: Actor) -> tuple[PersonRecord, ...]:
+        """The active staff of the actor's organisation an action may be given to, by name
+        and role (for the DSL team choosing an owner, who may not list accounts)."""
+        await self._require(actor, Permission.MANAGE_ACTIONS, "store.action.owners", {})
+        async with self.sessions() as s:
+            rows = await s.execute(
+                select(Staff.id, Staff.display_name, Staff.roles)
+                .where(Staff.org_id == actor.org_id, Staff.active.is_(True))
+                .order_by(Staff.display_name, Staff.id)
+            )
+            return tuple(
+                PersonRecord(id=str(i), name=str(n)[:200], role=people.main_role(r or []))
+                for i, n, r in rows
+            )
+
+    async def triage_concern(
+        self, actor: Actor, concern_id: str, data: NewTriage, *, record_id: str | None = None
+    ) -> TriageRecord:
+        """Record a triage decision. ``record_id`` (a form's own id, a UUID): a decision sent
+        twice with the same id is stored once, the second call returning the first record."""
         targets = {"concern": concern_id}
         await self._require(actor, Permission.TRIAGE, "store.triage.record", targets)
+        new_id = _submission_id(record_id)
+        if record_id is not None and await self._sent_before(Triage, new_id, concern_id, actor):
+            return await self._stored_triage(actor, concern_id, new_id)
+        try:
+            return await self._triage(actor, concern_id, data, new_id)
+        except ConflictError:
+            if record_id is not None and await self._sent_before(Triage, new_id, concern_id, actor):
+                return await self._stored_triage(actor, concern_id, new_id)
+            raise
+
+    async def _stored_triage(self, actor: Actor, concern_id: str, triage_id: str) -> TriageRecord:
+        ring = self._ring()
+        async with self.sessions() as s:
+            _, pupils = await self._readable_concern(s, actor, concern_id, "store.triage.record")
+            row = await s.get(Triage, triage_id)
+            assert row is not None
+            reason = (await _Sealed(s, ring).one("triage_decisions", row.id, pupils[0]))["reason"]
+        return TriageRecord(
+            id=row.id, concern_id=row.concern_id, decision=cast(Any, row.decision),
+            reason=reason, decided_at=row.decided_at, decided_by=row.decided_by,
+        )  # fmt: skip
+
+    async def _sent_before(
+        self, model: type[Triage] | type[Action] | type[Contact] | type[ConcernAmendment],
+        record_id: str, concern_id: str, actor: Actor,
+    ) -> bool:  # fmt: skip
+        """Whether a form with ``record_id`` was stored already (by this person, for this
+        concern); a clash with anything else is refused."""
+        async with self.sessions() as s:
+            row = await s.get(model, record_id)
+        if row is None:
+            return False
+        by = {
+            Triage: "decided_by", Action: "created_by", Contact: "recorded_by",
+            ConcernAmendment: "amended_by",
+        }[model]  # fmt: skip
+        found: Any = row
+        if found.concern_id != concern_id or getattr(found, by) != actor.staff_id:
+            raise ConflictError("this form was used for something else; reload the page")
+        return True
+
+    async def _triage(
+        self, actor: Actor, concern_id: str, data: NewTriage, new_id: str
+    ) -> TriageRecord:
+        targets = {"concern": concern_id}
         ring = self._ring()
         async with self._writing() as s:
             concern, pupils = await self._readable_concern(
@@ -1717,7 +1921,7 @@ class Store:
             )
             await self._lock_live_pupils(s, pupils)
             row = Triage(
-                id=_new_id(),
+                id=new_id,
                 concern_id=concern.id,
                 decision=data.decision,
                 decided_at=self.now(),
@@ -1746,9 +1950,39 @@ class Store:
         await self._changed(StoreChange("concern.triaged", actor.org_id, (), concern_id, actor))
         return record
 
-    async def add_action(self, actor: Actor, concern_id: str, data: NewAction) -> ActionRecord:
+    async def add_action(
+        self, actor: Actor, concern_id: str, data: NewAction, *, record_id: str | None = None
+    ) -> ActionRecord:
+        """Add an action (``record_id``: as for :meth:`triage_concern`, stored once)."""
         targets = {"concern": concern_id}
         await self._require(actor, Permission.MANAGE_ACTIONS, "store.action.add", targets)
+        new_id = _submission_id(record_id)
+        if record_id is not None and await self._sent_before(Action, new_id, concern_id, actor):
+            return await self._stored_action(actor, new_id)
+        try:
+            return await self._add_action(actor, concern_id, data, new_id)
+        except ConflictError:
+            if record_id is not None and await self._sent_before(Action, new_id, concern_id, actor):
+                return await self._stored_action(actor, new_id)
+            raise
+
+    async def _stored_action(self, actor: Actor, action_id: str) -> ActionRecord:
+        ring = self._ring()
+        async with self.sessions() as s:
+            row = await s.get(Action, action_id)
+            assert row is not None
+            _, pupils = await self._readable_concern(s, actor, row.concern_id, "store.action.add")
+            text = (await _Sealed(s, ring).one("actions", row.id, pupils[0]))["text"]
+        return ActionRecord(
+            id=row.id, concern_id=row.concern_id, text=text, assignee_id=row.assignee_id,
+            due_on=row.due_on, done_at=row.done_at, created_at=row.created_at,
+            created_by=row.created_by,
+        )  # fmt: skip
+
+    async def _add_action(
+        self, actor: Actor, concern_id: str, data: NewAction, new_id: str
+    ) -> ActionRecord:
+        targets = {"concern": concern_id}
         ring = self._ring()
         async with self._writing() as s:
             concern, pupils = await self._readable_concern(s, actor, concern_id, "store.action.add")
@@ -1758,7 +1992,7 @@ class Store:
                 if assignee is None or assignee.org_id != actor.org_id:
                     raise InputError("the assignee is not a staff member of your organisation")
             row = Action(
-                id=_new_id(),
+                id=new_id,
                 concern_id=concern.id,
                 assignee_id=data.assignee_id,
                 due_on=data.due_on,
@@ -1889,10 +2123,44 @@ class Store:
         await self._audit("store.action.list", actor, actor.org_id, {}, count=len(out))
         return out
 
-    async def add_contact(self, actor: Actor, concern_id: str, data: NewContact) -> ContactRecord:
+    async def add_contact(
+        self, actor: Actor, concern_id: str, data: NewContact, *, record_id: str | None = None
+    ) -> ContactRecord:
+        """Record a contact with an agency (``record_id``: as for :meth:`triage_concern`)."""
         targets = {"concern": concern_id}
         await self._require(actor, Permission.MANAGE_CONTACTS, "store.contact.add", targets)
         self._check_not_future(data.contacted_at, "the contact")
+        new_id = _submission_id(record_id)
+        if record_id is not None and await self._sent_before(Contact, new_id, concern_id, actor):
+            return await self._stored_contact(actor, concern_id, new_id)
+        try:
+            return await self._add_contact(actor, concern_id, data, new_id)
+        except ConflictError:
+            if record_id is not None and await self._sent_before(
+                Contact, new_id, concern_id, actor
+            ):
+                return await self._stored_contact(actor, concern_id, new_id)
+            raise
+
+    async def _stored_contact(
+        self, actor: Actor, concern_id: str, contact_id: str
+    ) -> ContactRecord:
+        ring = self._ring()
+        async with self.sessions() as s:
+            _, pupils = await self._readable_concern(s, actor, concern_id, "store.contact.add")
+            row = await s.get(Contact, contact_id)
+            assert row is not None
+            f = await _Sealed(s, ring).one("external_contacts", row.id, pupils[0])
+        return ContactRecord(
+            id=row.id, concern_id=row.concern_id, agency=f["agency"],
+            contacted_at=row.contacted_at, outcome=f["outcome"], recorded_at=row.recorded_at,
+            recorded_by=row.recorded_by,
+        )  # fmt: skip
+
+    async def _add_contact(
+        self, actor: Actor, concern_id: str, data: NewContact, new_id: str
+    ) -> ContactRecord:
+        targets = {"concern": concern_id}
         ring = self._ring()
         async with self._writing() as s:
             concern, pupils = await self._readable_concern(
@@ -1900,7 +2168,7 @@ class Store:
             )
             await self._lock_live_pupils(s, pupils)
             row = Contact(
-                id=_new_id(),
+                id=new_id,
                 concern_id=concern.id,
                 contacted_at=data.contacted_at,
                 recorded_at=self.now(),
@@ -2510,7 +2778,7 @@ class Store:
         orphans = [c for c in linked if c not in still]
         counts["concerns_deleted"] = len(orphans)
         if orphans:
-            for model in (Triage, Action, Contact):
+            for model in (Triage, Action, Contact, ConcernAmendment):
                 await s.execute(delete(model).where(model.concern_id.in_(orphans)))
             await s.execute(delete(Document).where(Document.concern_id.in_(orphans)))
             await s.execute(delete(Concern).where(Concern.id.in_(orphans)))

@@ -11,12 +11,19 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from transfer.web import account, dashboard, signin
+from transfer.web import account, dashboard, pupils, search, signin, triage
 from transfer.web.core import WebApp, WebRoute, WebServices
 from transfer.web.core import mount as _mount
 
 #: Every page of the web app (a later area adds its module's ROUTES here).
-ROUTES: tuple[WebRoute, ...] = (*signin.ROUTES, *dashboard.ROUTES, *account.ROUTES)
+ROUTES: tuple[WebRoute, ...] = (
+    *signin.ROUTES,
+    *dashboard.ROUTES,
+    *account.ROUTES,
+    *pupils.ROUTES,
+    *triage.ROUTES,
+    *search.ROUTES,
+)
 
 
 def mount(app: web.Application, services: WebServices) -> WebApp:

@@ -30,7 +30,7 @@ from transfer.auth.records import Principal
 from transfer.auth.service import Accounts, SessionInvalid, TotpEnrolmentRequired
 from transfer.config import Config
 from transfer.errors import HandoverError, NotFoundError, PolicyError, TooLargeError
-from transfer.store.permissions import Role
+from transfer.store.permissions import Permission, Role
 from transfer.store.service import Store
 from transfer.web.rendering import environment, page_response, redirect, render
 from transfer.web.static import PREFIX as STATIC_PREFIX
@@ -287,7 +287,10 @@ class WebApp:
     def navigation(self, request: web.Request, visit: Visit | None) -> list[dict[str, Any]]:
         if visit is None or visit.principal.kind != "session":
             return []
-        items = [("/", "Home"), ("/account", "Your account")]
+        items = [("/", "Home")]
+        if visit.actor.has(Permission.READ_PUPILS):
+            items.append(("/search", "Search"))
+        items.append(("/account", "Your account"))
         path = request.path
         return [
             {"href": href, "text": text, "active": path == href or (href != "/" and
@@ -412,7 +415,10 @@ async def give_back(
     kept = app.keys.open_kept(sealed, app.accounts.now())
     if kept is None or kept.owner != visit.principal.actor.staff_id:
         return None
-    route = app.forms.get(kept.path)
+    route = app.forms.get(kept.path) or next(
+        (r for pattern, r in app.forms.items() if "{" in pattern and _matches(pattern, kept.path)),
+        None,
+    )
     if route is None or route.form is None:
         return None
     return await route.form(request, visit, kept)

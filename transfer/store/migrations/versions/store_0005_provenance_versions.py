@@ -8,8 +8,8 @@ version was received) and an index on (org_id, source_org_id, original_id).
 Rows received before this migration have no digest: a record already held with
 no digest is treated as held (never imported again), see ``docs/store.md``.
 
-Revision ID: store_0004
-Revises: store_0003
+Revision ID: store_0005
+Revises: store_0004
 Create Date: 2027-01-25
 """
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "store_0004"
-down_revision = "store_0003"
+revision = "store_0005"
+down_revision = "store_0004"
 branch_labels = None
 depends_on = None
 
