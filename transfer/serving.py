@@ -44,8 +44,6 @@ log = logging.getLogger("handover.serve")
 #: How often the alert sweeps run (KCSIE deadlines, overdue actions), on top of the alerts
 #: raised as the data changes: a due date passing at midnight is seen within this.
 ALERT_SWEEP_MINUTES: Final = 10
-#: How often a shortage of disk space, once over, is reported to the DSL teams as an alert.
-SPACE_REPORT_SECONDS: Final = 60
 
 
 @dataclass(frozen=True)
@@ -132,8 +130,8 @@ def _app_and_scheduler(node: Node) -> tuple[web.Application, AsyncIOScheduler]:
     scheduler.add_job(_checkpoint, "interval", minutes=10, args=[node], max_instances=1)
     # A full disk is logged where it is met; the DSL teams are told once it can be recorded.
     scheduler.add_job(
-        _report_space, "interval", seconds=SPACE_REPORT_SECONDS, args=[node], max_instances=1,
-        coalesce=True,
+        _report_space, "interval", seconds=node.config.transfer.sweep_seconds, args=[node],
+        max_instances=1, coalesce=True,
     )  # fmt: skip
     # Deliver due outbox items and pull receipts (every transfer.sweep_seconds).
     schedule_outbox_sweeps(scheduler, node.outbox, node.config)
