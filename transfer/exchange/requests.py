@@ -37,7 +37,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from sqlalchemy.engine import CursorResult
 
 from schemas.manifest import PackageKind
-from schemas.text import Line, Prose
+from schemas.text import Line, Prose, where
 from transfer.alerts import Alerts
 from transfer.config import Config
 from transfer.errors import (
@@ -197,8 +197,8 @@ def _parse(model: type[M], body: Mapping[str, Any], what: str) -> M:
         return model.model_validate(dict(body))
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InputError(f"the {what} is not valid: {where} {first['msg']}") from None
+        at = where(first["loc"], "body")
+        raise InputError(f"the {what} is not valid: {at} {first['msg']}") from None
 
 
 def _rowcount(result: object) -> int:
