@@ -53,15 +53,30 @@ def fuzz_settings(scale: float = 1.0) -> settings:
     )
 
 
-def keep_crash(target: str, data: bytes) -> Path | None:
-    """Write a crashing input under ``tests/assets/fuzz/<target>/`` (``make fuzz`` only)."""
+def keep_crash(target: str, data: bytes, kind: str = "") -> Path | None:
+    """Write a crashing input under ``tests/assets/fuzz/<target>/`` (``make fuzz`` only).
+
+    ``kind`` names the failure (the exception and where it was raised): Hypothesis tries
+    many inputs while it shrinks one failure and runs the smallest last, so each kind
+    keeps one file, the smallest input.
+    """
     if not os.environ.get("HANDOVER_FUZZ_SAVE"):
         return None
     folder = CORPUS / target
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"crash-{hashlib.sha256(data).hexdigest()[:16]}.bin"
+    key = hashlib.sha256((kind or data.hex()).encode()).hexdigest()[:16]
+    path = folder / f"crash-{key}.bin"
     path.write_bytes(data)
     return path
+
+
+def _kind(exc: BaseException, what: str) -> str:
+    """The failure's kind: what went wrong, the exception's type and where it was raised."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    place = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
+    return f"{what}:{type(exc).__name__}:{place}"
 
 
 def run_target(name: str, target: Target, data: bytes) -> None:
@@ -70,12 +85,12 @@ def run_target(name: str, target: Target, data: bytes) -> None:
         target(data)
     except HandoverError as exc:
         if "\n" in exc.diagnostics() or not exc.diagnostics().strip():
-            kept = keep_crash(name, data)
+            kept = keep_crash(name, data, _kind(exc, "not-one-line"))
             raise AssertionError(
                 f"{name}: a message that is not one line: {exc!r} ({kept})"
             ) from exc
     except Exception as exc:
-        kept = keep_crash(name, data)
+        kept = keep_crash(name, data, _kind(exc, "escaped"))
         raise AssertionError(
             f"{name}: {type(exc).__name__} escaped instead of a clear error: {exc!r}"
             + (f" (kept as {kept})" if kept else f" (input {data[:200]!r})")

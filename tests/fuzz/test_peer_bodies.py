@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from schemas.receipt import ReceiptBody
 from tests.exchange.inbox_support import RECEIVER, SENDER, Rig, receiving_node, upn
-from tests.fuzz.harness import fuzz_settings, json_mutated, keep_crash, mutated
+from tests.fuzz.harness import CORPUS, fuzz_settings, json_mutated, keep_crash, mutated
 from tests.fuzz.targets import checkpoint_note
 from transfer.alerts import Alerts
 from transfer.audit.log import PeerCheckpoint
@@ -128,7 +128,8 @@ def _check(node: _ServedNode, path: str, body: bytes) -> None:
     # 503 only for a part this node does not run, or a retry-later condition: never a crash.
     fine = fine or (status == 503 and problem and doc.get("type") != "internal-error")
     if not fine:
-        kept = keep_crash("peer-" + path.strip("/").split("/")[2], path.encode() + b"\n" + body)
+        route = path.split("/")[3] if path.count("/") > 3 else path.rsplit("/", 1)[-1]
+        kept = keep_crash("peer", path.encode() + b"\n" + body, f"{route}:{status}")
         raise AssertionError(f"{path} answered {status} {doc} to {body[:300]!r} ({kept})")
 
 
@@ -155,6 +156,13 @@ def test_hostile_peer_bodies_get_a_problem_document_never_a_500(
             assert 200 <= status < 300, doc
         else:  # parsed, then not found: no such request or package here
             assert status == 404, doc
+
+    # Inputs a long run found (``tests/assets/fuzz/peer/``: the path, a newline, the body)
+    # are replayed first, signed afresh.
+    for kept in sorted((CORPUS / "peer").glob("*")):
+        kept_path, _, kept_body = kept.read_bytes().partition(b"\n")
+        if kept_path.decode().split("/")[3:4] == path.split("/")[3:4]:
+            _check(node, kept_path.decode(), kept_body)
 
     @fuzz_settings(SCALE)
     @given(body=st.one_of(mutated(raw, max_ops=4), json_mutated(good)))
