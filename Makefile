@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_DIR ?= demo
 
-.PHONY: venv tools lint test demo bench screenshots clean
+.PHONY: venv tools lint test fuzz demo bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ lint: venv
 
 test: venv tools lint
 	$(BIN)/pytest -q
+
+# A long fuzzing run (tests/fuzz/): random, FUZZ_EXAMPLES inputs per target (the short,
+# fixed run is part of `make test`). A crash is kept under tests/assets/fuzz/<target>/ and
+# replayed by every later run; fix it, then commit the input.
+FUZZ_EXAMPLES ?= 20000
+fuzz: venv
+	HANDOVER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HANDOVER_FUZZ_SAVE=1 $(BIN)/pytest -q tests/fuzz
 
 demo: venv
 	$(BIN)/handover demo --workdir $(DEMO_DIR) --fresh

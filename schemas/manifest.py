@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from schemas import jsontext
-from schemas.text import Line
+from schemas.text import Line, where
 
 __all__ = [
     "FORMAT_VERSION",
@@ -245,9 +245,8 @@ class Manifest(_Model):
             manifest = cls.model_validate(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(top)"
             raise ManifestDecodeError(
-                f"manifest.json is not valid: {where}: {first['msg']}"
+                f"manifest.json is not valid: {where(first['loc'])}: {first['msg']}"
             ) from None
         if manifest.canonical_bytes() != data:
             raise ManifestDecodeError("manifest.json is not in canonical form")

@@ -31,7 +31,7 @@ from pydantic import (
 
 from schemas import jsontext
 from schemas.manifest import PackageKind, canonical_json, format_rfc3339
-from schemas.text import Line, Prose
+from schemas.text import Line, Prose, where
 
 __all__ = [
     "RECEIPT_TYPE",
@@ -185,8 +185,8 @@ class ReceiptBody(_Model):
             return cls.model_validate(raw)
         except ValidationError as exc:
             first = exc.errors(include_input=False, include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(top)"
-            raise ReceiptDecodeError(f"the receipt is not valid: {where}: {first['msg']}") from None
+            at = where(first["loc"])
+            raise ReceiptDecodeError(f"the receipt is not valid: {at}: {first['msg']}") from None
 
 
 def json_schema() -> dict[str, Any]:

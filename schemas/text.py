@@ -32,7 +32,7 @@ from typing import Annotated, Final
 
 from pydantic import AfterValidator, Field
 
-__all__ = ["Line", "Prose", "check_line", "check_prose", "first_hidden"]
+__all__ = ["Line", "Prose", "check_line", "check_prose", "first_hidden", "shown", "where"]
 
 _JOINERS: Final = frozenset("\u200c\u200d")
 _MARKS: Final = frozenset("\u200e\u200f\u061c")
@@ -105,3 +105,21 @@ Line = Annotated[
 Prose = Annotated[
     str, AfterValidator(check_prose), Field(json_schema_extra={"pattern": PROSE_PATTERN})
 ]
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """Text from outside made safe for a one-line message: every control, format, separator
+    or unassigned character becomes ``?``, and it is cut at ``limit`` characters (``...``).
+
+    A message with a value sent by someone else (a field name, a date that does not parse)
+    must stay one line in the log and the terminal, and show what is there.
+    """
+    text = str(value)
+    cut = text[:limit]
+    safe = "".join("?" if unicodedata.category(c)[0] in "CZ" and c != " " else c for c in cut)
+    return safe + ("..." if len(text) > limit else "")
+
+
+def where(loc: tuple[int | str, ...] | list[int | str], default: str = "(top)") -> str:
+    """A pydantic error's location (``entries.0.path``) as :func:`shown` text."""
+    return shown(".".join(str(p) for p in loc), 80) or default

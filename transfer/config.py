@@ -92,6 +92,9 @@ class TransferSection(_Section):
     deadline_days: int = Field(default=5, ge=1, le=60)
     give_up_hours: int = Field(default=72, ge=1, le=24 * 60)
     max_package_bytes: int = Field(default=4 * 1024**3, ge=1024)
+    #: Receiving: an offered upload is refused (507, the sender tries again later) unless the
+    #: disk holding ``incoming/`` keeps at least this much free once it has arrived.
+    disk_reserve_bytes: int = Field(default=256 * 1024**2, ge=0, le=1024**4)
     #: The most bytes one upload request to another node carries. By default a package goes
     #: in one streamed request; lower it only for a proxy that limits request bodies.
     chunk_bytes: int = Field(default=4 * 1024**3, ge=64 * 1024, le=64 * 1024**3)

@@ -71,6 +71,7 @@ from typing import Any, Final
 import defusedxml
 import defusedxml.ElementTree as DET
 
+from schemas.text import shown
 from transfer.errors import InputError, TooLargeError
 from transfer.identifiers import (
     InvalidIdentifier,
@@ -286,11 +287,11 @@ def _date(raw: str | None, line: int, what: str) -> date | None:
     if raw is None:
         return None
     if not _ISO_DATE.fullmatch(raw):
-        raise CTFError(line, f"{what} '{raw[:20]}' is not a date in the form YYYY-MM-DD.")
+        raise CTFError(line, f"{what} '{shown(raw, 20)}' is not a date in the form YYYY-MM-DD.")
     try:
         return date.fromisoformat(raw)
     except ValueError:
-        raise CTFError(line, f"{what} '{raw[:20]}' is not a real date.") from None
+        raise CTFError(line, f"{what} '{shown(raw, 20)}' is not a real date.") from None
 
 
 def _identifier(kind: str, raw: str | None, line: int, what: str) -> str | None:
@@ -357,7 +358,7 @@ def _created(header: _Node) -> datetime | None:
     except ValueError:
         where = header.child("DateTime") or header
         raise CTFError(
-            where.line, f"header DateTime '{raw[:30]}' is not a date and time."
+            where.line, f"header DateTime '{shown(raw, 30)}' is not a date and time."
         ) from None
 
 
@@ -447,7 +448,9 @@ def _pupil(node: _Node, header: CTFHeader) -> CTFPupil:
         raise CTFError(node.line, f"pupil {upn} has no <Sex> (or <Gender>).")
     sex = raw_sex.upper()
     if sex not in SEX_CODES:
-        raise CTFError(sex_line, f"pupil {upn} sex '{raw_sex[:10]}' is not one of M, F, U, O, X.")
+        raise CTFError(
+            sex_line, f"pupil {upn} sex '{shown(raw_sex, 10)}' is not one of M, F, U, O, X."
+        )
     history = _history(node)
     leaving = _leaving_date(history, header.source)
     if leaving is not None and leaving < dob:

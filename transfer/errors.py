@@ -122,6 +122,28 @@ class TransportError(HandoverError):
     title = "A network or storage failure"
 
 
+class OutOfSpaceError(TransportError):
+    """The node's own disk (or its database's) is full: nothing was changed; try again later.
+
+    Not the caller's fault: the operator frees space (``docs/operations.md``, "Disk
+    space") and the node carries on by itself.
+    """
+
+    slug = "out-of-space"
+    title = "The node is out of storage space"
+
+
+class InsufficientStorageError(TransportError):
+    """An upload offered to this node cannot fit in its free space (HTTP 507).
+
+    The sender waits and offers it again; smaller packages that fit still go through.
+    """
+
+    http_status = 507
+    slug = "insufficient-storage"
+    title = "Not enough storage space for this upload just now"
+
+
 class TooLargeError(InputError):
     """An upload or file is bigger than the configured limit."""
 

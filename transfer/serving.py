@@ -26,7 +26,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from transfer.api.app import create_app
 from transfer.api.listener import GuardedSite, ListenerLimits
-from transfer.errors import ConfigError, HandoverError
+from transfer.errors import ConfigError, HandoverError, OutOfSpaceError
 from transfer.exchange.peer_server import services_for
 from transfer.exchange.receipt_push import ReceiptPusher
 from transfer.exchange.retention_sweep import AfterAcceptanceRetention
@@ -34,6 +34,7 @@ from transfer.exchange.sweeps import schedule_outbox_sweeps
 from transfer.node import Node
 from transfer.private_files import tighten
 from transfer.referrals.service import referral_deadline_sweep
+from transfer.space import SpaceWatch
 from transfer.tls import make_self_signed, server_context
 from transfer.web import WebServices
 from transfer.wording import plural
@@ -68,6 +69,13 @@ async def _sweep_retention(node: Node) -> None:
     report = await node.store.run_retention()
     if report.erased_pupils:
         log.info("retention sweep erased %s", plural(len(report.erased_pupils), "pupil"))
+
+
+async def _report_space(node: Node) -> None:
+    """Alert the DSL teams that the node ran out of space (once the database takes it)."""
+    if node.store.space.pending_since is not None:
+        orgs = [org.id for org in await node.store.list_organisations()]
+        await node.store.space.report(node.alerts, orgs)
 
 
 async def _checkpoint(node: Node) -> None:
@@ -120,6 +128,11 @@ def _app_and_scheduler(node: Node) -> tuple[web.Application, AsyncIOScheduler]:
         max_instances=1, coalesce=True,
     )  # fmt: skip
     scheduler.add_job(_checkpoint, "interval", minutes=10, args=[node], max_instances=1)
+    # A full disk is logged where it is met; the DSL teams are told once it can be recorded.
+    scheduler.add_job(
+        _report_space, "interval", seconds=node.config.transfer.sweep_seconds, args=[node],
+        max_instances=1, coalesce=True,
+    )  # fmt: skip
     # Deliver due outbox items and pull receipts (every transfer.sweep_seconds).
     schedule_outbox_sweeps(scheduler, node.outbox, node.config)
     scheduler.add_job(
@@ -166,12 +179,19 @@ class _KnownErrorsOnOneLine(logging.Filter):
     per run. Anything else keeps its traceback.
     """
 
+    def __init__(self, space: SpaceWatch | None = None) -> None:
+        super().__init__()
+        self.space = space
+
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HandoverError):
             job = record.args[0] if isinstance(record.args, tuple) and record.args else "a job"
             record.msg, record.args = "%s failed: %s", (job, exc.diagnostics())
             record.exc_info, record.exc_text = None, None
+            if isinstance(exc, OutOfSpaceError) and self.space is not None:
+                if "_report_space" not in str(job):
+                    self.space.mark()
         return True
 
 
@@ -214,7 +234,8 @@ async def serving(
         await runner.cleanup()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     bound = runner.addresses[0][1] if port == 0 and runner.addresses else port
-    job_log, one_line = logging.getLogger("apscheduler.executors.default"), _KnownErrorsOnOneLine()
+    job_log = logging.getLogger("apscheduler.executors.default")
+    one_line = _KnownErrorsOnOneLine(node.store.space)
     job_log.addFilter(one_line)
     try:
         scheduler.start()

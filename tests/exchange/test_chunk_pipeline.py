@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import update
 
 from tests.exchange.inbox_support import RECEIVER, SENDER, Rig, receiving_node
-from transfer.errors import IntegrityError, TooLargeError, TransportError
+from transfer.errors import IntegrityError, OutOfSpaceError, TooLargeError, TransportError
 from transfer.exchange import inbox as inbox_module
 from transfer.exchange import outbox as outbox_module
 from transfer.exchange.client import PeerClient
@@ -249,10 +249,13 @@ async def test_a_disk_error_is_a_transport_error_and_cuts_back(
 
     monkeypatch.setattr(os, "pwrite", failing)
     chunk = DATA[MIB : 5 * MIB]
-    with pytest.raises(TransportError, match="could not store the chunk: No space left"):
+    # A full disk is named as such (issue 17, item 6): still a transport error, retried.
+    with pytest.raises(TransportError, match=r"out of storage space \(no space left in") as got:
         await rig.inbox.receive_chunk(
             caller, pid, MIB, content_digest(chunk), _pieces(chunk, 65536)
         )
+    assert isinstance(got.value, OutOfSpaceError)
+    assert got.value.detail["offset"] == MIB
     assert calls == 3
     assert _part(rig, pid).stat().st_size == MIB
     assert (await rig.inbox.upload_offset(caller, pid)) == MIB

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from schemas import jsontext
 from schemas.manifest import Manifest, ManifestDecodeError
 from schemas.receipt import ReceiptBody, ReceiptDecodeError
-from schemas.text import LINE_PATTERN, PROSE_PATTERN, Line, Prose, first_hidden
+from schemas.text import LINE_PATTERN, PROSE_PATTERN, Line, Prose, first_hidden, shown, where
 from transfer.deadlines import CalendarError, calendar_from_json
 from transfer.directory.document import DirectoryFormatError, parse_document
 from transfer.exchange.importing import RecordsError, parse_records
@@ -129,3 +129,14 @@ def test_signed_documents_with_a_key_twice_are_refused() -> None:
         ReceiptBody.from_bytes(b'{"type": "x", "type": "x"}')
     with pytest.raises(DirectoryFormatError, match="appears twice"):
         parse_document(b'{"serial": 1, "serial": 2}')
+
+
+def test_values_from_outside_are_shown_on_one_line() -> None:
+    # Found by make fuzz: a newline in a CTF date or a receipt's field name forged a log line.
+    assert shown("2026-07-20T\n4:32:05") == "2026-07-20T?4:32:05"
+    assert shown("a\u202eb\u2028c\x00d\te") == "a?b?c?d?e"
+    assert shown("Zoë Ní Bhriain") == "Zoë Ní Bhriain"
+    assert shown("x" * 50, 10) == "x" * 10 + "..."
+    assert where(("entries", 0, "pa\nth")) == "entries.0.pa?th"
+    assert where(()) == "(top)"
+    assert where((), "body") == "body"

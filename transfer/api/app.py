@@ -50,7 +50,8 @@ from transfer.api.routes_requests import ALERT_ROUTES, ALERTS_KEY, REQUEST_ROUTE
 from transfer.audit.request_ids import HEADER, REQUEST_ID, request_id_from
 from transfer.auth.service import Accounts
 from transfer.config import Config
-from transfer.errors import DamagedStateError, HandoverError, TooLargeError
+from transfer.errors import DamagedStateError, HandoverError, OutOfSpaceError, TooLargeError
+from transfer.space import as_out_of_space
 from transfer.store.service import Store
 
 if TYPE_CHECKING:
@@ -116,7 +117,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         try:
             response = await handler(request)
         except HandoverError as err:
-            if isinstance(err, DamagedStateError):
+            if isinstance(err, OutOfSpaceError):
+                _out_of_space(request, err, rid)
+            elif isinstance(err, DamagedStateError):
                 # Not the caller's doing, and the operator must act: one line, no traceback.
                 log.error("%s %s failed: %s [request %s]", request.method, request.path,
                           err.diagnostics(), rid)  # fmt: skip
@@ -125,7 +128,13 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             response = error_response(from_validation(err), rid)
         except web.HTTPException as exc:
             response = _from_http(exc, request)
-        except Exception:
+        except Exception as exc:
+            full = as_out_of_space(exc, str(request.config_dict[STORE_KEY].data_dir))
+            if full is not None:
+                _out_of_space(request, full, rid)
+                response = error_response(full, rid)
+                status = response.status
+                return response
             log.exception("unexpected error in %s %s [request %s]", request.method,
                           request.path, rid)  # fmt: skip
             await _audit_crash(request, rid)
@@ -148,6 +157,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             rid,
         )
         REQUEST_ID.reset(token)
+
+
+def _out_of_space(request: web.Request, err: OutOfSpaceError, rid: str) -> None:
+    """A request refused for want of space: one log line, and the node's watch told (it
+    alerts the DSL teams once the database can take it)."""
+    request.config_dict[STORE_KEY].space.noticed(err, f"{request.method} {request.path}", rid)
 
 
 async def _audit_crash(request: web.Request, rid: str) -> None:

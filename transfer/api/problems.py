@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from schemas.text import where as shown_where
 from transfer.errors import HandoverError, InputError
 
 MEDIA_TYPE = "application/problem+json"
@@ -64,7 +65,7 @@ def validation_errors(err: ValidationError, where: str = "body") -> list[dict[st
     """Locations, messages and types of a ``ValidationError``; the submitted input is left out."""
     out = []
     for e in err.errors(include_input=False, include_url=False, include_context=False):
-        loc = ".".join(str(p) for p in (where, *e["loc"]))
+        loc = shown_where((where, *e["loc"]))
         msg = "is not a known field" if e["type"] == "extra_forbidden" else e["msg"]
         out.append({"location": loc, "message": msg, "type": e["type"]})
     return out

@@ -54,6 +54,7 @@ from schemas.directory import (
     Revocation,
 )
 from schemas.manifest import canonical_json
+from schemas.text import where
 from transfer.audit.checkpoint import NoteError, Verifier
 from transfer.errors import ConflictError, InputError, IntegrityError, PolicyError
 from transfer.package.errors import UnknownSenderError
@@ -226,8 +227,7 @@ def parse_authority_secret_key(text: str | bytes) -> minisign.SecretKey:
 
 def _first_error(exc: ValidationError) -> str:
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top)"
-    return f"{where}: {first['msg']}"
+    return f"{where(first['loc'])}: {first['msg']}"
 
 
 def _load_json(data: bytes, what: str) -> Any:

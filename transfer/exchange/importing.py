@@ -53,7 +53,7 @@ from schemas.records import (
     PupilRecord,
     TriageRecord,
 )
-from schemas.text import first_hidden
+from schemas.text import first_hidden, where
 from transfer.errors import ConflictError, InputError, IntegrityError, NotFoundError, PolicyError
 from transfer.identifiers import validate_upn
 from transfer.store import blobs
@@ -162,10 +162,9 @@ def _load(model: type[M], path: str, data: bytes) -> M:
         record = model.model_validate_json(data)
     except ValidationError as exc:
         first = exc.errors(include_input=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top)"
         raise RecordsError(
             f"{path} in the package is not a {model.__name__} this node can read "
-            f"({where}: {first['msg']}); the sender may use a newer record format"
+            f"({where(first['loc'])}: {first['msg']}); the sender may use a newer record format"
         ) from None
     for name in _READ_AS_LINES:
         value = getattr(record, name, None)

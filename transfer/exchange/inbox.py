@@ -77,6 +77,7 @@ from transfer.errors import (
     ConflictError,
     HandoverError,
     InputError,
+    InsufficientStorageError,
     IntegrityError,
     NotFoundError,
     TooLargeError,
@@ -108,6 +109,7 @@ from transfer.httpsig import DigestHasher, DigestMismatchError, check_digest
 from transfer.package.layout import Addressee, SenderKeys, VerifiedPackage
 from transfer.package.open import inspect_package, verify_package
 from transfer.receipts import SignedReceipt, sign_receipt
+from transfer.space import as_out_of_space, free_bytes
 from transfer.store import people
 from transfer.store.db import sessionmaker
 from transfer.store.permissions import Actor, Permission, PermissionDenied, require
@@ -435,6 +437,7 @@ class Inbox:
         data_dir: Path,
         audit_log: AuditLog | None = None,
         clock: Callable[[], datetime] | None = None,
+        free_space: Callable[[Path], int] = free_bytes,
     ) -> None:
         self.store = store
         self.keys = keys
@@ -446,6 +449,8 @@ class Inbox:
         self._clock = clock or store.now
         self.incoming_dir = data_dir / "incoming"
         self.inbox_dir = data_dir / "inbox"
+        #: Bytes free on the file system holding a path (``transfer.space.free_bytes``).
+        self.free_space = free_space
         #: Uploads whose whole body came in one request from offset 0, with its checked
         #: digest: ``complete`` need not read the file again (in this process only).
         self._whole_sha256: dict[str, str] = {}
@@ -591,6 +596,7 @@ class Inbox:
             raise TooLargeError(
                 f"the package is {offer.size} bytes, over this node's limit of {limit} bytes"
             )
+        await self._check_room(caller, offer)
         now = self.now()
         row = IncomingPackage(
             id=pid,
@@ -658,6 +664,44 @@ class Inbox:
             )
             return 201, {"offset": 0, "state": RECEIVING}
         return 200, {"offset": await self._resume_point(row), "state": RECEIVING}
+
+    async def _check_room(self, caller: PeerCaller, offer: OfferBody) -> None:
+        """Refuse (507) an upload this node's disk cannot hold while keeping its reserve.
+
+        What is still to come (the whole package, or the rest of an upload being resumed)
+        plus ``transfer.disk_reserve_bytes`` must be free on the file system holding
+        ``incoming/``; otherwise the upload would fill the disk and stop smaller packages
+        (and everything else the node writes). The sender keeps the package and offers it
+        again on its retry schedule.
+        """
+        pid = str(offer.package_id)
+        held = 0
+        async with self._sessions() as s:
+            row = await s.get(IncomingPackage, pid)
+        if row is not None:
+            if row.state != RECEIVING or row.sender_org_id != caller.org_id:
+                return  # already here, or not this sender's: the offer's own checks answer
+            held = min(row.received, offer.size)
+        needed = offer.size - held
+        reserve = self.config.transfer.disk_reserve_bytes
+        free = await asyncio.to_thread(self.free_space, self.incoming_dir)
+        if free - needed >= reserve:
+            return
+        await self._audit(
+            "transfer.offer", None, offer.recipient_org_id, {"package": pid}, "refused",
+            sender=caller.org_id, reason="insufficient-storage", size=offer.size,
+            needed=needed, free=free, reserve=reserve,
+        )  # fmt: skip
+        log.warning(
+            "package %s from %s refused for now: %d more bytes would leave %d free, under the "
+            "reserve of %d (transfer.disk_reserve_bytes); free space on the disk of %s",
+            pid, caller.org_id, needed, max(0, free - needed), reserve, self.incoming_dir,
+        )  # fmt: skip
+        raise InsufficientStorageError(
+            f"this node cannot hold package {pid} ({needed} more bytes) just now: it has "
+            f"{max(free, 0)} bytes free and keeps {reserve} in reserve; offer it again later",
+            detail={"needed": needed},
+        )
 
     def _ensure_part(self, pid: str) -> None:
         self.incoming_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -801,6 +845,10 @@ class Inbox:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, keep)
             if isinstance(exc, OSError):
+                full = as_out_of_space(exc, str(self.incoming_dir))
+                if full is not None:
+                    full.detail["offset"] = keep
+                    raise full from None
                 raise TransportError(f"could not store the chunk: {exc.strerror}") from None
             if isinstance(exc, TransportError) and keep != start:
                 raise TransportError(

@@ -153,6 +153,17 @@ class PackageFileMissingError(IntegrityError):
     """The package's file is no longer in the outgoing directory."""
 
 
+class PackageFileDamagedError(IntegrityError):
+    """The package's file on this node no longer matches the hash recorded when it was built.
+
+    This node's disk (or someone with access to it) changed the file: sending it would only
+    have the receiver refuse it as "altered on the way", blaming the network.
+    """
+
+    slug = "package-file-damaged"
+    title = "The copy of the package on this server is damaged"
+
+
 #: Where the reason given for sending a leaver's file is sealed (``sealed_fields``).
 REASON_TABLE: Final = "outgoing_packages"
 REASON_FIELD: Final = "send_reason"
@@ -1012,6 +1023,11 @@ class Outbox:
                 "the package's file is no longer in the outbox, so it cannot be sent again; "
                 "queue a new one"
             )
+        try:
+            await self._check_own_copy(path, int(row.ciphertext_size), row.ciphertext_sha256)
+        except PackageFileDamagedError as exc:
+            await self._audit("transfer.resent", actor, row, "refused", reason="file-damaged")
+            raise ConflictError(exc.message) from None
         now = self._now()
         async with self.store.sessions() as s, s.begin():
             done = await s.execute(
@@ -1110,7 +1126,7 @@ class Outbox:
         except TransportError as exc:
             await self._retry(row, exc.message, slug=exc.slug)
         except IntegrityError as exc:
-            if isinstance(exc, PackageFileMissingError):
+            if isinstance(exc, (PackageFileMissingError, PackageFileDamagedError)):
                 await self._fail(row, exc.message, slug=exc.slug)
             else:
                 # A receipt that does not verify, or an answer that makes no sense: the
@@ -1129,6 +1145,7 @@ class Outbox:
                 f"the package file {path.name} is no longer in the outbox; queue a new package"
             )
         size = int(row.ciphertext_size)
+        await self._check_own_copy(path, size, row.ciphertext_sha256)
         frm, to = row.org_id, row.to_org_id
         where = f"{row.to_name} ({to})"
         await self._attempt_started(row)
@@ -1161,6 +1178,30 @@ class Outbox:
         target = f"/peer/v1/packages/{row.id}/complete"
         done = await self.client.request_json(frm, to, "POST", target, {})
         await self._accept_delivery(row, done.get("receipt"))
+
+    async def _check_own_copy(self, path: Path, size: int, sha256: str) -> None:
+        """Before anything is sent: the file still holds the bytes recorded when it was built.
+
+        Streamed (1 MiB at a time, in a worker thread); a size that differs is caught by
+        ``stat`` without reading. A damaged copy is this node's fault, not the network's.
+        """
+
+        def check() -> str | None:
+            held = path.stat().st_size
+            if held != size:
+                return f"it holds {held} bytes, not the {size} it was built with"
+            _, digest = _file_sha256(path)
+            if not hmac.compare_digest(digest, sha256):
+                return "its bytes no longer match the SHA-256 recorded when it was built"
+            return None
+
+        problem = await asyncio.to_thread(check)
+        if problem is not None:
+            raise PackageFileDamagedError(
+                f"the copy of this file on this server is damaged ({path.name}: {problem}), "
+                "so it was not sent; build it again (send the file again: a new package is "
+                "built) and have this server's disk checked"
+            )
 
     async def _keep_lease(self, package_id: str) -> None:
         """Renew this process's lease on an item until cancelled; raises once it is lost."""

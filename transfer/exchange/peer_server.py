@@ -55,6 +55,7 @@ from transfer.errors import (
     HandoverError,
     InputError,
     NotFoundError,
+    OutOfSpaceError,
     PolicyError,
     TooLargeError,
     TransportError,
@@ -64,6 +65,7 @@ from transfer.exchange.nonces import NonceTable
 from transfer.exchange.witness import Witness
 from transfer.httpsig import check_digest, signature_key_id, verify_request
 from transfer.receipts import SignedReceipt, verify_receipt
+from transfer.space import as_out_of_space
 from transfer.store.permissions import PermissionDenied
 
 if TYPE_CHECKING:
@@ -178,8 +180,19 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
     request[_RID] = rid
     token = REQUEST_ID.set(rid)
     try:
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except OSError as exc:
+            # A full disk is the one OS error with a clear word: 503, one log line.
+            full = as_out_of_space(exc, str(_services(request).inbox.store.data_dir))
+            if full is None:
+                raise
+            raise full from None
     except HandoverError as err:
+        if isinstance(err, OutOfSpaceError):
+            _services(request).inbox.store.space.noticed(
+                err, f"{request.method} {request.path}", rid
+            )
         response = error_response(err, rid)
         if err.http_status == 401:
             response.headers["WWW-Authenticate"] = 'Signature realm="handover-peer"'

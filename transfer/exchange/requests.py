@@ -38,7 +38,7 @@ from sqlalchemy.engine import CursorResult
 
 from schemas.manifest import PackageKind
 from schemas.peer import MAX_NOTE, MAX_REASON, PeerDecision, PeerTransferRequest
-from schemas.text import Prose
+from schemas.text import Prose, where
 from transfer.alerts import Alerts
 from transfer.config import Config
 from transfer.errors import (
@@ -174,8 +174,8 @@ def _parse(model: type[M], body: Mapping[str, Any], what: str) -> M:
         return model.model_validate(dict(body))
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InputError(f"the {what} is not valid: {where} {first['msg']}") from None
+        at = where(first["loc"], "body")
+        raise InputError(f"the {what} is not valid: {at} {first['msg']}") from None
 
 
 def _rowcount(result: object) -> int:

@@ -12,7 +12,9 @@ code (``store``, ``audit``, ``transfer``...) has its own Alembic branch, and
 A damaged database (a truncated or bit-flipped SQLite file, PostgreSQL's
 ``data_corrupted``) is recognised wherever SQLAlchemy meets it and raised as
 :class:`~transfer.errors.DamagedStateError` naming the database and saying what
-to do, never as a driver's traceback (:func:`damage_of`, :func:`make_engine`).
+to do, never as a driver's traceback (:func:`damage_of`, :func:`make_engine`). A full
+disk (SQLite's ``SQLITE_FULL``, PostgreSQL's ``disk_full``) is raised the same way as
+:class:`~transfer.errors.OutOfSpaceError` (:mod:`transfer.space`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 from transfer.errors import ConfigError, DamagedStateError, TransportError
 from transfer.private_files import create_private, private_dir
+from transfer.space import out_of_space, space_shortage
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -145,6 +148,9 @@ def _watch_for_damage(engine: AsyncEngine, url: str) -> None:
         reason = damage_of(ctx.original_exception, from_database=True)
         if reason is not None:
             raise database_damaged(url, reason) from ctx.original_exception
+        # A full disk is not damage: the statement was undone; it works again once freed.
+        if space_shortage(ctx.original_exception) is not None:
+            raise out_of_space("database", database_location(url)) from ctx.original_exception
 
 
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
@@ -172,9 +178,11 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEn
             except (sqlite3.Error, UnicodeDecodeError) as exc:
                 # The first statement on a new connection is where a damaged file shows.
                 reason = damage_of(exc, from_database=True)
-                if reason is None:
-                    raise
-                raise database_damaged(url, reason) from exc
+                if reason is not None:
+                    raise database_damaged(url, reason) from exc
+                if space_shortage(exc) is not None:
+                    raise out_of_space("database", database_location(url)) from exc
+                raise
             finally:
                 cur.close()
 

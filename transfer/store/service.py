@@ -83,6 +83,7 @@ from transfer.identifiers import (
     validate_urn,
 )
 from transfer.media import SNIFF_BYTES, UnsupportedDocumentType, sniff_media_type
+from transfer.space import SpaceWatch
 from transfer.store import blobs, exports, people
 from transfer.store.changes import StoreChange, StoreListener
 from transfer.store.db import Base, is_sqlite, make_engine, migrate, sessionmaker
@@ -496,6 +497,9 @@ class Store:
         self.documents_dir = data_dir / "documents"
         self._clock = clock or utc_now
         self.max_document_bytes = max_document_bytes
+        #: Whether this node ran out of storage space lately (``transfer.space``): the faces
+        #: note each refusal here, the scheduler alerts the DSL teams.
+        self.space = SpaceWatch()
         #: Called after a change is committed and audited (``transfer.store.changes``):
         #: the node wires the DSL team's alerts here; the store holds no alert logic.
         self.listeners: list[StoreListener] = []

@@ -29,7 +29,14 @@ from transfer.audit.request_ids import current_request_id
 from transfer.auth.records import Principal
 from transfer.auth.service import Accounts, SessionInvalid, TotpEnrolmentRequired
 from transfer.config import Config
-from transfer.errors import HandoverError, NotFoundError, PolicyError, TooLargeError
+from transfer.errors import (
+    HandoverError,
+    NotFoundError,
+    OutOfSpaceError,
+    PolicyError,
+    TooLargeError,
+)
+from transfer.space import as_out_of_space
 from transfer.store.permissions import Permission, Role
 from transfer.store.service import Store
 from transfer.web.rendering import environment, page_response, redirect, render
@@ -437,6 +444,10 @@ _TITLES: Final = {
     500: ("Sorry, there is a problem with the service", "Try again later. If it keeps "
           "happening, tell whoever runs Handover at your school, and quote the reference "
           "below."),
+    503: ("Sorry, the service is not available just now", "The server has run out of "
+          "storage space, so what you just did was not saved. Nothing else was lost. Try "
+          "again later. If it keeps happening, tell whoever runs Handover at your school, and "
+          "quote the reference below."),
 }  # fmt: skip
 
 
@@ -449,7 +460,7 @@ async def _error_page(request: web.Request, status: int, text: str | None) -> we
     heading, default = _TITLES.get(status, _TITLES[400] if status < 500 else _TITLES[500])
     visit = None
     token = app.session_token(request)
-    if token and status != 500:
+    if token and status < 500:
         try:
             visit = await app.visit(request, token, await app.accounts.authenticate(token))
         except HandoverError:
@@ -469,6 +480,8 @@ async def page_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except CsrfRefused as err:
         return await _error_page(request, 403, err.diagnostics())
+    except OutOfSpaceError as err:
+        return await _out_of_space(request, err)
     except HandoverError as err:
         status = err.http_status if 400 <= err.http_status < 500 else 500
         if status == 401:
@@ -483,11 +496,22 @@ async def page_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         return await _error_page(request, exc.status, None)
-    except Exception:
+    except Exception as exc:
+        full = as_out_of_space(exc, str(webapp(request).services.store.data_dir))
+        if full is not None:
+            return await _out_of_space(request, full)
         log.exception("unexpected error on page %s %s [request %s]", request.method,
                       request.path, current_request_id())  # fmt: skip
         await _audit_crash(request)
         return await _error_page(request, 500, None)
+
+
+async def _out_of_space(request: web.Request, err: OutOfSpaceError) -> web.Response:
+    """A page refused for want of space: one log line, the watch told, a plain 503 page."""
+    webapp(request).services.store.space.noticed(
+        err, f"{request.method} {request.path}", current_request_id()
+    )
+    return await _error_page(request, 503, None)
 
 
 def _sentence(text: str) -> str:
