@@ -397,11 +397,13 @@ class Importer:
         source_org_name: str,
         received_at: datetime,
         claim: Callable[[AsyncSession], Awaitable[None]],
+        after: Callable[[AsyncSession, ImportResult], Awaitable[None]] | None = None,
     ) -> ImportResult:
         """Write the pupil (if new) and every record with provenance, in one transaction.
 
         ``claim`` runs first in the same transaction (the inbox moves the package to
-        "accepted" there, so two DSLs accepting at once import it once).
+        "accepted" there, so two DSLs accepting at once import it once); ``after`` runs
+        last in it, with the result (the inbox promises its audit entries there).
         """
         try:
             async with self._sessions() as s, s.begin():
@@ -411,6 +413,8 @@ class Importer:
                 )
                 await writer.pupil()
                 result = await writer.records(records)
+                if after is not None:
+                    await after(s, result)
         except sa_exc.IntegrityError:
             raise ConflictError(
                 "the pupil's records changed while the package was being imported (a pupil with "
