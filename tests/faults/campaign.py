@@ -169,13 +169,19 @@ async def sql(node: Node, statement: str, **params: Any) -> list[Any]:
 
 
 async def expire_leases(node: Node) -> None:
-    """Let every lease a killed process held run out, as two minutes passing would."""
+    """Let every lease a killed process held run out, as the time passing would: a delivery's
+    or a draft's (2 minutes), a receipt push's (5 minutes)."""
     past = datetime.now(UTC) - timedelta(seconds=1)
     if node.url.startswith("sqlite"):
         past = past.replace(tzinfo=None)
     await sql(
         node,
         "UPDATE outgoing_packages SET lease_until = :past WHERE lease_until IS NOT NULL",
+        past=past,
+    )
+    await sql(
+        node,
+        "UPDATE inbox_receipts SET next_attempt_at = :past WHERE push_state = 'pending'",
         past=past,
     )
 
