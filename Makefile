@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_DIR ?= demo
 
-.PHONY: venv tools lint test fuzz demo bench screenshots clean
+.PHONY: venv tools lint test fuzz faults demo bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ test: venv tools lint
 FUZZ_EXAMPLES ?= 20000
 fuzz: venv
 	HANDOVER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HANDOVER_FUZZ_SAVE=1 $(BIN)/pytest -q tests/fuzz
+
+# The long kill -9 campaign (tests/faults): real serve processes killed at seeded random
+# moments, on SQLite and on two processes sharing PostgreSQL. FAULTS_SEEDS, FAULTS_PACKAGES,
+# FAULTS_KILLS size it; each run's figures are appended to FAULTS_REPORT (docs/reliability.md).
+FAULTS_REPORT ?= faults-report.jsonl
+faults: venv tools
+	FAULTS_REPORT=$(FAULTS_REPORT) $(BIN)/pytest -q -m faults_long tests/faults
 
 demo: venv
 	$(BIN)/handover demo --workdir $(DEMO_DIR) --fresh

@@ -12,14 +12,15 @@ it only when ``serve`` runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Final
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -44,6 +45,11 @@ log = logging.getLogger("handover.serve")
 #: How often the alert sweeps run (KCSIE deadlines, overdue actions), on top of the alerts
 #: raised as the data changes: a due date passing at midnight is seen within this.
 ALERT_SWEEP_MINUTES: Final = 10
+#: How long a stopping node lets running sweeps finish before it stops them.
+STOP_GRACE_SECONDS: Final = 20.0
+#: Audit entries promised this long ago and still not written are written by the sweep
+#: (a process sharing the database died before writing them; see AuditLog.replay_intents).
+INTENT_AGE: Final = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,61 @@ async def _report_space(node: Node) -> None:
 
 async def _checkpoint(node: Node) -> None:
     await node.audit_log.checkpoint()
+
+
+async def _replay_intents(node: Node) -> None:
+    await node.audit_log.replay_intents(older_than=INTENT_AGE)
+
+
+async def recover(node: Node) -> None:
+    """What a crash may have left, put right before the node serves (``docs/reliability.md``):
+    audit entries promised by committed changes, and drafts whose build was cut short."""
+    while await node.audit_log.replay_intents() > 0:
+        pass
+    await node.outbox.discard_stale_drafts()
+
+
+class _JobTasks:
+    """The scheduler's jobs as tracked tasks, so that a stop can wait for them."""
+
+    def __init__(self) -> None:
+        self.running: set[asyncio.Task[Any]] = set()
+
+    def wrap(self, func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(func)
+        async def tracked(*args: Any, **kwargs: Any) -> Any:
+            task = asyncio.current_task()
+            if task is not None:
+                self.running.add(task)
+            try:
+                return await func(*args, **kwargs)
+            finally:
+                if task is not None:
+                    self.running.discard(task)
+
+        return tracked
+
+    def track(self, scheduler: AsyncIOScheduler) -> None:
+        for job in scheduler.get_jobs():
+            job.modify(func=self.wrap(job.func))
+
+    async def stop(self, scheduler: AsyncIOScheduler, grace: float) -> None:
+        """No new runs; let the running ones finish (``grace`` seconds at most); then stop."""
+        scheduler.pause()
+        running = [t for t in self.running if not t.done()]
+        late: set[asyncio.Task[Any]] = set()
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace)
+        scheduler.shutdown(wait=False)  # cancels what is still running
+        await asyncio.sleep(0)  # AsyncIOScheduler shuts down on the loop's next turn
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)
+            log.warning(
+                "stopped %s still running after %d s (each is idempotent: the next start "
+                "takes it up again)",
+                plural(len(late), "sweep"),
+                grace,
+            )
 
 
 def tls_context(node: Node) -> ssl.SSLContext | None:
@@ -131,6 +192,10 @@ def _app_and_scheduler(node: Node) -> tuple[web.Application, AsyncIOScheduler]:
     # A full disk is logged where it is met; the DSL teams are told once it can be recorded.
     scheduler.add_job(
         _report_space, "interval", seconds=node.config.transfer.sweep_seconds, args=[node],
+        max_instances=1, coalesce=True,
+    )  # fmt: skip
+    scheduler.add_job(
+        _replay_intents, "interval", seconds=node.config.transfer.sweep_seconds, args=[node],
         max_instances=1, coalesce=True,
     )  # fmt: skip
     # Deliver due outbox items and pull receipts (every transfer.sweep_seconds).
@@ -185,6 +250,8 @@ class _KnownErrorsOnOneLine(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, asyncio.CancelledError):
+            return False  # a sweep stopped by a stopping node: the stop logs it once
         if isinstance(exc, HandoverError):
             job = record.args[0] if isinstance(record.args, tuple) and record.args else "a job"
             record.msg, record.args = "%s failed: %s", (job, exc.diagnostics())
@@ -216,7 +283,10 @@ async def serving(
             node.data_dir,
         )
     ssl_ctx = tls_context(node)
+    await recover(node)
     app, scheduler = _app_and_scheduler(node)
+    jobs = _JobTasks()
+    jobs.track(scheduler)
     # Start-up objects live as long as the process: freezing them keeps full garbage
     # collections short (they set a chronology read's p99; see docs/store.md).
     gc.collect()
@@ -244,6 +314,6 @@ async def serving(
         yield Running(node, app, scheduler, scheme, host, bound, site)
     finally:
         if scheduler.running:
-            scheduler.shutdown(wait=False)
+            await jobs.stop(scheduler, STOP_GRACE_SECONDS)
         await runner.cleanup()
         job_log.removeFilter(one_line)

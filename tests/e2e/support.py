@@ -88,7 +88,9 @@ def transfer_config(*, database_url: str | None = None) -> str:
     return text
 
 
-def build_pair(root: Path, *, primary_db: str | None = None) -> Pair:
+def build_pair(
+    root: Path, *, primary_db: str | None = None, secondary_db: str | None = None
+) -> Pair:
     """Build both nodes (not started) and a DSL at each school."""
     world = build_world(
         root,
@@ -96,7 +98,7 @@ def build_pair(root: Path, *, primary_db: str | None = None) -> Pair:
             NodeSpec("primary", "Hillside node", schools=[PRIMARY],
                      extra_config=transfer_config(database_url=primary_db)),
             NodeSpec("secondary", "Riverside node", schools=[SECONDARY],
-                     extra_config=transfer_config()),
+                     extra_config=transfer_config(database_url=secondary_db)),
         ],
         sweep_seconds=0.3,
         retry_base_seconds=0.3,

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keys import aead
-from schemas.auditing import AuditEvent
+from schemas.auditing import AuditEvent, event_from_json
 from transfer.audit import merkle
 from transfer.audit.checkpoint import (
     Checkpoint,
@@ -66,6 +66,7 @@ from transfer.audit.tables import (
     audit_checkpoints,
     audit_entries,
     audit_head,
+    audit_intents,
     audit_key,
     audit_nodes,
     audit_witnessed,
@@ -257,8 +258,9 @@ class AuditLog:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._anchor = anchor
         self._own_engine = own_engine
-        #: Checked entries (made at position 0) waiting for the next group commit.
-        self._pending: list[tuple[Entry, asyncio.Future[int]]] = []
+        #: Checked entries (made at position 0) waiting for the next group commit, each with
+        #: the intent row it settles (None for a plain append).
+        self._pending: list[tuple[Entry, str | None, asyncio.Future[int | None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._signer: Signer | None = None
         self._sqlite = engine.dialect.name == "sqlite"
@@ -298,29 +300,88 @@ class AuditLog:
         """Append one event and return its sequence number (durable on return)."""
         # Refuse a bad event here, to its caller alone, not to the whole group commit.
         checked = entry_from_event(event, 0, ZERO_HASH, self._now())
+        seq = await self._enqueue(checked, None)
+        return -1 if seq is None else seq  # a plain append is never skipped
+
+    async def record_intent(self, event: AuditEvent, intent_id: str, at: datetime) -> bool:
+        """IntentSink: append the entry an intent row promises, and delete the row, in one
+        transaction (in the group commit); nothing if the row is already gone."""
+        checked = entry_from_event(event, 0, ZERO_HASH, at.astimezone(UTC))
+        await self._enqueue(checked, intent_id)
+        return True
+
+    async def _enqueue(self, checked: Entry, intent_id: str | None) -> int | None:
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[int] = loop.create_future()
-        self._pending.append((checked, fut))
+        fut: asyncio.Future[int | None] = loop.create_future()
+        self._pending.append((checked, intent_id, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await fut
 
+    async def replay_intents(self, *, older_than: timedelta | None = None, limit: int = 500) -> int:
+        """Append the entries promised by intent rows still waiting, each exactly once.
+
+        A row is left when a process was killed between committing a change and appending
+        its audit entry (or the append failed). ``serve`` replays every row at start-up, and
+        rows older than a minute on each sweep (another process sharing the database may
+        have died). Returns how many entries this call appended.
+        """
+        query = sa.select(audit_intents).order_by(audit_intents.c.created_at, audit_intents.c.id)
+        if older_than is not None:
+            query = query.where(audit_intents.c.created_at < self._now() - older_than)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query.limit(limit))).all()
+        items: list[Entry] = []
+        ids: list[str | None] = []
+        for row in rows:
+            try:
+                event = event_from_json(row.event)
+                at = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+                event = replace(event, detail={**event.detail, "replayed": True})
+                items.append(entry_from_event(event, 0, ZERO_HASH, at.astimezone(UTC)))
+            except (ValueError, InputError, EntryFormatError) as exc:
+                raise IntegrityError(
+                    f"the promised audit entry {row.id} cannot be read ({exc}): the database "
+                    "was altered; run 'handover audit verify'"
+                ) from None
+            ids.append(str(row.id))
+        seqs = await self._append_batch(items, ids)
+        replayed = sum(1 for seq in seqs if seq is not None)
+        if replayed:
+            log.warning(
+                "wrote %s promised by changes committed before a crash",
+                plural(replayed, "audit entry"),
+            )
+        return replayed
+
+    async def intents_waiting(self) -> int:
+        """How many promised entries are not yet in the log (``audit verify`` reports them)."""
+        async with self._engine.connect() as conn:
+            return int(
+                (
+                    await conn.execute(sa.select(sa.func.count()).select_from(audit_intents))
+                ).scalar_one()
+            )
+
     async def append_many(self, events: Sequence[AuditEvent]) -> list[int]:
         """Append a batch in one transaction; return their sequence numbers."""
         now = self._now()
-        return await self._append_batch([entry_from_event(e, 0, ZERO_HASH, now) for e in events])
+        items = [entry_from_event(e, 0, ZERO_HASH, now) for e in events]
+        return [seq for seq in await self._append_batch(items) if seq is not None]
 
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                seqs = await self._append_batch([checked for checked, _ in batch])
+                seqs = await self._append_batch(
+                    [checked for checked, _, _ in batch], [intent for _, intent, _ in batch]
+                )
             except Exception as exc:  # handed to every waiting caller
-                for _, fut in batch:
+                for _, _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            for (_, fut), seq in zip(batch, seqs, strict=True):
+            for (_, _, fut), seq in zip(batch, seqs, strict=True):
                 if not fut.done():
                     fut.set_result(seq)
             # Let the callers just answered run before the next batch is taken: those
@@ -352,18 +413,42 @@ class AuditLog:
             raise IntegrityError("the audit log's head row is missing: the log was tampered with")
         return int(row.size), bytes(row.compact), bytes(row.last_leaf)
 
-    async def _append_batch(self, items: Sequence[Entry]) -> list[int]:
-        """Append entries checked by :func:`entry_from_event` (at any position) in order."""
+    async def _append_batch(
+        self, items: Sequence[Entry], intents: Sequence[str | None] | None = None
+    ) -> list[int | None]:
+        """Append entries checked by :func:`entry_from_event` (at any position) in order.
+
+        ``intents`` names, for each item, the intent row it settles (or None): the rows are
+        deleted in the same transaction, and an item whose row is already gone (another
+        process appended it) is skipped (its sequence number is None).
+        """
         if not items:
             return []
         cached, self._head = self._head, None
         async with self._engine.begin() as conn:
+            marks = list(intents) if intents is not None else [None] * len(items)
+            wanted = [i for i in marks if i is not None]
+            keep = list(range(len(items)))
+            if wanted:
+                # First, so that two processes settling the same row queue on it: the one
+                # that deletes it appends the entry; the other finds it gone.
+                gone = await conn.execute(
+                    sa.delete(audit_intents)
+                    .where(audit_intents.c.id.in_(wanted))
+                    .returning(audit_intents.c.id)
+                )
+                deleted = {str(r[0]) for r in gone.all()}
+                keep = [i for i, mark in enumerate(marks) if mark is None or mark in deleted]
+                if not keep:
+                    self._head = cached
+                    return [None] * len(items)
+            kept = [items[i] for i in keep]
             batch: _Batch | None = None
             if cached is not None:
                 # Built from the head as this process last committed it, before the database
                 # is touched; one statement then takes the write lock and moves the head on,
                 # only if it is still that head (no other process appended since).
-                batch = _build(cached, items)
+                batch = _build(cached, kept)
                 moved = await conn.execute(
                     sa.update(audit_head)
                     .where(
@@ -377,7 +462,7 @@ class AuditLog:
                 if moved.rowcount != 1:
                     batch = None
             if batch is None:
-                batch = _build(_Head(*await self._lock_head(conn)), items)
+                batch = _build(_Head(*await self._lock_head(conn)), kept)
                 await conn.execute(
                     sa.update(audit_head).where(audit_head.c.id == 1).values(**batch.head.values())
                 )
@@ -385,7 +470,10 @@ class AuditLog:
             if batch.nodes:
                 await conn.execute(sa.insert(audit_nodes), batch.nodes)
         self._head = batch.head
-        return batch.seqs
+        seqs: list[int | None] = [None] * len(items)
+        for i, seq in zip(keep, batch.seqs, strict=True):
+            seqs[i] = seq
+        return seqs
 
     # --------------------------------------------------------------------- keys
 

@@ -12,8 +12,9 @@ import dataclasses
 import re
 import uuid
 from contextvars import ContextVar
+from datetime import datetime
 
-from schemas.auditing import AuditEvent, AuditSink
+from schemas.auditing import AuditEvent, AuditSink, IntentSink
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("handover_request_id", default=None)
 HEADER = "X-Request-Id"
@@ -42,3 +43,11 @@ class RequestIdAudit:
         if rid is not None and event.request_id is None:
             event = dataclasses.replace(event, request_id=rid)
         await self.inner.record(event)
+
+    async def record_intent(self, event: AuditEvent, intent_id: str, at: datetime) -> bool:
+        if not isinstance(self.inner, IntentSink):
+            return False
+        rid = REQUEST_ID.get()
+        if rid is not None and event.request_id is None:
+            event = dataclasses.replace(event, request_id=rid)
+        return await self.inner.record_intent(event, intent_id, at)

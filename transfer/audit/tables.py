@@ -83,6 +83,19 @@ audit_witnessed = sa.Table(
     sa.Column("received_at", _TS, nullable=False),
 )
 
+#: Audit entries promised by a committed change and not yet in the log (migration
+#: ``audit_0002``). A service writes the row in the same transaction as the change it
+#: records; the append that puts the entry in the log deletes the row in its own
+#: transaction, so each promised entry is appended exactly once, and a process killed in
+#: between leaves the row for :meth:`AuditLog.replay_intents` (``docs/adr/0011``).
+audit_intents = sa.Table(
+    "audit_intents",
+    Base.metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("event", sa.Text(), nullable=False),
+    sa.Column("created_at", _TS, nullable=False, index=True),
+)
+
 AUDIT_TABLES = frozenset(
     t.name
     for t in (
@@ -92,5 +105,6 @@ AUDIT_TABLES = frozenset(
         audit_key,
         audit_checkpoints,
         audit_witnessed,
+        audit_intents,
     )
 )

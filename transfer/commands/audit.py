@@ -102,15 +102,21 @@ def _verify(args: argparse.Namespace) -> int:
         (f"the checkpoint file {p}", Path(p).read_text(encoding="utf-8")) for p in args.checkpoint
     ]
 
-    async def work(log: AuditLog) -> tuple[int, int, list[dict[str, Any]], str]:
+    async def work(log: AuditLog) -> tuple[int, int, list[dict[str, Any]], str, int]:
         size = await log.verify(extra)
-        return size, len(await log.checkpoints()), await log.witnessed(), log.origin
+        waiting = await log.intents_waiting()
+        return size, len(await log.checkpoints()), await log.witnessed(), log.origin, waiting
 
-    size, count, witnessed, origin = _run(args, work)
+    size, count, witnessed, origin, waiting = _run(args, work)
     print(
         f"audit log intact: {plural(size, 'entry')}, consistent with "
         f"{plural(count, 'stored checkpoint')}"
     )
+    if waiting:
+        print(
+            f"  {plural(waiting, 'entry')} promised by changes committed just before a crash "
+            "not written yet: 'handover serve' writes them when it starts"
+        )
     if extra:
         print(f"  and with {plural(len(extra), 'checkpoint')} given with --checkpoint")
     ours = [w for w in witnessed if w["origin"] == origin]

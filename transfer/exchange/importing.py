@@ -424,11 +424,13 @@ class Importer:
         source_org_name: str,
         received_at: datetime,
         claim: Callable[[AsyncSession], Awaitable[None]],
+        after: Callable[[AsyncSession, RecordsImported], Awaitable[None]] | None = None,
     ) -> RecordsImported:
         """Write the pupil (if new) and every record with provenance, in one transaction.
 
         ``claim`` runs first in the same transaction (the inbox moves the package to
-        "accepted" there, so two DSLs accepting at once import it once).
+        "accepted" there, so two DSLs accepting at once import it once); ``after`` runs
+        last in it, with the result (the inbox promises its audit entries there).
         """
         try:
             async with self._sessions() as s, s.begin():
@@ -438,6 +440,8 @@ class Importer:
                 )
                 await writer.pupil()
                 result = await writer.records(records)
+                if after is not None:
+                    await after(s, result)
         except sa_exc.IntegrityError:
             raise ConflictError(
                 "the pupil's records changed while the package was being imported (a pupil with "

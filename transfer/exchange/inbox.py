@@ -88,6 +88,7 @@ from transfer.exchange.importing import (
     ImportPlan,
     PackageRecords,
     RecordsError,
+    RecordsImported,
     RecordTooLargeError,
     is_record_path,
     parse_records,
@@ -120,7 +121,7 @@ from transfer.store.readable import (
     readable_file,
     size_in_words,
 )
-from transfer.store.service import DEFAULT_CATEGORIES, Store
+from transfer.store.service import DEFAULT_CATEGORIES, AuditIntent, Store
 from transfer.wording import plural
 
 __all__ = [
@@ -477,6 +478,33 @@ class Inbox:
     ) -> None:
         await self.store.record_event(action, actor, org, targets, outcome=outcome, **detail)
 
+    async def _intend(
+        self,
+        session: AsyncSession,
+        action: str,
+        actor: Actor | str | None,
+        org: str | None,
+        targets: dict[str, str],
+        outcome: Literal["ok", "refused", "failed"] = "ok",
+        **detail: str | int | bool | None,
+    ) -> AuditIntent:
+        """The audit entry of a change, promised in the change's own transaction."""
+        return await self.store.intend(session, action, actor, org, targets, outcome, **detail)
+
+    @staticmethod
+    async def _push_delivered_too(session: AsyncSession, package_id: str, now: datetime) -> None:
+        """A later receipt is pushed: push the delivered one with it, in case the answer
+        to ``complete`` that carried it never reached the sender (it keeps it once)."""
+        await session.execute(
+            update(IssuedReceipt)
+            .where(
+                IssuedReceipt.package_id == package_id,
+                IssuedReceipt.kind == DELIVERED,
+                IssuedReceipt.push_state == PUSH_NONE,
+            )
+            .values(push_state=PUSH_PENDING, next_attempt_at=now)
+        )
+
     async def _row(self, package_id: str) -> IncomingPackage:
         async with self._sessions() as s:
             row = await s.get(IncomingPackage, package_id)
@@ -612,10 +640,21 @@ class Inbox:
             offered_at=now,
         )
         created = False
+        intent: AuditIntent | None = None
         try:
             async with self._sessions() as s, s.begin():
                 if await s.get(IncomingPackage, pid) is None:
                     s.add(row)
+                    intent = await self._intend(
+                        s,
+                        "transfer.offer",
+                        None,
+                        offer.recipient_org_id,
+                        targets,
+                        sender=caller.org_id,
+                        size=offer.size,
+                        kind=offer.package_kind,
+                    )
                     created = True
         except sa_exc.IntegrityError:
             created = False
@@ -651,17 +690,10 @@ class Inbox:
             if row.state != RECEIVING:
                 receipt = await self._delivered_receipt(row)
                 return 200, {"state": DELIVERED, "receipt": receipt.to_dict()}
+        if created and intent is not None:
+            await self.store.settle(intent)
         await asyncio.to_thread(self._ensure_part, pid)
         if created:
-            await self._audit(
-                "transfer.offer",
-                None,
-                offer.recipient_org_id,
-                targets,
-                sender=caller.org_id,
-                size=offer.size,
-                kind=offer.package_kind,
-            )
             return 201, {"offset": 0, "state": RECEIVING}
         return 200, {"offset": await self._resume_point(row), "state": RECEIVING}
 
@@ -931,22 +963,28 @@ class Inbox:
 
     async def _refuse(self, row: IncomingPackage, part: Path, err: HandoverError) -> None:
         reason = f"{err.slug}: {err.diagnostics()}"[:300]
+        intents: list[AuditIntent] = []
         async with self._sessions() as s, s.begin():
-            await s.execute(
+            done = await s.execute(
                 update(IncomingPackage)
                 .where(IncomingPackage.id == row.id, IncomingPackage.state == RECEIVING)
                 .values(state=REFUSED, refused_reason=reason)
             )
+            if getattr(done, "rowcount", 0) == 1:
+                intents.append(
+                    await self._intend(
+                        s,
+                        "transfer.received",
+                        None,
+                        row.recipient_org_id,
+                        {"package": row.id},
+                        "refused",
+                        sender=row.sender_org_id,
+                        reason=err.slug,
+                    )
+                )
+        await self.store.settle(*intents)
         await asyncio.to_thread(part.unlink, True)
-        await self._audit(
-            "transfer.received",
-            None,
-            row.recipient_org_id,
-            {"package": row.id},
-            "refused",
-            sender=row.sender_org_id,
-            reason=err.slug,
-        )
 
     async def _check_and_deliver(self, row: IncomingPackage, part: Path) -> SignedReceipt:
         pid = row.id
@@ -1013,9 +1051,13 @@ class Inbox:
                 _fsync_dir(self.inbox_dir)
 
             await asyncio.to_thread(move)
+        # The state, the delivered receipt and their audit entries commit together: a
+        # process killed at any moment leaves either none of them or all of them.
+        signed = await self._sign(row, DELIVERED)
         now = self.now()
+        intents: list[AuditIntent] = []
         async with self._sessions() as s, s.begin():
-            await s.execute(
+            moved = await s.execute(
                 update(IncomingPackage)
                 .where(IncomingPackage.id == pid, IncomingPackage.state == RECEIVING)
                 .values(
@@ -1026,19 +1068,36 @@ class Inbox:
                     content_size=verified.manifest.total_size,
                 )
             )
-        row = await self._row(pid)
-        receipt = await self._delivered_receipt(row)
-        await self._audit(
-            "transfer.received",
-            None,
-            row.recipient_org_id,
-            {"package": pid},
-            sender=row.sender_org_id,
-            size=row.size,
-            ciphertext_sha256=row.ciphertext_sha256,
-            kind=row.package_kind,
-        )
-        return receipt
+            if getattr(moved, "rowcount", 0) == 1:
+                s.add(self._receipt_row(signed, False, now))
+                intents.append(
+                    await self._intend(
+                        s,
+                        "transfer.received",
+                        None,
+                        row.recipient_org_id,
+                        {"package": pid},
+                        sender=row.sender_org_id,
+                        size=row.size,
+                        ciphertext_sha256=row.ciphertext_sha256,
+                        kind=row.package_kind,
+                    )
+                )
+                intents.append(
+                    await self._intend(
+                        s,
+                        "receipt.issued",
+                        None,
+                        row.recipient_org_id,
+                        {"package": pid, "receipt": str(signed.body.receipt_id)},
+                        kind=DELIVERED,
+                        to=row.sender_org_id,
+                    )
+                )
+        if not intents:  # another process delivered it at the same moment: its receipt
+            return await self._delivered_receipt(await self._row(pid))
+        await self.store.settle(*intents)
+        return signed
 
     async def _delivered_receipt(self, row: IncomingPackage) -> SignedReceipt:
         """The one delivered receipt of a package (issued the first time it is asked for)."""
@@ -1050,7 +1109,9 @@ class Inbox:
             )
         if data is not None:
             return SignedReceipt.from_json(bytes(data))
+        # Only a package delivered by an earlier version lacks it (it was issued on demand).
         signed = await self._sign(row, DELIVERED)
+        intent: AuditIntent | None = None
         try:
             async with self._sessions() as s, s.begin():
                 existing = await s.scalar(
@@ -1060,18 +1121,20 @@ class Inbox:
                 )
                 if existing is None:
                     s.add(self._receipt_row(signed, False, self.now()))
+                    intent = await self._intend(
+                        s,
+                        "receipt.issued",
+                        None,
+                        row.recipient_org_id,
+                        {"package": row.id, "receipt": str(signed.body.receipt_id)},
+                        kind=DELIVERED,
+                        to=row.sender_org_id,
+                    )
         except sa_exc.IntegrityError:
             existing = "raced"
-        if existing is not None:
+        if existing is not None or intent is None:
             return await self._delivered_receipt(row)
-        await self._audit(
-            "receipt.issued",
-            None,
-            row.recipient_org_id,
-            {"package": row.id, "receipt": str(signed.body.receipt_id)},
-            kind=DELIVERED,
-            to=row.sender_org_id,
-        )
+        await self.store.settle(intent)
         return signed
 
     async def receipts_for_sender(self, caller: PeerCaller, package_id: str) -> list[SignedReceipt]:
@@ -1210,6 +1273,7 @@ class Inbox:
         manifest = read.verified.manifest
         documents = _preview_documents(read)
         match = None if referral else await self._match(actor, records, manifest.subject)
+        intents: list[AuditIntent] = []
         if row.state == DELIVERED:
             signed = await self._sign(row, VIEWED, acted_by=actor)
             now = self.now()
@@ -1221,23 +1285,37 @@ class Inbox:
                 )
                 if getattr(result, "rowcount", 0) == 1:
                     s.add(self._receipt_row(signed, True, now))
-                    issued = True
-                else:
-                    issued = False
-            if issued:
-                await self._audit(
-                    "receipt.issued",
-                    actor,
-                    actor.org_id,
-                    {**targets, "receipt": str(signed.body.receipt_id)},
-                    kind=VIEWED,
-                    to=row.sender_org_id,
-                    via=via,
-                )
+                    await self._push_delivered_too(s, row.id, now)
+                    intents.append(
+                        await self._intend(
+                            s,
+                            "receipt.issued",
+                            actor,
+                            actor.org_id,
+                            {**targets, "receipt": str(signed.body.receipt_id)},
+                            kind=VIEWED,
+                            to=row.sender_org_id,
+                            via=via,
+                        )
+                    )
+                    intents.append(
+                        await self._intend(
+                            s,
+                            "transfer.viewed",
+                            actor,
+                            actor.org_id,
+                            targets,
+                            sender=row.sender_org_id,
+                            via=via,
+                        )
+                    )
             row = await self._row(row.id)
-        await self._audit(
-            "transfer.viewed", actor, actor.org_id, targets, sender=row.sender_org_id, via=via
-        )
+        if intents:
+            await self.store.settle(*intents)
+        else:
+            await self._audit(
+                "transfer.viewed", actor, actor.org_id, targets, sender=row.sender_org_id, via=via
+            )
         return InboxPreview(
             package=await self._summary_of(row.id),
             subject=manifest.subject,
@@ -1341,6 +1419,35 @@ class Inbox:
             )
             now = self.now()
             chosen = plan
+            intents: list[AuditIntent] = []
+
+            async def promise(s: AsyncSession, done: RecordsImported) -> None:
+                intents.append(
+                    await self._intend(
+                        s,
+                        "transfer.accepted",
+                        actor,
+                        actor.org_id,
+                        {**targets, "pupil": done.pupil_id},
+                        sender=row.sender_org_id,
+                        new_pupil=done.new_pupil,
+                        matched_by=done.matched_by,
+                        records=sum(done.counts.values()),
+                        via=via,
+                    )
+                )
+                intents.append(
+                    await self._intend(
+                        s,
+                        "receipt.issued",
+                        actor,
+                        actor.org_id,
+                        {**targets, "receipt": str(signed.body.receipt_id)},
+                        kind=ACCEPTED,
+                        to=row.sender_org_id,
+                        via=via,
+                    )
+                )
 
             async def claim(s: AsyncSession) -> None:
                 result = await s.execute(
@@ -1358,6 +1465,7 @@ class Inbox:
                         f"package {row.id} was accepted or rejected by someone else meanwhile"
                     )
                 s.add(self._receipt_row(signed, True, now))
+                await self._push_delivered_too(s, row.id, now)
 
             result = await self.importer.commit(
                 actor,
@@ -1368,6 +1476,7 @@ class Inbox:
                 source_org_name=row.sender_name,
                 received_at=row.delivered_at or now,
                 claim=claim,
+                after=promise,
             )
         except HandoverError as err:
             if plan is not None:
@@ -1386,27 +1495,8 @@ class Inbox:
             if plan is not None:
                 await self.importer.discard(plan)
             raise
+        await self.store.settle(*intents)
         await asyncio.to_thread(self.inbox_path(row.id).unlink, True)
-        await self._audit(
-            "transfer.accepted",
-            actor,
-            actor.org_id,
-            {**targets, "pupil": result.pupil_id},
-            sender=row.sender_org_id,
-            new_pupil=result.new_pupil,
-            matched_by=result.matched_by,
-            records=sum(result.counts.values()),
-            via=via,
-        )
-        await self._audit(
-            "receipt.issued",
-            actor,
-            actor.org_id,
-            {**targets, "receipt": str(signed.body.receipt_id)},
-            kind=ACCEPTED,
-            to=row.sender_org_id,
-            via=via,
-        )
         await self._note_in_chronology(
             actor,
             result.pupil_id,
@@ -1470,6 +1560,30 @@ class Inbox:
                         f"package {row.id} was accepted or rejected by someone else meanwhile"
                     )
                 s.add(self._receipt_row(signed, True, now))
+                await self._push_delivered_too(s, row.id, now)
+                intents = [
+                    await self._intend(
+                        s,
+                        "transfer.accepted",
+                        actor,
+                        actor.org_id,
+                        targets,
+                        sender=row.sender_org_id,
+                        kind=row.package_kind,
+                        kept=True,
+                        via=via,
+                    ),
+                    await self._intend(
+                        s,
+                        "receipt.issued",
+                        actor,
+                        actor.org_id,
+                        {**targets, "receipt": str(signed.body.receipt_id)},
+                        kind=ACCEPTED,
+                        to=row.sender_org_id,
+                        via=via,
+                    ),
+                ]
         except HandoverError as err:
             await self._audit(
                 "transfer.accepted",
@@ -1481,25 +1595,7 @@ class Inbox:
                 via=via,
             )
             raise
-        await self._audit(
-            "transfer.accepted",
-            actor,
-            actor.org_id,
-            targets,
-            sender=row.sender_org_id,
-            kind=row.package_kind,
-            kept=True,
-            via=via,
-        )
-        await self._audit(
-            "receipt.issued",
-            actor,
-            actor.org_id,
-            {**targets, "receipt": str(signed.body.receipt_id)},
-            kind=ACCEPTED,
-            to=row.sender_org_id,
-            via=via,
-        )
+        await self.store.settle(*intents)
         return await self._summary_of(row.id)
 
     async def accept_package(
@@ -1610,20 +1706,31 @@ class Inbox:
                     f"package {row.id} was accepted or rejected by someone else meanwhile"
                 )
             s.add(self._receipt_row(signed, True, now))
+            await self._push_delivered_too(s, row.id, now)
+            targets = {"package": row.id}
+            intents = [
+                await self._intend(
+                    s,
+                    "transfer.rejected",
+                    actor,
+                    actor.org_id,
+                    targets,
+                    sender=row.sender_org_id,
+                    via=via,
+                ),
+                await self._intend(
+                    s,
+                    "receipt.issued",
+                    actor,
+                    actor.org_id,
+                    {**targets, "receipt": str(signed.body.receipt_id)},
+                    kind=REJECTED,
+                    to=row.sender_org_id,
+                    via=via,
+                ),
+            ]
+        await self.store.settle(*intents)
         await asyncio.to_thread(self.inbox_path(row.id).unlink, True)
-        targets = {"package": row.id}
-        await self._audit(
-            "transfer.rejected", actor, actor.org_id, targets, sender=row.sender_org_id, via=via
-        )
-        await self._audit(
-            "receipt.issued",
-            actor,
-            actor.org_id,
-            {**targets, "receipt": str(signed.body.receipt_id)},
-            kind=REJECTED,
-            to=row.sender_org_id,
-            via=via,
-        )
         return await self._summary_of(row.id)
 
 

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal, Protocol, cast
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import CursorResult, Row
 
@@ -88,8 +88,10 @@ from transfer.store.permissions import Actor, Permission, PermissionDenied, requ
 from transfer.wording import plural
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from keys.store import KeyStore
-    from transfer.store.service import Store
+    from transfer.store.service import AuditIntent, Store
 
 __all__ = [
     "OUTGOING_DIR",
@@ -116,6 +118,7 @@ STATES: Final[tuple[str, ...]] = (
 _RANK: Final = {
     "queued": 0, "failed": 0, "delivered": 1, "viewed": 2, "accepted": 3, "rejected": 3,
 }  # fmt: skip
+_FINAL_RANK: Final = 3
 _LABELS: Final[dict[str, str]] = {
     "leaver_file": "Leaver's file",
     "referral_social_care": "Referral to children's social care",
@@ -133,6 +136,18 @@ _MAX_OFFSET_CONFLICTS: Final = 3
 _p = outgoing_packages
 
 
+def _crashed_draft(now: datetime) -> ColumnElement[bool]:
+    """A draft whose builder is gone: its build lease ran out (the builder renews it), or,
+    written before drafts had a lease, it is older than :data:`STALE_DRAFT`."""
+    return and_(
+        _p.c.state == "draft",
+        or_(
+            _p.c.lease_until < now,
+            and_(_p.c.lease_until.is_(None), _p.c.created_at < now - STALE_DRAFT),
+        ),
+    )
+
+
 class OutboxDirectory(Protocol):
     """What the outbox needs from the directory (``transfer.directory.service.Directory``)."""
 
@@ -143,6 +158,10 @@ class OutboxDirectory(Protocol):
 
 class _RacedError(Exception):
     """The row changed between reading and writing it; the transaction is rolled back."""
+
+
+class _DraftGoneError(Exception):
+    """The draft being queued is no longer a draft (removed or cancelled meanwhile)."""
 
 
 class LeaseLostError(TransportError):
@@ -487,6 +506,27 @@ class Outbox:
             action, actor, row.org_id, targets, outcome, kind=row.kind, **detail
         )
 
+    async def _intend(
+        self,
+        session: AsyncSession,
+        action: str,
+        actor: Actor | None,
+        row: Any,
+        outcome: Literal["ok", "refused", "failed"] = "ok",
+        **detail: str | int | bool | None,
+    ) -> AuditIntent:
+        """The audit entry of a change (as :meth:`_audit`), promised in the change's own
+        transaction: committed with it, appended by :meth:`Store.settle` or on replay."""
+        pupils: Sequence[str] = getattr(row, "_pupils", ())
+        targets = {"package": row.id, "recipient": row.to_org_id}
+        if pupils:
+            targets["pupil"] = pupils[0]
+            if len(pupils) > 1:
+                detail["pupils"] = len(pupils)
+        return await self.store.intend(
+            session, action, actor, row.org_id, targets, outcome, kind=row.kind, **detail
+        )
+
     async def _chronology(
         self, actor: Actor | None, pupil_ids: Sequence[str], event: str, summary: str,
         package_id: str, at: datetime,
@@ -603,6 +643,17 @@ class Outbox:
                 )
             ).all()
         pending = next((r for r in earlier if r.state in ("draft", "queued")), None)
+        if pending is not None and pending.state == "draft":
+            if await self.discard_stale_drafts(package_id=pending.id):
+                # Left by a process killed while building it: gone now, so this one goes.
+                earlier = [r for r in earlier if r.id != pending.id]
+                pending = next((r for r in earlier if r.state == "queued"), None)
+            else:
+                raise ConflictError(
+                    f"a leaver's file for this pupil to {entry.name} is being built right now "
+                    f"(package {pending.id}); it is queued in a moment: cancel it then to send "
+                    "a new one"
+                )
         if pending is not None:
             raise ConflictError(
                 f"a leaver's file for this pupil is already waiting to go to {entry.name} "
@@ -646,6 +697,8 @@ class Outbox:
             actor, package_id, entry, "leaver_file", [pupil.id], now, reasons_needed=needed
         )
         tmp = self.outgoing_dir / f"{package_id}.age.tmp"
+        # The build lease says a live process is building this draft (see _crashed_draft).
+        keeper = asyncio.ensure_future(self._keep_draft(package_id))
         try:
             if needed and reason is not None:
                 await self.store.seal_notes(
@@ -666,6 +719,7 @@ class Outbox:
             finally:
                 await asyncio.to_thread(fh.close)
         except BaseException as exc:
+            keeper.cancel()
             await asyncio.shield(self._drop_draft(package_id, tmp))
             if isinstance(exc, HandoverError):
                 await self.store.record_event(
@@ -677,6 +731,9 @@ class Outbox:
                     f"cannot write the package to {self.outgoing_dir}: {exc.strerror}"
                 ) from None
             raise
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
         return await self._queue(
             actor, package_id, built, via=via, reason=reason if needed else None
         )
@@ -759,7 +816,8 @@ class Outbox:
                         id=package_id, org_id=actor.org_id, to_org_id=entry.org_id,
                         to_name=entry.name[:200], kind=kind, state="draft",
                         created_by=actor.staff_id, created_at=now, state_changed_at=now,
-                        attempts=0, pulls=0,
+                        attempts=0, pulls=0, claimed_by=self.worker_id,
+                        lease_until=now + self.lease,
                         reasons_needed=",".join(reasons_needed) or None,
                     )
                 )  # fmt: skip
@@ -771,11 +829,18 @@ class Outbox:
         except sa_exc.IntegrityError:
             raise ConflictError(f"package {package_id} is already in the outbox") from None
 
-    async def _drop_draft(self, package_id: str, tmp: Path | None) -> None:
+    async def _drop_draft(self, package_id: str, tmp: Path | None) -> bool:
+        """Remove a draft (its rows, its sealed reason, its temporary file); False if the
+        package is no longer a draft (it was queued meanwhile: nothing is removed)."""
         if tmp is not None:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(tmp.unlink, True)
         async with self.store.sessions() as s, s.begin():
+            still = await s.execute(
+                select(_p.c.id).where(_p.c.id == package_id, _p.c.state == "draft")
+            )
+            if still.first() is None:
+                return False
             await s.execute(
                 delete(SealedField).where(
                     SealedField.record_table == REASON_TABLE, SealedField.record_id == package_id
@@ -788,57 +853,102 @@ class Outbox:
                 delete(outgoing_pupils).where(outgoing_pupils.c.package_id == package_id)
             )
             await s.execute(delete(_p).where(_p.c.id == package_id, _p.c.state == "draft"))
+        return True
 
     async def _queue(
         self, actor: Actor, package_id: str, built: BuiltPackage, *, via: str | None,
         reason: str | None = None,
     ) -> OutgoingRecord:  # fmt: skip
+        try:
+            return await self._queue_built(actor, package_id, built, via=via, reason=reason)
+        except _DraftGoneError:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self.path_of(package_id).unlink, True)
+            raise ConflictError(
+                f"package {package_id} was removed while it was being built (its build took "
+                "too long, or it was cancelled); send it again"
+            ) from None
+
+    async def _queue_built(
+        self, actor: Actor, package_id: str, built: BuiltPackage, *, via: str | None,
+        reason: str | None,
+    ) -> OutgoingRecord:  # fmt: skip
         now = self._now()
+        draft = await self._row(package_id)
         async with self.store.sessions() as s, s.begin():
-            await s.execute(
+            done = await s.execute(
                 update(_p)
                 .where(_p.c.id == package_id, _p.c.state == "draft")
                 .values(
                     state="queued", queued_at=now, state_changed_at=now, next_attempt_at=now,
+                    claimed_by=None, lease_until=None,
                     ciphertext_size=built.ciphertext_size,
                     ciphertext_sha256=built.ciphertext_sha256,
                     manifest_sha256=built.manifest_sha256,
                 )
             )  # fmt: skip
+            if draft is None or _rowcount(done) != 1:
+                # Cancelled or removed meanwhile (its build lease had run out): not queued.
+                raise _DraftGoneError(package_id)
             await s.execute(
                 self._event(
                     package_id, "queued", "queued", now, actor,
                     detail="reason given" if reason is not None else None,
                 )
             )  # fmt: skip
+            intent = await self._intend(
+                s, "transfer.queued", actor, draft, ciphertext_sha256=built.ciphertext_sha256,
+                size=built.ciphertext_size, via=via, reasons_needed=draft.reasons_needed,
+            )  # fmt: skip
+        await self.store.settle(intent)
         row = await self._row(package_id)
-        await self._audit(
-            "transfer.queued", actor, row, ciphertext_sha256=built.ciphertext_sha256,
-            size=built.ciphertext_size, via=via, reasons_needed=row.reasons_needed,
-        )  # fmt: skip
         summary = f"{_label(row.kind)} queued for {row.to_name}"
         if reason is not None:
             summary += f" ({_needed_text(row.reasons_needed)}; the reason given: {reason})"
         await self._chronology(actor, row._pupils, "queued", summary, package_id, now)
         return await self._record(row)
 
-    async def discard_stale_drafts(self) -> int:
-        """Remove drafts left by a process killed while building (and their temp files)."""
-        cutoff = self._now() - STALE_DRAFT
-        async with self.store.sessions() as s:
-            ids = (
-                (
-                    await s.execute(
-                        select(_p.c.id).where(_p.c.state == "draft", _p.c.created_at < cutoff)
+    async def _keep_draft(self, package_id: str) -> None:
+        """Renew the build lease of a draft while this process builds it (until cancelled)."""
+        interval = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            async with self.store.sessions() as s, s.begin():
+                await s.execute(
+                    update(_p)
+                    .where(
+                        _p.c.id == package_id,
+                        _p.c.state == "draft",
+                        _p.c.claimed_by == self.worker_id,
                     )
+                    .values(lease_until=self._now() + self.lease)
                 )
-                .scalars()
-                .all()
-            )
-        for package_id in ids:
-            await self._drop_draft(package_id, self.outgoing_dir / f"{package_id}.age.tmp")
-            log.info("discarded the unfinished draft package %s", package_id)
-        return len(ids)
+
+    async def discard_stale_drafts(self, *, package_id: str | None = None) -> int:
+        """Remove drafts left by a process killed while building (and their temp files).
+
+        A draft is left when its builder is gone (:func:`_crashed_draft`): ``serve`` runs
+        this at start-up and on each delivery sweep, and ``send`` for one that blocks it.
+        Each removal is audited (``transfer.queued``, outcome ``failed``, reason
+        ``interrupted``). Returns how many were removed (of ``package_id`` alone if given).
+        """
+        query = select(_p).where(_crashed_draft(self._now()))
+        if package_id is not None:
+            query = query.where(_p.c.id == package_id)
+        async with self.store.sessions() as s:
+            rows = (await s.execute(query)).all()
+        removed = 0
+        for row in rows:
+            if not await self._drop_draft(row.id, self.outgoing_dir / f"{row.id}.age.tmp"):
+                continue
+            removed += 1
+            log.warning("removed the unfinished draft package %s (its build was cut short)", row.id)
+            await self.store.record_event(
+                "transfer.queued", None, row.org_id,
+                {"package": row.id, "recipient": row.to_org_id}, "failed",
+                kind=row.kind, reason="interrupted",
+            )  # fmt: skip
+        return removed
 
     # ------------------------------------------------------------------- reading
 
@@ -977,14 +1087,22 @@ class Outbox:
                 update(_p)
                 .where(
                     _p.c.id == row.id,
-                    _p.c.state.in_(("queued", "failed")),
-                    or_(_p.c.lease_until.is_(None), _p.c.lease_until < now),
+                    or_(
+                        and_(
+                            _p.c.state.in_(("queued", "failed")),
+                            or_(_p.c.lease_until.is_(None), _p.c.lease_until < now),
+                        ),
+                        _crashed_draft(now),  # left by a build that was cut short
+                    ),
                 )
                 .values(state="cancelled", state_changed_at=now, next_attempt_at=None,
                         claimed_by=None, lease_until=None)
             )  # fmt: skip
+            intents = []
             if _rowcount(done) == 1:
                 await s.execute(self._event(row.id, "cancelled", "cancelled", now, actor))
+                intents.append(await self._intend(s, "transfer.cancelled", actor, row, via=via))
+        await self.store.settle(*intents)
         if _rowcount(done) != 1:
             current = await self._row(row.id)
             await self._audit("transfer.cancelled", actor, current, "refused", state=current.state)
@@ -992,13 +1110,18 @@ class Outbox:
                 raise ConflictError(
                     "this package is being delivered right now; try again in a few minutes"
                 )
+            if current.state == "draft":
+                raise ConflictError(
+                    "this package is being built right now; it is queued in a moment: cancel "
+                    "it then"
+                )
             raise ConflictError(
                 f"this package is {current.state}, so it cannot be cancelled (only a package not "
                 "yet delivered can be); if it was delivered, ask the receiver to reject it"
             )
         with contextlib.suppress(OSError):
             await asyncio.to_thread(self.path_of(row.id).unlink, True)
-        await self._audit("transfer.cancelled", actor, row, via=via)
+            await asyncio.to_thread((self.outgoing_dir / f"{row.id}.age.tmp").unlink, True)
         await self._chronology(
             actor, row._pupils, "cancelled", f"{_label(row.kind)} to {row.to_name} cancelled",
             row.id, now,
@@ -1037,11 +1160,13 @@ class Outbox:
                         attempts=0, last_error=None, failure_reason=None, claimed_by=None,
                         lease_until=None)
             )  # fmt: skip
+            intents = []
             if _rowcount(done) == 1:
                 await s.execute(self._event(row.id, "resent", "queued", now, actor))
+                intents.append(await self._intend(s, "transfer.resent", actor, row, via=via))
+        await self.store.settle(*intents)
         if _rowcount(done) != 1:
             raise ConflictError("this package changed meanwhile; reload it and try again")
-        await self._audit("transfer.resent", actor, row, via=via)
         await self._chronology(
             actor, row._pupils, "resent", f"{_label(row.kind)} to {row.to_name} queued again",
             row.id, now,
@@ -1174,7 +1299,8 @@ class Outbox:
             now = self._now()
             async with self.store.sessions() as s, s.begin():
                 await s.execute(self._event(row.id, "sent", "queued", now))
-            await self._audit("transfer.sent", None, row, size=size)
+                intent = await self._intend(s, "transfer.sent", None, row, size=size)
+            await self.store.settle(intent)
         target = f"/peer/v1/packages/{row.id}/complete"
         done = await self.client.request_json(frm, to, "POST", target, {})
         await self._accept_delivery(row, done.get("receipt"))
@@ -1319,13 +1445,16 @@ class Outbox:
                 .values(next_attempt_at=when, last_error=_short(message), claimed_by=None,
                         lease_until=None)
             )  # fmt: skip
+            intents = []
             if _rowcount(done) == 1:
                 await s.execute(self._event(row.id, "retry", "queued", now, detail=message))
+                attempt = await self._intend(
+                    s, "transfer.attempt", None, current, "failed", reason=slug,
+                    attempt=int(current.attempts), next_attempt=when.isoformat(),
+                )  # fmt: skip
+                intents.append(attempt)
         log.info("package %s not delivered yet (%s); next try at %s", row.id, message, when)
-        await self._audit(
-            "transfer.attempt", None, current, "failed", reason=slug,
-            attempt=int(current.attempts), next_attempt=when.isoformat(),
-        )  # fmt: skip
+        await self.store.settle(*intents)
 
     async def _fail(
         self, row: Any, message: str, *, slug: str, status: int | None = None,
@@ -1341,16 +1470,19 @@ class Outbox:
                         last_error=_short(message), next_attempt_at=None, claimed_by=None,
                         lease_until=None)
             )  # fmt: skip
+            intents = []
             if _rowcount(done) == 1:
                 await s.execute(self._event(row.id, "failed", "failed", now, detail=message))
+                failed = await self._intend(
+                    s, "transfer.failed", None, row, "failed", reason=slug, peer_status=status,
+                    gave_up=gave_up,
+                )  # fmt: skip
+                intents.append(failed)
         if _rowcount(done) != 1:
             await self._release(row.id)
             return
         log.warning("package %s failed: %s", row.id, message)
-        await self._audit(
-            "transfer.failed", None, row, "failed", reason=slug, peer_status=status,
-            gave_up=gave_up,
-        )  # fmt: skip
+        await self.store.settle(*intents)
         await self._chronology(
             None, row._pupils, "failed",
             f"{_label(row.kind)} to {row.to_name} could not be delivered: {message}"[:1000],
@@ -1396,7 +1528,7 @@ class Outbox:
         new_state = body.kind
         for _ in range(3):
             try:
-                stored = await self._store_receipt(signed, package_id)
+                stored = await self._store_receipt(signed, row)
             except _RacedError:
                 continue  # another process moved the state at the same moment: look again
             except sa_exc.IntegrityError:
@@ -1414,13 +1546,9 @@ class Outbox:
             )
         if stored is None:
             return False
-        moved = stored
-        await self._audit(
-            "receipt.verified", None, row, receipt=str(body.receipt_id), receipt_kind=body.kind,
-            issued_at=body.issued_at.isoformat(),
-        )  # fmt: skip
+        moved, intents = stored
+        await self.store.settle(*intents)
         if moved:
-            await self._audit(f"transfer.{new_state}", None, row, receipt=str(body.receipt_id))
             await self._chronology(
                 None, row._pupils, new_state, _receipt_summary(row, body), package_id,
                 body.issued_at,
@@ -1433,12 +1561,19 @@ class Outbox:
                 log.exception("a receipt listener failed for package %s", package_id)
         return True
 
-    async def _store_receipt(self, signed: SignedReceipt, package_id: str) -> bool | None:
-        """Keep the receipt and move the state on, in one transaction.
+    async def _store_receipt(
+        self, signed: SignedReceipt, row: Any
+    ) -> tuple[bool, builtins.list[AuditIntent]] | None:
+        """Keep the receipt, move the state on and promise their audit entries, in one
+        transaction.
 
-        None: the receipt was already held. Otherwise whether the state moved.
+        None: the receipt was already held. Otherwise whether the state moved, and the
+        audit entries to settle. A package that reaches a final state without holding
+        every earlier receipt the receiver may have issued (the delivered one, whose
+        answer was lost; the viewed one, pushed later) is due for one more pull.
         """
         body = signed.body
+        package_id = str(row.id)
         now = self._now()
         async with self.store.sessions() as s, s.begin():
             exists = (
@@ -1469,12 +1604,21 @@ class Outbox:
                 )
             moved = False
             if current in _RANK and _RANK[body.kind] > _RANK[current]:
+                values: dict[str, Any] = {
+                    "state": body.kind, "state_changed_at": now, "next_attempt_at": None,
+                    "failure_reason": None,
+                }  # fmt: skip
+                if _RANK[body.kind] == _FINAL_RANK:
+                    held = await s.execute(
+                        select(outgoing_receipts.c.kind).where(
+                            outgoing_receipts.c.package_id == package_id
+                        )
+                    )
+                    missing = not {"delivered", "viewed"} <= set(held.scalars())
+                    values.update(next_pull_at=now if missing else None, pulls=0)
                 done = await s.execute(
-                    update(_p)
-                    .where(_p.c.id == package_id, _p.c.state == current)
-                    .values(state=body.kind, state_changed_at=now, next_attempt_at=None,
-                            failure_reason=None)
-                )  # fmt: skip
+                    update(_p).where(_p.c.id == package_id, _p.c.state == current).values(**values)
+                )
                 if _rowcount(done) != 1:
                     raise _RacedError
                 moved = True
@@ -1483,7 +1627,18 @@ class Outbox:
                     package_id, f"receipt.{body.kind}", body.kind if moved else current, now
                 )
             )
-        return moved
+            verified = await self._intend(
+                s, "receipt.verified", None, row, receipt=str(body.receipt_id),
+                receipt_kind=body.kind, issued_at=body.issued_at.isoformat(),
+            )  # fmt: skip
+            intents = [verified]
+            if moved:
+                intents.append(
+                    await self._intend(
+                        s, f"transfer.{body.kind}", None, row, receipt=str(body.receipt_id)
+                    )
+                )
+        return moved, intents
 
     async def _verify(self, row: Any, signed: SignedReceipt) -> None:
         body = signed.body
@@ -1525,8 +1680,11 @@ class Outbox:
         return SignedReceipt(body=parsed, body_bytes=body, signature_text=signature)
 
     async def pull_receipts(self, *, limit: int = 50) -> int:
-        """Ask receivers for receipts of delivered packages not yet accepted or rejected.
+        """Ask receivers for the receipts of packages that may still lack some.
 
+        Packages delivered and not yet accepted or rejected, and those that reached
+        accepted or rejected without holding every earlier receipt (``next_pull_at``
+        set by :meth:`_store_receipt`; cleared by the first pull that is answered).
         A fall-back to receipts pushed by the receiver: each package is asked
         again after a growing pause. Returns how many new receipts were recorded.
         """
@@ -1536,8 +1694,16 @@ class Outbox:
                 await s.execute(
                     select(_p)
                     .where(
-                        _p.c.state.in_(("delivered", "viewed")),
-                        or_(_p.c.next_pull_at.is_(None), _p.c.next_pull_at <= now),
+                        or_(
+                            and_(
+                                _p.c.state.in_(("delivered", "viewed")),
+                                or_(_p.c.next_pull_at.is_(None), _p.c.next_pull_at <= now),
+                            ),
+                            and_(
+                                _p.c.state.in_(("accepted", "rejected")),
+                                _p.c.next_pull_at <= now,
+                            ),
+                        )
                     )
                     .order_by(_p.c.next_pull_at, _p.c.id)
                     .limit(limit)
@@ -1563,12 +1729,21 @@ class Outbox:
             if not isinstance(items, list):
                 log.warning("package %s: the receiver's receipt list is malformed", row.id)
                 continue
+            # Oldest first: a delivered receipt is recorded before the ones that follow it.
             for item in items[:100]:
                 try:
                     if await self.take_receipt(_receipt_from_json(item)):
                         recorded += 1
                 except HandoverError as exc:
                     log.warning("package %s: a pulled receipt was refused: %s", row.id, exc.message)
+            if row.state in ("accepted", "rejected"):
+                # The receiver answered after its final word: it has nothing more to give.
+                async with self.store.sessions() as s, s.begin():
+                    await s.execute(
+                        update(_p)
+                        .where(_p.c.id == row.id, _p.c.state.in_(("accepted", "rejected")))
+                        .values(next_pull_at=None)
+                    )
         return recorded
 
 

@@ -30,6 +30,8 @@ async def deliver_due(outbox: Outbox, *, batch: int = BATCH, max_batches: int = 
     """Deliver due items, a batch at a time, while full batches keep coming; how many tried."""
     tried = 0
     try:
+        # Drafts whose build was cut short (their builder died) block their pupil's file.
+        await outbox.discard_stale_drafts()
         for _ in range(max_batches):
             n = await outbox.deliver_due(limit=batch)
             tried += n

@@ -28,7 +28,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from keys import aead
-from schemas.auditing import AuditEvent, AuditSink, Outcome
+from schemas.auditing import AuditEvent, AuditSink, IntentSink, Outcome, event_to_json
 from schemas.records import (
     ActionRecord,
     AmendmentRecord,
@@ -65,6 +65,7 @@ from schemas.records import (
     TombstoneRecord,
     TriageRecord,
 )
+from transfer.audit.tables import audit_intents
 from transfer.ctf import CtfDestination, CTFDocument, CTFPupil, parse_ctf
 from transfer.deadlines import retention_until
 from transfer.errors import (
@@ -474,6 +475,15 @@ class SubjectAccessArchive:
     chunks: AsyncIterator[bytes] = field(repr=False)
 
 
+@dataclass(frozen=True)
+class AuditIntent:
+    """An audit entry promised in a transaction (:meth:`Store.intend`), to :meth:`Store.settle`."""
+
+    id: str
+    event: AuditEvent
+    at: datetime
+
+
 class Store:
     """The concern store of one node. Make one with :meth:`open`."""
 
@@ -689,6 +699,59 @@ class Store:
 
     #: The store's audit door for other areas acting on its records (packaging).
     record_event = _audit
+
+    async def intend(
+        self,
+        session: AsyncSession,
+        action: str,
+        actor: Actor | str | None,
+        org: str | None,
+        targets: dict[str, str] | None = None,
+        outcome: Outcome = "ok",
+        **detail: str | int | bool | None,
+    ) -> AuditIntent:
+        """Promise an audit entry in ``session``'s transaction (the change it records).
+
+        The intent row commits (or rolls back) with the change; :meth:`settle` then
+        appends the entry and deletes the row together. A process killed in between
+        leaves the row, and the entry is appended when the log replays it (``serve``
+        at start-up and on its sweeps): a committed change never lacks its entry
+        (``docs/reliability.md``, ``docs/adr/0011-audit-intents.md``).
+        """
+        who: str | None
+        if not isinstance(actor, Actor):
+            who = actor
+        else:
+            who, kind = audit_actor(actor)
+            detail = {**detail, **kind}
+        event = AuditEvent(
+            action=action,
+            actor=who,
+            org=org,
+            targets=dict(targets or {}),
+            outcome=outcome,
+            detail=dict(detail),
+        )
+        intent = AuditIntent(str(uuid.uuid4()), event, self.now())
+        await session.execute(
+            audit_intents.insert().values(
+                id=intent.id, event=event_to_json(event), created_at=intent.at
+            )
+        )
+        return intent
+
+    async def settle(self, *intents: AuditIntent) -> None:
+        """Append the entries promised by committed intents (each once), in order."""
+        sink = self._audit_sink
+        for intent in intents:
+            if isinstance(sink, IntentSink) and await sink.record_intent(
+                intent.event, intent.id, intent.at
+            ):
+                continue
+            # A sink without intents (tests' MemoryAudit): record, then drop the row.
+            await sink.record(intent.event)
+            async with self.sessions() as s, s.begin():
+                await s.execute(audit_intents.delete().where(audit_intents.c.id == intent.id))
 
     async def _leaving_changed(self, actor: Actor, pupil_ids: tuple[str, ...]) -> None:
         await self._changed(StoreChange("pupil.leaving", actor.org_id, pupil_ids, actor=actor))

@@ -193,3 +193,30 @@ async def test_show_names_who_acted(node: Path) -> None:
                                               data_dir=node).stdout.splitlines()]  # fmt: skip
     assert [r["actor"] for r in rows] == [sam.id, "operator", None, "peer:199001", "ghost-7"]
     assert rows[0]["targets"] == {"staff": sam.id}
+
+
+async def test_verify_says_when_promised_entries_wait(node: Path) -> None:
+    """A change committed just before a crash promised an entry not yet written: verify says
+    so (and that serve writes it), instead of only "intact"; once written it verifies."""
+    with sqlite3.connect(node / "handover.db") as db:
+        db.execute(
+            "INSERT INTO audit_intents (id, event, created_at) VALUES (?, ?, ?)",
+            (
+                "7d3f0c2e-1b7a-4c55-9a41-0f5e2d9c8b10",
+                json.dumps({"action": "transfer.received", "org": "school-a",
+                            "targets": {"package": "pk1"}, "outcome": "ok", "detail": {}}),
+                "2026-09-07 22:00:00.000000",
+            ),
+        )  # fmt: skip
+    res = _run("verify", data_dir=node)
+    assert res.returncode == 0, res.stderr
+    assert "1 entry promised by changes committed just before a crash" in res.stdout
+    url = f"sqlite+aiosqlite:///{node / 'handover.db'}"
+    log = AuditLog.open(url, bytes.fromhex(KEK_HEX), origin="localhost:8443/audit")
+    try:
+        assert await log.replay_intents() == 1
+    finally:
+        await log.close()
+    res = _run("verify", data_dir=node)
+    assert res.returncode == 0, res.stderr
+    assert "intact: 13 entries" in res.stdout and "promised" not in res.stdout
