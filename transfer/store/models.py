@@ -170,6 +170,12 @@ class Concern(Base):
     recorded_by: Mapped[str] = mapped_column(String(36), index=True)
     status: Mapped[str] = mapped_column(String(20))
     provenance_id: Mapped[str | None] = mapped_column(ForeignKey("provenances.id"))
+    #: The one-time key of the form that sent it (``NewConcern.submission_key``), or NULL.
+    submission_key: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        UniqueConstraint("recorded_by", "submission_key"),
+    )
 
 
 class ConcernPupil(Base):

@@ -1425,6 +1425,54 @@ class Store:
         pupil_ids = tuple(dict.fromkeys(named[: len(data.pupil_ids)]))
         mark_pupils = named[len(data.pupil_ids) :]
         self._check_not_future(data.happened_at, "the concern")
+        if data.submission_key is not None:
+            earlier = await self._already_sent(actor, data.submission_key)
+            if earlier is not None:
+                return earlier
+        try:
+            return await self._record_concern(actor, data, pupil_ids, mark_pupils)
+        except ConflictError:
+            # The same form sent twice at once: the other request saved it first.
+            if data.submission_key is not None:
+                earlier = await self._already_sent(actor, data.submission_key)
+                if earlier is not None:
+                    return earlier
+            raise
+
+    async def _already_sent(self, actor: Actor, submission_key: str) -> ConcernRecord | None:
+        """The concern this person already saved from the form with ``submission_key``."""
+        ring = self._ring()
+        async with self.sessions() as s:
+            concern = await s.scalar(
+                select(Concern).where(
+                    Concern.org_id == actor.org_id,
+                    Concern.recorded_by == actor.staff_id,
+                    Concern.submission_key == submission_key,
+                )
+            )
+            if concern is None:
+                return None
+            pupils = (
+                await s.scalars(
+                    select(ConcernPupil.pupil_id)
+                    .where(ConcernPupil.concern_id == concern.id)
+                    .order_by(ConcernPupil.pupil_id)
+                )
+            ).all()
+            record = await self._concern_record(s, _Sealed(s, ring), concern, list(pupils))
+        await self._audit(
+            "store.concern.record", actor, actor.org_id, {"concern": concern.id},
+            repeated=True,
+        )  # fmt: skip
+        return record
+
+    async def _record_concern(
+        self,
+        actor: Actor,
+        data: NewConcern,
+        pupil_ids: tuple[str, ...],
+        mark_pupils: Sequence[str],
+    ) -> ConcernRecord:
         ring = self._ring()
         concern_id = _new_id()
         async with self._writing() as s:
@@ -1444,6 +1492,7 @@ class Store:
                 recorded_at=self.now(),
                 recorded_by=actor.staff_id,
                 status=data.status,
+                submission_key=data.submission_key,
             )
             s.add(concern)
             await s.flush()
