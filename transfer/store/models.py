@@ -173,9 +173,7 @@ class Concern(Base):
     #: The one-time key of the form that sent it (``NewConcern.submission_key``), or NULL.
     submission_key: Mapped[str | None] = mapped_column(String(64))
 
-    __table_args__ = (
-        UniqueConstraint("recorded_by", "submission_key"),
-    )
+    __table_args__ = (UniqueConstraint("recorded_by", "submission_key"),)
 
 
 class ConcernPupil(Base):

@@ -1034,6 +1034,12 @@ class Store:
                 for c in rows
             ]
 
+    async def concern_categories(self, actor: Actor) -> list[CategoryRecord]:
+        """The categories a concern may be logged under (active ones), for someone who may
+        log a concern; anyone else is refused (and the refusal audited)."""
+        await self._require(actor, Permission.RECORD_CONCERN, "store.concern.form", {})
+        return [c for c in await self.list_categories(actor) if c.active]
+
     async def add_category(
         self, actor: Actor, *, key: str, label: str, restricted: bool = False
     ) -> CategoryRecord:

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from transfer.web import account, dashboard, signin
+from transfer.web import account, alerts, concerns, dashboard, signin
 from transfer.web.core import WebApp, WebRoute, WebServices
 from transfer.web.core import mount as _mount
 
 #: Every page of the web app (a later area adds its module's ROUTES here).
-ROUTES: tuple[WebRoute, ...] = (*signin.ROUTES, *dashboard.ROUTES, *account.ROUTES)
+ROUTES: tuple[WebRoute, ...] = (
+    *signin.ROUTES,
+    *dashboard.ROUTES,
+    *account.ROUTES,
+    *concerns.ROUTES,
+    *alerts.ROUTES,
+)
 
 
 def mount(app: web.Application, services: WebServices) -> WebApp:

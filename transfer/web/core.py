@@ -30,7 +30,7 @@ from transfer.auth.records import Principal
 from transfer.auth.service import Accounts, SessionInvalid, TotpEnrolmentRequired
 from transfer.config import Config
 from transfer.errors import HandoverError, NotFoundError, PolicyError, TooLargeError
-from transfer.store.permissions import Role
+from transfer.store.permissions import Permission, Role
 from transfer.store.service import Store
 from transfer.web.rendering import environment, page_response, redirect, render
 from transfer.web.static import PREFIX as STATIC_PREFIX
@@ -113,6 +113,8 @@ class Visit:
     #: When the session ends if nothing else happens (idle limit, from now).
     idle_until: datetime
     idle_minutes: int
+    #: Open alerts for this person (the header's bell); None: no bell for them.
+    alert_count: int | None = None
 
     @property
     def actor(self) -> Any:
@@ -238,6 +240,11 @@ class WebApp:
 
     async def visit(self, request: web.Request, token: str, principal: Principal) -> Visit:
         now = self.accounts.now()
+        alert_count = None
+        if self.services.alerts is not None and principal.kind == "session":
+            count = await self.services.alerts.count_open(principal.actor)
+            if count or principal.actor.has(Permission.HANDLE_ALERTS):
+                alert_count = count
         return Visit(
             principal=principal,
             token=token,
@@ -246,6 +253,7 @@ class WebApp:
             org_name=await self.org_name(principal.actor.org_id),
             idle_until=now + timedelta(minutes=self.idle_minutes),
             idle_minutes=self.idle_minutes,
+            alert_count=alert_count,
         )
 
     # ------------------------------------------------------------- pages
@@ -287,7 +295,10 @@ class WebApp:
     def navigation(self, request: web.Request, visit: Visit | None) -> list[dict[str, Any]]:
         if visit is None or visit.principal.kind != "session":
             return []
-        items = [("/", "Home"), ("/account", "Your account")]
+        items = [("/", "Home")]
+        if visit.actor.has(Permission.RECORD_CONCERN):
+            items.append(("/concerns/new", "Log a concern"))
+        items.append(("/account", "Your account"))
         path = request.path
         return [
             {"href": href, "text": text, "active": path == href or (href != "/" and

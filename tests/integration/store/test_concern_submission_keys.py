@@ -16,7 +16,9 @@ from tests.integration.store.conftest import School
 KEY = "k" * 20
 
 
-def _concern(pupil_id: str, at: object, key: str | None = KEY, account: str = "Bruise") -> NewConcern:
+def _concern(
+    pupil_id: str, at: object, key: str | None = KEY, account: str = "Bruise"
+) -> NewConcern:
     return NewConcern.model_validate(
         {"pupil_ids": [pupil_id], "category": "bullying", "happened_at": at,
          "account": account, "submission_key": key}

@@ -26,9 +26,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("concerns") as batch:
         batch.add_column(sa.Column("submission_key", sa.String(64), nullable=True))
-        batch.create_unique_constraint(
-            "uq_concerns_recorded_by", ["recorded_by", "submission_key"]
-        )
+        batch.create_unique_constraint("uq_concerns_recorded_by", ["recorded_by", "submission_key"])
 
 
 def downgrade() -> None:

@@ -1,0 +1,249 @@
+"""Logging a concern in the web app (issue 13, item 3) and the alerts it raises (item 7),
+in-process on each engine: the pupil found without JavaScript, several pupils, the body
+map from the region list and from a click, mistakes shown at their fields with everything
+kept, a date in the future, a pupil not in the school, a double submit, an expired
+session, and a teacher who cannot reach another teacher's concern."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from schemas.records import NewPupil, PupilRecord
+from tests.test_alerts import upn
+from tests.unit.auth.support import OTHER_URN, PASSWORD, URN, Person
+from tests.web.support import Page, Site, site_for
+from transfer.store.permissions import Role
+
+ACCOUNT = "She said her brother pushed her down the stairs; VERY-SECRET-ACCOUNT"
+
+
+@pytest.fixture
+async def site(db_url: str, tmp_path: Path) -> AsyncIterator[Site]:
+    async with site_for(db_url, tmp_path, alerts=True) as s:
+        yield s
+
+
+async def _pupil(site: Site, serial: int, forename: str, surname: str,
+                 org: str = URN) -> PupilRecord:  # fmt: skip
+    admin = await site.node.person(f"admin{serial}", [Role.ADMINISTRATOR], org=org)
+    actor = await site.node.store.actor_for(admin.staff.id)
+    return await site.node.store.create_pupil(
+        actor, NewPupil(upn=upn(serial), surname=surname, forename=forename,
+                        dob=date(2015, 1, 2), sex="F", year_group="5"),
+    )  # fmt: skip
+
+
+def _form(page: Page, pupils: list[str], **over: str) -> list[tuple[str, str]]:
+    fields = {
+        "csrf": page.hidden("csrf"), "form_owner": page.hidden("form_owner"),
+        "submission_key": page.hidden("submission_key"), "mark_rows": "3",
+        "category": "bullying", "happened-day": "7", "happened-month": "9",
+        "happened-year": "2026", "happened_time": "08:30", "location": "Playground",
+        "account": ACCOUNT, "people_involved": "Her brother, Year 9",
+        "mark_1_where": "front-left-arm", "mark_1_note": "Bruise, 3 cm, blue",
+        "mark_2_where": "back@0.5,0.3", "mark_2_note": "Graze",
+        "mark_3_where": "", "mark_3_note": "", "action": "save",
+    }  # fmt: skip
+    fields.update(over)
+    return [*fields.items(), *(("pupil", p) for p in pupils)]
+
+
+async def test_a_teacher_logs_a_concern_about_two_pupils_without_javascript(site: Site) -> None:
+    amara = await _pupil(site, 1, "Amara", "Okafor")
+    ben = await _pupil(site, 2, "Ben", "Okafor")
+    await _pupil(site, 3, "Chloe", "Smith")
+    teacher = await site.node.person("teacher", [Role.STAFF])
+    dsl = await site.node.person("dsl", [Role.DSL])
+    home = await site.sign_in(teacher)
+    assert '<a href="/concerns/new"' in home.text  # "log a concern" first for staff
+    assert home.text.index("Log a concern") < home.text.index("Concerns you logged")
+    assert "Alerts <span" not in home.text  # no bell: nothing for them
+
+    found = await site.get("/concerns/new?q=okafor")
+    assert "Amara Okafor, Year 5" in found.text and "Ben Okafor" in found.text
+    assert "Chloe" not in found.text
+    by_upn = await site.get(f"/concerns/new?q={upn(3)}")
+    assert "Chloe Smith" in by_upn.text and "Amara" not in by_upn.text
+    chosen = await site.get(f"/concerns/new?pupil={amara.id}&q=ben")
+    assert f'value="{amara.id}" checked' in chosen.text
+    assert f"pupil={amara.id}&amp;pupil={ben.id}" in chosen.text  # the "Select" link keeps both
+    form = await site.get(f"/concerns/new?pupil={amara.id}&pupil={ben.id}")
+    assert 'name="mark_1_pupil"' in form.text  # two pupils: whose mark it is
+
+    saved = await site.post("/concerns/new", _form(form, [amara.id, ben.id],
+                                                    mark_2_pupil=ben.id))  # fmt: skip
+    assert saved.status == 200 and saved.title == "Concern logged - Handover"
+    assert re.search(r"/concerns/[0-9a-f-]{36}/saved$", saved.url)
+    assert "Amara Okafor" in saved.text and "Ben Okafor" in saved.text
+    assert "Left arm (front): Bruise, 3 cm, blue" in saved.text and "Graze" in saved.text
+    assert "The designated safeguarding lead team has been told" in saved.text
+    (concern,) = await site.node.store.list_concerns(await site.node.store.actor_for(dsl.staff.id))
+    full = await site.node.store.get_concern(await site.node.store.actor_for(dsl.staff.id),
+                                             concern.id)  # fmt: skip
+    assert set(full.pupil_ids) == {amara.id, ben.id} and full.account == ACCOUNT
+    marks = {m.description: m for m in full.body_map}
+    assert marks["Graze"].pupil_id == ben.id and marks["Graze"].side == "back"
+    assert (marks["Graze"].x, marks["Graze"].y) == (0.5, 0.3)
+    assert marks["Left arm (front): Bruise, 3 cm, blue"].pupil_id == amara.id
+
+    # The DSL team is alerted at once: the bell counts it, the alerts page says who and
+    # what kind, never the account, never a raw id or the API's address.
+    await site.post("/sign-out", {"csrf": saved.hidden("csrf")})
+    dsl_home = await site.sign_in(dsl)
+    assert re.search(r'app-bell__count">1<', dsl_home.text)
+    alerts = await site.get("/alerts")
+    assert "New concern logged: Bullying" in alerts.text
+    assert "Teacher (member of staff)" in alerts.text
+    assert "VERY-SECRET" not in alerts.text and "/api/v1" not in alerts.text
+    assert concern.id not in re.sub(r'(href|action)="[^"]*"', "", alerts.text)
+    # The DSL can read it; the page links to the pupil's page.
+    dsl_view = await site.get(f"/concerns/{concern.id}/saved")
+    assert dsl_view.status == 200 and f'href="/pupils/{amara.id}"' in dsl_view.text
+    dismissed = await site.post(
+        re.findall(r'action="(/alerts/[^"]+/dismiss)"', alerts.text)[0],
+        {"csrf": alerts.hidden("csrf")},
+    )
+    assert "The alert has been dismissed" in dismissed.text
+    assert re.search(r'app-bell__count">0<', dismissed.text)
+
+
+async def test_mistakes_are_shown_at_their_fields_and_everything_typed_is_kept(
+    site: Site,
+) -> None:
+    amara = await _pupil(site, 1, "Amara", "Okafor")
+    teacher = await site.node.person("teacher", [Role.STAFF])
+    await site.sign_in(teacher)
+    form = await site.get(f"/concerns/new?pupil={amara.id}")
+    page = await site.post("/concerns/new", _form(
+        form, [], category="", account="  ", happened_time="25:00",
+        mark_3_note="A note without a place", location="Behind the sports hall",
+    ))  # fmt: skip
+    assert page.status == 400 and page.title.startswith("Error: Log a concern")
+    for anchor, message in [
+        ("#pupil", "Find and select the pupil or pupils the concern is about"),
+        ("#category", "Select the kind of concern"),
+        ("#happened_time", "Enter the time it happened, for example 14:30"),
+        ("#account", "Enter what you saw or were told"),
+        ("#mark_3_where", "Choose where mark 3 is, or clear its note"),
+    ]:
+        assert f'href="{anchor}">{message}</a>' in page.text, message
+        assert page.text.count(message) == 2, message  # the summary and the field
+    assert 'value="Behind the sports hall"' in page.text
+    assert 'value="A note without a place"' in page.text
+    assert re.search(r'value="front-left-arm" selected', page.text)
+    assert 'value="back@0.5,0.3" selected' in page.text  # the click's mark is kept too
+    assert page.hidden("submission_key") == form.hidden("submission_key")
+
+    future = site.node.clock.now + timedelta(days=2)
+    page = await site.post("/concerns/new", _form(
+        form, [amara.id], **{"happened-day": str(future.day),
+                             "happened-month": str(future.month)},
+    ))  # fmt: skip
+    assert "The date and time it happened must be in the past" in page.text
+    assert ACCOUNT in page.text
+    page = await site.post(
+        "/concerns/new", _form(form, [amara.id], **{"happened-day": "31", "happened-month": "2"})
+    )
+    assert "Enter a real date, for example 27 3 2026" in page.text
+    dsl = await site.node.store.actor_for((await site.node.person("d", [Role.DSL])).staff.id)
+    assert await site.node.store.list_concerns(dsl) == []
+
+
+async def test_a_pupil_not_in_the_school_is_refused_in_plain_words(site: Site) -> None:
+    elsewhere = await _pupil(site, 9, "Dan", "Jones", org=OTHER_URN)
+    teacher = await site.node.person("teacher", [Role.STAFF])
+    await site.sign_in(teacher)
+    form = await site.get("/concerns/new")
+    for bogus in (elsewhere.id, "00000000-0000-0000-0000-000000000000"):
+        page = await site.post("/concerns/new", _form(form, [bogus]))
+        assert page.status == 400
+        assert "A pupil chosen is not on your school&#39;s roll" in page.text
+        assert ACCOUNT in page.text and "Traceback" not in page.text
+    searched = await site.get("/concerns/new?q=Dan")
+    assert "No pupil on your school's roll matches" in searched.text
+    dsl = await site.node.store.actor_for((await site.node.person("d", [Role.DSL])).staff.id)
+    assert await site.node.store.list_concerns(dsl) == []
+
+
+async def test_sending_the_form_twice_keeps_one_concern(site: Site) -> None:
+    amara = await _pupil(site, 1, "Amara", "Okafor")
+    teacher = await site.node.person("teacher", [Role.STAFF])
+    await site.sign_in(teacher)
+    form = await site.get(f"/concerns/new?pupil={amara.id}")
+    first = await site.post("/concerns/new", _form(form, [amara.id]), follow=False)
+    again = await site.post("/concerns/new", _form(form, [amara.id]), follow=False)
+    assert first.status == again.status == 303
+    assert first.headers["Location"] == again.headers["Location"]
+    fresh = await site.get(f"/concerns/new?pupil={amara.id}")
+    assert fresh.hidden("submission_key") != form.hidden("submission_key")
+    third = await site.post("/concerns/new", _form(fresh, [amara.id]), follow=False)
+    assert third.headers["Location"] != first.headers["Location"]
+    dsl = await site.node.store.actor_for((await site.node.person("d", [Role.DSL])).staff.id)
+    assert len(await site.node.store.list_concerns(dsl)) == 2
+
+
+async def test_after_an_expired_session_the_concern_comes_back_to_its_author(
+    site: Site,
+) -> None:
+    amara = await _pupil(site, 1, "Amara", "Okafor")
+    teacher = await site.node.person("teacher", [Role.STAFF])
+    await site.sign_in(teacher)
+    form = await site.get(f"/concerns/new?pupil={amara.id}")
+    site.node.clock.advance(minutes=16)
+    page = await site.post("/concerns/new", _form(form, [amara.id]))
+    assert page.title == "Sign in to Handover - Handover"
+    assert "What you had typed has been kept" in page.text and ACCOUNT not in page.text
+    again = await site.post(
+        "/sign-in",
+        {"csrf": page.hidden("csrf"), "org": URN, "username": "teacher", "password": PASSWORD,
+         "code": "", "kept_form": page.hidden("kept_form")},
+    )  # fmt: skip
+    assert again.title == "Log a concern - Handover"
+    assert "the concern was not saved" in again.text and ACCOUNT in again.text
+    assert 'value="Bruise, 3 cm, blue"' in again.text
+    assert again.hidden("submission_key") == form.hidden("submission_key")
+    saved = await site.post("/concerns/new", _form(again, [amara.id]))
+    assert saved.title == "Concern logged - Handover"
+
+
+async def test_a_teacher_cannot_reach_another_teachers_concern(site: Site) -> None:
+    amara = await _pupil(site, 1, "Amara", "Okafor")
+    author: Person = await site.node.person("author", [Role.STAFF])
+    other = await site.node.person("other", [Role.STAFF])
+    home = await site.sign_in(author)
+    form = await site.get(f"/concerns/new?pupil={amara.id}")
+    saved = await site.post("/concerns/new", _form(form, [amara.id]))
+    await site.post("/sign-out", {"csrf": home.hidden("csrf")})
+    await site.sign_in(other)
+    page = await site.get(urlpath(saved.url))
+    assert page.status == 404 and ACCOUNT not in page.text
+    assert page.title == "Page not found - Handover"
+    assert [e.outcome for e in site.node.events("store.concern.read")][-1] == "refused"
+    mine = await site.get("/")
+    assert "No concerns yet." in mine.text
+
+
+async def test_roles_that_do_not_log_concerns_are_refused_by_the_store(site: Site) -> None:
+    admin = await site.node.person("admin", [Role.ADMINISTRATOR])
+    await site.sign_in(admin)
+    page = await site.get("/concerns/new")
+    assert page.status == 403
+    assert site.node.events("store.concern.form")[-1].outcome == "refused"
+
+
+async def test_an_over_large_form_is_refused_in_plain_words(site: Site) -> None:
+    amara = await _pupil(site, 1, "Amara", "Okafor")
+    teacher = await site.node.person("teacher", [Role.STAFF])
+    await site.sign_in(teacher)
+    form = await site.get(f"/concerns/new?pupil={amara.id}")
+    page = await site.post("/concerns/new", _form(form, [amara.id], account="x" * 300_000))
+    assert page.status == 413 and page.title == "What was sent is too large - Handover"
+
+
+def urlpath(url: str) -> str:
+    return "/" + url.split("/", 3)[3]
