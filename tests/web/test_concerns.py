@@ -11,12 +11,15 @@ from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
+from sqlalchemy import select
 
 from schemas.records import NewPupil, PupilRecord
 from tests.test_alerts import upn
 from tests.unit.auth.support import OTHER_URN, PASSWORD, URN, Person
 from tests.web.support import Page, Site, site_for
+from transfer.store.models import Document
 from transfer.store.permissions import Role
 
 ACCOUNT = "She said her brother pushed her down the stairs; VERY-SECRET-ACCOUNT"
@@ -247,3 +250,66 @@ async def test_an_over_large_form_is_refused_in_plain_words(site: Site) -> None:
 
 def urlpath(url: str) -> str:
     return "/" + url.split("/", 3)[3]
+
+
+PDF = b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n"
+
+
+async def _attach(site: Site, page: Page, path: str, body: bytes, *, name: str = "note.pdf",
+                  csrf: bool = True, csrf_last: bool = False) -> Page:  # fmt: skip
+    form = aiohttp.FormData()
+    if csrf and not csrf_last:
+        form.add_field("csrf", page.hidden("csrf"))
+    form.add_field("file", body, filename=name, content_type="application/octet-stream")
+    if csrf and csrf_last:
+        form.add_field("csrf", page.hidden("csrf"))
+    async with site.client.post(path, data=form) as resp:
+        return Page(resp.status, await resp.text(), resp.headers, str(resp.url))
+
+
+async def _documents(site: Site, concern_id: str) -> list[str]:
+    async with site.node.store.sessions() as s:
+        rows = await s.scalars(select(Document.media_type).where(Document.concern_id == concern_id))
+        return list(rows)
+
+
+async def test_the_author_attaches_a_file_to_the_concern(site: Site) -> None:
+    amara = await _pupil(site, 1, "Amara", "Okafor")
+    author = await site.node.person("author", [Role.STAFF])
+    await site.sign_in(author)
+    form = await site.get(f"/concerns/new?pupil={amara.id}")
+    saved = await site.post("/concerns/new", _form(form, [amara.id]))
+    concern_id = urlpath(saved.url).split("/")[2]
+    files = f"/concerns/{concern_id}/files"
+    assert 'enctype="multipart/form-data"' in saved.text
+
+    none = await site.post(files, {"csrf": saved.hidden("csrf")})
+    assert none.status == 400 and "Select a file to attach" in none.text
+    wrong = await _attach(site, saved, files, b"MZ\x90\x00" + bytes(200), name="run.exe")
+    assert wrong.status == 415 and "The file must be a PDF, a photo" in wrong.text
+    site.node.store.max_document_bytes = 1024
+    large = await _attach(site, saved, files, b"x" * 5000, name="long.txt")
+    assert large.status == 413 and "The file must be smaller than 1 MB" in large.text
+    site.node.store.max_document_bytes = 10 * 1024**2
+    assert await _documents(site, concern_id) == []
+    # The CSRF token must come with the form, before the file.
+    for page in (await _attach(site, saved, files, PDF, csrf=False),
+                 await _attach(site, saved, files, PDF, csrf_last=True)):  # fmt: skip
+        assert page.status == 403
+    done = await _attach(site, saved, files, PDF, name="C:\\Users\\tw\\note.pdf")
+    assert done.status == 200 and "The file has been attached to the concern." in done.text
+    assert await _documents(site, concern_id) == ["application/pdf"]
+
+    # Another teacher cannot; nor can the head teacher, who may read it but not add to it.
+    await site.post("/sign-out", {"csrf": done.hidden("csrf")})
+    other = await site.node.person("other", [Role.STAFF])
+    home = await site.sign_in(other)
+    assert (await _attach(site, home, files, PDF)).status == 404
+    await site.post("/sign-out", {"csrf": home.hidden("csrf")})
+    head = await site.node.person("head", [Role.HEAD_TEACHER])
+    home = await site.sign_in(head)
+    view = await site.get(f"/concerns/{concern_id}/saved")
+    assert view.status == 200 and "Attach a file" not in view.text
+    assert (await _attach(site, home, files, PDF)).status == 403
+    assert site.node.events("store.document.upload")[-1].outcome == "refused"
+    assert await _documents(site, concern_id) == ["application/pdf"]

@@ -2000,10 +2000,22 @@ class Store:
         Its media type is read from its first bytes (:func:`transfer.media.sniff_media_type`),
         never taken from the upload; a kind of file not on the allow-list is refused
         (:class:`transfer.media.UnsupportedDocumentType`) and nothing is kept.
+
+        The DSL team adds documents to any record; whoever logged a concern may attach
+        files to that concern (a photograph of a note, a letter) without being able to
+        read documents back.
         """
         pupil_id = await self.pupil_id_for(actor, pupil_id)
         targets = {"pupil": pupil_id}
-        await self._require(actor, Permission.MANAGE_DOCUMENTS, "store.document.upload", targets)
+        authoring = (
+            not actor.has(Permission.MANAGE_DOCUMENTS)
+            and concern_id is not None
+            and actor.has(Permission.RECORD_CONCERN)
+        )
+        if not authoring:
+            await self._require(
+                actor, Permission.MANAGE_DOCUMENTS, "store.document.upload", targets
+            )
         if not filename or len(filename) > 255:
             raise InputError("a document's file name must be 1 to 255 characters")
         sniffed: list[str] = []
@@ -2011,9 +2023,14 @@ class Store:
         async with self.sessions() as s:
             pupil = await self._pupil_in_org(s, actor, pupil_id)
             if concern_id is not None:
-                _, pupils = await self._readable_concern(
+                concern, pupils = await self._readable_concern(
                     s, actor, concern_id, "store.document.upload"
                 )
+                if authoring and concern.recorded_by != actor.staff_id:
+                    await self._refuse(actor, "store.document.upload",
+                                       {**targets, "concern": concern_id})  # fmt: skip
+                    raise PermissionDenied("only the DSL team or the concern's author may "
+                                           "attach files to it")  # fmt: skip
                 if pupil_id not in pupils:
                     raise InputError("the concern is not about this pupil")
             key = await ring.pupil_key(s, pupil.id)

@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from multidict import MultiDict
 from pydantic import ValidationError
 
 from schemas.records import ConcernRecord, NewBodyMapMark, NewConcern, PupilRecord
-from transfer.errors import ConflictError, InputError, NotFoundError
+from transfer.errors import ConflictError, InputError, NotFoundError, TooLargeError
+from transfer.media import UnsupportedDocumentType
 from transfer.store.keyring import KeyDestroyed
-from transfer.web.core import FORM_KEY, FormErrors, Visit, WebRoute, webapp
+from transfer.store.permissions import Permission
+from transfer.web.core import FORM_KEY, UPLOAD_KEY, FormErrors, Visit, WebRoute, webapp
 from transfer.web.rendering import ENGLAND, redirect
 from transfer.web.tokens import KeptForm
 
@@ -353,9 +356,12 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] if text else text
 
 
-async def concern_saved(request: web.Request, visit: Visit) -> web.StreamResponse:
+async def _saved_page(
+    request: web.Request, visit: Visit, concern_id: str, *,
+    errors: FormErrors | None = None, status: int | None = None, pupil: str = "",
+) -> web.StreamResponse:  # fmt: skip
     app = webapp(request)
-    concern: ConcernRecord = await app.store.get_concern(visit.actor, request.match_info["id"])
+    concern: ConcernRecord = await app.store.get_concern(visit.actor, concern_id)
     names = await app.store.pupil_names(visit.actor, concern.pupil_ids)
     labels = {c.key: c.label for c in await app.store.list_categories(visit.actor)}
     marks = [
@@ -363,13 +369,69 @@ async def concern_saved(request: web.Request, visit: Visit) -> web.StreamRespons
          "description": m.description, "pupil": names.get(m.pupil_id, "")}
         for i, m in enumerate(concern.body_map, start=1)
     ]  # fmt: skip
+    mine = concern.recorded_by == visit.actor.staff_id
     return app.page(
         request, "concern_saved.html", visit, title="Concern logged", concern=concern,
         pupils=[(p, names.get(p, "A pupil")) for p in concern.pupil_ids],
         category=labels.get(concern.category, concern.category.replace("_", " ").capitalize()),
-        marks=marks, several=len(concern.pupil_ids) > 1, now=app.accounts.now(),
-        mine=concern.recorded_by == visit.actor.staff_id,
+        marks=marks, several=len(concern.pupil_ids) > 1, now=app.accounts.now(), mine=mine,
+        may_attach=mine or visit.actor.has(Permission.MANAGE_DOCUMENTS), errors=errors,
+        status=status or (400 if errors else 200), chosen_pupil=pupil,
+        max_megabytes=max(1, app.store.max_document_bytes // 1024**2),
+        done=_DONE.get(request.query.get("done", "")),
     )  # fmt: skip
+
+
+_DONE: Final = {"file": "The file has been attached to the concern."}
+
+
+async def concern_saved(request: web.Request, visit: Visit) -> web.StreamResponse:
+    return await _saved_page(request, visit, request.match_info["id"])
+
+
+def _filename(raw: str | None) -> str:
+    """The file's own name, without any folder a browser may send."""
+    name = re.split(r"[\\/]", raw or "")[-1].strip()
+    return "".join(ch for ch in name if ch.isprintable())[:255]
+
+
+async def attach_file(request: web.Request, visit: Visit) -> web.StreamResponse:
+    """Stream one file into the concern's pupil's record (encrypted as it arrives)."""
+    app = webapp(request)
+    concern_id = request.match_info["id"]
+    data: MultiDict[str] = request[FORM_KEY]
+    part: BodyPartReader | None = request.get(UPLOAD_KEY)
+    concern = await app.store.get_concern(visit.actor, concern_id)
+    pupil = data.get("pupil", "")
+    if pupil not in concern.pupil_ids:
+        pupil = concern.pupil_ids[0]
+    errors = FormErrors()
+    filename = _filename(part.filename if part is not None else None)
+    if part is None or not filename:
+        errors.add("file", "Select a file to attach")
+        return await _saved_page(request, visit, concern_id, errors=errors, pupil=pupil)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        assert part is not None
+        while chunk := await part.read_chunk(64 * 1024):
+            yield chunk
+
+    try:
+        await app.store.add_document(
+            visit.actor, pupil, chunks(), filename=filename, concern_id=concern_id
+        )
+    except TooLargeError:
+        megabytes = max(1, app.store.max_document_bytes // 1024**2)
+        errors.add("file", f"The file must be smaller than {megabytes} MB")
+        return await _saved_page(request, visit, concern_id, errors=errors, status=413,
+                                 pupil=pupil)  # fmt: skip
+    except UnsupportedDocumentType:
+        errors.add("file", "The file must be a PDF, a photo (JPEG, PNG, HEIC...), a Word, "
+                   "Excel, PowerPoint or OpenDocument file, a text file or an e-mail saved "
+                   "from Outlook")  # fmt: skip
+        return await _saved_page(request, visit, concern_id, errors=errors, status=415,
+                                 pupil=pupil)  # fmt: skip
+    return redirect(f"/concerns/{concern_id}/saved?done=file")
 
 
 def pupil_href(pupil: PupilRecord | str) -> str:
@@ -387,4 +449,6 @@ ROUTES: Final = (
              form=kept_concern),
     WebRoute("GET", "/concerns/{id}/saved", concern_saved,
              "Store.get_concern, Store.pupil_names, Store.list_categories"),
+    WebRoute("POST", "/concerns/{id}/files", attach_file,
+             "Store.get_concern, Store.add_document", upload=True),
 )  # fmt: skip

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import quote, urlsplit
 
 import jinja2
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler
 from multidict import MultiDict
 
@@ -29,7 +29,13 @@ from transfer.auditing import AuditEvent, AuditSink
 from transfer.auth.records import Principal
 from transfer.auth.service import Accounts, SessionInvalid, TotpEnrolmentRequired
 from transfer.config import Config
-from transfer.errors import HandoverError, NotFoundError, PolicyError, TooLargeError
+from transfer.errors import (
+    HandoverError,
+    InputError,
+    NotFoundError,
+    PolicyError,
+    TooLargeError,
+)
 from transfer.store.permissions import Permission, Role
 from transfer.store.service import Store
 from transfer.web.rendering import environment, page_response, redirect, render
@@ -99,6 +105,9 @@ class WebRoute:
     #: For a form (a POST): shows the form again with what was typed (after an expiry).
     form: FormPage | None = None
     name: str = ""
+    #: A form with a file (``multipart/form-data``): its fields are read up to the file,
+    #: which the handler streams (:data:`UPLOAD_KEY`); never held whole, never on disk.
+    upload: bool = False
 
 
 @dataclass(frozen=True)
@@ -323,6 +332,40 @@ async def form_data(request: web.Request) -> MultiDict[str]:
     return MultiDict((k, v) for k, v in data.items() if isinstance(v, str))
 
 
+#: The file part of an upload form, left unread for the handler to stream.
+UPLOAD_KEY: Any = (
+    web.RequestKey("handover_upload", object) if hasattr(web, "RequestKey") else "upload"
+)
+
+
+async def upload_fields(request: web.Request) -> MultiDict[str]:
+    """The fields of a ``multipart/form-data`` POST that come before its first file (the
+    CSRF token among them: a page's hidden fields come first); the file part itself is
+    left in ``request[UPLOAD_KEY]`` for the handler to stream."""
+    fields: MultiDict[str] = MultiDict()
+    request[UPLOAD_KEY] = None
+    if request.content_type != "multipart/form-data":
+        return await form_data(request)  # no file sent: the form's other fields, if any
+    reader = await request.multipart()
+    total = 0
+    while True:
+        part = await reader.next()
+        if part is None:
+            return fields
+        if not isinstance(part, BodyPartReader):
+            raise InputError("a form cannot hold nested parts")
+        if part.filename is not None:
+            request[UPLOAD_KEY] = part
+            return fields
+        value = bytearray()
+        while chunk := await part.read_chunk(8192):
+            value += chunk
+            total += len(chunk)
+            if total > MAX_FORM_BYTES:
+                raise TooLargeError("this form is too large")
+        fields.add(part.name or "", value.decode("utf-8", errors="replace"))
+
+
 def safe_next(value: str, app: WebApp) -> str:
     """A local page to go to after signing in (a known GET page), or the home page."""
     parts = urlsplit(value)
@@ -361,7 +404,7 @@ def bind(route: WebRoute) -> Handler:
         token = app.session_token(request)
         data: MultiDict[str] | None = None
         if request.method == "POST":
-            data = await form_data(request)
+            data = await (upload_fields(request) if route.upload else form_data(request))
             sent = data.get(CSRF_FIELD) or request.headers.get("X-CSRF-Token") or ""
             if not token or not app.keys.csrf_valid(token, sent):
                 raise CsrfRefused(

@@ -499,6 +499,9 @@ WEB_OPERATIONS: list[WebOp] = [
     # Another member of staff's concern: the DSL team and the head may read it; another
     # teacher is told there is no such page (the store refuses and audits it).
     WebOp("GET", "/concerns/{other_concern}/saved", LOGGERS, 200, ok_for={STAFF: 404}),
+    # Attaching a file to it: no file sent, so nothing to attach (the store's refusal of a
+    # head teacher, who may read but not add to it, is in tests/web/test_concerns.py).
+    WebOp("POST", "/concerns/{other_concern}/files", LOGGERS, 400, form={}, ok_for={STAFF: 404}),
     # The alerts: everyone has an alerts page (their own alerts; the DSL team's all); only
     # the DSL team may dismiss one (here an alert of the other teacher's concern).
     WebOp("GET", "/alerts", EVERYONE, 200),
