@@ -46,10 +46,9 @@ async def _log_a_concern(page: Page, site: WebWorld, node: str, out: Path,
     await shot("find-a-pupil")
     await page.get_by_role("link", name=re.compile("Select Amara Okafor")).click()
     await page.get_by_label("Bullying").check()
-    await page.get_by_role("button", name="Save the concern").click()
-    await shot("log-a-concern-error")
     await page.get_by_label("Where did it happen? (optional)").fill("Cloakroom, after lunch")
-    await page.get_by_label("What did you see or hear?").fill(
+    account = page.get_by_label("What did you see or hear?")
+    await account.fill(
         "Amara was crying by the pegs. She said an older pupil took her coat and pushed "
         "her against the wall."
     )
@@ -64,6 +63,11 @@ async def _log_a_concern(page: Page, site: WebWorld, node: str, out: Path,
     await page.locator("#mark_2_where").select_option("back-upper")
     await page.locator("#mark_2_note").fill("Graze, fresh")
     await shot("log-a-concern")
+    kept = await account.input_value()
+    await account.fill("")
+    await page.get_by_role("button", name="Save the concern").click()
+    await shot("log-a-concern-error")
+    await page.get_by_label("What did you see or hear?").fill(kept)
     await page.get_by_role("button", name="Save the concern").click()
     await page.wait_for_url(re.compile(r".*/concerns/[^/]+/saved$"))
     await shot("concern-logged")

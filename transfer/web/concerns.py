@@ -377,9 +377,16 @@ async def _saved_page(
         marks=marks, several=len(concern.pupil_ids) > 1, now=app.accounts.now(), mine=mine,
         may_attach=mine or visit.actor.has(Permission.MANAGE_DOCUMENTS), errors=errors,
         status=status or (400 if errors else 200), chosen_pupil=pupil,
-        max_megabytes=max(1, app.store.max_document_bytes // 1024**2),
+        max_size=size_words(app.store.max_document_bytes),
         done=_DONE.get(request.query.get("done", "")),
     )  # fmt: skip
+
+
+def size_words(limit: int) -> str:
+    """``2 GB``, ``25 MB``, ``1 MB`` (whole units, rounded down; at least 1 MB)."""
+    if limit >= 1024**3 and limit % 1024**3 == 0:
+        return f"{limit // 1024**3} GB"
+    return f"{max(1, limit // 1024**2)} MB"
 
 
 _DONE: Final = {"file": "The file has been attached to the concern."}
@@ -421,8 +428,8 @@ async def attach_file(request: web.Request, visit: Visit) -> web.StreamResponse:
             visit.actor, pupil, chunks(), filename=filename, concern_id=concern_id
         )
     except TooLargeError:
-        megabytes = max(1, app.store.max_document_bytes // 1024**2)
-        errors.add("file", f"The file must be smaller than {megabytes} MB")
+        limit = size_words(app.store.max_document_bytes)
+        errors.add("file", f"The file must be smaller than {limit}")
         return await _saved_page(request, visit, concern_id, errors=errors, status=413,
                                  pupil=pupil)  # fmt: skip
     except UnsupportedDocumentType:
