@@ -23,6 +23,8 @@ from transfer.store.models import Document
 from transfer.store.permissions import Role
 
 ACCOUNT = "She said her brother pushed her down the stairs; VERY-SECRET-ACCOUNT"
+#: Typed text that looks like markup is shown as typed, never run.
+MARKUP = "<script>alert(1)</script> & <b>bold</b>"
 
 
 @pytest.fixture
@@ -85,6 +87,8 @@ async def test_a_teacher_logs_a_concern_about_two_pupils_without_javascript(site
     assert "Amara Okafor" in saved.text and "Ben Okafor" in saved.text
     assert "Left arm (front): Bruise, 3 cm, blue" in saved.text and "Graze" in saved.text
     assert "The designated safeguarding lead team has been told" in saved.text
+    assert f'<span class="app-prose">{ACCOUNT}</span>' in saved.text
+    assert "&lt;span" not in saved.text
     (concern,) = await site.node.store.list_concerns(await site.node.store.actor_for(dsl.staff.id))
     full = await site.node.store.get_concern(await site.node.store.actor_for(dsl.staff.id),
                                              concern.id)  # fmt: skip
@@ -313,3 +317,16 @@ async def test_the_author_attaches_a_file_to_the_concern(site: Site) -> None:
     assert (await _attach(site, home, files, PDF)).status == 403
     assert site.node.events("store.document.upload")[-1].outcome == "refused"
     assert await _documents(site, concern_id) == ["application/pdf"]
+
+
+async def test_what_was_typed_is_shown_as_typed_never_as_markup(site: Site) -> None:
+    amara = await _pupil(site, 1, "Amara", "Okafor")
+    teacher = await site.node.person("teacher", [Role.STAFF])
+    await site.sign_in(teacher)
+    form = await site.get(f"/concerns/new?pupil={amara.id}")
+    saved = await site.post("/concerns/new", _form(form, [amara.id], account=MARKUP,
+                                                    people_involved=MARKUP))  # fmt: skip
+    assert saved.title == "Concern logged - Handover"
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;"
+    assert saved.text.count(f'<span class="app-prose">{escaped}</span>') == 2
+    assert "<script>alert" not in saved.text and "<b>bold" not in saved.text
