@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from schemas.records import NewPupil, PupilRecord
+from schemas.records import Destination, NewPupil, PupilChanges, PupilRecord
 from tests.test_alerts import upn
 from tests.unit.auth.support import OTHER_URN, PASSWORD, URN, Person
 from tests.web.support import Page, Site, site_for
@@ -330,3 +330,27 @@ async def test_what_was_typed_is_shown_as_typed_never_as_markup(site: Site) -> N
     escaped = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;"
     assert saved.text.count(f'<span class="app-prose">{escaped}</span>') == 2
     assert "<script>alert" not in saved.text and "<b>bold" not in saved.text
+
+
+async def test_the_bell_counts_a_leaving_date_at_once_not_at_the_sweep(site: Site) -> None:
+    """Item 7: a leaver's KCSIE deadline reaches the bell as soon as the date is recorded."""
+    amara = await _pupil(site, 1, "Amara", "Okafor")
+    dsl = await site.node.person("dsl", [Role.DSL])
+    home = await site.sign_in(dsl)
+    assert re.search(r'app-bell__count">0<', home.text)  # the DSL team always has the bell
+    admin = await site.node.store.actor_for(
+        (await site.node.person("adm", [Role.ADMINISTRATOR])).staff.id
+    )
+    left = site.node.clock.now.date() - timedelta(days=21)
+    await site.node.store.update_pupil(
+        admin, amara.id,
+        PupilChanges(leaving_date=left,
+                     destination=Destination(kind="school", urn=OTHER_URN, name="Cliff Road")),
+    )  # fmt: skip
+    home = await site.get("/")
+    assert re.search(r'app-bell__count">1<', home.text)
+    assert 'href="/pupils/' + amara.id + '">Amara Okafor' in home.text  # leavers' row links
+    alerts = await site.get("/alerts")
+    # Left in the summer holiday: due early next term (school days), so "due soon".
+    assert "Leaver&#39;s file due on Tuesday 8 September 2026 (Amara Okafor)" in alerts.text
+    assert "Open Amara Okafor\u2019s record" in alerts.text
