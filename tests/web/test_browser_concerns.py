@@ -135,14 +135,21 @@ async def test_log_a_concern_with_javascript_off(browser: Browser, web_world: We
     await context.close()
 
 
-async def test_a_click_on_the_body_map_places_a_mark(browser: Browser, web_world: WebWorld) -> None:
+async def test_pupils_suggested_as_you_type_and_a_click_on_the_body_map(
+    browser: Browser, web_world: WebWorld
+) -> None:
     context = await _context(browser)
     page = await context.new_page()
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     await _sign_in(page, web_world, PRIMARY, "t.wood", check=False)
-    await checked(page, await page.goto(web_world.url(PRIMARY, "/concerns/new?q=Mia")))
-    await page.get_by_role("link", name=re.compile("Select Mia Taylor")).click()
+    await checked(page, await page.goto(web_world.url(PRIMARY, "/concerns/new")))
+    # Suggested as the name is typed, without sending the search form.
+    await page.get_by_label("Find a pupil by name or UPN").press_sequentially("Mia T", delay=50)
+    suggested = page.get_by_role("link", name=re.compile("Select Mia Taylor"))
+    await expect(suggested).to_be_visible()
+    assert page.url == web_world.url(PRIMARY, "/concerns/new")
+    await suggested.click()
     await expect(page.locator("#bodymap-help")).to_be_visible()
     back = page.locator("svg[data-side=back]")
     box = await back.bounding_box()

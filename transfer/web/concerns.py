@@ -2,8 +2,9 @@
 
 The form works without JavaScript: the pupil is found with a GET search form (by name
 or UPN; several pupils may be chosen), the body map's marks are chosen from a list of
-body regions, each with a note. With JavaScript (``concern.js``), a click on the
-front or back outline places a mark at that point. A mistake brings the form back
+body regions, each with a note. With JavaScript (``concern.js``), pupils are suggested
+as the name is typed (the search's own results, fetched from this page) and a click on
+the front or back outline places a mark at that point. A mistake brings the form back
 with everything typed and each message at its field; nothing is saved half-done. The
 form carries a one-time key (``NewConcern.submission_key``), so sending it twice keeps
 one concern; a form sent after the session ended is kept over signing in again

@@ -1,5 +1,6 @@
-// The log-a-concern page, improved: a click on a body outline fills in the next empty
-// mark (the form works without this, choosing body regions from each mark's list).
+// The log-a-concern page, improved: pupils suggested as you type (the search form's own
+// results, fetched from the same page), and a click on a body outline fills in the next
+// empty mark. The page works without this: the search form, and each mark's list.
 const NS = "http://www.w3.org/2000/svg";
 
 function bodyMap() {
@@ -49,4 +50,40 @@ function place(form, svg, event) {
   if (note) note.focus();
 }
 
+function suggestions() {
+  const input = document.querySelector("input[data-suggest]");
+  if (!input || !input.form || typeof DOMParser === "undefined") return;
+  const form = input.form;
+  let region = document.getElementById("pupil-results");
+  if (!region) {
+    region = document.createElement("div");
+    region.id = "pupil-results";
+    region.className = "app-pupil-results";
+    form.after(region);
+  }
+  region.setAttribute("aria-live", "polite");
+  let timer;
+  let asked = input.value.trim();
+  input.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const query = input.value.trim();
+      if (query.length < 2 || query === asked) return;
+      asked = query;
+      const params = new URLSearchParams(new FormData(form));
+      let response;
+      try {
+        response = await fetch(`${form.action}?${params}`, { credentials: "same-origin" });
+      } catch (err) {
+        return;
+      }
+      if (!response.ok || input.value.trim() !== query) return;
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const found = page.getElementById("pupil-results");
+      if (found) region.replaceChildren(...found.childNodes);
+    }, 300);
+  });
+}
+
+suggestions();
 bodyMap();
