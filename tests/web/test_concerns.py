@@ -15,7 +15,14 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from schemas.records import Destination, NewPupil, PupilChanges, PupilRecord
+from schemas.records import (
+    Destination,
+    NewAction,
+    NewConcern,
+    NewPupil,
+    PupilChanges,
+    PupilRecord,
+)
 from tests.test_alerts import upn
 from tests.unit.auth.support import OTHER_URN, PASSWORD, URN, Person
 from tests.web.support import Page, Site, site_for
@@ -354,3 +361,28 @@ async def test_the_bell_counts_a_leaving_date_at_once_not_at_the_sweep(site: Sit
     # Left in the summer holiday: due early next term (school days), so "due soon".
     assert "Leaver&#39;s file due on Tuesday 8 September 2026 (Amara Okafor)" in alerts.text
     assert "Open Amara Okafor\u2019s record" in alerts.text
+
+
+async def test_the_dsls_own_actions_come_first_on_the_home_page(site: Site) -> None:
+    amara = await _pupil(site, 1, "Amara", "Okafor")
+    dsl = await site.node.person("dsl", [Role.DSL])
+    deputy = await site.node.person("deputy", [Role.DEPUTY_DSL])
+    store = site.node.store
+    dsl_actor = await store.actor_for(dsl.staff.id)
+    concern = await store.record_concern(
+        dsl_actor, NewConcern(pupil_ids=(amara.id,), category="neglect",
+                              happened_at=site.node.clock.now, account="Hungry"),
+    )  # fmt: skip
+    late = site.node.clock.now.date() - timedelta(days=3)
+    # The DSL's own is due a day later than the others, and still comes first.
+    for text, who, due in (("Ring the social worker", deputy, late),
+                           ("Meet the parents", dsl, late + timedelta(days=1)),
+                           ("Check attendance", deputy, late)):  # fmt: skip
+        await store.add_action(
+            dsl_actor, concern.id, NewAction(text=text, assignee_id=who.staff.id, due_on=due)
+        )
+    home = await site.sign_in(dsl)
+    mine = home.text.index("Meet the parents")
+    assert mine < home.text.index("Ring the social worker")
+    assert mine < home.text.index("Check attendance")
+    assert "Meet the parents <span" in home.text  # marked "(yours)"

@@ -106,6 +106,8 @@ async def dashboard(request: web.Request, visit: Visit) -> web.StreamResponse:
             )
     if actor.has(Permission.MANAGE_ACTIONS):
         actions = await app.store.open_actions(actor)
+        # The person's own actions first, in each group (the rest in due-date order).
+        actions.sort(key=lambda a: a.assignee_id != actor.staff_id)
         context["overdue_actions"] = [a for a in actions if a.due_on and a.due_on < today]
         context["open_actions"] = [a for a in actions if not (a.due_on and a.due_on < today)]
         context["mine"] = actor.staff_id
