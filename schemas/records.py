@@ -397,6 +397,11 @@ class NewConcern(_Model):
     people_involved: _Text = ""
     body_map: tuple[NewBodyMapMark, ...] = ()
     status: ConcernStatus = "open"
+    #: A one-time key the sending form carries: the same person sending the same key
+    #: again (a double click, a resubmit) gets the concern already saved, not a second one.
+    submission_key: Annotated[
+        str | None, Field(default=None, pattern=r"^[A-Za-z0-9_-]{16,64}$")
+    ] = None
 
 
 class NewTriage(_Model):

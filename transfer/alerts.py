@@ -363,6 +363,23 @@ class Alerts:
         await self.store.record_event("alert.list", actor, actor.org_id, {}, count=len(out))
         return out
 
+    async def count_open(self, actor: Actor) -> int:
+        """How many open alerts :meth:`list` would show ``actor`` (the web app's bell).
+
+        A count reveals nothing of an alert's content, so it is not audited (it is asked
+        on every page); reading the alerts themselves (:meth:`list`) is.
+        """
+        t = alerts_table
+        query = (
+            sa.select(sa.func.count())
+            .select_from(t)
+            .where(t.c.org_id == actor.org_id, t.c.closed_at.is_(None))
+        )
+        if not actor.has(Permission.HANDLE_ALERTS):
+            query = query.where(t.c.staff_id == actor.staff_id)
+        async with self.store.sessions() as s:
+            return int(await s.scalar(query) or 0)
+
     async def dismiss(self, actor: Actor, alert_id: str) -> AlertRecord:
         """A DSL closes an alert by hand: its key raises no further alert (idempotent)."""
         targets = {"alert": alert_id}

@@ -103,3 +103,35 @@ async def test_a_changed_record_is_kept_beside_the_earlier_version(rig: Rig) -> 
     assert sum(n for k, n in again.counts.items() if k != "events") == 0
     assert again.amended == 0
     assert _kinds(await rig.store.chronology(dsl, first.pupil_id)) == _kinds(chronology)
+
+
+async def test_a_node_with_received_records_upgrades_and_still_never_duplicates(
+    rig: Rig,
+) -> None:
+    """store_0005 on a database that already holds received records (which point at their
+    provenance rows): the upgrade goes through on both engines, records received before it
+    have no digest and count as held."""
+    from alembic import command
+
+    from transfer.store.db import _alembic_config
+
+    pupil = await rig.make_pupil_file()
+    dsl = rig.receiver_dsl
+    first_id, _, _ = await rig.deliver(pupil)
+    first = await rig.inbox.accept(dsl, first_id)
+
+    def down_and_up(conn: object) -> None:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "store_0004")
+        command.upgrade(cfg, "heads")
+
+    async with rig.store.engine.begin() as conn:
+        await conn.run_sync(down_and_up)
+    again_id, _, _ = await rig.deliver(pupil)
+    again = await rig.inbox.accept(dsl, again_id)
+    assert again.pupil_id == first.pupil_id
+    assert sum(n for k, n in again.counts.items() if k != "events") == 0
+    assert _kinds(await rig.store.chronology(dsl, first.pupil_id)) == Counter(
+        concern=1, triage=1, action=1, contact=1, document=1
+    )

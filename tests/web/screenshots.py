@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from pathlib import Path
 
@@ -34,12 +35,54 @@ async def sign_in(page: Page, site: WebWorld, node: str, username: str) -> None:
     await page.wait_for_url(site.url(node, "/"))
 
 
+async def _log_a_concern(page: Page, site: WebWorld, node: str, out: Path,
+                         kind: str) -> list[Path]:  # fmt: skip
+    """The log-a-concern page: a pupil found, a mistake shown, then filled in and saved."""
+    shots = []
+
+    async def shot(name: str) -> None:
+        target = out / f"{name}-{kind}.png"
+        await page.screenshot(path=target, full_page=True)
+        shots.append(target)
+
+    await page.goto(site.url(node, "/concerns/new?q=Okafor"))
+    await shot("find-a-pupil")
+    await page.get_by_role("link", name=re.compile("Select Amara Okafor")).click()
+    await page.get_by_label("Bullying").check()
+    await page.get_by_label("Where did it happen? (optional)").fill("Cloakroom, after lunch")
+    account = page.get_by_label("What did you see or hear?")
+    await account.fill(
+        "Amara was crying by the pegs. She said an older pupil took her coat and pushed "
+        "her against the wall."
+    )
+    await page.get_by_label("Who else was involved or there? (optional)").fill(
+        "Two Year 6 pupils; Mrs Shah (teaching assistant)"
+    )
+    front = page.locator("svg[data-side=front]")
+    box = await front.bounding_box()
+    if box is not None:
+        await front.click(position={"x": box["width"] * 0.77, "y": box["height"] * 0.3})
+        await page.keyboard.type("Red mark on the upper arm, about 3 cm")
+    await page.locator("#mark_2_where").select_option("back-upper")
+    await page.locator("#mark_2_note").fill("Graze, fresh")
+    await shot("log-a-concern")
+    kept = await account.input_value()
+    await account.fill("")
+    await page.get_by_role("button", name="Save the concern").click()
+    await shot("log-a-concern-error")
+    await page.get_by_label("What did you see or hear?").fill(kept)
+    await page.get_by_role("button", name="Save the concern").click()
+    await page.wait_for_url(re.compile(r".*/concerns/[^/]+/saved$"))
+    await shot("concern-logged")
+    return shots
+
+
 async def capture(browser: Browser, site: WebWorld, out: Path) -> list[Path]:
     """Photograph the main pages into ``out`` (an existing folder); the files written."""
     written: list[Path] = []
     shots = [
         ("primary", "s.patel", [("dashboard-dsl", "/"), ("account", "/account"),
-                                 ("api-token", "/account/tokens/new"),
+                                 ("api-token", "/account/tokens/new"), ("alerts", "/alerts"),
                                  ("pupil", f"/pupils/{upn(101)}"), ("concern", CONCERN),
                                  ("triage", CONCERN + "/triage"),
                                  ("search", "/search?q=Amara")]),
@@ -75,6 +118,8 @@ async def capture(browser: Browser, site: WebWorld, out: Path) -> list[Path]:
                 target = out / f"{name}-{kind}.png"
                 await page.screenshot(path=target, full_page=True)
                 written.append(target)
+            if username == "t.wood":
+                written += await _log_a_concern(page, site, node, out, kind)
             await context.close()
     return written
 

@@ -16,8 +16,12 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.unit.auth.support import URN, Node, Person, open_node
+from transfer.alert_rules import StoreAlerts
+from transfer.alerts import Alerts
 from transfer.api import create_app
-from transfer.config import Config, SecuritySection, ServerSection
+from transfer.config import Config, SecuritySection, ServerSection, SmtpSection, TransferSection
+from transfer.exchange.deadlines_sweep import DeadlineSweep
+from transfer.mail import Mailer
 from transfer.web import WebServices
 
 WEB_KEY = bytes(range(100, 132))
@@ -80,8 +84,22 @@ def web_config(idle_minutes: int = 15) -> Config:
     )
 
 
+def wire_alerts(node: Node) -> Alerts:
+    """The node's alerts, raised as the store's data changes (``transfer.node``'s wiring)."""
+    from tests.test_alerts import FakeOutbox
+
+    alerts = Alerts(node.store, Mailer(SmtpSection()))
+    deadlines = DeadlineSweep(
+        node.store, alerts, FakeOutbox(), TransferSection(), data_dir=node.data_dir
+    )
+    StoreAlerts(node.store, alerts, deadlines, base_url="https://node.example").attach()
+    return alerts
+
+
 @asynccontextmanager
-async def site_for(db_url: str, tmp_path: Path, *, idle_minutes: int = 15) -> AsyncIterator[Site]:
+async def site_for(
+    db_url: str, tmp_path: Path, *, idle_minutes: int = 15, alerts: bool = False
+) -> AsyncIterator[Site]:
     async with open_node(db_url, tmp_path / "data") as node:
         config = web_config(idle_minutes)
         node.accounts.security = config.security
@@ -89,7 +107,7 @@ async def site_for(db_url: str, tmp_path: Path, *, idle_minutes: int = 15) -> As
             store=node.store, accounts=node.accounts, audit=node.audit, config=config,
             web_pages=WebServices(
                 store=node.store, accounts=node.accounts, config=config, audit=node.audit,
-                web_key=WEB_KEY,
+                web_key=WEB_KEY, alerts=wire_alerts(node) if alerts else None,
             ),
         )  # fmt: skip
         async with TestClient(TestServer(app)) as client:

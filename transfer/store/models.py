@@ -156,12 +156,10 @@ class ProvenanceRow(Base):
     package_id: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     original_id: Mapped[str] = mapped_column(String(64))
-    #: Keyed hash of the record as the sender wrote it (None: received before store_0004).
+    #: Keyed hash of the record as the sender wrote it (None: received before store_0005).
     digest: Mapped[str | None] = mapped_column(String(64))
     #: The earlier version of the same record from the same sender, when this one changed it.
-    amends_id: Mapped[str | None] = mapped_column(
-        ForeignKey("provenances.id", name="fk_provenances_amends_id")
-    )
+    amends_id: Mapped[str | None] = mapped_column(String(36))
 
     __table_args__ = (
         Index("ix_provenances_source_original", "org_id", "source_org_id", "original_id"),
@@ -180,6 +178,12 @@ class Concern(Base):
     recorded_by: Mapped[str] = mapped_column(String(36), index=True)
     status: Mapped[str] = mapped_column(String(20))
     provenance_id: Mapped[str | None] = mapped_column(ForeignKey("provenances.id"))
+    #: The one-time key of the form that sent it (``NewConcern.submission_key``), or NULL.
+    submission_key: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("uq_concerns_recorded_by", "recorded_by", "submission_key", unique=True),
+    )
 
 
 class ConcernPupil(Base):

@@ -1101,6 +1101,12 @@ class Store:
                 for c in rows
             ]
 
+    async def concern_categories(self, actor: Actor) -> list[CategoryRecord]:
+        """The categories a concern may be logged under (active ones), for someone who may
+        log a concern; anyone else is refused (and the refusal audited)."""
+        await self._require(actor, Permission.RECORD_CONCERN, "store.concern.form", {})
+        return [c for c in await self.list_categories(actor) if c.active]
+
     async def add_category(
         self, actor: Actor, *, key: str, label: str, restricted: bool = False
     ) -> CategoryRecord:
@@ -1492,6 +1498,54 @@ class Store:
         pupil_ids = tuple(dict.fromkeys(named[: len(data.pupil_ids)]))
         mark_pupils = named[len(data.pupil_ids) :]
         self._check_not_future(data.happened_at, "the concern")
+        if data.submission_key is not None:
+            earlier = await self._already_sent(actor, data.submission_key)
+            if earlier is not None:
+                return earlier
+        try:
+            return await self._record_concern(actor, data, pupil_ids, mark_pupils)
+        except ConflictError:
+            # The same form sent twice at once: the other request saved it first.
+            if data.submission_key is not None:
+                earlier = await self._already_sent(actor, data.submission_key)
+                if earlier is not None:
+                    return earlier
+            raise
+
+    async def _already_sent(self, actor: Actor, submission_key: str) -> ConcernRecord | None:
+        """The concern this person already saved from the form with ``submission_key``."""
+        ring = self._ring()
+        async with self.sessions() as s:
+            concern = await s.scalar(
+                select(Concern).where(
+                    Concern.org_id == actor.org_id,
+                    Concern.recorded_by == actor.staff_id,
+                    Concern.submission_key == submission_key,
+                )
+            )
+            if concern is None:
+                return None
+            pupils = (
+                await s.scalars(
+                    select(ConcernPupil.pupil_id)
+                    .where(ConcernPupil.concern_id == concern.id)
+                    .order_by(ConcernPupil.pupil_id)
+                )
+            ).all()
+            record = await self._concern_record(s, _Sealed(s, ring), concern, list(pupils))
+        await self._audit(
+            "store.concern.record", actor, actor.org_id, {"concern": concern.id},
+            repeated=True,
+        )  # fmt: skip
+        return record
+
+    async def _record_concern(
+        self,
+        actor: Actor,
+        data: NewConcern,
+        pupil_ids: tuple[str, ...],
+        mark_pupils: Sequence[str],
+    ) -> ConcernRecord:
         ring = self._ring()
         concern_id = _new_id()
         async with self._writing() as s:
@@ -1511,6 +1565,7 @@ class Store:
                 recorded_at=self.now(),
                 recorded_by=actor.staff_id,
                 status=data.status,
+                submission_key=data.submission_key,
             )
             s.add(concern)
             await s.flush()
@@ -2282,10 +2337,22 @@ class Store:
         Its media type is read from its first bytes (:func:`transfer.media.sniff_media_type`),
         never taken from the upload; a kind of file not on the allow-list is refused
         (:class:`transfer.media.UnsupportedDocumentType`) and nothing is kept.
+
+        The DSL team adds documents to any record; whoever logged a concern may attach
+        files to that concern (a photograph of a note, a letter) without being able to
+        read documents back.
         """
         pupil_id = await self.pupil_id_for(actor, pupil_id)
         targets = {"pupil": pupil_id}
-        await self._require(actor, Permission.MANAGE_DOCUMENTS, "store.document.upload", targets)
+        authoring = (
+            not actor.has(Permission.MANAGE_DOCUMENTS)
+            and concern_id is not None
+            and actor.has(Permission.RECORD_CONCERN)
+        )
+        if not authoring:
+            await self._require(
+                actor, Permission.MANAGE_DOCUMENTS, "store.document.upload", targets
+            )
         if not filename or len(filename) > 255:
             raise InputError("a document's file name must be 1 to 255 characters")
         sniffed: list[str] = []
@@ -2293,9 +2360,14 @@ class Store:
         async with self.sessions() as s:
             pupil = await self._pupil_in_org(s, actor, pupil_id)
             if concern_id is not None:
-                _, pupils = await self._readable_concern(
+                concern, pupils = await self._readable_concern(
                     s, actor, concern_id, "store.document.upload"
                 )
+                if authoring and concern.recorded_by != actor.staff_id:
+                    await self._refuse(actor, "store.document.upload",
+                                       {**targets, "concern": concern_id})  # fmt: skip
+                    raise PermissionDenied("only the DSL team or the concern's author may "
+                                           "attach files to it")  # fmt: skip
                 if pupil_id not in pupils:
                     raise InputError("the concern is not about this pupil")
             key = await ring.pupil_key(s, pupil.id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from transfer.web import account, dashboard, pupils, search, signin, triage
+from transfer.web import account, alerts, concerns, dashboard, pupils, search, signin, triage
 from transfer.web.core import WebApp, WebRoute, WebServices
 from transfer.web.core import mount as _mount
 
@@ -20,6 +20,8 @@ ROUTES: tuple[WebRoute, ...] = (
     *signin.ROUTES,
     *dashboard.ROUTES,
     *account.ROUTES,
+    *concerns.ROUTES,
+    *alerts.ROUTES,
     *pupils.ROUTES,
     *triage.ROUTES,
     *search.ROUTES,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import quote, urlsplit
 
 import jinja2
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler
 from multidict import MultiDict
 
@@ -31,6 +31,7 @@ from transfer.auth.service import Accounts, SessionInvalid, TotpEnrolmentRequire
 from transfer.config import Config
 from transfer.errors import (
     HandoverError,
+    InputError,
     NotFoundError,
     OutOfSpaceError,
     PolicyError,
@@ -106,6 +107,9 @@ class WebRoute:
     #: For a form (a POST): shows the form again with what was typed (after an expiry).
     form: FormPage | None = None
     name: str = ""
+    #: A form with a file (``multipart/form-data``): its fields are read up to the file,
+    #: which the handler streams (:data:`UPLOAD_KEY`); never held whole, never on disk.
+    upload: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,8 @@ class Visit:
     #: When the session ends if nothing else happens (idle limit, from now).
     idle_until: datetime
     idle_minutes: int
+    #: Open alerts for this person (the header's bell); None: no bell for them.
+    alert_count: int | None = None
 
     @property
     def actor(self) -> Any:
@@ -245,6 +251,11 @@ class WebApp:
 
     async def visit(self, request: web.Request, token: str, principal: Principal) -> Visit:
         now = self.accounts.now()
+        alert_count = None
+        if self.services.alerts is not None and principal.kind == "session":
+            count = await self.services.alerts.count_open(principal.actor)
+            if count or principal.actor.has(Permission.HANDLE_ALERTS):
+                alert_count = count
         return Visit(
             principal=principal,
             token=token,
@@ -253,6 +264,7 @@ class WebApp:
             org_name=await self.org_name(principal.actor.org_id),
             idle_until=now + timedelta(minutes=self.idle_minutes),
             idle_minutes=self.idle_minutes,
+            alert_count=alert_count,
         )
 
     # ------------------------------------------------------------- pages
@@ -295,6 +307,8 @@ class WebApp:
         if visit is None or visit.principal.kind != "session":
             return []
         items = [("/", "Home")]
+        if visit.actor.has(Permission.RECORD_CONCERN):
+            items.append(("/concerns/new", "Log a concern"))
         if visit.actor.has(Permission.READ_PUPILS):
             items.append(("/search", "Search"))
         items.append(("/account", "Your account"))
@@ -320,6 +334,40 @@ async def form_data(request: web.Request) -> MultiDict[str]:
         return MultiDict()
     data = await request.post()
     return MultiDict((k, v) for k, v in data.items() if isinstance(v, str))
+
+
+#: The file part of an upload form, left unread for the handler to stream.
+UPLOAD_KEY: Any = (
+    web.RequestKey("handover_upload", object) if hasattr(web, "RequestKey") else "upload"
+)
+
+
+async def upload_fields(request: web.Request) -> MultiDict[str]:
+    """The fields of a ``multipart/form-data`` POST that come before its first file (the
+    CSRF token among them: a page's hidden fields come first); the file part itself is
+    left in ``request[UPLOAD_KEY]`` for the handler to stream."""
+    fields: MultiDict[str] = MultiDict()
+    request[UPLOAD_KEY] = None
+    if request.content_type != "multipart/form-data":
+        return await form_data(request)  # no file sent: the form's other fields, if any
+    reader = await request.multipart()
+    total = 0
+    while True:
+        part = await reader.next()
+        if part is None:
+            return fields
+        if not isinstance(part, BodyPartReader):
+            raise InputError("a form cannot hold nested parts")
+        if part.filename is not None:
+            request[UPLOAD_KEY] = part
+            return fields
+        value = bytearray()
+        while chunk := await part.read_chunk(8192):
+            value += chunk
+            total += len(chunk)
+            if total > MAX_FORM_BYTES:
+                raise TooLargeError("this form is too large")
+        fields.add(part.name or "", value.decode("utf-8", errors="replace"))
 
 
 def safe_next(value: str, app: WebApp) -> str:
@@ -360,7 +408,7 @@ def bind(route: WebRoute) -> Handler:
         token = app.session_token(request)
         data: MultiDict[str] | None = None
         if request.method == "POST":
-            data = await form_data(request)
+            data = await (upload_fields(request) if route.upload else form_data(request))
             sent = data.get(CSRF_FIELD) or request.headers.get("X-CSRF-Token") or ""
             if not token or not app.keys.csrf_valid(token, sent):
                 raise CsrfRefused(

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
@@ -43,11 +44,14 @@ LIST_LIMIT: Final = 20
 
 @dataclass(frozen=True)
 class ConcernRow:
-    pupils: str
+    #: Each pupil's name and the address of their page.
+    pupils: list[tuple[str, str]]
     category: str
     happened_at: datetime
     recorded_at: datetime
     status: tuple[str, str]
+    #: The concern's own page.
+    href: str
 
 
 def _concern_rows(
@@ -55,11 +59,14 @@ def _concern_rows(
 ) -> list[ConcernRow]:
     return [
         ConcernRow(
-            pupils=", ".join(names.get(p, "a pupil no longer on roll") for p in c.pupil_ids),
+            pupils=[
+                (names.get(p, "A pupil no longer on roll"), f"/pupils/{p}") for p in c.pupil_ids
+            ],
             category=labels.get(c.category, c.category.replace("_", " ").capitalize()),
             happened_at=c.happened_at,
             recorded_at=c.recorded_at,
             status=STATUS_TAGS.get(c.status, (c.status, "govuk-tag--grey")),
+            href=f"/concerns/{c.id}/saved",
         )
         for c in concerns
     ]
@@ -75,7 +82,10 @@ async def dashboard(request: web.Request, visit: Visit) -> web.StreamResponse:
     actor = visit.actor
     now = app.accounts.now()
     today = now.astimezone(ENGLAND).date()
-    context: dict[str, Any] = {"now": now, "today": today}
+    context: dict[str, Any] = {
+        "now": now, "today": today, "may_log": actor.has(Permission.RECORD_CONCERN),
+        "readable": readable,
+    }  # fmt: skip
     if actor.has(Permission.READ_PUPILS) and (
         actor.has(Permission.RECORD_CONCERN) or actor.has(Permission.READ_ALL_CONCERNS)
     ):
@@ -96,6 +106,8 @@ async def dashboard(request: web.Request, visit: Visit) -> web.StreamResponse:
             )
     if actor.has(Permission.MANAGE_ACTIONS):
         actions = await app.store.open_actions(actor)
+        # The person's own actions first, in each group (the rest in due-date order).
+        actions.sort(key=lambda a: a.assignee_id != actor.staff_id)
         context["overdue_actions"] = [a for a in actions if a.due_on and a.due_on < today]
         context["open_actions"] = [a for a in actions if not (a.due_on and a.due_on < today)]
         context["mine"] = actor.staff_id
@@ -112,6 +124,15 @@ async def dashboard(request: web.Request, visit: Visit) -> web.StreamResponse:
         context["sign_in_problems"] = await app.accounts.sign_in_problems(actor)
     context["is_auditor_only"] = visit.roles == frozenset({Role.AUDITOR})
     return app.page(request, "dashboard.html", visit, title="Home", **context)
+
+
+#: A sentence that points at an address (the e-mail's link): the pages link instead.
+_LINK_SENTENCE: Final = re.compile(r"\s*[^.]*?:\s*https?://\S+")
+
+
+def readable(message: str) -> str:
+    """An alert's message without the web address meant for the e-mail (never a raw id)."""
+    return _LINK_SENTENCE.sub("", message).strip()
 
 
 def due_text(due: date | None, today: date) -> str:

@@ -34,6 +34,8 @@ DSL, DEPUTY, HEAD, STAFF, ADMIN, AUDITOR = (
 )
 EVERYONE = frozenset(Role)
 DSL_TEAM = frozenset({DSL, DEPUTY})
+#: Roles that may log a concern (and read what they logged).
+LOGGERS = frozenset({DSL, DEPUTY, HEAD, STAFF})
 READERS = frozenset({DSL, DEPUTY, HEAD, STAFF, ADMIN})
 RECORDERS = frozenset({DSL, DEPUTY, HEAD, STAFF})
 PUPIL_MANAGERS = frozenset({DSL, DEPUTY, ADMIN})
@@ -416,6 +418,42 @@ async def _other_token(node: Any, person: Person) -> str:
     return str(issued.id)
 
 
+async def _other_concern(node: Any, person: Person) -> str:
+    """A concern the other member of staff logged (it raises the DSL team's alert)."""
+    from datetime import date
+
+    from schemas.records import NewConcern, NewPupil
+
+    admin = await node.person("matrix_admin", [ADMIN])
+    pupil = await node.store.create_pupil(
+        await node.store.actor_for(admin.staff.id),
+        NewPupil(upn="H801200001001", surname="Okafor", forename="Amara",
+                 dob=date(2015, 1, 2), sex="F"),
+    )  # fmt: skip
+    concern = await node.store.record_concern(
+        await node.store.actor_for(person.staff.id),
+        NewConcern(pupil_ids=(pupil.id,), category="bullying",
+                   happened_at=node.clock.now, account="Seen at the gate"),
+    )  # fmt: skip
+    return str(concern.id)
+
+
+async def _other_alert(node: Any, alerts: Any, person: Person) -> str:
+    """An open alert to dismiss (a new one each time: a dismissed key is not raised again)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from transfer.alerts_tables import alerts as alerts_table
+
+    key = f"matrix:{uuid.uuid4()}"
+    org_id = (await node.store.actor_for(person.staff.id)).org_id
+    await alerts.notify(org_id, key=key, level="info", subject="A test alert",
+                        message="Nothing to do.")  # fmt: skip
+    async with node.store.sessions() as s:
+        return str(await s.scalar(sa.select(alerts_table.c.id).where(alerts_table.c.key == key)))
+
+
 WEB_OPERATIONS: list[WebOp] = [
     WebOp("GET", "/", EVERYONE, 200),
     WebOp("GET", "/account", EVERYONE, 200),
@@ -475,6 +513,19 @@ WEB_OPERATIONS: list[WebOp] = [
     WebOp("POST", "/concerns/{concern}/amend", DSL_TEAM, 400, form={"account": ""},
           refused_for={STAFF: 404}),
     WebOp("GET", "/search", READERS, 200),
+    # Logging a concern: those who may; the form with nothing in it comes back with errors.
+    WebOp("GET", "/concerns/new", LOGGERS, 200),
+    WebOp("POST", "/concerns/new", LOGGERS, 400, form={"account": ""}),
+    # Another member of staff's concern: the DSL team and the head may read it; another
+    # teacher is told there is no such page (the store refuses and audits it).
+    WebOp("GET", "/concerns/{other_concern}/saved", LOGGERS, 200, ok_for={STAFF: 404}),
+    # Attaching a file to it: no file sent, so nothing to attach (the store's refusal of a
+    # head teacher, who may read but not add to it, is in tests/web/test_concerns.py).
+    WebOp("POST", "/concerns/{other_concern}/files", LOGGERS, 400, form={}, ok_for={STAFF: 404}),
+    # The alerts: everyone has an alerts page (their own alerts; the DSL team's all); only
+    # the DSL team may dismiss one (here an alert of the other teacher's concern).
+    WebOp("GET", "/alerts", EVERYONE, 200),
+    WebOp("POST", "/alerts/{other_alert}/dismiss", DSL_TEAM, 303, form={}),
     WebOp("POST", "/sign-out", EVERYONE, 303, form={}),
 ]  # fmt: skip
 #: The web routes' placeholders as the matrix names them.
@@ -484,6 +535,8 @@ _WEB_PATHS = {
     "{concern}": "{concern_id:[0-9a-fA-F-]{36}}",
     "{document}": "{document_id:[0-9a-fA-F-]{36}}",
     "{action}": "{action_id:[0-9a-fA-F-]{36}}",
+    "{other_concern}": "{id}",
+    "{other_alert}": "{alert_id}",
 }
 
 
@@ -534,7 +587,7 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
     from aiohttp.test_utils import TestServer
 
     from tests.unit.auth.support import open_node
-    from tests.web.support import WEB_KEY, web_config
+    from tests.web.support import WEB_KEY, web_config, wire_alerts
     from transfer.api import create_app
     from transfer.web import ROUTES, WebServices
 
@@ -545,16 +598,18 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
 
     async with open_node(db_url, tmp_path / "data") as node:
         config = web_config()
+        alerts = wire_alerts(node)
         app = create_app(
             store=node.store, accounts=node.accounts, audit=node.audit, config=config,
             web_pages=WebServices(store=node.store, accounts=node.accounts, config=config,
-                                  audit=node.audit, web_key=WEB_KEY),
+                                  audit=node.audit, web_key=WEB_KEY, alerts=alerts),
         )  # fmt: skip
         server = TestServer(app)
         await server.start_server()
         people = {role: await node.person(f"web_{role.value}", [role]) for role in Role}
         other = await node.person("someone_else", [STAFF])
         case = await _casework(node, other)
+        other_concern = await _other_concern(node, other)
         hidden = re.compile(r'name="(csrf|form_owner)" value="([^"]*)"')
         wrong: list[str] = []
         try:
@@ -575,7 +630,10 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
                     for op in WEB_OPERATIONS:
                         token = await _other_token(node, other) if "{other_token}" in op.path \
                             else ""  # fmt: skip
-                        path = op.path.format(other_token=token, **case)
+                        alert = await _other_alert(node, alerts, other) \
+                            if "{other_alert}" in op.path else ""  # fmt: skip
+                        path = op.path.format(other_token=token, other_concern=other_concern,
+                                              other_alert=alert, **case)  # fmt: skip
                         node.next_step()
                         data = None if op.form is None else {**fields, **op.form}
                         resp = await http.request(op.method, base + path, data=data,
@@ -592,7 +650,8 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
                     # Signed out: every page sends the browser to sign in again.
                     for op in WEB_OPERATIONS:
                         if op.method == "GET" and op.path != "/sign-in":
-                            path = op.path.format(other_token="", **case)
+                            path = op.path.format(other_token="", other_concern=other_concern,
+                                                  other_alert="", **case)  # fmt: skip
                             resp = await http.get(base + path, allow_redirects=False)
                             if not (resp.status == 303 and
                                     resp.headers["Location"].startswith("/sign-in")):  # fmt: skip

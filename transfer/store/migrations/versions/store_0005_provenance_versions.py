@@ -4,7 +4,8 @@ Adds to ``provenances``: ``digest`` (a keyed hash of the record as the sender
 wrote it, under a key derived from the pupil's data key, so it confirms nothing
 to someone without that key and is meaningless after erasure), ``amends_id``
 (the earlier version of the same record from the same sender, when a changed
-version was received) and an index on (org_id, source_org_id, original_id).
+version was received; written by the importer in the same transaction) and an
+index on (org_id, source_org_id, original_id).
 Rows received before this migration have no digest: a record already held with
 no digest is treated as held (never imported again), see ``docs/store.md``.
 
@@ -25,10 +26,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("provenances") as batch:
-        batch.add_column(sa.Column("digest", sa.String(64), nullable=True))
-        batch.add_column(sa.Column("amends_id", sa.String(36), nullable=True))
-        batch.create_foreign_key("fk_provenances_amends_id", "provenances", ["amends_id"], ["id"])
+    # Plain ADD COLUMN and CREATE INDEX, never a batch copy of the table: on SQLite a batch
+    # drops and recreates ``provenances``, which every received record points at, and with
+    # foreign keys on that DROP TABLE is refused as soon as any record was received.
+    op.add_column("provenances", sa.Column("digest", sa.String(64), nullable=True))
+    op.add_column("provenances", sa.Column("amends_id", sa.String(36), nullable=True))
     op.create_index(
         "ix_provenances_source_original",
         "provenances",
@@ -38,7 +40,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_provenances_source_original", table_name="provenances")
-    with op.batch_alter_table("provenances") as batch:
-        batch.drop_constraint("fk_provenances_amends_id", type_="foreignkey")
-        batch.drop_column("amends_id")
-        batch.drop_column("digest")
+    op.drop_column("provenances", "amends_id")
+    op.drop_column("provenances", "digest")
