@@ -267,10 +267,12 @@ PDF = b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n"
 
 
 async def _attach(site: Site, page: Page, path: str, body: bytes, *, name: str = "note.pdf",
-                  csrf: bool = True, csrf_last: bool = False) -> Page:  # fmt: skip
+                  csrf: bool = True, csrf_last: bool = False, back: str = "") -> Page:  # fmt: skip
     form = aiohttp.FormData()
     if csrf and not csrf_last:
         form.add_field("csrf", page.hidden("csrf"))
+    if back:
+        form.add_field("back", back)
     form.add_field("file", body, filename=name, content_type="application/octet-stream")
     if csrf and csrf_last:
         form.add_field("csrf", page.hidden("csrf"))
@@ -386,3 +388,44 @@ async def test_the_dsls_own_actions_come_first_on_the_home_page(site: Site) -> N
     assert mine < home.text.index("Ring the social worker")
     assert mine < home.text.index("Check attendance")
     assert "Meet the parents <span" in home.text  # marked "(yours)"
+
+
+async def test_the_dsl_adds_a_document_from_the_concerns_page(site: Site) -> None:
+    """Issue 13 item 5: documents are part of triage; the DSL adds one from the concern's
+    page and comes back to it; mistakes come back on the "Add a document" page."""
+    amara = await _pupil(site, 1, "Amara", "Okafor")
+    author = await site.node.person("author", [Role.STAFF])
+    await site.sign_in(author)
+    form = await site.get(f"/concerns/new?pupil={amara.id}")
+    saved = await site.post("/concerns/new", _form(form, [amara.id]))
+    concern_id = urlpath(saved.url).split("/")[2]
+    await site.post("/sign-out", {"csrf": saved.hidden("csrf")})
+
+    dsl = await site.node.person("dsl", [Role.DSL])
+    await site.sign_in(dsl)
+    concern = await site.get(f"/concerns/{concern_id}")
+    assert f'href="/concerns/{concern_id}/documents/new"' in concern.text
+    page = await site.get(f"/concerns/{concern_id}/documents/new")
+    assert page.status == 200 and page.title == "Add a document - Handover"
+    assert 'name="back" value="concern"' in page.text
+    files = f"/concerns/{concern_id}/files"
+    wrong = await _attach(site, page, files, b"MZ\x90\x00" + bytes(200), name="run.exe",
+                          back="concern")  # fmt: skip
+    assert wrong.status == 415 and wrong.title == "Error: Add a document - Handover"
+    assert "The file must be a PDF, a photo" in wrong.text
+    done = await _attach(site, page, files, PDF, name="strategy-minutes.pdf", back="concern")
+    assert done.status == 200 and urlpath(done.url) == f"/concerns/{concern_id}?done=document"
+    assert "The document has been added." in done.text
+    assert "strategy-minutes.pdf" in done.text
+    assert await _documents(site, concern_id) == ["application/pdf"]
+
+    # The head teacher reads the concern but adds no document; another teacher cannot see it.
+    await site.post("/sign-out", {"csrf": done.hidden("csrf")})
+    head = await site.node.person("head", [Role.HEAD_TEACHER])
+    await site.sign_in(head)
+    assert (await site.get(f"/concerns/{concern_id}/documents/new")).status == 403
+    other = await site.node.person("other", [Role.STAFF])
+    home = await site.get("/")
+    await site.post("/sign-out", {"csrf": home.hidden("csrf")})
+    await site.sign_in(other)
+    assert (await site.get(f"/concerns/{concern_id}/documents/new")).status == 404

@@ -30,7 +30,7 @@ from schemas.records import ConcernRecord, NewBodyMapMark, NewConcern, PupilReco
 from transfer.errors import ConflictError, InputError, NotFoundError, TooLargeError
 from transfer.media import UnsupportedDocumentType
 from transfer.store.keyring import KeyDestroyed
-from transfer.store.permissions import Permission
+from transfer.store.permissions import Permission, require
 from transfer.web.core import FORM_KEY, UPLOAD_KEY, FormErrors, Visit, WebRoute, webapp
 from transfer.web.rendering import ENGLAND, redirect
 from transfer.web.tokens import KeptForm
@@ -403,6 +403,29 @@ def _filename(raw: str | None) -> str:
     return "".join(ch for ch in name if ch.isprintable())[:255]
 
 
+async def _document_page(
+    request: web.Request, visit: Visit, concern_id: str, *,
+    errors: FormErrors | None = None, status: int | None = None, pupil: str = "",
+) -> web.StreamResponse:  # fmt: skip
+    """The DSL team's "Add a document" page for a concern (the author's way in is the
+    page they see once the concern is logged)."""
+    app = webapp(request)
+    concern = await app.store.get_concern(visit.actor, concern_id)
+    if concern.recorded_by != visit.actor.staff_id:
+        require(visit.actor, Permission.MANAGE_DOCUMENTS)
+    names = await app.store.pupil_names(visit.actor, concern.pupil_ids)
+    return app.page(
+        request, "document_form.html", visit, title="Add a document", concern=concern,
+        pupils=[(p, names.get(p, "A pupil")) for p in concern.pupil_ids], chosen_pupil=pupil,
+        max_size=size_words(app.store.max_document_bytes), errors=errors,
+        status=status or (400 if errors else 200),
+    )  # fmt: skip
+
+
+async def new_document(request: web.Request, visit: Visit) -> web.StreamResponse:
+    return await _document_page(request, visit, request.match_info["concern_id"])
+
+
 async def attach_file(request: web.Request, visit: Visit) -> web.StreamResponse:
     """Stream one file into the concern's pupil's record (encrypted as it arrives)."""
     app = webapp(request)
@@ -413,11 +436,13 @@ async def attach_file(request: web.Request, visit: Visit) -> web.StreamResponse:
     pupil = data.get("pupil", "")
     if pupil not in concern.pupil_ids:
         pupil = concern.pupil_ids[0]
+    # Sent from the concern's own page (the DSL team) or from the page after logging it.
+    again = _document_page if data.get("back") == "concern" else _saved_page
     errors = FormErrors()
     filename = _filename(part.filename if part is not None else None)
     if part is None or not filename:
         errors.add("file", "Select a file to attach")
-        return await _saved_page(request, visit, concern_id, errors=errors, pupil=pupil)
+        return await again(request, visit, concern_id, errors=errors, pupil=pupil)
 
     async def chunks() -> AsyncIterator[bytes]:
         assert part is not None
@@ -431,14 +456,14 @@ async def attach_file(request: web.Request, visit: Visit) -> web.StreamResponse:
     except TooLargeError:
         limit = size_words(app.store.max_document_bytes)
         errors.add("file", f"The file must be smaller than {limit}")
-        return await _saved_page(request, visit, concern_id, errors=errors, status=413,
-                                 pupil=pupil)  # fmt: skip
+        return await again(request, visit, concern_id, errors=errors, status=413, pupil=pupil)
     except UnsupportedDocumentType:
         errors.add("file", "The file must be a PDF, a photo (JPEG, PNG, HEIC...), a Word, "
                    "Excel, PowerPoint or OpenDocument file, a text file or an e-mail saved "
                    "from Outlook")  # fmt: skip
-        return await _saved_page(request, visit, concern_id, errors=errors, status=415,
-                                 pupil=pupil)  # fmt: skip
+        return await again(request, visit, concern_id, errors=errors, status=415, pupil=pupil)
+    if again is _document_page:
+        return redirect(f"/concerns/{concern_id}?done=document#documents")
     return redirect(f"/concerns/{concern_id}/saved?done=file")
 
 
@@ -459,4 +484,6 @@ ROUTES: Final = (
              "Store.get_concern, Store.pupil_names, Store.list_categories"),
     WebRoute("POST", "/concerns/{id}/files", attach_file,
              "Store.get_concern, Store.add_document", upload=True),
+    WebRoute("GET", "/concerns/{concern_id:[0-9a-fA-F-]{36}}/documents/new", new_document,
+             "Store.get_concern, Store.pupil_names"),
 )  # fmt: skip

@@ -306,6 +306,7 @@ async def concern_page(request: web.Request, visit: Visit) -> web.StreamResponse
     done = {"triage": "The triage decision has been recorded.",
             "action": "The action has been added.", "contact": "The contact has been recorded.",
             "done": "The action has been marked as done.",
+            "document": "The document has been added.",
             "amended": "The concern has been changed. The earlier text is kept below."}  # fmt: skip
     return app.page(
         request, "concern.html", visit,
@@ -317,6 +318,7 @@ async def concern_page(request: web.Request, visit: Visit) -> web.StreamResponse
         sides=SIDES, may_triage=actor.has(Permission.TRIAGE),
         may_act=actor.has(Permission.MANAGE_ACTIONS),
         may_contact=actor.has(Permission.MANAGE_CONTACTS), may_amend=may_amend,
+        may_document=actor.has(Permission.MANAGE_DOCUMENTS),
         done=done.get(request.query.get("done", "")), **context,
     )  # fmt: skip
 

@@ -512,6 +512,7 @@ WEB_OPERATIONS: list[WebOp] = [
     WebOp("GET", "/concerns/{concern}/amend", DSL_TEAM, 200, refused_for={STAFF: 404}),
     WebOp("POST", "/concerns/{concern}/amend", DSL_TEAM, 400, form={"account": ""},
           refused_for={STAFF: 404}),
+    WebOp("GET", "/concerns/{concern}/documents/new", DSL_TEAM, 200, refused_for={STAFF: 404}),
     WebOp("GET", "/search", READERS, 200),
     # Logging a concern: those who may; the form with nothing in it comes back with errors.
     WebOp("GET", "/concerns/new", LOGGERS, 200),
