@@ -72,8 +72,8 @@ def action_key(action_id: str) -> str:
 
 
 def concern_link(base_url: str, concern_id: str) -> str:
-    """Where the DSL opens the concern (the staff API's address for it, signed in)."""
-    return f"{base_url.rstrip('/')}/api/v1/concerns/{concern_id}"
+    """Where the DSL opens the concern: its page in the web app (signing in first)."""
+    return f"{base_url.rstrip('/')}/concerns/{concern_id}"
 
 
 def _long(day: date) -> str:
