@@ -299,7 +299,8 @@ def _provenanced(records: PackageRecords) -> tuple[list[Any], ...]:
             records.documents)  # fmt: skip
 
 
-def _utc(value: datetime) -> datetime:
+def _naive_utc(value: datetime) -> datetime:
+    """The same instant as a naive UTC time (databases give back aware or naive times)."""
     return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
 
 
@@ -754,7 +755,7 @@ class _Writer:
         seen_events = set()
         if not self.plan.new_pupil and records.events:
             seen_events = {
-                (r.kind, r.ref, _utc(r.occurred_at))
+                (r.kind, r.ref, _naive_utc(r.occurred_at))
                 for r in await self.s.execute(
                     select(PupilEvent.kind, PupilEvent.ref, PupilEvent.occurred_at).where(
                         PupilEvent.pupil_id == pid, PupilEvent.recorded_by.is_(None)
@@ -762,7 +763,7 @@ class _Writer:
                 )
             }
         for e in records.events:
-            if (e.kind, e.ref, _utc(e.occurred_at)) in seen_events:
+            if (e.kind, e.ref, _naive_utc(e.occurred_at)) in seen_events:
                 self.held_count += 1  # the same line, from an earlier copy of the file
                 continue
             self.imported["events"] = self.imported.get("events", 0) + 1
