@@ -236,8 +236,8 @@ def _tampered(signed: SignedReceipt, **changes: Any) -> bytes:
 @pytest.mark.parametrize(
     "change",
     [
-        {"receipt_id": str(uuid4())},
-        {"package_id": str(uuid4())},
+        {"receipt_id": "817ed19c-9140-4d0e-8f4e-1b2a3c4d5e6f"},
+        {"package_id": "7a831263-0090-4b1c-9d2e-3f4a5b6c7d8f"},
         {"package_kind": "referral_lado"},
         {"sender_org_id": "urn:school:999999"},
         {"receiver_org_id": "urn:school:999999"},
@@ -357,7 +357,7 @@ def test_manifest_signature_over_the_same_bytes_is_not_a_receipt(receiver_keys: 
     "comment",
     [
         f"handover-receipt-v1 delivered {PACKAGE}",
-        f"handover-receipt-v1 accepted {uuid4()}",
+        "handover-receipt-v1 accepted f0ec545e-eeb0-4cf4-a473-822e2d97c586",
         f"handover-receipt-v1 accepted {PACKAGE} extra",
         f"handover-receipt-v2 accepted {PACKAGE}",
         "handover-receipt-v1",
