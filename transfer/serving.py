@@ -27,6 +27,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from transfer.api.app import create_app
 from transfer.api.listener import GuardedSite, ListenerLimits
+from transfer.audit.trail import AuditTrail
 from transfer.errors import ConfigError, HandoverError, OutOfSpaceError
 from transfer.exchange.peer_server import services_for
 from transfer.exchange.receipt_push import ReceiptPusher
@@ -178,6 +179,7 @@ def _app_and_scheduler(node: Node) -> tuple[web.Application, AsyncIOScheduler]:
         web_pages=WebServices(
             store=node.store, accounts=node.accounts, config=node.config, audit=node.audit,
             web_key=node.web_key, alerts=node.alerts, inbox=node.inbox,
+            trail=AuditTrail(node.audit_log, node.audit),
         ),
     )  # fmt: skip
     receipt_pusher = ReceiptPusher(

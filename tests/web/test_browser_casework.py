@@ -124,3 +124,56 @@ async def test_a_teacher_cannot_reach_the_dsls_pages_by_address(
     none = page.get_by_text("You have not logged a concern about this pupil.")
     await expect(none).to_be_visible()
     await context.close()
+
+
+async def test_the_dpo_finds_who_opened_a_chronology_checks_the_log_and_exports_it(
+    browser: Browser, web_world: WebWorld
+) -> None:
+    """The DPO at 375 px, keyboard only: who opened Amara's chronology (a DSL just did),
+    the log checked from the page, the export for an outside auditor downloaded."""
+    dsl = await _context(browser)
+    dsl_page = await dsl.new_page()
+    await _sign_in(dsl_page, web_world, PRIMARY, "s.patel", check=False)
+    await dsl_page.goto(web_world.url(PRIMARY, f"/pupils/{upn(101)}"))
+    await expect(dsl_page.get_by_role("link", name="Who has looked at this pupil's file?")) \
+        .to_be_visible()  # fmt: skip
+    await dsl.close()
+
+    context = await _context(browser, width=375)
+    page = await context.new_page()
+    await _sign_in(page, web_world, PRIMARY, "d.price")
+    await page.get_by_role("link", name="Who has looked at a child's file?").focus()
+    async with page.expect_navigation() as nav:
+        await page.keyboard.press("Enter")
+    await checked(page, await nav.value)
+    await _type(page, "Pupil's name or UPN", "Amara Okafor")
+    await page.get_by_label("What was done").focus()
+    await page.get_by_label("What was done").select_option(label="Read a pupil's chronology")
+    await _keyboard_submit(page, "Show entries")
+    await expect(page).to_have_title("Who has looked at Amara Okafor's file? - Handover")
+    first = page.locator("tbody .govuk-table__row").first
+    await expect(first).to_contain_text("Sam Patel (DSL)")
+    await expect(first).to_contain_text("Read the pupil's chronology")
+    await expect(first).to_contain_text("Amara Okafor, Year")
+    # The log's integrity: checked from the page, then the export downloaded.
+    await page.get_by_role("link", name="The log's integrity").focus()
+    async with page.expect_navigation() as nav:
+        await page.keyboard.press("Enter")
+    await checked(page, await nav.value)
+    await _keyboard_submit(page, "Check the log")
+    await expect(page).to_have_title("The audit log is intact - Handover")
+    await page.get_by_role("link", name="Back to the log's integrity").focus()
+    async with page.expect_navigation() as nav:
+        await page.keyboard.press("Enter")
+    await checked(page, await nav.value)
+    await page.get_by_role("button", name="Download the export").focus()
+    async with page.expect_download() as download_info:
+        await page.keyboard.press("Enter")
+    download = await download_info.value
+    assert re.fullmatch(r"audit-export-[a-z0-9-]+-\d{8}T\d{6}Z\.tar", download.suggested_filename)
+    import tarfile
+
+    with tarfile.open(await download.path()) as tar:
+        names = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
+    assert {"log.vkey", "checkpoint.note", "entries.jsonl", "proofs.json"} <= names
+    await context.close()

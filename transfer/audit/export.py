@@ -17,9 +17,10 @@ a partial one (filtered) holds some entries, each with an inclusion proof.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from schemas import jsontext
 from transfer.audit import merkle
@@ -27,6 +28,7 @@ from transfer.audit.checkpoint import NoteError, Verifier, verify_checkpoint
 from transfer.audit.entry import EntryFormatError, decode
 from transfer.audit.log import AuditLog, TamperError, TreeChecker, b64, unb64
 from transfer.errors import InputError
+from transfer.store.exports import ArchiveFile, archive_stream, in_memory
 from transfer.wording import plural
 
 MAX_INCLUSION_EXPORT = 100_000
@@ -40,47 +42,86 @@ class ExportSummary:
     checkpoints: int
 
 
-async def write_export(
-    log: AuditLog, out: Path, *, filters: dict[str, Any] | None = None
-) -> ExportSummary:
-    """Write an export of ``log`` into the (new or empty) directory ``out``."""
-    _prepare(out)
+@dataclass(frozen=True)
+class ExportParts:
+    """An export before it is written: its files in order (each read when its turn
+    comes), and what it holds."""
+
+    files: list[ArchiveFile]
+    summary: ExportSummary
+
+
+async def export_parts(log: AuditLog, *, filters: dict[str, Any] | None = None) -> ExportParts:
+    """The files of an export of ``log`` (the layout above), for a directory or a stream.
+
+    A complete export's ``entries.jsonl`` is read from the database twice (its size
+    first, a tar member needs it up front; then its bytes while it is sent): entries
+    below the checkpoint's size never change, and a log that did is refused when the
+    bytes do not add up. A filtered export's entries (at most
+    :data:`MAX_INCLUSION_EXPORT`) and every proof are held in memory.
+    """
     latest = await log.checkpoint()
     size = latest.size
     verifier = await log.verifier()
-    _write(out / "log.vkey", verifier.vkey + "\n")
-    _write(out / "checkpoint.note", latest.note)
+    files = [
+        in_memory("log.vkey", (verifier.vkey + "\n").encode()),
+        in_memory("checkpoint.note", latest.note.encode()),
+    ]
     consistency: dict[str, list[str]] = {}
     earlier = {cp.size: cp for cp in await log.checkpoints() if 0 < cp.size < size}
     for cp_size, cp in sorted(earlier.items()):
-        _write(out / "checkpoints" / f"{cp_size}.note", cp.note)
+        files.append(in_memory(f"checkpoints/{cp_size}.note", cp.note.encode()))
         consistency[str(cp_size)] = [b64(h) for h in await log.consistency_proof(cp_size, size)]
     inclusion: dict[str, list[str]] = {}
-    count = 0
-    with _open_entries(out) as f:
-        if filters:
-            shown = [s for s in await log.show(**filters) if s.seq < size]
-            if len(shown) > MAX_INCLUSION_EXPORT:
-                raise InputError("too many entries for a filtered export; narrow the filters")
-            for s in shown:
-                body, _ = await log.entry(s.seq)
-                f.write(body + b"\n")
-                inclusion[str(s.seq)] = [b64(h) for h in await log.inclusion_proof(s.seq, size)]
-                count += 1
-        else:
-            async for seq, body, _ in log.iter_bodies():
-                if seq >= size:
-                    break
-                f.write(body + b"\n")
-                count += 1
+    if filters:
+        shown = [s for s in await log.show(**filters) if s.seq < size]
+        if len(shown) > MAX_INCLUSION_EXPORT:
+            raise InputError("too many entries for a filtered export; narrow the filters")
+        lines = bytearray()
+        for s in shown:
+            body, _ = await log.entry(s.seq)
+            lines += body + b"\n"
+            inclusion[str(s.seq)] = [b64(h) for h in await log.inclusion_proof(s.seq, size)]
+        files.append(in_memory("entries.jsonl", bytes(lines)))
+        count = len(shown)
+    else:
+        total = 0
+        async for rows in log.iter_chunks(below=size):
+            total += sum(len(body) + 1 for _, body, _ in rows)
+
+        async def entries() -> AsyncIterator[bytes]:
+            async for rows in log.iter_chunks(below=size):
+                yield b"".join(body + b"\n" for _, body, _ in rows)
+
+        files.append(ArchiveFile("entries.jsonl", total, entries))
+        count = size
     proofs = {
         "size": size,
         "complete": not filters,
         "inclusion": inclusion,
         "consistency": consistency,
     }
-    _write(out / "proofs.json", json.dumps(proofs, indent=1))
-    return ExportSummary(size, count, not filters, len(earlier) + 1)
+    files.append(in_memory("proofs.json", json.dumps(proofs, indent=1).encode()))
+    return ExportParts(files, ExportSummary(size, count, not filters, len(earlier) + 1))
+
+
+async def write_export(
+    log: AuditLog, out: Path, *, filters: dict[str, Any] | None = None
+) -> ExportSummary:
+    """Write an export of ``log`` into the (new or empty) directory ``out``."""
+    _prepare(out)
+    parts = await export_parts(log, filters=filters)
+    for item in parts.files:
+        with (out / item.path).open("wb") as f:
+            async for chunk in item.read():
+                f.write(chunk)
+    return parts.summary
+
+
+def export_stream(parts: ExportParts, name: str, *, mtime: int = 0) -> AsyncIterator[bytes]:
+    """The export as a tar stream (every file under the folder ``name``), built while it
+    is sent: nothing of it is written on the node."""
+    return archive_stream(name, parts.files, mtime=mtime)
 
 
 def _prepare(out: Path) -> None:
@@ -88,14 +129,6 @@ def _prepare(out: Path) -> None:
         raise InputError(f"{out} is not empty; choose a new directory for the export")
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir()
-
-
-def _write(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
-
-
-def _open_entries(out: Path) -> BinaryIO:
-    return (out / "entries.jsonl").open("wb")
 
 
 def _read(path: Path) -> str:

@@ -102,10 +102,14 @@ class TamperError(IntegrityError):
     #: "contradicted", "head" or "checkpoint".
     kind: str = "changed"
 
-    def __init__(self, kind: str, message: str, *, seq: int | None = None) -> None:
+    def __init__(
+        self, kind: str, message: str, *, seq: int | None = None, column: str | None = None
+    ) -> None:
         super().__init__(message, detail={"kind": kind, "seq": seq})
         self.kind = kind
         self.seq = seq
+        #: The search column found changed (``pupil``, ``at``...), when that is what is wrong.
+        self.column = column
 
 
 class AnchorDamaged(IntegrityError):
@@ -848,26 +852,19 @@ class AuditLog:
 
     # ------------------------------------------------------------------ reading
 
-    async def show(
+    def _search(
         self,
+        q: sa.Select[Any],
         *,
         pupil: str | None = None,
         person: str | None = None,
         org: str | None = None,
-        action: str | None = None,
+        action: str | Sequence[str] | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-        limit: int | None = None,
-    ) -> list[ShownEntry]:
-        """Entries matching every given filter, oldest first (``action`` may end in ``*``).
-
-        The filters search the columns kept beside each entry; every entry found is
-        checked against them, so a row whose columns were edited to match a search is
-        refused (:class:`TamperError`), never shown as if it matched. A row edited *out* of
-        a search is found by :meth:`verify`, which checks every row's columns.
-        """
+    ) -> sa.Select[Any]:
+        """``q`` narrowed by the search columns (see :meth:`show`)."""
         c = audit_entries.c
-        q = sa.select(c.seq, c.body, *(c[name] for name in COLUMNS)).order_by(c.seq)
         if pupil is not None:
             q = q.where(c.pupil == pupil)
         if person is not None:
@@ -875,14 +872,60 @@ class AuditLog:
         if org is not None:
             q = q.where(c.org == org)
         if action is not None:
-            if action.endswith("*"):
-                q = q.where(c.action.startswith(action[:-1], autoescape=True))
-            else:
-                q = q.where(c.action == action)
+            wanted = [action] if isinstance(action, str) else list(action)
+            q = q.where(
+                sa.or_(
+                    *(
+                        c.action.startswith(a[:-1], autoescape=True)
+                        if a.endswith("*")
+                        else c.action == a
+                        for a in wanted
+                    )
+                )
+            )
         if since is not None:
             q = q.where(c.at >= since.astimezone(UTC))
         if until is not None:
             q = q.where(c.at < until.astimezone(UTC))
+        return q
+
+    async def count(self, **filters: Any) -> int:
+        """How many entries :meth:`show` would find with these filters (no limit)."""
+        q = self._search(sa.select(sa.func.count()).select_from(audit_entries), **filters)
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(q)).scalar_one())
+
+    async def show(
+        self,
+        *,
+        pupil: str | None = None,
+        person: str | None = None,
+        org: str | None = None,
+        action: str | Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[ShownEntry]:
+        """Entries matching every given filter, oldest first (``action`` may end in ``*``,
+        or be several actions, any of which matches); ``offset`` and ``limit`` take a page
+        of them, and ``newest_first`` turns the order round.
+
+        The filters search the columns kept beside each entry; every entry found is
+        checked against them, so a row whose columns were edited to match a search is
+        refused (:class:`TamperError`), never shown as if it matched. A row edited *out* of
+        a search is found by :meth:`verify`, which checks every row's columns.
+        """
+        c = audit_entries.c
+        q = self._search(
+            sa.select(c.seq, c.body, *(c[name] for name in COLUMNS)).order_by(
+                c.seq.desc() if newest_first else c.seq
+            ),
+            pupil=pupil, person=person, org=org, action=action, since=since, until=until,
+        )  # fmt: skip
+        if offset:
+            q = q.offset(offset)
         if limit is not None:
             q = q.limit(limit)
         out: list[ShownEntry] = []
@@ -1283,6 +1326,7 @@ def _column_changed(seq: int, column: str) -> TamperError:
         f"entry #{seq}'s {column!r} column was changed: it no longer says what the entry says, "
         f"so searching the log by {column} (audit show) would miss or misplace it",
         seq=seq,
+        column=column,
     )
 
 

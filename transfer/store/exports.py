@@ -56,11 +56,41 @@ async def tar_stream(
     erased meanwhile), so the caller never receives a whole archive that should
     no longer exist.
     """
-    written = 0
     header = member_header(f"{name}/export.json", len(records), mtime=mtime)
-    piece = header + records + member_padding(len(records))
-    written += len(piece)
-    yield piece
+    first = header + records + member_padding(len(records))
+    async for piece in archive_stream(
+        name, files, still_allowed=still_allowed, mtime=mtime, first=first
+    ):
+        yield piece
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def in_memory(path: str, data: bytes) -> ArchiveFile:
+    """A file of an archive whose bytes are already in memory."""
+    return ArchiveFile(path, len(data), lambda: _once(data))
+
+
+async def archive_stream(
+    name: str,
+    files: Sequence[ArchiveFile],
+    *,
+    still_allowed: Callable[[], Awaitable[None]] | None = None,
+    mtime: int = 0,
+    first: bytes = b"",
+) -> AsyncIterator[bytes]:
+    """``files`` as a POSIX tar stream under the folder ``name``, read one at a time.
+
+    ``first`` is a member already encoded (header, data, padding) that goes first.
+    ``still_allowed`` (see :func:`tar_stream`) is awaited before each file and before the
+    end. A file that yields more or fewer bytes than its size cuts the stream
+    (:class:`IntegrityError`): a tar member cannot be shorter than its header says.
+    """
+    written = len(first)
+    if first:
+        yield first
     for item in files:
         if still_allowed is not None:
             await still_allowed()
@@ -71,11 +101,11 @@ async def tar_stream(
         async for chunk in item.read():
             count += len(chunk)
             if count > item.size:
-                raise IntegrityError("a document is larger than its record says")
+                raise IntegrityError("a file is larger than its record says")
             written += len(chunk)
             yield chunk
         if count != item.size:
-            raise IntegrityError("a document is smaller than its record says")
+            raise IntegrityError("a file is smaller than its record says")
         padding = member_padding(item.size)
         written += len(padding)
         if padding:

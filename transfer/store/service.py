@@ -3079,8 +3079,13 @@ class Store:
 
     # ------------------------------------------------------- subject access export
 
-    async def export_subject_access(self, actor: Actor, pupil_id: str) -> SubjectAccessArchive:
+    async def export_subject_access(
+        self, actor: Actor, pupil_id: str, *, delivered_as: str = "tar"
+    ) -> SubjectAccessArchive:
         """Everything held about one pupil, for review, as a tar stream for the caller.
+
+        ``delivered_as`` (``tar``, ``json``, ``pdf``) is how the caller hands it over,
+        recorded in the audit entry.
 
         The records are read and opened now (and audited); the documents are
         decrypted one chunk at a time while ``chunks`` is read. Nothing is
@@ -3173,6 +3178,7 @@ class Store:
             documents=len(b.documents),
             concerns=len(b.concerns),
             events=len(b.events),
+            delivered_as=delivered_as,
         )
         return SubjectAccessArchive(export=export, name=name, chunks=chunks)
 

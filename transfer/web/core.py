@@ -47,6 +47,7 @@ from transfer.web.tokens import KeptForm, WebKeys
 
 if TYPE_CHECKING:
     from transfer.alerts import Alerts
+    from transfer.audit.trail import AuditTrail
     from transfer.exchange.inbox import Inbox
 
 log = logging.getLogger("transfer.web")
@@ -88,6 +89,8 @@ class WebServices:
     web_key: bytes
     alerts: Alerts | None = None
     inbox: Inbox | None = None
+    #: The audit trail for those who may read it (the Audit area); None: no Audit area.
+    trail: AuditTrail | None = None
 
 
 Access = Literal["public", "enrolment", "session"]
@@ -311,6 +314,8 @@ class WebApp:
             items.append(("/concerns/new", "Log a concern"))
         if visit.actor.has(Permission.READ_PUPILS):
             items.append(("/search", "Search"))
+        if visit.actor.has(Permission.READ_AUDIT) and self.services.trail is not None:
+            items.append(("/audit", "Audit"))
         items.append(("/account", "Your account"))
         path = request.path
         return [

@@ -236,6 +236,8 @@ async def pupil_page(request: web.Request, visit: Visit) -> web.StreamResponse:
     context: dict[str, Any] = {"pupil": pupil, "name": pupil_name(pupil), "filters": filters,
                                "kinds": KINDS, "ref": pupil_ref(pupil)}  # fmt: skip
     actor = visit.actor
+    context["may_audit"] = actor.has(Permission.READ_AUDIT) and app.services.trail is not None
+    context["may_export"] = actor.has(Permission.EXPORT_SUBJECT_ACCESS)
     if actor.has(Permission.READ_CHRONOLOGY):
         entries, labels, categories, owners = await lines_for(request, visit, pupil.id)
         kept = entries if errors else [e for e in entries if _keep(e, filters, categories)]

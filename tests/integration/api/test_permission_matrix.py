@@ -40,6 +40,8 @@ READERS = frozenset({DSL, DEPUTY, HEAD, STAFF, ADMIN})
 RECORDERS = frozenset({DSL, DEPUTY, HEAD, STAFF})
 PUPIL_MANAGERS = frozenset({DSL, DEPUTY, ADMIN})
 ADMINS = frozenset({ADMIN})
+#: Roles that read the audit trail (audit.read).
+AUDIT_READERS = frozenset({DSL, DEPUTY, AUDITOR})
 
 _serial = itertools.count()
 
@@ -527,6 +529,16 @@ WEB_OPERATIONS: list[WebOp] = [
     # the DSL team may dismiss one (here an alert of the other teacher's concern).
     WebOp("GET", "/alerts", EVERYONE, 200),
     WebOp("POST", "/alerts/{other_alert}/dismiss", DSL_TEAM, 303, form={}),
+    # The Audit area: those who may read the audit trail (the DPO and the DSL team); nobody
+    # else, whatever the URL. A subject access export: the DSL team, after a code (none
+    # given here: the form comes back).
+    WebOp("GET", "/audit", AUDIT_READERS, 200),
+    WebOp("GET", "/audit/integrity", AUDIT_READERS, 200),
+    WebOp("POST", "/audit/verify", AUDIT_READERS, 200, form={}),
+    WebOp("POST", "/audit/export", AUDIT_READERS, 200, form={}),
+    WebOp("GET", "/pupils/{upn}/subject-access", DSL_TEAM, 200),
+    WebOp("POST", "/pupils/{upn}/subject-access", DSL_TEAM, 400,
+          form={"format": "pdf", "code": ""}),
     WebOp("POST", "/sign-out", EVERYONE, 303, form={}),
 ]  # fmt: skip
 #: The web routes' placeholders as the matrix names them.
@@ -597,13 +609,21 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
     assert declared == listed | PUBLIC_WEB, "every web route is in the matrix"
     assert all(r.operation for r in ROUTES), "every web route declares its operation"
 
+    from tests.unit.auth.support import KEK
+    from transfer.audit.log import AuditLog
+    from transfer.audit.request_ids import RequestIdAudit
+    from transfer.audit.trail import AuditTrail
+
     async with open_node(db_url, tmp_path / "data") as node:
         config = web_config()
         alerts = wire_alerts(node)
+        # The audit trail over the node's database (its log empty: the node audits to memory).
+        audit_log = AuditLog.open(db_url, KEK)
         app = create_app(
             store=node.store, accounts=node.accounts, audit=node.audit, config=config,
             web_pages=WebServices(store=node.store, accounts=node.accounts, config=config,
-                                  audit=node.audit, web_key=WEB_KEY, alerts=alerts),
+                                  audit=node.audit, web_key=WEB_KEY, alerts=alerts,
+                                  trail=AuditTrail(audit_log, RequestIdAudit(node.audit))),
         )  # fmt: skip
         server = TestServer(app)
         await server.start_server()
@@ -659,6 +679,7 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
                                 wrong.append(f"{op.path} after signing out: {resp.status}")
         finally:
             await server.close()
+            await audit_log.close()
         assert not wrong, "\n".join(wrong)
         refusals = [e for e in node.audit.events if e.outcome == "refused"]
         assert refusals and all(e.request_id for e in refusals)
