@@ -8,6 +8,10 @@ bound to the browser: the session, or a random pre-sign-in cookie). Cookies
 are ``HttpOnly``, ``SameSite=Strict`` and, over TLS, ``Secure`` with the
 ``__Host-`` prefix.
 
+The referral is shown from one page model (:mod:`transfer.referrals.reading`: sections
+in the form's order, labels and values in words) and ``/portal/referral.pdf`` draws the
+same model as a PDF, so the page and the paper say the same thing.
+
 The link token arrives once, in the query of ``GET /portal/open``; it is
 carried on in the sign-in form's body, never in another URL, and never logged
 (the request log records the path only).

@@ -163,10 +163,11 @@ async def test_the_pdf_says_what_the_page_says_in_the_same_order(tmp_path: Path)
             assert "Ellie" not in repr(printed[0]) and "Ellie" not in repr(info.events)
 
 
-async def test_the_pdf_needs_the_passcode_session_and_an_open_link(tmp_path: Path) -> None:
+async def test_the_pdf_needs_the_passcode_session_and_an_open_link(
+    db_url: str, tmp_path: Path
+) -> None:
     settings = PortalSettings(passcode_cost=CHEAPEST, ack_grace_minutes=15)
-    db = f"sqlite+aiosqlite:///{tmp_path / 'q.db'}"
-    async with portal_world(db, tmp_path, settings=settings) as world:
+    async with portal_world(db_url, tmp_path, settings=settings) as world:
         async with served(world) as base:
             link, passcode = await _issue(world, agency=None)
             # No session: refused (a plain page, nothing of the referral).
