@@ -106,7 +106,7 @@ LABELS: Final[Mapping[type[BaseModel], Mapping[str, str]]] = {
         "children": "Child involved",
         "criteria": "Why this is referred to the LADO",
         "others_told": "Who else has been told",
-        "actions_so_far": "What the school has done so far",
+        "actions_so_far": "What the school has done",
         "referrer": "The school's contact",
         "consent": "Consent",
     },
@@ -186,7 +186,7 @@ LABELS: Final[Mapping[type[BaseModel], Mapping[str, str]]] = {
         "length_of_service": "Length of service",
         "employment_basis": "Employed as",
         "previous_allegations": "Earlier allegations or concerns",
-        "other_contact_with_children": "Other work or contact with children",
+        "other_contact_with_children": "Other contact with children",
     },
     Allegation: {
         "category": "Kind of allegation",
@@ -198,7 +198,7 @@ LABELS: Final[Mapping[type[BaseModel], Mapping[str, str]]] = {
         "injury": "Injury",
         "known_at": "When the school first knew",
         "made_by": "Allegation made by",
-        "made_by_relationship": "Their relationship to the adult",
+        "made_by_relationship": "Relationship to the adult",
     },
     ChildInvolved: {
         "forename": "First name",
