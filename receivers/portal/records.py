@@ -14,6 +14,7 @@ EventKind = Literal[
     "emailed",
     "opened",
     "download",
+    "printed",
     "acknowledged",
     "passcode_failed",
     "locked",
@@ -131,6 +132,8 @@ class ReferralView:
     email: str
     #: When the link closes because receipt was acknowledged (``None``: not yet).
     closes_at: datetime | None = None
+    #: The agency's name as the school gave it (``None``: not given).
+    agency_name: str | None = None
 
 
 @dataclass(frozen=True)

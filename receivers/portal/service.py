@@ -1164,7 +1164,16 @@ class PickupPortal:
             totp_enrolled=user is not None and user.totp_sealed is not None,
             email=row.email,
             closes_at=self._closes_at(row),
+            agency_name=row.agency_name,
         )
+
+    async def printed(self, visit: PortalVisit, *, ip: str | None = None) -> None:
+        """Record that the referral was taken away as a PDF (a view, like the page's): in the
+        receipt trail and the audit log, never its content."""
+        row = await self._pickup(visit.pickup_id)
+        async with self.store.sessions() as s, s.begin():
+            self._event(s, row.id, "printed", ip=ip, who=row.email, what="referral as PDF")
+        await self._audit("portal.printed", None, row, ip=ip)
 
     async def _opened(self, visit: PortalVisit, row: PortalPickup, ip: str | None) -> None:
         now = self.now()

@@ -8,6 +8,10 @@ bound to the browser: the session, or a random pre-sign-in cookie). Cookies
 are ``HttpOnly``, ``SameSite=Strict`` and, over TLS, ``Secure`` with the
 ``__Host-`` prefix.
 
+The referral is shown from one page model (:mod:`transfer.referrals.reading`: sections
+in the form's order, labels and values in words) and ``/portal/referral.pdf`` draws the
+same model as a PDF, so the page and the paper say the same thing.
+
 The link token arrives once, in the query of ``GET /portal/open``; it is
 carried on in the sign-in form's body, never in another URL, and never logged
 (the request log records the path only).
@@ -15,10 +19,10 @@ carried on in the sign-in form's body, never in another URL, and never logged
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import urllib.parse
-from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from typing import Any, Final
@@ -28,7 +32,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from markupsafe import Markup
 
-from receivers.portal.records import PortalVisit
+from receivers.portal.records import PortalVisit, ReferralView
 from receivers.portal.service import (
     LinkClosed,
     LinkExpired,
@@ -46,6 +50,13 @@ from transfer.errors import (
     InputError,
     NotFoundError,
     TooLargeError,
+)
+from transfer.printing import PrintedBy
+from transfer.referrals.reading import (
+    ReadableReferral,
+    date_and_time,
+    readable_referral,
+    referral_pdf,
 )
 from transfer.wording import plural
 
@@ -77,65 +88,41 @@ PRE_COOKIE: Final = "portal_pre"
 
 # ------------------------------------------------------------ rendering data
 
-
-@dataclass(frozen=True)
-class FieldItem:
-    """One labelled value of a record, or a group of them."""
-
-    label: str
-    text: str | None = None
-    children: tuple[FieldItem, ...] = field(default_factory=tuple)
+_CHRONOLOGY: Final = "records/chronology.json"
+_PEOPLE: Final = "records/people.json"
 
 
-def _label(key: str) -> str:
-    words = " ".join(key.replace("_", " ").replace("-", " ").split())
-    return words[:1].upper() + words[1:] if words else key
-
-
-def _text(value: Any) -> str:
-    if value is None or value == "":
-        return "Not given"
-    if isinstance(value, bool):
-        return "Yes" if value else "No"
-    return str(value)
-
-
-def fields_of(value: Any, label: str = "") -> tuple[FieldItem, ...]:
-    """A record as labelled fields: keys become plain labels, nested values groups."""
-    if isinstance(value, dict):
-        out = []
-        for key, item in value.items():
-            if key == "schema_version":
-                continue
-            name = _label(str(key))
-            if isinstance(item, dict):
-                out.append(FieldItem(name, None, fields_of(item)))
-            elif isinstance(item, list):
-                out.append(_list_item(name, item))
-            else:
-                out.append(FieldItem(name, _text(item)))
-        return tuple(out)
-    if isinstance(value, list):
-        return (_list_item(label or "Items", value),)
-    return (FieldItem(label or "Value", _text(value)),)
-
-
-def _list_item(name: str, items: list[Any]) -> FieldItem:
-    if not items:
-        return FieldItem(name, "None")
-    if all(not isinstance(i, dict | list) for i in items):
-        return FieldItem(name, ", ".join(_text(i) for i in items))
-    groups = tuple(
-        FieldItem(
-            f"{name} {n}",
-            None,
-            fields_of(item)
-            if isinstance(item, dict | list)
-            else (FieldItem("Value", _text(item)),),
-        )
-        for n, item in enumerate(items, 1)
+def readable(view: ReferralView) -> ReadableReferral:
+    """The referral as the agency reads it, built once for the page and its PDF."""
+    by_path = {r.path: r for r in view.records}
+    chronology, people = by_path.get(_CHRONOLOGY), by_path.get(_PEOPLE)
+    others = [
+        (r.title, r.value if r.problem is None else f"This record is {r.problem}.")
+        for r in view.records
+        if r.path not in (_CHRONOLOGY, _PEOPLE)
+    ]
+    built = readable_referral(
+        view.form.value if view.form is not None else None,
+        chronology=chronology.value if chronology is not None else None,
+        people=people.value if people is not None else None,
+        records=others,
     )
-    return FieldItem(name, None, groups)
+    if view.form is None:
+        return ReadableReferral(built.title, built.sections, "This package has no referral form.")
+    if view.form.problem is not None:
+        return ReadableReferral(
+            built.title, built.sections, f"The referral form is {view.form.problem}."
+        )
+    return built
+
+
+def lead(view: ReferralView, model: ReadableReferral) -> str:
+    """What the referral is, from whom, about whom and when: the page's lead, the PDF's
+    subtitle."""
+    return (
+        f"{model.title} from {view.sender_name}, about {view.subject}. "
+        f"Sent {date_and_time(view.created_at)}."
+    )
 
 
 def size_text(size: int) -> str:
@@ -158,7 +145,6 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["size"] = size_text
     env.filters["when"] = when
-    env.globals["fields_of"] = fields_of
     return env
 
 
@@ -354,12 +340,15 @@ async def _referral_page(
 ) -> web.Response:
     portal = _portal(request)
     view = await portal.referral(visit, ip=client_ip(request))
+    model = readable(view)
     return render(
         request,
         "referral.html",
         status=status,
         title=f"Referral from {view.sender_name}",
         view=view,
+        model=model,
+        lead=lead(view, model),
         errors=errors or {},
         values=values or {},
         notice=notice,
@@ -379,6 +368,33 @@ async def referral(request: web.Request) -> web.StreamResponse:
         "longer works. Next time, sign in with a code from the new one.",
     }.get(request.query.get("done", ""))
     return await _referral_page(request, visit, notice=notice)
+
+
+async def referral_as_pdf(request: web.Request) -> web.StreamResponse:
+    """The referral as a PDF: the page's own model, so the same sections, rows and order.
+
+    Only in a signed-in session on a link that is still open (the same check as the page);
+    a view like the page's, recorded in the receipt trail and the audit log."""
+    visit = await _visit(request)
+    portal = _portal(request)
+    view = await portal.referral(visit, ip=client_ip(request))
+    model = readable(view)
+    agency = f"{view.email} ({view.agency_name})" if view.agency_name else view.email
+    pdf = await asyncio.to_thread(
+        referral_pdf,
+        model,
+        PrintedBy(view.sender_name, agency, portal.now()),
+        lead=lead(view, model),
+    )
+    await portal.printed(visit, ip=client_ip(request))
+    name = f"referral-{view.created_at:%Y-%m-%d}.pdf"
+    return web.Response(
+        body=pdf,
+        headers={
+            "Content-Type": "application/pdf",
+            "Content-Disposition": f'attachment; filename="{name}"',
+        },
+    )
 
 
 async def download(request: web.Request) -> web.StreamResponse:
@@ -624,6 +640,7 @@ def create_portal_app(portal: PickupPortal, *, behind_tls_proxy: bool = False) -
     app.router.add_get("/open", open_link)
     app.router.add_post("/open", sign_in)
     app.router.add_get("/referral", referral)
+    app.router.add_get("/referral.pdf", referral_as_pdf)
     app.router.add_get("/documents/{index}", download)
     app.router.add_post("/acknowledge", acknowledge)
     app.router.add_get("/authenticator", authenticator)

@@ -36,17 +36,99 @@ from transfer.store.permissions import Actor, Role
 AGENCY_EMAIL = "mash.team@bristol.example.org"
 #: A document larger than several age chunks, so streaming is exercised.
 DOCUMENT = hashlib.shake_256(b"body map").digest(300_000)
+SHA = hashlib.sha256(DOCUMENT).hexdigest()
+#: A MASH referral as the referral wizard seals it (schemas.referrals.MashReferral).
 FORM: dict[str, Any] = {
-    "schema_version": 1,
-    "referral_type": "safeguarding concern",
-    "child_name": "Ellie Marsh",
-    "reason_for_referral": "Bruising seen on the upper arm; the child said\nher uncle did it.",
-    "parents_aware": False,
-    "consent_not_sought_reason": "seeking consent would put the child at greater risk",
-    "referrer_risk_rating": "High",
-    "disclosures": [{"who": "Ellie", "when": "2026-09-07 10:15"}],
+    "kind": "social_care",
+    "form_version": 1,
+    "request": "safeguarding",
+    "child": {
+        "forename": "Ellie",
+        "surname": "Marsh",
+        "dob": "2016-05-01",
+        "address": "4 Dock Road, Bristol",
+        "sex": "female",
+        "school": "Harbourside Primary",
+        "upn": "H801200001001",
+        "gp": "",
+    },
+    "carers": [
+        {"name": "Kim Marsh", "relationship": "Mother", "parental_responsibility": True},
+    ],
+    "household": [{"name": "Lee Dunn", "relationship": "Mother's partner"}],
+    "referrer": {
+        "name": "Dana Lead",
+        "role": "Designated Safeguarding Lead",
+        "agency": "Harbourside Primary",
+        "phone": "0117 496 0000",
+    },
+    "consent": {
+        "parents_aware": False,
+        "consent_given": False,
+        "no_consent_reason": "greater_risk",
+        "explanation": "The uncle lives with the family.",
+    },
+    "reason": "Bruising seen on the upper arm; the child said\nher uncle did it.",
+    "harm_types": ["physical", "emotional"],
+    "disclosures": [
+        {
+            "by": "Ellie",
+            "to": "Ms Reed (class teacher)",
+            "at": "2026-09-07T10:15:00+01:00",
+            "summary": "[redacted] grabbed my arm.",
+        }
+    ],
+    "impact_on_child": "Withdrawn in class, flinches when approached.",
+    "risk_rating": "high",
+    "risk_reasons": "A disclosure and visible bruising.",
 }
 CONCERN_TEXT = "Ellie was quiet in class and flinched"
+CONCERN: dict[str, Any] = {
+    "schema_version": 1,
+    "id": "c1",
+    "org_id": "urn-1",
+    "pupil_ids": ["p1"],
+    "category": "physical_abuse",
+    "restricted": False,
+    "happened_at": "2026-09-07T09:30:00+01:00",
+    "recorded_at": "2026-09-07T11:00:00+01:00",
+    "recorded_by": "s-reed",
+    "location": "Classroom 3",
+    "account": CONCERN_TEXT,
+    "people_involved": "[redacted]",
+    "status": "open",
+}
+DOCUMENT_REF: dict[str, Any] = {
+    "schema_version": 1,
+    "id": "d1",
+    "pupil_id": "p1",
+    "concern_id": "c1",
+    "sha256": SHA,
+    "size": len(DOCUMENT),
+    "media_type": "application/pdf",
+    "filename": "body-map.pdf",
+    "uploaded_at": "2026-09-07T11:05:00+01:00",
+    "uploaded_by": "s-reed",
+}
+CHRONOLOGY: list[dict[str, Any]] = [
+    {
+        "schema_version": 1,
+        "kind": kind,
+        "id": record["id"],
+        "pupil_id": "p1",
+        "occurred_at": at,
+        "recorded_at": record.get("recorded_at", record.get("uploaded_at")),
+        "concern_id": "c1",
+        "record": record,
+    }
+    for kind, record, at in (
+        ("concern", CONCERN, CONCERN["happened_at"]),
+        ("document", DOCUMENT_REF, DOCUMENT_REF["uploaded_at"]),
+    )
+]
+PEOPLE: list[dict[str, Any]] = [
+    {"schema_version": 1, "id": "s-reed", "name": "Jo Reed", "role": "staff"},
+]
 
 
 class Inbox:
@@ -151,20 +233,11 @@ class PortalWorld:
         sha = hashlib.sha256(document).hexdigest()
         entries = [
             EntrySource.from_json("records/referral.json", FORM),
+            EntrySource.from_json("records/chronology.json", CHRONOLOGY),
+            EntrySource.from_json("records/people.json", PEOPLE),
+            EntrySource.from_json("records/concerns/c1.json", CONCERN),
             EntrySource.from_json(
-                "records/concerns/c1.json",
-                {"schema_version": 1, "id": "c1", "account": CONCERN_TEXT, "category": "neglect"},
-            ),
-            EntrySource.from_json(
-                "records/documents/d1.json",
-                {
-                    "schema_version": 1,
-                    "id": "d1",
-                    "filename": "body-map.pdf",
-                    "media_type": "application/pdf",
-                    "sha256": sha,
-                    "size": len(document),
-                },
+                "records/documents/d1.json", {**DOCUMENT_REF, "sha256": sha, "size": len(document)}
             ),
             *(extra or []),
             EntrySource.from_bytes(f"documents/{sha}", document),

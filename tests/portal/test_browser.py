@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyotp
 import pytest
+from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from receivers.portal import PortalSettings
@@ -25,7 +26,10 @@ from tests.portal.support import (
     served,
     smtp_server,
 )
+from tests.web.browser_support import WCAG
 from transfer.auth import CHEAPEST
+
+_AXE = Axe()
 
 
 @pytest.fixture
@@ -45,7 +49,7 @@ def _db(tmp_path: Path) -> str:
 async def _new_page(browser: Browser, *, phone: bool = False) -> tuple[Page, list[str]]:
     context = await browser.new_context(
         accept_downloads=True,
-        viewport={"width": 390, "height": 844} if phone else {"width": 1280, "height": 900},
+        viewport={"width": 375, "height": 812} if phone else {"width": 1280, "height": 900},
     )
     page = await context.new_page()
     problems: list[str] = []
@@ -70,6 +74,12 @@ async def _sign_in(page: Page, link: str, passcode: str) -> None:
     )
 
 
+async def _accessible(page: Page) -> None:
+    """axe-core finds no WCAG 2.2 A/AA violation on the page."""
+    results = await _AXE.run(page, options={"runOnly": {"type": "tag", "values": WCAG}})
+    assert results.violations_count == 0, f"{page.url}\n{results.generate_report()}"
+
+
 async def test_full_pickup_on_a_phone(browser: Browser, tmp_path: Path) -> None:
     with smtp_server() as (inbox, port):
         async with portal_world(_db(tmp_path), tmp_path, smtp_port=port, inbox=inbox) as world:
@@ -79,30 +89,79 @@ async def test_full_pickup_on_a_phone(browser: Browser, tmp_path: Path) -> None:
                 page, problems = await _new_page(browser, phone=True)
                 await page.goto(inbox.link())
                 await expect(page).to_have_title("A referral from Harbourside Primary - Handover")
+                await _accessible(page)
                 await expect(page.get_by_text("Harbourside Primary has sent MASH")).to_be_visible()
                 await page.get_by_label("Passcode").fill(passcode)
                 await page.get_by_role("button", name="Open the referral").click()
                 await expect(page.get_by_role("heading", level=1)).to_have_text(
                     "Referral from Harbourside Primary"
                 )
-                # The form's fields with plain labels, the selected records, the documents.
-                form = page.locator("section", has=page.get_by_role("heading", name="The referral"))
-                await expect(form.locator("dt", has_text="Child name")).to_be_visible()
-                await expect(form.locator(".row", has_text="Child name")).to_contain_text(
-                    "Ellie Marsh"
+                await _accessible(page)
+                # The referral as the agency reads it: the form's sections in order, labels
+                # and values in words, dates as dates, the chosen records as redacted.
+                assert await page.locator("section.part h2").all_inner_texts() == [
+                    "Reason for referral and risk",
+                    "The child",
+                    "Family and household",
+                    "What is known",
+                    "Consent",
+                    "The school's contact",
+                ]
+                child = page.locator("section", has=page.get_by_role("heading", name="The child"))
+                await expect(child.locator(".row", has_text="Date of birth")).to_contain_text(
+                    "1 May 2016"
                 )
-                await expect(form.locator(".row", has_text="Parents aware")).to_contain_text("No")
-                await expect(form.locator("dt", has_text="Disclosures 1")).to_be_visible()
-                await expect(page.get_by_role("heading", name="Concerns — c1")).to_be_visible()
+                consent = page.locator("section", has=page.get_by_role("heading", name="Consent"))
+                await expect(consent).to_contain_text(
+                    "Not sought: seeking consent would put the child at greater risk of harm"
+                )
+                await expect(
+                    page.get_by_role("heading", name="Concern, 7 September 2026")
+                ).to_be_visible()
                 await expect(page.get_by_text("Ellie was quiet in class")).to_be_visible()
                 # Works on a phone: nothing wider than the screen.
                 width = await page.evaluate("document.documentElement.scrollWidth")
-                assert width <= 390
+                assert width <= 375
                 # The stylesheet loaded under the CSP (computed style from portal.css).
                 colour = await page.evaluate(
                     "getComputedStyle(document.querySelector('.top')).backgroundColor"
                 )
                 assert colour == "rgb(29, 45, 68)"
+                # On paper: the referral alone, black on white; no navigation, forms, buttons.
+                await page.emulate_media(media="print")
+                for hidden in (".top", ".bottom", "form", "button", ".documents"):
+                    for element in await page.locator(hidden).all():
+                        await expect(element).to_be_hidden()
+                await expect(page.get_by_role("heading", name="The child")).to_be_visible()
+                painted = await page.evaluate(
+                    "[...document.querySelectorAll('body, body *')].filter(e => "
+                    "!['rgba(0, 0, 0, 0)', 'transparent'].includes("
+                    "getComputedStyle(e).backgroundColor)).length"
+                )
+                assert painted == 0
+                await page.emulate_media(media="screen")
+                # By keyboard: Tab from the top reaches "Download the referral as a PDF", with
+                # a visible focus, and Enter downloads it.
+                await page.locator("body").focus()
+                for _ in range(10):
+                    await page.keyboard.press("Tab")
+                    if await page.evaluate("document.activeElement.textContent") == (
+                        "Download the referral as a PDF"
+                    ):
+                        break
+                assert await page.evaluate("document.activeElement.textContent") == (
+                    "Download the referral as a PDF"
+                )
+                outline = await page.evaluate(
+                    "getComputedStyle(document.activeElement).outlineStyle"
+                )
+                assert outline == "solid"
+                async with page.expect_download() as info:
+                    await page.keyboard.press("Enter")
+                pdf = await info.value
+                assert pdf.suggested_filename.startswith("referral-")
+                saved_pdf = await pdf.path()
+                assert saved_pdf.read_bytes().startswith(b"%PDF-")
                 async with page.expect_download() as info:
                     await page.get_by_role("link", name="Download body-map.pdf").click()
                 download = await info.value
@@ -123,10 +182,11 @@ async def test_full_pickup_on_a_phone(browser: Browser, tmp_path: Path) -> None:
                     "created",
                     "emailed",
                     "opened",
+                    "printed",
                     "download",
                     "acknowledged",
                 ]
-                assert info_.events[3].ip == "127.0.0.1"
+                assert info_.events[3].ip == info_.events[4].ip == "127.0.0.1"
 
 
 async def test_an_empty_acknowledgement_names_its_fields(browser: Browser, tmp_path: Path) -> None:
