@@ -90,17 +90,17 @@ class PrintDocument:
         pdf.add_page()
         self._pdf: Any = pdf
         pdf.set_font(FONT, "B", 16)
-        pdf.multi_cell(0, 8, title, new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 8, title, align="L", new_x="LMARGIN", new_y="NEXT")
         if subtitle:
             pdf.set_font(FONT, "", _BODY)
-            pdf.multi_cell(0, _LINE_MM, subtitle, new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(0, _LINE_MM, subtitle, align="L", new_x="LMARGIN", new_y="NEXT")
         pdf.ln(3)
 
     def heading(self, text: str) -> None:
         pdf = self._pdf
         pdf.ln(2)
         pdf.set_font(FONT, "B", 12)
-        pdf.multi_cell(0, 6, text, new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 6, text, align="L", new_x="LMARGIN", new_y="NEXT")
         pdf.ln(1)
 
     def paragraph(self, text: str, *, bold: bool = False, small: bool = False) -> None:
