@@ -333,13 +333,15 @@ async def test_lifecycle_to_outcome_is_timed_audited_and_in_the_chronology(
     draft = await r.draft(
         sc.dsl, pupil_id=pupil.id, agency_org_id="police-avon", form=parse_form(police_form())
     )
-    with pytest.raises(ConflictError, match="cannot become accepted"):
+    with pytest.raises(ConflictError, match="is a draft, so it cannot be accepted"):
         await r.record_acknowledgement(draft.id, name="PC Jones", agency_reference="AS-1")
     sc.clock.advance(minutes=5)
     _, sealed = await _seal(st, draft.id)
     assert sealed.built.manifest.kind == "referral_police"
     sc.clock.advance(minutes=5)
-    with pytest.raises(ConflictError, match="only from delivered or accepted"):
+    with pytest.raises(
+        ConflictError, match="not yet with the agency, so it cannot take an outcome"
+    ):
         await r.record_outcome(
             sc.dsl, draft.id, parse_outcome({"kind": "police", "crime_reference": "X"})
         )

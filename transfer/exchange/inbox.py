@@ -60,6 +60,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, V
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from keys.keyset import KeySet
 from keys.store import KeyStore
@@ -111,6 +112,7 @@ from transfer.package.layout import Addressee, SenderKeys, VerifiedPackage
 from transfer.package.open import inspect_package, verify_package
 from transfer.receipts import SignedReceipt, sign_receipt
 from transfer.space import as_out_of_space, free_bytes
+from transfer.states.incoming import INCOMING, IncomingEvent
 from transfer.store import people
 from transfer.store.db import sessionmaker
 from transfer.store.permissions import Actor, Permission, PermissionDenied, require
@@ -154,6 +156,17 @@ _CATEGORY_LABELS: Mapping[str, str] = {k: label for k, (label, _) in DEFAULT_CAT
 _MAX_REASON = 500
 
 Via = Literal["api", "cli", "web"]
+
+
+def _moves(event: IncomingEvent) -> tuple[ColumnElement[bool]]:
+    """The ``WHERE`` of the conditional update applying ``event`` (its machine's sources)."""
+    sources, _ = INCOMING.update(event)
+    return (IncomingPackage.state.in_([state.value for state in sources]),)
+
+
+def _to(event: IncomingEvent) -> dict[str, str]:
+    """The ``SET state = ...`` of the conditional update applying ``event``."""
+    return {"state": INCOMING.update(event)[1].value}
 
 
 class InboxDirectory(Protocol):
@@ -967,8 +980,8 @@ class Inbox:
         async with self._sessions() as s, s.begin():
             done = await s.execute(
                 update(IncomingPackage)
-                .where(IncomingPackage.id == row.id, IncomingPackage.state == RECEIVING)
-                .values(state=REFUSED, refused_reason=reason)
+                .where(IncomingPackage.id == row.id, *_moves(IncomingEvent.REFUSE))
+                .values(**_to(IncomingEvent.REFUSE), refused_reason=reason)
             )
             if getattr(done, "rowcount", 0) == 1:
                 intents.append(
@@ -1059,9 +1072,9 @@ class Inbox:
         async with self._sessions() as s, s.begin():
             moved = await s.execute(
                 update(IncomingPackage)
-                .where(IncomingPackage.id == pid, IncomingPackage.state == RECEIVING)
+                .where(IncomingPackage.id == pid, *_moves(IncomingEvent.CHECKED))
                 .values(
-                    state=DELIVERED,
+                    **_to(IncomingEvent.CHECKED),
                     delivered_at=now,
                     manifest_sha256=verified.manifest_sha256,
                     entries=len(verified.manifest.entries),
@@ -1280,8 +1293,8 @@ class Inbox:
             async with self._sessions() as s, s.begin():
                 result = await s.execute(
                     update(IncomingPackage)
-                    .where(IncomingPackage.id == row.id, IncomingPackage.state == DELIVERED)
-                    .values(state=VIEWED, viewed_at=now)
+                    .where(IncomingPackage.id == row.id, *_moves(IncomingEvent.VIEW))
+                    .values(**_to(IncomingEvent.VIEW), viewed_at=now)
                 )
                 if getattr(result, "rowcount", 0) == 1:
                     s.add(self._receipt_row(signed, True, now))
@@ -1452,9 +1465,9 @@ class Inbox:
             async def claim(s: AsyncSession) -> None:
                 result = await s.execute(
                     update(IncomingPackage)
-                    .where(IncomingPackage.id == row.id, IncomingPackage.state.in_(OPEN_STATES))
+                    .where(IncomingPackage.id == row.id, *_moves(IncomingEvent.ACCEPT))
                     .values(
-                        state=ACCEPTED,
+                        **_to(IncomingEvent.ACCEPT),
                         decided_at=now,
                         decided_by=actor.staff_id,
                         pupil_id=chosen.pupil_id,
@@ -1552,8 +1565,8 @@ class Inbox:
             async with self._sessions() as s, s.begin():
                 result = await s.execute(
                     update(IncomingPackage)
-                    .where(IncomingPackage.id == row.id, IncomingPackage.state.in_(OPEN_STATES))
-                    .values(state=ACCEPTED, decided_at=now, decided_by=actor.staff_id)
+                    .where(IncomingPackage.id == row.id, *_moves(IncomingEvent.ACCEPT))
+                    .values(**_to(IncomingEvent.ACCEPT), decided_at=now, decided_by=actor.staff_id)
                 )
                 if getattr(result, "rowcount", 0) != 1:
                     raise ConflictError(
@@ -1698,8 +1711,8 @@ class Inbox:
         async with self._sessions() as s, s.begin():
             result = await s.execute(
                 update(IncomingPackage)
-                .where(IncomingPackage.id == row.id, IncomingPackage.state.in_(OPEN_STATES))
-                .values(state=REJECTED, decided_at=now, decided_by=actor.staff_id)
+                .where(IncomingPackage.id == row.id, *_moves(IncomingEvent.REJECT))
+                .values(**_to(IncomingEvent.REJECT), decided_at=now, decided_by=actor.staff_id)
             )
             if getattr(result, "rowcount", 0) != 1:
                 raise ConflictError(

@@ -15,20 +15,21 @@ from typing import Final
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from transfer.states.incoming import INCOMING, Incoming, IncomingEvent
 from transfer.store.db import Base
 from transfer.store.models import UTCDateTime
 
-#: The states of an incoming package, in order.
-RECEIVING: Final = "receiving"
-DELIVERED: Final = "delivered"
-VIEWED: Final = "viewed"
-ACCEPTED: Final = "accepted"
-REJECTED: Final = "rejected"
+#: The states of an incoming package (transfer/states/incoming.py is the machine).
+RECEIVING: Final = Incoming.RECEIVING.value
+DELIVERED: Final = Incoming.DELIVERED.value
+VIEWED: Final = Incoming.VIEWED.value
+ACCEPTED: Final = Incoming.ACCEPTED.value
+REJECTED: Final = Incoming.REJECTED.value
 #: The upload completed but the package failed a check (hash, signature, addressee): deleted.
-REFUSED: Final = "refused"
-STATES = (RECEIVING, DELIVERED, VIEWED, ACCEPTED, REJECTED, REFUSED)
+REFUSED: Final = Incoming.REFUSED.value
+STATES = tuple(state.value for state in Incoming)
 #: States in which a DSL may still accept or reject.
-OPEN_STATES = (DELIVERED, VIEWED)
+OPEN_STATES = tuple(state.value for state in INCOMING.sources(IncomingEvent.ACCEPT))
 
 #: Push states of an issued receipt.
 PUSH_NONE: Final = "none"  # delivered receipts: returned in the response to ``complete``

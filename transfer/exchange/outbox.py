@@ -82,6 +82,8 @@ from transfer.receipts import (
     contradicts_final,
     verify_receipt,
 )
+from transfer.states.outgoing import OUTGOING, Outgoing
+from transfer.states.outgoing import OutgoingEvent as On
 from transfer.store.db import is_sqlite
 from transfer.store.models import SealedField
 from transfer.store.permissions import Actor, Permission, PermissionDenied, require
@@ -114,11 +116,13 @@ PackageState = Literal[
 STATES: Final[tuple[str, ...]] = (
     "draft", "queued", "delivered", "viewed", "accepted", "rejected", "failed", "cancelled",
 )  # fmt: skip
-#: How far along an item is; a receipt only ever moves an item forward.
-_RANK: Final = {
-    "queued": 0, "failed": 0, "delivered": 1, "viewed": 2, "accepted": 3, "rejected": 3,
-}  # fmt: skip
-_FINAL_RANK: Final = 3
+#: The machine's event for each kind of receipt (a receipt only ever moves an item forward).
+_RECEIPT_EVENTS: Final = {
+    "delivered": On.RECEIPT_DELIVERED,
+    "viewed": On.RECEIPT_VIEWED,
+    "accepted": On.RECEIPT_ACCEPTED,
+    "rejected": On.RECEIPT_REJECTED,
+}
 _LABELS: Final[dict[str, str]] = {
     "leaver_file": "Leaver's file",
     "referral_social_care": "Referral to children's social care",
@@ -878,9 +882,9 @@ class Outbox:
         async with self.store.sessions() as s, s.begin():
             done = await s.execute(
                 update(_p)
-                .where(_p.c.id == package_id, _p.c.state == "draft")
+                .where(_p.c.id == package_id, *_moves(On.BUILT))
                 .values(
-                    state="queued", queued_at=now, state_changed_at=now, next_attempt_at=now,
+                    **_to(On.BUILT), queued_at=now, state_changed_at=now, next_attempt_at=now,
                     claimed_by=None, lease_until=None,
                     ciphertext_size=built.ciphertext_size,
                     ciphertext_sha256=built.ciphertext_sha256,
@@ -1082,6 +1086,9 @@ class Outbox:
         row = await self._row_for(actor, package_id)
         await self._require(actor, row.kind, "transfer.cancelled", {"package": row.id})
         now = self._now()
+        # A draft is cancelled only when its build was cut short (one being built is busy).
+        cancel_from, _ = OUTGOING.update(On.CANCEL)
+        built_sources = [state.value for state in cancel_from if state is not Outgoing.DRAFT]
         async with self.store.sessions() as s, s.begin():
             done = await s.execute(
                 update(_p)
@@ -1089,13 +1096,13 @@ class Outbox:
                     _p.c.id == row.id,
                     or_(
                         and_(
-                            _p.c.state.in_(("queued", "failed")),
+                            _p.c.state.in_(built_sources),
                             or_(_p.c.lease_until.is_(None), _p.c.lease_until < now),
                         ),
                         _crashed_draft(now),  # left by a build that was cut short
                     ),
                 )
-                .values(state="cancelled", state_changed_at=now, next_attempt_at=None,
+                .values(**_to(On.CANCEL), state_changed_at=now, next_attempt_at=None,
                         claimed_by=None, lease_until=None)
             )  # fmt: skip
             intents = []
@@ -1134,7 +1141,7 @@ class Outbox:
         """Queue a failed package again: the same package id and the same bytes."""
         row = await self._row_for(actor, package_id)
         await self._require(actor, row.kind, "transfer.resent", {"package": row.id})
-        if row.state != "failed":
+        if not OUTGOING.can(Outgoing(row.state), On.RESEND):
             await self._audit("transfer.resent", actor, row, "refused", state=row.state)
             raise ConflictError(
                 f"this package is {row.state}; only a failed package can be sent again"
@@ -1155,8 +1162,8 @@ class Outbox:
         async with self.store.sessions() as s, s.begin():
             done = await s.execute(
                 update(_p)
-                .where(_p.c.id == row.id, _p.c.state == "failed")
-                .values(state="queued", queued_at=now, state_changed_at=now, next_attempt_at=now,
+                .where(_p.c.id == row.id, *_moves(On.RESEND))
+                .values(**_to(On.RESEND), queued_at=now, state_changed_at=now, next_attempt_at=now,
                         attempts=0, last_error=None, failure_reason=None, claimed_by=None,
                         lease_until=None)
             )  # fmt: skip
@@ -1465,8 +1472,8 @@ class Outbox:
             done = await s.execute(
                 update(_p)
                 .where(_p.c.id == row.id, _p.c.claimed_by == self.worker_id,
-                       _p.c.state == "queued")
-                .values(state="failed", state_changed_at=now, failure_reason=_short(message),
+                       *_moves(On.GIVE_UP))
+                .values(**_to(On.GIVE_UP), state_changed_at=now, failure_reason=_short(message),
                         last_error=_short(message), next_attempt_at=None, claimed_by=None,
                         lease_until=None)
             )  # fmt: skip
@@ -1595,7 +1602,8 @@ class Outbox:
             current = (
                 await s.execute(select(_p.c.state).where(_p.c.id == package_id))
             ).scalar_one()
-            if contradicts_final(current, body.kind):
+            event = _RECEIPT_EVENTS[body.kind]
+            if not OUTGOING.can(Outgoing(current), event) and contradicts_final(current, body.kind):
                 # Raised inside the transaction: the receipt inserted above is rolled back.
                 raise ReceiptContradictionError(
                     f"package {package_id} was already {current} by the receiver; a "
@@ -1603,12 +1611,17 @@ class Outbox:
                     "kept (the attempt is in the audit log)"
                 )
             moved = False
-            if current in _RANK and _RANK[body.kind] > _RANK[current]:
+            step = (
+                OUTGOING.step(Outgoing(current), event)
+                if OUTGOING.can(Outgoing(current), event)
+                else None  # a draft's receipt (it cannot have been sent): kept, no move
+            )
+            if step is not None and step.changes:
                 values: dict[str, Any] = {
-                    "state": body.kind, "state_changed_at": now, "next_attempt_at": None,
-                    "failure_reason": None,
+                    "state": step.target.value, "state_changed_at": now,
+                    "next_attempt_at": None, "failure_reason": None,
                 }  # fmt: skip
-                if _RANK[body.kind] == _FINAL_RANK:
+                if OUTGOING.is_final(step.target):
                     held = await s.execute(
                         select(outgoing_receipts.c.kind).where(
                             outgoing_receipts.c.package_id == package_id
@@ -1745,6 +1758,17 @@ class Outbox:
                         .values(next_pull_at=None)
                     )
         return recorded
+
+
+def _moves(event: On) -> tuple[ColumnElement[bool]]:
+    """The ``WHERE`` of the conditional update applying ``event`` (its machine's sources)."""
+    sources, _ = OUTGOING.update(event)
+    return (_p.c.state.in_([state.value for state in sources]),)
+
+
+def _to(event: On) -> dict[str, str]:
+    """The ``SET state = ...`` of the conditional update applying ``event``."""
+    return {"state": OUTGOING.update(event)[1].value}
 
 
 def _receipt_summary(row: Any, body: ReceiptBody) -> str:

@@ -52,6 +52,9 @@ from transfer.errors import (
 from transfer.exchange import backoff
 from transfer.exchange.requests_tables import transfer_requests as _t
 from transfer.identifiers import validate_upn
+from transfer.states.request import REQUEST
+from transfer.states.request import RequestEvent as On
+from transfer.states.request import RequestState as St
 from transfer.store.models import Organisation, Pupil
 from transfer.store.permissions import Actor, Permission, PermissionDenied, require
 from transfer.store.service import Store
@@ -356,7 +359,7 @@ class TransferRequests:
                         _t.c.side == "sent",
                         _t.c.upn == pupil.upn,
                         _t.c.holder_org_id == from_org_id,
-                        _t.c.state.in_(("pending", "sent")),
+                        _t.c.state.in_((St.PENDING.value, St.SENT.value)),
                     )
                 )
             ).first()
@@ -373,7 +376,7 @@ class TransferRequests:
                     request_id=request_id, org_id=actor.org_id, side="sent",
                     requester_org_id=actor.org_id, holder_org_id=from_org_id,
                     upn=pupil.upn, dob=pupil.dob, surname=pupil.surname,
-                    forename=pupil.forename, note=note, pupil_id=pupil.id, state="pending",
+                    forename=pupil.forename, note=note, pupil_id=pupil.id, state=St.PENDING.value,
                     created_by=actor.staff_id, created_at=now, updated_at=now,
                     outbound="request", attempts=0, next_attempt_at=now,
                 )
@@ -404,18 +407,22 @@ class TransferRequests:
             ).first()
             if row is None or row.holder_org_id != sender_org_id:
                 raise NotFoundError("there is no such transfer request from this node to you")
-            if row.state in ("authorised", "declined"):
-                if row.state == data.decision and row.package_id == package_id:
+            event = On.ANSWER_AUTHORISED if data.decision == "authorised" else On.ANSWER_DECLINED
+            state = St(row.state)
+            if REQUEST.is_final(state) or not REQUEST.can(state, event):
+                if REQUEST.can(state, event) and row.package_id == package_id:
                     return  # the same answer again (a retry): nothing changes
                 raise ConflictError(
                     f"this request was already answered ({row.state}); a different answer "
                     "cannot replace it"
                 )
+            sources, target = REQUEST.update(event)
             await s.execute(
                 sa.update(_t)
-                .where(_t.c.request_id == rid, _t.c.org_id == row.org_id)
+                .where(_t.c.request_id == rid, _t.c.org_id == row.org_id,
+                       _t.c.state.in_([x.value for x in sources]))
                 .values(
-                    state=data.decision, reason=reason, package_id=package_id, decided_at=now,
+                    state=target.value, reason=reason, package_id=package_id, decided_at=now,
                     updated_at=now, outbound=None, lease_until=None, next_attempt_at=None,
                     last_error=None,
                 )
@@ -489,7 +496,7 @@ class TransferRequests:
                     request_id=rid, org_id=holder, side="received",
                     requester_org_id=sender_org_id, holder_org_id=holder, upn=upn,
                     dob=data.dob, surname=data.surname, forename=data.forename, note=note,
-                    pupil_id=pupil_id, state="received", created_at=now, updated_at=now,
+                    pupil_id=pupil_id, state=St.RECEIVED.value, created_at=now, updated_at=now,
                     attempts=0,
                 )
             )  # fmt: skip
@@ -547,7 +554,7 @@ class TransferRequests:
             require(actor, Permission.SEND_TRANSFER)
         if row.side != "received":
             raise ConflictError("this is a request your school sent; the other school answers it")
-        if row.state in ("authorised", "declined"):
+        if REQUEST.is_final(St(row.state)):
             raise ConflictError(f"this request has already been {row.state}")
         chosen = await self.store.pupil_id_for(actor, pupil_id) if pupil_id else row.pupil_id
         if chosen is None:
@@ -559,6 +566,8 @@ class TransferRequests:
         if pupil.erased_at is not None:
             raise ConflictError("that pupil's records have been erased; decline the request")
         now = self._now()
+        # Claimed from "received", or taken over from a claim older than the grace period.
+        claim_from, claimed_state = REQUEST.update(On.CLAIM)
         async with self.store.sessions() as s, s.begin():
             claimed = await s.execute(
                 sa.update(_t)
@@ -566,14 +575,14 @@ class TransferRequests:
                     _t.c.request_id == rid,
                     _t.c.org_id == actor.org_id,
                     sa.or_(
-                        _t.c.state == "received",
+                        _t.c.state.in_([x.value for x in claim_from]),
                         sa.and_(
-                            _t.c.state == "authorising",
+                            _t.c.state == claimed_state.value,
                             _t.c.updated_at < now - AUTHORISING_GRACE,
                         ),
                     ),
                 )
-                .values(state="authorising", updated_at=now, decided_by=actor.staff_id)
+                .values(state=claimed_state.value, updated_at=now, decided_by=actor.staff_id)
             )
         if _rowcount(claimed) != 1:
             raise ConflictError("someone is authorising this request right now; reload it")
@@ -593,21 +602,24 @@ class TransferRequests:
                     if package is None:
                         raise
         except BaseException:
+            release_from, released = REQUEST.update(On.RELEASE)
             async with self.store.sessions() as s, s.begin():
                 await s.execute(
                     sa.update(_t)
                     .where(_t.c.request_id == rid, _t.c.org_id == actor.org_id,
-                           _t.c.state == "authorising")
-                    .values(state="received", decided_by=None)
+                           _t.c.state.in_([x.value for x in release_from]))
+                    .values(state=released.value, decided_by=None)
                 )  # fmt: skip
             raise
         done = self._now()
+        authorise_from, authorised = REQUEST.update(On.AUTHORISE)
         async with self.store.sessions() as s, s.begin():
             await s.execute(
                 sa.update(_t)
-                .where(_t.c.request_id == rid, _t.c.org_id == actor.org_id)
+                .where(_t.c.request_id == rid, _t.c.org_id == actor.org_id,
+                       _t.c.state.in_([x.value for x in authorise_from]))
                 .values(
-                    state="authorised", pupil_id=pupil.id, package_id=package.id,
+                    state=authorised.value, pupil_id=pupil.id, package_id=package.id,
                     decided_at=done, decided_by=actor.staff_id, updated_at=done,
                     outbound="decision", attempts=0, next_attempt_at=done, lease_until=None,
                     last_error=None,
@@ -642,13 +654,14 @@ class TransferRequests:
         if row.side != "received":
             raise ConflictError("this is a request your school sent; the other school answers it")
         now = self._now()
+        decline_from, declined = REQUEST.update(On.DECLINE)
         async with self.store.sessions() as s, s.begin():
             done = await s.execute(
                 sa.update(_t)
                 .where(_t.c.request_id == rid, _t.c.org_id == actor.org_id,
-                       _t.c.state == "received")
+                       _t.c.state.in_([x.value for x in decline_from]))
                 .values(
-                    state="declined", reason=cleaned, decided_at=now,
+                    state=declined.value, reason=cleaned, decided_at=now,
                     decided_by=actor.staff_id, updated_at=now, outbound="decision",
                     attempts=0, next_attempt_at=now, lease_until=None, last_error=None,
                 )
@@ -801,11 +814,12 @@ class TransferRequests:
                         attempts=row.attempts + 1)
             )  # fmt: skip
             if kind == "request":
+                sources, target = REQUEST.update(On.HANDED_OVER)
                 await s.execute(
                     sa.update(_t)
                     .where(_t.c.request_id == request_id, _t.c.org_id == org_id,
-                           _t.c.state == "pending")
-                    .values(state="sent")
+                           _t.c.state.in_([x.value for x in sources]))
+                    .values(state=target.value)
                 )  # fmt: skip
         await self._audit(action, "node", org_id, targets)
         if kind == "request":
@@ -825,14 +839,20 @@ class TransferRequests:
             "outbound": None, "lease_until": None, "last_error": reason,
             "updated_at": self._now(), "attempts": row.attempts + 1,
         }  # fmt: skip
-        if kind == "request":
-            values["state"] = "failed"
         async with self.store.sessions() as s, s.begin():
             await s.execute(
                 sa.update(_t)
                 .where(_t.c.request_id == row.request_id, _t.c.org_id == row.org_id)
                 .values(**values)
             )
+            if kind == "request":
+                sources, target = REQUEST.update(On.GIVE_UP)
+                await s.execute(
+                    sa.update(_t)
+                    .where(_t.c.request_id == row.request_id, _t.c.org_id == row.org_id,
+                           _t.c.state.in_([x.value for x in sources]))
+                    .values(state=target.value)
+                )  # fmt: skip
         await self._audit(action, "node", row.org_id, targets, "failed", reason=err.slug)
         log.warning("%s %s could not be sent: %s", kind, row.request_id, reason)
         what = "transfer request" if kind == "request" else "answer to a transfer request"

@@ -60,6 +60,8 @@ from transfer.package.build import BuiltPackage
 from transfer.referrals.consent import check_send, require_draft
 from transfer.referrals.package import ReferralContent, referral_entries, seal_referral
 from transfer.referrals.tables import Referral, ReferralEvent
+from transfer.states.referral import REFERRAL, ReferralState
+from transfer.states.referral import ReferralEvent as On
 from transfer.store import people
 from transfer.store.keyring import KeyRing, open_field, sealed_field
 from transfer.store.models import SealedField
@@ -407,7 +409,7 @@ class Referrals:
                 pupil_id=pupil_id,
                 kind=form.kind,
                 agency_org_id=entry.org_id,
-                state="draft",
+                state=ReferralState.DRAFT,
                 route=None,
                 due_on=due,
                 sent_without_consent=False,
@@ -462,7 +464,7 @@ class Referrals:
         ring = self._ring()
         async with self._writing() as s:
             row = await self._row(s, actor, referral_id, lock=True)
-            if row.state != "draft":
+            if row.state != ReferralState.DRAFT:
                 raise ConflictError(
                     f"this referral is {row.state}, not a draft: what was sent cannot change"
                 )
@@ -495,7 +497,7 @@ class Referrals:
 
     async def _current_draft(self, actor: Actor, referral_id: str) -> ReferralRecord:
         record = await self.get(actor, referral_id)
-        if record.state != "draft":
+        if record.state != ReferralState.DRAFT.value:
             raise ConflictError(
                 f"this referral is {record.state}, not a draft: what was sent cannot change"
             )
@@ -573,12 +575,13 @@ class Referrals:
         await self._require_team(actor, "referral.discarded", targets)
         async with self._writing() as s:
             row = await self._row(s, actor, referral_id, lock=True)
-            if row.state != "draft":
+            if not REFERRAL.can(ReferralState(row.state), On.DISCARD):
                 raise ConflictError(
                     f"this referral is {row.state}, not a draft: only a draft can be "
                     "discarded (take a sealed one back first, if it has not reached the agency)"
                 )
-            summary = _summary(row).model_copy(update={"state": "discarded"})
+            gone = REFERRAL.step(ReferralState(row.state), On.DISCARD).target
+            summary = _summary(row).model_copy(update={"state": str(gone)})
             await s.execute(
                 delete(SealedField).where(
                     SealedField.record_table == TABLE, SealedField.record_id == row.id
@@ -665,7 +668,7 @@ class Referrals:
         await self._require_team(actor, "referral.sent", targets)
         record = await self.get(actor, referral_id)
         targets["pupil"] = record.pupil_id
-        if record.state != "draft":
+        if record.state != ReferralState.DRAFT.value:
             raise ConflictError(
                 f"this referral was already sealed and is {record.state}; "
                 "to send again, start a new referral"
@@ -719,9 +722,9 @@ class Referrals:
         ring = self._ring()
         async with self._writing() as s:
             row = await self._row(s, actor, referral_id, lock=True)
-            if row.state != "draft":
+            if not REFERRAL.can(ReferralState(row.state), On.SEAL):
                 raise ConflictError("this referral was sent by someone else meanwhile")
-            row.state = "sent"
+            row.state = REFERRAL.step(ReferralState(row.state), On.SEAL).target
             row.route = route
             row.package_id = str(pid)
             row.ciphertext_sha256 = built.ciphertext_sha256
@@ -770,9 +773,9 @@ class Referrals:
         """Put a referral whose package never left (the route failed to take it) back to draft."""
         async with self._writing() as s:
             row = await self._row(s, actor, referral_id, lock=True)
-            if row.state != "sent":
+            if not REFERRAL.can(ReferralState(row.state), On.UNSEND):
                 return
-            row.state = "draft"
+            row.state = REFERRAL.step(ReferralState(row.state), On.UNSEND).target
             row.route = None
             row.package_id = None
             row.ciphertext_sha256 = None
@@ -795,7 +798,7 @@ class Referrals:
         await self._require_team(actor, "referral.withdrawn", targets)
         reason = _check_line(reason, "the reason for taking it back", 500)
         current = await self.get(actor, referral_id)
-        if current.state != "sent":
+        if current.state != ReferralState.SENT.value:
             raise ConflictError(
                 f"this referral is {current.state}; only a referral that was sent and has not "
                 "reached the agency can be taken back"
@@ -803,7 +806,7 @@ class Referrals:
         route = current.route or "unknown"
         await self.unsend(actor, referral_id, reason=f"withdrawn from route {route}")
         record = await self.get(actor, referral_id)
-        if record.state != "draft":
+        if record.state != ReferralState.DRAFT.value:
             raise ConflictError("this referral moved on meanwhile; it was not taken back")
         await self._audit(
             "referral.withdrawn", actor, actor.org_id, {**targets, "pupil": record.pupil_id},
@@ -823,40 +826,37 @@ class Referrals:
         self,
         actor: Actor | None,
         referral_id: str,
+        event: On,
         *,
-        allowed: tuple[str, ...],
-        to: str,
-        action: str,
         note: str = "",
         sealed: dict[str, str] | None = None,
         reference: str | None = None,
         at: datetime | None = None,
-        past: tuple[str, ...] = (),
         package_id: str | None = None,
     ) -> tuple[ReferralRecord, datetime, bool]:
-        """Move the referral to ``to``; (record, when, changed). Same state again, or a state
-        in ``past`` (already further on): no change. With ``package_id``, the referral must be
-        the one sealed into that package."""
+        """Apply ``event`` through the referral machine; (record, when, changed).
+
+        A repeated event, or news older than the referral's state (a delivery after the
+        agency accepted it), changes nothing; an event that does not apply raises
+        :class:`IllegalTransition`. Each effect of the step is written to the referral's
+        history. With ``package_id``, the referral must be the one sealed into that package.
+        """
         ring = self._ring()
         async with self._writing() as s:
             row = await self._row(s, actor, referral_id, lock=True)
             if package_id is not None and row.package_id != package_id:
                 raise NotFoundError("no referral was sealed into this package")
-            if row.state == to or row.state in past:
+            step = REFERRAL.step(ReferralState(row.state), event)
+            if not step.changes:
                 return await self._record(s, ring, row), row.updated_at, False
-            if row.state not in allowed:
-                raise ConflictError(
-                    f"this referral is {row.state}; it cannot become {to} "
-                    f"(only from {' or '.join(allowed)})"
-                )
-            if to == "accepted" and row.state == "sent":
-                await self._event(s, row, "delivered", actor, note)
-            row.state = to
+            row.state = step.target
             if reference is not None:
                 row.agency_reference = reference
             if sealed:
                 await self._seal(s, ring, row, sealed)
-            when = await self._event(s, row, action, actor, note)
+            when = row.updated_at
+            for effect in step.effects:
+                when = await self._event(s, row, effect.removeprefix("referral."), actor, note)
             if at is not None:
                 when = at
             record = await self._record(s, ring, row)
@@ -878,8 +878,7 @@ class Referrals:
         into that package (the portal passes the pickup's package).
         """
         record, when, changed = await self._move(
-            None, referral_id, allowed=("sent",), to="delivered", action="delivered",
-            note=f"via={via}", at=at, past=("accepted", "rejected", "closed"),
+            None, referral_id, On.DELIVER, note=f"via={via}", at=at,
             package_id=package_id,
         )  # fmt: skip
         if changed:
@@ -915,9 +914,8 @@ class Referrals:
         name = _check_line(name, "the name of who acknowledged it", 200)
         reference = _check_line(agency_reference, "the agency's reference", 100)
         record, when, changed = await self._move(
-            actor, referral_id, allowed=("sent", "delivered"), to="accepted",
-            action="accepted", note=f"via={via}", sealed={"acknowledged_by": name},
-            reference=reference, at=at,
+            actor, referral_id, On.ACCEPT, note=f"via={via}",
+            sealed={"acknowledged_by": name}, reference=reference, at=at,
         )  # fmt: skip
         if not changed:
             if record.agency_reference != reference:
@@ -969,8 +967,8 @@ class Referrals:
         if actor is not None:
             await self._require_team(actor, "referral.rejected", {"referral": referral_id})
         record, when, changed = await self._move(
-            actor, referral_id, allowed=("sent", "delivered"), to="rejected",
-            action="rejected", note=f"via={via}", sealed={"rejection_reason": reason}, at=at,
+            actor, referral_id, On.REJECT, note=f"via={via}",
+            sealed={"rejection_reason": reason}, at=at,
         )  # fmt: skip
         if changed:
             await self._audit(
@@ -1007,8 +1005,8 @@ class Referrals:
             )
         handover = json.dumps({"to": to_whom, "how": how, "at": when.isoformat()})
         record, _, changed = await self._move(
-            actor, referral_id, allowed=("sent",), to="delivered", action="handed_over",
-            note="via=offline", sealed={"handover": handover}, at=when,
+            actor, referral_id, On.HAND_OVER, note="via=offline",
+            sealed={"handover": handover}, at=when,
         )  # fmt: skip
         if not changed:
             raise ConflictError("this bundle's hand-over is already recorded")
@@ -1035,8 +1033,7 @@ class Referrals:
                 f"this is a {current.kind} referral; the outcome given is for a {outcome.kind} one"
             )
         record, when, _ = await self._move(
-            actor, referral_id, allowed=("delivered", "accepted"), to="closed",
-            action="outcome", note=_outcome_note(outcome),
+            actor, referral_id, On.OUTCOME, note=_outcome_note(outcome),
             sealed={"outcome": outcome.model_dump_json()},
         )  # fmt: skip
         await self._audit(
@@ -1057,7 +1054,7 @@ class Referrals:
             rows = (
                 await s.scalars(
                     select(Referral)
-                    .where(Referral.state == "draft", Referral.due_on.is_not(None))
+                    .where(Referral.state == ReferralState.DRAFT, Referral.due_on.is_not(None))
                     .where(Referral.due_on <= today)
                     .order_by(Referral.due_on)
                 )

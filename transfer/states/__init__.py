@@ -8,10 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from transfer.states.incoming import INCOMING
 from transfer.states.machine import IllegalTransition, Machine, Step, Transition
 from transfer.states.outgoing import OUTGOING
+from transfer.states.referral import REFERRAL
+from transfer.states.request import REQUEST
 
 #: Every machine, in the order the documentation shows them.
-MACHINES: tuple[Machine[Any, Any], ...] = (OUTGOING,)
+MACHINES: tuple[Machine[Any, Any], ...] = (OUTGOING, INCOMING, REFERRAL, REQUEST)
 
-__all__ = ["MACHINES", "OUTGOING", "IllegalTransition", "Machine", "Step", "Transition"]
+__all__ = [
+    "INCOMING",
+    "MACHINES",
+    "OUTGOING",
+    "REFERRAL",
+    "REQUEST",
+    "IllegalTransition",
+    "Machine",
+    "Step",
+    "Transition",
+]

@@ -115,6 +115,20 @@ class Machine(Generic[S, E]):
         """The states in which ``event`` applies: the ``WHERE state IN (...)`` of its update."""
         return tuple(t.source for t in self.transitions if t.event == event)
 
+    def update(self, event: E) -> tuple[tuple[S, ...], S]:
+        """``(sources, target)`` of the conditional update that applies ``event``.
+
+        The states ``event`` moves out of (the ``WHERE state IN (...)``) and the one state
+        they all move to (the ``SET state = ...``); loops that change nothing are left out,
+        so a repeated event updates no row. For an event whose changing transitions lead
+        to different states there is no single update: :class:`ValueError`.
+        """
+        moves = [t for t in self.transitions if t.event == event and t.target != t.source]
+        targets = {t.target for t in moves}
+        if len(targets) != 1:
+            raise ValueError(f"{self.name}: {event} has no single target ({sorted(targets)})")
+        return tuple(t.source for t in moves), moves[0].target
+
     def is_final(self, state: S) -> bool:
         return state in self.finals
 
