@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final, Literal
 
-from sqlalchemy import select, update
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.records import StaffRecord
@@ -333,13 +333,13 @@ class StaffInvitations:
                 )
             ).all()
         latest: dict[str, datetime] = {}
-        for staff_id, expires in links:
-            latest[staff_id] = max(expires, latest.get(staff_id, expires))
+        for staff_id, until in links:
+            latest[staff_id] = max(until, latest.get(staff_id, until))
         out = []
         for staff, cred in rows:
             state: AccountState
             locked = cred is not None and cred.locked_until is not None and cred.locked_until > now
-            expires = latest.get(staff.id) if cred is None else None
+            expires: datetime | None = latest.get(staff.id) if cred is None else None
             if not staff.active:
                 state = "deactivated"
             elif cred is None:

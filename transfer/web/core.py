@@ -311,6 +311,10 @@ class WebApp:
             items.append(("/concerns/new", "Log a concern"))
         if visit.actor.has(Permission.READ_PUPILS):
             items.append(("/search", "Search"))
+        if visit.actor.has(Permission.MANAGE_STAFF):
+            items.append(("/admin", "Administration"))
+        elif visit.actor.has(Permission.APPROVE_STAFF_CHANGES):
+            items.append(("/admin/approvals", "Account changes"))
         items.append(("/account", "Your account"))
         path = request.path
         return [
