@@ -13,6 +13,7 @@ from aiohttp import web
 
 from transfer.web import (
     account,
+    admin_pupils,
     admin_staff,
     alerts,
     concerns,
@@ -36,6 +37,7 @@ ROUTES: tuple[WebRoute, ...] = (
     *triage.ROUTES,
     *search.ROUTES,
     *admin_staff.ROUTES,
+    *admin_pupils.ROUTES,
 )
 
 

@@ -545,6 +545,11 @@ WEB_OPERATIONS: list[WebOp] = [
     WebOp("GET", "/admin/approvals", frozenset({DSL, ADMIN}), 200),
     WebOp("POST", "/admin/approvals/{nobody}/approve", frozenset({DSL}), 404, form={}),
     WebOp("POST", "/admin/approvals/{nobody}/decline", EVERYONE, 404, form={}),
+    # Pupils (the roll, a CTF with no file sent, a pupil's details with nothing typed).
+    WebOp("GET", "/admin/pupils", PUPIL_MANAGERS, 200),
+    WebOp("POST", "/admin/pupils/ctf", PUPIL_MANAGERS, 400, form={}),
+    WebOp("GET", "/admin/pupils/{upn}/edit", PUPIL_MANAGERS, 200),
+    WebOp("POST", "/admin/pupils/{upn}/edit", PUPIL_MANAGERS, 400, form={}),
     WebOp("POST", "/sign-out", EVERYONE, 303, form={}),
 ]  # fmt: skip
 #: The web routes' placeholders as the matrix names them.
