@@ -37,6 +37,7 @@ from transfer.private_files import tighten
 from transfer.referrals.service import referral_deadline_sweep
 from transfer.space import SpaceWatch
 from transfer.tls import make_self_signed, server_context
+from transfer.directory.administration import KeyAdministration
 from transfer.web import WebServices
 from transfer.wording import plural
 
@@ -178,6 +179,7 @@ def _app_and_scheduler(node: Node) -> tuple[web.Application, AsyncIOScheduler]:
         web_pages=WebServices(
             store=node.store, accounts=node.accounts, config=node.config, audit=node.audit,
             web_key=node.web_key, alerts=node.alerts, inbox=node.inbox,
+            key_admin=KeyAdministration(node.store, node.keys, node.directory),
         ),
     )  # fmt: skip
     receipt_pusher = ReceiptPusher(

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from transfer.web import (
     account,
+    admin_org,
     admin_pupils,
     admin_staff,
     alerts,
@@ -38,6 +39,7 @@ ROUTES: tuple[WebRoute, ...] = (
     *search.ROUTES,
     *admin_staff.ROUTES,
     *admin_pupils.ROUTES,
+    *admin_org.ROUTES,
 )
 
 

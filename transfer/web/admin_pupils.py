@@ -18,6 +18,7 @@ from transfer.ctf import DEFAULT_MAX_BYTES, CTFError
 from transfer.errors import HandoverError, InputError, TooLargeError
 from transfer.store.permissions import Permission, PermissionDenied
 from transfer.store.service import CTFAddressedElsewhereError
+from transfer.web.admin_staff import admin_sections
 from transfer.web.core import FORM_KEY, UPLOAD_KEY, FormErrors, Visit, WebRoute, webapp
 from transfer.web.rendering import redirect
 from transfer.web.tokens import KeptForm
@@ -44,6 +45,7 @@ async def _roll_page(
         request, "admin_pupils.html", visit, title="Pupils", pupils=pupils, sexes=SEXES,
         problems=problems or [], elsewhere=elsewhere, errors=errors,
         status=400 if errors and status == 200 else status, admin_here="/admin/pupils",
+        admin_sections=admin_sections(visit),
         done=done or _DONE.get(request.query.get("done", ""), ""),
     )  # fmt: skip
 

@@ -21,6 +21,7 @@ from transfer.auth.records import ApprovalRecord
 from transfer.errors import ConflictError, InputError, NotFoundError
 from transfer.store.permissions import Permission, PermissionDenied, Role
 from transfer.web.core import (
+    ADMIN_PERMISSIONS,
     CSRF_FIELD,
     FORM_KEY,
     PRE_COOKIE,
@@ -93,6 +94,7 @@ async def staff_list(request: web.Request, visit: Visit) -> web.StreamResponse:
     return app.page(
         request, "admin_staff.html", visit, title="Staff accounts", lines=lines,
         admin_here="/admin/staff",
+        admin_sections=admin_sections(visit),
         states=STATES, role_names=role_names, waiting=by_person,
         new_accounts=[a for a in waiting if a.staff_id is None],
     )  # fmt: skip
@@ -342,6 +344,7 @@ async def approvals(request: web.Request, visit: Visit) -> web.StreamResponse:
     return app.page(
         request, "admin_approvals.html", visit, title="Account changes waiting for approval",
         admin_here="/admin/approvals",
+        admin_sections=admin_sections(visit),
         pending=pending, kinds=_KINDS, role_names=role_names,
         may_decide=visit.actor.has(Permission.APPROVE_STAFF_CHANGES),
         done=_DONE.get(request.query.get("done", "")),
@@ -366,10 +369,28 @@ def _sentence(text: str) -> str:
 _ONE: Final = "/admin/staff/{staff_id}"
 
 
+#: The parts of the Administration area, and what each needs (the services decide the rest).
+SECTIONS: Final = (
+    ("/admin/staff", "Staff accounts", (Permission.MANAGE_STAFF,)),
+    ("/admin/approvals", "Waiting for approval",
+     (Permission.MANAGE_STAFF, Permission.APPROVE_STAFF_CHANGES)),
+    ("/admin/pupils", "Pupils", (Permission.MANAGE_PUPILS,)),
+    ("/admin/organisation", "Organisation",
+     (Permission.MANAGE_KEYS, Permission.MANAGE_CATEGORIES, Permission.RUN_RETENTION)),
+    ("/admin/retention", "Retention", (Permission.RUN_RETENTION,)),
+)  # fmt: skip
+
+
+def admin_sections(visit: Visit) -> list[tuple[str, str]]:
+    """The parts of the Administration area this person may use, (href, text)."""
+    return [(h, t) for h, t, needs in SECTIONS if any(visit.actor.has(p) for p in needs)]
+
+
 async def admin_home(request: web.Request, visit: Visit) -> web.StreamResponse:
-    """``/admin``: the Administration area starts with the staff accounts."""
-    _need(visit, Permission.MANAGE_STAFF)
-    return redirect("/admin/staff")
+    """``/admin``: the first part of the Administration area this person may use."""
+    if not any(visit.actor.has(p) for p in ADMIN_PERMISSIONS):
+        raise PermissionDenied("this page is for your school's administrator")
+    return redirect(admin_sections(visit)[0][0])
 
 
 ROUTES: Final = (

@@ -47,6 +47,7 @@ from transfer.web.tokens import KeptForm, WebKeys
 
 if TYPE_CHECKING:
     from transfer.alerts import Alerts
+    from transfer.directory.administration import KeyAdministration
     from transfer.exchange.inbox import Inbox
 
 log = logging.getLogger("transfer.web")
@@ -75,6 +76,12 @@ ROLE_NAMES: Final = {
     Role.AUDITOR: "Data protection officer",
 }
 
+#: Who has an Administration area (``transfer.web.admin_staff``): what each part needs.
+ADMIN_PERMISSIONS: Final = (
+    Permission.MANAGE_STAFF, Permission.APPROVE_STAFF_CHANGES, Permission.MANAGE_KEYS,
+    Permission.RUN_RETENTION,
+)  # fmt: skip
+
 
 @dataclass
 class WebServices:
@@ -88,6 +95,8 @@ class WebServices:
     web_key: bytes
     alerts: Alerts | None = None
     inbox: Inbox | None = None
+    #: The organisation's keys and the node's directory, behind ``keys.manage``.
+    key_admin: KeyAdministration | None = None
 
 
 Access = Literal["public", "enrolment", "session"]
@@ -311,10 +320,8 @@ class WebApp:
             items.append(("/concerns/new", "Log a concern"))
         if visit.actor.has(Permission.READ_PUPILS):
             items.append(("/search", "Search"))
-        if visit.actor.has(Permission.MANAGE_STAFF):
+        if any(visit.actor.has(p) for p in ADMIN_PERMISSIONS):
             items.append(("/admin", "Administration"))
-        elif visit.actor.has(Permission.APPROVE_STAFF_CHANGES):
-            items.append(("/admin/approvals", "Account changes"))
         items.append(("/account", "Your account"))
         path = request.path
         return [

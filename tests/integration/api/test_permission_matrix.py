@@ -530,7 +530,7 @@ WEB_OPERATIONS: list[WebOp] = [
     # Administration (issue 15): staff accounts for the administrator; the changes the
     # two-person rule holds back for the DSL (and the administrator who asked, to withdraw).
     # Changes that would alter an account are sent about nobody ({nobody}: 404 when allowed).
-    WebOp("GET", "/admin", ADMINS, 303),
+    WebOp("GET", "/admin", frozenset({DSL, ADMIN}), 303),
     WebOp("GET", "/admin/staff", ADMINS, 200),
     WebOp("GET", "/admin/staff/invite", ADMINS, 200),
     WebOp("POST", "/admin/staff/invite", ADMINS, 400, form={}),
@@ -550,6 +550,14 @@ WEB_OPERATIONS: list[WebOp] = [
     WebOp("POST", "/admin/pupils/ctf", PUPIL_MANAGERS, 400, form={}),
     WebOp("GET", "/admin/pupils/{upn}/edit", PUPIL_MANAGERS, 200),
     WebOp("POST", "/admin/pupils/{upn}/edit", PUPIL_MANAGERS, 400, form={}),
+    # The organisation: keys and the directory for the administrator (a wrong code, nothing
+    # sent: the form comes back); categories and the retention policy for the DSL.
+    WebOp("GET", "/admin/organisation", frozenset({DSL, ADMIN}), 200),
+    WebOp("GET", "/admin/organisation/keys/new", ADMINS, 200),
+    WebOp("POST", "/admin/organisation/keys/new", ADMINS, 400, form={"code": "000000"}),
+    WebOp("POST", "/admin/organisation/directory", ADMINS, 400, form={}),
+    WebOp("POST", "/admin/organisation/categories", frozenset({DSL}), 400, form={}),
+    WebOp("POST", "/admin/organisation/retention", frozenset({DSL}), 400, form={}),
     WebOp("POST", "/sign-out", EVERYONE, 303, form={}),
 ]  # fmt: skip
 #: The web routes' placeholders as the matrix names them.
@@ -615,7 +623,7 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
     from aiohttp.test_utils import TestServer
 
     from tests.unit.auth.support import open_node
-    from tests.web.support import WEB_KEY, web_config, wire_alerts
+    from tests.web.support import WEB_KEY, key_admin_for, web_config, wire_alerts
     from transfer.api import create_app
     from transfer.web import ROUTES, WebServices
 
@@ -630,7 +638,8 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
         app = create_app(
             store=node.store, accounts=node.accounts, audit=node.audit, config=config,
             web_pages=WebServices(store=node.store, accounts=node.accounts, config=config,
-                                  audit=node.audit, web_key=WEB_KEY, alerts=alerts),
+                                  audit=node.audit, web_key=WEB_KEY, alerts=alerts,
+                                  key_admin=await key_admin_for(node)),
         )  # fmt: skip
         server = TestServer(app)
         await server.start_server()
