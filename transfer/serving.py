@@ -27,6 +27,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from transfer.api.app import create_app
 from transfer.api.listener import GuardedSite, ListenerLimits
+from transfer.directory.administration import KeyAdministration
 from transfer.errors import ConfigError, HandoverError, OutOfSpaceError
 from transfer.exchange.peer_server import services_for
 from transfer.exchange.receipt_push import ReceiptPusher
@@ -37,7 +38,6 @@ from transfer.private_files import tighten
 from transfer.referrals.service import referral_deadline_sweep
 from transfer.space import SpaceWatch
 from transfer.tls import make_self_signed, server_context
-from transfer.directory.administration import KeyAdministration
 from transfer.web import WebServices
 from transfer.wording import plural
 
