@@ -15,6 +15,7 @@ from transfer.web import (
     account,
     admin_org,
     admin_pupils,
+    admin_retention,
     admin_staff,
     alerts,
     concerns,
@@ -40,6 +41,7 @@ ROUTES: tuple[WebRoute, ...] = (
     *admin_staff.ROUTES,
     *admin_pupils.ROUTES,
     *admin_org.ROUTES,
+    *admin_retention.ROUTES,
 )
 
 

@@ -558,6 +558,11 @@ WEB_OPERATIONS: list[WebOp] = [
     WebOp("POST", "/admin/organisation/directory", ADMINS, 400, form={}),
     WebOp("POST", "/admin/organisation/categories", frozenset({DSL}), 400, form={}),
     WebOp("POST", "/admin/organisation/retention", frozenset({DSL}), 400, form={}),
+    # Retention: the DSL's; erasing a pupil who is not due is a page not found.
+    WebOp("GET", "/admin/retention", frozenset({DSL}), 200),
+    WebOp("GET", "/admin/retention/{nobody}/erase", frozenset({DSL}), 404),
+    WebOp("POST", "/admin/retention/{nobody}/erase", frozenset({DSL}), 404,
+          form={"confirm": "yes"}),
     WebOp("POST", "/sign-out", EVERYONE, 303, form={}),
 ]  # fmt: skip
 #: The web routes' placeholders as the matrix names them.
@@ -572,6 +577,7 @@ _WEB_PATHS = {
     "{staff}": "{staff_id}",
     "{nobody}/approve": "{approval_id}/approve",
     "{nobody}/decline": "{approval_id}/decline",
+    "/admin/retention/{nobody}": "/admin/retention/{pupil_id}",
     "{nobody}": "{staff_id}",
 }
 
