@@ -381,7 +381,8 @@ def test_every_bad_pupil_is_reported_by_its_line_not_only_the_first() -> None:
     assert "not a real date" in err.problems[0].reason
     assert "appears twice (first on line" in err.problems[2].reason
     assert isinstance(err.detail, dict)
-    assert [p["line"] for p in err.detail["problems"]] == lines
+    listed = err.detail["problems"]
+    assert isinstance(listed, list) and [p["line"] for p in listed] == lines
 
 
 def test_a_file_with_one_bad_pupil_has_one_problem_and_no_list() -> None:
