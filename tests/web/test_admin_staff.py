@@ -309,3 +309,34 @@ async def test_deactivate_unlock_and_reset_two_factor(world: World) -> None:
     own = await world.site.post(f"/admin/staff/{world.admin.staff.id}/deactivate",
                                 _fields(confirm))  # fmt: skip
     assert own.status == 409
+
+
+async def test_no_administration_page_shows_an_administrator_concern_content(
+    world: World,
+) -> None:
+    from datetime import date
+
+    from schemas.records import NewConcern, NewPupil
+
+    node = world.site.node
+    admin_actor = await node.store.actor_for(world.admin.staff.id)
+    pupil = await node.store.create_pupil(
+        admin_actor,
+        NewPupil(
+            upn="H801200001001", surname="Okafor", forename="Amara", dob=date(2015, 1, 2), sex="F"
+        ),
+    )
+    concern = await node.store.record_concern(
+        await node.store.actor_for(world.teacher.staff.id),
+        NewConcern(pupil_ids=(pupil.id,), category="bullying", happened_at=node.clock.now,
+                   account="She said the word tangerine.", location="The quiet garden"),
+    )  # fmt: skip
+    await _as(world, world.admin)
+    for path in ("/admin/staff", "/admin/approvals", "/admin/pupils",
+                 f"/admin/pupils/{pupil.upn}/edit", f"/admin/staff/{world.teacher.staff.id}",
+                 "/admin/organisation"):  # fmt: skip
+        page = await world.site.get(path)
+        assert page.status == 200, path
+        assert "tangerine" not in page.text and "quiet garden" not in page.text, path
+    assert (await world.site.get(f"/concerns/{concern.id}")).status == 403
+    assert (await world.site.get("/admin/retention")).status == 403
