@@ -286,10 +286,6 @@ class StaffInvitations:
                 s.add(session)
         except sa_exc.IntegrityError:  # a password set meanwhile by another way
             raise InvitationInvalid(INVALID_MESSAGE) from None
-        except sa_exc.OperationalError as err:  # SQLite: the other redemption held the lock
-            if "locked" not in str(err):
-                raise
-            raise InvitationInvalid(INVALID_MESSAGE) from None
         except InvitationInvalid:
             await accounts._audit(
                 "account.invitation.refused", None, staff.org_id, {"staff": staff.id}, "refused",

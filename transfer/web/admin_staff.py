@@ -262,7 +262,8 @@ async def invite(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 
 def _link_page(request: web.Request, visit: Visit, issued: IssuedInvitation) -> web.Response:
-    origin = f"{request.scheme}://{request.host}"
+    # The node's public address (as in alerts' links), not the Host header a proxy passes on.
+    origin = webapp(request).services.config.node.base_url.rstrip("/")
     return webapp(request).page(
         request, "admin_invited.html", visit, title=f"Invitation for {issued.staff.display_name}",
         issued=issued, link=origin + issued.path, role_names=role_names,
