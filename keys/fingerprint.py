@@ -65,3 +65,24 @@ def normalise(text: str) -> str:
 def fingerprints_match(a: str, b: str) -> bool:
     """Whether two fingerprints (as typed or shown) are the same."""
     return hmac.compare_digest(normalise(a).encode(), normalise(b).encode())
+
+
+#: How each character of a fingerprint is said on the phone (NATO alphabet, digits in words).
+SPOKEN = dict(
+    zip(
+        CROCKFORD,
+        (
+            "zero one two three four five six seven eight nine Alfa Bravo Charlie Delta Echo "
+            "Foxtrot Golf Hotel Juliett Kilo Mike November Papa Quebec Romeo Sierra Tango "
+            "Victor Whiskey X-ray Yankee Zulu"
+        ).split(),
+        strict=True,
+    )
+)
+
+
+def read_aloud(text: str) -> tuple[str, ...]:
+    """A fingerprint's four groups as said on the phone: ``("seven Kilo Quebec two", ...)``,
+    so that two people checking keys cannot mishear a letter."""
+    groups = normalise(text).split("-")
+    return tuple(" ".join(SPOKEN[c] for c in group) for group in groups)

@@ -4,7 +4,10 @@ A CTF is hostile input. It is parsed with :mod:`defusedxml` with DTDs,
 entity declarations and external references all forbidden (so billion-laughs
 and XXE files are refused before any expansion), after a size check
 (``max_bytes``, default 50 MB) on the raw bytes. A CTF is accepted *whole* or
-refused whole with :class:`CTFError`, whose message starts ``CTF line N:``.
+refused whole with :class:`CTFError`, whose message starts ``CTF line N:``. The
+file is read to its end after a bad pupil, so the error carries every bad
+pupil's problem by line (``CTFError.problems``; up to :data:`MAX_PROBLEMS`), for
+the person fixing it to see them all at once.
 
 Line numbers
 ------------
@@ -88,6 +91,8 @@ DEFAULT_MAX_BYTES: Final = 50 * 1024 * 1024
 #: Deepest element nesting accepted (real CTFs are under 10 deep).
 MAX_DEPTH: Final = 64
 _FEED_CHUNK = 1 << 16
+#: A file with more bad pupils than this is refused at the next one (the list stays readable).
+MAX_PROBLEMS: Final = 200
 
 #: Sex/gender codes accepted (CBDS: M, F; some suppliers send U or O/X for unknown/other).
 SEX_CODES: Final = frozenset({"M", "F", "U", "O", "X"})
@@ -106,6 +111,17 @@ class CTFError(InputError):
         super().__init__(f"CTF line {line}: {reason}", detail=detail)
         self.line = line
         self.reason = reason
+        #: Every problem found in the file, this one first (see :func:`parse_ctf`).
+        self.problems: tuple[CTFError, ...] = (self,)
+
+    @classmethod
+    def of(cls, problems: list[CTFError]) -> CTFError:
+        """The first of ``problems``, carrying them all (and their lines in its detail)."""
+        first = problems[0]
+        first.problems = tuple(problems)
+        if len(problems) > 1 and isinstance(first.detail, dict):
+            first.detail["problems"] = [{"line": p.line, "reason": p.reason} for p in problems]
+        return first
 
 
 class DestinationKind(StrEnum):
@@ -489,6 +505,8 @@ def parse_ctf(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CTFDocument
     state: dict[str, CTFHeader] = {}
     pupils: list[CTFPupil] = []
     seen: dict[str, int] = {}
+    #: Each bad pupil's problem: the file is read to its end, so that every one is reported.
+    problems: list[CTFError] = []
 
     def on_header(node: _Node) -> None:
         if "header" in state:
@@ -499,10 +517,18 @@ def parse_ctf(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CTFDocument
         header = state.get("header")
         if header is None:
             raise CTFError(node.line, "pupil data comes before the <Header>.")
-        pupil = _pupil(node, header)
-        first = seen.get(pupil.upn)
-        if first is not None:
-            raise CTFError(node.line, f"pupil {pupil.upn} appears twice (first on line {first}).")
+        try:
+            pupil = _pupil(node, header)
+            first = seen.get(pupil.upn)
+            if first is not None:
+                raise CTFError(
+                    node.line, f"pupil {pupil.upn} appears twice (first on line {first})."
+                )
+        except CTFError as exc:
+            if len(problems) >= MAX_PROBLEMS:
+                raise CTFError.of(problems) from None
+            problems.append(exc)
+            return
         seen[pupil.upn] = node.line
         pupils.append(pupil)
 
@@ -518,7 +544,8 @@ def parse_ctf(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CTFDocument
     except DET.ParseError as exc:
         line = exc.position[0] if getattr(exc, "position", None) else 0
         reason = str(exc).split(": line", 1)[0]
-        raise CTFError(line, f"the XML is not well formed ({reason}).") from None
+        problems.append(CTFError(line, f"the XML is not well formed ({reason})."))
+        raise CTFError.of(problems) from None
     except defusedxml.DTDForbidden:
         raise CTFError(
             target._line(), "document type declarations (DTDs) are not allowed in a CTF."
@@ -540,6 +567,8 @@ def parse_ctf(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CTFDocument
     header = state.get("header")
     if header is None:
         raise CTFError(1 if not data else target._line(), "the file has no <Header>.")
+    if problems:
+        raise CTFError.of(problems)
     return CTFDocument(header=header, pupils=pupils)
 
 

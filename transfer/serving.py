@@ -28,6 +28,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from transfer.api.app import create_app
 from transfer.api.listener import GuardedSite, ListenerLimits
 from transfer.audit.trail import AuditTrail
+from transfer.directory.administration import KeyAdministration
 from transfer.errors import ConfigError, HandoverError, OutOfSpaceError
 from transfer.exchange.peer_server import services_for
 from transfer.exchange.receipt_push import ReceiptPusher
@@ -180,6 +181,7 @@ def _app_and_scheduler(node: Node) -> tuple[web.Application, AsyncIOScheduler]:
             store=node.store, accounts=node.accounts, config=node.config, audit=node.audit,
             web_key=node.web_key, alerts=node.alerts, inbox=node.inbox,
             trail=AuditTrail(node.audit_log, node.audit),
+            key_admin=KeyAdministration(node.store, node.keys, node.directory),
         ),
     )  # fmt: skip
     receipt_pusher = ReceiptPusher(

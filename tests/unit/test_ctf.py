@@ -356,3 +356,37 @@ def test_deep_nesting_refused() -> None:
     raw = b"<CTfile>" + b"<a>" * 100 + b"</a>" * 100 + b"</CTfile>"
     with pytest.raises(CTFError, match="nested"):
         parse_ctf(raw)
+
+
+def test_every_bad_pupil_is_reported_by_its_line_not_only_the_first() -> None:
+    raw = _doc([
+        _pupil(_upn(1)),
+        _pupil(_upn(2), dob="2015-02-30"),
+        _pupil(_upn(3)),
+        _pupil("A801200000010"),
+        _pupil(_upn(1)),
+    ])  # fmt: skip
+    text = raw.decode()
+    with pytest.raises(CTFError) as caught:
+        parse_ctf(raw)
+    err = caught.value
+    lines = [p.line for p in err.problems]
+    assert lines == [
+        _line_of(text, "<DOB>2015-02-30"),
+        _line_of(text, "<UPN>A801200000010"),
+        _line_of(text, "<Pupil>", 5),
+    ]
+    # The error itself is still the first problem, as before; the detail lists them all.
+    assert err.line == lines[0] and str(err).startswith(f"CTF line {lines[0]}: ")
+    assert "not a real date" in err.problems[0].reason
+    assert "appears twice (first on line" in err.problems[2].reason
+    assert isinstance(err.detail, dict)
+    listed = err.detail["problems"]
+    assert isinstance(listed, list) and [p["line"] for p in listed] == lines
+
+
+def test_a_file_with_one_bad_pupil_has_one_problem_and_no_list() -> None:
+    with pytest.raises(CTFError) as caught:
+        parse_ctf(_doc([_pupil(_upn(1)), _pupil(_upn(2), dob="soon")]))
+    assert len(caught.value.problems) == 1
+    assert isinstance(caught.value.detail, dict) and "problems" not in caught.value.detail

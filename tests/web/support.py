@@ -15,11 +15,15 @@ from typing import Any
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.unit.auth.support import URN, Node, Person, open_node
+from keys.sealing import KekProtection
+from keys.store import KeyStore
+from tests.unit.auth.support import KEK, URN, Node, Person, open_node
 from transfer.alert_rules import StoreAlerts
 from transfer.alerts import Alerts
 from transfer.api import create_app
 from transfer.config import Config, SecuritySection, ServerSection, SmtpSection, TransferSection
+from transfer.directory.administration import KeyAdministration
+from transfer.directory.service import Directory
 from transfer.exchange.deadlines_sweep import DeadlineSweep
 from transfer.mail import Mailer
 from transfer.web import WebServices
@@ -96,22 +100,34 @@ def wire_alerts(node: Node) -> Alerts:
     return alerts
 
 
+async def key_admin_for(node: Node) -> KeyAdministration:
+    """The school's keys (made now) and the node's directory, as ``serve`` gives the pages."""
+    store = KeyStore(node.data_dir / "keys", KekProtection(KEK), audit=node.audit,
+                     clock=node.clock)  # fmt: skip
+    await store.create(URN)
+    directory = Directory(node.store, keys=store, base_url="https://node.example")
+    return KeyAdministration(node.store, store, directory)
+
+
 @asynccontextmanager
 async def site_for(
-    db_url: str, tmp_path: Path, *, idle_minutes: int = 15, alerts: bool = False
-) -> AsyncIterator[Site]:
+    db_url: str, tmp_path: Path, *, idle_minutes: int = 15, alerts: bool = False,
+    keys: bool = False,
+) -> AsyncIterator[Site]:  # fmt: skip
     async with open_node(db_url, tmp_path / "data") as node:
         config = web_config(idle_minutes)
+        key_admin = await key_admin_for(node) if keys else None
         node.accounts.security = config.security
         app = create_app(
             store=node.store, accounts=node.accounts, audit=node.audit, config=config,
             web_pages=WebServices(
                 store=node.store, accounts=node.accounts, config=config, audit=node.audit,
                 web_key=WEB_KEY, alerts=wire_alerts(node) if alerts else None,
+                key_admin=key_admin,
             ),
         )  # fmt: skip
         async with TestClient(TestServer(app)) as client:
             yield Site(node, client)
 
 
-__all__ = ["URN", "Page", "Site", "site_for", "web_config"]
+__all__ = ["URN", "Page", "Site", "key_admin_for", "site_for", "web_config"]

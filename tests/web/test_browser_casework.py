@@ -2,12 +2,18 @@
 world): a DSL at 375 px, keyboard only, finds a pupil by search, reads her chronology,
 opens a concern, records a triage decision, adds an action, marks it done and changes
 the concern's text; every page through :func:`checked` (headers, no inline script or
-style, axe-core WCAG 2.2 A/AA). A teacher cannot reach the DSL's pages by address."""
+style, axe-core WCAG 2.2 A/AA). A teacher cannot reach the DSL's pages by address.
+
+Administration (issue 15) shares this module's world, last (it changes Tom Wood's role):
+an invitation by one-time link, the invitee's password and authenticator, the
+administrator refused the DSL role for themselves, a role change a DSL approves, and a
+CTF with a bad line, at 375 px and by keyboard."""
 
 from __future__ import annotations
 
 import re
 
+import pyotp
 from playwright.async_api import Browser, Page, expect
 
 from tests.web.browser_support import WebWorld, checked
@@ -177,3 +183,126 @@ async def test_the_dpo_finds_who_opened_a_chronology_checks_the_log_and_exports_
         names = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
     assert {"log.vkey", "checkpoint.note", "entries.jsonl", "proofs.json"} <= names
     await context.close()
+
+
+# ------------------------------------------------------------------ administration
+
+NEW_PASSWORD = "copper meadow lantern ninety"
+
+
+async def _press(page: Page, role: str, name: str) -> None:
+    """Follow a link or press a button with the keyboard (focus, then Enter)."""
+    target = page.get_by_role(role, name=name, exact=True)  # type: ignore[arg-type]
+    await target.focus()
+    async with page.expect_navigation() as nav:
+        await page.keyboard.press("Enter")
+    await checked(page, await nav.value)
+
+
+async def _type_in(page: Page, label: str, text: str) -> None:
+    await page.get_by_label(label, exact=True).focus()
+    await page.keyboard.type(text)
+
+
+async def _narrow(page: Page) -> None:
+    wide = await page.evaluate("() => document.documentElement.scrollWidth")
+    assert wide <= 375, (page.url, wide)
+
+
+async def test_an_administrator_invites_changes_roles_and_imports_a_ctf(
+    browser: Browser, web_world: WebWorld
+) -> None:
+    admin_ctx = await _context(browser, width=375)
+    admin = await admin_ctx.new_page()
+    await _sign_in(admin, web_world, PRIMARY, "admin")
+    await _press(admin, "link", "Administration")
+    await expect(admin).to_have_title("Staff accounts - Handover")
+    await expect(admin.get_by_text("Sam Patel")).to_be_visible()
+    await _narrow(admin)
+    # Invite: a mistake first, then the person's name, username and role.
+    await _press(admin, "button", "Invite someone")
+    await _press(admin, "button", "Make the invitation link")
+    await expect(admin).to_have_title(re.compile("^Error: Invite someone"))
+    await _type_in(admin, "Full name", "Chris Lee")
+    await _type_in(admin, "Username", "c.lee")
+    await admin.get_by_label("Administrator", exact=True).focus()
+    await admin.keyboard.press("Space")
+    await admin.get_by_label("Staff", exact=True).focus()
+    await admin.keyboard.press("Space")
+    await _press(admin, "button", "Make the invitation link")
+    await expect(admin.get_by_role("heading", level=1)).to_have_text("Invitation for Chris Lee")
+    link = await admin.locator("#invitation-link").inner_text()
+    assert "/invitation/hoi_" in link
+    await _narrow(admin)
+
+    # The invitee: their own password, then their authenticator app.
+    invitee_ctx = await _context(browser, width=375)
+    invitee = await invitee_ctx.new_page()
+    await checked(invitee, await invitee.goto(link))
+    await expect(invitee.get_by_text("Welcome, Chris Lee.")).to_be_visible()
+    await _type_in(invitee, "Password", NEW_PASSWORD)
+    await _type_in(invitee, "Password again", NEW_PASSWORD)
+    await _press(invitee, "button", "Set my password")
+    await expect(invitee).to_have_title("Set up your authenticator app - Handover")
+    secret = (await invitee.locator("#totp-key").inner_text()).replace(" ", "")
+    await _type_in(invitee, "Code from your authenticator app", pyotp.TOTP(secret).now())
+    web_world.codes.used(secret)
+    await _press(invitee, "button", "Continue")
+    await expect(invitee.get_by_role("heading", level=1)).to_have_text("Save your recovery codes")
+    # The link works once.
+    again = await invitee.goto(link)
+    assert again is not None and again.status == 410
+    await checked(invitee, again)
+    await invitee_ctx.close()
+
+    # The administrator cannot give themselves the DSL role: no form, and refused by address.
+    await checked(admin, await admin.goto(web_world.url(PRIMARY, "/admin/staff")))
+    await _press(admin, "link", "Administrator")
+    await expect(admin.get_by_text("Nobody can change their own roles")).to_be_visible()
+    own_roles = admin.url + "/roles"
+    csrf = await admin.locator("input[name=csrf]").first.get_attribute("value")
+    refused = await admin.request.post(own_roles, form={"csrf": csrf or "", "roles": "dsl"})
+    assert refused.status == 403
+    assert "Nobody may change their own roles" in await refused.text()
+
+    # A role change that needs a DSL: Tom Wood becomes a deputy DSL, waiting.
+    await checked(admin, await admin.goto(web_world.url(PRIMARY, "/admin/staff")))
+    await _press(admin, "link", "Tom Wood")
+    for role in ("Deputy designated safeguarding lead", "Staff"):
+        await admin.get_by_label(role, exact=True).focus()
+        await admin.keyboard.press("Space")
+    await _press(admin, "button", "Save roles")
+    await expect(admin.get_by_text("This change is waiting for a DSL's approval.")).to_be_visible()
+
+    # The DSL approves it in the browser.
+    dsl_ctx = await _context(browser, width=375)
+    dsl = await dsl_ctx.new_page()
+    await _sign_in(dsl, web_world, PRIMARY, "s.patel")
+    await _press(dsl, "link", "Administration")
+    await expect(dsl).to_have_title("Account changes waiting for approval - Handover")
+    await expect(
+        dsl.get_by_text(re.compile("asked to change the roles of Tom Wood"))
+    ).to_be_visible()
+    await _press(dsl, "button", "Approve the change for Tom Wood")
+    await expect(dsl.get_by_text("The change has been approved and made.")).to_be_visible()
+    await _narrow(dsl)
+    await dsl_ctx.close()
+
+    # A CTF with a bad line: the line is shown and nothing is imported.
+    await checked(admin, await admin.goto(web_world.url(PRIMARY, "/admin/staff")))
+    await _press(admin, "link", "Pupils")
+    bad = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<CTfile>\n  <Header>\n'
+        "    <SourceSchool><LEA>801</LEA><Estab>2001</Estab></SourceSchool>\n"
+        "  </Header>\n  <CTFpupilData>\n    <Pupil>\n      <UPN>A80120001400Q</UPN>\n"
+        "    </Pupil>\n  </CTFpupilData>\n</CTfile>\n"
+    )
+    await admin.get_by_label("CTF file").set_input_files(
+        {"name": "roll.xml", "mimeType": "application/xml", "buffer": bad.encode()}
+    )
+    await _press(admin, "button", "Import the file")
+    await expect(admin).to_have_title(re.compile("^Error: Pupils"))
+    await expect(admin.locator("#ctf-problems")).to_contain_text("Line 8")
+    await expect(admin.locator("#ctf-error")).to_contain_text("Nothing was imported")
+    await _narrow(admin)
+    await admin_ctx.close()

@@ -137,3 +137,28 @@ class ApiTokenRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Invitation(Base):
+    """A one-time link that lets a new staff member set their own password.
+
+    The administrator never types a password: the account is made without one and
+    the person follows the link, chooses a password and sets up their authenticator
+    app. Only the SHA-256 of the link's token is kept (``codes.token_hash``); the
+    link works once (``used_at`` is set by a compare-and-set in the same transaction
+    that sets the password) and until ``expires_at``. A new link for the same person
+    withdraws the older ones (``withdrawn_at``).
+    """
+
+    __tablename__ = "auth_invitations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[str] = mapped_column(ForeignKey("staff.id"), index=True)
+    org_id: Mapped[str] = mapped_column(String(64))
+    #: Who made the link (a staff id).
+    created_by: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -33,6 +33,7 @@ from schemas.records import StaffRecord
 from transfer.alerts import Alerts
 from transfer.auth import codes
 from transfer.auth.approvals import StaffApprovals
+from transfer.auth.invitations import StaffInvitations
 from transfer.auth.models import (
     ApiTokenRow,
     Credential,
@@ -218,6 +219,8 @@ class Accounts:
             alerts = Alerts(store, Mailer(SmtpSection()))
         #: Account changes held back by the two-person rule (``transfer.auth.approvals``).
         self.approvals = StaffApprovals(self, alerts)
+        #: One-time invitation links and the administrator's list (``transfer.auth.invitations``).
+        self.invitations = StaffInvitations(self)
         #: The operator's read-only view of accounts (``transfer.auth.overview``).
         self.overview = AccountOverview(store.sessions, audit)
 

@@ -3067,6 +3067,41 @@ class Store:
         )
         return record
 
+    async def due_for_erasure(
+        self, actor: Actor, *, within_days: int = 0
+    ) -> list[tuple[PupilRecord, date]]:
+        """The organisation's pupils whose retention date (by its policy) is on or before
+        today + ``within_days``, with that date, soonest first (``retention.run``).
+
+        The retention sweep erases those due today on its next run; the DSL may erase one
+        sooner (:meth:`erase_pupil`). No policy: nobody is due.
+        """
+        await self._require(actor, Permission.RUN_RETENTION, "store.retention.due", {})
+        limit = self.now().astimezone(UTC).date() + timedelta(days=max(0, within_days))
+        async with self.sessions() as s:
+            own = await s.scalar(
+                select(RetentionPolicy).where(RetentionPolicy.org_id == actor.org_id)
+            )
+            policy = own or await s.scalar(
+                select(RetentionPolicy).where(RetentionPolicy.org_id.is_(None))
+            )
+            if policy is None:
+                return []
+            rows = await s.scalars(
+                select(Pupil).where(
+                    Pupil.org_id == actor.org_id, Pupil.erased_at.is_(None),
+                    Pupil.dob.is_not(None), Pupil.dob <= date(limit.year - policy.years, 12, 31),
+                )
+            )  # fmt: skip
+            due = [
+                (_pupil_record(p), retention_until(p.dob, policy.years))
+                for p in rows
+                if p.dob is not None and retention_until(p.dob, policy.years) <= limit
+            ]
+        due.sort(key=lambda pair: (pair[1], pair[0].surname, pair[0].forename))
+        await self._audit("store.retention.due", actor, actor.org_id, {}, count=len(due))
+        return due
+
     async def tombstones(self, actor: Actor) -> list[TombstoneRecord]:
         await self._require(actor, Permission.RUN_RETENTION, "store.retention.list", {})
         async with self.sessions() as s:

@@ -13,6 +13,10 @@ from aiohttp import web
 
 from transfer.web import (
     account,
+    admin_org,
+    admin_pupils,
+    admin_retention,
+    admin_staff,
     alerts,
     audit,
     concerns,
@@ -38,6 +42,10 @@ ROUTES: tuple[WebRoute, ...] = (
     *search.ROUTES,
     *audit.ROUTES,
     *subject_access.ROUTES,
+    *admin_staff.ROUTES,
+    *admin_pupils.ROUTES,
+    *admin_org.ROUTES,
+    *admin_retention.ROUTES,
 )
 
 

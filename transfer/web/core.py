@@ -48,6 +48,7 @@ from transfer.web.tokens import KeptForm, WebKeys
 if TYPE_CHECKING:
     from transfer.alerts import Alerts
     from transfer.audit.trail import AuditTrail
+    from transfer.directory.administration import KeyAdministration
     from transfer.exchange.inbox import Inbox
 
 log = logging.getLogger("transfer.web")
@@ -76,6 +77,12 @@ ROLE_NAMES: Final = {
     Role.AUDITOR: "Data protection officer",
 }
 
+#: Who has an Administration area (``transfer.web.admin_staff``): what each part needs.
+ADMIN_PERMISSIONS: Final = (
+    Permission.MANAGE_STAFF, Permission.APPROVE_STAFF_CHANGES, Permission.MANAGE_KEYS,
+    Permission.RUN_RETENTION,
+)  # fmt: skip
+
 
 @dataclass
 class WebServices:
@@ -91,6 +98,8 @@ class WebServices:
     inbox: Inbox | None = None
     #: The audit trail for those who may read it (the Audit area); None: no Audit area.
     trail: AuditTrail | None = None
+    #: The organisation's keys and the node's directory, behind ``keys.manage``.
+    key_admin: KeyAdministration | None = None
 
 
 Access = Literal["public", "enrolment", "session"]
@@ -316,6 +325,8 @@ class WebApp:
             items.append(("/search", "Search"))
         if visit.actor.has(Permission.READ_AUDIT) and self.services.trail is not None:
             items.append(("/audit", "Audit"))
+        if any(visit.actor.has(p) for p in ADMIN_PERMISSIONS):
+            items.append(("/admin", "Administration"))
         items.append(("/account", "Your account"))
         path = request.path
         return [

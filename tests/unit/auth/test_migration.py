@@ -19,6 +19,7 @@ AUTH_TABLES = {
     "auth_api_tokens",
     "auth_unknown_signins",
     "auth_approvals",
+    "auth_invitations",
 }
 
 
@@ -53,5 +54,5 @@ async def test_auth_branch_applies_and_matches_the_models(db_url: str) -> None:
     finally:
         await engine.dispose()
     assert AUTH_TABLES <= tables
-    assert "auth_0003" in heads
+    assert "auth_0004" in heads
     assert diffs == [], diffs
