@@ -11,7 +11,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from transfer.web import account, alerts, concerns, dashboard, pupils, search, signin, triage
+from transfer.web import (
+    account,
+    alerts,
+    concerns,
+    dashboard,
+    inbox,
+    pupils,
+    requests,
+    search,
+    signin,
+    triage,
+)
 from transfer.web.core import WebApp, WebRoute, WebServices
 from transfer.web.core import mount as _mount
 
@@ -25,6 +36,8 @@ ROUTES: tuple[WebRoute, ...] = (
     *pupils.ROUTES,
     *triage.ROUTES,
     *search.ROUTES,
+    *inbox.ROUTES,
+    *requests.ROUTES,
 )
 
 

@@ -47,7 +47,9 @@ from transfer.web.tokens import KeptForm, WebKeys
 
 if TYPE_CHECKING:
     from transfer.alerts import Alerts
+    from transfer.directory.service import Directory
     from transfer.exchange.inbox import Inbox
+    from transfer.exchange.requests import TransferRequests
 
 log = logging.getLogger("transfer.web")
 
@@ -88,6 +90,10 @@ class WebServices:
     web_key: bytes
     alerts: Alerts | None = None
     inbox: Inbox | None = None
+    #: Asking another school for a pupil's file, and answering such requests.
+    transfer_requests: TransferRequests | None = None
+    #: The signed directory (schools chosen by name).
+    directory: Directory | None = None
 
 
 Access = Literal["public", "enrolment", "session"]
@@ -311,6 +317,8 @@ class WebApp:
             items.append(("/concerns/new", "Log a concern"))
         if visit.actor.has(Permission.READ_PUPILS):
             items.append(("/search", "Search"))
+        if visit.actor.has(Permission.RECEIVE_TRANSFER):
+            items.append(("/inbox", "Inbox"))
         items.append(("/account", "Your account"))
         path = request.path
         return [

@@ -1,0 +1,496 @@
+"""Receiving in the browser, in-process on each engine: the inbox, a received file's
+preview (the content as a DSL reads it, audited), accepting into a pupil chosen from
+suggestions whose match is said in words, accepting the same file twice (nothing
+imported twice, and the page says so), rejecting with a reason that goes back in the
+signed receipt, and requests for files (asked and answered). Every new address refused
+to a teacher. A second school on the same node sends the files, sealed and signed as
+between two nodes, through the inbox's own upload steps."""
+
+from __future__ import annotations
+
+import html
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from keys.sealing import KekProtection
+from keys.store import KeyStore
+from schemas.manifest import Recipient, Sender
+from schemas.peer import OfferBody
+from schemas.records import NewAction, NewConcern, NewPupil, NewTriage, PupilRecord
+from tests.integration.package.support import identity
+from tests.unit.auth.support import KEK, OTHER_URN, URN, Person, open_node
+from tests.web.support import WEB_KEY, Page, Site, web_config
+from transfer.alerts import Alerts
+from transfer.api import create_app
+from transfer.config import Config, NodeSection, SmtpSection
+from transfer.directory.service import Directory
+from transfer.exchange.inbox import Inbox, PeerCaller
+from transfer.exchange.inbox_tables import IssuedReceipt
+from transfer.exchange.requests import TransferRequests
+from transfer.httpsig import content_digest
+from transfer.identifiers import upn_check_letter
+from transfer.mail import Mailer
+from transfer.receipts import SignedReceipt
+from transfer.store.permissions import Actor, Role
+from transfer.web import WebServices
+from transfer.web.inbox import Described, explain_match
+
+SENDER_NAME = "Cliff Road Academy"
+
+
+def _upn(serial: int) -> str:
+    body = f"801200026{serial:03d}"
+    return upn_check_letter(body) + body
+
+
+class FakeOutbox:
+    """The outbox as requests use it: a file queued is a package id."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[str, str]] = []
+
+    async def queue_leaver_file(self, actor: Actor, pupil_id: str, to_org_id: str,
+                                **_: Any) -> Any:  # fmt: skip
+        self.queued.append((pupil_id, to_org_id))
+        return SimpleNamespace(id=str(uuid.uuid4()))
+
+    async def latest_for_pupil(self, org_id: str, pupil_id: str, kind: str = "") -> Any:
+        return None
+
+
+class FakePeer:
+    """The other node, as far as requests go: it takes everything."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str]] = []
+
+    async def request_json(self, from_org: str, to_org: str, method: str, path: str,
+                           body: Any = None) -> dict[str, Any]:  # fmt: skip
+        self.sent.append((from_org, to_org, path))
+        return {}
+
+
+@dataclass
+class World:
+    site: Site
+    inbox: Inbox
+    keys: KeyStore
+    requests: TransferRequests
+    outbox: FakeOutbox
+    peer: FakePeer
+    dsl: Person
+    teacher: Person
+    sender_dsl: Actor
+    sent_pupil: str
+    tmp: Path
+    ours: dict[str, PupilRecord] = field(default_factory=dict)
+
+    @property
+    def store(self) -> Any:
+        return self.site.node.store
+
+    async def deliver(self) -> str:
+        """The sender's file of its pupil, sealed to us and delivered to our inbox."""
+        sender, to = self.keys.load(OTHER_URN), self.keys.load(URN)
+        path = self.tmp / f"{uuid.uuid4().hex}.age"
+        from transfer.package.from_store import build_leaver_package
+
+        with path.open("wb") as f:
+            built = await build_leaver_package(
+                self.store, self.sender_dsl, self.sent_pupil, f,
+                sender=Sender(org_id=OTHER_URN, key_fingerprint=sender.fingerprint,
+                              signing_key_id=sender.key_id_hex),
+                recipient=Recipient(org_id=URN, key_fingerprint=to.fingerprint),
+                signer=sender.minisign_secret_key(), recipients=[identity(to).recipient],
+            )  # fmt: skip
+        data = path.read_bytes()
+        pid = str(built.manifest.package_id)
+        caller = PeerCaller(OTHER_URN, SENDER_NAME, sender.key_id_hex)
+        import hashlib
+
+        await self.inbox.offer(caller, OfferBody(
+            package_id=uuid.UUID(pid), package_kind="leaver_file", sender_org_id=OTHER_URN,
+            recipient_org_id=URN, size=len(data),
+            ciphertext_sha256=hashlib.sha256(data).hexdigest(),
+        ))  # fmt: skip
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield data
+
+        await self.inbox.receive_chunk(caller, pid, 0, content_digest(data), chunks())
+        await self.inbox.complete(caller, pid)
+        return pid
+
+    async def state(self, pid: str) -> str:
+        items = await self.inbox.list(await self.store.actor_for(self.dsl.staff.id))
+        return next(i.state for i in items if i.package_id == pid)
+
+
+def text(page: Page) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page.text)).split())
+
+
+@pytest.fixture
+async def world(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
+    async with open_node(db_url, tmp_path / "data") as node:
+        store = node.store
+        config = Config(
+            security=web_config().security,
+            server=web_config().server,
+            node=NodeSection(base_url="https://node.example"),
+        )
+        node.accounts.security = config.security
+        keys = KeyStore.for_data_dir(node.data_dir, KekProtection(KEK))
+        await keys.create(URN)
+        await keys.create(OTHER_URN)
+        # The keys are made now, and a package is signed at the store's time: move the
+        # node's clock to now (it still moves only when the test moves it).
+        node.clock.now = datetime.now(UTC)
+        directory = Directory(store, keys=keys, base_url="https://node.example")
+        inbox = Inbox(store=store, kek=KEK, keys=keys, directory=directory, config=config,
+                      data_dir=node.data_dir)  # fmt: skip
+        outbox, peer = FakeOutbox(), FakePeer()
+        requests = TransferRequests(
+            store=store, outbox=outbox, client=peer, directory=directory,
+            alerts=Alerts(store, Mailer(SmtpSection())), config=config,
+        )  # fmt: skip
+        dsl = await node.person("dsl", [Role.DSL])
+        teacher = await node.person("teacher", [Role.STAFF])
+        admin = await store.actor_for((await node.person("admin", [Role.ADMINISTRATOR])).staff.id)
+        # The sending school: a pupil with a concern, a triage decision and an action.
+        s_admin = await store.actor_for((await store.bootstrap_staff(
+            OTHER_URN, username="sadmin", display_name="Sol Admin",
+            roles=[Role.ADMINISTRATOR])).id)  # fmt: skip
+        s_dsl = await store.actor_for(
+            (
+                await store.bootstrap_staff(
+                    OTHER_URN, username="sdsl", display_name="Rita Dee", roles=[Role.DSL]
+                )
+            ).id
+        )
+        amara = await store.create_pupil(s_admin, NewPupil(
+            upn=_upn(101), surname="Okafor", forename="Amara", dob=date(2014, 11, 3), sex="F",
+            year_group="6",
+        ))  # fmt: skip
+        concern = await store.record_concern(s_dsl, NewConcern(
+            pupil_ids=(amara.id,), category="child_protection",
+            happened_at=node.clock.now - timedelta(days=40), location="Playground",
+            account="Amara said she is scared to go home when her uncle visits.",
+        ))  # fmt: skip
+        await store.triage_concern(
+            s_dsl,
+            concern.id,
+            NewTriage(decision="refer_social_care", reason="Disclosure of fear at home."),
+        )
+        await store.add_action(s_dsl, concern.id, NewAction(text="Call the MASH duty desk."))
+        ours = {}
+        for key, serial, forename, dob in (
+            ("same", 101, "Amara", date(2014, 11, 3)),
+            ("twin", 150, "Amara", date(2014, 11, 3)),
+            ("upn_only", 151, "Leon", date(2015, 1, 1)),
+        ):
+            ours[key] = await store.create_pupil(admin, NewPupil(
+                upn=_upn(serial), surname="Okafor" if key != "upn_only" else "Nowak",
+                forename=forename, dob=dob, sex="F", year_group="7",
+            ))  # fmt: skip
+        from aiohttp.test_utils import TestClient, TestServer
+
+        app = create_app(
+            store=store, accounts=node.accounts, audit=node.audit, config=config,
+            web_pages=WebServices(
+                store=store, accounts=node.accounts, config=config, audit=node.audit,
+                web_key=WEB_KEY, inbox=inbox, transfer_requests=requests, directory=directory,
+            ),
+        )  # fmt: skip
+        async with TestClient(TestServer(app)) as client:
+            yield World(Site(node, client), inbox, keys, requests, outbox, peer, dsl, teacher,
+                        s_dsl, amara.id, tmp_path, ours)  # fmt: skip
+
+
+# ------------------------------------------------------------------ wording (pure)
+
+
+def _pupil(upn: str | None, forename: str, surname: str, dob: date | None) -> PupilRecord:
+    now = datetime(2026, 9, 1, tzinfo=UTC)
+    return PupilRecord(
+        id=str(uuid.uuid4()),
+        org_id=URN,
+        upn=upn,
+        surname=surname,
+        forename=forename,
+        dob=dob,
+        sex="F",
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def test_the_match_is_explained_in_words() -> None:
+    theirs = Described("Amara", "Okafor", date(2014, 11, 3), _upn(101))
+    same = _pupil(_upn(101), "amara", "OKAFOR", date(2014, 11, 3))
+    assert explain_match(same, theirs) == "Same UPN; same name and date of birth."
+    twin = _pupil(_upn(150), "Amara", "Okafor", date(2014, 11, 3))
+    assert explain_match(twin, theirs) == (
+        f"Same name and date of birth; UPN differs: {_upn(150)} here, {_upn(101)} in the file."
+    )
+    renamed = _pupil(_upn(101), "Amara", "Okafor-Mills", date(2014, 11, 4))
+    assert explain_match(renamed, theirs) == (
+        "Same UPN; name differs: Amara Okafor-Mills here, Amara Okafor in the file; date of "
+        "birth differs: 4 November 2014 here, 3 November 2014 in the file."
+    )
+    no_upn = _pupil(None, "Amara", "Okafor", date(2014, 11, 3))
+    assert explain_match(no_upn, theirs) == (
+        "Same name and date of birth; no UPN is recorded here."
+    )
+    assert explain_match(_pupil(_upn(150), "Amara", "Okafor", None), theirs) is None
+    assert explain_match(_pupil(None, "Leon", "Okafor", date(2014, 11, 3)), theirs) is None
+
+
+# ------------------------------------------------------------------ the inbox and preview
+
+
+async def test_the_inbox_lists_a_file_and_its_preview_reads_as_the_sender_wrote_it(
+    world: World,
+) -> None:
+    pid = await world.deliver()
+    site = world.site
+    await site.sign_in(world.dsl)
+    inbox = await site.get("/inbox")
+    assert inbox.status == 200 and inbox.title == "Inbox - Handover"
+    assert '<a class="govuk-service-navigation__link" href="/inbox"' in inbox.text
+    row = text(inbox)
+    assert f"Amara Okafor, born 3 November 2014 , file from {SENDER_NAME}" in row
+    assert re.search(r"\d+ KiB", row) and "New: not opened yet" in row
+    preview = await site.get(f"/inbox/{pid}")
+    assert preview.status == 200, preview.text
+    words = text(preview)
+    assert "Amara said she is scared to go home when her uncle visits." in words
+    assert "Concern: Child protection" in words and "Where: Playground" in words
+    assert "Triage decision: Refer to children's social care" in words
+    assert "Disclosure of fear at home." in words
+    assert "Call the MASH duty desk." in words and "Rita Dee (DSL)" in words
+    assert not re.search(r"/concerns/[0-9a-f-]{36}", preview.text)  # the sender's ids
+    viewed = [e for e in site.node.events("transfer.viewed") if e.outcome == "ok"]
+    assert viewed and viewed[-1].detail.get("via") == "web"
+    assert "Opened, not decided" in text(await site.get("/inbox"))
+
+
+# ------------------------------------------------------------------ accepting
+
+
+async def test_accepting_needs_a_pupil_from_the_list_and_says_why_each_is_suggested(
+    world: World,
+) -> None:
+    pid = await world.deliver()
+    site = world.site
+    await site.sign_in(world.dsl)
+    form = await site.get(f"/inbox/{pid}/accept")
+    assert form.status == 200
+    words = text(form)
+    assert "Same UPN; same name and date of birth." in words
+    assert f"Same name and date of birth; UPN differs: {_upn(150)} here" in words
+    assert "Leon Nowak" not in words  # neither the UPN nor the name and birth date agree
+    csrf = form.hidden("csrf")
+    for data, field_name, message in (
+        ({}, "pupil", "Choose the pupil this file is about, or a new pupil"),
+        ({"pupil": world.ours["upn_only"].id}, "pupil", "Choose one of the pupils listed"),
+        ({"pupil": str(uuid.uuid4())}, "pupil", "Choose one of the pupils listed"),
+        ({"pupil": "other"}, "other_upn", "Enter the UPN of the pupil on your roll"),
+        ({"pupil": "other", "other_upn": _upn(199)}, "other_upn", "No pupil on your roll"),
+        ({"pupil": "other", "other_upn": "not a upn"}, "other_upn", "No pupil on your roll"),
+    ):
+        page = await site.post(f"/inbox/{pid}/accept", {"csrf": csrf, **data})
+        assert page.status == 400, data
+        assert page.title.startswith("Error: Which pupil is this file about?")
+        assert f'href="#{field_name}"' in page.text and message in text(page), data
+    assert await world.state(pid) == "viewed"  # nothing was imported
+
+
+async def test_accepting_twice_imports_nothing_twice_and_says_so(world: World) -> None:
+    site = world.site
+    await site.sign_in(world.dsl)
+    same = world.ours["same"]
+    first = await world.deliver()
+    form = await site.get(f"/inbox/{first}/accept")
+    done = await site.post(f"/inbox/{first}/accept", {"csrf": form.hidden("csrf"),
+                                                      "pupil": same.id})  # fmt: skip
+    assert done.status == 200 and done.title == "File accepted - Handover", done.text
+    words = text(done)
+    assert "Into Amara Okafor, Year 7's record" in words
+    assert re.search(r"(\d+) records imported, 0 already held", words), words
+    imported = int(re.search(r"(\d+) records imported", words).group(1))  # type: ignore[union-attr]
+    assert imported >= 3
+    pupil = await site.get(f"/pupils/{same.upn}")
+    assert f"Received from {SENDER_NAME} on" in text(pupil)
+    assert "Amara said she is scared to go home" in text(pupil)
+    # The same file sent again: accepted into the same pupil, nothing imported twice.
+    again = await world.deliver()
+    form = await site.get(f"/inbox/{again}/accept")
+    done = await site.post(f"/inbox/{again}/accept", {"csrf": form.hidden("csrf"),
+                                                      "pupil": same.id})  # fmt: skip
+    words = text(done)
+    assert "0 records imported" in words and f"{imported} already held" in words, words
+    assert "0 changed records kept as amendments" in words
+    dsl = await world.store.actor_for(world.dsl.staff.id)
+    concerns = [e for e in await world.store.chronology(dsl, same.id) if e.kind == "concern"]
+    assert len(concerns) == 1
+    listed = text(await site.get("/inbox"))
+    assert listed.count(f"Amara Okafor , file from {SENDER_NAME} Cliff") == 2, listed
+    assert listed.count("Accepted") == 2
+
+
+async def test_a_new_pupil_is_made_when_asked(world: World) -> None:
+    pid = await world.deliver()
+    site = world.site
+    await site.sign_in(world.dsl)
+    form = await site.get(f"/inbox/{pid}/accept")
+    done = await site.post(f"/inbox/{pid}/accept", {"csrf": form.hidden("csrf"), "pupil": "new"})
+    assert "a new pupil on your roll" in text(done)
+
+
+# ------------------------------------------------------------------ rejecting
+
+
+async def test_rejecting_needs_a_reason_which_goes_back_in_the_signed_receipt(
+    world: World,
+) -> None:
+    pid = await world.deliver()
+    site = world.site
+    await site.sign_in(world.dsl)
+    form = await site.get(f"/inbox/{pid}/reject")
+    assert form.status == 200
+    page = await site.post(f"/inbox/{pid}/reject", {"csrf": form.hidden("csrf"), "reason": "  "})
+    assert page.status == 400 and 'href="#reason"' in page.text
+    assert "Say why you are rejecting the file" in text(page)
+    assert await world.state(pid) == "delivered"
+    done = await site.post(
+        f"/inbox/{pid}/reject",
+        {"csrf": form.hidden("csrf"), "reason": "This pupil never joined our school."},
+    )
+    assert done.status == 200 and "The file has been rejected" in text(done)
+    assert "Rejected" in text(done)
+    async with world.store.sessions() as s:
+        data = await s.scalar(
+            select(IssuedReceipt.data).where(
+                IssuedReceipt.package_id == pid, IssuedReceipt.kind == "rejected"
+            )
+        )
+    assert data is not None
+    body = SignedReceipt.from_json(bytes(data)).body
+    assert body.reason == "This pupil never joined our school."
+
+
+# ------------------------------------------------------------------ requests for files
+
+
+async def test_asking_a_previous_school_for_a_file(world: World) -> None:
+    site = world.site
+    await site.sign_in(world.dsl)
+    same = world.ours["same"]
+    form = await site.get(f"/requests/new?pupil={same.upn}")
+    assert form.status == 200
+    assert "This is Amara Okafor, Year 7." in text(form)
+    assert f'<option value="{OTHER_URN}">{SENDER_NAME} (URN {OTHER_URN})</option>' in form.text
+    assert f'<option value="{URN}"' not in form.text  # not our own school
+    csrf = form.hidden("csrf")
+    for data, name, message in (
+        ({"school": OTHER_URN}, "upn", "Enter the pupil's UPN"),
+        ({"upn": _upn(199), "school": OTHER_URN}, "upn", "No pupil on your roll has this UPN"),
+        ({"upn": same.upn or ""}, "school", "Choose the school the pupil came from"),
+        ({"upn": same.upn or "", "school": "999999"}, "school", "Choose a school from the list"),
+        ({"upn": same.upn or "", "school": URN}, "school", "Choose a school from the list"),
+    ):
+        page = await site.post("/requests/new", {"csrf": csrf, **data})
+        assert page.status == 400 and f'href="#{name}"' in page.text, data
+        assert message in text(page), data
+    assert world.peer.sent == []
+    done = await site.post(
+        "/requests/new",
+        {"csrf": csrf, "upn": same.upn or "", "school": OTHER_URN, "note": "Joined in Year 7."},
+    )
+    assert done.status == 200 and "Your request has been sent" in text(done)
+    assert world.peer.sent == [(URN, OTHER_URN, "/peer/v1/transfer-requests")]
+    assert f"Amara Okafor, born 3 November 2014, UPN {same.upn}" in text(done)
+    assert "Waiting for their answer" in text(done)
+
+
+async def _received_request(world: World, upn: str) -> str:
+    rid = str(uuid.uuid4())
+    await world.requests.receive(OTHER_URN, {
+        "request_id": rid, "requester_org_id": OTHER_URN, "holder_org_id": URN, "upn": upn,
+        "dob": "2014-11-03", "surname": "Okafor", "forename": "Amara", "note": None,
+    })  # fmt: skip
+    return rid
+
+
+async def test_answering_a_request_sends_the_file_with_a_code_or_declines_with_a_reason(
+    world: World,
+) -> None:
+    site = world.site
+    await site.sign_in(world.dsl)
+    same = world.ours["same"]
+    rid = await _received_request(world, same.upn or "")
+    listed = text(await site.get("/requests"))
+    assert f"Amara Okafor, born 3 November 2014, UPN {same.upn}" in listed
+    assert "Waiting for your answer" in listed and SENDER_NAME in listed
+    page = await site.get(f"/requests/{rid}")
+    assert "Amara Okafor, Year 7 on your roll has this UPN." in text(page)
+    wrong = await site.post(f"/requests/{rid}/send", {"csrf": page.hidden("csrf"), "code": ""})
+    assert wrong.status == 400 and 'href="#code"' in wrong.text
+    assert world.outbox.queued == []
+    node = site.node
+    code = world.dsl.code(node.clock.now)
+    node.next_step()
+    sent = await site.post(f"/requests/{rid}/send", {"csrf": page.hidden("csrf"), "code": code})
+    assert sent.status == 200 and "the file is on its way" in text(sent)
+    assert world.outbox.queued == [(same.id, OTHER_URN)]
+    # Another request, declined: a reason is needed.
+    other = await _received_request(world, _upn(199))
+    page = await site.get(f"/requests/{other}")
+    assert "No pupil on your roll has this UPN." in text(page)
+    form = await site.get(f"/requests/{other}/decline")
+    empty = await site.post(f"/requests/{other}/decline", {"csrf": form.hidden("csrf")})
+    assert empty.status == 400 and "Say why you are declining" in text(empty)
+    done = await site.post(
+        f"/requests/{other}/decline",
+        {"csrf": form.hidden("csrf"), "reason": "Amara was never on our roll."},
+    )
+    assert "The school will read your reason" in text(done)
+    assert "Amara was never on our roll." in text(done)
+    assert world.peer.sent[-1] == (URN, OTHER_URN, f"/peer/v1/transfer-requests/{other}/decision")
+
+
+# ------------------------------------------------------------------ permissions by address
+
+
+async def test_a_teacher_is_refused_every_receiving_page(world: World) -> None:
+    pid = await world.deliver()
+    rid = await _received_request(world, world.ours["same"].upn or "")
+    site = world.site
+    await site.sign_in(world.teacher)
+    home = await site.get("/")
+    assert 'href="/inbox"' not in home.text
+    csrf = home.hidden("csrf")
+    for path in ("/inbox", f"/inbox/{pid}", f"/inbox/{pid}/accept", f"/inbox/{pid}/accepted",
+                 f"/inbox/{pid}/reject", "/requests", "/requests/new", f"/requests/{rid}",
+                 f"/requests/{rid}/decline"):  # fmt: skip
+        page = await site.get(path)
+        assert page.status == 403, (path, page.status)
+    for path, data in ((f"/inbox/{pid}/accept", {"pupil": "new"}),
+                       (f"/inbox/{pid}/reject", {"reason": "No."}),
+                       ("/requests/new", {"upn": _upn(101), "school": OTHER_URN}),
+                       (f"/requests/{rid}/send", {"code": "123456"}),
+                       (f"/requests/{rid}/decline", {"reason": "No."})):  # fmt: skip
+        page = await site.post(path, {"csrf": csrf, **data})
+        assert page.status == 403, (path, page.status)
+    assert await world.state(pid) == "delivered"
+    assert world.outbox.queued == [] and world.peer.sent == []
