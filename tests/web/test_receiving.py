@@ -13,122 +13,47 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
-from keys.sealing import KekProtection
-from keys.store import KeyStore
-from schemas.manifest import Recipient, Sender
-from schemas.peer import OfferBody
-from schemas.records import NewAction, NewConcern, NewPupil, NewTriage, PupilRecord
-from tests.integration.package.support import identity
-from tests.unit.auth.support import KEK, OTHER_URN, URN, Person, open_node
+from schemas.records import NewPupil, PupilRecord
+from tests.unit.auth.support import OTHER_URN, URN, Person, open_node
+from tests.web.receiving_support import SENDER_NAME, Receiving, receiving
+from tests.web.receiving_support import upn as _upn
 from tests.web.support import WEB_KEY, Page, Site, web_config
-from transfer.alerts import Alerts
 from transfer.api import create_app
-from transfer.config import Config, NodeSection, SmtpSection
-from transfer.directory.service import Directory
-from transfer.exchange.inbox import Inbox, PeerCaller
+from transfer.exchange.inbox import Inbox
 from transfer.exchange.inbox_tables import IssuedReceipt
-from transfer.exchange.requests import TransferRequests
-from transfer.httpsig import content_digest
-from transfer.identifiers import upn_check_letter
-from transfer.mail import Mailer
 from transfer.receipts import SignedReceipt
-from transfer.store.permissions import Actor, Role
+from transfer.store.permissions import Role
+from transfer.store.service import Store
 from transfer.web import WebServices
 from transfer.web.inbox import Described, explain_match
-
-SENDER_NAME = "Cliff Road Academy"
-
-
-def _upn(serial: int) -> str:
-    body = f"801200026{serial:03d}"
-    return upn_check_letter(body) + body
-
-
-class FakeOutbox:
-    """The outbox as requests use it: a file queued is a package id."""
-
-    def __init__(self) -> None:
-        self.queued: list[tuple[str, str]] = []
-
-    async def queue_leaver_file(self, actor: Actor, pupil_id: str, to_org_id: str,
-                                **_: Any) -> Any:  # fmt: skip
-        self.queued.append((pupil_id, to_org_id))
-        return SimpleNamespace(id=str(uuid.uuid4()))
-
-    async def latest_for_pupil(self, org_id: str, pupil_id: str, kind: str = "") -> Any:
-        return None
-
-
-class FakePeer:
-    """The other node, as far as requests go: it takes everything."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, str]] = []
-
-    async def request_json(self, from_org: str, to_org: str, method: str, path: str,
-                           body: Any = None) -> dict[str, Any]:  # fmt: skip
-        self.sent.append((from_org, to_org, path))
-        return {}
 
 
 @dataclass
 class World:
     site: Site
-    inbox: Inbox
-    keys: KeyStore
-    requests: TransferRequests
-    outbox: FakeOutbox
-    peer: FakePeer
+    rx: Receiving
     dsl: Person
     teacher: Person
-    sender_dsl: Actor
-    sent_pupil: str
-    tmp: Path
     ours: dict[str, PupilRecord] = field(default_factory=dict)
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         return self.site.node.store
 
+    @property
+    def inbox(self) -> Inbox:
+        return self.rx.inbox
+
     async def deliver(self) -> str:
-        """The sender's file of its pupil, sealed to us and delivered to our inbox."""
-        sender, to = self.keys.load(OTHER_URN), self.keys.load(URN)
-        path = self.tmp / f"{uuid.uuid4().hex}.age"
-        from transfer.package.from_store import build_leaver_package
-
-        with path.open("wb") as f:
-            built = await build_leaver_package(
-                self.store, self.sender_dsl, self.sent_pupil, f,
-                sender=Sender(org_id=OTHER_URN, key_fingerprint=sender.fingerprint,
-                              signing_key_id=sender.key_id_hex),
-                recipient=Recipient(org_id=URN, key_fingerprint=to.fingerprint),
-                signer=sender.minisign_secret_key(), recipients=[identity(to).recipient],
-            )  # fmt: skip
-        data = path.read_bytes()
-        pid = str(built.manifest.package_id)
-        caller = PeerCaller(OTHER_URN, SENDER_NAME, sender.key_id_hex)
-        import hashlib
-
-        await self.inbox.offer(caller, OfferBody(
-            package_id=uuid.UUID(pid), package_kind="leaver_file", sender_org_id=OTHER_URN,
-            recipient_org_id=URN, size=len(data),
-            ciphertext_sha256=hashlib.sha256(data).hexdigest(),
-        ))  # fmt: skip
-
-        async def chunks() -> AsyncIterator[bytes]:
-            yield data
-
-        await self.inbox.receive_chunk(caller, pid, 0, content_digest(data), chunks())
-        await self.inbox.complete(caller, pid)
-        return pid
+        return await self.rx.deliver()
 
     async def state(self, pid: str) -> str:
         items = await self.inbox.list(await self.store.actor_for(self.dsl.staff.id))
@@ -143,55 +68,12 @@ def text(page: Page) -> str:
 async def world(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
     async with open_node(db_url, tmp_path / "data") as node:
         store = node.store
-        config = Config(
-            security=web_config().security,
-            server=web_config().server,
-            node=NodeSection(base_url="https://node.example"),
-        )
+        config = web_config()
         node.accounts.security = config.security
-        keys = KeyStore.for_data_dir(node.data_dir, KekProtection(KEK))
-        await keys.create(URN)
-        await keys.create(OTHER_URN)
-        # The keys are made now, and a package is signed at the store's time: move the
-        # node's clock to now (it still moves only when the test moves it).
-        node.clock.now = datetime.now(UTC)
-        directory = Directory(store, keys=keys, base_url="https://node.example")
-        inbox = Inbox(store=store, kek=KEK, keys=keys, directory=directory, config=config,
-                      data_dir=node.data_dir)  # fmt: skip
-        outbox, peer = FakeOutbox(), FakePeer()
-        requests = TransferRequests(
-            store=store, outbox=outbox, client=peer, directory=directory,
-            alerts=Alerts(store, Mailer(SmtpSection())), config=config,
-        )  # fmt: skip
+        rx = await receiving(node, config, tmp_path)
         dsl = await node.person("dsl", [Role.DSL])
         teacher = await node.person("teacher", [Role.STAFF])
         admin = await store.actor_for((await node.person("admin", [Role.ADMINISTRATOR])).staff.id)
-        # The sending school: a pupil with a concern, a triage decision and an action.
-        s_admin = await store.actor_for((await store.bootstrap_staff(
-            OTHER_URN, username="sadmin", display_name="Sol Admin",
-            roles=[Role.ADMINISTRATOR])).id)  # fmt: skip
-        s_dsl = await store.actor_for(
-            (
-                await store.bootstrap_staff(
-                    OTHER_URN, username="sdsl", display_name="Rita Dee", roles=[Role.DSL]
-                )
-            ).id
-        )
-        amara = await store.create_pupil(s_admin, NewPupil(
-            upn=_upn(101), surname="Okafor", forename="Amara", dob=date(2014, 11, 3), sex="F",
-            year_group="6",
-        ))  # fmt: skip
-        concern = await store.record_concern(s_dsl, NewConcern(
-            pupil_ids=(amara.id,), category="child_protection",
-            happened_at=node.clock.now - timedelta(days=40), location="Playground",
-            account="Amara said she is scared to go home when her uncle visits.",
-        ))  # fmt: skip
-        await store.triage_concern(
-            s_dsl,
-            concern.id,
-            NewTriage(decision="refer_social_care", reason="Disclosure of fear at home."),
-        )
-        await store.add_action(s_dsl, concern.id, NewAction(text="Call the MASH duty desk."))
         ours = {}
         for key, serial, forename, dob in (
             ("same", 101, "Amara", date(2014, 11, 3)),
@@ -202,18 +84,16 @@ async def world(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
                 upn=_upn(serial), surname="Okafor" if key != "upn_only" else "Nowak",
                 forename=forename, dob=dob, sex="F", year_group="7",
             ))  # fmt: skip
-        from aiohttp.test_utils import TestClient, TestServer
-
         app = create_app(
             store=store, accounts=node.accounts, audit=node.audit, config=config,
             web_pages=WebServices(
                 store=store, accounts=node.accounts, config=config, audit=node.audit,
-                web_key=WEB_KEY, inbox=inbox, transfer_requests=requests, directory=directory,
+                web_key=WEB_KEY, inbox=rx.inbox, transfer_requests=rx.requests,
+                directory=rx.directory,
             ),
         )  # fmt: skip
         async with TestClient(TestServer(app)) as client:
-            yield World(Site(node, client), inbox, keys, requests, outbox, peer, dsl, teacher,
-                        s_dsl, amara.id, tmp_path, ours)  # fmt: skip
+            yield World(Site(node, client), rx, dsl, teacher, ours)
 
 
 # ------------------------------------------------------------------ wording (pure)
@@ -412,24 +292,19 @@ async def test_asking_a_previous_school_for_a_file(world: World) -> None:
         page = await site.post("/requests/new", {"csrf": csrf, **data})
         assert page.status == 400 and f'href="#{name}"' in page.text, data
         assert message in text(page), data
-    assert world.peer.sent == []
+    assert world.rx.peer.sent == []
     done = await site.post(
         "/requests/new",
         {"csrf": csrf, "upn": same.upn or "", "school": OTHER_URN, "note": "Joined in Year 7."},
     )
     assert done.status == 200 and "Your request has been sent" in text(done)
-    assert world.peer.sent == [(URN, OTHER_URN, "/peer/v1/transfer-requests")]
+    assert world.rx.peer.sent == [(URN, OTHER_URN, "/peer/v1/transfer-requests")]
     assert f"Amara Okafor, born 3 November 2014, UPN {same.upn}" in text(done)
     assert "Waiting for their answer" in text(done)
 
 
 async def _received_request(world: World, upn: str) -> str:
-    rid = str(uuid.uuid4())
-    await world.requests.receive(OTHER_URN, {
-        "request_id": rid, "requester_org_id": OTHER_URN, "holder_org_id": URN, "upn": upn,
-        "dob": "2014-11-03", "surname": "Okafor", "forename": "Amara", "note": None,
-    })  # fmt: skip
-    return rid
+    return await world.rx.received_request(upn)
 
 
 async def test_answering_a_request_sends_the_file_with_a_code_or_declines_with_a_reason(
@@ -446,13 +321,13 @@ async def test_answering_a_request_sends_the_file_with_a_code_or_declines_with_a
     assert "Amara Okafor, Year 7 on your roll has this UPN." in text(page)
     wrong = await site.post(f"/requests/{rid}/send", {"csrf": page.hidden("csrf"), "code": ""})
     assert wrong.status == 400 and 'href="#code"' in wrong.text
-    assert world.outbox.queued == []
+    assert world.rx.outbox.queued == []
     node = site.node
     code = world.dsl.code(node.clock.now)
     node.next_step()
     sent = await site.post(f"/requests/{rid}/send", {"csrf": page.hidden("csrf"), "code": code})
     assert sent.status == 200 and "the file is on its way" in text(sent)
-    assert world.outbox.queued == [(same.id, OTHER_URN)]
+    assert world.rx.outbox.queued == [(same.id, OTHER_URN)]
     # Another request, declined: a reason is needed.
     other = await _received_request(world, _upn(199))
     page = await site.get(f"/requests/{other}")
@@ -466,7 +341,11 @@ async def test_answering_a_request_sends_the_file_with_a_code_or_declines_with_a
     )
     assert "The school will read your reason" in text(done)
     assert "Amara was never on our roll." in text(done)
-    assert world.peer.sent[-1] == (URN, OTHER_URN, f"/peer/v1/transfer-requests/{other}/decision")
+    assert world.rx.peer.sent[-1] == (
+        URN,
+        OTHER_URN,
+        f"/peer/v1/transfer-requests/{other}/decision",
+    )
 
 
 # ------------------------------------------------------------------ permissions by address
@@ -493,4 +372,4 @@ async def test_a_teacher_is_refused_every_receiving_page(world: World) -> None:
         page = await site.post(path, {"csrf": csrf, **data})
         assert page.status == 403, (path, page.status)
     assert await world.state(pid) == "delivered"
-    assert world.outbox.queued == [] and world.peer.sent == []
+    assert world.rx.outbox.queued == [] and world.rx.peer.sent == []
