@@ -147,7 +147,7 @@ async def test_the_inbox_lists_a_file_and_its_preview_reads_as_the_sender_wrote_
     assert inbox.status == 200 and inbox.title == "Inbox - Handover"
     assert '<a class="govuk-service-navigation__link" href="/inbox"' in inbox.text
     row = text(inbox)
-    assert f"Amara Okafor, born 3 November 2014 , file from {SENDER_NAME}" in row
+    assert f"Amara Okafor, born 3 November 2014 (file from {SENDER_NAME})" in row
     assert re.search(r"\d+ KiB", row) and "New: not opened yet" in row
     preview = await site.get(f"/inbox/{pid}")
     assert preview.status == 200, preview.text
@@ -223,7 +223,7 @@ async def test_accepting_twice_imports_nothing_twice_and_says_so(world: World) -
     concerns = [e for e in await world.store.chronology(dsl, same.id) if e.kind == "concern"]
     assert len(concerns) == 1
     listed = text(await site.get("/inbox"))
-    assert listed.count(f"Amara Okafor , file from {SENDER_NAME} Cliff") == 2, listed
+    assert listed.count(f"Amara Okafor (file from {SENDER_NAME}) Cliff") == 2, listed
     assert listed.count("Accepted") == 2
 
 
