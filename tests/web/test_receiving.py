@@ -88,7 +88,7 @@ async def world(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
             web_pages=WebServices(
                 store=store, accounts=node.accounts, config=config, audit=node.audit,
                 web_key=WEB_KEY, inbox=rx.inbox, transfer_requests=rx.requests,
-                directory=rx.directory,
+                directory=rx.directory, alerts=rx.requests.alerts,
             ),
         )  # fmt: skip
         async with TestClient(TestServer(app)) as client:
@@ -208,6 +208,12 @@ async def test_accepting_twice_imports_nothing_twice_and_says_so(world: World) -
     assert re.search(r"(\d+) records imported, 0 already held", words), words
     imported = int(re.search(r"(\d+) records imported", words).group(1))  # type: ignore[union-attr]
     assert imported >= 3
+    # The form sent twice (the back button), or the preview opened again: the confirmation.
+    twice = await site.post(f"/inbox/{first}/accept", {"csrf": form.hidden("csrf"),
+                                                       "pupil": same.id})  # fmt: skip
+    assert twice.title == "File accepted - Handover"
+    assert "records imported" not in text(twice) and first not in text(twice)
+    assert (await site.get(f"/inbox/{first}")).title == "File accepted - Handover"
     pupil = await site.get(f"/pupils/{same.upn}")
     assert f"Received from {SENDER_NAME} on" in text(pupil)
     assert "Amara said she is scared to go home" in text(pupil)
@@ -266,6 +272,47 @@ async def test_rejecting_needs_a_reason_which_goes_back_in_the_signed_receipt(
     assert data is not None
     body = SignedReceipt.from_json(bytes(data)).body
     assert body.reason == "This pupil never joined our school."
+    again = await site.get(f"/inbox/{pid}/reject")
+    assert "That file has already been rejected" in text(again) and pid not in text(again)
+
+
+async def test_a_rejection_sent_after_the_session_expired_is_kept(world: World) -> None:
+    pid = await world.deliver()
+    site = world.site
+    await site.sign_in(world.dsl)
+    form = await site.get(f"/inbox/{pid}/reject")
+    site.node.clock.advance(minutes=16)
+    page = await site.post(f"/inbox/{pid}/reject", {
+        "csrf": form.hidden("csrf"), "form_owner": form.hidden("form_owner"),
+        "reason": "Not our pupil."})  # fmt: skip
+    assert "What you had typed has been kept" in page.text
+    page = await site.post("/sign-in", {
+        "csrf": page.hidden("csrf"), "org": URN, "username": "dsl",
+        "password": world.dsl.password, "code": world.dsl.code(site.node.clock.now),
+        "kept_form": page.hidden("kept_form"),
+    })  # fmt: skip
+    assert page.title == "Reject this file - Handover"
+    assert "Not our pupil.</textarea>" in page.text
+    assert await world.state(pid) == "delivered"
+
+
+async def test_who_a_file_is_about_is_read_for_the_dsl_team_only(world: World) -> None:
+    """The inbox's list of names: from the signed manifests of open files only; refused
+    (and audited) for anyone outside the DSL team."""
+    from transfer.store.permissions import PermissionDenied
+
+    open_one, accepted = await world.deliver(), await world.deliver()
+    dsl = await world.store.actor_for(world.dsl.staff.id)
+    await world.inbox.accept(dsl, accepted, pupil_id=world.ours["same"].id)
+    about = await world.inbox.subjects(dsl, [open_one, accepted, str(uuid.uuid4())])
+    assert list(about) == [open_one]
+    assert (about[open_one].forename, about[open_one].dob) == ("Amara", date(2014, 11, 3))
+    teacher = await world.store.actor_for(world.teacher.staff.id)
+    with pytest.raises(PermissionDenied):
+        await world.inbox.subjects(teacher, [open_one])
+    refused = [e for e in world.site.node.events("transfer.inbox.subjects")
+               if e.outcome == "refused"]  # fmt: skip
+    assert len(refused) == 1
 
 
 # ------------------------------------------------------------------ requests for files
@@ -278,6 +325,8 @@ async def test_asking_a_previous_school_for_a_file(world: World) -> None:
     form = await site.get(f"/requests/new?pupil={same.upn}")
     assert form.status == 200
     assert "This is Amara Okafor, Year 7." in text(form)
+    pupil_page = await site.get(f"/pupils/{same.upn}")
+    assert f'href="/requests/new?pupil={same.upn}"' in pupil_page.text
     assert f'<option value="{OTHER_URN}">{SENDER_NAME} (URN {OTHER_URN})</option>' in form.text
     assert f'<option value="{URN}"' not in form.text  # not our own school
     csrf = form.hidden("csrf")
@@ -329,6 +378,8 @@ async def test_answering_a_request_sends_the_file_with_a_code_or_declines_with_a
     assert world.rx.outbox.queued == [(same.id, OTHER_URN)]
     # Another request, declined: a reason is needed.
     other = await _received_request(world, _upn(199))
+    alerts = await site.get("/alerts")  # the alert of a request opens the request
+    assert f'<a class="govuk-link" href="/requests/{other}">Open the request</a>' in alerts.text
     page = await site.get(f"/requests/{other}")
     assert "No pupil on your roll has this UPN." in text(page)
     form = await site.get(f"/requests/{other}/decline")

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from schemas.manifest import Subject
 from schemas.records import PupilRecord
-from transfer.errors import InputError, NotFoundError
+from transfer.errors import ConflictError, InputError, NotFoundError
 from transfer.exchange.inbox import Inbox, InboxPreview, IncomingSummary
 from transfer.store.permissions import Permission, require
 from transfer.store.readable import ReadableLine, size_in_words
@@ -56,6 +56,18 @@ def inbox_of(request: web.Request) -> Inbox:
     if found is None:
         raise NotFoundError("this node keeps no inbox")
     return found
+
+
+async def decided(request: web.Request, visit: Visit, pid: str) -> web.StreamResponse:
+    """A file accepted or rejected already (by someone else, or a form sent twice): its
+    confirmation page, or the inbox, rather than an error naming the package."""
+    items = await inbox_of(request).list(visit.actor, via="web")
+    item = next((i for i in items if i.package_id == pid), None)
+    if item is not None and item.state == "accepted":
+        return redirect(f"/inbox/{pid}/accepted")
+    if item is not None and item.state == "rejected":
+        return redirect("/inbox?done=decided")
+    raise NotFoundError("no such file in your inbox")
 
 
 # ------------------------------------------------------------------ who the file is about
@@ -217,7 +229,8 @@ async def inbox_page(request: web.Request, visit: Visit) -> web.StreamResponse:
                      "state": STATES.get(i.state, (i.state, "govuk-tag--grey")),
                      "href": _href(i)})  # fmt: skip
     done = {"rejected": "The file has been rejected. The sender has been sent your reason "
-                        "in a signed receipt."}  # fmt: skip
+                        "in a signed receipt.",
+            "decided": "That file has already been rejected, so it is no longer kept."}  # fmt: skip
     return app.page(request, "inbox.html", visit, title="Inbox", rows=rows,
                     done=done.get(request.query.get("done", "")))  # fmt: skip
 
@@ -234,7 +247,10 @@ async def preview_page(request: web.Request, visit: Visit) -> web.StreamResponse
     """The file's content as a DSL reads it (the service verifies it in full first)."""
     app = webapp(request)
     pid = request.match_info["package_id"]
-    preview = await inbox_of(request).show(visit.actor, pid, via="web")
+    try:
+        preview = await inbox_of(request).show(visit.actor, pid, via="web")
+    except ConflictError:
+        return await decided(request, visit, pid)
     readable = preview.readable
     lines = [preview_line(r) for r in readable.lines] if readable else []
     documents = list(readable.documents) if readable else []
@@ -255,7 +271,10 @@ async def _accept_page(
     errors: FormErrors | None = None, notice: str = "",
 ) -> web.StreamResponse:  # fmt: skip
     app = webapp(request)
-    preview = await inbox_of(request).show(visit.actor, pid, via="web")
+    try:
+        preview = await inbox_of(request).show(visit.actor, pid, via="web")
+    except ConflictError:
+        return await decided(request, visit, pid)
     theirs = Described.of(preview)
     found = suggestions(await app.store.list_pupils(visit.actor), theirs)
     return app.page(
@@ -303,7 +322,10 @@ async def accept(request: web.Request, visit: Visit) -> web.StreamResponse:
             else:
                 chosen = found.id
     else:
-        preview = await inbox.show(visit.actor, pid, via="web")
+        try:
+            preview = await inbox.show(visit.actor, pid, via="web")
+        except ConflictError:
+            return await decided(request, visit, pid)
         offered = suggestions(await app.store.list_pupils(visit.actor), Described.of(preview))
         if values.pupil not in {s.pupil.id for s in offered}:
             errors.add("pupil", "Choose one of the pupils listed, another pupil by UPN, or a "
@@ -312,8 +334,11 @@ async def accept(request: web.Request, visit: Visit) -> web.StreamResponse:
             chosen = values.pupil
     if errors:
         return await _accept_page(request, visit, pid, values, errors=errors)
-    done = await inbox.accept(visit.actor, pid, pupil_id=chosen, create_new=create_new,
-                              via="web")  # fmt: skip
+    try:
+        done = await inbox.accept(visit.actor, pid, pupil_id=chosen, create_new=create_new,
+                                  via="web")  # fmt: skip
+    except ConflictError:
+        return await decided(request, visit, pid)
     query = {"imported": sum(done.counts.values()) - done.amended, "held": done.held,
              "amended": done.amended, "new": int(done.new_pupil)}  # fmt: skip
     return redirect(f"/inbox/{pid}/accepted?{urlencode(query)}")
@@ -354,7 +379,7 @@ async def _reject_page(
     item = next((i for i in items if i.package_id == pid and i.state in ("delivered", "viewed")),
                 None)  # fmt: skip
     if item is None:
-        raise NotFoundError("no such file waiting in your inbox")
+        return await decided(request, visit, pid)
     return webapp(request).page(
         request, "inbox_reject.html", visit, title="Reject this file",
         status=400 if errors else 200, errors=errors, values=values, item=item, notice=notice,
@@ -384,7 +409,10 @@ async def reject(request: web.Request, visit: Visit) -> web.StreamResponse:
         errors.add("reason", f"The reason must be {MAX_REASON} characters or fewer")
     if errors:
         return await _reject_page(request, visit, pid, values, errors=errors)
-    await inbox_of(request).reject(visit.actor, pid, reason, via="web")
+    try:
+        await inbox_of(request).reject(visit.actor, pid, reason, via="web")
+    except ConflictError:
+        return await decided(request, visit, pid)
     return redirect("/inbox?done=rejected")
 
 
