@@ -349,6 +349,10 @@ async def test_asking_a_previous_school_for_a_file(world: World) -> None:
     assert world.rx.peer.sent == [(URN, OTHER_URN, "/peer/v1/transfer-requests")]
     assert f"Amara Okafor, born 3 November 2014, UPN {same.upn}" in text(done)
     assert "Waiting for their answer" in text(done)
+    twice = await site.post("/requests/new", {"csrf": csrf, "upn": same.upn or "",
+                                              "school": OTHER_URN})  # fmt: skip
+    assert twice.status == 400 and "You have already asked this school" in text(twice)
+    assert len(world.rx.peer.sent) == 1
 
 
 async def _received_request(world: World, upn: str) -> str:

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from schemas.peer import MAX_NOTE, MAX_REASON
 from transfer.directory.service import Directory
-from transfer.errors import HandoverError, InputError, NotFoundError
+from transfer.errors import ConflictError, InputError, NotFoundError
 from transfer.exchange.requests import TransferRequestRecord, TransferRequests
 from transfer.store.permissions import Permission, require
 from transfer.web.core import FORM_KEY, FormErrors, Visit, WebRoute, webapp
@@ -176,10 +176,12 @@ async def ask(request: web.Request, visit: Visit) -> web.StreamResponse:
     try:
         record = await requests.create(visit.actor, upn=upn, from_org_id=values.school,
                                        note=values.note.strip() or None, via="web")  # fmt: skip
-    except (InputError, HandoverError) as err:
-        if err.http_status >= 500 or err.http_status == 403:
-            raise
-        errors.add("school", _sentence(err.diagnostics()))
+    except ConflictError:
+        errors.add("school", "You have already asked this school for this pupil's file: "
+                             "wait for their answer (see Requests for files)")  # fmt: skip
+        return await _new_page(request, visit, values, errors=errors)
+    except InputError as err:
+        errors.add("note", _sentence(err.diagnostics()))
         return await _new_page(request, visit, values, errors=errors)
     delivered = await requests.send_one(record.request_id, record.org_id)
     return redirect("/requests?done=" + ("asked" if delivered else "asked-later"))
