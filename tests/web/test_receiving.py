@@ -153,6 +153,7 @@ async def test_the_inbox_lists_a_file_and_its_preview_reads_as_the_sender_wrote_
     assert preview.status == 200, preview.text
     words = text(preview)
     assert "Amara said she is scared to go home when her uncle visits." in words
+    assert "What it holds 1 concern, 1 triage decision, 1 action" in words
     assert "Concern: Child protection" in words and "Where: Playground" in words
     assert "Triage decision: Refer to children's social care" in words
     assert "Disclosure of fear at home." in words
