@@ -182,6 +182,7 @@ def _app_and_scheduler(node: Node) -> tuple[web.Application, AsyncIOScheduler]:
             web_key=node.web_key, alerts=node.alerts, inbox=node.inbox,
             trail=AuditTrail(node.audit_log, node.audit),
             key_admin=KeyAdministration(node.store, node.keys, node.directory),
+            transfer_requests=transfer_requests, directory=node.directory,
         ),
     )  # fmt: skip
     receipt_pusher = ReceiptPusher(

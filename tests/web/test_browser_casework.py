@@ -7,17 +7,37 @@ style, axe-core WCAG 2.2 A/AA). A teacher cannot reach the DSL's pages by addres
 Administration (issue 15) shares this module's world, last (it changes Tom Wood's role):
 an invitation by one-time link, the invitee's password and authenticator, the
 administrator refused the DSL role for themselves, a role change a DSL approves, and a
-CTF with a bad line, at 375 px and by keyboard."""
+CTF with a bad line, at 375 px and by keyboard.
+
+Receiving (issue 14), in the same served world: Riverside Academy sends a pupil's file
+through its staff API (its sending pages are another area's); Hillside's DSL, at 375 px
+and with the keyboard only, reads the concern in the inbox's preview, accepts the file
+into the pupil already on the roll and sees the records in her chronology with where they
+came from; the file sent again adds nothing already held (the page says so); another file
+is rejected with a reason, and Riverside's outbox record carries it in the signed
+receipt."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime, timedelta
 
+import aiohttp
 import pyotp
 from playwright.async_api import Browser, Page, expect
 
+from tests.web.browser_receiving import (
+    ACCOUNT,
+    REASON,
+    Riverside,
+    accept_into_amara,
+    go,
+    to_inbox,
+)
 from tests.web.browser_support import WebWorld, checked
 from tests.web.test_browser import PRIMARY, _context, _sign_in
+from transfer.demo.scenario import PRIMARY as HILLSIDE
+from transfer.demo.scenario import SECONDARY as RIVERSIDE
 from transfer.demo.scenario import upn
 
 
@@ -306,3 +326,75 @@ async def test_an_administrator_invites_changes_roles_and_imports_a_ctf(
     await expect(admin.locator("#ctf-error")).to_contain_text("Nothing was imported")
     await _narrow(admin)
     await admin_ctx.close()
+
+
+async def test_a_dsl_receives_reads_accepts_and_rejects_files_by_keyboard_on_a_phone(
+    browser: Browser, web_world: WebWorld
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        riverside = Riverside(web_world, http)
+        # Riverside's file about Amara (who left them for Hillside, where she is on roll).
+        amara = await riverside.pupil(101, "Amara", "Okafor", "2015-03-14")
+        await riverside.call("PATCH", f"/pupils/{amara}", {
+            "leaving_date": date.today().isoformat(),
+            "destination": {"kind": "school", "urn": HILLSIDE[0], "name": HILLSIDE[2]},
+        })  # fmt: skip
+        concern = await riverside.call("POST", "/concerns", {
+            "pupil_ids": [amara], "category": "child_protection", "location": "Form room",
+            "happened_at": (datetime.now(UTC) - timedelta(days=3)).isoformat(),
+            "account": ACCOUNT,
+        })  # fmt: skip
+        await riverside.call(
+            "POST",
+            f"/concerns/{concern['id']}/triage",
+            {"decision": "refer_social_care", "reason": "Fear of an adult at home; MASH called."},
+        )
+        first = await riverside.send(amara)
+        await riverside.until(first, "delivered")
+
+        context = await _context(browser, width=375)
+        page = await context.new_page()
+        await _sign_in(page, web_world, PRIMARY, "s.patel")
+        done = await accept_into_amara(page)
+        imported = re.search(r"(\d+) records imported, 0 already held", done)
+        assert imported and int(imported.group(1)) >= 2, done  # the concern and its triage
+        wide = await page.evaluate("() => document.documentElement.scrollWidth")
+        assert wide <= 375, wide
+        await go(page, "See Amara Okafor, Year 6's chronology")
+        received = page.locator(".app-timeline__item", has_text=ACCOUNT)
+        await expect(received).to_contain_text(f"Received from {RIVERSIDE[2]} on")
+        await expect(page.locator(".app-timeline")).to_contain_text(
+            "Triage decision: Refer to children's social care"
+        )
+
+        # Sent again (with the reason a second sending needs): nothing is imported twice.
+        again = await riverside.send(amara, "Sent again after a query from Hillside.")
+        await riverside.until(again, "delivered")
+        done = await accept_into_amara(page, axe=False)
+        # (What is new is only the sender's own notes about sending the file the first time.)
+        assert re.search(rf"^\d+ records? imported, {imported.group(1)} already held", done), done
+        await go(page, "See Amara Okafor, Year 6's chronology", axe=False)
+        await expect(page.locator(".app-timeline__item", has_text=ACCOUNT)).to_have_count(1)
+
+        # Another file, rejected with a reason (first without one: the form says so).
+        mia = await riverside.pupil(130, "Mia", "Taylor", "2014-09-30")
+        other = await riverside.send(mia, "Mia's family asked us to send her file.")
+        await riverside.until(other, "delivered")
+        await to_inbox(page)
+        await go(page, f"Mia Taylor, born 30 September 2014 (file from {RIVERSIDE[2]})")
+        await go(page, "Reject this file", role="button")
+        await go(page, "Reject the file", role="button")
+        await expect(page).to_have_title(re.compile("^Error: Reject this file"))
+        await page.get_by_label("Why are you rejecting it?").focus()
+        await page.keyboard.type(REASON)
+        await go(page, "Reject the file", role="button")
+        await expect(page.get_by_text("The file has been rejected.")).to_be_visible()
+        await expect(page.locator("tbody tr").first).to_contain_text("Rejected")
+        wide = await page.evaluate("() => document.documentElement.scrollWidth")
+        assert wide <= 375, wide
+        await context.close()
+
+        record = await riverside.until(other, "rejected")
+        reasons = [r["reason"] for r in record["receipts"] if r["kind"] == "rejected"]
+        assert reasons == [REASON], record["receipts"]
+        assert (await riverside.until(again, "accepted"))["state"] == "accepted"

@@ -21,7 +21,9 @@ from transfer.web import (
     audit,
     concerns,
     dashboard,
+    inbox,
     pupils,
+    requests,
     search,
     signin,
     subject_access,
@@ -46,6 +48,8 @@ ROUTES: tuple[WebRoute, ...] = (
     *admin_pupils.ROUTES,
     *admin_org.ROUTES,
     *admin_retention.ROUTES,
+    *inbox.ROUTES,
+    *requests.ROUTES,
 )
 
 

@@ -23,11 +23,16 @@ _DONE: Final = {"dismissed": "The alert has been dismissed. It will not be raise
 
 
 def link_for(alert: AlertRecord) -> tuple[str, str] | None:
-    """Where to go about the alert, in words: the pupil's page when it names a pupil."""
+    """Where to go about the alert, in words: a request for a file, its page; otherwise
+    the pupil's page when it names a pupil."""
+    if alert.key.startswith("transfer-request:") and alert.ref:
+        return f"/requests/{alert.ref}", "Open the request"
     if alert.pupil_id:
         return f"/pupils/{alert.pupil_id}", f"Open {alert.pupil_name or 'the pupil'}\u2019s record"
-    if alert.key.startswith(("transfer-request:", "inbox:")):
-        return "/", "Go to the home page"
+    if alert.key.startswith("inbox:"):
+        return "/inbox", "Open the inbox"
+    if alert.key.startswith("transfer-request:"):
+        return "/requests", "See the requests for files"
     return None
 
 

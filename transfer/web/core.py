@@ -49,7 +49,9 @@ if TYPE_CHECKING:
     from transfer.alerts import Alerts
     from transfer.audit.trail import AuditTrail
     from transfer.directory.administration import KeyAdministration
+    from transfer.directory.service import Directory
     from transfer.exchange.inbox import Inbox
+    from transfer.exchange.requests import TransferRequests
 
 log = logging.getLogger("transfer.web")
 
@@ -100,6 +102,10 @@ class WebServices:
     trail: AuditTrail | None = None
     #: The organisation's keys and the node's directory, behind ``keys.manage``.
     key_admin: KeyAdministration | None = None
+    #: Asking another school for a pupil's file, and answering such requests.
+    transfer_requests: TransferRequests | None = None
+    #: The signed directory (schools chosen by name).
+    directory: Directory | None = None
 
 
 Access = Literal["public", "enrolment", "session"]
@@ -327,6 +333,8 @@ class WebApp:
             items.append(("/audit", "Audit"))
         if any(visit.actor.has(p) for p in ADMIN_PERMISSIONS):
             items.append(("/admin", "Administration"))
+        if visit.actor.has(Permission.RECEIVE_TRANSFER):
+            items.append(("/inbox", "Inbox"))
         items.append(("/account", "Your account"))
         path = request.path
         return [
