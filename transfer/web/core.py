@@ -311,6 +311,8 @@ class WebApp:
             items.append(("/concerns/new", "Log a concern"))
         if visit.actor.has(Permission.READ_PUPILS):
             items.append(("/search", "Search"))
+        if visit.actor.has(Permission.SEND_REFERRAL):
+            items.append(("/referrals", "Referrals"))
         items.append(("/account", "Your account"))
         path = request.path
         return [
