@@ -345,11 +345,27 @@ async def test_sending_needs_a_code_and_the_outcome_closes_it(world: World) -> N
     bundle = await site.client.get(f"/referrals/{rid}/bundle")
     assert bundle.status == 200 and bundle.headers["Content-Type"] == "application/zip"
     assert (await bundle.read())[:2] == b"PK"
-    # Handed over by hand (the service), then the outcome from the referral's page.
-    actor = await site.node.store.actor_for(world.dsl.staff.id)
-    await world.referrals.record_handover(actor, rid, to_whom="MASH duty desk", how="by hand")
-    page_ = world.text(await site.get(f"/referrals/{rid}"))
-    assert "Picked up" in page_ and "Record the outcome" in page_
+    # Handed over, then acknowledged by telephone: each recorded on the referral's page.
+    page_ = await site.get(f"/referrals/{rid}")
+    assert "Download the offline bundle" in page_.text and "Record the hand-over" in page_.text
+    empty = await site.post(f"/referrals/{rid}/handover", {"csrf": page_.hidden("csrf")})
+    assert empty.status == 400 and _summary_links(empty) == ["to_whom", "how"]
+    handed = await site.post(
+        f"/referrals/{rid}/handover",
+        {"csrf": page_.hidden("csrf"), "to_whom": "MASH duty desk", "how": "by hand"},
+    )
+    assert "The hand-over has been recorded." in handed.text
+    assert "Picked up" in handed.text and "Record the hand-over" not in handed.text
+    empty = await site.post(f"/referrals/{rid}/acknowledgement", {"csrf": page_.hidden("csrf")})
+    assert empty.status == 400 and _summary_links(empty) == ["ack_name", "reference"]
+    acked = await site.post(
+        f"/referrals/{rid}/acknowledgement",
+        {"csrf": page_.hidden("csrf"), "ack_name": "Jo Reed", "reference": "MASH-77"},
+    )
+    shown = world.text(acked)
+    assert "The agency's acknowledgement has been recorded." in shown
+    assert "Acknowledged" in shown and "MASH-77" in shown and "Jo Reed" in shown
+    assert "Record the outcome" in shown
     form = await site.get(f"/referrals/{rid}/outcome")
     empty = await site.post(f"/referrals/{rid}/outcome", {"csrf": form.hidden("csrf")})
     assert empty.status == 400 and _summary_links(empty) == ["rag", "decision"]

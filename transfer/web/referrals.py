@@ -613,7 +613,7 @@ def _event_rows(record: ReferralRecord) -> list[dict[str, Any]]:
             who = f"{e.actor_name} ({role})" if role else e.actor_name
         via = e.note.removeprefix("via=") if e.note.startswith("via=") else ""
         how = {"portal": "pickup link", "node": "the agency's node", "offline": "by hand",
-               "api": "recorded by hand"}.get(via, "")  # fmt: skip
+               "api": "recorded by hand", "web": "recorded by hand"}.get(via, "")  # fmt: skip
         rows.append({"at": e.at, "what": EVENTS.get(e.action, e.action.replace("_", " ")),
                      "who": who, "how": how})  # fmt: skip
     return rows
@@ -637,9 +637,17 @@ def _outcome_rows(record: ReferralRecord) -> list[tuple[str, str]]:
 
 
 async def referral_page(request: web.Request, visit: Visit) -> web.StreamResponse:
+    return await _referral_page(request, visit)
+
+
+async def _referral_page(request: web.Request, visit: Visit, *, errors: FormErrors | None = None,
+                         values: dict[str, str] | None = None) -> web.StreamResponse:  # fmt: skip
     _, record = await _draft(request, visit)
     pupil = await find_pupil(request, visit, record.pupil_id)
-    done = {"outcome": "The outcome has been recorded."}.get(request.query.get("done", ""))
+    done = {"outcome": "The outcome has been recorded.",
+            "handed_over": "The hand-over has been recorded.",
+            "acknowledged": "The agency's acknowledgement has been recorded."}.get(
+        request.query.get("done", ""))  # fmt: skip
     tasks = []
     if record.state == "draft":
         chosen = len(record.selection)
@@ -664,7 +672,60 @@ async def referral_page(request: web.Request, visit: Visit) -> web.StreamRespons
         outcome=_outcome_rows(record), tasks=tasks, done=done,
         may_record_outcome=record.state in ("delivered", "accepted"),
         route_words=ROUTES_IN_WORDS.get(record.route or "", ""),
+        may_hand_over=record.route == "offline" and record.state == "sent",
+        may_acknowledge=record.route in ("offline", "node") and record.state in ("sent",
+                                                                                 "delivered"),
+        errors=errors, status=400 if errors else 200, values=values or {},
     )  # fmt: skip
+
+
+async def hand_over(request: web.Request, visit: Visit) -> web.StreamResponse:
+    """The offline bundle was handed to the agency: to whom and how."""
+    referrals, record = await _draft(request, visit)
+    data = request[FORM_KEY]
+    values = {k: data.get(k, "").strip() for k in ("to_whom", "how")}
+    errors = FormErrors()
+    if not values["to_whom"]:
+        errors.add("to_whom", "Enter who you gave the bundle to")
+    if not values["how"]:
+        errors.add("how", "Enter how you gave it, for example by hand on an encrypted USB "
+                   "stick")  # fmt: skip
+    if not errors:
+        try:
+            await referrals.record_handover(visit.actor, record.id, to_whom=values["to_whom"],
+                                            how=values["how"])  # fmt: skip
+        except InputError as err:
+            errors.add("to_whom", _words(err))
+    if errors:
+        return await _referral_page(request, visit, errors=errors, values=values)
+    return redirect(f"/referrals/{record.id}?done=handed_over")
+
+
+async def acknowledgement(request: web.Request, visit: Visit) -> web.StreamResponse:
+    """The agency confirmed it by telephone or e-mail: who, and their reference."""
+    referrals, record = await _draft(request, visit)
+    data = request[FORM_KEY]
+    values = {k: data.get(k, "").strip() for k in ("ack_name", "reference")}
+    errors = FormErrors()
+    if not values["ack_name"]:
+        errors.add("ack_name", "Enter the name of who acknowledged it at the agency")
+    if not values["reference"]:
+        errors.add("reference", "Enter the agency's reference number")
+    if not errors:
+        try:
+            await referrals.acknowledge(visit.actor, record.id, name=values["ack_name"],
+                                        agency_reference=values["reference"],
+                                        via="web")  # fmt: skip
+        except InputError as err:
+            errors.add("reference", _words(err))
+    if errors:
+        return await _referral_page(request, visit, errors=errors, values=values)
+    return redirect(f"/referrals/{record.id}?done=acknowledged")
+
+
+def _words(err: HandoverError) -> str:
+    text = err.diagnostics().strip().rstrip(".")
+    return text[:1].upper() + text[1:]
 
 
 async def discard_page(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -755,6 +816,8 @@ ROUTES: Final = (
     WebRoute("GET", f"{_R}/bundle", bundle_download, "Referrals.get"),
     WebRoute("GET", f"{_R}/discard", discard_page, "Referrals.get"),
     WebRoute("POST", f"{_R}/discard", discard, "Referrals.discard"),
+    WebRoute("POST", f"{_R}/handover", hand_over, "Referrals.record_handover"),
+    WebRoute("POST", f"{_R}/acknowledgement", acknowledgement, "Referrals.acknowledge"),
     WebRoute("GET", f"{_R}/outcome", outcome_page, "Referrals.get"),
     WebRoute("POST", f"{_R}/outcome", save_outcome, "Referrals.record_outcome"),
 )  # fmt: skip
