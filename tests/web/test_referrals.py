@@ -447,3 +447,25 @@ async def test_a_teacher_is_refused_every_referral_page(world: World) -> None:
     assert await world.drafts() == [rid]
     assert [e for e in site.node.audit.events if e.action.startswith("referral.")
             and e.outcome == "refused"]  # fmt: skip
+
+
+async def test_a_referral_form_sent_after_the_session_expired_is_kept(world: World) -> None:
+    await _as(world, world.dsl)
+    page = await _form(world, "mash-bristol")
+    world.site.node.clock.advance(minutes=16)
+    typed = _with(_fields(page), reason="Bruising seen on her arm.", risk_rating="high")
+    answer = await _post(world, page, typed)
+    assert answer.title == "Sign in to Handover - Handover"
+    assert "What you had typed has been kept" in answer.text
+    back = await world.site.post(
+        "/sign-in",
+        {"csrf": answer.hidden("csrf"), "org": URN, "username": "dsl",
+         "password": world.dsl.password, "code": world.dsl.code(world.site.node.clock.now),
+         "kept_form": answer.hidden("kept_form")},
+    )  # fmt: skip
+    assert back.title == "Referral to Bristol MASH - Handover", back.title
+    assert "What you typed has been kept" in back.text
+    values = dict(_fields(back))
+    assert values["reason"] == "Bruising seen on her arm." and values["risk_rating"] == "high"
+    assert values["child.forename"] == "Amara"
+    assert await world.drafts() == []

@@ -275,9 +275,12 @@ async def _create(request: web.Request, visit: Visit, data: Any, ref: str,
         return redirect(f"/pupils/{pupil_ref(pupil)}/referrals/new")
     values = form_values(agency[2], data)
     form, problems = read_form(agency[2], values)
-    if notice or form is None:
+    if notice:  # given back after signing in again: check it, then save it again
         return await _form_page(request, visit, pupil_ref(pupil), agency, values,
-                                errors=_errors(problems), notice=notice)  # fmt: skip
+                                notice=notice)  # fmt: skip
+    if form is None:
+        return await _form_page(request, visit, pupil_ref(pupil), agency, values,
+                                errors=_errors(problems))  # fmt: skip
     record = await referrals.draft(visit.actor, pupil_id=pupil.id, agency_org_id=agency[0],
                                    form=form)  # fmt: skip
     return redirect(f"/referrals/{record.id}/entries")
