@@ -48,7 +48,6 @@ from transfer.referrals.consent import require_draft
 from transfer.referrals.forms import parse_outcome
 from transfer.referrals.redaction import REDACTABLE_FIELDS
 from transfer.referrals.service import NothingSelectedError, Referrals
-from transfer.store.people import role_label
 from transfer.web.core import FORM_KEY, FormErrors, Visit, WebRoute, webapp
 from transfer.web.pupils import UUID, find_pupil, pupil_name, pupil_ref
 from transfer.web.referral_forms import (
@@ -611,9 +610,8 @@ def _event_rows(record: ReferralRecord) -> list[dict[str, Any]]:
     rows = []
     for e in record.events:
         who = ""
-        if e.actor_name and e.actor is not None:
-            role = role_label(e.actor_role)
-            who = f"{e.actor_name} ({role})" if role else e.actor_name
+        if e.actor_name and e.actor is not None:  # the role is in words already
+            who = f"{e.actor_name} ({e.actor_role})" if e.actor_role else e.actor_name
         via = e.note.removeprefix("via=") if e.note.startswith("via=") else ""
         how = {"portal": "pickup link", "node": "the agency's node", "offline": "by hand",
                "api": "recorded by hand", "web": "recorded by hand"}.get(via, "")  # fmt: skip
