@@ -19,6 +19,7 @@ from keys.sealing import KekProtection
 from keys.store import KeyStore
 from receivers.portal import PickupPortal, PortalSettings
 from schemas.records import NewConcern, NewPupil, PupilRecord
+from schemas.referrals import MashReferral
 from tests.referrals.support import add_agency
 from tests.unit.auth.support import KEK, URN, Person, open_node
 from tests.web.support import WEB_KEY, Page, Site, web_config
@@ -472,3 +473,30 @@ async def test_a_referral_form_sent_after_the_session_expired_is_kept(world: Wor
     assert values["reason"] == "Bruising seen on her arm." and values["risk_rating"] == "high"
     assert values["child.forename"] == "Amara"
     assert await world.drafts() == []
+
+
+async def test_a_changed_draft_form_sent_after_the_session_expired_is_kept(
+    world: World,
+) -> None:
+    await _as(world, world.dsl)
+    page = await _form(world, "mash-bristol")
+    await _post(world, page, _mash(page))
+    [rid] = await world.drafts()
+    change = await world.site.get(f"/referrals/{rid}/form")
+    world.site.node.clock.advance(minutes=16)
+    typed = _with(_fields(change), reason="She said it happened again.")
+    answer = await _post(world, change, typed, f"/referrals/{rid}/form")
+    assert answer.title == "Sign in to Handover - Handover"
+    back = await world.site.post(
+        "/sign-in",
+        {"csrf": answer.hidden("csrf"), "org": URN, "username": "dsl",
+         "password": world.dsl.password, "code": world.dsl.code(world.site.node.clock.now),
+         "kept_form": answer.hidden("kept_form")},
+    )  # fmt: skip
+    assert back.title == "Referral to Bristol MASH - Handover", back.title
+    assert f'action="/referrals/{rid}/form"' in back.text
+    assert dict(_fields(back))["reason"] == "She said it happened again."
+    actor = await world.site.node.store.actor_for(world.dsl.staff.id)
+    record = await world.referrals.get(actor, rid)
+    assert isinstance(record.form, MashReferral)
+    assert record.form.reason == "Bruising seen on her arm."  # nothing saved yet

@@ -305,6 +305,18 @@ class _Kept:
         return self.data.getall(name, default)
 
 
+async def kept_change(request: web.Request, visit: Visit, kept: KeptForm) -> web.StreamResponse:
+    """A draft's changed form sent after the session expired, given back filled in."""
+    from transfer.web.triage import KEPT_NOTICE
+
+    referrals = _referrals(request)
+    record = await referrals.get(visit.actor, kept.path.strip("/").split("/")[1])
+    pupil = await find_pupil(request, visit, record.pupil_id)
+    return await _form_page(request, visit, pupil_ref(pupil), await _agency_of(referrals, record),
+                            form_values(record.kind, _Kept(kept)), notice=KEPT_NOTICE,
+                            referral_id=record.id)  # fmt: skip
+
+
 def _values_of(record: ReferralRecord) -> dict[str, Any]:
     """A draft's form as the page's values (to change it)."""
     data = record.form.model_dump(mode="python")
@@ -804,7 +816,7 @@ ROUTES: Final = (
              form=kept_create),
     WebRoute("GET", _R, referral_page, "Referrals.get", name="referral"),
     WebRoute("GET", f"{_R}/form", change_form_page, "Referrals.get"),
-    WebRoute("POST", f"{_R}/form", change_form, "Referrals.update_form"),
+    WebRoute("POST", f"{_R}/form", change_form, "Referrals.update_form", form=kept_change),
     WebRoute("GET", f"{_R}/entries", entries_page, "Referrals.get, Store.chronology_lines"),
     WebRoute("POST", f"{_R}/entries", save_entries, "Referrals.select"),
     WebRoute("GET", f"{_R}/redact", redact_page, "Referrals.preview"),
