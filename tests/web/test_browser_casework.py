@@ -148,7 +148,8 @@ async def test_a_dsl_refers_by_pickup_link_and_sees_the_agencys_acknowledgement(
     browser: Browser, web_world: WebWorld
 ) -> None:
     """Referral wizard on a phone by keyboard: the MASH from the directory, the form
-    prefilled from the pupil record, an entry chosen, a name hidden and shown as sent,
+    prefilled from the pupil record, an entry chosen, a name selected on the page and hidden,
+    shown as sent,
     sent by pickup link with a code; the MASH opens it with the passcode (over HTTP, as the
     demo's agency worker does) and acknowledges; the DSL sees it and records the outcome."""
     context = await _context(browser, width=375)
@@ -189,7 +190,20 @@ async def test_a_dsl_refers_by_pickup_link_and_sees_the_agencys_acknowledgement(
     await _key(page, "#entry")  # the concern of 12 January 2026
     await _keyboard_submit(page, "Save and continue")
     await expect(page.locator("h1")).to_have_text("Hide names and other details")
-    await _key(page, "#text", "Darren Mills")
+    # Selecting the name in what goes puts it in "Words to hide" (typed without JavaScript).
+    await page.evaluate(
+        """() => {
+          const p = [...document.querySelectorAll('.app-as-sent__text')]
+            .find(e => e.textContent.includes('Darren Mills'));
+          const node = p.firstChild, at = node.textContent.indexOf('Darren Mills');
+          const range = document.createRange();
+          range.setStart(node, at);
+          range.setEnd(node, at + 'Darren Mills'.length);
+          document.getSelection().removeAllRanges();
+          document.getSelection().addRange(range);
+        }"""
+    )
+    await expect(page.locator("#text")).to_have_value("Darren Mills")
     await _keyboard_submit(page, "Hide these words")
     as_sent = page.locator(".app-as-sent")
     await expect(as_sent).to_contain_text("at her uncle [redacted]' flat")
