@@ -25,7 +25,10 @@ from tests.unit.auth.support import KEK, URN, Person, open_node
 from tests.web.support import WEB_KEY, Page, Site, web_config
 from transfer.api import create_app
 from transfer.auth import CHEAPEST
+from transfer.config import Config
 from transfer.directory.service import Directory
+from transfer.exchange.client import PeerClient
+from transfer.exchange.outbox import Outbox
 from transfer.referrals.service import Referrals
 from transfer.store.permissions import Role
 from transfer.web import WebServices
@@ -64,7 +67,8 @@ async def world(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
         await add_agency(directory, "mash-bristol", "Bristol MASH", "social_care",
                          email="mash@bristol.example")  # fmt: skip
         await add_agency(directory, "lado-bristol", "Bristol LADO", "lado")
-        await add_agency(directory, "police-avon", "Avon and Somerset Police", "police")
+        await add_agency(directory, "police-avon", "Avon and Somerset Police", "police",
+                         endpoint="https://127.0.0.1:9")  # fmt: skip
         referrals = Referrals(node.store, keys, directory)
         portal = PickupPortal(
             node.store, keys, KEK, base_url="http://unset.invalid", acknowledgements=referrals,
@@ -72,9 +76,12 @@ async def world(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
         )  # fmt: skip
         config = web_config()
         node.accounts.security = config.security
+        peer = PeerClient(keys=keys, directory=directory, config=Config())
+        outbox = Outbox(store=node.store, keys=keys, directory=directory, client=peer,
+                        config=config, data_dir=node.data_dir)  # fmt: skip
         app = create_app(
             store=node.store, accounts=node.accounts, audit=node.audit, config=config,
-            exports_dir=tmp_path / "exports", referrals=referrals, portal=portal,
+            exports_dir=tmp_path / "exports", referrals=referrals, portal=portal, outbox=outbox,
             web_pages=WebServices(store=node.store, accounts=node.accounts, config=config,
                                   audit=node.audit, web_key=WEB_KEY),
         )  # fmt: skip
@@ -91,10 +98,14 @@ async def world(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
             NewConcern(pupil_ids=(amara.id,), category="child_protection",
                        happened_at=node.clock.now - timedelta(days=2), account=ACCOUNT),
         )  # fmt: skip
-        async with TestClient(TestServer(app)) as client:
-            portal.base_url = str(client.make_url("")).rstrip("/")
-            site = Site(node, client)
-            yield World(site, referrals, dsl, teacher, amara, concern.id, tmp_path / "exports")
+        try:
+            async with TestClient(TestServer(app)) as client:
+                portal.base_url = str(client.make_url("")).rstrip("/")
+                site = Site(node, client)
+                yield World(site, referrals, dsl, teacher, amara, concern.id,
+                            tmp_path / "exports")  # fmt: skip
+        finally:
+            await peer.close()
 
 
 async def _as(world: World, who: Person) -> Page:
@@ -500,3 +511,34 @@ async def test_a_changed_draft_form_sent_after_the_session_expired_is_kept(
     record = await world.referrals.get(actor, rid)
     assert isinstance(record.form, MashReferral)
     assert record.form.reason == "Bruising seen on her arm."  # nothing saved yet
+
+
+async def test_a_police_referral_goes_to_the_forces_node_by_the_outbox(world: World) -> None:
+    site = world.site
+    await _as(world, world.dsl)
+    page = await _form(world, "police-avon")
+    typed = _with(
+        _fields(page), immediate_risk="no", what_happened="Images were shared online.",
+        happened_at__date="1/12/2026", happened_at__time="19:30", place="Online",
+        child__address="1 Quay Street", consent__parents_aware="no",
+        consent__consent_given="no", consent__no_consent_reason="greater_risk",
+        referrer__phone="0117 496 0000",
+    )  # fmt: skip
+    made = await _post(world, page, typed)
+    assert made.status == 200, made.text[:800]
+    [rid] = await world.drafts()
+    check = await site.get(f"/referrals/{rid}/check")
+    assert re.findall(r'name="route" type="radio" value="([a-z]+)"', check.text) == [
+        "node", "offline"]  # fmt: skip
+    assert "goes without the parents' or carers' consent" in world.text(check)
+    world.site.node.next_step()
+    sent = await site.post(
+        f"/referrals/{rid}/send",
+        {"csrf": check.hidden("csrf"), "route": "node", "form_only": "yes",
+         "code": world.dsl.code(world.site.node.clock.now)},
+    )  # fmt: skip
+    assert sent.title == "Referral sent - Handover", sent.text[:800]
+    assert "It is in the outbox" in world.text(sent)
+    page_ = world.text(await site.get(f"/referrals/{rid}"))
+    assert "To the agency's Handover node" in page_ and "Sent without the parents'" in page_
+    assert "Record their acknowledgement" in page_
