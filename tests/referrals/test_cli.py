@@ -193,3 +193,28 @@ def test_referral_cli_checks_and_the_child_by_upn(
     assert all(f"pupil={pupil_id}" in line for line in shown.stdout.splitlines())
     wrong = _run(["audit", "show", "--data-dir", str(data), "--pupil", "A801200001001"], env)
     assert wrong.returncode == 2 and "wrong check letter" in wrong.stderr
+
+
+def test_a_form_with_many_problems_names_each_on_its_own_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every problem of the form file, one per field (not "and 9 more problems"); the form
+    is read before the node is opened, so nothing is drafted."""
+    from transfer.cli import main
+
+    bad = tmp_path / "bad.json"
+    form = {k: v for k, v in mash_form().items() if k not in ("request", "risk_rating")}
+    form["child"] = {**form["child"], "upn": "X1"}
+    bad.write_text(json.dumps(form))
+    code = main(["referral", "new", "--data-dir", str(tmp_path / "nowhere"), "--org", SCHOOL,
+                 "--as", "dana", "--pupil", "H801200001001", "--agency", "mash-bristol",
+                 "--form", str(bad)])  # fmt: skip
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "handover: error: the referral form is not valid (3 problems):"
+    assert lines[1:] == [
+        "  request is required",
+        "  child.upn: String should match pattern '^[A-Z][0-9]{11}[0-9A-Z]$'",
+        "  risk_rating is required",
+    ]
+    assert not (tmp_path / "nowhere").exists()

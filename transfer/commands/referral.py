@@ -140,9 +140,12 @@ def _state_line(r: ReferralRecord) -> str:
 
 def _new(args: argparse.Namespace) -> int:
     from schemas.referrals import NewRedaction
-    from transfer.referrals.forms import parse_form
+    from transfer.referrals.forms import FormError, every_problem, parse_form
 
-    form = parse_form(_read(args.form, "form"))
+    try:
+        form = parse_form(_read(args.form, "form"))
+    except FormError as err:
+        raise every_problem(err) from None
     items = _items(args.select)
 
     marks = [NewRedaction(text=text) for text in args.redact]
@@ -318,9 +321,12 @@ def _ack(args: argparse.Namespace) -> int:
 
 
 def _outcome(args: argparse.Namespace) -> int:
-    from transfer.referrals.forms import parse_outcome
+    from transfer.referrals.forms import FormError, every_problem, parse_outcome
 
-    outcome = parse_outcome(_read(args.file, "outcome"))
+    try:
+        outcome = parse_outcome(_read(args.file, "outcome"))
+    except FormError as err:
+        raise every_problem(err) from None
     record = _run(
         args, lambda node, actor: node.referrals.record_outcome(actor, args.referral_id, outcome)
     )

@@ -29,6 +29,7 @@ from transfer.errors import InputError
 __all__ = [
     "FormError",
     "describe_validation",
+    "every_problem",
     "parse_form",
     "parse_outcome",
     "parse_redactions",
@@ -85,6 +86,22 @@ def describe_validation(err: ValidationError) -> tuple[str, list[dict[str, str]]
     if len(items) > 1:
         line += f" (and {len(items) - 1} more problem{'s' if len(items) > 2 else ''})"
     return line, items
+
+
+def every_problem(err: FormError) -> FormError:
+    """``err`` saying each problem on a line of its own, by field (for the CLI: a person
+    fixing a form file wants them all at once, not "and 9 more problems")."""
+    found = err.detail.get("errors")
+    items = [i for i in found if isinstance(i, dict)] if isinstance(found, list) else []
+    if len(items) < 2:
+        return err
+    head = err.message.partition(": ")[0]
+    lines = [f"{head} ({len(items)} problems):"]
+    for item in items:
+        message, where = str(item["message"]), str(item["field"])
+        sep = " " if message.startswith(("is ", "must ")) else ": "
+        lines.append(f"  {where}{sep}{message}")
+    return FormError("\n".join(lines), detail=dict(err.detail))
 
 
 def _load(data: bytes | str | Mapping[str, Any], what: str) -> Any:

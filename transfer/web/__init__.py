@@ -23,6 +23,7 @@ from transfer.web import (
     dashboard,
     inbox,
     pupils,
+    referrals,
     requests,
     search,
     signin,
@@ -50,6 +51,7 @@ ROUTES: tuple[WebRoute, ...] = (
     *admin_retention.ROUTES,
     *inbox.ROUTES,
     *requests.ROUTES,
+    *referrals.ROUTES,
 )
 
 

@@ -335,6 +335,8 @@ class WebApp:
             items.append(("/admin", "Administration"))
         if visit.actor.has(Permission.RECEIVE_TRANSFER):
             items.append(("/inbox", "Inbox"))
+        if visit.actor.has(Permission.SEND_REFERRAL):
+            items.append(("/referrals", "Referrals"))
         items.append(("/account", "Your account"))
         path = request.path
         return [

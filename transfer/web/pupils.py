@@ -266,8 +266,21 @@ async def pupil_page(request: web.Request, visit: Visit) -> web.StreamResponse:
              "happened_at": c.happened_at, "status": STATUS_TAGS.get(c.status, (c.status, ""))}
             for c in mine
         ]  # fmt: skip
+    if actor.has(Permission.SEND_REFERRAL) and request.config_dict.get(_referrals_key()):
+        from transfer.web.referrals import referral_rows
+
+        context["referrals"] = await referral_rows(request, visit, pupil.id)
+        context["done"] = {"discarded": "The draft referral has been discarded."}.get(
+            request.query.get("done", "")
+        )
     return app.page(request, "pupil.html", visit, title=pupil_name(pupil), errors=errors,
                     status=400 if errors else 200, **context)  # fmt: skip
+
+
+def _referrals_key() -> Any:
+    from transfer.api.routes_referrals import REFERRALS_KEY
+
+    return REFERRALS_KEY
 
 
 # ------------------------------------------------------------------ a concern

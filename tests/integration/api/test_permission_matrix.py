@@ -592,6 +592,30 @@ WEB_OPERATIONS: list[WebOp] = [
     WebOp("POST", "/requests/{request}/send", DSL_TEAM, 400, form={"code": ""}),
     WebOp("GET", "/requests/{request}/decline", DSL_TEAM, 200),
     WebOp("POST", "/requests/{request}/decline", DSL_TEAM, 400, form={"reason": ""}),
+    # Referrals (issue 14): the DSL team only, on a draft about the pupil; nothing changes
+    # (a form with its errors, nothing chosen, a mark or referral that is not there; a
+    # draft's outcome page sends them back to the referral).
+    WebOp("GET", "/referrals", DSL_TEAM, 200),
+    WebOp("GET", "/pupils/{upn}/referrals/new", DSL_TEAM, 200),
+    WebOp("POST", "/pupils/{upn}/referrals/new", DSL_TEAM, 400, form={"agency": "mash-bristol"}),
+    WebOp("GET", "/referrals/{referral}", DSL_TEAM, 200),
+    WebOp("GET", "/referrals/{referral}/form", DSL_TEAM, 200),
+    WebOp("POST", "/referrals/{referral}/form", DSL_TEAM, 400, form={"reason": ""}),
+    WebOp("GET", "/referrals/{referral}/entries", DSL_TEAM, 200),
+    WebOp("POST", "/referrals/{referral}/entries", DSL_TEAM, 303, form={}),
+    WebOp("GET", "/referrals/{referral}/redact", DSL_TEAM, 200),
+    WebOp("POST", "/referrals/{referral}/redact", DSL_TEAM, 400, form={"text": ""}),
+    WebOp("POST", "/referrals/{referral}/redactions/{no_mark}/remove", DSL_TEAM, 404,
+          form={}),
+    WebOp("GET", "/referrals/{referral}/check", DSL_TEAM, 200),
+    WebOp("POST", "/referrals/{referral}/send", DSL_TEAM, 400, form={"route": ""}),
+    WebOp("GET", "/referrals/{referral}/bundle", DSL_TEAM, 404),
+    WebOp("GET", "/referrals/{referral}/discard", DSL_TEAM, 200),
+    WebOp("POST", "/referrals/{no_referral}/discard", DSL_TEAM, 404, form={}),
+    WebOp("POST", "/referrals/{referral}/handover", DSL_TEAM, 400, form={}),
+    WebOp("POST", "/referrals/{referral}/acknowledgement", DSL_TEAM, 400, form={}),
+    WebOp("GET", "/referrals/{referral}/outcome", DSL_TEAM, 303),
+    WebOp("POST", "/referrals/{referral}/outcome", DSL_TEAM, 303, form={}),
     WebOp("POST", "/sign-out", EVERYONE, 303, form={}),
 ]  # fmt: skip
 #: The web routes' placeholders as the matrix names them.
@@ -610,6 +634,9 @@ _WEB_PATHS = {
     "{nobody}": "{staff_id}",
     "{package}": "{package_id:[0-9a-fA-F-]{36}}",
     "{request}": "{request_id:[0-9a-fA-F-]{36}}",
+    "{referral}": "{referral_id:[0-9a-fA-F-]{36}}",
+    "{no_referral}": "{referral_id:[0-9a-fA-F-]{36}}",
+    "{no_mark}": "{mark_id:[0-9a-fA-F-]{36}}",
 }
 
 
@@ -649,6 +676,33 @@ async def _casework(node: Any, teacher: Person) -> dict[str, str]:
             "document": doc.id}  # fmt: skip
 
 
+async def _referral_case(node: Any, upn: str) -> tuple[Any, dict[str, str]]:
+    """The referrals service over a directory with a MASH, and a draft about the pupil."""
+    import uuid
+
+    from keys.sealing import KekProtection
+    from keys.store import KeyStore
+    from tests.referrals.support import add_agency, mash_form
+    from tests.unit.auth.support import KEK
+    from transfer.directory.service import Directory
+    from transfer.referrals.forms import parse_form
+    from transfer.referrals.service import Referrals
+
+    keys = KeyStore.for_data_dir(node.data_dir, KekProtection(KEK))
+    directory = Directory(node.store, keys=keys)
+    await add_agency(directory, "mash-bristol", "Bristol MASH", "social_care")
+    referrals = Referrals(node.store, keys, directory)
+    dsl = await node.person("referral_dsl", [DSL])
+    draft = await referrals.draft(
+        await node.store.actor_for(dsl.staff.id), pupil_id=upn, agency_org_id="mash-bristol",
+        form=parse_form(mash_form(child={"forename": "Amara", "surname": "Okafor",
+                                         "dob": "2014-11-03", "address": "1 Quay Street",
+                                         "sex": "female"})),
+    )  # fmt: skip
+    missing = {"no_referral": str(uuid.uuid4()), "no_mark": str(uuid.uuid4())}
+    return referrals, {"referral": draft.id, **missing}
+
+
 #: Pages reached before signing in (tested in tests/web/test_pages.py).
 PUBLIC_WEB = {("POST", "/sign-in"), ("GET", "/invitation/{token}"), ("POST", "/invitation")}
 
@@ -681,8 +735,13 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
         # The audit trail over the node's database (its log empty: the node audits to memory).
         audit_log = AuditLog.open(db_url, KEK)
         rx = await receiving(node, config, tmp_path)
+        other = await node.person("someone_else", [STAFF])
+        case = await _casework(node, other)
+        referrals, referral_case = await _referral_case(node, case["upn"])
+        case.update(referral_case)
         app = create_app(
             store=node.store, accounts=node.accounts, audit=node.audit, config=config,
+            referrals=referrals,
             web_pages=WebServices(store=node.store, accounts=node.accounts, config=config,
                                   audit=node.audit, web_key=WEB_KEY, alerts=alerts,
                                   trail=AuditTrail(audit_log, RequestIdAudit(node.audit)),
