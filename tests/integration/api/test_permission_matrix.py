@@ -715,8 +715,9 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
 
     from tests.unit.auth.support import open_node
     from tests.web.receiving_support import receiving
-    from tests.web.support import WEB_KEY, key_admin_for, web_config, wire_alerts
+    from tests.web.support import WEB_KEY, web_config, wire_alerts
     from transfer.api import create_app
+    from transfer.directory.administration import KeyAdministration
     from transfer.web import ROUTES, WebServices
 
     declared = {(r.method, r.path) for r in ROUTES}
@@ -745,15 +746,13 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
             web_pages=WebServices(store=node.store, accounts=node.accounts, config=config,
                                   audit=node.audit, web_key=WEB_KEY, alerts=alerts,
                                   trail=AuditTrail(audit_log, RequestIdAudit(node.audit)),
-                                  key_admin=await key_admin_for(node),
+                                  key_admin=KeyAdministration(node.store, rx.keys, rx.directory),
                                   inbox=rx.inbox, transfer_requests=rx.requests,
                                   directory=rx.directory),
         )  # fmt: skip
         server = TestServer(app)
         await server.start_server()
         people = {role: await node.person(f"web_{role.value}", [role]) for role in Role}
-        other = await node.person("someone_else", [STAFF])
-        case = await _casework(node, other)
         case |= {"staff": other.staff.id, "nobody": "00000000-0000-4000-8000-000000000000"}
         case["package"] = await rx.deliver()
         case["request"] = await rx.received_request(case["upn"])
