@@ -311,6 +311,8 @@ class WebApp:
             items.append(("/concerns/new", "Log a concern"))
         if visit.actor.has(Permission.READ_PUPILS):
             items.append(("/search", "Search"))
+        if visit.actor.has(Permission.READ_REPORTS):
+            items.append(("/reports", "Reports"))
         items.append(("/account", "Your account"))
         path = request.path
         return [
