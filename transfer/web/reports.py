@@ -23,7 +23,7 @@ from transfer.printing import PrintedBy
 from transfer.reports.figures import PresentedReport, Section, present, report_csv
 from transfer.reports.printing import chronology_pdf, report_pdf
 from transfer.reports.service import Reports
-from transfer.web.core import ROLE_NAMES, Visit, WebRoute, webapp
+from transfer.web.core import ROLE_NAMES, FormErrors, Visit, WebRoute, webapp
 from transfer.web.words import not_found_for_bad_ids
 
 #: A period's key in a web address (``autumn-2026``, ``year-2026``).
@@ -96,6 +96,10 @@ async def reports_page(request: web.Request, visit: Visit) -> web.StreamResponse
     choices = await reports.periods(visit.actor)
     key = request.query.get("period", "")[:40]
     context: dict[str, Any] = {"periods": choices, "chosen": key}
+    errors = FormErrors()
+    if "period" in request.query and key not in {p.key for p in choices}:
+        errors.add("period", "Choose a term or school year from the list")
+        key = ""
     if key:
         exact = _version(request, visit)
         figures = await reports.governors_report(visit.actor, key, exact=exact)
@@ -108,7 +112,8 @@ async def reports_page(request: web.Request, visit: Visit) -> web.StreamResponse
         title = f"Safeguarding report: {figures.period.label}"
     else:
         title = "Safeguarding reports"
-    return app.page(request, "reports.html", visit, title=title, width=_WIDTH, **context)
+    return app.page(request, "reports.html", visit, title=title, width=_WIDTH, errors=errors,
+                    status=400 if errors else 200, **context)  # fmt: skip
 
 
 def printed_by(visit: Visit, at: Any) -> PrintedBy:
