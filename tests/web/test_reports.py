@@ -318,6 +318,11 @@ async def test_the_report_over_a_term_matches_the_seed_counted_independently(
     r = f.requests
     assert (r.received, r.answered, r.authorised, r.declined, r.made) == (3, 2, 1, 1, 1)
     assert world.site.node.events("report.governors.read")
+    # School years: 2026-27 holds this term's 18; 2025-26 the three summer concerns (the
+    # day before the autumn term is in neither).
+    dsl = await world.actor(world.dsl)
+    assert (await reports.governors_report(dsl, "year-2026")).concerns == 18
+    assert (await reports.governors_report(dsl, "year-2025")).concerns == 3
 
 
 async def test_small_counts_are_suppressed_for_governors_on_screen_pdf_and_csv(

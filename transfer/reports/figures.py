@@ -7,10 +7,12 @@
   "not for sharing";
 * the **governors' version** (``exact=False``; also every PDF and CSV, which leave the
   DSL team): a count from 1 to 4 is shown as "fewer than 5", so no child can be
-  identified; a share whose base or part is so suppressed is not shown; and a total
-  whose parts include a suppressed count is rounded to the nearest 5 ("about 40"), so
-  the hidden count cannot be worked out by subtraction. Zero is shown: it identifies
-  nobody.
+  identified; a share whose base or part is so suppressed is not shown; a total whose
+  parts include a suppressed count is rounded to the nearest 5 ("about 40"); and the
+  concern breakdowns (category, year group, month) that would otherwise add up to the
+  exact number each hide their smallest figure too ("not shown"), so the hidden count
+  cannot be worked out by subtraction from another breakdown. Zero is shown: it
+  identifies nobody.
 
 Periods come from the school calendar (``transfer.deadlines``): each term, and each
 school year (autumn to summer).
@@ -33,6 +35,8 @@ from transfer.errors import NotFoundError
 #: Counts from 1 to this one are suppressed outside the DSL team.
 SMALL: Final = 4
 SUPPRESSED: Final = "fewer than 5"
+#: A figure of 5 or more hidden so that a suppressed one cannot be worked out from it.
+NOT_SHOWN: Final = "not shown"
 NOT_FOR_SHARING: Final = "Exact figures for the DSL team: not for sharing"
 ENGLAND: Final = ZoneInfo("Europe/London")
 
@@ -282,7 +286,15 @@ def present(f: GovernorsFigures, *, exact: bool) -> PresentedReport:
                       "for each of them.", "All pupils named in concerns")  # fmt: skip
     month = _breakdown("months", "Concerns by month", f.by_month, f.concerns, e,
                        "By the month in which it happened.", "All concerns")  # fmt: skip
-    any_hidden = any(c.suppressed for s in (cat, month) for c in s.cells)
+    any_hidden = any(c.suppressed for s in (cat, year, month) for c in s.cells)
+    if any_hidden:
+        # A breakdown with nothing hidden would add up to the exact total and give the
+        # hidden count of another away: its smallest figure is hidden too.
+        cat, year, month = (_hide_one(s) for s in (cat, year, month))
+        year = Section(year.key, year.title, year.cells, year.note,
+                       rounded_total(year.total.label if year.total else "",
+                                     sum(c.value for c in f.by_year_group), e, True),
+                       year.chart)  # fmt: skip
     headline = rounded_total("Concerns logged", f.concerns, e, any_hidden)
     cat = _with_total(cat, headline)
     month = _with_total(month, headline)
@@ -340,9 +352,26 @@ def present(f: GovernorsFigures, *, exact: bool) -> PresentedReport:
         sections=(summary, cat, year, month, outcomes, referrals, actions, leavers, requests),
         notes=(NOT_FOR_SHARING,) if exact else (
             "Counts from 1 to 4 are shown as 'fewer than 5', so that no child can be "
-            "identified; where a total includes such a count it is rounded to the nearest 5.",
+            "identified; where a total includes such a count it is rounded to the nearest 5, "
+            "and in a breakdown that would add up to it one more figure is 'not shown'.",
         ),
     )  # fmt: skip
+
+
+def _hide_one(section: Section) -> Section:
+    """``section`` with its smallest non-zero figure hidden, unless one is hidden already."""
+    if any(c.suppressed for c in section.cells):
+        return section
+    shown_ = [c for c in section.cells if c.value]
+    if not shown_:
+        return section
+    smallest = min(shown_, key=lambda c: c.value or 0)
+    cells = tuple(
+        Cell(c.label, c.value, NOT_SHOWN, suppressed=True) if c is smallest else c
+        for c in section.cells
+    )
+    return Section(section.key, section.title, cells, section.note, section.total,
+                   section.chart, section.column)  # fmt: skip
 
 
 def _with_total(section: Section, total: Cell) -> Section:
