@@ -488,3 +488,38 @@ def _rows(page: Page) -> dict[str, str]:
         r'<th scope="row" class="govuk-table__header">(.*?)</th><td[^>]*>(.*?)</td>', page.text
     )
     return {html.unescape(k): html.unescape(re.sub(r"<[^>]+>", "", v)) for k, v in found}
+
+
+async def test_the_report_index_migration_carries_a_store_forward(world: World) -> None:
+    """store_0007 on a store that already holds concerns: down to store_0006 and up again
+    on both engines; the index is there afterwards and the figures are the same."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from transfer.store.db import _alembic_config
+
+    store = world.site.node.store
+    dsl = await world.actor(world.dsl)
+    before = await Reports(store).governors_report(dsl, TERM, exact=True)
+
+    def indexes(conn: object) -> set[str]:
+        return {i["name"] or "" for i in inspect(conn).get_indexes("concerns")}
+
+    def down(conn: object) -> set[str]:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "store_0006")
+        return indexes(conn)
+
+    def up(conn: object) -> set[str]:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "heads")
+        return indexes(conn)
+
+    async with store.engine.begin() as conn:
+        assert "ix_concerns_org_happened" not in await conn.run_sync(down)
+    assert await Reports(store).governors_report(dsl, TERM, exact=True) == before
+    async with store.engine.begin() as conn:
+        assert "ix_concerns_org_happened" in await conn.run_sync(up)
+    assert await Reports(store).governors_report(dsl, TERM, exact=True) == before

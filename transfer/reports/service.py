@@ -264,25 +264,30 @@ class Reports:
         self, conn: AsyncConnection, org_id: str, period: Period, dialect: str
     ) -> LeaverFigures:
         lo, hi = period.lower, period.upper
+        r = outgoing_receipts.c
+        # Each file's first receipt, looked up per file (its index), never over the node's
+        # every receipt.
         first = (
-            sa.select(outgoing_receipts.c.package_id,
-                      sa.func.min(outgoing_receipts.c.issued_at).label("at"))
-            .where(outgoing_receipts.c.kind.in_(("delivered", "accepted")))
-            .group_by(outgoing_receipts.c.package_id)
-            .subquery()
+            sa.select(sa.func.min(r.issued_at))
+            .where(r.package_id == outgoing_packages.c.id,
+                   r.kind.in_(("delivered", "accepted")))
+            .scalar_subquery()
         )  # fmt: skip
-        reached = _day_of(first.c.at, dialect).label("reached")
-        rows = (await conn.execute(
-            sa.select(Pupil.leaving_date, reached, sa.func.count())
+        files = (
+            sa.select(Pupil.leaving_date.label("leaving"),
+                      _day_of(first, dialect).label("reached"))
             .select_from(outgoing_packages)
             .join(outgoing_pupils, outgoing_pupils.c.package_id == outgoing_packages.c.id)
             .join(Pupil, Pupil.id == outgoing_pupils.c.pupil_id, isouter=True)
-            .join(first, first.c.package_id == outgoing_packages.c.id, isouter=True)
             .where(outgoing_packages.c.org_id == org_id,
                    outgoing_packages.c.kind == "leaver_file",
                    outgoing_packages.c.state.not_in(_NOT_SENT),
                    outgoing_packages.c.queued_at >= lo, outgoing_packages.c.queued_at < hi)
-            .group_by(Pupil.leaving_date, _named("reached"))
+            .subquery()
+        )  # fmt: skip
+        rows = (await conn.execute(
+            sa.select(files.c.leaving, files.c.reached, sa.func.count())
+            .group_by(files.c.leaving, files.c.reached)
         )).all()  # fmt: skip
         calendar = self.calendar(org_id)
         today = self.store.now().date()
