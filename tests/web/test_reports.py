@@ -430,6 +430,9 @@ async def test_only_the_dsl_team_sees_exact_figures_and_reports_are_refused_by_r
         for path in paths:
             assert await _status(site, path) == 403, (who.username, path)
     await _as(world, world.dsl)
+    page = await site.get("/reports")  # the form starts on this term; no report yet
+    assert page.status == 200 and 'value="autumn-2026" selected' in page.text
+    assert "governors.pdf" not in page.text
     page = await site.get("/reports?period=no-such-term")
     assert page.status == 400 and page.title.startswith("Error: ")
     assert 'href="#period">Choose a term or school year from the list' in page.text

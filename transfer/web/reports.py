@@ -20,7 +20,13 @@ from aiohttp import web
 from schemas.records import ChronologyLine
 from transfer.errors import InputError
 from transfer.printing import PrintedBy
-from transfer.reports.figures import PresentedReport, Section, present, report_csv
+from transfer.reports.figures import (
+    PresentedReport,
+    Section,
+    current_period,
+    present,
+    report_csv,
+)
 from transfer.reports.printing import chronology_pdf, report_pdf
 from transfer.reports.service import Reports
 from transfer.web.core import ROLE_NAMES, FormErrors, Visit, WebRoute, webapp
@@ -95,7 +101,10 @@ async def reports_page(request: web.Request, visit: Visit) -> web.StreamResponse
     reports = _reports(request)
     choices = await reports.periods(visit.actor)
     key = request.query.get("period", "")[:40]
-    context: dict[str, Any] = {"periods": choices, "chosen": key}
+    # The form starts on the current term (or the last one), the report on asking.
+    now_term = current_period(reports.calendar(visit.actor.org_id), app.store.now().date())
+    context: dict[str, Any] = {"periods": choices, "chosen": key or (now_term.key if now_term
+                                                                      else "")}  # fmt: skip
     errors = FormErrors()
     if "period" in request.query and key not in {p.key for p in choices}:
         errors.add("period", "Choose a term or school year from the list")
