@@ -366,6 +366,14 @@ async def test_small_counts_are_suppressed_for_governors_on_screen_pdf_and_csv(
     assert rows[("Concerns by year group", "Year 6")] == "5"
     assert rows[("Concerns by year group", "Year 4")] == SUPPRESSED
     assert got.headers["Content-Disposition"].startswith("attachment")
+    # The DPO can tell what was made of each read: the page, the PDF, the CSV.
+    reads = site.node.events("report.governors.read")
+    assert [(e.detail["exact"], e.detail["copy"]) for e in reads] == [
+        (True, "page"),
+        (False, "page"),
+        (False, "pdf"),
+        (False, "csv"),
+    ]
 
 
 def test_suppression_boundary_and_csv_formula_guard() -> None:

@@ -128,13 +128,14 @@ class Reports:
     # ------------------------------------------------------------ the report
 
     async def governors_report(
-        self, actor: Actor, period_key: str, *, exact: bool = False
+        self, actor: Actor, period_key: str, *, exact: bool = False, copy: str = "page"
     ) -> GovernorsFigures:
         """The governors' report of the actor's school for a term or school year.
 
         ``exact``: the DSL team's own view (refused to anyone else). The figures are
         exact either way; :func:`transfer.reports.figures.present` suppresses them for
-        anything that leaves the DSL team.
+        anything that leaves the DSL team. ``copy`` (``page``, ``pdf``, ``csv``) is what
+        the audit entry says was made of it.
         """
         targets = {"period": period_key[:40]}
         await self._allowed(actor, "report.governors.read", targets, exact=exact)
@@ -143,7 +144,7 @@ class Reports:
         async with self.store.engine.connect() as conn:
             figures = await self._figures(conn, actor.org_id, org.name, period)
         await self.store.record_event(
-            "report.governors.read", actor, actor.org_id, targets, exact=exact
+            "report.governors.read", actor, actor.org_id, targets, exact=exact, copy=copy[:10]
         )
         return figures
 

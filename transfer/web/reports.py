@@ -145,20 +145,20 @@ def _download(body: bytes, media_type: str, filename: str) -> web.Response:
     )
 
 
-async def _governors(request: web.Request, visit: Visit) -> tuple[str, PresentedReport]:
+async def _governors(request: web.Request, visit: Visit, copy: str) -> tuple[str, PresentedReport]:
     key = request.match_info["period"]
-    figures = await _reports(request).governors_report(visit.actor, key, exact=False)
+    figures = await _reports(request).governors_report(visit.actor, key, copy=copy)
     return key, present(figures, exact=False)
 
 
 async def report_pdf_download(request: web.Request, visit: Visit) -> web.StreamResponse:
-    key, report = await _governors(request, visit)
+    key, report = await _governors(request, visit, "pdf")
     body = report_pdf(report, printed_by(visit, webapp(request).store.now()))
     return _download(body, "application/pdf", f"governors-report-{key}.pdf")
 
 
 async def report_csv_download(request: web.Request, visit: Visit) -> web.StreamResponse:
-    key, report = await _governors(request, visit)
+    key, report = await _governors(request, visit, "csv")
     return _download(report_csv(report), "text/csv; charset=utf-8", f"governors-report-{key}.csv")
 
 
