@@ -11,8 +11,9 @@
   parts include a suppressed count is rounded to the nearest 5 ("about 40"); and the
   concern breakdowns (category, year group, month) that would otherwise add up to the
   exact number each hide their smallest figure too ("not shown"), so the hidden count
-  cannot be worked out by subtraction from another breakdown. Zero is shown: it
-  identifies nobody.
+  cannot be worked out by subtraction from another breakdown; any other figure made of
+  parts (actions due, files sent or received, requests answered) is rounded when one of
+  its parts, shown or not, is small. Zero is shown: it identifies nobody.
 
 Periods come from the school calendar (``transfer.deadlines``): each term, and each
 school year (autumn to summer).
@@ -307,10 +308,17 @@ def present(f: GovernorsFigures, *, exact: bool) -> PresentedReport:
     referrals = Section("referrals", "Referrals sent through Handover",
                         tuple(_cell(c.label, c.value, e) for c in f.referrals),
                         note="Referrals sent to an agency in the period.")  # fmt: skip
+
+    def whole(label: str, value: int, parts: Sequence[int]) -> Cell:
+        """A figure made of ``parts`` (shown or not): rounded when one of them is small,
+        so that it cannot be worked out by subtraction."""
+        return rounded_total(label, value, e, any(small(p) for p in parts))
+
     a = f.actions
     actions = Section(
         "actions", "Actions",
-        (_cell("Actions due in the period", a.due, e),
+        (whole("Actions due in the period", a.due, (a.on_time, a.late, a.overdue,
+                                                     a.not_yet_due)),
          _cell("Done on time (by the day they were due)", a.on_time, e),
          _cell("Done late", a.late, e),
          _cell("Not done and overdue", a.overdue, e),
@@ -321,7 +329,8 @@ def present(f: GovernorsFigures, *, exact: bool) -> PresentedReport:
     lv = f.leavers
     leavers = Section(
         "leavers", "Leavers' child-protection files",
-        (_cell("Files sent", lv.sent, e),
+        (whole("Files sent", lv.sent, (lv.in_time, lv.late, lv.overdue, lv.waiting,
+                                        lv.unknown)),
          _cell(f"Reached the new school within the KCSIE deadline ({f.deadline_rule})",
                lv.in_time, e),
          _cell("Reached the new school after the deadline", lv.late, e),
@@ -329,7 +338,8 @@ def present(f: GovernorsFigures, *, exact: bool) -> PresentedReport:
          _cell("Not yet delivered, still in time", lv.waiting, e),
          _cell("Deadline not known (no leaving date)", lv.unknown, e),
          share("Share that met the KCSIE deadline", lv.in_time, lv.sent, e),
-         _cell("Files received from other schools", lv.received, e),
+         whole("Files received from other schools", lv.received,
+               (lv.accepted, lv.received - lv.accepted)),
          _cell("Files received and accepted", lv.accepted, e)),
         note="Files sent in the period; 'reached' is the first signed receipt from the "
         "new school. Files received are those delivered here in the period.",
@@ -337,11 +347,13 @@ def present(f: GovernorsFigures, *, exact: bool) -> PresentedReport:
     r = f.requests
     requests = Section(
         "requests", "Transfer requests",
-        (_cell("Other schools asked us for a file", r.received, e),
-         _cell("Answered", r.answered, e),
+        (whole("Other schools asked us for a file", r.received,
+               (r.answered, r.received - r.answered)),
+         whole("Answered", r.answered, (r.authorised, r.declined)),
          _cell("Sent (authorised)", r.authorised, e),
          _cell("Declined", r.declined, e),
-         _cell("We asked other schools for a file", r.made, e),
+         whole("We asked other schools for a file", r.made,
+               (r.made_answered, r.made - r.made_answered)),
          _cell("Answered by them", r.made_answered, e)),
         note="Requests made in the period.",
     )  # fmt: skip

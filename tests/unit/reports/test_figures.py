@@ -81,3 +81,26 @@ def test_the_governors_version_agrees_with_itself() -> None:
     own = present(f, exact=True)
     assert own.section("categories").total.shown == "9"  # type: ignore[union-attr]
     assert own.notes[0].endswith("not for sharing")
+
+
+def test_a_figure_made_of_parts_is_rounded_when_a_part_is_small() -> None:
+    period = find_period(default_calendar(), "autumn-2026")
+    f = GovernorsFigures(
+        "Harbourside Primary", period, 0, (), (), (), (), (),
+        ActionFigures(due=23, on_time=15, late=3, overdue=5, not_yet_due=0),
+        LeaverFigures(sent=12, in_time=12, received=9, accepted=7),
+        RequestFigures(received=10, answered=10, authorised=7, declined=3, made=6,
+                       made_answered=6))  # fmt: skip
+    gov = {c.label: c.shown for s in present(f, exact=False).sections for c in s.cells}
+    # 3 done late: hidden, and the 23 due rounded (23 - 15 - 5 would give it away).
+    assert gov["Done late"] == SUPPRESSED and gov["Actions due in the period"] == "about 25"
+    assert gov["Files sent"] == "12"  # every part 0 or 5+
+    # 2 received but not accepted: the 9 received is rounded; 7 accepted is shown.
+    assert gov["Files received from other schools"] == "about 10"
+    assert gov["Files received and accepted"] == "7"
+    # 3 declined: "answered" (7 + 3) is rounded; "asked" is not (10 answered, none not).
+    assert gov["Answered"] == "about 10" and gov["Declined"] == SUPPRESSED
+    assert gov["Other schools asked us for a file"] == "10"
+    assert gov["We asked other schools for a file"] == "6"
+    own = {c.label: c.shown for s in present(f, exact=True).sections for c in s.cells}
+    assert own["Actions due in the period"] == "23" and own["Done late"] == "3"
