@@ -23,7 +23,14 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import insert
 
-from schemas.records import NewAction, NewConcern, NewPupil, NewTriage, PupilRecord
+from schemas.records import (
+    NewAction,
+    NewBodyMapMark,
+    NewConcern,
+    NewPupil,
+    NewTriage,
+    PupilRecord,
+)
 from tests.unit.auth.support import Person
 from tests.web.support import Page, Site, site_for
 from transfer.errors import PolicyError
@@ -244,7 +251,10 @@ async def world(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
         for n, (category, at, who) in enumerate(CONCERNS):
             rec = await node.store.record_concern(dsl, NewConcern(
                 pupil_ids=tuple(pupils[i].id for i in who), category=category, happened_at=at,
-                account=f"Account number {n}.", location="Hall"))  # fmt: skip
+                account=f"Account number {n}.", location="Hall",
+                body_map=(NewBodyMapMark(pupil_id=pupils[1].id, side="front", x=0.5, y=0.25,
+                                         description="Bruise on the left forearm"),)
+                if n == 5 else ()))  # fmt: skip
             w.concern_ids.append(rec.id)
             if n in DECISIONS:
                 await node.store.triage_concern(
@@ -472,6 +482,8 @@ async def test_the_chronology_prints_with_school_printer_pages_and_every_entry(
     assert everything.count("Concern: Bullying") == 2  # either side of the term's start
     assert "Triage decision: Referral to children's social care (MASH)" in everything
     assert "Zoë Pupil1" in everything
+    assert ("Body map, front of the body Bruise on the left forearm (at 50% across, 25% down)"
+            in everything)  # fmt: skip
     printed = world.site.node.events("store.chronology.print")
     assert printed and printed[-1].targets == {"pupil": pupil.id}
 

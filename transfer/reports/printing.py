@@ -17,6 +17,8 @@ from transfer.printing import PrintDocument, PrintedBy
 from transfer.reports.figures import ENGLAND, PresentedReport
 from transfer.reports.service import OUTCOMES
 
+_SIDES = {"front": "front of the body", "back": "back of the body"}
+
 
 def _day(value: date) -> str:
     return f"{value.day} {value:%B %Y}"
@@ -62,6 +64,11 @@ def _entry(line: ChronologyLine, labels: Mapping[str, str], owners: Mapping[str,
         if r.people_involved:
             facts.append(("Who was involved", r.people_involved))
         facts.append(("State", r.status.replace("_", " ")))
+        for mark in r.body_map:
+            if mark.pupil_id == line.pupil_id:
+                facts.append((f"Body map, {_SIDES.get(mark.side, mark.side)}",
+                              f"{mark.description} (at {round(100 * mark.x)}% across, "
+                              f"{round(100 * mark.y)}% down)"))  # fmt: skip
         text = r.account
     elif line.kind == "triage":
         title = f"Triage decision: {OUTCOMES.get(r.decision, r.decision)}"
