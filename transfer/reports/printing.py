@@ -128,7 +128,9 @@ def chronology_pdf(
         if line.recorded_by_role:
             who = f"{who} ({line.recorded_by_role})"
         doc.heading(f"{number}. {_moment(line.occurred_at)}: {title}")
-        doc.rows([("Recorded by", who), *facts])
+        # Plain lines, not a table per entry: a 1,000-entry chronology stays quick to draw.
+        doc.paragraph("\n".join(f"{label}: {value}" for label, value in
+                                 (("Recorded by", who), *facts)), small=True)  # fmt: skip
         if text:
             doc.paragraph(text)
     return doc.finish()

@@ -12,6 +12,8 @@ same figures in the table beside it.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -153,7 +155,11 @@ async def _governors(request: web.Request, visit: Visit, copy: str) -> tuple[str
 
 async def report_pdf_download(request: web.Request, visit: Visit) -> web.StreamResponse:
     key, report = await _governors(request, visit, "pdf")
-    body = report_pdf(report, printed_by(visit, webapp(request).store.now()))
+    # Drawn in a worker thread: laying out text is CPU work, and the pages of everyone else
+    # keep being answered meanwhile.
+    body = await asyncio.to_thread(
+        report_pdf, report, printed_by(visit, webapp(request).store.now())
+    )
     return _download(body, "application/pdf", f"governors-report-{key}.pdf")
 
 
@@ -171,8 +177,11 @@ async def chronology_pdf_download(request: web.Request, visit: Visit) -> web.Str
         raise not_found_for_bad_ids(err) from None
     labels = {c.key: c.label for c in await app.store.list_categories(visit.actor)}
     owners = await reports.names(visit.actor, [_owner(e) for e in lines])
-    body = chronology_pdf(pupil, lines, printed_by(visit, app.store.now()),
-                          labels=labels, owners=owners)  # fmt: skip
+    # A 1,000-entry chronology takes seconds to lay out (docs/benchmarks.md): in a thread.
+    body = await asyncio.to_thread(
+        functools.partial(chronology_pdf, pupil, lines, printed_by(visit, app.store.now()),
+                          labels=labels, owners=owners)
+    )  # fmt: skip
     ref = pupil.upn or "pupil"
     return _download(body, "application/pdf", f"chronology-{ref}.pdf")
 
