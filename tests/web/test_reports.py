@@ -482,8 +482,8 @@ async def test_the_chronology_prints_with_school_printer_pages_and_every_entry(
     assert everything.count("Concern: Bullying") == 2  # either side of the term's start
     assert "Triage decision: Referral to children's social care (MASH)" in everything
     assert "Zoë Pupil1" in everything
-    assert ("Body map, front of the body Bruise on the left forearm (at 50% across, 25% down)"
-            in everything)  # fmt: skip
+    assert ("Body map, front of the body: Bruise on the left forearm (at 50% across, 25% "
+            "down)" in everything)  # fmt: skip
     printed = world.site.node.events("store.chronology.print")
     assert printed and printed[-1].targets == {"pupil": pupil.id}
 
