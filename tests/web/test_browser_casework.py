@@ -522,6 +522,60 @@ async def test_a_dsl_refers_by_pickup_link_and_sees_the_agencys_acknowledgement(
     )
     await checked(page, await page.goto(web_world.url(PRIMARY, "/referrals")))
     await expect(page.locator("tbody")).to_contain_text("Outcome recorded")
+
+
+async def test_a_dsl_on_a_phone_opens_the_governors_report_and_downloads_it(
+    browser: Browser, web_world: WebWorld
+) -> None:
+    """Issue 15: the report for this term by keyboard at 375 px, a chart with its table
+    (the same figures), the governors' version, and its PDF and CSV downloaded."""
+    import csv
+    import html
+    import io
+
+    from pypdf import PdfReader
+
+    context = await _context(browser, width=375)
+    page = await context.new_page()
+    await _sign_in(page, web_world, PRIMARY, "s.patel")
+    await page.get_by_role("link", name="Reports").focus()
+    async with page.expect_navigation() as nav:
+        await page.keyboard.press("Enter")
+    await checked(page, await nav.value)
+    await expect(page.locator("h1")).to_have_text("Safeguarding reports")
+    await page.get_by_label("Term or school year").focus()
+    await page.get_by_label("Term or school year").select_option("autumn-2026")
+    await _keyboard_submit(page, "Show the report")
+    await expect(page.locator("h1")).to_have_text("Safeguarding report: Autumn 2026")
+    await expect(page.get_by_text("not for sharing", exact=False).first).to_be_visible()
+    # A chart, an image with its title, and beside it the table of the same figures.
+    chart = page.locator("svg#chart-categories, svg[aria-labelledby^='chart-categories']")
+    await expect(chart).to_have_attribute("role", "img")
+    description = html.unescape(await page.locator("#chart-categories-desc").text_content() or "")
+    table = page.locator("table", has=page.locator("caption", has_text="Concerns by category"))
+    rows = await table.locator("tbody tr").all_inner_texts()
+    figures = [r.split("\t") for r in rows if "All concerns" not in r]
+    assert figures, rows
+    for label, figure in figures:
+        assert f"{label.strip()}: {figure.strip()}" in description, (label, description)
+    # The governors' version, then its PDF and CSV.
+    await page.get_by_role("link", name="See the governors' version").focus()
+    async with page.expect_navigation() as nav:
+        await page.keyboard.press("Enter")
+    await checked(page, await nav.value)
+    await expect(page.get_by_text("not for sharing", exact=False)).to_have_count(0)
+    async with page.expect_download() as pdf_download:
+        await page.get_by_role("link", name="Governors' report as PDF").focus()
+        await page.keyboard.press("Enter")
+    pdf = await (await pdf_download.value).path()
+    text = " ".join(p.extract_text() or "" for p in PdfReader(pdf).pages)
+    assert "Safeguarding report to governors" in " ".join(text.split())
+    async with page.expect_download() as csv_download:
+        await page.get_by_role("link", name="Governors' report as CSV (spreadsheet)").focus()
+        await page.keyboard.press("Enter")
+    path = await (await csv_download.value).path()
+    got = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
+    assert got[0] == ["section", "item", "figure"] and ["Report", "Period"] == got[2][:2]
     wide = await page.evaluate("() => document.documentElement.scrollWidth")
     assert wide <= 375, wide
     await context.close()

@@ -183,6 +183,10 @@ class Concern(Base):
 
     __table_args__ = (
         Index("uq_concerns_recorded_by", "recorded_by", "submission_key", unique=True),
+        #: The governors' report counts a school's concerns in a period, and finds the
+        #: actions due through the school's concerns' ids (store_0007).
+        Index("ix_concerns_org_happened", "org_id", "happened_at"),
+        Index("ix_concerns_org_concern", "org_id", "id"),
     )
 
 

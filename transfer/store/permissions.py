@@ -75,6 +75,8 @@ class Permission(StrEnum):
     MANAGE_KEYS = "keys.manage"
     #: See and dismiss the DSL team's alerts (deadlines, transfer requests, referrals).
     HANDLE_ALERTS = "alert.handle"
+    #: Read the safeguarding reports (the governors' report): counts, never content.
+    READ_REPORTS = "report.read"
 
 
 _DSL_TEAM_GRANTS = frozenset(Permission) - {Permission.MANAGE_STAFF, Permission.MANAGE_KEYS}
@@ -94,6 +96,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.RECORD_CONCERN,
             Permission.READ_ALL_CONCERNS,
             Permission.READ_CHRONOLOGY,
+            Permission.READ_REPORTS,
         }
     ),
     Role.STAFF: frozenset({Permission.READ_PUPILS, Permission.RECORD_CONCERN}),

@@ -24,6 +24,7 @@ from transfer.web import (
     inbox,
     pupils,
     referrals,
+    reports,
     requests,
     search,
     signin,
@@ -52,6 +53,7 @@ ROUTES: tuple[WebRoute, ...] = (
     *inbox.ROUTES,
     *requests.ROUTES,
     *referrals.ROUTES,
+    *reports.ROUTES,
 )
 
 

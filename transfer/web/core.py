@@ -337,6 +337,8 @@ class WebApp:
             items.append(("/inbox", "Inbox"))
         if visit.actor.has(Permission.SEND_REFERRAL):
             items.append(("/referrals", "Referrals"))
+        if visit.actor.has(Permission.READ_REPORTS):
+            items.append(("/reports", "Reports"))
         items.append(("/account", "Your account"))
         path = request.path
         return [

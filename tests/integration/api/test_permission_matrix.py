@@ -616,6 +616,12 @@ WEB_OPERATIONS: list[WebOp] = [
     WebOp("POST", "/referrals/{referral}/acknowledgement", DSL_TEAM, 400, form={}),
     WebOp("GET", "/referrals/{referral}/outcome", DSL_TEAM, 303),
     WebOp("POST", "/referrals/{referral}/outcome", DSL_TEAM, 303, form={}),
+    # Reports (issue 15): the DSL team and the head teacher; the chronology PDF for those
+    # who read chronologies.
+    WebOp("GET", "/reports", frozenset({DSL, DEPUTY, HEAD}), 200),
+    WebOp("GET", "/reports/{period}/governors.pdf", frozenset({DSL, DEPUTY, HEAD}), 200),
+    WebOp("GET", "/reports/{period}/governors.csv", frozenset({DSL, DEPUTY, HEAD}), 200),
+    WebOp("GET", "/pupils/{upn}/chronology.pdf", frozenset({DSL, DEPUTY, HEAD}), 200),
     WebOp("POST", "/sign-out", EVERYONE, 303, form={}),
 ]  # fmt: skip
 #: The web routes' placeholders as the matrix names them.
@@ -637,6 +643,7 @@ _WEB_PATHS = {
     "{referral}": "{referral_id:[0-9a-fA-F-]{36}}",
     "{no_referral}": "{referral_id:[0-9a-fA-F-]{36}}",
     "{no_mark}": "{mark_id:[0-9a-fA-F-]{36}}",
+    "{period}": "{period:[a-z0-9-]{1,40}}",
 }
 
 
@@ -673,7 +680,7 @@ async def _casework(node: Any, teacher: Person) -> dict[str, str]:
     doc = await store.add_document(dsl_actor, pupil.id, chunks(), filename="minutes.txt",
                                    concern_id=concern.id)  # fmt: skip
     return {"upn": str(pupil.upn), "concern": concern.id, "action": action.id,
-            "document": doc.id}  # fmt: skip
+            "document": doc.id, "period": "autumn-2026"}  # fmt: skip
 
 
 async def _referral_case(node: Any, upn: str) -> tuple[Any, dict[str, str]]:
@@ -790,7 +797,7 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
                         if resp.status != want:
                             wrong.append(f"{op.method} {op.path} as {role.value}: "
                                          f"{resp.status}, expected {want}")  # fmt: skip
-                        text = await resp.text()
+                        text = await resp.text(errors="replace")  # a PDF is not UTF-8
                         assert "Traceback" not in text
                         if resp.status >= 400:
                             assert resp.content_type == "text/html", (op.path, role)
