@@ -178,6 +178,7 @@ def _app_and_scheduler(node: Node) -> tuple[web.Application, AsyncIOScheduler]:
         web_pages=WebServices(
             store=node.store, accounts=node.accounts, config=node.config, audit=node.audit,
             web_key=node.web_key, alerts=node.alerts, inbox=node.inbox,
+            outbox=node.outbox, directory=node.directory,
         ),
     )  # fmt: skip
     receipt_pusher = ReceiptPusher(

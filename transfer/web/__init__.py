@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from transfer.web import account, alerts, concerns, dashboard, pupils, search, signin, triage
+from transfer.web import (
+    account,
+    alerts,
+    concerns,
+    dashboard,
+    pupils,
+    search,
+    sending,
+    signin,
+    triage,
+)
 from transfer.web.core import WebApp, WebRoute, WebServices
 from transfer.web.core import mount as _mount
 
@@ -25,6 +35,7 @@ ROUTES: tuple[WebRoute, ...] = (
     *pupils.ROUTES,
     *triage.ROUTES,
     *search.ROUTES,
+    *sending.ROUTES,
 )
 
 

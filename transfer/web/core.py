@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 from urllib.parse import quote, urlsplit
 
 import jinja2
@@ -46,8 +46,10 @@ from transfer.web.static import StaticFiles
 from transfer.web.tokens import KeptForm, WebKeys
 
 if TYPE_CHECKING:
+    from schemas.directory import DirectoryEntry
     from transfer.alerts import Alerts
     from transfer.exchange.inbox import Inbox
+    from transfer.exchange.outbox import Outbox
 
 log = logging.getLogger("transfer.web")
 
@@ -88,6 +90,17 @@ class WebServices:
     web_key: bytes
     alerts: Alerts | None = None
     inbox: Inbox | None = None
+    #: Sending leavers' files (the outbox) and the signed directory the schools come from.
+    outbox: Outbox | None = None
+    directory: WebDirectory | None = None
+
+
+class WebDirectory(Protocol):
+    """What the pages read of the node's directory (``transfer.directory.service.Directory``)."""
+
+    async def entries(self) -> list[DirectoryEntry]: ...
+
+    async def entry(self, org_id: str) -> DirectoryEntry: ...
 
 
 Access = Literal["public", "enrolment", "session"]
@@ -311,6 +324,8 @@ class WebApp:
             items.append(("/concerns/new", "Log a concern"))
         if visit.actor.has(Permission.READ_PUPILS):
             items.append(("/search", "Search"))
+        if visit.actor.has(Permission.SEND_TRANSFER):
+            items.append(("/outbox", "Outbox"))
         items.append(("/account", "Your account"))
         path = request.path
         return [

@@ -527,6 +527,19 @@ WEB_OPERATIONS: list[WebOp] = [
     # the DSL team may dismiss one (here an alert of the other teacher's concern).
     WebOp("GET", "/alerts", EVERYONE, 200),
     WebOp("POST", "/alerts/{other_alert}/dismiss", DSL_TEAM, 303, form={}),
+    # Sending a leaver's file (issue 14): marking as leaving is for those who keep pupils'
+    # details; the send page, the outbox and its receipts for the DSL team. The package is
+    # the DSL's, queued in the setup: the DSL cancels it, then it cannot be cancelled or
+    # resent again; it holds no receipt yet.
+    WebOp("GET", "/pupils/{upn}/leaving", PUPIL_MANAGERS, 200),
+    WebOp("POST", "/pupils/{upn}/leaving", PUPIL_MANAGERS, 400, form={"leaving": ""}),
+    WebOp("GET", "/pupils/{upn}/send", DSL_TEAM, 200),
+    WebOp("POST", "/pupils/{upn}/send", DSL_TEAM, 400, form={"to": ""}),
+    WebOp("GET", "/outbox", DSL_TEAM, 200),
+    WebOp("POST", "/outbox/{package}/cancel", DSL_TEAM, 303, form={}, ok_for={DEPUTY: 409}),
+    WebOp("POST", "/outbox/{package}/resend", DSL_TEAM, 409, form={}),
+    WebOp("GET", "/outbox/{package}/receipts/{package}.json", DSL_TEAM, 404),
+    WebOp("GET", "/outbox/{package}/receiver.pub", DSL_TEAM, 200),
     WebOp("POST", "/sign-out", EVERYONE, 303, form={}),
 ]  # fmt: skip
 #: The web routes' placeholders as the matrix names them.
@@ -538,6 +551,9 @@ _WEB_PATHS = {
     "{action}": "{action_id:[0-9a-fA-F-]{36}}",
     "{other_concern}": "{id}",
     "{other_alert}": "{alert_id}",
+    "{package}/receipts/{package}.json": "{package_id:[0-9a-fA-F-]{36}}/receipts/"
+    "{receipt_id:[0-9a-fA-F-]{36}}.{part:json|json.minisig}",
+    "{package}": "{package_id:[0-9a-fA-F-]{36}}",
 }
 
 
@@ -545,6 +561,25 @@ def _route_path(path: str) -> str:
     for mine, theirs in _WEB_PATHS.items():
         path = path.replace(mine, theirs)
     return path
+
+
+async def _outbox(node: Any, config: Any) -> tuple[Any, Any]:
+    """An outbox for the school, with another school in its directory (nothing is sent)."""
+    from keys.keyset import KeySet
+    from keys.sealing import KekProtection
+    from keys.store import KeyStore
+    from tests.unit.auth.support import KEK
+    from tests.web.sending_support import Directory
+    from transfer.exchange.client import PeerClient
+    from transfer.exchange.outbox import Outbox
+
+    keys = KeyStore(node.data_dir / "keys", KekProtection(KEK))
+    directory = Directory()
+    directory.add(await keys.create("199001"), "Harbourside Primary", "school", None, "199001")
+    directory.add(KeySet.generate("199002"), "Cliff Road Academy", "school", None, "199002")
+    client = PeerClient(keys=keys, directory=directory, config=config)
+    return Outbox(store=node.store, keys=keys, directory=directory, client=client,
+                  config=config, data_dir=node.data_dir), client  # fmt: skip
 
 
 async def _casework(node: Any, teacher: Person) -> dict[str, str]:
@@ -600,16 +635,21 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
     async with open_node(db_url, tmp_path / "data") as node:
         config = web_config()
         alerts = wire_alerts(node)
+        outbox, peer = await _outbox(node, config)
         app = create_app(
             store=node.store, accounts=node.accounts, audit=node.audit, config=config,
             web_pages=WebServices(store=node.store, accounts=node.accounts, config=config,
-                                  audit=node.audit, web_key=WEB_KEY, alerts=alerts),
+                                  audit=node.audit, web_key=WEB_KEY, alerts=alerts,
+                                  outbox=outbox, directory=outbox.directory),
         )  # fmt: skip
         server = TestServer(app)
         await server.start_server()
         people = {role: await node.person(f"web_{role.value}", [role]) for role in Role}
         other = await node.person("someone_else", [STAFF])
         case = await _casework(node, other)
+        dsl = await node.store.actor_for(people[DSL].staff.id)
+        queued = await outbox.queue_leaver_file(dsl, case["upn"], "199002", reason="a test")
+        case["package"] = queued.id
         other_concern = await _other_concern(node, other)
         hidden = re.compile(r'name="(csrf|form_owner)" value="([^"]*)"')
         wrong: list[str] = []
@@ -659,6 +699,7 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
                                 wrong.append(f"{op.path} after signing out: {resp.status}")
         finally:
             await server.close()
+            await peer.close()
         assert not wrong, "\n".join(wrong)
         refusals = [e for e in node.audit.events if e.outcome == "refused"]
         assert refusals and all(e.request_id for e in refusals)
