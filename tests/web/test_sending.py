@@ -208,7 +208,8 @@ async def test_the_send_page_previews_what_goes_and_asks_a_fresh_code(w: World) 
     text = _text(page)
     # The recorded next school, by name, with its key fingerprint; no reason asked.
     entry = await w.s.directory.entry(OTHER_URN)
-    assert "Cliff Road Academy" in text and entry.fingerprint in text
+    assert "Cliff Road Academy" in text
+    assert f'<code class="app-key">{entry.fingerprint}</code>' in page.text
     assert "A reason is needed" not in text and 'name="reason"' not in page.text
     # Exactly what goes: counts, each record, the document, the restricted one flagged.
     assert "Concern: 2" in text and "Document: 1" in text
