@@ -395,3 +395,19 @@ async def test_a_teacher_is_refused_every_sending_address(w: World) -> None:
                 and e.action.startswith("transfer.")]  # fmt: skip
     assert {e.action for e in refusals} >= {"transfer.read", "transfer.cancelled",
                                             "transfer.resent"}  # fmt: skip
+
+
+async def test_the_same_send_twice_at_once_makes_one_package(w: World) -> None:
+    """A double click without JavaScript, or two tabs: the form's code is accepted once, so
+    one file is made and the other request gets the code's message."""
+    site = w.s.site
+    await _mark_leaving(w)
+    await _as(w, w.dsl)
+    path = f"/pupils/{w.amara.upn}/send"
+    form = await site.get(path)
+    data = {"csrf": form.hidden("csrf"), "to": OTHER_URN, "code": w.code(w.dsl)}
+    pages = await asyncio.gather(site.post(path, data), site.post(path, data))
+    assert sorted(p.status for p in pages) == [200, 400], [p.status for p in pages]
+    refused = next(p for p in pages if p.status == 400)
+    assert 'href="#code">That code is not right, or it has been used already' in refused.text
+    assert await _packages(w) == [(OTHER_URN, "queued")]
