@@ -411,3 +411,50 @@ async def test_the_same_send_twice_at_once_makes_one_package(w: World) -> None:
     refused = next(p for p in pages if p.status == 400)
     assert 'href="#code">That code is not right, or it has been used already' in refused.text
     assert await _packages(w) == [(OTHER_URN, "queued")]
+
+
+async def test_the_outbox_says_each_state_in_words(w: World) -> None:
+    site = w.s.site
+    await _mark_leaving(w)
+    await _as(w, w.dsl)
+    await _send(w)
+    # Taken by a delivery sweep: "Sending", and it cannot be cancelled meanwhile.
+    (pid,) = await w.s.outbox.claim(1)
+    text = _text(await site.get("/outbox"))
+    assert "Sending Being sent to Cliff Road Academy now." in text and "Cancel it" not in text
+    w.node.clock.advance(seconds=300)  # that sweep's process died: its lease runs out
+    assert await w.s.outbox.deliver_due() == 1
+    viewed = w.s.peer.receipt(pid, "viewed")
+    await w.s.outbox.record_receipt(viewed)
+    text = _text(await site.get("/outbox"))
+    assert "Opened Opened at Cliff Road Academy by Dee Ess (DSL) on" in text
+    assert "not accepted yet" in text
+    rejected = w.s.peer.receipt(pid, "rejected", reason="Amara is not on our roll.")
+    await w.s.outbox.record_receipt(rejected)
+    text = _text(await site.get("/outbox"))
+    assert "Rejected Rejected by Cliff Road Academy by Dee Ess (DSL) on" in text
+    assert "Their reason: Amara is not on our roll." in text
+    assert "Rejected by the receiving school" in text  # the step in the list
+
+
+async def test_the_outbox_comes_in_pages_and_by_pupil(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transfer.web import sending
+
+    site = w.s.site
+    await _mark_leaving(w)
+    await _as(w, w.dsl)
+    await _send(w)
+    await _send(w, to=ELM_PARK, reason="Her mother moved her to Elm Park last week.")
+    monkeypatch.setattr(sending, "OUTBOX_PAGE", 1)
+    first = await site.get("/outbox")
+    assert "Page 1 of 2 (2 files in all)" in _text(first) and "to Elm Park School" in first.text
+    assert 'href="/outbox?page=2" rel="next"' in first.text
+    second = await site.get("/outbox?page=2")
+    assert "to Cliff Road Academy" in second.text and "to Elm Park School" not in second.text
+    assert (await site.get("/outbox?page=nonsense")).status == 200
+    mine = await site.get(f"/outbox?pupil={w.amara.upn}")
+    assert "Files sent from Harbourside Primary about Amara Okafor" in _text(mine)
+    assert f'href="/outbox?pupil={w.amara.upn}&amp;page=2"' in mine.text
+    assert "Nothing has been sent yet" in (await site.get("/outbox?pupil=nonsense")).text

@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -60,6 +61,8 @@ KEPT_NOTICE: Final = (
     "and save it again."
 )
 MAX_REASON: Final = 500
+#: Files on one page of the outbox (newest first).
+OUTBOX_PAGE: Final = 25
 NEEDED_WORDS: Final = {
     "repeat": "sent to this school before",
     "not_destination": "not the pupil's recorded next school",
@@ -517,6 +520,15 @@ async def outbox_page(request: web.Request, visit: Visit) -> web.StreamResponse:
         records = await outbox.list(visit.actor, pupil_id=pupil_ref_q)
     except InputError:
         records = []
+    try:
+        page = max(1, int(request.query.get("page", "1")))
+    except ValueError:
+        page = 1
+    pages = max(1, -(-len(records) // OUTBOX_PAGE))
+    page = min(page, pages)
+    total = len(records)
+    records = records[(page - 1) * OUTBOX_PAGE : page * OUTBOX_PAGE]
+    query = f"pupil={quote(pupil_ref_q)}&" if pupil_ref_q else ""
     sending = await outbox.sending_now([r.id for r in records if r.state == "queued"])
     pupil_ids = {p for r in records for p in r.pupil_ids}
     names = await app.store.pupil_names(visit.actor, pupil_ids)
@@ -543,9 +555,13 @@ async def outbox_page(request: web.Request, visit: Visit) -> web.StreamResponse:
             "may_cancel": r.state in ("queued", "failed") and r.id not in sending,
             "may_resend": r.state == "failed",
         })  # fmt: skip
-    return app.page(request, "outbox.html", visit, title="Outbox", items=items,
-                    done=DONE.get(request.query.get("done", "")),
-                    key_file=_key_file)  # fmt: skip
+    return app.page(
+        request, "outbox.html", visit, title="Outbox", items=items, total=total, page=page,
+        pages=pages, done=DONE.get(request.query.get("done", "")), key_file=_key_file,
+        previous_href=f"/outbox?{query}page={page - 1}" if page > 1 else "",
+        next_href=f"/outbox?{query}page={page + 1}" if page < pages else "",
+        only_pupil=names.get(pupil_ids.pop(), "") if pupil_ref_q and len(pupil_ids) == 1 else "",
+    )  # fmt: skip
 
 
 def _role(role: str | None) -> str | None:
