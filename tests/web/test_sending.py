@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from schemas.records import Destination, NewConcern, NewPupil, PupilChanges, PupilRecord
 from tests.unit.auth.support import Node, Person
-from tests.web.sending_support import ELM_PARK, MASH, OTHER_URN, SendingSite, sending_site
+from tests.web.sending_support import ELM_PARK, MASH, OTHER_URN, URN, SendingSite, sending_site
 from tests.web.support import Page
 from transfer.exchange.outbox_tables import outgoing_packages
 from transfer.identifiers import upn_check_letter
@@ -458,3 +458,35 @@ async def test_the_outbox_comes_in_pages_and_by_pupil(
     assert "Files sent from Harbourside Primary about Amara Okafor" in _text(mine)
     assert f'href="/outbox?pupil={w.amara.upn}&amp;page=2"' in mine.text
     assert "Nothing has been sent yet" in (await site.get("/outbox?pupil=nonsense")).text
+
+
+async def test_send_and_leaving_forms_sent_after_the_session_expired_are_kept(w: World) -> None:
+    """The reason typed (never the code) and the leaving date come back after signing in
+    again; nothing was sent or saved."""
+    site, node = w.s.site, w.node
+    await _mark_leaving(w)
+    for path, fields, shown in (
+        (f"/pupils/{w.amara.upn}/send",
+         {"to": ELM_PARK, "reason": "Moved to Elm Park.", "code": "123456"},
+         ("Send Amara Okafor's file", "Moved to Elm Park.</textarea>")),
+        (f"/pupils/{w.amara.upn}/leaving",
+         {"leaving": "9/10/2026", "destination": ELM_PARK, "action": "save"},
+         ("Mark Amara Okafor as leaving", 'value="9/10/2026"')),
+    ):  # fmt: skip
+        await _as(w, w.dsl)
+        form = await site.get(path)
+        node.clock.advance(minutes=16)
+        page = await site.post(
+            path, {"csrf": form.hidden("csrf"), "form_owner": form.hidden("form_owner"), **fields}
+        )
+        assert "What you had typed has been kept" in page.text
+        back = await site.post("/sign-in", {
+            "csrf": page.hidden("csrf"), "org": URN, "username": "dsl",
+            "password": w.dsl.password, "code": w.code(w.dsl),
+            "kept_form": page.hidden("kept_form"),
+        })  # fmt: skip
+        assert back.title == f"{shown[0]} - Handover" and shown[1] in back.text
+        assert "What you typed has been kept" in back.text and "123456" not in back.text
+    assert await _packages(w) == []
+    record = await node.store.get_pupil(await w.actor(w.dsl), w.amara.id)
+    assert record.leaving_date == date(2026, 10, 5)
