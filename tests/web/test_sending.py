@@ -211,6 +211,11 @@ async def test_the_send_page_previews_what_goes_and_asks_a_fresh_code(w: World) 
     assert "Cliff Road Academy" in text
     assert f'<code class="app-key">{entry.fingerprint}</code>' in page.text
     assert "A reason is needed" not in text and 'name="reason"' not in page.text
+    # Leaving on 5 October; "today" is 7 September: sending now is possible, with a warning.
+    assert (
+        "Amara has not left yet (leaving date 5 October 2026). KCSIE says the file goes "
+        "once the pupil has left."
+    ) in text
     # Exactly what goes: counts, each record, the document, the restricted one flagged.
     assert "Concern: 2" in text and "Document: 1" in text
     assert "Concern: Bullying" in text and "Concern: Domestic abuse Restricted" in text

@@ -389,6 +389,14 @@ async def _send_page(
             context["entry"] = checks.entry
             context["needed"] = [NEEDED_WORDS[c] for c in checks.needed]
             context["preview"] = await preview_of(request, visit, pupil)
+    today = app.accounts.now().astimezone(ENGLAND).date()
+    if pupil.leaving_date is None:
+        context["not_left"] = (f"No leaving date is recorded for {pupil.forename}. KCSIE says "
+                               "the file goes once the pupil has left.")  # fmt: skip
+    elif pupil.leaving_date > today:
+        context["not_left"] = (f"{pupil.forename} has not left yet (leaving date "
+                               f"{long_date(pupil.leaving_date)}). KCSIE says the file goes "
+                               "once the pupil has left.")  # fmt: skip
     title = f"Send {pupil.forename} {pupil.surname}'s file"
     return app.page(request, "send.html", visit, title=title, errors=errors,
                     status=400 if errors else 200, **context)  # fmt: skip
