@@ -143,6 +143,9 @@ async def test_marking_a_pupil_as_leaving_shows_the_kcsie_deadline_at_once(w: Wo
                                    "action": "search"})  # fmt: skip
     assert found.status == 200 and 'value="5/10/2026"' in found.text
     assert "Elm Park School" in _text(found) and "Cliff Road Academy" not in _text(found)
+    assert "1 school matches 'elm'." in _text(found)
+    nothing = await site.post(path, {"csrf": csrf, "q": "zzz", "action": "search"})
+    assert "No school matches 'zzz'. Check the spelling, or search by URN." in _text(nothing)
     by_urn = await site.post(path, {"csrf": csrf, "q": "199002", "action": "search"})
     assert "Cliff Road Academy" in _text(by_urn) and "Elm Park School" not in _text(by_urn)
     # Mistakes by their fields, what was typed kept, nothing saved.
