@@ -183,6 +183,7 @@ def _app_and_scheduler(node: Node) -> tuple[web.Application, AsyncIOScheduler]:
             trail=AuditTrail(node.audit_log, node.audit),
             key_admin=KeyAdministration(node.store, node.keys, node.directory),
             transfer_requests=transfer_requests, directory=node.directory,
+            outbox=node.outbox,
         ),
     )  # fmt: skip
     receipt_pusher = ReceiptPusher(

@@ -22,13 +22,17 @@ link and passcode."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import shutil
 import ssl
+import time
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import pyotp
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
 from tests.web.browser_receiving import (
     ACCOUNT,
@@ -39,7 +43,7 @@ from tests.web.browser_receiving import (
     to_inbox,
 )
 from tests.web.browser_support import WebWorld, checked
-from tests.web.test_browser import PRIMARY, _context, _sign_in
+from tests.web.test_browser import PRIMARY, SECONDARY, _context, _sign_in
 from transfer.demo.scenario import PRIMARY as HILLSIDE
 from transfer.demo.scenario import SECONDARY as RIVERSIDE
 from transfer.demo.scenario import Timeline, portal_pickup, upn
@@ -579,3 +583,110 @@ async def test_a_dsl_on_a_phone_opens_the_governors_report_and_downloads_it(
     wide = await page.evaluate("() => document.documentElement.scrollWidth")
     assert wide <= 375, wide
     await context.close()
+
+
+async def test_a_dsl_on_a_phone_sends_a_leavers_file_and_checks_its_receipt(
+    browser: Browser, web_world: WebWorld, tmp_path: Path
+) -> None:
+    """Issue 14's journey at 375 px, keyboard only, between the demo's two real nodes: mark
+    Leon as leaving for Riverside Academy (found by the form's own search), the KCSIE
+    deadline at once, send with a fresh code, the outbox shows it delivered and then
+    accepted (Riverside's DSL accepts through its API), and the signed receipt, its
+    signature and Riverside's key download and Debian's ``minisign`` checks them."""
+    context = await _context(browser, width=375)
+    page = await context.new_page()
+    await _sign_in(page, web_world, PRIMARY, "s.patel")
+    await checked(page, await page.goto(web_world.url(PRIMARY, f"/pupils/{upn(102)}")))
+    await _follow_link(page, "Mark as leaving")
+    today = date.today()
+    await _type(page, "Leaving date", f"{today.day}/{today.month}/{today.year}")
+    await _type(page, "Find the school by name or URN", "riverside")
+    await _keyboard_submit(page, "Find schools")
+    await page.get_by_label("Riverside Academy (URN 654321)").focus()
+    await page.keyboard.press("Space")
+    await _keyboard_submit(page, "Save")
+    await expect(
+        page.get_by_text("The leaving date and next school have been saved.")
+    ).to_be_visible()
+    await expect(page.locator("#leaving")).to_contain_text(re.compile(
+        r"Due by \w+day \d+ \w+ \d{4}: within 5 school days of leaving"))  # fmt: skip
+    await _follow_link(page, "Send the leaver's file")
+    await expect(page.locator("main")).to_contain_text("Riverside Academy")
+    await expect(page.locator("code.app-key")).to_have_text(
+        re.compile(r"^[0-9A-Z]{4}(-[0-9A-Z]{4}){3}$")
+    )
+    await expect(page.locator("main")).to_contain_text("Concern: 1")
+    secret = web_world.account(PRIMARY, "s.patel")["totp_secret"]
+    await _type(page, "Code from your authenticator app", await web_world.codes.next(secret))
+    await _keyboard_submit(page, "Send the file")
+    await expect(page.get_by_text("The file has been sealed and queued.")).to_be_visible()
+    card = page.locator(".govuk-summary-card", has_text="Leon Nowak")
+    package_id = (await card.get_attribute("id") or "")[len("package-") :]
+    # The nodes sweep every second: delivered, then accepted at Riverside (its API).
+    await _reload_until(page, card, "Delivered")
+    await _accept_at_secondary(web_world, package_id)
+    await _reload_until(page, card, "Accepted")
+    await checked(page, await page.reload())
+    await expect(card).to_contain_text("Accepted by Riverside Academy by Aisha Khan")
+    # The receipt, its signature and the school's key, by keyboard; minisign checks them.
+    folder = tmp_path / "receipts"
+    folder.mkdir()
+    for link in await card.locator("a[download]").all():
+        await link.focus()
+        async with page.expect_download() as download:
+            await page.keyboard.press("Enter")
+        got = await download.value
+        await got.save_as(folder / got.suggested_filename)
+    command = await card.locator("code").last.text_content()
+    assert command is not None and command.startswith("minisign -Vm receipt-accepted-")
+    minisign = shutil.which("minisign")
+    assert minisign is not None
+    run = await asyncio.create_subprocess_exec(
+        minisign, *command.split()[1:], cwd=folder, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await run.communicate()
+    assert run.returncode == 0, err.decode()
+    assert f"handover-receipt-v1 accepted {package_id}" in out.decode()
+    wide = await page.evaluate("() => document.documentElement.scrollWidth")
+    assert wide <= 375, wide
+    await context.close()
+
+
+async def _follow_link(page: Page, link: str) -> None:
+    """Follow a link with the keyboard (focus, Enter), the new page checked."""
+    await page.get_by_role("link", name=link).focus()
+    async with page.expect_navigation() as nav:
+        await page.keyboard.press("Enter")
+    await checked(page, await nav.value)
+
+
+async def _reload_until(page: Page, card: Locator, state: str, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while state not in (await card.locator(".govuk-tag").text_content() or ""):
+        assert time.monotonic() < deadline, f"not {state} within {within} s"
+        await asyncio.sleep(0.5)
+        await page.reload()
+
+
+async def _accept_at_secondary(web_world: WebWorld, package_id: str) -> None:
+    """Riverside's DSL accepts the file as a new pupil (its inbox pages are elsewhere)."""
+    node = web_world.node(SECONDARY)
+    account = web_world.account(SECONDARY, "a.khan")
+    ctx = ssl.create_default_context(cafile=node["ca_file"])
+    api = web_world.url(SECONDARY, "/api/v1")
+    async with aiohttp.ClientSession() as http:
+        body = {"org": account["org"], "username": "a.khan", "password": account["password"],
+                "totp": await web_world.codes.next(account["totp_secret"])}  # fmt: skip
+        async with http.post(f"{api}/session", json=body, ssl=ctx) as resp:
+            assert resp.status in (200, 201), await resp.text()
+            token = (await resp.json())["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        for _ in range(120):  # delivered here a moment ago: in the inbox
+            async with http.post(f"{api}/inbox/{package_id}/accept", json={"create_new": True},
+                                 headers=headers, ssl=ctx) as resp:  # fmt: skip
+                if resp.status != 404:
+                    assert resp.status == 200, await resp.text()
+                    return
+            await asyncio.sleep(0.5)
+        raise AssertionError("the file never reached Riverside's inbox")

@@ -39,6 +39,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal, Protocol, cast
@@ -54,7 +55,7 @@ from keys.keyset import parse_key_id
 from schemas.directory import DirectoryEntry
 from schemas.manifest import PackageKind, Recipient, Sender
 from schemas.receipt import ReceiptBody, ReceiptDecodeError
-from schemas.records import Destination
+from schemas.records import Destination, PupilRecord
 from transfer.config import Config
 from transfer.errors import (
     ConflictError,
@@ -105,6 +106,7 @@ __all__ = [
     "OutgoingRecord",
     "PackageState",
     "ReceiptListener",
+    "SendChecks",
 ]
 
 log = logging.getLogger("handover.outbox")
@@ -210,6 +212,26 @@ class ReasonRequiredError(InputError):
     http_status = 422
     slug = "reason-required"
     title = "A reason is needed to send this"
+
+
+@dataclass(frozen=True)
+class _Pending:
+    id: str
+    state: str
+
+
+@dataclass(frozen=True)
+class SendChecks:
+    """What sending a leaver's file to one organisation asks (:meth:`Outbox.send_checks`)."""
+
+    entry: DirectoryEntry
+    #: A leaver's file goes to a school only: False means it would be refused.
+    is_school: bool
+    #: Why a reason is needed (codes), and the same in words, one sentence each.
+    needed: tuple[ReasonNeeded, ...]
+    why: tuple[str, ...]
+    #: A file for this pupil already waiting to go there (draft or queued), if any.
+    pending: _Pending | None = None
 
 
 def check_reason(reason: str | None) -> str | None:
@@ -595,6 +617,63 @@ class Outbox:
 
     # ------------------------------------------------------------------ queueing
 
+    async def send_checks(self, actor: Actor, pupil_id: str, to_org_id: str) -> SendChecks:
+        """What sending the pupil's leaver's file to ``to_org_id`` would ask, without making
+        anything: the receiver's directory entry, whether it is a school, a file already
+        waiting to go there, and the reasons needed (with why, in words). The same checks
+        :meth:`queue_leaver_file` makes; the actor needs ``transfer.send``."""
+        pupil_id = await self.store.pupil_id_for(actor, pupil_id)
+        targets = {"pupil": pupil_id, "recipient": to_org_id}
+        await self._require(actor, "leaver_file", "transfer.read", targets)
+        entry = await self.directory.entry(to_org_id)
+        pupil = await self.store.get_pupil(actor, pupil_id)
+        return await self._checks(pupil, entry)
+
+    async def _checks(self, pupil: PupilRecord, entry: DirectoryEntry) -> SendChecks:
+        async with self.store.sessions() as s:
+            earlier = (
+                await s.execute(
+                    select(_p.c.id, _p.c.state, _p.c.queued_at)
+                    .join(outgoing_pupils, outgoing_pupils.c.package_id == _p.c.id)
+                    .where(
+                        outgoing_pupils.c.pupil_id == pupil.id,
+                        _p.c.to_org_id == entry.org_id,
+                        _p.c.kind == "leaver_file",
+                        _p.c.state.in_(("draft", "queued", *_REACHED)),
+                    )
+                    .order_by(_p.c.created_at.desc())
+                )
+            ).all()
+        pending = next((r for r in earlier if r.state in ("draft", "queued")), None)
+        reached = [r for r in earlier if r.state in _REACHED]
+        needed: list[ReasonNeeded] = []
+        why: list[str] = []
+        if reached:
+            last = reached[0]
+            needed.append("repeat")
+            sent = f" on {last.queued_at:%d %B %Y}" if last.queued_at else ""
+            why.append(
+                f"{pupil.forename} {pupil.surname}'s file was already sent to {entry.name}"
+                f"{sent} (package {last.id}, {last.state})"
+            )
+        if not is_destination(pupil.destination, entry):
+            needed.append("not_destination")
+            d = pupil.destination
+            recorded = (
+                "no destination is recorded"
+                if d is None or d.kind == "unknown"
+                else f"the recorded destination is {d.name or d.urn or d.laestab or d.kind}"
+            )
+            why.append(
+                f"{entry.name} is not {pupil.forename} {pupil.surname}'s recorded next school "
+                f"({recorded})"
+            )
+        return SendChecks(
+            entry=entry, is_school=entry.kind == "school", needed=tuple(needed),
+            why=tuple(why),
+            pending=_Pending(pending.id, pending.state) if pending is not None else None,
+        )  # fmt: skip
+
     async def queue_leaver_file(
         self,
         actor: Actor,
@@ -632,26 +711,13 @@ class Outbox:
                 "('handover referral new'), which carries only what the agency needs."
             )
         pupil = await self.store.get_pupil(actor, pupil_id)
-        async with self.store.sessions() as s:
-            earlier = (
-                await s.execute(
-                    select(_p.c.id, _p.c.state, _p.c.queued_at)
-                    .join(outgoing_pupils, outgoing_pupils.c.package_id == _p.c.id)
-                    .where(
-                        outgoing_pupils.c.pupil_id == pupil.id,
-                        _p.c.to_org_id == entry.org_id,
-                        _p.c.kind == "leaver_file",
-                        _p.c.state.in_(("draft", "queued", *_REACHED)),
-                    )
-                    .order_by(_p.c.created_at.desc())
-                )
-            ).all()
-        pending = next((r for r in earlier if r.state in ("draft", "queued")), None)
+        checks = await self._checks(pupil, entry)
+        pending = checks.pending
         if pending is not None and pending.state == "draft":
             if await self.discard_stale_drafts(package_id=pending.id):
                 # Left by a process killed while building it: gone now, so this one goes.
-                earlier = [r for r in earlier if r.id != pending.id]
-                pending = next((r for r in earlier if r.state == "queued"), None)
+                checks = await self._checks(pupil, entry)
+                pending = checks.pending
             else:
                 raise ConflictError(
                     f"a leaver's file for this pupil to {entry.name} is being built right now "
@@ -663,28 +729,7 @@ class Outbox:
                 f"a leaver's file for this pupil is already waiting to go to {entry.name} "
                 f"(package {pending.id}); cancel it first to send a new one"
             )
-        needed: list[ReasonNeeded] = []
-        why: list[str] = []
-        if earlier:
-            last = earlier[0]
-            needed.append("repeat")
-            sent = f" on {last.queued_at:%d %B %Y}" if last.queued_at else ""
-            why.append(
-                f"{pupil.forename} {pupil.surname}'s file was already sent to {entry.name}"
-                f"{sent} (package {last.id}, {last.state})"
-            )
-        if not is_destination(pupil.destination, entry):
-            needed.append("not_destination")
-            d = pupil.destination
-            recorded = (
-                "no destination is recorded"
-                if d is None or d.kind == "unknown"
-                else f"the recorded destination is {d.name or d.urn or d.laestab or d.kind}"
-            )
-            why.append(
-                f"{entry.name} is not {pupil.forename} {pupil.surname}'s recorded next school "
-                f"({recorded})"
-            )
+        needed, why = list(checks.needed), list(checks.why)
         if needed and reason is None:
             await self.store.record_event(
                 "transfer.queued", actor, actor.org_id, targets, "refused",
@@ -1005,9 +1050,15 @@ class Outbox:
                     )
                 )
             )
-        return await self._records(query.order_by(_p.c.created_at.desc(), _p.c.id))
+        return await self._records(
+            query.order_by(_p.c.created_at.desc(), _p.c.id), with_reasons=True
+        )
 
-    async def _records(self, query: Any) -> builtins.list[OutgoingRecord]:
+    async def _records(
+        self, query: Any, *, with_reasons: bool = False
+    ) -> builtins.list[OutgoingRecord]:
+        """The packages ``query`` selects, with pupils, events and receipts (and, with
+        ``with_reasons``, the reason given for each, unsealed: for the people who read them)."""
         async with self.store.sessions() as s:
             rows = (await s.execute(query)).all()
             ids = [r.id for r in rows]
@@ -1040,11 +1091,18 @@ class Outbox:
                 )
             ).all():
                 receipts.setdefault(r.package_id, []).append(r)
+        reasons: dict[str, str | None] = {}
+        for row in rows:
+            held = pupils.get(row.id)
+            if with_reasons and row.reasons_needed and held:
+                notes = await self.store.open_notes(REASON_TABLE, row.id, held[0])
+                reasons[row.id] = notes.get(REASON_FIELD)
         return [
             _to_record(
                 _with_pupils(row, tuple(pupils.get(row.id, ()))),
                 events.get(row.id, []),
                 receipts.get(row.id, []),
+                reasons.get(row.id),
             )
             for row in rows
         ]
@@ -1067,6 +1125,21 @@ class Outbox:
         )
         found = await self._records(query)
         return found[0] if found else None
+
+    async def sending_now(self, package_ids: Sequence[str]) -> set[str]:
+        """Which of these queued packages a process is delivering right now (a live lease)."""
+        if not package_ids:
+            return set()
+        async with self.store.sessions() as s:
+            found = await s.scalars(
+                select(_p.c.id).where(
+                    _p.c.id.in_(list(package_ids)),
+                    _p.c.state == "queued",
+                    _p.c.claimed_by.is_not(None),
+                    _p.c.lease_until > self._now(),
+                )
+            )
+            return set(found.all())
 
     async def accepted_before(self, org_id: str, when: datetime) -> builtins.list[OutgoingRecord]:
         """Packages from ``org_id`` the receiver accepted before ``when`` (for retention)."""

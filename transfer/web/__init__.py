@@ -27,6 +27,7 @@ from transfer.web import (
     reports,
     requests,
     search,
+    sending,
     signin,
     subject_access,
     triage,
@@ -54,6 +55,7 @@ ROUTES: tuple[WebRoute, ...] = (
     *requests.ROUTES,
     *referrals.ROUTES,
     *reports.ROUTES,
+    *sending.ROUTES,
 )
 
 

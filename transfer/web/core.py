@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 from urllib.parse import quote, urlsplit
 
 import jinja2
@@ -46,11 +46,12 @@ from transfer.web.static import StaticFiles
 from transfer.web.tokens import KeptForm, WebKeys
 
 if TYPE_CHECKING:
+    from schemas.directory import DirectoryEntry
     from transfer.alerts import Alerts
     from transfer.audit.trail import AuditTrail
     from transfer.directory.administration import KeyAdministration
-    from transfer.directory.service import Directory
     from transfer.exchange.inbox import Inbox
+    from transfer.exchange.outbox import Outbox
     from transfer.exchange.requests import TransferRequests
 
 log = logging.getLogger("transfer.web")
@@ -105,7 +106,17 @@ class WebServices:
     #: Asking another school for a pupil's file, and answering such requests.
     transfer_requests: TransferRequests | None = None
     #: The signed directory (schools chosen by name).
-    directory: Directory | None = None
+    directory: WebDirectory | None = None
+    #: Sending leavers' files (the outbox).
+    outbox: Outbox | None = None
+
+
+class WebDirectory(Protocol):
+    """What the pages read of the node's directory (``transfer.directory.service.Directory``)."""
+
+    async def entries(self) -> list[DirectoryEntry]: ...
+
+    async def entry(self, org_id: str) -> DirectoryEntry: ...
 
 
 Access = Literal["public", "enrolment", "session"]
@@ -339,6 +350,8 @@ class WebApp:
             items.append(("/referrals", "Referrals"))
         if visit.actor.has(Permission.READ_REPORTS):
             items.append(("/reports", "Reports"))
+        if visit.actor.has(Permission.SEND_TRANSFER):
+            items.append(("/outbox", "Outbox"))
         items.append(("/account", "Your account"))
         path = request.path
         return [

@@ -235,6 +235,9 @@ async def pupil_page(request: web.Request, visit: Visit) -> web.StreamResponse:
     filters = read_filters(request.query, errors)
     context: dict[str, Any] = {"pupil": pupil, "name": pupil_name(pupil), "filters": filters,
                                "kinds": KINDS, "ref": pupil_ref(pupil)}  # fmt: skip
+    from transfer.web.sending import leaving_context
+
+    context["leaving"] = await leaving_context(request, visit, pupil)
     actor = visit.actor
     context["may_audit"] = actor.has(Permission.READ_AUDIT) and app.services.trail is not None
     context["may_export"] = actor.has(Permission.EXPORT_SUBJECT_ACCESS)

@@ -16,11 +16,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from schemas.peer import MAX_NOTE, MAX_REASON
-from transfer.directory.service import Directory
 from transfer.errors import ConflictError, InputError, NotFoundError
 from transfer.exchange.requests import TransferRequestRecord, TransferRequests
 from transfer.store.permissions import Permission, require
-from transfer.web.core import FORM_KEY, FormErrors, Visit, WebRoute, webapp
+from transfer.web.core import FORM_KEY, FormErrors, Visit, WebDirectory, WebRoute, webapp
 from transfer.web.pupils import pupil_name, pupil_ref
 from transfer.web.rendering import long_date, redirect
 from transfer.web.stepup import CODE_FIELD, check_code
@@ -58,7 +57,7 @@ def service(request: web.Request) -> TransferRequests:
     return found
 
 
-def directory(request: web.Request) -> Directory:
+def directory(request: web.Request) -> WebDirectory:
     found = webapp(request).services.directory
     if found is None:
         raise NotFoundError("this node holds no directory")

@@ -622,6 +622,19 @@ WEB_OPERATIONS: list[WebOp] = [
     WebOp("GET", "/reports/{period}/governors.pdf", frozenset({DSL, DEPUTY, HEAD}), 200),
     WebOp("GET", "/reports/{period}/governors.csv", frozenset({DSL, DEPUTY, HEAD}), 200),
     WebOp("GET", "/pupils/{upn}/chronology.pdf", frozenset({DSL, DEPUTY, HEAD}), 200),
+    # Sending a leaver's file (issue 14): marking as leaving is for those who keep pupils'
+    # details; the send page, the outbox and its receipts for the DSL team. The package is
+    # the DSL's, queued in the setup: the DSL cancels it, then it cannot be cancelled or
+    # resent again; it holds no receipt yet.
+    WebOp("GET", "/pupils/{upn}/leaving", PUPIL_MANAGERS, 200),
+    WebOp("POST", "/pupils/{upn}/leaving", PUPIL_MANAGERS, 400, form={"leaving": ""}),
+    WebOp("GET", "/pupils/{upn}/send", DSL_TEAM, 200),
+    WebOp("POST", "/pupils/{upn}/send", DSL_TEAM, 400, form={"to": ""}),
+    WebOp("GET", "/outbox", DSL_TEAM, 200),
+    WebOp("POST", "/outbox/{outgoing}/cancel", DSL_TEAM, 303, form={}, ok_for={DEPUTY: 409}),
+    WebOp("POST", "/outbox/{outgoing}/resend", DSL_TEAM, 409, form={}),
+    WebOp("GET", "/outbox/{outgoing}/receipts/{outgoing}.json", DSL_TEAM, 404),
+    WebOp("GET", "/outbox/{outgoing}/receiver.pub", DSL_TEAM, 200),
     WebOp("POST", "/sign-out", EVERYONE, 303, form={}),
 ]  # fmt: skip
 #: The web routes' placeholders as the matrix names them.
@@ -644,6 +657,9 @@ _WEB_PATHS = {
     "{no_referral}": "{referral_id:[0-9a-fA-F-]{36}}",
     "{no_mark}": "{mark_id:[0-9a-fA-F-]{36}}",
     "{period}": "{period:[a-z0-9-]{1,40}}",
+    "{outgoing}/receipts/{outgoing}.json": "{package_id:[0-9a-fA-F-]{36}}/receipts/"
+    "{receipt_id:[0-9a-fA-F-]{36}}.{part:json|json.minisig}",
+    "{outgoing}": "{package_id:[0-9a-fA-F-]{36}}",
 }
 
 
@@ -651,6 +667,17 @@ def _route_path(path: str) -> str:
     for mine, theirs in _WEB_PATHS.items():
         path = path.replace(mine, theirs)
     return path
+
+
+async def _outbox(node: Any, config: Any, keys: Any, directory: Any) -> tuple[Any, Any]:
+    """An outbox for the school, over the receiving pages' keys and directory (nothing is
+    sent)."""
+    from transfer.exchange.client import PeerClient
+    from transfer.exchange.outbox import Outbox
+
+    client = PeerClient(keys=keys, directory=directory, config=config)
+    return Outbox(store=node.store, keys=keys, directory=directory, client=client,
+                  config=config, data_dir=node.data_dir), client  # fmt: skip
 
 
 async def _casework(node: Any, teacher: Person) -> dict[str, str]:
@@ -747,6 +774,7 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
         case = await _casework(node, other)
         referrals, referral_case = await _referral_case(node, case["upn"])
         case.update(referral_case)
+        outbox, peer = await _outbox(node, config, rx.keys, rx.directory)
         app = create_app(
             store=node.store, accounts=node.accounts, audit=node.audit, config=config,
             referrals=referrals,
@@ -755,7 +783,7 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
                                   trail=AuditTrail(audit_log, RequestIdAudit(node.audit)),
                                   key_admin=KeyAdministration(node.store, rx.keys, rx.directory),
                                   inbox=rx.inbox, transfer_requests=rx.requests,
-                                  directory=rx.directory),
+                                  directory=rx.directory, outbox=outbox),
         )  # fmt: skip
         server = TestServer(app)
         await server.start_server()
@@ -763,6 +791,9 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
         case |= {"staff": other.staff.id, "nobody": "00000000-0000-4000-8000-000000000000"}
         case["package"] = await rx.deliver()
         case["request"] = await rx.received_request(case["upn"])
+        dsl = await node.store.actor_for(people[DSL].staff.id)
+        queued = await outbox.queue_leaver_file(dsl, case["upn"], "199002", reason="a test")
+        case["outgoing"] = queued.id
         other_concern = await _other_concern(node, other)
         hidden = re.compile(r'name="(csrf|form_owner)" value="([^"]*)"')
         wrong: list[str] = []
@@ -813,6 +844,7 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
         finally:
             await server.close()
             await audit_log.close()
+            await peer.close()
         assert not wrong, "\n".join(wrong)
         refusals = [e for e in node.audit.events if e.outcome == "refused"]
         assert refusals and all(e.request_id for e in refusals)
