@@ -237,105 +237,6 @@ async def _narrow(page: Page) -> None:
     assert wide <= 375, (page.url, wide)
 
 
-async def test_an_administrator_invites_changes_roles_and_imports_a_ctf(
-    browser: Browser, web_world: WebWorld
-) -> None:
-    admin_ctx = await _context(browser, width=375)
-    admin = await admin_ctx.new_page()
-    await _sign_in(admin, web_world, PRIMARY, "admin")
-    await _press(admin, "link", "Administration")
-    await expect(admin).to_have_title("Staff accounts - Handover")
-    await expect(admin.get_by_text("Sam Patel")).to_be_visible()
-    await _narrow(admin)
-    # Invite: a mistake first, then the person's name, username and role.
-    await _press(admin, "button", "Invite someone")
-    await _press(admin, "button", "Make the invitation link")
-    await expect(admin).to_have_title(re.compile("^Error: Invite someone"))
-    await _type_in(admin, "Full name", "Chris Lee")
-    await _type_in(admin, "Username", "c.lee")
-    await admin.get_by_label("Administrator", exact=True).focus()
-    await admin.keyboard.press("Space")
-    await admin.get_by_label("Staff", exact=True).focus()
-    await admin.keyboard.press("Space")
-    await _press(admin, "button", "Make the invitation link")
-    await expect(admin.get_by_role("heading", level=1)).to_have_text("Invitation for Chris Lee")
-    link = await admin.locator("#invitation-link").inner_text()
-    assert "/invitation/hoi_" in link
-    await _narrow(admin)
-
-    # The invitee: their own password, then their authenticator app.
-    invitee_ctx = await _context(browser, width=375)
-    invitee = await invitee_ctx.new_page()
-    await checked(invitee, await invitee.goto(link))
-    await expect(invitee.get_by_text("Welcome, Chris Lee.")).to_be_visible()
-    await _type_in(invitee, "Password", NEW_PASSWORD)
-    await _type_in(invitee, "Password again", NEW_PASSWORD)
-    await _press(invitee, "button", "Set my password")
-    await expect(invitee).to_have_title("Set up your authenticator app - Handover")
-    secret = (await invitee.locator("#totp-key").inner_text()).replace(" ", "")
-    await _type_in(invitee, "Code from your authenticator app", pyotp.TOTP(secret).now())
-    web_world.codes.used(secret)
-    await _press(invitee, "button", "Continue")
-    await expect(invitee.get_by_role("heading", level=1)).to_have_text("Save your recovery codes")
-    # The link works once.
-    again = await invitee.goto(link)
-    assert again is not None and again.status == 410
-    await checked(invitee, again)
-    await invitee_ctx.close()
-
-    # The administrator cannot give themselves the DSL role: no form, and refused by address.
-    await checked(admin, await admin.goto(web_world.url(PRIMARY, "/admin/staff")))
-    await _press(admin, "link", "Administrator")
-    await expect(admin.get_by_text("Nobody can change their own roles")).to_be_visible()
-    own_roles = admin.url + "/roles"
-    csrf = await admin.locator("input[name=csrf]").first.get_attribute("value")
-    refused = await admin.request.post(own_roles, form={"csrf": csrf or "", "roles": "dsl"})
-    assert refused.status == 403
-    assert "Nobody may change their own roles" in await refused.text()
-
-    # A role change that needs a DSL: Tom Wood becomes a deputy DSL, waiting.
-    await checked(admin, await admin.goto(web_world.url(PRIMARY, "/admin/staff")))
-    await _press(admin, "link", "Tom Wood")
-    for role in ("Deputy designated safeguarding lead", "Staff"):
-        await admin.get_by_label(role, exact=True).focus()
-        await admin.keyboard.press("Space")
-    await _press(admin, "button", "Save roles")
-    await expect(admin.get_by_text("This change is waiting for a DSL's approval.")).to_be_visible()
-
-    # The DSL approves it in the browser.
-    dsl_ctx = await _context(browser, width=375)
-    dsl = await dsl_ctx.new_page()
-    await _sign_in(dsl, web_world, PRIMARY, "s.patel")
-    await _press(dsl, "link", "Administration")
-    await expect(dsl).to_have_title("Account changes waiting for approval - Handover")
-    await expect(
-        dsl.get_by_text(re.compile("asked to change the roles of Tom Wood"))
-    ).to_be_visible()
-    await _press(dsl, "button", "Approve the change for Tom Wood")
-    await expect(dsl.get_by_text("The change has been approved and made.")).to_be_visible()
-    await _narrow(dsl)
-    await dsl_ctx.close()
-
-    # A CTF with a bad line: the line is shown and nothing is imported.
-    await checked(admin, await admin.goto(web_world.url(PRIMARY, "/admin/staff")))
-    await _press(admin, "link", "Pupils")
-    bad = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n<CTfile>\n  <Header>\n'
-        "    <SourceSchool><LEA>801</LEA><Estab>2001</Estab></SourceSchool>\n"
-        "  </Header>\n  <CTFpupilData>\n    <Pupil>\n      <UPN>A80120001400Q</UPN>\n"
-        "    </Pupil>\n  </CTFpupilData>\n</CTfile>\n"
-    )
-    await admin.get_by_label("CTF file").set_input_files(
-        {"name": "roll.xml", "mimeType": "application/xml", "buffer": bad.encode()}
-    )
-    await _press(admin, "button", "Import the file")
-    await expect(admin).to_have_title(re.compile("^Error: Pupils"))
-    await expect(admin.locator("#ctf-problems")).to_contain_text("Line 8")
-    await expect(admin.locator("#ctf-error")).to_contain_text("Nothing was imported")
-    await _narrow(admin)
-    await admin_ctx.close()
-
-
 async def test_a_dsl_receives_reads_accepts_and_rejects_files_by_keyboard_on_a_phone(
     browser: Browser, web_world: WebWorld
 ) -> None:
@@ -690,3 +591,103 @@ async def _accept_at_secondary(web_world: WebWorld, package_id: str) -> None:
                     return
             await asyncio.sleep(0.5)
         raise AssertionError("the file never reached Riverside's inbox")
+
+
+# Last in the module: it changes Tom Wood's role in the shared world.
+async def test_an_administrator_invites_changes_roles_and_imports_a_ctf(
+    browser: Browser, web_world: WebWorld
+) -> None:
+    admin_ctx = await _context(browser, width=375)
+    admin = await admin_ctx.new_page()
+    await _sign_in(admin, web_world, PRIMARY, "admin")
+    await _press(admin, "link", "Administration")
+    await expect(admin).to_have_title("Staff accounts - Handover")
+    await expect(admin.get_by_text("Sam Patel")).to_be_visible()
+    await _narrow(admin)
+    # Invite: a mistake first, then the person's name, username and role.
+    await _press(admin, "button", "Invite someone")
+    await _press(admin, "button", "Make the invitation link")
+    await expect(admin).to_have_title(re.compile("^Error: Invite someone"))
+    await _type_in(admin, "Full name", "Chris Lee")
+    await _type_in(admin, "Username", "c.lee")
+    await admin.get_by_label("Administrator", exact=True).focus()
+    await admin.keyboard.press("Space")
+    await admin.get_by_label("Staff", exact=True).focus()
+    await admin.keyboard.press("Space")
+    await _press(admin, "button", "Make the invitation link")
+    await expect(admin.get_by_role("heading", level=1)).to_have_text("Invitation for Chris Lee")
+    link = await admin.locator("#invitation-link").inner_text()
+    assert "/invitation/hoi_" in link
+    await _narrow(admin)
+
+    # The invitee: their own password, then their authenticator app.
+    invitee_ctx = await _context(browser, width=375)
+    invitee = await invitee_ctx.new_page()
+    await checked(invitee, await invitee.goto(link))
+    await expect(invitee.get_by_text("Welcome, Chris Lee.")).to_be_visible()
+    await _type_in(invitee, "Password", NEW_PASSWORD)
+    await _type_in(invitee, "Password again", NEW_PASSWORD)
+    await _press(invitee, "button", "Set my password")
+    await expect(invitee).to_have_title("Set up your authenticator app - Handover")
+    secret = (await invitee.locator("#totp-key").inner_text()).replace(" ", "")
+    await _type_in(invitee, "Code from your authenticator app", pyotp.TOTP(secret).now())
+    web_world.codes.used(secret)
+    await _press(invitee, "button", "Continue")
+    await expect(invitee.get_by_role("heading", level=1)).to_have_text("Save your recovery codes")
+    # The link works once.
+    again = await invitee.goto(link)
+    assert again is not None and again.status == 410
+    await checked(invitee, again)
+    await invitee_ctx.close()
+
+    # The administrator cannot give themselves the DSL role: no form, and refused by address.
+    await checked(admin, await admin.goto(web_world.url(PRIMARY, "/admin/staff")))
+    await _press(admin, "link", "Administrator")
+    await expect(admin.get_by_text("Nobody can change their own roles")).to_be_visible()
+    own_roles = admin.url + "/roles"
+    csrf = await admin.locator("input[name=csrf]").first.get_attribute("value")
+    refused = await admin.request.post(own_roles, form={"csrf": csrf or "", "roles": "dsl"})
+    assert refused.status == 403
+    assert "Nobody may change their own roles" in await refused.text()
+
+    # A role change that needs a DSL: Tom Wood becomes a deputy DSL, waiting.
+    await checked(admin, await admin.goto(web_world.url(PRIMARY, "/admin/staff")))
+    await _press(admin, "link", "Tom Wood")
+    for role in ("Deputy designated safeguarding lead", "Staff"):
+        await admin.get_by_label(role, exact=True).focus()
+        await admin.keyboard.press("Space")
+    await _press(admin, "button", "Save roles")
+    await expect(admin.get_by_text("This change is waiting for a DSL's approval.")).to_be_visible()
+
+    # The DSL approves it in the browser.
+    dsl_ctx = await _context(browser, width=375)
+    dsl = await dsl_ctx.new_page()
+    await _sign_in(dsl, web_world, PRIMARY, "s.patel")
+    await _press(dsl, "link", "Administration")
+    await expect(dsl).to_have_title("Account changes waiting for approval - Handover")
+    await expect(
+        dsl.get_by_text(re.compile("asked to change the roles of Tom Wood"))
+    ).to_be_visible()
+    await _press(dsl, "button", "Approve the change for Tom Wood")
+    await expect(dsl.get_by_text("The change has been approved and made.")).to_be_visible()
+    await _narrow(dsl)
+    await dsl_ctx.close()
+
+    # A CTF with a bad line: the line is shown and nothing is imported.
+    await checked(admin, await admin.goto(web_world.url(PRIMARY, "/admin/staff")))
+    await _press(admin, "link", "Pupils")
+    bad = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<CTfile>\n  <Header>\n'
+        "    <SourceSchool><LEA>801</LEA><Estab>2001</Estab></SourceSchool>\n"
+        "  </Header>\n  <CTFpupilData>\n    <Pupil>\n      <UPN>A80120001400Q</UPN>\n"
+        "    </Pupil>\n  </CTFpupilData>\n</CTfile>\n"
+    )
+    await admin.get_by_label("CTF file").set_input_files(
+        {"name": "roll.xml", "mimeType": "application/xml", "buffer": bad.encode()}
+    )
+    await _press(admin, "button", "Import the file")
+    await expect(admin).to_have_title(re.compile("^Error: Pupils"))
+    await expect(admin.locator("#ctf-problems")).to_contain_text("Line 8")
+    await expect(admin.locator("#ctf-error")).to_contain_text("Nothing was imported")
+    await _narrow(admin)
+    await admin_ctx.close()
