@@ -24,8 +24,11 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# The suite in TEST_WORKERS processes, a module to each (most tests wait on the real servers,
+# browsers and databases they start, so more workers than cores still helps).
+TEST_WORKERS ?= 3
 test: venv tools lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # A long fuzzing run (tests/fuzz/): random, FUZZ_EXAMPLES inputs per target (the short,
 # fixed run is part of `make test`). A crash is kept under tests/assets/fuzz/<target>/ and
