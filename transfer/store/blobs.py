@@ -45,8 +45,9 @@ MAGIC = b"HODOC1\x00\x00"
 SALT_SIZE = 32
 CHUNK = 64 * 1024
 TAG = 16
-#: Sealed chunks read from a stored document at a time (about 1 MiB).
-READ_CHUNKS = 16
+#: Sealed chunks read from a stored document at a time (about 512 KiB; with the next block
+#: read ahead, a reader holds about 1 MiB: the memory tests allow 2 MiB).
+READ_CHUNKS = 8
 _INFO = b"handover/document/v1"
 _NAME_INFO = b"handover/document-name/v1"
 
