@@ -70,9 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Library chatter (migrations run, every scheduled sweep started) only with -v.
         for noisy in ("alembic", "apscheduler"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        # "skipped: maximum number of running instances reached" only means a sweep was still
-        # busy when the next one was due; the next run picks the work up.
-        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

@@ -85,6 +85,10 @@ class ServerSection(_Section):
     #: The most connections one address may hold at once (0: no cap). Not applied with
     #: ``behind_proxy`` (every connection is then the proxy's): the proxy caps them.
     max_connections_per_address: int = Field(default=100, ge=0, le=100_000)
+    #: Serve this process's counters (Prometheus text format, ``GET /metrics``, plain HTTP,
+    #: no sign-in) on this port; 0: not served. Keep it on a private address.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
 
 class TransferSection(_Section):

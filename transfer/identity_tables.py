@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from transfer.store.db import Base
-from transfer.store.models import UTCDateTime
+from transfer.store.types import UTCDateTime
 
 node_identity = sa.Table(
     "node_identity",

@@ -34,6 +34,7 @@ from transfer.exchange.peer_server import services_for
 from transfer.exchange.receipt_push import ReceiptPusher
 from transfer.exchange.retention_sweep import AfterAcceptanceRetention
 from transfer.exchange.sweeps import schedule_outbox_sweeps
+from transfer.metrics import CONTENT_TYPE, SWEEP_RUNS, SWEEP_SKIPPED_BUSY, SWEEPS_RUNNING, Metrics
 from transfer.node import Node
 from transfer.private_files import tighten
 from transfer.referrals.service import referral_deadline_sweep
@@ -67,6 +68,8 @@ class Running:
     port: int
     #: The listening site (its connections per address, for diagnostics).
     site: GuardedSite
+    #: This process's counters (served on ``server.metrics_port`` when it is set).
+    metrics: Metrics
 
     @property
     def base_url(self) -> str:
@@ -103,20 +106,47 @@ async def recover(node: Node) -> None:
 
 
 class _JobTasks:
-    """The scheduler's jobs as tracked tasks, so that a stop can wait for them."""
+    """The scheduler's jobs as tracked tasks, so that a stop can wait for them.
 
-    def __init__(self) -> None:
+    A sweep still running when it is due again is not started a second time: the due run
+    returns at once and counts itself in ``handover_sweep_skipped_busy_total`` (quietly: in
+    a burst a delivery sweep outlasts its interval all the time, and the running one picks
+    up the work anyway). APScheduler's own limit (``max_instances``), which logged a WARNING
+    for every such run, is raised above one so that it never applies: this check (no await
+    between reading and marking a sweep busy, so one event loop cannot start it twice) is
+    the limit.
+    """
+
+    #: APScheduler's ``max_instances`` for every job: the running sweep and the due run that
+    #: finds it busy and returns at once, with room to spare.
+    MAX_INSTANCES: Final = 3
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
         self.running: set[asyncio.Task[Any]] = set()
+        self.busy: set[str] = set()
+        self.metrics = metrics if metrics is not None else Metrics()
 
-    def wrap(self, func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    def wrap(self, func: Callable[..., Awaitable[Any]], name: str) -> Callable[..., Awaitable[Any]]:
+        labels = {"sweep": name}
+        self.metrics.set(SWEEPS_RUNNING, 0, labels)
+
         @functools.wraps(func)
         async def tracked(*args: Any, **kwargs: Any) -> Any:
+            if name in self.busy:
+                self.metrics.inc(SWEEP_SKIPPED_BUSY, labels)
+                log.debug("%s still running when due again: not started twice", name)
+                return None
+            self.busy.add(name)
+            self.metrics.inc(SWEEP_RUNS, labels)
+            self.metrics.set(SWEEPS_RUNNING, 1, labels)
             task = asyncio.current_task()
             if task is not None:
                 self.running.add(task)
             try:
                 return await func(*args, **kwargs)
             finally:
+                self.busy.discard(name)
+                self.metrics.set(SWEEPS_RUNNING, 0, labels)
                 if task is not None:
                     self.running.discard(task)
 
@@ -124,7 +154,7 @@ class _JobTasks:
 
     def track(self, scheduler: AsyncIOScheduler) -> None:
         for job in scheduler.get_jobs():
-            job.modify(func=self.wrap(job.func))
+            job.modify(func=self.wrap(job.func, job.name), max_instances=self.MAX_INSTANCES)
 
     async def stop(self, scheduler: AsyncIOScheduler, grace: float) -> None:
         """No new runs; let the running ones finish (``grace`` seconds at most); then stop."""
@@ -268,6 +298,28 @@ class _KnownErrorsOnOneLine(logging.Filter):
         return True
 
 
+async def _serve_metrics(metrics: Metrics, host: str, port: int) -> web.AppRunner | None:
+    """``GET /metrics`` on ``host:port`` (plain HTTP; nothing else there); None if port is 0."""
+    if not port:
+        return None
+
+    async def exposition(request: web.Request) -> web.Response:
+        body = metrics.render().encode()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/metrics", exposition)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"cannot serve the metrics on {host}:{port}: {exc.strerror}") from None
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    return runner
+
+
 @asynccontextmanager
 async def serving(
     node: Node, host: str | None = None, port: int | None = None
@@ -291,7 +343,8 @@ async def serving(
     ssl_ctx = tls_context(node)
     await recover(node)
     app, scheduler = _app_and_scheduler(node)
-    jobs = _JobTasks()
+    metrics = Metrics()
+    jobs = _JobTasks(metrics)
     jobs.track(scheduler)
     # Start-up objects live as long as the process: freezing them keeps full garbage
     # collections short (they set a chronology read's p99; see docs/store.md).
@@ -310,6 +363,11 @@ async def serving(
         await runner.cleanup()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     bound = runner.addresses[0][1] if port == 0 and runner.addresses else port
+    try:
+        metrics_runner = await _serve_metrics(metrics, cfg.metrics_host, cfg.metrics_port)
+    except BaseException:
+        await runner.cleanup()
+        raise
     job_log = logging.getLogger("apscheduler.executors.default")
     one_line = _KnownErrorsOnOneLine(node.store.space)
     job_log.addFilter(one_line)
@@ -317,9 +375,11 @@ async def serving(
         scheduler.start()
         scheme = "https" if ssl_ctx else "http"
         log.info("serving %s on %s://%s:%d/api/v1/", node.config.node.name, scheme, host, bound)
-        yield Running(node, app, scheduler, scheme, host, bound, site)
+        yield Running(node, app, scheduler, scheme, host, bound, site, metrics)
     finally:
         if scheduler.running:
             await jobs.stop(scheduler, STOP_GRACE_SECONDS)
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await runner.cleanup()
         job_log.removeFilter(one_line)

@@ -20,6 +20,7 @@ import pytest
 
 from transfer.commands.init import initialise
 from transfer.errors import ConfigError
+from transfer.metrics import SWEEP_SKIPPED_BUSY
 from transfer.node import Node
 from transfer.serving import serving
 
@@ -92,3 +93,33 @@ async def test_names_an_address_it_cannot_listen_on(data_dir: Path) -> None:
             with pytest.raises(ConfigError, match=re.escape(f"cannot listen on 127.0.0.1:{port}:")):
                 async with serving(node, "127.0.0.1", port):
                     pytest.fail("served on a port that is taken")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_serves_its_counters_on_the_metrics_port(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: a sweep still busy when due is counted here instead of logged as a WARNING."""
+    port = _free_port()
+    monkeypatch.setenv("HANDOVER_SERVER__METRICS_PORT", str(port))
+    async with await Node.open(data_dir) as node:
+        async with serving(node, "127.0.0.1", 0) as running:
+            names = [job.name for job in running.scheduler.get_jobs()]
+            assert len(set(names)) == len(names)  # one series per sweep
+            running.metrics.inc(SWEEP_SKIPPED_BUSY, {"sweep": "deliver_due"})
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+                    assert r.status == 200
+                    assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                    text = await r.text()
+                async with http.get(f"http://127.0.0.1:{port}/api/v1/openapi.json") as r:
+                    assert r.status == 404  # the counters and nothing else
+            assert 'handover_sweep_skipped_busy_total{sweep="deliver_due"} 1\n' in text
+            assert 'handover_sweep_running{sweep="deliver_due"} 0\n' in text
+            assert "# TYPE handover_sweep_runs_total counter" in text
+        assert _refused(port)

@@ -1,4 +1,5 @@
-"""A stopping node lets its running sweeps finish, and logs one clean line (issue 17, item 4).
+"""A stopping node lets its running sweeps finish, and logs one clean line (issue 17, item 4);
+a sweep still busy when due again is counted, not logged (issue 16).
 
 ``serve`` used to shut the scheduler down without waiting: every sweep running at SIGTERM
 was cancelled and APScheduler logged a ``CancelledError`` traceback for each.
@@ -12,6 +13,7 @@ import logging
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from transfer.metrics import SWEEP_RUNS, SWEEP_SKIPPED_BUSY, SWEEPS_RUNNING, Metrics
 from transfer.serving import _JobTasks, _KnownErrorsOnOneLine
 
 
@@ -58,3 +60,52 @@ async def test_a_sweep_still_running_after_the_grace_is_stopped_with_one_line(
     assert "CancelledError" not in caplog.text and "Traceback" not in caplog.text
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith("stopped 1 sweep still running")
+
+
+async def test_a_sweep_still_busy_when_due_again_is_quiet_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16: during a burst the delivery sweep outlasts its interval; APScheduler logged
+    "skipped: maximum number of running instances reached" at WARNING every interval."""
+    caplog.set_level(logging.DEBUG)
+    release = asyncio.Event()
+    runs: list[int] = []
+
+    second = asyncio.Event()
+
+    async def deliver_due() -> None:
+        runs.append(1)
+        if len(runs) > 1:
+            second.set()
+        await release.wait()
+
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    # As serving adds it: APScheduler's own limit of one running instance.
+    scheduler.add_job(
+        deliver_due, "interval", seconds=0.02, max_instances=1, coalesce=True, name="deliver_due"
+    )
+    metrics = Metrics()
+    jobs = _JobTasks(metrics)
+    jobs.track(scheduler)
+    labels = {"sweep": "deliver_due"}
+    scheduler.start()
+    try:
+        for _ in range(1000):  # 10 s at most
+            if metrics.value(SWEEP_SKIPPED_BUSY, labels) >= 5:
+                break
+            await asyncio.sleep(0.01)
+        assert metrics.value(SWEEP_SKIPPED_BUSY, labels) >= 5
+        assert runs == [1]  # one sweep ran all along; the due ones did not start a second
+        assert metrics.value(SWEEPS_RUNNING, labels) == 1
+        release.set()
+        await asyncio.wait_for(second.wait(), 10)  # free again: the next due run starts
+    finally:
+        release.set()
+        await jobs.stop(scheduler, 5.0)
+    assert metrics.value(SWEEP_RUNS, labels) >= 2
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == []
+    text = metrics.render()
+    assert "# TYPE handover_sweep_skipped_busy_total counter" in text
+    skipped = int(metrics.value(SWEEP_SKIPPED_BUSY, labels))
+    assert f'handover_sweep_skipped_busy_total{{sweep="deliver_due"}} {skipped}' in text

@@ -18,17 +18,15 @@ import asyncio
 import base64
 import json
 import logging
-import multiprocessing as mp
 import os
 import sqlite3
 import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -76,6 +74,9 @@ from transfer.errors import InputError, IntegrityError, NotFoundError
 from transfer.private_files import private_dir
 from transfer.store.db import make_engine
 from transfer.wording import plural
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 log = logging.getLogger("handover.audit")
 
@@ -1157,6 +1158,10 @@ class AuditLog:
         in_flight: deque[tuple[asyncio.Future[_Chunk], Callable[[], Awaitable[_Chunk]]]] = deque()
 
         def start_pool() -> ProcessPoolExecutor:
+            # Imported here, for a large log only: a short verify starts without them.
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
             # fork: the workers only run check_run (json, hashlib, sqlite3), and unlike
             # spawn it does not re-import the caller's __main__ module.
             method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import getpass
 import os
@@ -162,6 +161,8 @@ def run_as_staff(
     args: argparse.Namespace, work: Callable[[Node, Actor], Awaitable[T]], *, user: str = "username"
 ) -> T:
     """Open the node in ``--data-dir``, act for ``--org`` and ``args.<user>``, run ``work``."""
+    import asyncio  # here, not at the top: `handover age` and `package` run without it
+
     from transfer.node import Node
 
     async def go() -> T:

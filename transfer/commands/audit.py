@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
-from transfer.config import kek_source, load_config, load_kek
 
 if TYPE_CHECKING:  # imported lazily: the CLI starts fast for commands that need no database
     from transfer.audit.entry import Entry
@@ -34,8 +33,8 @@ def _run(
     from sqlalchemy.exc import DBAPIError
 
     from transfer.audit.log import AuditLog
+    from transfer.config import kek_source, load_config, load_kek
     from transfer.identity import prepare_database
-    from transfer.store.lookups import pupil_id_by_reference
 
     config = load_config(data_dir)
     kek = load_kek(config)
@@ -43,6 +42,8 @@ def _run(
 
     async def go() -> T:
         if filters is not None and "pupil" in filters:
+            from transfer.store.lookups import pupil_id_by_reference  # the store's tables
+
             filters["pupil"] = await pupil_id_by_reference(
                 url, filters["pupil"], filters.get("org")
             )
@@ -178,6 +179,7 @@ def _actor(entry: Entry, who: Mapping[str | None, Person]) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from transfer.config import load_config
     from transfer.store.db import make_engine
     from transfer.store.people import describe_actors, organisation_names
 

@@ -16,17 +16,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from keys import minisign
 from keys.fingerprint import normalise
 from keys.keyset import KeySet
-from keys.sealing import KekProtection
-from keys.store import KeyStore
 from schemas.manifest import format_rfc3339
 from transfer.age import X25519Identity, read_identities_file
 from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
-from transfer.config import load_config, load_kek
 from transfer.errors import ConfigError, InputError
 from transfer.package.layout import (
     Addressee,
@@ -38,6 +35,9 @@ from transfer.package.layout import (
 )
 from transfer.package.open import Progress, extract_package, inspect_package, verify_package
 from transfer.wording import plural
+
+if TYPE_CHECKING:
+    from keys.store import KeyStore
 
 __all__ = ["register"]
 
@@ -67,6 +67,12 @@ class _Node:
 
     def store(self) -> KeyStore:
         if self._store is None:
+            # Only with the node's keys: a package checked with -i and --sender-key (an
+            # outsider's way) starts without the configuration and the key store.
+            from keys.sealing import KekProtection
+            from keys.store import KeyStore
+            from transfer.config import load_config, load_kek
+
             data_dir = data_dir_of(self._args)
             config = load_config(data_dir)
             self._store = KeyStore.for_data_dir(data_dir, KekProtection(load_kek(config)))

@@ -157,8 +157,9 @@ class TarWriter:
             self._out.write(data)
             self._written += len(data)
 
-    def add(self, path: str, size: int, chunks: Iterable[bytes]) -> str:
-        """Write one regular file of exactly ``size`` bytes; return the SHA-256 (hex) of its data.
+    def add(self, path: str, size: int, chunks: Iterable[bytes], *, hash_data: bool = True) -> str:
+        """Write one regular file of exactly ``size`` bytes; return the SHA-256 (hex) of its data
+        (with ``hash_data=False``, for bytes their source checks itself: an empty string).
 
         Raises :class:`EntryMismatchError` when ``chunks`` hold more or fewer
         bytes than ``size`` (the stream is then unusable: discard it).
@@ -170,7 +171,7 @@ class TarWriter:
             raise ValueError(f"{path} is already in the tar stream")
         self._names.add(path)
         self._write(member_header(path, size, mtime=self._mtime))
-        digest = hashlib.sha256()
+        digest = hashlib.sha256() if hash_data else None
         count = 0
         for chunk in chunks:
             if not chunk:
@@ -180,14 +181,15 @@ class TarWriter:
                 raise EntryMismatchError(
                     f"{path} is larger than its declared {size} bytes; the package was not made"
                 )
-            digest.update(chunk)
+            if digest is not None:
+                digest.update(chunk)
             self._write(bytes(chunk))
         if count != size:
             raise EntryMismatchError(
                 f"{path} has {count} bytes, not its declared {size}; the package was not made"
             )
         self._write(bytes(_padding(size)))
-        return digest.hexdigest()
+        return digest.hexdigest() if digest is not None else ""
 
     def close(self) -> None:
         """Write the end-of-archive marker and pad to a whole record."""

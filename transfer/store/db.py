@@ -23,10 +23,8 @@ import asyncio
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Connection, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError
@@ -36,6 +34,9 @@ from sqlalchemy.orm import DeclarativeBase
 from transfer.errors import ConfigError, DamagedStateError, TransportError
 from transfer.private_files import create_private, private_dir
 from transfer.space import out_of_space, space_shortage
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -233,6 +234,9 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
 
 
 def _alembic_config() -> AlembicConfig:
+    # Alembic is imported when a schema is migrated, not by every command that reads one.
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("version_locations", str(MIGRATIONS / "versions"))
@@ -243,6 +247,8 @@ def _alembic_config() -> AlembicConfig:
 def _upgrade(connection: Connection) -> None:
     cfg = _alembic_config()
     cfg.attributes["connection"] = connection
+    from alembic import command
+
     command.upgrade(cfg, "heads")
 
 

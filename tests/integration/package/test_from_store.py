@@ -38,6 +38,7 @@ from transfer.package.build import BuiltPackage
 from transfer.package.from_store import RECORD_TYPES, build_leaver_package
 from transfer.package.layout import Addressee, PinnedSenderKey
 from transfer.package.open import open_package
+from transfer.store.blobs import DocumentTampered
 from transfer.store.people import main_role, recorded_by
 from transfer.store.service import Store
 
@@ -246,3 +247,69 @@ async def test_a_large_document_streams_from_the_store_with_bounded_memory(
         addressee=Addressee.for_keyset(to),
     )
     assert digest.hexdigest() == big.sha256
+
+
+class _CountedSha256:
+    """hashlib.sha256 that adds every byte it is given to a shared count."""
+
+    hashed = 0
+
+    def __init__(self, data: bytes = b"") -> None:
+        self._h = _REAL_SHA256()
+        self.update(data)
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        _CountedSha256.hashed += len(data)
+        self._h.update(data)
+
+    def digest(self) -> bytes:
+        return self._h.digest()
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+    def __getattr__(self, name: str) -> object:  # digest_size, name, block_size...
+        return getattr(self._h, name)
+
+
+_REAL_SHA256 = hashlib.sha256
+
+
+async def test_a_document_from_the_store_is_hashed_once_while_its_package_is_built(
+    school: School, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: the store's reader checks a document's SHA-256 as it decrypts it, and the
+    build hashed the same bytes a second time (plus the ciphertext, once, for the offer)."""
+    store = school.store
+    pupil = await school.pupil(upn_check_letter("801200001002") + "801200001002")
+    size = 8 * MB
+    big = await store.add_document(school.dsl, pupil.id, _generated(size), filename="scan.pdf")
+    sender, to = _keys()
+    path = tmp_path / "leaver.age"
+    monkeypatch.setattr(hashlib, "sha256", _CountedSha256)
+    _CountedSha256.hashed = 0
+    built = await _build(school, pupil.id, path, sender, to)
+    hashed = _CountedSha256.hashed
+    monkeypatch.undo()
+    assert isinstance(built, BuiltPackage)
+    # The document once (the store's reader), the ciphertext once, and the small records.
+    assert size + built.ciphertext_size <= hashed < size + built.ciphertext_size + MB
+    got = _open(path, sender, to)
+    assert hashlib.sha256(got[f"documents/{big.sha256}"]).hexdigest() == big.sha256
+
+
+async def test_a_stored_document_altered_on_disk_stops_the_build(
+    school: School, tmp_path: Path
+) -> None:
+    """The build no longer hashes a stored document itself: the store's reader must stop it."""
+    store = school.store
+    pupil = await school.pupil(upn_check_letter("801200001002") + "801200001002")
+    await store.add_document(school.dsl, pupil.id, _generated(2 * MB), filename="scan.pdf")
+    blobs = [p for p in school.data_dir.rglob("*") if p.is_file() and p.stat().st_size > MB]
+    assert len(blobs) == 1
+    raw = bytearray(blobs[0].read_bytes())
+    raw[MB] ^= 1
+    blobs[0].write_bytes(bytes(raw))
+    sender, to = _keys()
+    with pytest.raises(DocumentTampered):
+        await _build(school, pupil.id, tmp_path / "leaver.age", sender, to)

@@ -178,6 +178,29 @@ def test_re_encrypted_modified_tar_with_stale_signature_is_refused(p: Parties) -
     assert str(info.value).startswith(ALTERED)
 
 
+def test_a_self_checking_source_is_counted_not_hashed_again(p: Parties) -> None:
+    """Issue 16: the store's reader checks a document's SHA-256 itself; the build only counts
+    its bytes (a wrong size still stops it) and the package is byte for byte the same."""
+    good = sample_entries()
+    hashed: list[int] = []
+
+    def chunks() -> Iterator[bytes]:
+        data = b"".join(good[2].opener())
+        hashed.append(len(data))  # the source's own check would hash these
+        yield data
+
+    checked = replace(good[2], opener=chunks, self_checking=True)
+    plain, again = io.BytesIO(), io.BytesIO()
+    manifest = make_manifest(p, good)
+    data, sig = sign_manifest(manifest, p.sender.minisign_secret_key())
+    write_package_tar(plain, manifest, data, sig, good)
+    write_package_tar(again, manifest, data, sig, [*good[:2], checked])
+    assert again.getvalue() == plain.getvalue() and hashed == [good[2].size]
+    short = replace(checked, opener=lambda: [b"X" * (good[2].size - 1)])
+    with pytest.raises(EntryMismatchError, match="not its declared"):
+        write_package_tar(io.BytesIO(), manifest, data, sig, [*good[:2], short])
+
+
 def test_builder_aborts_when_a_document_does_not_match_its_hash(p: Parties, tmp_path: Path) -> None:
     good = sample_entries()
     liar = replace(good[2], opener=lambda: [b"X" * good[2].size])

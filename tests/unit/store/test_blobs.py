@@ -19,6 +19,9 @@ from transfer.store import blobs
 
 PUPIL = "3f1c0f5e-0000-4000-8000-000000000001"
 SIZES = [0, 1, blobs.CHUNK - 1, blobs.CHUNK, blobs.CHUNK + 1, 3 * blobs.CHUNK, 3 * blobs.CHUNK + 7]
+#: Around the reader's blocks of READ_CHUNKS sealed chunks (issue 16: one read per block).
+BLOCK = blobs.READ_CHUNKS * blobs.CHUNK
+BLOCK_SIZES = [BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK, 2 * BLOCK + blobs.CHUNK + 3]
 
 
 async def _pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
@@ -50,6 +53,25 @@ async def test_round_trip_at_chunk_boundaries(tmp_path: Path, size: int, piece: 
     assert await _read(blob.path, key, blob.sha256) == data
     assert _names(tmp_path) == [blob.name]  # no temporary left
     assert oct(blob.path.stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize("size", BLOCK_SIZES)
+async def test_round_trip_and_truncation_at_the_readers_block_boundaries(
+    tmp_path: Path, size: int
+) -> None:
+    data = os.urandom(size)
+    key = aead.new_key()
+    blob = await blobs.write_encrypted(_pieces(data, 100_000), key, PUPIL, tmp_path, 10**9)
+    assert await _read(blob.path, key, blob.sha256) == data
+    good = blob.path.read_bytes()
+    header = len(blobs.MAGIC) + blobs.SALT_SIZE
+    step = blobs.CHUNK + blobs.TAG
+    # Cut after whole blocks (and after whole chunks): the last chunk left is not the final.
+    for keep in {blobs.READ_CHUNKS, blobs.READ_CHUNKS - 1, 1}:
+        if header + keep * step < len(good):
+            blob.path.write_bytes(good[: header + keep * step])
+            with pytest.raises(blobs.DocumentTampered):
+                await _read(blob.path, key, blob.sha256)
 
 
 async def test_every_kind_of_tampering_fails(tmp_path: Path) -> None:
