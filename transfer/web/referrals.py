@@ -31,7 +31,7 @@ address gets the refusal page.
 from __future__ import annotations
 
 import asyncio
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any, Final
 
@@ -53,11 +53,12 @@ from transfer.web.pupils import UUID, find_pupil, pupil_name, pupil_ref
 from transfer.web.referral_forms import (
     FORMS,
     KIND_NAMES,
-    fields_of,
+    draft_values,
     form_values,
     prefill,
     read_form,
-    summary,
+    repeats,
+    row_counts,
 )
 from transfer.web.rendering import ENGLAND, long_date, redirect
 from transfer.web.stepup import check_code
@@ -239,14 +240,16 @@ def _role_words(visit: Visit) -> str:
 async def _form_page(
     request: web.Request, visit: Visit, ref: str, agency: tuple[str, str, str],
     values: dict[str, Any], *, errors: FormErrors | None = None, notice: str = "",
-    referral_id: str = "",
+    referral_id: str = "", counts: dict[str, int] | None = None,
 ) -> web.StreamResponse:  # fmt: skip
     org_id, name, kind = agency
+    counts = counts or {r.path: r.blank for r in repeats(kind)}
     action = (f"/referrals/{referral_id}/form" if referral_id
               else f"/pupils/{ref}/referrals/new")  # fmt: skip
     return webapp(request).page(
         request, "referral_form.html", visit, title=f"Referral to {name}",
         status=400 if errors else 200, errors=errors, sections=FORMS[kind], values=values,
+        counts=counts,
         agency_id=org_id, kind_name=KIND_NAMES[kind], action=action, ref=ref, notice=notice,
         back=f"/referrals/{referral_id}" if referral_id else f"/pupils/{ref}",
     )  # fmt: skip
@@ -272,14 +275,15 @@ async def _create(request: web.Request, visit: Visit, data: Any, ref: str,
                   None)  # fmt: skip
     if agency is None:
         return redirect(f"/pupils/{pupil_ref(pupil)}/referrals/new")
-    values = form_values(agency[2], data)
-    form, problems = read_form(agency[2], values)
-    if notice:  # given back after signing in again: check it, then save it again
+    counts, added = row_counts(agency[2], data)
+    values = form_values(agency[2], data, counts)
+    if notice or added:  # given back after signing in again, or a row added: as typed
         return await _form_page(request, visit, pupil_ref(pupil), agency, values,
-                                notice=notice)  # fmt: skip
+                                notice=notice, counts=counts)  # fmt: skip
+    form, problems = read_form(agency[2], values, counts)
     if form is None:
         return await _form_page(request, visit, pupil_ref(pupil), agency, values,
-                                errors=_errors(problems))  # fmt: skip
+                                errors=_errors(problems), counts=counts)  # fmt: skip
     record = await referrals.draft(visit.actor, pupil_id=pupil.id, agency_org_id=agency[0],
                                    form=form)  # fmt: skip
     return redirect(f"/referrals/{record.id}/entries")
@@ -312,35 +316,10 @@ async def kept_change(request: web.Request, visit: Visit, kept: KeptForm) -> web
     referrals = _referrals(request)
     record = await referrals.get(visit.actor, kept.path.strip("/").split("/")[1])
     pupil = await find_pupil(request, visit, record.pupil_id)
+    counts, _ = row_counts(record.kind, _Kept(kept))
     return await _form_page(request, visit, pupil_ref(pupil), await _agency_of(referrals, record),
-                            form_values(record.kind, _Kept(kept)), notice=KEPT_NOTICE,
-                            referral_id=record.id)  # fmt: skip
-
-
-def _values_of(record: ReferralRecord) -> dict[str, Any]:
-    """A draft's form as the page's values (to change it)."""
-    data = record.form.model_dump(mode="python")
-    out: dict[str, Any] = {}
-    for f in fields_of(record.kind):
-        value: Any = data
-        for part in f.path.split("."):
-            if isinstance(value, list | tuple):
-                value = value[int(part)] if int(part) < len(value) else None
-            elif isinstance(value, dict):
-                value = value.get(part)
-        if f.widget == "moment":
-            local = value.astimezone(ENGLAND) if isinstance(value, datetime) else None
-            out[f.path + ".date"] = f"{local.day}/{local.month}/{local.year}" if local else ""
-            out[f.path + ".time"] = f"{local:%H:%M}" if local else ""
-        elif f.widget == "checkboxes":
-            out[f.path] = list(value or [])
-        elif isinstance(value, bool):
-            out[f.path] = "yes" if value else "no"
-        elif isinstance(value, date):
-            out[f.path] = f"{value.day}/{value.month}/{value.year}"
-        else:
-            out[f.path] = "" if value is None else str(value)
-    return out
+                            form_values(record.kind, _Kept(kept), counts), notice=KEPT_NOTICE,
+                            referral_id=record.id, counts=counts)  # fmt: skip
 
 
 async def _draft(request: web.Request, visit: Visit) -> tuple[Referrals, ReferralRecord]:
@@ -358,19 +337,22 @@ async def change_form_page(request: web.Request, visit: Visit) -> web.StreamResp
     if record.state != "draft":
         return redirect(f"/referrals/{record.id}")
     pupil = await find_pupil(request, visit, record.pupil_id)
+    values, counts = draft_values(record.kind, record.form)
     return await _form_page(request, visit, pupil_ref(pupil), await _agency_of(referrals, record),
-                            _values_of(record), referral_id=record.id)  # fmt: skip
+                            values, referral_id=record.id, counts=counts)  # fmt: skip
 
 
 async def change_form(request: web.Request, visit: Visit) -> web.StreamResponse:
     referrals, record = await _draft(request, visit)
     pupil = await find_pupil(request, visit, record.pupil_id)
-    values = form_values(record.kind, request[FORM_KEY])
-    form, problems = read_form(record.kind, values)
+    counts, added = row_counts(record.kind, request[FORM_KEY])
+    values = form_values(record.kind, request[FORM_KEY], counts)
+    form, problems = (None, {}) if added else read_form(record.kind, values, counts)
     if form is None:
         return await _form_page(request, visit, pupil_ref(pupil),
                                 await _agency_of(referrals, record), values,
-                                errors=_errors(problems), referral_id=record.id)  # fmt: skip
+                                errors=_errors(problems) if problems else None,
+                                referral_id=record.id, counts=counts)  # fmt: skip
     await referrals.update_form(visit.actor, record.id, form)
     return redirect(f"/referrals/{record.id}/check")
 
@@ -518,13 +500,13 @@ async def _check_page(request: web.Request, visit: Visit, *, errors: FormErrors 
     referrals, record = await _draft(request, visit)
     if record.state != "draft":
         return redirect(f"/referrals/{record.id}")
-    preview = await referrals.preview(visit.actor, record.id)
+    readable = await referrals.as_the_agency_reads_it(visit.actor, record.id)
     pupil = await find_pupil(request, visit, record.pupil_id)
     return webapp(request).page(
         request, "referral_check.html", visit, title="Check the referral before sending it",
         status=400 if errors else 200, errors=errors, record=record,
         agency=record.agency_name or "the agency", kind_name=KIND_NAMES[record.kind],
-        form=summary(record.kind, record.form), entries=_as_sent(preview),
+        readable=readable,
         routes=await _routes(request, referrals, record), route=route,
         marks=[m.text for m in record.redactions if m.text], name=pupil_name(pupil),
         deadline=deadline(record, _today(request)),
@@ -823,7 +805,8 @@ ROUTES: Final = (
     WebRoute("POST", f"{_R}/redact", add_mark, "Referrals.add_redaction"),
     WebRoute("POST", f"{_R}/redactions/{{mark_id:{UUID}}}/remove", remove_mark,
              "Referrals.remove_redaction"),
-    WebRoute("GET", f"{_R}/check", check_page, "Referrals.get, Referrals.preview"),
+    WebRoute("GET", f"{_R}/check", check_page,
+             "Referrals.get, Referrals.as_the_agency_reads_it"),
     WebRoute("POST", f"{_R}/send", send,
              "Accounts.step_up, receivers.sending.send_by_node, send_via_portal, send_offline"),
     WebRoute("GET", f"{_R}/bundle", bundle_download, "Referrals.get"),
