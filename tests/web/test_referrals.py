@@ -804,3 +804,23 @@ async def test_the_check_page_is_the_referral_as_the_agency_reads_it(world: Worl
     shown = check[check.index('<div class="app-readable">') : check.index("Hidden in what")]
     assert "Amara said [redacted] hit her at the bus stop." in shown and "Kai Smith" not in shown
     assert "Recorded by" in check and "Dsl (designated safeguarding lead)" in check
+
+
+async def test_a_teacher_refused_the_agency_choice_and_a_new_form_is_audited(
+    world: World,
+) -> None:
+    """The first steps of a new referral ask the service (``Referrals.may_start``), which
+    refuses a teacher and records it, as every other referral page's refusal is."""
+    site = world.site
+    home = await _as(world, world.teacher)
+    refused = [
+        await site.get(f"/pupils/{UPN}/referrals/new"),
+        await site.get(f"/pupils/{UPN}/referrals/new?agency=mash-bristol"),
+        await site.post(f"/pupils/{UPN}/referrals/new",
+                        {"csrf": home.hidden("csrf"), "agency": "mash-bristol"}),
+    ]  # fmt: skip
+    assert [r.status for r in refused] == [403, 403, 403]
+    events = [e for e in site.node.events("referral.drafted") if e.outcome == "refused"]
+    assert [(e.actor, e.targets) for e in events] == [
+        (world.teacher.staff.id, {"pupil": world.amara.id})] * 3  # fmt: skip
+    assert await world.drafts() == []

@@ -372,6 +372,13 @@ class Referrals:
 
     # --------------------------------------------------------------- drafts
 
+    async def may_start(self, actor: Actor, pupil_id: str) -> None:
+        """Refuse, and audit as a refused ``referral.drafted``, a member of staff outside
+        the DSL team at the first step of a new referral about ``pupil_id`` (the web app's
+        agency choice and form), before anything of it is shown."""
+        pupil_id = await self.store.pupil_id_for(actor, pupil_id)
+        await self._require_team(actor, "referral.drafted", {"pupil": pupil_id})
+
     async def draft(
         self,
         actor: Actor,

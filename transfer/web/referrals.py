@@ -24,8 +24,9 @@ The steps, each a page of its own (GOV.UK's question pages, then check your answ
 
 A draft is resumed from its page (a task list) and can be discarded. The services
 (:class:`transfer.referrals.service.Referrals`, :mod:`receivers.sending`) decide who may
-do what and audit it; the pages ask the same rule first so that a teacher typing an
-address gets the refusal page.
+do what and audit it; every page asks a service first (the agency choice and a new
+form :meth:`~transfer.referrals.service.Referrals.may_start`), so that a teacher typing an
+address gets the refusal page and the refusal is in the audit log.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ from schemas.records import ChronologyEntry
 from schemas.referrals import NewRedaction, ReferralRecord, ReferralSummary, SelectedItem
 from transfer.errors import HandoverError, InputError, NotFoundError
 from transfer.exchange.outbox import Outbox
-from transfer.referrals.consent import require_draft
 from transfer.referrals.forms import parse_outcome
 from transfer.referrals.redaction import REDACTABLE_FIELDS
 from transfer.referrals.service import NothingSelectedError, Referrals
@@ -202,9 +202,9 @@ async def _agencies(referrals: Referrals) -> list[tuple[str, str, str]]:
 
 
 async def start_page(request: web.Request, visit: Visit) -> web.StreamResponse:
-    require_draft(visit.actor)
     referrals = _referrals(request)
     pupil = await find_pupil(request, visit, request.match_info["ref"])
+    await referrals.may_start(visit.actor, pupil.id)  # refused and audited outside the team
     agencies = await _agencies(referrals)
     chosen = request.query.get("agency", "")
     if chosen:
@@ -268,9 +268,9 @@ async def create_draft(request: web.Request, visit: Visit) -> web.StreamResponse
 
 async def _create(request: web.Request, visit: Visit, data: Any, ref: str,
                   notice: str = "") -> web.StreamResponse:  # fmt: skip
-    require_draft(visit.actor)
     referrals = _referrals(request)
     pupil = await find_pupil(request, visit, ref)
+    await referrals.may_start(visit.actor, pupil.id)
     agency = next((a for a in await _agencies(referrals) if a[0] == data.get("agency", "")),
                   None)  # fmt: skip
     if agency is None:
@@ -793,7 +793,7 @@ async def save_outcome(request: web.Request, visit: Visit) -> web.StreamResponse
 ROUTES: Final = (
     WebRoute("GET", "/referrals", list_page, "Referrals.list", name="referrals"),
     WebRoute("GET", "/pupils/{ref}/referrals/new", start_page,
-             "Directory.entries, Store.get_pupil"),
+             "Referrals.may_start, Directory.entries, Store.get_pupil"),
     WebRoute("POST", "/pupils/{ref}/referrals/new", create_draft, "Referrals.draft",
              form=kept_create),
     WebRoute("GET", _R, referral_page, "Referrals.get", name="referral"),
