@@ -824,3 +824,68 @@ async def test_a_teacher_refused_the_agency_choice_and_a_new_form_is_audited(
     assert [(e.actor, e.targets) for e in events] == [
         (world.teacher.staff.id, {"pupil": world.amara.id})] * 3  # fmt: skip
     assert await world.drafts() == []
+
+
+async def _send_offline(world: World, rid: str) -> Page:
+    check = await world.site.get(f"/referrals/{rid}/check")
+    world.site.node.next_step()
+    sent = await world.site.post(
+        f"/referrals/{rid}/send",
+        {"csrf": check.hidden("csrf"), "route": "offline", "form_only": "yes",
+         "code": world.dsl.code(world.site.node.clock.now)},
+    )  # fmt: skip
+    assert sent.title == "Referral sent - Handover", sent.text[:800]
+    return sent
+
+
+async def test_a_sent_referral_not_yet_with_the_agency_is_taken_back_with_a_reason(
+    world: World,
+) -> None:
+    site = world.site
+    await _as(world, world.dsl)
+    page = await _form(world, "mash-bristol")
+    await _post(world, page, _mash(page))
+    [rid] = await world.drafts()
+    await _send_offline(world, rid)
+    bundles = list((world.exports / "referrals").glob("*.zip"))
+    assert len(bundles) == 1
+    sent = await site.get(f"/referrals/{rid}")
+    assert "Take it back" in sent.text and 'action="/referrals/' + rid + '/withdraw"' in sent.text
+    empty = await site.post(f"/referrals/{rid}/withdraw", {"csrf": sent.hidden("csrf")})
+    assert empty.status == 400
+    assert _summary_links(empty) == ["withdraw_reason", "not_handed_over"]
+    unconfirmed = await site.post(
+        f"/referrals/{rid}/withdraw",
+        {"csrf": sent.hidden("csrf"), "withdraw_reason": "The wrong carer was named."},
+    )
+    assert unconfirmed.status == 400 and _summary_links(unconfirmed) == ["not_handed_over"]
+    assert 'value="The wrong carer was named."' in unconfirmed.text  # kept
+    assert not site.node.events("referral.withdrawn")
+    back = await site.post(f"/referrals/{rid}/withdraw", {
+        "csrf": sent.hidden("csrf"), "withdraw_reason": "The wrong carer was named.",
+        "not_handed_over": "yes"})  # fmt: skip
+    assert back.url.endswith(f"/referrals/{rid}?done=withdrawn")
+    shown = world.text(back)
+    assert "The referral has been taken back: it is a draft again" in shown
+    assert '<strong class="govuk-tag govuk-tag--grey">Draft</strong>' in back.text
+    assert "Taken back to draft" in shown and "Take it back" not in shown
+    assert not bundles[0].exists()  # the copy on the server is gone
+    actor = await site.node.store.actor_for(world.dsl.staff.id)
+    assert (await world.referrals.get(actor, rid)).state == "draft"
+    assert [e.outcome for e in site.node.events("referral.withdrawn")] == ["ok"]
+    # Sent again and handed over: it is the agency's now, and cannot be taken back.
+    await _send_offline(world, rid)
+    handed = await site.get(f"/referrals/{rid}")
+    await site.post(
+        f"/referrals/{rid}/handover",
+        {"csrf": handed.hidden("csrf"), "to_whom": "MASH duty desk", "how": "by hand"},
+    )
+    late = await site.post(
+        f"/referrals/{rid}/withdraw",
+        {"csrf": handed.hidden("csrf"), "withdraw_reason": "Too late.", "not_handed_over": "yes"},
+    )
+    assert late.status == 400 and _summary_links(late) == ["withdraw_reason"]
+    assert _field_error(late, "withdraw_reason").startswith(
+        "It was not taken back: this referral is delivered"
+    )
+    assert (await world.referrals.get(actor, rid)).state == "delivered"

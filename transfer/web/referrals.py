@@ -40,10 +40,16 @@ from aiohttp import web
 from multidict import MultiDict
 
 from receivers.portal.service import PickupPortal
-from receivers.sending import RouteUnavailable, send_by_node, send_offline, send_via_portal
+from receivers.sending import (
+    RouteUnavailable,
+    send_by_node,
+    send_offline,
+    send_via_portal,
+    withdraw,
+)
 from schemas.records import ChronologyEntry
 from schemas.referrals import NewRedaction, ReferralRecord, ReferralSummary, SelectedItem
-from transfer.errors import HandoverError, InputError, NotFoundError
+from transfer.errors import ConflictError, HandoverError, InputError, NotFoundError
 from transfer.exchange.outbox import Outbox
 from transfer.referrals.forms import parse_outcome
 from transfer.referrals.redaction import REDACTABLE_FIELDS
@@ -641,7 +647,9 @@ async def _referral_page(request: web.Request, visit: Visit, *, errors: FormErro
     pupil = await find_pupil(request, visit, record.pupil_id)
     done = {"outcome": "The outcome has been recorded.",
             "handed_over": "The hand-over has been recorded.",
-            "acknowledged": "The agency's acknowledgement has been recorded."}.get(
+            "acknowledged": "The agency's acknowledgement has been recorded.",
+            "withdrawn": "The referral has been taken back: it is a draft again, and the "
+                         "agency cannot open what was sent."}.get(
         request.query.get("done", ""))  # fmt: skip
     tasks = []
     if record.state == "draft":
@@ -670,8 +678,44 @@ async def _referral_page(request: web.Request, visit: Visit, *, errors: FormErro
         may_hand_over=record.route == "offline" and record.state == "sent",
         may_acknowledge=record.route in ("offline", "node") and record.state in ("sent",
                                                                                  "delivered"),
+        # shown again with its refusal at its field when the referral moved on meanwhile
+        may_take_back=record.state == "sent" or bool(errors and "withdraw_reason"
+                                                     in errors.by_field),
         errors=errors, status=400 if errors else 200, values=values or {},
     )  # fmt: skip
+
+
+async def take_back(request: web.Request, visit: Visit) -> web.StreamResponse:
+    """Take back a sent referral that has not reached the agency, with the reason: the
+    pickup link withdrawn, the outbox's send cancelled or, for an offline bundle, the DSL's
+    word that it was not handed over (the copy on the server is then deleted)."""
+    referrals, record = await _draft(request, visit)
+    data = request[FORM_KEY]
+    values = {"withdraw_reason": data.get("withdraw_reason", "").strip(),
+              "not_handed_over": data.get("not_handed_over", "")}  # fmt: skip
+    errors = FormErrors()
+    if not values["withdraw_reason"]:
+        errors.add("withdraw_reason", "Enter why you are taking the referral back")
+    elif len(values["withdraw_reason"]) > 500 or not values["withdraw_reason"].isprintable():
+        errors.add("withdraw_reason", "Enter the reason on one line, at most 500 characters")
+    if record.route == "offline" and values["not_handed_over"] != "yes":
+        errors.add("not_handed_over", "Confirm that the offline bundle was not handed over "
+                   "and no copy of it was kept")  # fmt: skip
+    if not errors:
+        try:
+            await withdraw(referrals, visit.actor, record.id, reason=values["withdraw_reason"],
+                           portal=_portal(request), outbox=_outbox(request))  # fmt: skip
+        except InputError as err:
+            errors.add("withdraw_reason", _words(err))
+        except (ConflictError, RouteUnavailable) as err:
+            text = _words(err)
+            errors.add("withdraw_reason", f"It was not taken back: {text[:1].lower()}{text[1:]}")
+    if errors:
+        return await _referral_page(request, visit, errors=errors, values=values)
+    if record.route == "offline":
+        for path in await asyncio.to_thread(_bundles, _exports(request), record.id):
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+    return redirect(f"/referrals/{record.id}?done=withdrawn")
 
 
 async def hand_over(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -813,6 +857,7 @@ ROUTES: Final = (
     WebRoute("GET", f"{_R}/discard", discard_page, "Referrals.get"),
     WebRoute("POST", f"{_R}/discard", discard, "Referrals.discard"),
     WebRoute("POST", f"{_R}/handover", hand_over, "Referrals.record_handover"),
+    WebRoute("POST", f"{_R}/withdraw", take_back, "receivers.sending.withdraw"),
     WebRoute("POST", f"{_R}/acknowledgement", acknowledgement, "Referrals.acknowledge"),
     WebRoute("GET", f"{_R}/outcome", outcome_page, "Referrals.get"),
     WebRoute("POST", f"{_R}/outcome", save_outcome, "Referrals.record_outcome"),
