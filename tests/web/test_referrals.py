@@ -33,6 +33,7 @@ from transfer.referrals.reading import readable_referral
 from transfer.referrals.service import Referrals
 from transfer.store.permissions import Role
 from transfer.web import WebServices
+from transfer.web.referral_forms import row_counts
 
 UPN = "H801200001001"
 ACCOUNT = "Amara said Kai Smith hit her at the bus stop."
@@ -889,3 +890,13 @@ async def test_a_sent_referral_not_yet_with_the_agency_is_taken_back_with_a_reas
         "It was not taken back: this referral is delivered"
     )
     assert (await world.referrals.get(actor, rid)).state == "delivered"
+
+
+def test_add_another_stops_at_the_schemas_most_rows_and_still_saves_nothing() -> None:
+    counts, added = row_counts(
+        "social_care",
+        {"rows.household": "30", "add": "household", "rows.carers": "999", "rows.disclosures": "x"},
+    )
+    assert added == "household"  # given back, not taken as "Save and continue"
+    assert counts == {"disclosures": 1, "carers": 20, "household": 30, "significant_adults": 1}
+    assert row_counts("social_care", {"rows.carers": "20", "add": "carers"})[0]["carers"] == 20

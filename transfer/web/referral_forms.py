@@ -443,7 +443,7 @@ def row_counts(kind: str, data: Any) -> tuple[dict[str, int], str]:
     for r in repeats(kind):
         text = str(data.get(f"rows.{r.path}", ""))
         n = int(text) if text.isdigit() and len(text) < 4 else r.blank
-        if str(data.get("add", "")) == r.path and n < r.most:
+        if str(data.get("add", "")) == r.path:  # at the most, given back as it is
             n, added = n + 1, r.path
         counts[r.path] = min(max(n, r.blank), r.most)
     return counts, added
