@@ -6,7 +6,11 @@ Pure: no I/O. A field's name in the page is its path in the form (``child.forena
 ``carers.0.name``); its id the same with dashes (the error summary links to it). A
 date is typed as ``6/12/2026`` (as on the other casework pages), a moment as a date and
 a time. Empty answers are left out, so a missing required one is "is required" from
-the schema and an optional one keeps its default. The schema
+the schema and an optional one keeps its default. A list (carers, household members,
+disclosures...) is a :class:`Repeat`: rows of the same questions, as many as the page's
+hidden ``rows.PATH`` says, one more when its "Add another" button (``add``) is pressed;
+a row left empty is left out, and a problem in what is sent is put back at its row on
+the page. The schema
 (:data:`schemas.referrals.ReferralForm`) decides what is valid; this module only says
 it at the right place, in words.
 """
