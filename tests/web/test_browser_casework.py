@@ -391,7 +391,7 @@ async def test_a_dsl_refers_by_pickup_link_and_sees_the_agencys_acknowledgement(
     await expect(as_sent).not_to_contain_text("Darren Mills")
     await _follow(page, "Continue", role="button")
     await expect(page.locator("h1")).to_have_text("Check the referral before sending it")
-    await expect(page.locator(".app-as-sent")).to_contain_text("[redacted]")
+    await expect(page.locator(".app-readable")).to_contain_text("[redacted]")
     await _key(page, "#route")  # the pickup link (the MASH has no node)
     secret = web_world.account(PRIMARY, "s.patel")["totp_secret"]
     await _key(page, "#code", await web_world.codes.next(secret))

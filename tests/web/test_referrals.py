@@ -19,7 +19,7 @@ from keys.sealing import KekProtection
 from keys.store import KeyStore
 from receivers.portal import PickupPortal, PortalSettings
 from schemas.records import NewConcern, NewPupil, PupilRecord
-from schemas.referrals import MashReferral
+from schemas.referrals import LadoReferral, MashReferral, PoliceReferral
 from tests.referrals.support import add_agency
 from tests.unit.auth.support import KEK, URN, Person, open_node
 from tests.web.support import WEB_KEY, Page, Site, web_config
@@ -29,9 +29,11 @@ from transfer.config import Config
 from transfer.directory.service import Directory
 from transfer.exchange.client import PeerClient
 from transfer.exchange.outbox import Outbox
+from transfer.referrals.reading import readable_referral
 from transfer.referrals.service import Referrals
 from transfer.store.permissions import Role
 from transfer.web import WebServices
+from transfer.web.referral_forms import row_counts
 
 UPN = "H801200001001"
 ACCOUNT = "Amara said Kai Smith hit her at the bus stop."
@@ -309,7 +311,7 @@ async def test_a_draft_is_made_whole_resumed_redacted_and_discarded(world: World
     assert "“Kai Smith”" in shown
     # The check page shows the form as the agency reads it and what goes, redacted.
     check = world.text(await site.get(f"/referrals/{rid}/check"))
-    assert "Physical abuse, Emotional abuse" in check and "3 November 2014" in check
+    assert "Physical abuse\nEmotional abuse" in check and "3 November 2014" in check
     assert "[redacted] hit her" in check and ACCOUNT not in check
     # Shown again, then the form changed (every problem at its field there too).
     mark = re.search(r"/redactions/([0-9a-f-]{36})/remove", hidden.text)
@@ -542,3 +544,359 @@ async def test_a_police_referral_goes_to_the_forces_node_by_the_outbox(world: Wo
     page_ = world.text(await site.get(f"/referrals/{rid}"))
     assert "To the agency's Handover node" in page_ and "Sent without the parents'" in page_
     assert "Record their acknowledgement" in page_
+
+
+# ------------------------------------------------------------------ every field
+
+
+def _row_counts(page: Page) -> dict[str, str]:
+    return dict(re.findall(r'name="rows\.([a-z_]+)" value="(\d+)"', page.text))
+
+
+async def _add(world: World, page: Page, fields: list[tuple[str, str]], part: str,
+               path: str = f"/pupils/{UPN}/referrals/new") -> Page:  # fmt: skip
+    """Press "Add another" for ``part`` with the page's rows and what is typed."""
+    rows = [(f"rows.{k}", v) for k, v in _row_counts(page).items()]
+    return await _post(world, page, [*rows, *fields, ("add", part)], path)
+
+
+async def test_every_mash_field_round_trips_into_the_sealed_draft(world: World) -> None:
+    """The child's ethnicity, religion, GP, disability and interpreter; a third carer (by
+    "Add another"), household members, significant adults and disclosures: typed on the
+    page, sealed in the draft, and given back when the form is changed."""
+    site = world.site
+    await _as(world, world.dsl)
+    page = await _form(world, "mash-bristol")
+    assert _row_counts(page) == {"disclosures": "1", "carers": "2", "household": "1",
+                                 "significant_adults": "1"}  # fmt: skip
+    assert "Add another parent or carer" in page.text and 'id="carers-1"' in page.text
+    typed = _with(
+        _mash(page), child__ethnicity="Black British - African", child__religion="Christian",
+        child__gp="Quay Surgery, 2 Dock Road", child__disability="Hearing impairment",
+        child__interpreter_needed="yes", carers__1__name="Ade Okafor",
+        carers__1__relationship="father", carers__1__dob="2/2/1985",
+        carers__1__alleged_perpetrator="yes", household__0__name="Tomi Okafor",
+        household__0__relationship="brother", household__0__dob="5/6/2010",
+        significant_adults__0__name="Rita Bell", significant_adults__0__relationship="aunt",
+        significant_adults__0__phone="0117 496 0101",
+        disclosures__0__by="Amara", disclosures__0__to="Ms Reid, class teacher",
+        disclosures__0__at__date="1/12/2026", disclosures__0__at__time="09:15",
+        disclosures__0__summary="She said her dad grabbed her arm.",
+    )  # fmt: skip
+    more = await _add(world, page, typed, "carers")
+    assert more.status == 200 and "There is a problem" not in more.text
+    assert _row_counts(more)["carers"] == "3" and 'id="carers-2"' in more.text
+    assert await world.drafts() == []
+    third = _with(_fields(more), carers__2__name="Joy Adeyemi",
+                  carers__2__relationship="foster carer",
+                  carers__2__parental_responsibility="no")  # fmt: skip
+    made = await _post(world, more, [("rows.carers", "3"), *third])
+    assert made.status == 200, made.text[:800]
+    [rid] = await world.drafts()
+    actor = await site.node.store.actor_for(world.dsl.staff.id)
+    form = (await world.referrals.get(actor, rid)).form
+    assert isinstance(form, MashReferral)
+    child = form.child
+    assert (child.ethnicity, child.religion, child.gp, child.disability) == (
+        "Black British - African", "Christian", "Quay Surgery, 2 Dock Road",
+        "Hearing impairment")  # fmt: skip
+    assert child.interpreter_needed is True
+    assert [(c.name, c.relationship) for c in form.carers] == [
+        ("Grace Okafor", "mother"),
+        ("Ade Okafor", "father"),
+        ("Joy Adeyemi", "foster carer"),
+    ]
+    assert form.carers[1].dob == date(1985, 2, 2) and form.carers[1].alleged_perpetrator
+    assert form.carers[0].parental_responsibility and not form.carers[2].parental_responsibility
+    assert [(p.name, p.relationship, p.dob) for p in form.household] == [
+        ("Tomi Okafor", "brother", date(2010, 6, 5))
+    ]
+    assert [(p.name, p.phone) for p in form.significant_adults] == [("Rita Bell", "0117 496 0101")]
+    [said] = form.disclosures
+    assert (said.by, said.to, said.summary) == (
+        "Amara",
+        "Ms Reid, class teacher",
+        "She said her dad grabbed her arm.",
+    )
+    assert said.at == datetime(2026, 12, 1, 9, 15, tzinfo=UTC)  # GMT in December
+    # Changing the draft gives every answer back, with a row for each carer.
+    change = await site.get(f"/referrals/{rid}/form")
+    back = dict(_fields(change))
+    assert _row_counts(change)["carers"] == "3"
+    assert (
+        back["carers.2.name"] == "Joy Adeyemi" and back["child.gp"] == "Quay Surgery, 2 Dock Road"
+    )
+    assert back["disclosures.0.at.date"] == "1/12/2026" and back["disclosures.0.at.time"] == "09:15"
+    assert back["child.interpreter_needed"] == "yes" and back["household.0.dob"] == "5/6/2010"
+
+
+async def test_the_lado_adults_optional_details_round_trip(world: World) -> None:
+    await _as(world, world.dsl)
+    page = await _form(world, "lado-bristol")
+    typed = _with(
+        _fields(page), allegation__category="physical", allegation__description="Grabbed her.",
+        allegation__happened_on="1/12/2026", allegation__place="Classroom 4",
+        allegation__known_at__date="1/12/2026", allegation__known_at__time="10:00",
+        allegation__made_by="Amara Okafor", allegation__made_by_relationship="the pupil",
+        criteria=["harmed_child"], adult__forename="Sam", adult__surname="Teacher",
+        adult__sex="male", adult__role="Class teacher", adult__employment_basis="permanent",
+        adult__dob="3/4/1980", adult__ethnicity="White British", adult__address="9 Hill Road",
+        adult__length_of_service="6 years", adult__previous_allegations="None known.",
+        adult__other_contact_with_children="Coaches a junior football team.",
+        employer__head_teacher="Mr Head", employer__hr_lead="Pat Jones",
+        allegation__incidents="2", allegation__after_restraint="yes",
+        children__1__forename="Leo", children__1__surname="Reed", children__1__dob="9/9/2014",
+        actions_so_far="Sent home pending advice.", consent__parents_aware="yes",
+        consent__consent_given="yes", referrer__phone="0117 496 0000",
+    )  # fmt: skip
+    made = await _post(world, page, [("rows.children", "2"), *typed])
+    assert made.status == 200, made.text[:800]
+    [rid] = await world.drafts()
+    actor = await world.site.node.store.actor_for(world.dsl.staff.id)
+    form = (await world.referrals.get(actor, rid)).form
+    assert isinstance(form, LadoReferral)
+    assert [(c.forename, c.upn) for c in form.children] == [("Amara", UPN), ("Leo", None)]
+    assert form.allegation.incidents == 2 and form.allegation.after_restraint is True
+    adult = form.adult
+    assert (adult.dob, adult.ethnicity, adult.address, adult.length_of_service) == (
+        date(1980, 4, 3),
+        "White British",
+        "9 Hill Road",
+        "6 years",
+    )
+    assert adult.previous_allegations == "None known."
+    assert adult.other_contact_with_children == "Coaches a junior football team."
+    assert form.employer.hr_lead == "Pat Jones"
+    back = dict(_fields(await world.site.get(f"/referrals/{rid}/form")))
+    assert back["adult.dob"] == "3/4/1980" and back["employer.hr_lead"] == "Pat Jones"
+    assert back["children.1.forename"] == "Leo" and back["allegation.incidents"] == "2"
+
+
+async def test_the_police_forms_evidence_and_offender_round_trip(world: World) -> None:
+    await _as(world, world.dsl)
+    page = await _form(world, "police-avon")
+    typed = _with(
+        _fields(page), immediate_risk="no", what_happened="Images were shared online.",
+        happened_at__date="1/12/2026", happened_at__time="19:30", place="Online",
+        child__address="1 Quay Street", consent__parents_aware="yes",
+        consent__consent_given="yes", referrer__phone="0117 496 0000",
+        alleged_offender__name="Kai Smith", alleged_offender__dob="1/1/2005",
+        alleged_offender__address="4 Mill Lane", evidence__0__description="Screenshots",
+        evidence__0__kind="image", evidence__0__held_by="The DSL",
+        evidence__1__kind="device",
+    )  # fmt: skip
+    refused = await _post(world, page, [("rows.evidence", "2"), *typed])
+    assert refused.status == 400
+    assert _summary_links(refused) == ["evidence-1-description", "evidence-1-held_by"]
+    assert _field_error(refused, "evidence-1-description") == "Describe evidence 2"
+    typed = _with(typed, evidence__1__description="Her phone", evidence__1__held_by="Mum")
+    made = await _post(world, refused, [("rows.evidence", "2"), *typed])
+    assert made.status == 200, made.text[:800]
+    [rid] = await world.drafts()
+    actor = await world.site.node.store.actor_for(world.dsl.staff.id)
+    form = (await world.referrals.get(actor, rid)).form
+    assert isinstance(form, PoliceReferral) and form.alleged_offender is not None
+    assert (form.alleged_offender.dob, form.alleged_offender.address) == (
+        date(2005, 1, 1),
+        "4 Mill Lane",
+    )
+    assert [(e.description, e.kind, e.held_by) for e in form.evidence] == [
+        ("Screenshots", "image", "The DSL"),
+        ("Her phone", "device", "Mum"),
+    ]
+
+
+async def test_add_another_keeps_everything_typed_on_a_new_form_and_a_draft(
+    world: World,
+) -> None:
+    site = world.site
+    await _as(world, world.dsl)
+    page = await _form(world, "mash-bristol")
+    typed = _with(_fields(page), reason="Bruising seen on her arm.", risk_rating="high",
+                  harm_types=["neglect"], household__0__name="Tomi Okafor",
+                  disclosures__0__at__date="1/12/2026")  # fmt: skip
+    answer = await _add(world, page, typed, "household")
+    assert answer.status == 200 and answer.title == "Referral to Bristol MASH - Handover"
+    assert "There is a problem" not in answer.text  # adding a row is not sending the form
+    assert _row_counts(answer)["household"] == "2"
+    assert 'id="household-1"' in answer.text and "Household member 2" in answer.text
+    assert 'formaction="/pupils/H801200001001/referrals/new#household-2"' in answer.text
+    kept = dict(_fields(answer))
+    assert kept["reason"] == "Bruising seen on her arm." and kept["risk_rating"] == "high"
+    assert kept["harm_types"] == "neglect" and kept["household.0.name"] == "Tomi Okafor"
+    assert kept["disclosures.0.at.date"] == "1/12/2026" and kept["household.1.name"] == ""
+    assert kept["child.forename"] == "Amara"
+    assert await world.drafts() == []
+    # On a draft's form too: a row added, nothing saved, nothing lost.
+    await _post(world, page, _mash(page))
+    [rid] = await world.drafts()
+    change = await site.get(f"/referrals/{rid}/form")
+    edited = _with(_fields(change), reason="She said it happened again.")
+    again = await _add(world, change, edited, "significant_adults", f"/referrals/{rid}/form")
+    assert again.status == 200 and _row_counts(again)["significant_adults"] == "2"
+    assert dict(_fields(again))["reason"] == "She said it happened again."
+    actor = await site.node.store.actor_for(world.dsl.staff.id)
+    form = (await world.referrals.get(actor, rid)).form
+    assert isinstance(form, MashReferral) and form.reason == "Bruising seen on her arm."
+
+
+async def test_a_bad_value_in_a_repeated_row_is_shown_at_that_rows_field(world: World) -> None:
+    """Rows left empty are left out of what is sent, yet each problem is said at the row on
+    the page: the second disclosure (the first empty), the third carer, a household member's
+    date; and a row with only a yes or no is no row."""
+    await _as(world, world.dsl)
+    page = await _form(world, "mash-bristol")
+    typed = _with(
+        _mash(page), disclosures__1__by="Amara", disclosures__1__to="Ms Reid",
+        disclosures__1__at__date="1/12/2026", disclosures__1__at__time="9:15",
+        carers__2__relationship="grandmother", household__0__name="Tomi Okafor",
+        household__0__relationship="brother", household__0__dob="31/2/2010",
+        significant_adults__0__alleged_perpetrator="no", carers__1__phone="x" * 41,
+    )  # fmt: skip
+    answer = await _post(world, page, [("rows.disclosures", "2"), ("rows.carers", "3"), *typed])
+    assert answer.status == 400
+    assert _summary_links(answer) == ["disclosures-1-summary", "carers-1-name",
+                                      "carers-1-relationship", "carers-1-phone",
+                                      "carers-2-name", "household-0-dob"]  # fmt: skip
+    assert _field_error(answer, "disclosures-1-summary") == "Say what was said in disclosure 2"
+    assert _field_error(answer, "carers-2-name") == "Enter the name of parent or carer 3"
+    assert _field_error(answer, "carers-1-phone").startswith("Telephone number (optional): ")
+    assert "real date" in _field_error(answer, "household-0-dob")
+    kept = dict(_fields(answer))
+    assert kept["carers.2.relationship"] == "grandmother" and kept["disclosures.1.by"] == "Amara"
+    assert _row_counts(answer)["carers"] == "3"
+    assert await world.drafts() == []
+
+
+async def test_the_check_page_is_the_referral_as_the_agency_reads_it(world: World) -> None:
+    """The check page shows readable_referral (the agency's pickup page's model) over what
+    would be sealed: every section, group and row, the chosen entry redacted."""
+    site = world.site
+    await _as(world, world.dsl)
+    page = await _form(world, "mash-bristol")
+    await _post(world, page, _with(_mash(page), household__0__name="Tomi Okafor",
+                                   household__0__relationship="brother"))  # fmt: skip
+    [rid] = await world.drafts()
+    entries = await site.get(f"/referrals/{rid}/entries")
+    await site.post(
+        f"/referrals/{rid}/entries",
+        {"csrf": entries.hidden("csrf"), "entry": f"concern:{world.concern_id}"},
+    )
+    await site.post(f"/referrals/{rid}/redact", {"csrf": entries.hidden("csrf"),
+                                                 "text": "Kai Smith"})  # fmt: skip
+    check = world.text(await site.get(f"/referrals/{rid}/check"))
+    actor = await site.node.store.actor_for(world.dsl.staff.id)
+    record = await world.referrals.get(actor, rid)
+    preview = await world.referrals.preview(actor, rid)
+    readable = readable_referral(
+        record.form.model_dump(mode="json"),
+        chronology=[e.model_dump(mode="json") for e in preview],
+        people=[{"id": world.dsl.staff.id, "name": "Dsl", "role": "dsl"}],
+    )
+    assert [s.key for s in readable.sections] == ["reason", "child", "family", "known",
+                                                  "consent", "contact"]  # fmt: skip
+    for section in readable.sections:
+        assert f'id="part-{section.key}">{section.title}</h2>' in check
+        for group in section.groups:
+            assert f">{group.title}</h3>" in check
+        for row in (*section.rows, *(r for g in section.groups for r in g.rows)):
+            assert row.label in check and row.value in check, row
+    assert "Household member" in check and "Tomi Okafor" in check
+    shown = check[check.index('<div class="app-readable">') : check.index("Hidden in what")]
+    assert "Amara said [redacted] hit her at the bus stop." in shown and "Kai Smith" not in shown
+    assert "Recorded by" in check and "Dsl (designated safeguarding lead)" in check
+
+
+async def test_a_teacher_refused_the_agency_choice_and_a_new_form_is_audited(
+    world: World,
+) -> None:
+    """The first steps of a new referral ask the service (``Referrals.may_start``), which
+    refuses a teacher and records it, as every other referral page's refusal is."""
+    site = world.site
+    home = await _as(world, world.teacher)
+    refused = [
+        await site.get(f"/pupils/{UPN}/referrals/new"),
+        await site.get(f"/pupils/{UPN}/referrals/new?agency=mash-bristol"),
+        await site.post(f"/pupils/{UPN}/referrals/new",
+                        {"csrf": home.hidden("csrf"), "agency": "mash-bristol"}),
+    ]  # fmt: skip
+    assert [r.status for r in refused] == [403, 403, 403]
+    events = [e for e in site.node.events("referral.drafted") if e.outcome == "refused"]
+    assert [(e.actor, e.targets) for e in events] == [
+        (world.teacher.staff.id, {"pupil": world.amara.id})] * 3  # fmt: skip
+    assert await world.drafts() == []
+
+
+async def _send_offline(world: World, rid: str) -> Page:
+    check = await world.site.get(f"/referrals/{rid}/check")
+    world.site.node.next_step()
+    sent = await world.site.post(
+        f"/referrals/{rid}/send",
+        {"csrf": check.hidden("csrf"), "route": "offline", "form_only": "yes",
+         "code": world.dsl.code(world.site.node.clock.now)},
+    )  # fmt: skip
+    assert sent.title == "Referral sent - Handover", sent.text[:800]
+    return sent
+
+
+async def test_a_sent_referral_not_yet_with_the_agency_is_taken_back_with_a_reason(
+    world: World,
+) -> None:
+    site = world.site
+    await _as(world, world.dsl)
+    page = await _form(world, "mash-bristol")
+    await _post(world, page, _mash(page))
+    [rid] = await world.drafts()
+    await _send_offline(world, rid)
+    bundles = list((world.exports / "referrals").glob("*.zip"))
+    assert len(bundles) == 1
+    sent = await site.get(f"/referrals/{rid}")
+    assert "Take it back" in sent.text and 'action="/referrals/' + rid + '/withdraw"' in sent.text
+    empty = await site.post(f"/referrals/{rid}/withdraw", {"csrf": sent.hidden("csrf")})
+    assert empty.status == 400
+    assert _summary_links(empty) == ["withdraw_reason", "not_handed_over"]
+    unconfirmed = await site.post(
+        f"/referrals/{rid}/withdraw",
+        {"csrf": sent.hidden("csrf"), "withdraw_reason": "The wrong carer was named."},
+    )
+    assert unconfirmed.status == 400 and _summary_links(unconfirmed) == ["not_handed_over"]
+    assert 'value="The wrong carer was named."' in unconfirmed.text  # kept
+    assert not site.node.events("referral.withdrawn")
+    back = await site.post(f"/referrals/{rid}/withdraw", {
+        "csrf": sent.hidden("csrf"), "withdraw_reason": "The wrong carer was named.",
+        "not_handed_over": "yes"})  # fmt: skip
+    assert back.url.endswith(f"/referrals/{rid}?done=withdrawn")
+    shown = world.text(back)
+    assert "The referral has been taken back: it is a draft again" in shown
+    assert '<strong class="govuk-tag govuk-tag--grey">Draft</strong>' in back.text
+    assert "Taken back to draft" in shown and "Take it back" not in shown
+    assert not bundles[0].exists()  # the copy on the server is gone
+    actor = await site.node.store.actor_for(world.dsl.staff.id)
+    assert (await world.referrals.get(actor, rid)).state == "draft"
+    assert [e.outcome for e in site.node.events("referral.withdrawn")] == ["ok"]
+    # Sent again and handed over: it is the agency's now, and cannot be taken back.
+    await _send_offline(world, rid)
+    handed = await site.get(f"/referrals/{rid}")
+    await site.post(
+        f"/referrals/{rid}/handover",
+        {"csrf": handed.hidden("csrf"), "to_whom": "MASH duty desk", "how": "by hand"},
+    )
+    late = await site.post(
+        f"/referrals/{rid}/withdraw",
+        {"csrf": handed.hidden("csrf"), "withdraw_reason": "Too late.", "not_handed_over": "yes"},
+    )
+    assert late.status == 400 and _summary_links(late) == ["withdraw_reason"]
+    assert _field_error(late, "withdraw_reason").startswith(
+        "It was not taken back: this referral is delivered"
+    )
+    assert (await world.referrals.get(actor, rid)).state == "delivered"
+
+
+def test_add_another_stops_at_the_schemas_most_rows_and_still_saves_nothing() -> None:
+    counts, added = row_counts(
+        "social_care",
+        {"rows.household": "30", "add": "household", "rows.carers": "999", "rows.disclosures": "x"},
+    )
+    assert added == "household"  # given back, not taken as "Save and continue"
+    assert counts == {"disclosures": 1, "carers": 20, "household": 30, "significant_adults": 1}
+    assert row_counts("social_care", {"rows.carers": "20", "add": "carers"})[0]["carers"] == 20

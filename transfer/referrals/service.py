@@ -57,8 +57,16 @@ from transfer.age import X25519Recipient, parse_recipient
 from transfer.deadlines import SchoolCalendar, default_calendar
 from transfer.errors import ConflictError, HandoverError, InputError, NotFoundError
 from transfer.package.build import BuiltPackage
+from transfer.package.from_store import PEOPLE_PATH
 from transfer.referrals.consent import check_send, require_draft
-from transfer.referrals.package import ReferralContent, referral_entries, seal_referral
+from transfer.referrals.package import (
+    CHRONOLOGY_PATH,
+    FORM_PATH,
+    ReferralContent,
+    referral_entries,
+    seal_referral,
+)
+from transfer.referrals.reading import ReadableReferral, readable_referral
 from transfer.referrals.tables import Referral, ReferralEvent
 from transfer.states.referral import REFERRAL, ReferralState
 from transfer.states.referral import ReferralEvent as On
@@ -364,6 +372,13 @@ class Referrals:
 
     # --------------------------------------------------------------- drafts
 
+    async def may_start(self, actor: Actor, pupil_id: str) -> None:
+        """Refuse, and audit as a refused ``referral.drafted``, a member of staff outside
+        the DSL team at the first step of a new referral about ``pupil_id`` (the web app's
+        agency choice and form), before anything of it is shown."""
+        pupil_id = await self.store.pupil_id_for(actor, pupil_id)
+        await self._require_team(actor, "referral.drafted", {"pupil": pupil_id})
+
     async def draft(
         self,
         actor: Actor,
@@ -608,6 +623,17 @@ class Referrals:
         record = await self.get(actor, referral_id)
         content = await self._check_content(actor, record, record.selection, record.redactions)
         return list(content.chronology)
+
+    async def as_the_agency_reads_it(self, actor: Actor, referral_id: str) -> ReadableReferral:
+        """The draft as the agency will read it: :func:`readable_referral` (the pickup page's
+        and its PDF's) over the very records that would be sealed now (the form, the chosen
+        chronology lines redacted, and who recorded them)."""
+        record = await self.get(actor, referral_id)
+        content = await self._check_content(actor, record, record.selection, record.redactions)
+        head = {e.path: json.loads(b"".join(e.opener())) for e in content.entries
+                if e.path in (FORM_PATH, CHRONOLOGY_PATH, PEOPLE_PATH)}  # fmt: skip
+        return readable_referral(head[FORM_PATH], chronology=head[CHRONOLOGY_PATH],
+                                 people=head[PEOPLE_PATH])  # fmt: skip
 
     # --------------------------------------------------------------- reading
 

@@ -24,14 +24,15 @@ The steps, each a page of its own (GOV.UK's question pages, then check your answ
 
 A draft is resumed from its page (a task list) and can be discarded. The services
 (:class:`transfer.referrals.service.Referrals`, :mod:`receivers.sending`) decide who may
-do what and audit it; the pages ask the same rule first so that a teacher typing an
-address gets the refusal page.
+do what and audit it; every page asks a service first (the agency choice and a new
+form :meth:`~transfer.referrals.service.Referrals.may_start`), so that a teacher typing an
+address gets the refusal page and the refusal is in the audit log.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any, Final
 
@@ -39,12 +40,17 @@ from aiohttp import web
 from multidict import MultiDict
 
 from receivers.portal.service import PickupPortal
-from receivers.sending import RouteUnavailable, send_by_node, send_offline, send_via_portal
+from receivers.sending import (
+    RouteUnavailable,
+    send_by_node,
+    send_offline,
+    send_via_portal,
+    withdraw,
+)
 from schemas.records import ChronologyEntry
 from schemas.referrals import NewRedaction, ReferralRecord, ReferralSummary, SelectedItem
-from transfer.errors import HandoverError, InputError, NotFoundError
+from transfer.errors import ConflictError, HandoverError, InputError, NotFoundError
 from transfer.exchange.outbox import Outbox
-from transfer.referrals.consent import require_draft
 from transfer.referrals.forms import parse_outcome
 from transfer.referrals.redaction import REDACTABLE_FIELDS
 from transfer.referrals.service import NothingSelectedError, Referrals
@@ -53,11 +59,12 @@ from transfer.web.pupils import UUID, find_pupil, pupil_name, pupil_ref
 from transfer.web.referral_forms import (
     FORMS,
     KIND_NAMES,
-    fields_of,
+    draft_values,
     form_values,
     prefill,
     read_form,
-    summary,
+    repeats,
+    row_counts,
 )
 from transfer.web.rendering import ENGLAND, long_date, redirect
 from transfer.web.stepup import check_code
@@ -201,9 +208,9 @@ async def _agencies(referrals: Referrals) -> list[tuple[str, str, str]]:
 
 
 async def start_page(request: web.Request, visit: Visit) -> web.StreamResponse:
-    require_draft(visit.actor)
     referrals = _referrals(request)
     pupil = await find_pupil(request, visit, request.match_info["ref"])
+    await referrals.may_start(visit.actor, pupil.id)  # refused and audited outside the team
     agencies = await _agencies(referrals)
     chosen = request.query.get("agency", "")
     if chosen:
@@ -239,14 +246,16 @@ def _role_words(visit: Visit) -> str:
 async def _form_page(
     request: web.Request, visit: Visit, ref: str, agency: tuple[str, str, str],
     values: dict[str, Any], *, errors: FormErrors | None = None, notice: str = "",
-    referral_id: str = "",
+    referral_id: str = "", counts: dict[str, int] | None = None,
 ) -> web.StreamResponse:  # fmt: skip
     org_id, name, kind = agency
+    counts = counts or {r.path: r.blank for r in repeats(kind)}
     action = (f"/referrals/{referral_id}/form" if referral_id
               else f"/pupils/{ref}/referrals/new")  # fmt: skip
     return webapp(request).page(
         request, "referral_form.html", visit, title=f"Referral to {name}",
         status=400 if errors else 200, errors=errors, sections=FORMS[kind], values=values,
+        counts=counts,
         agency_id=org_id, kind_name=KIND_NAMES[kind], action=action, ref=ref, notice=notice,
         back=f"/referrals/{referral_id}" if referral_id else f"/pupils/{ref}",
     )  # fmt: skip
@@ -265,21 +274,22 @@ async def create_draft(request: web.Request, visit: Visit) -> web.StreamResponse
 
 async def _create(request: web.Request, visit: Visit, data: Any, ref: str,
                   notice: str = "") -> web.StreamResponse:  # fmt: skip
-    require_draft(visit.actor)
     referrals = _referrals(request)
     pupil = await find_pupil(request, visit, ref)
+    await referrals.may_start(visit.actor, pupil.id)
     agency = next((a for a in await _agencies(referrals) if a[0] == data.get("agency", "")),
                   None)  # fmt: skip
     if agency is None:
         return redirect(f"/pupils/{pupil_ref(pupil)}/referrals/new")
-    values = form_values(agency[2], data)
-    form, problems = read_form(agency[2], values)
-    if notice:  # given back after signing in again: check it, then save it again
+    counts, added = row_counts(agency[2], data)
+    values = form_values(agency[2], data, counts)
+    if notice or added:  # given back after signing in again, or a row added: as typed
         return await _form_page(request, visit, pupil_ref(pupil), agency, values,
-                                notice=notice)  # fmt: skip
+                                notice=notice, counts=counts)  # fmt: skip
+    form, problems = read_form(agency[2], values, counts)
     if form is None:
         return await _form_page(request, visit, pupil_ref(pupil), agency, values,
-                                errors=_errors(problems))  # fmt: skip
+                                errors=_errors(problems), counts=counts)  # fmt: skip
     record = await referrals.draft(visit.actor, pupil_id=pupil.id, agency_org_id=agency[0],
                                    form=form)  # fmt: skip
     return redirect(f"/referrals/{record.id}/entries")
@@ -312,35 +322,10 @@ async def kept_change(request: web.Request, visit: Visit, kept: KeptForm) -> web
     referrals = _referrals(request)
     record = await referrals.get(visit.actor, kept.path.strip("/").split("/")[1])
     pupil = await find_pupil(request, visit, record.pupil_id)
+    counts, _ = row_counts(record.kind, _Kept(kept))
     return await _form_page(request, visit, pupil_ref(pupil), await _agency_of(referrals, record),
-                            form_values(record.kind, _Kept(kept)), notice=KEPT_NOTICE,
-                            referral_id=record.id)  # fmt: skip
-
-
-def _values_of(record: ReferralRecord) -> dict[str, Any]:
-    """A draft's form as the page's values (to change it)."""
-    data = record.form.model_dump(mode="python")
-    out: dict[str, Any] = {}
-    for f in fields_of(record.kind):
-        value: Any = data
-        for part in f.path.split("."):
-            if isinstance(value, list | tuple):
-                value = value[int(part)] if int(part) < len(value) else None
-            elif isinstance(value, dict):
-                value = value.get(part)
-        if f.widget == "moment":
-            local = value.astimezone(ENGLAND) if isinstance(value, datetime) else None
-            out[f.path + ".date"] = f"{local.day}/{local.month}/{local.year}" if local else ""
-            out[f.path + ".time"] = f"{local:%H:%M}" if local else ""
-        elif f.widget == "checkboxes":
-            out[f.path] = list(value or [])
-        elif isinstance(value, bool):
-            out[f.path] = "yes" if value else "no"
-        elif isinstance(value, date):
-            out[f.path] = f"{value.day}/{value.month}/{value.year}"
-        else:
-            out[f.path] = "" if value is None else str(value)
-    return out
+                            form_values(record.kind, _Kept(kept), counts), notice=KEPT_NOTICE,
+                            referral_id=record.id, counts=counts)  # fmt: skip
 
 
 async def _draft(request: web.Request, visit: Visit) -> tuple[Referrals, ReferralRecord]:
@@ -358,19 +343,22 @@ async def change_form_page(request: web.Request, visit: Visit) -> web.StreamResp
     if record.state != "draft":
         return redirect(f"/referrals/{record.id}")
     pupil = await find_pupil(request, visit, record.pupil_id)
+    values, counts = draft_values(record.kind, record.form)
     return await _form_page(request, visit, pupil_ref(pupil), await _agency_of(referrals, record),
-                            _values_of(record), referral_id=record.id)  # fmt: skip
+                            values, referral_id=record.id, counts=counts)  # fmt: skip
 
 
 async def change_form(request: web.Request, visit: Visit) -> web.StreamResponse:
     referrals, record = await _draft(request, visit)
     pupil = await find_pupil(request, visit, record.pupil_id)
-    values = form_values(record.kind, request[FORM_KEY])
-    form, problems = read_form(record.kind, values)
+    counts, added = row_counts(record.kind, request[FORM_KEY])
+    values = form_values(record.kind, request[FORM_KEY], counts)
+    form, problems = (None, {}) if added else read_form(record.kind, values, counts)
     if form is None:
         return await _form_page(request, visit, pupil_ref(pupil),
                                 await _agency_of(referrals, record), values,
-                                errors=_errors(problems), referral_id=record.id)  # fmt: skip
+                                errors=_errors(problems) if problems else None,
+                                referral_id=record.id, counts=counts)  # fmt: skip
     await referrals.update_form(visit.actor, record.id, form)
     return redirect(f"/referrals/{record.id}/check")
 
@@ -518,13 +506,13 @@ async def _check_page(request: web.Request, visit: Visit, *, errors: FormErrors 
     referrals, record = await _draft(request, visit)
     if record.state != "draft":
         return redirect(f"/referrals/{record.id}")
-    preview = await referrals.preview(visit.actor, record.id)
+    readable = await referrals.as_the_agency_reads_it(visit.actor, record.id)
     pupil = await find_pupil(request, visit, record.pupil_id)
     return webapp(request).page(
         request, "referral_check.html", visit, title="Check the referral before sending it",
         status=400 if errors else 200, errors=errors, record=record,
         agency=record.agency_name or "the agency", kind_name=KIND_NAMES[record.kind],
-        form=summary(record.kind, record.form), entries=_as_sent(preview),
+        readable=readable,
         routes=await _routes(request, referrals, record), route=route,
         marks=[m.text for m in record.redactions if m.text], name=pupil_name(pupil),
         deadline=deadline(record, _today(request)),
@@ -659,7 +647,9 @@ async def _referral_page(request: web.Request, visit: Visit, *, errors: FormErro
     pupil = await find_pupil(request, visit, record.pupil_id)
     done = {"outcome": "The outcome has been recorded.",
             "handed_over": "The hand-over has been recorded.",
-            "acknowledged": "The agency's acknowledgement has been recorded."}.get(
+            "acknowledged": "The agency's acknowledgement has been recorded.",
+            "withdrawn": "The referral has been taken back: it is a draft again, and the "
+                         "agency cannot open what was sent."}.get(
         request.query.get("done", ""))  # fmt: skip
     tasks = []
     if record.state == "draft":
@@ -688,8 +678,44 @@ async def _referral_page(request: web.Request, visit: Visit, *, errors: FormErro
         may_hand_over=record.route == "offline" and record.state == "sent",
         may_acknowledge=record.route in ("offline", "node") and record.state in ("sent",
                                                                                  "delivered"),
+        # shown again with its refusal at its field when the referral moved on meanwhile
+        may_take_back=record.state == "sent" or bool(errors and "withdraw_reason"
+                                                     in errors.by_field),
         errors=errors, status=400 if errors else 200, values=values or {},
     )  # fmt: skip
+
+
+async def take_back(request: web.Request, visit: Visit) -> web.StreamResponse:
+    """Take back a sent referral that has not reached the agency, with the reason: the
+    pickup link withdrawn, the outbox's send cancelled or, for an offline bundle, the DSL's
+    word that it was not handed over (the copy on the server is then deleted)."""
+    referrals, record = await _draft(request, visit)
+    data = request[FORM_KEY]
+    values = {"withdraw_reason": data.get("withdraw_reason", "").strip(),
+              "not_handed_over": data.get("not_handed_over", "")}  # fmt: skip
+    errors = FormErrors()
+    if not values["withdraw_reason"]:
+        errors.add("withdraw_reason", "Enter why you are taking the referral back")
+    elif len(values["withdraw_reason"]) > 500 or not values["withdraw_reason"].isprintable():
+        errors.add("withdraw_reason", "Enter the reason on one line, at most 500 characters")
+    if record.route == "offline" and values["not_handed_over"] != "yes":
+        errors.add("not_handed_over", "Confirm that the offline bundle was not handed over "
+                   "and no copy of it was kept")  # fmt: skip
+    if not errors:
+        try:
+            await withdraw(referrals, visit.actor, record.id, reason=values["withdraw_reason"],
+                           portal=_portal(request), outbox=_outbox(request))  # fmt: skip
+        except InputError as err:
+            errors.add("withdraw_reason", _words(err))
+        except (ConflictError, RouteUnavailable) as err:
+            text = _words(err)
+            errors.add("withdraw_reason", f"It was not taken back: {text[:1].lower()}{text[1:]}")
+    if errors:
+        return await _referral_page(request, visit, errors=errors, values=values)
+    if record.route == "offline":
+        for path in await asyncio.to_thread(_bundles, _exports(request), record.id):
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+    return redirect(f"/referrals/{record.id}?done=withdrawn")
 
 
 async def hand_over(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -811,7 +837,7 @@ async def save_outcome(request: web.Request, visit: Visit) -> web.StreamResponse
 ROUTES: Final = (
     WebRoute("GET", "/referrals", list_page, "Referrals.list", name="referrals"),
     WebRoute("GET", "/pupils/{ref}/referrals/new", start_page,
-             "Directory.entries, Store.get_pupil"),
+             "Referrals.may_start, Directory.entries, Store.get_pupil"),
     WebRoute("POST", "/pupils/{ref}/referrals/new", create_draft, "Referrals.draft",
              form=kept_create),
     WebRoute("GET", _R, referral_page, "Referrals.get", name="referral"),
@@ -823,13 +849,15 @@ ROUTES: Final = (
     WebRoute("POST", f"{_R}/redact", add_mark, "Referrals.add_redaction"),
     WebRoute("POST", f"{_R}/redactions/{{mark_id:{UUID}}}/remove", remove_mark,
              "Referrals.remove_redaction"),
-    WebRoute("GET", f"{_R}/check", check_page, "Referrals.get, Referrals.preview"),
+    WebRoute("GET", f"{_R}/check", check_page,
+             "Referrals.get, Referrals.as_the_agency_reads_it"),
     WebRoute("POST", f"{_R}/send", send,
              "Accounts.step_up, receivers.sending.send_by_node, send_via_portal, send_offline"),
     WebRoute("GET", f"{_R}/bundle", bundle_download, "Referrals.get"),
     WebRoute("GET", f"{_R}/discard", discard_page, "Referrals.get"),
     WebRoute("POST", f"{_R}/discard", discard, "Referrals.discard"),
     WebRoute("POST", f"{_R}/handover", hand_over, "Referrals.record_handover"),
+    WebRoute("POST", f"{_R}/withdraw", take_back, "receivers.sending.withdraw"),
     WebRoute("POST", f"{_R}/acknowledgement", acknowledgement, "Referrals.acknowledge"),
     WebRoute("GET", f"{_R}/outcome", outcome_page, "Referrals.get"),
     WebRoute("POST", f"{_R}/outcome", save_outcome, "Referrals.record_outcome"),

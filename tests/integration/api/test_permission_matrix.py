@@ -613,6 +613,7 @@ WEB_OPERATIONS: list[WebOp] = [
     WebOp("GET", "/referrals/{referral}/discard", DSL_TEAM, 200),
     WebOp("POST", "/referrals/{no_referral}/discard", DSL_TEAM, 404, form={}),
     WebOp("POST", "/referrals/{referral}/handover", DSL_TEAM, 400, form={}),
+    WebOp("POST", "/referrals/{referral}/withdraw", DSL_TEAM, 400, form={}),
     WebOp("POST", "/referrals/{referral}/acknowledgement", DSL_TEAM, 400, form={}),
     WebOp("GET", "/referrals/{referral}/outcome", DSL_TEAM, 303),
     WebOp("POST", "/referrals/{referral}/outcome", DSL_TEAM, 303, form={}),
