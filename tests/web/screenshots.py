@@ -85,10 +85,16 @@ async def capture(browser: Browser, site: WebWorld, out: Path) -> list[Path]:
                                  ("api-token", "/account/tokens/new"), ("alerts", "/alerts"),
                                  ("pupil", f"/pupils/{upn(101)}"), ("concern", CONCERN),
                                  ("triage", CONCERN + "/triage"),
-                                 ("search", "/search?q=Amara")]),
+                                 ("search", "/search?q=Amara"),
+                                 ("leaving", f"/pupils/{upn(101)}/leaving"),
+                                 ("outbox", "/outbox"), ("inbox", "/inbox"),
+                                 ("requests", "/requests"), ("referrals", "/referrals"),
+                                 ("reports", "/reports")]),
+        ("primary", "d.price", [("audit", "/audit"), ("audit-integrity", "/audit/integrity")]),
         ("primary", "t.wood", [("dashboard-teacher", "/"),
                                 ("change-password", "/account/password")]),
-        ("primary", "admin", [("dashboard-administrator", "/")]),
+        ("primary", "admin", [("dashboard-administrator", "/"), ("admin-staff", "/admin/staff"),
+                              ("admin-organisation", "/admin/organisation")]),
     ]  # fmt: skip
     for kind, width in WIDTHS.items():
         context = await browser.new_context(

@@ -340,18 +340,18 @@ class WebApp:
             items.append(("/concerns/new", "Log a concern"))
         if visit.actor.has(Permission.READ_PUPILS):
             items.append(("/search", "Search"))
-        if visit.actor.has(Permission.READ_AUDIT) and self.services.trail is not None:
-            items.append(("/audit", "Audit"))
-        if any(visit.actor.has(p) for p in ADMIN_PERMISSIONS):
-            items.append(("/admin", "Administration"))
         if visit.actor.has(Permission.RECEIVE_TRANSFER):
             items.append(("/inbox", "Inbox"))
+        if visit.actor.has(Permission.SEND_TRANSFER):
+            items.append(("/outbox", "Outbox"))
         if visit.actor.has(Permission.SEND_REFERRAL):
             items.append(("/referrals", "Referrals"))
         if visit.actor.has(Permission.READ_REPORTS):
             items.append(("/reports", "Reports"))
-        if visit.actor.has(Permission.SEND_TRANSFER):
-            items.append(("/outbox", "Outbox"))
+        if visit.actor.has(Permission.READ_AUDIT) and self.services.trail is not None:
+            items.append(("/audit", "Audit"))
+        if any(visit.actor.has(p) for p in ADMIN_PERMISSIONS):
+            items.append(("/admin", "Administration"))
         items.append(("/account", "Your account"))
         path = request.path
         return [
