@@ -900,3 +900,14 @@ def test_add_another_stops_at_the_schemas_most_rows_and_still_saves_nothing() ->
     assert added == "household"  # given back, not taken as "Save and continue"
     assert counts == {"disclosures": 1, "carers": 20, "household": 30, "significant_adults": 1}
     assert row_counts("social_care", {"rows.carers": "20", "add": "carers"})[0]["carers"] == 20
+
+
+async def test_enter_in_a_text_field_saves_the_referral_form(world: World) -> None:
+    """A browser's Enter in a text field presses the form's first submit button: it saves
+    and continues, not "Add another"."""
+    await _as(world, world.dsl)
+    page = await _form(world, "mash-bristol")
+    inside = next(f for f in page.text.split("<form")[1:] if 'name="agency"' in f)
+    first = re.search(r"<button[^>]*>([^<]*)</button>", inside)
+    assert first is not None
+    assert first.group(1).strip() == "Save and continue" and 'name="add"' not in first.group(0)

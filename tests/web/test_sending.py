@@ -498,3 +498,14 @@ async def test_send_and_leaving_forms_sent_after_the_session_expired_are_kept(w:
     assert await _packages(w) == []
     record = await node.store.get_pupil(await w.actor(w.dsl), w.amara.id)
     assert record.leaving_date == date(2026, 10, 5)
+
+
+async def test_enter_in_a_text_field_saves_the_leaving_form(w: World) -> None:
+    """A browser's Enter in a text field presses the form's first submit button: Save."""
+    await _as(w, w.dsl)
+    form = await w.s.site.get(f"/pupils/{w.amara.upn}/leaving")
+    inside = form.text.split(f'action="/pupils/{w.amara.upn}/leaving"', 1)[1]
+    first = re.search(r"<button[^>]*>", inside)
+    assert first is not None
+    assert 'name="action"' in first.group(0) and 'value="save"' in first.group(0)
+    assert 'tabindex="-1"' in first.group(0)  # out of the tab order: the visible Save is there
