@@ -2,7 +2,7 @@
 
 A directory document (``directory.json``) is published by a directory
 authority (a local authority, a consortium) and signed with its minisign key
-(``directory.json.minisig``). It lists each organisation's id, name, kind,
+(``directory.json.minisig``). It lists each organisation's id, name, town, kind,
 node endpoint, current ``age1…`` recipient and minisign signing key, the
 earlier signing keys that still stand for signatures made while they were
 current, and the revocations of signing keys. See ``docs/directory.md``.
@@ -59,6 +59,14 @@ _OrgId = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")
 ]
 _Name = Annotated[Line, Field(min_length=1, max_length=200)]
+_Town = Annotated[
+    Line,
+    Field(
+        min_length=1,
+        max_length=100,
+        description="The town the organisation is in, as people name it (Bristol, Yate).",
+    ),
+]
 _KeyId = Annotated[
     str,
     Field(
@@ -166,6 +174,10 @@ class DirectoryEntry(_Model):
 
     org_id: _OrgId
     name: _Name
+    #: The town, to tell apart schools of the same name; None: not given (omitted from
+    #: the canonical bytes when None, so directories signed before the field existed keep
+    #: their bytes).
+    town: _Town | None = None
     kind: OrgKind
     urn: Annotated[str, Field(pattern=r"^[0-9]{6}$")] | None = None
     laestab: Annotated[str, Field(pattern=r"^[0-9]{7}$")] | None = None

@@ -235,3 +235,36 @@ def test_node_refusals_expired_wrong_authority_and_local_entries(
     seen = [(e["action"], e["outcome"]) for e in events]
     assert ("directory.import", "refused") in seen and ("directory.pin", "ok") in seen
     assert ("directory.add_local", "refused") in seen and ("directory.add_local", "ok") in seen
+
+
+def test_the_authority_sets_a_town_when_adding_or_later(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    auth = tmp_path / "auth"
+    ok(env, "directory", "authority-keygen", "--out", auth)
+    doc = tmp_path / "directory.json"
+    ok(env, "directory", "new", "--authority-name", "Testshire County Council", "--out", doc)
+    riverside, hillside = tmp_path / "riverside.json", tmp_path / "hillside.json"
+    riverside.write_text(entry(keyset("100002")).model_dump_json())
+    hillside.write_text(entry(keyset("100001"), "Hillside Primary").model_dump_json())
+    # A bad town is refused in one line, and nothing is written.
+    before = doc.read_bytes()
+    line = refused(env, 2, "directory", "add-org", "--file", doc, "--entry", riverside,
+                   "--town", "Yate\u202eetaY")  # fmt: skip
+    assert "the town is not valid" in line and "U+202E RIGHT-TO-LEFT OVERRIDE" in line
+    assert doc.read_bytes() == before
+    out = ok(env, "directory", "add-org", "--file", doc, "--entry", riverside, "--town", "Yate")
+    assert "100002 (Riverside Academy) added" in out
+    ok(env, "directory", "add-org", "--file", doc, "--entry", hillside)
+    # Later: a town for an entry already in the directory (or a corrected one).
+    out = ok(env, "directory", "set-town", "--file", doc, "--org", "100001", "--town", " Bristol ")
+    assert "100001 (Hillside Primary) is in Bristol." in out
+    line = refused(env, 2, "directory", "set-town", "--file", doc, "--org", "999999",
+                   "--town", "Bath")  # fmt: skip
+    assert "organisation 999999 is not in the directory" in line
+    ok(env, "directory", "sign", "--file", doc, "--key", auth / "authority.key")
+    shown = ok(env, "directory", "show", "--file", doc, "--authority-key", auth / "authority.pub")
+    assert "signature:    valid" in shown
+    assert "Hillside Primary, Bristol" in shown and "Riverside Academy, Yate" in shown
+    towns = {e["org_id"]: e["town"] for e in json.loads(doc.read_text())["organisations"]}
+    assert towns == {"100001": "Bristol", "100002": "Yate"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -28,6 +29,7 @@ from transfer.directory.document import (
     authority_fingerprint,
     authority_secret_key_text,
     document_bytes,
+    entry_from_keyset,
     parse_authority_secret_key,
     parse_document,
     parse_entry,
@@ -274,3 +276,57 @@ def test_document_module_is_pure() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          env={"PYTHONPATH": str(REPO)}, check=True, timeout=60)  # fmt: skip
     assert res.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ towns
+
+BEFORE_TOWNS = REPO / "tests" / "assets" / "directory-before-towns"
+
+
+def test_a_directory_signed_before_towns_still_verifies_and_keeps_its_bytes() -> None:
+    """A directory signed by the code of before ``town`` existed (made by the script beside
+    it): it verifies, its entries have no town, and its canonical bytes are unchanged."""
+    data = (BEFORE_TOWNS / "directory.json").read_bytes()
+    sig = (BEFORE_TOWNS / "directory.json.minisig").read_bytes()
+    pub = minisign.PublicKey.from_text((BEFORE_TOWNS / "authority.pub").read_bytes())
+    assert b"town" not in data
+    got = verify_document(data, sig, authority=pub, now=T0)
+    assert [(e.name, e.town) for e in got.document.organisations] == [
+        ("Hillside Primary", None), ("Riverside Academy", None)
+    ]  # fmt: skip
+    assert document_bytes(got.document) == data
+
+
+def test_a_town_is_covered_by_the_authoritys_signature() -> None:
+    ks = keyset("100001")
+    with_town = entry_from_keyset(ks, name="Riverside Academy", kind="school", town="Yate")
+    doc, data, sig = document(AUTHORITY, [with_town])
+    assert b'"town":"Yate"' in data and doc.organisations[0].town == "Yate"
+    assert verify_document(data, sig, authority=AUTHORITY.public_key, now=T0).document == doc
+    altered = data.replace(b'"town":"Yate"', b'"town":"Bath"')
+    with pytest.raises(DirectorySignatureError, match="does not match its signature"):
+        verify_document(altered, sig, authority=AUTHORITY.public_key, now=T0)
+    # Taking the town out is an alteration too.
+    removed = data.replace(b',"town":"Yate"', b"")
+    assert removed != data
+    with pytest.raises(DirectorySignatureError, match="does not match its signature"):
+        verify_document(removed, sig, authority=AUTHORITY.public_key, now=T0)
+
+
+@pytest.mark.parametrize(
+    ("town", "problem"),
+    [
+        ("Yate\u202eetaY", "U+202E RIGHT-TO-LEFT OVERRIDE"),
+        ("Yate\nBath", "U+000A"),
+        ("Y" * 101, "at most 100"),
+        ("", "at least 1"),
+    ],
+)
+def test_a_town_is_checked_like_the_other_text_fields(town: str, problem: str) -> None:
+    with pytest.raises(InputError, match=re.escape(problem)) as caught:
+        entry_from_keyset(keyset("100001"), name="Riverside Academy", kind="school", town=town)
+    assert "town" in caught.value.message
+    raw = json.loads(entry(keyset("100002")).model_dump_json())
+    raw["town"] = town
+    with pytest.raises(DirectoryFormatError, match="town"):
+        parse_entry(json.dumps(raw).encode())

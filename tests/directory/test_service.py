@@ -16,7 +16,7 @@ from keys.sealing import KekProtection
 from keys.store import KeyStore
 from schemas.auditing import AuditEvent, MemoryAudit
 from schemas.directory import Revocation
-from tests.directory.support import T0, document, entry, keyset
+from tests.directory.support import REPO, T0, document, entry, keyset
 from tests.integration.store.conftest import FakeClock
 from transfer.directory.document import (
     DirectoryExpiredError,
@@ -234,3 +234,27 @@ async def test_local_entries_need_the_right_fingerprint(env: Env, tmp_path: Path
     listing = await env.directory.listing()
     lado = [(le.source, le.shadowed) for le in listing if le.entry.org_id == "lado-testshire"]
     assert lado == [("authority", False), ("local", True)]
+
+
+async def test_a_directory_signed_before_towns_imports(db_url: str, tmp_path: Path) -> None:
+    """The signed fixture made by the code of before ``town`` existed imports as it is."""
+    fixture = REPO / "tests" / "assets" / "directory-before-towns"
+    audit = MemoryAudit()
+    store = await Store.open(db_url, KEK, audit, data_dir=tmp_path / "data",
+                             clock=FakeClock(T0 + timedelta(days=1)))  # fmt: skip
+    try:
+        directory = Directory(store, base_url=BASE_URL)
+        pub = minisign.PublicKey.from_text((fixture / "authority.pub").read_bytes())
+        await directory.pin_authority(pub, fingerprint=authority_fingerprint(pub), actor="t")
+        result = await directory.import_document(
+            (fixture / "directory.json").read_bytes(),
+            (fixture / "directory.json.minisig").read_bytes(),
+            source="fixture", actor="cli:t",
+        )  # fmt: skip
+        assert result.serial == 1 and result.organisations == 2
+        entries = await directory.entries()
+        assert sorted((e.org_id, e.town) for e in entries) == [
+            ("100001", None), ("100002", None)
+        ]  # fmt: skip
+    finally:
+        await store.close()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -419,6 +420,10 @@ def test_the_commands_of_each_page_run(world: World, page: Path) -> None:
 def test_the_demo_block_built_the_world(world: World) -> None:
     assert "is complete and proven" in world.demo_output
     assert (world.demo / "evidence" / "riverside.key").is_file()
+    # The authority gave the demo's schools their towns (staff find a school by its town).
+    listed = json.loads((world.demo / "authority" / "directory.json").read_bytes())
+    towns = {e["org_id"]: e.get("town") for e in listed["organisations"] if e["kind"] == "school"}
+    assert towns == scenario.TOWNS == {"123456": "Bristol", "654321": "Keynsham"}
 
 
 # ------------------------------------------------- command lines against the parser

@@ -39,9 +39,9 @@ class Directory:
         self.keys: dict[str, bytes] = {}
 
     def add(self, keyset: KeySet, name: str, kind: OrgKind, endpoint: str | None,
-            urn: str | None = None) -> None:  # fmt: skip
+            urn: str | None = None, town: str | None = None) -> None:  # fmt: skip
         self.by_id[keyset.org_id] = entry_from_keyset(
-            keyset, name=name, kind=kind, endpoint=endpoint, urn=urn
+            keyset, name=name, kind=kind, endpoint=endpoint, urn=urn, town=town
         )
         self.keys[keyset.key_id_hex] = keyset.minisign_public_key.key
 
@@ -84,7 +84,14 @@ async def sending_site(db_url: str, tmp_path: Path) -> AsyncIterator[SendingSite
         async with running_peer(peer):
             directory = Directory()
             directory.add(own, "Harbourside Primary", "school", "http://127.0.0.1:1", URN)
-            directory.add(receiver, "Cliff Road Academy", "school", peer.url, OTHER_URN)
+            directory.add(
+                receiver,
+                "Cliff Road Academy",
+                "school",
+                peer.url,
+                OTHER_URN,
+                town="Weston-super-Mare",
+            )
             directory.add(KeySet.generate(ELM_PARK), "Elm Park School", "school", None, ELM_PARK)
             directory.add(KeySet.generate(MASH), "Bristol MASH", "social_care", None)
             client = PeerClient(keys=keys, directory=directory, config=cfg)

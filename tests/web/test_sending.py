@@ -133,8 +133,11 @@ async def test_marking_a_pupil_as_leaving_shows_the_kcsie_deadline_at_once(w: Wo
     form = await site.get(path)
     assert form.status == 200 and form.title == "Mark Amara Okafor as leaving - Handover"
     text = _text(form)
-    # Schools from the signed directory, by name and URN; never the agency nor our own.
-    assert "Cliff Road Academy (URN 199002)" in text and "Elm Park School (URN 199003)" in text
+    # Schools from the signed directory, by name, town and URN (an entry without a town, as
+    # directories signed before towns were listed, by name and URN); never the agency nor
+    # our own.
+    assert "Cliff Road Academy, Weston-super-Mare (URN 199002)" in text
+    assert "Elm Park School (URN 199003)" in text
     assert "Bristol MASH" not in text and "Harbourside Primary (URN" not in text
     assert "Not known yet" in text
     csrf = form.hidden("csrf")
@@ -148,6 +151,14 @@ async def test_marking_a_pupil_as_leaving_shows_the_kcsie_deadline_at_once(w: Wo
     assert "No school matches 'zzz'. Check the spelling, or search by URN." in _text(nothing)
     by_urn = await site.post(path, {"csrf": csrf, "q": "199002", "action": "search"})
     assert "Cliff Road Academy" in _text(by_urn) and "Elm Park School" not in _text(by_urn)
+    # By town too: any case, part of a word.
+    by_town = await site.post(path, {"csrf": csrf, "q": "WESTON-SUPER", "action": "search"})
+    assert "1 school matches 'WESTON-SUPER'." in _text(by_town)
+    assert "Cliff Road Academy, Weston-super-Mare (URN 199002)" in _text(by_town)
+    assert "Elm Park School" not in _text(by_town)
+    no_town = await site.post(path, {"csrf": csrf, "q": "Taunton", "action": "search"})
+    assert "No school matches 'Taunton'." in _text(no_town)
+    assert "Cliff Road Academy" not in _text(no_town) and "Elm Park School" not in _text(no_town)
     # Mistakes by their fields, what was typed kept, nothing saved.
     bad = await site.post(path, {"csrf": csrf, "leaving": "31/02/2026", "action": "save"})
     assert bad.status == 400 and bad.title.startswith("Error: Mark Amara Okafor as leaving")
@@ -209,9 +220,9 @@ async def test_the_send_page_previews_what_goes_and_asks_a_fresh_code(w: World) 
     page = await site.get(f"/pupils/{w.amara.upn}/send")
     assert page.status == 200 and page.title == "Send Amara Okafor's file - Handover"
     text = _text(page)
-    # The recorded next school, by name, with its key fingerprint; no reason asked.
+    # The recorded next school, by name and town, with its key fingerprint; no reason asked.
     entry = await w.s.directory.entry(OTHER_URN)
-    assert "Cliff Road Academy" in text
+    assert "School Cliff Road Academy, Weston-super-Mare URN 199002" in text
     assert f'<code class="app-key">{entry.fingerprint}</code>' in page.text
     assert "A reason is needed" not in text and 'name="reason"' not in page.text
     # Leaving on 5 October; "today" is 7 September: sending now is possible, with a warning.

@@ -1,7 +1,7 @@
 """``handover directory``: who is who. The authority's tools and the node's.
 
 For a directory authority (files only, no node): ``authority-keygen``, ``new``,
-``add-org``, ``revoke``, ``sign``, ``serve``, ``show``.
+``add-org``, ``set-town``, ``revoke``, ``sign``, ``serve``, ``show``.
 
 For a node (``--data-dir``): ``pin`` the authority's key, ``import`` its signed
 directory, ``export-entry`` of one of the node's organisations for the
@@ -30,7 +30,7 @@ from transfer.wording import plural
 
 if TYPE_CHECKING:
     from keys.minisign import PublicKey
-    from schemas.directory import DirectoryDocument
+    from schemas.directory import DirectoryDocument, DirectoryEntry
     from transfer.node import Node
 
 T = TypeVar("T")
@@ -199,11 +199,27 @@ def _new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_town(entry: DirectoryEntry, town: str) -> DirectoryEntry:
+    """``entry`` with its town set (checked like every field of an entry)."""
+    from pydantic import ValidationError
+
+    from schemas.directory import DirectoryEntry
+    from schemas.text import where
+
+    try:
+        return DirectoryEntry.model_validate({**entry.model_dump(), "town": town.strip()})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InputError(f"the town is not valid: {where(first['loc'])}: {first['msg']}") from None
+
+
 def _add_org(args: argparse.Namespace) -> int:
     from transfer.directory.document import add_organisation, parse_entry
 
     doc = _load_working(args.file)
     entry = parse_entry(_read(args.entry, "a directory entry file", _MAX_ENTRY_BYTES))
+    if args.town is not None:
+        entry = _with_town(entry, args.town)
     updated = add_organisation(doc, entry, replace=args.replace)
     _save_working(args.file, updated)
     verb = "updated" if doc.entry(entry.org_id) is not None else "added"
@@ -212,6 +228,19 @@ def _add_org(args: argparse.Namespace) -> int:
         f"{entry.key_id}. Check the fingerprint with the organisation by another channel, "
         "then sign the directory."
     )
+    return 0
+
+
+def _set_town(args: argparse.Namespace) -> int:
+    from transfer.directory.document import add_organisation
+
+    doc = _load_working(args.file)
+    entry = doc.entry(args.org)
+    if entry is None:
+        raise InputError(f"organisation {args.org[:64]} is not in the directory")
+    entry = _with_town(entry, args.town)
+    _save_working(args.file, add_organisation(doc, entry, replace=True))
+    print(f"{entry.org_id} ({entry.name}) is in {entry.town}. Sign the directory to publish it.")
     return 0
 
 
@@ -294,7 +323,7 @@ def _show(args: argparse.Namespace) -> int:
     for e in doc.organisations:
         lines.append(
             f"  {e.org_id:<24} {e.kind:<12} {e.fingerprint}  {e.key_id}  "
-            f"{e.endpoint or '(no node)'}  {e.name}"
+            f"{e.endpoint or '(no node)'}  {e.name}{', ' + e.town if e.town else ''}"
         )
     lines.append(f"revocations ({len(doc.revocations)}):")
     for r in doc.revocations:
@@ -488,7 +517,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _export_entry(args: argparse.Namespace) -> int:
-    from schemas.directory import AuditKey, DirectoryEntry
+    from schemas.directory import AuditKey
 
     async def work(node: Node) -> DirectoryEntry:
         # The node's audit-log key, so counterparts can keep our receipts' checkpoints.
@@ -513,7 +542,6 @@ def _export_entry(args: argparse.Namespace) -> int:
 
 
 def _add_local(args: argparse.Namespace) -> int:
-    from schemas.directory import DirectoryEntry
     from transfer.directory.document import parse_entry
 
     entry = parse_entry(_read(args.entry, "a directory entry file", _MAX_ENTRY_BYTES))
@@ -608,6 +636,14 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--entry", type=Path, required=True, metavar="FILE", help="entry.json")
     p.add_argument("--replace", action="store_true",
                    help="replace the organisation's entry (after a key rotation)")  # fmt: skip
+    p.add_argument("--town", default=None, metavar="TOWN",
+                   help="the town the organisation is in (shown beside its name)")  # fmt: skip
+
+    p = add("set-town", "set the town of an organisation in the directory", _set_town,
+            node=False)  # fmt: skip
+    p.add_argument("--file", type=Path, required=True, metavar="FILE", help="directory.json")
+    p.add_argument("--org", required=True, metavar="ID")
+    p.add_argument("--town", required=True, metavar="TOWN")
 
     p = add("revoke", "revoke an organisation's signing key from a time on", _revoke, node=False)
     p.add_argument("--file", type=Path, required=True, metavar="FILE")

@@ -30,6 +30,8 @@ from transfer.wording import plural
 
 PRIMARY = ("123456", "8012000", "Hillside Primary School")
 SECONDARY = ("654321", "8014001", "Riverside Academy")
+#: The schools' towns, as the directory authority lists them.
+TOWNS = {PRIMARY[0]: "Bristol", SECONDARY[0]: "Keynsham"}
 MASH = OffNodeAgency(
     "mash-bristol", "social_care", "Bristol Children's Social Care (MASH)", "mash@bristol.example"
 )
@@ -552,8 +554,18 @@ def mash_form(
 
 def specs() -> list[NodeSpec]:
     return [
-        NodeSpec("primary", "Hillside Primary School node", schools=[PRIMARY]),
-        NodeSpec("secondary", "Riverside Academy node", schools=[SECONDARY]),
+        NodeSpec(
+            "primary",
+            "Hillside Primary School node",
+            schools=[PRIMARY],
+            towns={PRIMARY[0]: TOWNS[PRIMARY[0]]},
+        ),
+        NodeSpec(
+            "secondary",
+            "Riverside Academy node",
+            schools=[SECONDARY],
+            towns={SECONDARY[0]: TOWNS[SECONDARY[0]]},
+        ),
     ]
 
 

@@ -32,6 +32,7 @@ class NodeSpec:
     schools: Sequence[tuple[str, str, str]] = ()  # (URN, LAESTAB, name)
     agencies: Sequence[tuple[str, str, str]] = ()  # (id, kind, name)
     emails: dict[str, str] = field(default_factory=dict)  # org id -> registered address
+    towns: dict[str, str] = field(default_factory=dict)  # org id -> town, in the directory
     extra_config: str = ""
 
 
@@ -185,8 +186,9 @@ def build_world(
                 if org_id in node.spec.emails:
                     argv += ["--email", node.spec.emails[org_id]]
                 run_cli(argv)
+                town = node.spec.towns.get(org_id)
                 run_cli(["directory", "add-org", "--file", str(directory_file),
-                         "--entry", str(entry)])  # fmt: skip
+                         "--entry", str(entry), *(["--town", town] if town else [])])  # fmt: skip
         identities: dict[str, Path] = {}
         for agency in agencies:
             ks = KeySet.generate(agency.org_id)

@@ -100,6 +100,9 @@ MAX_SIGNATURE_BYTES: Final = 4096
 #: How long after ``next_update`` a node still accepts a document.
 DEFAULT_GRACE: Final = timedelta(days=7)
 
+#: Entry fields added after directories were first signed: left out of the canonical
+#: bytes when None, so an older signed directory still verifies.
+_OMITTED_WHEN_NONE: Final = ("audit_key", "town")
 _SERIAL_RE = re.compile(r"serial=(0|[1-9][0-9]{0,15})")
 _AUTHORITY_FP_DOMAIN = b"handover-directory-authority-v1\x00"
 _SK_KDF_NONE = b"\x00\x00"
@@ -244,13 +247,15 @@ def _load_json(data: bytes, what: str) -> Any:
 def document_bytes(doc: DirectoryDocument) -> bytes:
     """The exact bytes of ``directory.json``.
 
-    An entry's ``audit_key`` is left out when it is None (every other field is
-    always present), so a directory signed before the field existed keeps its bytes.
+    An entry's ``audit_key`` and ``town`` are left out when they are None (every other
+    field is always present), so a directory signed before those fields existed keeps its
+    bytes.
     """
     data = doc.model_dump(mode="json")
     for entry in data["organisations"]:
-        if entry.get("audit_key") is None:
-            entry.pop("audit_key", None)
+        for optional in _OMITTED_WHEN_NONE:
+            if entry.get(optional) is None:
+                entry.pop(optional, None)
     return canonical_json(data)
 
 
@@ -558,6 +563,7 @@ def entry_from_keyset(
     *,
     name: str,
     kind: OrgKind,
+    town: str | None = None,
     urn: str | None = None,
     laestab: str | None = None,
     endpoint: str | None = None,
@@ -578,6 +584,7 @@ def entry_from_keyset(
         entry = DirectoryEntry(
             org_id=keyset.org_id,
             name=name,
+            town=town,
             kind=kind,
             urn=urn,
             laestab=laestab,

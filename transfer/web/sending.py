@@ -2,7 +2,7 @@
 it in the outbox.
 
 - **Mark as leaving** (``/pupils/<UPN>/leaving``): the leaving date and the next school,
-  found in the signed directory by name or URN with a search that is part of the form
+  found in the signed directory by name, town or URN with a search that is part of the form
   (it works without JavaScript and keeps what was typed), or "not known yet". The pupil
   page then shows the KCSIE deadline (:func:`deadline_for`) in school days, with the date.
 - **Send** (``/pupils/<UPN>/send``): a preview of exactly what goes (the pupil's whole
@@ -117,18 +117,21 @@ async def _schools(app: WebApp, visit: Visit) -> list[DirectoryEntry]:
 
 
 def school_label(e: DirectoryEntry) -> str:
+    """``Name, Town (URN n)``: the town when the directory gives one, the URN when known."""
     urn = e.urn or (e.org_id if re.fullmatch(r"[0-9]{6}", e.org_id) else None)
-    return f"{e.name} (URN {urn})" if urn else e.name
+    named = f"{e.name}, {e.town}" if e.town else e.name
+    return f"{named} (URN {urn})" if urn else named
 
 
 def matching(schools: list[DirectoryEntry], query: str) -> list[DirectoryEntry]:
-    """The schools whose name, URN or LAESTAB holds every word of ``query``."""
+    """The schools whose name, town, URN or LAESTAB holds every word of ``query`` (any
+    case, part of a word)."""
     words = query.casefold().split()
     if not words:
         return schools
     found = []
     for e in schools:
-        text = " ".join(x for x in (e.name, e.urn, e.laestab, e.org_id) if x).casefold()
+        text = " ".join(x for x in (e.name, e.town, e.urn, e.laestab, e.org_id) if x).casefold()
         if all(w in text for w in words):
             found.append(e)
     return found
