@@ -520,3 +520,19 @@ async def test_enter_in_a_text_field_saves_the_leaving_form(w: World) -> None:
     assert first is not None
     assert 'name="action"' in first.group(0) and 'value="save"' in first.group(0)
     assert 'tabindex="-1"' in first.group(0)  # out of the tab order: the visible Save is there
+
+
+async def test_the_pupil_page_names_the_next_school_from_the_directory(w: World) -> None:
+    """A CTF records only the next school's URN: the pupil page names it from the signed
+    directory, and says plainly when the directory does not list it."""
+    store = w.node.store
+    admin = await w.actor(w.admin)
+    await _as(w, w.dsl)
+    await store.update_pupil(admin, w.amara.id, PupilChanges(
+        destination=Destination(kind="school", urn=OTHER_URN)))  # fmt: skip
+    text = _text(await w.s.site.get(f"/pupils/{w.amara.upn}"))
+    assert re.search(rf"Next school\s+Cliff Road Academy, [A-Za-z-]+ \(URN {OTHER_URN}\)", text)
+    await store.update_pupil(admin, w.amara.id, PupilChanges(
+        destination=Destination(kind="school", urn="999999")))  # fmt: skip
+    text = _text(await w.s.site.get(f"/pupils/{w.amara.upn}"))
+    assert "URN 999999 (not in the signed directory)" in text

@@ -238,6 +238,7 @@ async def pupil_page(request: web.Request, visit: Visit) -> web.StreamResponse:
     from transfer.web.sending import leaving_context
 
     context["leaving"] = await leaving_context(request, visit, pupil)
+    context["next_school"] = await _next_school(app, pupil)
     actor = visit.actor
     context["may_audit"] = actor.has(Permission.READ_AUDIT) and app.services.trail is not None
     context["may_export"] = actor.has(Permission.EXPORT_SUBJECT_ACCESS)
@@ -278,6 +279,29 @@ async def pupil_page(request: web.Request, visit: Visit) -> web.StreamResponse:
         )
     return app.page(request, "pupil.html", visit, title=pupil_name(pupil), errors=errors,
                     status=400 if errors else 200, **context)  # fmt: skip
+
+
+async def _next_school(app: Any, pupil: PupilRecord) -> str:
+    """The pupil's next school in words: as the signed directory names it when its URN is
+    there ("Riverside Academy, Keynsham (URN 654321)"), else as recorded (a CTF gives only
+    the URN)."""
+    from transfer.errors import HandoverError
+    from transfer.web.sending import school_label
+
+    d = pupil.destination
+    if d is None or not (d.name or d.urn):
+        return "Not known"
+    if d.urn and app.services.directory is not None:
+        try:
+            entries = await app.services.directory.entries()
+        except HandoverError:
+            entries = []
+        for e in entries:
+            if e.kind == "school" and d.urn in (e.urn, e.org_id):
+                return school_label(e)
+    if d.name:
+        return f"{d.name} (URN {d.urn})" if d.urn else d.name
+    return f"URN {d.urn} (not in the signed directory)"
 
 
 def _referrals_key() -> Any:
