@@ -313,10 +313,19 @@ def _set_destination(p: Pupil, d: Destination | None) -> None:
     p.destination_name = d.name if d else None
 
 
-def _from_ctf_destination(d: CtfDestination | None) -> NewDestination | None:
+def _from_ctf_destination(
+    d: CtfDestination | None, own_urn: str | None, own_laestab: str | None
+) -> NewDestination | None:
+    """A CTF pupil's next school; none when the file names our own school (a roll file sent
+    from the school to itself names it as every pupil's destination)."""
     if d is None:
         return None
     school = d.school
+    if school is not None and (
+        (school.urn is not None and school.urn == own_urn)
+        or (school.laestab is not None and school.laestab == own_laestab)
+    ):
+        return None
     return NewDestination(
         kind=d.kind.value,
         urn=school.urn if school else None,
@@ -1435,7 +1444,7 @@ class Store:
                 pupil = existing.get(cp.upn)
                 if pupil is None:
                     pupil = await self._insert_pupil(
-                        s, ring, org.id, self._ctf_new_pupil(cp, leavers), cp.upn
+                        s, ring, org.id, self._ctf_new_pupil(cp, leavers, org), cp.upn
                     )
                     created += 1
                 else:
@@ -1451,7 +1460,10 @@ class Store:
                     pupil.year_group = cp.year_group or pupil.year_group
                     if leavers:
                         pupil.leaving_date = cp.leaving_date or pupil.leaving_date
-                        _set_destination(pupil, _from_ctf_destination(cp.destination))
+                        # As for the leaving date: a file without one keeps what is recorded.
+                        next_school = _from_ctf_destination(cp.destination, org.urn, org.laestab)
+                        if next_school is not None:
+                            _set_destination(pupil, next_school)
                     pupil.updated_at = self.now()
                     updated += 1
                 ids.append(pupil.id)
@@ -1465,7 +1477,7 @@ class Store:
         )
 
     @staticmethod
-    def _ctf_new_pupil(cp: CTFPupil, leavers: bool) -> NewPupil:
+    def _ctf_new_pupil(cp: CTFPupil, leavers: bool, org: Organisation) -> NewPupil:
         return NewPupil(
             upn=cp.upn,
             surname=cp.surname,
@@ -1474,7 +1486,9 @@ class Store:
             sex=cp.sex,
             year_group=cp.year_group,
             leaving_date=cp.leaving_date if leavers else None,
-            destination=_from_ctf_destination(cp.destination) if leavers else None,
+            destination=(
+                _from_ctf_destination(cp.destination, org.urn, org.laestab) if leavers else None
+            ),
         )
 
     # ----------------------------------------------------------------- concerns

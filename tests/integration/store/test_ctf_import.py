@@ -68,3 +68,22 @@ async def test_ctf_for_another_school_and_roles_refused(school: School) -> None:
     with pytest.raises(PermissionDenied):
         await school.store.import_ctf(school.staff, SAMPLE.read_bytes())
     assert await _upns(school) == {}
+
+
+async def test_a_roll_file_addressed_to_ourselves_names_no_next_school(school: School) -> None:
+    """A CTF the school sends itself (source and destination both this school) gives every
+    pupil's destination as this school: that is never the next school, so none is recorded,
+    and a next school already recorded (by a DSL marking a leaver) is kept."""
+    to_self = SAMPLE.read_bytes().replace(
+        b"<Estab>4001</Estab>\n      <URN>199002</URN>",
+        b"<Estab>2000</Estab>\n      <URN>199001</URN>",
+    )
+    assert to_self != SAMPLE.read_bytes()
+    await school.store.import_ctf(school.admin, to_self, force=True)
+    pupils = {p.upn: p for p in await school.store.list_pupils(school.admin)}
+    assert all(p.destination is None for p in pupils.values())
+    # A leavers' file names the next school; the roll file imported again keeps it.
+    await school.store.import_ctf(school.admin, SAMPLE.read_bytes(), force=True)
+    await school.store.import_ctf(school.admin, to_self, force=True)
+    amara = {p.upn: p for p in await school.store.list_pupils(school.admin)}["A801200014001"]
+    assert amara.destination is not None and amara.destination.urn == "199002"
