@@ -29,9 +29,16 @@ async def sign_in(page: Page, site: WebWorld, node: str, username: str) -> None:
     await page.goto(site.url(node, "/sign-in"))
     await page.get_by_label("Username").fill(username)
     await page.get_by_label("Password").fill(account["password"])
-    code = await site.codes.next(account["totp_secret"])
-    await page.get_by_label("Code from your authenticator app").fill(code)
-    await page.get_by_role("button", name="Sign in").click()
+    for attempt in range(2):
+        code = await site.codes.next(account["totp_secret"])
+        await page.get_by_label("Code from your authenticator app").fill(code)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_load_state()
+        if page.url == site.url(node, "/") or attempt:
+            break
+        # The node took this step's code already (another sign-in of the same person in
+        # this 30-second step): like a person, type the next code the phone shows.
+        await page.get_by_label("Password").fill(account["password"])
     await page.wait_for_url(site.url(node, "/"))
 
 
