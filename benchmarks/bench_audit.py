@@ -218,9 +218,13 @@ async def _bench_node(data_dir: Path, password: str) -> str:
     )
     with _kek_env():
         await initialise(
-            data_dir, name="bench", schools=[("100001", "8012000", "Bench School")],
-            agencies=[], admin="admin", admin_password=password,
-        )  # fmt: skip
+            data_dir,
+            name="bench",
+            schools=[("100001", "8012000", "Bench School")],
+            agencies=[],
+            admin="admin",
+            admin_password=password,
+        )
     return base
 
 
@@ -238,8 +242,10 @@ def _start_load(
     serve.wait_ready(60)
     return subprocess.Popen(
         [sys.executable, "-c", _LOAD, serve.base_url, str(cert), password, str(stop)],
-        stdout=subprocess.PIPE, text=True, env={**_load_env(), **serve.env},
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**_load_env(), **serve.env},
+    )
 
 
 def _latency(lat: list[float]) -> str:
@@ -283,10 +289,15 @@ async def _in_serve(tmp: Path, callers_list: Sequence[int] = (16, 64)) -> list[s
     async with node, serving(node, "127.0.0.1") as running:
         log = node.audit_log
         load = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _MIXED_LOAD, running.base_url,
-            str(data_dir / "tls" / "dev-cert.pem"), password,
-            stdout=asyncio.subprocess.PIPE, env=_load_env(),
-        )  # fmt: skip
+            sys.executable,
+            "-c",
+            _MIXED_LOAD,
+            running.base_url,
+            str(data_dir / "tls" / "dev-cert.pem"),
+            password,
+            stdout=asyncio.subprocess.PIPE,
+            env=_load_env(),
+        )
         assert load.stdout is not None
         out = load.stdout
         try:

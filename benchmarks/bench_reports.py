@@ -79,13 +79,13 @@ def _batches(rows: Iterator[tuple[object, ...]]) -> Iterator[list[tuple[object, 
 
 
 async def _schools(db: Path, data_dir: Path) -> list[str]:
-    store = await Store.open(f"sqlite+aiosqlite:///{db}", KEK, _DiscardAudit(),
-                             data_dir=data_dir)  # fmt: skip
+    store = await Store.open(f"sqlite+aiosqlite:///{db}", KEK, _DiscardAudit(), data_dir=data_dir)
     try:
         orgs = []
         for n in range(SCHOOLS):
-            org = await store.create_school(name=f"School {n:03d}", urn=f"{300000 + n}",
-                                            laestab=f"801{n:04d}")  # fmt: skip
+            org = await store.create_school(
+                name=f"School {n:03d}", urn=f"{300000 + n}", laestab=f"801{n:04d}"
+            )
             orgs.append(org.id)
         return orgs
     finally:
@@ -110,23 +110,38 @@ def _fill(db: Path, orgs: list[str]) -> dict[str, int]:
             rows.append((pid, o, f"P{i}", "Pupil", "F", str(3 + i % 4), leaving, now, now))
     con.executemany(
         "INSERT INTO pupils (id, org_id, surname, forename, sex, year_group, leaving_date,"
-        " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)", rows)  # fmt: skip
+        " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
     counts = {"pupils": len(rows), "concerns": 0, "triage": 0, "actions": 0}
 
     def concerns() -> Iterator[tuple[object, ...]]:
         for _ in range(CONCERNS):
             o = orgs[rng.randrange(len(orgs))]
             at = START + timedelta(seconds=rng.randrange(SPAN_SECONDS))
-            yield (str(uuid.uuid4()), o, rng.choice(cats), 0, _ts(at), _ts(at), "staff",
-                   "open", rng.choice(pupils[o]), at)  # fmt: skip
+            yield (
+                str(uuid.uuid4()),
+                o,
+                rng.choice(cats),
+                0,
+                _ts(at),
+                _ts(at),
+                "staff",
+                "open",
+                rng.choice(pupils[o]),
+                at,
+            )
 
     for batch in _batches(concerns()):
         con.executemany(
             "INSERT INTO concerns (id, org_id, category_key, restricted, happened_at,"
             " recorded_at, recorded_by, status) VALUES (?,?,?,?,?,?,?,?)",
-            [r[:8] for r in batch])  # fmt: skip
-        con.executemany("INSERT INTO concern_pupils (concern_id, pupil_id) VALUES (?,?)",
-                        [(r[0], r[8]) for r in batch])  # fmt: skip
+            [r[:8] for r in batch],
+        )
+        con.executemany(
+            "INSERT INTO concern_pupils (concern_id, pupil_id) VALUES (?,?)",
+            [(r[0], r[8]) for r in batch],
+        )
         triage, actions = [], []
         for r in batch:
             at: datetime = r[9]  # type: ignore[assignment]
@@ -135,13 +150,26 @@ def _fill(db: Path, orgs: list[str]) -> dict[str, int]:
             if rng.random() < 0.25:
                 due = (at + timedelta(days=rng.randrange(1, 20))).date()
                 done = at + timedelta(days=rng.randrange(1, 25))
-                actions.append((str(uuid.uuid4()), r[0], due.isoformat(),
-                                _ts(done) if done < NOW and rng.random() < 0.85 else None,
-                                _ts(at), "dsl"))  # fmt: skip
-        con.executemany("INSERT INTO triage_decisions (id, concern_id, decision, decided_at,"
-                        " decided_by) VALUES (?,?,?,?,?)", triage)  # fmt: skip
-        con.executemany("INSERT INTO actions (id, concern_id, due_on, done_at, created_at,"
-                        " created_by) VALUES (?,?,?,?,?,?)", actions)  # fmt: skip
+                actions.append(
+                    (
+                        str(uuid.uuid4()),
+                        r[0],
+                        due.isoformat(),
+                        _ts(done) if done < NOW and rng.random() < 0.85 else None,
+                        _ts(at),
+                        "dsl",
+                    )
+                )
+        con.executemany(
+            "INSERT INTO triage_decisions (id, concern_id, decision, decided_at,"
+            " decided_by) VALUES (?,?,?,?,?)",
+            triage,
+        )
+        con.executemany(
+            "INSERT INTO actions (id, concern_id, due_on, done_at, created_at,"
+            " created_by) VALUES (?,?,?,?,?,?)",
+            actions,
+        )
         counts["concerns"] += len(batch)
         counts["triage"] += len(triage)
         counts["actions"] += len(actions)
@@ -156,37 +184,75 @@ def _fill(db: Path, orgs: list[str]) -> dict[str, int]:
                 " (?,?,?,?,?,?,?,?,?,?,?)",
                 (pid, o, "x", "x", "leaver_file", "accepted", queued, queued, queued, 1, 0),
             )
-            con.execute("INSERT INTO outgoing_pupils (package_id, pupil_id) VALUES (?,?)",
-                        (pid, pupils[o][i]))  # fmt: skip
+            con.execute(
+                "INSERT INTO outgoing_pupils (package_id, pupil_id) VALUES (?,?)",
+                (pid, pupils[o][i]),
+            )
             got = _ts(datetime(2026, 10, 9 + i % 10, tzinfo=UTC))
             con.execute(
                 "INSERT INTO outgoing_receipts (receipt_id, package_id, kind, issued_at,"
                 " received_at, body, signature) VALUES (?,?,?,?,?,?,?)",
-                (str(uuid.uuid4()), pid, "delivered", got, got, b"{}", "x"))  # fmt: skip
+                (str(uuid.uuid4()), pid, "delivered", got, got, b"{}", "x"),
+            )
         for i in range(30):
             con.execute(
                 "INSERT INTO incoming_packages (id, recipient_org_id, sender_org_id,"
                 " sender_name, sender_key_id, package_kind, size, ciphertext_sha256, received,"
                 " state, offered_at, delivered_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (str(uuid.uuid4()), o, "x", "x", "k", "leaver_file", 1, "0", 1,
-                 "accepted" if i % 3 else "delivered", now,
-                 _ts(datetime(2026, 9, 5, tzinfo=UTC) + timedelta(days=i))))  # fmt: skip
+                (
+                    str(uuid.uuid4()),
+                    o,
+                    "x",
+                    "x",
+                    "k",
+                    "leaver_file",
+                    1,
+                    "0",
+                    1,
+                    "accepted" if i % 3 else "delivered",
+                    now,
+                    _ts(datetime(2026, 9, 5, tzinfo=UTC) + timedelta(days=i)),
+                ),
+            )
         for i in range(20):
             con.execute(
                 "INSERT INTO transfer_requests (request_id, org_id, side, requester_org_id,"
                 " holder_org_id, upn, surname, forename, state, created_at, updated_at,"
                 " attempts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (str(uuid.uuid4()), o, "received" if i % 2 else "sent", "a", "b",
-                 "H801200001001", "X", "Y", "authorised" if i % 3 else "received",
-                 _ts(datetime(2026, 9, 10, tzinfo=UTC) + timedelta(days=i)), now, 0))  # fmt: skip
+                (
+                    str(uuid.uuid4()),
+                    o,
+                    "received" if i % 2 else "sent",
+                    "a",
+                    "b",
+                    "H801200001001",
+                    "X",
+                    "Y",
+                    "authorised" if i % 3 else "received",
+                    _ts(datetime(2026, 9, 10, tzinfo=UTC) + timedelta(days=i)),
+                    now,
+                    0,
+                ),
+            )
         for i in range(10):
             rid = str(uuid.uuid4())
             con.execute(
                 "INSERT INTO referrals (id, org_id, pupil_id, kind, agency_org_id, state,"
                 " sent_without_consent, created_at, created_by, updated_at) VALUES"
                 " (?,?,?,?,?,?,?,?,?,?)",
-                (rid, o, pupils[o][i], ("social_care", "lado", "police")[i % 3], "a", "sent",
-                 0, now, "dsl", now))  # fmt: skip
+                (
+                    rid,
+                    o,
+                    pupils[o][i],
+                    ("social_care", "lado", "police")[i % 3],
+                    "a",
+                    "sent",
+                    0,
+                    now,
+                    "dsl",
+                    now,
+                ),
+            )
             con.execute(
                 "INSERT INTO referral_events (id, referral_id, seq, at, action, note)"
                 " VALUES (?,?,?,?,?,?)",
@@ -212,9 +278,13 @@ def _counted(db: Path) -> tuple[list[str], dict[str, int]]:
         orgs = [r[0] for r in con.execute("SELECT id FROM organisations ORDER BY name")]
         counts = {
             name: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for name, table in (("pupils", "pupils"), ("concerns", "concerns"),
-                                ("triage", "triage_decisions"), ("actions", "actions"))
-        }  # fmt: skip
+            for name, table in (
+                ("pupils", "pupils"),
+                ("concerns", "concerns"),
+                ("triage", "triage_decisions"),
+                ("actions", "actions"),
+            )
+        }
         return orgs, counts
     finally:
         con.close()
@@ -223,12 +293,14 @@ def _counted(db: Path) -> tuple[list[str], dict[str, int]]:
 async def _measure(
     db: Path, data_dir: Path, org: str
 ) -> tuple[list[float], list[float], list[float], list[float], int]:
-    store = await Store.open(f"sqlite+aiosqlite:///{db}", KEK, _DiscardAudit(),
-                             data_dir=data_dir, clock=lambda: NOW)  # fmt: skip
+    store = await Store.open(
+        f"sqlite+aiosqlite:///{db}", KEK, _DiscardAudit(), data_dir=data_dir, clock=lambda: NOW
+    )
     try:
         reports = Reports(store)
-        dsl = Actor(staff_id="bench-dsl", org_id=org, roles=frozenset({Role.DSL}),
-                    display_name="Sam Patel")  # fmt: skip
+        dsl = Actor(
+            staff_id="bench-dsl", org_id=org, roles=frozenset({Role.DSL}), display_name="Sam Patel"
+        )
         await reports.governors_report(dsl, TERM, exact=True)  # warm the caches once
         timings, cpu = [], []
         for _ in range(SAMPLES):
@@ -241,8 +313,9 @@ async def _measure(
         for _ in range(PDF_SAMPLES):
             t0, c0 = time.perf_counter(), time.process_time()
             figures = await reports.governors_report(dsl, TERM)
-            body = report_pdf(present(figures, exact=False),
-                              PrintedBy("School 000", "Sam Patel (DSL)", NOW))  # fmt: skip
+            body = report_pdf(
+                present(figures, exact=False), PrintedBy("School 000", "Sam Patel (DSL)", NOW)
+            )
             pdf_times.append(time.perf_counter() - t0)
             pdf_cpu.append(time.process_time() - c0)
             size = len(body)
@@ -277,22 +350,60 @@ def _chronology_pdf(entries: int = 1000) -> tuple[float, float, int, int]:
         record: ConcernRecord | ActionRecord
         if i % 2 == 0:
             record = ConcernRecord(
-                id=rid, org_id=org, pupil_ids=(pid,), category="bullying", restricted=False,
-                happened_at=at, recorded_at=at, recorded_by=sid, location="Playground",
-                account=ACCOUNT, people_involved="Class teacher", status="open")  # fmt: skip
+                id=rid,
+                org_id=org,
+                pupil_ids=(pid,),
+                category="bullying",
+                restricted=False,
+                happened_at=at,
+                recorded_at=at,
+                recorded_by=sid,
+                location="Playground",
+                account=ACCOUNT,
+                people_involved="Class teacher",
+                status="open",
+            )
         else:
-            record = ActionRecord(id=rid, concern_id=rid, created_at=at, created_by=sid,
-                                  text="DSL to speak to the pupil and the bus escort.")  # fmt: skip
-        lines.append(ChronologyLine(
-            kind="concern" if i % 2 == 0 else "action", id=rid, pupil_id=pid, occurred_at=at,
-            recorded_at=at, concern_id=rid, record=record, recorded_by_name="Sam Patel",
-            recorded_by_role="DSL"))  # fmt: skip
-    pupil = PupilRecord(id=pid, org_id=org, upn="H801200001001", surname="Okafor",
-                        forename="Amara", dob=date(2014, 11, 3), sex="F", year_group="6",
-                        created_at=NOW, updated_at=NOW)  # fmt: skip
+            record = ActionRecord(
+                id=rid,
+                concern_id=rid,
+                created_at=at,
+                created_by=sid,
+                text="DSL to speak to the pupil and the bus escort.",
+            )
+        lines.append(
+            ChronologyLine(
+                kind="concern" if i % 2 == 0 else "action",
+                id=rid,
+                pupil_id=pid,
+                occurred_at=at,
+                recorded_at=at,
+                concern_id=rid,
+                record=record,
+                recorded_by_name="Sam Patel",
+                recorded_by_role="DSL",
+            )
+        )
+    pupil = PupilRecord(
+        id=pid,
+        org_id=org,
+        upn="H801200001001",
+        surname="Okafor",
+        forename="Amara",
+        dob=date(2014, 11, 3),
+        sex="F",
+        year_group="6",
+        created_at=NOW,
+        updated_at=NOW,
+    )
     t0, c0 = time.perf_counter(), time.process_time()
-    body = chronology_pdf(pupil, lines, PrintedBy("School 000", "Sam Patel (DSL)", NOW),
-                          labels={"bullying": "Bullying"}, owners={})  # fmt: skip
+    body = chronology_pdf(
+        pupil,
+        lines,
+        PrintedBy("School 000", "Sam Patel (DSL)", NOW),
+        labels={"bullying": "Bullying"},
+        owners={},
+    )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return wall, cpu, len(body), len(PdfReader(BytesIO(body)).pages)
 

@@ -103,9 +103,16 @@ def _small_package(tmp: Path) -> list[str]:
     sender_pub = tmp / "sender.pub"
     sender_pub.write_text(sender.minisign_public_key_text())
     return [
-        str(package), "-i", str(key_file), "--org", to.org_id,
-        "--fingerprint", to.fingerprint, "--sender-key", str(sender_pub),
-    ]  # fmt: skip
+        str(package),
+        "-i",
+        str(key_file),
+        "--org",
+        to.org_id,
+        "--fingerprint",
+        to.fingerprint,
+        "--sender-key",
+        str(sender_pub),
+    ]
 
 
 def _row(name: str, runs: _Runs, yardstick: _Runs | None) -> str:
@@ -142,32 +149,53 @@ def measure(
         small.write_bytes(os.urandom(1000))
         subprocess.run(
             [handover, "age", "encrypt", "-r", recipient, "-o", str(tmp / "small.age"), str(small)],
-            check=True, capture_output=True, env=env,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+            env=env,
+        )
         node = tmp / "node"
         subprocess.run(
             [handover, "init", "--data-dir", str(node), "--school", "123456:8012000:Hillside"],
-            check=True, capture_output=True, env=env,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+            env=env,
+        )
         verify = _small_package(tmp)
         out = tmp / "out.bin"
         commands: dict[str, list[str]] = {
             "handover age decrypt (1 KB)": [
-                handover, "age", "decrypt", "-i", str(key), "-o", str(out), str(tmp / "small.age")
+                handover,
+                "age",
+                "decrypt",
+                "-i",
+                str(key),
+                "-o",
+                str(out),
+                str(tmp / "small.age"),
             ],
             "handover package verify (1 KB document)": [handover, "package", "verify", *verify],
             "handover audit verify (2 entries, SQLite)": [
-                handover, "audit", "verify", "--data-dir", str(node)
+                handover,
+                "audit",
+                "verify",
+                "--data-dir",
+                str(node),
             ],
             "handover age decrypt --help": [handover, "age", "decrypt", "--help"],
             "handover package verify --help": [handover, "package", "verify", "--help"],
             "handover audit verify --help": [handover, "audit", "verify", "--help"],
-        }  # fmt: skip
+        }
         age = shutil.which("age")
         if age:
             commands["age -d (Debian's, 1 KB)"] = [
-                age, "-d", "-i", str(key), "-o", str(out), str(tmp / "small.age")
-            ]  # fmt: skip
+                age,
+                "-d",
+                "-i",
+                str(key),
+                "-o",
+                str(out),
+                str(tmp / "small.age"),
+            ]
         results: dict[str, _Runs] = {}
         for _ in range(2):  # warm the page cache and the .pyc files
             for extra in variants.values():

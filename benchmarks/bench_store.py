@@ -299,16 +299,27 @@ async def _chronology_pupil(store: Store, org: _Org) -> str:
     """A pupil with exactly 1,000 chronology entries, written through the store's API."""
     p = await store.create_pupil(
         org.admin,
-        NewPupil(upn=_upn(f"801{2000:04d}", 15, 999), surname="Long", forename="Chronology",
-                 dob=date(2013, 5, 5), sex="F"),
-    )  # fmt: skip
+        NewPupil(
+            upn=_upn(f"801{2000:04d}", 15, 999),
+            surname="Long",
+            forename="Chronology",
+            dob=date(2013, 5, 5),
+            sex="F",
+        ),
+    )
     for i in range(CHRONOLOGY_ENTRIES // 4):
         when = T0 + timedelta(days=i)
         c = await store.record_concern(
             org.staff,
-            NewConcern(pupil_ids=(p.id,), category="bullying", happened_at=when,
-                       account=ACCOUNT, location="Bus bay", people_involved=PEOPLE),
-        )  # fmt: skip
+            NewConcern(
+                pupil_ids=(p.id,),
+                category="bullying",
+                happened_at=when,
+                account=ACCOUNT,
+                location="Bus bay",
+                people_involved=PEOPLE,
+            ),
+        )
         await store.triage_concern(org.dsl, c.id, NewTriage(decision="monitor", reason=ACTION))
         await store.add_action(org.dsl, c.id, NewAction(text=ACTION))
         await store.add_contact(
@@ -396,9 +407,15 @@ async def _measure(url: str, label: str, schools: int, concerns: int, tmp: Path)
             pid = rng.choice(org.pupils)
             return await store.record_concern(
                 org.staff,
-                NewConcern(pupil_ids=(pid,), category="behaviour", happened_at=T0,
-                           account=ACCOUNT, location="Hall", people_involved=PEOPLE),
-            )  # fmt: skip
+                NewConcern(
+                    pupil_ids=(pid,),
+                    category="behaviour",
+                    happened_at=T0,
+                    account=ACCOUNT,
+                    location="Hall",
+                    people_involved=PEOPLE,
+                ),
+            )
 
         async def read() -> object:
             return await store.chronology(org.dsl, chron)
@@ -435,9 +452,17 @@ async def _measure(url: str, label: str, schools: int, concerns: int, tmp: Path)
             path = Path(url.split("///", 1)[1])
             db_bytes = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
         return _Result(
-            label, seed_seconds, record_t, chron_t, frozen_t, ctf_t,
-            share_record, share_chron, shares_ctf[0], db_bytes,
-        )  # fmt: skip
+            label,
+            seed_seconds,
+            record_t,
+            chron_t,
+            frozen_t,
+            ctf_t,
+            share_record,
+            share_chron,
+            shares_ctf[0],
+            db_bytes,
+        )
     finally:
         await store.close()
 

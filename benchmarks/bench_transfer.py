@@ -149,9 +149,12 @@ async def _dsl(node: Node, org_id: str) -> Actor:
     staff = await node.store.find_staff(org_id, "bench.dsl")
     if staff is None:
         staff = await node.accounts.bootstrap_account(
-            org_id, username="bench.dsl", display_name="Bench DSL", roles=["dsl"],
+            org_id,
+            username="bench.dsl",
+            display_name="Bench DSL",
+            roles=["dsl"],
             password=secrets.token_urlsafe(18),
-        )  # fmt: skip
+        )
     return await node.store.actor_for(staff.id)
 
 
@@ -161,11 +164,15 @@ async def _pupil(node: Node, actor: Actor, school: int, serial: int) -> str:
     record = await node.store.create_pupil(
         actor,
         NewPupil(
-            upn=_upn(school, serial), surname=f"Leaver{serial}", forename="Bench",
-            dob=date(2015, 1 + serial % 12, 1 + serial % 28), sex="U", year_group="6",
+            upn=_upn(school, serial),
+            surname=f"Leaver{serial}",
+            forename="Bench",
+            dob=date(2015, 1 + serial % 12, 1 + serial % 28),
+            sex="U",
+            year_group="6",
             leaving_date=date(2026, 7, 22),
         ),
-    )  # fmt: skip
+    )
     return record.id
 
 
@@ -210,7 +217,8 @@ async def _build(node: Node, actor: Actor, pupil_id: str, to_org: str, doc: Path
                 out,
                 kind="leaver_file",
                 sender=Sender(
-                    org_id=keyset.org_id, key_fingerprint=keyset.fingerprint,
+                    org_id=keyset.org_id,
+                    key_fingerprint=keyset.fingerprint,
                     signing_key_id=keyset.key_id_hex,
                 ),
                 recipient=Recipient(org_id=entry.org_id, key_fingerprint=entry.fingerprint),
@@ -218,7 +226,7 @@ async def _build(node: Node, actor: Actor, pupil_id: str, to_org: str, doc: Path
                 entries=entries,
                 signer=keyset.minisign_secret_key(),
                 recipients=[X25519Recipient.from_string(entry.recipient)],
-            )  # fmt: skip
+            )
 
     built = await asyncio.to_thread(build)
     return _Built(actor, pupil_id, to_org, path, built)
@@ -226,9 +234,14 @@ async def _build(node: Node, actor: Actor, pupil_id: str, to_org: str, doc: Path
 
 async def _queue(node: Node, b: _Built) -> str:
     record = await node.outbox.queue_file(
-        b.actor, package_path=b.path, built=b.built, to_org_id=b.to_org,
-        pupil_ids=[b.pupil_id], kind="leaver_file", via="bench",
-    )  # fmt: skip
+        b.actor,
+        package_path=b.path,
+        built=b.built,
+        to_org_id=b.to_org,
+        pupil_ids=[b.pupil_id],
+        kind="leaver_file",
+        via="bench",
+    )
     return record.id
 
 
@@ -294,9 +307,10 @@ async def _received(data_dir: Path) -> int:
 
     async with await Node.open(data_dir) as node, node.store.sessions() as s:
         n = await s.scalar(
-            select(func.count()).select_from(IncomingPackage)
+            select(func.count())
+            .select_from(IncomingPackage)
             .where(IncomingPackage.state != "receiving")
-        )  # fmt: skip
+        )
     return int(n or 0)
 
 
@@ -386,17 +400,25 @@ def _plain_run(world: World, package: Path, out: Path) -> tuple[float, float]:
     me = [sys.executable, "-m", "benchmarks.bench_transfer"]
     server = subprocess.Popen(
         [*me, "plain-server", str(port), str(cert), str(key), str(out)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert server.stdout is not None
         if server.stdout.readline().strip() != "ready":
             raise RuntimeError("the plain aiohttp server did not start")
         done = subprocess.run(
-            [*me, "plain-upload", f"https://127.0.0.1:{port}/upload", str(world.trust_file),
-             str(package)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            [
+                *me,
+                "plain-upload",
+                f"https://127.0.0.1:{port}/upload",
+                str(world.trust_file),
+                str(package),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         hwm = _vm_hwm_mib(server.pid)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -524,10 +546,17 @@ def _large_once(world: World, root: Path, doc: Path, mib: int, serial: int) -> _
     held.unlink()  # disk space: the bench does not need it any more
     (world.nodes["sender"].data_dir / "outgoing" / f"{pid}.age").unlink(missing_ok=True)
     return _LargeRow(
-        mib, b.built.ciphertext_size, e2e, transfer, upload, complete, plain, sender_hwm,
+        mib,
+        b.built.ciphertext_size,
+        e2e,
+        transfer,
+        upload,
+        complete,
+        plain,
+        sender_hwm,
         receiver_hwm,
         plain_hwm,
-    )  # fmt: skip
+    )
 
 
 # ------------------------------------------------------------------- 2. the burst
@@ -588,32 +617,63 @@ def _postgres() -> Iterator[_Postgres]:
     port = _free_port()
     env = {**os.environ, "LC_ALL": "C.UTF-8"}
     subprocess.run(
-        as_user([str(bindir / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E",
-                 "UTF8"]),
-        check=True, capture_output=True, env=env,
-    )  # fmt: skip
+        as_user(
+            [str(bindir / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8"]
+        ),
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     subprocess.run(
-        as_user([str(bindir / "pg_ctl"), "-D", str(data), "-o",
-                 f"-h 127.0.0.1 -p {port} -k {tmp} -c max_connections=200", "-l",
-                 str(tmp / "log"), "-w", "start"]),
-        check=True, capture_output=True, env=env,
-    )  # fmt: skip
+        as_user(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                f"-h 127.0.0.1 -p {port} -k {tmp} -c max_connections=200",
+                "-l",
+                str(tmp / "log"),
+                "-w",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     try:
         yield _Postgres("127.0.0.1", port, user, run_as, bindir)
     finally:
         subprocess.run(
             as_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-            check=False, capture_output=True, env=env,
-        )  # fmt: skip
+            check=False,
+            capture_output=True,
+            env=env,
+        )
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _create_db(pg: _Postgres, name: str) -> str:
     subprocess.run(
-        [str(pg.bindir / "psql"), "-h", pg.host, "-p", str(pg.port), "-U", pg.user, "-d",
-         "postgres", "-v", "ON_ERROR_STOP=1", "-c", f'CREATE DATABASE "{name}"'],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            str(pg.bindir / "psql"),
+            "-h",
+            pg.host,
+            "-p",
+            str(pg.port),
+            "-U",
+            pg.user,
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            f'CREATE DATABASE "{name}"',
+        ],
+        check=True,
+        capture_output=True,
+    )
     return pg.url(name)
 
 
@@ -704,9 +764,17 @@ def _burst(root: Path, db: str) -> _BurstResult:
         if received != len(built):
             raise RuntimeError(f"the receiving node holds {received} packages, not {len(built)}")
         result = _BurstResult(
-            db, len(built), sum(b.built.ciphertext_size for b in built) // len(built), build_s,
-            queue_s, total_s, latencies, received, sender_hwm, receiver_hwm,
-        )  # fmt: skip
+            db,
+            len(built),
+            sum(b.built.ciphertext_size for b in built) // len(built),
+            build_s,
+            queue_s,
+            total_s,
+            latencies,
+            received,
+            sender_hwm,
+            receiver_hwm,
+        )
         print(f"  {db}: total {total_s:.1f} s", file=sys.stderr, flush=True)
         return result
 

@@ -75,20 +75,33 @@ async def _seed(store: Store, accounts: Accounts, alerts: Alerts) -> tuple[str, 
     pupils = []
     for n in range(PUPILS):
         body = f"801200{n:06d}"
-        pupils.append(await store.create_pupil(admin, NewPupil(
-            upn=upn_check_letter(body) + body, surname=f"Surname{n}", forename=f"Pupil{n}",
-            dob=date(2015, 1, 1) + timedelta(days=n), sex="F" if n % 2 else "M",
-            year_group=str(1 + n % 6),
-        )))  # fmt: skip
+        pupils.append(
+            await store.create_pupil(
+                admin,
+                NewPupil(
+                    upn=upn_check_letter(body) + body,
+                    surname=f"Surname{n}",
+                    forename=f"Pupil{n}",
+                    dob=date(2015, 1, 1) + timedelta(days=n),
+                    sex="F" if n % 2 else "M",
+                    year_group=str(1 + n % 6),
+                ),
+            )
+        )
     start = datetime.now(UTC) - timedelta(days=3 * 365)
     step = (datetime.now(UTC) - start) / CONCERNS
     concerns = []
     for n in range(CONCERNS):
-        concern = await store.record_concern(dsl, NewConcern(
-            pupil_ids=(pupils[n % PUPILS].id,), category="bullying",
-            happened_at=start + step * n, account="Seen upset at break; said others took "
-            "their lunch money.", location="Playground",
-        ))  # fmt: skip
+        concern = await store.record_concern(
+            dsl,
+            NewConcern(
+                pupil_ids=(pupils[n % PUPILS].id,),
+                category="bullying",
+                happened_at=start + step * n,
+                account="Seen upset at break; said others took their lunch money.",
+                location="Playground",
+            ),
+        )
         concerns.append(concern)
         if n < CONCERNS - UNTRIAGED:
             await store.triage_concern(
@@ -96,34 +109,58 @@ async def _seed(store: Store, accounts: Accounts, alerts: Alerts) -> tuple[str, 
             )
     today = date.today()
     for n in range(ACTIONS):
-        action = await store.add_action(dsl, concerns[-1 - n].id, NewAction(
-            text="Speak to the pupil and review in a fortnight.",
-            due_on=today + timedelta(days=n % 20 - 5), assignee_id=dsl.staff_id,
-        ))  # fmt: skip
+        action = await store.add_action(
+            dsl,
+            concerns[-1 - n].id,
+            NewAction(
+                text="Speak to the pupil and review in a fortnight.",
+                due_on=today + timedelta(days=n % 20 - 5),
+                assignee_id=dsl.staff_id,
+            ),
+        )
         if n >= OPEN_ACTIONS:
             await store.complete_action(dsl, action.id)
     long = pupils[-1]  # also in a few of the concerns above: just over 1,000 entries
     for n in range(LONG_CONCERNS):
-        concern = await store.record_concern(dsl, NewConcern(
-            pupil_ids=(long.id,), category="neglect" if n % 3 else "attendance",
-            happened_at=start + step * n * 8, account="Arrived hungry and tired; said there "
-            "was no food at home last night.", location="Breakfast club",
-        ))  # fmt: skip
+        concern = await store.record_concern(
+            dsl,
+            NewConcern(
+                pupil_ids=(long.id,),
+                category="neglect" if n % 3 else "attendance",
+                happened_at=start + step * n * 8,
+                account="Arrived hungry and tired; said there was no food at home last night.",
+                location="Breakfast club",
+            ),
+        )
         await store.triage_concern(
             dsl, concern.id, NewTriage(decision="monitor", reason="Early help offered.")
         )
-        await store.add_action(dsl, concern.id, NewAction(
-            text="Check breakfast club attendance.", assignee_id=dsl.staff_id,
-        ))  # fmt: skip
-        await store.add_contact(dsl, concern.id, NewContact(
-            agency="Early Help team", contacted_at=start + step * n * 8,
-            outcome="Family support worker to visit.",
-        ))  # fmt: skip
+        await store.add_action(
+            dsl,
+            concern.id,
+            NewAction(
+                text="Check breakfast club attendance.",
+                assignee_id=dsl.staff_id,
+            ),
+        )
+        await store.add_contact(
+            dsl,
+            concern.id,
+            NewContact(
+                agency="Early Help team",
+                contacted_at=start + step * n * 8,
+                outcome="Family support worker to visit.",
+            ),
+        )
     for n in range(ALERTS):
         await alerts.notify(
-            URN, key=f"bench:{n}", level="info", subject="Something to look at",
-            message="A transfer request is waiting for an answer.", pupil_id=pupils[n].id,
-        )  # fmt: skip
+            URN,
+            key=f"bench:{n}",
+            level="info",
+            subject="Something to look at",
+            message="A transfer request is waiting for an answer.",
+            pupil_id=pupils[n].id,
+        )
     return secret, str(long.upn)
 
 
@@ -133,17 +170,26 @@ Measured = dict[str, tuple[list[float], list[float], dict[str, int]]]
 async def _measure(root: Path) -> Measured:
     """Each page's wall and CPU times (ms) and weights (bytes), by page name."""
     audit = MemoryAudit()
-    store = await Store.open(f"sqlite+aiosqlite:///{root / 'bench.db'}", KEK, audit,
-                             data_dir=root)  # fmt: skip
+    store = await Store.open(f"sqlite+aiosqlite:///{root / 'bench.db'}", KEK, audit, data_dir=root)
     config = Config()
     accounts = Accounts(store, KEK, audit, config.security, hashing=CHEAPEST)
     alerts = Alerts(store, Mailer(config.smtp))
     secret, long_upn = await _seed(store, accounts, alerts)
     app = create_app(
-        store=store, accounts=accounts, audit=audit, config=config, alerts=alerts,
-        web_pages=WebServices(store=store, accounts=accounts, config=config, audit=audit,
-                              web_key=WEB_KEY, alerts=alerts),
-    )  # fmt: skip
+        store=store,
+        accounts=accounts,
+        audit=audit,
+        config=config,
+        alerts=alerts,
+        web_pages=WebServices(
+            store=store,
+            accounts=accounts,
+            config=config,
+            audit=audit,
+            web_key=WEB_KEY,
+            alerts=alerts,
+        ),
+    )
     pages = {"dashboard": "/", "pupil": f"/pupils/{long_upn}"}
     timings: list[float] = []
     cpu: list[float] = []
@@ -172,10 +218,15 @@ async def _measure(root: Path) -> Measured:
             page = await (await http.get(base + "/sign-in")).text()
             csrf = re.search(r'name="csrf" value="([^"]+)"', page)
             assert csrf is not None
-            resp = await http.post(base + "/sign-in", data={
-                "csrf": csrf.group(1), "username": "dsl", "password": PASSWORD,
-                "code": pyotp.TOTP(secret).now(),
-            })  # fmt: skip
+            resp = await http.post(
+                base + "/sign-in",
+                data={
+                    "csrf": csrf.group(1),
+                    "username": "dsl",
+                    "password": PASSWORD,
+                    "code": pyotp.TOTP(secret).now(),
+                },
+            )
             assert resp.status == 200 and "New concerns awaiting triage" in await resp.text()
             long_page = await (await http.get(base + pages["pupil"])).text()
             shown = re.search(r"of ([0-9,]+) entries", long_page)
@@ -200,23 +251,26 @@ async def _weigh(http: ClientSession, base: str, path: str) -> dict[str, int]:
     """The page's HTML and every stylesheet and script it loads, as received (bytes)."""
     weight: dict[str, int] = {}
     for coding in ("br", "gzip"):
-        async with http.get(base + path, headers={"Accept-Encoding": coding},
-                            auto_decompress=False) as r:  # fmt: skip
+        async with http.get(
+            base + path, headers={"Accept-Encoding": coding}, auto_decompress=False
+        ) as r:
             raw = await r.read()
             html = await (await http.get(base + path)).text()
         weight[f"html_{coding}"] = len(raw)
         assets = re.findall(r'(?:href|src)="(/static/[^"]+\.(?:css|js))"', html)
         total = 0
         for asset in assets:
-            async with http.get(base + asset, headers={"Accept-Encoding": coding},
-                                auto_decompress=False) as r:  # fmt: skip
+            async with http.get(
+                base + asset, headers={"Accept-Encoding": coding}, auto_decompress=False
+            ) as r:
                 total += len(await r.read())
         # The module GOV.UK Frontend's code comes in (imported by handover.js).
         main_js = next(a for a in assets if a.endswith("handover.js"))
         body = await (await http.get(base + main_js)).text()
         for imported in re.findall(r'from "(/static/[^"]+)"', body):
-            async with http.get(base + imported, headers={"Accept-Encoding": coding},
-                                auto_decompress=False) as r:  # fmt: skip
+            async with http.get(
+                base + imported, headers={"Accept-Encoding": coding}, auto_decompress=False
+            ) as r:
                 total += len(await r.read())
         weight[f"assets_{coding}"] = total
     return weight
@@ -246,9 +300,11 @@ def run() -> str:
         "",
         "| page | p50 | p95 | p99 | mean |",
         "|---|---:|---:|---:|---:|",
-    ]  # fmt: skip
-    names = {"dashboard": "DSL dashboard (`GET /`)",
-             "pupil": "pupil page, 1,000-entry chronology (`GET /pupils/{UPN}`)"}  # fmt: skip
+    ]
+    names = {
+        "dashboard": "DSL dashboard (`GET /`)",
+        "pupil": "pupil page, 1,000-entry chronology (`GET /pupils/{UPN}`)",
+    }
     for key, (timings, cpu, _) in measured.items():
         p50, p95, p99 = (_pct(timings, q) for q in (0.5, 0.95, 0.99))
         c50, c95, c99 = (_pct(cpu, q) for q in (0.5, 0.95, 0.99))

@@ -280,9 +280,13 @@ async def write_offline_bundle(
         fd = os.open(folder / PACKAGE_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             sealed = await referrals.seal(
-                actor, referral_id, out, route="offline", recipients=recipients,
+                actor,
+                referral_id,
+                out,
+                route="offline",
+                recipients=recipients,
                 form_only=form_only,
-            )  # fmt: skip
+            )
             out.flush()
             os.fsync(out.fileno())
     except BaseException:

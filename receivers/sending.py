@@ -152,9 +152,14 @@ async def send_offline(
 ) -> OfflineBundle:
     """Seal the referral into an offline bundle under ``out_dir``."""
     return await write_offline_bundle(
-        referrals, actor, referral_id, out_dir, passphrase=passphrase, as_zip=as_zip,
+        referrals,
+        actor,
+        referral_id,
+        out_dir,
+        passphrase=passphrase,
+        as_zip=as_zip,
         form_only=form_only,
-    )  # fmt: skip
+    )
 
 
 async def withdraw(

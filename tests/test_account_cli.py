@@ -46,10 +46,22 @@ def node(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     env["HANDOVER_ADMIN_PASSWORD"] = ADMIN_PASSWORD
     data = tmp_path / "node"
     r = subprocess.run(
-        [*HANDOVER, "init", "--data-dir", str(data), "--school", "123456:8012000:Hillside",
-         "--admin", "admin"],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            *HANDOVER,
+            "init",
+            "--data-dir",
+            str(data),
+            "--school",
+            "123456:8012000:Hillside",
+            "--admin",
+            "admin",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     return data, env
 
@@ -87,9 +99,12 @@ def test_create_then_enrol_at_the_prompt(node: tuple[Path, dict[str, str]]) -> N
 
     proc = subprocess.Popen(
         [*HANDOVER, "account", "enrol-totp", *d, "--user", "dee"],
-        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     assert proc.stdout is not None and proc.stdin is not None
     shown = ""
     while not KEY_LINE.search(shown):

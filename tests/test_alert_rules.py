@@ -71,9 +71,15 @@ async def test_a_leaving_date_set_raises_the_deadline_alert_at_once(world: Alert
     admin = await _admin(world)
     pupil = await world.store.create_pupil(
         admin,  # type: ignore[arg-type]
-        NewPupil(upn=upn(1), surname="Okafor", forename="Amara", dob=date(2014, 11, 3),
-                 sex="F", year_group="6"),
-    )  # fmt: skip
+        NewPupil(
+            upn=upn(1),
+            surname="Okafor",
+            forename="Amara",
+            dob=date(2014, 11, 3),
+            sex="F",
+            year_group="6",
+        ),
+    )
     assert await alerts.list(world.dsl) == []  # no leaving date yet: nothing to chase
     # Left two weeks ago, for a known school: overdue now, without any sweep having run.
     await world.store.update_pupil(
@@ -140,11 +146,14 @@ async def test_a_concern_logged_alerts_the_dsl_team_without_its_content(
     concern = await world.store.record_concern(
         world.teacher,
         NewConcern(
-            pupil_ids=(pupil.id,), category="domestic_abuse",
-            happened_at=world.clock.now - timedelta(hours=1), account=ACCOUNT,
-            location="VERY-SECRET-PLACE", people_involved="VERY-SECRET-PERSON",
+            pupil_ids=(pupil.id,),
+            category="domestic_abuse",
+            happened_at=world.clock.now - timedelta(hours=1),
+            account=ACCOUNT,
+            location="VERY-SECRET-PLACE",
+            people_involved="VERY-SECRET-PERSON",
         ),
-    )  # fmt: skip
+    )
     (alert,) = await alerts.list(world.dsl)
     assert alert.key == concern_key(concern.id) and alert.level == "info"
     assert alert.subject == "New concern logged: Domestic abuse"
@@ -186,16 +195,22 @@ async def test_an_overdue_action_alerts_its_owner_and_the_dsl_team(
     )
     concern = await world.store.record_concern(
         world.dsl,
-        NewConcern(pupil_ids=(pupil.id,), category="neglect",
-                   happened_at=world.clock.now - timedelta(hours=2), account=ACCOUNT),
-    )  # fmt: skip
+        NewConcern(
+            pupil_ids=(pupil.id,),
+            category="neglect",
+            happened_at=world.clock.now - timedelta(hours=2),
+            account=ACCOUNT,
+        ),
+    )
     await alerts.resolve(URN, concern_key(concern.id))
     inbox.messages.clear()
     on_time = await world.store.add_action(
-        world.dsl, concern.id,
-        NewAction(text="SECRET-ACTION-TEXT", assignee_id=world.deputy.staff_id,
-                  due_on=date(2026, 5, 6)),
-    )  # fmt: skip
+        world.dsl,
+        concern.id,
+        NewAction(
+            text="SECRET-ACTION-TEXT", assignee_id=world.deputy.staff_id, due_on=date(2026, 5, 6)
+        ),
+    )
     assert await alerts.list(world.dsl) == []  # not due yet
 
     # Two days after the due date the sweep (the scheduler's) finds it.
@@ -216,10 +231,12 @@ async def test_an_overdue_action_alerts_its_owner_and_the_dsl_team(
     # An action added with a due date already past is alerted at once, owner included,
     # even when the owner is not in the DSL team.
     late = await world.store.add_action(
-        world.dsl, concern.id,
-        NewAction(text="SECRET-ACTION-TEXT 2", assignee_id=world.teacher.staff_id,
-                  due_on=date(2026, 5, 1)),
-    )  # fmt: skip
+        world.dsl,
+        concern.id,
+        NewAction(
+            text="SECRET-ACTION-TEXT 2", assignee_id=world.teacher.staff_id, due_on=date(2026, 5, 1)
+        ),
+    )
     mine = await alerts.list(world.teacher)
     assert [a.key for a in mine] == [action_key(late.id)]
     assert "teacher@harbourside.example.org" in inbox.messages[-1][1]
@@ -241,9 +258,15 @@ async def test_a_failing_listener_does_not_undo_the_change(world: AlertWorld) ->
     admin = await _admin(world)
     pupil = await world.store.create_pupil(
         admin,  # type: ignore[arg-type]
-        NewPupil(upn=upn(4), surname="Begum", forename="Yusuf", dob=date(2015, 1, 9), sex="M",
-                 leaving_date=date(2026, 4, 30)),
-    )  # fmt: skip
+        NewPupil(
+            upn=upn(4),
+            surname="Begum",
+            forename="Yusuf",
+            dob=date(2015, 1, 9),
+            sex="M",
+            leaving_date=date(2026, 4, 30),
+        ),
+    )
     assert [c.kind for c in seen] == ["pupil.leaving"]
     assert (await world.store.get_pupil(world.dsl, pupil.id)).leaving_date == date(2026, 4, 30)
 
@@ -266,24 +289,37 @@ async def test_the_node_wires_the_alerts_to_the_store(
     monkeypatch.setenv("HANDOVER_KEK", secrets.token_hex(32))
     data = tmp_path / "node"
     await initialise(
-        data, name="t", schools=[("123456", "8012000", "Hillside")], agencies=[],
-        admin="admin", admin_password="a long enough pass phrase 42",
-    )  # fmt: skip
+        data,
+        name="t",
+        schools=[("123456", "8012000", "Hillside")],
+        agencies=[],
+        admin="admin",
+        admin_password="a long enough pass phrase 42",
+    )
     async with await Node.open(data) as node:
         admin = await node.store.find_staff("123456", "admin")
         assert admin is not None
         actor = await node.store.actor_for(admin.id)
         dsl = await node.accounts.bootstrap_account(
-            "123456", username="dsl", display_name="Sam Patel", roles=["dsl"],
+            "123456",
+            username="dsl",
+            display_name="Sam Patel",
+            roles=["dsl"],
             password="a long enough pass phrase 43",
-        )  # fmt: skip
+        )
         left = datetime.now(UTC).date() - timedelta(days=20)
         pupil = await node.store.create_pupil(
             actor,
-            NewPupil(upn=upn(5), surname="Taylor", forename="Mia", dob=date(2014, 9, 30),
-                     sex="F", leaving_date=left,
-                     destination=Destination(kind="school", urn="654321")),
-        )  # fmt: skip
+            NewPupil(
+                upn=upn(5),
+                surname="Taylor",
+                forename="Mia",
+                dob=date(2014, 9, 30),
+                sex="F",
+                leaving_date=left,
+                destination=Destination(kind="school", urn="654321"),
+            ),
+        )
         listed = await node.alerts.list(await node.store.actor_for(dsl.id))
         assert [a.key for a in listed] == [deadline_key(pupil.id, left)]
         assert listed[0].level == "overdue"

@@ -254,8 +254,12 @@ def test_due_dates_across_a_bank_holiday_and_a_half_term() -> None:
     # A July leaver: the fifth school day of the autumn term (starting Wed 2 Sept).
     assert transfer_due_date(date(2026, 7, 22), cal) == date(2026, 9, 8)
     assert [level_for(date(2026, 6, 3), date(2026, 6, d)) for d in range(1, 6)] == [
-        "upcoming", "upcoming", "due", "overdue", "overdue"
-    ]  # fmt: skip
+        "upcoming",
+        "upcoming",
+        "due",
+        "overdue",
+        "overdue",
+    ]
     assert level_for(date(2026, 6, 3), date(2026, 5, 31)) is None
 
 
@@ -264,11 +268,15 @@ def test_operator_calendar_and_bank_holidays_replace_the_shipped_ones(tmp_path: 
         "name": "Harbourside 2025-27",
         "closures": ["2026-06-01"],  # an INSET day
         "terms": [
-            {"name": "Summer 2026", "start": "2026-04-13", "end": "2026-07-22",
-             "breaks": [{"start": "2026-05-25", "end": "2026-05-29"}]},
+            {
+                "name": "Summer 2026",
+                "start": "2026-04-13",
+                "end": "2026-07-22",
+                "breaks": [{"start": "2026-05-25", "end": "2026-05-29"}],
+            },
             {"name": "Autumn 2026", "start": "2026-09-03", "end": "2026-12-18"},
         ],
-    }  # fmt: skip
+    }
     (tmp_path / "calendars").mkdir()
     (tmp_path / "calendars" / f"{URN}.json").write_text(json.dumps(doc))
     cals = Calendars(tmp_path)
@@ -276,8 +284,12 @@ def test_operator_calendar_and_bank_holidays_replace_the_shipped_ones(tmp_path: 
     assert transfer_due_date(date(2026, 5, 20), own) == date(2026, 6, 4)
     # Another school on the node keeps the shipped calendar.
     assert transfer_due_date(date(2026, 5, 20), cals.for_org(OTHER_URN)) == date(2026, 6, 3)
-    holidays = {"england-and-wales": {"division": "england-and-wales", "events": [
-        {"title": "Extra bank holiday", "date": "2026-06-02"}]}}  # fmt: skip
+    holidays = {
+        "england-and-wales": {
+            "division": "england-and-wales",
+            "events": [{"title": "Extra bank holiday", "date": "2026-06-02"}],
+        }
+    }
     (tmp_path / "bank-holidays.json").write_text(json.dumps(holidays))
     assert transfer_due_date(date(2026, 5, 20), Calendars(tmp_path).for_org(URN)) == date(
         2026, 6, 5
@@ -351,8 +363,9 @@ async def test_sweep_raises_each_level_in_sequence_once_a_day_until_accepted(
 async def test_calendar_that_runs_out_raises_one_info_alert(world: AlertWorld) -> None:
     alerts = Alerts(world.store, Mailer(SmtpSection()))
     await world.leaver(3, date(2028, 7, 20))  # the shipped terms end in July 2028
-    sweep = DeadlineSweep(world.store, alerts, FakeOutbox(), TransferSection(),
-                          data_dir=world.data_dir)  # fmt: skip
+    sweep = DeadlineSweep(
+        world.store, alerts, FakeOutbox(), TransferSection(), data_dir=world.data_dir
+    )
     world.clock.on(date(2028, 7, 20))
     report = await sweep.run()
     assert report.problems == 1 and report.raised == 0

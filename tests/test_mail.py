@@ -52,8 +52,9 @@ def _free_port() -> int:
 
 
 def _authenticator(inbox: Inbox) -> Any:
-    def check(server: SMTPServer, session: Session, envelope: Envelope, mechanism: str,
-              auth_data: Any) -> AuthResult:  # fmt: skip
+    def check(
+        server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         if isinstance(auth_data, LoginPassword):
             inbox.logins.append(auth_data.login.decode())
             ok = auth_data.login == b"school" and auth_data.password == b"s3cret pass"
@@ -176,10 +177,12 @@ async def test_bad_input_and_configuration_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="in clear"):
         Mailer(
             SmtpSection(
-                host="mail.example.org", username="u", starttls=False,
+                host="mail.example.org",
+                username="u",
+                starttls=False,
                 password_file=tmp_path / "p",
             )
-        )  # fmt: skip
+        )
     with pytest.raises(ConfigError, match="does not exist"):
         Mailer(SmtpSection(host="mail.example.org", username="u", password_file=tmp_path / "p"))
     with pytest.raises(ConfigError, match="from_address"):

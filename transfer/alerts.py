@@ -235,8 +235,9 @@ class Alerts:
     async def _mail(self, alert_id: str, to: Sequence[str], subject: str, message: str) -> bool:
         t = alerts_table
         try:
-            await self.mailer.send(to, f"Handover: {subject}", message + _MAIL_FOOTER.format(
-                id=alert_id))  # fmt: skip
+            await self.mailer.send(
+                to, f"Handover: {subject}", message + _MAIL_FOOTER.format(id=alert_id)
+            )
         except HandoverError as err:
             log.warning("e-mail for alert %s not sent: %s", alert_id, err.diagnostics())
             state: MailState = "failed"
@@ -333,8 +334,7 @@ class Alerts:
         try:
             require(actor, Permission.HANDLE_ALERTS)
         except PermissionDenied:
-            await self.store.record_event(action, actor, actor.org_id, targets,
-                                          outcome="refused")  # fmt: skip
+            await self.store.record_event(action, actor, actor.org_id, targets, outcome="refused")
             raise
 
     async def _names(self, actor: Actor, pupil_ids: set[str]) -> dict[str, str]:

@@ -106,9 +106,13 @@ class Node:
         )
         try:
             await prepare_database(
-                store.engine, kek, data_dir=data_dir, url=url, kek_source=kek_source(config),
+                store.engine,
+                kek,
+                data_dir=data_dir,
+                url=url,
+                kek_source=kek_source(config),
                 full_check=full_check,
-            )  # fmt: skip
+            )
             await store.finish_upgrade()
         except BaseException:
             await store.close()
@@ -117,23 +121,37 @@ class Node:
         keys = KeyStore.for_data_dir(data_dir, KekProtection(kek), audit=audit)
         directory = Directory(store, keys=keys, base_url=config.node.base_url)
         inbox = Inbox(
-            store=store, kek=kek, keys=keys, directory=directory, config=config,
-            data_dir=data_dir, audit_log=audit_log,
-        )  # fmt: skip
+            store=store,
+            kek=kek,
+            keys=keys,
+            directory=directory,
+            config=config,
+            data_dir=data_dir,
+            audit_log=audit_log,
+        )
         mailer = Mailer(config.smtp)
         alerts = Alerts(store, mailer)
         accounts = Accounts(store, kek, audit, config.security, alerts=alerts)
         referrals = Referrals(store, keys, directory, alerts=alerts)
         portal = PickupPortal(
-            store, keys, kek, base_url=config.node.base_url, mailer=mailer,
-            acknowledgements=referrals, alerts=alerts,
+            store,
+            keys,
+            kek,
+            base_url=config.node.base_url,
+            mailer=mailer,
+            acknowledgements=referrals,
+            alerts=alerts,
             settings=PortalSettings(ack_grace_minutes=config.portal.ack_grace_minutes),
-        )  # fmt: skip
+        )
         peer = PeerClient(keys=keys, directory=directory, config=config)
         outbox = Outbox(
-            store=store, keys=keys, directory=directory, client=peer, config=config,
+            store=store,
+            keys=keys,
+            directory=directory,
+            client=peer,
+            config=config,
             data_dir=data_dir,
-        )  # fmt: skip
+        )
         # Referrals to an agency that runs a node follow their packages' receipts, and every
         # receipt's audit checkpoint is kept as a witness of the receiver's log.
         AgencyNodeRoute(referrals, outbox).attach()
@@ -149,11 +167,25 @@ class Node:
         store_alerts.attach()
         outbox.on_receipt.append(_deadline_on_receipt(deadlines))
         return cls(
-            data_dir, config, audit_log, audit, store, accounts, keys, directory, portal=portal,
-            inbox=inbox, referrals=referrals, mailer=mailer, alerts=alerts, peer=peer,
-            outbox=outbox, deadlines=deadlines, store_alerts=store_alerts,
+            data_dir,
+            config,
+            audit_log,
+            audit,
+            store,
+            accounts,
+            keys,
+            directory,
+            portal=portal,
+            inbox=inbox,
+            referrals=referrals,
+            mailer=mailer,
+            alerts=alerts,
+            peer=peer,
+            outbox=outbox,
+            deadlines=deadlines,
+            store_alerts=store_alerts,
             web_key=aead.purpose_key(kek, WEB_KEY_LABEL),
-        )  # fmt: skip
+        )
 
     def transfer_requests(
         self, *, outbox: LeaverFileQueue, client: PeerJsonClient
@@ -162,9 +194,13 @@ class Node:
         from transfer.exchange.requests import TransferRequests
 
         return TransferRequests(
-            store=self.store, outbox=outbox, client=client, directory=self.directory,
-            alerts=self.alerts, config=self.config,
-        )  # fmt: skip
+            store=self.store,
+            outbox=outbox,
+            client=client,
+            directory=self.directory,
+            alerts=self.alerts,
+            config=self.config,
+        )
 
     async def establish_identity(self) -> NodeIdentity:
         """``handover init``: tie the data directory, database and KEK together (idempotent)."""

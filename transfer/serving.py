@@ -202,73 +202,124 @@ def _app_and_scheduler(node: Node) -> tuple[web.Application, AsyncIOScheduler]:
     deadlines = node.deadlines
     after_accepted = AfterAcceptanceRetention(node.store, requests_outbox, node.config.transfer)
     app = create_app(
-        store=node.store, accounts=node.accounts, audit=node.audit, config=node.config,
+        store=node.store,
+        accounts=node.accounts,
+        audit=node.audit,
+        config=node.config,
         inbox=node.inbox,
         peer=services_for(node, requests=transfer_requests, receipts=node.outbox),
-        alerts=node.alerts, transfer_requests=transfer_requests, outbox=node.outbox,
-        portal=node.portal, referrals=node.referrals,
+        alerts=node.alerts,
+        transfer_requests=transfer_requests,
+        outbox=node.outbox,
+        portal=node.portal,
+        referrals=node.referrals,
         web_pages=WebServices(
-            store=node.store, accounts=node.accounts, config=node.config, audit=node.audit,
-            web_key=node.web_key, alerts=node.alerts, inbox=node.inbox,
+            store=node.store,
+            accounts=node.accounts,
+            config=node.config,
+            audit=node.audit,
+            web_key=node.web_key,
+            alerts=node.alerts,
+            inbox=node.inbox,
             trail=AuditTrail(node.audit_log, node.audit),
             key_admin=KeyAdministration(node.store, node.keys, node.directory),
-            transfer_requests=transfer_requests, directory=node.directory,
+            transfer_requests=transfer_requests,
+            directory=node.directory,
             outbox=node.outbox,
         ),
-    )  # fmt: skip
+    )
     receipt_pusher = ReceiptPusher(
         store=node.store, client=peer_client, config=node.config, audit_log=node.audit_log
     )
     scheduler = AsyncIOScheduler(timezone="UTC")
     scheduler.add_job(
-        _sweep_retention, "interval", hours=node.config.retention.sweep_hours, args=[node],
-        max_instances=1, coalesce=True,
-    )  # fmt: skip
+        _sweep_retention,
+        "interval",
+        hours=node.config.retention.sweep_hours,
+        args=[node],
+        max_instances=1,
+        coalesce=True,
+    )
     scheduler.add_job(_checkpoint, "interval", minutes=10, args=[node], max_instances=1)
     # A full disk is logged where it is met; the DSL teams are told once it can be recorded.
     scheduler.add_job(
-        _report_space, "interval", seconds=node.config.transfer.sweep_seconds, args=[node],
-        max_instances=1, coalesce=True,
-    )  # fmt: skip
+        _report_space,
+        "interval",
+        seconds=node.config.transfer.sweep_seconds,
+        args=[node],
+        max_instances=1,
+        coalesce=True,
+    )
     scheduler.add_job(
-        _replay_intents, "interval", seconds=node.config.transfer.sweep_seconds, args=[node],
-        max_instances=1, coalesce=True,
-    )  # fmt: skip
+        _replay_intents,
+        "interval",
+        seconds=node.config.transfer.sweep_seconds,
+        args=[node],
+        max_instances=1,
+        coalesce=True,
+    )
     # Deliver due outbox items and pull receipts (every transfer.sweep_seconds).
     schedule_outbox_sweeps(scheduler, node.outbox, node.config)
     scheduler.add_job(
-        receipt_pusher.push_due, "interval", seconds=node.config.transfer.sweep_seconds,
-        max_instances=1, coalesce=True,
-    )  # fmt: skip
+        receipt_pusher.push_due,
+        "interval",
+        seconds=node.config.transfer.sweep_seconds,
+        max_instances=1,
+        coalesce=True,
+    )
     # Transfer requests and decisions owed to other nodes, KCSIE deadline alerts (hourly,
     # from start-up; idempotent per day) and after-acceptance retention (hourly).
     scheduler.add_job(
-        transfer_requests.send_due, "interval", seconds=node.config.transfer.sweep_seconds,
-        max_instances=1, coalesce=True,
-    )  # fmt: skip
+        transfer_requests.send_due,
+        "interval",
+        seconds=node.config.transfer.sweep_seconds,
+        max_instances=1,
+        coalesce=True,
+    )
     # Alerts are raised as the data changes; these sweeps catch what time alone changes (a
     # due date passing at midnight) within ALERT_SWEEP_MINUTES.
     scheduler.add_job(
-        deadlines.run, "interval", minutes=ALERT_SWEEP_MINUTES, next_run_time=datetime.now(UTC),
-        max_instances=1, coalesce=True,
-    )  # fmt: skip
+        deadlines.run,
+        "interval",
+        minutes=ALERT_SWEEP_MINUTES,
+        next_run_time=datetime.now(UTC),
+        max_instances=1,
+        coalesce=True,
+    )
     scheduler.add_job(
-        node.store_alerts.actions.run, "interval", minutes=ALERT_SWEEP_MINUTES,
-        next_run_time=datetime.now(UTC), max_instances=1, coalesce=True,
-    )  # fmt: skip
+        node.store_alerts.actions.run,
+        "interval",
+        minutes=ALERT_SWEEP_MINUTES,
+        next_run_time=datetime.now(UTC),
+        max_instances=1,
+        coalesce=True,
+    )
     scheduler.add_job(
-        after_accepted.run, "interval", hours=1, next_run_time=datetime.now(UTC),
-        max_instances=1, coalesce=True,
-    )  # fmt: skip
+        after_accepted.run,
+        "interval",
+        hours=1,
+        next_run_time=datetime.now(UTC),
+        max_instances=1,
+        coalesce=True,
+    )
     # Expired pickup links, and referrals past their deadline (LADO: one working day).
     scheduler.add_job(
-        node.portal.sweep_expired, "interval", hours=1, next_run_time=datetime.now(UTC),
-        max_instances=1, coalesce=True,
-    )  # fmt: skip
+        node.portal.sweep_expired,
+        "interval",
+        hours=1,
+        next_run_time=datetime.now(UTC),
+        max_instances=1,
+        coalesce=True,
+    )
     scheduler.add_job(
-        referral_deadline_sweep, "interval", hours=1, next_run_time=datetime.now(UTC),
-        args=[node.referrals, node.alerts], max_instances=1, coalesce=True,
-    )  # fmt: skip
+        referral_deadline_sweep,
+        "interval",
+        hours=1,
+        next_run_time=datetime.now(UTC),
+        args=[node.referrals, node.alerts],
+        max_instances=1,
+        coalesce=True,
+    )
     return app, scheduler
 
 

@@ -524,14 +524,22 @@ async def confirm_authenticator(request: web.Request) -> web.StreamResponse:
         )
     except WrongCurrentCode as err:
         return await _authenticator_page(
-            request, visit, status=400, error=err.diagnostics(), error_field="current",
+            request,
+            visit,
+            status=400,
+            error=err.diagnostics(),
+            error_field="current",
             sealed=sealed,
-        )  # fmt: skip
+        )
     except WrongPortalCode as err:
         return await _authenticator_page(
-            request, visit, status=400, error=err.diagnostics(), error_field="code",
+            request,
+            visit,
+            status=400,
+            error=err.diagnostics(),
+            error_field="code",
             sealed=sealed,
-        )  # fmt: skip
+        )
     except (InputError, ConflictError) as err:
         # An expired or altered set-up form, or a change a moment ago: start again.
         return await _authenticator_page(

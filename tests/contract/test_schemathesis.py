@@ -59,8 +59,14 @@ TEACHER = "fuzz.teacher"
 ADMIN = "fuzz.admin"
 #: Operations that can end the session they run with (see above), run as someone else.
 OWN_PASSWORD = ("change_password",)
-STAFF_ADMIN = ("create_staff", "update_staff", "deactivate_staff", "unlock_staff",
-               "reset_password", "reset_totp")  # fmt: skip
+STAFF_ADMIN = (
+    "create_staff",
+    "update_staff",
+    "deactivate_staff",
+    "unlock_staff",
+    "reset_password",
+    "reset_totp",
+)
 #: Per operation and phase; with the coverage phase's boundary cases, a few thousand
 #: requests in all: about a minute or two on two cores.
 MAX_EXAMPLES = 30
@@ -92,8 +98,21 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, dict
     os.environ["HANDOVER_PASSWORD"] = password
     try:
         for user, roles in people.items():
-            run_cli(["account", "create", "--data-dir", str(node.data_dir), "--org", SCHOOL[0],
-                     "--user", user, "--name", user.title(), *roles])  # fmt: skip
+            run_cli(
+                [
+                    "account",
+                    "create",
+                    "--data-dir",
+                    str(node.data_dir),
+                    "--org",
+                    SCHOOL[0],
+                    "--user",
+                    user,
+                    "--name",
+                    user.title(),
+                    *roles,
+                ]
+            )
     finally:
         del os.environ["HANDOVER_PASSWORD"]
     world.start()
@@ -126,14 +145,28 @@ async def _pupil_and_concern(world: World, token: str) -> dict[str, str]:
     async with aiohttp.ClientSession() as http:
         dsl = StaffClient(http, node.base_url, tls)
         dsl._token = token
-        pupil = await dsl.call("POST", "/pupils", {
-            "upn": "H801200001001", "surname": "Okafor", "forename": "Amara",
-            "dob": "2015-03-14", "sex": "F", "year_group": "6",
-        })  # fmt: skip
-        concern = await dsl.call("POST", "/concerns", {
-            "pupil_ids": [pupil["id"]], "category": "child_protection",
-            "happened_at": "2026-01-12T09:10:00+00:00", "account": "Arrived with a bruise.",
-        })  # fmt: skip
+        pupil = await dsl.call(
+            "POST",
+            "/pupils",
+            {
+                "upn": "H801200001001",
+                "surname": "Okafor",
+                "forename": "Amara",
+                "dob": "2015-03-14",
+                "sex": "F",
+                "year_group": "6",
+            },
+        )
+        concern = await dsl.call(
+            "POST",
+            "/concerns",
+            {
+                "pupil_ids": [pupil["id"]],
+                "category": "child_protection",
+                "happened_at": "2026-01-12T09:10:00+00:00",
+                "account": "Arrived with a bruise.",
+            },
+        )
     return {"pupil_id": str(pupil["id"]), "concern_id": str(concern["id"])}
 
 
@@ -148,13 +181,32 @@ def test_every_answer_is_one_the_openapi_document_describes(
     everything_else = ("sign_out", *OWN_PASSWORD, *STAFF_ADMIN)
     started = time.monotonic()
     runs = [
-        _schemathesis(world, tokens, USER, tmp_path, "everything",
-                      _only("--exclude-operation-id", everything_else)),
-        _schemathesis(world, tokens, TEACHER, tmp_path, "own-password",
-                      _only("--include-operation-id", OWN_PASSWORD)),
-        _schemathesis(world, tokens, ADMIN, tmp_path, "staff-administration",
-                      _only("--include-operation-id", STAFF_ADMIN), session_holds=False),
-    ]  # fmt: skip
+        _schemathesis(
+            world,
+            tokens,
+            USER,
+            tmp_path,
+            "everything",
+            _only("--exclude-operation-id", everything_else),
+        ),
+        _schemathesis(
+            world,
+            tokens,
+            TEACHER,
+            tmp_path,
+            "own-password",
+            _only("--include-operation-id", OWN_PASSWORD),
+        ),
+        _schemathesis(
+            world,
+            tokens,
+            ADMIN,
+            tmp_path,
+            "staff-administration",
+            _only("--include-operation-id", STAFF_ADMIN),
+            session_holds=False,
+        ),
+    ]
     elapsed = time.monotonic() - started
     operations = sum(r.get("operations", 0) for r in runs)
     cases = sum(r.get("cases", 0) for r in runs)
@@ -167,33 +219,59 @@ def test_every_answer_is_one_the_openapi_document_describes(
 
 
 def _schemathesis(
-    world: World, tokens: dict[str, str], user: str, report: Path, name: str, only: list[str],
-    *, session_holds: bool = True,
-) -> dict[str, int]:  # fmt: skip
+    world: World,
+    tokens: dict[str, str],
+    user: str,
+    report: Path,
+    name: str,
+    only: list[str],
+    *,
+    session_holds: bool = True,
+) -> dict[str, int]:
     """One Schemathesis run; its figures. Fails the test with its output if it fails."""
     base = world.nodes["school"].base_url
     command = [
-        str(Path(sys.executable).with_name("schemathesis")), "--config-file", tokens["config"],
-        "run", f"{base}/api/v1/openapi.json",
-        "--header", f"Authorization: Bearer {tokens[user]}",
-        "--tls-verify", str(world.trust_file),
-        "--checks", ",".join(CHECKS),
-        "--phases", "examples,coverage,fuzzing",
-        "--max-examples", str(MAX_EXAMPLES),
-        "--seed", str(SEED), "--generation-deterministic",
+        str(Path(sys.executable).with_name("schemathesis")),
+        "--config-file",
+        tokens["config"],
+        "run",
+        f"{base}/api/v1/openapi.json",
+        "--header",
+        f"Authorization: Bearer {tokens[user]}",
+        "--tls-verify",
+        str(world.trust_file),
+        "--checks",
+        ",".join(CHECKS),
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        str(SEED),
+        "--generation-deterministic",
         # One worker: Hypothesis parses lambdas' source with ``ast``, which CPython 3.11
         # does not make thread-safe ("AST constructor recursion depth mismatch").
-        "--workers", "1",
-        "--request-timeout", "30",
-        "--suppress-health-check", "all",
-        "--report", "junit", "--report-junit-path", str(report / f"{name}.xml"),
+        "--workers",
+        "1",
+        "--request-timeout",
+        "30",
+        "--suppress-health-check",
+        "all",
+        "--report",
+        "junit",
+        "--report-junit-path",
+        str(report / f"{name}.xml"),
         "--no-color",
         *only,
-    ]  # fmt: skip
+    ]
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=900, cwd=report,
+        command,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=report,
         env={**os.environ, "NO_COLOR": "1"},
-    )  # fmt: skip
+    )
     output = done.stdout + done.stderr
     (report / f"{name}.txt").write_text(output, encoding="utf-8")
     output += f"\n(output and JUnit report in {report})"

@@ -19,8 +19,15 @@ from transfer.directory.document import authority_secret_key_text
 
 
 def run(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*HANDOVER, *map(str, args)], env=env, capture_output=True, text=True,
-                          timeout=120, check=False, stdin=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.run(
+        [*HANDOVER, *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def ok(env: dict[str, str], *args: str | Path) -> str:
@@ -62,8 +69,19 @@ def served(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[Path, Path, st
     node_a = tmp_path / "node-a"
     ok(env, "init", "--data-dir", node_a, "--school", "100001:8010001:Hillside Primary")
     entry_file = tmp_path / "hillside.json"
-    out = ok(env, "directory", "export-entry", "--data-dir", node_a, "--org", "100001",
-             "--email", "dsl@hillside.example", "--out", entry_file)  # fmt: skip
+    out = ok(
+        env,
+        "directory",
+        "export-entry",
+        "--data-dir",
+        node_a,
+        "--org",
+        "100001",
+        "--email",
+        "dsl@hillside.example",
+        "--out",
+        entry_file,
+    )
     exported = json.loads(entry_file.read_text())
     assert fingerprint_in(out) == exported["fingerprint"]
     assert exported["email"] == "dsl@hillside.example" and exported["kind"] == "school"
@@ -79,10 +97,12 @@ def served(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[Path, Path, st
 
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
-        [*HANDOVER, "directory", "serve", "--file", str(doc), "--host", "127.0.0.1",
-         "--port", "0"],
-        env=env, stdout=subprocess.PIPE, stderr=log, text=True,
-    )  # fmt: skip
+        [*HANDOVER, "directory", "serve", "--file", str(doc), "--host", "127.0.0.1", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         banner = proc.stdout.readline()
@@ -120,11 +140,30 @@ def test_authority_to_node_over_a_real_socket(
     pub = auth / "authority.pub"
     line = refused(env, 2, "directory", "pin", "--data-dir", node_b, "--authority-key", pub)
     actual = fingerprint_in(line.replace("fingerprint is", "fingerprint:"))
-    line = refused(env, 6, "directory", "pin", "--data-dir", node_b, "--authority-key", pub,
-                   "--fingerprint", "0000-0000-0000-0000")  # fmt: skip
+    line = refused(
+        env,
+        6,
+        "directory",
+        "pin",
+        "--data-dir",
+        node_b,
+        "--authority-key",
+        pub,
+        "--fingerprint",
+        "0000-0000-0000-0000",
+    )
     assert "does not match" in line
-    out = ok(env, "directory", "pin", "--data-dir", node_b, "--authority-key", pub,
-             "--fingerprint", actual.lower().replace("-", " "))  # fmt: skip
+    out = ok(
+        env,
+        "directory",
+        "pin",
+        "--data-dir",
+        node_b,
+        "--authority-key",
+        pub,
+        "--fingerprint",
+        actual.lower().replace("-", " "),
+    )
     assert actual in out
     out = ok(env, "directory", "import", "--data-dir", node_b, "--url", url)
     assert "serial 1 imported: 1 organisation," in out
@@ -141,8 +180,21 @@ def test_authority_to_node_over_a_real_socket(
     revoke = ["directory", "revoke", "--file", doc, "--org", "100001", "--key-id", key_id]
     line = refused(env, 2, *revoke, "--at", "yesterday", "--reason", "laptop stolen")
     assert "--at" in line and "ISO 8601" in line
-    ok(env, "directory", "revoke", "--file", doc, "--org", "100001", "--key-id", key_id,
-       "--at", "2026-11-01T09:00:00Z", "--reason", "laptop stolen")  # fmt: skip
+    ok(
+        env,
+        "directory",
+        "revoke",
+        "--file",
+        doc,
+        "--org",
+        "100001",
+        "--key-id",
+        key_id,
+        "--at",
+        "2026-11-01T09:00:00Z",
+        "--reason",
+        "laptop stolen",
+    )
     assert not (tmp_path / "directory.json.minisig").exists()  # edited: old signature removed
     ok(env, "directory", "sign", "--file", doc, "--key", auth / "authority.key")
     out = ok(env, "directory", "import", "--data-dir", node_b, "--url", url)
@@ -155,19 +207,20 @@ def test_authority_to_node_over_a_real_socket(
     old.mkdir()
     (old / "directory.json").write_bytes(old_doc)
     (old / "directory.json.minisig").write_bytes(old_sig)
-    line = refused(env, 6, "directory", "import", "--data-dir", node_b,
-                   "--file", old / "directory.json")  # fmt: skip
+    line = refused(
+        env, 6, "directory", "import", "--data-dir", node_b, "--file", old / "directory.json"
+    )
     assert "serial 1, older than serial 2" in line
     # Tampered: refused as an integrity failure.
     (old / "directory.json").write_bytes(doc.read_bytes().replace(b"Hillside", b"Hillsid3"))
     (old / "directory.json.minisig").write_bytes((tmp_path / "directory.json.minisig").read_bytes())
-    line = refused(env, 7, "directory", "import", "--data-dir", node_b,
-                   "--file", old / "directory.json")  # fmt: skip
+    line = refused(
+        env, 7, "directory", "import", "--data-dir", node_b, "--file", old / "directory.json"
+    )
     assert "does not match its signature" in line
     assert "serial 2" in ok(env, "directory", "list", "--data-dir", node_b)
     # Nothing is served but the two files.
-    missing = run(env, "directory", "import", "--data-dir", node_b,
-                  "--url", url + "authority.key")  # fmt: skip
+    missing = run(env, "directory", "import", "--data-dir", node_b, "--url", url + "authority.key")
     assert missing.returncode == 2 and "404" in missing.stderr
 
 
@@ -197,37 +250,79 @@ def test_node_refusals_expired_wrong_authority_and_local_entries(
     assert "expired" in line and "serial 100" in line
     # Signed by someone else.
     _, data, sig = document(minisign.SecretKey.generate(), [], serial=0)
-    line = refused(env, 7, "directory", "import", "--data-dir", node, "--file",
-                   write("other.json", data, sig))  # fmt: skip
+    line = refused(
+        env, 7, "directory", "import", "--data-dir", node, "--file", write("other.json", data, sig)
+    )
     assert "not by the directory authority this node trusts" in line
     # A missing signature file is named.
     (tmp_path / "bare.json").write_bytes(data)
-    line = refused(env, 2, "directory", "import", "--data-dir", node, "--file",
-                   tmp_path / "bare.json")  # fmt: skip
+    line = refused(
+        env, 2, "directory", "import", "--data-dir", node, "--file", tmp_path / "bare.json"
+    )
     assert "bare.json.minisig does not exist" in line
 
     # A local entry, by hand: the fingerprint read out must match.
     lado = keyset("lado-testshire")
     entry_file = tmp_path / "lado.json"
     entry_file.write_text(entry(lado, "Testshire LADO", "lado").model_dump_json())
-    line = refused(env, 6, "directory", "add-local", "--data-dir", node, "--entry", entry_file,
-                   "--fingerprint", "ABCD-EFGH-JKMN-PQRS")  # fmt: skip
+    line = refused(
+        env,
+        6,
+        "directory",
+        "add-local",
+        "--data-dir",
+        node,
+        "--entry",
+        entry_file,
+        "--fingerprint",
+        "ABCD-EFGH-JKMN-PQRS",
+    )
     assert "does not match" in line
-    line = refused(env, 2, "directory", "add-local", "--data-dir", node, "--entry", entry_file,
-                   "--fingerprint", "not-a-fingerprint")  # fmt: skip
+    line = refused(
+        env,
+        2,
+        "directory",
+        "add-local",
+        "--data-dir",
+        node,
+        "--entry",
+        entry_file,
+        "--fingerprint",
+        "not-a-fingerprint",
+    )
     assert "16 letters and digits" in line
     assert "lado-testshire" not in ok(env, "directory", "list", "--data-dir", node)
-    out = ok(env, "directory", "add-local", "--data-dir", node, "--entry", entry_file,
-             "--fingerprint", lado.fingerprint)  # fmt: skip
+    out = ok(
+        env,
+        "directory",
+        "add-local",
+        "--data-dir",
+        node,
+        "--entry",
+        entry_file,
+        "--fingerprint",
+        lado.fingerprint,
+    )
     assert "added" in out
-    assert re.search(r"lado-testshire\s+local\s+lado", ok(env, "directory", "list",
-                                                            "--data-dir", node))  # fmt: skip
+    assert re.search(
+        r"lado-testshire\s+local\s+lado", ok(env, "directory", "list", "--data-dir", node)
+    )
     # A damaged entry file is refused before anything is stored.
     broken = json.loads(entry_file.read_text())
     broken["fingerprint"] = "ABCD-EFGH-JKMN-PQRS"
     entry_file.write_text(json.dumps(broken))
-    line = refused(env, 2, "directory", "add-local", "--data-dir", node, "--entry", entry_file,
-                   "--fingerprint", "ABCD-EFGH-JKMN-PQRS")  # fmt: skip
+    line = refused(
+        env,
+        2,
+        "directory",
+        "add-local",
+        "--data-dir",
+        node,
+        "--entry",
+        entry_file,
+        "--fingerprint",
+        "ABCD-EFGH-JKMN-PQRS",
+    )
     assert "not the fingerprint of the keys given" in line
     # The tamper-evident audit log recorded the refusals and the addition (never a secret).
     lines = ok(env, "audit", "show", "--data-dir", node, "--action", "directory.*", "--json")
@@ -249,8 +344,18 @@ def test_the_authority_sets_a_town_when_adding_or_later(
     hillside.write_text(entry(keyset("100001"), "Hillside Primary").model_dump_json())
     # A bad town is refused in one line, and nothing is written.
     before = doc.read_bytes()
-    line = refused(env, 2, "directory", "add-org", "--file", doc, "--entry", riverside,
-                   "--town", "Yate\u202eetaY")  # fmt: skip
+    line = refused(
+        env,
+        2,
+        "directory",
+        "add-org",
+        "--file",
+        doc,
+        "--entry",
+        riverside,
+        "--town",
+        "Yate\u202eetaY",
+    )
     assert "the town is not valid" in line and "U+202E RIGHT-TO-LEFT OVERRIDE" in line
     assert doc.read_bytes() == before
     out = ok(env, "directory", "add-org", "--file", doc, "--entry", riverside, "--town", "Yate")
@@ -259,8 +364,9 @@ def test_the_authority_sets_a_town_when_adding_or_later(
     # Later: a town for an entry already in the directory (or a corrected one).
     out = ok(env, "directory", "set-town", "--file", doc, "--org", "100001", "--town", " Bristol ")
     assert "100001 (Hillside Primary) is in Bristol." in out
-    line = refused(env, 2, "directory", "set-town", "--file", doc, "--org", "999999",
-                   "--town", "Bath")  # fmt: skip
+    line = refused(
+        env, 2, "directory", "set-town", "--file", doc, "--org", "999999", "--town", "Bath"
+    )
     assert "organisation 999999 is not in the directory" in line
     ok(env, "directory", "sign", "--file", doc, "--key", auth / "authority.key")
     shown = ok(env, "directory", "show", "--file", doc, "--authority-key", auth / "authority.pub")

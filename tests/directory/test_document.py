@@ -89,8 +89,9 @@ def test_a_signature_for_another_purpose_is_refused() -> None:
 def test_rollback_and_serial_conflict_are_refused() -> None:
     _, old, old_sig = document(AUTHORITY, [], serial=0)
     _, new, new_sig = document(AUTHORITY, [entry(keyset("100001"))], serial=1)
-    verify_document(new, new_sig, authority=AUTHORITY.public_key, now=T0, held_serial=1,
-                    held_bytes=old)  # fmt: skip  # 2 > 1: fine
+    verify_document(
+        new, new_sig, authority=AUTHORITY.public_key, now=T0, held_serial=1, held_bytes=old
+    )  # 2 > 1: fine
     with pytest.raises(DirectoryRollbackError, match="serial 1, older than serial 2"):
         verify_document(
             old, old_sig, authority=AUTHORITY.public_key, now=T0, held_serial=2, held_bytes=new
@@ -152,8 +153,12 @@ def test_add_organisation_and_revocation_rules() -> None:
     replaced = add_organisation(doc, entry(rotated), replace=True)
     assert replaced.organisations[0].key_id == rotated.key_id_hex
     assert replaced.organisations[0].previous_keys[0].key_id == a.key_id_hex
-    r = Revocation(org_id="100001", key_id=a.key_id_hex, revoked_at=T0 + timedelta(hours=5),
-                   reason="laptop stolen")  # fmt: skip
+    r = Revocation(
+        org_id="100001",
+        key_id=a.key_id_hex,
+        revoked_at=T0 + timedelta(hours=5),
+        reason="laptop stolen",
+    )
     revoked = add_revocation(replaced, r)
     earlier = add_revocation(revoked, r.model_copy(update={"revoked_at": T0}))
     assert earlier.revocations[0].revoked_at == T0
@@ -273,8 +278,15 @@ def test_document_module_is_pure() -> None:
         "import schemas.directory, transfer.directory, transfer.directory.document\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'aiohttp', 'sqlalchemy'}))\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                         env={"PYTHONPATH": str(REPO)}, check=True, timeout=60)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO)},
+        check=True,
+        timeout=60,
+    )
     assert res.stdout.strip() == "[]"
 
 
@@ -292,8 +304,9 @@ def test_a_directory_signed_before_towns_still_verifies_and_keeps_its_bytes() ->
     assert b"town" not in data
     got = verify_document(data, sig, authority=pub, now=T0)
     assert [(e.name, e.town) for e in got.document.organisations] == [
-        ("Hillside Primary", None), ("Riverside Academy", None)
-    ]  # fmt: skip
+        ("Hillside Primary", None),
+        ("Riverside Academy", None),
+    ]
     assert document_bytes(got.document) == data
 
 

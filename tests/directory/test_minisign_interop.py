@@ -27,8 +27,14 @@ def _need_minisign() -> None:
 
 def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
     assert MINISIGN is not None
-    return subprocess.run([MINISIGN, *map(str, args)], capture_output=True, text=True,
-                          timeout=60, check=False, stdin=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.run(
+        [MINISIGN, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_minisign_verifies_a_directory_and_signs_with_the_authority_key(tmp_path: Path) -> None:

@@ -141,9 +141,11 @@ async def test_import_and_each_refusal_is_audited_and_leaves_data_intact(env: En
     assert pins[0].detail["reason"] == "fingerprint mismatch"
 
     result = await env.directory.import_document(
-        data1, sig1, source="https://user:pw@la.example/d/directory.json?token=s3cret",
+        data1,
+        sig1,
+        source="https://user:pw@la.example/d/directory.json?token=s3cret",
         actor="cli:t",
-    )  # fmt: skip
+    )
     assert (result.serial, result.organisations, result.unchanged) == (1, 1, False)
     assert (await env.directory.entry("100002")).fingerprint == b.fingerprint
     assert (await env.directory.authority()).name == "Testshire County Council"  # type: ignore[union-attr]
@@ -156,11 +158,13 @@ async def test_import_and_each_refusal_is_audited_and_leaves_data_intact(env: En
 
     refusals = [
         (data1, sig1, DirectoryRollbackError, "rollback"),
-        (data2.replace(b"Riverside", b"Rivershed"), sig2, DirectorySignatureError,
-         "bad-signature"),
-        (*document(minisign.SecretKey.generate(), [], serial=5)[1:], WrongAuthorityError,
-         "wrong-authority"),
-    ]  # fmt: skip
+        (data2.replace(b"Riverside", b"Rivershed"), sig2, DirectorySignatureError, "bad-signature"),
+        (
+            *document(minisign.SecretKey.generate(), [], serial=5)[1:],
+            WrongAuthorityError,
+            "wrong-authority",
+        ),
+    ]
     for data, sig, error, reason in refusals:
         with pytest.raises(error):
             await env.directory.import_document(data, sig, source="x", actor="cli:t")
@@ -222,9 +226,11 @@ async def test_local_entries_need_the_right_fingerprint(env: Env, tmp_path: Path
         await env.directory.add_local(twin, fingerprint=e.fingerprint, actor="cli:t")
     events = env.events("directory.add_local")
     assert [(x.outcome, x.detail.get("reason")) for x in events] == [
-        ("refused", "fingerprint mismatch"), ("ok", None), ("refused", "conflict"),
+        ("refused", "fingerprint mismatch"),
+        ("ok", None),
         ("refused", "conflict"),
-    ]  # fmt: skip
+        ("refused", "conflict"),
+    ]
     # The authority's entry for the same organisation takes precedence; the local one stays.
     await env.pin()
     c2 = c.rotate(now=T0 + timedelta(hours=1))
@@ -240,8 +246,9 @@ async def test_a_directory_signed_before_towns_imports(db_url: str, tmp_path: Pa
     """The signed fixture made by the code of before ``town`` existed imports as it is."""
     fixture = REPO / "tests" / "assets" / "directory-before-towns"
     audit = MemoryAudit()
-    store = await Store.open(db_url, KEK, audit, data_dir=tmp_path / "data",
-                             clock=FakeClock(T0 + timedelta(days=1)))  # fmt: skip
+    store = await Store.open(
+        db_url, KEK, audit, data_dir=tmp_path / "data", clock=FakeClock(T0 + timedelta(days=1))
+    )
     try:
         directory = Directory(store, base_url=BASE_URL)
         pub = minisign.PublicKey.from_text((fixture / "authority.pub").read_bytes())
@@ -249,12 +256,11 @@ async def test_a_directory_signed_before_towns_imports(db_url: str, tmp_path: Pa
         result = await directory.import_document(
             (fixture / "directory.json").read_bytes(),
             (fixture / "directory.json.minisig").read_bytes(),
-            source="fixture", actor="cli:t",
-        )  # fmt: skip
+            source="fixture",
+            actor="cli:t",
+        )
         assert result.serial == 1 and result.organisations == 2
         entries = await directory.entries()
-        assert sorted((e.org_id, e.town) for e in entries) == [
-            ("100001", None), ("100002", None)
-        ]  # fmt: skip
+        assert sorted((e.org_id, e.town) for e in entries) == [("100001", None), ("100002", None)]
     finally:
         await store.close()

@@ -122,8 +122,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     block = _demo_block()
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", block.text],
-        cwd=scratch, env=env, capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
+        cwd=scratch,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, f"{block.where}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     nodes = _serve(demo)
     try:
@@ -152,10 +157,13 @@ def _serve(demo: Path) -> list[ServeProcess]:
     for name in ("primary", "secondary"):
         data = demo / "nodes" / name
         node = ServeProcess(
-            name, data, _base_url(data), demo / "logs" / f"{name}-docs.log",
+            name,
+            data,
+            _base_url(data),
+            demo / "logs" / f"{name}-docs.log",
             ca_file=demo / "trust.pem",
             env={k: "" for k in os.environ if k.startswith("HANDOVER_")},
-        )  # fmt: skip
+        )
         node.start()
         started.append(node)
     for node in started:
@@ -365,9 +373,14 @@ def _run_page(world: World, page: Path) -> subprocess.CompletedProcess[str]:
         "DOCS_STATUS": str(work / ".docs-status"),
     }
     done = subprocess.run(
-        ["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True,
-        timeout=900, check=False,
-    )  # fmt: skip
+        ["bash", "-c", script],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     last = re.findall(r"^::: (\S+)$", done.stdout, re.M)
     where = last[-1] if last else str(page.relative_to(ROOT))
     assert done.returncode == 0, (

@@ -95,14 +95,22 @@ def build_pair(
     world = build_world(
         root,
         [
-            NodeSpec("primary", "Hillside node", schools=[PRIMARY],
-                     extra_config=transfer_config(database_url=primary_db)),
-            NodeSpec("secondary", "Riverside node", schools=[SECONDARY],
-                     extra_config=transfer_config(database_url=secondary_db)),
+            NodeSpec(
+                "primary",
+                "Hillside node",
+                schools=[PRIMARY],
+                extra_config=transfer_config(database_url=primary_db),
+            ),
+            NodeSpec(
+                "secondary",
+                "Riverside node",
+                schools=[SECONDARY],
+                extra_config=transfer_config(database_url=secondary_db),
+            ),
         ],
         sweep_seconds=0.3,
         retry_base_seconds=0.3,
-    )  # fmt: skip
+    )
     passwords: dict[str, str] = {}
     for node, org, (user, name) in (
         (world.nodes["primary"], PRIMARY[0], PRIMARY_DSL),
@@ -110,10 +118,22 @@ def build_pair(
     ):
         passwords[user] = secrets.token_urlsafe(15)
         handover(
-            ["account", "create", "--data-dir", str(node.data_dir), "--org", org,
-             "--user", user, "--name", name, "--role", "dsl"],
+            [
+                "account",
+                "create",
+                "--data-dir",
+                str(node.data_dir),
+                "--org",
+                org,
+                "--user",
+                user,
+                "--name",
+                name,
+                "--role",
+                "dsl",
+            ],
             env={"HANDOVER_PASSWORD": passwords[user]},
-        )  # fmt: skip
+        )
     return Pair(world, passwords)
 
 
@@ -148,9 +168,18 @@ async def cli(argv: Sequence[str]) -> str:
 async def audit_entries(node: WorldNode, action: str) -> list[dict[str, Any]]:
     """The node's audit entries for ``action``, read with ``handover audit show --json``."""
     out = await cli(
-        ["audit", "show", "--data-dir", str(node.data_dir), "--action", action, "--json",
-         "--limit", "100000"]
-    )  # fmt: skip
+        [
+            "audit",
+            "show",
+            "--data-dir",
+            str(node.data_dir),
+            "--action",
+            action,
+            "--json",
+            "--limit",
+            "100000",
+        ]
+    )
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
@@ -272,39 +301,60 @@ async def add_pupil(
 
     ``concern=False``: the pupil alone (a small file, when many are sent).
     """
-    pupil = await dsl.call("POST", "/pupils", {
-        "upn": upn(serial), "surname": surname, "forename": f"Amara{serial}",
-        "dob": "2015-03-14", "sex": "F", "year_group": "6",
-        "leaving_date": (date.today() + timedelta(days=30)).isoformat(),
-        # Leaving for the secondary school: its file goes there without a reason.
-        "destination": {"kind": "school", "urn": SECONDARY[0], "name": SECONDARY[2]},
-    })  # fmt: skip
+    pupil = await dsl.call(
+        "POST",
+        "/pupils",
+        {
+            "upn": upn(serial),
+            "surname": surname,
+            "forename": f"Amara{serial}",
+            "dob": "2015-03-14",
+            "sex": "F",
+            "year_group": "6",
+            "leaving_date": (date.today() + timedelta(days=30)).isoformat(),
+            # Leaving for the secondary school: its file goes there without a reason.
+            "destination": {"kind": "school", "urn": SECONDARY[0], "name": SECONDARY[2]},
+        },
+    )
     pupil_id = str(pupil["id"])
     if not concern:
         return pupil_id
-    recorded = await dsl.call("POST", "/concerns", {
-        "pupil_ids": [pupil_id], "category": "child_protection",
-        "happened_at": datetime(2026, 1, 12, 9, 10, tzinfo=UTC).isoformat(),
-        "location": "Year 6 classroom",
-        "account": "Arrived with a bruise on her forearm; said she fell off the sofa.",
-    })  # fmt: skip
-    await dsl.call("POST", f"/concerns/{recorded['id']}/triage", {
-        "decision": "refer_social_care", "reason": "Unexplained injury; referral to MASH.",
-    })  # fmt: skip
+    recorded = await dsl.call(
+        "POST",
+        "/concerns",
+        {
+            "pupil_ids": [pupil_id],
+            "category": "child_protection",
+            "happened_at": datetime(2026, 1, 12, 9, 10, tzinfo=UTC).isoformat(),
+            "location": "Year 6 classroom",
+            "account": "Arrived with a bruise on her forearm; said she fell off the sofa.",
+        },
+    )
+    await dsl.call(
+        "POST",
+        f"/concerns/{recorded['id']}/triage",
+        {
+            "decision": "refer_social_care",
+            "reason": "Unexplained injury; referral to MASH.",
+        },
+    )
     if document is not None:
         # The store keeps only kinds of document it recognises by their first bytes.
         document = document if document.startswith(b"Strategy") else b"%PDF-1.7\n" + document
         await dsl.call(
-            "POST", f"/pupils/{pupil_id}/documents", data=document,
+            "POST",
+            f"/pupils/{pupil_id}/documents",
+            data=document,
             content_type="application/octet-stream",
             params={"filename": "strategy-minutes.bin", "concern_id": str(recorded["id"])},
-        )  # fmt: skip
+        )
     return pupil_id
 
 
 async def send_leaver_file(dsl: StaffClient, pupil_id: str, to_org: str) -> dict[str, Any]:
-    record = await dsl.call("POST", "/outbox/leaver-files", {"pupil_id": pupil_id,
-                                                             "to_org_id": to_org})  # fmt: skip
+    record = await dsl.call(
+        "POST", "/outbox/leaver-files", {"pupil_id": pupil_id, "to_org_id": to_org}
+    )
     assert isinstance(record, dict)
     return record
 
@@ -358,9 +408,10 @@ def signed_request(
     seed = keyset.signing.seed
     assert seed is not None
     headers.update(
-        sign_request(method, url, headers, key_id=keyset.key_id_hex, private_key=seed,
-                     created=created)
-    )  # fmt: skip
+        sign_request(
+            method, url, headers, key_id=keyset.key_id_hex, private_key=seed, created=created
+        )
+    )
     return RawRequest(method, url, headers, data)
 
 
@@ -369,9 +420,12 @@ async def send_raw(
 ) -> tuple[int, dict[str, Any]]:
     """Send a signed request; its status and JSON (or problem) body."""
     async with http.request(
-        request.method, request.url, data=request.body or None, headers=request.headers,
+        request.method,
+        request.url,
+        data=request.body or None,
+        headers=request.headers,
         ssl=pair.ssl_context(),
-    ) as resp:  # fmt: skip
+    ) as resp:
         raw = await resp.read()
         return resp.status, (json.loads(raw) if raw else {})
 
@@ -379,10 +433,13 @@ async def send_raw(
 def offer_body(sender: str, recipient: str, *, size: int = 4096) -> dict[str, Any]:
     """An offer of a (new) package: a request the receiver would take if it were trusted."""
     return {
-        "package_id": str(uuid.uuid4()), "package_kind": "leaver_file",
-        "sender_org_id": sender, "recipient_org_id": recipient, "size": size,
+        "package_id": str(uuid.uuid4()),
+        "package_kind": "leaver_file",
+        "sender_org_id": sender,
+        "recipient_org_id": recipient,
+        "size": size,
         "ciphertext_sha256": secrets.token_hex(32),
-    }  # fmt: skip
+    }
 
 
 # ------------------------------------------------------------------ a counting TCP relay

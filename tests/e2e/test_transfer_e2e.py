@@ -71,9 +71,12 @@ def _verified_kinds(pair: Pair, record: dict[str, object]) -> list[str]:
     assert isinstance(receipts, list)
     for receipt in receipts:
         verified = verify_receipt(
-            signed_receipt_json(receipt), public_key=key, package_id=UUID(str(record["id"])),
-            ciphertext_sha256=str(record["ciphertext_sha256"]), receiver_org_id=SECONDARY[0],
-        )  # fmt: skip
+            signed_receipt_json(receipt),
+            public_key=key,
+            package_id=UUID(str(record["id"])),
+            ciphertext_sha256=str(record["ciphertext_sha256"]),
+            receiver_org_id=SECONDARY[0],
+        )
         assert verified.body.sender_org_id == PRIMARY[0]
         assert verified.body.ciphertext_size == record["ciphertext_size"]
         kinds.append(verified.body.kind)
@@ -127,8 +130,13 @@ async def test_happy_path_delivered_viewed_accepted_with_verified_receipts(
     assert accepted_receipt["body"]["manifest_sha256"] == sent["manifest_sha256"]
     assert accepted_receipt["acted_by"] == {"name": SECONDARY_DSL[1], "role": "dsl"}
     assert [e["event"] for e in done["events"]] == [
-        "draft", "queued", "sent", "receipt.delivered", "receipt.viewed", "receipt.accepted",
-    ]  # fmt: skip
+        "draft",
+        "queued",
+        "sent",
+        "receipt.delivered",
+        "receipt.viewed",
+        "receipt.accepted",
+    ]
 
     # The secondary school now has the pupil, with the file's concern, in its own store.
     pupils = await secondary.call("GET", "/pupils")
@@ -142,13 +150,17 @@ async def test_happy_path_delivered_viewed_accepted_with_verified_receipts(
     received = await audit_entries(pair.secondary, "transfer.received")
     assert [e["outcome"] for e in received if e["targets"]["package"] == package_id] == ["ok"]
     ours_logged = [
-        e["action"] for e in await audit_entries(pair.primary, "transfer.*")
+        e["action"]
+        for e in await audit_entries(pair.primary, "transfer.*")
         if e["targets"].get("package") == package_id
-    ]  # fmt: skip
+    ]
     assert ours_logged == [
-        "transfer.queued", "transfer.sent", "transfer.delivered", "transfer.viewed",
+        "transfer.queued",
+        "transfer.sent",
+        "transfer.delivered",
+        "transfer.viewed",
         "transfer.accepted",
-    ]  # fmt: skip
+    ]
     await cli(["audit", "verify", "--data-dir", str(pair.primary.data_dir)])
 
 
@@ -210,9 +222,10 @@ async def test_receiver_killed_mid_upload_resumes_from_the_offset_it_held(
         assert size > LARGE
 
         await asyncio.to_thread(
-            wait_until, lambda: size // 5 < part_size(secondary, package_id) < size // 2,
+            wait_until,
+            lambda: size // 5 < part_size(secondary, package_id) < size // 2,
             "the upload to be under way",
-        )  # fmt: skip
+        )
         secondary.serve.kill()
         ((held, state),) = query(
             secondary, "SELECT received, state FROM incoming_packages WHERE id = ?", package_id
@@ -251,9 +264,10 @@ async def test_sender_killed_mid_sweep_delivers_once_after_restart(
     package_id, size = sent["id"], int(sent["ciphertext_size"])
 
     await asyncio.to_thread(
-        wait_until, lambda: size // 5 < part_size(pair.secondary, package_id) < size // 2,
+        wait_until,
+        lambda: size // 5 < part_size(pair.secondary, package_id) < size // 2,
         "the upload to be under way",
-    )  # fmt: skip
+    )
     pair.primary.serve.kill()
     assert query(pair.primary, "SELECT state FROM outgoing_packages WHERE id = ?", package_id) == [
         ("queued",)
@@ -291,9 +305,12 @@ async def test_replayed_request_is_refused_and_audited(
     pair = running
     offer = offer_body(PRIMARY[0], SECONDARY[0])
     request = signed_request(
-        pair.secondary.base_url, "POST", "/peer/v1/packages", offer,
+        pair.secondary.base_url,
+        "POST",
+        "/peer/v1/packages",
+        offer,
         keyset=keyset_of(pair.primary, PRIMARY[0]),
-    )  # fmt: skip
+    )
     status, body = await send_raw(http, pair, request)
     assert status == 201 and body == {"offset": 0, "state": "receiving"}
     status, problem = await send_raw(http, pair, request)
@@ -303,7 +320,7 @@ async def test_replayed_request_is_refused_and_audited(
         (e["detail"]["key_id"], e["detail"]["method"], e["detail"]["path"])
         for e in await audit_entries(pair.secondary, "peer.refused")
         if e["detail"]["reason"] == "replayed-request"
-    ]  # fmt: skip
+    ]
     assert refused == [
         (keyset_of(pair.primary, PRIMARY[0]).key_id_hex, "POST", "/peer/v1/packages")
     ]
@@ -329,7 +346,7 @@ async def test_unknown_sender_is_refused_and_audited(
         (e["detail"]["reason"], e["outcome"])
         for e in await audit_entries(pair.secondary, "peer.refused")
         if e["detail"]["key_id"] == stranger.key_id_hex
-    ]  # fmt: skip
+    ]
     assert refused == [(problem["type"].rsplit(":", 1)[1], "refused")]
     assert (
         query(pair.secondary, "SELECT id FROM incoming_packages WHERE id = ?", offer["package_id"])
@@ -347,9 +364,13 @@ async def test_clock_skew_within_the_window_is_accepted_beyond_it_refused(
     for skew in (-200, 200, -400, 400):
         offers[skew] = offer_body(PRIMARY[0], SECONDARY[0])
         request = signed_request(
-            pair.secondary.base_url, "POST", "/peer/v1/packages", offers[skew], keyset=keys,
+            pair.secondary.base_url,
+            "POST",
+            "/peer/v1/packages",
+            offers[skew],
+            keyset=keys,
             created=now + skew,
-        )  # fmt: skip
+        )
         results[skew] = await send_raw(http, pair, request)
     assert results[-200][0] == 201 and results[200][0] == 201
     for skew in (-400, 400):
@@ -359,9 +380,10 @@ async def test_clock_skew_within_the_window_is_accepted_beyond_it_refused(
     assert [e["detail"]["reason"] for e in refused].count("signature-out-of-time") == 2
     for skew, stored in ((-200, 1), (200, 1), (-400, 0), (400, 0)):
         rows = query(
-            pair.secondary, "SELECT id FROM incoming_packages WHERE id = ?",
+            pair.secondary,
+            "SELECT id FROM incoming_packages WHERE id = ?",
             offers[skew]["package_id"],
-        )  # fmt: skip
+        )
         assert len(rows) == stored, skew
 
 
@@ -386,16 +408,31 @@ async def test_package_signed_with_a_revoked_key_is_refused_saying_so(
     data = str(pair.primary.data_dir)
     await cli(["keys", "revoke", PRIMARY[0], "--data-dir", data, "--at", at])
     entry = authority / "entries" / "hillside-rotated.json"
-    await cli(["directory", "export-entry", "--data-dir", data, "--org", PRIMARY[0],
-               "--out", str(entry)])  # fmt: skip
+    await cli(
+        ["directory", "export-entry", "--data-dir", data, "--org", PRIMARY[0], "--out", str(entry)]
+    )
     directory = str(world.directory_file)
     await cli(["directory", "add-org", "--file", directory, "--entry", str(entry), "--replace"])
-    await cli(["directory", "revoke", "--file", directory, "--org", PRIMARY[0],
-               "--key-id", stolen.key_id_hex, "--at", at, "--reason", "laptop stolen"])  # fmt: skip
-    await cli(["directory", "sign", "--file", directory,
-               "--key", str(authority / "authority.key")])  # fmt: skip
-    await cli(["directory", "import", "--data-dir", str(pair.secondary.data_dir),
-               "--file", directory])  # fmt: skip
+    await cli(
+        [
+            "directory",
+            "revoke",
+            "--file",
+            directory,
+            "--org",
+            PRIMARY[0],
+            "--key-id",
+            stolen.key_id_hex,
+            "--at",
+            at,
+            "--reason",
+            "laptop stolen",
+        ]
+    )
+    await cli(["directory", "sign", "--file", directory, "--key", str(authority / "authority.key")])
+    await cli(
+        ["directory", "import", "--data-dir", str(pair.secondary.data_dir), "--file", directory]
+    )
     world.start("secondary")
 
     # The queued package (signed with K after its revocation) is refused, and says why.
@@ -404,17 +441,21 @@ async def test_package_signed_with_a_revoked_key_is_refused_saying_so(
     reason = str(failed["failure_reason"])
     assert "revoked" in reason and stolen.key_id_hex in reason, reason
     ((state, why),) = query(
-        pair.secondary, "SELECT state, refused_reason FROM incoming_packages WHERE id = ?",
+        pair.secondary,
+        "SELECT state, refused_reason FROM incoming_packages WHERE id = ?",
         sent["id"],
-    )  # fmt: skip
+    )
     assert state == "refused" and "revoked" in why
     assert not list((pair.secondary.data_dir / "inbox").glob("*.age"))
 
     # The stolen key itself is refused at the door, with the same explanation.
     request = signed_request(
-        pair.secondary.base_url, "POST", "/peer/v1/packages",
-        offer_body(PRIMARY[0], SECONDARY[0]), keyset=stolen,
-    )  # fmt: skip
+        pair.secondary.base_url,
+        "POST",
+        "/peer/v1/packages",
+        offer_body(PRIMARY[0], SECONDARY[0]),
+        keyset=stolen,
+    )
     status, problem = await send_raw(http, pair, request)
     assert status == 403 and "revoked" in problem["detail"], problem
     refused = await audit_entries(pair.secondary, "peer.refused")
@@ -423,8 +464,9 @@ async def test_package_signed_with_a_revoked_key_is_refused_saying_so(
     ]
 
     # With the new key, a new leaver's file goes through.
-    again = await send_leaver_file(primary, await add_pupil(primary, 8, surname="Nowak"),
-                                   SECONDARY[0])  # fmt: skip
+    again = await send_leaver_file(
+        primary, await add_pupil(primary, 8, surname="Nowak"), SECONDARY[0]
+    )
     await wait_state(primary, again["id"], ["delivered"])
 
 
@@ -442,18 +484,28 @@ async def test_receipt_with_a_bad_signature_is_refused_state_unchanged(
     # A well-formed "accepted" receipt signed with the secondary's real key, then altered.
     receiver = keyset_of(pair.secondary, SECONDARY[0])
     body = ReceiptBody(
-        receipt_id=uuid4(), kind="accepted", package_id=UUID(sent["id"]),
-        package_kind="leaver_file", sender_org_id=PRIMARY[0], receiver_org_id=SECONDARY[0],
-        receiver_key_id=receiver.key_id_hex, ciphertext_sha256=sent["ciphertext_sha256"],
-        ciphertext_size=sent["ciphertext_size"], manifest_sha256=sent["manifest_sha256"],
-        acted_by=ReceiptActor(name="Kamala Ahmed", role="dsl"), issued_at=datetime.now(UTC),
-    )  # fmt: skip
+        receipt_id=uuid4(),
+        kind="accepted",
+        package_id=UUID(sent["id"]),
+        package_kind="leaver_file",
+        sender_org_id=PRIMARY[0],
+        receiver_org_id=SECONDARY[0],
+        receiver_key_id=receiver.key_id_hex,
+        ciphertext_sha256=sent["ciphertext_sha256"],
+        ciphertext_size=sent["ciphertext_size"],
+        manifest_sha256=sent["manifest_sha256"],
+        acted_by=ReceiptActor(name="Kamala Ahmed", role="dsl"),
+        issued_at=datetime.now(UTC),
+    )
     wire = sign_receipt(body, receiver).to_dict()
     wire["receipt"]["acted_by"]["name"] = "Someone Else"
     request = signed_request(
-        pair.primary.base_url, "POST", "/peer/v1/receipts", {"receipt": wire, "checkpoint": None},
+        pair.primary.base_url,
+        "POST",
+        "/peer/v1/receipts",
+        {"receipt": wire, "checkpoint": None},
         keyset=receiver,
-    )  # fmt: skip
+    )
     status, problem = await send_raw(http, pair, request)
     assert status == 422 and problem["type"] == "urn:handover:problem:receipt-invalid", problem
     assert "signature" in problem["detail"]
@@ -469,7 +521,7 @@ async def test_receipt_with_a_bad_signature_is_refused_state_unchanged(
         (e["detail"]["reason"], e["detail"]["issuer"], e["detail"]["receipt_kind"])
         for e in await audit_entries(pair.primary, "receipt.refused")
         if e["targets"]["package"] == sent["id"]
-    ]  # fmt: skip
+    ]
     assert refused == [("receipt-invalid", SECONDARY[0], "accepted")]
 
 
@@ -483,9 +535,11 @@ async def _watch_claims(url: str, seen: set[str], stop: asyncio.Event) -> None:
         while not stop.is_set():
             async with engine.connect() as conn:
                 rows = await conn.execute(
-                    text("SELECT DISTINCT claimed_by FROM outgoing_packages "
-                         "WHERE claimed_by IS NOT NULL")
-                )  # fmt: skip
+                    text(
+                        "SELECT DISTINCT claimed_by FROM outgoing_packages "
+                        "WHERE claimed_by IS NOT NULL"
+                    )
+                )
                 seen.update(str(r[0]) for r in rows)
             await asyncio.sleep(0.02)
     finally:

@@ -170,9 +170,10 @@ class Rig:
         pupil = await school.pupil(upn(serial), surname="Okafor", dob=dob)
         # Leaving for the receiving school: its file may go there without a reason.
         await s.update_pupil(
-            school.admin, pupil.id,
+            school.admin,
+            pupil.id,
             PupilChanges(destination=Destination(kind="school", urn=RECEIVER)),
-        )  # fmt: skip
+        )
         concern = await s.record_concern(
             school.staff,
             NewConcern(

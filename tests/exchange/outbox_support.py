@@ -115,35 +115,49 @@ class TinyPeer:
     def _verify(self, request: web.Request) -> str:
         uri = self.url + request.path_qs
         verified = verify_request(
-            request.method, uri, request.headers,
-            public_key_for=lambda kid: self.sender_keys[kid], now=int(time.time()),
-        )  # fmt: skip
+            request.method,
+            uri,
+            request.headers,
+            public_key_for=lambda kid: self.sender_keys[kid],
+            now=int(time.time()),
+        )
         if verified.nonce in self.nonces:
             raise web.HTTPUnauthorized(text="replayed")
         self.nonces.add(verified.nonce)
         return verified.key_id
 
     def receipt(
-        self, package_id: str, kind: Literal["delivered", "viewed", "accepted", "rejected"],
-        *, manifest_sha256: str | None = None, reason: str | None = None,
-    ) -> SignedReceipt:  # fmt: skip
+        self,
+        package_id: str,
+        kind: Literal["delivered", "viewed", "accepted", "rejected"],
+        *,
+        manifest_sha256: str | None = None,
+        reason: str | None = None,
+    ) -> SignedReceipt:
         up = self.uploads[package_id]
         signer = self.wrong_key or self.keyset
         body = ReceiptBody(
-            receipt_id=uuid.uuid4(), kind=kind, package_id=uuid.UUID(package_id),
+            receipt_id=uuid.uuid4(),
+            kind=kind,
+            package_id=uuid.UUID(package_id),
             package_kind=up.kind,
-            sender_org_id=up.sender, receiver_org_id=self.keyset.org_id,
-            receiver_key_id=signer.key_id_hex, ciphertext_sha256=up.sha256,
-            ciphertext_size=up.size, manifest_sha256=manifest_sha256,
+            sender_org_id=up.sender,
+            receiver_org_id=self.keyset.org_id,
+            receiver_key_id=signer.key_id_hex,
+            ciphertext_sha256=up.sha256,
+            ciphertext_size=up.size,
+            manifest_sha256=manifest_sha256,
             acted_by=None if kind == "delivered" else ReceiptActor(name="Dee Ess", role="dsl"),
-            reason=reason, issued_at=datetime.now(UTC),
-        )  # fmt: skip
+            reason=reason,
+            issued_at=datetime.now(UTC),
+        )
         if self.wrong_key is not None:
             forged = sign_receipt(
                 body.model_copy(update={"receiver_org_id": signer.org_id}), signer
             )
-            signed = SignedReceipt(body=body, body_bytes=body.canonical_bytes(),
-                                   signature_text=forged.signature_text)  # fmt: skip
+            signed = SignedReceipt(
+                body=body, body_bytes=body.canonical_bytes(), signature_text=forged.signature_text
+            )
         else:
             signed = sign_receipt(body, signer)
         up.receipts.append(signed)
@@ -152,8 +166,9 @@ class TinyPeer:
     def _problem(self, status: int, title: str, **extra: Any) -> web.Response:
         return web.json_response(
             {"type": "about:blank", "title": title, "status": status, "detail": title, **extra},
-            status=status, content_type="application/problem+json",
-        )  # fmt: skip
+            status=status,
+            content_type="application/problem+json",
+        )
 
     @web.middleware
     async def gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -179,9 +194,11 @@ class TinyPeer:
             )
         if up is None:
             self.uploads[pid] = Upload(
-                size=body["size"], sha256=body["ciphertext_sha256"],
-                sender=body["sender_org_id"], kind=body["package_kind"],
-            )  # fmt: skip
+                size=body["size"],
+                sha256=body["ciphertext_sha256"],
+                sender=body["sender_org_id"],
+                kind=body["package_kind"],
+            )
             return web.json_response({"offset": 0, "state": "receiving"}, status=201)
         return web.json_response({"offset": len(up.data), "state": "receiving"})
 
@@ -270,32 +287,49 @@ class Sending:
     def second_outbox(self, store: Store | None = None, worker: str = "other") -> Outbox:
         client = PeerClient(keys=self.keys, directory=self.directory, config=self.config)
         return Outbox(
-            store=store or self.store, keys=self.keys, directory=self.directory, client=client,
-            config=self.config, data_dir=self.data_dir, worker_id=worker, uniform=lambda: 0.5,
-        )  # fmt: skip
+            store=store or self.store,
+            keys=self.keys,
+            directory=self.directory,
+            client=client,
+            config=self.config,
+            data_dir=self.data_dir,
+            worker_id=worker,
+            uniform=lambda: 0.5,
+        )
 
     async def new_pupil(self, serial: int) -> str:
         p = await self.store.create_pupil(
             self.school.admin,
-            NewPupil(upn=upn(serial), surname="Okafor", forename="Amara",
-                     dob=date(2014, 11, 3), sex="F", year_group="6",
-                     destination=Destination(kind="school", urn=RECEIVER,
-                                             name="Cliff Road Academy")),
-        )  # fmt: skip
+            NewPupil(
+                upn=upn(serial),
+                surname="Okafor",
+                forename="Amara",
+                dob=date(2014, 11, 3),
+                sex="F",
+                year_group="6",
+                destination=Destination(kind="school", urn=RECEIVER, name="Cliff Road Academy"),
+            ),
+        )
         await self.store.record_concern(
             self.school.staff,
-            NewConcern(pupil_ids=(p.id,), category="child_protection",
-                       happened_at=datetime(2026, 3, 2, 10, 0, tzinfo=UTC),
-                       account="Said she was scared to go home.", location="Playground"),
-        )  # fmt: skip
+            NewConcern(
+                pupil_ids=(p.id,),
+                category="child_protection",
+                happened_at=datetime(2026, 3, 2, 10, 0, tzinfo=UTC),
+                account="Said she was scared to go home.",
+                location="Playground",
+            ),
+        )
         return p.id
 
 
 def config(**transfer: Any) -> Config:
     values: dict[str, Any] = {
-        "chunk_bytes": CHUNK, "retry_base_seconds": 2.0, "retry_max_seconds": 60.0,
+        "chunk_bytes": CHUNK,
+        "retry_base_seconds": 2.0,
+        "retry_max_seconds": 60.0,
         "give_up_hours": 2,
-    }  # fmt: skip
+    }
     values.update(transfer)
     return Config(transfer=TransferSection(**values))
 
@@ -331,9 +365,15 @@ async def sending(db_url: str, tmp_path: Path, **transfer: Any) -> AsyncIterator
             cfg = config(**transfer)
             client = PeerClient(keys=keys, directory=directory, config=cfg)
             outbox = Outbox(
-                store=store, keys=keys, directory=directory, client=client, config=cfg,
-                data_dir=data_dir, worker_id="first", uniform=lambda: 0.5,
-            )  # fmt: skip
+                store=store,
+                keys=keys,
+                directory=directory,
+                client=client,
+                config=cfg,
+                data_dir=data_dir,
+                worker_id="first",
+                uniform=lambda: 0.5,
+            )
             s = Sending(school, keys, directory, cfg, peer, outbox, "", data_dir)
             s.pupil_id = await s.new_pupil(1)
             await _document(store, school, s.pupil_id)

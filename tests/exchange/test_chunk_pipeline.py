@@ -151,9 +151,12 @@ async def test_a_long_request_cut_short_keeps_its_last_checkpoint(rig: Rig) -> N
     # The connection drops after 3.5 MiB of this request: 3 MiB of it were checkpointed.
     with pytest.raises(TransportError) as cut:
         await rig.inbox.receive_chunk(
-            caller, pid, 2 * MIB, content_digest(rest),
+            caller,
+            pid,
+            2 * MIB,
+            content_digest(rest),
             _pieces(rest, 128 * 1024, fail_after=3 * MIB + MIB // 2),
-        )  # fmt: skip
+        )
     assert cut.value.detail["offset"] == 5 * MIB
     assert "5242880 bytes are held" in cut.value.message
     assert await rig.inbox.upload_offset(caller, pid) == 5 * MIB

@@ -72,9 +72,12 @@ async def test_every_request_is_signed_over_method_uri_and_digest(tmp_path: Path
     async def handler(request: web.Request) -> web.Response:
         body = await request.read()
         verified = verify_request(
-            request.method, box["url"] + request.path_qs, request.headers,
-            public_key_for=lambda kid: keys_by_id[kid], now=int(time.time()),
-        )  # fmt: skip
+            request.method,
+            box["url"] + request.path_qs,
+            request.headers,
+            public_key_for=lambda kid: keys_by_id[kid],
+            now=int(time.time()),
+        )
         check_digest(request.headers["Content-Digest"], verified.content_sha256 or body)
         seen.append((request.method, verified.key_id, body))
         return web.json_response({"ok": True, "echo": json.loads(body) if body else None})
@@ -84,25 +87,34 @@ async def test_every_request_is_signed_over_method_uri_and_digest(tmp_path: Path
         got = await client.request_json("199001", "199002", "POST", "/peer/v1/x", {"a": 1})
         assert got == {"ok": True, "echo": {"a": 1}}
         assert await client.request_json("199001", "199002", "GET", "/peer/v1/y?z=1") == {
-            "ok": True, "echo": None,
-        }  # fmt: skip
+            "ok": True,
+            "echo": None,
+        }
     assert [(m, k) for m, k, _ in seen] == [("POST", own.key_id_hex), ("GET", own.key_id_hex)]
 
 
 @pytest.mark.parametrize(
     ("status", "error", "retry"),
-    [(400, PeerRefused, False), (403, PeerRefused, False), (409, PeerRefused, False),
-     (413, PeerRefused, False), (422, PeerRefused, False), (429, PeerUnavailable, True),
-     (500, PeerUnavailable, True), (503, PeerUnavailable, True)],
-)  # fmt: skip
+    [
+        (400, PeerRefused, False),
+        (403, PeerRefused, False),
+        (409, PeerRefused, False),
+        (413, PeerRefused, False),
+        (422, PeerRefused, False),
+        (429, PeerUnavailable, True),
+        (500, PeerUnavailable, True),
+        (503, PeerUnavailable, True),
+    ],
+)
 async def test_answers_are_split_by_blame(
     tmp_path: Path, status: int, error: type[Exception], retry: bool
 ) -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.json_response(
             {"title": "No", "status": status, "detail": "because\x00 of\nreasons", "offset": 7},
-            status=status, content_type="application/problem+json",
-        )  # fmt: skip
+            status=status,
+            content_type="application/problem+json",
+        )
 
     async with client_for(tmp_path, _app(handler)) as (client, _, _d):
         with pytest.raises(error) as info:

@@ -64,9 +64,10 @@ async def test_a_new_send_removes_the_crashed_draft_and_goes(db_url: str, tmp_pa
         assert await _state(s, draft) is None
         assert not (s.outbox.outgoing_dir / f"{draft}.age.tmp").exists()
         interrupted = [
-            e for e in s.school.audit.events
+            e
+            for e in s.school.audit.events
             if e.action == "transfer.queued" and e.detail.get("reason") == "interrupted"
-        ]  # fmt: skip
+        ]
         assert [e.targets["package"] for e in interrupted] == [draft]
 
 

@@ -126,9 +126,14 @@ async def test_the_sender_waits_and_retries_after_507_then_delivers(rig: Rig) ->
     client = PeerClient(keys=rig.keys, directory=rig.directory, config=rig.services.config)
     try:
         outbox = Outbox(
-            store=rig.store, keys=rig.keys, directory=rig.directory, client=client,
-            config=rig.services.config, data_dir=rig.data_dir, uniform=lambda: 0.0,
-        )  # fmt: skip
+            store=rig.store,
+            keys=rig.keys,
+            directory=rig.directory,
+            client=client,
+            config=rig.services.config,
+            data_dir=rig.data_dir,
+            uniform=lambda: 0.0,
+        )
         pupil = await rig.make_pupil_file()
         queued = await outbox.queue_leaver_file(rig.school.dsl, pupil, RECEIVER)
         rig.inbox.free_space = _free(RESERVE)  # the disk is as full as the reserve allows
@@ -247,9 +252,13 @@ async def test_a_package_damaged_on_the_senders_disk_is_failed_before_it_is_sent
     client = PeerClient(keys=rig.keys, directory=rig.directory, config=rig.services.config)
     try:
         outbox = Outbox(
-            store=rig.store, keys=rig.keys, directory=rig.directory, client=client,
-            config=rig.services.config, data_dir=rig.data_dir,
-        )  # fmt: skip
+            store=rig.store,
+            keys=rig.keys,
+            directory=rig.directory,
+            client=client,
+            config=rig.services.config,
+            data_dir=rig.data_dir,
+        )
         pupil = await rig.make_pupil_file()
         queued = await outbox.queue_leaver_file(rig.school.dsl, pupil, RECEIVER)
         path = outbox.path_of(queued.id)
@@ -286,9 +295,13 @@ async def test_a_package_cut_short_on_the_senders_disk_is_failed_before_it_is_se
     client = PeerClient(keys=rig.keys, directory=rig.directory, config=rig.services.config)
     try:
         outbox = Outbox(
-            store=rig.store, keys=rig.keys, directory=rig.directory, client=client,
-            config=rig.services.config, data_dir=rig.data_dir,
-        )  # fmt: skip
+            store=rig.store,
+            keys=rig.keys,
+            directory=rig.directory,
+            client=client,
+            config=rig.services.config,
+            data_dir=rig.data_dir,
+        )
         pupil = await rig.make_pupil_file()
         queued = await outbox.queue_leaver_file(rig.school.dsl, pupil, RECEIVER)
         path = outbox.path_of(queued.id)

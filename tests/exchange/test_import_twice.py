@@ -46,8 +46,12 @@ async def test_a_file_sent_again_after_acceptance_imports_nothing_twice(rig: Rig
     second = await rig.inbox.accept(dsl, second_id)
     assert second.pupil_id == first.pupil_id and not second.new_pupil
     assert {k: n for k, n in second.counts.items() if k != "events"} == {
-        "concerns": 0, "triage": 0, "actions": 0, "contacts": 0, "documents": 0,
-    }  # fmt: skip
+        "concerns": 0,
+        "triage": 0,
+        "actions": 0,
+        "contacts": 0,
+        "documents": 0,
+    }
     assert second.held >= 5 and second.amended == 0
     after = await rig.store.chronology(dsl, first.pupil_id)
     assert _kinds(after) == _kinds(before)
@@ -69,9 +73,14 @@ async def test_a_changed_record_is_kept_beside_the_earlier_version(rig: Rig) -> 
     await rig.store.complete_action(school.dsl, action.id)
     await rig.store.record_concern(
         school.staff,
-        NewConcern(pupil_ids=(pupil,), category="neglect", happened_at=T0,
-                   location="Classroom", account="No coat in the snow again."),
-    )  # fmt: skip
+        NewConcern(
+            pupil_ids=(pupil,),
+            category="neglect",
+            happened_at=T0,
+            location="Classroom",
+            account="No coat in the snow again.",
+        ),
+    )
 
     newer_id, _, _ = await rig.deliver(pupil)
     newer = await rig.inbox.accept(dsl, newer_id)
@@ -83,8 +92,9 @@ async def test_a_changed_record_is_kept_beside_the_earlier_version(rig: Rig) -> 
     chronology = await rig.store.chronology(dsl, first.pupil_id)
     assert _kinds(chronology) == Counter(concern=2, triage=1, action=2, contact=1, document=1)
     actions = [e for e in chronology if e.kind == "action"]
-    by_done = {isinstance(e.record, ActionRecord) and e.record.done_at is not None: e
-               for e in actions}  # fmt: skip
+    by_done = {
+        isinstance(e.record, ActionRecord) and e.record.done_at is not None: e for e in actions
+    }
     earlier, later = by_done[False], by_done[True]
     earlier_prov = earlier.record.provenance  # type: ignore[union-attr]
     later_prov = later.record.provenance  # type: ignore[union-attr]

@@ -82,8 +82,10 @@ async def test_list_preview_and_accept_over_the_api(rig: Rig) -> None:
         # The readable form, for a face to show as it is.
         first = preview["readable"]["lines"][0]
         assert (first["date"], first["time"], first["heading"]) == (
-            "1 June 2026", "10:00", "Concern: Child protection"
-        )  # fmt: skip
+            "1 June 2026",
+            "10:00",
+            "Concern: Child protection",
+        )
         assert first["recorded_by"] == "Staff (Staff)"
         assert preview["readable"]["documents"][0]["name"] == "Body map.pdf"
         assert {p["name"] for p in preview["people"]} == {"Staff", "Dsl"}
@@ -118,10 +120,22 @@ def _audit_show(rig: Rig, db_url: str, *args: str) -> subprocess.CompletedProces
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_")}
     env.update(HANDOVER_KEK=KEK.hex(), HANDOVER_DATABASE__URL=db_url)
     return subprocess.run(
-        [sys.executable, "-m", "transfer.cli", "audit", "show", "--data-dir", str(rig.data_dir),
-         *args],
-        env=env, capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "transfer.cli",
+            "audit",
+            "show",
+            "--data-dir",
+            str(rig.data_dir),
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
 
 
 async def test_the_inbox_command_acts_as_a_named_dsl(rig: Rig, db_url: str) -> None:

@@ -113,9 +113,9 @@ async def test_an_oversized_record_is_refused_before_it_is_read(rig: Rig) -> Non
     """The review's case: a validly signed package with a huge ``records/pupil.json``."""
     assert rig.inbox.record_limits.per_record == 16 * MiB  # the default
     pupil = await rig.make_pupil_file()
-    pid = await deliver_built(rig, pupil, replace={"records/pupil.json": padded_json(
-        "records/pupil.json", BIG
-    )})  # fmt: skip
+    pid = await deliver_built(
+        rig, pupil, replace={"records/pupil.json": padded_json("records/pupil.json", BIG)}
+    )
 
     tracemalloc.start()
     try:
@@ -182,10 +182,10 @@ async def test_other_requests_are_answered_while_a_large_preview_parses(
     big = inbox_module._CHRONOLOGY.dump_json(list(chronology) * copies)
     assert 3 * MiB < len(big) < rig.inbox.record_limits.per_record
     pid = await deliver_built(
-        rig, pupil, replace={"records/chronology.json": EntrySource.from_bytes(
-            "records/chronology.json", big
-        )},
-    )  # fmt: skip
+        rig,
+        pupil,
+        replace={"records/chronology.json": EntrySource.from_bytes("records/chronology.json", big)},
+    )
 
     real = parse_records
     parsing, answered = threading.Event(), threading.Event()

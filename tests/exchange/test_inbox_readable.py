@@ -44,8 +44,10 @@ async def test_the_preview_reads_as_a_dsl_reads_it(rig: Rig) -> None:
     assert "Body map, front: bruise" in concern.details
     assert concern.recorded_by == "Staff (Staff)"
     assert (contact.date, contact.time, contact.heading) == (
-        "1 June 2026", "11:00", "Contact with Bristol MASH"
-    )  # fmt: skip
+        "1 June 2026",
+        "11:00",
+        "Contact with Bristol MASH",
+    )
     assert contact.recorded_by == "Dsl (DSL)"
     later = {line.kind: line for line in lines[2:]}
     assert set(later) == {"triage", "action", "document"}
@@ -100,5 +102,9 @@ def test_dates_and_sizes_in_words() -> None:
     assert date_in_words(datetime(2026, 12, 31, 23, 30, tzinfo=UTC)) == "31 December 2026"
     assert date_in_words(datetime(2026, 6, 30, 23, 30, tzinfo=UTC)) == "1 July 2026"
     assert [size_in_words(n) for n in (1, 512, 307200, 5 * 1024**2 + 1, 3 * 1024**3)] == [
-        "1 byte", "512 bytes", "300 KiB", "5.0 MiB", "3.0 GiB"
-    ]  # fmt: skip
+        "1 byte",
+        "512 bytes",
+        "300 KiB",
+        "5.0 MiB",
+        "3.0 GiB",
+    ]

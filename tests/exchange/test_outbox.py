@@ -73,12 +73,21 @@ async def test_happy_path_queued_delivered_viewed_accepted(db_url: str, tmp_path
         assert await s.outbox.take_receipt(accepted) is False
 
         actions = s.school.audit.actions()
-        for action in ("transfer.queued", "transfer.sent", "transfer.delivered",
-                       "receipt.verified", "transfer.viewed", "transfer.accepted"):  # fmt: skip
+        for action in (
+            "transfer.queued",
+            "transfer.sent",
+            "transfer.delivered",
+            "receipt.verified",
+            "transfer.viewed",
+            "transfer.accepted",
+        ):
             assert action in actions, action
         assert await _chronology_kinds(s, s.pupil_id) == [
-            "transfer.queued", "transfer.delivered", "transfer.viewed", "transfer.accepted",
-        ]  # fmt: skip
+            "transfer.queued",
+            "transfer.delivered",
+            "transfer.viewed",
+            "transfer.accepted",
+        ]
         assert (await s.outbox.latest_for_pupil("199001", s.pupil_id)) == final
         later = s.school.clock.now
         assert [r.id for r in await s.outbox.accepted_before("199001", later)] == []
@@ -253,9 +262,10 @@ async def test_bad_receipts_are_refused_audited_and_change_nothing(tmp_path: Pat
         good = s.peer.receipt(rec.id, "viewed")
         tampered_body = good.body.model_copy(update={"kind": "rejected", "reason": "no"})
         tampered = SignedReceipt(
-            body=tampered_body, body_bytes=tampered_body.canonical_bytes(),
+            body=tampered_body,
+            body_bytes=tampered_body.canonical_bytes(),
             signature_text=good.signature_text,
-        )  # fmt: skip
+        )
         with pytest.raises(IntegrityError):
             await s.outbox.record_receipt(tampered)
         assert (await s.outbox.get(dsl, rec.id)).receipts == ()
@@ -351,10 +361,11 @@ async def test_a_receipt_contradicting_the_final_state_is_refused_and_audited(
 
         def receipt(kind: str) -> SignedReceipt:
             return s.peer.receipt(
-                rec.id, kind,  # type: ignore[arg-type]
+                rec.id,
+                kind,  # type: ignore[arg-type]
                 manifest_sha256=rec.manifest_sha256 if kind == "accepted" else None,
                 reason="Not our pupil" if kind == "rejected" else None,
-            )  # fmt: skip
+            )
 
         assert await s.outbox.take_receipt(receipt(final)) is True
         before = await s.outbox.get(dsl, rec.id)
@@ -406,8 +417,9 @@ async def test_accepted_and_rejected_receipts_at_once_keep_exactly_one(
                     return_exceptions=True,
                 )
                 assert sorted(type(r).__name__ for r in results) == [
-                    "ReceiptContradictionError", "bool"
-                ], results  # fmt: skip
+                    "ReceiptContradictionError",
+                    "bool",
+                ], results
                 won = "accepted" if results[0] is True else "rejected"
                 assert isinstance(results[1 if won == "accepted" else 0], ReceiptContradictionError)
                 got = await s.outbox.get(dsl, rec.id)

@@ -44,13 +44,21 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             config = api_config()
             client = PeerClient(keys=keys, directory=directory, config=config)
             outbox = Outbox(
-                store=node.store, keys=keys, directory=directory, client=client, config=config,
+                store=node.store,
+                keys=keys,
+                directory=directory,
+                client=client,
+                config=config,
                 data_dir=tmp_path / "data",
-            )  # fmt: skip
+            )
             app = create_app(
-                store=node.store, accounts=node.accounts, audit=node.audit, config=config,
-                exports_dir=tmp_path / "exports", outbox=outbox,
-            )  # fmt: skip
+                store=node.store,
+                accounts=node.accounts,
+                audit=node.audit,
+                config=config,
+                exports_dir=tmp_path / "exports",
+                outbox=outbox,
+            )
             async with TestClient(TestServer(app)) as http:
                 yield Rig(Api(node=node, client=http, data_dir=tmp_path / "data"), outbox, peer)
             await client.close()
@@ -64,9 +72,15 @@ async def test_a_dsl_sends_follows_and_cancels_through_the_api(rig: Rig) -> None
     actor = await api.node.store.actor_for(dsl.staff.id)
     pupil = await api.node.store.create_pupil(
         actor,
-        NewPupil(upn=upn(7), surname="Nowak", forename="Leon", dob=date(2014, 11, 2), sex="M",
-                 destination=Destination(kind="school", urn=RECEIVER)),
-    )  # fmt: skip
+        NewPupil(
+            upn=upn(7),
+            surname="Nowak",
+            forename="Leon",
+            dob=date(2014, 11, 2),
+            sex="M",
+            destination=Destination(kind="school", urn=RECEIVER),
+        ),
+    )
     body = {"pupil_id": pupil.id, "to_org_id": RECEIVER}
     resp = await c.post("/api/v1/outbox/leaver-files", json=body, headers=th)
     assert resp.status == 403 and (await resp.json())["status"] == 403

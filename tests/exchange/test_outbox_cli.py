@@ -19,21 +19,33 @@ from transfer.node import Node
 def _setup(data: Path) -> str:
     async def go() -> str:
         await initialise(
-            data, name="t", schools=[("123456", "8012000", "Hillside"),
-                                     ("654321", "8014001", "Riverside")],
-            agencies=[], admin=None, admin_password=None,
-        )  # fmt: skip
+            data,
+            name="t",
+            schools=[("123456", "8012000", "Hillside"), ("654321", "8014001", "Riverside")],
+            agencies=[],
+            admin=None,
+            admin_password=None,
+        )
         async with await Node.open(data) as node:
             rec = await node.accounts.bootstrap_account(
-                "123456", username="dsl", display_name="Sam Patel", roles=["dsl"],
+                "123456",
+                username="dsl",
+                display_name="Sam Patel",
+                roles=["dsl"],
                 password="a long enough pass phrase 42",
-            )  # fmt: skip
+            )
             actor = await node.store.actor_for(rec.id)
             pupil = await node.store.create_pupil(
-                actor, NewPupil(upn=upn(9), surname="Hughes", forename="Ellie",
-                                dob=date(2015, 6, 21), sex="F",
-                                destination=Destination(kind="school", urn="654321")),
-            )  # fmt: skip
+                actor,
+                NewPupil(
+                    upn=upn(9),
+                    surname="Hughes",
+                    forename="Ellie",
+                    dob=date(2015, 6, 21),
+                    sex="F",
+                    destination=Destination(kind="school", urn="654321"),
+                ),
+            )
             return pupil.id
 
     return asyncio.run(go())
@@ -84,9 +96,10 @@ def test_send_by_upn_asks_for_a_reason_on_the_command_line(
             admin = await node.store.find_staff("123456", "dsl")
             assert admin is not None
             await node.store.update_pupil(
-                await node.store.actor_for(admin.id), pupil,
+                await node.store.actor_for(admin.id),
+                pupil,
                 PupilChanges(destination=Destination(kind="unknown")),
-            )  # fmt: skip
+            )
 
     asyncio.run(destination_unknown())
     me = ["--data-dir", str(data), "--org", "123456", "--as", "dsl"]

@@ -44,9 +44,15 @@ async def rig(db_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
 
 def _outbox(rig: Rig, config: Config, worker: str, client: PeerClient) -> Outbox:
     return Outbox(
-        store=rig.store, keys=rig.keys, directory=rig.directory, client=client, config=config,
-        data_dir=rig.data_dir, worker_id=worker, lease_seconds=1.0,
-    )  # fmt: skip
+        store=rig.store,
+        keys=rig.keys,
+        directory=rig.directory,
+        client=client,
+        config=config,
+        data_dir=rig.data_dir,
+        worker_id=worker,
+        lease_seconds=1.0,
+    )
 
 
 async def test_killed_sender_is_taken_over_and_resumes_without_duplicate(rig: Rig) -> None:

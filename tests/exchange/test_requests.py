@@ -98,10 +98,15 @@ class PeerNode:
         rec = await self.store.create_pupil(
             admin,
             NewPupil(
-                upn=upn(serial), surname="Okafor", forename="Amara", dob=date(2014, 11, 3),
-                sex="F", year_group="6", leaving_date=leaving,
+                upn=upn(serial),
+                surname="Okafor",
+                forename="Amara",
+                dob=date(2014, 11, 3),
+                sex="F",
+                year_group="6",
+                leaving_date=leaving,
             ),
-        )  # fmt: skip
+        )
         return rec.id
 
 
@@ -109,12 +114,17 @@ async def _school(store: Store, urn: str, laestab: str, name: str) -> School:
     await store.create_school(name=name, urn=urn, laestab=laestab)
     ids = {}
     for username, roles in {
-        "dsl": [Role.DSL], "teacher": [Role.STAFF], "admin": [Role.ADMINISTRATOR]
-    }.items():  # fmt: skip
+        "dsl": [Role.DSL],
+        "teacher": [Role.STAFF],
+        "admin": [Role.ADMINISTRATOR],
+    }.items():
         rec = await store.bootstrap_staff(
-            urn, username=username, display_name=username.title(), roles=roles,
+            urn,
+            username=username,
+            display_name=username.title(),
+            roles=roles,
             email=f"{username}@{urn}.example.org",
-        )  # fmt: skip
+        )
         ids[username] = rec.id
     return School(urn, await store.actor_for(ids["dsl"]), await store.actor_for(ids["teacher"]))
 
@@ -142,27 +152,54 @@ async def node(
         directory = Directory(store, keys=keys, base_url=url)
         client = PeerClient(keys=keys, directory=directory, config=config)
         stack.push_async_callback(client.close)
-        outbox = Outbox(store=store, keys=keys, directory=directory, client=client, config=config,
-                        data_dir=data_dir)  # fmt: skip
-        inbox = Inbox(store=store, kek=KEK, keys=keys, directory=directory, config=config,
-                      data_dir=data_dir)  # fmt: skip
+        outbox = Outbox(
+            store=store,
+            keys=keys,
+            directory=directory,
+            client=client,
+            config=config,
+            data_dir=data_dir,
+        )
+        inbox = Inbox(
+            store=store, kek=KEK, keys=keys, directory=directory, config=config, data_dir=data_dir
+        )
         alerts = Alerts(store, Mailer(SmtpSection()))
         requests = TransferRequests(
-            store=store, outbox=outbox, client=client, directory=directory, alerts=alerts,
+            store=store,
+            outbox=outbox,
+            client=client,
+            directory=directory,
+            alerts=alerts,
             config=config,
-        )  # fmt: skip
+        )
         services = PeerServices(
-            inbox=inbox, directory=directory, config=config, requests=requests,
+            inbox=inbox,
+            directory=directory,
+            config=config,
+            requests=requests,
             receipts=outbox,
             nonces=NonceTable(store.engine, skew_seconds=config.transfer.clock_skew_seconds),
-        )  # fmt: skip
+        )
         app = web.Application()
         mount(app, services)
         n = PeerNode(
-            store=store, audit=audit, keys=keys, directory=directory, client=client,
-            outbox=outbox, inbox=inbox, alerts=alerts, requests=requests, url=url, port=port,
-            clock=clock, app=app, data_dir=data_dir, config=config, schools=made,
-        )  # fmt: skip
+            store=store,
+            audit=audit,
+            keys=keys,
+            directory=directory,
+            client=client,
+            outbox=outbox,
+            inbox=inbox,
+            alerts=alerts,
+            requests=requests,
+            url=url,
+            port=port,
+            clock=clock,
+            app=app,
+            data_dir=data_dir,
+            config=config,
+            schools=made,
+        )
         await n.start()
         stack.push_async_callback(n.stop)
         yield n
@@ -173,20 +210,29 @@ async def introduce(a: PeerNode, b: PeerNode) -> None:
     for here, there in ((a, b), (b, a)):
         for urn in there.schools:
             entry = entry_from_keyset(
-                there.keys.load(urn), name=f"School {urn}", kind="school", urn=urn,
+                there.keys.load(urn),
+                name=f"School {urn}",
+                kind="school",
+                urn=urn,
                 endpoint=there.url,
-            )  # fmt: skip
+            )
             await here.directory.add_local(entry, fingerprint=entry.fingerprint, actor="test")
 
 
 @pytest.fixture
 async def two_nodes(tmp_path: Path) -> AsyncIterator[tuple[PeerNode, PeerNode]]:
     async with (
-        node(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}", tmp_path / "primary",
-             [(PRIMARY, PRIMARY_LAESTAB, "Hillside Primary")]) as primary,
-        node(f"sqlite+aiosqlite:///{tmp_path / 's.db'}", tmp_path / "secondary",
-             [(SECONDARY, SECONDARY_LAESTAB, "Riverside Academy")]) as secondary,
-    ):  # fmt: skip
+        node(
+            f"sqlite+aiosqlite:///{tmp_path / 'p.db'}",
+            tmp_path / "primary",
+            [(PRIMARY, PRIMARY_LAESTAB, "Hillside Primary")],
+        ) as primary,
+        node(
+            f"sqlite+aiosqlite:///{tmp_path / 's.db'}",
+            tmp_path / "secondary",
+            [(SECONDARY, SECONDARY_LAESTAB, "Riverside Academy")],
+        ) as secondary,
+    ):
         await introduce(primary, secondary)
         yield primary, secondary
 
@@ -194,9 +240,14 @@ async def two_nodes(tmp_path: Path) -> AsyncIterator[tuple[PeerNode, PeerNode]]:
 async def _with_concern(n: PeerNode, urn: str, pupil_id: str) -> None:
     await n.store.record_concern(
         n.schools[urn].teacher,
-        NewConcern(pupil_ids=(pupil_id,), category="child_protection", happened_at=T0,
-                   location="Playground", account="Said she is scared to go home."),
-    )  # fmt: skip
+        NewConcern(
+            pupil_ids=(pupil_id,),
+            category="child_protection",
+            happened_at=T0,
+            location="Playground",
+            account="Said she is scared to go home.",
+        ),
+    )
 
 
 async def test_round_trip_between_two_nodes(two_nodes: tuple[PeerNode, PeerNode]) -> None:
@@ -251,9 +302,14 @@ async def test_round_trip_between_two_nodes(two_nodes: tuple[PeerNode, PeerNode]
     assert sec_events.count("event") >= 2
     # Repeating a request or a decision (a lost answer, a retry) changes nothing.
     again = {
-        "request_id": asked.request_id, "requester_org_id": SECONDARY, "holder_org_id": PRIMARY,
-        "upn": upn(7), "dob": "2014-11-03", "surname": "Okafor", "forename": "Amara",
-    }  # fmt: skip
+        "request_id": asked.request_id,
+        "requester_org_id": SECONDARY,
+        "holder_org_id": PRIMARY,
+        "upn": upn(7),
+        "dob": "2014-11-03",
+        "surname": "Okafor",
+        "forename": "Amara",
+    }
     await primary.requests.receive(SECONDARY, again)
     with pytest.raises(ConflictError):
         await primary.requests.receive(SECONDARY, {**again, "upn": upn(8)})
@@ -286,14 +342,17 @@ async def test_unknown_upn_is_shown_as_such_and_declined_with_a_reason(
     assert await primary.requests.send_due() == 1
     theirs = await secondary.requests.get(sec_dsl, asked.request_id)
     assert (theirs.state, theirs.reason, theirs.package_id) == (
-        "declined", "Never on our roll", None
-    )  # fmt: skip
+        "declined",
+        "Never on our roll",
+        None,
+    )
     # A different answer later is refused; the same answer again is accepted quietly.
     with pytest.raises(ConflictError):
         await secondary.requests.receive_decision(
-            PRIMARY, theirs_id := uuid.UUID(asked.request_id),
+            PRIMARY,
+            theirs_id := uuid.UUID(asked.request_id),
             {"decision": "authorised", "package_id": str(theirs_id)},
-        )  # fmt: skip
+        )
     await secondary.requests.receive_decision(
         PRIMARY, theirs_id, {"decision": "declined", "reason": "Never on our roll"}
     )
@@ -328,9 +387,15 @@ async def test_requester_bad_input_and_permissions(two_nodes: tuple[PeerNode, Pe
     with pytest.raises(InputError, match="upn"):
         await primary.requests.receive(
             SECONDARY,
-            {"request_id": "6f1c0d7e-3c1e-4a55-9a3b-0d4c1b1f0a11", "requester_org_id": SECONDARY,
-             "holder_org_id": PRIMARY, "upn": "short", "surname": "A", "forename": "B"},
-        )  # fmt: skip
+            {
+                "request_id": "6f1c0d7e-3c1e-4a55-9a3b-0d4c1b1f0a11",
+                "requester_org_id": SECONDARY,
+                "holder_org_id": PRIMARY,
+                "upn": "short",
+                "surname": "A",
+                "forename": "B",
+            },
+        )
     assert await primary.requests.list(primary.schools[PRIMARY].dsl) == []
 
 
@@ -355,8 +420,9 @@ async def test_peer_down_is_retried_then_delivered_and_a_refusal_fails(
     # The primary's node does not host this school: a permanent refusal, and an alert.
     ghost = KeyStore.for_data_dir(secondary.data_dir / "ghost", KekProtection(KEK))
     await ghost.create("199003")
-    entry = entry_from_keyset(ghost.load("199003"), name="Ghost School", kind="school",
-                              endpoint=primary.url)  # fmt: skip
+    entry = entry_from_keyset(
+        ghost.load("199003"), name="Ghost School", kind="school", endpoint=primary.url
+    )
     await secondary.directory.add_local(entry, fingerprint=entry.fingerprint, actor="test")
     await secondary.add_pupil(SECONDARY, 13)
     lost = await secondary.requests.create(school.dsl, upn=upn(13), from_org_id="199003")
@@ -371,13 +437,20 @@ async def test_peer_down_is_retried_then_delivered_and_a_refusal_fails(
 
 
 async def test_gives_up_after_the_configured_hours(tmp_path: Path) -> None:
-    async with node(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", tmp_path / "a",
-                    [(SECONDARY, SECONDARY_LAESTAB, "Riverside Academy")],
-                    give_up_hours=1) as n:  # fmt: skip
+    async with node(
+        f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
+        tmp_path / "a",
+        [(SECONDARY, SECONDARY_LAESTAB, "Riverside Academy")],
+        give_up_hours=1,
+    ) as n:
         ghost = KeyStore.for_data_dir(tmp_path / "ghost", KekProtection(KEK))
         await ghost.create(PRIMARY)
-        entry = entry_from_keyset(ghost.load(PRIMARY), name="Hillside Primary", kind="school",
-                                  endpoint=f"http://127.0.0.1:{free_port()}")  # fmt: skip
+        entry = entry_from_keyset(
+            ghost.load(PRIMARY),
+            name="Hillside Primary",
+            kind="school",
+            endpoint=f"http://127.0.0.1:{free_port()}",
+        )
         await n.directory.add_local(entry, fingerprint=entry.fingerprint, actor="test")
         await n.add_pupil(SECONDARY, 14)
         dsl = n.schools[SECONDARY].dsl
@@ -392,10 +465,14 @@ async def test_gives_up_after_the_configured_hours(tmp_path: Path) -> None:
 
 async def test_both_schools_on_one_node(db_url: str, tmp_path: Path) -> None:
     """A local authority's node hosting both schools: one row per school, one server."""
-    async with node(db_url, tmp_path / "la", [
-        (PRIMARY, PRIMARY_LAESTAB, "Hillside Primary"),
-        (SECONDARY, SECONDARY_LAESTAB, "Riverside Academy"),
-    ]) as n:  # fmt: skip
+    async with node(
+        db_url,
+        tmp_path / "la",
+        [
+            (PRIMARY, PRIMARY_LAESTAB, "Hillside Primary"),
+            (SECONDARY, SECONDARY_LAESTAB, "Riverside Academy"),
+        ],
+    ) as n:
         old = await n.add_pupil(PRIMARY, 15, leaving=date(2026, 7, 22))
         await _with_concern(n, PRIMARY, old)
         await n.add_pupil(SECONDARY, 15)

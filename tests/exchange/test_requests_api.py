@@ -46,9 +46,13 @@ class MemoryPeer:
     calls: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
 
     async def request_json(
-        self, from_org: str, to_org: str, method: str, path: str,
+        self,
+        from_org: str,
+        to_org: str,
+        method: str,
+        path: str,
         body: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         self.calls.append((from_org, to_org, path, dict(body or {})))
         return {}
 
@@ -68,13 +72,22 @@ async def api(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Api, MemoryPee
         alerts = Alerts(node.store, Mailer(SmtpSection()))
         peer = MemoryPeer()
         requests = TransferRequests(
-            store=node.store, outbox=NoOutbox(), client=peer, directory=StubDirectory(),
-            alerts=alerts, config=config,
-        )  # fmt: skip
+            store=node.store,
+            outbox=NoOutbox(),
+            client=peer,
+            directory=StubDirectory(),
+            alerts=alerts,
+            config=config,
+        )
         app = create_app(
-            store=node.store, accounts=node.accounts, audit=node.audit, config=config,
-            exports_dir=tmp_path / "exports", alerts=alerts, transfer_requests=requests,
-        )  # fmt: skip
+            store=node.store,
+            accounts=node.accounts,
+            audit=node.audit,
+            config=config,
+            exports_dir=tmp_path / "exports",
+            alerts=alerts,
+            transfer_requests=requests,
+        )
         async with TestClient(TestServer(app)) as client:
             yield Api(node=node, client=client, data_dir=tmp_path / "data"), peer, alerts
 
@@ -86,9 +99,9 @@ async def test_requests_and_alerts_over_http(api: tuple[Api, MemoryPeer, Alerts]
     admin = await a.node.person("office", [Role.ADMINISTRATOR], enrol=False)
     office = await a.node.store.actor_for(admin.staff.id)
     await a.node.store.create_pupil(
-        office, NewPupil(upn=upn(41), surname="Okafor", forename="Amara",
-                         dob=date(2014, 11, 3), sex="F"),
-    )  # fmt: skip
+        office,
+        NewPupil(upn=upn(41), surname="Okafor", forename="Amara", dob=date(2014, 11, 3), sex="F"),
+    )
     h = await a.sign_in(dsl)
     c = a.client
 
@@ -106,14 +119,16 @@ async def test_requests_and_alerts_over_http(api: tuple[Api, MemoryPeer, Alerts]
     assert r.status == 422 and r.content_type == "application/problem+json"
     r = await c.get(f"/api/v1/transfer-requests/{made['request_id']}", headers=h)
     assert r.status == 200
-    r = await c.post("/api/v1/transfer-requests", headers=h,
-                     json={"upn": upn(41), "from_org_id": "999999"})  # fmt: skip
+    r = await c.post(
+        "/api/v1/transfer-requests", headers=h, json={"upn": upn(41), "from_org_id": "999999"}
+    )
     assert r.status == 404 and "directory" in (await r.json())["detail"]
     r = await c.post("/api/v1/transfer-requests", headers=h, json={"upn": upn(41)})
     assert r.status == 422
     # Our own request cannot be authorised by us.
-    r = await c.post(f"/api/v1/transfer-requests/{made['request_id']}/authorise",
-                     headers=h, json={})  # fmt: skip
+    r = await c.post(
+        f"/api/v1/transfer-requests/{made['request_id']}/authorise", headers=h, json={}
+    )
     assert r.status == 409
 
     # Alerts: a DSL sees and dismisses; other staff see only the alerts that concern them
@@ -125,14 +140,21 @@ async def test_requests_and_alerts_over_http(api: tuple[Api, MemoryPeer, Alerts]
     th = await a.sign_in(teacher)
     r = await c.get("/api/v1/alerts", headers=th)
     assert r.status == 200 and (await r.json())["items"] == []
-    assert await alerts.notify(URN, key="mine", level="overdue", subject="An action is overdue",
-                               message="M", staff_id=teacher.staff.id)  # fmt: skip
+    assert await alerts.notify(
+        URN,
+        key="mine",
+        level="overdue",
+        subject="An action is overdue",
+        message="M",
+        staff_id=teacher.staff.id,
+    )
     r = await c.get("/api/v1/alerts", headers=th)
     assert [x["key"] for x in (await r.json())["items"]] == ["mine"]
     r = await c.post(f"/api/v1/alerts/{alert['id']}/dismiss", headers=th, json={})
     assert r.status == 403
-    r = await c.post("/api/v1/transfer-requests", headers=th,
-                     json={"upn": upn(41), "from_org_id": OTHER_URN})  # fmt: skip
+    r = await c.post(
+        "/api/v1/transfer-requests", headers=th, json={"upn": upn(41), "from_org_id": OTHER_URN}
+    )
     assert r.status == 403
     r = await c.post(f"/api/v1/alerts/{alert['id']}/dismiss", headers=h, json={})
     assert r.status == 200 and (await r.json())["closed_reason"] == "dismissed"

@@ -56,10 +56,15 @@ async def _seed(data: Path, env: dict[str, str]) -> None:
                 admin = await node.store.actor_for(office.id)
                 await node.store.create_pupil(
                     admin,
-                    NewPupil(upn=upn(31), surname="Okafor", forename="Amara",
-                             dob=date(2014, 11, 3), sex="F",
-                             leaving_date=date(2026, 7, 22) if urn == PRIMARY else None),
-                )  # fmt: skip
+                    NewPupil(
+                        upn=upn(31),
+                        surname="Okafor",
+                        forename="Amara",
+                        dob=date(2014, 11, 3),
+                        sex="F",
+                        leaving_date=date(2026, 7, 22) if urn == PRIMARY else None,
+                    ),
+                )
     finally:
         os.environ.clear()
         os.environ.update(old)
@@ -77,14 +82,27 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
         HANDOVER_TRANSFER__SWEEP_SECONDS="0.5",
     )
     data = tmp_path / "node"
-    r = _run(["init", "--data-dir", str(data), "--school", f"{PRIMARY}:8012000:Hillside Primary",
-              "--school", f"{SECONDARY}:8012001:Riverside Academy"], env)  # fmt: skip
+    r = _run(
+        [
+            "init",
+            "--data-dir",
+            str(data),
+            "--school",
+            f"{PRIMARY}:8012000:Hillside Primary",
+            "--school",
+            f"{SECONDARY}:8012001:Riverside Academy",
+        ],
+        env,
+    )
     assert r.returncode == 0, r.stderr
     asyncio.run(_seed(data, env))
     proc = subprocess.Popen(
         [*HANDOVER, "serve", "--data-dir", str(data), "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -33,8 +33,9 @@ async def test_accepted_file_resolves_the_deadline_and_erases_the_senders_copy(
     stays = await primary.add_pupil(PRIMARY, 22, leaving=leaving)  # never sent: kept
     await _with_concern(primary, PRIMARY, old)
     # The leaver's file is long overdue: the sweep raises an alert.
-    sweep = DeadlineSweep(primary.store, primary.alerts, primary.outbox, TransferSection(),
-                          data_dir=primary.data_dir)  # fmt: skip
+    sweep = DeadlineSweep(
+        primary.store, primary.alerts, primary.outbox, TransferSection(), data_dir=primary.data_dir
+    )
     await primary.store.update_pupil(  # a destination makes the KCSIE deadline apply
         await primary.store.actor_for(
             (await primary.store.find_staff(PRIMARY, "admin")).id  # type: ignore[union-attr]

@@ -69,9 +69,10 @@ async def test_not_the_recorded_destination_needs_a_reason_kept_sealed(
     async with sending(db_url, tmp_path) as s:
         dsl = s.school.dsl
         await s.store.update_pupil(
-            s.school.admin, s.pupil_id,
+            s.school.admin,
+            s.pupil_id,
             PupilChanges(destination=Destination(kind="school", urn="199777", name="Elm Park")),
-        )  # fmt: skip
+        )
         with pytest.raises(ReasonRequiredError) as err:
             await s.outbox.queue_leaver_file(dsl, s.pupil_id, RECEIVER)
         assert err.value.http_status == 422 and err.value.slug == "reason-required"

@@ -245,9 +245,11 @@ async def test_the_sender_keeps_each_receipts_checkpoint_and_audits_it(pair: Pai
     await grow(pair.a, 3)
     r2 = await a_receipt(pair.a)
     out2 = await witness_receipt(
-        r2, audit_log=pair.b.audit_log, vkey_for=pair.b.directory.audit_vkey_for,
+        r2,
+        audit_log=pair.b.audit_log,
+        vkey_for=pair.b.directory.audit_vkey_for,
         store=pair.b.store,
-    )  # fmt: skip
+    )
     assert out2.status == "unproven"  # a receipt carries no consistency proof
     assert out2.size == (out.size or 0) + 3
     held = await pair.b.audit_log.witnessed(f"{A_HOST}/audit")
@@ -397,9 +399,12 @@ async def receipts_route(pair: Pair, recorder: _Recorder) -> AsyncIterator[Post]
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json", "Content-Digest": content_digest(data)}
         headers |= sign_request(
-            "POST", url + "/peer/v1/receipts", headers,
-            key_id=keyset.key_id_hex, private_key=seed,
-        )  # fmt: skip
+            "POST",
+            url + "/peer/v1/receipts",
+            headers,
+            key_id=keyset.key_id_hex,
+            private_key=seed,
+        )
         async with (
             aiohttp.ClientSession() as http,
             http.post(url + "/peer/v1/receipts", data=data, headers=headers) as resp,

@@ -62,9 +62,10 @@ async def test_a_rollback_is_named_by_the_counterparts_checkpoint(
         assert head[0] == old.size
         await grow(pair.a, 5)
         witness = Witness(
-            audit_log=pair.b.audit_log, vkey_for=pair.b.directory.audit_vkey_for,
+            audit_log=pair.b.audit_log,
+            vkey_for=pair.b.directory.audit_vkey_for,
             store=pair.b.store,
-        )  # fmt: skip
+        )
         kept = await witness.receipt(await a_receipt(pair.a))
         assert kept.status == "first" and kept.size is not None and kept.size > old.size
     finally:

@@ -243,9 +243,11 @@ async def _send_all(
             if any(i["state"] == "draft" for i in listed["items"]):
                 continue  # being built, or left by a killed builder: its lease will tell
             sent = await people.call(
-                sender, "POST", "/outbox/leaver-files", {"pupil_id": pupil_id,
-                                                          "to_org_id": SECONDARY[0]}
-            )  # fmt: skip
+                sender,
+                "POST",
+                "/outbox/leaver-files",
+                {"pupil_id": pupil_id, "to_org_id": SECONDARY[0]},
+            )
             packages[pupil_id] = sent["id"]
     return packages
 
@@ -363,8 +365,9 @@ async def _receipts_settled(sender: Node, receiver: Node, ids: set[str]) -> bool
 
 
 async def _audit(node: Node) -> list[dict[str, Any]]:
-    out = await cli(["audit", "show", "--data-dir", str(node.world.data_dir), "--json",
-                     "--limit", "10000000"])  # fmt: skip
+    out = await cli(
+        ["audit", "show", "--data-dir", str(node.world.data_dir), "--json", "--limit", "10000000"]
+    )
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
@@ -377,9 +380,12 @@ def _per_package(entries: list[dict[str, Any]], action: str, ids: set[str]) -> C
 
 
 async def check(
-    figures: Figures, pair: Pair, nodes: list[Node], pupils: dict[str, str],
+    figures: Figures,
+    pair: Pair,
+    nodes: list[Node],
+    pupils: dict[str, str],
     packages: dict[str, str],
-) -> None:  # fmt: skip
+) -> None:
     sender, receiver = nodes
     ids = set(packages.values())
     assert len(ids) == len(pupils) == figures.packages
@@ -441,9 +447,10 @@ async def check(
         "receiver": sum(1 for e in got if e["detail"].get("replayed")),
     }
     figures.removed_drafts = sum(
-        1 for e in sent if e["action"] == "transfer.queued"
-        and e["detail"].get("reason") == "interrupted"
-    )  # fmt: skip
+        1
+        for e in sent
+        if e["action"] == "transfer.queued" and e["detail"].get("reason") == "interrupted"
+    )
 
     # A stop lets its sweeps finish: no CancelledError in any process's log.
     for proc in _all(nodes):

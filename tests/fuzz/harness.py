@@ -100,11 +100,40 @@ def run_target(name: str, target: Target, data: bytes) -> None:
 # ------------------------------------------------------------------ byte mutations
 
 _INTERESTING: Final = (
-    b"\x00", b"\xff", b"\x80", b"\xc3\x28", b"\xed\xa0\x80", b"\xef\xbb\xbf", b"\n", b"\r\n",
-    b"-", b"+", b"=", b"/", b'"', b"\\", b"\\u0000", b"\\ud800", b"-1", b"0",
-    b"99999999999999999999999", b"1e999", b"NaN", b"{}", b"[]", b"null", b"true",
-    b"<", b">", b"&", b"<?xml", b"]]>", b"&#0;", b" ", b"\t",
-)  # fmt: skip
+    b"\x00",
+    b"\xff",
+    b"\x80",
+    b"\xc3\x28",
+    b"\xed\xa0\x80",
+    b"\xef\xbb\xbf",
+    b"\n",
+    b"\r\n",
+    b"-",
+    b"+",
+    b"=",
+    b"/",
+    b'"',
+    b"\\",
+    b"\\u0000",
+    b"\\ud800",
+    b"-1",
+    b"0",
+    b"99999999999999999999999",
+    b"1e999",
+    b"NaN",
+    b"{}",
+    b"[]",
+    b"null",
+    b"true",
+    b"<",
+    b">",
+    b"&",
+    b"<?xml",
+    b"]]>",
+    b"&#0;",
+    b" ",
+    b"\t",
+)
 
 _POS = st.integers(0, 2**31)
 _OPS = st.one_of(
@@ -151,12 +180,16 @@ def mutated(seeds: Sequence[bytes], *, max_ops: int = 6) -> st.SearchStrategy[by
 # ------------------------------------------------------------------ JSON mutations
 
 _JSON_VALUE = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
-                                                                max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
     max_leaves=12,
-)  # fmt: skip
+)
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

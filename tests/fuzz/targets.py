@@ -94,9 +94,12 @@ def package_target() -> FuzzTarget:
 
     def run(data: bytes) -> object:
         return verify_package(
-            io.BytesIO(data), identities=[ident], sender_keys=p.sender_keys,
-            addressee=p.addressee, limits=Limits(max_total_bytes=1_000_000),
-        )  # fmt: skip
+            io.BytesIO(data),
+            identities=[ident],
+            sender_keys=p.sender_keys,
+            addressee=p.addressee,
+            limits=Limits(max_total_bytes=1_000_000),
+        )
 
     return FuzzTarget("package", (sealed,), run)
 
@@ -154,12 +157,17 @@ def _receipt_keys() -> KeySet:
 def receipt_seed(kind: str = "accepted") -> SignedReceipt:
     keys = _receipt_keys()
     fields: dict[str, Any] = {
-        "receipt_id": UUID("5f0c7a52-1b43-4b0e-9a55-0d9b7c1e2f3a"), "kind": kind,
+        "receipt_id": UUID("5f0c7a52-1b43-4b0e-9a55-0d9b7c1e2f3a"),
+        "kind": kind,
         "package_id": UUID("0b6c2f7e-9a1d-4c1b-8d2e-3f4a5b6c7d8e"),
-        "package_kind": "leaver_file", "sender_org_id": "urn:school:100001",
-        "receiver_org_id": keys.org_id, "receiver_key_id": keys.key_id_hex,
-        "ciphertext_sha256": "ab" * 32, "ciphertext_size": 123_456, "issued_at": T0,
-    }  # fmt: skip
+        "package_kind": "leaver_file",
+        "sender_org_id": "urn:school:100001",
+        "receiver_org_id": keys.org_id,
+        "receiver_key_id": keys.key_id_hex,
+        "ciphertext_sha256": "ab" * 32,
+        "ciphertext_size": 123_456,
+        "issued_at": T0,
+    }
     if kind != "delivered":
         fields["acted_by"] = ReceiptActor(name="Sam Patel", role="dsl")
     if kind == "accepted":
@@ -209,9 +217,14 @@ def checkpoint_target() -> FuzzTarget:
 
 def all_targets() -> list[FuzzTarget]:
     return [
-        age_target(), package_target(), ctf_target(), directory_target(),
-        directory_entry_target(), receipt_target(), checkpoint_target(),
-    ]  # fmt: skip
+        age_target(),
+        package_target(),
+        ctf_target(),
+        directory_target(),
+        directory_entry_target(),
+        receipt_target(),
+        checkpoint_target(),
+    ]
 
 
 def by_name(name: str) -> FuzzTarget:

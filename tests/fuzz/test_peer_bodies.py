@@ -62,13 +62,21 @@ class _ServedNode:
         client = PeerClient(keys=rig.keys, directory=rig.directory, config=config)
         self._stack.push_async_callback(client.close)
         outbox = Outbox(
-            store=rig.store, keys=rig.keys, directory=rig.directory, client=client,
-            config=config, data_dir=rig.data_dir,
-        )  # fmt: skip
+            store=rig.store,
+            keys=rig.keys,
+            directory=rig.directory,
+            client=client,
+            config=config,
+            data_dir=rig.data_dir,
+        )
         rig.services.requests = TransferRequests(
-            store=rig.store, outbox=outbox, client=client, directory=rig.directory,
-            alerts=Alerts(rig.store, Mailer(SmtpSection())), config=config,
-        )  # fmt: skip
+            store=rig.store,
+            outbox=outbox,
+            client=client,
+            directory=rig.directory,
+            alerts=Alerts(rig.store, Mailer(SmtpSection())),
+            config=config,
+        )
         return rig
 
     def post(self, path: str, body: bytes) -> tuple[int, dict[str, Any], Any]:
@@ -93,11 +101,17 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_ServedNode]:
 def _receipt_body(rig: Rig) -> dict[str, Any]:
     keys = rig.sender_keys  # the caller issues the receipt (it received a package of ours)
     body = ReceiptBody(
-        receipt_id=uuid.uuid4(), kind="delivered", package_id=uuid.uuid4(),
-        package_kind="leaver_file", sender_org_id=RECEIVER, receiver_org_id=keys.org_id,
-        receiver_key_id=keys.key_id_hex, ciphertext_sha256="ab" * 32, ciphertext_size=1234,
+        receipt_id=uuid.uuid4(),
+        kind="delivered",
+        package_id=uuid.uuid4(),
+        package_kind="leaver_file",
+        sender_org_id=RECEIVER,
+        receiver_org_id=keys.org_id,
+        receiver_key_id=keys.key_id_hex,
+        ciphertext_sha256="ab" * 32,
+        ciphertext_size=1234,
         issued_at=datetime.now(UTC),
-    )  # fmt: skip
+    )
     signed = sign_receipt(body, keys)
     carried = PeerCheckpoint(checkpoint_note(), None, []).to_json()
     return {"receipt": signed.to_dict(), "checkpoint": carried}
@@ -108,17 +122,24 @@ def _seeds(rig: Rig) -> dict[str, list[dict[str, Any]]]:
     return {
         "/peer/v1/packages": [rig.offer_body(str(uuid.uuid4()), b"x" * 5000)],
         "/peer/v1/receipts": [_receipt_body(rig), {"receipt": _receipt_body(rig)["receipt"]}],
-        "/peer/v1/transfer-requests": [{
-            "request_id": request_id, "requester_org_id": SENDER, "holder_org_id": RECEIVER,
-            "upn": upn(7), "dob": "2014-11-03", "surname": "Okafor", "forename": "Ada",
-            "note": "She joined us on Monday.",
-        }],
+        "/peer/v1/transfer-requests": [
+            {
+                "request_id": request_id,
+                "requester_org_id": SENDER,
+                "holder_org_id": RECEIVER,
+                "upn": upn(7),
+                "dob": "2014-11-03",
+                "surname": "Okafor",
+                "forename": "Ada",
+                "note": "She joined us on Monday.",
+            }
+        ],
         f"/peer/v1/transfer-requests/{request_id}/decision": [
             {"decision": "declined", "reason": "Not our pupil.", "package_id": None},
             {"decision": "authorised", "package_id": str(uuid.uuid4())},
         ],
         f"/peer/v1/packages/{uuid.uuid4()}/complete": [{}],
-    }  # fmt: skip
+    }
 
 
 def _check(node: _ServedNode, path: str, body: bytes) -> None:

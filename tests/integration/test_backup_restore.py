@@ -53,22 +53,36 @@ def _env(tmp_path: Path, kek: str, db_url: str = "") -> dict[str, str]:
 def _handover(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "transfer.cli", *args],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _script(name: str, env: dict[str, str], **values: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", "-c", documented(name)],
-        env={**env, **values}, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        env={**env, **values},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def _node(data: Path, env: dict[str, str]) -> None:
     made = _handover(
         {**env, "HANDOVER_ADMIN_PASSWORD": "a long enough pass phrase 42"},
-        "init", "--data-dir", str(data), "--school", f"{ORG}:8012000:Hillside", "--admin", "admin",
-    )  # fmt: skip
+        "init",
+        "--data-dir",
+        str(data),
+        "--school",
+        f"{ORG}:8012000:Hillside",
+        "--admin",
+        "admin",
+    )
     assert made.returncode == 0, made.stderr
 
 
@@ -89,8 +103,11 @@ def _serving(data: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     """``handover serve``, once it has opened the node and listens."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "transfer.cli", "serve", "--data-dir", str(data), "--port", "0"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

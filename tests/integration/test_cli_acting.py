@@ -58,10 +58,13 @@ class World:
 def _setup(data: Path) -> tuple[str, str, str]:
     async def go() -> tuple[str, str, str]:
         await initialise(
-            data, name="t", schools=[(ORG, "8012000", "Hillside"),
-                                     ("654321", "8014001", "Riverside")],
-            agencies=[], admin=None, admin_password=None,
-        )  # fmt: skip
+            data,
+            name="t",
+            schools=[(ORG, "8012000", "Hillside"), ("654321", "8014001", "Riverside")],
+            agencies=[],
+            admin=None,
+            admin_password=None,
+        )
         async with await Node.open(data) as node:
             rec = await node.accounts.bootstrap_account(
                 ORG, username="dsl", display_name="Sam Patel", roles=["dsl"], password=PASSWORD
@@ -74,9 +77,10 @@ def _setup(data: Path) -> tuple[str, str, str]:
             await node.accounts.sign_out(enrolling)
             pupil = await node.store.create_pupil(
                 await node.store.actor_for(rec.id),
-                NewPupil(upn=upn(9), surname="Hughes", forename="Ellie", dob=date(2015, 6, 21),
-                         sex="F"),
-            )  # fmt: skip
+                NewPupil(
+                    upn=upn(9), surname="Hughes", forename="Ellie", dob=date(2015, 6, 21), sex="F"
+                ),
+            )
             return pupil.id, rec.id, enrolment.secret
 
     return asyncio.run(go())
@@ -125,8 +129,17 @@ def _chronology_events(data: Path, dsl_id: str, pupil_id: str) -> list[PupilEven
 def test_as_alone_is_recorded_as_the_operator_acting_for_the_person(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["send", "leaver-file", *world.me(), "--pupil", world.pupil_id, "--to", "654321",
-            "--reason", REASON]  # fmt: skip
+    args = [
+        "send",
+        "leaver-file",
+        *world.me(),
+        "--pupil",
+        world.pupil_id,
+        "--to",
+        "654321",
+        "--reason",
+        REASON,
+    ]
     assert main(args) == 0
     package_id = capsys.readouterr().out.split()[0]
     (queued,) = _audit(world.data, "transfer.queued")
@@ -152,8 +165,17 @@ def test_sign_in_asks_for_password_and_code_and_is_recorded_as_the_person(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
     world.typed += [PASSWORD, world.code()]
-    args = ["send", "leaver-file", *world.me("--sign-in"), "--pupil", world.pupil_id,
-            "--to", "654321", "--reason", REASON]  # fmt: skip
+    args = [
+        "send",
+        "leaver-file",
+        *world.me("--sign-in"),
+        "--pupil",
+        world.pupil_id,
+        "--to",
+        "654321",
+        "--reason",
+        REASON,
+    ]
     assert main(args) == 0, capsys.readouterr().err
     assert world.typed == []  # both were asked for
     (queued,) = _audit(world.data, "transfer.queued")
@@ -170,8 +192,17 @@ def test_sign_in_asks_for_password_and_code_and_is_recorded_as_the_person(
 def test_a_wrong_password_or_no_terminal_does_nothing(
     world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    args = ["send", "leaver-file", *world.me("--sign-in"), "--pupil", world.pupil_id,
-            "--to", "654321", "--reason", REASON]  # fmt: skip
+    args = [
+        "send",
+        "leaver-file",
+        *world.me("--sign-in"),
+        "--pupil",
+        world.pupil_id,
+        "--to",
+        "654321",
+        "--reason",
+        REASON,
+    ]
     world.typed += ["not the password at all", world.code()]
     assert main(args) == 6
     err = capsys.readouterr().err.strip().splitlines()
@@ -191,8 +222,17 @@ def test_approving_an_account_change_needs_the_dsl_signed_in(
     monkeypatch.setenv("HANDOVER_PASSWORD", ADMIN_PASSWORD)
     base = ["--data-dir", str(world.data), "--org", ORG]
     # The organisation has a DSL: a second DSL-team account waits for their approval.
-    create = ["account", "create", *base, "--user", "dee", "--name", "Dee Okoro",
-              "--role", "deputy_dsl"]  # fmt: skip
+    create = [
+        "account",
+        "create",
+        *base,
+        "--user",
+        "dee",
+        "--name",
+        "Dee Okoro",
+        "--role",
+        "deputy_dsl",
+    ]
     assert main(create) == 0
     out = capsys.readouterr().out
     assert out.startswith("not created yet: the server operator asked to add an account for Dee")

@@ -43,9 +43,13 @@ def _loaded(tmp_path: Path, *argv: str | Path, env: dict[str, str] | None = None
     out = tmp_path / "modules.json"
     done = subprocess.run(
         [sys.executable, "-c", _PROBE, str(out), *map(str, argv)],
-        capture_output=True, text=True, env=env or run_env(), cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env or run_env(),
+        cwd=tmp_path,
+        timeout=120,
         check=False,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr
     return set(json.loads(out.read_text()))
 
@@ -66,10 +70,19 @@ def test_package_verify_with_given_keys_loads_no_database_or_server(tmp_path: Pa
     p = parties()
     files: Files = build_files(p, tmp_path / "given")
     loaded = _loaded(
-        tmp_path, "package", "verify", files.package, "-i", files.identity_file,
-        "--org", p.recipient.org_id, "--fingerprint", p.recipient.fingerprint,
-        "--sender-key", files.sender_pub,
-    )  # fmt: skip
+        tmp_path,
+        "package",
+        "verify",
+        files.package,
+        "-i",
+        files.identity_file,
+        "--org",
+        p.recipient.org_id,
+        "--fingerprint",
+        p.recipient.fingerprint,
+        "--sender-key",
+        files.sender_pub,
+    )
     assert "transfer.package.open" in loaded
     unwanted = SERVER_ONLY | {"asyncio", "sqlalchemy", "transfer.config", "keys.store"}
     assert unwanted & loaded == set()
@@ -82,9 +95,13 @@ async def test_audit_verify_loads_the_log_not_the_store_or_server(
     monkeypatch.setenv("HANDOVER_KEK", kek)
     data = tmp_path / "node"
     await initialise(
-        data, name="t", schools=[("123456", "8012000", "Hillside")], agencies=[],
-        admin=None, admin_password=None,
-    )  # fmt: skip
+        data,
+        name="t",
+        schools=[("123456", "8012000", "Hillside")],
+        agencies=[],
+        admin=None,
+        admin_password=None,
+    )
     env = run_env({"HANDOVER_KEK": kek})
     loaded = _loaded(tmp_path, "audit", "verify", "--data-dir", data, env=env)
     assert "transfer.audit.log" in loaded and "sqlalchemy" in loaded  # it reads the database

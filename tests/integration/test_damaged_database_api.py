@@ -40,9 +40,13 @@ async def data_dir(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setenv("HANDOVER_DATABASE__URL", db_url)
     data = tmp_path / "node"
     await initialise(
-        data, name="t", schools=[("123456", "8012000", "Hillside")], agencies=[],
-        admin=None, admin_password=None,
-    )  # fmt: skip
+        data,
+        name="t",
+        schools=[("123456", "8012000", "Hillside")],
+        agencies=[],
+        admin=None,
+        admin_password=None,
+    )
     return data
 
 

@@ -200,8 +200,12 @@ def test_serve_refuses_a_wrong_kek_and_another_nodes_database(
 
     line = _one_line(_serve(data, _env(secrets.token_hex(32), tmp_path, ours)))
     assert "the key-encryption key from HANDOVER_KEK is not this node's key" in line
-    line = _one_line(_run(["alerts", "list", "--org", ORG, "--as", "admin", "--data-dir",
-                           str(data)], _env(secrets.token_hex(32), tmp_path, ours)))  # fmt: skip
+    line = _one_line(
+        _run(
+            ["alerts", "list", "--org", ORG, "--as", "admin", "--data-dir", str(data)],
+            _env(secrets.token_hex(32), tmp_path, ours),
+        )
+    )
     assert "is not this node's key" in line
 
     # The same KEK, but the other node's database: refused, named.

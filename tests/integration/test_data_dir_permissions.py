@@ -68,9 +68,14 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 def _handover(args: list[str], env: dict[str, str]) -> str:
     done = subprocess.run(
-        [*HANDOVER, *args], env=env, capture_output=True, text=True, timeout=120,
-        check=False, umask=USUAL_UMASK,
-    )  # fmt: skip
+        [*HANDOVER, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        umask=USUAL_UMASK,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -88,8 +93,12 @@ def _serving(data: Path, env: dict[str, str]) -> Iterator[str]:
     port = _free_port()
     proc = subprocess.Popen(
         [*HANDOVER, "serve", "--data-dir", str(data), "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, umask=USUAL_UMASK,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        umask=USUAL_UMASK,
+    )
     base = f"https://127.0.0.1:{port}"
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -147,8 +156,18 @@ def test_a_node_made_worked_on_and_served_is_private_throughout(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
     data = tmp_path / "node"
-    _handover(["init", "--data-dir", str(data), "--school", "123456:8012000:Hillside",
-               "--admin", "admin"], env)  # fmt: skip
+    _handover(
+        [
+            "init",
+            "--data-dir",
+            str(data),
+            "--school",
+            "123456:8012000:Hillside",
+            "--admin",
+            "admin",
+        ],
+        env,
+    )
     assert _open_entries(data) == []
     with _umask(USUAL_UMASK):
         asyncio.run(_some_work(data))

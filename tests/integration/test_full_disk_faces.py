@@ -69,8 +69,13 @@ async def test_a_web_page_answers_503_saying_the_server_is_out_of_space(
 ) -> None:
     await site.node.person("dsl", [Role.DSL], enrol=False)
     form = await site.get("/sign-in")
-    fields = {"csrf": form.hidden("csrf"), "org": URN, "username": "dsl",
-              "password": "not the password", "code": ""}  # fmt: skip
+    fields = {
+        "csrf": form.hidden("csrf"),
+        "org": URN,
+        "username": "dsl",
+        "password": "not the password",
+        "code": "",
+    }
     caplog.clear()
     with caplog.at_level(logging.INFO):
         async with postgres_full(site.node.store.engine):

@@ -92,14 +92,24 @@ def _node_on_small_disk(
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_")}
     env.update(
-        MNT=str(mnt), DATA=str(mnt / "handover"), PY=sys.executable, ORG=ORG, PORT=str(port),
-        HANDOVER_KEK=secrets.token_hex(32), HANDOVER_ADMIN_PASSWORD=PASSWORD,
-        HANDOVER_TRANSFER__SWEEP_SECONDS="1", HOME=str(tmp_path / "home"), LC_ALL="C",
-    )  # fmt: skip
+        MNT=str(mnt),
+        DATA=str(mnt / "handover"),
+        PY=sys.executable,
+        ORG=ORG,
+        PORT=str(port),
+        HANDOVER_KEK=secrets.token_hex(32),
+        HANDOVER_ADMIN_PASSWORD=PASSWORD,
+        HANDOVER_TRANSFER__SWEEP_SECONDS="1",
+        HOME=str(tmp_path / "home"),
+        LC_ALL="C",
+    )
     proc = subprocess.Popen(
         ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", _SCRIPT],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     log = _Log(proc)
     try:
         log.wait_for("serving ")
@@ -132,10 +142,23 @@ def _fill(pid: int, inside: Path, data: Path) -> Path:
     # its start would overwrite space it already holds). SQLite resolves /proc/PID/root, so
     # this runs in the node's namespaces.
     done = subprocess.run(
-        ["nsenter", "--target", str(pid), "--user", "--mount", "--",
-         sys.executable, "-c", _CHECKPOINT, str(inside / "handover.db")],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            "nsenter",
+            "--target",
+            str(pid),
+            "--user",
+            "--mount",
+            "--",
+            sys.executable,
+            "-c",
+            _CHECKPOINT,
+            str(inside / "handover.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     filler = data / "filler"
     piece = b"\0" * (1024 * 1024)
@@ -183,9 +206,14 @@ def test_a_node_whose_disk_fills_answers_503_on_every_face_and_carries_on(
         assert csrf, form[:500]
         wrong = f'{{"org": "{ORG}", "username": "admin", "password": "wrong"}}'.encode()
         sign_in = urllib.parse.urlencode(
-            {"csrf": csrf.group(1), "org": ORG, "username": "admin", "password": "wrong",
-             "code": ""}
-        ).encode()  # fmt: skip
+            {
+                "csrf": csrf.group(1),
+                "org": ORG,
+                "username": "admin",
+                "password": "wrong",
+                "code": "",
+            }
+        ).encode()
         time.sleep(1.5)  # the start-up sweeps have run
         filler = _fill(proc.pid, inside, data)
         before = len(log.lines)
@@ -209,8 +237,10 @@ def test_a_node_whose_disk_fills_answers_503_on_every_face_and_carries_on(
         refused = [line for line in during if "ERROR handover.space: " in line]
         assert all("failed: this node is out of storage space" in line for line in refused)
         assert [line.split(" failed:")[0].rsplit(": ", 1)[-1] for line in refused] == [
-            "POST /api/v1/session", "POST /peer/v1/packages", "POST /sign-in",
-        ], during  # fmt: skip
+            "POST /api/v1/session",
+            "POST /peer/v1/packages",
+            "POST /sign-in",
+        ], during
         assert "Traceback" not in "\n".join(during)
 
         # Space freed: the node carries on by itself, and the DSL team is told.

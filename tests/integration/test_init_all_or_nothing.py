@@ -37,8 +37,12 @@ def env(tmp_path: Path) -> dict[str, str]:
 def _init(data: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*HANDOVER, "init", "--data-dir", str(data), *args],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _refused(r: subprocess.CompletedProcess[str]) -> str:
@@ -177,19 +181,31 @@ async def test_adding_to_a_node_checks_the_password_first(
     monkeypatch.setenv("HANDOVER_DATABASE__URL", db_url)
     data = tmp_path / "node"
     await initialise(
-        data, name="t", schools=[("123456", "8012000", "Hillside")], agencies=[],
-        admin=None, admin_password=None,
-    )  # fmt: skip
+        data,
+        name="t",
+        schools=[("123456", "8012000", "Hillside")],
+        agencies=[],
+        admin=None,
+        admin_password=None,
+    )
     with pytest.raises(InputError, match="password is not accepted"):
         await initialise(
-            data, name="t", schools=[("234567", "8012001", "Riverside")], agencies=[],
-            admin="admin", admin_password="short",
-        )  # fmt: skip
+            data,
+            name="t",
+            schools=[("234567", "8012001", "Riverside")],
+            agencies=[],
+            admin="admin",
+            admin_password="short",
+        )
     with pytest.raises(ConflictError):
         await initialise(
-            data, name="t", schools=[("234567", "8012001", "R"), ("123456", "8012000", "H")],
-            agencies=[], admin=None, admin_password=None,
-        )  # fmt: skip
+            data,
+            name="t",
+            schools=[("234567", "8012001", "R"), ("123456", "8012000", "H")],
+            agencies=[],
+            admin=None,
+            admin_password=None,
+        )
     async with await Node.open(data) as node:
         assert [o.id for o in await node.store.list_organisations()] == ["123456"]
     assert data.exists() and (data / "keys" / "123456.json").exists()

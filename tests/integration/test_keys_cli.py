@@ -241,8 +241,12 @@ def test_key_events_reach_the_tamper_evident_audit_log(data_dir: Path, tmp_path:
     def audit(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(HANDOVER), "audit", *args, "--data-dir", str(data_dir)],
-            capture_output=True, text=True, env=_env(KEK_HEX), timeout=60, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            env=_env(KEK_HEX),
+            timeout=60,
+            check=False,
+        )
 
     shown = audit("show", "--action", "key.export")
     assert shown.returncode == 0, shown.stderr

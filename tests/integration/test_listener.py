@@ -49,10 +49,13 @@ async def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HANDOVER_SERVER__MAX_CONNECTIONS_PER_ADDRESS", str(CAP))
     data = tmp_path / "node"
     await initialise(
-        data, name="t",
+        data,
+        name="t",
         schools=[(SENDER, "8012000", "Hillside"), (RECEIVER, "8014001", "Riverside")],
-        agencies=[], admin=None, admin_password=None,
-    )  # fmt: skip
+        agencies=[],
+        admin=None,
+        admin_password=None,
+    )
     return data
 
 
@@ -206,16 +209,22 @@ async def test_a_peer_upload_streams_for_longer_than_the_header_timeout(
     def signed(method: str, path: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
         headers = {**headers, "Content-Digest": content_digest(body)}
         headers.update(
-            sign_request(method, signed_base + path, headers, key_id=keyset.key_id_hex,
-                         private_key=seed)
-        )  # fmt: skip
+            sign_request(
+                method, signed_base + path, headers, key_id=keyset.key_id_hex, private_key=seed
+            )
+        )
         return headers
 
-    offer = json.dumps({
-        "package_id": package_id, "package_kind": "leaver_file", "sender_org_id": SENDER,
-        "recipient_org_id": RECEIVER, "size": len(package),
-        "ciphertext_sha256": hashlib.sha256(package).hexdigest(),
-    }).encode()  # fmt: skip
+    offer = json.dumps(
+        {
+            "package_id": package_id,
+            "package_kind": "leaver_file",
+            "sender_org_id": SENDER,
+            "recipient_org_id": RECEIVER,
+            "size": len(package),
+            "ciphertext_sha256": hashlib.sha256(package).hexdigest(),
+        }
+    ).encode()
     url = served.base_url + "/peer/v1/packages"
     async with aiohttp.ClientSession() as http:
         headers = signed("POST", "/peer/v1/packages", offer, {"Content-Type": "application/json"})
@@ -229,10 +238,15 @@ async def test_a_peer_upload_streams_for_longer_than_the_header_timeout(
 
         path = f"/peer/v1/packages/{package_id}"
         headers = signed(
-            "PATCH", path, package,
-            {"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0",
-             "Content-Length": str(len(package))},
-        )  # fmt: skip
+            "PATCH",
+            path,
+            package,
+            {
+                "Content-Type": "application/offset+octet-stream",
+                "Upload-Offset": "0",
+                "Content-Length": str(len(package)),
+            },
+        )
         started = time.monotonic()
         async with http.patch(
             served.base_url + path, data=slowly(), headers=headers, ssl=_tls(data_dir)
@@ -283,9 +297,10 @@ def test_the_limits_come_from_server_settings_and_behind_a_proxy_the_cap_is_the_
     from transfer.config import ServerSection
 
     direct = ListenerLimits.from_config(
-        ServerSection(header_timeout_seconds=7, keepalive_timeout_seconds=30,
-                      max_connections_per_address=12)
-    )  # fmt: skip
+        ServerSection(
+            header_timeout_seconds=7, keepalive_timeout_seconds=30, max_connections_per_address=12
+        )
+    )
     assert direct == ListenerLimits(header_timeout=7, keepalive_timeout=30, max_per_address=12)
     proxied = ListenerLimits.from_config(ServerSection(behind_proxy=True))
     assert proxied.max_per_address == 0 and proxied.header_timeout == 20.0

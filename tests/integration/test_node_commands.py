@@ -23,9 +23,14 @@ def _run(
     args: list[str], env: dict[str, str], timeout: int = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*HANDOVER, *args], env=env, capture_output=True, text=True, timeout=timeout,
-        check=False, umask=0o022,  # the usual umask: the node's files must not rely on it
-    )  # fmt: skip
+        [*HANDOVER, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        umask=0o022,  # the usual umask: the node's files must not rely on it
+    )
 
 
 @pytest.fixture
@@ -39,8 +44,20 @@ def env(tmp_path: Path) -> dict[str, str]:
 def test_init_creates_orgs_and_refuses_bad_input(tmp_path: Path, env: dict[str, str]) -> None:
     data = tmp_path / "node"
     env["HANDOVER_ADMIN_PASSWORD"] = "a long enough pass phrase 42"
-    r = _run(["init", "--data-dir", str(data), "--school", "123456:8012000:Hillside",
-              "--agency", "lado-bristol:lado:Bristol LADO", "--admin", "admin"], env)  # fmt: skip
+    r = _run(
+        [
+            "init",
+            "--data-dir",
+            str(data),
+            "--school",
+            "123456:8012000:Hillside",
+            "--agency",
+            "lado-bristol:lado:Bristol LADO",
+            "--admin",
+            "admin",
+        ],
+        env,
+    )
     assert r.returncode == 0, r.stderr
     assert "school 123456 Hillside: key fingerprint" in r.stdout
     assert "agency lado-bristol" in r.stdout
@@ -55,8 +72,10 @@ def test_init_creates_orgs_and_refuses_bad_input(tmp_path: Path, env: dict[str, 
     assert bad.returncode != 0 and "URN" in bad.stderr
     # A weak administrator password is refused before anything is created.
     env["HANDOVER_ADMIN_PASSWORD"] = "short"
-    weak = _run(["init", "--data-dir", str(data), "--school", "234567:8012001:Other",
-                 "--admin", "admin"], env)  # fmt: skip
+    weak = _run(
+        ["init", "--data-dir", str(data), "--school", "234567:8012001:Other", "--admin", "admin"],
+        env,
+    )
     assert weak.returncode != 0
     # Without the KEK the node refuses to start and says how to fix it.
     no_kek = {k: v for k, v in env.items() if k != "HANDOVER_KEK"}
@@ -77,11 +96,15 @@ def test_demo_hands_over_a_file_between_two_real_nodes(tmp_path: Path, env: dict
     r = _run(["demo", "--workdir", str(work)], env, timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout
-    for step in ("delivered: the signed delivered receipt came back and verified",
-                 "accepted and imported", "accepted: the signed accepted receipt",
-                 "referral accepted by the MASH, reference MASH-2026-0415",
-                 "offline bundle", "audit log intact",
-                 "MASH       downloaded a document"):  # fmt: skip
+    for step in (
+        "delivered: the signed delivered receipt came back and verified",
+        "accepted and imported",
+        "accepted: the signed accepted receipt",
+        "referral accepted by the MASH, reference MASH-2026-0415",
+        "offline bundle",
+        "audit log intact",
+        "MASH       downloaded a document",
+    ):
         assert step in out, step
     evidence = work / "evidence"
     # web.json: each node's web address and the demo people, authenticators enrolled.
@@ -90,10 +113,12 @@ def test_demo_hands_over_a_file_between_two_real_nodes(tmp_path: Path, env: dict
     for node in web["nodes"]:
         assert node["url"].startswith("https://127.0.0.1:") and node["ca_file"]
         roles = sorted(r for a in node["accounts"] for r in a["roles"])
-        assert roles == sorted(["dsl", "deputy_dsl", "staff", "head_teacher", "auditor",
-                                "administrator"])  # fmt: skip
-        assert all(len(a["totp_secret"]) == 32 and a["display_name"] and a["org"]
-                   for a in node["accounts"])  # fmt: skip
+        assert roles == sorted(
+            ["dsl", "deputy_dsl", "staff", "head_teacher", "auditor", "administrator"]
+        )
+        assert all(
+            len(a["totp_secret"]) == 32 and a["display_name"] and a["org"] for a in node["accounts"]
+        )
     code = _run(["demo-code", "--workdir", str(work), "s.patel"], env)
     assert code.returncode == 0 and re.fullmatch(r"\d{6}\n", code.stdout), code.stderr
     ambiguous = _run(["demo-code", "--workdir", str(work), "admin"], env)
@@ -115,22 +140,31 @@ def test_demo_hands_over_a_file_between_two_real_nodes(tmp_path: Path, env: dict
 
     # Anyone can re-check the handover with age, tar, minisign and sha256sum alone.
     pkg = next(evidence.glob("leaver-file-*.age"))
-    plain = subprocess.run(["age", "-d", "-i", str(evidence / "riverside.key"), str(pkg)],
-                           capture_output=True, check=True).stdout  # fmt: skip
+    plain = subprocess.run(
+        ["age", "-d", "-i", str(evidence / "riverside.key"), str(pkg)],
+        capture_output=True,
+        check=True,
+    ).stdout
     unpacked = tmp_path / "unpacked"
     unpacked.mkdir()
     subprocess.run(["tar", "-x", "-C", str(unpacked)], input=plain, check=True)
     hillside = str(evidence / "hillside.pub")
-    v = subprocess.run(["minisign", "-Vm", str(unpacked / "manifest.json"), "-p", hillside],
-                       capture_output=True, text=True)  # fmt: skip
+    v = subprocess.run(
+        ["minisign", "-Vm", str(unpacked / "manifest.json"), "-p", hillside],
+        capture_output=True,
+        text=True,
+    )
     assert v.returncode == 0, v.stderr
     manifest = json.loads((unpacked / "manifest.json").read_bytes())
     assert manifest["recipient"]["org_id"] == "654321"
     digest = hashlib.sha256(pkg.read_bytes()).hexdigest()
     for kind in ("delivered", "viewed", "accepted"):
         receipt = evidence / f"receipt-{kind}.json"
-        v = subprocess.run(["minisign", "-Vm", str(receipt), "-p", str(evidence / "riverside.pub")],
-                           capture_output=True, text=True)  # fmt: skip
+        v = subprocess.run(
+            ["minisign", "-Vm", str(receipt), "-p", str(evidence / "riverside.pub")],
+            capture_output=True,
+            text=True,
+        )
         assert v.returncode == 0, v.stderr
         body = json.loads(receipt.read_bytes())
         assert body["kind"] == kind and body["ciphertext_sha256"] == digest
@@ -147,8 +181,11 @@ def test_demo_hands_over_a_file_between_two_real_nodes(tmp_path: Path, env: dict
     (tmp_path / "bad.json.minisig").write_bytes(
         (evidence / "receipt-accepted.json.minisig").read_bytes()
     )
-    v = subprocess.run(["minisign", "-Vm", str(bad), "-p", str(evidence / "riverside.pub")],
-                       capture_output=True, text=True)  # fmt: skip
+    v = subprocess.run(
+        ["minisign", "-Vm", str(bad), "-p", str(evidence / "riverside.pub")],
+        capture_output=True,
+        text=True,
+    )
     assert v.returncode != 0
     # The demo prints each school's fingerprint and the exact command that verifies the
     # package with Handover as the receiving school (issue 11, item 21): it works as printed.
@@ -162,9 +199,13 @@ def test_demo_hands_over_a_file_between_two_real_nodes(tmp_path: Path, env: dict
     printed = next(line.strip() for line in out.splitlines() if "handover package verify" in line)
     assert f"--fingerprint {fingerprint}" in printed and str(pkg) in printed
     verified = subprocess.run(
-        [*HANDOVER, *shlex.split(printed)[1:]], env=env, capture_output=True, text=True,
-        timeout=120, check=False,
-    )  # fmt: skip
+        [*HANDOVER, *shlex.split(printed)[1:]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert verified.returncode == 0, verified.stderr
     assert verified.stdout.startswith(f"OK: package {manifest['package_id']} (leaver_file)")
     # The offline bundle is there with its instructions; the nodes were stopped.
@@ -183,8 +224,11 @@ def test_serve_answers_over_tls(tmp_path: Path, env: dict[str, str]) -> None:
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [*HANDOVER, "serve", "--data-dir", str(data), "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         ctx = ssl.create_default_context(cafile=None)
         ctx.check_hostname = False

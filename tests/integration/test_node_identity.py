@@ -64,10 +64,13 @@ async def _old_node(url: str, data_dir: Path) -> str:
         pupil = await store.create_pupil(
             dsl,
             NewPupil(
-                upn="H801200001001", surname="Okafor", forename="Amara",
-                dob=date(2014, 11, 3), sex="F",
+                upn="H801200001001",
+                surname="Okafor",
+                forename="Amara",
+                dob=date(2014, 11, 3),
+                sex="F",
             ),
-        )  # fmt: skip
+        )
     # Its tables as that version left them: no node_identity yet.
     engine = make_engine(url)
     try:
@@ -187,9 +190,13 @@ async def test_a_node_not_yet_set_up_is_left_alone(node_env: str, tmp_path: Path
 async def test_a_damaged_identity_file_is_named(node_env: str, tmp_path: Path) -> None:
     data = tmp_path / "node"
     await initialise(
-        data, name="t", schools=[("123456", "8012000", "Hillside")], agencies=[],
-        admin=None, admin_password=None,
-    )  # fmt: skip
+        data,
+        name="t",
+        schools=[("123456", "8012000", "Hillside")],
+        agencies=[],
+        admin=None,
+        admin_password=None,
+    )
     raw = bytearray((data / MARKER).read_bytes())
     raw[30] ^= 0x80
     (data / MARKER).write_bytes(bytes(raw))

@@ -37,9 +37,13 @@ async def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HANDOVER_KEK", secrets.token_hex(32))
     data = tmp_path / "node"
     await initialise(
-        data, name="t", schools=[("123456", "8012000", "Hillside")], agencies=[],
-        admin=None, admin_password=None,
-    )  # fmt: skip
+        data,
+        name="t",
+        schools=[("123456", "8012000", "Hillside")],
+        agencies=[],
+        admin=None,
+        admin_password=None,
+    )
     return data
 
 

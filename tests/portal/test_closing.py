@@ -81,8 +81,11 @@ async def test_nothing_is_released_after_the_acknowledgement(db_url: str, tmp_pa
         assert outcomes.count("acknowledged") == 1
         whole = [o for o in outcomes if isinstance(o, bytes)]
         assert all(o == DOCUMENT for o in whole)
-        assert all(o in ("acknowledged", "LinkClosed", "LinkExpired", "PortalSessionEnded")
-                   for o in outcomes if not isinstance(o, bytes))  # fmt: skip
+        assert all(
+            o in ("acknowledged", "LinkClosed", "LinkExpired", "PortalSessionEnded")
+            for o in outcomes
+            if not isinstance(o, bytes)
+        )
         # Every document that went out went out before the acknowledgement, in the trail.
         trail = await _trail(world, pickup_id)
         acked = trail.index("acknowledged")

@@ -75,8 +75,11 @@ async def test_full_pickup_records_every_step(db_url: str, tmp_path: Path) -> No
         view = await world.portal.referral(visit, ip="192.0.2.7")
         assert view.form is not None and view.form.value["child"]["forename"] == "Ellie"
         assert [r.title for r in view.records] == [
-            "Chronology", "People", "Concerns — c1", "Documents — d1",
-        ]  # fmt: skip
+            "Chronology",
+            "People",
+            "Concerns — c1",
+            "Documents — d1",
+        ]
         assert [(d.filename, d.size) for d in view.documents] == [("body-map.pdf", len(DOCUMENT))]
         doc, chunks = await world.portal.download(visit, 0, ip="192.0.2.7")
         pieces = [c async for c in chunks]

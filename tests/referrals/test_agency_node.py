@@ -59,14 +59,20 @@ async def test_referral_to_an_agency_node_end_to_end(tmp_path: Path) -> None:
         # The agency's DSL accepts it with their reference: pulled over the socket.
         up = s.peer.uploads[package_id]
         body = ReceiptBody(
-            receipt_id=uuid.uuid4(), kind="accepted", package_id=uuid.UUID(package_id),
-            package_kind="referral_social_care", sender_org_id=up.sender,
-            receiver_org_id=agency.org_id, receiver_key_id=agency.key_id_hex,
-            ciphertext_sha256=up.sha256, ciphertext_size=up.size,
+            receipt_id=uuid.uuid4(),
+            kind="accepted",
+            package_id=uuid.UUID(package_id),
+            package_kind="referral_social_care",
+            sender_org_id=up.sender,
+            receiver_org_id=agency.org_id,
+            receiver_key_id=agency.key_id_hex,
+            ciphertext_sha256=up.sha256,
+            ciphertext_size=up.size,
             manifest_sha256=queued.manifest_sha256,
-            acted_by=ReceiptActor(name="Mo Triage", role="dsl"), reference="MASH-2026-0091",
+            acted_by=ReceiptActor(name="Mo Triage", role="dsl"),
+            reference="MASH-2026-0091",
             issued_at=datetime.now(UTC),
-        )  # fmt: skip
+        )
         up.receipts.append(sign_receipt(body, agency))
         s.school.clock.advance(minutes=1)
         assert await s.outbox.pull_receipts() == 1
@@ -81,8 +87,11 @@ async def test_referral_to_an_agency_node_end_to_end(tmp_path: Path) -> None:
             if e.kind == "event" and e.record.kind.startswith("referral.")  # type: ignore[union-attr]
         ]
         assert kinds == [
-            "referral.drafted", "referral.sent", "referral.delivered", "referral.accepted"
-        ]  # fmt: skip
+            "referral.drafted",
+            "referral.sent",
+            "referral.delivered",
+            "referral.accepted",
+        ]
 
 
 async def test_an_agency_without_a_node_is_refused_and_the_draft_kept(tmp_path: Path) -> None:

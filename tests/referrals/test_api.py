@@ -44,19 +44,31 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         await node.person("sam", [Role.STAFF])
         pupil = await node.store.create_pupil(
             await node.store.actor_for(admin.staff.id),
-            NewPupil(upn="H801200001001", surname="Okafor", forename="Amara",
-                     dob=datetime(2014, 11, 3).date(), sex="F"),
-        )  # fmt: skip
+            NewPupil(
+                upn="H801200001001",
+                surname="Okafor",
+                forename="Amara",
+                dob=datetime(2014, 11, 3).date(),
+                sex="F",
+            ),
+        )
         concern = await node.store.record_concern(
             await node.store.actor_for(dsl.staff.id),
-            NewConcern(pupil_ids=(pupil.id,), category="child_protection",
-                       happened_at=datetime(2026, 9, 1, tzinfo=UTC),
-                       account="Amara said Kai Smith hit her."),
-        )  # fmt: skip
+            NewConcern(
+                pupil_ids=(pupil.id,),
+                category="child_protection",
+                happened_at=datetime(2026, 9, 1, tzinfo=UTC),
+                account="Amara said Kai Smith hit her.",
+            ),
+        )
         app = create_app(
-            store=node.store, accounts=node.accounts, audit=node.audit, config=api_config(),
-            exports_dir=tmp_path / "exports", referrals=referrals,
-        )  # fmt: skip
+            store=node.store,
+            accounts=node.accounts,
+            audit=node.audit,
+            config=api_config(),
+            exports_dir=tmp_path / "exports",
+            referrals=referrals,
+        )
         async with TestClient(TestServer(app)) as client:
             yield Rig(Api(node=node, client=client, data_dir=data_dir), pupil.id, concern.id)
 
@@ -121,10 +133,13 @@ async def test_referral_checks_over_http(rig: Rig) -> None:
     body = {"pupil_id": "H801200001001", "agency_org_id": "mash-bristol", "form": mash_form()}
     resp = await client.post(
         "/api/v1/referrals",
-        json={**body, "selection": [{"kind": "concern", "id": rig.concern_id}],
-              "redactions": [{"text": "Nobody Here"}]},
+        json={
+            **body,
+            "selection": [{"kind": "concern", "id": rig.concern_id}],
+            "redactions": [{"text": "Nobody Here"}],
+        },
         headers=dsl,
-    )  # fmt: skip
+    )
     assert resp.status == 400 and (await resp.json())["type"].endswith("invalid-redaction")
     assert (await (await client.get("/api/v1/referrals", headers=dsl)).json())["items"] == []
     resp = await client.post(

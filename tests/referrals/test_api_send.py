@@ -87,47 +87,81 @@ async def rig(
         # The school's key is made now (the real time); the node's clock starts after it.
         node.clock.now = datetime.now(UTC) + timedelta(minutes=1)
         directory = Directory(node.store, keys=keys)
-        await add_agency(directory, "mash-bristol", "Bristol MASH", "social_care",
-                         email=MASH_EMAIL, endpoint="https://127.0.0.1:9")  # fmt: skip
+        await add_agency(
+            directory,
+            "mash-bristol",
+            "Bristol MASH",
+            "social_care",
+            email=MASH_EMAIL,
+            endpoint="https://127.0.0.1:9",
+        )
         await add_agency(directory, "police-avon", "Avon and Somerset Police", "police")
         referrals = Referrals(node.store, keys, directory)
         portal = PickupPortal(
-            node.store, keys, KEK, base_url="http://unset.invalid", acknowledgements=referrals,
-            clock=node.clock, settings=PortalSettings(passcode_cost=CHEAPEST),
-        )  # fmt: skip
+            node.store,
+            keys,
+            KEK,
+            base_url="http://unset.invalid",
+            acknowledgements=referrals,
+            clock=node.clock,
+            settings=PortalSettings(passcode_cost=CHEAPEST),
+        )
         config = api_config()
         peer = PeerClient(keys=keys, directory=directory, config=Config())
         outbox = None
         if with_outbox:
             outbox = Outbox(
-                store=node.store, keys=keys, directory=directory, client=peer, config=config,
+                store=node.store,
+                keys=keys,
+                directory=directory,
+                client=peer,
+                config=config,
                 data_dir=data_dir,
-            )  # fmt: skip
+            )
         admin = await node.person("admin", [Role.ADMINISTRATOR])
         await node.person("dana", [Role.DSL])
         await node.person("sam", [Role.STAFF])
         pupil = await node.store.create_pupil(
             await node.store.actor_for(admin.staff.id),
-            NewPupil(upn="H801200001001", surname="Okafor", forename="Amara",
-                     dob=datetime(2014, 11, 3).date(), sex="F"),
-        )  # fmt: skip
+            NewPupil(
+                upn="H801200001001",
+                surname="Okafor",
+                forename="Amara",
+                dob=datetime(2014, 11, 3).date(),
+                sex="F",
+            ),
+        )
         concern = await node.store.record_concern(
             await node.store.actor_for(node.people["dana"].staff.id),
-            NewConcern(pupil_ids=(pupil.id,), category="child_protection",
-                       happened_at=datetime(2026, 9, 1, tzinfo=UTC), account=ACCOUNT),
-        )  # fmt: skip
+            NewConcern(
+                pupil_ids=(pupil.id,),
+                category="child_protection",
+                happened_at=datetime(2026, 9, 1, tzinfo=UTC),
+                account=ACCOUNT,
+            ),
+        )
         app = create_app(
-            store=node.store, accounts=node.accounts, audit=node.audit, config=config,
-            exports_dir=tmp_path / "exports", referrals=referrals,
-            portal=portal if with_portal else None, outbox=outbox,
-        )  # fmt: skip
+            store=node.store,
+            accounts=node.accounts,
+            audit=node.audit,
+            config=config,
+            exports_dir=tmp_path / "exports",
+            referrals=referrals,
+            portal=portal if with_portal else None,
+            outbox=outbox,
+        )
         try:
             async with TestClient(TestServer(app, host="127.0.0.1")) as client:
                 portal.base_url = str(client.make_url("")).rstrip("/")
                 yield Rig(
-                    Api(node=node, client=client, data_dir=data_dir), referrals, portal, outbox,
-                    pupil.id, concern.id, tmp_path / "exports",
-                )  # fmt: skip
+                    Api(node=node, client=client, data_dir=data_dir),
+                    referrals,
+                    portal,
+                    outbox,
+                    pupil.id,
+                    concern.id,
+                    tmp_path / "exports",
+                )
         finally:
             await peer.close()
 
@@ -180,8 +214,12 @@ async def test_portal_send_and_the_agency_acknowledges_over_http(tmp_path: Path)
             async with agency.get(link) as page_resp:
                 assert page_resp.status == 200
                 page = await page_resp.text()
-            form = {"t": _field(page, "t"), "csrf": _field(page, "csrf"),
-                    "method": "passcode", "passcode": passcode}  # fmt: skip
+            form = {
+                "t": _field(page, "t"),
+                "csrf": _field(page, "csrf"),
+                "method": "passcode",
+                "passcode": passcode,
+            }
             async with agency.post(
                 f"{r.portal.base_url}/portal/open", data=form, allow_redirects=False
             ) as signed:
@@ -215,8 +253,11 @@ async def test_portal_send_and_the_agency_acknowledges_over_http(tmp_path: Path)
         assert accepted["agency_reference"] == "MASH-2026-0042"
         assert accepted["acknowledged_by"] == "Jo Reed"
         assert [e["action"] for e in accepted["events"]] == [
-            "drafted", "sent", "delivered", "accepted",
-        ]  # fmt: skip
+            "drafted",
+            "sent",
+            "delivered",
+            "accepted",
+        ]
         referral_events = [(a, o) for a, o, _ in r.actions("referral.")]
         for wanted in ("referral.sent", "referral.delivered", "referral.accepted"):
             assert (wanted, "ok") in referral_events
@@ -446,8 +487,10 @@ async def test_openapi_describes_the_send_routes(tmp_path: Path) -> None:
         schemas = doc["components"]["schemas"]
         assert schemas["SendReferral"]["additionalProperties"] is False
         assert set(schemas["SendReferral"]["properties"]["route"]["enum"]) == {
-            "node", "portal", "offline",
-        }  # fmt: skip
+            "node",
+            "portal",
+            "offline",
+        }
         assert "passcode" in schemas["SentReferral"]["properties"]
         unsend = doc["paths"]["/api/v1/referrals/{referral_id}/unsend"]["post"]
         assert unsend["operationId"] == "withdraw_referral"

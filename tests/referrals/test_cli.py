@@ -39,17 +39,25 @@ async def _prepare(data: Path) -> tuple[str, str]:
         admin_actor = await store.actor_for(admin.id)
         pupil = await store.create_pupil(
             admin_actor,
-            NewPupil(upn="H801200001001", surname="Okafor", forename="Amara",
-                     dob=date(2014, 11, 3), sex="F"),
-        )  # fmt: skip
+            NewPupil(
+                upn="H801200001001",
+                surname="Okafor",
+                forename="Amara",
+                dob=date(2014, 11, 3),
+                sex="F",
+            ),
+        )
         dana = await store.find_staff(SCHOOL, "dana")
         assert dana is not None
         concern = await store.record_concern(
             await store.actor_for(dana.id),
-            NewConcern(pupil_ids=(pupil.id,), category="child_protection",
-                       happened_at=datetime(2026, 9, 1, 12, tzinfo=UTC),
-                       account="Amara said Kai Smith hit her."),
-        )  # fmt: skip
+            NewConcern(
+                pupil_ids=(pupil.id,),
+                category="child_protection",
+                happened_at=datetime(2026, 9, 1, 12, tzinfo=UTC),
+                account="Amara said Kai Smith hit her.",
+            ),
+        )
         return pupil.id, concern.id
 
 
@@ -61,9 +69,20 @@ def test_referral_commands_from_draft_to_outcome(
     env["HANDOVER_ADMIN_PASSWORD"] = "a long enough pass phrase 42"
     env["HOME"] = str(tmp_path / "home")
     data = tmp_path / "node"
-    r = _run(["init", "--data-dir", str(data), "--school", f"{SCHOOL}:8012000:Hillside",
-              "--agency", "mash-bristol:social_care:Bristol MASH",
-              "--admin", "admin"], env)  # fmt: skip
+    r = _run(
+        [
+            "init",
+            "--data-dir",
+            str(data),
+            "--school",
+            f"{SCHOOL}:8012000:Hillside",
+            "--agency",
+            "mash-bristol:social_care:Bristol MASH",
+            "--admin",
+            "admin",
+        ],
+        env,
+    )
     assert r.returncode == 0, r.stderr
     monkeypatch.setenv("HANDOVER_KEK", env["HANDOVER_KEK"])
     pupil_id, concern_id = asyncio.run(_prepare(data))
@@ -71,10 +90,27 @@ def test_referral_commands_from_draft_to_outcome(
 
     form = tmp_path / "form.json"
     form.write_text(json.dumps(mash_form(consent=CONSENT_RISK)))
-    new = _run(["referral", "new", *base, "--as", "dana", "--pupil", pupil_id,
-                "--agency", "mash-bristol", "--form", str(form),
-                "--select", f"concern:{concern_id}", "--redact", "Kai Smith",
-                "--json"], env)  # fmt: skip
+    new = _run(
+        [
+            "referral",
+            "new",
+            *base,
+            "--as",
+            "dana",
+            "--pupil",
+            pupil_id,
+            "--agency",
+            "mash-bristol",
+            "--form",
+            str(form),
+            "--select",
+            f"concern:{concern_id}",
+            "--redact",
+            "Kai Smith",
+            "--json",
+        ],
+        env,
+    )
     assert new.returncode == 0, new.stderr
     record = json.loads(new.stdout)
     rid = record["id"]
@@ -83,35 +119,103 @@ def test_referral_commands_from_draft_to_outcome(
     # A bad form: one line, naming the field, exit 2; staff may not draft.
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({k: v for k, v in mash_form().items() if k != "risk_rating"}))
-    refused = _run(["referral", "new", *base, "--as", "dana", "--pupil", pupil_id,
-                    "--agency", "mash-bristol", "--form", str(bad)], env)  # fmt: skip
+    refused = _run(
+        [
+            "referral",
+            "new",
+            *base,
+            "--as",
+            "dana",
+            "--pupil",
+            pupil_id,
+            "--agency",
+            "mash-bristol",
+            "--form",
+            str(bad),
+        ],
+        env,
+    )
     assert refused.returncode == 2
     assert refused.stderr.strip() == (
         "handover: error: the referral form is not valid: risk_rating is required"
     )
-    staff = _run(["referral", "new", *base, "--as", "sam", "--pupil", pupil_id,
-                  "--agency", "mash-bristol", "--form", str(form)], env)  # fmt: skip
+    staff = _run(
+        [
+            "referral",
+            "new",
+            *base,
+            "--as",
+            "sam",
+            "--pupil",
+            pupil_id,
+            "--agency",
+            "mash-bristol",
+            "--form",
+            str(form),
+        ],
+        env,
+    )
     assert staff.returncode == 6 and "only the DSL team" in staff.stderr
 
     # The deputy may not send without consent; the DSL may.
     out = tmp_path / "out"
     deputy = _run(["referral", "bundle", *base, "--as", "dep", rid, "--out", str(out)], env)
     assert deputy.returncode == 6 and "only the DSL may do that" in deputy.stderr
-    bundle = _run(["referral", "bundle", *base, "--as", "dana", rid, "--out", str(out),
-                   "--passphrase", "--zip"], env)  # fmt: skip
+    bundle = _run(
+        [
+            "referral",
+            "bundle",
+            *base,
+            "--as",
+            "dana",
+            rid,
+            "--out",
+            str(out),
+            "--passphrase",
+            "--zip",
+        ],
+        env,
+    )
     assert bundle.returncode == 0, bundle.stderr
     assert "passphrase (shown once" in bundle.stdout
     assert len(list(out.glob("*.zip"))) == 1
 
-    hand = _run(["referral", "handed-over", *base, "--as", "dana", rid,
-                 "--to", "Duty social worker", "--how", "secure upload portal"], env)  # fmt: skip
+    hand = _run(
+        [
+            "referral",
+            "handed-over",
+            *base,
+            "--as",
+            "dana",
+            rid,
+            "--to",
+            "Duty social worker",
+            "--how",
+            "secure upload portal",
+        ],
+        env,
+    )
     assert hand.returncode == 0 and "delivered" in hand.stdout, hand.stderr
-    ack = _run(["referral", "acknowledge", *base, "--as", "dana", rid,
-                "--name", "Jo Duty", "--reference", "MASH-77"], env)  # fmt: skip
+    ack = _run(
+        [
+            "referral",
+            "acknowledge",
+            *base,
+            "--as",
+            "dana",
+            rid,
+            "--name",
+            "Jo Duty",
+            "--reference",
+            "MASH-77",
+        ],
+        env,
+    )
     assert ack.returncode == 0 and "agency reference MASH-77" in ack.stdout, ack.stderr
     outcome = tmp_path / "outcome.json"
-    outcome.write_text(json.dumps({"kind": "social_care", "rag": "amber",
-                                   "decision": "section_17"}))  # fmt: skip
+    outcome.write_text(
+        json.dumps({"kind": "social_care", "rag": "amber", "decision": "section_17"})
+    )
     done = _run(["referral", "outcome", *base, "--as", "dana", rid, "--file", str(outcome)], env)
     assert done.returncode == 0 and "closed" in done.stdout, done.stderr
     show = _run(["referral", "show", *base, "--as", "dep", rid], env)
@@ -144,9 +248,20 @@ def test_referral_cli_checks_and_the_child_by_upn(
     env["HANDOVER_ADMIN_PASSWORD"] = "a long enough pass phrase 42"
     env["HOME"] = str(tmp_path / "home")
     data = tmp_path / "node"
-    r = _run(["init", "--data-dir", str(data), "--school", f"{SCHOOL}:8012000:Hillside",
-              "--agency", "mash-bristol:social_care:Bristol MASH",
-              "--admin", "admin"], env)  # fmt: skip
+    r = _run(
+        [
+            "init",
+            "--data-dir",
+            str(data),
+            "--school",
+            f"{SCHOOL}:8012000:Hillside",
+            "--agency",
+            "mash-bristol:social_care:Bristol MASH",
+            "--admin",
+            "admin",
+        ],
+        env,
+    )
     assert r.returncode == 0, r.stderr
     monkeypatch.setenv("HANDOVER_KEK", env["HANDOVER_KEK"])
     pupil_id, concern_id = asyncio.run(_prepare(data))
@@ -155,8 +270,17 @@ def test_referral_cli_checks_and_the_child_by_upn(
     form.write_text(json.dumps(mash_form()))
 
     def new_for(upn: str) -> list[str]:
-        return ["referral", "new", *base, "--pupil", upn, "--agency", "mash-bristol",
-                "--form", str(form)]  # fmt: skip
+        return [
+            "referral",
+            "new",
+            *base,
+            "--pupil",
+            upn,
+            "--agency",
+            "mash-bristol",
+            "--form",
+            str(form),
+        ]
 
     new = new_for("H801200001001")
 
@@ -206,9 +330,24 @@ def test_a_form_with_many_problems_names_each_on_its_own_line(
     form = {k: v for k, v in mash_form().items() if k not in ("request", "risk_rating")}
     form["child"] = {**form["child"], "upn": "X1"}
     bad.write_text(json.dumps(form))
-    code = main(["referral", "new", "--data-dir", str(tmp_path / "nowhere"), "--org", SCHOOL,
-                 "--as", "dana", "--pupil", "H801200001001", "--agency", "mash-bristol",
-                 "--form", str(bad)])  # fmt: skip
+    code = main(
+        [
+            "referral",
+            "new",
+            "--data-dir",
+            str(tmp_path / "nowhere"),
+            "--org",
+            SCHOOL,
+            "--as",
+            "dana",
+            "--pupil",
+            "H801200001001",
+            "--agency",
+            "mash-bristol",
+            "--form",
+            str(bad),
+        ]
+    )
     assert code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0] == "handover: error: the referral form is not valid (3 problems):"

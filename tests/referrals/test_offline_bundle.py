@@ -47,10 +47,12 @@ async def _draft(st: Setting, upn: str = "H801200001001") -> tuple[str, str]:
     concern = await sc.store.record_concern(
         sc.staff,
         NewConcern(
-            pupil_ids=(pupil.id,), category="online_safety", happened_at=T0,
+            pupil_ids=(pupil.id,),
+            category="online_safety",
+            happened_at=T0,
             account="BUNDLE-MARKER images shared by Lee Park",
         ),
-    )  # fmt: skip
+    )
     draft = await st.referrals.draft(
         sc.dsl, pupil_id=pupil.id, agency_org_id="police-avon", form=parse_form(police_form())
     )
@@ -59,15 +61,24 @@ async def _draft(st: Setting, upn: str = "H801200001001") -> tuple[str, str]:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": "/nonexistent",
-            **extra}  # fmt: skip
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LC_ALL": "C",
+        "HOME": "/nonexistent",
+        **extra,
+    }
 
 
 def _run(script: str, cwd: Path, key: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["bash", "-c", script], cwd=cwd, env=_env(KEY=str(key)),
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        ["bash", "-c", script],
+        cwd=cwd,
+        env=_env(KEY=str(key)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _check_opened(folder: Path, concern_id: str) -> None:
@@ -167,9 +178,14 @@ async def test_passphrase_bundle_as_zip_opens_with_age_on_a_terminal(
     st, sc = setting, setting.school
     referral_id, concern_id = await _draft(st)
     bundle = await write_offline_bundle(
-        st.referrals, sc.dsl, referral_id, tmp_path / "out", passphrase=True, as_zip=True,
+        st.referrals,
+        sc.dsl,
+        referral_id,
+        tmp_path / "out",
+        passphrase=True,
+        as_zip=True,
         scrypt_log_n=15,
-    )  # fmt: skip
+    )
     assert bundle.passphrase is not None
     assert re.fullmatch(r"([0-9A-HJKMNP-TV-Z]{4}-){5}[0-9A-HJKMNP-TV-Z]{4}", bundle.passphrase)
     assert bundle.path.suffix == ".zip" and bundle.path.is_file()

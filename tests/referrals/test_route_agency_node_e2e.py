@@ -99,9 +99,12 @@ async def _accounts(world: World) -> dict[str, str]:
                 username = f"{user}{n}"
                 passwords[username] = secrets.token_urlsafe(15)
                 await node.accounts.bootstrap_account(
-                    org, username=username, display_name=name, roles=["dsl"],
+                    org,
+                    username=username,
+                    display_name=name,
+                    roles=["dsl"],
                     password=passwords[username],
-                )  # fmt: skip
+                )
     return passwords
 
 
@@ -161,22 +164,41 @@ async def _referral_sent(dsl: StaffClient, serial: int) -> tuple[str, str, str]:
     Returns the referral id, the package id and the concern id.
     """
     upn = _upn(serial)
-    pupil = await dsl.call("POST", "/pupils", {
-        "upn": upn, "surname": "Okafor", "forename": f"Amara{serial}", "dob": "2015-03-14",
-        "sex": "F", "year_group": "6",
-    })  # fmt: skip
-    concern = await dsl.call("POST", "/concerns", {
-        "pupil_ids": [pupil["id"]], "category": "child_protection",
-        "happened_at": datetime(2026, 1, 12, 9, 10, tzinfo=UTC).isoformat(),
-        "location": "Year 6 classroom",
-        "account": "Arrived with a bruise on her forearm; said she fell off the sofa.",
-    })  # fmt: skip
+    pupil = await dsl.call(
+        "POST",
+        "/pupils",
+        {
+            "upn": upn,
+            "surname": "Okafor",
+            "forename": f"Amara{serial}",
+            "dob": "2015-03-14",
+            "sex": "F",
+            "year_group": "6",
+        },
+    )
+    concern = await dsl.call(
+        "POST",
+        "/concerns",
+        {
+            "pupil_ids": [pupil["id"]],
+            "category": "child_protection",
+            "happened_at": datetime(2026, 1, 12, 9, 10, tzinfo=UTC).isoformat(),
+            "location": "Year 6 classroom",
+            "account": "Arrived with a bruise on her forearm; said she fell off the sofa.",
+        },
+    )
     form = mash_form(reason=SECRET_TEXT)
     form["child"].update(forename=f"Amara{serial}", dob="2015-03-14", upn=upn)
-    draft = await dsl.call("POST", "/referrals", {
-        "pupil_id": pupil["id"], "agency_org_id": MASH[0], "form": form,
-        "selection": [{"kind": "concern", "id": concern["id"]}],
-    })  # fmt: skip
+    draft = await dsl.call(
+        "POST",
+        "/referrals",
+        {
+            "pupil_id": pupil["id"],
+            "agency_org_id": MASH[0],
+            "form": form,
+            "selection": [{"kind": "concern", "id": concern["id"]}],
+        },
+    )
     assert draft["state"] == "draft"
     sent = await dsl.call("POST", f"/referrals/{draft['id']}/send", {"route": "node"})
     assert sent["route"] == "node" and sent["referral"]["state"] == "sent"
@@ -219,9 +241,12 @@ def _verified(agencies: Agencies, record: dict[str, Any]) -> dict[str, Any]:
     for receipt in record["receipts"]:
         wire = json.dumps({"receipt": receipt["body"], "signature": receipt["signature"]})
         verified = verify_receipt(
-            wire.encode(), public_key=key, package_id=UUID(record["id"]),
-            ciphertext_sha256=record["ciphertext_sha256"], receiver_org_id=MASH[0],
-        )  # fmt: skip
+            wire.encode(),
+            public_key=key,
+            package_id=UUID(record["id"]),
+            ciphertext_sha256=record["ciphertext_sha256"],
+            receiver_org_id=MASH[0],
+        )
         assert verified.body.sender_org_id == SCHOOL[0]
         assert verified.body.package_kind == "referral_social_care"
         out[verified.body.kind] = verified.body
@@ -245,19 +270,50 @@ def _files_holding(root: Path, needle: bytes) -> list[Path]:
 def _cli(agencies: Agencies, user: str, *argv: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_")}
     return subprocess.run(
-        [sys.executable, "-m", "transfer.cli", "inbox", *argv,
-         "--data-dir", str(agencies.mash.data_dir), "--org", MASH[0], "--as", user],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "transfer.cli",
+            "inbox",
+            *argv,
+            "--data-dir",
+            str(agencies.mash.data_dir),
+            "--org",
+            MASH[0],
+            "--as",
+            user,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
 
 
 def _audit(agencies: Agencies, action: str) -> list[dict[str, Any]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_")}
     done = subprocess.run(
-        [sys.executable, "-m", "transfer.cli", "audit", "show", "--data-dir",
-         str(agencies.mash.data_dir), "--action", action, "--json", "--limit", "100000"],
-        capture_output=True, text=True, env=env, timeout=120, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "transfer.cli",
+            "audit",
+            "show",
+            "--data-dir",
+            str(agencies.mash.data_dir),
+            "--action",
+            action,
+            "--json",
+            "--limit",
+            "100000",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
     return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
 
@@ -335,8 +391,11 @@ async def test_mash_accepts_a_referral_with_its_reference(
     assert receipts["viewed"].acted_by is not None and receipts["delivered"].acted_by is None
 
     # The MASH's audit trail: the refusals and the acceptance, no reference or text in it.
-    entries = [e for e in _audit(agencies, "transfer.accepted")
-               if e["targets"].get("package") == package_id]  # fmt: skip
+    entries = [
+        e
+        for e in _audit(agencies, "transfer.accepted")
+        if e["targets"].get("package") == package_id
+    ]
     outcomes = [(e["outcome"], e["detail"].get("reason")) for e in entries]
     assert ("refused", "reference-required") in outcomes and ("ok", None) in outcomes
     assert "MASH-123" not in json.dumps(entries) and SECRET_TEXT not in json.dumps(entries)

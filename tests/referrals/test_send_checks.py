@@ -34,9 +34,13 @@ async def _concern(st: Setting) -> tuple[str, str]:
     pupil = await sc.pupil(UPN)
     concern = await sc.store.record_concern(
         sc.staff,
-        NewConcern(pupil_ids=(pupil.id,), category="child_protection",
-                   happened_at=T0 - timedelta(days=1), account="Amara said Kai Smith hit her."),
-    )  # fmt: skip
+        NewConcern(
+            pupil_ids=(pupil.id,),
+            category="child_protection",
+            happened_at=T0 - timedelta(days=1),
+            account="Amara said Kai Smith hit her.",
+        ),
+    )
     return pupil.id, concern.id
 
 
@@ -60,15 +64,22 @@ async def test_a_draft_is_made_whole_or_not_at_all(setting: Setting) -> None:
     # A name that appears nowhere in what is chosen: refused, and no draft is left behind.
     with pytest.raises(RedactionError):
         await st.referrals.draft(
-            sc.dsl, pupil_id=UPN, agency_org_id="mash-bristol", form=form,
-            selection=chosen, redactions=[NewRedaction(text="Nobody Here")],
-        )  # fmt: skip
+            sc.dsl,
+            pupil_id=UPN,
+            agency_org_id="mash-bristol",
+            form=form,
+            selection=chosen,
+            redactions=[NewRedaction(text="Nobody Here")],
+        )
     # A chosen entry that does not exist: the same.
     with pytest.raises(NotFoundError):
         await st.referrals.draft(
-            sc.dsl, pupil_id=UPN, agency_org_id="mash-bristol", form=form,
+            sc.dsl,
+            pupil_id=UPN,
+            agency_org_id="mash-bristol",
+            form=form,
             selection=[SelectedItem(kind="concern", id="0b6c2f7e-9a1d-4c1b-8d2e-3f4a5b6c7d8e")],
-        )  # fmt: skip
+        )
     assert await st.referrals.list(sc.dsl) == []
     assert await _rows(st) == (0, 0, 0)
     refusals = [e for e in sc.audit.events if e.action == "referral.drafted"]
@@ -76,9 +87,13 @@ async def test_a_draft_is_made_whole_or_not_at_all(setting: Setting) -> None:
 
     # All of it at once, the child named by UPN: one draft, one step in its history.
     draft = await st.referrals.draft(
-        sc.dsl, pupil_id=UPN, agency_org_id="mash-bristol", form=form,
-        selection=chosen, redactions=[NewRedaction(text="Kai Smith")],
-    )  # fmt: skip
+        sc.dsl,
+        pupil_id=UPN,
+        agency_org_id="mash-bristol",
+        form=form,
+        selection=chosen,
+        redactions=[NewRedaction(text="Kai Smith")],
+    )
     assert draft.pupil_id == pupil_id and draft.selection == tuple(chosen)
     assert [m.text for m in draft.redactions] == ["Kai Smith"]
     assert [e.action for e in draft.events] == ["drafted"]
@@ -89,9 +104,12 @@ async def test_a_draft_can_be_discarded(setting: Setting) -> None:
     st, sc = setting, setting.school
     pupil_id, concern_id = await _concern(st)
     draft = await st.referrals.draft(
-        sc.dsl, pupil_id=pupil_id, agency_org_id="mash-bristol", form=parse_form(mash_form()),
+        sc.dsl,
+        pupil_id=pupil_id,
+        agency_org_id="mash-bristol",
+        form=parse_form(mash_form()),
         selection=[SelectedItem(kind="concern", id=concern_id)],
-    )  # fmt: skip
+    )
     with pytest.raises(PermissionDenied):
         await st.referrals.discard(sc.staff, draft.id)
     gone = await st.referrals.discard(sc.dsl, draft.id)
@@ -115,9 +133,12 @@ async def test_a_draft_can_be_discarded(setting: Setting) -> None:
 
     # What was sealed cannot be discarded: it is the agency's record now.
     sent = await st.referrals.draft(
-        sc.dsl, pupil_id=pupil_id, agency_org_id="mash-bristol", form=parse_form(mash_form()),
+        sc.dsl,
+        pupil_id=pupil_id,
+        agency_org_id="mash-bristol",
+        form=parse_form(mash_form()),
         selection=[SelectedItem(kind="concern", id=concern_id)],
-    )  # fmt: skip
+    )
     await st.referrals.seal(sc.dsl, sent.id, io.BytesIO(), route="offline")
     with pytest.raises(ConflictError, match="only a draft can be discarded"):
         await st.referrals.discard(sc.dsl, sent.id)
@@ -135,8 +156,10 @@ async def test_nothing_chosen_goes_only_when_confirmed(setting: Setting) -> None
     assert (await st.referrals.get(sc.dsl, draft.id)).state == "draft"
     refused = sc.audit.events[-1]
     assert (refused.action, refused.outcome, refused.detail["reason"]) == (
-        "referral.sent", "refused", "nothing-selected",
-    )  # fmt: skip
+        "referral.sent",
+        "refused",
+        "nothing-selected",
+    )
     sealed = await st.referrals.seal(
         sc.dsl, draft.id, io.BytesIO(), route="offline", form_only=True
     )
@@ -144,9 +167,12 @@ async def test_nothing_chosen_goes_only_when_confirmed(setting: Setting) -> None
 
     # Entries chosen and "the form only" asked for: a contradiction, refused.
     other = await st.referrals.draft(
-        sc.dsl, pupil_id=UPN, agency_org_id="mash-bristol", form=parse_form(mash_form()),
+        sc.dsl,
+        pupil_id=UPN,
+        agency_org_id="mash-bristol",
+        form=parse_form(mash_form()),
         selection=[SelectedItem(kind="concern", id=concern_id)],
-    )  # fmt: skip
+    )
     with pytest.raises(InputError, match="1 chronology entry is chosen"):
         await st.referrals.seal(sc.dsl, other.id, io.BytesIO(), route="offline", form_only=True)
     sealed = await st.referrals.seal(sc.dsl, other.id, io.BytesIO(), route="offline")

@@ -80,13 +80,18 @@ async def _case(st: Setting) -> Case:
         sc.dsl, chosen.id, NewAction(text="UNSELECTED-ACTION-MARKER phone mum")
     )
     doc_in = await sc.store.add_document(
-        sc.dsl, pupil.id, _chunks(b"SELECTED-DOCUMENT-BYTES body map scan"),
-        filename="body-map-Kai Smith.pdf", concern_id=chosen.id,
-    )  # fmt: skip
+        sc.dsl,
+        pupil.id,
+        _chunks(b"SELECTED-DOCUMENT-BYTES body map scan"),
+        filename="body-map-Kai Smith.pdf",
+        concern_id=chosen.id,
+    )
     doc_out = await sc.store.add_document(
-        sc.dsl, pupil.id, _chunks(b"UNSELECTED-DOCUMENT-BYTES old letter"),
+        sc.dsl,
+        pupil.id,
+        _chunks(b"UNSELECTED-DOCUMENT-BYTES old letter"),
         filename="UNSELECTED-FILENAME.pdf",
-    )  # fmt: skip
+    )
     return Case(pupil.id, chosen.id, other.id, action.id, doc_in.id, doc_out.id)
 
 
@@ -244,24 +249,33 @@ async def test_bad_selections_and_marks_are_refused_and_change_nothing(setting: 
         await r.add_redaction(sc.dsl, draft.id, NewRedaction(text="Nobody Here"))
     with pytest.raises(RedactionError, match="outside the text"):
         await r.add_redaction(
-            sc.dsl, draft.id,
-            NewRedaction(record=SelectedItem(kind="concern", id=case.chosen),
-                         field="location", start=0, end=5000),
-        )  # fmt: skip
+            sc.dsl,
+            draft.id,
+            NewRedaction(
+                record=SelectedItem(kind="concern", id=case.chosen),
+                field="location",
+                start=0,
+                end=5000,
+            ),
+        )
     with pytest.raises(RedactionError, match="not selected"):
         await r.add_redaction(
-            sc.dsl, draft.id,
-            NewRedaction(record=SelectedItem(kind="concern", id=case.other),
-                         field="account", start=0, end=3),
-        )  # fmt: skip
+            sc.dsl,
+            draft.id,
+            NewRedaction(
+                record=SelectedItem(kind="concern", id=case.other), field="account", start=0, end=3
+            ),
+        )
     record = await r.get(sc.dsl, draft.id)
     assert record.redactions == () and len(record.selection) == 1
     # The form must suit the agency.
     with pytest.raises(InputError, match="a lado referral goes to the LADO"):
         await r.draft(
-            sc.dsl, pupil_id=case.pupil_id, agency_org_id="mash-bristol",
+            sc.dsl,
+            pupil_id=case.pupil_id,
+            agency_org_id="mash-bristol",
             form=parse_form(lado_form()),
-        )  # fmt: skip
+        )
     with pytest.raises(NotFoundError):
         await r.draft(
             sc.dsl, pupil_id=case.pupil_id, agency_org_id="nowhere", form=parse_form(mash_form())
@@ -377,8 +391,13 @@ async def test_lifecycle_to_outcome_is_timed_audited_and_in_the_chronology(
     times = [t for _, t in steps]
     assert times == sorted(times) and times[0] < times[1] < times[2] < times[3]
     actions = sc.audit.actions()
-    for action in ("referral.drafted", "referral.sent", "referral.handed_over",
-                   "referral.accepted", "referral.outcome"):  # fmt: skip
+    for action in (
+        "referral.drafted",
+        "referral.sent",
+        "referral.handed_over",
+        "referral.accepted",
+        "referral.outcome",
+    ):
         assert action in actions
     kinds = [
         e.record.kind  # type: ignore[union-attr]
@@ -386,9 +405,12 @@ async def test_lifecycle_to_outcome_is_timed_audited_and_in_the_chronology(
         if e.kind == "event"
     ]
     assert kinds == [
-        "referral.drafted", "referral.sent", "referral.handed_over",
-        "referral.accepted", "referral.outcome",
-    ]  # fmt: skip
+        "referral.drafted",
+        "referral.sent",
+        "referral.handed_over",
+        "referral.accepted",
+        "referral.outcome",
+    ]
     listed = await r.list(sc.dsl, state="closed")
     assert [x.id for x in listed] == [draft.id]
     assert await r.list(sc.deputy, state="draft") == []

@@ -50,13 +50,17 @@ async def postgres_full(engine: AsyncEngine) -> AsyncIterator[None]:
     ends (then the triggers go, as space freed)."""
     async with engine.begin() as conn:
         tables = (
-            await conn.execute(
-                sa.text(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-                    "AND tablename <> 'alembic_version'"
+            (
+                await conn.execute(
+                    sa.text(
+                        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                        "AND tablename <> 'alembic_version'"
+                    )
                 )
             )
-        ).scalars().all()  # fmt: skip
+            .scalars()
+            .all()
+        )
         await conn.execute(
             sa.text(
                 "CREATE FUNCTION disk_is_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "

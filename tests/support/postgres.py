@@ -72,24 +72,56 @@ def running_postgres() -> Iterator[PostgresServer]:
     port = _free_port()
     env = {**os.environ, "LC_ALL": "C.UTF-8"}
     subprocess.run(
-        _as_user(run_as, [str(bindir / "initdb"), "-D", str(datadir), "-U", db_user,
-                          "--auth=trust", "-E", "UTF8", "--no-sync"]),
-        check=True, capture_output=True, env=env,
-    )  # fmt: skip
+        _as_user(
+            run_as,
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(datadir),
+                "-U",
+                db_user,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        ),
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     opts = f"-h 127.0.0.1 -p {port} -k {tmp} -c fsync=off -c max_connections=200"
     subprocess.run(
-        _as_user(run_as, [str(bindir / "pg_ctl"), "-D", str(datadir), "-o", opts,
-                          "-l", str(tmp / "log"), "-w", "start"]),
-        check=True, capture_output=True, env=env,
-    )  # fmt: skip
+        _as_user(
+            run_as,
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(datadir),
+                "-o",
+                opts,
+                "-l",
+                str(tmp / "log"),
+                "-w",
+                "start",
+            ],
+        ),
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     try:
         yield PostgresServer("127.0.0.1", port, db_user, datadir)
     finally:
         subprocess.run(
-            _as_user(run_as, [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate",
-                              "-w", "stop"]),
-            check=False, capture_output=True, env=env,
-        )  # fmt: skip
+            _as_user(
+                run_as,
+                [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"],
+            ),
+            check=False,
+            capture_output=True,
+            env=env,
+        )
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -97,8 +129,22 @@ def create_database(server: PostgresServer, name: str) -> str:
     """Create an empty database and return its SQLAlchemy URL."""
     psql = _bindir() / "psql"
     subprocess.run(
-        [str(psql), "-h", server.host, "-p", str(server.port), "-U", server.user,
-         "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", f'CREATE DATABASE "{name}"'],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            str(psql),
+            "-h",
+            server.host,
+            "-p",
+            str(server.port),
+            "-U",
+            server.user,
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            f'CREATE DATABASE "{name}"',
+        ],
+        check=True,
+        capture_output=True,
+    )
     return server.url(name)

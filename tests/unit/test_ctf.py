@@ -359,13 +359,15 @@ def test_deep_nesting_refused() -> None:
 
 
 def test_every_bad_pupil_is_reported_by_its_line_not_only_the_first() -> None:
-    raw = _doc([
-        _pupil(_upn(1)),
-        _pupil(_upn(2), dob="2015-02-30"),
-        _pupil(_upn(3)),
-        _pupil("A801200000010"),
-        _pupil(_upn(1)),
-    ])  # fmt: skip
+    raw = _doc(
+        [
+            _pupil(_upn(1)),
+            _pupil(_upn(2), dob="2015-02-30"),
+            _pupil(_upn(3)),
+            _pupil("A801200000010"),
+            _pupil(_upn(1)),
+        ]
+    )
     text = raw.decode()
     with pytest.raises(CTFError) as caught:
         parse_ctf(raw)

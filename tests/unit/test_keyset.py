@@ -440,8 +440,10 @@ def test_a_fingerprint_is_read_aloud_without_look_alikes() -> None:
     from keys.fingerprint import CROCKFORD, SPOKEN, read_aloud
 
     assert read_aloud("7kq2 m9xd 0tzc 4hpb") == (
-        "seven Kilo Quebec two", "Mike nine X-ray Delta", "zero Tango Zulu Charlie",
+        "seven Kilo Quebec two",
+        "Mike nine X-ray Delta",
+        "zero Tango Zulu Charlie",
         "four Hotel Papa Bravo",
-    )  # fmt: skip
+    )
     # Every character has its own word, and no word is said for two characters.
     assert set(SPOKEN) == set(CROCKFORD) and len(set(SPOKEN.values())) == len(CROCKFORD)

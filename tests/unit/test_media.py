@@ -71,8 +71,10 @@ def test_office_documents_by_their_parts_or_their_name() -> None:
     assert sniff_media_type(bare, "plan.docx") == DOCX
     with pytest.raises(UnsupportedDocumentType):
         sniff_media_type(bare, "plan.zip")
-    odt = _zip([("mimetype", b"application/vnd.oasis.opendocument.text"),
-                ("content.xml", b"<office/>")], stored_first=True)  # fmt: skip
+    odt = _zip(
+        [("mimetype", b"application/vnd.oasis.opendocument.text"), ("content.xml", b"<office/>")],
+        stored_first=True,
+    )
     assert sniff_media_type(odt, "plan.odt") == ODT
 
 

@@ -97,10 +97,17 @@ def test_the_models_refuse_with_a_message_and_their_schemas_say_so() -> None:
 
 
 PUPIL = {
-    "schema_version": 1, "id": "p1", "org_id": "123456", "upn": "H801200001001",
-    "surname": "Okafor", "forename": "Amara", "dob": "2014-11-03", "sex": "F",
-    "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
-}  # fmt: skip
+    "schema_version": 1,
+    "id": "p1",
+    "org_id": "123456",
+    "upn": "H801200001001",
+    "surname": "Okafor",
+    "forename": "Amara",
+    "dob": "2014-11-03",
+    "sex": "F",
+    "created_at": "2026-01-01T00:00:00Z",
+    "updated_at": "2026-01-01T00:00:00Z",
+}
 
 
 def test_a_received_record_with_a_key_twice_or_a_hidden_character_in_a_name_is_refused() -> None:

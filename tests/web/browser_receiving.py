@@ -47,27 +47,42 @@ class Riverside:
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         if time.monotonic() - self.last > 30:
             account = self.world.account(SECONDARY, "a.khan")
-            signed = await self._send("POST", "/session", {
-                "org": RIVERSIDE[0], "username": "a.khan", "password": account["password"],
-                "totp": await self.world.codes.next(account["totp_secret"]),
-            })  # fmt: skip
+            signed = await self._send(
+                "POST",
+                "/session",
+                {
+                    "org": RIVERSIDE[0],
+                    "username": "a.khan",
+                    "password": account["password"],
+                    "totp": await self.world.codes.next(account["totp_secret"]),
+                },
+            )
             self.token = signed["token"]
         self.last = time.monotonic()
         return await self._send(method, path, body)
 
     async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        async with self.http.request(method, self.base + path, json=body, headers=headers,
-                                     ssl=self.ssl) as resp:  # fmt: skip
+        async with self.http.request(
+            method, self.base + path, json=body, headers=headers, ssl=self.ssl
+        ) as resp:
             data = await resp.json(content_type=None)
             assert resp.status < 400, (method, path, resp.status, data)
             return data
 
     async def pupil(self, serial: int, forename: str, surname: str, dob: str) -> str:
-        made = await self.call("POST", "/pupils", {
-            "upn": upn(serial), "surname": surname, "forename": forename, "dob": dob,
-            "sex": "F", "year_group": "7",
-        })  # fmt: skip
+        made = await self.call(
+            "POST",
+            "/pupils",
+            {
+                "upn": upn(serial),
+                "surname": surname,
+                "forename": forename,
+                "dob": dob,
+                "sex": "F",
+                "year_group": "7",
+            },
+        )
         return str(made["id"])
 
     async def send(self, pupil_id: str, reason: str | None = None) -> str:

@@ -49,8 +49,7 @@ class FakeOutbox:
     def __init__(self) -> None:
         self.queued: list[tuple[str, str]] = []
 
-    async def queue_leaver_file(self, actor: Actor, pupil_id: str, to_org_id: str,
-                                **_: Any) -> Any:  # fmt: skip
+    async def queue_leaver_file(self, actor: Actor, pupil_id: str, to_org_id: str, **_: Any) -> Any:
         self.queued.append((pupil_id, to_org_id))
         return SimpleNamespace(id=str(uuid.uuid4()))
 
@@ -64,8 +63,9 @@ class FakePeer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, str]] = []
 
-    async def request_json(self, from_org: str, to_org: str, method: str, path: str,
-                           body: Any = None) -> dict[str, Any]:  # fmt: skip
+    async def request_json(
+        self, from_org: str, to_org: str, method: str, path: str, body: Any = None
+    ) -> dict[str, Any]:
         self.sent.append((from_org, to_org, path))
         return {}
 
@@ -92,21 +92,34 @@ class Receiving:
         path = self.tmp / f"{uuid.uuid4().hex}.age"
         with path.open("wb") as f:
             built = await build_leaver_package(
-                store, self.sender_dsl, self.sent_pupil, f,
-                sender=Sender(org_id=OTHER_URN, key_fingerprint=sender.fingerprint,
-                              signing_key_id=sender.key_id_hex),
+                store,
+                self.sender_dsl,
+                self.sent_pupil,
+                f,
+                sender=Sender(
+                    org_id=OTHER_URN,
+                    key_fingerprint=sender.fingerprint,
+                    signing_key_id=sender.key_id_hex,
+                ),
                 recipient=Recipient(org_id=URN, key_fingerprint=to.fingerprint),
-                signer=sender.minisign_secret_key(), recipients=[identity(to).recipient],
-            )  # fmt: skip
+                signer=sender.minisign_secret_key(),
+                recipients=[identity(to).recipient],
+            )
         data = path.read_bytes()
         path.unlink()
         pid = str(built.manifest.package_id)
         caller = PeerCaller(OTHER_URN, SENDER_NAME, sender.key_id_hex)
-        await self.inbox.offer(caller, OfferBody(
-            package_id=uuid.UUID(pid), package_kind="leaver_file", sender_org_id=OTHER_URN,
-            recipient_org_id=URN, size=len(data),
-            ciphertext_sha256=hashlib.sha256(data).hexdigest(),
-        ))  # fmt: skip
+        await self.inbox.offer(
+            caller,
+            OfferBody(
+                package_id=uuid.UUID(pid),
+                package_kind="leaver_file",
+                sender_org_id=OTHER_URN,
+                recipient_org_id=URN,
+                size=len(data),
+                ciphertext_sha256=hashlib.sha256(data).hexdigest(),
+            ),
+        )
 
         async def chunks() -> AsyncIterator[bytes]:
             yield data
@@ -119,11 +132,19 @@ class Receiving:
     async def received_request(self, of_upn: str) -> str:
         """Cliff Road Academy asks us for the file of the pupil with ``of_upn``; its id."""
         rid = str(uuid.uuid4())
-        await self.requests.receive(OTHER_URN, {
-            "request_id": rid, "requester_org_id": OTHER_URN, "holder_org_id": URN,
-            "upn": of_upn, "dob": "2014-11-03", "surname": "Okafor", "forename": "Amara",
-            "note": None,
-        })  # fmt: skip
+        await self.requests.receive(
+            OTHER_URN,
+            {
+                "request_id": rid,
+                "requester_org_id": OTHER_URN,
+                "holder_org_id": URN,
+                "upn": of_upn,
+                "dob": "2014-11-03",
+                "surname": "Okafor",
+                "forename": "Amara",
+                "note": None,
+            },
+        )
         return rid
 
 
@@ -138,17 +159,26 @@ async def receiving(node: Node, config: Config, tmp: Path) -> Receiving:
     await keys.create(OTHER_URN)
     node.clock.now = max(node.clock.now, datetime.now(UTC))
     directory = Directory(store, keys=keys, base_url="https://node.example")
-    inbox = Inbox(store=store, kek=KEK, keys=keys, directory=directory, config=config,
-                  data_dir=node.data_dir)  # fmt: skip
+    inbox = Inbox(
+        store=store, kek=KEK, keys=keys, directory=directory, config=config, data_dir=node.data_dir
+    )
     outbox, peer = FakeOutbox(), FakePeer()
     requests = TransferRequests(
-        store=store, outbox=outbox, client=peer, directory=directory,
-        alerts=Alerts(store, Mailer(SmtpSection())), config=config,
-    )  # fmt: skip
+        store=store,
+        outbox=outbox,
+        client=peer,
+        directory=directory,
+        alerts=Alerts(store, Mailer(SmtpSection())),
+        config=config,
+    )
     # The sending school: a pupil with a concern, a triage decision and an action.
-    s_admin = await store.actor_for((await store.bootstrap_staff(
-        OTHER_URN, username="sadmin", display_name="Sol Admin",
-        roles=[Role.ADMINISTRATOR])).id)  # fmt: skip
+    s_admin = await store.actor_for(
+        (
+            await store.bootstrap_staff(
+                OTHER_URN, username="sadmin", display_name="Sol Admin", roles=[Role.ADMINISTRATOR]
+            )
+        ).id
+    )
     s_dsl = await store.actor_for(
         (
             await store.bootstrap_staff(
@@ -156,15 +186,27 @@ async def receiving(node: Node, config: Config, tmp: Path) -> Receiving:
             )
         ).id
     )
-    amara = await store.create_pupil(s_admin, NewPupil(
-        upn=upn(101), surname="Okafor", forename="Amara", dob=date(2014, 11, 3), sex="F",
-        year_group="6",
-    ))  # fmt: skip
-    concern = await store.record_concern(s_dsl, NewConcern(
-        pupil_ids=(amara.id,), category="child_protection",
-        happened_at=node.clock.now - timedelta(days=40), location="Playground",
-        account="Amara said she is scared to go home when her uncle visits.",
-    ))  # fmt: skip
+    amara = await store.create_pupil(
+        s_admin,
+        NewPupil(
+            upn=upn(101),
+            surname="Okafor",
+            forename="Amara",
+            dob=date(2014, 11, 3),
+            sex="F",
+            year_group="6",
+        ),
+    )
+    concern = await store.record_concern(
+        s_dsl,
+        NewConcern(
+            pupil_ids=(amara.id,),
+            category="child_protection",
+            happened_at=node.clock.now - timedelta(days=40),
+            location="Playground",
+            account="Amara said she is scared to go home when her uncle visits.",
+        ),
+    )
     await store.triage_concern(
         s_dsl,
         concern.id,

@@ -42,8 +42,7 @@ async def sign_in(page: Page, site: WebWorld, node: str, username: str) -> None:
     await page.wait_for_url(site.url(node, "/"))
 
 
-async def _log_a_concern(page: Page, site: WebWorld, node: str, out: Path,
-                         kind: str) -> list[Path]:  # fmt: skip
+async def _log_a_concern(page: Page, site: WebWorld, node: str, out: Path, kind: str) -> list[Path]:
     """The log-a-concern page: a pupil found, a mistake shown, then filled in and saved."""
     shots = []
 
@@ -88,21 +87,42 @@ async def capture(browser: Browser, site: WebWorld, out: Path) -> list[Path]:
     """Photograph the main pages into ``out`` (an existing folder); the files written."""
     written: list[Path] = []
     shots = [
-        ("primary", "s.patel", [("dashboard-dsl", "/"), ("account", "/account"),
-                                 ("api-token", "/account/tokens/new"), ("alerts", "/alerts"),
-                                 ("pupil", f"/pupils/{upn(101)}"), ("concern", CONCERN),
-                                 ("triage", CONCERN + "/triage"),
-                                 ("search", "/search?q=Amara"),
-                                 ("leaving", f"/pupils/{upn(101)}/leaving"),
-                                 ("outbox", "/outbox"), ("inbox", "/inbox"),
-                                 ("requests", "/requests"), ("referrals", "/referrals"),
-                                 ("reports", "/reports")]),
+        (
+            "primary",
+            "s.patel",
+            [
+                ("dashboard-dsl", "/"),
+                ("account", "/account"),
+                ("api-token", "/account/tokens/new"),
+                ("alerts", "/alerts"),
+                ("pupil", f"/pupils/{upn(101)}"),
+                ("concern", CONCERN),
+                ("triage", CONCERN + "/triage"),
+                ("search", "/search?q=Amara"),
+                ("leaving", f"/pupils/{upn(101)}/leaving"),
+                ("outbox", "/outbox"),
+                ("inbox", "/inbox"),
+                ("requests", "/requests"),
+                ("referrals", "/referrals"),
+                ("reports", "/reports"),
+            ],
+        ),
         ("primary", "d.price", [("audit", "/audit"), ("audit-integrity", "/audit/integrity")]),
-        ("primary", "t.wood", [("dashboard-teacher", "/"),
-                                ("change-password", "/account/password")]),
-        ("primary", "admin", [("dashboard-administrator", "/"), ("admin-staff", "/admin/staff"),
-                              ("admin-organisation", "/admin/organisation")]),
-    ]  # fmt: skip
+        (
+            "primary",
+            "t.wood",
+            [("dashboard-teacher", "/"), ("change-password", "/account/password")],
+        ),
+        (
+            "primary",
+            "admin",
+            [
+                ("dashboard-administrator", "/"),
+                ("admin-staff", "/admin/staff"),
+                ("admin-organisation", "/admin/organisation"),
+            ],
+        ),
+    ]
     for kind, width in WIDTHS.items():
         context = await browser.new_context(
             viewport={"width": width, "height": 900}, ignore_https_errors=True

@@ -38,8 +38,15 @@ class Directory:
         self.by_id: dict[str, DirectoryEntry] = {}
         self.keys: dict[str, bytes] = {}
 
-    def add(self, keyset: KeySet, name: str, kind: OrgKind, endpoint: str | None,
-            urn: str | None = None, town: str | None = None) -> None:  # fmt: skip
+    def add(
+        self,
+        keyset: KeySet,
+        name: str,
+        kind: OrgKind,
+        endpoint: str | None,
+        urn: str | None = None,
+        town: str | None = None,
+    ) -> None:
         self.by_id[keyset.org_id] = entry_from_keyset(
             keyset, name=name, kind=kind, endpoint=endpoint, urn=urn, town=town
         )
@@ -96,16 +103,30 @@ async def sending_site(db_url: str, tmp_path: Path) -> AsyncIterator[SendingSite
             directory.add(KeySet.generate(MASH), "Bristol MASH", "social_care", None)
             client = PeerClient(keys=keys, directory=directory, config=cfg)
             outbox = Outbox(
-                store=node.store, keys=keys, directory=directory, client=client, config=cfg,
-                data_dir=data_dir, worker_id="web", uniform=lambda: 0.5,
-            )  # fmt: skip
+                store=node.store,
+                keys=keys,
+                directory=directory,
+                client=client,
+                config=cfg,
+                data_dir=data_dir,
+                worker_id="web",
+                uniform=lambda: 0.5,
+            )
             app = create_app(
-                store=node.store, accounts=node.accounts, audit=node.audit, config=cfg,
+                store=node.store,
+                accounts=node.accounts,
+                audit=node.audit,
+                config=cfg,
                 web_pages=WebServices(
-                    store=node.store, accounts=node.accounts, config=cfg, audit=node.audit,
-                    web_key=WEB_KEY, outbox=outbox, directory=directory,
+                    store=node.store,
+                    accounts=node.accounts,
+                    config=cfg,
+                    audit=node.audit,
+                    web_key=WEB_KEY,
+                    outbox=outbox,
+                    directory=directory,
                 ),
-            )  # fmt: skip
+            )
             try:
                 async with TestClient(TestServer(app)) as test_client:
                     yield SendingSite(Site(node, test_client), outbox, peer, directory, receiver)

@@ -64,8 +64,9 @@ class Site:
         async with self.client.get(path, allow_redirects=follow) as resp:
             return await self._page(resp)
 
-    async def post(self, path: str, data: list[tuple[str, str]] | dict[str, str], *,
-                   follow: bool = True) -> Page:  # fmt: skip
+    async def post(
+        self, path: str, data: list[tuple[str, str]] | dict[str, str], *, follow: bool = True
+    ) -> Page:
         async with self.client.post(path, data=data, allow_redirects=follow) as resp:
             return await self._page(resp)
 
@@ -76,9 +77,14 @@ class Site:
             self.node.next_step()
         return await self.post(
             "/sign-in",
-            {"csrf": page.hidden("csrf"), "org": URN, "username": person.username,
-             "password": person.password, "code": code or ""},
-        )  # fmt: skip
+            {
+                "csrf": page.hidden("csrf"),
+                "org": URN,
+                "username": person.username,
+                "password": person.password,
+                "code": code or "",
+            },
+        )
 
 
 def web_config(idle_minutes: int = 15) -> Config:
@@ -102,8 +108,7 @@ def wire_alerts(node: Node) -> Alerts:
 
 async def key_admin_for(node: Node) -> KeyAdministration:
     """The school's keys (made now) and the node's directory, as ``serve`` gives the pages."""
-    store = KeyStore(node.data_dir / "keys", KekProtection(KEK), audit=node.audit,
-                     clock=node.clock)  # fmt: skip
+    store = KeyStore(node.data_dir / "keys", KekProtection(KEK), audit=node.audit, clock=node.clock)
     await store.create(URN)
     directory = Directory(node.store, keys=store, base_url="https://node.example")
     return KeyAdministration(node.store, store, directory)
@@ -111,21 +116,32 @@ async def key_admin_for(node: Node) -> KeyAdministration:
 
 @asynccontextmanager
 async def site_for(
-    db_url: str, tmp_path: Path, *, idle_minutes: int = 15, alerts: bool = False,
+    db_url: str,
+    tmp_path: Path,
+    *,
+    idle_minutes: int = 15,
+    alerts: bool = False,
     keys: bool = False,
-) -> AsyncIterator[Site]:  # fmt: skip
+) -> AsyncIterator[Site]:
     async with open_node(db_url, tmp_path / "data") as node:
         config = web_config(idle_minutes)
         key_admin = await key_admin_for(node) if keys else None
         node.accounts.security = config.security
         app = create_app(
-            store=node.store, accounts=node.accounts, audit=node.audit, config=config,
+            store=node.store,
+            accounts=node.accounts,
+            audit=node.audit,
+            config=config,
             web_pages=WebServices(
-                store=node.store, accounts=node.accounts, config=config, audit=node.audit,
-                web_key=WEB_KEY, alerts=wire_alerts(node) if alerts else None,
+                store=node.store,
+                accounts=node.accounts,
+                config=config,
+                audit=node.audit,
+                web_key=WEB_KEY,
+                alerts=wire_alerts(node) if alerts else None,
                 key_admin=key_admin,
             ),
-        )  # fmt: skip
+        )
         async with TestClient(TestServer(app)) as client:
             yield Site(node, client)
 

@@ -71,11 +71,13 @@ async def test_the_administrator_reads_the_fingerprint_and_rotates_with_a_code(
     assert form.title == "Make new keys for your school - Handover"
     wrong = await site.post("/admin/organisation/keys/new", {**_fields(form), "code": "000000"})
     assert wrong.status == 400 and "That code is not right" in _text(wrong)
-    assert (await _key_admin(site).keys(await site.node.store.actor_for(admin.staff.id))
-            ).fingerprint == first  # fmt: skip
+    assert (
+        await _key_admin(site).keys(await site.node.store.actor_for(admin.staff.id))
+    ).fingerprint == first
     site.node.next_step()
-    done = await site.post("/admin/organisation/keys/new", {
-        **_fields(form), "code": admin.code(site.node.clock.now)})  # fmt: skip
+    done = await site.post(
+        "/admin/organisation/keys/new", {**_fields(form), "code": admin.code(site.node.clock.now)}
+    )
     assert "New keys have been made" in _text(done)
     assert first not in done.text.split("Signing keys")[0]
     assert [e.outcome for e in site.node.events("key.rotate")] == ["ok"]
@@ -92,11 +94,13 @@ async def test_the_dsl_and_a_teacher_never_reach_the_keys(site: Site) -> None:
     for who, start in ((dsl, home), (teacher, None)):
         start = start or await _as(site, who)
         assert (await site.get("/admin/organisation/keys/new")).status == 403
-        refused = await site.post("/admin/organisation/keys/new",
-                                  {"csrf": start.hidden("csrf"), "code": "123456"})  # fmt: skip
+        refused = await site.post(
+            "/admin/organisation/keys/new", {"csrf": start.hidden("csrf"), "code": "123456"}
+        )
         assert refused.status == 403
-        refused = await site.post("/admin/organisation/directory",
-                                  {"csrf": start.hidden("csrf"), "signature": "x"})  # fmt: skip
+        refused = await site.post(
+            "/admin/organisation/directory", {"csrf": start.hidden("csrf"), "signature": "x"}
+        )
         assert refused.status == 403
     assert (await site.get("/admin/organisation")).status == 403  # the teacher
     refusals = [e for e in site.node.audit.events if e.action in ("key.read", "key.rotate")]
@@ -127,8 +131,11 @@ async def test_a_signed_directory_is_imported_and_a_bad_one_refused(site: Site) 
     unpinned = await _import(site, page, data, sig)
     assert "The directory was not imported: no directory authority is pinned" in _text(unpinned)
     directory = _key_admin(site)._directory
-    await directory.pin_authority(authority.public_key, fingerprint=authority_fingerprint(
-        authority.public_key), actor="cli:test")  # fmt: skip
+    await directory.pin_authority(
+        authority.public_key,
+        fingerprint=authority_fingerprint(authority.public_key),
+        actor="cli:test",
+    )
     forged = await _import(site, page, data.replace(b"Riverside", b"Rivershed"), sig)
     assert forged.status == 400 and "The directory was not imported" in _text(forged)
     assert await directory.held() is None
@@ -153,12 +160,15 @@ async def test_the_dsl_adds_a_category_and_sets_the_retention_policy(site: Site)
     assert "The category has been added" in _text(done)
     cats = await site.node.store.list_categories(await site.node.store.actor_for(dsl.staff.id))
     assert [(c.key, c.restricted) for c in cats if c.label == "Peer harassment"] == [
-        ("peer_harassment", True)]  # fmt: skip
-    again = await site.post("/admin/organisation/categories",
-                            {**_fields(page), "label": "Peer harassment"})  # fmt: skip
+        ("peer_harassment", True)
+    ]
+    again = await site.post(
+        "/admin/organisation/categories", {**_fields(page), "label": "Peer harassment"}
+    )
     assert again.status == 400 and "already" in _text(again)
-    bad = await site.post("/admin/organisation/retention",
-                          {**_fields(page), "years": "0", "description": ""})  # fmt: skip
+    bad = await site.post(
+        "/admin/organisation/retention", {**_fields(page), "years": "0", "description": ""}
+    )
     assert bad.status == 400
     assert "Enter the number of years" in _text(bad) and "Say where the policy" in _text(bad)
     done = await site.post(

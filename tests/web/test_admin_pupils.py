@@ -63,8 +63,11 @@ async def test_every_bad_line_is_shown_and_nothing_is_imported(site: Site) -> No
     assert page.status == 400 and page.title.startswith("Error: Pupils")
     shown = _text(page)
     assert "Nothing was imported: the file has 2 problems" in shown
-    lines = [n for n, line in enumerate(bad.splitlines(), start=1)
-             if "<DOB>20X" in line or "A80120001400Q" in line]  # fmt: skip
+    lines = [
+        n
+        for n, line in enumerate(bad.splitlines(), start=1)
+        if "<DOB>20X" in line or "A80120001400Q" in line
+    ]
     for n in lines:
         assert f"Line {n}" in shown, n
     assert not await site.node.store.list_pupils(await _actor(site, admin))
@@ -96,19 +99,45 @@ async def test_a_pupils_details_are_changed_with_mistakes_by_their_fields(site: 
     form = await site.get(path)
     assert form.status == 200 and pupil.surname in form.text
     fields = {"csrf": form.hidden("csrf"), "form_owner": form.hidden("form_owner")}
-    page = await site.post(path, {**fields, "forename": "", "surname": "x" * 201,
-                                  "dob": "31/2/2015", "sex": "Q", "year_group": "6"})  # fmt: skip
+    page = await site.post(
+        path,
+        {
+            **fields,
+            "forename": "",
+            "surname": "x" * 201,
+            "dob": "31/2/2015",
+            "sex": "Q",
+            "year_group": "6",
+        },
+    )
     assert page.status == 400
     shown = _text(page)
-    for message in ("Enter the pupil's first name", "The last name must be 200 characters",
-                    "Date of birth must be a real date", "Select the pupil's sex"):  # fmt: skip
+    for message in (
+        "Enter the pupil's first name",
+        "The last name must be 200 characters",
+        "Date of birth must be a real date",
+        "Select the pupil's sex",
+    ):
         assert message in shown
-    page = await site.post(path, {**fields, "forename": "Amara", "surname": "Okafor-Reid",
-                                  "dob": "27/3/2015", "sex": "F", "year_group": "7"})  # fmt: skip
+    page = await site.post(
+        path,
+        {
+            **fields,
+            "forename": "Amara",
+            "surname": "Okafor-Reid",
+            "dob": "27/3/2015",
+            "sex": "F",
+            "year_group": "7",
+        },
+    )
     assert "The pupil's details have been changed" in _text(page)
     changed = await site.node.store.find_pupil(await _actor(site, admin), str(pupil.upn))
     assert (changed.forename, changed.surname, str(changed.dob), changed.year_group) == (
-        "Amara", "Okafor-Reid", "2015-03-27", "7")  # fmt: skip
+        "Amara",
+        "Okafor-Reid",
+        "2015-03-27",
+        "7",
+    )
     assert (await site.get("/admin/pupils/not-a-upn/edit")).status == 404
 
 
@@ -117,8 +146,9 @@ async def test_a_teacher_is_refused_the_pupil_pages_by_address(site: Site) -> No
     home = await _as(site, teacher)
     assert (await site.get("/admin/pupils")).status == 403
     assert (await site.get("/admin/pupils/H801200001001/edit")).status == 403
-    page = await site.post("/admin/pupils/H801200001001/edit",
-                           {"csrf": home.hidden("csrf"), "forename": "X"})  # fmt: skip
+    page = await site.post(
+        "/admin/pupils/H801200001001/edit", {"csrf": home.hidden("csrf"), "forename": "X"}
+    )
     assert page.status == 403
     refused = await _upload_as_form(site, home)
     assert refused.status == 403

@@ -49,16 +49,29 @@ async def test_the_dsl_erases_a_due_pupil_and_sees_what_went(site: Site) -> None
     admin_actor = await node.store.actor_for(admin.staff.id)
     today = node.clock.now.date()
     pupils = {}
-    for n, (name, dob) in enumerate((
-        ("Old", date(today.year - 26, 1, 15)),
-        ("Soon", date(today.year - 25, 12, 1) if today.month < 12 else date(today.year - 24, 6, 1)),
-        ("Young", date(2015, 5, 5)),
-    )):  # fmt: skip
-        pupils[name] = await node.store.create_pupil(admin_actor, NewPupil(
-            upn=_upn(101 + n), surname="Pupil", forename=name, dob=dob, sex="F"))  # fmt: skip
-    await node.store.record_concern(await node.store.actor_for(teacher.staff.id), NewConcern(
-        pupil_ids=(pupils["Old"].id,), category="bullying", happened_at=node.clock.now
-        - timedelta(days=3), account="Said a secret word: marmalade."))  # fmt: skip
+    for n, (name, dob) in enumerate(
+        (
+            ("Old", date(today.year - 26, 1, 15)),
+            (
+                "Soon",
+                date(today.year - 25, 12, 1) if today.month < 12 else date(today.year - 24, 6, 1),
+            ),
+            ("Young", date(2015, 5, 5)),
+        )
+    ):
+        pupils[name] = await node.store.create_pupil(
+            admin_actor,
+            NewPupil(upn=_upn(101 + n), surname="Pupil", forename=name, dob=dob, sex="F"),
+        )
+    await node.store.record_concern(
+        await node.store.actor_for(teacher.staff.id),
+        NewConcern(
+            pupil_ids=(pupils["Old"].id,),
+            category="bullying",
+            happened_at=node.clock.now - timedelta(days=3),
+            account="Said a secret word: marmalade.",
+        ),
+    )
     await _as(site, dsl)
     page = await site.get("/admin/retention")
     assert page.status == 200
@@ -89,7 +102,8 @@ async def test_the_dsl_erases_a_due_pupil_and_sees_what_went(site: Site) -> None
         home = await _as(site, who)
         assert (await site.get("/admin/retention")).status == 403
         soon = pupils["Soon"].id
-        refused = await site.post(f"/admin/retention/{soon}/erase",
-                                  {"csrf": home.hidden("csrf"), "confirm": "yes"})  # fmt: skip
+        refused = await site.post(
+            f"/admin/retention/{soon}/erase", {"csrf": home.hidden("csrf"), "confirm": "yes"}
+        )
         assert refused.status == 403
     assert len(await node.store.tombstones(await node.store.actor_for(dsl.staff.id))) == 1

@@ -88,8 +88,11 @@ async def test_teachers_and_the_dsl_are_refused_the_administrators_pages(world: 
     for who in (world.teacher, world.dsl):
         home = await _as(world, who)
         assert home is not None
-        for path in (*ADMIN_ONLY, f"/admin/staff/{staff_id}",
-                     f"/admin/staff/{staff_id}/deactivate"):  # fmt: skip
+        for path in (
+            *ADMIN_ONLY,
+            f"/admin/staff/{staff_id}",
+            f"/admin/staff/{staff_id}/deactivate",
+        ):
             page = await world.site.get(path)
             assert page.status == 403, (who.username, path)
         csrf = home.hidden("csrf")
@@ -134,8 +137,12 @@ async def test_the_invitation_form_says_what_is_wrong_at_each_field(world: World
     page = await _invite(world, display_name="", username="", email="not-an-address")
     assert page.status == 400 and page.title.startswith("Error: Invite someone")
     text = world.text(page)
-    for message in ("Enter their full name", "Enter a username", "Enter an email address like",
-                    "Select at least one role"):  # fmt: skip
+    for message in (
+        "Enter their full name",
+        "Enter a username",
+        "Enter an email address like",
+        "Select at least one role",
+    ):
         assert message in text
     page = await _invite(world, display_name="Mo", username="teacher", roles="staff")
     assert page.status == 400 and "This username is taken already" in world.text(page)
@@ -156,20 +163,36 @@ async def test_an_invitation_link_works_once_then_never(world: World) -> None:
     form = await world.site.get(link)
     assert form.status == 200 and "Welcome, Mo Patel" in world.text(form)
     # Mistakes keep the link working.
-    page = await world.site.post("/invitation", {
-        "csrf": form.hidden("csrf"), "token": form.hidden("token"), "new_password": NEW_PASSWORD,
-        "confirm_password": "something else",
-    })  # fmt: skip
+    page = await world.site.post(
+        "/invitation",
+        {
+            "csrf": form.hidden("csrf"),
+            "token": form.hidden("token"),
+            "new_password": NEW_PASSWORD,
+            "confirm_password": "something else",
+        },
+    )
     assert page.status == 400 and "The passwords do not match" in world.text(page)
-    page = await world.site.post("/invitation", {
-        "csrf": form.hidden("csrf"), "token": form.hidden("token"), "new_password": "short",
-        "confirm_password": "short",
-    })  # fmt: skip
+    page = await world.site.post(
+        "/invitation",
+        {
+            "csrf": form.hidden("csrf"),
+            "token": form.hidden("token"),
+            "new_password": "short",
+            "confirm_password": "short",
+        },
+    )
     assert page.status == 400 and page.title.startswith("Error: Choose your password")
-    page = await world.site.post("/invitation", {
-        "csrf": form.hidden("csrf"), "token": form.hidden("token"), "new_password": NEW_PASSWORD,
-        "confirm_password": NEW_PASSWORD,
-    }, follow=False)  # fmt: skip
+    page = await world.site.post(
+        "/invitation",
+        {
+            "csrf": form.hidden("csrf"),
+            "token": form.hidden("token"),
+            "new_password": NEW_PASSWORD,
+            "confirm_password": NEW_PASSWORD,
+        },
+        follow=False,
+    )
     assert page.status == 303 and page.headers["Location"] == "/sign-in/authenticator"
     enrol = await world.site.get("/sign-in/authenticator")
     assert enrol.title == "Set up your authenticator app - Handover"
@@ -188,14 +211,15 @@ async def test_an_expired_link_is_refused_and_a_new_one_works(world: World) -> N
     assert (await world.site.get(first)).status == 410
     await _as(world, world.admin)
     mo = next(
-        line for line in await world.site.node.accounts.invitations.lines(
-            await world.site.node.store.actor_for(world.admin.staff.id))
+        line
+        for line in await world.site.node.accounts.invitations.lines(
+            await world.site.node.store.actor_for(world.admin.staff.id)
+        )
         if line.username == "mo"
-    )  # fmt: skip
+    )
     person = await world.site.get(f"/admin/staff/{mo.staff_id}")
     assert "Invitation expired" in world.text(person)
-    second = _link(await world.site.post(f"/admin/staff/{mo.staff_id}/invitation",
-                                         _fields(person)))  # fmt: skip
+    second = _link(await world.site.post(f"/admin/staff/{mo.staff_id}/invitation", _fields(person)))
     await _as(world, None)
     assert (await world.site.get(second)).status == 200
 
@@ -207,10 +231,16 @@ async def test_parallel_redemption_of_one_link_lets_one_in(world: World) -> None
     form = await world.site.get(link)
 
     async def send(i: int) -> int:
-        page = await world.site.post("/invitation", {
-            "csrf": form.hidden("csrf"), "token": form.hidden("token"),
-            "new_password": f"{NEW_PASSWORD} {i}", "confirm_password": f"{NEW_PASSWORD} {i}",
-        }, follow=False)  # fmt: skip
+        page = await world.site.post(
+            "/invitation",
+            {
+                "csrf": form.hidden("csrf"),
+                "token": form.hidden("token"),
+                "new_password": f"{NEW_PASSWORD} {i}",
+                "confirm_password": f"{NEW_PASSWORD} {i}",
+            },
+            follow=False,
+        )
         return page.status
 
     statuses = await asyncio.gather(*(send(i) for i in range(6)))
@@ -226,9 +256,9 @@ async def test_nobody_raises_their_own_roles_whatever_the_page_sends(world: Worl
     assert "Nobody can change their own roles" in world.text(page)
     assert 'action="/admin/staff/' + own + '/roles"' not in page.text
     refused = await world.site.post(
-        f"/admin/staff/{own}/roles", [("csrf", home.hidden("csrf")), ("roles", "administrator"),
-                                      ("roles", "dsl")],
-    )  # fmt: skip
+        f"/admin/staff/{own}/roles",
+        [("csrf", home.hidden("csrf")), ("roles", "administrator"), ("roles", "dsl")],
+    )
     assert refused.status == 403 and "Nobody may change their own roles" in world.text(refused)
     roles = (await world.site.node.store.actor_for(own)).roles
     assert roles == frozenset({Role.ADMINISTRATOR})
@@ -248,7 +278,8 @@ async def test_a_protected_role_waits_and_a_dsl_approves_it_in_the_browser(world
         f"/admin/staff/{teacher}/roles", [*_fields(page).items(), ("roles", "deputy_dsl")]
     )
     assert "waiting for a DSL&#39;s approval" in done.text or "waiting for a DSL's approval" in (
-        world.text(done))  # fmt: skip
+        world.text(done)
+    )
     listing = world.text(await world.site.get("/admin/staff"))
     assert "Waiting for a DSL's approval" in listing
     # The administrator sees it but cannot approve it.
@@ -295,8 +326,9 @@ async def test_deactivate_unlock_and_reset_two_factor(world: World) -> None:
     result = await node.accounts.sign_in(URN, "teacher", world.teacher.password)
     principal = await node.accounts.authenticate(result.token)
     enrolment = await node.accounts.begin_totp_enrolment(principal)
-    await node.accounts.confirm_totp_enrolment(principal, pyotp.TOTP(enrolment.secret).at(
-        node.clock.now))  # fmt: skip
+    await node.accounts.confirm_totp_enrolment(
+        principal, pyotp.TOTP(enrolment.secret).at(node.clock.now)
+    )
     confirm = await world.site.get(f"/admin/staff/{teacher}/two-factor")
     done = await world.site.post(f"/admin/staff/{teacher}/two-factor", _fields(confirm))
     assert "Their authenticator app has been removed" in world.text(done)
@@ -306,8 +338,7 @@ async def test_deactivate_unlock_and_reset_two_factor(world: World) -> None:
     assert "The account has been deactivated" in world.text(done)
     assert "Deactivated" in world.text(await world.site.get("/admin/staff"))
     # Nobody deactivates themselves, whatever the page sends.
-    own = await world.site.post(f"/admin/staff/{world.admin.staff.id}/deactivate",
-                                _fields(confirm))  # fmt: skip
+    own = await world.site.post(f"/admin/staff/{world.admin.staff.id}/deactivate", _fields(confirm))
     assert own.status == 409
 
 
@@ -328,13 +359,23 @@ async def test_no_administration_page_shows_an_administrator_concern_content(
     )
     concern = await node.store.record_concern(
         await node.store.actor_for(world.teacher.staff.id),
-        NewConcern(pupil_ids=(pupil.id,), category="bullying", happened_at=node.clock.now,
-                   account="She said the word tangerine.", location="The quiet garden"),
-    )  # fmt: skip
+        NewConcern(
+            pupil_ids=(pupil.id,),
+            category="bullying",
+            happened_at=node.clock.now,
+            account="She said the word tangerine.",
+            location="The quiet garden",
+        ),
+    )
     await _as(world, world.admin)
-    for path in ("/admin/staff", "/admin/approvals", "/admin/pupils",
-                 f"/admin/pupils/{pupil.upn}/edit", f"/admin/staff/{world.teacher.staff.id}",
-                 "/admin/organisation"):  # fmt: skip
+    for path in (
+        "/admin/staff",
+        "/admin/approvals",
+        "/admin/pupils",
+        f"/admin/pupils/{pupil.upn}/edit",
+        f"/admin/staff/{world.teacher.staff.id}",
+        "/admin/organisation",
+    ):
         page = await world.site.get(path)
         assert page.status == 200, path
         assert "tangerine" not in page.text and "quiet garden" not in page.text, path

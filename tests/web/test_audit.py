@@ -84,33 +84,66 @@ async def audited_world(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
         config = web_config()
         accounts = Accounts(store, KEK, sink, SecuritySection(), clock=clock, hashing=CHEAPEST)
         await store.create_school(name="Harbourside Primary", urn=URN, laestab="8012000")
-        node = Node(store=store, accounts=accounts, audit=memory, clock=clock,
-                    data_dir=tmp_path / "data")  # fmt: skip
+        node = Node(
+            store=store, accounts=accounts, audit=memory, clock=clock, data_dir=tmp_path / "data"
+        )
         dsl = await node.person("r.dee", [Role.DSL])
         head = await node.person("h.stone", [Role.HEAD_TEACHER])
         dpo = await node.person("d.price", [Role.AUDITOR], enrol=True)
         teacher = await node.person("t.lane", [Role.STAFF])
         admin = await node.person("a.admin", [Role.ADMINISTRATOR])
         admin_actor = await store.actor_for(admin.staff.id)
-        amara = await store.create_pupil(admin_actor, NewPupil(
-            upn=_upn("801200026101"), surname="Okafor", forename="Amara", dob=date(2014, 11, 3),
-            sex="F", year_group="6"))  # fmt: skip
-        ben = await store.create_pupil(admin_actor, NewPupil(
-            upn=_upn("801200026102"), surname="Okafor", forename="Ben", dob=date(2016, 2, 1),
-            sex="M", year_group="4"))  # fmt: skip
-        concern = await store.record_concern(await store.actor_for(teacher.staff.id), NewConcern(
-            pupil_ids=(amara.id,), category="bullying", happened_at=clock.now, account=ACCOUNT,
-        ))  # fmt: skip
+        amara = await store.create_pupil(
+            admin_actor,
+            NewPupil(
+                upn=_upn("801200026101"),
+                surname="Okafor",
+                forename="Amara",
+                dob=date(2014, 11, 3),
+                sex="F",
+                year_group="6",
+            ),
+        )
+        ben = await store.create_pupil(
+            admin_actor,
+            NewPupil(
+                upn=_upn("801200026102"),
+                surname="Okafor",
+                forename="Ben",
+                dob=date(2016, 2, 1),
+                sex="M",
+                year_group="4",
+            ),
+        )
+        concern = await store.record_concern(
+            await store.actor_for(teacher.staff.id),
+            NewConcern(
+                pupil_ids=(amara.id,),
+                category="bullying",
+                happened_at=clock.now,
+                account=ACCOUNT,
+            ),
+        )
         dsl_actor = await store.actor_for(dsl.staff.id)
         await store.add_action(dsl_actor, concern.id, NewAction(text="Call home today."))
         app = create_app(
-            store=store, accounts=accounts, audit=sink, config=config,
-            web_pages=WebServices(store=store, accounts=accounts, config=config, audit=sink,
-                                  web_key=WEB_KEY, trail=AuditTrail(log, sink)),
-        )  # fmt: skip
+            store=store,
+            accounts=accounts,
+            audit=sink,
+            config=config,
+            web_pages=WebServices(
+                store=store,
+                accounts=accounts,
+                config=config,
+                audit=sink,
+                web_key=WEB_KEY,
+                trail=AuditTrail(log, sink),
+            ),
+        )
         async with TestClient(TestServer(app)) as client:
-            yield World(Site(node, client), log, dsl, head, dpo, teacher, admin, amara, ben,
-                        concern.id)  # fmt: skip
+            yield World(
+                Site(node, client), log, dsl, head, dpo, teacher, admin, amara, ben, concern.id
+            )
     finally:
         await store.close()
         await log.close()
@@ -134,8 +167,9 @@ def _rows(page: Page) -> list[str]:
     body = page.text.split('<tbody class="govuk-table__body">', 1)
     if len(body) < 2:
         return []
-    rows = re.findall(r"<tr class=\"govuk-table__row\">(.*?)</tr>", body[1].split("</tbody>")[0],
-                      re.S)  # fmt: skip
+    rows = re.findall(
+        r"<tr class=\"govuk-table__row\">(.*?)</tr>", body[1].split("</tbody>")[0], re.S
+    )
     return [" ".join(html.unescape(re.sub(r"<[^>]+>", " ", r)).split()) for r in rows]
 
 
@@ -238,8 +272,9 @@ async def test_verify_from_the_page_finds_a_tampered_entry(db_url: str, tmp_path
         assert page.status == 200 and page.title == "The audit log is intact - Handover"
         size = await w.log.size()
         assert "entries checked" in page.text
-        assert (await w.log.root(size - 1)).hex() in page.text or \
-            (await w.log.root(size)).hex() in page.text  # fmt: skip
+        assert (await w.log.root(size - 1)).hex() in page.text or (
+            await w.log.root(size)
+        ).hex() in page.text
 
         # Tamper as tests/integration/audit/test_tamper.py does: change a search column.
         shown = await w.log.show(pupil=w.ben.id)
@@ -247,8 +282,10 @@ async def test_verify_from_the_page_finds_a_tampered_entry(db_url: str, tmp_path
         engine = make_engine(db_url)
         try:
             async with engine.begin() as conn:
-                await conn.execute(sa.text("UPDATE audit_entries SET pupil = :p WHERE seq = :s"),
-                                   {"p": w.amara.id, "s": seq})  # fmt: skip
+                await conn.execute(
+                    sa.text("UPDATE audit_entries SET pupil = :p WHERE seq = :s"),
+                    {"p": w.amara.id, "s": seq},
+                )
         finally:
             await engine.dispose()
         page = await w.site.post("/audit/verify", {"csrf": home.hidden("csrf")})
@@ -256,8 +293,11 @@ async def test_verify_from_the_page_finds_a_tampered_entry(db_url: str, tmp_path
         text = _shown(page)
         assert f"Entry {seq}" in text
         assert "The pupil stored beside the entry" in text
-        verified = [e for e in w.site.node.audit.events if e.action == "audit.read"
-                    and e.detail.get("what") == "verify"]  # fmt: skip
+        verified = [
+            e
+            for e in w.site.node.audit.events
+            if e.action == "audit.read" and e.detail.get("what") == "verify"
+        ]
         assert [e.outcome for e in verified] == ["ok", "failed"]
 
 
@@ -272,8 +312,7 @@ async def test_the_export_downloads_and_verifies_with_only_its_files(
         async with w.site.client.post("/audit/export", data={"csrf": home.hidden("csrf")}) as r:
             assert r.status == 200
             assert r.headers["Content-Type"] == "application/x-tar"
-            assert 'filename="audit-export-harbourside-primary-' in r.headers[
-                "Content-Disposition"]  # fmt: skip
+            assert 'filename="audit-export-harbourside-primary-' in r.headers["Content-Disposition"]
             body = await r.read()
         out = tmp_path / "export"
         with tarfile.open(fileobj=io.BytesIO(body)) as tar:
@@ -308,8 +347,11 @@ async def test_teachers_and_administrators_are_refused_every_audit_url(
             page = await w.site.post(sar, {"csrf": csrf, "format": "json", "code": "123456"})
             assert page.status == 403
             await _sign_out(w, home)
-        refused = [e for e in w.site.node.audit.events
-                   if e.action == "audit.read" and e.outcome == "refused"]  # fmt: skip
+        refused = [
+            e
+            for e in w.site.node.audit.events
+            if e.action == "audit.read" and e.outcome == "refused"
+        ]
         assert len(refused) >= 3 * 5
         # The DPO: the Audit area, but no pupil page and no subject access export.
         home = await _as(w, w.dpo)
@@ -345,8 +387,9 @@ async def test_subject_access_as_json_and_pdf_after_a_code(db_url: str, tmp_path
         sar = f"/pupils/{w.amara.upn}/subject-access"
         page = await w.site.post(sar, {"csrf": home.hidden("csrf"), "format": "json", "code": ""})
         assert page.status == 400 and "Enter the 6-digit code" in page.text
-        page = await w.site.post(sar, {"csrf": home.hidden("csrf"), "format": "json",
-                                       "code": "000000"})  # fmt: skip
+        page = await w.site.post(
+            sar, {"csrf": home.hidden("csrf"), "format": "json", "code": "000000"}
+        )
         assert page.status == 400 and not w.site.node.events("store.sar.export")
 
         status, body, disposition = await _sar(w, "json")
@@ -382,7 +425,6 @@ async def test_subject_access_as_json_and_pdf_after_a_code(db_url: str, tmp_path
         sar = f"/pupils/{w.amara.upn}/subject-access"
         assert (await w.site.get(sar)).status == 404
         code = w.dsl.code(w.site.node.clock.now)
-        page = await w.site.post(sar, {"csrf": home.hidden("csrf"), "format": "json",
-                                       "code": code})  # fmt: skip
+        page = await w.site.post(sar, {"csrf": home.hidden("csrf"), "format": "json", "code": code})
         assert page.status == 404 and ACCOUNT not in page.text
         assert len(w.site.node.events("store.sar.export")) == 2

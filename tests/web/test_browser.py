@@ -27,13 +27,15 @@ PRIMARY, SECONDARY = "primary", "secondary"
 
 async def _context(browser: Browser, *, width: int = 1280, js: bool = True) -> BrowserContext:
     return await browser.new_context(
-        viewport={"width": width, "height": 900}, ignore_https_errors=True,
+        viewport={"width": width, "height": 900},
+        ignore_https_errors=True,
         java_script_enabled=js,
-    )  # fmt: skip
+    )
 
 
-async def _sign_in(page: Page, site: WebWorld, node: str, username: str,
-                   *, check: bool = True) -> None:  # fmt: skip
+async def _sign_in(
+    page: Page, site: WebWorld, node: str, username: str, *, check: bool = True
+) -> None:
     account = site.account(node, username)
     response = await page.goto(site.url(node, "/sign-in"))
     if check:
@@ -59,8 +61,22 @@ def _create_person(site: WebWorld, node: str, org: str, username: str, role: str
 
     os.environ["HANDOVER_PASSWORD"] = password
     try:
-        run_cli(["account", "create", "--data-dir", str(site.data_dirs[node]), "--org", org,
-                 "--user", username, "--name", username.title(), "--role", role])  # fmt: skip
+        run_cli(
+            [
+                "account",
+                "create",
+                "--data-dir",
+                str(site.data_dirs[node]),
+                "--org",
+                org,
+                "--user",
+                username,
+                "--name",
+                username.title(),
+                "--role",
+                role,
+            ]
+        )
     finally:
         del os.environ["HANDOVER_PASSWORD"]
     return password
@@ -83,8 +99,9 @@ async def test_a_dsl_signs_in_and_sees_the_dashboard(browser: Browser, web_world
     triage = page.locator("table", has_text="Neglect")
     await expect(triage).to_contain_text("Ellie Hughes (Year 6)")
     await expect(triage).to_contain_text("less than a minute")
-    await expect(page.get_by_role("heading", name=re.compile("New concerns awaiting triage")))\
-        .to_be_visible()  # fmt: skip
+    await expect(
+        page.get_by_role("heading", name=re.compile("New concerns awaiting triage"))
+    ).to_be_visible()
     await expect(page.locator("table", has_text="Check in with Amara")).to_contain_text("Overdue")
     await expect(page.get_by_text("For your security, you will be signed out at")).to_be_visible()
     # The session cookie: __Host-, HttpOnly, Secure, SameSite=Strict, Path=/, no expiry.
@@ -102,8 +119,9 @@ async def test_a_dsl_signs_in_and_sees_the_dashboard(browser: Browser, web_world
     css = page.locator("link[rel=stylesheet]").first
     href = await css.get_attribute("href")
     assert href and re.fullmatch(r"/static/[0-9a-f]{16}/govuk/govuk-frontend\.min\.css", href)
-    asset = await context.request.get(web_world.url(PRIMARY, href),
-                                      headers={"Accept-Encoding": "gzip, br"})  # fmt: skip
+    asset = await context.request.get(
+        web_world.url(PRIMARY, href), headers={"Accept-Encoding": "gzip, br"}
+    )
     assert asset.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert asset.headers["content-encoding"] in ("br", "gzip")
     stale = await context.request.get(web_world.url(PRIMARY, href.replace("/static/", "/static/0")))
@@ -114,8 +132,9 @@ async def test_a_dsl_signs_in_and_sees_the_dashboard(browser: Browser, web_world
     assert api.headers["content-type"].startswith("application/problem+json")
     portal = await context.request.get(web_world.url(PRIMARY, "/portal/"))
     assert portal.status == 200 and "style-src 'self'" in portal.headers["content-security-policy"]
-    assert problems == ["Failed to load resource: the server responded with a status of 404 "
-                        "(Not Found)"]  # fmt: skip
+    assert problems == [
+        "Failed to load resource: the server responded with a status of 404 (Not Found)"
+    ]
     await context.close()
 
 
@@ -183,8 +202,9 @@ async def test_failed_sign_ins_slow_down_in_plain_words(
         messages.append(await page.locator(".govuk-error-summary__list").inner_text())
     await checked(page, await nav.value)
     assert messages[0] == "The username, password or code is not right. Check them and try again."
-    assert re.fullmatch(r"Too many failed attempts\. Wait \d+ seconds?, then try again\.",
-                        messages[3]), messages  # fmt: skip
+    assert re.fullmatch(
+        r"Too many failed attempts\. Wait \d+ seconds?, then try again\.", messages[3]
+    ), messages
     await expect(page.get_by_label("Username")).to_have_value("w.rong")
     await expect(page.get_by_label("Password")).to_have_value("")
     await context.close()
@@ -198,9 +218,11 @@ async def test_keyboard_only_sign_in_on_a_phone(browser: Browser, web_world: Web
     await page.keyboard.press("Tab")
     await expect(page.get_by_role("link", name="Skip to main content")).to_be_focused()
     await page.keyboard.press("Enter")
-    for field, value in (("Username", "r.clarke"), ("Password", account["password"]),
-                         ("Code from your authenticator app",
-                          await web_world.codes.next(account["totp_secret"]))):  # fmt: skip
+    for field, value in (
+        ("Username", "r.clarke"),
+        ("Password", account["password"]),
+        ("Code from your authenticator app", await web_world.codes.next(account["totp_secret"])),
+    ):
         for _ in range(6):
             await page.keyboard.press("Tab")
             if await page.get_by_label(field).evaluate("e => e === document.activeElement"):
@@ -212,8 +234,9 @@ async def test_keyboard_only_sign_in_on_a_phone(browser: Browser, web_world: Web
     await expect(page).to_have_title("Home - Handover")
     await expect(page.locator(".app-identity")).to_contain_text("Rachel Clarke, Head teacher")
     assert await page.evaluate("document.documentElement.scrollWidth") <= 375
-    await expect(page.get_by_role("heading", name="The school's concerns, most recent first"))\
-        .to_be_visible()  # fmt: skip
+    await expect(
+        page.get_by_role("heading", name="The school's concerns, most recent first")
+    ).to_be_visible()
     await context.close()
 
 
@@ -315,14 +338,16 @@ async def test_an_api_token_needs_a_fresh_code(browser: Browser, web_world: WebW
     await checked(page, await nav.value)
     token = await page.locator("#new-token").inner_text()
     assert token.startswith("hot_")
-    api = await context.request.get(web_world.url(PRIMARY, "/api/v1/session"),
-                                    headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    api = await context.request.get(
+        web_world.url(PRIMARY, "/api/v1/session"), headers={"Authorization": f"Bearer {token}"}
+    )
     assert api.status == 200
     await page.goto(web_world.url(PRIMARY, "/account"))
     await page.get_by_role("button", name="Revoke Chronology reader").click()
     await expect(page.get_by_text("The API token has been revoked")).to_be_visible()
-    api = await context.request.get(web_world.url(PRIMARY, "/api/v1/session"),
-                                    headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    api = await context.request.get(
+        web_world.url(PRIMARY, "/api/v1/session"), headers={"Authorization": f"Bearer {token}"}
+    )
     assert api.status == 401
     await context.close()
 
@@ -352,7 +377,10 @@ async def test_screenshots_of_the_main_pages(
     browser: Browser, web_world: WebWorld, tmp_path: Path
 ) -> None:
     written = await capture(browser, web_world, tmp_path)
-    assert {p.name for p in written} >= {"sign-in-desktop.png", "dashboard-dsl-phone.png",
-                                          "dashboard-teacher-desktop.png"}  # fmt: skip
+    assert {p.name for p in written} >= {
+        "sign-in-desktop.png",
+        "dashboard-dsl-phone.png",
+        "dashboard-teacher-desktop.png",
+    }
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

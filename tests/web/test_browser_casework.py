@@ -169,8 +169,9 @@ async def test_the_dpo_finds_who_opened_a_chronology_checks_the_log_and_exports_
     dsl_page = await dsl.new_page()
     await _sign_in(dsl_page, web_world, PRIMARY, "s.patel", check=False)
     await dsl_page.goto(web_world.url(PRIMARY, f"/pupils/{upn(101)}"))
-    await expect(dsl_page.get_by_role("link", name="Who has looked at this pupil's file?")) \
-        .to_be_visible()  # fmt: skip
+    await expect(
+        dsl_page.get_by_role("link", name="Who has looked at this pupil's file?")
+    ).to_be_visible()
     await dsl.close()
 
     context = await _context(browser, width=375)
@@ -244,15 +245,25 @@ async def test_a_dsl_receives_reads_accepts_and_rejects_files_by_keyboard_on_a_p
         riverside = Riverside(web_world, http)
         # Riverside's file about Amara (who left them for Hillside, where she is on roll).
         amara = await riverside.pupil(101, "Amara", "Okafor", "2015-03-14")
-        await riverside.call("PATCH", f"/pupils/{amara}", {
-            "leaving_date": date.today().isoformat(),
-            "destination": {"kind": "school", "urn": HILLSIDE[0], "name": HILLSIDE[2]},
-        })  # fmt: skip
-        concern = await riverside.call("POST", "/concerns", {
-            "pupil_ids": [amara], "category": "child_protection", "location": "Form room",
-            "happened_at": (datetime.now(UTC) - timedelta(days=3)).isoformat(),
-            "account": ACCOUNT,
-        })  # fmt: skip
+        await riverside.call(
+            "PATCH",
+            f"/pupils/{amara}",
+            {
+                "leaving_date": date.today().isoformat(),
+                "destination": {"kind": "school", "urn": HILLSIDE[0], "name": HILLSIDE[2]},
+            },
+        )
+        concern = await riverside.call(
+            "POST",
+            "/concerns",
+            {
+                "pupil_ids": [amara],
+                "category": "child_protection",
+                "location": "Form room",
+                "happened_at": (datetime.now(UTC) - timedelta(days=3)).isoformat(),
+                "account": ACCOUNT,
+            },
+        )
         await riverside.call(
             "POST",
             f"/concerns/{concern['id']}/triage",
@@ -509,8 +520,9 @@ async def test_a_dsl_on_a_phone_sends_a_leavers_file_and_checks_its_receipt(
     await expect(
         page.get_by_text("The leaving date and next school have been saved.")
     ).to_be_visible()
-    await expect(page.locator("#leaving")).to_contain_text(re.compile(
-        r"Due by \w+day \d+ \w+ \d{4}: within 5 school days of leaving"))  # fmt: skip
+    await expect(page.locator("#leaving")).to_contain_text(
+        re.compile(r"Due by \w+day \d+ \w+ \d{4}: within 5 school days of leaving")
+    )
     await _follow_link(page, "Send the leaver's file")
     await expect(page.locator("main")).to_contain_text("Riverside Academy, Keynsham")
     await expect(page.locator("code.app-key")).to_have_text(
@@ -543,9 +555,12 @@ async def test_a_dsl_on_a_phone_sends_a_leavers_file_and_checks_its_receipt(
     minisign = shutil.which("minisign")
     assert minisign is not None
     run = await asyncio.create_subprocess_exec(
-        minisign, *command.split()[1:], cwd=folder, stdout=asyncio.subprocess.PIPE,
+        minisign,
+        *command.split()[1:],
+        cwd=folder,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    )
     out, err = await run.communicate()
     assert run.returncode == 0, err.decode()
     assert f"handover-receipt-v1 accepted {package_id}" in out.decode()
@@ -577,15 +592,23 @@ async def _accept_at_secondary(web_world: WebWorld, package_id: str) -> None:
     ctx = ssl.create_default_context(cafile=node["ca_file"])
     api = web_world.url(SECONDARY, "/api/v1")
     async with aiohttp.ClientSession() as http:
-        body = {"org": account["org"], "username": "a.khan", "password": account["password"],
-                "totp": await web_world.codes.next(account["totp_secret"])}  # fmt: skip
+        body = {
+            "org": account["org"],
+            "username": "a.khan",
+            "password": account["password"],
+            "totp": await web_world.codes.next(account["totp_secret"]),
+        }
         async with http.post(f"{api}/session", json=body, ssl=ctx) as resp:
             assert resp.status in (200, 201), await resp.text()
             token = (await resp.json())["token"]
         headers = {"Authorization": f"Bearer {token}"}
         for _ in range(120):  # delivered here a moment ago: in the inbox
-            async with http.post(f"{api}/inbox/{package_id}/accept", json={"create_new": True},
-                                 headers=headers, ssl=ctx) as resp:  # fmt: skip
+            async with http.post(
+                f"{api}/inbox/{package_id}/accept",
+                json={"create_new": True},
+                headers=headers,
+                ssl=ctx,
+            ) as resp:
                 if resp.status != 404:
                     assert resp.status == 200, await resp.text()
                     return

@@ -128,9 +128,10 @@ async def test_log_a_concern_with_javascript_off(browser: Browser, web_world: We
     await expect(main).to_contain_text("Left hand (palm): Small cut (Yusuf Begum)")
     # The same form sent again (a second press, a resubmit): the same concern, not another.
     again = await context.request.post(
-        web_world.url(PRIMARY, "/concerns/new"), data=urlencode([(k, v) for k, v in sent]),
+        web_world.url(PRIMARY, "/concerns/new"),
+        data=urlencode([(k, v) for k, v in sent]),
         headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )  # fmt: skip
+    )
     assert again.ok and again.url == page.url
     await context.close()
 

@@ -61,20 +61,35 @@ async def world(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
         admin_actor = await node.store.actor_for(admin.staff.id)
         pupils = []
         for n, (forename, surname) in enumerate((("Amara", "Okafor"), ("Leon", "Nowak"))):
-            pupils.append(await node.store.create_pupil(admin_actor, NewPupil(
-                upn=_upn(101 + n), surname=surname, forename=forename, dob=date(2014, 11, 3),
-                sex="F", year_group="6",
-            )))  # fmt: skip
+            pupils.append(
+                await node.store.create_pupil(
+                    admin_actor,
+                    NewPupil(
+                        upn=_upn(101 + n),
+                        surname=surname,
+                        forename=forename,
+                        dob=date(2014, 11, 3),
+                        sex="F",
+                        year_group="6",
+                    ),
+                )
+            )
         amara, leon = pupils
         now = node.clock.now
 
         async def concern(who: Person, category: str, account: str, days: int) -> str:
             actor = await node.store.actor_for(who.staff.id)
-            rec = await node.store.record_concern(actor, NewConcern(
-                pupil_ids=(amara.id,), category=category, happened_at=now - timedelta(days=days),
-                account=account, location="Playground", people_involved="Amara; a lunchtime "
-                "supervisor",
-            ))  # fmt: skip
+            rec = await node.store.record_concern(
+                actor,
+                NewConcern(
+                    pupil_ids=(amara.id,),
+                    category=category,
+                    happened_at=now - timedelta(days=days),
+                    account=account,
+                    location="Playground",
+                    people_involved="Amara; a lunchtime supervisor",
+                ),
+            )
             return rec.id
 
         mine = await concern(teacher, "bullying", "Amara said older pupils took her lunch.", 20)
@@ -104,8 +119,7 @@ async def test_the_dsl_sees_the_pupils_details_and_whole_chronology(world: World
     # In time order, each by name and role, never by id.
     found = re.findall(r'<h3 class="govuk-heading-s app-timeline__title">(.*?)</h3>', text, re.S)
     titles = [re.sub(r"<[^>]+>", "", t).strip() for t in found]
-    assert titles == ["Concern: Bullying", "Concern: Neglect",
-                      "Concern: Domestic abuse"], titles  # fmt: skip
+    assert titles == ["Concern: Bullying", "Concern: Neglect", "Concern: Domestic abuse"], titles
     assert "recorded by Teacher (Staff)" in text and "recorded by Other (Staff)" in text
     for staff_id in (world.teacher.staff.id, world.other_teacher.staff.id):
         assert staff_id not in text
@@ -142,10 +156,15 @@ async def test_a_long_chronology_comes_in_pages(world: World) -> None:
     store = world.site.node.store
     dsl = await world.actor(world.dsl)
     for n in range(pupils.PAGE_SIZE + 5):
-        await store.record_concern(dsl, NewConcern(
-            pupil_ids=(world.leon.id,), category="attendance", account=f"Absence number {n}.",
-            happened_at=world.site.node.clock.now - timedelta(hours=200 - n),
-        ))  # fmt: skip
+        await store.record_concern(
+            dsl,
+            NewConcern(
+                pupil_ids=(world.leon.id,),
+                category="attendance",
+                account=f"Absence number {n}.",
+                happened_at=world.site.node.clock.now - timedelta(hours=200 - n),
+            ),
+        )
     await _as(world, world.dsl)
     page = await world.site.get(f"/pupils/{world.leon.upn}")
     assert f"Showing 1 to {pupils.PAGE_SIZE} of {pupils.PAGE_SIZE + 5} entries" in page.text
@@ -159,13 +178,22 @@ async def test_a_long_chronology_comes_in_pages(world: World) -> None:
 async def test_a_received_record_shows_where_it_came_from(world: World) -> None:
     store = world.site.node.store
     async with store.sessions() as s, s.begin():
-        s.add(ProvenanceRow(
-            id="11111111-2222-3333-4444-555555555555", org_id=URN, source_org_id="199002",
-            source_org_name="Cliff Road Academy", package_id="pkg-1",
-            received_at=world.site.node.clock.now - timedelta(days=1), original_id="orig-1",
-        ))  # fmt: skip
-        await s.execute(update(Concern).where(Concern.id == world.theirs)
-                        .values(provenance_id="11111111-2222-3333-4444-555555555555"))  # fmt: skip
+        s.add(
+            ProvenanceRow(
+                id="11111111-2222-3333-4444-555555555555",
+                org_id=URN,
+                source_org_id="199002",
+                source_org_name="Cliff Road Academy",
+                package_id="pkg-1",
+                received_at=world.site.node.clock.now - timedelta(days=1),
+                original_id="orig-1",
+            )
+        )
+        await s.execute(
+            update(Concern)
+            .where(Concern.id == world.theirs)
+            .values(provenance_id="11111111-2222-3333-4444-555555555555")
+        )
     await _as(world, world.dsl)
     text = world.text(await world.site.get(f"/pupils/{world.amara.upn}"))
     assert "Received from Cliff Road Academy on 6 September 2026" in text
@@ -178,9 +206,14 @@ async def test_a_received_record_shows_where_it_came_from(world: World) -> None:
 
 async def test_unknown_or_malformed_pupils_and_concerns_are_a_plain_404(world: World) -> None:
     await _as(world, world.dsl)
-    for path in (f"/pupils/{_upn(999)}", "/pupils/not-a-upn", "/pupils/H80120002610Z",
-                 "/concerns/00000000-0000-0000-0000-000000000000", "/concerns/nope",
-                 "/documents/00000000-0000-0000-0000-000000000000"):  # fmt: skip
+    for path in (
+        f"/pupils/{_upn(999)}",
+        "/pupils/not-a-upn",
+        "/pupils/H80120002610Z",
+        "/concerns/00000000-0000-0000-0000-000000000000",
+        "/concerns/nope",
+        "/documents/00000000-0000-0000-0000-000000000000",
+    ):
         page = await world.site.get(path)
         assert page.status == 404, path
         assert page.title == "Page not found - Handover", path
@@ -202,15 +235,19 @@ async def test_a_teacher_sees_only_the_concerns_they_logged(world: World) -> Non
         refused = await world.site.get(path)
         assert refused.status == 404 and "hungry" not in refused.text, path
     own, theirs = f"/concerns/{world.mine}", f"/concerns/{world.theirs}"
-    for path in (f"{own}/triage", f"{own}/actions/new", f"{own}/contacts/new",
-                 f"{theirs}/amend"):  # fmt: skip
+    for path in (f"{own}/triage", f"{own}/actions/new", f"{own}/contacts/new", f"{theirs}/amend"):
         refused = await world.site.get(path)
         assert refused.status in (403, 404), (path, refused.status)
         assert refused.status == 403 or path.endswith("/amend")
     form = await world.site.get(f"/concerns/{world.mine}")
-    posted = await world.site.post(f"/concerns/{world.mine}/triage", {
-        "csrf": form.hidden("csrf"), "decision": "monitor", "reason": "I decide",
-    })  # fmt: skip
+    posted = await world.site.post(
+        f"/concerns/{world.mine}/triage",
+        {
+            "csrf": form.hidden("csrf"),
+            "decision": "monitor",
+            "reason": "I decide",
+        },
+    )
     assert posted.status == 403
     assert not world.site.node.events("store.triage.record") or all(
         e.outcome == "refused" for e in world.site.node.events("store.triage.record")
@@ -233,8 +270,11 @@ async def test_an_administrator_sees_details_and_no_concern_content(world: World
     assert page.status == 200 and str(world.amara.upn) in page.text
     assert "never safeguarding records" in page.text
     assert "lunch" not in page.text and "Chronology" not in page.text
-    for path in (f"/concerns/{world.mine}", f"/concerns/{world.mine}/triage",
-                 f"/concerns/{world.mine}/amend"):  # fmt: skip
+    for path in (
+        f"/concerns/{world.mine}",
+        f"/concerns/{world.mine}/triage",
+        f"/concerns/{world.mine}/amend",
+    ):
         refused = await world.site.get(path)
         assert refused.status == 403, path
         assert "lunch" not in refused.text
@@ -263,8 +303,7 @@ async def test_the_dsl_triages_adds_an_action_and_a_contact_and_marks_it_done(
     assert page.status == 400 and 'href="#decision">Select the decision' in page.text
     assert ">Because.</textarea>" in page.text
     assert page.hidden("submission") == fields["submission"]
-    page = await world.site.post(f"/concerns/{cid}/triage",
-                                 {**fields, "decision": "no_referral"})  # fmt: skip
+    page = await world.site.post(f"/concerns/{cid}/triage", {**fields, "decision": "no_referral"})
     assert 'href="#reason">Say why' in page.text and 'value="no_referral" checked' in page.text
     assert not world.site.node.events("store.triage.record")
     # A decision not to refer, with its reason; sent twice, stored once.
@@ -276,24 +315,30 @@ async def test_the_dsl_triages_adds_an_action_and_a_contact_and_marks_it_done(
     text = world.text(again)
     assert text.count("Triage decision: Decided not to refer") == 1
     assert "Parents spoken to; monitoring." in text and "recorded by Dsl (DSL)" in text
-    assert len([e for e in world.site.node.events("store.triage.record")
-                if e.outcome == "ok"]) == 1  # fmt: skip
+    assert len([e for e in world.site.node.events("store.triage.record") if e.outcome == "ok"]) == 1
 
     # An action with an owner chosen by name, and a due date.
     page, fields = await _form(world, f"/concerns/{cid}/actions/new")
     assert f'value="{world.head.staff.id}">Head (Head teacher)</option>' in page.text
     yesterday = (world.site.node.clock.now - timedelta(days=1)).date().isoformat()
-    page = await world.site.post(f"/concerns/{cid}/actions/new", {
-        **fields, "text": "Speak to Amara's mother", "owner": "someone",
-        "due": yesterday})  # fmt: skip
+    page = await world.site.post(
+        f"/concerns/{cid}/actions/new",
+        {**fields, "text": "Speak to Amara's mother", "owner": "someone", "due": yesterday},
+    )
     assert page.status == 400
     assert 'href="#owner">Choose someone from the list' in page.text
     assert 'href="#due">The due date must be today or later' in page.text
     assert "Speak to Amara&#39;s mother</textarea>" in page.text
     due = (world.site.node.clock.now + timedelta(days=7)).date()
-    page = await world.site.post(f"/concerns/{cid}/actions/new", {
-        **fields, "text": "Speak to Amara's mother", "owner": world.head.staff.id,
-        "due": due.isoformat()})  # fmt: skip
+    page = await world.site.post(
+        f"/concerns/{cid}/actions/new",
+        {
+            **fields,
+            "text": "Speak to Amara's mother",
+            "owner": world.head.staff.id,
+            "due": due.isoformat(),
+        },
+    )
     text = world.text(page)
     assert "The action has been added." in text
     assert "Owner:</dt> <dd>Head (Head teacher)" in text and "14 September 2026" in text
@@ -306,14 +351,23 @@ async def test_the_dsl_triages_adds_an_action_and_a_contact_and_marks_it_done(
     # A contact with an agency: not in the future.
     page, fields = await _form(world, f"/concerns/{cid}/contacts/new")
     tomorrow = (world.site.node.clock.now + timedelta(days=1)).date().isoformat()
-    page = await world.site.post(f"/concerns/{cid}/contacts/new", {
-        **fields, "agency": "Bristol MASH", "day": tomorrow, "time": "10:00"})  # fmt: skip
+    page = await world.site.post(
+        f"/concerns/{cid}/contacts/new",
+        {**fields, "agency": "Bristol MASH", "day": tomorrow, "time": "10:00"},
+    )
     assert page.status == 400 and "The contact cannot be in the future" in page.text
     assert 'value="Bristol MASH"' in page.text
     today = world.site.node.clock.now.date().isoformat()
-    page = await world.site.post(f"/concerns/{cid}/contacts/new", {
-        **fields, "agency": "Bristol MASH", "day": today, "time": "9:00",
-        "outcome": "Advice: monitor."})  # fmt: skip
+    page = await world.site.post(
+        f"/concerns/{cid}/contacts/new",
+        {
+            **fields,
+            "agency": "Bristol MASH",
+            "day": today,
+            "time": "9:00",
+            "outcome": "Advice: monitor.",
+        },
+    )
     text = world.text(page)
     assert "The contact has been recorded." in text and "Contact with Bristol MASH" in text
     assert "Advice: monitor." in text
@@ -324,13 +378,20 @@ async def test_a_concern_is_amended_with_the_earlier_text_kept(world: World) -> 
     page, fields = await _form(world, f"/concerns/{world.mine}/amend")
     assert "Amara said older pupils took her lunch.</textarea>" in page.text
     # Nothing changed: said so, nothing saved.
-    same = {**fields, "account": "Amara said older pupils took her lunch.",
-            "location": "Playground", "people_involved": "Amara; a lunchtime supervisor",
-            "reason": "Checking"}  # fmt: skip
+    same = {
+        **fields,
+        "account": "Amara said older pupils took her lunch.",
+        "location": "Playground",
+        "people_involved": "Amara; a lunchtime supervisor",
+        "reason": "Checking",
+    }
     page = await world.site.post(f"/concerns/{world.mine}/amend", same)
     assert page.status == 400 and "Nothing was changed" in page.text
-    changed = {**same, "account": "Amara said two Year 6 pupils took her lunch on Monday.",
-               "reason": "Added who and when, after speaking to her again."}  # fmt: skip
+    changed = {
+        **same,
+        "account": "Amara said two Year 6 pupils took her lunch on Monday.",
+        "reason": "Added who and when, after speaking to her again.",
+    }
     page = await world.site.post(f"/concerns/{world.mine}/amend", changed)
     text = world.text(page)
     assert "The concern has been changed." in text
@@ -354,16 +415,24 @@ async def test_a_form_sent_after_the_session_expired_is_kept(world: World) -> No
     await _as(world, world.dsl)
     _, fields = await _form(world, f"/concerns/{world.mine}/triage")
     world.site.node.clock.advance(minutes=16)
-    page = await world.site.post(f"/concerns/{world.mine}/triage", {
-        **fields, "decision": "monitor", "reason": "Keep an eye on lunchtimes."})  # fmt: skip
+    page = await world.site.post(
+        f"/concerns/{world.mine}/triage",
+        {**fields, "decision": "monitor", "reason": "Keep an eye on lunchtimes."},
+    )
     assert page.title == "Sign in to Handover - Handover"
     assert "What you had typed has been kept" in page.text
     kept = page.hidden("kept_form")
-    page = await world.site.post("/sign-in", {
-        "csrf": page.hidden("csrf"), "org": URN, "username": "dsl",
-        "password": world.dsl.password, "code": world.dsl.code(world.site.node.clock.now),
-        "kept_form": kept,
-    })  # fmt: skip
+    page = await world.site.post(
+        "/sign-in",
+        {
+            "csrf": page.hidden("csrf"),
+            "org": URN,
+            "username": "dsl",
+            "password": world.dsl.password,
+            "code": world.dsl.code(world.site.node.clock.now),
+            "kept_form": kept,
+        },
+    )
     assert page.title == "Record a triage decision - Handover"
     assert "What you typed has been kept" in page.text
     assert "Keep an eye on lunchtimes.</textarea>" in page.text
@@ -410,19 +479,32 @@ async def test_the_same_form_sent_twice_at_once_is_stored_once(world: World) -> 
     from schemas.records import NewAction, NewAmendment, NewTriage
 
     ref = "5b0e7d8e-8a52-4a63-9c1e-3f7b6f7f0a01"
-    results = await asyncio.gather(*(store.triage_concern(
-        dsl, world.mine, NewTriage(decision="monitor", reason="Watch."), record_id=ref)
-        for _ in range(4)))  # fmt: skip
+    results = await asyncio.gather(
+        *(
+            store.triage_concern(
+                dsl, world.mine, NewTriage(decision="monitor", reason="Watch."), record_id=ref
+            )
+            for _ in range(4)
+        )
+    )
     assert {r.id for r in results} == {ref}
     ref2 = "5b0e7d8e-8a52-4a63-9c1e-3f7b6f7f0a02"
-    actions = await asyncio.gather(*(store.add_action(
-        dsl, world.mine, NewAction(text="Call home."), record_id=ref2)
-        for _ in range(4)))  # fmt: skip
+    actions = await asyncio.gather(
+        *(
+            store.add_action(dsl, world.mine, NewAction(text="Call home."), record_id=ref2)
+            for _ in range(4)
+        )
+    )
     assert {a.id for a in actions} == {ref2}
     ref3 = "5b0e7d8e-8a52-4a63-9c1e-3f7b6f7f0a03"
-    await asyncio.gather(*(store.amend_concern(
-        dsl, world.mine, NewAmendment(account="Corrected.", reason="Typo."), record_id=ref3)
-        for _ in range(4)))  # fmt: skip
+    await asyncio.gather(
+        *(
+            store.amend_concern(
+                dsl, world.mine, NewAmendment(account="Corrected.", reason="Typo."), record_id=ref3
+            )
+            for _ in range(4)
+        )
+    )
     history = await store.concern_amendments(dsl, world.mine)
     assert [a.id for a in history] == [ref3]
     assert history[0].earlier_account == "Amara said older pupils took her lunch."

@@ -40,27 +40,46 @@ async def site(db_url: str, tmp_path: Path) -> AsyncIterator[Site]:
         yield s
 
 
-async def _pupil(site: Site, serial: int, forename: str, surname: str,
-                 org: str = URN) -> PupilRecord:  # fmt: skip
+async def _pupil(
+    site: Site, serial: int, forename: str, surname: str, org: str = URN
+) -> PupilRecord:
     admin = await site.node.person(f"admin{serial}", [Role.ADMINISTRATOR], org=org)
     actor = await site.node.store.actor_for(admin.staff.id)
     return await site.node.store.create_pupil(
-        actor, NewPupil(upn=upn(serial), surname=surname, forename=forename,
-                        dob=date(2015, 1, 2), sex="F", year_group="5"),
-    )  # fmt: skip
+        actor,
+        NewPupil(
+            upn=upn(serial),
+            surname=surname,
+            forename=forename,
+            dob=date(2015, 1, 2),
+            sex="F",
+            year_group="5",
+        ),
+    )
 
 
 def _form(page: Page, pupils: list[str], **over: str) -> list[tuple[str, str]]:
     fields = {
-        "csrf": page.hidden("csrf"), "form_owner": page.hidden("form_owner"),
-        "submission_key": page.hidden("submission_key"), "mark_rows": "3",
-        "category": "bullying", "happened-day": "7", "happened-month": "9",
-        "happened-year": "2026", "happened_time": "08:30", "location": "Playground",
-        "account": ACCOUNT, "people_involved": "Her brother, Year 9",
-        "mark_1_where": "front-left-arm", "mark_1_note": "Bruise, 3 cm, blue",
-        "mark_2_where": "back@0.5,0.3", "mark_2_note": "Graze",
-        "mark_3_where": "", "mark_3_note": "", "action": "save",
-    }  # fmt: skip
+        "csrf": page.hidden("csrf"),
+        "form_owner": page.hidden("form_owner"),
+        "submission_key": page.hidden("submission_key"),
+        "mark_rows": "3",
+        "category": "bullying",
+        "happened-day": "7",
+        "happened-month": "9",
+        "happened-year": "2026",
+        "happened_time": "08:30",
+        "location": "Playground",
+        "account": ACCOUNT,
+        "people_involved": "Her brother, Year 9",
+        "mark_1_where": "front-left-arm",
+        "mark_1_note": "Bruise, 3 cm, blue",
+        "mark_2_where": "back@0.5,0.3",
+        "mark_2_note": "Graze",
+        "mark_3_where": "",
+        "mark_3_note": "",
+        "action": "save",
+    }
     fields.update(over)
     return [*fields.items(), *(("pupil", p) for p in pupils)]
 
@@ -87,8 +106,7 @@ async def test_a_teacher_logs_a_concern_about_two_pupils_without_javascript(site
     form = await site.get(f"/concerns/new?pupil={amara.id}&pupil={ben.id}")
     assert 'name="mark_1_pupil"' in form.text  # two pupils: whose mark it is
 
-    saved = await site.post("/concerns/new", _form(form, [amara.id, ben.id],
-                                                    mark_2_pupil=ben.id))  # fmt: skip
+    saved = await site.post("/concerns/new", _form(form, [amara.id, ben.id], mark_2_pupil=ben.id))
     assert saved.status == 200 and saved.title == "Concern logged - Handover"
     assert re.search(r"/concerns/[0-9a-f-]{36}/saved$", saved.url)
     assert "Amara Okafor" in saved.text and "Ben Okafor" in saved.text
@@ -97,8 +115,9 @@ async def test_a_teacher_logs_a_concern_about_two_pupils_without_javascript(site
     assert f'<span class="app-prose">{ACCOUNT}</span>' in saved.text
     assert "&lt;span" not in saved.text
     (concern,) = await site.node.store.list_concerns(await site.node.store.actor_for(dsl.staff.id))
-    full = await site.node.store.get_concern(await site.node.store.actor_for(dsl.staff.id),
-                                             concern.id)  # fmt: skip
+    full = await site.node.store.get_concern(
+        await site.node.store.actor_for(dsl.staff.id), concern.id
+    )
     assert set(full.pupil_ids) == {amara.id, ben.id} and full.account == ACCOUNT
     marks = {m.description: m for m in full.body_map}
     assert marks["Graze"].pupil_id == ben.id and marks["Graze"].side == "back"
@@ -133,10 +152,18 @@ async def test_mistakes_are_shown_at_their_fields_and_everything_typed_is_kept(
     teacher = await site.node.person("teacher", [Role.STAFF])
     await site.sign_in(teacher)
     form = await site.get(f"/concerns/new?pupil={amara.id}")
-    page = await site.post("/concerns/new", _form(
-        form, [], category="", account="  ", happened_time="25:00",
-        mark_3_note="A note without a place", location="Behind the sports hall",
-    ))  # fmt: skip
+    page = await site.post(
+        "/concerns/new",
+        _form(
+            form,
+            [],
+            category="",
+            account="  ",
+            happened_time="25:00",
+            mark_3_note="A note without a place",
+            location="Behind the sports hall",
+        ),
+    )
     assert page.status == 400 and page.title.startswith("Error: Log a concern")
     for anchor, message in [
         ("#pupil", "Find and select the pupil or pupils the concern is about"),
@@ -154,10 +181,14 @@ async def test_mistakes_are_shown_at_their_fields_and_everything_typed_is_kept(
     assert page.hidden("submission_key") == form.hidden("submission_key")
 
     future = site.node.clock.now + timedelta(days=2)
-    page = await site.post("/concerns/new", _form(
-        form, [amara.id], **{"happened-day": str(future.day),
-                             "happened-month": str(future.month)},
-    ))  # fmt: skip
+    page = await site.post(
+        "/concerns/new",
+        _form(
+            form,
+            [amara.id],
+            **{"happened-day": str(future.day), "happened-month": str(future.month)},
+        ),
+    )
     assert "The date and time it happened must be in the past" in page.text
     assert ACCOUNT in page.text
     page = await site.post(
@@ -214,9 +245,15 @@ async def test_after_an_expired_session_the_concern_comes_back_to_its_author(
     assert "What you had typed has been kept" in page.text and ACCOUNT not in page.text
     again = await site.post(
         "/sign-in",
-        {"csrf": page.hidden("csrf"), "org": URN, "username": "teacher", "password": PASSWORD,
-         "code": "", "kept_form": page.hidden("kept_form")},
-    )  # fmt: skip
+        {
+            "csrf": page.hidden("csrf"),
+            "org": URN,
+            "username": "teacher",
+            "password": PASSWORD,
+            "code": "",
+            "kept_form": page.hidden("kept_form"),
+        },
+    )
     assert again.title == "Log a concern - Handover"
     assert "the concern was not saved" in again.text and ACCOUNT in again.text
     assert 'value="Bruise, 3 cm, blue"' in again.text
@@ -266,8 +303,17 @@ def urlpath(url: str) -> str:
 PDF = b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n"
 
 
-async def _attach(site: Site, page: Page, path: str, body: bytes, *, name: str = "note.pdf",
-                  csrf: bool = True, csrf_last: bool = False, back: str = "") -> Page:  # fmt: skip
+async def _attach(
+    site: Site,
+    page: Page,
+    path: str,
+    body: bytes,
+    *,
+    name: str = "note.pdf",
+    csrf: bool = True,
+    csrf_last: bool = False,
+    back: str = "",
+) -> Page:
     form = aiohttp.FormData()
     if csrf and not csrf_last:
         form.add_field("csrf", page.hidden("csrf"))
@@ -306,8 +352,10 @@ async def test_the_author_attaches_a_file_to_the_concern(site: Site) -> None:
     site.node.store.max_document_bytes = 10 * 1024**2
     assert await _documents(site, concern_id) == []
     # The CSRF token must come with the form, before the file.
-    for page in (await _attach(site, saved, files, PDF, csrf=False),
-                 await _attach(site, saved, files, PDF, csrf_last=True)):  # fmt: skip
+    for page in (
+        await _attach(site, saved, files, PDF, csrf=False),
+        await _attach(site, saved, files, PDF, csrf_last=True),
+    ):
         assert page.status == 403
     done = await _attach(site, saved, files, PDF, name="C:\\Users\\tw\\note.pdf")
     assert done.status == 200 and "The file has been attached to the concern." in done.text
@@ -333,8 +381,9 @@ async def test_what_was_typed_is_shown_as_typed_never_as_markup(site: Site) -> N
     teacher = await site.node.person("teacher", [Role.STAFF])
     await site.sign_in(teacher)
     form = await site.get(f"/concerns/new?pupil={amara.id}")
-    saved = await site.post("/concerns/new", _form(form, [amara.id], account=MARKUP,
-                                                    people_involved=MARKUP))  # fmt: skip
+    saved = await site.post(
+        "/concerns/new", _form(form, [amara.id], account=MARKUP, people_involved=MARKUP)
+    )
     assert saved.title == "Concern logged - Handover"
     escaped = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;"
     assert saved.text.count(f'<span class="app-prose">{escaped}</span>') == 2
@@ -352,10 +401,13 @@ async def test_the_bell_counts_a_leaving_date_at_once_not_at_the_sweep(site: Sit
     )
     left = site.node.clock.now.date() - timedelta(days=21)
     await site.node.store.update_pupil(
-        admin, amara.id,
-        PupilChanges(leaving_date=left,
-                     destination=Destination(kind="school", urn=OTHER_URN, name="Cliff Road")),
-    )  # fmt: skip
+        admin,
+        amara.id,
+        PupilChanges(
+            leaving_date=left,
+            destination=Destination(kind="school", urn=OTHER_URN, name="Cliff Road"),
+        ),
+    )
     home = await site.get("/")
     assert re.search(r'app-bell__count">1<', home.text)
     assert 'href="/pupils/' + amara.id + '">Amara Okafor' in home.text  # leavers' row links
@@ -372,14 +424,21 @@ async def test_the_dsls_own_actions_come_first_on_the_home_page(site: Site) -> N
     store = site.node.store
     dsl_actor = await store.actor_for(dsl.staff.id)
     concern = await store.record_concern(
-        dsl_actor, NewConcern(pupil_ids=(amara.id,), category="neglect",
-                              happened_at=site.node.clock.now, account="Hungry"),
-    )  # fmt: skip
+        dsl_actor,
+        NewConcern(
+            pupil_ids=(amara.id,),
+            category="neglect",
+            happened_at=site.node.clock.now,
+            account="Hungry",
+        ),
+    )
     late = site.node.clock.now.date() - timedelta(days=3)
     # The DSL's own is due a day later than the others, and still comes first.
-    for text, who, due in (("Ring the social worker", deputy, late),
-                           ("Meet the parents", dsl, late + timedelta(days=1)),
-                           ("Check attendance", deputy, late)):  # fmt: skip
+    for text, who, due in (
+        ("Ring the social worker", deputy, late),
+        ("Meet the parents", dsl, late + timedelta(days=1)),
+        ("Check attendance", deputy, late),
+    ):
         await store.add_action(
             dsl_actor, concern.id, NewAction(text=text, assignee_id=who.staff.id, due_on=due)
         )
@@ -409,8 +468,9 @@ async def test_the_dsl_adds_a_document_from_the_concerns_page(site: Site) -> Non
     assert page.status == 200 and page.title == "Add a document - Handover"
     assert 'name="back" value="concern"' in page.text
     files = f"/concerns/{concern_id}/files"
-    wrong = await _attach(site, page, files, b"MZ\x90\x00" + bytes(200), name="run.exe",
-                          back="concern")  # fmt: skip
+    wrong = await _attach(
+        site, page, files, b"MZ\x90\x00" + bytes(200), name="run.exe", back="concern"
+    )
     assert wrong.status == 415 and wrong.title == "Error: Add a document - Handover"
     assert "The file must be a PDF, a photo" in wrong.text
     done = await _attach(site, page, files, PDF, name="strategy-minutes.pdf", back="concern")

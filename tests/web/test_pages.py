@@ -44,9 +44,15 @@ async def test_after_signing_in_the_person_goes_where_they_were_going(site: Site
     assert first.url.endswith("/sign-in?next=/account/password")
     page = await site.post(
         "/sign-in",
-        {"csrf": first.hidden("csrf"), "org": URN, "username": "dsl", "password": dsl.password,
-         "code": dsl.code(site.node.clock.now), "next": "/account/password"},
-    )  # fmt: skip
+        {
+            "csrf": first.hidden("csrf"),
+            "org": URN,
+            "username": "dsl",
+            "password": dsl.password,
+            "code": dsl.code(site.node.clock.now),
+            "next": "/account/password",
+        },
+    )
     assert page.title == "Change your password - Handover"
     # Never anywhere else: another site, or a page that does not exist.
     for bad in ("https://evil.example/", "//evil.example/", "/nowhere"):
@@ -55,9 +61,15 @@ async def test_after_signing_in_the_person_goes_where_they_were_going(site: Site
         again = await site.get("/sign-in")
         page = await site.post(
             "/sign-in",
-            {"csrf": again.hidden("csrf"), "org": URN, "username": "dsl",
-             "password": dsl.password, "code": dsl.code(site.node.clock.now), "next": bad},
-        )  # fmt: skip
+            {
+                "csrf": again.hidden("csrf"),
+                "org": URN,
+                "username": "dsl",
+                "password": dsl.password,
+                "code": dsl.code(site.node.clock.now),
+                "next": bad,
+            },
+        )
         assert urlsplit(page.url).path == "/", bad
         assert page.title == "Home - Handover"
 
@@ -69,9 +81,15 @@ async def test_a_form_without_the_sessions_csrf_token_is_refused(site: Site) -> 
     signed_in = len(site.node.events("signin.ok"))
     altered = token[:-1] + ("1" if token.endswith("0") else "0")  # never the token itself
     for data in ({}, {"csrf": ""}, {"csrf": "0" * 64}, {"csrf": altered}):
-        page = await site.post("/account/password", {**data, "current_password": PASSWORD,
-                                                     "new_password": "x" * 20,
-                                                     "confirm_password": "x" * 20})  # fmt: skip
+        page = await site.post(
+            "/account/password",
+            {
+                **data,
+                "current_password": PASSWORD,
+                "new_password": "x" * 20,
+                "confirm_password": "x" * 20,
+            },
+        )
         assert page.status == 403
         assert "not sent from a page of this service" in page.text
         assert page.title == "You cannot do this - Handover"
@@ -87,9 +105,14 @@ async def test_a_post_after_expiry_keeps_the_form_for_the_same_person_only(site:
     other = await site.node.person("other", [Role.DSL])
     await site.sign_in(dsl)
     form = await site.get("/account/tokens/new")
-    fields = [("csrf", form.hidden("csrf")), ("form_owner", form.hidden("form_owner")),
-              ("name", "Weekly CTF import"), ("scopes", "pupil.read"), ("scopes", "ctf.import"),
-              ("lifetime", "30")]  # fmt: skip
+    fields = [
+        ("csrf", form.hidden("csrf")),
+        ("form_owner", form.hidden("form_owner")),
+        ("name", "Weekly CTF import"),
+        ("scopes", "pupil.read"),
+        ("scopes", "ctf.import"),
+        ("lifetime", "30"),
+    ]
     site.node.clock.advance(minutes=16)
     page = await site.post("/account/tokens/new", fields)
     assert page.title == "Sign in to Handover - Handover"
@@ -101,9 +124,15 @@ async def test_a_post_after_expiry_keeps_the_form_for_the_same_person_only(site:
     # Someone else signing in on this computer does not get it.
     page = await site.post(
         "/sign-in",
-        {"csrf": page.hidden("csrf"), "org": URN, "username": "other", "password": PASSWORD,
-         "code": other.code(site.node.clock.now), "kept_form": kept},
-    )  # fmt: skip
+        {
+            "csrf": page.hidden("csrf"),
+            "org": URN,
+            "username": "other",
+            "password": PASSWORD,
+            "code": other.code(site.node.clock.now),
+            "kept_form": kept,
+        },
+    )
     site.node.next_step()
     assert page.title == "Home - Handover" and "Weekly CTF import" not in page.text
     await site.post("/sign-out", {"csrf": page.hidden("csrf")})
@@ -111,9 +140,15 @@ async def test_a_post_after_expiry_keeps_the_form_for_the_same_person_only(site:
     again = await site.get("/sign-in")
     page = await site.post(
         "/sign-in",
-        {"csrf": again.hidden("csrf"), "org": URN, "username": "dsl", "password": PASSWORD,
-         "code": dsl.code(site.node.clock.now), "kept_form": kept},
-    )  # fmt: skip
+        {
+            "csrf": again.hidden("csrf"),
+            "org": URN,
+            "username": "dsl",
+            "password": PASSWORD,
+            "code": dsl.code(site.node.clock.now),
+            "kept_form": kept,
+        },
+    )
     site.node.next_step()
     assert page.title == "Create an API token - Handover"
     assert 'value="Weekly CTF import"' in page.text
@@ -127,9 +162,15 @@ async def test_a_post_after_expiry_keeps_the_form_for_the_same_person_only(site:
     again = await site.get("/sign-in")
     page = await site.post(
         "/sign-in",
-        {"csrf": again.hidden("csrf"), "org": URN, "username": "dsl", "password": PASSWORD,
-         "code": dsl.code(site.node.clock.now), "kept_form": kept},
-    )  # fmt: skip
+        {
+            "csrf": again.hidden("csrf"),
+            "org": URN,
+            "username": "dsl",
+            "password": PASSWORD,
+            "code": dsl.code(site.node.clock.now),
+            "kept_form": kept,
+        },
+    )
     assert page.title == "Home - Handover"
 
 
@@ -140,16 +181,26 @@ async def test_passwords_are_never_kept_over_an_expiry(site: Site) -> None:
     site.node.clock.advance(minutes=16)
     page = await site.post(
         "/account/password",
-        {"csrf": form.hidden("csrf"), "form_owner": form.hidden("form_owner"),
-         "current_password": PASSWORD, "new_password": "a new long phrase here",
-         "confirm_password": "a new long phrase here"},
-    )  # fmt: skip
+        {
+            "csrf": form.hidden("csrf"),
+            "form_owner": form.hidden("form_owner"),
+            "current_password": PASSWORD,
+            "new_password": "a new long phrase here",
+            "confirm_password": "a new long phrase here",
+        },
+    )
     kept = page.hidden("kept_form")
     page = await site.post(
         "/sign-in",
-        {"csrf": page.hidden("csrf"), "org": URN, "username": "dsl", "password": PASSWORD,
-         "code": dsl.code(site.node.clock.now), "kept_form": kept},
-    )  # fmt: skip
+        {
+            "csrf": page.hidden("csrf"),
+            "org": URN,
+            "username": "dsl",
+            "password": PASSWORD,
+            "code": dsl.code(site.node.clock.now),
+            "kept_form": kept,
+        },
+    )
     assert page.title == "Change your password - Handover"
     assert "passwords are never kept" in page.text
     assert "a new long phrase" not in page.text
@@ -166,9 +217,13 @@ async def test_changing_the_password_signs_out_everywhere_else(site: Site) -> No
     form = await site.get("/account/password")
     page = await site.post(
         "/account/password",
-        {"csrf": form.hidden("csrf"), "current_password": PASSWORD,
-         "new_password": "a new long phrase here", "confirm_password": "a new long phrase here"},
-    )  # fmt: skip
+        {
+            "csrf": form.hidden("csrf"),
+            "current_password": PASSWORD,
+            "new_password": "a new long phrase here",
+            "confirm_password": "a new long phrase here",
+        },
+    )
     assert page.title == "Your account - Handover"
     assert "signed out on every other device" in page.text
     assert site.node.events("password.changed")
@@ -191,8 +246,10 @@ async def test_lock_out_and_slow_down_in_plain_words(site: Site) -> None:
         site.node.clock.advance(seconds=301)
     assert messages[0] == "The username, password or code is not right. Check them and try again."
     form = await site.get("/sign-in")
-    page = await site.post("/sign-in", {"csrf": form.hidden("csrf"), "org": URN,
-                                        "username": "teacher", "password": PASSWORD})  # fmt: skip
+    page = await site.post(
+        "/sign-in",
+        {"csrf": form.hidden("csrf"), "org": URN, "username": "teacher", "password": PASSWORD},
+    )
     found = re.findall(r'href="#username">([^<]+)<', page.text)[0]
     locked = (
         r"This account is locked until \d{1,2}(:\d\d)?(am|pm) after too many failed "
@@ -203,11 +260,15 @@ async def test_lock_out_and_slow_down_in_plain_words(site: Site) -> None:
     await site.node.person("quick", [Role.STAFF], enrol=False)
     for _ in range(3):
         form = await site.get("/sign-in")
-        await site.post("/sign-in", {"csrf": form.hidden("csrf"), "org": URN,
-                                     "username": "quick", "password": "wrong"})  # fmt: skip
+        await site.post(
+            "/sign-in",
+            {"csrf": form.hidden("csrf"), "org": URN, "username": "quick", "password": "wrong"},
+        )
     form = await site.get("/sign-in")
-    page = await site.post("/sign-in", {"csrf": form.hidden("csrf"), "org": URN,
-                                        "username": "quick", "password": "wrong"})  # fmt: skip
+    page = await site.post(
+        "/sign-in",
+        {"csrf": form.hidden("csrf"), "org": URN, "username": "quick", "password": "wrong"},
+    )
     assert page.status == 429
     assert "Too many failed attempts. Wait 1 second, then try again." in page.text
 

@@ -79,18 +79,34 @@ async def world(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
             ("twin", 150, "Amara", date(2014, 11, 3)),
             ("upn_only", 151, "Leon", date(2015, 1, 1)),
         ):
-            ours[key] = await store.create_pupil(admin, NewPupil(
-                upn=_upn(serial), surname="Okafor" if key != "upn_only" else "Nowak",
-                forename=forename, dob=dob, sex="F", year_group="7",
-            ))  # fmt: skip
+            ours[key] = await store.create_pupil(
+                admin,
+                NewPupil(
+                    upn=_upn(serial),
+                    surname="Okafor" if key != "upn_only" else "Nowak",
+                    forename=forename,
+                    dob=dob,
+                    sex="F",
+                    year_group="7",
+                ),
+            )
         app = create_app(
-            store=store, accounts=node.accounts, audit=node.audit, config=config,
+            store=store,
+            accounts=node.accounts,
+            audit=node.audit,
+            config=config,
             web_pages=WebServices(
-                store=store, accounts=node.accounts, config=config, audit=node.audit,
-                web_key=WEB_KEY, inbox=rx.inbox, transfer_requests=rx.requests,
-                directory=rx.directory, alerts=rx.requests.alerts,
+                store=store,
+                accounts=node.accounts,
+                config=config,
+                audit=node.audit,
+                web_key=WEB_KEY,
+                inbox=rx.inbox,
+                transfer_requests=rx.requests,
+                directory=rx.directory,
+                alerts=rx.requests.alerts,
             ),
-        )  # fmt: skip
+        )
         async with TestClient(TestServer(app)) as client:
             yield World(Site(node, client), rx, dsl, teacher, ours)
 
@@ -201,8 +217,9 @@ async def test_accepting_twice_imports_nothing_twice_and_says_so(world: World) -
     same = world.ours["same"]
     first = await world.deliver()
     form = await site.get(f"/inbox/{first}/accept")
-    done = await site.post(f"/inbox/{first}/accept", {"csrf": form.hidden("csrf"),
-                                                      "pupil": same.id})  # fmt: skip
+    done = await site.post(
+        f"/inbox/{first}/accept", {"csrf": form.hidden("csrf"), "pupil": same.id}
+    )
     assert done.status == 200 and done.title == "File accepted - Handover", done.text
     words = text(done)
     assert "Into Amara Okafor, Year 7's record" in words
@@ -210,8 +227,9 @@ async def test_accepting_twice_imports_nothing_twice_and_says_so(world: World) -
     imported = int(re.search(r"(\d+) records imported", words).group(1))  # type: ignore[union-attr]
     assert imported >= 3
     # The form sent twice (the back button), or the preview opened again: the confirmation.
-    twice = await site.post(f"/inbox/{first}/accept", {"csrf": form.hidden("csrf"),
-                                                       "pupil": same.id})  # fmt: skip
+    twice = await site.post(
+        f"/inbox/{first}/accept", {"csrf": form.hidden("csrf"), "pupil": same.id}
+    )
     assert twice.title == "File accepted - Handover"
     assert "records imported" not in text(twice) and first not in text(twice)
     assert (await site.get(f"/inbox/{first}")).title == "File accepted - Handover"
@@ -221,8 +239,9 @@ async def test_accepting_twice_imports_nothing_twice_and_says_so(world: World) -
     # The same file sent again: accepted into the same pupil, nothing imported twice.
     again = await world.deliver()
     form = await site.get(f"/inbox/{again}/accept")
-    done = await site.post(f"/inbox/{again}/accept", {"csrf": form.hidden("csrf"),
-                                                      "pupil": same.id})  # fmt: skip
+    done = await site.post(
+        f"/inbox/{again}/accept", {"csrf": form.hidden("csrf"), "pupil": same.id}
+    )
     words = text(done)
     assert "0 records imported" in words and f"{imported} already held" in words, words
     assert "0 changed records kept as amendments" in words
@@ -283,15 +302,26 @@ async def test_a_rejection_sent_after_the_session_expired_is_kept(world: World) 
     await site.sign_in(world.dsl)
     form = await site.get(f"/inbox/{pid}/reject")
     site.node.clock.advance(minutes=16)
-    page = await site.post(f"/inbox/{pid}/reject", {
-        "csrf": form.hidden("csrf"), "form_owner": form.hidden("form_owner"),
-        "reason": "Not our pupil."})  # fmt: skip
+    page = await site.post(
+        f"/inbox/{pid}/reject",
+        {
+            "csrf": form.hidden("csrf"),
+            "form_owner": form.hidden("form_owner"),
+            "reason": "Not our pupil.",
+        },
+    )
     assert "What you had typed has been kept" in page.text
-    page = await site.post("/sign-in", {
-        "csrf": page.hidden("csrf"), "org": URN, "username": "dsl",
-        "password": world.dsl.password, "code": world.dsl.code(site.node.clock.now),
-        "kept_form": page.hidden("kept_form"),
-    })  # fmt: skip
+    page = await site.post(
+        "/sign-in",
+        {
+            "csrf": page.hidden("csrf"),
+            "org": URN,
+            "username": "dsl",
+            "password": world.dsl.password,
+            "code": world.dsl.code(site.node.clock.now),
+            "kept_form": page.hidden("kept_form"),
+        },
+    )
     assert page.title == "Reject this file - Handover"
     assert "Not our pupil.</textarea>" in page.text
     assert await world.state(pid) == "delivered"
@@ -311,8 +341,9 @@ async def test_who_a_file_is_about_is_read_for_the_dsl_team_only(world: World) -
     teacher = await world.store.actor_for(world.teacher.staff.id)
     with pytest.raises(PermissionDenied):
         await world.inbox.subjects(teacher, [open_one])
-    refused = [e for e in world.site.node.events("transfer.inbox.subjects")
-               if e.outcome == "refused"]  # fmt: skip
+    refused = [
+        e for e in world.site.node.events("transfer.inbox.subjects") if e.outcome == "refused"
+    ]
     assert len(refused) == 1
 
 
@@ -350,8 +381,9 @@ async def test_asking_a_previous_school_for_a_file(world: World) -> None:
     assert world.rx.peer.sent == [(URN, OTHER_URN, "/peer/v1/transfer-requests")]
     assert f"Amara Okafor, born 3 November 2014, UPN {same.upn}" in text(done)
     assert "Waiting for their answer" in text(done)
-    twice = await site.post("/requests/new", {"csrf": csrf, "upn": same.upn or "",
-                                              "school": OTHER_URN})  # fmt: skip
+    twice = await site.post(
+        "/requests/new", {"csrf": csrf, "upn": same.upn or "", "school": OTHER_URN}
+    )
     assert twice.status == 400 and "You have already asked this school" in text(twice)
     assert len(world.rx.peer.sent) == 1
 
@@ -414,16 +446,26 @@ async def test_a_teacher_is_refused_every_receiving_page(world: World) -> None:
     home = await site.get("/")
     assert 'href="/inbox"' not in home.text
     csrf = home.hidden("csrf")
-    for path in ("/inbox", f"/inbox/{pid}", f"/inbox/{pid}/accept", f"/inbox/{pid}/accepted",
-                 f"/inbox/{pid}/reject", "/requests", "/requests/new", f"/requests/{rid}",
-                 f"/requests/{rid}/decline"):  # fmt: skip
+    for path in (
+        "/inbox",
+        f"/inbox/{pid}",
+        f"/inbox/{pid}/accept",
+        f"/inbox/{pid}/accepted",
+        f"/inbox/{pid}/reject",
+        "/requests",
+        "/requests/new",
+        f"/requests/{rid}",
+        f"/requests/{rid}/decline",
+    ):
         page = await site.get(path)
         assert page.status == 403, (path, page.status)
-    for path, data in ((f"/inbox/{pid}/accept", {"pupil": "new"}),
-                       (f"/inbox/{pid}/reject", {"reason": "No."}),
-                       ("/requests/new", {"upn": _upn(101), "school": OTHER_URN}),
-                       (f"/requests/{rid}/send", {"code": "123456"}),
-                       (f"/requests/{rid}/decline", {"reason": "No."})):  # fmt: skip
+    for path, data in (
+        (f"/inbox/{pid}/accept", {"pupil": "new"}),
+        (f"/inbox/{pid}/reject", {"reason": "No."}),
+        ("/requests/new", {"upn": _upn(101), "school": OTHER_URN}),
+        (f"/requests/{rid}/send", {"code": "123456"}),
+        (f"/requests/{rid}/decline", {"reason": "No."}),
+    ):
         page = await site.post(path, {"csrf": csrf, **data})
         assert page.status == 403, (path, page.status)
     assert await world.state(pid) == "delivered"

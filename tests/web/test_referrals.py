@@ -66,46 +66,83 @@ async def world(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
         await keys.create(URN)
         node.clock.now = datetime.now(UTC) + timedelta(minutes=1)
         directory = Directory(node.store, keys=keys)
-        await add_agency(directory, "mash-bristol", "Bristol MASH", "social_care",
-                         email="mash@bristol.example")  # fmt: skip
+        await add_agency(
+            directory, "mash-bristol", "Bristol MASH", "social_care", email="mash@bristol.example"
+        )
         await add_agency(directory, "lado-bristol", "Bristol LADO", "lado")
-        await add_agency(directory, "police-avon", "Avon and Somerset Police", "police",
-                         endpoint="https://127.0.0.1:9")  # fmt: skip
+        await add_agency(
+            directory,
+            "police-avon",
+            "Avon and Somerset Police",
+            "police",
+            endpoint="https://127.0.0.1:9",
+        )
         referrals = Referrals(node.store, keys, directory)
         portal = PickupPortal(
-            node.store, keys, KEK, base_url="http://unset.invalid", acknowledgements=referrals,
-            clock=node.clock, settings=PortalSettings(passcode_cost=CHEAPEST),
-        )  # fmt: skip
+            node.store,
+            keys,
+            KEK,
+            base_url="http://unset.invalid",
+            acknowledgements=referrals,
+            clock=node.clock,
+            settings=PortalSettings(passcode_cost=CHEAPEST),
+        )
         config = web_config()
         node.accounts.security = config.security
         peer = PeerClient(keys=keys, directory=directory, config=Config())
-        outbox = Outbox(store=node.store, keys=keys, directory=directory, client=peer,
-                        config=config, data_dir=node.data_dir)  # fmt: skip
+        outbox = Outbox(
+            store=node.store,
+            keys=keys,
+            directory=directory,
+            client=peer,
+            config=config,
+            data_dir=node.data_dir,
+        )
         app = create_app(
-            store=node.store, accounts=node.accounts, audit=node.audit, config=config,
-            exports_dir=tmp_path / "exports", referrals=referrals, portal=portal, outbox=outbox,
-            web_pages=WebServices(store=node.store, accounts=node.accounts, config=config,
-                                  audit=node.audit, web_key=WEB_KEY),
-        )  # fmt: skip
+            store=node.store,
+            accounts=node.accounts,
+            audit=node.audit,
+            config=config,
+            exports_dir=tmp_path / "exports",
+            referrals=referrals,
+            portal=portal,
+            outbox=outbox,
+            web_pages=WebServices(
+                store=node.store,
+                accounts=node.accounts,
+                config=config,
+                audit=node.audit,
+                web_key=WEB_KEY,
+            ),
+        )
         dsl = await node.person("dsl", [Role.DSL])
         teacher = await node.person("teacher", [Role.STAFF])
         admin = await node.person("admin", [Role.ADMINISTRATOR])
         amara = await node.store.create_pupil(
             await node.store.actor_for(admin.staff.id),
-            NewPupil(upn=UPN, surname="Okafor", forename="Amara", dob=date(2014, 11, 3),
-                     sex="F", year_group="6"),
-        )  # fmt: skip
+            NewPupil(
+                upn=UPN,
+                surname="Okafor",
+                forename="Amara",
+                dob=date(2014, 11, 3),
+                sex="F",
+                year_group="6",
+            ),
+        )
         concern = await node.store.record_concern(
             await node.store.actor_for(dsl.staff.id),
-            NewConcern(pupil_ids=(amara.id,), category="child_protection",
-                       happened_at=node.clock.now - timedelta(days=2), account=ACCOUNT),
-        )  # fmt: skip
+            NewConcern(
+                pupil_ids=(amara.id,),
+                category="child_protection",
+                happened_at=node.clock.now - timedelta(days=2),
+                account=ACCOUNT,
+            ),
+        )
         try:
             async with TestClient(TestServer(app)) as client:
                 portal.base_url = str(client.make_url("")).rstrip("/")
                 site = Site(node, client)
-                yield World(site, referrals, dsl, teacher, amara, concern.id,
-                            tmp_path / "exports")  # fmt: skip
+                yield World(site, referrals, dsl, teacher, amara, concern.id, tmp_path / "exports")
         finally:
             await peer.close()
 
@@ -131,8 +168,7 @@ def _fields(page: Page) -> list[tuple[str, str]]:
         if kind and kind.group(1) in ("radio", "checkbox") and " checked" not in tag:
             continue
         out.append((name.group(1), html.unescape(value.group(1) if value else "")))
-    for name, body in re.findall(r'<textarea[^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', text,
-                                 re.S):  # fmt: skip
+    for name, body in re.findall(r'<textarea[^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', text, re.S):
         out.append((name, html.unescape(body.strip())))
     return out
 
@@ -153,8 +189,12 @@ def _summary_links(page: Page) -> list[str]:
 
 
 def _field_error(page: Page, fid: str) -> str:
-    found = re.search(rf'id="{re.escape(fid)}-error"[^>]*>\s*<span class="govuk-visually-hidden">'
-                      r"Error:</span>\s*(.*?)</p>", page.text, re.S)  # fmt: skip
+    found = re.search(
+        rf'id="{re.escape(fid)}-error"[^>]*>\s*<span class="govuk-visually-hidden">'
+        r"Error:</span>\s*(.*?)</p>",
+        page.text,
+        re.S,
+    )
     assert found, f"no error at {fid}"
     return html.unescape(found.group(1)).strip()
 
@@ -165,10 +205,18 @@ async def _form(world: World, agency: str) -> Page:
     return page
 
 
-async def _post(world: World, page: Page, fields: list[tuple[str, str]],
-                path: str = f"/pupils/{UPN}/referrals/new") -> Page:  # fmt: skip
-    data = [("csrf", page.hidden("csrf")), ("form_owner", page.hidden("form_owner")),
-            ("agency", page.hidden("agency")), *fields]  # fmt: skip
+async def _post(
+    world: World,
+    page: Page,
+    fields: list[tuple[str, str]],
+    path: str = f"/pupils/{UPN}/referrals/new",
+) -> Page:
+    data = [
+        ("csrf", page.hidden("csrf")),
+        ("form_owner", page.hidden("form_owner")),
+        ("agency", page.hidden("agency")),
+        *fields,
+    ]
     return await world.site.post(path, data)
 
 
@@ -201,21 +249,61 @@ async def test_the_agency_is_chosen_by_name_and_the_form_is_prefilled(world: Wor
 @pytest.mark.parametrize(
     ("agency", "expected"),
     [
-        ("mash-bristol", ["request", "reason", "harm_types", "impact_on_child", "risk_rating",
-                          "risk_reasons", "child-address", "carers-0-name",
-                          "carers-0-relationship", "consent-parents_aware",
-                          "consent-consent_given", "referrer-phone"]),
-        ("lado-bristol", ["allegation-category", "allegation-description",
-                          "allegation-happened_on", "allegation-place", "allegation-known_at",
-                          "allegation-made_by", "allegation-made_by_relationship", "criteria",
-                          "adult-forename", "adult-surname", "adult-sex", "adult-role",
-                          "adult-employment_basis", "employer-head_teacher", "actions_so_far",
-                          "consent-parents_aware", "consent-consent_given", "referrer-phone"]),
-        ("police-avon", ["immediate_risk", "what_happened", "happened_at", "place",
-                         "child-address", "consent-parents_aware", "consent-consent_given",
-                         "referrer-phone"]),
+        (
+            "mash-bristol",
+            [
+                "request",
+                "reason",
+                "harm_types",
+                "impact_on_child",
+                "risk_rating",
+                "risk_reasons",
+                "child-address",
+                "carers-0-name",
+                "carers-0-relationship",
+                "consent-parents_aware",
+                "consent-consent_given",
+                "referrer-phone",
+            ],
+        ),
+        (
+            "lado-bristol",
+            [
+                "allegation-category",
+                "allegation-description",
+                "allegation-happened_on",
+                "allegation-place",
+                "allegation-known_at",
+                "allegation-made_by",
+                "allegation-made_by_relationship",
+                "criteria",
+                "adult-forename",
+                "adult-surname",
+                "adult-sex",
+                "adult-role",
+                "adult-employment_basis",
+                "employer-head_teacher",
+                "actions_so_far",
+                "consent-parents_aware",
+                "consent-consent_given",
+                "referrer-phone",
+            ],
+        ),
+        (
+            "police-avon",
+            [
+                "immediate_risk",
+                "what_happened",
+                "happened_at",
+                "place",
+                "child-address",
+                "consent-parents_aware",
+                "consent-consent_given",
+                "referrer-phone",
+            ],
+        ),
     ],
-)  # fmt: skip
+)
 async def test_every_problem_of_each_agencys_form_is_shown_at_its_field_and_no_draft_is_made(
     world: World, agency: str, expected: list[str]
 ) -> None:
@@ -239,37 +327,66 @@ async def test_malformed_answers_and_the_consent_rules_are_said_at_their_fields(
     await _as(world, world.dsl)
     page = await _form(world, "police-avon")
     typed = _with(
-        _fields(page), child__upn="X12", child__nhs_number="12345", child__dob="31/2/2015",
-        happened_at__date="yesterday", happened_at__time="25:00", immediate_risk="no",
-        what_happened="Images were shared.", place="Online", child__address="1 Quay Street",
-        consent__parents_aware="no", consent__consent_given="no",
-        consent__no_consent_reason="other", referrer__phone="0117 496 0000",
-    )  # fmt: skip
+        _fields(page),
+        child__upn="X12",
+        child__nhs_number="12345",
+        child__dob="31/2/2015",
+        happened_at__date="yesterday",
+        happened_at__time="25:00",
+        immediate_risk="no",
+        what_happened="Images were shared.",
+        place="Online",
+        child__address="1 Quay Street",
+        consent__parents_aware="no",
+        consent__consent_given="no",
+        consent__no_consent_reason="other",
+        referrer__phone="0117 496 0000",
+    )
     answer = await _post(world, page, typed)
     assert answer.status == 400
-    assert _summary_links(answer) == ["happened_at", "child-dob", "child-upn",
-                                      "child-nhs_number", "consent-explanation"]  # fmt: skip
+    assert _summary_links(answer) == [
+        "happened_at",
+        "child-dob",
+        "child-upn",
+        "child-nhs_number",
+        "consent-explanation",
+    ]
     assert "real date" in _field_error(answer, "happened_at")
     assert "real date" in _field_error(answer, "child-dob")
     assert _field_error(answer, "child-upn").startswith("A UPN is")
     assert _field_error(answer, "child-nhs_number") == "An NHS number is 10 digits"
     assert _field_error(answer, "consent-explanation").startswith("Explain why")
-    agreed = await _post(world, page, _with(typed, consent__parents_aware="no",
-                                            consent__consent_given="yes",
-                                            consent__no_consent_reason=[]))  # fmt: skip
+    agreed = await _post(
+        world,
+        page,
+        _with(
+            typed,
+            consent__parents_aware="no",
+            consent__consent_given="yes",
+            consent__no_consent_reason=[],
+        ),
+    )
     assert "cannot have agreed" in _field_error(agreed, "consent-consent_given")
     assert await world.drafts() == []
 
 
 def _mash(page: Page) -> list[tuple[str, str]]:
     return _with(
-        _fields(page), request="safeguarding", reason="Bruising seen on her arm.",
-        harm_types=["physical", "emotional"], impact_on_child="Withdrawn in class.",
-        risk_rating="high", risk_reasons="Unexplained injury.", child__address="1 Quay Street",
-        carers__0__name="Grace Okafor", carers__0__relationship="mother",
-        carers__0__parental_responsibility="yes", consent__parents_aware="yes",
-        consent__consent_given="yes", referrer__phone="0117 496 0000",
-    )  # fmt: skip
+        _fields(page),
+        request="safeguarding",
+        reason="Bruising seen on her arm.",
+        harm_types=["physical", "emotional"],
+        impact_on_child="Withdrawn in class.",
+        risk_rating="high",
+        risk_reasons="Unexplained injury.",
+        child__address="1 Quay Street",
+        carers__0__name="Grace Okafor",
+        carers__0__relationship="mother",
+        carers__0__parental_responsibility="yes",
+        consent__parents_aware="yes",
+        consent__consent_given="yes",
+        referrer__phone="0117 496 0000",
+    )
 
 
 async def test_a_draft_is_made_whole_resumed_redacted_and_discarded(world: World) -> None:
@@ -316,13 +433,13 @@ async def test_a_draft_is_made_whole_resumed_redacted_and_discarded(world: World
     # Shown again, then the form changed (every problem at its field there too).
     mark = re.search(r"/redactions/([0-9a-f-]{36})/remove", hidden.text)
     assert mark
-    again = await site.post(f"/referrals/{rid}/redactions/{mark.group(1)}/remove",
-                            {"csrf": redact.hidden("csrf")})  # fmt: skip
+    again = await site.post(
+        f"/referrals/{rid}/redactions/{mark.group(1)}/remove", {"csrf": redact.hidden("csrf")}
+    )
     assert ACCOUNT in world.text(again)
     change = await site.get(f"/referrals/{rid}/form")
     assert dict(_fields(change))["reason"] == "Bruising seen on her arm."
-    bad = await _post(world, change, _with(_fields(change), reason=""),
-                      f"/referrals/{rid}/form")  # fmt: skip
+    bad = await _post(world, change, _with(_fields(change), reason=""), f"/referrals/{rid}/form")
     assert bad.status == 400 and _summary_links(bad) == ["reason"]
     # Discarded: gone, and the pupil page says so.
     confirm = await site.get(f"/referrals/{rid}/discard")
@@ -349,15 +466,17 @@ async def test_sending_needs_a_code_and_the_outcome_closes_it(world: World) -> N
         f"/referrals/{rid}/send", {"csrf": check.hidden("csrf"), "route": "offline"}
     )
     assert refused.status == 400 and _summary_links(refused) == ["form_only"]
-    no_code = await site.post(f"/referrals/{rid}/send", {"csrf": check.hidden("csrf"),
-                                                           "route": "offline", "form_only": "yes",
-                                                           "code": "000000"})  # fmt: skip
+    no_code = await site.post(
+        f"/referrals/{rid}/send",
+        {"csrf": check.hidden("csrf"), "route": "offline", "form_only": "yes", "code": "000000"},
+    )
     assert no_code.status == 400 and _summary_links(no_code) == ["code"]
     world.site.node.next_step()
     code = world.dsl.code(world.site.node.clock.now)
-    sent = await site.post(f"/referrals/{rid}/send", {"csrf": check.hidden("csrf"),
-                                                        "route": "offline", "form_only": "yes",
-                                                        "code": code})  # fmt: skip
+    sent = await site.post(
+        f"/referrals/{rid}/send",
+        {"csrf": check.hidden("csrf"), "route": "offline", "form_only": "yes", "code": code},
+    )
     assert sent.status == 200 and sent.title == "Referral sent - Handover", sent.text[:800]
     bundle = await site.client.get(f"/referrals/{rid}/bundle")
     assert bundle.status == 200 and bundle.headers["Content-Type"] == "application/zip"
@@ -410,17 +529,27 @@ async def test_the_lado_deadline_is_shown_on_the_referral_the_list_and_the_pupil
     page = await _form(world, "lado-bristol")
     known = world.site.node.clock.now - timedelta(days=10)
     typed = _with(
-        _fields(page), allegation__category="physical", allegation__description="Grabbed her arm.",
+        _fields(page),
+        allegation__category="physical",
+        allegation__description="Grabbed her arm.",
         allegation__happened_on=f"{known.day}/{known.month}/{known.year}",
-        allegation__place="Classroom 4", allegation__known_at__date=f"{known.day}/"
-        f"{known.month}/{known.year}", allegation__known_at__time="10:00",
-        allegation__made_by="Amara Okafor", allegation__made_by_relationship="the pupil",
-        criteria=["harmed_child"], adult__forename="Sam", adult__surname="Teacher",
-        adult__sex="male", adult__role="Class teacher", adult__employment_basis="permanent",
-        employer__head_teacher="Mr Head", actions_so_far="Sent home pending advice.",
-        consent__parents_aware="yes", consent__consent_given="yes",
+        allegation__place="Classroom 4",
+        allegation__known_at__date=f"{known.day}/{known.month}/{known.year}",
+        allegation__known_at__time="10:00",
+        allegation__made_by="Amara Okafor",
+        allegation__made_by_relationship="the pupil",
+        criteria=["harmed_child"],
+        adult__forename="Sam",
+        adult__surname="Teacher",
+        adult__sex="male",
+        adult__role="Class teacher",
+        adult__employment_basis="permanent",
+        employer__head_teacher="Mr Head",
+        actions_so_far="Sent home pending advice.",
+        consent__parents_aware="yes",
+        consent__consent_given="yes",
         referrer__phone="0117 496 0000",
-    )  # fmt: skip
+    )
     made = await _post(world, page, typed)
     assert made.status == 200, made.text[:1000]
     [rid] = await world.drafts()
@@ -442,19 +571,33 @@ async def test_a_teacher_is_refused_every_referral_page(world: World) -> None:
     home = await _as(world, world.teacher)
     assert 'href="/referrals"' not in home.text
     csrf = home.hidden("csrf")
-    gets = ["/referrals", f"/pupils/{UPN}/referrals/new",
-            f"/pupils/{UPN}/referrals/new?agency=mash-bristol", f"/referrals/{rid}",
-            f"/referrals/{rid}/form", f"/referrals/{rid}/entries", f"/referrals/{rid}/redact",
-            f"/referrals/{rid}/check", f"/referrals/{rid}/bundle", f"/referrals/{rid}/discard",
-            f"/referrals/{rid}/outcome"]  # fmt: skip
+    gets = [
+        "/referrals",
+        f"/pupils/{UPN}/referrals/new",
+        f"/pupils/{UPN}/referrals/new?agency=mash-bristol",
+        f"/referrals/{rid}",
+        f"/referrals/{rid}/form",
+        f"/referrals/{rid}/entries",
+        f"/referrals/{rid}/redact",
+        f"/referrals/{rid}/check",
+        f"/referrals/{rid}/bundle",
+        f"/referrals/{rid}/discard",
+        f"/referrals/{rid}/outcome",
+    ]
     for path in gets:
         answer = await site.get(path)
         assert answer.status == 403, (path, answer.status)
         assert answer.title == "You cannot do this - Handover"
-    posts = [f"/pupils/{UPN}/referrals/new", f"/referrals/{rid}/form",
-             f"/referrals/{rid}/entries", f"/referrals/{rid}/redact",
-             f"/referrals/{rid}/redactions/{rid}/remove", f"/referrals/{rid}/send",
-             f"/referrals/{rid}/discard", f"/referrals/{rid}/outcome"]  # fmt: skip
+    posts = [
+        f"/pupils/{UPN}/referrals/new",
+        f"/referrals/{rid}/form",
+        f"/referrals/{rid}/entries",
+        f"/referrals/{rid}/redact",
+        f"/referrals/{rid}/redactions/{rid}/remove",
+        f"/referrals/{rid}/send",
+        f"/referrals/{rid}/discard",
+        f"/referrals/{rid}/outcome",
+    ]
     for path in posts:
         answer = await site.post(
             path, {"csrf": csrf, "agency": "mash-bristol", "text": "Kai Smith", "route": "offline"}
@@ -462,8 +605,11 @@ async def test_a_teacher_is_refused_every_referral_page(world: World) -> None:
         assert answer.status == 403, (path, answer.status)
     # The draft is untouched, and the refusals are in the audit log.
     assert await world.drafts() == [rid]
-    assert [e for e in site.node.audit.events if e.action.startswith("referral.")
-            and e.outcome == "refused"]  # fmt: skip
+    assert [
+        e
+        for e in site.node.audit.events
+        if e.action.startswith("referral.") and e.outcome == "refused"
+    ]
 
 
 async def test_a_referral_form_sent_after_the_session_expired_is_kept(world: World) -> None:
@@ -476,10 +622,15 @@ async def test_a_referral_form_sent_after_the_session_expired_is_kept(world: Wor
     assert "What you had typed has been kept" in answer.text
     back = await world.site.post(
         "/sign-in",
-        {"csrf": answer.hidden("csrf"), "org": URN, "username": "dsl",
-         "password": world.dsl.password, "code": world.dsl.code(world.site.node.clock.now),
-         "kept_form": answer.hidden("kept_form")},
-    )  # fmt: skip
+        {
+            "csrf": answer.hidden("csrf"),
+            "org": URN,
+            "username": "dsl",
+            "password": world.dsl.password,
+            "code": world.dsl.code(world.site.node.clock.now),
+            "kept_form": answer.hidden("kept_form"),
+        },
+    )
     assert back.title == "Referral to Bristol MASH - Handover", back.title
     assert "What you typed has been kept" in back.text
     values = dict(_fields(back))
@@ -502,10 +653,15 @@ async def test_a_changed_draft_form_sent_after_the_session_expired_is_kept(
     assert answer.title == "Sign in to Handover - Handover"
     back = await world.site.post(
         "/sign-in",
-        {"csrf": answer.hidden("csrf"), "org": URN, "username": "dsl",
-         "password": world.dsl.password, "code": world.dsl.code(world.site.node.clock.now),
-         "kept_form": answer.hidden("kept_form")},
-    )  # fmt: skip
+        {
+            "csrf": answer.hidden("csrf"),
+            "org": URN,
+            "username": "dsl",
+            "password": world.dsl.password,
+            "code": world.dsl.code(world.site.node.clock.now),
+            "kept_form": answer.hidden("kept_form"),
+        },
+    )
     assert back.title == "Referral to Bristol MASH - Handover", back.title
     assert f'action="/referrals/{rid}/form"' in back.text
     assert dict(_fields(back))["reason"] == "She said it happened again."
@@ -520,25 +676,37 @@ async def test_a_police_referral_goes_to_the_forces_node_by_the_outbox(world: Wo
     await _as(world, world.dsl)
     page = await _form(world, "police-avon")
     typed = _with(
-        _fields(page), immediate_risk="no", what_happened="Images were shared online.",
-        happened_at__date="1/12/2026", happened_at__time="19:30", place="Online",
-        child__address="1 Quay Street", consent__parents_aware="no",
-        consent__consent_given="no", consent__no_consent_reason="greater_risk",
+        _fields(page),
+        immediate_risk="no",
+        what_happened="Images were shared online.",
+        happened_at__date="1/12/2026",
+        happened_at__time="19:30",
+        place="Online",
+        child__address="1 Quay Street",
+        consent__parents_aware="no",
+        consent__consent_given="no",
+        consent__no_consent_reason="greater_risk",
         referrer__phone="0117 496 0000",
-    )  # fmt: skip
+    )
     made = await _post(world, page, typed)
     assert made.status == 200, made.text[:800]
     [rid] = await world.drafts()
     check = await site.get(f"/referrals/{rid}/check")
     assert re.findall(r'name="route" type="radio" value="([a-z]+)"', check.text) == [
-        "node", "offline"]  # fmt: skip
+        "node",
+        "offline",
+    ]
     assert "goes without the parents' or carers' consent" in world.text(check)
     world.site.node.next_step()
     sent = await site.post(
         f"/referrals/{rid}/send",
-        {"csrf": check.hidden("csrf"), "route": "node", "form_only": "yes",
-         "code": world.dsl.code(world.site.node.clock.now)},
-    )  # fmt: skip
+        {
+            "csrf": check.hidden("csrf"),
+            "route": "node",
+            "form_only": "yes",
+            "code": world.dsl.code(world.site.node.clock.now),
+        },
+    )
     assert sent.title == "Referral sent - Handover", sent.text[:800]
     assert "It is in the outbox" in world.text(sent)
     page_ = world.text(await site.get(f"/referrals/{rid}"))
@@ -553,8 +721,13 @@ def _row_counts(page: Page) -> dict[str, str]:
     return dict(re.findall(r'name="rows\.([a-z_]+)" value="(\d+)"', page.text))
 
 
-async def _add(world: World, page: Page, fields: list[tuple[str, str]], part: str,
-               path: str = f"/pupils/{UPN}/referrals/new") -> Page:  # fmt: skip
+async def _add(
+    world: World,
+    page: Page,
+    fields: list[tuple[str, str]],
+    part: str,
+    path: str = f"/pupils/{UPN}/referrals/new",
+) -> Page:
     """Press "Add another" for ``part`` with the page's rows and what is typed."""
     rows = [(f"rows.{k}", v) for k, v in _row_counts(page).items()]
     return await _post(world, page, [*rows, *fields, ("add", part)], path)
@@ -567,29 +740,46 @@ async def test_every_mash_field_round_trips_into_the_sealed_draft(world: World) 
     site = world.site
     await _as(world, world.dsl)
     page = await _form(world, "mash-bristol")
-    assert _row_counts(page) == {"disclosures": "1", "carers": "2", "household": "1",
-                                 "significant_adults": "1"}  # fmt: skip
+    assert _row_counts(page) == {
+        "disclosures": "1",
+        "carers": "2",
+        "household": "1",
+        "significant_adults": "1",
+    }
     assert "Add another parent or carer" in page.text and 'id="carers-1"' in page.text
     typed = _with(
-        _mash(page), child__ethnicity="Black British - African", child__religion="Christian",
-        child__gp="Quay Surgery, 2 Dock Road", child__disability="Hearing impairment",
-        child__interpreter_needed="yes", carers__1__name="Ade Okafor",
-        carers__1__relationship="father", carers__1__dob="2/2/1985",
-        carers__1__alleged_perpetrator="yes", household__0__name="Tomi Okafor",
-        household__0__relationship="brother", household__0__dob="5/6/2010",
-        significant_adults__0__name="Rita Bell", significant_adults__0__relationship="aunt",
+        _mash(page),
+        child__ethnicity="Black British - African",
+        child__religion="Christian",
+        child__gp="Quay Surgery, 2 Dock Road",
+        child__disability="Hearing impairment",
+        child__interpreter_needed="yes",
+        carers__1__name="Ade Okafor",
+        carers__1__relationship="father",
+        carers__1__dob="2/2/1985",
+        carers__1__alleged_perpetrator="yes",
+        household__0__name="Tomi Okafor",
+        household__0__relationship="brother",
+        household__0__dob="5/6/2010",
+        significant_adults__0__name="Rita Bell",
+        significant_adults__0__relationship="aunt",
         significant_adults__0__phone="0117 496 0101",
-        disclosures__0__by="Amara", disclosures__0__to="Ms Reid, class teacher",
-        disclosures__0__at__date="1/12/2026", disclosures__0__at__time="09:15",
+        disclosures__0__by="Amara",
+        disclosures__0__to="Ms Reid, class teacher",
+        disclosures__0__at__date="1/12/2026",
+        disclosures__0__at__time="09:15",
         disclosures__0__summary="She said her dad grabbed her arm.",
-    )  # fmt: skip
+    )
     more = await _add(world, page, typed, "carers")
     assert more.status == 200 and "There is a problem" not in more.text
     assert _row_counts(more)["carers"] == "3" and 'id="carers-2"' in more.text
     assert await world.drafts() == []
-    third = _with(_fields(more), carers__2__name="Joy Adeyemi",
-                  carers__2__relationship="foster carer",
-                  carers__2__parental_responsibility="no")  # fmt: skip
+    third = _with(
+        _fields(more),
+        carers__2__name="Joy Adeyemi",
+        carers__2__relationship="foster carer",
+        carers__2__parental_responsibility="no",
+    )
     made = await _post(world, more, [("rows.carers", "3"), *third])
     assert made.status == 200, made.text[:800]
     [rid] = await world.drafts()
@@ -598,8 +788,11 @@ async def test_every_mash_field_round_trips_into_the_sealed_draft(world: World) 
     assert isinstance(form, MashReferral)
     child = form.child
     assert (child.ethnicity, child.religion, child.gp, child.disability) == (
-        "Black British - African", "Christian", "Quay Surgery, 2 Dock Road",
-        "Hearing impairment")  # fmt: skip
+        "Black British - African",
+        "Christian",
+        "Quay Surgery, 2 Dock Road",
+        "Hearing impairment",
+    )
     assert child.interpreter_needed is True
     assert [(c.name, c.relationship) for c in form.carers] == [
         ("Grace Okafor", "mother"),
@@ -634,21 +827,39 @@ async def test_the_lado_adults_optional_details_round_trip(world: World) -> None
     await _as(world, world.dsl)
     page = await _form(world, "lado-bristol")
     typed = _with(
-        _fields(page), allegation__category="physical", allegation__description="Grabbed her.",
-        allegation__happened_on="1/12/2026", allegation__place="Classroom 4",
-        allegation__known_at__date="1/12/2026", allegation__known_at__time="10:00",
-        allegation__made_by="Amara Okafor", allegation__made_by_relationship="the pupil",
-        criteria=["harmed_child"], adult__forename="Sam", adult__surname="Teacher",
-        adult__sex="male", adult__role="Class teacher", adult__employment_basis="permanent",
-        adult__dob="3/4/1980", adult__ethnicity="White British", adult__address="9 Hill Road",
-        adult__length_of_service="6 years", adult__previous_allegations="None known.",
+        _fields(page),
+        allegation__category="physical",
+        allegation__description="Grabbed her.",
+        allegation__happened_on="1/12/2026",
+        allegation__place="Classroom 4",
+        allegation__known_at__date="1/12/2026",
+        allegation__known_at__time="10:00",
+        allegation__made_by="Amara Okafor",
+        allegation__made_by_relationship="the pupil",
+        criteria=["harmed_child"],
+        adult__forename="Sam",
+        adult__surname="Teacher",
+        adult__sex="male",
+        adult__role="Class teacher",
+        adult__employment_basis="permanent",
+        adult__dob="3/4/1980",
+        adult__ethnicity="White British",
+        adult__address="9 Hill Road",
+        adult__length_of_service="6 years",
+        adult__previous_allegations="None known.",
         adult__other_contact_with_children="Coaches a junior football team.",
-        employer__head_teacher="Mr Head", employer__hr_lead="Pat Jones",
-        allegation__incidents="2", allegation__after_restraint="yes",
-        children__1__forename="Leo", children__1__surname="Reed", children__1__dob="9/9/2014",
-        actions_so_far="Sent home pending advice.", consent__parents_aware="yes",
-        consent__consent_given="yes", referrer__phone="0117 496 0000",
-    )  # fmt: skip
+        employer__head_teacher="Mr Head",
+        employer__hr_lead="Pat Jones",
+        allegation__incidents="2",
+        allegation__after_restraint="yes",
+        children__1__forename="Leo",
+        children__1__surname="Reed",
+        children__1__dob="9/9/2014",
+        actions_so_far="Sent home pending advice.",
+        consent__parents_aware="yes",
+        consent__consent_given="yes",
+        referrer__phone="0117 496 0000",
+    )
     made = await _post(world, page, [("rows.children", "2"), *typed])
     assert made.status == 200, made.text[:800]
     [rid] = await world.drafts()
@@ -676,15 +887,24 @@ async def test_the_police_forms_evidence_and_offender_round_trip(world: World) -
     await _as(world, world.dsl)
     page = await _form(world, "police-avon")
     typed = _with(
-        _fields(page), immediate_risk="no", what_happened="Images were shared online.",
-        happened_at__date="1/12/2026", happened_at__time="19:30", place="Online",
-        child__address="1 Quay Street", consent__parents_aware="yes",
-        consent__consent_given="yes", referrer__phone="0117 496 0000",
-        alleged_offender__name="Kai Smith", alleged_offender__dob="1/1/2005",
-        alleged_offender__address="4 Mill Lane", evidence__0__description="Screenshots",
-        evidence__0__kind="image", evidence__0__held_by="The DSL",
+        _fields(page),
+        immediate_risk="no",
+        what_happened="Images were shared online.",
+        happened_at__date="1/12/2026",
+        happened_at__time="19:30",
+        place="Online",
+        child__address="1 Quay Street",
+        consent__parents_aware="yes",
+        consent__consent_given="yes",
+        referrer__phone="0117 496 0000",
+        alleged_offender__name="Kai Smith",
+        alleged_offender__dob="1/1/2005",
+        alleged_offender__address="4 Mill Lane",
+        evidence__0__description="Screenshots",
+        evidence__0__kind="image",
+        evidence__0__held_by="The DSL",
         evidence__1__kind="device",
-    )  # fmt: skip
+    )
     refused = await _post(world, page, [("rows.evidence", "2"), *typed])
     assert refused.status == 400
     assert _summary_links(refused) == ["evidence-1-description", "evidence-1-held_by"]
@@ -712,9 +932,14 @@ async def test_add_another_keeps_everything_typed_on_a_new_form_and_a_draft(
     site = world.site
     await _as(world, world.dsl)
     page = await _form(world, "mash-bristol")
-    typed = _with(_fields(page), reason="Bruising seen on her arm.", risk_rating="high",
-                  harm_types=["neglect"], household__0__name="Tomi Okafor",
-                  disclosures__0__at__date="1/12/2026")  # fmt: skip
+    typed = _with(
+        _fields(page),
+        reason="Bruising seen on her arm.",
+        risk_rating="high",
+        harm_types=["neglect"],
+        household__0__name="Tomi Okafor",
+        disclosures__0__at__date="1/12/2026",
+    )
     answer = await _add(world, page, typed, "household")
     assert answer.status == 200 and answer.title == "Referral to Bristol MASH - Handover"
     assert "There is a problem" not in answer.text  # adding a row is not sending the form
@@ -747,17 +972,28 @@ async def test_a_bad_value_in_a_repeated_row_is_shown_at_that_rows_field(world: 
     await _as(world, world.dsl)
     page = await _form(world, "mash-bristol")
     typed = _with(
-        _mash(page), disclosures__1__by="Amara", disclosures__1__to="Ms Reid",
-        disclosures__1__at__date="1/12/2026", disclosures__1__at__time="9:15",
-        carers__2__relationship="grandmother", household__0__name="Tomi Okafor",
-        household__0__relationship="brother", household__0__dob="31/2/2010",
-        significant_adults__0__alleged_perpetrator="no", carers__1__phone="x" * 41,
-    )  # fmt: skip
+        _mash(page),
+        disclosures__1__by="Amara",
+        disclosures__1__to="Ms Reid",
+        disclosures__1__at__date="1/12/2026",
+        disclosures__1__at__time="9:15",
+        carers__2__relationship="grandmother",
+        household__0__name="Tomi Okafor",
+        household__0__relationship="brother",
+        household__0__dob="31/2/2010",
+        significant_adults__0__alleged_perpetrator="no",
+        carers__1__phone="x" * 41,
+    )
     answer = await _post(world, page, [("rows.disclosures", "2"), ("rows.carers", "3"), *typed])
     assert answer.status == 400
-    assert _summary_links(answer) == ["disclosures-1-summary", "carers-1-name",
-                                      "carers-1-relationship", "carers-1-phone",
-                                      "carers-2-name", "household-0-dob"]  # fmt: skip
+    assert _summary_links(answer) == [
+        "disclosures-1-summary",
+        "carers-1-name",
+        "carers-1-relationship",
+        "carers-1-phone",
+        "carers-2-name",
+        "household-0-dob",
+    ]
     assert _field_error(answer, "disclosures-1-summary") == "Say what was said in disclosure 2"
     assert _field_error(answer, "carers-2-name") == "Enter the name of parent or carer 3"
     assert _field_error(answer, "carers-1-phone").startswith("Telephone number (optional): ")
@@ -774,16 +1010,20 @@ async def test_the_check_page_is_the_referral_as_the_agency_reads_it(world: Worl
     site = world.site
     await _as(world, world.dsl)
     page = await _form(world, "mash-bristol")
-    await _post(world, page, _with(_mash(page), household__0__name="Tomi Okafor",
-                                   household__0__relationship="brother"))  # fmt: skip
+    await _post(
+        world,
+        page,
+        _with(_mash(page), household__0__name="Tomi Okafor", household__0__relationship="brother"),
+    )
     [rid] = await world.drafts()
     entries = await site.get(f"/referrals/{rid}/entries")
     await site.post(
         f"/referrals/{rid}/entries",
         {"csrf": entries.hidden("csrf"), "entry": f"concern:{world.concern_id}"},
     )
-    await site.post(f"/referrals/{rid}/redact", {"csrf": entries.hidden("csrf"),
-                                                 "text": "Kai Smith"})  # fmt: skip
+    await site.post(
+        f"/referrals/{rid}/redact", {"csrf": entries.hidden("csrf"), "text": "Kai Smith"}
+    )
     check = world.text(await site.get(f"/referrals/{rid}/check"))
     actor = await site.node.store.actor_for(world.dsl.staff.id)
     record = await world.referrals.get(actor, rid)
@@ -793,8 +1033,14 @@ async def test_the_check_page_is_the_referral_as_the_agency_reads_it(world: Worl
         chronology=[e.model_dump(mode="json") for e in preview],
         people=[{"id": world.dsl.staff.id, "name": "Dsl", "role": "dsl"}],
     )
-    assert [s.key for s in readable.sections] == ["reason", "child", "family", "known",
-                                                  "consent", "contact"]  # fmt: skip
+    assert [s.key for s in readable.sections] == [
+        "reason",
+        "child",
+        "family",
+        "known",
+        "consent",
+        "contact",
+    ]
     for section in readable.sections:
         assert f'id="part-{section.key}">{section.title}</h2>' in check
         for group in section.groups:
@@ -817,13 +1063,15 @@ async def test_a_teacher_refused_the_agency_choice_and_a_new_form_is_audited(
     refused = [
         await site.get(f"/pupils/{UPN}/referrals/new"),
         await site.get(f"/pupils/{UPN}/referrals/new?agency=mash-bristol"),
-        await site.post(f"/pupils/{UPN}/referrals/new",
-                        {"csrf": home.hidden("csrf"), "agency": "mash-bristol"}),
-    ]  # fmt: skip
+        await site.post(
+            f"/pupils/{UPN}/referrals/new", {"csrf": home.hidden("csrf"), "agency": "mash-bristol"}
+        ),
+    ]
     assert [r.status for r in refused] == [403, 403, 403]
     events = [e for e in site.node.events("referral.drafted") if e.outcome == "refused"]
     assert [(e.actor, e.targets) for e in events] == [
-        (world.teacher.staff.id, {"pupil": world.amara.id})] * 3  # fmt: skip
+        (world.teacher.staff.id, {"pupil": world.amara.id})
+    ] * 3
     assert await world.drafts() == []
 
 
@@ -832,9 +1080,13 @@ async def _send_offline(world: World, rid: str) -> Page:
     world.site.node.next_step()
     sent = await world.site.post(
         f"/referrals/{rid}/send",
-        {"csrf": check.hidden("csrf"), "route": "offline", "form_only": "yes",
-         "code": world.dsl.code(world.site.node.clock.now)},
-    )  # fmt: skip
+        {
+            "csrf": check.hidden("csrf"),
+            "route": "offline",
+            "form_only": "yes",
+            "code": world.dsl.code(world.site.node.clock.now),
+        },
+    )
     assert sent.title == "Referral sent - Handover", sent.text[:800]
     return sent
 
@@ -862,9 +1114,14 @@ async def test_a_sent_referral_not_yet_with_the_agency_is_taken_back_with_a_reas
     assert unconfirmed.status == 400 and _summary_links(unconfirmed) == ["not_handed_over"]
     assert 'value="The wrong carer was named."' in unconfirmed.text  # kept
     assert not site.node.events("referral.withdrawn")
-    back = await site.post(f"/referrals/{rid}/withdraw", {
-        "csrf": sent.hidden("csrf"), "withdraw_reason": "The wrong carer was named.",
-        "not_handed_over": "yes"})  # fmt: skip
+    back = await site.post(
+        f"/referrals/{rid}/withdraw",
+        {
+            "csrf": sent.hidden("csrf"),
+            "withdraw_reason": "The wrong carer was named.",
+            "not_handed_over": "yes",
+        },
+    )
     assert back.url.endswith(f"/referrals/{rid}?done=withdrawn")
     shown = world.text(back)
     assert "The referral has been taken back: it is a draft again" in shown

@@ -68,9 +68,13 @@ def test_kept_forms_open_for_their_owner_until_they_expire() -> None:
     assert KEYS.owner_of("hos_token", mark) == "staff-1"
     assert KEYS.owner_of("hos_other", mark) is None
     assert KEYS.owner_of("hos_token", mark[:-2] + "AA") is None
-    sealed = KEYS.keep_form(path="/account/tokens/new", fields=[("name", "Nightly"),
-                            ("scopes", "a"), ("scopes", "b")], owner="staff-1", now=NOW,
-                            minutes=60)  # fmt: skip
+    sealed = KEYS.keep_form(
+        path="/account/tokens/new",
+        fields=[("name", "Nightly"), ("scopes", "a"), ("scopes", "b")],
+        owner="staff-1",
+        now=NOW,
+        minutes=60,
+    )
     assert "Nightly" not in sealed
     kept = KEYS.open_kept(sealed, NOW + timedelta(minutes=59))
     assert kept is not None and kept.owner == "staff-1"

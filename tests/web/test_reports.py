@@ -63,9 +63,16 @@ CONCERNS: list[tuple[str, datetime, tuple[int, ...]]] = [
     *[("neglect", datetime(2026, 6, 3 + i, 10, tzinfo=UTC), (2,)) for i in range(3)],
 ]
 YEARS = ["3", "3", "4", "6", "6", None]
-DECISIONS = {0: "refer_early_help", 1: "refer_early_help", 5: "refer_social_care",
-             6: "refer_lado", 9: "monitor", 10: "monitor", 11: "monitor",
-             18: "no_further_action"}  # fmt: skip
+DECISIONS = {
+    0: "refer_early_help",
+    1: "refer_early_help",
+    5: "refer_social_care",
+    6: "refer_lado",
+    9: "monitor",
+    10: "monitor",
+    11: "monitor",
+    18: "no_further_action",
+}
 
 
 def _upn(serial: int) -> str:
@@ -236,25 +243,58 @@ async def world(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
             ("admin", Role.ADMINISTRATOR),
             ("auditor", Role.AUDITOR),
         ):
-            people[name] = await node.person(name, [role])  # fmt: skip
+            people[name] = await node.person(name, [role])
         admin = await node.store.actor_for(people["admin"].staff.id)
         pupils = []
         for n, year in enumerate(YEARS):
-            pupils.append(await node.store.create_pupil(admin, NewPupil(
-                upn=_upn(101 + n), surname=f"Pupil{n}", forename="Zoë", dob=date(2015, 3, 4),
-                sex="F", year_group=year,
-                leaving_date=date(2026, 10, 7) if n == 5 else None)))  # fmt: skip
-        w = World(site, people["dsl"], people["deputy"], people["head"], people["teacher"],
-                  people["admin"], people["auditor"], pupils)  # fmt: skip
+            pupils.append(
+                await node.store.create_pupil(
+                    admin,
+                    NewPupil(
+                        upn=_upn(101 + n),
+                        surname=f"Pupil{n}",
+                        forename="Zoë",
+                        dob=date(2015, 3, 4),
+                        sex="F",
+                        year_group=year,
+                        leaving_date=date(2026, 10, 7) if n == 5 else None,
+                    ),
+                )
+            )
+        w = World(
+            site,
+            people["dsl"],
+            people["deputy"],
+            people["head"],
+            people["teacher"],
+            people["admin"],
+            people["auditor"],
+            pupils,
+        )
         node.clock.now = SEEDING
         dsl = await w.actor(w.dsl)
         for n, (category, at, who) in enumerate(CONCERNS):
-            rec = await node.store.record_concern(dsl, NewConcern(
-                pupil_ids=tuple(pupils[i].id for i in who), category=category, happened_at=at,
-                account=f"Account number {n}.", location="Hall",
-                body_map=(NewBodyMapMark(pupil_id=pupils[1].id, side="front", x=0.5, y=0.25,
-                                         description="Bruise on the left forearm"),)
-                if n == 5 else ()))  # fmt: skip
+            rec = await node.store.record_concern(
+                dsl,
+                NewConcern(
+                    pupil_ids=tuple(pupils[i].id for i in who),
+                    category=category,
+                    happened_at=at,
+                    account=f"Account number {n}.",
+                    location="Hall",
+                    body_map=(
+                        NewBodyMapMark(
+                            pupil_id=pupils[1].id,
+                            side="front",
+                            x=0.5,
+                            y=0.25,
+                            description="Bruise on the left forearm",
+                        ),
+                    )
+                    if n == 5
+                    else (),
+                ),
+            )
             w.concern_ids.append(rec.id)
             if n in DECISIONS:
                 await node.store.triage_concern(
@@ -286,10 +326,15 @@ def _expected() -> dict[str, Counter[str]]:
         for year in {YEARS[i] for i in who}:
             by_year[f"Year {year}" if year else "Year group not known"] += 1
     by_month = Counter(at.astimezone(LONDON).strftime("%B %Y") for _, at, _ in inside)
-    decided = Counter(DECISIONS[n] for n, c in enumerate(CONCERNS)
-                      if n in DECISIONS and _in_term(c[1]))  # fmt: skip
-    return {"category": Counter(cat for cat, _, _ in inside), "year": by_year,
-            "month": by_month, "decided": decided}  # fmt: skip
+    decided = Counter(
+        DECISIONS[n] for n, c in enumerate(CONCERNS) if n in DECISIONS and _in_term(c[1])
+    )
+    return {
+        "category": Counter(cat for cat, _, _ in inside),
+        "year": by_year,
+        "month": by_month,
+        "decided": decided,
+    }
 
 
 async def test_the_report_over_a_term_matches_the_seed_counted_independently(
@@ -298,8 +343,12 @@ async def test_the_report_over_a_term_matches_the_seed_counted_independently(
     reports = Reports(world.site.node.store)
     f = await reports.governors_report(await world.actor(world.dsl), TERM, exact=True)
     exp = _expected()
-    labels = {"bullying": "Bullying", "neglect": "Neglect", "online_safety": "Online safety",
-              "safeguarding": "Safeguarding"}  # fmt: skip
+    labels = {
+        "bullying": "Bullying",
+        "neglect": "Neglect",
+        "online_safety": "Online safety",
+        "safeguarding": "Safeguarding",
+    }
     assert (f.period.start, f.period.end) == _term_dates()
     assert {c.label: c.value for c in f.by_category} == {
         labels[k]: v for k, v in exp["category"].items()
@@ -401,9 +450,15 @@ async def test_a_category_named_like_a_formula_stays_text_in_the_csv(world: Worl
     store = world.site.node.store
     dsl = await world.actor(world.dsl)
     await store.add_category(dsl, key="formula", label='=HYPERLINK("http://x")')
-    await store.record_concern(dsl, NewConcern(
-        pupil_ids=(world.pupils[0].id,), category="formula", account="x",
-        happened_at=datetime(2026, 11, 3, tzinfo=UTC)))  # fmt: skip
+    await store.record_concern(
+        dsl,
+        NewConcern(
+            pupil_ids=(world.pupils[0].id,),
+            category="formula",
+            account="x",
+            happened_at=datetime(2026, 11, 3, tzinfo=UTC),
+        ),
+    )
     f = await Reports(store).governors_report(dsl, TERM)
     body = report_csv(present(f, exact=False)).decode("utf-8-sig")
     assert "'=HYPERLINK" in body and "\n=HYPERLINK" not in body and ",=HYPERLINK" not in body
@@ -425,8 +480,7 @@ async def test_only_the_dsl_team_sees_exact_figures_and_reports_are_refused_by_r
     for who in (world.teacher, world.admin, world.auditor):
         with pytest.raises(PolicyError):
             await reports.governors_report(await world.actor(who), TERM)
-    refused = [e for e in world.site.node.events("report.governors.read")
-               if e.outcome == "refused"]  # fmt: skip
+    refused = [e for e in world.site.node.events("report.governors.read") if e.outcome == "refused"]
     assert len(refused) == 4
     # By web address: the head teacher gets the governors' version, even when asking.
     site = world.site
@@ -482,8 +536,10 @@ async def test_the_chronology_prints_with_school_printer_pages_and_every_entry(
     assert everything.count("Concern: Bullying") == 2  # either side of the term's start
     assert "Triage decision: Referral to children's social care (MASH)" in everything
     assert "Zoë Pupil1" in everything
-    assert ("Body map, front of the body: Bruise on the left forearm (at 50% across, 25% "
-            "down)" in everything)  # fmt: skip
+    assert (
+        "Body map, front of the body: Bruise on the left forearm (at 50% across, 25% "
+        "down)" in everything
+    )
     printed = world.site.node.events("store.chronology.print")
     assert printed and printed[-1].targets == {"pupil": pupil.id}
 

@@ -63,27 +63,42 @@ async def w(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
         head = await node.person("head", [Role.HEAD_TEACHER])
         admin = await node.person("admin", [Role.ADMINISTRATOR])
         admin_actor = await node.store.actor_for(admin.staff.id)
-        amara = await node.store.create_pupil(admin_actor, NewPupil(
-            upn=_upn(101), surname="Okafor", forename="Amara", dob=date(2014, 11, 3), sex="F",
-            year_group="6",
-        ))  # fmt: skip
+        amara = await node.store.create_pupil(
+            admin_actor,
+            NewPupil(
+                upn=_upn(101),
+                surname="Okafor",
+                forename="Amara",
+                dob=date(2014, 11, 3),
+                sex="F",
+                year_group="6",
+            ),
+        )
         teacher_actor = await node.store.actor_for(teacher.staff.id)
         for category, account in (
             ("bullying", "Amara said older pupils took her lunch."),
             ("domestic_abuse", "Amara spoke of shouting at home."),
         ):
-            await node.store.record_concern(teacher_actor, NewConcern(
-                pupil_ids=(amara.id,), category=category, account=account,
-                happened_at=datetime(2026, 6, 1, 10, 0, tzinfo=UTC), location="Playground",
-            ))  # fmt: skip
+            await node.store.record_concern(
+                teacher_actor,
+                NewConcern(
+                    pupil_ids=(amara.id,),
+                    category=category,
+                    account=account,
+                    happened_at=datetime(2026, 6, 1, 10, 0, tzinfo=UTC),
+                    location="Playground",
+                ),
+            )
 
         async def minutes() -> AsyncIterator[bytes]:
             yield b"Strategy discussion minutes.\n" * 50
 
         await node.store.add_document(
-            await node.store.actor_for(dsl.staff.id), amara.id, minutes(),
+            await node.store.actor_for(dsl.staff.id),
+            amara.id,
+            minutes(),
             filename="strategy-minutes.txt",
-        )  # fmt: skip
+        )
         yield World(s, dsl, teacher, head, admin, amara)
 
 
@@ -101,23 +116,32 @@ def _text(page: Page) -> str:
 
 async def _packages(w: World) -> list[tuple[str, str]]:
     async with w.node.store.sessions() as sess:
-        rows = (await sess.execute(sa.select(outgoing_packages.c.to_org_id,
-                                             outgoing_packages.c.state))).all()  # fmt: skip
+        rows = (
+            await sess.execute(sa.select(outgoing_packages.c.to_org_id, outgoing_packages.c.state))
+        ).all()
     return [(r[0], r[1]) for r in rows]
 
 
 async def _mark_leaving(w: World, to: str = OTHER_URN) -> None:
-    await w.node.store.update_pupil(await w.actor(w.admin), w.amara.id, PupilChanges(
-        leaving_date=date(2026, 10, 5),
-        destination=Destination(kind="school", urn=to, name="Cliff Road Academy"),
-    ))  # fmt: skip
+    await w.node.store.update_pupil(
+        await w.actor(w.admin),
+        w.amara.id,
+        PupilChanges(
+            leaving_date=date(2026, 10, 5),
+            destination=Destination(kind="school", urn=to, name="Cliff Road Academy"),
+        ),
+    )
 
 
 async def _send(w: World, to: str = "", reason: str = "", code: str | None = None) -> Page:
     path = f"/pupils/{w.amara.upn}/send"
     form = await w.s.site.get(path + (f"?to={to}" if to else ""))
-    data = {"csrf": form.hidden("csrf"), "to": to or form.hidden("to"), "reason": reason,
-            "code": w.code(w.dsl) if code is None else code}  # fmt: skip
+    data = {
+        "csrf": form.hidden("csrf"),
+        "to": to or form.hidden("to"),
+        "reason": reason,
+        "code": w.code(w.dsl) if code is None else code,
+    }
     return await w.s.site.post(path, data)
 
 
@@ -142,8 +166,9 @@ async def test_marking_a_pupil_as_leaving_shows_the_kcsie_deadline_at_once(w: Wo
     assert "Not known yet" in text
     csrf = form.hidden("csrf")
     # The search is part of the form (no JavaScript): it keeps the date typed.
-    found = await site.post(path, {"csrf": csrf, "leaving": "5/10/2026", "q": "elm",
-                                   "action": "search"})  # fmt: skip
+    found = await site.post(
+        path, {"csrf": csrf, "leaving": "5/10/2026", "q": "elm", "action": "search"}
+    )
     assert found.status == 200 and 'value="5/10/2026"' in found.text
     assert "Elm Park School" in _text(found) and "Cliff Road Academy" not in _text(found)
     assert "1 school matches 'elm'." in _text(found)
@@ -165,13 +190,15 @@ async def test_marking_a_pupil_as_leaving_shows_the_kcsie_deadline_at_once(w: Wo
     assert 'href="#leaving">The leaving date must be a real date' in bad.text
     assert 'href="#destination">Choose the next school' in bad.text
     assert 'value="31/02/2026"' in bad.text
-    stranger = await site.post(path, {"csrf": csrf, "leaving": "5/10/2026",
-                                      "destination": MASH, "action": "save"})  # fmt: skip
+    stranger = await site.post(
+        path, {"csrf": csrf, "leaving": "5/10/2026", "destination": MASH, "action": "save"}
+    )
     assert stranger.status == 400 and "Choose a school from the list" in stranger.text
     assert (await w.node.store.get_pupil(await w.actor(w.dsl), w.amara.id)).leaving_date is None
     # Saved: the pupil's page shows the KCSIE deadline at once, in school days, with the date.
-    saved = await site.post(path, {"csrf": csrf, "leaving": "5/10/2026",
-                                   "destination": OTHER_URN, "action": "save"})  # fmt: skip
+    saved = await site.post(
+        path, {"csrf": csrf, "leaving": "5/10/2026", "destination": OTHER_URN, "action": "save"}
+    )
     assert saved.status == 200 and saved.url.endswith(f"/pupils/{w.amara.upn}?done=leaving")
     text = _text(saved)
     assert "The leaving date and next school have been saved." in text
@@ -183,11 +210,13 @@ async def test_marking_a_pupil_as_leaving_shows_the_kcsie_deadline_at_once(w: Wo
     ) in text
     assert "Cliff Road Academy" in text and "5 October 2026" in text
     record = await w.node.store.get_pupil(await w.actor(w.dsl), w.amara.id)
-    assert record.destination == Destination(kind="school", urn=OTHER_URN,
-                                             name="Cliff Road Academy")  # fmt: skip
+    assert record.destination == Destination(
+        kind="school", urn=OTHER_URN, name="Cliff Road Academy"
+    )
     # "Not known yet": recorded as unknown, and the page says the file waits.
-    unknown = await site.post(path, {"csrf": csrf, "leaving": "17/7/2026",
-                                     "destination": "unknown", "action": "save"})  # fmt: skip
+    unknown = await site.post(
+        path, {"csrf": csrf, "leaving": "17/7/2026", "destination": "unknown", "action": "save"}
+    )
     text = _text(unknown)
     assert "The next school is not known yet" in text
     # Leaving on Friday 17 July, three school days before the summer term ends: in-year,
@@ -202,9 +231,15 @@ async def test_a_teacher_and_a_head_cannot_mark_a_pupil_as_leaving(w: World) -> 
         page = await site.get(f"/pupils/{w.amara.upn}")
         assert "Mark as leaving" not in page.text and "Send the leaver" not in page.text
         assert (await site.get(f"/pupils/{w.amara.upn}/leaving")).status == 403
-        refused = await site.post(f"/pupils/{w.amara.upn}/leaving", {
-            "csrf": home.hidden("csrf"), "leaving": "5/10/2026", "destination": OTHER_URN,
-            "action": "save"})  # fmt: skip
+        refused = await site.post(
+            f"/pupils/{w.amara.upn}/leaving",
+            {
+                "csrf": home.hidden("csrf"),
+                "leaving": "5/10/2026",
+                "destination": OTHER_URN,
+                "action": "save",
+            },
+        )
         assert refused.status == 403
     assert (await w.node.store.get_pupil(await w.actor(w.dsl), w.amara.id)).leaving_date is None
     assert [e for e in w.node.events("store.pupil.update") if e.outcome == "refused"]
@@ -339,9 +374,12 @@ async def test_the_outbox_follows_a_file_to_delivery_with_receipts_minisign_chec
     minisign = shutil.which("minisign")
     assert minisign is not None
     done = await asyncio.create_subprocess_exec(
-        minisign, *command.group(1).split(), cwd=folder, stdout=asyncio.subprocess.PIPE,
+        minisign,
+        *command.group(1).split(),
+        cwd=folder,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    )
     out, err = await done.communicate()
     assert done.returncode == 0, err.decode()
     assert "Signature and comment signature verified" in out.decode()
@@ -396,24 +434,39 @@ async def test_a_teacher_is_refused_every_sending_address(w: World) -> None:
         home = await _as(w, who)
         assert 'href="/outbox"' not in home.text
         csrf = home.hidden("csrf")
-        gets = [f"/pupils/{upn}/send", f"/pupils/{upn}/send?to={OTHER_URN}", "/outbox",
-                receipt, receipt + ".minisig", f"/outbox/{pid}/receiver.pub"]  # fmt: skip
+        gets = [
+            f"/pupils/{upn}/send",
+            f"/pupils/{upn}/send?to={OTHER_URN}",
+            "/outbox",
+            receipt,
+            receipt + ".minisig",
+            f"/outbox/{pid}/receiver.pub",
+        ]
         if who is not w.admin:  # the administrator keeps pupils' details (pupil.manage)
             gets.append(f"/pupils/{upn}/leaving")
         for path in gets:
             got = await site.get(path)
             assert got.status == 403, (who.username, path, got.status)
             assert "You cannot do this" in got.text and "Cliff Road" not in got.text
-        posts = [(f"/pupils/{upn}/send", {"to": OTHER_URN, "code": "123456"}),
-                 (f"/outbox/{pid}/cancel", {}), (f"/outbox/{pid}/resend", {})]  # fmt: skip
+        posts = [
+            (f"/pupils/{upn}/send", {"to": OTHER_URN, "code": "123456"}),
+            (f"/outbox/{pid}/cancel", {}),
+            (f"/outbox/{pid}/resend", {}),
+        ]
         for path, data in posts:
             got = await site.post(path, {"csrf": csrf, **data})
             assert got.status == 403, (who.username, path, got.status)
     assert await _packages(w) == [(OTHER_URN, "delivered")]
-    refusals = [e for e in w.node.audit.events if e.outcome == "refused"
-                and e.action.startswith("transfer.")]  # fmt: skip
-    assert {e.action for e in refusals} >= {"transfer.read", "transfer.cancelled",
-                                            "transfer.resent"}  # fmt: skip
+    refusals = [
+        e
+        for e in w.node.audit.events
+        if e.outcome == "refused" and e.action.startswith("transfer.")
+    ]
+    assert {e.action for e in refusals} >= {
+        "transfer.read",
+        "transfer.cancelled",
+        "transfer.resent",
+    }
 
 
 async def test_the_same_send_twice_at_once_makes_one_package(w: World) -> None:
@@ -489,13 +542,17 @@ async def test_send_and_leaving_forms_sent_after_the_session_expired_are_kept(w:
     site, node = w.s.site, w.node
     await _mark_leaving(w)
     for path, fields, shown in (
-        (f"/pupils/{w.amara.upn}/send",
-         {"to": ELM_PARK, "reason": "Moved to Elm Park.", "code": "123456"},
-         ("Send Amara Okafor's file", "Moved to Elm Park.</textarea>")),
-        (f"/pupils/{w.amara.upn}/leaving",
-         {"leaving": "9/10/2026", "destination": ELM_PARK, "action": "save"},
-         ("Mark Amara Okafor as leaving", 'value="9/10/2026"')),
-    ):  # fmt: skip
+        (
+            f"/pupils/{w.amara.upn}/send",
+            {"to": ELM_PARK, "reason": "Moved to Elm Park.", "code": "123456"},
+            ("Send Amara Okafor's file", "Moved to Elm Park.</textarea>"),
+        ),
+        (
+            f"/pupils/{w.amara.upn}/leaving",
+            {"leaving": "9/10/2026", "destination": ELM_PARK, "action": "save"},
+            ("Mark Amara Okafor as leaving", 'value="9/10/2026"'),
+        ),
+    ):
         await _as(w, w.dsl)
         form = await site.get(path)
         node.clock.advance(minutes=16)
@@ -503,11 +560,17 @@ async def test_send_and_leaving_forms_sent_after_the_session_expired_are_kept(w:
             path, {"csrf": form.hidden("csrf"), "form_owner": form.hidden("form_owner"), **fields}
         )
         assert "What you had typed has been kept" in page.text
-        back = await site.post("/sign-in", {
-            "csrf": page.hidden("csrf"), "org": URN, "username": "dsl",
-            "password": w.dsl.password, "code": w.code(w.dsl),
-            "kept_form": page.hidden("kept_form"),
-        })  # fmt: skip
+        back = await site.post(
+            "/sign-in",
+            {
+                "csrf": page.hidden("csrf"),
+                "org": URN,
+                "username": "dsl",
+                "password": w.dsl.password,
+                "code": w.code(w.dsl),
+                "kept_form": page.hidden("kept_form"),
+            },
+        )
         assert back.title == f"{shown[0]} - Handover" and shown[1] in back.text
         assert "What you typed has been kept" in back.text and "123456" not in back.text
     assert await _packages(w) == []
@@ -532,11 +595,13 @@ async def test_the_pupil_page_names_the_next_school_from_the_directory(w: World)
     store = w.node.store
     admin = await w.actor(w.admin)
     await _as(w, w.dsl)
-    await store.update_pupil(admin, w.amara.id, PupilChanges(
-        destination=Destination(kind="school", urn=OTHER_URN)))  # fmt: skip
+    await store.update_pupil(
+        admin, w.amara.id, PupilChanges(destination=Destination(kind="school", urn=OTHER_URN))
+    )
     text = _text(await w.s.site.get(f"/pupils/{w.amara.upn}"))
     assert re.search(rf"Next school\s+Cliff Road Academy, [A-Za-z-]+ \(URN {OTHER_URN}\)", text)
-    await store.update_pupil(admin, w.amara.id, PupilChanges(
-        destination=Destination(kind="school", urn="999999")))  # fmt: skip
+    await store.update_pupil(
+        admin, w.amara.id, PupilChanges(destination=Destination(kind="school", urn="999999"))
+    )
     text = _text(await w.s.site.get(f"/pupils/{w.amara.upn}"))
     assert "URN 999999 (not in the signed directory)" in text

@@ -121,8 +121,13 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 _out_of_space(request, err, rid)
             elif isinstance(err, DamagedStateError):
                 # Not the caller's doing, and the operator must act: one line, no traceback.
-                log.error("%s %s failed: %s [request %s]", request.method, request.path,
-                          err.diagnostics(), rid)  # fmt: skip
+                log.error(
+                    "%s %s failed: %s [request %s]",
+                    request.method,
+                    request.path,
+                    err.diagnostics(),
+                    rid,
+                )
             response = error_response(err, rid)
         except ValidationError as err:
             response = error_response(from_validation(err), rid)
@@ -135,8 +140,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 response = error_response(full, rid)
                 status = response.status
                 return response
-            log.exception("unexpected error in %s %s [request %s]", request.method,
-                          request.path, rid)  # fmt: skip
+            log.exception(
+                "unexpected error in %s %s [request %s]", request.method, request.path, rid
+            )
             await _audit_crash(request, rid)
             response = problem_response(
                 500,

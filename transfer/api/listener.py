@@ -131,13 +131,19 @@ _TOO_MANY: Final = _raw_problem(
 )
 
 _REFUSED_BY_AIOHTTP: Final = {
-    400: ("bad-request", "The request could not be read", "the request line or a header is "
-          "not valid HTTP/1.1, or a header is too long"),
+    400: (
+        "bad-request",
+        "The request could not be read",
+        "the request line or a header is not valid HTTP/1.1, or a header is too long",
+    ),
     413: ("too-large", "The request is too large", "a header or the request line is too long"),
-    500: ("internal-error", "Something went wrong on the server",
-          "an unexpected error occurred; quote the request id to the operator"),
+    500: (
+        "internal-error",
+        "Something went wrong on the server",
+        "an unexpected error occurred; quote the request id to the operator",
+    ),
     504: ("timeout", "The server took too long", "the request took too long to answer"),
-}  # fmt: skip
+}
 
 
 class GuardedRequestHandler(RequestHandler):
@@ -185,8 +191,10 @@ class GuardedRequestHandler(RequestHandler):
             if self._addresses.should_log(address):
                 log.warning(
                     "refused a connection from %s: it already holds %d (server."
-                    "max_connections_per_address)", address, self._limits.max_per_address,
-                )  # fmt: skip
+                    "max_connections_per_address)",
+                    address,
+                    self._limits.max_per_address,
+                )
             if isinstance(transport, asyncio.Transport):
                 transport.write(_TOO_MANY)
             transport.close()
@@ -245,8 +253,10 @@ class GuardedRequestHandler(RequestHandler):
         if self._addresses.should_log(address):
             log.warning(
                 "closed a connection from %s: no complete request headers within %g s "
-                "(server.header_timeout_seconds)", address, self._limits.header_timeout,
-            )  # fmt: skip
+                "(server.header_timeout_seconds)",
+                address,
+                self._limits.header_timeout,
+            )
         self.force_close()
 
     # ------------------------------------------------------------ aiohttp's own errors
@@ -273,13 +283,18 @@ class GuardedRequestHandler(RequestHandler):
         if status >= 500:
             log.error(
                 "%s answered %d outside the application (%s) [request %s]",
-                self._address or "a client", status, type(exc).__name__, rid,
-            )  # fmt: skip
+                self._address or "a client",
+                status,
+                type(exc).__name__,
+                rid,
+            )
         else:
             log.info(
                 "refused a malformed request from %s (%s) [request %s]",
-                self._address or "a client", type(exc).__name__, rid,
-            )  # fmt: skip
+                self._address or "a client",
+                type(exc).__name__,
+                rid,
+            )
         resp = web.Response(
             status=status,
             text=problem_text(status, slug=slug, title=title, detail=detail, request_id=rid),
@@ -329,9 +344,12 @@ class GuardedSite(web.BaseSite):
 
         def connection() -> GuardedRequestHandler:
             return GuardedRequestHandler(
-                server, loop=loop, limits=self._limits, addresses=self._addresses,
+                server,
+                loop=loop,
+                limits=self._limits,
+                addresses=self._addresses,
                 access_log=None,
-            )  # fmt: skip
+            )
 
         self._server = await loop.create_server(
             connection,

@@ -140,8 +140,13 @@ def _query_parameter(q: QueryParam) -> dict[str, Any]:
         schema = {"type": "integer", "minimum": q.minimum, "maximum": q.maximum}
     else:
         schema = {"type": "string", "minLength": 1, "maxLength": q.max_length}
-    return {"name": q.name, "in": "query", "required": q.required,
-            "description": q.description, "schema": schema}  # fmt: skip
+    return {
+        "name": q.name,
+        "in": "query",
+        "required": q.required,
+        "description": q.description,
+        "schema": schema,
+    }
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -216,8 +221,12 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
     _spell_out_identifiers(defs, identifier_patterns())
     _require_discriminators(defs)
     method_order: list[Literal["get", "post", "put", "patch", "delete"]] = [
-        "get", "post", "put", "patch", "delete"
-    ]  # fmt: skip
+        "get",
+        "post",
+        "put",
+        "patch",
+        "delete",
+    ]
     return {
         "openapi": "3.1.0",
         "info": {

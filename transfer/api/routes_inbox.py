@@ -78,16 +78,45 @@ _STATE = QueryParam(
 )
 
 INBOX_ROUTES: tuple[Route, ...] = (
-    Route("GET", f"{API}/inbox", list_inbox, "Packages delivered to the organisation", "inbox",
-          SIGNED_IN, response=IncomingSummary, many=True, query=(_STATE,)),
-    Route("GET", f"{API}/inbox/{{package_id}}", show_incoming,
-          "Verify a package in full and preview it (the first view sends a viewed receipt)",
-          "inbox", SIGNED_IN, response=InboxPreview),
-    Route("POST", f"{API}/inbox/{{package_id}}/accept", accept_incoming,
-          "Verify again and import into the store, or keep a referral with the agency's "
-          "reference (sends an accepted receipt)", "inbox",
-          SIGNED_IN, body=AcceptBody, response=InboxAcceptance),
-    Route("POST", f"{API}/inbox/{{package_id}}/reject", reject_incoming,
-          "Refuse the package with a reason (sends a rejected receipt)", "inbox", SIGNED_IN,
-          body=RejectBody, response=IncomingSummary),
-)  # fmt: skip
+    Route(
+        "GET",
+        f"{API}/inbox",
+        list_inbox,
+        "Packages delivered to the organisation",
+        "inbox",
+        SIGNED_IN,
+        response=IncomingSummary,
+        many=True,
+        query=(_STATE,),
+    ),
+    Route(
+        "GET",
+        f"{API}/inbox/{{package_id}}",
+        show_incoming,
+        "Verify a package in full and preview it (the first view sends a viewed receipt)",
+        "inbox",
+        SIGNED_IN,
+        response=InboxPreview,
+    ),
+    Route(
+        "POST",
+        f"{API}/inbox/{{package_id}}/accept",
+        accept_incoming,
+        "Verify again and import into the store, or keep a referral with the agency's "
+        "reference (sends an accepted receipt)",
+        "inbox",
+        SIGNED_IN,
+        body=AcceptBody,
+        response=InboxAcceptance,
+    ),
+    Route(
+        "POST",
+        f"{API}/inbox/{{package_id}}/reject",
+        reject_incoming,
+        "Refuse the package with a reason (sends a rejected receipt)",
+        "inbox",
+        SIGNED_IN,
+        body=RejectBody,
+        response=IncomingSummary,
+    ),
+)

@@ -166,9 +166,13 @@ async def list_referrals(call: Call) -> web.StreamResponse:
 async def draft_referral(call: Call) -> web.StreamResponse:
     data = call.body_as(NewReferral)
     record = await _referrals(call).draft(
-        call.who.actor, pupil_id=data.pupil_id, agency_org_id=data.agency_org_id,
-        form=data.form, selection=data.selection, redactions=data.redactions,
-    )  # fmt: skip
+        call.who.actor,
+        pupil_id=data.pupil_id,
+        agency_org_id=data.agency_org_id,
+        form=data.form,
+        selection=data.selection,
+        redactions=data.redactions,
+    )
     return _json(record, 201)
 
 
@@ -256,26 +260,43 @@ async def send_referral(call: Call) -> web.StreamResponse:
                 "node or as an offline bundle"
             )
         done = await send_via_portal(
-            referrals, portal, actor, rid, expires_in_days=data.expires_in_days,
+            referrals,
+            portal,
+            actor,
+            rid,
+            expires_in_days=data.expires_in_days,
             form_only=data.form_only,
-        )  # fmt: skip
+        )
         issued = done.issued
         sent = SentReferral(
-            referral=done.referral, route="portal", package_id=issued.pickup.package_id,
-            pickup=issued.pickup, passcode=issued.passcode, link=issued.link,
-            emailed=issued.emailed, mail_problem=issued.mail_problem,
-        )  # fmt: skip
+            referral=done.referral,
+            route="portal",
+            package_id=issued.pickup.package_id,
+            pickup=issued.pickup,
+            passcode=issued.passcode,
+            link=issued.link,
+            emailed=issued.emailed,
+            mail_problem=issued.mail_problem,
+        )
     else:
         bundle = await send_offline(
-            referrals, actor, rid, app[EXPORTS_KEY] / "referrals",
-            passphrase=data.passphrase, as_zip=data.zip, form_only=data.form_only,
-        )  # fmt: skip
+            referrals,
+            actor,
+            rid,
+            app[EXPORTS_KEY] / "referrals",
+            passphrase=data.passphrase,
+            as_zip=data.zip,
+            form_only=data.form_only,
+        )
         sent = SentReferral(
-            referral=await referrals.get(actor, rid), route="offline",
-            package_id=bundle.package_id, bundle_path=str(bundle.path),
-            bundle_files=bundle.files, sender_key_id=bundle.sender_key_id,
+            referral=await referrals.get(actor, rid),
+            route="offline",
+            package_id=bundle.package_id,
+            bundle_path=str(bundle.path),
+            bundle_files=bundle.files,
+            sender_key_id=bundle.sender_key_id,
             passphrase=bundle.passphrase,
-        )  # fmt: skip
+        )
     return _json(sent, 201)
 
 
@@ -283,9 +304,13 @@ async def withdraw_referral(call: Call) -> web.StreamResponse:
     reason = call.body_as(WithdrawBody).reason
     app = call.request.app
     record = await withdraw(
-        _referrals(call), call.who.actor, call.path("referral_id"), reason=reason,
-        portal=app.get(PORTAL_KEY), outbox=app.get(OUTBOX_KEY),
-    )  # fmt: skip
+        _referrals(call),
+        call.who.actor,
+        call.path("referral_id"),
+        reason=reason,
+        portal=app.get(PORTAL_KEY),
+        outbox=app.get(OUTBOX_KEY),
+    )
     return _json(record)
 
 
@@ -298,50 +323,154 @@ async def record_referral_outcome(call: Call) -> web.StreamResponse:
 
 _ONE = f"{API}/referrals/{{referral_id}}"
 _FILTERS = (
-    QueryParam("state", "only referrals in this state", max_length=20,
-               choices=get_args(ReferralState)),
+    QueryParam(
+        "state", "only referrals in this state", max_length=20, choices=get_args(ReferralState)
+    ),
     QueryParam("pupil_id", "only referrals about this pupil (its UPN, or its id)", kind="pupil"),
-)  # fmt: skip
+)
 
 REFERRAL_ROUTES: tuple[Route, ...] = (
-    Route("GET", f"{API}/referrals", list_referrals, "The organisation's referrals (no content)",
-          "referrals", SIGNED_IN, response=ReferralSummary, many=True, query=_FILTERS),
-    Route("POST", f"{API}/referrals", draft_referral,
-          "Draft a referral: form, and optionally the selection and redactions", "referrals",
-          SIGNED_IN, body=NewReferral, response=ReferralRecord, status=201),
-    Route("GET", _ONE, get_referral, "One referral with its form and lifecycle", "referrals",
-          SIGNED_IN, response=ReferralRecord),
-    Route("DELETE", _ONE, discard_referral,
-          "Discard a draft (its form, selection and marks are deleted; the audit and the "
-          "chronology keep that it was drafted and discarded)", "referrals", SIGNED_IN,
-          response=ReferralSummary),
-    Route("PUT", f"{_ONE}/form", change_referral_form, "Replace a draft's form", "referrals",
-          SIGNED_IN, body=FormBody, response=ReferralRecord),
-    Route("PUT", f"{_ONE}/selection", select_for_referral,
-          "Choose exactly which chronology entries go", "referrals", SIGNED_IN,
-          body=SelectionBody, response=ReferralRecord),
-    Route("POST", f"{_ONE}/redactions", mark_redaction,
-          "Mark a third-party name (text or span) to hide in what is sealed", "referrals",
-          SIGNED_IN, body=NewRedaction, response=ReferralRecord, status=201),
-    Route("DELETE", f"{_ONE}/redactions/{{mark_id}}", remove_redaction,
-          "Remove a redaction mark", "referrals", SIGNED_IN, response=ReferralRecord),
-    Route("GET", f"{_ONE}/preview", preview_referral,
-          "The selected entries exactly as they will be sealed (redacted)", "referrals",
-          SIGNED_IN, response=ChronologyEntry, many=True),
-    Route("POST", f"{_ONE}/send", send_referral,
-          "Seal the draft and send it: to the agency's node, through the pickup portal "
-          "(passcode returned once) or as an offline bundle (passphrase returned once)",
-          "referrals", SIGNED_IN, body=SendReferral, response=SentReferral, status=201),
-    Route("POST", f"{_ONE}/unsend", withdraw_referral,
-          "Take back a sent referral that has not reached the agency (back to draft)",
-          "referrals", SIGNED_IN, body=WithdrawBody, response=ReferralRecord),
-    Route("POST", f"{_ONE}/handover", record_referral_handover,
-          "Record an offline bundle's hand-over (to whom, how, when)", "referrals", SIGNED_IN,
-          body=HandoverBody, response=ReferralRecord),
-    Route("POST", f"{_ONE}/acknowledgement", acknowledge_referral,
-          "Record the agency's acknowledgement and reference", "referrals", SIGNED_IN,
-          body=AcknowledgementBody, response=ReferralRecord),
-    Route("POST", f"{_ONE}/outcome", record_referral_outcome,
-          "Record the agency's outcome (MASH RAG and decision, LADO outcome, crime reference)",
-          "referrals", SIGNED_IN, body=OutcomeBody, response=ReferralRecord),
-)  # fmt: skip
+    Route(
+        "GET",
+        f"{API}/referrals",
+        list_referrals,
+        "The organisation's referrals (no content)",
+        "referrals",
+        SIGNED_IN,
+        response=ReferralSummary,
+        many=True,
+        query=_FILTERS,
+    ),
+    Route(
+        "POST",
+        f"{API}/referrals",
+        draft_referral,
+        "Draft a referral: form, and optionally the selection and redactions",
+        "referrals",
+        SIGNED_IN,
+        body=NewReferral,
+        response=ReferralRecord,
+        status=201,
+    ),
+    Route(
+        "GET",
+        _ONE,
+        get_referral,
+        "One referral with its form and lifecycle",
+        "referrals",
+        SIGNED_IN,
+        response=ReferralRecord,
+    ),
+    Route(
+        "DELETE",
+        _ONE,
+        discard_referral,
+        "Discard a draft (its form, selection and marks are deleted; the audit and the "
+        "chronology keep that it was drafted and discarded)",
+        "referrals",
+        SIGNED_IN,
+        response=ReferralSummary,
+    ),
+    Route(
+        "PUT",
+        f"{_ONE}/form",
+        change_referral_form,
+        "Replace a draft's form",
+        "referrals",
+        SIGNED_IN,
+        body=FormBody,
+        response=ReferralRecord,
+    ),
+    Route(
+        "PUT",
+        f"{_ONE}/selection",
+        select_for_referral,
+        "Choose exactly which chronology entries go",
+        "referrals",
+        SIGNED_IN,
+        body=SelectionBody,
+        response=ReferralRecord,
+    ),
+    Route(
+        "POST",
+        f"{_ONE}/redactions",
+        mark_redaction,
+        "Mark a third-party name (text or span) to hide in what is sealed",
+        "referrals",
+        SIGNED_IN,
+        body=NewRedaction,
+        response=ReferralRecord,
+        status=201,
+    ),
+    Route(
+        "DELETE",
+        f"{_ONE}/redactions/{{mark_id}}",
+        remove_redaction,
+        "Remove a redaction mark",
+        "referrals",
+        SIGNED_IN,
+        response=ReferralRecord,
+    ),
+    Route(
+        "GET",
+        f"{_ONE}/preview",
+        preview_referral,
+        "The selected entries exactly as they will be sealed (redacted)",
+        "referrals",
+        SIGNED_IN,
+        response=ChronologyEntry,
+        many=True,
+    ),
+    Route(
+        "POST",
+        f"{_ONE}/send",
+        send_referral,
+        "Seal the draft and send it: to the agency's node, through the pickup portal "
+        "(passcode returned once) or as an offline bundle (passphrase returned once)",
+        "referrals",
+        SIGNED_IN,
+        body=SendReferral,
+        response=SentReferral,
+        status=201,
+    ),
+    Route(
+        "POST",
+        f"{_ONE}/unsend",
+        withdraw_referral,
+        "Take back a sent referral that has not reached the agency (back to draft)",
+        "referrals",
+        SIGNED_IN,
+        body=WithdrawBody,
+        response=ReferralRecord,
+    ),
+    Route(
+        "POST",
+        f"{_ONE}/handover",
+        record_referral_handover,
+        "Record an offline bundle's hand-over (to whom, how, when)",
+        "referrals",
+        SIGNED_IN,
+        body=HandoverBody,
+        response=ReferralRecord,
+    ),
+    Route(
+        "POST",
+        f"{_ONE}/acknowledgement",
+        acknowledge_referral,
+        "Record the agency's acknowledgement and reference",
+        "referrals",
+        SIGNED_IN,
+        body=AcknowledgementBody,
+        response=ReferralRecord,
+    ),
+    Route(
+        "POST",
+        f"{_ONE}/outcome",
+        record_referral_outcome,
+        "Record the agency's outcome (MASH RAG and decision, LADO outcome, crime reference)",
+        "referrals",
+        SIGNED_IN,
+        body=OutcomeBody,
+        response=ReferralRecord,
+    ),
+)

@@ -923,8 +923,13 @@ class AuditLog:
             sa.select(c.seq, c.body, *(c[name] for name in COLUMNS)).order_by(
                 c.seq.desc() if newest_first else c.seq
             ),
-            pupil=pupil, person=person, org=org, action=action, since=since, until=until,
-        )  # fmt: skip
+            pupil=pupil,
+            person=person,
+            org=org,
+            action=action,
+            since=since,
+            until=until,
+        )
         if offset:
             q = q.offset(offset)
         if limit is not None:

@@ -158,16 +158,24 @@ class AuditTrail:
         return self._log.engine
 
     async def _audit(
-        self, actor: Actor, what: str, outcome: Outcome = "ok",
-        targets: dict[str, str] | None = None, **detail: str | int | bool | None,
-    ) -> None:  # fmt: skip
+        self,
+        actor: Actor,
+        what: str,
+        outcome: Outcome = "ok",
+        targets: dict[str, str] | None = None,
+        **detail: str | int | bool | None,
+    ) -> None:
         who, kind = audit_actor(actor)
         await self._audit_sink.record(
             AuditEvent(
-                action="audit.read", actor=who, org=actor.org_id, targets=dict(targets or {}),
-                outcome=outcome, detail={"what": what, **detail, **kind},
+                action="audit.read",
+                actor=who,
+                org=actor.org_id,
+                targets=dict(targets or {}),
+                outcome=outcome,
+                detail={"what": what, **detail, **kind},
             )
-        )  # fmt: skip
+        )
 
     async def _require(self, actor: Actor, what: str) -> None:
         try:
@@ -188,13 +196,16 @@ class AuditTrail:
         name = sa.func.lower(Pupil.forename + " " + Pupil.surname)
         q = (
             sa.select(Pupil.upn, Pupil.forename, Pupil.surname, Pupil.year_group)
-            .where(Pupil.org_id == actor.org_id, Pupil.erased_at.is_(None),
-                   Pupil.upn.is_not(None))
-            .where(sa.or_(Pupil.upn == text.strip().upper(),
-                          sa.and_(*(name.contains(w, autoescape=True) for w in words))))
+            .where(Pupil.org_id == actor.org_id, Pupil.erased_at.is_(None), Pupil.upn.is_not(None))
+            .where(
+                sa.or_(
+                    Pupil.upn == text.strip().upper(),
+                    sa.and_(*(name.contains(w, autoescape=True) for w in words)),
+                )
+            )
             .order_by(Pupil.surname, Pupil.forename, Pupil.upn)
             .limit(MAX_PUPIL_CHOICES)
-        )  # fmt: skip
+        )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(q)).all()
         return [PupilChoice(str(r.upn), f"{r.forename} {r.surname}", r.year_group) for r in rows]
@@ -262,12 +273,14 @@ class AuditTrail:
             **query, limit=page_size, offset=(page - 1) * page_size, newest_first=True
         )
         lines = await self._in_words(actor, [s.entry for s in shown], [s.seq for s in shown])
-        await self._audit(actor, "trail", targets=targets, action=filters.action or None,
-                          found=total, page=page)  # fmt: skip
+        await self._audit(
+            actor, "trail", targets=targets, action=filters.action or None, found=total, page=page
+        )
         return TrailPage(lines, total, page, pages, (page - 1) * page_size + 1)
 
-    async def _in_words(self, actor: Actor, entries: Sequence[Any], seqs: Sequence[int]
-                        ) -> list[TrailLine]:  # fmt: skip
+    async def _in_words(
+        self, actor: Actor, entries: Sequence[Any], seqs: Sequence[int]
+    ) -> list[TrailLine]:
         people_ids: list[str | None] = []
         for e in entries:
             people_ids.append(e.actor)
@@ -294,10 +307,11 @@ class AuditTrail:
                 else []
             )
         pupils = {
-            str(r.id): "a pupil whose records were erased" if r.erased_at is not None
+            str(r.id): "a pupil whose records were erased"
+            if r.erased_at is not None
             else PupilChoice("", f"{r.forename} {r.surname}", r.year_group).describe()
             for r in rows
-        }  # fmt: skip
+        }
         out = []
         for seq, e in zip(seqs, entries, strict=True):
             actor_words = who[e.actor].describe()
@@ -307,13 +321,15 @@ class AuditTrail:
             about = [who[e.targets[k]].describe() for k in _PERSON_TARGETS if k in e.targets]
             out.append(
                 TrailLine(
-                    number=seq, at=e.time, what=action_words(e.action),
+                    number=seq,
+                    at=e.time,
+                    what=action_words(e.action),
                     outcome=OUTCOME_WORDS.get(e.outcome, e.outcome.capitalize()),
                     who=actor_words,
                     pupil=pupils.get(e.pupil, "a pupil of another school") if e.pupil else "",
                     about=", ".join(about),
                 )
-            )  # fmt: skip
+            )
         return out
 
     # ------------------------------------------------------------ integrity
@@ -327,22 +343,39 @@ class AuditTrail:
             size = await self._log.verify()
         except TamperError as err:
             result = Verification(
-                intact=False, entries=await self._log.size(), checkpoints=checkpoints,
-                tree_head="", entry=err.seq, column=err.column, problem=err.message,
+                intact=False,
+                entries=await self._log.size(),
+                checkpoints=checkpoints,
+                tree_head="",
+                entry=err.seq,
+                column=err.column,
+                problem=err.message,
                 waiting=waiting,
-            )  # fmt: skip
+            )
         except (AnchorDamaged, IntegrityError) as err:
             result = Verification(
-                intact=False, entries=await self._log.size(), checkpoints=checkpoints,
-                tree_head="", problem=err.message, waiting=waiting,
-            )  # fmt: skip
+                intact=False,
+                entries=await self._log.size(),
+                checkpoints=checkpoints,
+                tree_head="",
+                problem=err.message,
+                waiting=waiting,
+            )
         else:
             result = Verification(
-                intact=True, entries=size, checkpoints=checkpoints,
-                tree_head=(await self._log.root(size)).hex(), waiting=waiting,
-            )  # fmt: skip
-        await self._audit(actor, "verify", "ok" if result.intact else "failed",
-                          entries=result.entries, entry=result.entry)  # fmt: skip
+                intact=True,
+                entries=size,
+                checkpoints=checkpoints,
+                tree_head=(await self._log.root(size)).hex(),
+                waiting=waiting,
+            )
+        await self._audit(
+            actor,
+            "verify",
+            "ok" if result.intact else "failed",
+            entries=result.entries,
+            entry=result.entry,
+        )
         return result
 
     async def integrity(self, actor: Actor) -> Integrity:
@@ -355,11 +388,13 @@ class AuditTrail:
         witnessed = [
             Witnessed(
                 school=names.get(str(r["from_org"]), "a partner not in the directory"),
-                size=int(r["size"]), received_at=r["received_at"],
-                ours=r["origin"] == self._log.origin, status=str(r["status"]),
+                size=int(r["size"]),
+                received_at=r["received_at"],
+                ours=r["origin"] == self._log.origin,
+                status=str(r["status"]),
             )
             for r in rows
-        ]  # fmt: skip
+        ]
         witnessed.sort(key=lambda w: w.received_at, reverse=True)
         result = Integrity(
             entries=await self._log.size(),
@@ -381,12 +416,13 @@ class AuditTrail:
         org = await self._org_slug(actor)
         parts = await export_parts(self._log, filters={"org": actor.org_id})
         name = f"audit-export-{org}-{at.strftime('%Y%m%dT%H%M%SZ')}"
-        await self._audit(actor, "export", entries=parts.summary.entries,
-                          size=parts.summary.size)  # fmt: skip
+        await self._audit(actor, "export", entries=parts.summary.entries, size=parts.summary.size)
         return AuditExport(
-            name=name, entries=parts.summary.entries, size=parts.summary.size,
+            name=name,
+            entries=parts.summary.entries,
+            size=parts.summary.size,
             chunks=export_stream(parts, name, mtime=int(at.timestamp())),
-        )  # fmt: skip
+        )
 
     async def _org_slug(self, actor: Actor) -> str:
         async with self.engine.connect() as conn:

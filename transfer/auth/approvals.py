@@ -228,9 +228,15 @@ class StaffApprovals:
                 s.add(row)
                 await s.flush()
         except sa_exc.IntegrityError:
-            await self._audit("account.approval.requested", requester, org_id,
-                              {k: v for k, v in targets.items() if k != "approval"}, "refused",
-                              kind=kind, reason="already_waiting")  # fmt: skip
+            await self._audit(
+                "account.approval.requested",
+                requester,
+                org_id,
+                {k: v for k, v in targets.items() if k != "approval"},
+                "refused",
+                kind=kind,
+                reason="already_waiting",
+            )
             raise ConflictError(
                 "a request for this change is already waiting for a DSL's approval; a DSL "
                 "approves or declines it first (or whoever asked withdraws it)"
@@ -238,9 +244,13 @@ class StaffApprovals:
         async with self._sessions() as s:
             record = self._record(row, await self._people(s, org_id), now)
         await self._audit(
-            "account.approval.requested", requester, org_id, targets, kind=kind,
+            "account.approval.requested",
+            requester,
+            org_id,
+            targets,
+            kind=kind,
             roles=",".join(roles) if roles is not None else None,
-        )  # fmt: skip
+        )
         await self.alerts.notify(
             org_id,
             key=_ALERT_KEY + row.id,
@@ -307,35 +317,46 @@ class StaffApprovals:
         targets = {"approval": approval_id}
         if actor.operator:
             raise await self._refuse(
-                actor, action, targets,
+                actor,
+                action,
+                targets,
                 "approving an account change needs the DSL signed in with their password and "
                 "code ('handover account approve --sign-in'), not the operator acting for them",
                 "operator",
-            )  # fmt: skip
+            )
         if isinstance(actor, ScopedActor):
             raise await self._refuse(
-                actor, action, targets,
+                actor,
+                action,
+                targets,
                 "approving an account change needs a signed-in session, not an API token",
                 "token",
-            )  # fmt: skip
+            )
         if not actor.has(Permission.APPROVE_STAFF_CHANGES):
             raise await self._refuse(
-                actor, action, targets,
+                actor,
+                action,
+                targets,
                 "only a DSL may approve an account change (staff.approve); ask your DSL",
                 "role",
-            )  # fmt: skip
+            )
         row, targets = await self._decidable(actor, approval_id, action)
         if row.requested_by == actor.staff_id:
             raise await self._refuse(
-                actor, action, targets,
-                "you asked for this change, so another DSL must approve it", "own_request",
-            )  # fmt: skip
+                actor,
+                action,
+                targets,
+                "you asked for this change, so another DSL must approve it",
+                "own_request",
+            )
         if row.staff_id == actor.staff_id:
             raise await self._refuse(
-                actor, action, targets,
+                actor,
+                action,
+                targets,
                 "this change is about your own account, so another DSL must approve it",
                 "own_account",
-            )  # fmt: skip
+            )
         now = self._accounts.now()
         try:
             async with self._sessions() as s, s.begin():
@@ -348,10 +369,13 @@ class StaffApprovals:
             targets["staff"] = applied
         await self._audit(action, actor, actor.org_id, targets, kind=row.kind)
         await self._audit(
-            _APPLIED[row.kind], actor, actor.org_id, {"staff": applied, "approval": row.id},
+            _APPLIED[row.kind],
+            actor,
+            actor.org_id,
+            {"staff": applied, "approval": row.id},
             requested_by=row.requested_by or "operator",
             roles=",".join(row.roles) if row.roles is not None else None,
-        )  # fmt: skip
+        )
         await self.alerts.resolve(row.org_id, _ALERT_KEY + row.id)
         return await self._load(row.id, row.org_id)
 
@@ -364,18 +388,23 @@ class StaffApprovals:
         about_me = row.staff_id is not None and row.staff_id == actor.staff_id
         if not (own or about_me or actor.has(Permission.APPROVE_STAFF_CHANGES)):
             raise await self._refuse(
-                actor, action, targets,
+                actor,
+                action,
+                targets,
                 "only a DSL, whoever asked, or the person it is about may decline this request",
                 "role",
-            )  # fmt: skip
+            )
         state = "withdrawn" if own else "declined"
         now = self._accounts.now()
         async with self._sessions() as s, s.begin():
             await self._claim(s, row, actor, state, now)
         await self._audit(
-            "account.approval.withdrawn" if own else action, actor, actor.org_id, targets,
+            "account.approval.withdrawn" if own else action,
+            actor,
+            actor.org_id,
+            targets,
             kind=row.kind,
-        )  # fmt: skip
+        )
         await self.alerts.resolve(row.org_id, _ALERT_KEY + row.id)
         return await self._load(row.id, row.org_id)
 
@@ -384,11 +413,13 @@ class StaffApprovals:
     async def _may_read(self, actor: Actor, action: str, targets: dict[str, str]) -> None:
         if not (actor.has(Permission.APPROVE_STAFF_CHANGES) or actor.has(Permission.MANAGE_STAFF)):
             raise await self._refuse(
-                actor, action, targets,
+                actor,
+                action,
+                targets,
                 "your role does not allow this (staff.approve or staff.manage); ask your DSL or "
                 "administrator",
                 "role",
-            )  # fmt: skip
+            )
 
     async def list(self, actor: Actor, *, state: str | None = "pending") -> list[ApprovalRecord]:
         """The organisation's account change requests, newest first (``state`` None: all)."""
@@ -460,10 +491,12 @@ class StaffApprovals:
         if cred is None:
             s.add(
                 Credential(
-                    staff_id=staff_id, password_hash=hashed, password_changed_at=now,
+                    staff_id=staff_id,
+                    password_hash=hashed,
+                    password_changed_at=now,
                     failed_count=0,
                 )
-            )  # fmt: skip
+            )
         else:
             cred.password_hash = hashed
             cred.password_changed_at = now
@@ -472,9 +505,13 @@ class StaffApprovals:
 
     async def _create(self, s: AsyncSession, row: StaffApproval, now: datetime) -> str:
         staff = await self._accounts.store.add_staff_row(
-            s, row.org_id, username=row.username or "", display_name=row.display_name or "",
-            roles=row.roles or [], email=row.email,
-        )  # fmt: skip
+            s,
+            row.org_id,
+            username=row.username or "",
+            display_name=row.display_name or "",
+            roles=row.roles or [],
+            email=row.email,
+        )
         await s.flush()
         await self._new_password(s, staff.id, row, now)
         await s.execute(

@@ -145,11 +145,15 @@ class StaffInvitations:
             )
             s.add(
                 Invitation(
-                    id=_new_id(), token_hash=codes.token_hash(token), staff_id=staff_id,
-                    org_id=actor.org_id, created_by=actor.staff_id, created_at=now,
+                    id=_new_id(),
+                    token_hash=codes.token_hash(token),
+                    staff_id=staff_id,
+                    org_id=actor.org_id,
+                    created_by=actor.staff_id,
+                    created_at=now,
                     expires_at=expires,
                 )
-            )  # fmt: skip
+            )
         return token, expires
 
     async def invite(
@@ -179,15 +183,22 @@ class StaffInvitations:
         now = accounts.now()
         token, expires = await self._new_link(actor, record.id, now)
         await accounts.audit_as(
-            "account.invited", actor, actor.org_id, {"staff": record.id},
+            "account.invited",
+            actor,
+            actor.org_id,
+            {"staff": record.id},
             roles=",".join(record.roles),
-        )  # fmt: skip
+        )
         waiting = None
         if holds_protected(role_list):
             waiting = await accounts.approvals.request(
-                actor, actor.org_id, "change_roles", staff_id=record.id, roles=role_list,
+                actor,
+                actor.org_id,
+                "change_roles",
+                staff_id=record.id,
+                roles=role_list,
                 roles_before=list(record.roles),
-            )  # fmt: skip
+            )
         return IssuedInvitation(record, token, expires, waiting)
 
     async def reinvite(self, actor: Actor, staff_id: str) -> IssuedInvitation:
@@ -204,8 +215,9 @@ class StaffInvitations:
                     "for someone who has not signed in yet"
                 )
         token, expires = await self._new_link(actor, staff_id, accounts.now())
-        await accounts.audit_as("account.invited", actor, actor.org_id, {"staff": staff_id},
-                                again=True)  # fmt: skip
+        await accounts.audit_as(
+            "account.invited", actor, actor.org_id, {"staff": staff_id}, again=True
+        )
         return IssuedInvitation(record, token, expires)
 
     async def _live(self, token: str, now: datetime) -> tuple[Invitation, Staff]:
@@ -230,9 +242,13 @@ class StaffInvitations:
             reason = "deactivated"
         if reason is not None:
             await self._accounts._audit(
-                "account.invitation.refused", None, row.org_id if row is not None else None,
-                {"staff": row.staff_id} if row is not None else {}, "refused", reason=reason,
-            )  # fmt: skip
+                "account.invitation.refused",
+                None,
+                row.org_id if row is not None else None,
+                {"staff": row.staff_id} if row is not None else {},
+                "refused",
+                reason=reason,
+            )
             raise InvitationInvalid(INVALID_MESSAGE)
         assert row is not None and staff is not None
         return row, staff
@@ -258,10 +274,15 @@ class StaffInvitations:
         kind = "enrolment" if roles & NEEDS_TOTP else "session"
         session_token = codes.new_token(codes.SESSION_PREFIX)
         session = SessionRow(
-            id=_new_id(), token_hash=codes.token_hash(session_token), staff_id=staff.id,
-            org_id=staff.org_id, kind=kind, created_at=now, last_seen_at=now,
+            id=_new_id(),
+            token_hash=codes.token_hash(session_token),
+            staff_id=staff.id,
+            org_id=staff.org_id,
+            kind=kind,
+            created_at=now,
+            last_seen_at=now,
             expires_at=now + timedelta(hours=accounts.security.session_max_hours),
-        )  # fmt: skip
+        )
         try:
             async with self._sessions() as s, s.begin():
                 claimed = await s.execute(
@@ -279,31 +300,45 @@ class StaffInvitations:
                     raise InvitationInvalid(INVALID_MESSAGE)
                 s.add(
                     Credential(
-                        staff_id=staff.id, password_hash=hashed, password_changed_at=now,
+                        staff_id=staff.id,
+                        password_hash=hashed,
+                        password_changed_at=now,
                         failed_count=0,
                     )
-                )  # fmt: skip
+                )
                 s.add(session)
         except sa_exc.IntegrityError:  # a password set meanwhile by another way
             raise InvitationInvalid(INVALID_MESSAGE) from None
         except InvitationInvalid:
             await accounts._audit(
-                "account.invitation.refused", None, staff.org_id, {"staff": staff.id}, "refused",
+                "account.invitation.refused",
+                None,
+                staff.org_id,
+                {"staff": staff.id},
+                "refused",
                 reason="used",
-            )  # fmt: skip
+            )
             raise
         await accounts._audit(
-            "account.invitation.accepted", staff.id, staff.org_id,
+            "account.invitation.accepted",
+            staff.id,
+            staff.org_id,
             {"staff": staff.id, "session": session.id},
-        )  # fmt: skip
+        )
         state: Literal["signed_in", "must_enrol_totp"] = (
             "must_enrol_totp" if kind == "enrolment" else "signed_in"
         )
         return SignInResult(
-            state=state, token=session_token, session_id=session.id, staff_id=staff.id,
-            org_id=staff.org_id, display_name=staff.display_name, roles=tuple(staff.roles),
-            expires_at=session.expires_at, idle_minutes=accounts.security.session_idle_minutes,
-        )  # fmt: skip
+            state=state,
+            token=session_token,
+            session_id=session.id,
+            staff_id=staff.id,
+            org_id=staff.org_id,
+            display_name=staff.display_name,
+            roles=tuple(staff.roles),
+            expires_at=session.expires_at,
+            idle_minutes=accounts.security.session_idle_minutes,
+        )
 
     async def lines(self, actor: Actor) -> list[StaffLine]:
         """The organisation's accounts for an administrator (``staff.manage``), by name."""
@@ -339,21 +374,26 @@ class StaffInvitations:
             if not staff.active:
                 state = "deactivated"
             elif cred is None:
-                state = "invited" if expires is not None and expires > now else (
-                    "invitation expired")  # fmt: skip
+                state = (
+                    "invited" if expires is not None and expires > now else ("invitation expired")
+                )
             elif locked:
                 state = "locked"
             else:
                 state = "active"
             out.append(
                 StaffLine(
-                    staff_id=staff.id, username=staff.username, display_name=staff.display_name,
-                    email=staff.email, roles=tuple(staff.roles), state=state,
+                    staff_id=staff.id,
+                    username=staff.username,
+                    display_name=staff.display_name,
+                    email=staff.email,
+                    roles=tuple(staff.roles),
+                    state=state,
                     two_factor=cred is not None and cred.totp_sealed is not None,
                     locked_until=cred.locked_until if locked and cred is not None else None,
                     invitation_expires=expires,
                 )
-            )  # fmt: skip
+            )
         await accounts.audit_as("account.list", actor, actor.org_id, {}, count=len(out))
         return out
 

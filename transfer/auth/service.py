@@ -364,10 +364,11 @@ class Accounts:
                 async with self._sessions() as s, s.begin():
                     row = (
                         await s.execute(
-                            select(table.failed_count, table.last_failed_at, table.locked_until)
-                            .where(key_col == key)
+                            select(
+                                table.failed_count, table.last_failed_at, table.locked_until
+                            ).where(key_col == key)
                         )
-                    ).first()  # fmt: skip
+                    ).first()
                     if row is None and unknown_key is None:
                         raise NotFoundError("this account has no password set")
                     stored = _Attempts(*row) if row is not None else _Attempts(0, None, None)
@@ -411,9 +412,14 @@ class Accounts:
                 await self._refuse_attempt(refused, now, staff_id, org)
         # Hundreds of attempts on one name at the same instant: make the rest wait.
         await self._audit(
-            "signin.failed", staff_id, org, self._targets(staff_id), "refused", reason="too_soon",
+            "signin.failed",
+            staff_id,
+            org,
+            self._targets(staff_id),
+            "refused",
+            reason="too_soon",
             retry_after=1,
-        )  # fmt: skip
+        )
         raise SlowDown(1)
 
     @staticmethod
@@ -439,9 +445,13 @@ class Accounts:
         return SignInFailed(SIGN_IN_FAILED)
 
     async def _failed(
-        self, staff_id: str, org_id: str, counted: _Counted, reason: str,
+        self,
+        staff_id: str,
+        org_id: str,
+        counted: _Counted,
+        reason: str,
         **detail: str | int | bool | None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         targets = {"staff": staff_id}
         await self._audit(
             "signin.failed", staff_id, org_id, targets, "failed", reason=reason, **detail
@@ -483,9 +493,11 @@ class Accounts:
             org = org_id[:64]
             staff_id = staff.id if staff else None
             counted = await self._count_attempt(
-                now, staff_id=staff_id, org=org,
+                now,
+                staff_id=staff_id,
+                org=org,
                 unknown_key=codes.unknown_signin_key(self._kek, org, username),
-            )  # fmt: skip
+            )
             await self._burn_time(password)
             reason = "unknown_user" if staff is None else "inactive_or_no_password"
             await self._audit(
@@ -521,9 +533,13 @@ class Accounts:
                 if not accepted:
                     why = "reused" if step is not None else "wrong"
                     await self._audit(
-                        "totp.failed", staff.id, staff.org_id, {"staff": staff.id}, "failed",
+                        "totp.failed",
+                        staff.id,
+                        staff.org_id,
+                        {"staff": staff.id},
+                        "failed",
                         reason=why,
-                    )  # fmt: skip
+                    )
                     raise await self._fail(staff, counted, "bad_totp", totp=why)
             else:
                 raise await self._fail(staff, counted, "totp_missing")
@@ -640,9 +656,12 @@ class Accounts:
             staff_id, org_id, session_id, kind = row.staff_id, row.org_id, row.id, row.kind
         if reason is not None:
             await self._audit(
-                "session.end", staff_id, org_id, {"staff": staff_id, "session": session_id},
+                "session.end",
+                staff_id,
+                org_id,
+                {"staff": staff_id, "session": session_id},
                 reason=reason,
-            )  # fmt: skip
+            )
             raise SessionInvalid("the session has expired; sign in again")
         actor = await self._active_actor(staff_id)
         if kind == "enrolment" and not allow_enrolment:
@@ -652,9 +671,10 @@ class Accounts:
                 detail={"must_enrol_totp": True},
             )
         return Principal(
-            actor=actor, kind="session" if kind == "session" else "enrolment",
+            actor=actor,
+            kind="session" if kind == "session" else "enrolment",
             credential_id=session_id,
-        )  # fmt: skip
+        )
 
     async def _active_actor(self, staff_id: str) -> Actor:
         try:
@@ -853,8 +873,9 @@ class Accounts:
         step = codes.matching_step(secret, code, now, self.security.totp_drift_steps)
         if step is None or not await self._accept_step(actor.staff_id, step):
             why = "reused" if step is not None else "wrong"
-            await self._failed(actor.staff_id, actor.org_id, counted, "bad_totp",
-                               during="step_up", totp=why)  # fmt: skip
+            await self._failed(
+                actor.staff_id, actor.org_id, counted, "bad_totp", during="step_up", totp=why
+            )
             raise WrongCode(
                 "that code is not right, or it has been used already: wait for the next "
                 "code in your authenticator app and type it"
@@ -878,8 +899,9 @@ class Accounts:
         now = self.now()
         counted = await self._count_attempt(now, staff_id=actor.staff_id, org=actor.org_id)
         if not await self._verify(cred.password_hash, current):
-            await self._failed(actor.staff_id, actor.org_id, counted, "bad_password",
-                               during="password_change")  # fmt: skip
+            await self._failed(
+                actor.staff_id, actor.org_id, counted, "bad_password", during="password_change"
+            )
             raise WrongPassword("the current password is not right")
         async with self._sessions() as s, s.begin():
             await self._clear_failures(s, actor.staff_id)  # the attempt was counted first
@@ -931,9 +953,14 @@ class Accounts:
             except ValueError:
                 raise InputError(f"unknown scope {value[:60]!r}") from None
             if not actor.has(perm):
-                await self._audit("token.created", actor, actor.org_id, {}, "refused",
+                await self._audit(
+                    "token.created",
+                    actor,
+                    actor.org_id,
+                    {},
+                    "refused",
                     scope=perm.value,
-                )  # fmt: skip
+                )
                 raise PermissionDenied(f"you cannot give a token a permission you lack ({perm})")
             if perm.value not in wanted:
                 wanted.append(perm.value)
@@ -955,9 +982,13 @@ class Accounts:
         )
         async with self._sessions() as s, s.begin():
             s.add(row)
-        await self._audit("token.created", actor, actor.org_id, {"token": row.id},
+        await self._audit(
+            "token.created",
+            actor,
+            actor.org_id,
+            {"token": row.id},
             scopes=",".join(wanted),
-        )  # fmt: skip
+        )
         return IssuedToken(
             id=row.id,
             name=name,
@@ -1074,14 +1105,23 @@ class Accounts:
         role_list = list(roles)
         if not holds_protected(role_list) or not await self._has_dsl(org_id):
             return await self.bootstrap_account(
-                org_id, username=username, display_name=display_name, roles=role_list,
-                password=password, email=email,
-            )  # fmt: skip
+                org_id,
+                username=username,
+                display_name=display_name,
+                roles=role_list,
+                password=password,
+                email=email,
+            )
         await self.store.get_organisation(org_id)
         return await self._request_new_account(
-            None, org_id, username=username, display_name=display_name, roles=role_list,
-            password=password, email=email,
-        )  # fmt: skip
+            None,
+            org_id,
+            username=username,
+            display_name=display_name,
+            roles=role_list,
+            password=password,
+            email=email,
+        )
 
     async def _has_dsl(self, org_id: str) -> bool:
         """Whether the organisation has an active DSL with a password (someone to approve)."""
@@ -1113,9 +1153,15 @@ class Accounts:
             raise ConflictError(f"the username {username!r} is already taken in this organisation")
         check_password_policy(password, username)
         return await self.approvals.request(
-            requester, org_id, "create_account", username=username, display_name=display_name,
-            email=email, roles=role_list, password_hash=await self._hash(password),
-        )  # fmt: skip
+            requester,
+            org_id,
+            "create_account",
+            username=username,
+            display_name=display_name,
+            email=email,
+            roles=role_list,
+            password_hash=await self._hash(password),
+        )
 
     async def create_account(
         self,
@@ -1136,9 +1182,14 @@ class Accounts:
         role_list = list(roles)
         if holds_protected(role_list):
             return await self._request_new_account(
-                actor, actor.org_id, username=username, display_name=display_name,
-                roles=role_list, password=password, email=email,
-            )  # fmt: skip
+                actor,
+                actor.org_id,
+                username=username,
+                display_name=display_name,
+                roles=role_list,
+                password=password,
+                email=email,
+            )
         check_password_policy(password, username)
         hashed = await self._hash(password)
         record = await self.store.create_staff(
@@ -1146,25 +1197,34 @@ class Accounts:
         )
         await self._set_credential(record.id, hashed)
         await self._audit(
-            "account.created", actor, actor.org_id, {"staff": record.id},
+            "account.created",
+            actor,
+            actor.org_id,
+            {"staff": record.id},
             roles=",".join(record.roles),
-        )  # fmt: skip
+        )
         return record
 
     async def _not_self(self, actor: Actor, staff_id: str, action: str, message: str) -> None:
         if staff_id == actor.staff_id:
-            await self._audit(action, actor, actor.org_id, {"staff": staff_id}, "refused",
-                              reason="own_account")  # fmt: skip
+            await self._audit(
+                action, actor, actor.org_id, {"staff": staff_id}, "refused", reason="own_account"
+            )
             raise PermissionDenied(message)
 
     async def _target(self, actor: Actor, staff_id: str) -> StaffRecord:
         async with self._sessions() as s:
             staff = await self._staff_row(s, actor, staff_id)
             return StaffRecord(
-                id=staff.id, org_id=staff.org_id, username=staff.username,
-                display_name=staff.display_name, email=staff.email, roles=tuple(staff.roles),
-                active=staff.active, created_at=staff.created_at,
-            )  # fmt: skip
+                id=staff.id,
+                org_id=staff.org_id,
+                username=staff.username,
+                display_name=staff.display_name,
+                email=staff.email,
+                roles=tuple(staff.roles),
+                active=staff.active,
+                created_at=staff.created_at,
+            )
 
     async def reset_password(
         self, actor: Actor, staff_id: str, password: str
@@ -1177,9 +1237,11 @@ class Accounts:
         action = "account.password_reset"
         await self._require(actor, Permission.MANAGE_STAFF, action, staff_id)
         await self._not_self(
-            actor, staff_id, action,
+            actor,
+            staff_id,
+            action,
             "change your own password with your current one (PUT /api/v1/me/password)",
-        )  # fmt: skip
+        )
         staff = await self._target(actor, staff_id)
         check_password_policy(password, staff.username)
         hashed = await self._hash(password)
@@ -1202,23 +1264,33 @@ class Accounts:
         action = "account.roles_changed"
         await self._require(actor, Permission.MANAGE_STAFF, action, staff_id)
         await self._not_self(
-            actor, staff_id, action,
+            actor,
+            staff_id,
+            action,
             "nobody may change their own roles; ask another administrator",
-        )  # fmt: skip
+        )
         role_list = self.store.check_staff_fields("x", "x", roles, None)[2]
         staff = await self._target(actor, staff_id)
         if touches_protected(staff.roles, role_list):
             return await self.approvals.request(
-                actor, actor.org_id, "change_roles", staff_id=staff_id, roles=role_list,
+                actor,
+                actor.org_id,
+                "change_roles",
+                staff_id=staff_id,
+                roles=role_list,
                 roles_before=list(staff.roles),
-            )  # fmt: skip
+            )
         record = await self.store.update_staff(actor, staff_id, roles=role_list)
         async with self._sessions() as s, s.begin():
             ended = await self.end_sessions(s, staff_id, "roles_changed")
         await self._audit(
-            action, actor, actor.org_id, {"staff": staff_id},
-            roles=",".join(record.roles), sessions_ended=ended,
-        )  # fmt: skip
+            action,
+            actor,
+            actor.org_id,
+            {"staff": staff_id},
+            roles=",".join(record.roles),
+            sessions_ended=ended,
+        )
         return record
 
     async def deactivate(self, actor: Actor, staff_id: str) -> StaffRecord:
@@ -1235,9 +1307,12 @@ class Accounts:
                 .values(revoked_at=self.now())
             )
         await self._audit(
-            "account.deactivated", actor, actor.org_id, {"staff": staff_id},
+            "account.deactivated",
+            actor,
+            actor.org_id,
+            {"staff": staff_id},
             sessions_ended=ended,
-        )  # fmt: skip
+        )
         return record
 
     async def unlock(self, actor: Actor, staff_id: str) -> None:
@@ -1260,9 +1335,11 @@ class Accounts:
         action = "account.totp_reset"
         await self._require(actor, Permission.MANAGE_STAFF, action, staff_id)
         await self._not_self(
-            actor, staff_id, action,
+            actor,
+            staff_id,
+            action,
             "nobody may reset their own authenticator app; ask another administrator",
-        )  # fmt: skip
+        )
         staff = await self._target(actor, staff_id)
         if holds_protected(staff.roles):
             return await self.approvals.request(
@@ -1312,9 +1389,13 @@ class Accounts:
         if outcome not in ("ok", "refused", "failed"):
             raise ValueError(f"unknown audit outcome {outcome!r}")
         await self._audit(
-            action, actor if actor is not None else "operator", org, targets,
-            cast(Outcome, outcome), **detail,
-        )  # fmt: skip
+            action,
+            actor if actor is not None else "operator",
+            org,
+            targets,
+            cast(Outcome, outcome),
+            **detail,
+        )
 
     async def sign_in_problems(self, actor: Actor) -> list[AccountStatus]:
         """Accounts in the actor's organisation that are locked or have failed sign-ins."""

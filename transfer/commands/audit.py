@@ -52,9 +52,14 @@ def _run(
             # Read-only: the database must be this node's and the KEK its own, but nothing
             # is migrated or written here.
             await prepare_database(
-                log.engine, kek, data_dir=data_dir, url=url, kek_source=kek_source(config),
-                migrate_schema=False, adopt=False,
-            )  # fmt: skip
+                log.engine,
+                kek,
+                data_dir=data_dir,
+                url=url,
+                kek_source=kek_source(config),
+                migrate_schema=False,
+                adopt=False,
+            )
             return await work(log)
         finally:
             await log.close()
@@ -194,12 +199,19 @@ def _show(args: argparse.Namespace) -> int:
                 who = await describe_actors(
                     conn,
                     [s.entry.actor for s in shown]
-                    + [s.entry.targets[k] for s in shown for k in _PERSON_TARGETS
-                       if k in s.entry.targets]
-                    + [str(s.entry.detail["on_behalf_of"]) for s in shown
-                       if s.entry.detail.get("actor_kind") == "operator"
-                       and s.entry.detail.get("on_behalf_of")],
-                )  # fmt: skip
+                    + [
+                        s.entry.targets[k]
+                        for s in shown
+                        for k in _PERSON_TARGETS
+                        if k in s.entry.targets
+                    ]
+                    + [
+                        str(s.entry.detail["on_behalf_of"])
+                        for s in shown
+                        if s.entry.detail.get("actor_kind") == "operator"
+                        and s.entry.detail.get("on_behalf_of")
+                    ],
+                )
                 orgs = await organisation_names(conn, [s.entry.org for s in shown])
         finally:
             await engine.dispose()

@@ -29,11 +29,19 @@ def register(sub: Subparsers) -> None:
         help="run two school nodes on loopback and hand over a leaver's file end to end",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    p.add_argument("--workdir", type=Path, default=Path("demo"), metavar="DIR",
-                   help="where the nodes, logs and evidence go (default: ./demo)")  # fmt: skip
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("demo"),
+        metavar="DIR",
+        help="where the nodes, logs and evidence go (default: ./demo)",
+    )
     p.add_argument("--fresh", action="store_true", help="delete an earlier demo in DIR first")
-    p.add_argument("--keep-running", action="store_true",
-                   help="leave the nodes running afterwards (Ctrl-C stops them)")  # fmt: skip
+    p.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the nodes running afterwards (Ctrl-C stops them)",
+    )
     p.set_defaults(handler=run)
     c = sub.add_parser(
         "demo-code",
@@ -42,10 +50,16 @@ def register(sub: Subparsers) -> None:
         "from the TOTP secrets the demo wrote to DIR/web.json. For the demo only.",
     )
     c.add_argument("username", help="a demo username, e.g. s.patel (see DIR/web.json)")
-    c.add_argument("--workdir", type=Path, default=Path("demo"), metavar="DIR",
-                   help="the demo's directory (default: ./demo)")  # fmt: skip
-    c.add_argument("--node", metavar="NAME", help="primary or secondary (when a username "
-                   "is at both)")  # fmt: skip
+    c.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("demo"),
+        metavar="DIR",
+        help="the demo's directory (default: ./demo)",
+    )
+    c.add_argument(
+        "--node", metavar="NAME", help="primary or secondary (when a username is at both)"
+    )
     c.set_defaults(handler=code)
 
 
@@ -73,8 +87,11 @@ def run(args: argparse.Namespace) -> int:
     timeline = scenario.Timeline()
     for node in world.nodes.values():
         timeline.add(node.name, f"{node.spec.title}: data in {node.data_dir}")
-    timeline.add("authority", "directory of both schools and the MASH signed; each node "
-                 "pinned the authority's key and imported it")  # fmt: skip
+    timeline.add(
+        "authority",
+        "directory of both schools and the MASH signed; each node "
+        "pinned the authority's key and imported it",
+    )
     seeded = asyncio.run(scenario.seed(world))
     timeline.add("primary", "staff, 6 Year 6 pupils (from a CTF) and a chronology recorded")
     scenario.write_web_json(world, seeded, workdir / "web.json")
@@ -126,8 +143,9 @@ def code(args: argparse.Namespace) -> int:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise InputError(f"{path} is not there: run 'handover demo --workdir {args.workdir}' "
-                         "first") from None  # fmt: skip
+        raise InputError(
+            f"{path} is not there: run 'handover demo --workdir {args.workdir}' first"
+        ) from None
     found = [
         account
         for node in data.get("nodes", [])
@@ -151,11 +169,14 @@ def _wait_until_interrupted(world: object) -> None:
     for node in world.nodes.values():
         print(f"  {node.name}: {node.base_url}/  (API: {node.base_url}/api/v1/)")
     workdir = world.root
-    print(f"  the certificates are self-signed: accept the browser's warning, or trust "
-          f"{world.trust_file}")  # fmt: skip
+    print(
+        f"  the certificates are self-signed: accept the browser's warning, or trust "
+        f"{world.trust_file}"
+    )
     print(f"  people, passwords and roles: {workdir}/web.json; for example Sam Patel (DSL):")
-    print(f"    username s.patel, password: jq -r '.nodes[0].accounts[0].password' "
-          f"{workdir}/web.json")  # fmt: skip
+    print(
+        f"    username s.patel, password: jq -r '.nodes[0].accounts[0].password' {workdir}/web.json"
+    )
     print(f"    code: .venv/bin/handover demo-code --workdir {workdir} s.patel")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -621,10 +621,16 @@ def register(sub: Subparsers) -> None:
         p.set_defaults(handler=handler)
         return p
 
-    p = add("authority-keygen", "make a directory authority's key pair", _authority_keygen,
-            node=False)  # fmt: skip
-    p.add_argument("--out", type=Path, required=True, metavar="DIR",
-                   help="directory for authority.key (mode 0600) and authority.pub")  # fmt: skip
+    p = add(
+        "authority-keygen", "make a directory authority's key pair", _authority_keygen, node=False
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="directory for authority.key (mode 0600) and authority.pub",
+    )
 
     p = add("new", "start an empty directory (unsigned)", _new, node=False)
     p.add_argument("--authority-name", required=True, metavar="NAME")
@@ -634,13 +640,19 @@ def register(sub: Subparsers) -> None:
     p = add("add-org", "add an organisation's entry (from export-entry)", _add_org, node=False)
     p.add_argument("--file", type=Path, required=True, metavar="FILE", help="directory.json")
     p.add_argument("--entry", type=Path, required=True, metavar="FILE", help="entry.json")
-    p.add_argument("--replace", action="store_true",
-                   help="replace the organisation's entry (after a key rotation)")  # fmt: skip
-    p.add_argument("--town", default=None, metavar="TOWN",
-                   help="the town the organisation is in (shown beside its name)")  # fmt: skip
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the organisation's entry (after a key rotation)",
+    )
+    p.add_argument(
+        "--town",
+        default=None,
+        metavar="TOWN",
+        help="the town the organisation is in (shown beside its name)",
+    )
 
-    p = add("set-town", "set the town of an organisation in the directory", _set_town,
-            node=False)  # fmt: skip
+    p = add("set-town", "set the town of an organisation in the directory", _set_town, node=False)
     p.add_argument("--file", type=Path, required=True, metavar="FILE", help="directory.json")
     p.add_argument("--org", required=True, metavar="ID")
     p.add_argument("--town", required=True, metavar="TOWN")
@@ -649,15 +661,24 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--file", type=Path, required=True, metavar="FILE")
     p.add_argument("--org", required=True, metavar="ID")
     p.add_argument("--key-id", required=True, metavar="HEX")
-    p.add_argument("--at", required=True, metavar="TIME",
-                   help="ISO 8601 time with a zone (2026-11-23T09:00:00Z) or 'now'")  # fmt: skip
+    p.add_argument(
+        "--at",
+        required=True,
+        metavar="TIME",
+        help="ISO 8601 time with a zone (2026-11-23T09:00:00Z) or 'now'",
+    )
     p.add_argument("--reason", required=True, metavar="TEXT")
 
     p = add("sign", "issue the next serial and sign it (writes FILE.minisig)", _sign, node=False)
     p.add_argument("--file", type=Path, required=True, metavar="FILE")
     p.add_argument("--key", type=Path, required=True, metavar="FILE", help="authority.key")
-    p.add_argument("--valid-days", type=int, default=30, metavar="N",
-                   help="days until the next update is due (default 30)")  # fmt: skip
+    p.add_argument(
+        "--valid-days",
+        type=int,
+        default=30,
+        metavar="N",
+        help="days until the next update is due (default 30)",
+    )
 
     p = add("serve", "serve directory.json and its signature over HTTP", _serve, node=False)
     p.add_argument("--file", type=Path, required=True, metavar="FILE")
@@ -666,34 +687,61 @@ def register(sub: Subparsers) -> None:
 
     p = add("show", "print a directory file", _show, node=False)
     p.add_argument("--file", type=Path, required=True, metavar="FILE")
-    p.add_argument("--authority-key", type=Path, default=None, metavar="FILE",
-                   help="check the signature with this authority public key")  # fmt: skip
+    p.add_argument(
+        "--authority-key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="check the signature with this authority public key",
+    )
 
     p = add("pin", "trust a directory authority's key (confirm its fingerprint)", _pin, node=True)
     p.add_argument("--authority-key", type=Path, required=True, metavar="FILE")
-    p.add_argument("--fingerprint", default=None, metavar="FP",
-                   help="the fingerprint the authority gave you by another channel")  # fmt: skip
+    p.add_argument(
+        "--fingerprint",
+        default=None,
+        metavar="FP",
+        help="the fingerprint the authority gave you by another channel",
+    )
     p.add_argument("--replace", action="store_true", help="replace a pinned authority key")
 
     p = add("import", "import the authority's signed directory", _import, node=True)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--file", type=Path, metavar="FILE", help="directory.json (and .minisig)")
     src.add_argument("--url", metavar="URL", help="where the authority serves directory.json")
-    p.add_argument("--signature", type=Path, default=None, metavar="FILE",
-                   help="the signature file (default: FILE.minisig)")  # fmt: skip
+    p.add_argument(
+        "--signature",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the signature file (default: FILE.minisig)",
+    )
 
-    p = add("export-entry", "write one of this node's organisations as an entry",
-            _export_entry, node=True)  # fmt: skip
+    p = add(
+        "export-entry",
+        "write one of this node's organisations as an entry",
+        _export_entry,
+        node=True,
+    )
     p.add_argument("--org", required=True, metavar="ID")
-    p.add_argument("--endpoint", default=None, metavar="URL",
-                   help="the node's public base URL (default: node.base_url)")  # fmt: skip
+    p.add_argument(
+        "--endpoint",
+        default=None,
+        metavar="URL",
+        help="the node's public base URL (default: node.base_url)",
+    )
     p.add_argument("--email", default=None, metavar="ADDR")
     p.add_argument("--out", type=Path, default=None, metavar="FILE")
 
-    p = add("add-local", "add an entry by hand after confirming its fingerprint", _add_local,
-            node=True)  # fmt: skip
+    p = add(
+        "add-local", "add an entry by hand after confirming its fingerprint", _add_local, node=True
+    )
     p.add_argument("--entry", type=Path, required=True, metavar="FILE")
-    p.add_argument("--fingerprint", required=True, metavar="FP",
-                   help="the fingerprint the organisation read out to you")  # fmt: skip
+    p.add_argument(
+        "--fingerprint",
+        required=True,
+        metavar="FP",
+        help="the fingerprint the organisation read out to you",
+    )
 
     add("list", "list the organisations this node knows", _list, node=True)

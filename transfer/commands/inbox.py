@@ -55,9 +55,10 @@ def register(sub: Subparsers) -> None:
     acc.add_argument("package_id")
     how = acc.add_mutually_exclusive_group()
     how.add_argument(
-        "--pupil-id", metavar="UPN",
+        "--pupil-id",
+        metavar="UPN",
         help="import into this pupil (its UPN, or its id), after a mismatch was shown",
-    )  # fmt: skip
+    )
     how.add_argument("--create-new", action="store_true", help="import as a new pupil")
     acc.add_argument(
         "--reference",

@@ -245,8 +245,9 @@ async def _create(data_dir: Path, name: str, plan: _Plan, admin_password: str) -
     lines = [f"config: {data_dir / CONFIG_FILE}" + (" (new)" if created_config else "")]
     async with await Node.open(data_dir) as node:
         held = {o.id for o in await node.store.list_organisations()}
-        clash = [o for o in [s[0] for s in plan.schools] + [a[0] for a in plan.agencies]
-                 if o in held]  # fmt: skip
+        clash = [
+            o for o in [s[0] for s in plan.schools] + [a[0] for a in plan.agencies] if o in held
+        ]
         if clash:
             raise ConflictError(
                 f"organisation {clash[0]!r} already exists on this node; nothing was created"

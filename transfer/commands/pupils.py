@@ -35,13 +35,15 @@ def register(sub: Subparsers) -> None:
     )
     add_data_dir(imp)
     imp.add_argument("--org", required=True, help="your school's organisation id")
-    imp.add_argument("--as", dest="username", required=True, metavar="USERNAME",
-                     help="who is acting")  # fmt: skip
+    imp.add_argument(
+        "--as", dest="username", required=True, metavar="USERNAME", help="who is acting"
+    )
     imp.add_argument("file", type=Path, metavar="FILE", help="the CTF (XML)")
     imp.add_argument(
-        "--force", action="store_true",
+        "--force",
+        action="store_true",
         help="import a CTF addressed to another school (your own leavers' CTF, say)",
-    )  # fmt: skip
+    )
     imp.add_argument("--json", action="store_true", help="print JSON")
     imp.set_defaults(handler=_import_ctf)
 

@@ -54,29 +54,38 @@ def register(sub: Subparsers) -> None:
     new.add_argument("--agency", required=True, metavar="ORG_ID", help="the agency (directory)")
     new.add_argument("--form", required=True, type=Path, metavar="FILE", help="the form (JSON)")
     new.add_argument(
-        "--select", action="append", default=[], metavar="KIND:ID",
+        "--select",
+        action="append",
+        default=[],
+        metavar="KIND:ID",
         help=f"a chronology entry to send ({', '.join(_KINDS)}); repeat for each",
-    )  # fmt: skip
+    )
     new.add_argument(
-        "--redact", action="append", default=[], metavar="TEXT",
+        "--redact",
+        action="append",
+        default=[],
+        metavar="TEXT",
         help="a third-party name to hide wherever it appears in what is sent; repeat",
-    )  # fmt: skip
+    )
     _one(inner, "show", "a referral: form, selection, redactions, lifecycle", _show)
     ls = _one(inner, "list", "the organisation's referrals", _list)
-    ls.add_argument("--state", choices=["draft", "sent", "delivered", "accepted", "rejected",
-                                        "closed"])  # fmt: skip
+    ls.add_argument(
+        "--state", choices=["draft", "sent", "delivered", "accepted", "rejected", "closed"]
+    )
     sel = _one(inner, "select", "choose exactly which chronology entries go", _select)
     sel.add_argument("items", nargs="*", metavar="KIND:ID")
     red = _one(inner, "redact", "hide a third-party name in what is sent", _redact)
     red.add_argument("text", metavar="TEXT")
-    _one(inner, "discard", "throw a draft away (the audit and chronology keep that it was)",
-         _discard)  # fmt: skip
+    _one(
+        inner, "discard", "throw a draft away (the audit and chronology keep that it was)", _discard
+    )
     form_only = (
         "send the form alone: confirm that no chronology entry goes (refused otherwise when "
         "nothing is selected)"
     )
-    send = _one(inner, "send", "seal and send: to the agency's node, or via the pickup portal",
-                _send)  # fmt: skip
+    send = _one(
+        inner, "send", "seal and send: to the agency's node, or via the pickup portal", _send
+    )
     send.add_argument("--route", choices=["node", "portal"], default="node")
     send.add_argument("--days", type=int, default=None, help="portal: days the link lasts")
     send.add_argument("--form-only", action="store_true", help=form_only)
@@ -84,9 +93,10 @@ def register(sub: Subparsers) -> None:
     bundle.add_argument("--form-only", action="store_true", help=form_only)
     bundle.add_argument("--out", required=True, type=Path, metavar="DIR")
     bundle.add_argument(
-        "--passphrase", action="store_true",
+        "--passphrase",
+        action="store_true",
         help="encrypt to a new passphrase (shown once) instead of the agency's key",
-    )  # fmt: skip
+    )
     bundle.add_argument("--zip", action="store_true", help="write one .zip file")
     hand = _one(inner, "handed-over", "record an offline bundle's hand-over", _handed_over)
     hand.add_argument("--to", required=True, dest="to_whom", help="who received it")
@@ -153,9 +163,13 @@ def _new(args: argparse.Namespace) -> int:
     async def work(node: Node, actor: Actor) -> ReferralRecord:
         # One call: a selection or a mark that does not fit leaves no draft behind.
         return await node.referrals.draft(
-            actor, pupil_id=args.pupil, agency_org_id=args.agency, form=form,
-            selection=items, redactions=marks,
-        )  # fmt: skip
+            actor,
+            pupil_id=args.pupil,
+            agency_org_id=args.agency,
+            form=form,
+            selection=items,
+            redactions=marks,
+        )
 
     record = _run(args, work)
     chosen = plural(len(record.selection), "entry")
@@ -173,8 +187,10 @@ def _show(args: argparse.Namespace) -> int:
     born = f", born {about.dob.isoformat()}" if about.dob else ""
     print(f"  about: {about.forename} {about.surname}{born}")
     consent = record.form.consent
-    print(f"  consent: {'given' if consent.consent_given else 'NOT given'}"
-          + (f" ({consent.no_consent_reason})" if consent.no_consent_reason else ""))  # fmt: skip
+    print(
+        f"  consent: {'given' if consent.consent_given else 'NOT given'}"
+        + (f" ({consent.no_consent_reason})" if consent.no_consent_reason else "")
+    )
     for item in record.selection:
         print(f"  sends {item.kind} {item.id}")
     for mark in record.redactions:
@@ -227,9 +243,13 @@ async def _send_portal(node: Node, actor: Actor, args: argparse.Namespace) -> st
     from receivers.sending import send_via_portal
 
     done = await send_via_portal(
-        node.referrals, node.portal, actor, args.referral_id, expires_in_days=args.days,
+        node.referrals,
+        node.portal,
+        actor,
+        args.referral_id,
+        expires_in_days=args.days,
         form_only=args.form_only,
-    )  # fmt: skip
+    )
     issued = done.issued
     lines = [f"referral {args.referral_id} is at the pickup portal for {issued.pickup.email}"]
     if issued.link:
@@ -283,16 +303,22 @@ def _bundle(args: argparse.Namespace) -> int:
 
     def work(node: Node, actor: Actor) -> Awaitable[OfflineBundle]:
         return write_offline_bundle(
-            node.referrals, actor, args.referral_id, args.out, passphrase=args.passphrase,
-            as_zip=args.zip, form_only=args.form_only,
-        )  # fmt: skip
+            node.referrals,
+            actor,
+            args.referral_id,
+            args.out,
+            passphrase=args.passphrase,
+            as_zip=args.zip,
+            form_only=args.form_only,
+        )
 
     bundle = _run(args, _confirm_form_only(work))
     print(f"offline bundle written: {bundle.path}")
     print(f"package {bundle.package_id}, sender key id {bundle.sender_key_id}")
     if bundle.passphrase is not None:
-        print(f"passphrase (shown once, not stored; give it by another channel): "
-              f"{bundle.passphrase}")  # fmt: skip
+        print(
+            f"passphrase (shown once, not stored; give it by another channel): {bundle.passphrase}"
+        )
     print(
         "after handing it over, record it: handover referral handed-over "
         f"{args.referral_id} --to NAME --how HOW"

@@ -180,8 +180,13 @@ def register(sub: Subparsers) -> None:
     )
     _person(p)
     p.add_argument("--upn", required=True, help="the pupil's UPN (the pupil must be on your roll)")
-    p.add_argument("--from", dest="from_org", required=True, metavar="ORG",
-                   help="the previous school's id in the directory")  # fmt: skip
+    p.add_argument(
+        "--from",
+        dest="from_org",
+        required=True,
+        metavar="ORG",
+        help="the previous school's id in the directory",
+    )
     p.add_argument("--note", help="a short note for the other DSL (no safeguarding detail)")
     p.set_defaults(handler=_request_file)
 
@@ -197,9 +202,10 @@ def register(sub: Subparsers) -> None:
     _person(p)
     p.add_argument("request_id")
     p.add_argument(
-        "--pupil", metavar="UPN",
+        "--pupil",
+        metavar="UPN",
         help="the pupil it is about (UPN, or pupil id), when the request's UPN matched none",
-    )  # fmt: skip
+    )
     p.set_defaults(handler=_authorise)
     p = cmds.add_parser("decline", help="refuse a request, with a reason the requester reads")
     _person(p)

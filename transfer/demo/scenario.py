@@ -178,18 +178,33 @@ async def seed(world: World) -> Seeded:
                     continue
                 passwords[key] = secrets.token_urlsafe(15)
                 rec = await node.accounts.bootstrap_account(
-                    org, username=username, display_name=name, roles=roles,
+                    org,
+                    username=username,
+                    display_name=name,
+                    roles=roles,
                     password=passwords[key],
-                )  # fmt: skip
+                )
                 actors[key] = await node.store.actor_for(rec.id)
                 totp[key] = await _enrol(node, org, username, passwords[key])
-                people.append(DemoPerson(world_node.name, org, username, passwords[key],
-                                         totp[key], roles, name))  # fmt: skip
+                people.append(
+                    DemoPerson(
+                        world_node.name, org, username, passwords[key], totp[key], roles, name
+                    )
+                )
             admin_user, admin_name, admin_roles = ADMIN
             secret = await _enrol(node, org, admin_user, world_node.admin_password)
             totp[f"admin:{org}"] = secret
-            people.append(DemoPerson(world_node.name, org, admin_user, world_node.admin_password,
-                                     secret, admin_roles, admin_name))  # fmt: skip
+            people.append(
+                DemoPerson(
+                    world_node.name,
+                    org,
+                    admin_user,
+                    world_node.admin_password,
+                    secret,
+                    admin_roles,
+                    admin_name,
+                )
+            )
             if org != PRIMARY[0]:
                 continue
             store = node.store
@@ -200,63 +215,110 @@ async def seed(world: World) -> Seeded:
             amara = next(p for p in pupils if p.forename == "Amara")
             leon = next(p for p in pupils if p.forename == "Leon")
             t0 = datetime(2026, 1, 12, 9, 10, tzinfo=UTC)
-            c1 = await store.record_concern(actors["teacher"], NewConcern(
-                pupil_ids=(amara.id,), category="child_protection", happened_at=t0,
-                location="Year 6 classroom",
-                account="Amara arrived with a bruise on her left forearm and said she "
-                "'fell off the sofa' at her uncle Darren Mills' flat. She seemed withdrawn "
-                "and did not want to go home.",
-                people_involved="Amara; class teacher; Darren Mills (uncle)",
-                body_map=(NewBodyMapMark(pupil_id=amara.id, side="front", x=0.22, y=0.48,
-                                         description="bruise, about 3 cm, yellow-green"),),
-            ))  # fmt: skip
-            await store.triage_concern(actors["dsl"], c1.id, NewTriage(
-                decision="refer_social_care",
-                reason="Unexplained injury with a change in presentation; pattern with "
-                "earlier attendance concerns. Referral to MASH.",
-            ))  # fmt: skip
-            await store.add_contact(actors["dsl"], c1.id, NewContact(
-                agency="Bristol MASH", contacted_at=t0 + timedelta(hours=3),
-                outcome="Consultation call; written referral to follow.",
-            ))  # fmt: skip
-            await store.add_action(actors["dsl"], c1.id, NewAction(
-                text="Check in with Amara each morning for two weeks.",
-                assignee_id=actors["deputy"].staff_id, due_on=date(2026, 1, 26),
-            ))  # fmt: skip
-            c2 = await store.record_concern(actors["teacher"], NewConcern(
-                pupil_ids=(amara.id, leon.id), category="online_safety",
-                happened_at=t0 + timedelta(days=30), location="ICT suite",
-                account="Both pupils said an older boy online asked them for photos.",
-            ))  # fmt: skip
-            await store.triage_concern(actors["dsl"], c2.id, NewTriage(
-                decision="no_referral",
-                reason="Parents informed; online safety session; no further risk identified.",
-            ))  # fmt: skip
+            c1 = await store.record_concern(
+                actors["teacher"],
+                NewConcern(
+                    pupil_ids=(amara.id,),
+                    category="child_protection",
+                    happened_at=t0,
+                    location="Year 6 classroom",
+                    account="Amara arrived with a bruise on her left forearm and said she "
+                    "'fell off the sofa' at her uncle Darren Mills' flat. She seemed withdrawn "
+                    "and did not want to go home.",
+                    people_involved="Amara; class teacher; Darren Mills (uncle)",
+                    body_map=(
+                        NewBodyMapMark(
+                            pupil_id=amara.id,
+                            side="front",
+                            x=0.22,
+                            y=0.48,
+                            description="bruise, about 3 cm, yellow-green",
+                        ),
+                    ),
+                ),
+            )
+            await store.triage_concern(
+                actors["dsl"],
+                c1.id,
+                NewTriage(
+                    decision="refer_social_care",
+                    reason="Unexplained injury with a change in presentation; pattern with "
+                    "earlier attendance concerns. Referral to MASH.",
+                ),
+            )
+            await store.add_contact(
+                actors["dsl"],
+                c1.id,
+                NewContact(
+                    agency="Bristol MASH",
+                    contacted_at=t0 + timedelta(hours=3),
+                    outcome="Consultation call; written referral to follow.",
+                ),
+            )
+            await store.add_action(
+                actors["dsl"],
+                c1.id,
+                NewAction(
+                    text="Check in with Amara each morning for two weeks.",
+                    assignee_id=actors["deputy"].staff_id,
+                    due_on=date(2026, 1, 26),
+                ),
+            )
+            c2 = await store.record_concern(
+                actors["teacher"],
+                NewConcern(
+                    pupil_ids=(amara.id, leon.id),
+                    category="online_safety",
+                    happened_at=t0 + timedelta(days=30),
+                    location="ICT suite",
+                    account="Both pupils said an older boy online asked them for photos.",
+                ),
+            )
+            await store.triage_concern(
+                actors["dsl"],
+                c2.id,
+                NewTriage(
+                    decision="no_referral",
+                    reason="Parents informed; online safety session; no further risk identified.",
+                ),
+            )
 
             # Two concerns not triaged yet, for the DSL's dashboard (and the web app's demo).
             ellie = next(p for p in pupils if p.forename == "Ellie")
             yusuf = next(p for p in pupils if p.forename == "Yusuf")
-            await store.record_concern(actors["teacher"], NewConcern(
-                pupil_ids=(ellie.id,), category="neglect",
-                happened_at=store.now() - timedelta(days=2), location="Breakfast club",
-                account="Ellie said she had not eaten since lunch the day before; she was "
-                "wearing the same clothes as all week.",
-            ))  # fmt: skip
-            await store.record_concern(actors["head"], NewConcern(
-                pupil_ids=(yusuf.id,), category="attendance",
-                happened_at=store.now() - timedelta(hours=5), location="Office",
-                account="Third unexplained absence this month; the phone number on file does "
-                "not answer.",
-            ))  # fmt: skip
+            await store.record_concern(
+                actors["teacher"],
+                NewConcern(
+                    pupil_ids=(ellie.id,),
+                    category="neglect",
+                    happened_at=store.now() - timedelta(days=2),
+                    location="Breakfast club",
+                    account="Ellie said she had not eaten since lunch the day before; she was "
+                    "wearing the same clothes as all week.",
+                ),
+            )
+            await store.record_concern(
+                actors["head"],
+                NewConcern(
+                    pupil_ids=(yusuf.id,),
+                    category="attendance",
+                    happened_at=store.now() - timedelta(hours=5),
+                    location="Office",
+                    account="Third unexplained absence this month; the phone number on file does "
+                    "not answer.",
+                ),
+            )
 
             async def minutes() -> AsyncIterator[bytes]:
                 yield b"Strategy discussion minutes (fictional demo document).\n" * 200
 
             await store.add_document(
-                actors["dsl"], amara.id, minutes(),
+                actors["dsl"],
+                amara.id,
+                minutes(),
                 filename="strategy-discussion-minutes.txt",
                 concern_id=c1.id,
-            )  # fmt: skip
+            )
             await node.audit_log.checkpoint()
     return Seeded(passwords, amara.id, leon.id, c1.id, c2.id, totp=totp, people=people)
 
@@ -269,12 +331,26 @@ def write_web_json(world: World, seeded: Seeded, path: Path) -> None:
     nodes = []
     for node in world.nodes.values():
         accounts = [
-            {"username": p.username, "password": p.password, "totp_secret": p.totp_secret,
-             "roles": p.roles, "display_name": p.display_name, "org": p.org}
-            for p in seeded.people if p.node == node.name
-        ]  # fmt: skip
-        nodes.append({"name": node.name, "title": node.spec.title, "url": node.base_url + "/",
-                      "ca_file": str(world.trust_file), "accounts": accounts})  # fmt: skip
+            {
+                "username": p.username,
+                "password": p.password,
+                "totp_secret": p.totp_secret,
+                "roles": p.roles,
+                "display_name": p.display_name,
+                "org": p.org,
+            }
+            for p in seeded.people
+            if p.node == node.name
+        ]
+        nodes.append(
+            {
+                "name": node.name,
+                "title": node.spec.title,
+                "url": node.base_url + "/",
+                "ca_file": str(world.trust_file),
+                "accounts": accounts,
+            }
+        )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump({"nodes": nodes}, fh, indent=2)
@@ -310,10 +386,14 @@ async def leaver_file(
 
     secondary = world.nodes["secondary"]
     leaving = date.today()
-    pupil = await dsl.call("PATCH", f"/pupils/{seeded.amara_id}", {
-        "leaving_date": leaving.isoformat(),
-        "destination": {"kind": "school", "urn": SECONDARY[0], "name": SECONDARY[2]},
-    })  # fmt: skip
+    pupil = await dsl.call(
+        "PATCH",
+        f"/pupils/{seeded.amara_id}",
+        {
+            "leaving_date": leaving.isoformat(),
+            "destination": {"kind": "school", "urn": SECONDARY[0], "name": SECONDARY[2]},
+        },
+    )
     timeline.add(
         "primary",
         f"marked {pupil['forename']} {pupil['surname']} (Year 6, UPN {pupil['upn']}) as "
@@ -333,8 +413,7 @@ async def leaver_file(
         record = await dsl.call("GET", f"/outbox/{package_id}")
         return str(record["state"]) in states
 
-    await wait_for("the package is delivered", lambda: state_is("delivered", "viewed",
-                                                                "accepted"))  # fmt: skip
+    await wait_for("the package is delivered", lambda: state_is("delivered", "viewed", "accepted"))
     timeline.add("primary", "delivered: the signed delivered receipt came back and verified")
 
     inbox = (await dsl2.call("GET", "/inbox"))["items"]
@@ -360,9 +439,11 @@ async def leaver_file(
     for item in record["receipts"]:
         signed = SignedReceipt.from_dict({"receipt": item["body"], "signature": item["signature"]})
         verify_receipt(
-            signed, public_key=public, package_id=signed.body.package_id,
+            signed,
+            public_key=public,
+            package_id=signed.body.package_id,
             receiver_org_id=SECONDARY[0],
-        )  # fmt: skip
+        )
         write_evidence(signed, evidence / f"receipt-{signed.body.kind}.json")
         kinds.append(signed.body.kind)
     for needed in ("delivered", "accepted"):
@@ -382,12 +463,14 @@ async def story(world: World, seeded: Seeded, timeline: Timeline, evidence: Path
     ctx = _ssl(world)
     async with aiohttp.ClientSession() as http:
         dsl = StaffClient(http, primary.base_url, ctx)
-        await dsl.sign_in(PRIMARY[0], "s.patel", seeded.passwords["dsl"],
-                          totp_secret=seeded.totp["dsl"])  # fmt: skip
+        await dsl.sign_in(
+            PRIMARY[0], "s.patel", seeded.passwords["dsl"], totp_secret=seeded.totp["dsl"]
+        )
         timeline.add("primary", f"{dsl.display_name} (DSL) signed in with an authenticator code")
         dsl2 = StaffClient(http, secondary.base_url, ctx)
-        await dsl2.sign_in(SECONDARY[0], "a.khan", seeded.passwords["dsl2"],
-                           totp_secret=seeded.totp["dsl2"])  # fmt: skip
+        await dsl2.sign_in(
+            SECONDARY[0], "a.khan", seeded.passwords["dsl2"], totp_secret=seeded.totp["dsl2"]
+        )
         timeline.add("secondary", f"{dsl2.display_name} (DSL) signed in with an authenticator code")
         package_id = await leaver_file(world, seeded, timeline, evidence, dsl, dsl2)
         await referral(world, seeded, timeline, evidence, dsl)
@@ -396,9 +479,13 @@ async def story(world: World, seeded: Seeded, timeline: Timeline, evidence: Path
 
 #: The preview's record counts, named one at a time.
 _RECORD_NOUNS: dict[str, str] = {
-    "actions": "action", "concerns": "concern", "contacts": "contact", "documents": "document",
-    "events": "event", "triage": "triage decision",
-}  # fmt: skip
+    "actions": "action",
+    "concerns": "concern",
+    "contacts": "contact",
+    "documents": "document",
+    "events": "event",
+    "triage": "triage decision",
+}
 
 
 def _preview_summary(preview: dict[str, Any]) -> str:
@@ -439,10 +526,17 @@ async def referral(
         if e.get("concern_id") == seeded.concern_id
         and e["kind"] in ("concern", "triage", "document")
     ]
-    draft = await dsl.call("POST", "/referrals", {
-        "pupil_id": seeded.amara_id, "agency_org_id": MASH.org_id, "form": form,
-        "selection": chosen, "redactions": [{"text": "Darren Mills"}],
-    })  # fmt: skip
+    draft = await dsl.call(
+        "POST",
+        "/referrals",
+        {
+            "pupil_id": seeded.amara_id,
+            "agency_org_id": MASH.org_id,
+            "form": form,
+            "selection": chosen,
+            "redactions": [{"text": "Darren Mills"}],
+        },
+    )
     ref_id = str(draft["id"])
     timeline.add(
         "primary",
@@ -464,18 +558,27 @@ async def referral(
         "primary", f"referral accepted by the MASH, reference {record.get('agency_reference')}"
     )
 
-    second = await dsl.call("POST", "/referrals", {
-        "pupil_id": seeded.leon_id, "agency_org_id": MASH.org_id,
-        "form": mash_form(child=("Leon", "Nowak", "2014-11-02", "male"),
-                          request="early_help"),
-        "selection": [{"kind": "concern", "id": seeded.online_concern_id}],
-    })  # fmt: skip
+    second = await dsl.call(
+        "POST",
+        "/referrals",
+        {
+            "pupil_id": seeded.leon_id,
+            "agency_org_id": MASH.org_id,
+            "form": mash_form(child=("Leon", "Nowak", "2014-11-02", "male"), request="early_help"),
+            "selection": [{"kind": "concern", "id": seeded.online_concern_id}],
+        },
+    )
     bundle = await dsl.call("POST", f"/referrals/{second['id']}/send", {"route": "offline"})
     out = evidence / "offline-bundle"
     shutil.copytree(Path(str(bundle["bundle_path"])), out, dirs_exist_ok=True)
-    await dsl.call("POST", f"/referrals/{second['id']}/handover", {
-        "to_whom": "Bristol MASH duty desk", "how": "encrypted USB stick, by hand",
-    })  # fmt: skip
+    await dsl.call(
+        "POST",
+        f"/referrals/{second['id']}/handover",
+        {
+            "to_whom": "Bristol MASH duty desk",
+            "how": "encrypted USB stick, by hand",
+        },
+    )
     timeline.add(
         "primary",
         f"early-help request written as an offline bundle ({out.name}/) and its hand-over recorded",
@@ -506,9 +609,10 @@ async def portal_pickup(ctx: ssl.SSLContext, link: str, passcode: str, timeline:
                 if resp.status != 200:
                     raise DemoFailed(f"a document download answered {resp.status}")
             timeline.add(
-                "MASH", f"downloaded a document ({len(data)} bytes, "
+                "MASH",
+                f"downloaded a document ({len(data)} bytes, "
                 f"sha256 {hashlib.sha256(data).hexdigest()[:12]}...)",
-            )  # fmt: skip
+            )
         ack = _hidden_fields(page, "acknowledge")
         ack.update({"name": "Priya Shah (MASH social worker)", "reference": "MASH-2026-0415"})
         async with agency.post(f"{base}/portal/acknowledge", data=ack, ssl=ctx) as resp:
@@ -535,13 +639,22 @@ def mash_form(
         "kind": "social_care",
         "request": request,
         "child": {
-            "forename": forename, "surname": surname, "dob": dob, "sex": sex,
-            "address": "12 Elm Road, Bristol BS5 0AA", "school": PRIMARY[2],
+            "forename": forename,
+            "surname": surname,
+            "dob": dob,
+            "sex": sex,
+            "address": "12 Elm Road, Bristol BS5 0AA",
+            "school": PRIMARY[2],
         },
-        "carers": [{"name": "Grace Okafor", "relationship": "mother",
-                    "parental_responsibility": True}],
-        "referrer": {"name": "Sam Patel", "role": "Designated Safeguarding Lead",
-                     "agency": PRIMARY[2], "phone": "0117 496 0000"},
+        "carers": [
+            {"name": "Grace Okafor", "relationship": "mother", "parental_responsibility": True}
+        ],
+        "referrer": {
+            "name": "Sam Patel",
+            "role": "Designated Safeguarding Lead",
+            "agency": PRIMARY[2],
+            "phone": "0117 496 0000",
+        },
         "consent": {"parents_aware": True, "consent_given": True},
         "reason": "Unexplained bruising with a change in presentation; the child said she "
         "did not want to go home.",
@@ -549,7 +662,7 @@ def mash_form(
         "impact_on_child": "Withdrawn in class; reluctant to go home.",
         "risk_rating": "medium",
         "risk_reasons": "Injury unexplained; earlier attendance concerns.",
-    }  # fmt: skip
+    }
 
 
 def specs() -> list[NodeSpec]:
@@ -572,12 +685,40 @@ def specs() -> list[NodeSpec]:
 def export_keys(world: World, evidence: Path) -> None:
     """The sender's minisign public key and the receiver's age identity (for the demo only)."""
     primary, secondary = world.nodes["primary"], world.nodes["secondary"]
-    run_cli(["keys", "export-public", PRIMARY[0], "--data-dir", str(primary.data_dir),
-             "--minisign", str(evidence / "hillside.pub")])  # fmt: skip
-    run_cli(["keys", "export-public", SECONDARY[0], "--data-dir", str(secondary.data_dir),
-             "--minisign", str(evidence / "riverside.pub")])  # fmt: skip
-    run_cli(["keys", "export-identity", SECONDARY[0], "--data-dir", str(secondary.data_dir),
-             "--yes-i-understand", "-o", str(evidence / "riverside.key")])  # fmt: skip
+    run_cli(
+        [
+            "keys",
+            "export-public",
+            PRIMARY[0],
+            "--data-dir",
+            str(primary.data_dir),
+            "--minisign",
+            str(evidence / "hillside.pub"),
+        ]
+    )
+    run_cli(
+        [
+            "keys",
+            "export-public",
+            SECONDARY[0],
+            "--data-dir",
+            str(secondary.data_dir),
+            "--minisign",
+            str(evidence / "riverside.pub"),
+        ]
+    )
+    run_cli(
+        [
+            "keys",
+            "export-identity",
+            SECONDARY[0],
+            "--data-dir",
+            str(secondary.data_dir),
+            "--yes-i-understand",
+            "-o",
+            str(evidence / "riverside.key"),
+        ]
+    )
     # A secret key: readable by this user alone, like the original in secrets/.
     write_private(evidence / "mash.key", world.agency_identities[MASH.org_id].read_bytes())
 

@@ -173,22 +173,47 @@ def build_world(
         authority_dir = root / "authority"
         directory_file = authority_dir / "directory.json"
         run_cli(["directory", "authority-keygen", "--out", str(authority_dir)])
-        run_cli(["directory", "new", "--authority-name", "Demo Local Authority",
-                 "--out", str(directory_file)])  # fmt: skip
+        run_cli(
+            [
+                "directory",
+                "new",
+                "--authority-name",
+                "Demo Local Authority",
+                "--out",
+                str(directory_file),
+            ]
+        )
         entries_dir = authority_dir / "entries"
         entries_dir.mkdir(exist_ok=True)
         for node in nodes.values():
             org_ids = [s[0] for s in node.spec.schools] + [a[0] for a in node.spec.agencies]
             for org_id in org_ids:
                 entry = entries_dir / f"{org_id}.json"
-                argv = ["directory", "export-entry", "--data-dir", str(node.data_dir),
-                        "--org", org_id, "--out", str(entry)]  # fmt: skip
+                argv = [
+                    "directory",
+                    "export-entry",
+                    "--data-dir",
+                    str(node.data_dir),
+                    "--org",
+                    org_id,
+                    "--out",
+                    str(entry),
+                ]
                 if org_id in node.spec.emails:
                     argv += ["--email", node.spec.emails[org_id]]
                 run_cli(argv)
                 town = node.spec.towns.get(org_id)
-                run_cli(["directory", "add-org", "--file", str(directory_file),
-                         "--entry", str(entry), *(["--town", town] if town else [])])  # fmt: skip
+                run_cli(
+                    [
+                        "directory",
+                        "add-org",
+                        "--file",
+                        str(directory_file),
+                        "--entry",
+                        str(entry),
+                        *(["--town", town] if town else []),
+                    ]
+                )
         identities: dict[str, Path] = {}
         for agency in agencies:
             ks = KeySet.generate(agency.org_id)
@@ -199,21 +224,48 @@ def build_world(
             identities[agency.org_id] = identity
             entry = entries_dir / f"{agency.org_id}.json"
             record = entry_from_keyset(
-                ks, name=agency.name, kind=agency.kind, endpoint=None,
+                ks,
+                name=agency.name,
+                kind=agency.kind,
+                endpoint=None,
                 email=agency.email,
-            )  # fmt: skip
+            )
             entry.write_text(record.model_dump_json(), encoding="utf-8")
-            run_cli(["directory", "add-org", "--file", str(directory_file),
-                     "--entry", str(entry)])  # fmt: skip
-        run_cli(["directory", "sign", "--file", str(directory_file),
-                 "--key", str(authority_dir / "authority.key")])  # fmt: skip
+            run_cli(["directory", "add-org", "--file", str(directory_file), "--entry", str(entry)])
+        run_cli(
+            [
+                "directory",
+                "sign",
+                "--file",
+                str(directory_file),
+                "--key",
+                str(authority_dir / "authority.key"),
+            ]
+        )
         fingerprint = _authority_fingerprint(authority_dir / "authority.pub")
         for node in nodes.values():
-            run_cli(["directory", "pin", "--data-dir", str(node.data_dir),
-                     "--authority-key", str(authority_dir / "authority.pub"),
-                     "--fingerprint", fingerprint])  # fmt: skip
-            run_cli(["directory", "import", "--data-dir", str(node.data_dir),
-                     "--file", str(directory_file)])  # fmt: skip
+            run_cli(
+                [
+                    "directory",
+                    "pin",
+                    "--data-dir",
+                    str(node.data_dir),
+                    "--authority-key",
+                    str(authority_dir / "authority.pub"),
+                    "--fingerprint",
+                    fingerprint,
+                ]
+            )
+            run_cli(
+                [
+                    "directory",
+                    "import",
+                    "--data-dir",
+                    str(node.data_dir),
+                    "--file",
+                    str(directory_file),
+                ]
+            )
     finally:
         for k in [k for k in os.environ if k.startswith("HANDOVER_")]:
             del os.environ[k]

@@ -402,15 +402,27 @@ class Directory:
             matches = fingerprints_match(fingerprint, actual)
         except InputError:
             await self._store.record_event(
-                "directory.pin", actor, None, {}, outcome="refused",
-                reason="malformed fingerprint", key_id=key_id, fingerprint=actual,
-            )  # fmt: skip
+                "directory.pin",
+                actor,
+                None,
+                {},
+                outcome="refused",
+                reason="malformed fingerprint",
+                key_id=key_id,
+                fingerprint=actual,
+            )
             raise
         if not matches:
             await self._store.record_event(
-                "directory.pin", actor, None, {}, outcome="refused",
-                reason="fingerprint mismatch", key_id=key_id, fingerprint=actual,
-            )  # fmt: skip
+                "directory.pin",
+                actor,
+                None,
+                {},
+                outcome="refused",
+                reason="fingerprint mismatch",
+                key_id=key_id,
+                fingerprint=actual,
+            )
             raise FingerprintMismatchError(
                 f"the fingerprint given does not match the authority key's fingerprint "
                 f"({actual}); check it with the authority again, by another channel"
@@ -441,9 +453,15 @@ class Directory:
                     other_key = row.key_id
         if other_key is not None:
             await self._store.record_event(
-                "directory.pin", actor, None, {}, outcome="refused",
-                reason="another key is pinned", key_id=key_id, fingerprint=actual,
-            )  # fmt: skip
+                "directory.pin",
+                actor,
+                None,
+                {},
+                outcome="refused",
+                reason="another key is pinned",
+                key_id=key_id,
+                fingerprint=actual,
+            )
             raise ConflictError(
                 f"another authority key ({other_key}) is pinned; to trust a new authority "
                 "key instead, pass --replace"
@@ -492,9 +510,15 @@ class Directory:
         except HandoverError as exc:
             reason = exc.reason if isinstance(exc, DirectoryImportError) else exc.slug
             await self._store.record_event(
-                "directory.import", actor, None, {}, outcome="refused",
-                reason=reason, source=where, sha256=digest,
-            )  # fmt: skip
+                "directory.import",
+                actor,
+                None,
+                {},
+                outcome="refused",
+                reason=reason,
+                source=where,
+                sha256=digest,
+            )
             raise
         await self._store.record_event(
             "directory.import",
@@ -612,15 +636,27 @@ class Directory:
             matches = fingerprints_match(fingerprint, entry.fingerprint)
         except InputError:
             await self._store.record_event(
-                "directory.add_local", actor, None, targets, outcome="refused",
-                reason="malformed fingerprint", key_id=key_id, fingerprint=actual,
-            )  # fmt: skip
+                "directory.add_local",
+                actor,
+                None,
+                targets,
+                outcome="refused",
+                reason="malformed fingerprint",
+                key_id=key_id,
+                fingerprint=actual,
+            )
             raise
         if not matches:
             await self._store.record_event(
-                "directory.add_local", actor, None, targets, outcome="refused",
-                reason="fingerprint mismatch", key_id=key_id, fingerprint=actual,
-            )  # fmt: skip
+                "directory.add_local",
+                actor,
+                None,
+                targets,
+                outcome="refused",
+                reason="fingerprint mismatch",
+                key_id=key_id,
+                fingerprint=actual,
+            )
             raise FingerprintMismatchError(
                 f"the fingerprint given does not match the keys in the entry for "
                 f"{entry.org_id} (their fingerprint is {entry.fingerprint}); the entry may "
@@ -642,9 +678,15 @@ class Directory:
                     break
         if conflict is not None:
             await self._store.record_event(
-                "directory.add_local", actor, None, targets, outcome="refused",
-                reason="conflict", key_id=key_id, fingerprint=actual,
-            )  # fmt: skip
+                "directory.add_local",
+                actor,
+                None,
+                targets,
+                outcome="refused",
+                reason="conflict",
+                key_id=key_id,
+                fingerprint=actual,
+            )
             raise ConflictError(conflict)
         now = self._clock()
         async with self._store.sessions() as s, s.begin():

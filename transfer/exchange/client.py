@@ -146,9 +146,11 @@ class PeerClient:
         self._directory = directory
         self._ca_file = config.transfer.ca_file
         self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_connect=connect_timeout,
+            total=None,
+            connect=connect_timeout,
+            sock_connect=connect_timeout,
             sock_read=read_timeout,
-        )  # fmt: skip
+        )
         self._session: aiohttp.ClientSession | None = None
         self._ssl: ssl.SSLContext | None = None
 

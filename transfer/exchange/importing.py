@@ -149,8 +149,17 @@ class PackageRecords:
 
 #: Fields of a received record that a DSL reads as a name or a label: one plain line
 #: (``schemas.text.Line``), whatever the sending node let through.
-_READ_AS_LINES: Final = ("surname", "forename", "upn", "year_group", "sex", "category",
-                         "agency", "filename", "media_type")  # fmt: skip
+_READ_AS_LINES: Final = (
+    "surname",
+    "forename",
+    "upn",
+    "year_group",
+    "sex",
+    "category",
+    "agency",
+    "filename",
+    "media_type",
+)
 
 
 def _load(model: type[M], path: str, data: bytes) -> M:
@@ -295,8 +304,7 @@ class _Held:
 
 
 def _provenanced(records: PackageRecords) -> tuple[list[Any], ...]:
-    return (records.concerns, records.triage, records.actions, records.contacts,
-            records.documents)  # fmt: skip
+    return (records.concerns, records.triage, records.actions, records.contacts, records.documents)
 
 
 def _naive_utc(value: datetime) -> datetime:
@@ -785,9 +793,14 @@ class _Writer:
         await self.s.flush()
         counts = {kind: self.imported.get(kind, 0) for kind in records.counts()}
         return RecordsImported(
-            pid, self.plan.new_pupil, self.plan.matched_by, counts, skipped,
-            held=self.held_count, amended=self.amended_count,
-        )  # fmt: skip
+            pid,
+            self.plan.new_pupil,
+            self.plan.matched_by,
+            counts,
+            skipped,
+            held=self.held_count,
+            amended=self.amended_count,
+        )
 
 
 def records_json(raw: bytes) -> Any:

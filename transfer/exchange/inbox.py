@@ -733,15 +733,28 @@ class Inbox:
         if free - needed >= reserve:
             return
         await self._audit(
-            "transfer.offer", None, offer.recipient_org_id, {"package": pid}, "refused",
-            sender=caller.org_id, reason="insufficient-storage", size=offer.size,
-            needed=needed, free=free, reserve=reserve,
-        )  # fmt: skip
+            "transfer.offer",
+            None,
+            offer.recipient_org_id,
+            {"package": pid},
+            "refused",
+            sender=caller.org_id,
+            reason="insufficient-storage",
+            size=offer.size,
+            needed=needed,
+            free=free,
+            reserve=reserve,
+        )
         log.warning(
             "package %s from %s refused for now: %d more bytes would leave %d free, under the "
             "reserve of %d (transfer.disk_reserve_bytes); free space on the disk of %s",
-            pid, caller.org_id, needed, max(0, free - needed), reserve, self.incoming_dir,
-        )  # fmt: skip
+            pid,
+            caller.org_id,
+            needed,
+            max(0, free - needed),
+            reserve,
+            self.incoming_dir,
+        )
         raise InsufficientStorageError(
             f"this node cannot hold package {pid} ({needed} more bytes) just now: it has "
             f"{max(free, 0)} bytes free and keeps {reserve} in reserve; offer it again later",
@@ -1216,8 +1229,9 @@ class Inbox:
         try:
             require(actor, Permission.RECEIVE_TRANSFER)
         except PermissionDenied:
-            await self._audit("transfer.inbox.subjects", actor, actor.org_id, {}, "refused",
-                              via=via)  # fmt: skip
+            await self._audit(
+                "transfer.inbox.subjects", actor, actor.org_id, {}, "refused", via=via
+            )
             raise
         wanted = [str(p)[:64] for p in package_ids]
         if not wanted:
@@ -1243,12 +1257,16 @@ class Inbox:
                     _inspect_file, self.inbox_path(row.id), keyset, sender_keys
                 )
             except (HandoverError, OSError) as err:
-                log.info("the manifest of package %s could not be read for the inbox list: %s",
-                         row.id, getattr(err, "slug", type(err).__name__))  # fmt: skip
+                log.info(
+                    "the manifest of package %s could not be read for the inbox list: %s",
+                    row.id,
+                    getattr(err, "slug", type(err).__name__),
+                )
                 continue
             out[row.id] = verified.manifest.subject
-        await self._audit("transfer.inbox.subjects", actor, actor.org_id, {}, count=len(out),
-                          via=via)  # fmt: skip
+        await self._audit(
+            "transfer.inbox.subjects", actor, actor.org_id, {}, count=len(out), via=via
+        )
         return out
 
     async def _references(self, package_ids: Sequence[str]) -> dict[str, str]:

@@ -116,8 +116,15 @@ PackageState = Literal[
     "draft", "queued", "delivered", "viewed", "accepted", "rejected", "failed", "cancelled"
 ]
 STATES: Final[tuple[str, ...]] = (
-    "draft", "queued", "delivered", "viewed", "accepted", "rejected", "failed", "cancelled",
-)  # fmt: skip
+    "draft",
+    "queued",
+    "delivered",
+    "viewed",
+    "accepted",
+    "rejected",
+    "failed",
+    "cancelled",
+)
 #: The machine's event for each kind of receipt (a receipt only ever moves an item forward).
 _RECEIPT_EVENTS: Final = {
     "delivered": On.RECEIPT_DELIVERED,
@@ -510,9 +517,12 @@ class Outbox:
         t = self.config.transfer
         kwargs: dict[str, Any] = {"uniform": self._uniform} if self._uniform else {}
         return backoff.next_attempt_at(
-            self._now(), attempt, base=base or t.retry_base_seconds, cap=t.retry_max_seconds,
+            self._now(),
+            attempt,
+            base=base or t.retry_base_seconds,
+            cap=t.retry_max_seconds,
             **kwargs,
-        )  # fmt: skip
+        )
 
     async def _audit(
         self,
@@ -554,21 +564,32 @@ class Outbox:
         )
 
     async def _chronology(
-        self, actor: Actor | None, pupil_ids: Sequence[str], event: str, summary: str,
-        package_id: str, at: datetime,
-    ) -> None:  # fmt: skip
+        self,
+        actor: Actor | None,
+        pupil_ids: Sequence[str],
+        event: str,
+        summary: str,
+        package_id: str,
+        at: datetime,
+    ) -> None:
         for pupil_id in pupil_ids:
             try:
                 await self.store.add_pupil_event(
-                    actor, pupil_id, kind=f"transfer.{event}", summary=summary, ref=package_id,
+                    actor,
+                    pupil_id,
+                    kind=f"transfer.{event}",
+                    summary=summary,
+                    ref=package_id,
                     at=at,
-                )  # fmt: skip
+                )
             except HandoverError as exc:
                 # An erased pupil has no chronology left to add to; the outbox row still says it.
                 log.warning(
-                    "package %s: no chronology line for pupil %s (%s)", package_id, pupil_id,
+                    "package %s: no chronology line for pupil %s (%s)",
+                    package_id,
+                    pupil_id,
                     exc.slug,
-                )  # fmt: skip
+                )
 
     async def _row(self, package_id: str) -> Any:
         async with self.store.sessions() as s:
@@ -606,14 +627,22 @@ class Outbox:
             raise
 
     def _event(
-        self, package_id: str, event: str, state: str, at: datetime, actor: Actor | None = None,
+        self,
+        package_id: str,
+        event: str,
+        state: str,
+        at: datetime,
+        actor: Actor | None = None,
         detail: str | None = None,
-    ) -> Any:  # fmt: skip
+    ) -> Any:
         return insert(outgoing_events).values(
-            package_id=package_id, at=at, event=event, state=state,
+            package_id=package_id,
+            at=at,
+            event=event,
+            state=state,
             actor=actor.staff_id if actor else None,
             detail=_short(detail) if detail else None,
-        )  # fmt: skip
+        )
 
     # ------------------------------------------------------------------ queueing
 
@@ -669,10 +698,12 @@ class Outbox:
                 f"({recorded})"
             )
         return SendChecks(
-            entry=entry, is_school=entry.kind == "school", needed=tuple(needed),
+            entry=entry,
+            is_school=entry.kind == "school",
+            needed=tuple(needed),
             why=tuple(why),
             pending=_Pending(pending.id, pending.state) if pending is not None else None,
-        )  # fmt: skip
+        )
 
     async def queue_leaver_file(
         self,
@@ -732,9 +763,14 @@ class Outbox:
         needed, why = list(checks.needed), list(checks.why)
         if needed and reason is None:
             await self.store.record_event(
-                "transfer.queued", actor, actor.org_id, targets, "refused",
-                reason="reason_required", reasons_needed=",".join(needed),
-            )  # fmt: skip
+                "transfer.queued",
+                actor,
+                actor.org_id,
+                targets,
+                "refused",
+                reason="reason_required",
+                reasons_needed=",".join(needed),
+            )
             raise ReasonRequiredError(
                 "; ".join(why) + ". Check, then give the reason for sending it (it is recorded).",
                 detail={"reasons_needed": list(needed)},
@@ -756,14 +792,20 @@ class Outbox:
             fh = await asyncio.to_thread(self._create_tmp, tmp)
             try:
                 built = await build_leaver_package(
-                    self.store, actor, pupil.id, fh,
-                    sender=Sender(org_id=keyset.org_id, key_fingerprint=keyset.fingerprint,
-                                  signing_key_id=keyset.key_id_hex),
+                    self.store,
+                    actor,
+                    pupil.id,
+                    fh,
+                    sender=Sender(
+                        org_id=keyset.org_id,
+                        key_fingerprint=keyset.fingerprint,
+                        signing_key_id=keyset.key_id_hex,
+                    ),
                     recipient=Recipient(org_id=entry.org_id, key_fingerprint=entry.fingerprint),
                     signer=keyset.minisign_secret_key(),
                     recipients=[X25519Recipient.from_string(entry.recipient)],
                     package_id=UUID(package_id),
-                )  # fmt: skip
+                )
                 await asyncio.to_thread(self._seal_file, fh, tmp, self.path_of(package_id))
             finally:
                 await asyncio.to_thread(fh.close)
@@ -772,9 +814,13 @@ class Outbox:
             await asyncio.shield(self._drop_draft(package_id, tmp))
             if isinstance(exc, HandoverError):
                 await self.store.record_event(
-                    "transfer.queued", actor, actor.org_id, {**targets, "package": package_id},
-                    "failed", reason=exc.slug,
-                )  # fmt: skip
+                    "transfer.queued",
+                    actor,
+                    actor.org_id,
+                    {**targets, "package": package_id},
+                    "failed",
+                    reason=exc.slug,
+                )
             if isinstance(exc, OSError):
                 raise TransportError(
                     f"cannot write the package to {self.outgoing_dir}: {exc.strerror}"
@@ -855,21 +901,36 @@ class Outbox:
         _fsync_dir(self.outgoing_dir)
 
     async def _insert_draft(
-        self, actor: Actor, package_id: str, entry: DirectoryEntry, kind: str,
-        pupil_ids: Sequence[str], now: datetime, *, reasons_needed: Sequence[str] = (),
-    ) -> None:  # fmt: skip
+        self,
+        actor: Actor,
+        package_id: str,
+        entry: DirectoryEntry,
+        kind: str,
+        pupil_ids: Sequence[str],
+        now: datetime,
+        *,
+        reasons_needed: Sequence[str] = (),
+    ) -> None:
         try:
             async with self.store.sessions() as s, s.begin():
                 await s.execute(
                     insert(_p).values(
-                        id=package_id, org_id=actor.org_id, to_org_id=entry.org_id,
-                        to_name=entry.name[:200], kind=kind, state="draft",
-                        created_by=actor.staff_id, created_at=now, state_changed_at=now,
-                        attempts=0, pulls=0, claimed_by=self.worker_id,
+                        id=package_id,
+                        org_id=actor.org_id,
+                        to_org_id=entry.org_id,
+                        to_name=entry.name[:200],
+                        kind=kind,
+                        state="draft",
+                        created_by=actor.staff_id,
+                        created_at=now,
+                        state_changed_at=now,
+                        attempts=0,
+                        pulls=0,
+                        claimed_by=self.worker_id,
                         lease_until=now + self.lease,
                         reasons_needed=",".join(reasons_needed) or None,
                     )
-                )  # fmt: skip
+                )
                 for pupil_id in dict.fromkeys(pupil_ids):
                     await s.execute(
                         insert(outgoing_pupils).values(package_id=package_id, pupil_id=pupil_id)
@@ -905,9 +966,14 @@ class Outbox:
         return True
 
     async def _queue(
-        self, actor: Actor, package_id: str, built: BuiltPackage, *, via: str | None,
+        self,
+        actor: Actor,
+        package_id: str,
+        built: BuiltPackage,
+        *,
+        via: str | None,
         reason: str | None = None,
-    ) -> OutgoingRecord:  # fmt: skip
+    ) -> OutgoingRecord:
         try:
             return await self._queue_built(actor, package_id, built, via=via, reason=reason)
         except _DraftGoneError:
@@ -919,9 +985,14 @@ class Outbox:
             ) from None
 
     async def _queue_built(
-        self, actor: Actor, package_id: str, built: BuiltPackage, *, via: str | None,
+        self,
+        actor: Actor,
+        package_id: str,
+        built: BuiltPackage,
+        *,
+        via: str | None,
         reason: str | None,
-    ) -> OutgoingRecord:  # fmt: skip
+    ) -> OutgoingRecord:
         now = self._now()
         draft = await self._row(package_id)
         async with self.store.sessions() as s, s.begin():
@@ -929,26 +1000,40 @@ class Outbox:
                 update(_p)
                 .where(_p.c.id == package_id, *_moves(On.BUILT))
                 .values(
-                    **_to(On.BUILT), queued_at=now, state_changed_at=now, next_attempt_at=now,
-                    claimed_by=None, lease_until=None,
+                    **_to(On.BUILT),
+                    queued_at=now,
+                    state_changed_at=now,
+                    next_attempt_at=now,
+                    claimed_by=None,
+                    lease_until=None,
                     ciphertext_size=built.ciphertext_size,
                     ciphertext_sha256=built.ciphertext_sha256,
                     manifest_sha256=built.manifest_sha256,
                 )
-            )  # fmt: skip
+            )
             if draft is None or _rowcount(done) != 1:
                 # Cancelled or removed meanwhile (its build lease had run out): not queued.
                 raise _DraftGoneError(package_id)
             await s.execute(
                 self._event(
-                    package_id, "queued", "queued", now, actor,
+                    package_id,
+                    "queued",
+                    "queued",
+                    now,
+                    actor,
                     detail="reason given" if reason is not None else None,
                 )
-            )  # fmt: skip
+            )
             intent = await self._intend(
-                s, "transfer.queued", actor, draft, ciphertext_sha256=built.ciphertext_sha256,
-                size=built.ciphertext_size, via=via, reasons_needed=draft.reasons_needed,
-            )  # fmt: skip
+                s,
+                "transfer.queued",
+                actor,
+                draft,
+                ciphertext_sha256=built.ciphertext_sha256,
+                size=built.ciphertext_size,
+                via=via,
+                reasons_needed=draft.reasons_needed,
+            )
         await self.store.settle(intent)
         row = await self._row(package_id)
         summary = f"{_label(row.kind)} queued for {row.to_name}"
@@ -993,10 +1078,14 @@ class Outbox:
             removed += 1
             log.warning("removed the unfinished draft package %s (its build was cut short)", row.id)
             await self.store.record_event(
-                "transfer.queued", None, row.org_id,
-                {"package": row.id, "recipient": row.to_org_id}, "failed",
-                kind=row.kind, reason="interrupted",
-            )  # fmt: skip
+                "transfer.queued",
+                None,
+                row.org_id,
+                {"package": row.id, "recipient": row.to_org_id},
+                "failed",
+                kind=row.kind,
+                reason="interrupted",
+            )
         return removed
 
     # ------------------------------------------------------------------- reading
@@ -1175,9 +1264,14 @@ class Outbox:
                         _crashed_draft(now),  # left by a build that was cut short
                     ),
                 )
-                .values(**_to(On.CANCEL), state_changed_at=now, next_attempt_at=None,
-                        claimed_by=None, lease_until=None)
-            )  # fmt: skip
+                .values(
+                    **_to(On.CANCEL),
+                    state_changed_at=now,
+                    next_attempt_at=None,
+                    claimed_by=None,
+                    lease_until=None,
+                )
+            )
             intents = []
             if _rowcount(done) == 1:
                 await s.execute(self._event(row.id, "cancelled", "cancelled", now, actor))
@@ -1203,9 +1297,13 @@ class Outbox:
             await asyncio.to_thread(self.path_of(row.id).unlink, True)
             await asyncio.to_thread((self.outgoing_dir / f"{row.id}.age.tmp").unlink, True)
         await self._chronology(
-            actor, row._pupils, "cancelled", f"{_label(row.kind)} to {row.to_name} cancelled",
-            row.id, now,
-        )  # fmt: skip
+            actor,
+            row._pupils,
+            "cancelled",
+            f"{_label(row.kind)} to {row.to_name} cancelled",
+            row.id,
+            now,
+        )
         return await self._record(await self._row(row.id))
 
     async def resend(
@@ -1236,10 +1334,18 @@ class Outbox:
             done = await s.execute(
                 update(_p)
                 .where(_p.c.id == row.id, *_moves(On.RESEND))
-                .values(**_to(On.RESEND), queued_at=now, state_changed_at=now, next_attempt_at=now,
-                        attempts=0, last_error=None, failure_reason=None, claimed_by=None,
-                        lease_until=None)
-            )  # fmt: skip
+                .values(
+                    **_to(On.RESEND),
+                    queued_at=now,
+                    state_changed_at=now,
+                    next_attempt_at=now,
+                    attempts=0,
+                    last_error=None,
+                    failure_reason=None,
+                    claimed_by=None,
+                    lease_until=None,
+                )
+            )
             intents = []
             if _rowcount(done) == 1:
                 await s.execute(self._event(row.id, "resent", "queued", now, actor))
@@ -1248,9 +1354,13 @@ class Outbox:
         if _rowcount(done) != 1:
             raise ConflictError("this package changed meanwhile; reload it and try again")
         await self._chronology(
-            actor, row._pupils, "resent", f"{_label(row.kind)} to {row.to_name} queued again",
-            row.id, now,
-        )  # fmt: skip
+            actor,
+            row._pupils,
+            "resent",
+            f"{_label(row.kind)} to {row.to_name} queued again",
+            row.id,
+            now,
+        )
         return await self._record(await self._row(row.id))
 
     # ------------------------------------------------------------------ delivery
@@ -1271,11 +1381,14 @@ class Outbox:
                 ids = list(
                     (
                         await s.execute(
-                            select(_p.c.id).where(due).order_by(*order).limit(limit)
+                            select(_p.c.id)
+                            .where(due)
+                            .order_by(*order)
+                            .limit(limit)
                             .with_for_update(skip_locked=True)
                         )
                     ).scalars()
-                )  # fmt: skip
+                )
                 if ids:
                     await s.execute(update(_p).where(_p.c.id.in_(ids)).values(**claim))
             return ids
@@ -1298,10 +1411,11 @@ class Outbox:
         async with self.store.sessions() as s, s.begin():
             done = await s.execute(
                 update(_p)
-                .where(_p.c.id == package_id, _p.c.claimed_by == self.worker_id,
-                       _p.c.state == "queued")
+                .where(
+                    _p.c.id == package_id, _p.c.claimed_by == self.worker_id, _p.c.state == "queued"
+                )
                 .values(lease_until=now + self.lease)
-            )  # fmt: skip
+            )
         if _rowcount(done) != 1:
             raise LeaseLostError(
                 f"package {package_id} was taken over by another process or changed state"
@@ -1354,10 +1468,20 @@ class Outbox:
         frm, to = row.org_id, row.to_org_id
         where = f"{row.to_name} ({to})"
         await self._attempt_started(row)
-        start = await self.client.request_json(frm, to, "POST", "/peer/v1/packages", {
-            "package_id": row.id, "package_kind": row.kind, "sender_org_id": frm,
-            "recipient_org_id": to, "size": size, "ciphertext_sha256": row.ciphertext_sha256,
-        })  # fmt: skip
+        start = await self.client.request_json(
+            frm,
+            to,
+            "POST",
+            "/peer/v1/packages",
+            {
+                "package_id": row.id,
+                "package_kind": row.kind,
+                "sender_org_id": frm,
+                "recipient_org_id": to,
+                "size": size,
+                "ciphertext_sha256": row.ciphertext_sha256,
+            },
+        )
         if start.get("state") == "delivered" and start.get("receipt") is not None:
             await self._accept_delivery(row, start["receipt"])
             return
@@ -1441,10 +1565,18 @@ class Outbox:
                     digests.prefetch(offset + n, min(chunk, size - offset - n))
                 try:
                     resp = await self.client.request(
-                        frm, to, "PATCH", target, data=_read_range(path, offset, n), digest=digest,
-                        headers={"Content-Type": "application/offset+octet-stream",
-                                 "Upload-Offset": str(offset), "Content-Length": str(n)},
-                    )  # fmt: skip
+                        frm,
+                        to,
+                        "PATCH",
+                        target,
+                        data=_read_range(path, offset, n),
+                        digest=digest,
+                        headers={
+                            "Content-Type": "application/offset+octet-stream",
+                            "Upload-Offset": str(offset),
+                            "Content-Length": str(n),
+                        },
+                    )
                 except PeerRefused as exc:
                     if exc.status != 409 or conflicts >= _MAX_OFFSET_CONFLICTS:
                         raise
@@ -1476,11 +1608,12 @@ class Outbox:
             found = (
                 await s.execute(
                     select(outgoing_events.c.id)
-                    .where(outgoing_events.c.package_id == package_id,
-                           outgoing_events.c.event == event)
+                    .where(
+                        outgoing_events.c.package_id == package_id, outgoing_events.c.event == event
+                    )
                     .limit(1)
                 )
-            ).first()  # fmt: skip
+            ).first()
         return found is not None
 
     async def _accept_delivery(self, row: Any, value: object) -> None:
@@ -1513,50 +1646,76 @@ class Outbox:
             await self._fail(
                 current,
                 f"not delivered within {plural(hours, 'hour')}; the last error was: {message}",
-                slug=slug, gave_up=True,
-            )  # fmt: skip
+                slug=slug,
+                gave_up=True,
+            )
             return
         when = self._delay(max(1, int(current.attempts)))
         async with self.store.sessions() as s, s.begin():
             done = await s.execute(
                 update(_p)
-                .where(_p.c.id == row.id, _p.c.claimed_by == self.worker_id,
-                       _p.c.state == "queued")
-                .values(next_attempt_at=when, last_error=_short(message), claimed_by=None,
-                        lease_until=None)
-            )  # fmt: skip
+                .where(_p.c.id == row.id, _p.c.claimed_by == self.worker_id, _p.c.state == "queued")
+                .values(
+                    next_attempt_at=when,
+                    last_error=_short(message),
+                    claimed_by=None,
+                    lease_until=None,
+                )
+            )
             intents = []
             if _rowcount(done) == 1:
                 await s.execute(self._event(row.id, "retry", "queued", now, detail=message))
                 attempt = await self._intend(
-                    s, "transfer.attempt", None, current, "failed", reason=slug,
-                    attempt=int(current.attempts), next_attempt=when.isoformat(),
-                )  # fmt: skip
+                    s,
+                    "transfer.attempt",
+                    None,
+                    current,
+                    "failed",
+                    reason=slug,
+                    attempt=int(current.attempts),
+                    next_attempt=when.isoformat(),
+                )
                 intents.append(attempt)
         log.info("package %s not delivered yet (%s); next try at %s", row.id, message, when)
         await self.store.settle(*intents)
 
     async def _fail(
-        self, row: Any, message: str, *, slug: str, status: int | None = None,
+        self,
+        row: Any,
+        message: str,
+        *,
+        slug: str,
+        status: int | None = None,
         gave_up: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         now = self._now()
         async with self.store.sessions() as s, s.begin():
             done = await s.execute(
                 update(_p)
-                .where(_p.c.id == row.id, _p.c.claimed_by == self.worker_id,
-                       *_moves(On.GIVE_UP))
-                .values(**_to(On.GIVE_UP), state_changed_at=now, failure_reason=_short(message),
-                        last_error=_short(message), next_attempt_at=None, claimed_by=None,
-                        lease_until=None)
-            )  # fmt: skip
+                .where(_p.c.id == row.id, _p.c.claimed_by == self.worker_id, *_moves(On.GIVE_UP))
+                .values(
+                    **_to(On.GIVE_UP),
+                    state_changed_at=now,
+                    failure_reason=_short(message),
+                    last_error=_short(message),
+                    next_attempt_at=None,
+                    claimed_by=None,
+                    lease_until=None,
+                )
+            )
             intents = []
             if _rowcount(done) == 1:
                 await s.execute(self._event(row.id, "failed", "failed", now, detail=message))
                 failed = await self._intend(
-                    s, "transfer.failed", None, row, "failed", reason=slug, peer_status=status,
+                    s,
+                    "transfer.failed",
+                    None,
+                    row,
+                    "failed",
+                    reason=slug,
+                    peer_status=status,
                     gave_up=gave_up,
-                )  # fmt: skip
+                )
                 intents.append(failed)
         if _rowcount(done) != 1:
             await self._release(row.id)
@@ -1564,10 +1723,13 @@ class Outbox:
         log.warning("package %s failed: %s", row.id, message)
         await self.store.settle(*intents)
         await self._chronology(
-            None, row._pupils, "failed",
+            None,
+            row._pupils,
+            "failed",
             f"{_label(row.kind)} to {row.to_name} could not be delivered: {message}"[:1000],
-            row.id, now,
-        )  # fmt: skip
+            row.id,
+            now,
+        )
 
     # ------------------------------------------------------------------ receipts
 
@@ -1592,18 +1754,27 @@ class Outbox:
         row = await self._row(package_id)
         if row is None:
             await self.store.record_event(
-                "receipt.refused", None, None,
-                {"package": package_id, "receipt": str(body.receipt_id)}, "refused",
-                reason="unknown-package", issuer=body.receiver_org_id,
-            )  # fmt: skip
+                "receipt.refused",
+                None,
+                None,
+                {"package": package_id, "receipt": str(body.receipt_id)},
+                "refused",
+                reason="unknown-package",
+                issuer=body.receiver_org_id,
+            )
             raise NotFoundError(f"this node sent no package {package_id}")
         try:
             await self._verify(row, signed)
         except HandoverError as exc:
             await self._audit(
-                "receipt.refused", None, row, "refused", reason=exc.slug,
-                receipt=str(body.receipt_id), receipt_kind=body.kind,
-            )  # fmt: skip
+                "receipt.refused",
+                None,
+                row,
+                "refused",
+                reason=exc.slug,
+                receipt=str(body.receipt_id),
+                receipt_kind=body.kind,
+            )
             raise
         new_state = body.kind
         for _ in range(3):
@@ -1615,9 +1786,14 @@ class Outbox:
                 stored = None  # another process stored this receipt at the same moment
             except ReceiptContradictionError as exc:
                 await self._audit(
-                    "receipt.refused", None, row, "refused", reason=exc.slug,
-                    receipt=str(body.receipt_id), receipt_kind=body.kind,
-                )  # fmt: skip
+                    "receipt.refused",
+                    None,
+                    row,
+                    "refused",
+                    reason=exc.slug,
+                    receipt=str(body.receipt_id),
+                    receipt_kind=body.kind,
+                )
                 raise
             break
         else:
@@ -1630,9 +1806,13 @@ class Outbox:
         await self.store.settle(*intents)
         if moved:
             await self._chronology(
-                None, row._pupils, new_state, _receipt_summary(row, body), package_id,
+                None,
+                row._pupils,
+                new_state,
+                _receipt_summary(row, body),
+                package_id,
                 body.issued_at,
-            )  # fmt: skip
+            )
         record = await self._record(await self._row(package_id))
         for listener in list(self.on_receipt):
             try:
@@ -1667,11 +1847,15 @@ class Outbox:
                 return None
             await s.execute(
                 insert(outgoing_receipts).values(
-                    receipt_id=str(body.receipt_id), package_id=package_id, kind=body.kind,
-                    issued_at=body.issued_at, received_at=now, body=signed.body_bytes,
+                    receipt_id=str(body.receipt_id),
+                    package_id=package_id,
+                    kind=body.kind,
+                    issued_at=body.issued_at,
+                    received_at=now,
+                    body=signed.body_bytes,
                     signature=signed.signature_text,
                 )
-            )  # fmt: skip
+            )
             current = (
                 await s.execute(select(_p.c.state).where(_p.c.id == package_id))
             ).scalar_one()
@@ -1691,9 +1875,11 @@ class Outbox:
             )
             if step is not None and step.changes:
                 values: dict[str, Any] = {
-                    "state": step.target.value, "state_changed_at": now,
-                    "next_attempt_at": None, "failure_reason": None,
-                }  # fmt: skip
+                    "state": step.target.value,
+                    "state_changed_at": now,
+                    "next_attempt_at": None,
+                    "failure_reason": None,
+                }
                 if OUTGOING.is_final(step.target):
                     held = await s.execute(
                         select(outgoing_receipts.c.kind).where(
@@ -1714,9 +1900,14 @@ class Outbox:
                 )
             )
             verified = await self._intend(
-                s, "receipt.verified", None, row, receipt=str(body.receipt_id),
-                receipt_kind=body.kind, issued_at=body.issued_at.isoformat(),
-            )  # fmt: skip
+                s,
+                "receipt.verified",
+                None,
+                row,
+                receipt=str(body.receipt_id),
+                receipt_kind=body.kind,
+                issued_at=body.issued_at.isoformat(),
+            )
             intents = [verified]
             if moved:
                 intents.append(
@@ -1743,9 +1934,12 @@ class Outbox:
         raw = await self.directory.signing_public_key(body.receiver_key_id, body.issued_at)
         public = minisign.PublicKey(key_id=parse_key_id(body.receiver_key_id), key=raw)
         verify_receipt(
-            signed, public_key=public, package_id=UUID(row.id),
-            ciphertext_sha256=row.ciphertext_sha256, receiver_org_id=row.to_org_id,
-        )  # fmt: skip
+            signed,
+            public_key=public,
+            package_id=UUID(row.id),
+            ciphertext_sha256=row.ciphertext_sha256,
+            receiver_org_id=row.to_org_id,
+        )
         if body.ciphertext_size != row.ciphertext_size:
             raise IntegrityError("the receipt names a different package size from the one sent")
         if (
@@ -1801,9 +1995,10 @@ class Outbox:
             pulls = int(row.pulls) + 1
             async with self.store.sessions() as s, s.begin():
                 await s.execute(
-                    update(_p).where(_p.c.id == row.id)
+                    update(_p)
+                    .where(_p.c.id == row.id)
                     .values(pulls=pulls, next_pull_at=self._delay(pulls, base))
-                )  # fmt: skip
+                )
             try:
                 answer = await self.client.request_json(
                     row.org_id, row.to_org_id, "GET", f"/peer/v1/packages/{row.id}/receipts"
@@ -1885,19 +2080,35 @@ def _to_record(
         acted = body.get("acted_by")
         held.append(
             OutgoingReceipt(
-                receipt_id=r.receipt_id, kind=r.kind, issued_at=r.issued_at,
-                received_at=r.received_at, acted_by=acted, reason=body.get("reason"),
-                reference=body.get("reference"), body=body, signature=r.signature,
+                receipt_id=r.receipt_id,
+                kind=r.kind,
+                issued_at=r.issued_at,
+                received_at=r.received_at,
+                acted_by=acted,
+                reason=body.get("reason"),
+                reference=body.get("reference"),
+                body=body,
+                signature=r.signature,
             )
-        )  # fmt: skip
+        )
     return OutgoingRecord(
-        id=row.id, org_id=row.org_id, to_org_id=row.to_org_id, to_name=row.to_name,
-        kind=row.kind, state=row.state, pupil_ids=tuple(row._pupils),
-        ciphertext_size=row.ciphertext_size, ciphertext_sha256=row.ciphertext_sha256,
-        manifest_sha256=row.manifest_sha256, created_by=row.created_by,
-        created_at=row.created_at, queued_at=row.queued_at,
-        state_changed_at=row.state_changed_at, attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at, last_error=row.last_error,
+        id=row.id,
+        org_id=row.org_id,
+        to_org_id=row.to_org_id,
+        to_name=row.to_name,
+        kind=row.kind,
+        state=row.state,
+        pupil_ids=tuple(row._pupils),
+        ciphertext_size=row.ciphertext_size,
+        ciphertext_sha256=row.ciphertext_sha256,
+        manifest_sha256=row.manifest_sha256,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        queued_at=row.queued_at,
+        state_changed_at=row.state_changed_at,
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        last_error=row.last_error,
         failure_reason=row.failure_reason,
         reasons_needed=tuple(c for c in (row.reasons_needed or "").split(",") if c),
         send_reason=reason,
@@ -1906,4 +2117,4 @@ def _to_record(
             for e in events
         ),
         receipts=tuple(held),
-    )  # fmt: skip
+    )

@@ -276,13 +276,19 @@ class TransferRequests:
         except HandoverError as err:
             log.warning("no chronology line for request %s: %s", ref, err.diagnostics())
 
-    async def _alert(self, org_id: str, request_id: str, subject: str, message: str,
-                     pupil_id: str | None) -> None:  # fmt: skip
+    async def _alert(
+        self, org_id: str, request_id: str, subject: str, message: str, pupil_id: str | None
+    ) -> None:
         try:
             await self.alerts.notify(
-                org_id, key=alert_key(request_id), level="info", subject=subject,
-                message=message, pupil_id=pupil_id, ref=request_id,
-            )  # fmt: skip
+                org_id,
+                key=alert_key(request_id),
+                level="info",
+                subject=subject,
+                message=message,
+                pupil_id=pupil_id,
+                ref=request_id,
+            )
         except HandoverError as err:
             log.warning("no alert for request %s: %s", request_id, err.diagnostics())
 
@@ -304,22 +310,40 @@ class TransferRequests:
                     ours = await s.scalar(sa.select(Pupil.dob).where(Pupil.id == row.pupil_id))
                 dob_matches = ours == row.dob
         return TransferRequestRecord(
-            request_id=row.request_id, org_id=row.org_id, side=row.side,
-            requester_org_id=row.requester_org_id, holder_org_id=row.holder_org_id,
-            upn=row.upn, dob=row.dob, surname=row.surname, forename=row.forename,
-            note=row.note, pupil_id=row.pupil_id, matched=matched, dob_matches=dob_matches,
-            state=row.state, reason=row.reason, package_id=row.package_id,
-            created_by=row.created_by, created_at=row.created_at, updated_at=row.updated_at,
-            decided_at=row.decided_at, decided_by=row.decided_by, outbound=row.outbound,
-            attempts=row.attempts, next_attempt_at=row.next_attempt_at,
+            request_id=row.request_id,
+            org_id=row.org_id,
+            side=row.side,
+            requester_org_id=row.requester_org_id,
+            holder_org_id=row.holder_org_id,
+            upn=row.upn,
+            dob=row.dob,
+            surname=row.surname,
+            forename=row.forename,
+            note=row.note,
+            pupil_id=row.pupil_id,
+            matched=matched,
+            dob_matches=dob_matches,
+            state=row.state,
+            reason=row.reason,
+            package_id=row.package_id,
+            created_by=row.created_by,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            decided_at=row.decided_at,
+            decided_by=row.decided_by,
+            outbound=row.outbound,
+            attempts=row.attempts,
+            next_attempt_at=row.next_attempt_at,
             last_error=row.last_error,
-        )  # fmt: skip
+        )
 
     async def _visible(self, actor: Actor, request_id: str, action: str) -> Any:
         await self._require(
-            actor, (Permission.SEND_TRANSFER, Permission.RECEIVE_TRANSFER), action,
+            actor,
+            (Permission.SEND_TRANSFER, Permission.RECEIVE_TRANSFER),
+            action,
             {"request": request_id[:64]},
-        )  # fmt: skip
+        )
         try:
             request_id = str(UUID(request_id))
         except ValueError:
@@ -373,18 +397,33 @@ class TransferRequests:
         async with self.store.sessions() as s, s.begin():
             await s.execute(
                 sa.insert(_t).values(
-                    request_id=request_id, org_id=actor.org_id, side="sent",
-                    requester_org_id=actor.org_id, holder_org_id=from_org_id,
-                    upn=pupil.upn, dob=pupil.dob, surname=pupil.surname,
-                    forename=pupil.forename, note=note, pupil_id=pupil.id, state=St.PENDING.value,
-                    created_by=actor.staff_id, created_at=now, updated_at=now,
-                    outbound="request", attempts=0, next_attempt_at=now,
+                    request_id=request_id,
+                    org_id=actor.org_id,
+                    side="sent",
+                    requester_org_id=actor.org_id,
+                    holder_org_id=from_org_id,
+                    upn=pupil.upn,
+                    dob=pupil.dob,
+                    surname=pupil.surname,
+                    forename=pupil.forename,
+                    note=note,
+                    pupil_id=pupil.id,
+                    state=St.PENDING.value,
+                    created_by=actor.staff_id,
+                    created_at=now,
+                    updated_at=now,
+                    outbound="request",
+                    attempts=0,
+                    next_attempt_at=now,
                 )
-            )  # fmt: skip
+            )
         await self._audit(
-            "request.created", actor, actor.org_id,
-            {"request": request_id, "pupil": pupil.id, "holder": from_org_id}, via=via,
-        )  # fmt: skip
+            "request.created",
+            actor,
+            actor.org_id,
+            {"request": request_id, "pupil": pupil.id, "holder": from_org_id},
+            via=via,
+        )
         row = await self._row(request_id, actor.org_id)
         return await self._record(row)
 
@@ -419,14 +458,23 @@ class TransferRequests:
             sources, target = REQUEST.update(event)
             await s.execute(
                 sa.update(_t)
-                .where(_t.c.request_id == rid, _t.c.org_id == row.org_id,
-                       _t.c.state.in_([x.value for x in sources]))
+                .where(
+                    _t.c.request_id == rid,
+                    _t.c.org_id == row.org_id,
+                    _t.c.state.in_([x.value for x in sources]),
+                )
                 .values(
-                    state=target.value, reason=reason, package_id=package_id, decided_at=now,
-                    updated_at=now, outbound=None, lease_until=None, next_attempt_at=None,
+                    state=target.value,
+                    reason=reason,
+                    package_id=package_id,
+                    decided_at=now,
+                    updated_at=now,
+                    outbound=None,
+                    lease_until=None,
+                    next_attempt_at=None,
                     last_error=None,
                 )
-            )  # fmt: skip
+            )
         org_id = row.org_id
         targets = {"request": rid, "holder": sender_org_id}
         if row.pupil_id:
@@ -434,9 +482,12 @@ class TransferRequests:
         if package_id:
             targets["package"] = package_id
         await self._audit(
-            "request.decision.received", f"peer:{sender_org_id}", org_id, targets,
+            "request.decision.received",
+            f"peer:{sender_org_id}",
+            org_id,
+            targets,
             decision=data.decision,
-        )  # fmt: skip
+        )
         holder = await self._name(sender_org_id)
         if data.decision == "authorised":
             summary = (
@@ -493,36 +544,53 @@ class TransferRequests:
             )
             await s.execute(
                 sa.insert(_t).values(
-                    request_id=rid, org_id=holder, side="received",
-                    requester_org_id=sender_org_id, holder_org_id=holder, upn=upn,
-                    dob=data.dob, surname=data.surname, forename=data.forename, note=note,
-                    pupil_id=pupil_id, state=St.RECEIVED.value, created_at=now, updated_at=now,
+                    request_id=rid,
+                    org_id=holder,
+                    side="received",
+                    requester_org_id=sender_org_id,
+                    holder_org_id=holder,
+                    upn=upn,
+                    dob=data.dob,
+                    surname=data.surname,
+                    forename=data.forename,
+                    note=note,
+                    pupil_id=pupil_id,
+                    state=St.RECEIVED.value,
+                    created_at=now,
+                    updated_at=now,
                     attempts=0,
                 )
-            )  # fmt: skip
+            )
         targets = {"request": rid, "requester": sender_org_id}
         if pupil_id:
             targets["pupil"] = pupil_id
         await self._audit(
-            "request.received", f"peer:{sender_org_id}", holder, targets,
+            "request.received",
+            f"peer:{sender_org_id}",
+            holder,
+            targets,
             matched=pupil_id is not None,
-        )  # fmt: skip
+        )
         requester = await self._name(sender_org_id)
         await self._chronology(
-            pupil_id, "transfer.request.received",
-            f"{requester} asked for this pupil's child-protection file", rid,
-        )  # fmt: skip
+            pupil_id,
+            "transfer.request.received",
+            f"{requester} asked for this pupil's child-protection file",
+            rid,
+        )
         match = (
             "The UPN matches one of your pupils."
             if pupil_id
             else "The UPN matches none of the pupils on your roll."
         )
         await self._alert(
-            holder, rid, "A school has asked for a pupil's file",
+            holder,
+            rid,
+            "A school has asked for a pupil's file",
             f"{requester} asks for the child-protection file of a pupil who has joined them "
             f"(request {rid}). {match} Authorise or decline it in Handover.",
             pupil_id,
-        )  # fmt: skip
+        )
 
     async def _adoptable(self, row: Any, org_id: str, pupil_id: str) -> Any:
         """A leaver's file to the requester queued since the request came (after a crash
@@ -593,10 +661,13 @@ class TransferRequests:
                     # The DSL authorising the school's request is the reason, should one be
                     # needed (a destination not recorded yet, or the file sent before).
                     package = await self.outbox.queue_leaver_file(
-                        actor, pupil.id, row.requester_org_id, via=via,
+                        actor,
+                        pupil.id,
+                        row.requester_org_id,
+                        via=via,
                         reason=f"the school asked for it (transfer request {rid}) and a DSL "
                         "authorised the request",
-                    )  # fmt: skip
+                    )
                 except ConflictError:
                     package = await self._adoptable(row, actor.org_id, pupil.id)
                     if package is None:
@@ -606,35 +677,52 @@ class TransferRequests:
             async with self.store.sessions() as s, s.begin():
                 await s.execute(
                     sa.update(_t)
-                    .where(_t.c.request_id == rid, _t.c.org_id == actor.org_id,
-                           _t.c.state.in_([x.value for x in release_from]))
+                    .where(
+                        _t.c.request_id == rid,
+                        _t.c.org_id == actor.org_id,
+                        _t.c.state.in_([x.value for x in release_from]),
+                    )
                     .values(state=released.value, decided_by=None)
-                )  # fmt: skip
+                )
             raise
         done = self._now()
         authorise_from, authorised = REQUEST.update(On.AUTHORISE)
         async with self.store.sessions() as s, s.begin():
             await s.execute(
                 sa.update(_t)
-                .where(_t.c.request_id == rid, _t.c.org_id == actor.org_id,
-                       _t.c.state.in_([x.value for x in authorise_from]))
+                .where(
+                    _t.c.request_id == rid,
+                    _t.c.org_id == actor.org_id,
+                    _t.c.state.in_([x.value for x in authorise_from]),
+                )
                 .values(
-                    state=authorised.value, pupil_id=pupil.id, package_id=package.id,
-                    decided_at=done, decided_by=actor.staff_id, updated_at=done,
-                    outbound="decision", attempts=0, next_attempt_at=done, lease_until=None,
+                    state=authorised.value,
+                    pupil_id=pupil.id,
+                    package_id=package.id,
+                    decided_at=done,
+                    decided_by=actor.staff_id,
+                    updated_at=done,
+                    outbound="decision",
+                    attempts=0,
+                    next_attempt_at=done,
+                    lease_until=None,
                     last_error=None,
                 )
-            )  # fmt: skip
+            )
         await self._audit(
-            "request.authorised", actor, actor.org_id,
-            {**targets, "pupil": pupil.id, "package": package.id}, via=via,
-        )  # fmt: skip
+            "request.authorised",
+            actor,
+            actor.org_id,
+            {**targets, "pupil": pupil.id, "package": package.id},
+            via=via,
+        )
         requester = await self._name(row.requester_org_id)
         await self._chronology(
-            pupil.id, "transfer.request.authorised",
+            pupil.id,
+            "transfer.request.authorised",
             f"Request from {requester} authorised; leaver's file queued (package {package.id})",
             rid,
-        )  # fmt: skip
+        )
         await self.alerts.resolve(actor.org_id, alert_key(rid))
         return await self._record(await self._row(rid, actor.org_id))
 
@@ -658,14 +746,24 @@ class TransferRequests:
         async with self.store.sessions() as s, s.begin():
             done = await s.execute(
                 sa.update(_t)
-                .where(_t.c.request_id == rid, _t.c.org_id == actor.org_id,
-                       _t.c.state.in_([x.value for x in decline_from]))
-                .values(
-                    state=declined.value, reason=cleaned, decided_at=now,
-                    decided_by=actor.staff_id, updated_at=now, outbound="decision",
-                    attempts=0, next_attempt_at=now, lease_until=None, last_error=None,
+                .where(
+                    _t.c.request_id == rid,
+                    _t.c.org_id == actor.org_id,
+                    _t.c.state.in_([x.value for x in decline_from]),
                 )
-            )  # fmt: skip
+                .values(
+                    state=declined.value,
+                    reason=cleaned,
+                    decided_at=now,
+                    decided_by=actor.staff_id,
+                    updated_at=now,
+                    outbound="decision",
+                    attempts=0,
+                    next_attempt_at=now,
+                    lease_until=None,
+                    last_error=None,
+                )
+            )
         if _rowcount(done) != 1:
             raise ConflictError(f"this request can no longer be declined (it is {row.state})")
         if row.pupil_id:
@@ -673,9 +771,11 @@ class TransferRequests:
         await self._audit("request.declined", actor, actor.org_id, targets, via=via)
         requester = await self._name(row.requester_org_id)
         await self._chronology(
-            row.pupil_id, "transfer.request.declined",
-            f"Request from {requester} for this pupil's file declined: {cleaned}", rid,
-        )  # fmt: skip
+            row.pupil_id,
+            "transfer.request.declined",
+            f"Request from {requester} for this pupil's file declined: {cleaned}",
+            rid,
+        )
         await self.alerts.resolve(actor.org_id, alert_key(rid))
         return await self._record(await self._row(rid, actor.org_id))
 
@@ -788,18 +888,30 @@ class TransferRequests:
             if self._uniform is not None:
                 kwargs["uniform"] = self._uniform
             next_at = backoff.next_attempt_at(
-                self._now(), attempt, base=self.config.transfer.retry_base_seconds,
-                cap=self.config.transfer.retry_max_seconds, **kwargs,
-            )  # fmt: skip
+                self._now(),
+                attempt,
+                base=self.config.transfer.retry_base_seconds,
+                cap=self.config.transfer.retry_max_seconds,
+                **kwargs,
+            )
             async with self.store.sessions() as s, s.begin():
                 await s.execute(
                     sa.update(_t)
                     .where(_t.c.request_id == request_id, _t.c.org_id == org_id)
-                    .values(attempts=attempt, next_attempt_at=next_at, lease_until=None,
-                            last_error=_short(err.diagnostics()))
-                )  # fmt: skip
-            log.info("%s %s not sent yet (%s); next try at %s", kind, request_id,
-                     err.diagnostics(), next_at.isoformat())  # fmt: skip
+                    .values(
+                        attempts=attempt,
+                        next_attempt_at=next_at,
+                        lease_until=None,
+                        last_error=_short(err.diagnostics()),
+                    )
+                )
+            log.info(
+                "%s %s not sent yet (%s); next try at %s",
+                kind,
+                request_id,
+                err.diagnostics(),
+                next_at.isoformat(),
+            )
             return False
         except HandoverError as err:
             await self._failed(row, kind, action, targets, err)
@@ -808,26 +920,35 @@ class TransferRequests:
         async with self.store.sessions() as s, s.begin():
             await s.execute(
                 sa.update(_t)
-                .where(_t.c.request_id == request_id, _t.c.org_id == org_id,
-                       _t.c.outbound == kind)
-                .values(outbound=None, lease_until=None, last_error=None, updated_at=done,
-                        attempts=row.attempts + 1)
-            )  # fmt: skip
+                .where(_t.c.request_id == request_id, _t.c.org_id == org_id, _t.c.outbound == kind)
+                .values(
+                    outbound=None,
+                    lease_until=None,
+                    last_error=None,
+                    updated_at=done,
+                    attempts=row.attempts + 1,
+                )
+            )
             if kind == "request":
                 sources, target = REQUEST.update(On.HANDED_OVER)
                 await s.execute(
                     sa.update(_t)
-                    .where(_t.c.request_id == request_id, _t.c.org_id == org_id,
-                           _t.c.state.in_([x.value for x in sources]))
+                    .where(
+                        _t.c.request_id == request_id,
+                        _t.c.org_id == org_id,
+                        _t.c.state.in_([x.value for x in sources]),
+                    )
                     .values(state=target.value)
-                )  # fmt: skip
+                )
         await self._audit(action, "node", org_id, targets)
         if kind == "request":
             holder = await self._name(to_org)
             await self._chronology(
-                row.pupil_id, "transfer.request.sent",
-                f"Asked {holder} for this pupil's child-protection file", request_id,
-            )  # fmt: skip
+                row.pupil_id,
+                "transfer.request.sent",
+                f"Asked {holder} for this pupil's child-protection file",
+                request_id,
+            )
         return True
 
     async def _failed(
@@ -836,9 +957,12 @@ class TransferRequests:
         """The other node refused (or never answered in time): stop trying, tell the DSL."""
         reason = _short(err.diagnostics())
         values: dict[str, Any] = {
-            "outbound": None, "lease_until": None, "last_error": reason,
-            "updated_at": self._now(), "attempts": row.attempts + 1,
-        }  # fmt: skip
+            "outbound": None,
+            "lease_until": None,
+            "last_error": reason,
+            "updated_at": self._now(),
+            "attempts": row.attempts + 1,
+        }
         async with self.store.sessions() as s, s.begin():
             await s.execute(
                 sa.update(_t)
@@ -849,16 +973,21 @@ class TransferRequests:
                 sources, target = REQUEST.update(On.GIVE_UP)
                 await s.execute(
                     sa.update(_t)
-                    .where(_t.c.request_id == row.request_id, _t.c.org_id == row.org_id,
-                           _t.c.state.in_([x.value for x in sources]))
+                    .where(
+                        _t.c.request_id == row.request_id,
+                        _t.c.org_id == row.org_id,
+                        _t.c.state.in_([x.value for x in sources]),
+                    )
                     .values(state=target.value)
-                )  # fmt: skip
+                )
         await self._audit(action, "node", row.org_id, targets, "failed", reason=err.slug)
         log.warning("%s %s could not be sent: %s", kind, row.request_id, reason)
         what = "transfer request" if kind == "request" else "answer to a transfer request"
         await self._alert(
-            row.org_id, row.request_id, f"A {what} could not be delivered",
+            row.org_id,
+            row.request_id,
+            f"A {what} could not be delivered",
             f"Handover could not deliver your {what} {row.request_id} to "
             f"{await self._name(targets['peer'])}: {reason[:400]}",
             row.pupil_id,
-        )  # fmt: skip
+        )

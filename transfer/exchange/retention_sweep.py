@@ -110,16 +110,23 @@ class AfterAcceptanceRetention:
         try:
             tomb = await self.store.erase_pupil(node_actor(org_id), pupil_id)
         except HandoverError as err:
-            log.error("after-acceptance erasure of pupil %s failed: %s", pupil_id,
-                      err.diagnostics())  # fmt: skip
+            log.error(
+                "after-acceptance erasure of pupil %s failed: %s", pupil_id, err.diagnostics()
+            )
             await self.store.record_event(
-                "transfer.retention.erase", "node", org_id,
-                {"pupil": pupil_id, "package": package_id}, "failed", reason=err.slug,
-            )  # fmt: skip
+                "transfer.retention.erase",
+                "node",
+                org_id,
+                {"pupil": pupil_id, "package": package_id},
+                "failed",
+                reason=err.slug,
+            )
             return None
         await self.store.record_event(
-            "transfer.retention.erase", "node", org_id,
+            "transfer.retention.erase",
+            "node",
+            org_id,
             {"pupil": pupil_id, "package": package_id},
             after_days=self.transfer.erase_after_days,
-        )  # fmt: skip
+        )
         return tomb

@@ -55,10 +55,20 @@ def schedule_outbox_sweeps(scheduler: Any, outbox: Outbox, config: Config) -> No
     """Add both sweeps to an APScheduler ``AsyncIOScheduler``, every ``transfer.sweep_seconds``."""
     every = config.transfer.sweep_seconds
     scheduler.add_job(
-        deliver_due, "interval", seconds=every, args=[outbox], id="outbox.deliver",
-        max_instances=1, coalesce=True,
-    )  # fmt: skip
+        deliver_due,
+        "interval",
+        seconds=every,
+        args=[outbox],
+        id="outbox.deliver",
+        max_instances=1,
+        coalesce=True,
+    )
     scheduler.add_job(
-        pull_receipts, "interval", seconds=max(every, 60.0), args=[outbox],
-        id="outbox.pull_receipts", max_instances=1, coalesce=True,
-    )  # fmt: skip
+        pull_receipts,
+        "interval",
+        seconds=max(every, 60.0),
+        args=[outbox],
+        id="outbox.pull_receipts",
+        max_instances=1,
+        coalesce=True,
+    )

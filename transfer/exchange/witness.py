@@ -158,9 +158,15 @@ class Witness:
 
         async def refused(reason: str, **detail: str | int | None) -> WitnessOutcome:
             await self.store.record_event(
-                "audit.witness", None, our_org, where, "refused",
-                reason=reason, issuer=from_org, **detail,
-            )  # fmt: skip
+                "audit.witness",
+                None,
+                our_org,
+                where,
+                "refused",
+                reason=reason,
+                issuer=from_org,
+                **detail,
+            )
             log.warning("checkpoint from %s not kept: %s", from_org, reason)
             return WitnessOutcome("not-kept" if reason == "no-audit-key" else "refused", reason)
 
@@ -187,10 +193,17 @@ class Witness:
         status = cast(WitnessStatus, result.status)
         if status != "same":
             await self.store.record_event(
-                "audit.witness", None, our_org, where, "ok",
-                issuer=from_org, origin=result.origin, size=result.size, status=status,
+                "audit.witness",
+                None,
+                our_org,
+                where,
+                "ok",
+                issuer=from_org,
+                origin=result.origin,
+                size=result.size,
+                status=status,
                 held_before=result.previous_size,
-            )  # fmt: skip
+            )
         return WitnessOutcome(status, origin=result.origin, size=result.size)
 
     async def _conflict(
@@ -202,9 +215,16 @@ class Witness:
         exc: WitnessConflict,
     ) -> WitnessOutcome:
         await self.store.record_event(
-            "audit.witness", None, our_org, where, "refused",
-            reason="conflict", issuer=from_org, origin=origin, problem=exc.message[:300],
-        )  # fmt: skip
+            "audit.witness",
+            None,
+            our_org,
+            where,
+            "refused",
+            reason="conflict",
+            issuer=from_org,
+            origin=origin,
+            problem=exc.message[:300],
+        )
         log.error("the audit log of %s contradicts itself: %s", from_org, exc.message)
         if self.alerts is not None and our_org is not None:
             await self.alerts.notify(

@@ -170,9 +170,12 @@ def _document_source(
     # The store's reader authenticates every chunk and raises DocumentTampered at the end
     # unless the bytes are the stored SHA-256, checked equal to ref.sha256 above.
     return EntrySource(
-        path=f"documents/{ref.sha256}", size=ref.size, sha256=ref.sha256, opener=opener,
+        path=f"documents/{ref.sha256}",
+        size=ref.size,
+        sha256=ref.sha256,
+        opener=opener,
         self_checking=True,
-    )  # fmt: skip
+    )
 
 
 async def _aclose(chunks: AsyncIterator[bytes]) -> None:

@@ -85,8 +85,9 @@ class PrintDocument:
         pdf.set_creator("Handover")
         pdf.set_producer("Handover")
         pdf.set_lang("en-GB")
-        pdf.set_creation_date(printed_by.at if printed_by.at.tzinfo else
-                              printed_by.at.replace(tzinfo=UTC))  # fmt: skip
+        pdf.set_creation_date(
+            printed_by.at if printed_by.at.tzinfo else printed_by.at.replace(tzinfo=UTC)
+        )
         pdf.add_page()
         self._pdf: Any = pdf
         pdf.set_font(FONT, "B", 16)
@@ -111,8 +112,13 @@ class PrintDocument:
 
     def rows(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Label-value rows ("Date of birth", "4 March 2014"), the label in bold."""
-        self.table(("", ""), [(label, value) for label, value in pairs], header=False,
-                   widths=(1, 2), bold_first=True)  # fmt: skip
+        self.table(
+            ("", ""),
+            [(label, value) for label, value in pairs],
+            header=False,
+            widths=(1, 2),
+            bold_first=True,
+        )
 
     def table(
         self,

@@ -198,5 +198,7 @@ async def seal_referral(
     )
     return await asyncio.to_thread(
         partial(write_package, signer=signer, recipients=list(recipients)),
-        out, manifest, list(content.entries),
-    )  # fmt: skip
+        out,
+        manifest,
+        list(content.entries),
+    )

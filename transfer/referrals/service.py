@@ -330,9 +330,13 @@ class Referrals:
         def event(e: ReferralEvent) -> ReferralEventRecord:
             person = people.NODE if e.actor is None else who.get(e.actor) or people.unknown(e.actor)
             return ReferralEventRecord(
-                at=e.at, action=e.action, actor=e.actor, note=e.note,
-                actor_name=person.name, actor_role=person.role,
-            )  # fmt: skip
+                at=e.at,
+                action=e.action,
+                actor=e.actor,
+                note=e.note,
+                actor_name=person.name,
+                actor_role=person.role,
+            )
 
         agency = await self._agency_name(row.agency_org_id)
         return ReferralRecord(
@@ -606,14 +610,20 @@ class Referrals:
             await s.delete(row)
         now = self.store.now()
         await self._audit(
-            "referral.discarded", actor, actor.org_id, {**targets, "pupil": summary.pupil_id},
+            "referral.discarded",
+            actor,
+            actor.org_id,
+            {**targets, "pupil": summary.pupil_id},
             kind=summary.kind,
-        )  # fmt: skip
+        )
         agency = await self._agency_name(summary.agency_org_id)
         await self._chronicle(
-            actor, summary, "referral.discarded",
-            f"{_cap(_LABELS[summary.kind])} to {agency} discarded before it was sent", now,
-        )  # fmt: skip
+            actor,
+            summary,
+            "referral.discarded",
+            f"{_cap(_LABELS[summary.kind])} to {agency} discarded before it was sent",
+            now,
+        )
         if self.alerts is not None:
             await self.alerts.resolve(actor.org_id, alert_key(referral_id))
         return summary
@@ -630,10 +640,14 @@ class Referrals:
         chronology lines redacted, and who recorded them)."""
         record = await self.get(actor, referral_id)
         content = await self._check_content(actor, record, record.selection, record.redactions)
-        head = {e.path: json.loads(b"".join(e.opener())) for e in content.entries
-                if e.path in (FORM_PATH, CHRONOLOGY_PATH, PEOPLE_PATH)}  # fmt: skip
-        return readable_referral(head[FORM_PATH], chronology=head[CHRONOLOGY_PATH],
-                                 people=head[PEOPLE_PATH])  # fmt: skip
+        head = {
+            e.path: json.loads(b"".join(e.opener()))
+            for e in content.entries
+            if e.path in (FORM_PATH, CHRONOLOGY_PATH, PEOPLE_PATH)
+        }
+        return readable_referral(
+            head[FORM_PATH], chronology=head[CHRONOLOGY_PATH], people=head[PEOPLE_PATH]
+        )
 
     # --------------------------------------------------------------- reading
 
@@ -835,15 +849,21 @@ class Referrals:
         if record.state != ReferralState.DRAFT.value:
             raise ConflictError("this referral moved on meanwhile; it was not taken back")
         await self._audit(
-            "referral.withdrawn", actor, actor.org_id, {**targets, "pupil": record.pupil_id},
+            "referral.withdrawn",
+            actor,
+            actor.org_id,
+            {**targets, "pupil": record.pupil_id},
             route=route,
-        )  # fmt: skip
+        )
         agency = await self._agency_name(record.agency_org_id)
         await self._chronicle(
-            actor, record, "referral.withdrawn",
+            actor,
+            record,
+            "referral.withdrawn",
             f"{_cap(_LABELS[record.kind])} to {agency} taken back before it reached them "
-            f"({route}): {reason}", record.updated_at,
-        )  # fmt: skip
+            f"({route}): {reason}",
+            record.updated_at,
+        )
         return record
 
     # ------------------------------------------------------------- lifecycle
@@ -904,19 +924,29 @@ class Referrals:
         into that package (the portal passes the pickup's package).
         """
         record, when, changed = await self._move(
-            None, referral_id, On.DELIVER, note=f"via={via}", at=at,
+            None,
+            referral_id,
+            On.DELIVER,
+            note=f"via={via}",
+            at=at,
             package_id=package_id,
-        )  # fmt: skip
+        )
         if changed:
             await self._audit(
-                "referral.delivered", None, record.org_id,
-                {"referral": referral_id, "pupil": record.pupil_id}, via=via,
-            )  # fmt: skip
+                "referral.delivered",
+                None,
+                record.org_id,
+                {"referral": referral_id, "pupil": record.pupil_id},
+                via=via,
+            )
             name = await self._agency_name(record.agency_org_id)
             await self._chronicle(
-                None, record, "referral.delivered",
-                f"{_cap(_LABELS[record.kind])} delivered to {name} ({via})", when,
-            )  # fmt: skip
+                None,
+                record,
+                "referral.delivered",
+                f"{_cap(_LABELS[record.kind])} delivered to {name} ({via})",
+                when,
+            )
         return record
 
     async def record_acknowledgement(
@@ -940,9 +970,14 @@ class Referrals:
         name = _check_line(name, "the name of who acknowledged it", 200)
         reference = _check_line(agency_reference, "the agency's reference", 100)
         record, when, changed = await self._move(
-            actor, referral_id, On.ACCEPT, note=f"via={via}",
-            sealed={"acknowledged_by": name}, reference=reference, at=at,
-        )  # fmt: skip
+            actor,
+            referral_id,
+            On.ACCEPT,
+            note=f"via={via}",
+            sealed={"acknowledged_by": name},
+            reference=reference,
+            at=at,
+        )
         if not changed:
             if record.agency_reference != reference:
                 raise ConflictError(
@@ -950,15 +985,21 @@ class Referrals:
                 )
             return record
         await self._audit(
-            "referral.accepted", actor, record.org_id,
-            {"referral": referral_id, "pupil": record.pupil_id}, via=via,
-        )  # fmt: skip
+            "referral.accepted",
+            actor,
+            record.org_id,
+            {"referral": referral_id, "pupil": record.pupil_id},
+            via=via,
+        )
         agency = await self._agency_name(record.agency_org_id)
         await self._chronicle(
-            actor, record, "referral.accepted",
+            actor,
+            record,
+            "referral.accepted",
             f"{_cap(_LABELS[record.kind])} accepted by {agency} ({name}), "
-            f"their reference {reference}", when,
-        )  # fmt: skip
+            f"their reference {reference}",
+            when,
+        )
         return record
 
     async def acknowledge(
@@ -993,19 +1034,29 @@ class Referrals:
         if actor is not None:
             await self._require_team(actor, "referral.rejected", {"referral": referral_id})
         record, when, changed = await self._move(
-            actor, referral_id, On.REJECT, note=f"via={via}",
-            sealed={"rejection_reason": reason}, at=at,
-        )  # fmt: skip
+            actor,
+            referral_id,
+            On.REJECT,
+            note=f"via={via}",
+            sealed={"rejection_reason": reason},
+            at=at,
+        )
         if changed:
             await self._audit(
-                "referral.rejected", actor, record.org_id,
-                {"referral": referral_id, "pupil": record.pupil_id}, via=via,
-            )  # fmt: skip
+                "referral.rejected",
+                actor,
+                record.org_id,
+                {"referral": referral_id, "pupil": record.pupil_id},
+                via=via,
+            )
             agency = await self._agency_name(record.agency_org_id)
             await self._chronicle(
-                actor, record, "referral.rejected",
-                f"{_cap(_LABELS[record.kind])} rejected by {agency}: {reason}", when,
-            )  # fmt: skip
+                actor,
+                record,
+                "referral.rejected",
+                f"{_cap(_LABELS[record.kind])} rejected by {agency}: {reason}",
+                when,
+            )
         return record
 
     async def record_handover(
@@ -1031,9 +1082,13 @@ class Referrals:
             )
         handover = json.dumps({"to": to_whom, "how": how, "at": when.isoformat()})
         record, _, changed = await self._move(
-            actor, referral_id, On.HAND_OVER, note="via=offline",
-            sealed={"handover": handover}, at=when,
-        )  # fmt: skip
+            actor,
+            referral_id,
+            On.HAND_OVER,
+            note="via=offline",
+            sealed={"handover": handover},
+            at=when,
+        )
         if not changed:
             raise ConflictError("this bundle's hand-over is already recorded")
         await self._audit(
@@ -1041,10 +1096,12 @@ class Referrals:
         )
         agency = await self._agency_name(record.agency_org_id)
         await self._chronicle(
-            actor, record, "referral.handed_over",
-            f"Offline bundle of the {_LABELS[record.kind]} handed to {to_whom} "
-            f"of {agency} ({how})", when,
-        )  # fmt: skip
+            actor,
+            record,
+            "referral.handed_over",
+            f"Offline bundle of the {_LABELS[record.kind]} handed to {to_whom} of {agency} ({how})",
+            when,
+        )
         return record
 
     async def record_outcome(
@@ -1059,17 +1116,26 @@ class Referrals:
                 f"this is a {current.kind} referral; the outcome given is for a {outcome.kind} one"
             )
         record, when, _ = await self._move(
-            actor, referral_id, On.OUTCOME, note=_outcome_note(outcome),
+            actor,
+            referral_id,
+            On.OUTCOME,
+            note=_outcome_note(outcome),
             sealed={"outcome": outcome.model_dump_json()},
-        )  # fmt: skip
+        )
         await self._audit(
-            "referral.outcome", actor, actor.org_id, {**targets, "pupil": record.pupil_id},
+            "referral.outcome",
+            actor,
+            actor.org_id,
+            {**targets, "pupil": record.pupil_id},
             kind=record.kind,
-        )  # fmt: skip
+        )
         await self._chronicle(
-            actor, record, "referral.outcome",
-            f"Outcome of the {_LABELS[record.kind]}: {_outcome_text(outcome)}", when,
-        )  # fmt: skip
+            actor,
+            record,
+            "referral.outcome",
+            f"Outcome of the {_LABELS[record.kind]}: {_outcome_text(outcome)}",
+            when,
+        )
         return record
 
     # -------------------------------------------------------------- deadlines

@@ -75,8 +75,13 @@ class Period:
             following = (first + timedelta(days=32)).replace(day=1)
             lo = max(first, self.start)
             hi = min(following, self.end + timedelta(days=1))
-            out.append((first.strftime("%B %Y"), datetime.combine(lo, time(), ENGLAND),
-                        datetime.combine(hi, time(), ENGLAND)))  # fmt: skip
+            out.append(
+                (
+                    first.strftime("%B %Y"),
+                    datetime.combine(lo, time(), ENGLAND),
+                    datetime.combine(hi, time(), ENGLAND),
+                )
+            )
             first = following
         return out
 
@@ -100,8 +105,15 @@ def periods(calendar: SchoolCalendar) -> list[Period]:
     out: list[Period] = []
     for year in sorted(years, reverse=True):
         terms = years[year]
-        out.append(Period(f"year-{year}", f"School year {year} to {year + 1}", "year",
-                          terms[0].start, terms[-1].end))  # fmt: skip
+        out.append(
+            Period(
+                f"year-{year}",
+                f"School year {year} to {year + 1}",
+                "year",
+                terms[0].start,
+                terms[-1].end,
+            )
+        )
         out.extend(reversed(terms))
     return out
 
@@ -266,48 +278,90 @@ def share(label: str, part: int, whole: int, exact: bool) -> Cell:
 
 
 def _breakdown(
-    key: str, title: str, counts: Sequence[Count], total: int, exact: bool, note: str,
+    key: str,
+    title: str,
+    counts: Sequence[Count],
+    total: int,
+    exact: bool,
+    note: str,
     total_label: str,
-) -> Section:  # fmt: skip
+) -> Section:
     cells = tuple(_cell(c.label, c.value, exact) for c in counts)
     hidden = any(c.suppressed for c in cells)
-    return Section(key, title, cells, note=note, chart=True,
-                   total=rounded_total(total_label, total, exact, hidden))  # fmt: skip
+    return Section(
+        key,
+        title,
+        cells,
+        note=note,
+        chart=True,
+        total=rounded_total(total_label, total, exact, hidden),
+    )
 
 
 def present(f: GovernorsFigures, *, exact: bool) -> PresentedReport:
     """The figures as tables for the DSL team (``exact``) or for governors."""
     e = exact
-    cat = _breakdown("categories", "Concerns by category", f.by_category, f.concerns, e,
-                     "Concerns logged at the school that happened in the period.",
-                     "All concerns")  # fmt: skip
-    year = _breakdown("year-groups", "Concerns by year group", f.by_year_group,
-                      sum(c.value for c in f.by_year_group), e,
-                      "By each pupil's year group now; a concern about two pupils counts "
-                      "for each of them.", "All pupils named in concerns")  # fmt: skip
-    month = _breakdown("months", "Concerns by month", f.by_month, f.concerns, e,
-                       "By the month in which it happened.", "All concerns")  # fmt: skip
+    cat = _breakdown(
+        "categories",
+        "Concerns by category",
+        f.by_category,
+        f.concerns,
+        e,
+        "Concerns logged at the school that happened in the period.",
+        "All concerns",
+    )
+    year = _breakdown(
+        "year-groups",
+        "Concerns by year group",
+        f.by_year_group,
+        sum(c.value for c in f.by_year_group),
+        e,
+        "By each pupil's year group now; a concern about two pupils counts for each of them.",
+        "All pupils named in concerns",
+    )
+    month = _breakdown(
+        "months",
+        "Concerns by month",
+        f.by_month,
+        f.concerns,
+        e,
+        "By the month in which it happened.",
+        "All concerns",
+    )
     any_hidden = any(c.suppressed for s in (cat, year, month) for c in s.cells)
     if any_hidden:
         # A breakdown with nothing hidden would add up to the exact total and give the
         # hidden count of another away: its smallest figure is hidden too.
         cat, year, month = (_hide_one(s) for s in (cat, year, month))
-        year = Section(year.key, year.title, year.cells, year.note,
-                       rounded_total(year.total.label if year.total else "",
-                                     sum(c.value for c in f.by_year_group), e, True),
-                       year.chart)  # fmt: skip
+        year = Section(
+            year.key,
+            year.title,
+            year.cells,
+            year.note,
+            rounded_total(
+                year.total.label if year.total else "",
+                sum(c.value for c in f.by_year_group),
+                e,
+                True,
+            ),
+            year.chart,
+        )
     headline = rounded_total("Concerns logged", f.concerns, e, any_hidden)
     cat = _with_total(cat, headline)
     month = _with_total(month, headline)
     outcomes = Section(
-        "outcomes", "What the concerns led to",
+        "outcomes",
+        "What the concerns led to",
         tuple(_cell(c.label, c.value, e) for c in f.outcomes),
         note="Concerns logged in the period by the DSL's triage decisions about them "
         "(a concern with two decisions counts under each).",
-    )  # fmt: skip
-    referrals = Section("referrals", "Referrals sent through Handover",
-                        tuple(_cell(c.label, c.value, e) for c in f.referrals),
-                        note="Referrals sent to an agency in the period.")  # fmt: skip
+    )
+    referrals = Section(
+        "referrals",
+        "Referrals sent through Handover",
+        tuple(_cell(c.label, c.value, e) for c in f.referrals),
+        note="Referrals sent to an agency in the period.",
+    )
 
     def whole(label: str, value: int, parts: Sequence[int]) -> Cell:
         """A figure made of ``parts`` (shown or not): rounded when one of them is small,
@@ -316,58 +370,83 @@ def present(f: GovernorsFigures, *, exact: bool) -> PresentedReport:
 
     a = f.actions
     actions = Section(
-        "actions", "Actions",
-        (whole("Actions due in the period", a.due, (a.on_time, a.late, a.overdue,
-                                                     a.not_yet_due)),
-         _cell("Done on time (by the day they were due)", a.on_time, e),
-         _cell("Done late", a.late, e),
-         _cell("Not done and overdue", a.overdue, e),
-         _cell("Not done, not yet due", a.not_yet_due, e),
-         share("Share done on time", a.on_time, a.due, e)),
+        "actions",
+        "Actions",
+        (
+            whole(
+                "Actions due in the period", a.due, (a.on_time, a.late, a.overdue, a.not_yet_due)
+            ),
+            _cell("Done on time (by the day they were due)", a.on_time, e),
+            _cell("Done late", a.late, e),
+            _cell("Not done and overdue", a.overdue, e),
+            _cell("Not done, not yet due", a.not_yet_due, e),
+            share("Share done on time", a.on_time, a.due, e),
+        ),
         note="Actions with a due date in the period; a day ends at midnight UTC.",
-    )  # fmt: skip
+    )
     lv = f.leavers
     leavers = Section(
-        "leavers", "Leavers' child-protection files",
-        (whole("Files sent", lv.sent, (lv.in_time, lv.late, lv.overdue, lv.waiting,
-                                        lv.unknown)),
-         _cell(f"Reached the new school within the KCSIE deadline ({f.deadline_rule})",
-               lv.in_time, e),
-         _cell("Reached the new school after the deadline", lv.late, e),
-         _cell("Not yet delivered, deadline passed", lv.overdue, e),
-         _cell("Not yet delivered, still in time", lv.waiting, e),
-         _cell("Deadline not known (no leaving date)", lv.unknown, e),
-         share("Share that met the KCSIE deadline", lv.in_time, lv.sent, e),
-         whole("Files received from other schools", lv.received,
-               (lv.accepted, lv.received - lv.accepted)),
-         _cell("Files received and accepted", lv.accepted, e)),
+        "leavers",
+        "Leavers' child-protection files",
+        (
+            whole("Files sent", lv.sent, (lv.in_time, lv.late, lv.overdue, lv.waiting, lv.unknown)),
+            _cell(
+                f"Reached the new school within the KCSIE deadline ({f.deadline_rule})",
+                lv.in_time,
+                e,
+            ),
+            _cell("Reached the new school after the deadline", lv.late, e),
+            _cell("Not yet delivered, deadline passed", lv.overdue, e),
+            _cell("Not yet delivered, still in time", lv.waiting, e),
+            _cell("Deadline not known (no leaving date)", lv.unknown, e),
+            share("Share that met the KCSIE deadline", lv.in_time, lv.sent, e),
+            whole(
+                "Files received from other schools",
+                lv.received,
+                (lv.accepted, lv.received - lv.accepted),
+            ),
+            _cell("Files received and accepted", lv.accepted, e),
+        ),
         note="Files sent in the period; 'reached' is the first signed receipt from the "
         "new school. Files received are those delivered here in the period.",
-    )  # fmt: skip
+    )
     r = f.requests
     requests = Section(
-        "requests", "Transfer requests",
-        (whole("Other schools asked us for a file", r.received,
-               (r.answered, r.received - r.answered)),
-         whole("Answered", r.answered, (r.authorised, r.declined)),
-         _cell("Sent (authorised)", r.authorised, e),
-         _cell("Declined", r.declined, e),
-         whole("We asked other schools for a file", r.made,
-               (r.made_answered, r.made - r.made_answered)),
-         _cell("Answered by them", r.made_answered, e)),
+        "requests",
+        "Transfer requests",
+        (
+            whole(
+                "Other schools asked us for a file",
+                r.received,
+                (r.answered, r.received - r.answered),
+            ),
+            whole("Answered", r.answered, (r.authorised, r.declined)),
+            _cell("Sent (authorised)", r.authorised, e),
+            _cell("Declined", r.declined, e),
+            whole(
+                "We asked other schools for a file",
+                r.made,
+                (r.made_answered, r.made - r.made_answered),
+            ),
+            _cell("Answered by them", r.made_answered, e),
+        ),
         note="Requests made in the period.",
-    )  # fmt: skip
+    )
     summary = Section("summary", "In brief", (headline,), note="")
     return PresentedReport(
         title="Safeguarding report to governors",
-        organisation=f.organisation, period=f.period, exact=exact,
+        organisation=f.organisation,
+        period=f.period,
+        exact=exact,
         sections=(summary, cat, year, month, outcomes, referrals, actions, leavers, requests),
-        notes=(NOT_FOR_SHARING,) if exact else (
+        notes=(NOT_FOR_SHARING,)
+        if exact
+        else (
             "Counts from 1 to 4 are shown as 'fewer than 5', so that no child can be "
             "identified; where a total includes such a count it is rounded to the nearest 5, "
             "and in a breakdown that would add up to it one more figure is 'not shown'.",
         ),
-    )  # fmt: skip
+    )
 
 
 def _hide_one(section: Section) -> Section:
@@ -382,8 +461,15 @@ def _hide_one(section: Section) -> Section:
         Cell(c.label, c.value, NOT_SHOWN, suppressed=True) if c is smallest else c
         for c in section.cells
     )
-    return Section(section.key, section.title, cells, section.note, section.total,
-                   section.chart, section.column)  # fmt: skip
+    return Section(
+        section.key,
+        section.title,
+        cells,
+        section.note,
+        section.total,
+        section.chart,
+        section.column,
+    )
 
 
 def _with_total(section: Section, total: Cell) -> Section:
@@ -392,9 +478,15 @@ def _with_total(section: Section, total: Cell) -> Section:
     own = section.total
     if own is not None and own.suppressed and not total.suppressed:
         return section
-    return Section(section.key, section.title, section.cells, section.note,
-                   Cell(own.label if own else total.label, total.value, total.shown,
-                        total.suppressed), section.chart, section.column)  # fmt: skip
+    return Section(
+        section.key,
+        section.title,
+        section.cells,
+        section.note,
+        Cell(own.label if own else total.label, total.value, total.shown, total.suppressed),
+        section.chart,
+        section.column,
+    )
 
 
 def _not_for_sharing(report: PresentedReport) -> None:
@@ -421,9 +513,16 @@ def report_csv(report: PresentedReport) -> bytes:
     w = csv.writer(out, lineterminator="\r\n")
     w.writerow(["section", "item", "figure"])
     w.writerow(["Report", "School", csv_safe(report.organisation)])
-    w.writerow(["Report", "Period", csv_safe(
-        f"{report.period.label} ({report.period.start.isoformat()} to "
-        f"{report.period.end.isoformat()})")])  # fmt: skip
+    w.writerow(
+        [
+            "Report",
+            "Period",
+            csv_safe(
+                f"{report.period.label} ({report.period.start.isoformat()} to "
+                f"{report.period.end.isoformat()})"
+            ),
+        ]
+    )
     for s in report.sections:
         rows: Iterable[Cell] = (*s.cells, *((s.total,) if s.total else ()))
         for c in rows:

@@ -35,9 +35,10 @@ def report_pdf(report: PresentedReport, printed_by: PrintedBy) -> bytes:
         raise ValueError("exact figures never leave the DSL team: present them suppressed")
     p = report.period
     doc = PrintDocument(
-        report.title, printed_by,
+        report.title,
+        printed_by,
         subtitle=f"{report.organisation}: {p.label}, {_day(p.start)} to {_day(p.end)}",
-    )  # fmt: skip
+    )
     for note in report.notes:
         doc.paragraph(note, small=True)
     for section in report.sections:
@@ -51,8 +52,9 @@ def report_pdf(report: PresentedReport, printed_by: PrintedBy) -> bytes:
     return doc.finish()
 
 
-def _entry(line: ChronologyLine, labels: Mapping[str, str], owners: Mapping[str, str]
-           ) -> tuple[str, list[tuple[str, str]], str]:  # fmt: skip
+def _entry(
+    line: ChronologyLine, labels: Mapping[str, str], owners: Mapping[str, str]
+) -> tuple[str, list[tuple[str, str]], str]:
     """An entry's title, its facts and its full text."""
     r: Any = line.record
     facts: list[tuple[str, str]] = []
@@ -66,9 +68,13 @@ def _entry(line: ChronologyLine, labels: Mapping[str, str], owners: Mapping[str,
         facts.append(("State", r.status.replace("_", " ")))
         for mark in r.body_map:
             if mark.pupil_id == line.pupil_id:
-                facts.append((f"Body map, {_SIDES.get(mark.side, mark.side)}",
-                              f"{mark.description} (at {round(100 * mark.x)}% across, "
-                              f"{round(100 * mark.y)}% down)"))  # fmt: skip
+                facts.append(
+                    (
+                        f"Body map, {_SIDES.get(mark.side, mark.side)}",
+                        f"{mark.description} (at {round(100 * mark.x)}% across, "
+                        f"{round(100 * mark.y)}% down)",
+                    )
+                )
         text = r.account
     elif line.kind == "triage":
         title = f"Triage decision: {OUTCOMES.get(r.decision, r.decision)}"
@@ -110,9 +116,12 @@ def chronology_pdf(
 ) -> bytes:
     """A pupil's whole chronology, oldest first, every entry in full."""
     name = f"{pupil.forename} {pupil.surname}"
-    doc = PrintDocument(f"Chronology: {name}", printed_by,
-                        subtitle="Confidential: child protection. For a child-protection "
-                        "conference or a court; do not copy.")  # fmt: skip
+    doc = PrintDocument(
+        f"Chronology: {name}",
+        printed_by,
+        subtitle="Confidential: child protection. For a child-protection "
+        "conference or a court; do not copy.",
+    )
     details = [("Name", name)]
     if pupil.upn:
         details.append(("UPN", pupil.upn))
@@ -129,8 +138,10 @@ def chronology_pdf(
             who = f"{who} ({line.recorded_by_role})"
         doc.heading(f"{number}. {_moment(line.occurred_at)}: {title}")
         # Plain lines, not a table per entry: a 1,000-entry chronology stays quick to draw.
-        doc.paragraph("\n".join(f"{label}: {value}" for label, value in
-                                 (("Recorded by", who), *facts)), small=True)  # fmt: skip
+        doc.paragraph(
+            "\n".join(f"{label}: {value}" for label, value in (("Recorded by", who), *facts)),
+            small=True,
+        )
         if text:
             doc.paragraph(text)
     return doc.finish()

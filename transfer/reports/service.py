@@ -96,16 +96,21 @@ def _as_date(value: Any) -> date | None:
 class Reports:
     """Reports over one node's store (see the module's docs)."""
 
-    def __init__(self, store: Store, transfer: TransferSection | None = None,
-                 calendars: Calendars | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: Store,
+        transfer: TransferSection | None = None,
+        calendars: Calendars | None = None,
+    ) -> None:
         self.store = store
         self.transfer = transfer or TransferSection()
         self.calendars = calendars or Calendars(store.data_dir)
 
     # ------------------------------------------------------------ permissions
 
-    async def _allowed(self, actor: Actor, action: str, targets: dict[str, str],
-                       *, exact: bool = False) -> None:  # fmt: skip
+    async def _allowed(
+        self, actor: Actor, action: str, targets: dict[str, str], *, exact: bool = False
+    ) -> None:
         try:
             require(actor, Permission.READ_REPORTS)
             if exact and not actor.in_dsl_team:
@@ -161,14 +166,19 @@ class Reports:
         )
         # Concerns by category (labels from the school's own categories).
         labels = dict(
-            (await conn.execute(
-                sa.select(Category.key, Category.label).where(Category.org_id == org_id)
-            )).all()
-        )  # fmt: skip
-        by_cat = (await conn.execute(
-            sa.select(Concern.category_key, sa.func.count()).where(here)
-            .group_by(Concern.category_key)
-        )).all()  # fmt: skip
+            (
+                await conn.execute(
+                    sa.select(Category.key, Category.label).where(Category.org_id == org_id)
+                )
+            ).all()
+        )
+        by_cat = (
+            await conn.execute(
+                sa.select(Concern.category_key, sa.func.count())
+                .where(here)
+                .group_by(Concern.category_key)
+            )
+        ).all()
         categories = sorted(
             (Count(labels.get(k, k.replace("_", " ").capitalize()), n) for k, n in by_cat),
             key=lambda c: (-c.value, c.label),
@@ -177,58 +187,79 @@ class Reports:
         # By month, bucketed by the months' own boundaries (midnight in England).
         months = period.months()
         bucket = sa.case(
-            *((sa.and_(Concern.happened_at >= a, Concern.happened_at < b), i)
-              for i, (_, a, b) in enumerate(months)),
+            *(
+                (sa.and_(Concern.happened_at >= a, Concern.happened_at < b), i)
+                for i, (_, a, b) in enumerate(months)
+            ),
             else_=-1,
-        ).label("month")  # fmt: skip
+        ).label("month")
         per_month: dict[int, int] = dict(
-            (await conn.execute(
-                sa.select(bucket, sa.func.count()).where(here).group_by(_named("month"))
-            )).all()
-        )  # fmt: skip
+            (
+                await conn.execute(
+                    sa.select(bucket, sa.func.count()).where(here).group_by(_named("month"))
+                )
+            ).all()
+        )
         by_month = tuple(Count(name, per_month.get(i, 0)) for i, (name, _, _) in enumerate(months))
         # By year group: each pupil named in a concern (a concern about two, once each).
         year = sa.func.coalesce(Pupil.year_group, sa.literal_column("''")).label("year_group")
-        by_year = (await conn.execute(
-            sa.select(year, sa.func.count(sa.distinct(Concern.id)))
-            .select_from(Concern)
-            .join(ConcernPupil, ConcernPupil.concern_id == Concern.id)
-            .join(Pupil, Pupil.id == ConcernPupil.pupil_id)
-            .where(here).group_by(_named("year_group"))
-        )).all()  # fmt: skip
+        by_year = (
+            await conn.execute(
+                sa.select(year, sa.func.count(sa.distinct(Concern.id)))
+                .select_from(Concern)
+                .join(ConcernPupil, ConcernPupil.concern_id == Concern.id)
+                .join(Pupil, Pupil.id == ConcernPupil.pupil_id)
+                .where(here)
+                .group_by(_named("year_group"))
+            )
+        ).all()
         year_groups = tuple(
             Count(f"Year {g}" if g and g[0].isdigit() else (g or "Year group not known"), n)
             for g, n in sorted(by_year, key=lambda r: _year_order(r[0] or "zz"))
         )
         # What the concerns led to: triage decisions about them.
         decided = dict(
-            (await conn.execute(
-                sa.select(Triage.decision, sa.func.count(sa.distinct(Triage.concern_id)))
-                .join(Concern, Concern.id == Triage.concern_id)
-                .where(here).group_by(Triage.decision)
-            )).all()
-        )  # fmt: skip
+            (
+                await conn.execute(
+                    sa.select(Triage.decision, sa.func.count(sa.distinct(Triage.concern_id)))
+                    .join(Concern, Concern.id == Triage.concern_id)
+                    .where(here)
+                    .group_by(Triage.decision)
+                )
+            ).all()
+        )
         outcomes = tuple(Count(label, decided.get(key, 0)) for key, label in OUTCOMES.items())
         # Referrals sent in the period (their "sent" step).
         sent_refs = dict(
-            (await conn.execute(
-                sa.select(Referral.kind, sa.func.count(sa.distinct(Referral.id)))
-                .join(ReferralEvent, ReferralEvent.referral_id == Referral.id)
-                .where(Referral.org_id == org_id, ReferralEvent.action == "sent",
-                       ReferralEvent.at >= lo, ReferralEvent.at < hi)
-                .group_by(Referral.kind)
-            )).all()
-        )  # fmt: skip
+            (
+                await conn.execute(
+                    sa.select(Referral.kind, sa.func.count(sa.distinct(Referral.id)))
+                    .join(ReferralEvent, ReferralEvent.referral_id == Referral.id)
+                    .where(
+                        Referral.org_id == org_id,
+                        ReferralEvent.action == "sent",
+                        ReferralEvent.at >= lo,
+                        ReferralEvent.at < hi,
+                    )
+                    .group_by(Referral.kind)
+                )
+            ).all()
+        )
         referrals = tuple(Count(label, sent_refs.get(k, 0)) for k, label in REFERRAL_KINDS.items())
         return GovernorsFigures(
-            organisation=org_name, period=period, concerns=total,
-            by_category=tuple(categories), by_year_group=year_groups, by_month=by_month,
-            outcomes=outcomes, referrals=referrals,
+            organisation=org_name,
+            period=period,
+            concerns=total,
+            by_category=tuple(categories),
+            by_year_group=year_groups,
+            by_month=by_month,
+            outcomes=outcomes,
+            referrals=referrals,
             actions=await self._actions(conn, org_id, period, dialect),
             leavers=await self._leavers(conn, org_id, period, dialect),
             requests=await self._requests(conn, org_id, period),
             deadline_rule=self._rule(),
-        )  # fmt: skip
+        )
 
     def _unit(self) -> DayUnit:
         return DayUnit.SCHOOL if self.transfer.deadline_unit == "school_days" else DayUnit.CALENDAR
@@ -247,18 +278,24 @@ class Reports:
         def n(cond: Any) -> Any:
             return sa.func.coalesce(sa.func.sum(sa.case((cond, 1), else_=0)), 0)
 
-        row = (await conn.execute(
-            sa.select(
-                sa.func.count(),
-                n(sa.and_(done, done_day <= Action.due_on)),
-                n(sa.and_(done, done_day > Action.due_on)),
-                n(sa.and_(~done, Action.due_on < today)),
-                n(sa.and_(~done, Action.due_on >= today)),
+        row = (
+            await conn.execute(
+                sa.select(
+                    sa.func.count(),
+                    n(sa.and_(done, done_day <= Action.due_on)),
+                    n(sa.and_(done, done_day > Action.due_on)),
+                    n(sa.and_(~done, Action.due_on < today)),
+                    n(sa.and_(~done, Action.due_on >= today)),
+                )
+                .join(Concern, Concern.id == Action.concern_id)
+                .where(
+                    Concern.org_id == org_id,
+                    Action.provenance_id.is_(None),
+                    Action.due_on >= period.start,
+                    Action.due_on <= period.end,
+                )
             )
-            .join(Concern, Concern.id == Action.concern_id)
-            .where(Concern.org_id == org_id, Action.provenance_id.is_(None),
-                   Action.due_on >= period.start, Action.due_on <= period.end)
-        )).one()  # fmt: skip
+        ).one()
         return ActionFigures(*(int(v) for v in row))
 
     async def _leavers(
@@ -270,26 +307,30 @@ class Reports:
         # every receipt.
         first = (
             sa.select(sa.func.min(r.issued_at))
-            .where(r.package_id == outgoing_packages.c.id,
-                   r.kind.in_(("delivered", "accepted")))
+            .where(r.package_id == outgoing_packages.c.id, r.kind.in_(("delivered", "accepted")))
             .scalar_subquery()
-        )  # fmt: skip
+        )
         files = (
-            sa.select(Pupil.leaving_date.label("leaving"),
-                      _day_of(first, dialect).label("reached"))
+            sa.select(Pupil.leaving_date.label("leaving"), _day_of(first, dialect).label("reached"))
             .select_from(outgoing_packages)
             .join(outgoing_pupils, outgoing_pupils.c.package_id == outgoing_packages.c.id)
             .join(Pupil, Pupil.id == outgoing_pupils.c.pupil_id, isouter=True)
-            .where(outgoing_packages.c.org_id == org_id,
-                   outgoing_packages.c.kind == "leaver_file",
-                   outgoing_packages.c.state.not_in(_NOT_SENT),
-                   outgoing_packages.c.queued_at >= lo, outgoing_packages.c.queued_at < hi)
+            .where(
+                outgoing_packages.c.org_id == org_id,
+                outgoing_packages.c.kind == "leaver_file",
+                outgoing_packages.c.state.not_in(_NOT_SENT),
+                outgoing_packages.c.queued_at >= lo,
+                outgoing_packages.c.queued_at < hi,
+            )
             .subquery()
-        )  # fmt: skip
-        rows = (await conn.execute(
-            sa.select(files.c.leaving, files.c.reached, sa.func.count())
-            .group_by(files.c.leaving, files.c.reached)
-        )).all()  # fmt: skip
+        )
+        rows = (
+            await conn.execute(
+                sa.select(files.c.leaving, files.c.reached, sa.func.count()).group_by(
+                    files.c.leaving, files.c.reached
+                )
+            )
+        ).all()
         calendar = self.calendar(org_id)
         today = self.store.now().date()
         counts = {"sent": 0, "in_time": 0, "late": 0, "overdue": 0, "waiting": 0, "unknown": 0}
@@ -313,15 +354,22 @@ class Reports:
                 counts["in_time" if got <= due else "late"] += n
             else:
                 counts["overdue" if today > due else "waiting"] += n
-        received = (await conn.execute(
-            sa.select(sa.func.count(),
-                      sa.func.coalesce(sa.func.sum(sa.case(
-                          (IncomingPackage.state == "accepted", 1), else_=0)), 0))
-            .where(IncomingPackage.recipient_org_id == org_id,
-                   IncomingPackage.package_kind == "leaver_file",
-                   IncomingPackage.state.in_(_RECEIVED_STATES),
-                   IncomingPackage.delivered_at >= lo, IncomingPackage.delivered_at < hi)
-        )).one()  # fmt: skip
+        received = (
+            await conn.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.coalesce(
+                        sa.func.sum(sa.case((IncomingPackage.state == "accepted", 1), else_=0)), 0
+                    ),
+                ).where(
+                    IncomingPackage.recipient_org_id == org_id,
+                    IncomingPackage.package_kind == "leaver_file",
+                    IncomingPackage.state.in_(_RECEIVED_STATES),
+                    IncomingPackage.delivered_at >= lo,
+                    IncomingPackage.delivered_at < hi,
+                )
+            )
+        ).one()
         return LeaverFigures(**counts, received=int(received[0]), accepted=int(received[1]))
 
     async def _requests(self, conn: AsyncConnection, org_id: str, period: Period) -> RequestFigures:
@@ -331,18 +379,32 @@ class Reports:
             return sa.func.coalesce(sa.func.sum(sa.case((cond, 1), else_=0)), 0)
 
         answered = t.state.in_(("authorised", "declined"))
-        rows = (await conn.execute(
-            sa.select(t.side, sa.func.count(), n(answered), n(t.state == "authorised"),
-                      n(t.state == "declined"))
-            .where(t.org_id == org_id, t.created_at >= period.lower,
-                   t.created_at < period.upper)
-            .group_by(t.side)
-        )).all()  # fmt: skip
+        rows = (
+            await conn.execute(
+                sa.select(
+                    t.side,
+                    sa.func.count(),
+                    n(answered),
+                    n(t.state == "authorised"),
+                    n(t.state == "declined"),
+                )
+                .where(
+                    t.org_id == org_id, t.created_at >= period.lower, t.created_at < period.upper
+                )
+                .group_by(t.side)
+            )
+        ).all()
         by_side = {side: tuple(int(v) for v in rest) for side, *rest in rows}
         got = by_side.get("received", (0, 0, 0, 0))
         made = by_side.get("sent", (0, 0, 0, 0))
-        return RequestFigures(received=got[0], answered=got[1], authorised=got[2],
-                              declined=got[3], made=made[0], made_answered=made[1])  # fmt: skip
+        return RequestFigures(
+            received=got[0],
+            answered=got[1],
+            authorised=got[2],
+            declined=got[3],
+            made=made[0],
+            made_answered=made[1],
+        )
 
     # ------------------------------------------------------------ chronology
 
@@ -355,9 +417,12 @@ class Reports:
         pupil = await self.store.get_pupil(actor, pupil_ref)
         lines = await self.store.chronology_lines(actor, pupil.id)
         await self.store.record_event(
-            "store.chronology.print", actor, actor.org_id, {"pupil": pupil.id},
+            "store.chronology.print",
+            actor,
+            actor.org_id,
+            {"pupil": pupil.id},
             entries=len(lines),
-        )  # fmt: skip
+        )
         return pupil, lines
 
     async def names(self, actor: Actor, ids: Sequence[str | None]) -> dict[str, str]:

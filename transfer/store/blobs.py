@@ -67,9 +67,13 @@ def _nonce(index: int, final: bool) -> bytes:
 
 def _aad(pupil_id: str, index: int, final: bool) -> bytes:
     return (
-        _INFO + b"|" + pupil_id.encode() + b"|" + index.to_bytes(8, "big")
+        _INFO
+        + b"|"
+        + pupil_id.encode()
+        + b"|"
+        + index.to_bytes(8, "big")
         + (b"\x01" if final else b"\x00")
-    )  # fmt: skip
+    )
 
 
 def document_name(pupil_key: bytes, pupil_id: str, sha256: str) -> str:

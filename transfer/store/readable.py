@@ -43,9 +43,19 @@ __all__ = [
 
 ENGLAND: Final = ZoneInfo("Europe/London")
 _MONTHS: Final = (
-    "January", "February", "March", "April", "May", "June", "July",
-    "August", "September", "October", "November", "December",
-)  # fmt: skip
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 TRIAGE_LABELS: Final[Mapping[str, str]] = {
     "refer_social_care": "Refer to children's social care",

@@ -1548,9 +1548,12 @@ class Store:
             ).all()
             record = await self._concern_record(s, _Sealed(s, ring), concern, list(pupils))
         await self._audit(
-            "store.concern.record", actor, actor.org_id, {"concern": concern.id},
+            "store.concern.record",
+            actor,
+            actor.org_id,
+            {"concern": concern.id},
             repeated=True,
-        )  # fmt: skip
+        )
         return record
 
     async def _record_concern(
@@ -1647,10 +1650,14 @@ class Store:
         )
         await self._changed(
             StoreChange(
-                "concern.recorded", actor.org_id, pupil_ids, record_id=concern_id, actor=actor,
+                "concern.recorded",
+                actor.org_id,
+                pupil_ids,
+                record_id=concern_id,
+                actor=actor,
                 category=cat.key,
             )
-        )  # fmt: skip
+        )
         return record
 
     async def _readable_concern(
@@ -1689,16 +1696,20 @@ class Store:
             return {}
         rows = list(await s.scalars(select(ProvenanceRow).where(ProvenanceRow.id.in_(wanted))))
         earlier_ids = {r.amends_id for r in rows if r.amends_id is not None}
-        earlier = {
-            pid: at
-            for pid, at in (
-                await s.execute(
-                    select(ProvenanceRow.id, ProvenanceRow.received_at).where(
-                        ProvenanceRow.id.in_(earlier_ids)
+        earlier = (
+            {
+                pid: at
+                for pid, at in (
+                    await s.execute(
+                        select(ProvenanceRow.id, ProvenanceRow.received_at).where(
+                            ProvenanceRow.id.in_(earlier_ids)
+                        )
                     )
-                )
-            ).all()
-        } if earlier_ids else {}  # fmt: skip
+                ).all()
+            }
+            if earlier_ids
+            else {}
+        )
         superseded = set(
             await s.scalars(
                 select(ProvenanceRow.amends_id).where(ProvenanceRow.amends_id.in_(wanted))
@@ -1921,10 +1932,12 @@ class Store:
             # The amendment's own row first: a form sent twice at once clashes here.
             s.add(
                 ConcernAmendment(
-                    id=new_id, concern_id=concern.id, amended_at=self.now(),
+                    id=new_id,
+                    concern_id=concern.id,
+                    amended_at=self.now(),
                     amended_by=actor.staff_id,
                 )
-            )  # fmt: skip
+            )
             await s.flush()
             await self._lock_live_pupils(s, pupils)
             sealed = _Sealed(s, ring)
@@ -1937,9 +1950,11 @@ class Store:
             if all(earlier.get(k, "") == v for k, v in now.items()):
                 raise InputError("nothing was changed: change the text before saving")
             await sealed.put(
-                "concern_amendments", new_id, pupils,
+                "concern_amendments",
+                new_id,
+                pupils,
                 {**{k: earlier.get(k, "") for k in now}, "reason": data.reason},
-            )  # fmt: skip
+            )
             await s.execute(
                 delete(SealedField).where(
                     SealedField.record_table == "concerns",
@@ -1970,17 +1985,24 @@ class Store:
                 f = await sealed.one("concern_amendments", row.id, pupils[0])
                 out.append(
                     AmendmentRecord(
-                        id=row.id, concern_id=row.concern_id, amended_at=row.amended_at,
-                        amended_by=row.amended_by, reason=f["reason"],
-                        earlier_location=f["location"], earlier_account=f["account"],
+                        id=row.id,
+                        concern_id=row.concern_id,
+                        amended_at=row.amended_at,
+                        amended_by=row.amended_by,
+                        reason=f["reason"],
+                        earlier_location=f["location"],
+                        earlier_account=f["account"],
                         earlier_people_involved=f["people_involved"],
                     )
-                )  # fmt: skip
+                )
         if out:
             await self._audit(
-                "store.concern.history", actor, actor.org_id, {"concern": concern_id},
+                "store.concern.history",
+                actor,
+                actor.org_id,
+                {"concern": concern_id},
                 count=len(out),
-            )  # fmt: skip
+            )
         return out
 
     async def action_owners(self, actor: Actor) -> tuple[PersonRecord, ...]:
@@ -2023,14 +2045,21 @@ class Store:
             assert row is not None
             reason = (await _Sealed(s, ring).one("triage_decisions", row.id, pupils[0]))["reason"]
         return TriageRecord(
-            id=row.id, concern_id=row.concern_id, decision=cast(Any, row.decision),
-            reason=reason, decided_at=row.decided_at, decided_by=row.decided_by,
-        )  # fmt: skip
+            id=row.id,
+            concern_id=row.concern_id,
+            decision=cast(Any, row.decision),
+            reason=reason,
+            decided_at=row.decided_at,
+            decided_by=row.decided_by,
+        )
 
     async def _sent_before(
-        self, model: type[Triage] | type[Action] | type[Contact] | type[ConcernAmendment],
-        record_id: str, concern_id: str, actor: Actor,
-    ) -> bool:  # fmt: skip
+        self,
+        model: type[Triage] | type[Action] | type[Contact] | type[ConcernAmendment],
+        record_id: str,
+        concern_id: str,
+        actor: Actor,
+    ) -> bool:
         """Whether a form with ``record_id`` was stored already (by this person, for this
         concern); a clash with anything else is refused."""
         async with self.sessions() as s:
@@ -2038,9 +2067,11 @@ class Store:
         if row is None:
             return False
         by = {
-            Triage: "decided_by", Action: "created_by", Contact: "recorded_by",
+            Triage: "decided_by",
+            Action: "created_by",
+            Contact: "recorded_by",
             ConcernAmendment: "amended_by",
-        }[model]  # fmt: skip
+        }[model]
         found: Any = row
         if found.concern_id != concern_id or getattr(found, by) != actor.staff_id:
             raise ConflictError("this form was used for something else; reload the page")
@@ -2110,10 +2141,15 @@ class Store:
             _, pupils = await self._readable_concern(s, actor, row.concern_id, "store.action.add")
             text = (await _Sealed(s, ring).one("actions", row.id, pupils[0]))["text"]
         return ActionRecord(
-            id=row.id, concern_id=row.concern_id, text=text, assignee_id=row.assignee_id,
-            due_on=row.due_on, done_at=row.done_at, created_at=row.created_at,
+            id=row.id,
+            concern_id=row.concern_id,
+            text=text,
+            assignee_id=row.assignee_id,
+            due_on=row.due_on,
+            done_at=row.done_at,
+            created_at=row.created_at,
             created_by=row.created_by,
-        )  # fmt: skip
+        )
 
     async def _add_action(
         self, actor: Actor, concern_id: str, data: NewAction, new_id: str
@@ -2288,10 +2324,14 @@ class Store:
             assert row is not None
             f = await _Sealed(s, ring).one("external_contacts", row.id, pupils[0])
         return ContactRecord(
-            id=row.id, concern_id=row.concern_id, agency=f["agency"],
-            contacted_at=row.contacted_at, outcome=f["outcome"], recorded_at=row.recorded_at,
+            id=row.id,
+            concern_id=row.concern_id,
+            agency=f["agency"],
+            contacted_at=row.contacted_at,
+            outcome=f["outcome"],
+            recorded_at=row.recorded_at,
             recorded_by=row.recorded_by,
-        )  # fmt: skip
+        )
 
     async def _add_contact(
         self, actor: Actor, concern_id: str, data: NewContact, new_id: str
@@ -2378,10 +2418,12 @@ class Store:
                     s, actor, concern_id, "store.document.upload"
                 )
                 if authoring and concern.recorded_by != actor.staff_id:
-                    await self._refuse(actor, "store.document.upload",
-                                       {**targets, "concern": concern_id})  # fmt: skip
-                    raise PermissionDenied("only the DSL team or the concern's author may "
-                                           "attach files to it")  # fmt: skip
+                    await self._refuse(
+                        actor, "store.document.upload", {**targets, "concern": concern_id}
+                    )
+                    raise PermissionDenied(
+                        "only the DSL team or the concern's author may attach files to it"
+                    )
                 if pupil_id not in pupils:
                     raise InputError("the concern is not about this pupil")
             key = await ring.pupil_key(s, pupil.id)
@@ -3103,10 +3145,12 @@ class Store:
                 return []
             rows = await s.scalars(
                 select(Pupil).where(
-                    Pupil.org_id == actor.org_id, Pupil.erased_at.is_(None),
-                    Pupil.dob.is_not(None), Pupil.dob <= date(limit.year - policy.years, 12, 31),
+                    Pupil.org_id == actor.org_id,
+                    Pupil.erased_at.is_(None),
+                    Pupil.dob.is_not(None),
+                    Pupil.dob <= date(limit.year - policy.years, 12, 31),
                 )
-            )  # fmt: skip
+            )
             due = [
                 (_pupil_record(p), retention_until(p.dob, policy.years))
                 for p in rows

@@ -56,11 +56,16 @@ async def account(request: web.Request, visit: Visit) -> web.StreamResponse:
     tokens = await app.accounts.list_tokens(visit.principal)
     names = {p.value: n for p, n in SCOPE_NAMES.items()}
     return app.page(
-        request, "account.html", visit, title="Your account",
-        tokens=[t for t in tokens if t.revoked_at is None], scope_names=names,
-        done=_DONE.get(request.query.get("done", "")), now=app.accounts.now(),
+        request,
+        "account.html",
+        visit,
+        title="Your account",
+        tokens=[t for t in tokens if t.revoked_at is None],
+        scope_names=names,
+        done=_DONE.get(request.query.get("done", "")),
+        now=app.accounts.now(),
         totp_required=bool(visit.roles & NEEDS_TOTP),
-    )  # fmt: skip
+    )
 
 
 # ------------------------------------------------------------------ password
@@ -70,9 +75,14 @@ async def _password_page(
     request: web.Request, visit: Visit, errors: FormErrors | None = None, notice: str = ""
 ) -> web.StreamResponse:
     return webapp(request).page(
-        request, "change_password.html", visit, title="Change your password",
-        status=400 if errors else 200, errors=errors, notice=notice,
-    )  # fmt: skip
+        request,
+        "change_password.html",
+        visit,
+        title="Change your password",
+        status=400 if errors else 200,
+        errors=errors,
+        notice=notice,
+    )
 
 
 async def show_password(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -81,16 +91,19 @@ async def show_password(request: web.Request, visit: Visit) -> web.StreamRespons
 
 async def kept_password(request: web.Request, visit: Visit, kept: KeptForm) -> web.StreamResponse:
     return await _password_page(
-        request, visit, notice="You were signed out before your password was changed. For "
+        request,
+        visit,
+        notice="You were signed out before your password was changed. For "
         "your security, passwords are never kept: enter them again.",
-    )  # fmt: skip
+    )
 
 
 async def change_password(request: web.Request, visit: Visit) -> web.StreamResponse:
     app = webapp(request)
     data = request[FORM_KEY]
-    current, new, again = (data.get(k, "") for k in ("current_password", "new_password",
-                                                     "confirm_password"))  # fmt: skip
+    current, new, again = (
+        data.get(k, "") for k in ("current_password", "new_password", "confirm_password")
+    )
     errors = FormErrors()
     if not current:
         errors.add("current_password", "Enter your current password")
@@ -122,11 +135,13 @@ def _sentence(text: str) -> str:
 def _token_values(source: Any) -> dict[str, Any]:
     return {
         "name": source.value("name") if isinstance(source, KeptForm) else source.get("name", ""),
-        "scopes": source.values("scopes") if isinstance(source, KeptForm)
+        "scopes": source.values("scopes")
+        if isinstance(source, KeptForm)
         else source.getall("scopes", []),
-        "lifetime": source.value("lifetime") if isinstance(source, KeptForm)
+        "lifetime": source.value("lifetime")
+        if isinstance(source, KeptForm)
         else source.get("lifetime", ""),
-    }  # fmt: skip
+    }
 
 
 def _validate_token(visit: Visit, values: dict[str, Any], errors: FormErrors) -> None:
@@ -143,14 +158,25 @@ def _validate_token(visit: Visit, values: dict[str, Any], errors: FormErrors) ->
 
 
 async def _new_token_page(
-    request: web.Request, visit: Visit, values: dict[str, Any], *,
-    errors: FormErrors | None = None, notice: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    values: dict[str, Any],
+    *,
+    errors: FormErrors | None = None,
+    notice: str = "",
+) -> web.StreamResponse:
     return webapp(request).page(
-        request, "token_new.html", visit, title="Create an API token",
-        status=400 if errors else 200, errors=errors, values=values, scopes=_scopes(visit),
-        lifetimes=LIFETIMES, notice=notice,
-    )  # fmt: skip
+        request,
+        "token_new.html",
+        visit,
+        title="Create an API token",
+        status=400 if errors else 200,
+        errors=errors,
+        values=values,
+        scopes=_scopes(visit),
+        lifetimes=LIFETIMES,
+        notice=notice,
+    )
 
 
 async def show_new_token(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -177,15 +203,26 @@ async def check_new_token(request: web.Request, visit: Visit) -> web.StreamRespo
 
 
 async def _confirm_token_page(
-    request: web.Request, visit: Visit, values: dict[str, Any], *,
-    errors: FormErrors | None = None, notice: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    values: dict[str, Any],
+    *,
+    errors: FormErrors | None = None,
+    notice: str = "",
+) -> web.StreamResponse:
     names = {p.value: n for p, n in SCOPE_NAMES.items()}
     return webapp(request).page(
-        request, "token_confirm.html", visit, title="Check the token before it is created",
-        status=400 if errors else 200, errors=errors, values=values, scope_names=names,
-        lifetimes=LIFETIMES, notice=notice,
-    )  # fmt: skip
+        request,
+        "token_confirm.html",
+        visit,
+        title="Check the token before it is created",
+        status=400 if errors else 200,
+        errors=errors,
+        values=values,
+        scope_names=names,
+        lifetimes=LIFETIMES,
+        notice=notice,
+    )
 
 
 async def kept_confirm_token(
@@ -205,11 +242,12 @@ async def create_token(request: web.Request, visit: Visit) -> web.StreamResponse
     if not await check_code(app, visit, data.get("code", ""), errors):
         return await _confirm_token_page(request, visit, values, errors=errors)
     issued = await app.accounts.create_token(
-        visit.principal, name=str(values["name"]).strip(), scopes=values["scopes"],
+        visit.principal,
+        name=str(values["name"]).strip(),
+        scopes=values["scopes"],
         expires_in_days=int(values["lifetime"]),
-    )  # fmt: skip
-    return app.page(request, "token_created.html", visit, title="Your new API token",
-                    issued=issued)  # fmt: skip
+    )
+    return app.page(request, "token_created.html", visit, title="Your new API token", issued=issued)
 
 
 async def revoke_token(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -220,13 +258,19 @@ async def revoke_token(request: web.Request, visit: Visit) -> web.StreamResponse
 ROUTES: Final = (
     WebRoute("GET", "/account", account, "Accounts.list_tokens", name="account"),
     WebRoute("GET", "/account/password", show_password, "Accounts.change_password"),
-    WebRoute("POST", "/account/password", change_password, "Accounts.change_password",
-             form=kept_password),
+    WebRoute(
+        "POST", "/account/password", change_password, "Accounts.change_password", form=kept_password
+    ),
     WebRoute("GET", "/account/tokens/new", show_new_token, "Accounts.create_token"),
-    WebRoute("POST", "/account/tokens/new", check_new_token, "Accounts.create_token",
-             form=kept_new_token),
-    WebRoute("POST", "/account/tokens/confirm", create_token,
-             "Accounts.step_up, Accounts.create_token", form=kept_confirm_token),
-    WebRoute("POST", "/account/tokens/{token_id}/revoke", revoke_token,
-             "Accounts.revoke_token"),
-)  # fmt: skip
+    WebRoute(
+        "POST", "/account/tokens/new", check_new_token, "Accounts.create_token", form=kept_new_token
+    ),
+    WebRoute(
+        "POST",
+        "/account/tokens/confirm",
+        create_token,
+        "Accounts.step_up, Accounts.create_token",
+        form=kept_confirm_token,
+    ),
+    WebRoute("POST", "/account/tokens/{token_id}/revoke", revoke_token, "Accounts.revoke_token"),
+)

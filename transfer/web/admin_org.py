@@ -39,11 +39,11 @@ KINDS: Final = {
 }
 _DONE: Final = {
     "rotated": "New keys have been made. The earlier decryption key is kept for files still "
-               "on their way. Tell your partner schools the new fingerprint, and give the new "
-               "keys to whoever runs your directory.",
+    "on their way. Tell your partner schools the new fingerprint, and give the new "
+    "keys to whoever runs your directory.",
     "category": "The category has been added.",
     "retention": "The retention policy has been changed.",
-}  # fmt: skip
+}
 
 
 def _key_admin(request: web.Request) -> KeyAdministration:
@@ -54,9 +54,14 @@ def _key_admin(request: web.Request) -> KeyAdministration:
 
 
 async def _org_page(
-    request: web.Request, visit: Visit, *, errors: FormErrors | None = None,
-    values: dict[str, str] | None = None, status: int = 200, done: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    *,
+    errors: FormErrors | None = None,
+    values: dict[str, str] | None = None,
+    status: int = 200,
+    done: str = "",
+) -> web.StreamResponse:
     app = webapp(request)
     actor = visit.actor
     context: dict[str, Any] = {}
@@ -64,8 +69,12 @@ async def _org_page(
     if actor.has(Permission.MANAGE_KEYS) and app.services.key_admin is not None:
         keys = await app.services.key_admin.keys(actor)
         held, entries = await app.services.key_admin.directory(actor)
-        context |= {"keys": keys, "spoken": read_aloud(keys.fingerprint), "held": held,
-                    "entries": entries}  # fmt: skip
+        context |= {
+            "keys": keys,
+            "spoken": read_aloud(keys.fingerprint),
+            "held": held,
+            "entries": entries,
+        }
         shown = True
     if actor.has(Permission.MANAGE_KEYS) or actor.has(Permission.MANAGE_CATEGORIES):
         context["categories"] = await app.store.list_categories(actor)
@@ -81,11 +90,19 @@ async def _org_page(
     if not shown:
         raise PermissionDenied("this page is for your school's administrator")
     return app.page(
-        request, "admin_org.html", visit, title="Organisation", kinds=KINDS,
-        admin_here="/admin/organisation", admin_sections=admin_sections(visit),
-        errors=errors, values=values or {}, status=400 if errors and status == 200 else status,
-        done=done or _DONE.get(request.query.get("done", ""), ""), **context,
-    )  # fmt: skip
+        request,
+        "admin_org.html",
+        visit,
+        title="Organisation",
+        kinds=KINDS,
+        admin_here="/admin/organisation",
+        admin_sections=admin_sections(visit),
+        errors=errors,
+        values=values or {},
+        status=400 if errors and status == 200 else status,
+        done=done or _DONE.get(request.query.get("done", ""), ""),
+        **context,
+    )
 
 
 async def organisation(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -100,9 +117,14 @@ async def _rotate_page(
 ) -> web.StreamResponse:
     keys = await _key_admin(request).keys(visit.actor)
     return webapp(request).page(
-        request, "admin_rotate.html", visit, title="Make new keys for your school", keys=keys,
-        errors=errors, status=400 if errors else 200,
-    )  # fmt: skip
+        request,
+        "admin_rotate.html",
+        visit,
+        title="Make new keys for your school",
+        keys=keys,
+        errors=errors,
+        status=400 if errors else 200,
+    )
 
 
 async def show_rotate(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -154,8 +176,10 @@ async def import_directory(request: web.Request, visit: Visit) -> web.StreamResp
     if result.unchanged:
         done = f"This node holds this directory already (number {result.serial}): nothing changed."
     else:
-        done = (f"The directory has been imported: number {result.serial}, with "
-                f"{result.organisations} organisations.")  # fmt: skip
+        done = (
+            f"The directory has been imported: number {result.serial}, with "
+            f"{result.organisations} organisations."
+        )
     return await _org_page(request, visit, done=done)
 
 
@@ -227,15 +251,25 @@ async def set_retention(request: web.Request, visit: Visit) -> web.StreamRespons
 
 
 ROUTES: Final = (
-    WebRoute("GET", "/admin/organisation", organisation,
-             "KeyAdministration.keys, KeyAdministration.directory, Store.list_categories, "
-             "Store.retention_policy", name="admin-organisation"),
+    WebRoute(
+        "GET",
+        "/admin/organisation",
+        organisation,
+        "KeyAdministration.keys, KeyAdministration.directory, Store.list_categories, "
+        "Store.retention_policy",
+        name="admin-organisation",
+    ),
     WebRoute("GET", "/admin/organisation/keys/new", show_rotate, "KeyAdministration.keys"),
-    WebRoute("POST", "/admin/organisation/keys/new", rotate,
-             "Accounts.step_up, KeyAdministration.rotate"),
-    WebRoute("POST", "/admin/organisation/directory", import_directory,
-             "KeyAdministration.import_directory", upload=True),
+    WebRoute(
+        "POST", "/admin/organisation/keys/new", rotate, "Accounts.step_up, KeyAdministration.rotate"
+    ),
+    WebRoute(
+        "POST",
+        "/admin/organisation/directory",
+        import_directory,
+        "KeyAdministration.import_directory",
+        upload=True,
+    ),
     WebRoute("POST", "/admin/organisation/categories", add_category, "Store.add_category"),
-    WebRoute("POST", "/admin/organisation/retention", set_retention,
-             "Store.set_retention_policy"),
-)  # fmt: skip
+    WebRoute("POST", "/admin/organisation/retention", set_retention, "Store.set_retention_policy"),
+)

@@ -34,20 +34,33 @@ def _need(visit: Visit) -> None:
 
 
 async def _roll_page(
-    request: web.Request, visit: Visit, *, errors: FormErrors | None = None,
-    problems: list[CTFError] | None = None, elsewhere: str = "", status: int = 200,
+    request: web.Request,
+    visit: Visit,
+    *,
+    errors: FormErrors | None = None,
+    problems: list[CTFError] | None = None,
+    elsewhere: str = "",
+    status: int = 200,
     done: str = "",
-) -> web.StreamResponse:  # fmt: skip
+) -> web.StreamResponse:
     app = webapp(request)
     _need(visit)
     pupils = await app.store.list_pupils(visit.actor)
     return app.page(
-        request, "admin_pupils.html", visit, title="Pupils", pupils=pupils, sexes=SEXES,
-        problems=problems or [], elsewhere=elsewhere, errors=errors,
-        status=400 if errors and status == 200 else status, admin_here="/admin/pupils",
+        request,
+        "admin_pupils.html",
+        visit,
+        title="Pupils",
+        pupils=pupils,
+        sexes=SEXES,
+        problems=problems or [],
+        elsewhere=elsewhere,
+        errors=errors,
+        status=400 if errors and status == 200 else status,
+        admin_here="/admin/pupils",
         admin_sections=admin_sections(visit),
         done=done or _DONE.get(request.query.get("done", ""), ""),
-    )  # fmt: skip
+    )
 
 
 _DONE: Final = {"changed": "The pupil's details have been changed."}
@@ -87,8 +100,11 @@ async def upload_ctf(request: web.Request, visit: Visit) -> web.StreamResponse:
         result = await app.store.import_ctf(visit.actor, data, force=force)
     except CTFError as err:
         count = len(err.problems)
-        errors.add("ctf", f"Nothing was imported: the file has {_problems(count)}. Fix "
-                          "the file in your MIS and upload it again")  # fmt: skip
+        errors.add(
+            "ctf",
+            f"Nothing was imported: the file has {_problems(count)}. Fix "
+            "the file in your MIS and upload it again",
+        )
         return await _roll_page(request, visit, errors=errors, problems=list(err.problems))
     except CTFAddressedElsewhereError as err:
         detail = err.detail if isinstance(err.detail, dict) else {}
@@ -99,8 +115,10 @@ async def upload_ctf(request: web.Request, visit: Visit) -> web.StreamResponse:
             raise
         errors.add("ctf", f"Nothing was imported: {_plain(err.diagnostics())}")
         return await _roll_page(request, visit, errors=errors, status=err.http_status)
-    done = (f"The file was imported: {_pupils(result.created)} added, "
-            f"{_pupils(result.updated)} updated.")  # fmt: skip
+    done = (
+        f"The file was imported: {_pupils(result.created)} added, "
+        f"{_pupils(result.updated)} updated."
+    )
     if result.leavers:
         done += " It was your own school's file, so leaving dates and destinations were recorded."
     return await _roll_page(request, visit, done=done)
@@ -127,10 +145,15 @@ def _values(source: Any) -> Values:
 
 
 def _from_record(p: PupilRecord) -> Values:
-    return Values({
-        "forename": p.forename, "surname": p.surname,
-        "dob": p.dob.isoformat() if p.dob else "", "sex": p.sex, "year_group": p.year_group or "",
-    })  # fmt: skip
+    return Values(
+        {
+            "forename": p.forename,
+            "surname": p.surname,
+            "dob": p.dob.isoformat() if p.dob else "",
+            "sex": p.sex,
+            "year_group": p.year_group or "",
+        }
+    )
 
 
 async def _pupil(request: web.Request, visit: Visit) -> PupilRecord:
@@ -141,17 +164,28 @@ async def _pupil(request: web.Request, visit: Visit) -> PupilRecord:
 
 
 async def _edit_page(
-    request: web.Request, visit: Visit, values: Values | None = None, *,
-    errors: FormErrors | None = None, notice: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    values: Values | None = None,
+    *,
+    errors: FormErrors | None = None,
+    notice: str = "",
+) -> web.StreamResponse:
     app = webapp(request)
     _need(visit)
     pupil = await _pupil(request, visit)
     return app.page(
-        request, "admin_pupil_edit.html", visit, title=f"Change {pupil.forename} "
-        f"{pupil.surname}'s details", pupil=pupil, values=values or _from_record(pupil),
-        sexes=SEXES, errors=errors, status=400 if errors else 200, notice=notice,
-    )  # fmt: skip
+        request,
+        "admin_pupil_edit.html",
+        visit,
+        title=f"Change {pupil.forename} {pupil.surname}'s details",
+        pupil=pupil,
+        values=values or _from_record(pupil),
+        sexes=SEXES,
+        errors=errors,
+        status=400 if errors else 200,
+        notice=notice,
+    )
 
 
 async def show_edit(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -160,10 +194,12 @@ async def show_edit(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 async def kept_edit(request: web.Request, visit: Visit, kept: KeptForm) -> web.StreamResponse:
     return await _edit_page(
-        request, visit, _values(kept),
+        request,
+        visit,
+        _values(kept),
         notice="You were signed out, so nothing was changed. What you typed has been kept: "
         "check it and save again.",
-    )  # fmt: skip
+    )
 
 
 async def edit(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -191,10 +227,12 @@ async def edit(request: web.Request, visit: Visit) -> web.StreamResponse:
         return await _edit_page(request, visit, values, errors=errors)
     pupil = await _pupil(request, visit)
     changes = PupilChanges(
-        forename=values.forename.strip(), surname=values.surname.strip(), dob=dob,
+        forename=values.forename.strip(),
+        surname=values.surname.strip(),
+        dob=dob,
         sex=values.sex,
         year_group=values.year_group.strip() or None,
-    )  # fmt: skip
+    )
     await app.store.update_pupil(visit.actor, pupil.id, changes)
     return redirect("/admin/pupils?done=changed")
 
@@ -204,4 +242,4 @@ ROUTES: Final = (
     WebRoute("POST", "/admin/pupils/ctf", upload_ctf, "Store.import_ctf", upload=True),
     WebRoute("GET", "/admin/pupils/{ref}/edit", show_edit, "Store.find_pupil, Store.update_pupil"),
     WebRoute("POST", "/admin/pupils/{ref}/edit", edit, "Store.update_pupil", form=kept_edit),
-)  # fmt: skip
+)

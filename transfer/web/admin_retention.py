@@ -57,8 +57,7 @@ async def retention(request: web.Request, visit: Visit) -> web.StreamResponse:
     _need(visit)
     due = await app.store.due_for_erasure(visit.actor, within_days=AHEAD_DAYS)
     today = app.accounts.now().date()
-    tombs = sorted(await app.store.tombstones(visit.actor), key=lambda t: t.erased_at,
-                   reverse=True)  # fmt: skip
+    tombs = sorted(await app.store.tombstones(visit.actor), key=lambda t: t.erased_at, reverse=True)
     try:
         policy = await app.store.retention_policy(visit.actor)
     except NotFoundError:
@@ -68,12 +67,21 @@ async def retention(request: web.Request, visit: Visit) -> web.StreamResponse:
         ref = request.query.get("ref", "")[:8]
         done = f"The records of pupil {ref} have been erased. What was erased is listed below."
     return app.page(
-        request, "admin_retention.html", visit, title="Retention", policy=policy,
+        request,
+        "admin_retention.html",
+        visit,
+        title="Retention",
+        policy=policy,
         due_now=[(p, d) for p, d in due if d <= today],
-        due_soon=[(p, d) for p, d in due if d > today], tombs=tombs,
-        who=await _who(request, visit, tombs), reference=reference, counts=COUNTS,
-        admin_here="/admin/retention", admin_sections=admin_sections(visit), done=done,
-    )  # fmt: skip
+        due_soon=[(p, d) for p, d in due if d > today],
+        tombs=tombs,
+        who=await _who(request, visit, tombs),
+        reference=reference,
+        counts=COUNTS,
+        admin_here="/admin/retention",
+        admin_sections=admin_sections(visit),
+        done=done,
+    )
 
 
 async def _due_pupil(request: web.Request, visit: Visit) -> tuple[PupilRecord, date]:
@@ -92,10 +100,16 @@ async def _confirm_page(
     _need(visit)
     pupil, when = await _due_pupil(request, visit)
     return webapp(request).page(
-        request, "admin_erase.html", visit,
-        title=f"Erase {pupil.forename} {pupil.surname}'s records?", pupil=pupil, when=when,
-        ref=reference(pupil.id), errors=errors, status=400 if errors else 200,
-    )  # fmt: skip
+        request,
+        "admin_erase.html",
+        visit,
+        title=f"Erase {pupil.forename} {pupil.surname}'s records?",
+        pupil=pupil,
+        when=when,
+        ref=reference(pupil.id),
+        errors=errors,
+        status=400 if errors else 200,
+    )
 
 
 async def show_erase(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -115,9 +129,13 @@ async def erase(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 
 ROUTES: Final = (
-    WebRoute("GET", "/admin/retention", retention,
-             "Store.due_for_erasure, Store.tombstones, Store.retention_policy",
-             name="admin-retention"),
+    WebRoute(
+        "GET",
+        "/admin/retention",
+        retention,
+        "Store.due_for_erasure, Store.tombstones, Store.retention_policy",
+        name="admin-retention",
+    ),
     WebRoute("GET", "/admin/retention/{pupil_id}/erase", show_erase, "Store.due_for_erasure"),
     WebRoute("POST", "/admin/retention/{pupil_id}/erase", erase, "Store.erase_pupil"),
-)  # fmt: skip
+)

@@ -46,16 +46,16 @@ STATES: Final = {
 }
 _DONE: Final = {
     "roles": "The roles have been changed. Their sessions have ended, so the new roles apply "
-             "from their next sign-in.",
+    "from their next sign-in.",
     "waiting": "This change is waiting for a DSL's approval. The DSL team has been alerted; "
-               "it happens when a DSL approves it.",
+    "it happens when a DSL approves it.",
     "deactivated": "The account has been deactivated. Its sessions and API tokens have ended.",
     "unlocked": "The account has been unlocked.",
     "two-factor": "Their authenticator app has been removed. They set up a new one when they "
-                  "next sign in.",
+    "next sign in.",
     "approved": "The change has been approved and made.",
     "declined": "The change has been declined. Nothing was changed.",
-}  # fmt: skip
+}
 _KINDS: Final = {
     "create_account": "New account",
     "change_roles": "Change of roles",
@@ -92,12 +92,18 @@ async def staff_list(request: web.Request, visit: Visit) -> web.StreamResponse:
     for a in waiting:
         by_person.setdefault(a.staff_id or "", []).append(a)
     return app.page(
-        request, "admin_staff.html", visit, title="Staff accounts", lines=lines,
+        request,
+        "admin_staff.html",
+        visit,
+        title="Staff accounts",
+        lines=lines,
         admin_here="/admin/staff",
         admin_sections=admin_sections(visit),
-        states=STATES, role_names=role_names, waiting=by_person,
+        states=STATES,
+        role_names=role_names,
+        waiting=by_person,
         new_accounts=[a for a in waiting if a.staff_id is None],
-    )  # fmt: skip
+    )
 
 
 async def _line(request: web.Request, visit: Visit, staff_id: str) -> StaffLine:
@@ -109,9 +115,13 @@ async def _line(request: web.Request, visit: Visit, staff_id: str) -> StaffLine:
 
 
 async def _person_page(
-    request: web.Request, visit: Visit, *, chosen: Any = None, errors: FormErrors | None = None,
+    request: web.Request,
+    visit: Visit,
+    *,
+    chosen: Any = None,
+    errors: FormErrors | None = None,
     notice: str = "",
-) -> web.StreamResponse:  # fmt: skip
+) -> web.StreamResponse:
     app = webapp(request)
     _need(visit, Permission.MANAGE_STAFF)
     line = await _line(request, visit, request.match_info["staff_id"])
@@ -119,12 +129,22 @@ async def _person_page(
         a for a in await app.accounts.list_approvals(visit.actor) if a.staff_id == line.staff_id
     ]
     return app.page(
-        request, "admin_person.html", visit, title=line.display_name, line=line,
-        states=STATES, role_names=role_names, waiting=waiting, kinds=_KINDS,
+        request,
+        "admin_person.html",
+        visit,
+        title=line.display_name,
+        line=line,
+        states=STATES,
+        role_names=role_names,
+        waiting=waiting,
+        kinds=_KINDS,
         roles=_role_items(line.roles if chosen is None else chosen),
-        own=line.staff_id == visit.actor.staff_id, status=400 if errors else 200,
-        errors=errors, notice=notice, done=_DONE.get(request.query.get("done", "")),
-    )  # fmt: skip
+        own=line.staff_id == visit.actor.staff_id,
+        status=400 if errors else 200,
+        errors=errors,
+        notice=notice,
+        done=_DONE.get(request.query.get("done", "")),
+    )
 
 
 async def person(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -133,10 +153,12 @@ async def person(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 async def kept_roles(request: web.Request, visit: Visit, kept: KeptForm) -> web.StreamResponse:
     return await _person_page(
-        request, visit, chosen=kept.values("roles"),
+        request,
+        visit,
+        chosen=kept.values("roles"),
         notice="You were signed out, so nothing was changed. The roles you chose have been "
         "kept: check them and save again.",
-    )  # fmt: skip
+    )
 
 
 async def change_roles(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -160,10 +182,17 @@ async def _confirm_page(request: web.Request, visit: Visit, what: str) -> web.St
     _need(visit, Permission.MANAGE_STAFF)
     line = await _line(request, visit, request.match_info["staff_id"])
     return webapp(request).page(
-        request, "admin_confirm.html", visit, line=line, what=what,
-        title=(f"Deactivate {line.display_name}'s account?" if what == "deactivate"
-               else f"Remove {line.display_name}'s authenticator app?"),
-    )  # fmt: skip
+        request,
+        "admin_confirm.html",
+        visit,
+        line=line,
+        what=what,
+        title=(
+            f"Deactivate {line.display_name}'s account?"
+            if what == "deactivate"
+            else f"Remove {line.display_name}'s authenticator app?"
+        ),
+    )
 
 
 async def confirm_deactivate(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -206,15 +235,25 @@ def _invite_values(source: Any) -> dict[str, Any]:
 
 
 async def _invite_page(
-    request: web.Request, visit: Visit, values: dict[str, Any], *,
-    errors: FormErrors | None = None, notice: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    values: dict[str, Any],
+    *,
+    errors: FormErrors | None = None,
+    notice: str = "",
+) -> web.StreamResponse:
     _need(visit, Permission.MANAGE_STAFF)
     return webapp(request).page(
-        request, "admin_invite.html", visit, title="Invite someone", values=values,
-        roles=_role_items(values["roles"]), status=400 if errors else 200, errors=errors,
+        request,
+        "admin_invite.html",
+        visit,
+        title="Invite someone",
+        values=values,
+        roles=_role_items(values["roles"]),
+        status=400 if errors else 200,
+        errors=errors,
         notice=notice,
-    )  # fmt: skip
+    )
 
 
 async def show_invite(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -225,10 +264,12 @@ async def show_invite(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 async def kept_invite(request: web.Request, visit: Visit, kept: KeptForm) -> web.StreamResponse:
     return await _invite_page(
-        request, visit, _invite_values(kept),
+        request,
+        visit,
+        _invite_values(kept),
         notice="You were signed out, so nobody was invited. What you typed has been kept: "
         "check it and send again.",
-    )  # fmt: skip
+    )
 
 
 async def invite(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -249,9 +290,12 @@ async def invite(request: web.Request, visit: Visit) -> web.StreamResponse:
         return await _invite_page(request, visit, values, errors=errors)
     try:
         issued = await app.accounts.invitations.invite(
-            visit.actor, username=values["username"], display_name=values["display_name"],
-            roles=values["roles"], email=values["email"] or None,
-        )  # fmt: skip
+            visit.actor,
+            username=values["username"],
+            display_name=values["display_name"],
+            roles=values["roles"],
+            email=values["email"] or None,
+        )
     except ConflictError:
         errors.add("username", "This username is taken already: choose another")
         return await _invite_page(request, visit, values, errors=errors)
@@ -265,9 +309,14 @@ def _link_page(request: web.Request, visit: Visit, issued: IssuedInvitation) -> 
     # The node's public address (as in alerts' links), not the Host header a proxy passes on.
     origin = webapp(request).services.config.node.base_url.rstrip("/")
     return webapp(request).page(
-        request, "admin_invited.html", visit, title=f"Invitation for {issued.staff.display_name}",
-        issued=issued, link=origin + issued.path, role_names=role_names,
-    )  # fmt: skip
+        request,
+        "admin_invited.html",
+        visit,
+        title=f"Invitation for {issued.staff.display_name}",
+        issued=issued,
+        link=origin + issued.path,
+        role_names=role_names,
+    )
 
 
 async def reinvite(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -287,14 +336,28 @@ async def _invitation_page(
     try:
         info = await app.accounts.invitations.info(token)
     except InvitationInvalid as err:
-        return app.page(request, "error.html", None, title="This invitation link does not work",
-                        status=410, text=_sentence(err.diagnostics()), status_code=410)  # fmt: skip
+        return app.page(
+            request,
+            "error.html",
+            None,
+            title="This invitation link does not work",
+            status=410,
+            text=_sentence(err.diagnostics()),
+            status_code=410,
+        )
     binding, fresh = app.pre_binding(request)
     response = app.page(
-        request, "invitation.html", None, title="Choose your password", info=info,
-        org_name=await app.org_name(info.org_id), token=token,
-        csrf=app.keys.csrf_token(binding), status=400 if errors else 200, errors=errors,
-    )  # fmt: skip
+        request,
+        "invitation.html",
+        None,
+        title="Choose your password",
+        info=info,
+        org_name=await app.org_name(info.org_id),
+        token=token,
+        csrf=app.keys.csrf_token(binding),
+        status=400 if errors else 200,
+        errors=errors,
+    )
     if fresh:
         app.set_cookie(response, request, PRE_COOKIE, binding)
     return response
@@ -343,13 +406,18 @@ async def approvals(request: web.Request, visit: Visit) -> web.StreamResponse:
     app = webapp(request)
     pending = await app.accounts.list_approvals(visit.actor)
     return app.page(
-        request, "admin_approvals.html", visit, title="Account changes waiting for approval",
+        request,
+        "admin_approvals.html",
+        visit,
+        title="Account changes waiting for approval",
         admin_here="/admin/approvals",
         admin_sections=admin_sections(visit),
-        pending=pending, kinds=_KINDS, role_names=role_names,
+        pending=pending,
+        kinds=_KINDS,
+        role_names=role_names,
         may_decide=visit.actor.has(Permission.APPROVE_STAFF_CHANGES),
         done=_DONE.get(request.query.get("done", "")),
-    )  # fmt: skip
+    )
 
 
 async def approve(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -373,13 +441,19 @@ _ONE: Final = "/admin/staff/{staff_id}"
 #: The parts of the Administration area, and what each needs (the services decide the rest).
 SECTIONS: Final = (
     ("/admin/staff", "Staff accounts", (Permission.MANAGE_STAFF,)),
-    ("/admin/approvals", "Waiting for approval",
-     (Permission.MANAGE_STAFF, Permission.APPROVE_STAFF_CHANGES)),
+    (
+        "/admin/approvals",
+        "Waiting for approval",
+        (Permission.MANAGE_STAFF, Permission.APPROVE_STAFF_CHANGES),
+    ),
     ("/admin/pupils", "Pupils", (Permission.MANAGE_PUPILS,)),
-    ("/admin/organisation", "Organisation",
-     (Permission.MANAGE_KEYS, Permission.MANAGE_CATEGORIES, Permission.RUN_RETENTION)),
+    (
+        "/admin/organisation",
+        "Organisation",
+        (Permission.MANAGE_KEYS, Permission.MANAGE_CATEGORIES, Permission.RUN_RETENTION),
+    ),
     ("/admin/retention", "Retention", (Permission.RUN_RETENTION,)),
-)  # fmt: skip
+)
 
 
 def admin_sections(visit: Visit) -> list[tuple[str, str]]:
@@ -396,8 +470,13 @@ async def admin_home(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 ROUTES: Final = (
     WebRoute("GET", "/admin", admin_home, "StaffInvitations.lines", name="admin"),
-    WebRoute("GET", "/admin/staff", staff_list, "StaffInvitations.lines, Accounts.list_approvals",
-             name="admin-staff"),
+    WebRoute(
+        "GET",
+        "/admin/staff",
+        staff_list,
+        "StaffInvitations.lines, Accounts.list_approvals",
+        name="admin-staff",
+    ),
     WebRoute("GET", "/admin/staff/invite", show_invite, "StaffInvitations.invite"),
     WebRoute("POST", "/admin/staff/invite", invite, "StaffInvitations.invite", form=kept_invite),
     WebRoute("GET", _ONE, person, "StaffInvitations.lines, Accounts.list_approvals"),
@@ -410,8 +489,9 @@ ROUTES: Final = (
     WebRoute("POST", f"{_ONE}/invitation", reinvite, "StaffInvitations.reinvite"),
     WebRoute("GET", "/invitation/{token}", show_invitation, "StaffInvitations.info", "public"),
     WebRoute("POST", "/invitation", accept_invitation, "StaffInvitations.accept", "public"),
-    WebRoute("GET", "/admin/approvals", approvals, "Accounts.list_approvals",
-             name="admin-approvals"),
+    WebRoute(
+        "GET", "/admin/approvals", approvals, "Accounts.list_approvals", name="admin-approvals"
+    ),
     WebRoute("POST", "/admin/approvals/{approval_id}/approve", approve, "Accounts.approve"),
     WebRoute("POST", "/admin/approvals/{approval_id}/decline", decline, "Accounts.decline"),
-)  # fmt: skip
+)

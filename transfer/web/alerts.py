@@ -42,14 +42,23 @@ async def alerts_page(request: web.Request, visit: Visit) -> web.StreamResponse:
         raise NotFoundError("alerts are not kept on this node")
     alerts = await app.services.alerts.list(visit.actor)
     rows = [
-        {"alert": a, "message": readable(a.message), "link": link_for(a),
-         "tag": ALERT_TAGS.get(a.level, ALERT_TAGS["info"])}
+        {
+            "alert": a,
+            "message": readable(a.message),
+            "link": link_for(a),
+            "tag": ALERT_TAGS.get(a.level, ALERT_TAGS["info"]),
+        }
         for a in alerts
-    ]  # fmt: skip
+    ]
     return app.page(
-        request, "alerts.html", visit, title="Alerts", rows=rows,
-        may_dismiss=visit.in_dsl_team, done=_DONE.get(request.query.get("done", "")),
-    )  # fmt: skip
+        request,
+        "alerts.html",
+        visit,
+        title="Alerts",
+        rows=rows,
+        may_dismiss=visit.in_dsl_team,
+        done=_DONE.get(request.query.get("done", "")),
+    )
 
 
 async def dismiss_alert(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -63,4 +72,4 @@ async def dismiss_alert(request: web.Request, visit: Visit) -> web.StreamRespons
 ROUTES: Final = (
     WebRoute("GET", "/alerts", alerts_page, "Alerts.list", name="alerts"),
     WebRoute("POST", "/alerts/{alert_id}/dismiss", dismiss_alert, "Alerts.dismiss"),
-)  # fmt: skip
+)

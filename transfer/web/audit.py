@@ -67,9 +67,17 @@ class Typed:
     extra: dict[str, str] = field(default_factory=dict)
 
     def query(self, page: int = 1) -> str:
-        pairs = [(k, v) for k, v in (("pupil", self.pupil), ("person", self.person),
-                                     ("action", self.action), ("from", self.start),
-                                     ("to", self.end)) if v]  # fmt: skip
+        pairs = [
+            (k, v)
+            for k, v in (
+                ("pupil", self.pupil),
+                ("person", self.person),
+                ("action", self.action),
+                ("from", self.start),
+                ("to", self.end),
+            )
+            if v
+        ]
         if page > 1:
             pairs.append(("page", str(page)))
         return "?" + urlencode(pairs) if pairs else ""
@@ -104,8 +112,11 @@ async def trail_page(request: web.Request, visit: Visit) -> web.StreamResponse:
         if exact or len(found) == 1:
             pupil = (exact or found)[0]
         elif not found:
-            errors.add("pupil", f"No pupil's name or UPN matches '{typed.pupil}'. Check the "
-                                "spelling, or try the surname only.")  # fmt: skip
+            errors.add(
+                "pupil",
+                f"No pupil's name or UPN matches '{typed.pupil}'. Check the "
+                "spelling, or try the surname only.",
+            )
         else:
             choices = found
     person: StaffChoice | None = None
@@ -116,8 +127,10 @@ async def trail_page(request: web.Request, visit: Visit) -> web.StreamResponse:
     if typed.action and typed.action not in ACTION_GROUPS:
         errors.add("action", "Choose what was done from the list")
     dates = {}
-    for name, value, what in (("from", typed.start, "The start date"),
-                              ("to", typed.end, "The end date")):  # fmt: skip
+    for name, value, what in (
+        ("from", typed.start, "The start date"),
+        ("to", typed.end, "The end date"),
+    ):
         try:
             dates[name] = read_date(value, what)
         except BadDate as err:
@@ -126,16 +139,21 @@ async def trail_page(request: web.Request, visit: Visit) -> web.StreamResponse:
     if start and end and start > end:
         errors.add("to", "The end date must be the same as or after the start date")
     context: dict[str, Any] = {
-        "typed": typed, "staff": staff, "groups": ACTION_GROUPS, "pupil": pupil,
+        "typed": typed,
+        "staff": staff,
+        "groups": ACTION_GROUPS,
+        "pupil": pupil,
         "person": person,
         "choices": [(p, "/audit" + replace(typed, pupil=p.upn).query()) for p in choices],
-    }  # fmt: skip
+    }
     if not errors and not choices:
         filters = TrailFilters(
-            pupil=pupil, person=person, action=typed.action,
+            pupil=pupil,
+            person=person,
+            action=typed.action,
             since=moment(start, None) if start else None,
             until=moment(end + timedelta(days=1), None) if end else None,
-        )  # fmt: skip
+        )
         try:
             page_number = max(1, int(request.query.get("page", "1")))
         except ValueError:
@@ -151,22 +169,36 @@ async def trail_page(request: web.Request, visit: Visit) -> web.StreamResponse:
             )
             context["next_href"] = (
                 "/audit" + typed.query(found_page.page + 1)
-                if found_page.page < found_page.pages else ""
-            )  # fmt: skip
+                if found_page.page < found_page.pages
+                else ""
+            )
     title = "Who has looked at this child's file?"
     if pupil is not None:
         title = f"Who has looked at {pupil.name}'s file?"
-    return app.page(request, "audit_trail.html", visit, title=title, errors=errors,
-                    status=400 if errors else 200, **context)  # fmt: skip
+    return app.page(
+        request,
+        "audit_trail.html",
+        visit,
+        title=title,
+        errors=errors,
+        status=400 if errors else 200,
+        **context,
+    )
 
 
 async def integrity_page(request: web.Request, visit: Visit) -> web.StreamResponse:
     app = webapp(request)
     found = await trail_service(request).integrity(visit.actor)
-    return app.page(request, "audit_integrity.html", visit, title="The audit log's integrity",
-                    integrity=found, ours=[w for w in found.witnessed if w.ours],
-                    theirs=[w for w in found.witnessed if not w.ours],
-                    witness_words=WITNESS_WORDS)  # fmt: skip
+    return app.page(
+        request,
+        "audit_integrity.html",
+        visit,
+        title="The audit log's integrity",
+        integrity=found,
+        ours=[w for w in found.witnessed if w.ours],
+        theirs=[w for w in found.witnessed if not w.ours],
+        witness_words=WITNESS_WORDS,
+    )
 
 
 async def verify(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -174,10 +206,14 @@ async def verify(request: web.Request, visit: Visit) -> web.StreamResponse:
     each run is a new check, and reloading it asks before checking again)."""
     app = webapp(request)
     result = await trail_service(request).verify(visit.actor)
-    return app.page(request, "audit_verified.html", visit,
-                    title="The audit log is intact" if result.intact
-                    else "The audit log has been changed", result=result,
-                    column_words=COLUMN_WORDS)  # fmt: skip
+    return app.page(
+        request,
+        "audit_verified.html",
+        visit,
+        title="The audit log is intact" if result.intact else "The audit log has been changed",
+        result=result,
+        column_words=COLUMN_WORDS,
+    )
 
 
 async def export(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -207,10 +243,16 @@ async def export(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 
 ROUTES: Final = (
-    WebRoute("GET", "/audit", trail_page,
-             "AuditTrail.staff, AuditTrail.find_pupils, AuditTrail.search", name="audit"),
-    WebRoute("GET", "/audit/integrity", integrity_page, "AuditTrail.integrity",
-             name="audit_integrity"),
+    WebRoute(
+        "GET",
+        "/audit",
+        trail_page,
+        "AuditTrail.staff, AuditTrail.find_pupils, AuditTrail.search",
+        name="audit",
+    ),
+    WebRoute(
+        "GET", "/audit/integrity", integrity_page, "AuditTrail.integrity", name="audit_integrity"
+    ),
     WebRoute("POST", "/audit/verify", verify, "AuditTrail.verify", name="audit_verify"),
     WebRoute("POST", "/audit/export", export, "AuditTrail.export", name="audit_export"),
-)  # fmt: skip
+)

@@ -107,10 +107,14 @@ class ConcernForm:
     def fresh(cls, now: datetime, pupils: list[str]) -> ConcernForm:
         local = now.astimezone(ENGLAND)
         return cls(
-            pupils=pupils, day=str(local.day), month=str(local.month), year=str(local.year),
-            time=f"{local:%H:%M}", marks=[MarkRow(i) for i in range(1, MARK_ROWS + 1)],
+            pupils=pupils,
+            day=str(local.day),
+            month=str(local.month),
+            year=str(local.year),
+            time=f"{local:%H:%M}",
+            marks=[MarkRow(i) for i in range(1, MARK_ROWS + 1)],
             submission_key=secrets.token_urlsafe(24),
-        )  # fmt: skip
+        )
 
     @classmethod
     def read(cls, source: MultiDict[str] | KeptForm, *, extra_row: bool = False) -> ConcernForm:
@@ -124,8 +128,11 @@ class ConcernForm:
         count = min(_int(one("mark_rows"), MARK_ROWS), MAX_MARKS)
         for i in range(1, count + 1):
             where = one(f"mark_{i}_where")
-            rows.append(MarkRow(i, where, one(f"mark_{i}_note"), one(f"mark_{i}_pupil"),
-                                _placed_label(where)))  # fmt: skip
+            rows.append(
+                MarkRow(
+                    i, where, one(f"mark_{i}_note"), one(f"mark_{i}_pupil"), _placed_label(where)
+                )
+            )
         if extra_row and len(rows) < MAX_MARKS:
             rows.append(MarkRow(len(rows) + 1))
         while len(rows) < MARK_ROWS:
@@ -133,12 +140,19 @@ class ConcernForm:
         key = one("submission_key")
         return cls(
             pupils=list(dict.fromkeys(p for p in many("pupil") if p))[:50],
-            category=one("category"), day=one("happened-day"), month=one("happened-month"),
-            year=one("happened-year"), time=one("happened_time"), location=one("location"),
-            account=one("account"), people_involved=one("people_involved"), marks=rows,
-            submission_key=key if re.fullmatch(r"[A-Za-z0-9_-]{16,64}", key)
+            category=one("category"),
+            day=one("happened-day"),
+            month=one("happened-month"),
+            year=one("happened-year"),
+            time=one("happened_time"),
+            location=one("location"),
+            account=one("account"),
+            people_involved=one("people_involved"),
+            marks=rows,
+            submission_key=key
+            if re.fullmatch(r"[A-Za-z0-9_-]{16,64}", key)
             else secrets.token_urlsafe(24),
-        )  # fmt: skip
+        )
 
 
 def _int(text: str, default: int) -> int:
@@ -211,12 +225,15 @@ def _marks(form: ConcernForm, errors: FormErrors) -> list[tuple[MarkRow, str, fl
         if not where and not note:
             continue
         if not where:
-            errors.add(f"mark_{row.number}_where", f"Choose where mark {row.number} is, or clear "
-                       "its note")  # fmt: skip
+            errors.add(
+                f"mark_{row.number}_where", f"Choose where mark {row.number} is, or clear its note"
+            )
             continue
         if len(note) > 2000:
-            errors.add(f"mark_{row.number}_note", f"The note of mark {row.number} must be 2,000 "
-                       "characters or fewer")  # fmt: skip
+            errors.add(
+                f"mark_{row.number}_note",
+                f"The note of mark {row.number} must be 2,000 characters or fewer",
+            )
             continue
         if where in REGIONS:
             label, side, x, y = REGIONS[where]
@@ -224,8 +241,9 @@ def _marks(form: ConcernForm, errors: FormErrors) -> list[tuple[MarkRow, str, fl
             continue
         placed = _PLACED.match(where)
         if placed is None:
-            errors.add(f"mark_{row.number}_where", f"Choose where mark {row.number} is from the "
-                       "list")  # fmt: skip
+            errors.add(
+                f"mark_{row.number}_where", f"Choose where mark {row.number} is from the list"
+            )
             continue
         out.append((row, placed.group(1), float(placed.group(2)), float(placed.group(3)), note))
     return out
@@ -255,18 +273,26 @@ def check(
     body_map = []
     for row, side, x, y, description in marks:
         pupil = row.pupil if row.pupil in chosen else chosen[0]
-        body_map.append(NewBodyMapMark(pupil_id=pupil, side=side,
-                                       x=x, y=y, description=description))  # fmt: skip
+        body_map.append(
+            NewBodyMapMark(pupil_id=pupil, side=side, x=x, y=y, description=description)
+        )
     try:
         return NewConcern(
-            pupil_ids=tuple(chosen), category=form.category, happened_at=happened,
-            location=form.location.strip(), account=form.account.strip(),
-            people_involved=form.people_involved.strip(), body_map=tuple(body_map),
+            pupil_ids=tuple(chosen),
+            category=form.category,
+            happened_at=happened,
+            location=form.location.strip(),
+            account=form.account.strip(),
+            people_involved=form.people_involved.strip(),
+            body_map=tuple(body_map),
             submission_key=form.submission_key,
-        )  # fmt: skip
+        )
     except ValidationError:
-        errors.add("account", "Some of what was typed cannot be kept (for example, control "
-                   "characters); check each answer")  # fmt: skip
+        errors.add(
+            "account",
+            "Some of what was typed cannot be kept (for example, control "
+            "characters); check each answer",
+        )
         return None
 
 
@@ -274,9 +300,15 @@ def check(
 
 
 async def _form_page(
-    request: web.Request, visit: Visit, form: ConcernForm, *, query: str = "",
-    errors: FormErrors | None = None, notice: str = "", status: int | None = None,
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    form: ConcernForm,
+    *,
+    query: str = "",
+    errors: FormErrors | None = None,
+    notice: str = "",
+    status: int | None = None,
+) -> web.StreamResponse:
     app = webapp(request)
     categories = await app.store.concern_categories(visit.actor)
     pupils = await app.store.list_pupils(visit.actor)
@@ -288,14 +320,22 @@ async def _form_page(
         results.sort(key=lambda p: (p.surname.lower(), p.forename.lower()))
     regions = [{"value": k, "text": v[0]} for k, v in REGIONS.items()]
     return app.page(
-        request, "concern_new.html", visit, title="Log a concern", errors=errors,
-        status=status or (400 if errors else 200), form=form, query=query,
+        request,
+        "concern_new.html",
+        visit,
+        title="Log a concern",
+        errors=errors,
+        status=status or (400 if errors else 200),
+        form=form,
+        query=query,
         chosen=[(p.id, pupil_label(p)) for p in chosen],
         results=[(p.id, pupil_label(p)) for p in results[:MAX_RESULTS]],
         more_results=max(0, len(results) - MAX_RESULTS),
-        categories=[(c.key, c.label) for c in categories], regions=regions,
-        region_marks=REGIONS, notice=notice,
-    )  # fmt: skip
+        categories=[(c.key, c.label) for c in categories],
+        regions=regions,
+        region_marks=REGIONS,
+        notice=notice,
+    )
 
 
 async def new_concern(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -305,8 +345,7 @@ async def new_concern(request: web.Request, visit: Visit) -> web.StreamResponse:
     errors = FormErrors()
     if "q" in request.query and not query:
         errors.add("q", "Enter a pupil's name or UPN to find them")
-    return await _form_page(request, visit, form, query=query, errors=errors,
-                            status=200)  # fmt: skip
+    return await _form_page(request, visit, form, query=query, errors=errors, status=200)
 
 
 _KEPT_NOTICE: Final = (
@@ -337,12 +376,17 @@ async def save_concern(request: web.Request, visit: Visit) -> web.StreamResponse
         saved = await app.store.record_concern(visit.actor, concern)
     except (NotFoundError, KeyDestroyed):
         form.pupils = []
-        errors.add("pupil", "A pupil chosen is not on your school's roll. Find the pupil "
-                   "again and select them")  # fmt: skip
+        errors.add(
+            "pupil",
+            "A pupil chosen is not on your school's roll. Find the pupil again and select them",
+        )
         return await _form_page(request, visit, form, errors=errors)
     except ConflictError:
-        errors.add("pupil", "The pupil's record changed while this was being saved. Check the "
-                   "pupils chosen and save again")  # fmt: skip
+        errors.add(
+            "pupil",
+            "The pupil's record changed while this was being saved. Check the "
+            "pupils chosen and save again",
+        )
         return await _form_page(request, visit, form, errors=errors, status=409)
     except InputError as err:
         text = err.diagnostics()
@@ -358,29 +402,49 @@ def _sentence(text: str) -> str:
 
 
 async def _saved_page(
-    request: web.Request, visit: Visit, concern_id: str, *,
-    errors: FormErrors | None = None, status: int | None = None, pupil: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    concern_id: str,
+    *,
+    errors: FormErrors | None = None,
+    status: int | None = None,
+    pupil: str = "",
+) -> web.StreamResponse:
     app = webapp(request)
     concern: ConcernRecord = await app.store.get_concern(visit.actor, concern_id)
     names = await app.store.pupil_names(visit.actor, concern.pupil_ids)
     labels = {c.key: c.label for c in await app.store.list_categories(visit.actor)}
     marks = [
-        {"n": i, "side": m.side, "cx": round(m.x * 100, 2), "cy": round(m.y * 220, 2),
-         "description": m.description, "pupil": names.get(m.pupil_id, "")}
+        {
+            "n": i,
+            "side": m.side,
+            "cx": round(m.x * 100, 2),
+            "cy": round(m.y * 220, 2),
+            "description": m.description,
+            "pupil": names.get(m.pupil_id, ""),
+        }
         for i, m in enumerate(concern.body_map, start=1)
-    ]  # fmt: skip
+    ]
     mine = concern.recorded_by == visit.actor.staff_id
     return app.page(
-        request, "concern_saved.html", visit, title="Concern logged", concern=concern,
+        request,
+        "concern_saved.html",
+        visit,
+        title="Concern logged",
+        concern=concern,
         pupils=[(p, names.get(p, "A pupil")) for p in concern.pupil_ids],
         category=labels.get(concern.category, concern.category.replace("_", " ").capitalize()),
-        marks=marks, several=len(concern.pupil_ids) > 1, now=app.accounts.now(), mine=mine,
-        may_attach=mine or visit.actor.has(Permission.MANAGE_DOCUMENTS), errors=errors,
-        status=status or (400 if errors else 200), chosen_pupil=pupil,
+        marks=marks,
+        several=len(concern.pupil_ids) > 1,
+        now=app.accounts.now(),
+        mine=mine,
+        may_attach=mine or visit.actor.has(Permission.MANAGE_DOCUMENTS),
+        errors=errors,
+        status=status or (400 if errors else 200),
+        chosen_pupil=pupil,
         max_size=size_words(app.store.max_document_bytes),
         done=_DONE.get(request.query.get("done", "")),
-    )  # fmt: skip
+    )
 
 
 def size_words(limit: int) -> str:
@@ -404,9 +468,14 @@ def _filename(raw: str | None) -> str:
 
 
 async def _document_page(
-    request: web.Request, visit: Visit, concern_id: str, *,
-    errors: FormErrors | None = None, status: int | None = None, pupil: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    concern_id: str,
+    *,
+    errors: FormErrors | None = None,
+    status: int | None = None,
+    pupil: str = "",
+) -> web.StreamResponse:
     """The DSL team's "Add a document" page for a concern (the author's way in is the
     page they see once the concern is logged)."""
     app = webapp(request)
@@ -415,11 +484,17 @@ async def _document_page(
         require(visit.actor, Permission.MANAGE_DOCUMENTS)
     names = await app.store.pupil_names(visit.actor, concern.pupil_ids)
     return app.page(
-        request, "document_form.html", visit, title="Add a document", concern=concern,
-        pupils=[(p, names.get(p, "A pupil")) for p in concern.pupil_ids], chosen_pupil=pupil,
-        max_size=size_words(app.store.max_document_bytes), errors=errors,
+        request,
+        "document_form.html",
+        visit,
+        title="Add a document",
+        concern=concern,
+        pupils=[(p, names.get(p, "A pupil")) for p in concern.pupil_ids],
+        chosen_pupil=pupil,
+        max_size=size_words(app.store.max_document_bytes),
+        errors=errors,
         status=status or (400 if errors else 200),
-    )  # fmt: skip
+    )
 
 
 async def new_document(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -458,9 +533,12 @@ async def attach_file(request: web.Request, visit: Visit) -> web.StreamResponse:
         errors.add("file", f"The file must be smaller than {limit}")
         return await again(request, visit, concern_id, errors=errors, status=413, pupil=pupil)
     except UnsupportedDocumentType:
-        errors.add("file", "The file must be a PDF, a photo (JPEG, PNG, HEIC...), a Word, "
-                   "Excel, PowerPoint or OpenDocument file, a text file or an e-mail saved "
-                   "from Outlook")  # fmt: skip
+        errors.add(
+            "file",
+            "The file must be a PDF, a photo (JPEG, PNG, HEIC...), a Word, "
+            "Excel, PowerPoint or OpenDocument file, a text file or an e-mail saved "
+            "from Outlook",
+        )
         return await again(request, visit, concern_id, errors=errors, status=415, pupil=pupil)
     if again is _document_page:
         return redirect(f"/concerns/{concern_id}?done=document#documents")
@@ -475,15 +553,37 @@ def pupil_href(pupil: PupilRecord | str) -> str:
 
 
 ROUTES: Final = (
-    WebRoute("GET", "/concerns/new", new_concern,
-             "Store.concern_categories, Store.list_pupils", name="new-concern"),
-    WebRoute("POST", "/concerns/new", save_concern,
-             "Store.concern_categories, Store.list_pupils, Store.record_concern",
-             form=kept_concern),
-    WebRoute("GET", "/concerns/{id}/saved", concern_saved,
-             "Store.get_concern, Store.pupil_names, Store.list_categories"),
-    WebRoute("POST", "/concerns/{id}/files", attach_file,
-             "Store.get_concern, Store.add_document", upload=True),
-    WebRoute("GET", "/concerns/{concern_id:[0-9a-fA-F-]{36}}/documents/new", new_document,
-             "Store.get_concern, Store.pupil_names"),
-)  # fmt: skip
+    WebRoute(
+        "GET",
+        "/concerns/new",
+        new_concern,
+        "Store.concern_categories, Store.list_pupils",
+        name="new-concern",
+    ),
+    WebRoute(
+        "POST",
+        "/concerns/new",
+        save_concern,
+        "Store.concern_categories, Store.list_pupils, Store.record_concern",
+        form=kept_concern,
+    ),
+    WebRoute(
+        "GET",
+        "/concerns/{id}/saved",
+        concern_saved,
+        "Store.get_concern, Store.pupil_names, Store.list_categories",
+    ),
+    WebRoute(
+        "POST",
+        "/concerns/{id}/files",
+        attach_file,
+        "Store.get_concern, Store.add_document",
+        upload=True,
+    ),
+    WebRoute(
+        "GET",
+        "/concerns/{concern_id:[0-9a-fA-F-]{36}}/documents/new",
+        new_document,
+        "Store.get_concern, Store.pupil_names",
+    ),
+)

@@ -82,9 +82,11 @@ ROLE_NAMES: Final = {
 
 #: Who has an Administration area (``transfer.web.admin_staff``): what each part needs.
 ADMIN_PERMISSIONS: Final = (
-    Permission.MANAGE_STAFF, Permission.APPROVE_STAFF_CHANGES, Permission.MANAGE_KEYS,
+    Permission.MANAGE_STAFF,
+    Permission.APPROVE_STAFF_CHANGES,
+    Permission.MANAGE_KEYS,
     Permission.RUN_RETENTION,
-)  # fmt: skip
+)
 
 
 @dataclass
@@ -252,18 +254,26 @@ class WebApp:
     def cookie_name(self, request: web.Request, base: str) -> str:
         return f"__Host-{base}" if self.secure(request) else base
 
-    def set_cookie(self, response: web.StreamResponse, request: web.Request, base: str,
-                   value: str) -> None:  # fmt: skip
+    def set_cookie(
+        self, response: web.StreamResponse, request: web.Request, base: str, value: str
+    ) -> None:
         response.set_cookie(
-            self.cookie_name(request, base), value, path="/", httponly=True,
-            samesite="Strict", secure=self.secure(request),
-        )  # fmt: skip
+            self.cookie_name(request, base),
+            value,
+            path="/",
+            httponly=True,
+            samesite="Strict",
+            secure=self.secure(request),
+        )
 
     def clear_cookie(self, response: web.StreamResponse, request: web.Request, base: str) -> None:
         response.del_cookie(
-            self.cookie_name(request, base), path="/", secure=self.secure(request),
-            httponly=True, samesite="Strict",
-        )  # fmt: skip
+            self.cookie_name(request, base),
+            path="/",
+            secure=self.secure(request),
+            httponly=True,
+            samesite="Strict",
+        )
 
     def session_token(self, request: web.Request) -> str:
         value = request.cookies.get(self.cookie_name(request, SESSION_COOKIE), "")
@@ -355,10 +365,13 @@ class WebApp:
         items.append(("/account", "Your account"))
         path = request.path
         return [
-            {"href": href, "text": text, "active": path == href or (href != "/" and
-                                                                  path.startswith(href))}
+            {
+                "href": href,
+                "text": text,
+                "active": path == href or (href != "/" and path.startswith(href)),
+            }
             for href, text in items
-        ]  # fmt: skip
+        ]
 
 
 def webapp(request: web.Request) -> WebApp:
@@ -487,14 +500,18 @@ async def _keep_form(
     kept = ""
     if owner is not None:
         fields = [
-            (k, v) for k, v in data.items()
+            (k, v)
+            for k, v in data.items()
             if k not in SECRET_FIELDS and k not in (CSRF_FIELD, OWNER_FIELD)
-        ]  # fmt: skip
+        ]
         try:
             kept = app.keys.keep_form(
-                path=request.path, fields=fields, owner=owner, now=app.accounts.now(),
+                path=request.path,
+                fields=fields,
+                owner=owner,
+                now=app.accounts.now(),
                 minutes=KEEP_MINUTES,
-            )  # fmt: skip
+            )
         except ValueError:
             kept = ""
     from transfer.web.signin import sign_in_page
@@ -525,19 +542,28 @@ async def give_back(
 _TITLES: Final = {
     400: ("There is a problem with what was sent", None),
     403: ("You cannot do this", None),
-    404: ("Page not found", "If you typed the web address, check it is correct. If you "
-          "followed a link, it may be out of date."),
+    404: (
+        "Page not found",
+        "If you typed the web address, check it is correct. If you "
+        "followed a link, it may be out of date.",
+    ),
     405: ("This page cannot be used that way", "Go back and use the page's own buttons."),
     409: ("This has changed in the meantime", None),
     413: ("What was sent is too large", None),
-    500: ("Sorry, there is a problem with the service", "Try again later. If it keeps "
-          "happening, tell whoever runs Handover at your school, and quote the reference "
-          "below."),
-    503: ("Sorry, the service is not available just now", "The server has run out of "
-          "storage space, so what you just did was not saved. Nothing else was lost. Try "
-          "again later. If it keeps happening, tell whoever runs Handover at your school, and "
-          "quote the reference below."),
-}  # fmt: skip
+    500: (
+        "Sorry, there is a problem with the service",
+        "Try again later. If it keeps "
+        "happening, tell whoever runs Handover at your school, and quote the reference "
+        "below.",
+    ),
+    503: (
+        "Sorry, the service is not available just now",
+        "The server has run out of "
+        "storage space, so what you just did was not saved. Nothing else was lost. Try "
+        "again later. If it keeps happening, tell whoever runs Handover at your school, and "
+        "quote the reference below.",
+    ),
+}
 
 
 def _is_page(request: web.Request) -> bool:
@@ -555,9 +581,14 @@ async def _error_page(request: web.Request, status: int, text: str | None) -> we
         except HandoverError:
             visit = None
     return app.page(
-        request, "error.html", visit, title=heading, status=status, text=text or default,
+        request,
+        "error.html",
+        visit,
+        title=heading,
+        status=status,
+        text=text or default,
         status_code=status,
-    )  # fmt: skip
+    )
 
 
 @web.middleware
@@ -589,8 +620,12 @@ async def page_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         full = as_out_of_space(exc, str(webapp(request).services.store.data_dir))
         if full is not None:
             return await _out_of_space(request, full)
-        log.exception("unexpected error on page %s %s [request %s]", request.method,
-                      request.path, current_request_id())  # fmt: skip
+        log.exception(
+            "unexpected error on page %s %s [request %s]",
+            request.method,
+            request.path,
+            current_request_id(),
+        )
         await _audit_crash(request)
         return await _error_page(request, 500, None)
 

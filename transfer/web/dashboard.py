@@ -83,9 +83,11 @@ async def dashboard(request: web.Request, visit: Visit) -> web.StreamResponse:
     now = app.accounts.now()
     today = now.astimezone(ENGLAND).date()
     context: dict[str, Any] = {
-        "now": now, "today": today, "may_log": actor.has(Permission.RECORD_CONCERN),
+        "now": now,
+        "today": today,
+        "may_log": actor.has(Permission.RECORD_CONCERN),
         "readable": readable,
-    }  # fmt: skip
+    }
     if actor.has(Permission.READ_PUPILS) and (
         actor.has(Permission.RECORD_CONCERN) or actor.has(Permission.READ_ALL_CONCERNS)
     ):
@@ -148,9 +150,11 @@ def due_text(due: date | None, today: date) -> str:
 
 ROUTES: Final = (
     WebRoute(
-        "GET", "/", dashboard,
+        "GET",
+        "/",
+        dashboard,
         "Store.list_categories, Store.list_pupils, Store.list_concerns, Store.open_actions, "
         "Alerts.list, Inbox.list, Accounts.sign_in_problems",
         name="home",
     ),
-)  # fmt: skip
+)

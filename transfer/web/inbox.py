@@ -120,11 +120,13 @@ def explain_match(ours: PupilRecord, theirs: Described) -> str | None:
         parts.append("same name and date of birth")
     else:
         if not same_name:
-            parts.append(f"name differs: {ours.forename} {ours.surname} here, "
-                         f"{theirs.name} in the file")  # fmt: skip
+            parts.append(
+                f"name differs: {ours.forename} {ours.surname} here, {theirs.name} in the file"
+            )
         if not same_dob:
-            parts.append(f"date of birth differs: {_born(ours.dob)} here, "
-                         f"{_born(theirs.dob)} in the file")  # fmt: skip
+            parts.append(
+                f"date of birth differs: {_born(ours.dob)} here, {_born(theirs.dob)} in the file"
+            )
     if not same_upn:
         if ours.upn and theirs.upn:
             parts.append(f"UPN differs: {ours.upn} here, {theirs.upn} in the file")
@@ -153,8 +155,15 @@ def suggestions(pupils: list[PupilRecord], theirs: Described) -> list[Suggestion
         why = explain_match(p, theirs)
         if why is not None:
             out.append(Suggestion(p, why, why.startswith("Same UPN; same name")))
-    return sorted(out, key=lambda s: (not s.strong, not s.why.startswith("Same UPN"),
-                                      s.pupil.surname, s.pupil.forename))  # fmt: skip
+    return sorted(
+        out,
+        key=lambda s: (
+            not s.strong,
+            not s.why.startswith("Same UPN"),
+            s.pupil.surname,
+            s.pupil.forename,
+        ),
+    )
 
 
 # ------------------------------------------------------------------ the content, as read
@@ -185,16 +194,26 @@ def preview_line(r: ReadableLine) -> Line:
             received = detail
         else:
             facts.append(_fact(detail))
-    return Line(kind=r.kind, when=r.at, title=r.heading, text=r.text, who=r.recorded_by,
-                received=received, facts=facts)  # fmt: skip
+    return Line(
+        kind=r.kind,
+        when=r.at,
+        title=r.heading,
+        text=r.text,
+        who=r.recorded_by,
+        received=received,
+        facts=facts,
+    )
 
 
 def _counts_in_words(counts: dict[str, int]) -> str:
-    nouns = {"concerns": ("concern", "concerns"), "triage": ("triage decision",
-             "triage decisions"), "actions": ("action", "actions"),
-             "contacts": ("contact with an agency", "contacts with agencies"),
-             "documents": ("document", "documents"),
-             "events": ("transfer or referral note", "transfer or referral notes")}  # fmt: skip
+    nouns = {
+        "concerns": ("concern", "concerns"),
+        "triage": ("triage decision", "triage decisions"),
+        "actions": ("action", "actions"),
+        "contacts": ("contact with an agency", "contacts with agencies"),
+        "documents": ("document", "documents"),
+        "events": ("transfer or referral note", "transfer or referral notes"),
+    }
     parts = []
     for key, (one, many) in nouns.items():
         n = counts.get(key, 0)
@@ -225,14 +244,28 @@ async def inbox_page(request: web.Request, visit: Visit) -> web.StreamResponse:
             pupil = "Not kept (the file was rejected)"
         else:
             pupil = "Open the file to see"
-        rows.append({"item": i, "pupil": pupil, "size": size_in_words(i.size),
-                     "state": STATES.get(i.state, (i.state, "govuk-tag--grey")),
-                     "href": _href(i)})  # fmt: skip
-    done = {"rejected": "The file has been rejected. The sender has been sent your reason "
-                        "in a signed receipt.",
-            "decided": "That file has already been rejected, so it is no longer kept."}  # fmt: skip
-    return app.page(request, "inbox.html", visit, title="Inbox", rows=rows,
-                    done=done.get(request.query.get("done", "")))  # fmt: skip
+        rows.append(
+            {
+                "item": i,
+                "pupil": pupil,
+                "size": size_in_words(i.size),
+                "state": STATES.get(i.state, (i.state, "govuk-tag--grey")),
+                "href": _href(i),
+            }
+        )
+    done = {
+        "rejected": "The file has been rejected. The sender has been sent your reason "
+        "in a signed receipt.",
+        "decided": "That file has already been rejected, so it is no longer kept.",
+    }
+    return app.page(
+        request,
+        "inbox.html",
+        visit,
+        title="Inbox",
+        rows=rows,
+        done=done.get(request.query.get("done", "")),
+    )
 
 
 def _href(i: IncomingSummary) -> str:
@@ -255,21 +288,33 @@ async def preview_page(request: web.Request, visit: Visit) -> web.StreamResponse
     lines = [preview_line(r) for r in readable.lines] if readable else []
     documents = list(readable.documents) if readable else []
     return app.page(
-        request, "inbox_preview.html", visit, title=f"File from {preview.package.sender_name}",
-        preview=preview, package=preview.package, about=readable.about if readable else
-        Described.of(preview).name, chronology=lines, documents=documents,
-        counts=_counts_in_words(preview.counts), size=size_in_words(preview.package.size),
+        request,
+        "inbox_preview.html",
+        visit,
+        title=f"File from {preview.package.sender_name}",
+        preview=preview,
+        package=preview.package,
+        about=readable.about if readable else Described.of(preview).name,
+        chronology=lines,
+        documents=documents,
+        counts=_counts_in_words(preview.counts),
+        size=size_in_words(preview.package.size),
         state=STATES.get(preview.package.state, (preview.package.state, "govuk-tag--grey")),
-    )  # fmt: skip
+    )
 
 
 # ------------------------------------------------------------------ accepting
 
 
 async def _accept_page(
-    request: web.Request, visit: Visit, pid: str, values: Values, *,
-    errors: FormErrors | None = None, notice: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    pid: str,
+    values: Values,
+    *,
+    errors: FormErrors | None = None,
+    notice: str = "",
+) -> web.StreamResponse:
     app = webapp(request)
     try:
         preview = await inbox_of(request).show(visit.actor, pid, via="web")
@@ -278,22 +323,33 @@ async def _accept_page(
     theirs = Described.of(preview)
     found = suggestions(await app.store.list_pupils(visit.actor), theirs)
     return app.page(
-        request, "inbox_accept.html", visit, title="Which pupil is this file about?",
-        status=400 if errors else 200, errors=errors, values=values, package=preview.package,
-        theirs=theirs, suggestions=[(s, pupil_name(s.pupil)) for s in found], notice=notice,
-        new_pupil=NEW_PUPIL, other_pupil=OTHER_PUPIL,
-    )  # fmt: skip
+        request,
+        "inbox_accept.html",
+        visit,
+        title="Which pupil is this file about?",
+        status=400 if errors else 200,
+        errors=errors,
+        values=values,
+        package=preview.package,
+        theirs=theirs,
+        suggestions=[(s, pupil_name(s.pupil)) for s in found],
+        notice=notice,
+        new_pupil=NEW_PUPIL,
+        other_pupil=OTHER_PUPIL,
+    )
 
 
 async def show_accept(request: web.Request, visit: Visit) -> web.StreamResponse:
-    return await _accept_page(request, visit, request.match_info["package_id"],
-                              Values.of({}, ACCEPT_FIELDS))  # fmt: skip
+    return await _accept_page(
+        request, visit, request.match_info["package_id"], Values.of({}, ACCEPT_FIELDS)
+    )
 
 
 async def kept_accept(request: web.Request, visit: Visit, kept: KeptForm) -> web.StreamResponse:
     pid = kept.path.strip("/").split("/")[1]
-    return await _accept_page(request, visit, pid, Values.of(kept, ACCEPT_FIELDS),
-                              notice=KEPT_NOTICE)  # fmt: skip
+    return await _accept_page(
+        request, visit, pid, Values.of(kept, ACCEPT_FIELDS), notice=KEPT_NOTICE
+    )
 
 
 async def accept(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -317,8 +373,10 @@ async def accept(request: web.Request, visit: Visit) -> web.StreamResponse:
             try:
                 found = await app.store.find_pupil(visit.actor, upn)
             except (InputError, NotFoundError):
-                errors.add("other_upn", "No pupil on your roll has this UPN: check it, or "
-                                        "choose a new pupil")  # fmt: skip
+                errors.add(
+                    "other_upn",
+                    "No pupil on your roll has this UPN: check it, or choose a new pupil",
+                )
             else:
                 chosen = found.id
     else:
@@ -328,19 +386,25 @@ async def accept(request: web.Request, visit: Visit) -> web.StreamResponse:
             return await decided(request, visit, pid)
         offered = suggestions(await app.store.list_pupils(visit.actor), Described.of(preview))
         if values.pupil not in {s.pupil.id for s in offered}:
-            errors.add("pupil", "Choose one of the pupils listed, another pupil by UPN, or a "
-                                "new pupil")  # fmt: skip
+            errors.add(
+                "pupil", "Choose one of the pupils listed, another pupil by UPN, or a new pupil"
+            )
         else:
             chosen = values.pupil
     if errors:
         return await _accept_page(request, visit, pid, values, errors=errors)
     try:
-        done = await inbox.accept(visit.actor, pid, pupil_id=chosen, create_new=create_new,
-                                  via="web")  # fmt: skip
+        done = await inbox.accept(
+            visit.actor, pid, pupil_id=chosen, create_new=create_new, via="web"
+        )
     except ConflictError:
         return await decided(request, visit, pid)
-    query = {"imported": sum(done.counts.values()) - done.amended, "held": done.held,
-             "amended": done.amended, "new": int(done.new_pupil)}  # fmt: skip
+    query = {
+        "imported": sum(done.counts.values()) - done.amended,
+        "held": done.held,
+        "amended": done.amended,
+        "new": int(done.new_pupil),
+    }
     return redirect(f"/inbox/{pid}/accepted?{urlencode(query)}")
 
 
@@ -361,40 +425,61 @@ async def accepted_page(request: web.Request, visit: Visit) -> web.StreamRespons
     q = request.query
     numbers = {n: _number(q, n) for n in ("imported", "held", "amended")}
     return app.page(
-        request, "inbox_accepted.html", visit, title="File accepted", item=item, pupil=pupil,
-        name=pupil_name(pupil), href=f"/pupils/{pupil_ref(pupil)}#chronology",
+        request,
+        "inbox_accepted.html",
+        visit,
+        title="File accepted",
+        item=item,
+        pupil=pupil,
+        name=pupil_name(pupil),
+        href=f"/pupils/{pupil_ref(pupil)}#chronology",
         numbers=numbers if None not in numbers.values() else None,
         new_pupil=q.get("new") == "1",
-    )  # fmt: skip
+    )
 
 
 # ------------------------------------------------------------------ rejecting
 
 
 async def _reject_page(
-    request: web.Request, visit: Visit, pid: str, values: Values, *,
-    errors: FormErrors | None = None, notice: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    pid: str,
+    values: Values,
+    *,
+    errors: FormErrors | None = None,
+    notice: str = "",
+) -> web.StreamResponse:
     items = await inbox_of(request).list(visit.actor, via="web")
-    item = next((i for i in items if i.package_id == pid and i.state in ("delivered", "viewed")),
-                None)  # fmt: skip
+    item = next(
+        (i for i in items if i.package_id == pid and i.state in ("delivered", "viewed")), None
+    )
     if item is None:
         return await decided(request, visit, pid)
     return webapp(request).page(
-        request, "inbox_reject.html", visit, title="Reject this file",
-        status=400 if errors else 200, errors=errors, values=values, item=item, notice=notice,
-    )  # fmt: skip
+        request,
+        "inbox_reject.html",
+        visit,
+        title="Reject this file",
+        status=400 if errors else 200,
+        errors=errors,
+        values=values,
+        item=item,
+        notice=notice,
+    )
 
 
 async def show_reject(request: web.Request, visit: Visit) -> web.StreamResponse:
-    return await _reject_page(request, visit, request.match_info["package_id"],
-                              Values.of({}, REJECT_FIELDS))  # fmt: skip
+    return await _reject_page(
+        request, visit, request.match_info["package_id"], Values.of({}, REJECT_FIELDS)
+    )
 
 
 async def kept_reject(request: web.Request, visit: Visit, kept: KeptForm) -> web.StreamResponse:
     pid = kept.path.strip("/").split("/")[1]
-    return await _reject_page(request, visit, pid, Values.of(kept, REJECT_FIELDS),
-                              notice=KEPT_NOTICE)  # fmt: skip
+    return await _reject_page(
+        request, visit, pid, Values.of(kept, REJECT_FIELDS), notice=KEPT_NOTICE
+    )
 
 
 async def reject(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -425,4 +510,4 @@ ROUTES: Final = (
     WebRoute("GET", f"{_P}/accepted", accepted_page, "Inbox.list, Store.get_pupil"),
     WebRoute("GET", f"{_P}/reject", show_reject, "Inbox.list"),
     WebRoute("POST", f"{_P}/reject", reject, "Inbox.reject", form=kept_reject),
-)  # fmt: skip
+)

@@ -151,8 +151,14 @@ def _line(
 ) -> Line:
     r: Any = e.record
     who = person(e.recorded_by_name, e.recorded_by_role)
-    line = Line(kind=e.kind, when=e.occurred_at, title=KINDS[e.kind], who=who,
-                concern_id=e.concern_id, received=_received(e))  # fmt: skip
+    line = Line(
+        kind=e.kind,
+        when=e.occurred_at,
+        title=KINDS[e.kind],
+        who=who,
+        concern_id=e.concern_id,
+        received=_received(e),
+    )
     if e.concern_id:
         line.category = category_label(categories.get(e.concern_id, ""), labels)
     if e.kind == "concern":
@@ -233,8 +239,13 @@ async def pupil_page(request: web.Request, visit: Visit) -> web.StreamResponse:
         raise NotFoundError("this pupil's records have been erased")
     errors = FormErrors()
     filters = read_filters(request.query, errors)
-    context: dict[str, Any] = {"pupil": pupil, "name": pupil_name(pupil), "filters": filters,
-                               "kinds": KINDS, "ref": pupil_ref(pupil)}  # fmt: skip
+    context: dict[str, Any] = {
+        "pupil": pupil,
+        "name": pupil_name(pupil),
+        "filters": filters,
+        "kinds": KINDS,
+        "ref": pupil_ref(pupil),
+    }
     from transfer.web.sending import leaving_context
 
     context["leaving"] = await leaving_context(request, visit, pupil)
@@ -255,21 +266,29 @@ async def pupil_page(request: web.Request, visit: Visit) -> web.StreamResponse:
         base = f"/pupils/{pupil_ref(pupil)}"
         context.update(
             chronology=[_line(e, labels, owners, categories) for e in shown],
-            total=len(entries), matching=len(kept), page=page, pages=pages,
-            first=(page - 1) * PAGE_SIZE + 1, last=(page - 1) * PAGE_SIZE + len(shown),
+            total=len(entries),
+            matching=len(kept),
+            page=page,
+            pages=pages,
+            first=(page - 1) * PAGE_SIZE + 1,
+            last=(page - 1) * PAGE_SIZE + len(shown),
             previous_href=base + filters.query(page - 1) if page > 1 else "",
             next_href=base + filters.query(page + 1) if page < pages else "",
             categories=await choosable_categories(request, visit),
             filtered=bool(filters.category or filters.kinds or filters.start or filters.end),
-        )  # fmt: skip
+        )
     elif actor.has(Permission.RECORD_CONCERN):
         labels = {c.key: c.label for c in await app.store.list_categories(actor)}
         mine = await app.store.list_concerns(actor, pupil_id=pupil.id)
         context["own_concerns"] = [
-            {"id": c.id, "category": category_label(c.category, labels),
-             "happened_at": c.happened_at, "status": STATUS_TAGS.get(c.status, (c.status, ""))}
+            {
+                "id": c.id,
+                "category": category_label(c.category, labels),
+                "happened_at": c.happened_at,
+                "status": STATUS_TAGS.get(c.status, (c.status, "")),
+            }
             for c in mine
-        ]  # fmt: skip
+        ]
     if actor.has(Permission.SEND_REFERRAL) and request.config_dict.get(_referrals_key()):
         from transfer.web.referrals import referral_rows
 
@@ -277,8 +296,15 @@ async def pupil_page(request: web.Request, visit: Visit) -> web.StreamResponse:
         context["done"] = {"discarded": "The draft referral has been discarded."}.get(
             request.query.get("done", "")
         )
-    return app.page(request, "pupil.html", visit, title=pupil_name(pupil), errors=errors,
-                    status=400 if errors else 200, **context)  # fmt: skip
+    return app.page(
+        request,
+        "pupil.html",
+        visit,
+        title=pupil_name(pupil),
+        errors=errors,
+        status=400 if errors else 200,
+        **context,
+    )
 
 
 async def _next_school(app: Any, pupil: PupilRecord) -> str:
@@ -328,15 +354,18 @@ async def concern_page(request: web.Request, visit: Visit) -> web.StreamResponse
         entries, _, categories, owners = await lines_for(request, visit, concern.pupil_ids[0])
         mine = [e for e in entries if e.concern_id == concern.id and e.kind != "concern"]
         ids += [getattr(e.record, "assignee_id", None) or "" for e in mine]
-        context["triage"] = [_line(e, labels, owners, categories) for e in mine
-                             if e.kind == "triage"]  # fmt: skip
+        context["triage"] = [
+            _line(e, labels, owners, categories) for e in mine if e.kind == "triage"
+        ]
         context["actions"] = [
             (e.record, _line(e, labels, owners, categories)) for e in mine if e.kind == "action"
         ]
-        context["contacts"] = [_line(e, labels, owners, categories) for e in mine
-                               if e.kind == "contact"]  # fmt: skip
-        context["documents"] = [_line(e, labels, owners, categories) for e in mine
-                                if e.kind == "document"]  # fmt: skip
+        context["contacts"] = [
+            _line(e, labels, owners, categories) for e in mine if e.kind == "contact"
+        ]
+        context["documents"] = [
+            _line(e, labels, owners, categories) for e in mine if e.kind == "document"
+        ]
     people = {p.id: person(p.name, _role(p.role)) for p in await app.store.people_named(actor, ids)}
     if concern.provenance is not None:
         logged_by = f"A member of staff at {concern.provenance.source_org_name}"
@@ -345,24 +374,34 @@ async def concern_page(request: web.Request, visit: Visit) -> web.StreamResponse
     may_amend = concern.provenance is None and (
         actor.has(Permission.TRIAGE) or concern.recorded_by == actor.staff_id
     )
-    done = {"triage": "The triage decision has been recorded.",
-            "action": "The action has been added.", "contact": "The contact has been recorded.",
-            "done": "The action has been marked as done.",
-            "document": "The document has been added.",
-            "amended": "The concern has been changed. The earlier text is kept below."}  # fmt: skip
+    done = {
+        "triage": "The triage decision has been recorded.",
+        "action": "The action has been added.",
+        "contact": "The contact has been recorded.",
+        "done": "The action has been marked as done.",
+        "document": "The document has been added.",
+        "amended": "The concern has been changed. The earlier text is kept below.",
+    }
     return app.page(
-        request, "concern.html", visit,
+        request,
+        "concern.html",
+        visit,
         title=f"Concern: {category_label(concern.category, labels)}",
-        category=category_label(concern.category, labels), logged_by=logged_by,
-        amendments=[(a, people.get(a.amended_by, "someone no longer known here"))
-                    for a in amendments],
+        category=category_label(concern.category, labels),
+        logged_by=logged_by,
+        amendments=[
+            (a, people.get(a.amended_by, "someone no longer known here")) for a in amendments
+        ],
         status_tag=STATUS_TAGS.get(concern.status, (concern.status, "govuk-tag--grey")),
-        sides=SIDES, may_triage=actor.has(Permission.TRIAGE),
+        sides=SIDES,
+        may_triage=actor.has(Permission.TRIAGE),
         may_act=actor.has(Permission.MANAGE_ACTIONS),
-        may_contact=actor.has(Permission.MANAGE_CONTACTS), may_amend=may_amend,
+        may_contact=actor.has(Permission.MANAGE_CONTACTS),
+        may_amend=may_amend,
         may_document=actor.has(Permission.MANAGE_DOCUMENTS),
-        done=done.get(request.query.get("done", "")), **context,
-    )  # fmt: skip
+        done=done.get(request.query.get("done", "")),
+        **context,
+    )
 
 
 async def _pupils(request: web.Request, visit: Visit, concern: ConcernRecord) -> list[Any]:
@@ -404,11 +443,25 @@ async def download(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 
 ROUTES: Final = (
-    WebRoute("GET", "/pupils/{ref}", pupil_page,
-             "Store.get_pupil, Store.chronology_lines, Store.list_concerns", name="pupil"),
-    WebRoute("GET", f"/concerns/{{concern_id:{UUID}}}", concern_page,
-             "Store.get_concern, Store.concern_amendments, Store.chronology_lines",
-             name="concern"),
-    WebRoute("GET", f"/documents/{{document_id:{UUID}}}", download, "Store.read_document",
-             name="document"),
-)  # fmt: skip
+    WebRoute(
+        "GET",
+        "/pupils/{ref}",
+        pupil_page,
+        "Store.get_pupil, Store.chronology_lines, Store.list_concerns",
+        name="pupil",
+    ),
+    WebRoute(
+        "GET",
+        f"/concerns/{{concern_id:{UUID}}}",
+        concern_page,
+        "Store.get_concern, Store.concern_amendments, Store.chronology_lines",
+        name="concern",
+    ),
+    WebRoute(
+        "GET",
+        f"/documents/{{document_id:{UUID}}}",
+        download,
+        "Store.read_document",
+        name="document",
+    ),
+)

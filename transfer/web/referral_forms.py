@@ -116,8 +116,12 @@ class Section:
         return [(f"{r.path}-{n}", r.title(n), r.row(n)) for n in range(count)]
 
 
-SEXES: Final = (("female", "Female"), ("male", "Male"), ("other", "Other"),
-                ("unknown", "Not known"))  # fmt: skip
+SEXES: Final = (
+    ("female", "Female"),
+    ("male", "Male"),
+    ("other", "Other"),
+    ("unknown", "Not known"),
+)
 NO_CONSENT: Final = (
     ("greater_risk", "Seeking consent would put the child at greater risk of harm"),
     ("refused", "The parents or carers were asked and refused"),
@@ -125,70 +129,139 @@ NO_CONSENT: Final = (
     ("other", "Another reason (explain below)"),
 )
 HARM_TYPES: Final = (
-    ("physical", "Physical abuse"), ("emotional", "Emotional abuse"), ("sexual", "Sexual abuse"),
-    ("neglect", "Neglect"), ("domestic_abuse", "Domestic abuse"),
-    ("exploitation", "Exploitation"), ("online", "Online harm"), ("self_harm", "Self-harm"),
-    ("radicalisation", "Radicalisation"), ("other", "Other"),
-)  # fmt: skip
+    ("physical", "Physical abuse"),
+    ("emotional", "Emotional abuse"),
+    ("sexual", "Sexual abuse"),
+    ("neglect", "Neglect"),
+    ("domestic_abuse", "Domestic abuse"),
+    ("exploitation", "Exploitation"),
+    ("online", "Online harm"),
+    ("self_harm", "Self-harm"),
+    ("radicalisation", "Radicalisation"),
+    ("other", "Other"),
+)
 UPN_INVALID: Final = "A UPN is a capital letter, 11 digits and a digit or capital letter"
 
-CONSENT: Final = Section("Consent", (
-    FieldSpec("consent.parents_aware", "Do the parents or carers know about this referral?",
-              "yesno", missing="Select yes if the parents or carers know about this referral"),
-    FieldSpec("consent.consent_given", "Have they agreed to it?", "yesno",
-              missing="Select yes if the parents or carers have agreed to the referral"),
-    FieldSpec("consent.no_consent_reason", "If not, why not?", "radios", NO_CONSENT,
-              hint="Only the designated safeguarding lead can send a referral without consent.",
-              missing="Select why the referral goes without consent"),
-    FieldSpec("consent.explanation", "Explain", "textarea",
-              hint="Needed when the reason is 'another reason'.",
-              missing="Explain why the referral goes without consent"),
-))  # fmt: skip
+CONSENT: Final = Section(
+    "Consent",
+    (
+        FieldSpec(
+            "consent.parents_aware",
+            "Do the parents or carers know about this referral?",
+            "yesno",
+            missing="Select yes if the parents or carers know about this referral",
+        ),
+        FieldSpec(
+            "consent.consent_given",
+            "Have they agreed to it?",
+            "yesno",
+            missing="Select yes if the parents or carers have agreed to the referral",
+        ),
+        FieldSpec(
+            "consent.no_consent_reason",
+            "If not, why not?",
+            "radios",
+            NO_CONSENT,
+            hint="Only the designated safeguarding lead can send a referral without consent.",
+            missing="Select why the referral goes without consent",
+        ),
+        FieldSpec(
+            "consent.explanation",
+            "Explain",
+            "textarea",
+            hint="Needed when the reason is 'another reason'.",
+            missing="Explain why the referral goes without consent",
+        ),
+    ),
+)
 
-REFERRER: Final = Section("Your contact details", (
-    FieldSpec("referrer.name", "Your name", missing="Enter your name"),
-    FieldSpec("referrer.role", "Your role", missing="Enter your role"),
-    FieldSpec("referrer.agency", "Your school", missing="Enter your school's name"),
-    FieldSpec("referrer.phone", "Telephone number", width="govuk-input--width-20",
-              missing="Enter a telephone number the agency can reach you on",
-              invalid="Enter a telephone number of at least 3 characters"),
-    FieldSpec("referrer.email", "Email address (optional)",
-              invalid="Enter an email address like name@school.example"),
-))  # fmt: skip
+REFERRER: Final = Section(
+    "Your contact details",
+    (
+        FieldSpec("referrer.name", "Your name", missing="Enter your name"),
+        FieldSpec("referrer.role", "Your role", missing="Enter your role"),
+        FieldSpec("referrer.agency", "Your school", missing="Enter your school's name"),
+        FieldSpec(
+            "referrer.phone",
+            "Telephone number",
+            width="govuk-input--width-20",
+            missing="Enter a telephone number the agency can reach you on",
+            invalid="Enter a telephone number of at least 3 characters",
+        ),
+        FieldSpec(
+            "referrer.email",
+            "Email address (optional)",
+            invalid="Enter an email address like name@school.example",
+        ),
+    ),
+)
 
 
 def _child(prefix: str, who: str) -> tuple[FieldSpec, ...]:
     return (
         FieldSpec(f"{prefix}.forename", "First name", missing=f"Enter {who}'s first name"),
         FieldSpec(f"{prefix}.surname", "Last name", missing=f"Enter {who}'s last name"),
-        FieldSpec(f"{prefix}.dob", "Date of birth", "date", hint="For example, 14/3/2015",
-                  missing=f"Enter {who}'s date of birth"),
-    )  # fmt: skip
+        FieldSpec(
+            f"{prefix}.dob",
+            "Date of birth",
+            "date",
+            hint="For example, 14/3/2015",
+            missing=f"Enter {who}'s date of birth",
+        ),
+    )
 
 
-CHILD: Final = Section("The child", (
-    *_child("child", "the child"),
-    FieldSpec("child.expected_delivery", "Expected date of delivery, for an unborn child "
-              "(optional)", "date", hint="Instead of the date of birth. For example, 20/1/2027"),
-    FieldSpec("child.sex", "Sex", "radios", SEXES, missing="Select the child's sex"),
-    FieldSpec("child.address", "Home address", "textarea",
-              hint="The pupil record holds no address: type the child's home address.",
-              missing="Enter the child's home address"),
-    FieldSpec("child.upn", "Unique pupil number (UPN)", width="govuk-input--width-20",
-              invalid=UPN_INVALID),
-    FieldSpec("child.school", "School"),
-    FieldSpec("child.nhs_number", "NHS number (optional)", width="govuk-input--width-10",
-              invalid="An NHS number is 10 digits"),
-    FieldSpec("child.first_language", "First language (optional)"),
-    FieldSpec("child.interpreter_needed", "Is an interpreter needed?", "yesno",
-              hint="For the child or the family."),
-    FieldSpec("child.ethnicity", "Ethnicity (optional)"),
-    FieldSpec("child.religion", "Religion (optional)"),
-    FieldSpec("child.disability", "Disability or special educational needs (optional)",
-              "textarea"),
-    FieldSpec("child.gp", "GP (optional)", "textarea",
-              hint="The practice's name and address, if known."),
-))  # fmt: skip
+CHILD: Final = Section(
+    "The child",
+    (
+        *_child("child", "the child"),
+        FieldSpec(
+            "child.expected_delivery",
+            "Expected date of delivery, for an unborn child (optional)",
+            "date",
+            hint="Instead of the date of birth. For example, 20/1/2027",
+        ),
+        FieldSpec("child.sex", "Sex", "radios", SEXES, missing="Select the child's sex"),
+        FieldSpec(
+            "child.address",
+            "Home address",
+            "textarea",
+            hint="The pupil record holds no address: type the child's home address.",
+            missing="Enter the child's home address",
+        ),
+        FieldSpec(
+            "child.upn",
+            "Unique pupil number (UPN)",
+            width="govuk-input--width-20",
+            invalid=UPN_INVALID,
+        ),
+        FieldSpec("child.school", "School"),
+        FieldSpec(
+            "child.nhs_number",
+            "NHS number (optional)",
+            width="govuk-input--width-10",
+            invalid="An NHS number is 10 digits",
+        ),
+        FieldSpec("child.first_language", "First language (optional)"),
+        FieldSpec(
+            "child.interpreter_needed",
+            "Is an interpreter needed?",
+            "yesno",
+            hint="For the child or the family.",
+        ),
+        FieldSpec("child.ethnicity", "Ethnicity (optional)"),
+        FieldSpec("child.religion", "Religion (optional)"),
+        FieldSpec(
+            "child.disability", "Disability or special educational needs (optional)", "textarea"
+        ),
+        FieldSpec(
+            "child.gp",
+            "GP (optional)",
+            "textarea",
+            hint="The practice's name and address, if known.",
+        ),
+    ),
+)
 
 
 def _person(path: str, noun: str, *, first: str = "") -> Callable[[int], tuple[FieldSpec, ...]]:
@@ -198,20 +271,27 @@ def _person(path: str, noun: str, *, first: str = "") -> Callable[[int], tuple[F
     def row(n: int) -> tuple[FieldSpec, ...]:
         p, who = f"{path}.{n}", f"{noun} {n + 1}"
         return (
-            FieldSpec(f"{p}.name", "Full name",
-                      missing=first if first and n == 0 else f"Enter the name of {who}"),
-            FieldSpec(f"{p}.relationship", "Relationship to the child",
-                      hint="For example, mother, stepfather, foster carer, lodger",
-                      missing=f"Enter how {who} is related to the child"),
-            FieldSpec(f"{p}.dob", "Date of birth (optional)", "date",
-                      hint="For example, 14/3/1988"),
+            FieldSpec(
+                f"{p}.name",
+                "Full name",
+                missing=first if first and n == 0 else f"Enter the name of {who}",
+            ),
+            FieldSpec(
+                f"{p}.relationship",
+                "Relationship to the child",
+                hint="For example, mother, stepfather, foster carer, lodger",
+                missing=f"Enter how {who} is related to the child",
+            ),
+            FieldSpec(
+                f"{p}.dob", "Date of birth (optional)", "date", hint="For example, 14/3/1988"
+            ),
             FieldSpec(f"{p}.address", "Address, if not the child's (optional)", "textarea"),
-            FieldSpec(f"{p}.phone", "Telephone number (optional)",
-                      width="govuk-input--width-20"),
-            FieldSpec(f"{p}.parental_responsibility", "Do they have parental responsibility?",
-                      "yesno"),
+            FieldSpec(f"{p}.phone", "Telephone number (optional)", width="govuk-input--width-20"),
+            FieldSpec(
+                f"{p}.parental_responsibility", "Do they have parental responsibility?", "yesno"
+            ),
             FieldSpec(f"{p}.alleged_perpetrator", "Are they the alleged perpetrator?", "yesno"),
-        )  # fmt: skip
+        )
 
     return row
 
@@ -219,198 +299,392 @@ def _person(path: str, noun: str, *, first: str = "") -> Callable[[int], tuple[F
 def _disclosure(n: int) -> tuple[FieldSpec, ...]:
     p, which = f"disclosures.{n}", f"disclosure {n + 1}"
     return (
-        FieldSpec(f"{p}.by", "Who disclosed?", hint="For example, the child, a sibling",
-                  missing=f"Enter who made {which}"),
-        FieldSpec(f"{p}.to", "Who did they tell?", hint="Their name and role",
-                  missing=f"Enter who was told of {which}"),
-        FieldSpec(f"{p}.at", "When?", "moment", hint="For example, 4/12/2026 and 10:15.",
-                  missing=f"Enter when {which} was made"),
-        FieldSpec(f"{p}.summary", "What was said", "textarea",
-                  hint="In the words used, as far as you can.",
-                  missing=f"Say what was said in {which}"),
-    )  # fmt: skip
+        FieldSpec(
+            f"{p}.by",
+            "Who disclosed?",
+            hint="For example, the child, a sibling",
+            missing=f"Enter who made {which}",
+        ),
+        FieldSpec(
+            f"{p}.to",
+            "Who did they tell?",
+            hint="Their name and role",
+            missing=f"Enter who was told of {which}",
+        ),
+        FieldSpec(
+            f"{p}.at",
+            "When?",
+            "moment",
+            hint="For example, 4/12/2026 and 10:15.",
+            missing=f"Enter when {which} was made",
+        ),
+        FieldSpec(
+            f"{p}.summary",
+            "What was said",
+            "textarea",
+            hint="In the words used, as far as you can.",
+            missing=f"Say what was said in {which}",
+        ),
+    )
 
 
 def _child_involved(n: int) -> tuple[FieldSpec, ...]:
     p = f"children.{n}"
     return (
         *_child(p, "the child" if n == 0 else f"child {n + 1}"),
-        FieldSpec(f"{p}.upn", "Unique pupil number (UPN) (optional)",
-                  width="govuk-input--width-20", invalid=UPN_INVALID),
-    )  # fmt: skip
+        FieldSpec(
+            f"{p}.upn",
+            "Unique pupil number (UPN) (optional)",
+            width="govuk-input--width-20",
+            invalid=UPN_INVALID,
+        ),
+    )
 
 
 def _evidence(n: int) -> tuple[FieldSpec, ...]:
     p, which = f"evidence.{n}", f"evidence {n + 1}"
     return (
         FieldSpec(f"{p}.description", "What is it?", missing=f"Describe {which}"),
-        FieldSpec(f"{p}.kind", "Kind", "radios", (
-            ("document", "Document"), ("image", "Image"), ("video", "Video"),
-            ("device", "Device"), ("other", "Other"),
-        ), missing=f"Select what kind of thing {which} is"),
+        FieldSpec(
+            f"{p}.kind",
+            "Kind",
+            "radios",
+            (
+                ("document", "Document"),
+                ("image", "Image"),
+                ("video", "Video"),
+                ("device", "Device"),
+                ("other", "Other"),
+            ),
+            missing=f"Select what kind of thing {which} is",
+        ),
         FieldSpec(f"{p}.held_by", "Who holds it?", missing=f"Enter who holds {which}"),
-    )  # fmt: skip
+    )
 
 
 CHILDREN: Final = Repeat("children", "child", _child_involved, most=50, required=1)
 EVIDENCE: Final = Repeat("evidence", "piece of evidence", _evidence, most=100)
-CARERS: Final = Repeat("carers", "parent or carer",
-                       _person("carers", "parent or carer",
-                               first="Enter the name of at least one parent or carer"),
-                       blank=2, most=20, required=1)  # fmt: skip
-HOUSEHOLD: Final = Repeat("household", "household member",
-                          _person("household", "household member"))  # fmt: skip
-SIGNIFICANT: Final = Repeat("significant_adults", "significant adult",
-                            _person("significant_adults", "significant adult"))  # fmt: skip
+CARERS: Final = Repeat(
+    "carers",
+    "parent or carer",
+    _person("carers", "parent or carer", first="Enter the name of at least one parent or carer"),
+    blank=2,
+    most=20,
+    required=1,
+)
+HOUSEHOLD: Final = Repeat("household", "household member", _person("household", "household member"))
+SIGNIFICANT: Final = Repeat(
+    "significant_adults", "significant adult", _person("significant_adults", "significant adult")
+)
 DISCLOSURES: Final = Repeat("disclosures", "disclosure", _disclosure, most=50)
 
 
 MASH: Final = (
-    Section("Why you are referring", (
-        FieldSpec("request", "What are you asking for?", "radios", (
-            ("safeguarding", "A safeguarding referral (child protection or child in need)"),
-            ("early_help", "Early help"),
-        ), missing="Select what you are asking for"),
-        FieldSpec("reason", "What has happened, and why are you worried?", "textarea",
-                  missing="Say what has happened and why you are worried"),
-        FieldSpec("harm_types", "What kind of harm?", "checkboxes", HARM_TYPES,
-                  hint="Select all that apply.", missing="Select at least one kind of harm"),
-        FieldSpec("impact_on_child", "How is it affecting the child?", "textarea",
-                  missing="Say how it is affecting the child"),
-        FieldSpec("risk_rating", "How serious is the risk?", "radios",
-                  (("low", "Low"), ("medium", "Medium"), ("high", "High")),
-                  missing="Select how serious the risk is"),
-        FieldSpec("risk_reasons", "Why do you rate the risk that way?", "textarea",
-                  missing="Say why you rate the risk that way"),
-    )),
-    Section("Disclosures", repeat=DISCLOSURES,
-            hint="What the child or anyone else told a member of staff (optional)."),
+    Section(
+        "Why you are referring",
+        (
+            FieldSpec(
+                "request",
+                "What are you asking for?",
+                "radios",
+                (
+                    ("safeguarding", "A safeguarding referral (child protection or child in need)"),
+                    ("early_help", "Early help"),
+                ),
+                missing="Select what you are asking for",
+            ),
+            FieldSpec(
+                "reason",
+                "What has happened, and why are you worried?",
+                "textarea",
+                missing="Say what has happened and why you are worried",
+            ),
+            FieldSpec(
+                "harm_types",
+                "What kind of harm?",
+                "checkboxes",
+                HARM_TYPES,
+                hint="Select all that apply.",
+                missing="Select at least one kind of harm",
+            ),
+            FieldSpec(
+                "impact_on_child",
+                "How is it affecting the child?",
+                "textarea",
+                missing="Say how it is affecting the child",
+            ),
+            FieldSpec(
+                "risk_rating",
+                "How serious is the risk?",
+                "radios",
+                (("low", "Low"), ("medium", "Medium"), ("high", "High")),
+                missing="Select how serious the risk is",
+            ),
+            FieldSpec(
+                "risk_reasons",
+                "Why do you rate the risk that way?",
+                "textarea",
+                missing="Say why you rate the risk that way",
+            ),
+        ),
+    ),
+    Section(
+        "Disclosures",
+        repeat=DISCLOSURES,
+        hint="What the child or anyone else told a member of staff (optional).",
+    ),
     CHILD,
-    Section("Parents and carers", repeat=CARERS,
-            hint="At least one. Leave a row empty to leave it out."),
-    Section("Household members", repeat=HOUSEHOLD,
-            hint="Everyone else who lives with the child (optional)."),
-    Section("Significant adults", repeat=SIGNIFICANT,
-            hint="Adults important in the child's life who do not live with them (optional)."),
-    Section("What else is known", (
-        FieldSpec("previous_involvement", "Earlier involvement of children's services "
-                  "(optional)", "textarea"),
-        FieldSpec("other_professionals", "Other professionals involved (optional)",
-                  "textarea"),
-    )),
+    Section(
+        "Parents and carers", repeat=CARERS, hint="At least one. Leave a row empty to leave it out."
+    ),
+    Section(
+        "Household members",
+        repeat=HOUSEHOLD,
+        hint="Everyone else who lives with the child (optional).",
+    ),
+    Section(
+        "Significant adults",
+        repeat=SIGNIFICANT,
+        hint="Adults important in the child's life who do not live with them (optional).",
+    ),
+    Section(
+        "What else is known",
+        (
+            FieldSpec(
+                "previous_involvement",
+                "Earlier involvement of children's services (optional)",
+                "textarea",
+            ),
+            FieldSpec("other_professionals", "Other professionals involved (optional)", "textarea"),
+        ),
+    ),
     CONSENT,
     REFERRER,
-)  # fmt: skip
+)
 
 LADO: Final = (
-    Section("The allegation", (
-        FieldSpec("allegation.category", "What kind of allegation is it?", "radios", (
-            ("physical", "Physical"), ("emotional", "Emotional"), ("sexual", "Sexual"),
-            ("neglect", "Neglect"), ("conduct", "Conduct"),
-        ), missing="Select what kind of allegation it is"),
-        FieldSpec("allegation.description", "What is alleged?", "textarea",
-                  missing="Say what is alleged"),
-        FieldSpec("allegation.happened_on", "When did it happen?", "date",
-                  hint="For example, 4/12/2026", missing="Enter the date it happened"),
-        FieldSpec("allegation.place", "Where did it happen?",
-                  missing="Enter where it happened"),
-        FieldSpec("allegation.known_at", "When did the school learn of it?", "moment",
-                  hint="The referral is due within one working day of this. For example, "
-                  "4/12/2026 and 14:30.",
-                  missing="Enter when the school learnt of the allegation"),
-        FieldSpec("allegation.made_by", "Who made the allegation?",
-                  missing="Enter who made the allegation"),
-        FieldSpec("allegation.made_by_relationship", "Who are they?",
-                  hint="For example, the pupil, a parent, a member of staff",
-                  missing="Say who the person who made the allegation is"),
-        FieldSpec("allegation.injury", "Any injury (optional)", "textarea"),
-        FieldSpec("allegation.incidents", "How many incidents are alleged?", "number",
-                  hint="1 if it happened once.", width="govuk-input--width-3",
-                  invalid="Enter the number of incidents, a whole number from 1 to 1000"),
-        FieldSpec("allegation.after_restraint", "Did it follow a physical restraint?",
-                  "yesno"),
-        FieldSpec("criteria", "Which of the harm tests does it meet?", "checkboxes", (
-            ("harmed_child", "Behaved in a way that has harmed, or may have harmed, a child"),
-            ("criminal_offence", "Possibly committed a criminal offence against or related "
-             "to a child"),
-            ("risk_of_harm", "Behaved in a way that indicates they may pose a risk of harm "
-             "to children"),
-            ("unsuitable", "Behaved in a way that indicates they may not be suitable to work "
-             "with children"),
-        ), hint="Select all that apply.", missing="Select at least one of the harm tests"),
-    )),
-    Section("The adult", (
-        FieldSpec("adult.forename", "First name", missing="Enter the adult's first name"),
-        FieldSpec("adult.surname", "Last name", missing="Enter the adult's last name"),
-        FieldSpec("adult.sex", "Sex", "radios", SEXES, missing="Select the adult's sex"),
-        FieldSpec("adult.role", "Their role", hint="For example, class teacher",
-                  missing="Enter the adult's role"),
-        FieldSpec("adult.workplace", "Where they work", missing="Enter where the adult works"),
-        FieldSpec("adult.employment_basis", "How are they employed?", "radios", (
-            ("permanent", "Permanent"), ("temporary", "Temporary"), ("agency", "Through an "
-             "agency"), ("volunteer", "Volunteer"), ("contractor", "Contractor"),
-        ), missing="Select how the adult is employed"),
-        FieldSpec("adult.dob", "Date of birth (optional)", "date", hint="For example, 14/3/1988"),
-        FieldSpec("adult.ethnicity", "Ethnicity (optional)"),
-        FieldSpec("adult.address", "Home address (optional)", "textarea"),
-        FieldSpec("adult.length_of_service", "How long they have worked there (optional)",
-                  hint="For example, 3 years"),
-        FieldSpec("adult.previous_allegations", "Earlier allegations or concerns about them "
-                  "(optional)", "textarea"),
-        FieldSpec("adult.other_contact_with_children", "Other work or contact with children "
-                  "(optional)", "textarea", hint="For example, a sports club they coach"),
-    )),
-    Section("Children involved", repeat=CHILDREN,
-            hint="The child first; leave a row empty to leave it out."),
-    Section("The employer", (
-        FieldSpec("employer.organisation", "School", missing="Enter the school's name"),
-        FieldSpec("employer.head_teacher", "Head teacher",
-                  missing="Enter the head teacher's name"),
-        FieldSpec("employer.chair_of_governors", "Chair of governors (optional)"),
-        FieldSpec("employer.hr_lead", "Human resources lead (optional)"),
-    )),
-    Section("What has been done", (
-        FieldSpec("actions_so_far", "What has the school done so far?", "textarea",
-                  missing="Say what the school has done so far"),
-        FieldSpec("others_told", "Who else has been told (optional)", "textarea"),
-    )),
+    Section(
+        "The allegation",
+        (
+            FieldSpec(
+                "allegation.category",
+                "What kind of allegation is it?",
+                "radios",
+                (
+                    ("physical", "Physical"),
+                    ("emotional", "Emotional"),
+                    ("sexual", "Sexual"),
+                    ("neglect", "Neglect"),
+                    ("conduct", "Conduct"),
+                ),
+                missing="Select what kind of allegation it is",
+            ),
+            FieldSpec(
+                "allegation.description",
+                "What is alleged?",
+                "textarea",
+                missing="Say what is alleged",
+            ),
+            FieldSpec(
+                "allegation.happened_on",
+                "When did it happen?",
+                "date",
+                hint="For example, 4/12/2026",
+                missing="Enter the date it happened",
+            ),
+            FieldSpec(
+                "allegation.place", "Where did it happen?", missing="Enter where it happened"
+            ),
+            FieldSpec(
+                "allegation.known_at",
+                "When did the school learn of it?",
+                "moment",
+                hint="The referral is due within one working day of this. For example, "
+                "4/12/2026 and 14:30.",
+                missing="Enter when the school learnt of the allegation",
+            ),
+            FieldSpec(
+                "allegation.made_by",
+                "Who made the allegation?",
+                missing="Enter who made the allegation",
+            ),
+            FieldSpec(
+                "allegation.made_by_relationship",
+                "Who are they?",
+                hint="For example, the pupil, a parent, a member of staff",
+                missing="Say who the person who made the allegation is",
+            ),
+            FieldSpec("allegation.injury", "Any injury (optional)", "textarea"),
+            FieldSpec(
+                "allegation.incidents",
+                "How many incidents are alleged?",
+                "number",
+                hint="1 if it happened once.",
+                width="govuk-input--width-3",
+                invalid="Enter the number of incidents, a whole number from 1 to 1000",
+            ),
+            FieldSpec("allegation.after_restraint", "Did it follow a physical restraint?", "yesno"),
+            FieldSpec(
+                "criteria",
+                "Which of the harm tests does it meet?",
+                "checkboxes",
+                (
+                    (
+                        "harmed_child",
+                        "Behaved in a way that has harmed, or may have harmed, a child",
+                    ),
+                    (
+                        "criminal_offence",
+                        "Possibly committed a criminal offence against or related to a child",
+                    ),
+                    (
+                        "risk_of_harm",
+                        "Behaved in a way that indicates they may pose a risk of harm to children",
+                    ),
+                    (
+                        "unsuitable",
+                        "Behaved in a way that indicates they may not be suitable to work "
+                        "with children",
+                    ),
+                ),
+                hint="Select all that apply.",
+                missing="Select at least one of the harm tests",
+            ),
+        ),
+    ),
+    Section(
+        "The adult",
+        (
+            FieldSpec("adult.forename", "First name", missing="Enter the adult's first name"),
+            FieldSpec("adult.surname", "Last name", missing="Enter the adult's last name"),
+            FieldSpec("adult.sex", "Sex", "radios", SEXES, missing="Select the adult's sex"),
+            FieldSpec(
+                "adult.role",
+                "Their role",
+                hint="For example, class teacher",
+                missing="Enter the adult's role",
+            ),
+            FieldSpec("adult.workplace", "Where they work", missing="Enter where the adult works"),
+            FieldSpec(
+                "adult.employment_basis",
+                "How are they employed?",
+                "radios",
+                (
+                    ("permanent", "Permanent"),
+                    ("temporary", "Temporary"),
+                    ("agency", "Through an agency"),
+                    ("volunteer", "Volunteer"),
+                    ("contractor", "Contractor"),
+                ),
+                missing="Select how the adult is employed",
+            ),
+            FieldSpec(
+                "adult.dob", "Date of birth (optional)", "date", hint="For example, 14/3/1988"
+            ),
+            FieldSpec("adult.ethnicity", "Ethnicity (optional)"),
+            FieldSpec("adult.address", "Home address (optional)", "textarea"),
+            FieldSpec(
+                "adult.length_of_service",
+                "How long they have worked there (optional)",
+                hint="For example, 3 years",
+            ),
+            FieldSpec(
+                "adult.previous_allegations",
+                "Earlier allegations or concerns about them (optional)",
+                "textarea",
+            ),
+            FieldSpec(
+                "adult.other_contact_with_children",
+                "Other work or contact with children (optional)",
+                "textarea",
+                hint="For example, a sports club they coach",
+            ),
+        ),
+    ),
+    Section(
+        "Children involved",
+        repeat=CHILDREN,
+        hint="The child first; leave a row empty to leave it out.",
+    ),
+    Section(
+        "The employer",
+        (
+            FieldSpec("employer.organisation", "School", missing="Enter the school's name"),
+            FieldSpec(
+                "employer.head_teacher", "Head teacher", missing="Enter the head teacher's name"
+            ),
+            FieldSpec("employer.chair_of_governors", "Chair of governors (optional)"),
+            FieldSpec("employer.hr_lead", "Human resources lead (optional)"),
+        ),
+    ),
+    Section(
+        "What has been done",
+        (
+            FieldSpec(
+                "actions_so_far",
+                "What has the school done so far?",
+                "textarea",
+                missing="Say what the school has done so far",
+            ),
+            FieldSpec("others_told", "Who else has been told (optional)", "textarea"),
+        ),
+    ),
     CONSENT,
     REFERRER,
-)  # fmt: skip
+)
 
 POLICE: Final = (
-    Section("What happened", (
-        FieldSpec("immediate_risk", "Is the child at immediate risk?", "yesno",
-                  hint="If yes, phone 999 first: this referral is the written follow-up.",
-                  missing="Select yes if the child is at immediate risk"),
-        FieldSpec("what_happened", "What happened?", "textarea",
-                  missing="Say what happened"),
-        FieldSpec("happened_at", "When did it happen?", "moment",
-                  hint="For example, 4/12/2026 and 19:30.",
-                  missing="Enter when it happened"),
-        FieldSpec("place", "Where did it happen?", missing="Enter where it happened"),
-        FieldSpec("existing_reference", "Police reference, if there is one (optional)"),
-    )),
+    Section(
+        "What happened",
+        (
+            FieldSpec(
+                "immediate_risk",
+                "Is the child at immediate risk?",
+                "yesno",
+                hint="If yes, phone 999 first: this referral is the written follow-up.",
+                missing="Select yes if the child is at immediate risk",
+            ),
+            FieldSpec("what_happened", "What happened?", "textarea", missing="Say what happened"),
+            FieldSpec(
+                "happened_at",
+                "When did it happen?",
+                "moment",
+                hint="For example, 4/12/2026 and 19:30.",
+                missing="Enter when it happened",
+            ),
+            FieldSpec("place", "Where did it happen?", missing="Enter where it happened"),
+            FieldSpec("existing_reference", "Police reference, if there is one (optional)"),
+        ),
+    ),
     CHILD,
-    Section("The alleged offender, if known", (
-        FieldSpec("alleged_offender.name", "Name (optional)"),
-        FieldSpec("alleged_offender.relationship", "Relationship to the child (optional)"),
-        FieldSpec("alleged_offender.dob", "Date of birth (optional)", "date",
-                  hint="For example, 14/3/1988"),
-        FieldSpec("alleged_offender.address", "Address (optional)", "textarea"),
-    )),
-    Section("Evidence held", repeat=EVIDENCE,
-            hint="Described here; documents and images go only if you choose them next "
-            "(optional)."),
-    Section("Other agencies", (
-        FieldSpec("other_agencies_informed", "Other agencies told (optional)", "textarea"),
-    )),
+    Section(
+        "The alleged offender, if known",
+        (
+            FieldSpec("alleged_offender.name", "Name (optional)"),
+            FieldSpec("alleged_offender.relationship", "Relationship to the child (optional)"),
+            FieldSpec(
+                "alleged_offender.dob",
+                "Date of birth (optional)",
+                "date",
+                hint="For example, 14/3/1988",
+            ),
+            FieldSpec("alleged_offender.address", "Address (optional)", "textarea"),
+        ),
+    ),
+    Section(
+        "Evidence held",
+        repeat=EVIDENCE,
+        hint="Described here; documents and images go only if you choose them next (optional).",
+    ),
+    Section(
+        "Other agencies",
+        (FieldSpec("other_agencies_informed", "Other agencies told (optional)", "textarea"),),
+    ),
     CONSENT,
     REFERRER,
-)  # fmt: skip
+)
 
-FORMS: Final[dict[str, tuple[Section, ...]]] = {"social_care": MASH, "lado": LADO,
-                                                 "police": POLICE}  # fmt: skip
+FORMS: Final[dict[str, tuple[Section, ...]]] = {"social_care": MASH, "lado": LADO, "police": POLICE}
 #: Parts that go only when something in them is typed (an offender).
 OPTIONAL_GROUPS: Final = ("alleged_offender",)
 #: An error the schema gives a whole part, and the field that says it.
@@ -463,11 +737,19 @@ def prefill(
     sex = {"F": "female", "M": "male"}.get(pupil.sex.upper(), "unknown") if pupil.sex else ""
     dob = f"{pupil.dob.day}/{pupil.dob.month}/{pupil.dob.year}" if pupil.dob else ""
     values: dict[str, str | list[str]] = {
-        "referrer.name": name, "referrer.role": role, "referrer.agency": school,
-    }  # fmt: skip
+        "referrer.name": name,
+        "referrer.role": role,
+        "referrer.agency": school,
+    }
     child = "children.0" if kind == "lado" else "child"
-    values.update({f"{child}.forename": pupil.forename, f"{child}.surname": pupil.surname,
-                   f"{child}.dob": dob, f"{child}.upn": pupil.upn or ""})  # fmt: skip
+    values.update(
+        {
+            f"{child}.forename": pupil.forename,
+            f"{child}.surname": pupil.surname,
+            f"{child}.dob": dob,
+            f"{child}.upn": pupil.upn or "",
+        }
+    )
     if kind == "lado":
         values.update({"employer.organisation": school, "adult.workplace": school})
     else:
@@ -494,8 +776,7 @@ def draft_values(kind: str, form: AnyForm) -> tuple[dict[str, Any], dict[str, in
     """A saved form as the page's values (to change it), with its rows of each repeated
     part (as many as it holds, at least the blank ones)."""
     data = form.model_dump(mode="python")
-    counts = {r.path: min(max(len(data.get(r.path) or ()), r.blank), r.most)
-              for r in repeats(kind)}  # fmt: skip
+    counts = {r.path: min(max(len(data.get(r.path) or ()), r.blank), r.most) for r in repeats(kind)}
     out: dict[str, Any] = {}
     for f in fields_of(kind, counts):
         value = _get(data, f.path)
@@ -535,8 +816,7 @@ def _lists(node: Any) -> Any:
     return fixed
 
 
-def _typed(f: FieldSpec, values: Mapping[str, str | list[str]],
-           problems: dict[str, str]) -> Any:  # fmt: skip
+def _typed(f: FieldSpec, values: Mapping[str, str | list[str]], problems: dict[str, str]) -> Any:
     """The field's value for the schema; None when left empty (or wrong: then a problem)."""
     if f.widget == "checkboxes":
         chosen = [v for v in values.get(f.path, []) if v in dict(f.choices)]
@@ -659,11 +939,13 @@ def _consent_problems(given: dict[str, Any], problems: dict[str, str]) -> None:
     aware, agreed = given.get("consent.parents_aware"), given.get("consent.consent_given")
     reason = given.get("consent.no_consent_reason")
     if agreed is True and aware is False:
-        problems["consent-consent_given"] = ("The parents or carers cannot have agreed if "
-                                             "they do not know about the referral")  # fmt: skip
+        problems["consent-consent_given"] = (
+            "The parents or carers cannot have agreed if they do not know about the referral"
+        )
     if agreed is True and reason is not None:
-        problems["consent-no_consent_reason"] = ("Leave this empty: the parents or carers "
-                                                 "agreed to the referral")  # fmt: skip
+        problems["consent-no_consent_reason"] = (
+            "Leave this empty: the parents or carers agreed to the referral"
+        )
     if agreed is False and reason is None:
         problems["consent-no_consent_reason"] = "Select why the referral goes without consent"
     if agreed is False and reason == "other" and not given.get("consent.explanation"):
@@ -682,8 +964,7 @@ def _place(where: str, message: str, specs: list[FieldSpec], problems: dict[str,
     spec = next((f for f in specs if f.path == path), None)
     if spec is None:  # a part (a list of carers...): its first field says it
         spec = next((f for f in specs if f.path.startswith(path + ".")), specs[0])
-        message = "is required" if message.startswith(("is required", "List should")) \
-            else message  # fmt: skip
+        message = "is required" if message.startswith(("is required", "List should")) else message
     if spec.id in problems:
         return
     if message == "is required" or message.startswith("List should have at least"):

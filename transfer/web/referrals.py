@@ -82,12 +82,19 @@ STATES: Final = {
 }
 #: A referral's events in words (the referral's page).
 EVENTS: Final = {
-    "drafted": "Drafted", "form_changed": "Form changed", "selected": "Entries chosen",
-    "redaction_marked": "Words to hide added", "redaction_removed": "Words to hide removed",
-    "sent": "Sent", "unsent": "Taken back to draft", "delivered": "Picked up by the agency",
-    "handed_over": "Offline bundle handed over", "accepted": "Acknowledged by the agency",
-    "rejected": "Declined by the agency", "outcome": "Outcome recorded",
-}  # fmt: skip
+    "drafted": "Drafted",
+    "form_changed": "Form changed",
+    "selected": "Entries chosen",
+    "redaction_marked": "Words to hide added",
+    "redaction_removed": "Words to hide removed",
+    "sent": "Sent",
+    "unsent": "Taken back to draft",
+    "delivered": "Picked up by the agency",
+    "handed_over": "Offline bundle handed over",
+    "accepted": "Acknowledged by the agency",
+    "rejected": "Declined by the agency",
+    "outcome": "Outcome recorded",
+}
 ROUTES_IN_WORDS: Final = {
     "node": "To the agency's Handover node",
     "portal": "Pickup link, with a passcode you read out by telephone",
@@ -96,16 +103,25 @@ ROUTES_IN_WORDS: Final = {
 OUTCOME_CHOICES: Final[dict[str, dict[str, tuple[tuple[str, str], ...]]]] = {
     "social_care": {
         "rag": (("red", "Red"), ("amber", "Amber"), ("green", "Green")),
-        "decision": (("section_47", "Section 47 enquiry"), ("section_17", "Child in need "
-                     "(section 17)"), ("early_help", "Early help"),
-                     ("signposted", "Signposted to other services"),
-                     ("no_further_action", "No further action"), ("other", "Other")),
+        "decision": (
+            ("section_47", "Section 47 enquiry"),
+            ("section_17", "Child in need (section 17)"),
+            ("early_help", "Early help"),
+            ("signposted", "Signposted to other services"),
+            ("no_further_action", "No further action"),
+            ("other", "Other"),
+        ),
     },
     "lado": {
-        "outcome": (("substantiated", "Substantiated"), ("unsubstantiated", "Unsubstantiated"),
-                    ("malicious", "Malicious"), ("false", "False"), ("unfounded", "Unfounded")),
+        "outcome": (
+            ("substantiated", "Substantiated"),
+            ("unsubstantiated", "Unsubstantiated"),
+            ("malicious", "Malicious"),
+            ("false", "False"),
+            ("unfounded", "Unfounded"),
+        ),
     },
-}  # fmt: skip
+}
 _R: Final = f"/referrals/{{referral_id:{UUID}}}"
 
 
@@ -146,17 +162,29 @@ def deadline(summary_: ReferralSummary, today: date) -> dict[str, str] | None:
         return None
     due = long_date(summary_.due_on)
     if summary_.state != "draft":
-        return {"text": f"Was due by the end of {summary_.due_on:%A} {due}", "tag": "",
-                "tag_class": ""}  # fmt: skip
+        return {
+            "text": f"Was due by the end of {summary_.due_on:%A} {due}",
+            "tag": "",
+            "tag_class": "",
+        }
     if summary_.due_on < today:
-        return {"text": f"Overdue: it had to be sent by the end of {summary_.due_on:%A} {due}",
-                "tag": "Overdue", "tag_class": "govuk-tag--red"}  # fmt: skip
+        return {
+            "text": f"Overdue: it had to be sent by the end of {summary_.due_on:%A} {due}",
+            "tag": "Overdue",
+            "tag_class": "govuk-tag--red",
+        }
     if summary_.due_on == today:
-        return {"text": f"Send it today: due by the end of {summary_.due_on:%A} {due}",
-                "tag": "Due today", "tag_class": "govuk-tag--orange"}  # fmt: skip
-    return {"text": f"Due by the end of {summary_.due_on:%A} {due} (one working day from "
-            "when the school learnt of the allegation)", "tag": "Due soon",
-            "tag_class": "govuk-tag--yellow"}  # fmt: skip
+        return {
+            "text": f"Send it today: due by the end of {summary_.due_on:%A} {due}",
+            "tag": "Due today",
+            "tag_class": "govuk-tag--orange",
+        }
+    return {
+        "text": f"Due by the end of {summary_.due_on:%A} {due} (one working day from "
+        "when the school learnt of the allegation)",
+        "tag": "Due soon",
+        "tag_class": "govuk-tag--yellow",
+    }
 
 
 async def _agency_names(referrals: Referrals, ids: set[str]) -> dict[str, str]:
@@ -179,12 +207,18 @@ async def referral_rows(
     pupils = await webapp(request).store.pupil_names(visit.actor, {r.pupil_id for r in found})
     today = _today(request)
     return [
-        {"id": r.id, "kind": KIND_NAMES[r.kind], "agency": names[r.agency_org_id],
-         "pupil": pupils.get(r.pupil_id, "a pupil no longer on roll"),
-         "state": STATES.get(r.state, (r.state, "govuk-tag--grey")), "created_at": r.created_at,
-         "updated_at": r.updated_at, "deadline": deadline(r, today)}
+        {
+            "id": r.id,
+            "kind": KIND_NAMES[r.kind],
+            "agency": names[r.agency_org_id],
+            "pupil": pupils.get(r.pupil_id, "a pupil no longer on roll"),
+            "state": STATES.get(r.state, (r.state, "govuk-tag--grey")),
+            "created_at": r.created_at,
+            "updated_at": r.updated_at,
+            "deadline": deadline(r, today),
+        }
         for r in sorted(found, key=lambda r: r.updated_at, reverse=True)
-    ]  # fmt: skip
+    ]
 
 
 # ------------------------------------------------------------------ the list
@@ -216,18 +250,29 @@ async def start_page(request: web.Request, visit: Visit) -> web.StreamResponse:
     if chosen:
         found = next((a for a in agencies if a[0] == chosen), None)
         if found is not None:
-            values = prefill(found[2], pupil, school=visit.org_name,
-                             name=visit.actor.display_name,
-                             role=_role_words(visit))  # fmt: skip
+            values = prefill(
+                found[2],
+                pupil,
+                school=visit.org_name,
+                name=visit.actor.display_name,
+                role=_role_words(visit),
+            )
             return await _form_page(request, visit, pupil_ref(pupil), found, values)
     errors = FormErrors()
     if "agency" in request.query:
         errors.add("agency", "Select the agency to refer to")
     return webapp(request).page(
-        request, "referral_agency.html", visit, title="Who are you referring to?",
-        status=400 if errors else 200, errors=errors, pupil=pupil, name=pupil_name(pupil),
-        ref=pupil_ref(pupil), agencies=[(a[0], a[1], KIND_NAMES[a[2]]) for a in agencies],
-    )  # fmt: skip
+        request,
+        "referral_agency.html",
+        visit,
+        title="Who are you referring to?",
+        status=400 if errors else 200,
+        errors=errors,
+        pupil=pupil,
+        name=pupil_name(pupil),
+        ref=pupil_ref(pupil),
+        agencies=[(a[0], a[1], KIND_NAMES[a[2]]) for a in agencies],
+    )
 
 
 def _role_words(visit: Visit) -> str:
@@ -244,21 +289,37 @@ def _role_words(visit: Visit) -> str:
 
 
 async def _form_page(
-    request: web.Request, visit: Visit, ref: str, agency: tuple[str, str, str],
-    values: dict[str, Any], *, errors: FormErrors | None = None, notice: str = "",
-    referral_id: str = "", counts: dict[str, int] | None = None,
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    ref: str,
+    agency: tuple[str, str, str],
+    values: dict[str, Any],
+    *,
+    errors: FormErrors | None = None,
+    notice: str = "",
+    referral_id: str = "",
+    counts: dict[str, int] | None = None,
+) -> web.StreamResponse:
     org_id, name, kind = agency
     counts = counts or {r.path: r.blank for r in repeats(kind)}
-    action = (f"/referrals/{referral_id}/form" if referral_id
-              else f"/pupils/{ref}/referrals/new")  # fmt: skip
+    action = f"/referrals/{referral_id}/form" if referral_id else f"/pupils/{ref}/referrals/new"
     return webapp(request).page(
-        request, "referral_form.html", visit, title=f"Referral to {name}",
-        status=400 if errors else 200, errors=errors, sections=FORMS[kind], values=values,
+        request,
+        "referral_form.html",
+        visit,
+        title=f"Referral to {name}",
+        status=400 if errors else 200,
+        errors=errors,
+        sections=FORMS[kind],
+        values=values,
         counts=counts,
-        agency_id=org_id, kind_name=KIND_NAMES[kind], action=action, ref=ref, notice=notice,
+        agency_id=org_id,
+        kind_name=KIND_NAMES[kind],
+        action=action,
+        ref=ref,
+        notice=notice,
         back=f"/referrals/{referral_id}" if referral_id else f"/pupils/{ref}",
-    )  # fmt: skip
+    )
 
 
 def _errors(problems: dict[str, str]) -> FormErrors:
@@ -272,26 +333,35 @@ async def create_draft(request: web.Request, visit: Visit) -> web.StreamResponse
     return await _create(request, visit, request[FORM_KEY], request.match_info["ref"])
 
 
-async def _create(request: web.Request, visit: Visit, data: Any, ref: str,
-                  notice: str = "") -> web.StreamResponse:  # fmt: skip
+async def _create(
+    request: web.Request, visit: Visit, data: Any, ref: str, notice: str = ""
+) -> web.StreamResponse:
     referrals = _referrals(request)
     pupil = await find_pupil(request, visit, ref)
     await referrals.may_start(visit.actor, pupil.id)
-    agency = next((a for a in await _agencies(referrals) if a[0] == data.get("agency", "")),
-                  None)  # fmt: skip
+    agency = next((a for a in await _agencies(referrals) if a[0] == data.get("agency", "")), None)
     if agency is None:
         return redirect(f"/pupils/{pupil_ref(pupil)}/referrals/new")
     counts, added = row_counts(agency[2], data)
     values = form_values(agency[2], data, counts)
     if notice or added:  # given back after signing in again, or a row added: as typed
-        return await _form_page(request, visit, pupil_ref(pupil), agency, values,
-                                notice=notice, counts=counts)  # fmt: skip
+        return await _form_page(
+            request, visit, pupil_ref(pupil), agency, values, notice=notice, counts=counts
+        )
     form, problems = read_form(agency[2], values, counts)
     if form is None:
-        return await _form_page(request, visit, pupil_ref(pupil), agency, values,
-                                errors=_errors(problems), counts=counts)  # fmt: skip
-    record = await referrals.draft(visit.actor, pupil_id=pupil.id, agency_org_id=agency[0],
-                                   form=form)  # fmt: skip
+        return await _form_page(
+            request,
+            visit,
+            pupil_ref(pupil),
+            agency,
+            values,
+            errors=_errors(problems),
+            counts=counts,
+        )
+    record = await referrals.draft(
+        visit.actor, pupil_id=pupil.id, agency_org_id=agency[0], form=form
+    )
     return redirect(f"/referrals/{record.id}/entries")
 
 
@@ -323,9 +393,16 @@ async def kept_change(request: web.Request, visit: Visit, kept: KeptForm) -> web
     record = await referrals.get(visit.actor, kept.path.strip("/").split("/")[1])
     pupil = await find_pupil(request, visit, record.pupil_id)
     counts, _ = row_counts(record.kind, _Kept(kept))
-    return await _form_page(request, visit, pupil_ref(pupil), await _agency_of(referrals, record),
-                            form_values(record.kind, _Kept(kept), counts), notice=KEPT_NOTICE,
-                            referral_id=record.id, counts=counts)  # fmt: skip
+    return await _form_page(
+        request,
+        visit,
+        pupil_ref(pupil),
+        await _agency_of(referrals, record),
+        form_values(record.kind, _Kept(kept), counts),
+        notice=KEPT_NOTICE,
+        referral_id=record.id,
+        counts=counts,
+    )
 
 
 async def _draft(request: web.Request, visit: Visit) -> tuple[Referrals, ReferralRecord]:
@@ -344,8 +421,15 @@ async def change_form_page(request: web.Request, visit: Visit) -> web.StreamResp
         return redirect(f"/referrals/{record.id}")
     pupil = await find_pupil(request, visit, record.pupil_id)
     values, counts = draft_values(record.kind, record.form)
-    return await _form_page(request, visit, pupil_ref(pupil), await _agency_of(referrals, record),
-                            values, referral_id=record.id, counts=counts)  # fmt: skip
+    return await _form_page(
+        request,
+        visit,
+        pupil_ref(pupil),
+        await _agency_of(referrals, record),
+        values,
+        referral_id=record.id,
+        counts=counts,
+    )
 
 
 async def change_form(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -355,10 +439,16 @@ async def change_form(request: web.Request, visit: Visit) -> web.StreamResponse:
     values = form_values(record.kind, request[FORM_KEY], counts)
     form, problems = (None, {}) if added else read_form(record.kind, values, counts)
     if form is None:
-        return await _form_page(request, visit, pupil_ref(pupil),
-                                await _agency_of(referrals, record), values,
-                                errors=_errors(problems) if problems else None,
-                                referral_id=record.id, counts=counts)  # fmt: skip
+        return await _form_page(
+            request,
+            visit,
+            pupil_ref(pupil),
+            await _agency_of(referrals, record),
+            values,
+            errors=_errors(problems) if problems else None,
+            referral_id=record.id,
+            counts=counts,
+        )
     await referrals.update_form(visit.actor, record.id, form)
     return redirect(f"/referrals/{record.id}/check")
 
@@ -393,15 +483,25 @@ async def entries_page(request: web.Request, visit: Visit) -> web.StreamResponse
     lines = await app.store.chronology_lines(visit.actor, record.pupil_id)
     chosen = {(s.kind, s.id) for s in record.selection}
     items = [
-        {"value": f"{e.kind}:{e.id}", "text": _entry_label(e)[0],
-         "hint": {"text": _entry_label(e)[1]} if _entry_label(e)[1] else None,
-         "checked": (e.kind, e.id) in chosen}
-        for e in lines if e.kind in REDACTABLE_FIELDS
-    ]  # fmt: skip
-    return app.page(request, "referral_entries.html", visit,
-                    title="Which entries go with the referral?", record=record, items=items,
-                    none_chosen=not record.selection,
-                    done="Draft saved." if request.query.get("done") else None)  # fmt: skip
+        {
+            "value": f"{e.kind}:{e.id}",
+            "text": _entry_label(e)[0],
+            "hint": {"text": _entry_label(e)[1]} if _entry_label(e)[1] else None,
+            "checked": (e.kind, e.id) in chosen,
+        }
+        for e in lines
+        if e.kind in REDACTABLE_FIELDS
+    ]
+    return app.page(
+        request,
+        "referral_entries.html",
+        visit,
+        title="Which entries go with the referral?",
+        record=record,
+        items=items,
+        none_chosen=not record.selection,
+        done="Draft saved." if request.query.get("done") else None,
+    )
 
 
 async def save_entries(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -435,19 +535,27 @@ def _as_sent(entries: list[ChronologyEntry]) -> list[dict[str, Any]]:
     return out
 
 
-async def _redact_page(request: web.Request, visit: Visit, *, errors: FormErrors | None = None,
-                       typed: str = "") -> web.StreamResponse:  # fmt: skip
+async def _redact_page(
+    request: web.Request, visit: Visit, *, errors: FormErrors | None = None, typed: str = ""
+) -> web.StreamResponse:
     referrals, record = await _draft(request, visit)
     if record.state != "draft":
         return redirect(f"/referrals/{record.id}")
     preview = await referrals.preview(visit.actor, record.id)
     return webapp(request).page(
-        request, "referral_redact.html", visit, title="Hide names and other details",
-        status=400 if errors else 200, errors=errors, record=record, entries=_as_sent(preview),
+        request,
+        "referral_redact.html",
+        visit,
+        title="Hide names and other details",
+        status=400 if errors else 200,
+        errors=errors,
+        record=record,
+        entries=_as_sent(preview),
         marks=[m for m in record.redactions if m.text is not None],
-        spans=len([m for m in record.redactions if m.text is None]), typed=typed,
+        spans=len([m for m in record.redactions if m.text is None]),
+        typed=typed,
         none_chosen=not record.selection,
-    )  # fmt: skip
+    )
 
 
 async def redact_page(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -459,8 +567,9 @@ async def add_mark(request: web.Request, visit: Visit) -> web.StreamResponse:
     text = request[FORM_KEY].get("text", "").strip()
     errors = FormErrors()
     if len(text) < 2:
-        errors.add("text", "Enter the words to hide, at least 2 characters, exactly as they "
-                   "are written")  # fmt: skip
+        errors.add(
+            "text", "Enter the words to hide, at least 2 characters, exactly as they are written"
+        )
     elif len(text) > 500 or not text.isprintable():
         errors.add("text", "Enter words on one line, at most 500 characters")
     elif not record.selection:
@@ -471,8 +580,11 @@ async def add_mark(request: web.Request, visit: Visit) -> web.StreamResponse:
         except InputError as err:
             if "not selected" in err.diagnostics() or "found" not in err.diagnostics():
                 raise
-            errors.add("text", f"'{text}' is not in any chosen entry: check the spelling "
-                       "and capitals, exactly as written")  # fmt: skip
+            errors.add(
+                "text",
+                f"'{text}' is not in any chosen entry: check the spelling "
+                "and capitals, exactly as written",
+            )
     if errors:
         return await _redact_page(request, visit, errors=errors, typed=text)
     return redirect(f"/referrals/{record.id}/redact")
@@ -488,8 +600,9 @@ async def remove_mark(request: web.Request, visit: Visit) -> web.StreamResponse:
 # ------------------------------------------------------------------ 5. check and send
 
 
-async def _routes(request: web.Request, referrals: Referrals,
-                  record: ReferralRecord) -> list[tuple[str, str]]:  # fmt: skip
+async def _routes(
+    request: web.Request, referrals: Referrals, record: ReferralRecord
+) -> list[tuple[str, str]]:
     """The ways this referral can go from this node, in words."""
     entry = await referrals.directory.entry(record.agency_org_id)
     out = []
@@ -501,23 +614,32 @@ async def _routes(request: web.Request, referrals: Referrals,
     return out
 
 
-async def _check_page(request: web.Request, visit: Visit, *, errors: FormErrors | None = None,
-                      route: str = "") -> web.StreamResponse:  # fmt: skip
+async def _check_page(
+    request: web.Request, visit: Visit, *, errors: FormErrors | None = None, route: str = ""
+) -> web.StreamResponse:
     referrals, record = await _draft(request, visit)
     if record.state != "draft":
         return redirect(f"/referrals/{record.id}")
     readable = await referrals.as_the_agency_reads_it(visit.actor, record.id)
     pupil = await find_pupil(request, visit, record.pupil_id)
     return webapp(request).page(
-        request, "referral_check.html", visit, title="Check the referral before sending it",
-        status=400 if errors else 200, errors=errors, record=record,
-        agency=record.agency_name or "the agency", kind_name=KIND_NAMES[record.kind],
+        request,
+        "referral_check.html",
+        visit,
+        title="Check the referral before sending it",
+        status=400 if errors else 200,
+        errors=errors,
+        record=record,
+        agency=record.agency_name or "the agency",
+        kind_name=KIND_NAMES[record.kind],
         readable=readable,
-        routes=await _routes(request, referrals, record), route=route,
-        marks=[m.text for m in record.redactions if m.text], name=pupil_name(pupil),
+        routes=await _routes(request, referrals, record),
+        route=route,
+        marks=[m.text for m in record.redactions if m.text],
+        name=pupil_name(pupil),
         deadline=deadline(record, _today(request)),
         without_consent=not record.form.consent.consent_given,
-    )  # fmt: skip
+    )
 
 
 async def check_page(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -537,8 +659,11 @@ async def send(request: web.Request, visit: Visit) -> web.StreamResponse:
         errors.add("route", "Select how the referral goes to the agency")
     form_only = data.get("form_only") == "yes"
     if not record.selection and not form_only:
-        errors.add("form_only", "No entry is chosen: confirm that the agency gets the form "
-                   "alone, or choose the entries that go")  # fmt: skip
+        errors.add(
+            "form_only",
+            "No entry is chosen: confirm that the agency gets the form "
+            "alone, or choose the entries that go",
+        )
     if not errors:
         await check_code(app, visit, data.get("code", ""), errors)
     if errors:
@@ -554,30 +679,51 @@ async def send(request: web.Request, visit: Visit) -> web.StreamResponse:
             portal = _portal(request)
             if portal is None:
                 raise RouteUnavailable("this node has no pickup portal configured")
-            done = await send_via_portal(referrals, portal, visit.actor, record.id,
-                                         form_only=form_only)  # fmt: skip
+            done = await send_via_portal(
+                referrals, portal, visit.actor, record.id, form_only=form_only
+            )
             issued = done.issued
-            context.update(passcode=issued.passcode, link=issued.link, emailed=issued.emailed,
-                           mail_problem=issued.mail_problem, email=issued.pickup.email,
-                           expires_at=issued.pickup.expires_at)  # fmt: skip
+            context.update(
+                passcode=issued.passcode,
+                link=issued.link,
+                emailed=issued.emailed,
+                mail_problem=issued.mail_problem,
+                email=issued.pickup.email,
+                expires_at=issued.pickup.expires_at,
+            )
         else:
-            bundle = await send_offline(referrals, visit.actor, record.id, _exports(request),
-                                        as_zip=True, form_only=form_only)  # fmt: skip
+            bundle = await send_offline(
+                referrals,
+                visit.actor,
+                record.id,
+                _exports(request),
+                as_zip=True,
+                form_only=form_only,
+            )
             context.update(bundle=bundle.path.name)
     except NothingSelectedError:
-        errors.add("form_only", "No entry is chosen: confirm that the agency gets the form "
-                   "alone, or choose the entries that go")  # fmt: skip
+        errors.add(
+            "form_only",
+            "No entry is chosen: confirm that the agency gets the form "
+            "alone, or choose the entries that go",
+        )
         return await _check_page(request, visit, errors=errors, route=route)
     except HandoverError as err:
         if err.http_status >= 500 and not isinstance(err, RouteUnavailable):
             raise
         text = err.diagnostics().strip().rstrip(".")
-        errors.add("route", f"It was not sent: {text[:1].lower() + text[1:]}. It is still a "
-                   "draft.")  # fmt: skip
+        errors.add("route", f"It was not sent: {text[:1].lower() + text[1:]}. It is still a draft.")
         return await _check_page(request, visit, errors=errors, route=route)
     sent = await referrals.get(visit.actor, record.id)
-    return app.page(request, "referral_sent.html", visit, title="Referral sent", record=sent,
-                    agency=sent.agency_name or "the agency", **context)  # fmt: skip
+    return app.page(
+        request,
+        "referral_sent.html",
+        visit,
+        title="Referral sent",
+        record=sent,
+        agency=sent.agency_name or "the agency",
+        **context,
+    )
 
 
 def _bundles(folder: Path, referral_id: str) -> list[Path]:
@@ -596,11 +742,15 @@ async def bundle_download(request: web.Request, visit: Visit) -> web.StreamRespo
     if not found:
         raise NotFoundError("the offline bundle is no longer on the server")
     path = found[-1]
-    return web.FileResponse(path, headers={
-        "Content-Type": "application/zip", "Cache-Control": "no-store",
-        "Content-Disposition": f'attachment; filename="{path.name}"',
-        "X-Content-Type-Options": "nosniff",
-    })  # fmt: skip
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": "application/zip",
+            "Cache-Control": "no-store",
+            "Content-Disposition": f'attachment; filename="{path.name}"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 # ------------------------------------------------------------------ the referral's page
@@ -613,10 +763,21 @@ def _event_rows(record: ReferralRecord) -> list[dict[str, Any]]:
         if e.actor_name and e.actor is not None:  # the role is in words already
             who = f"{e.actor_name} ({e.actor_role})" if e.actor_role else e.actor_name
         via = e.note.removeprefix("via=") if e.note.startswith("via=") else ""
-        how = {"portal": "pickup link", "node": "the agency's node", "offline": "by hand",
-               "api": "recorded by hand", "web": "recorded by hand"}.get(via, "")  # fmt: skip
-        rows.append({"at": e.at, "what": EVENTS.get(e.action, e.action.replace("_", " ")),
-                     "who": who, "how": how})  # fmt: skip
+        how = {
+            "portal": "pickup link",
+            "node": "the agency's node",
+            "offline": "by hand",
+            "api": "recorded by hand",
+            "web": "recorded by hand",
+        }.get(via, "")
+        rows.append(
+            {
+                "at": e.at,
+                "what": EVENTS.get(e.action, e.action.replace("_", " ")),
+                "who": who,
+                "how": how,
+            }
+        )
     return rows
 
 
@@ -628,8 +789,10 @@ def _outcome_rows(record: ReferralRecord) -> list[tuple[str, str]]:
         names = dict(OUTCOME_CHOICES["social_care"]["decision"])
         rows = [("Rating", o.rag.capitalize()), ("Decision", names[o.decision])]
     elif o.kind == "lado":
-        rows = [("Outcome", o.outcome.capitalize()),
-                ("Referred to the DBS", "Yes" if o.dbs_referral else "No")]  # fmt: skip
+        rows = [
+            ("Outcome", o.outcome.capitalize()),
+            ("Referred to the DBS", "Yes" if o.dbs_referral else "No"),
+        ]
     else:
         rows = [("Crime reference", o.crime_reference)]
     if o.notes:
@@ -641,48 +804,69 @@ async def referral_page(request: web.Request, visit: Visit) -> web.StreamRespons
     return await _referral_page(request, visit)
 
 
-async def _referral_page(request: web.Request, visit: Visit, *, errors: FormErrors | None = None,
-                         values: dict[str, str] | None = None) -> web.StreamResponse:  # fmt: skip
+async def _referral_page(
+    request: web.Request,
+    visit: Visit,
+    *,
+    errors: FormErrors | None = None,
+    values: dict[str, str] | None = None,
+) -> web.StreamResponse:
     _, record = await _draft(request, visit)
     pupil = await find_pupil(request, visit, record.pupil_id)
-    done = {"outcome": "The outcome has been recorded.",
-            "handed_over": "The hand-over has been recorded.",
-            "acknowledged": "The agency's acknowledgement has been recorded.",
-            "withdrawn": "The referral has been taken back: it is a draft again, and the "
-                         "agency cannot open what was sent."}.get(
-        request.query.get("done", ""))  # fmt: skip
+    done = {
+        "outcome": "The outcome has been recorded.",
+        "handed_over": "The hand-over has been recorded.",
+        "acknowledged": "The agency's acknowledgement has been recorded.",
+        "withdrawn": "The referral has been taken back: it is a draft again, and the "
+        "agency cannot open what was sent.",
+    }.get(request.query.get("done", ""))
     tasks = []
     if record.state == "draft":
         chosen = len(record.selection)
         tasks = [
             ("The form", f"/referrals/{record.id}/form", "Completed", ""),
-            ("What goes", f"/referrals/{record.id}/entries",
-             f"{chosen} chosen" if chosen else "Nothing chosen",
-             "" if chosen else "govuk-tag--yellow"),
-            ("Hide names and other details", f"/referrals/{record.id}/redact",
-             f"{len(record.redactions)} hidden" if record.redactions else "Not started",
-             "" if record.redactions else "govuk-tag--blue"),
+            (
+                "What goes",
+                f"/referrals/{record.id}/entries",
+                f"{chosen} chosen" if chosen else "Nothing chosen",
+                "" if chosen else "govuk-tag--yellow",
+            ),
+            (
+                "Hide names and other details",
+                f"/referrals/{record.id}/redact",
+                f"{len(record.redactions)} hidden" if record.redactions else "Not started",
+                "" if record.redactions else "govuk-tag--blue",
+            ),
             ("Check and send", f"/referrals/{record.id}/check", "Not sent", "govuk-tag--blue"),
-        ]  # fmt: skip
+        ]
     return webapp(request).page(
-        request, "referral.html", visit,
+        request,
+        "referral.html",
+        visit,
         title=f"{KIND_NAMES[record.kind]} referral: {pupil.forename} {pupil.surname}",
-        record=record, name=pupil_name(pupil), ref=pupil_ref(pupil),
+        record=record,
+        name=pupil_name(pupil),
+        ref=pupil_ref(pupil),
         agency=record.agency_name or "an agency no longer in the directory",
         kind_name=KIND_NAMES[record.kind],
         state=STATES.get(record.state, (record.state, "govuk-tag--grey")),
-        deadline=deadline(record, _today(request)), events=_event_rows(record),
-        outcome=_outcome_rows(record), tasks=tasks, done=done,
+        deadline=deadline(record, _today(request)),
+        events=_event_rows(record),
+        outcome=_outcome_rows(record),
+        tasks=tasks,
+        done=done,
         may_record_outcome=record.state in ("delivered", "accepted"),
         route_words=ROUTES_IN_WORDS.get(record.route or "", ""),
         may_hand_over=record.route == "offline" and record.state == "sent",
-        may_acknowledge=record.route in ("offline", "node") and record.state in ("sent",
-                                                                                 "delivered"),
+        may_acknowledge=record.route in ("offline", "node")
+        and record.state in ("sent", "delivered"),
         # shown again with its refusal at its field when the referral moved on meanwhile
-        may_take_back=record.state == "sent" or bool(errors and "withdraw_reason"
-                                                     in errors.by_field),
-        errors=errors, status=400 if errors else 200, values=values or {},
-    )  # fmt: skip
+        may_take_back=record.state == "sent"
+        or bool(errors and "withdraw_reason" in errors.by_field),
+        errors=errors,
+        status=400 if errors else 200,
+        values=values or {},
+    )
 
 
 async def take_back(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -691,20 +875,30 @@ async def take_back(request: web.Request, visit: Visit) -> web.StreamResponse:
     word that it was not handed over (the copy on the server is then deleted)."""
     referrals, record = await _draft(request, visit)
     data = request[FORM_KEY]
-    values = {"withdraw_reason": data.get("withdraw_reason", "").strip(),
-              "not_handed_over": data.get("not_handed_over", "")}  # fmt: skip
+    values = {
+        "withdraw_reason": data.get("withdraw_reason", "").strip(),
+        "not_handed_over": data.get("not_handed_over", ""),
+    }
     errors = FormErrors()
     if not values["withdraw_reason"]:
         errors.add("withdraw_reason", "Enter why you are taking the referral back")
     elif len(values["withdraw_reason"]) > 500 or not values["withdraw_reason"].isprintable():
         errors.add("withdraw_reason", "Enter the reason on one line, at most 500 characters")
     if record.route == "offline" and values["not_handed_over"] != "yes":
-        errors.add("not_handed_over", "Confirm that the offline bundle was not handed over "
-                   "and no copy of it was kept")  # fmt: skip
+        errors.add(
+            "not_handed_over",
+            "Confirm that the offline bundle was not handed over and no copy of it was kept",
+        )
     if not errors:
         try:
-            await withdraw(referrals, visit.actor, record.id, reason=values["withdraw_reason"],
-                           portal=_portal(request), outbox=_outbox(request))  # fmt: skip
+            await withdraw(
+                referrals,
+                visit.actor,
+                record.id,
+                reason=values["withdraw_reason"],
+                portal=_portal(request),
+                outbox=_outbox(request),
+            )
         except InputError as err:
             errors.add("withdraw_reason", _words(err))
         except (ConflictError, RouteUnavailable) as err:
@@ -727,12 +921,12 @@ async def hand_over(request: web.Request, visit: Visit) -> web.StreamResponse:
     if not values["to_whom"]:
         errors.add("to_whom", "Enter who you gave the bundle to")
     if not values["how"]:
-        errors.add("how", "Enter how you gave it, for example by hand on an encrypted USB "
-                   "stick")  # fmt: skip
+        errors.add("how", "Enter how you gave it, for example by hand on an encrypted USB stick")
     if not errors:
         try:
-            await referrals.record_handover(visit.actor, record.id, to_whom=values["to_whom"],
-                                            how=values["how"])  # fmt: skip
+            await referrals.record_handover(
+                visit.actor, record.id, to_whom=values["to_whom"], how=values["how"]
+            )
         except InputError as err:
             errors.add("to_whom", _words(err))
     if errors:
@@ -752,9 +946,13 @@ async def acknowledgement(request: web.Request, visit: Visit) -> web.StreamRespo
         errors.add("reference", "Enter the agency's reference number")
     if not errors:
         try:
-            await referrals.acknowledge(visit.actor, record.id, name=values["ack_name"],
-                                        agency_reference=values["reference"],
-                                        via="web")  # fmt: skip
+            await referrals.acknowledge(
+                visit.actor,
+                record.id,
+                name=values["ack_name"],
+                agency_reference=values["reference"],
+                via="web",
+            )
         except InputError as err:
             errors.add("reference", _words(err))
     if errors:
@@ -773,9 +971,14 @@ async def discard_page(request: web.Request, visit: Visit) -> web.StreamResponse
         return redirect(f"/referrals/{record.id}")
     pupil = await find_pupil(request, visit, record.pupil_id)
     return webapp(request).page(
-        request, "referral_discard.html", visit, title="Discard this draft referral?",
-        record=record, name=pupil_name(pupil), agency=record.agency_name or "the agency",
-    )  # fmt: skip
+        request,
+        "referral_discard.html",
+        visit,
+        title="Discard this draft referral?",
+        record=record,
+        name=pupil_name(pupil),
+        agency=record.agency_name or "the agency",
+    )
 
 
 async def discard(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -788,24 +991,31 @@ async def discard(request: web.Request, visit: Visit) -> web.StreamResponse:
 # ------------------------------------------------------------------ outcome
 
 
-async def _outcome_page(request: web.Request, visit: Visit, values: dict[str, str], *,
-                        errors: FormErrors | None = None) -> web.StreamResponse:  # fmt: skip
+async def _outcome_page(
+    request: web.Request, visit: Visit, values: dict[str, str], *, errors: FormErrors | None = None
+) -> web.StreamResponse:
     _, record = await _draft(request, visit)
     if record.state not in ("delivered", "accepted"):
         return redirect(f"/referrals/{record.id}")
     return webapp(request).page(
-        request, "referral_outcome.html", visit, title="Record the agency's outcome",
-        status=400 if errors else 200, errors=errors, record=record, values=values,
-        choices=OUTCOME_CHOICES.get(record.kind, {}), agency=record.agency_name or "the agency",
-    )  # fmt: skip
+        request,
+        "referral_outcome.html",
+        visit,
+        title="Record the agency's outcome",
+        status=400 if errors else 200,
+        errors=errors,
+        record=record,
+        values=values,
+        choices=OUTCOME_CHOICES.get(record.kind, {}),
+        agency=record.agency_name or "the agency",
+    )
 
 
 async def outcome_page(request: web.Request, visit: Visit) -> web.StreamResponse:
     return await _outcome_page(request, visit, {})
 
 
-_OUTCOME_FIELDS: Final = ("rag", "decision", "outcome", "dbs_referral", "crime_reference",
-                          "notes")  # fmt: skip
+_OUTCOME_FIELDS: Final = ("rag", "decision", "outcome", "dbs_referral", "crime_reference", "notes")
 
 
 async def save_outcome(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -836,10 +1046,15 @@ async def save_outcome(request: web.Request, visit: Visit) -> web.StreamResponse
 
 ROUTES: Final = (
     WebRoute("GET", "/referrals", list_page, "Referrals.list", name="referrals"),
-    WebRoute("GET", "/pupils/{ref}/referrals/new", start_page,
-             "Referrals.may_start, Directory.entries, Store.get_pupil"),
-    WebRoute("POST", "/pupils/{ref}/referrals/new", create_draft, "Referrals.draft",
-             form=kept_create),
+    WebRoute(
+        "GET",
+        "/pupils/{ref}/referrals/new",
+        start_page,
+        "Referrals.may_start, Directory.entries, Store.get_pupil",
+    ),
+    WebRoute(
+        "POST", "/pupils/{ref}/referrals/new", create_draft, "Referrals.draft", form=kept_create
+    ),
     WebRoute("GET", _R, referral_page, "Referrals.get", name="referral"),
     WebRoute("GET", f"{_R}/form", change_form_page, "Referrals.get"),
     WebRoute("POST", f"{_R}/form", change_form, "Referrals.update_form", form=kept_change),
@@ -847,12 +1062,19 @@ ROUTES: Final = (
     WebRoute("POST", f"{_R}/entries", save_entries, "Referrals.select"),
     WebRoute("GET", f"{_R}/redact", redact_page, "Referrals.preview"),
     WebRoute("POST", f"{_R}/redact", add_mark, "Referrals.add_redaction"),
-    WebRoute("POST", f"{_R}/redactions/{{mark_id:{UUID}}}/remove", remove_mark,
-             "Referrals.remove_redaction"),
-    WebRoute("GET", f"{_R}/check", check_page,
-             "Referrals.get, Referrals.as_the_agency_reads_it"),
-    WebRoute("POST", f"{_R}/send", send,
-             "Accounts.step_up, receivers.sending.send_by_node, send_via_portal, send_offline"),
+    WebRoute(
+        "POST",
+        f"{_R}/redactions/{{mark_id:{UUID}}}/remove",
+        remove_mark,
+        "Referrals.remove_redaction",
+    ),
+    WebRoute("GET", f"{_R}/check", check_page, "Referrals.get, Referrals.as_the_agency_reads_it"),
+    WebRoute(
+        "POST",
+        f"{_R}/send",
+        send,
+        "Accounts.step_up, receivers.sending.send_by_node, send_via_portal, send_offline",
+    ),
     WebRoute("GET", f"{_R}/bundle", bundle_download, "Referrals.get"),
     WebRoute("GET", f"{_R}/discard", discard_page, "Referrals.get"),
     WebRoute("POST", f"{_R}/discard", discard, "Referrals.discard"),
@@ -861,4 +1083,4 @@ ROUTES: Final = (
     WebRoute("POST", f"{_R}/acknowledgement", acknowledgement, "Referrals.acknowledge"),
     WebRoute("GET", f"{_R}/outcome", outcome_page, "Referrals.get"),
     WebRoute("POST", f"{_R}/outcome", save_outcome, "Referrals.record_outcome"),
-)  # fmt: skip
+)

@@ -75,14 +75,25 @@ def chart(section: Section) -> Chart:
     for i, c in enumerate(section.cells):
         y = i * _ROW
         length = 0 if c.suppressed or not c.value else max(2, round(_BAR_MAX * c.value / top))
-        bars.append(Bar(c.label, c.shown, y + 15, y + _LABEL_ROW + 4, length,
-                        length + 8 if length else 0, c.suppressed))  # fmt: skip
+        bars.append(
+            Bar(
+                c.label,
+                c.shown,
+                y + 15,
+                y + _LABEL_ROW + 4,
+                length,
+                length + 8 if length else 0,
+                c.suppressed,
+            )
+        )
     parts = "; ".join(f"{c.label}: {c.shown}" for c in section.cells)
     return Chart(
-        id=f"chart-{section.key}", title=section.title,
+        id=f"chart-{section.key}",
+        title=section.title,
         description=f"Bar chart. {parts}." if parts else "Bar chart with no figures.",
-        height=max(_ROW, len(bars) * _ROW), bars=tuple(bars),
-    )  # fmt: skip
+        height=max(_ROW, len(bars) * _ROW),
+        bars=tuple(bars),
+    )
 
 
 def _reports(request: web.Request) -> Reports:
@@ -105,8 +116,10 @@ async def reports_page(request: web.Request, visit: Visit) -> web.StreamResponse
     key = request.query.get("period", "")[:40]
     # The form starts on the current term (or the last one), the report on asking.
     now_term = current_period(reports.calendar(visit.actor.org_id), app.store.now().date())
-    context: dict[str, Any] = {"periods": choices, "chosen": key or (now_term.key if now_term
-                                                                      else "")}  # fmt: skip
+    context: dict[str, Any] = {
+        "periods": choices,
+        "chosen": key or (now_term.key if now_term else ""),
+    }
     errors = FormErrors()
     if "period" in request.query and key not in {p.key for p in choices}:
         errors.add("period", "Choose a term or school year from the list")
@@ -116,15 +129,26 @@ async def reports_page(request: web.Request, visit: Visit) -> web.StreamResponse
         figures = await reports.governors_report(visit.actor, key, exact=exact)
         report = present(figures, exact=exact)
         context.update(
-            report=report, exact=exact, may_exact=visit.in_dsl_team,
+            report=report,
+            exact=exact,
+            may_exact=visit.in_dsl_team,
             charts={s.key: chart(s) for s in report.sections if s.chart},
-            pdf_href=f"/reports/{key}/governors.pdf", csv_href=f"/reports/{key}/governors.csv",
-        )  # fmt: skip
+            pdf_href=f"/reports/{key}/governors.pdf",
+            csv_href=f"/reports/{key}/governors.csv",
+        )
         title = f"Safeguarding report: {figures.period.label}"
     else:
         title = "Safeguarding reports"
-    return app.page(request, "reports.html", visit, title=title, width=_WIDTH, errors=errors,
-                    status=400 if errors else 200, **context)  # fmt: skip
+    return app.page(
+        request,
+        "reports.html",
+        visit,
+        title=title,
+        width=_WIDTH,
+        errors=errors,
+        status=400 if errors else 200,
+        **context,
+    )
 
 
 def printed_by(visit: Visit, at: Any) -> PrintedBy:
@@ -179,9 +203,15 @@ async def chronology_pdf_download(request: web.Request, visit: Visit) -> web.Str
     owners = await reports.names(visit.actor, [_owner(e) for e in lines])
     # A 1,000-entry chronology takes seconds to lay out (docs/benchmarks.md): in a thread.
     body = await asyncio.to_thread(
-        functools.partial(chronology_pdf, pupil, lines, printed_by(visit, app.store.now()),
-                          labels=labels, owners=owners)
-    )  # fmt: skip
+        functools.partial(
+            chronology_pdf,
+            pupil,
+            lines,
+            printed_by(visit, app.store.now()),
+            labels=labels,
+            owners=owners,
+        )
+    )
     ref = pupil.upn or "pupil"
     return _download(body, "application/pdf", f"chronology-{ref}.pdf")
 
@@ -191,12 +221,28 @@ def _owner(line: ChronologyLine) -> str | None:
 
 
 ROUTES: Final = (
-    WebRoute("GET", "/reports", reports_page, "Reports.periods, Reports.governors_report",
-             name="reports"),
-    WebRoute("GET", f"/reports/{{period:{PERIOD}}}/governors.pdf", report_pdf_download,
-             "Reports.governors_report", name="report-pdf"),
-    WebRoute("GET", f"/reports/{{period:{PERIOD}}}/governors.csv", report_csv_download,
-             "Reports.governors_report", name="report-csv"),
-    WebRoute("GET", "/pupils/{ref}/chronology.pdf", chronology_pdf_download,
-             "Reports.chronology_for_print", name="chronology-pdf"),
-)  # fmt: skip
+    WebRoute(
+        "GET", "/reports", reports_page, "Reports.periods, Reports.governors_report", name="reports"
+    ),
+    WebRoute(
+        "GET",
+        f"/reports/{{period:{PERIOD}}}/governors.pdf",
+        report_pdf_download,
+        "Reports.governors_report",
+        name="report-pdf",
+    ),
+    WebRoute(
+        "GET",
+        f"/reports/{{period:{PERIOD}}}/governors.csv",
+        report_csv_download,
+        "Reports.governors_report",
+        name="report-csv",
+    ),
+    WebRoute(
+        "GET",
+        "/pupils/{ref}/chronology.pdf",
+        chronology_pdf_download,
+        "Reports.chronology_for_print",
+        name="chronology-pdf",
+    ),
+)

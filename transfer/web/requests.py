@@ -86,9 +86,13 @@ def _row(r: TransferRequestRecord, names: dict[str, str]) -> dict[str, Any]:
     received = r.side == "received"
     states = RECEIVED_STATES if received else SENT_STATES
     other = r.requester_org_id if received else r.holder_org_id
-    return {"record": r, "school": _named(names, other), "about": _about(r),
-            "state": states.get(r.state, (r.state, "govuk-tag--grey")),
-            "open": received and r.state == "received"}  # fmt: skip
+    return {
+        "record": r,
+        "school": _named(names, other),
+        "about": _about(r),
+        "state": states.get(r.state, (r.state, "govuk-tag--grey")),
+        "open": received and r.state == "received",
+    }
 
 
 # ------------------------------------------------------------------ the list
@@ -103,24 +107,32 @@ async def requests_page(request: web.Request, visit: Visit) -> web.StreamRespons
     done = {
         "asked": "Your request has been sent. You will be told when the school answers.",
         "asked-later": "Your request has been kept and will be sent when the other school's "
-                       "node can be reached.",
+        "node can be reached.",
         "sent": "The request has been answered: the file is on its way to the school.",
         "declined": "The request has been declined. The school will read your reason.",
-    }  # fmt: skip
+    }
     return app.page(
-        request, "requests.html", visit, title="Requests for files", received=received,
+        request,
+        "requests.html",
+        visit,
+        title="Requests for files",
+        received=received,
         sent=[_row(r, names) for r in records if r.side == "sent"],
         done=done.get(request.query.get("done", "")),
-    )  # fmt: skip
+    )
 
 
 # ------------------------------------------------------------------ asking for a file
 
 
 async def _new_page(
-    request: web.Request, visit: Visit, values: Values, *,
-    errors: FormErrors | None = None, notice: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    values: Values,
+    *,
+    errors: FormErrors | None = None,
+    notice: str = "",
+) -> web.StreamResponse:
     app = webapp(request)
     require(visit.actor, Permission.RECEIVE_TRANSFER)
     names = await school_names(request)
@@ -134,10 +146,17 @@ async def _new_page(
             found = None
         pupil = pupil_name(found) if found else None
     return app.page(
-        request, "request_new.html", visit, title="Ask a previous school for a pupil's file",
-        status=400 if errors else 200, errors=errors, values=values, schools=schools,
-        pupil=pupil, notice=notice,
-    )  # fmt: skip
+        request,
+        "request_new.html",
+        visit,
+        title="Ask a previous school for a pupil's file",
+        status=400 if errors else 200,
+        errors=errors,
+        values=values,
+        schools=schools,
+        pupil=pupil,
+        notice=notice,
+    )
 
 
 async def show_new(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -173,11 +192,19 @@ async def ask(request: web.Request, visit: Visit) -> web.StreamResponse:
         return await _new_page(request, visit, values, errors=errors)
     requests = service(request)
     try:
-        record = await requests.create(visit.actor, upn=upn, from_org_id=values.school,
-                                       note=values.note.strip() or None, via="web")  # fmt: skip
+        record = await requests.create(
+            visit.actor,
+            upn=upn,
+            from_org_id=values.school,
+            note=values.note.strip() or None,
+            via="web",
+        )
     except ConflictError:
-        errors.add("school", "You have already asked this school for this pupil's file: "
-                             "wait for their answer (see Requests for files)")  # fmt: skip
+        errors.add(
+            "school",
+            "You have already asked this school for this pupil's file: "
+            "wait for their answer (see Requests for files)",
+        )
         return await _new_page(request, visit, values, errors=errors)
     except InputError as err:
         errors.add("note", _sentence(err.diagnostics()))
@@ -195,9 +222,14 @@ def _sentence(text: str) -> str:
 
 
 async def _request_page(
-    request: web.Request, visit: Visit, rid: str, values: Values, *,
-    errors: FormErrors | None = None, notice: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    rid: str,
+    values: Values,
+    *,
+    errors: FormErrors | None = None,
+    notice: str = "",
+) -> web.StreamResponse:
     app = webapp(request)
     record = await service(request).get(visit.actor, rid)
     names = await school_names(request)
@@ -209,23 +241,34 @@ async def _request_page(
         except NotFoundError:
             ours = None
     return app.page(
-        request, "request.html", visit, title="Request for a pupil's file",
-        status=400 if errors else 200, errors=errors, values=values, row=_row(record, names),
-        record=record, ours=ours, notice=notice,
-        may_answer=record.side == "received" and record.state == "received"
+        request,
+        "request.html",
+        visit,
+        title="Request for a pupil's file",
+        status=400 if errors else 200,
+        errors=errors,
+        values=values,
+        row=_row(record, names),
+        record=record,
+        ours=ours,
+        notice=notice,
+        may_answer=record.side == "received"
+        and record.state == "received"
         and visit.actor.has(Permission.SEND_TRANSFER),
-    )  # fmt: skip
+    )
 
 
 async def request_page(request: web.Request, visit: Visit) -> web.StreamResponse:
-    return await _request_page(request, visit, request.match_info["request_id"],
-                               Values.of({}, SEND_FIELDS))  # fmt: skip
+    return await _request_page(
+        request, visit, request.match_info["request_id"], Values.of({}, SEND_FIELDS)
+    )
 
 
 async def kept_send(request: web.Request, visit: Visit, kept: KeptForm) -> web.StreamResponse:
     rid = kept.path.strip("/").split("/")[1]
-    return await _request_page(request, visit, rid, Values.of(kept, SEND_FIELDS),
-                               notice=KEPT_NOTICE)  # fmt: skip
+    return await _request_page(
+        request, visit, rid, Values.of(kept, SEND_FIELDS), notice=KEPT_NOTICE
+    )
 
 
 async def send_file(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -242,8 +285,10 @@ async def send_file(request: web.Request, visit: Visit) -> web.StreamResponse:
     if record.pupil_id is None:
         upn = values.other_upn.strip().upper()
         if not upn:
-            errors.add("other_upn", "Enter the UPN of the pupil this request is about, or "
-                                    "decline the request")  # fmt: skip
+            errors.add(
+                "other_upn",
+                "Enter the UPN of the pupil this request is about, or decline the request",
+            )
         else:
             try:
                 chosen = (await app.store.find_pupil(visit.actor, upn)).id
@@ -259,30 +304,44 @@ async def send_file(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 
 async def _decline_page(
-    request: web.Request, visit: Visit, rid: str, values: Values, *,
-    errors: FormErrors | None = None, notice: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    rid: str,
+    values: Values,
+    *,
+    errors: FormErrors | None = None,
+    notice: str = "",
+) -> web.StreamResponse:
     record = await service(request).get(visit.actor, rid)
     require(visit.actor, Permission.SEND_TRANSFER)
     if record.side != "received" or record.state != "received":
         raise NotFoundError("this request is not waiting for your answer")
     names = await school_names(request)
     return webapp(request).page(
-        request, "request_decline.html", visit, title="Decline this request",
-        status=400 if errors else 200, errors=errors, values=values, row=_row(record, names),
-        record=record, notice=notice,
-    )  # fmt: skip
+        request,
+        "request_decline.html",
+        visit,
+        title="Decline this request",
+        status=400 if errors else 200,
+        errors=errors,
+        values=values,
+        row=_row(record, names),
+        record=record,
+        notice=notice,
+    )
 
 
 async def show_decline(request: web.Request, visit: Visit) -> web.StreamResponse:
-    return await _decline_page(request, visit, request.match_info["request_id"],
-                               Values.of({}, DECLINE_FIELDS))  # fmt: skip
+    return await _decline_page(
+        request, visit, request.match_info["request_id"], Values.of({}, DECLINE_FIELDS)
+    )
 
 
 async def kept_decline(request: web.Request, visit: Visit, kept: KeptForm) -> web.StreamResponse:
     rid = kept.path.strip("/").split("/")[1]
-    return await _decline_page(request, visit, rid, Values.of(kept, DECLINE_FIELDS),
-                               notice=KEPT_NOTICE)  # fmt: skip
+    return await _decline_page(
+        request, visit, rid, Values.of(kept, DECLINE_FIELDS), notice=KEPT_NOTICE
+    )
 
 
 async def decline(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -309,8 +368,13 @@ ROUTES: Final = (
     WebRoute("GET", "/requests/new", show_new, "Directory.entries, Store.find_pupil"),
     WebRoute("POST", "/requests/new", ask, "TransferRequests.create", form=kept_new),
     WebRoute("GET", _R, request_page, "TransferRequests.get", name="request"),
-    WebRoute("POST", f"{_R}/send", send_file, "Accounts.step_up, TransferRequests.authorise",
-             form=kept_send),
+    WebRoute(
+        "POST",
+        f"{_R}/send",
+        send_file,
+        "Accounts.step_up, TransferRequests.authorise",
+        form=kept_send,
+    ),
     WebRoute("GET", f"{_R}/decline", show_decline, "TransferRequests.get"),
     WebRoute("POST", f"{_R}/decline", decline, "TransferRequests.decline", form=kept_decline),
-)  # fmt: skip
+)

@@ -57,9 +57,9 @@ async def search(request: web.Request, visit: Visit) -> web.StreamResponse:
         concern_filters = typed["category"] or typed["status"] or typed["from"] or typed["to"]
         found = [p for p in pupils if words and _matches(p, words)] if not concern_filters else []
         context["pupils"] = [
-            {"name": pupil_name(p), "upn": p.upn, "href": f"/pupils/{pupil_ref(p)}",
-             "dob": p.dob} for p in found[:LIMIT]
-        ]  # fmt: skip
+            {"name": pupil_name(p), "upn": p.upn, "href": f"/pupils/{pupil_ref(p)}", "dob": p.dob}
+            for p in found[:LIMIT]
+        ]
         context["pupil_count"] = len(found)
         if reads_concerns:
             status: Any = typed["status"] or None
@@ -77,18 +77,27 @@ async def search(request: web.Request, visit: Visit) -> web.StreamResponse:
                     continue
                 if dates.get("to") and day > dates["to"]:  # type: ignore[operator]
                     continue
-                rows.append({
-                    "href": f"/concerns/{c.id}",
-                    "pupils": ", ".join(pupil_name(named[p]) for p in c.pupil_ids
-                                        if p in named) or "A pupil no longer on roll",
-                    "category": category_label(c.category, labels),
-                    "happened_at": c.happened_at,
-                    "status": STATUS_TAGS.get(c.status, (c.status, "govuk-tag--grey")),
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "href": f"/concerns/{c.id}",
+                        "pupils": ", ".join(pupil_name(named[p]) for p in c.pupil_ids if p in named)
+                        or "A pupil no longer on roll",
+                        "category": category_label(c.category, labels),
+                        "happened_at": c.happened_at,
+                        "status": STATUS_TAGS.get(c.status, (c.status, "govuk-tag--grey")),
+                    }
+                )
             context["concerns"] = rows[:LIMIT]
             context["concern_count"] = len(rows)
-    return app.page(request, "search.html", visit, title="Search", errors=errors,
-                    status=400 if errors else 200, **context)  # fmt: skip
+    return app.page(
+        request,
+        "search.html",
+        visit,
+        title="Search",
+        errors=errors,
+        status=400 if errors else 200,
+        **context,
+    )
 
 
 ROUTES: Final = (

@@ -93,10 +93,10 @@ EVENT_WORDS: Final = {
 }
 DONE: Final = {
     "sent": "The file has been sealed and queued. It goes to the school within a minute "
-            "or so; this page shows when it is delivered.",
+    "or so; this page shows when it is delivered.",
     "cancelled": "The file has been cancelled. Nothing was delivered; its copy here is deleted.",
     "resent": "The file has been queued again. It is the same file, sent again.",
-}  # fmt: skip
+}
 
 
 def _outbox(app: WebApp) -> Outbox:
@@ -172,8 +172,11 @@ def deadline_for(app: WebApp, org_id: str, leaving: date, today: date) -> Deadli
         calendar = Calendars(app.store.data_dir).for_org(org_id)
         due = transfer_due_date(leaving, calendar, unit, t.deadline_days)
     except CalendarError:
-        return Deadline(None, "It cannot be worked out: the school calendar needs attention. "
-                              "Ask whoever runs Handover to update the term dates.")  # fmt: skip
+        return Deadline(
+            None,
+            "It cannot be worked out: the school calendar needs attention. "
+            "Ask whoever runs Handover to update the term dates.",
+        )
 
     def counted(start: date, end: date) -> int:
         n, day = 0, start
@@ -183,18 +186,20 @@ def deadline_for(app: WebApp, org_id: str, leaving: date, today: date) -> Deadli
                 n += 1
         return n
 
-    rule = (f"within {plural(t.deadline_days, word)} of leaving, or of the start of the "
-            "next term (KCSIE)")  # fmt: skip
+    rule = (
+        f"within {plural(t.deadline_days, word)} of leaving, or of the start of the "
+        "next term (KCSIE)"
+    )
     due_words = f"{due:%A} {long_date(due)}"
     if today > due:
         late = counted(due, today)
-        return Deadline(due, f"Due by {due_words}: {rule}. Overdue by "
-                             f"{plural(late, word)}.", overdue=True)  # fmt: skip
+        return Deadline(
+            due, f"Due by {due_words}: {rule}. Overdue by {plural(late, word)}.", overdue=True
+        )
     if today == due:
         return Deadline(due, f"Due today, {due_words}: {rule}.")
     left = counted(today, due)
-    return Deadline(due, f"Due by {due_words}: {rule}. That is {plural(left, word)} from "
-                         "today.")  # fmt: skip
+    return Deadline(due, f"Due by {due_words}: {rule}. That is {plural(left, word)} from today.")
 
 
 async def leaving_context(request: web.Request, visit: Visit, pupil: PupilRecord) -> dict[str, Any]:
@@ -220,9 +225,14 @@ async def leaving_context(request: web.Request, visit: Visit, pupil: PupilRecord
 
 
 async def _leaving_page(
-    request: web.Request, visit: Visit, ref: str, values: Values, *,
-    errors: FormErrors | None = None, notice: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    ref: str,
+    values: Values,
+    *,
+    errors: FormErrors | None = None,
+    notice: str = "",
+) -> web.StreamResponse:
     app = webapp(request)
     require(visit.actor, Permission.MANAGE_PUPILS)
     pupil = await find_pupil(request, visit, ref)
@@ -241,13 +251,24 @@ async def _leaving_page(
     if chosen is not None and chosen not in listed:
         listed.insert(0, chosen)  # what is chosen stays on the page, whatever the search
     return app.page(
-        request, "leaving.html", visit, title=f"Mark {pupil.forename} {pupil.surname} as leaving",
-        status=400 if errors else 200, errors=errors, values=values, pupil=pupil,
-        name=pupil_name(pupil), ref=pupil_ref(pupil),
-        schools=[(e.org_id, school_label(e)) for e in listed], found=len(found),
-        more=max(0, len(found) - MAX_LISTED), searched=bool(values.q.strip()),
-        in_directory=len(schools), notice=notice, unknown=UNKNOWN,
-    )  # fmt: skip
+        request,
+        "leaving.html",
+        visit,
+        title=f"Mark {pupil.forename} {pupil.surname} as leaving",
+        status=400 if errors else 200,
+        errors=errors,
+        values=values,
+        pupil=pupil,
+        name=pupil_name(pupil),
+        ref=pupil_ref(pupil),
+        schools=[(e.org_id, school_label(e)) for e in listed],
+        found=len(found),
+        more=max(0, len(found) - MAX_LISTED),
+        searched=bool(values.q.strip()),
+        in_directory=len(schools),
+        notice=notice,
+        unknown=UNKNOWN,
+    )
 
 
 async def show_leaving(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -259,8 +280,9 @@ async def show_leaving(request: web.Request, visit: Visit) -> web.StreamResponse
 
 async def kept_leaving(request: web.Request, visit: Visit, kept: KeptForm) -> web.StreamResponse:
     ref = kept.path.strip("/").split("/")[1]
-    return await _leaving_page(request, visit, ref, Values.of(kept, LEAVING_FIELDS),
-                               notice=KEPT_NOTICE)  # fmt: skip
+    return await _leaving_page(
+        request, visit, ref, Values.of(kept, LEAVING_FIELDS), notice=KEPT_NOTICE
+    )
 
 
 async def save_leaving(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -292,9 +314,12 @@ async def save_leaving(request: web.Request, visit: Visit) -> web.StreamResponse
         else:
             destination = _destination_of(entry)
             if destination is None:
-                errors.add("destination", f"{entry.name} has no URN or LAESTAB in the directory, "
-                                          "so it cannot be recorded; choose 'Not known yet' and "
-                                          "tell whoever runs Handover")  # fmt: skip
+                errors.add(
+                    "destination",
+                    f"{entry.name} has no URN or LAESTAB in the directory, "
+                    "so it cannot be recorded; choose 'Not known yet' and "
+                    "tell whoever runs Handover",
+                )
     if errors or leaving is None:
         return await _leaving_page(request, visit, ref, values, errors=errors)
     pupil = await find_pupil(request, visit, ref)
@@ -328,8 +353,9 @@ async def preview_of(request: web.Request, visit: Visit, pupil: PupilRecord) -> 
     restricted = {c.key for c in cats if c.restricted}
     by_concern = {
         e.concern_id: getattr(e.record, "category", "")
-        for e in entries if e.kind == "concern" and e.concern_id
-    }  # fmt: skip
+        for e in entries
+        if e.kind == "concern" and e.concern_id
+    }
     p = Preview(total=len(entries))
     counts: dict[str, int] = {}
     for e in entries:
@@ -349,8 +375,9 @@ async def preview_of(request: web.Request, visit: Visit, pupil: PupilRecord) -> 
             title = f"Transfer or referral: {r.summary}"[:200]
         p.restricted += flagged
         received = e.provenance.source_org_name if e.provenance else ""
-        p.lines.append({"when": e.occurred_at, "title": title, "restricted": flagged,
-                        "received": received})  # fmt: skip
+        p.lines.append(
+            {"when": e.occurred_at, "title": title, "restricted": flagged, "received": received}
+        )
     p.counts = [(KINDS[k], counts[k]) for k in KINDS if counts.get(k)]
     return p
 
@@ -364,9 +391,14 @@ def _size(n: int) -> str:
 
 
 async def _send_page(
-    request: web.Request, visit: Visit, ref: str, values: Values, *,
-    errors: FormErrors | None = None, notice: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    ref: str,
+    values: Values,
+    *,
+    errors: FormErrors | None = None,
+    notice: str = "",
+) -> web.StreamResponse:
     app = webapp(request)
     outbox = _outbox(app)
     require(visit.actor, Permission.SEND_TRANSFER)
@@ -377,16 +409,22 @@ async def _send_page(
         if recorded is not None:
             values.fields["to"] = recorded.org_id
     context: dict[str, Any] = {
-        "pupil": pupil, "name": pupil_name(pupil), "ref": pupil_ref(pupil), "values": values,
-        "schools": [(e.org_id, school_label(e)) for e in schools], "notice": notice,
-    }  # fmt: skip
+        "pupil": pupil,
+        "name": pupil_name(pupil),
+        "ref": pupil_ref(pupil),
+        "values": values,
+        "schools": [(e.org_id, school_label(e)) for e in schools],
+        "notice": notice,
+    }
     if values.to:
         checks = await _checks(outbox, visit, pupil, values.to)
         if checks is None:
             values.fields["to"] = ""
             errors = errors or FormErrors()
-            errors.add("to", "That organisation is not in this node's directory: choose a "
-                             "school from the list")  # fmt: skip
+            errors.add(
+                "to",
+                "That organisation is not in this node's directory: choose a school from the list",
+            )
         else:
             context["checks"] = checks
             context["entry"] = checks.entry
@@ -394,15 +432,26 @@ async def _send_page(
             context["preview"] = await preview_of(request, visit, pupil)
     today = app.accounts.now().astimezone(ENGLAND).date()
     if pupil.leaving_date is None:
-        context["not_left"] = (f"No leaving date is recorded for {pupil.forename}. KCSIE says "
-                               "the file goes once the pupil has left.")  # fmt: skip
+        context["not_left"] = (
+            f"No leaving date is recorded for {pupil.forename}. KCSIE says "
+            "the file goes once the pupil has left."
+        )
     elif pupil.leaving_date > today:
-        context["not_left"] = (f"{pupil.forename} has not left yet (leaving date "
-                               f"{long_date(pupil.leaving_date)}). KCSIE says the file goes "
-                               "once the pupil has left.")  # fmt: skip
+        context["not_left"] = (
+            f"{pupil.forename} has not left yet (leaving date "
+            f"{long_date(pupil.leaving_date)}). KCSIE says the file goes "
+            "once the pupil has left."
+        )
     title = f"Send {pupil.forename} {pupil.surname}'s file"
-    return app.page(request, "send.html", visit, title=title, errors=errors,
-                    status=400 if errors else 200, **context)  # fmt: skip
+    return app.page(
+        request,
+        "send.html",
+        visit,
+        title=title,
+        errors=errors,
+        status=400 if errors else 200,
+        **context,
+    )
 
 
 async def _checks(outbox: Outbox, visit: Visit, pupil: PupilRecord, to: str) -> SendChecks | None:
@@ -422,8 +471,7 @@ async def show_send(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 async def kept_send(request: web.Request, visit: Visit, kept: KeptForm) -> web.StreamResponse:
     ref = kept.path.strip("/").split("/")[1]
-    return await _send_page(request, visit, ref, Values.of(kept, SEND_FIELDS),
-                            notice=KEPT_NOTICE)  # fmt: skip
+    return await _send_page(request, visit, ref, Values.of(kept, SEND_FIELDS), notice=KEPT_NOTICE)
 
 
 async def send(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -440,13 +488,19 @@ async def send(request: web.Request, visit: Visit) -> web.StreamResponse:
     if checks is None:
         errors.add("to", "Choose the school to send the file to")
     elif not checks.is_school:
-        errors.add("to", f"{checks.entry.name} is not a school. A leaver's file goes only to "
-                         "the pupil's next school; to share information with an agency, make "
-                         "a referral, which carries only what the agency needs.")  # fmt: skip
+        errors.add(
+            "to",
+            f"{checks.entry.name} is not a school. A leaver's file goes only to "
+            "the pupil's next school; to share information with an agency, make "
+            "a referral, which carries only what the agency needs.",
+        )
     elif checks.pending is not None:
-        errors.add("to", f"A file for this pupil is already waiting to go to "
-                         f"{checks.entry.name}: cancel it in the outbox first to send a new "
-                         "one.")  # fmt: skip
+        errors.add(
+            "to",
+            f"A file for this pupil is already waiting to go to "
+            f"{checks.entry.name}: cancel it in the outbox first to send a new "
+            "one.",
+        )
     reason = " ".join(values.reason.split())
     if checks is not None and checks.needed:
         if not reason:
@@ -459,9 +513,12 @@ async def send(request: web.Request, visit: Visit) -> web.StreamResponse:
         return await _send_page(request, visit, ref, values, errors=errors)
     try:
         record = await outbox.queue_leaver_file(
-            visit.actor, pupil.id, checks.entry.org_id, via="web",
+            visit.actor,
+            pupil.id,
+            checks.entry.org_id,
+            via="web",
             reason=reason if checks.needed else None,
-        )  # fmt: skip
+        )
     except ReasonRequiredError as err:  # the file reached the school meanwhile
         errors.add("reason", "Give the reason for sending it: " + err.message)
         return await _send_page(request, visit, ref, values, errors=errors)
@@ -498,21 +555,25 @@ def state_words(r: OutgoingRecord, sending: bool, give_up_hours: int) -> tuple[s
             lines.append(f"Next try: {_when(r.next_attempt_at)}.")
         if r.queued_at:
             ends = r.queued_at + timedelta(hours=give_up_hours)
-            lines.append(f"It keeps trying, less often each time, until {_when(ends)}; then it "
-                         "is marked as failed and you can send it again.")  # fmt: skip
+            lines.append(
+                f"It keeps trying, less often each time, until {_when(ends)}; then it "
+                "is marked as failed and you can send it again."
+            )
         return state, lines
     if r.state == "delivered":
-        lines.append(f"Delivered to {to} on {_when(r.state_changed_at)}: the school's signed "
-                     "receipt was checked. Their DSL has not opened it yet.")  # fmt: skip
+        lines.append(
+            f"Delivered to {to} on {_when(r.state_changed_at)}: the school's signed "
+            "receipt was checked. Their DSL has not opened it yet."
+        )
     elif r.state == "viewed":
         lines.append(f"Opened at {to}{who} on {_when(r.state_changed_at)}; not accepted yet.")
     elif r.state == "accepted":
-        lines.append(f"Accepted by {to}{who} on {_when(r.state_changed_at)}. Nothing more to "
-                     "do.")  # fmt: skip
+        lines.append(f"Accepted by {to}{who} on {_when(r.state_changed_at)}. Nothing more to do.")
     elif r.state == "rejected":
         reason = last.reason if last is not None and last.reason else "no reason given"
-        lines.append(f"Rejected by {to}{who} on {_when(r.state_changed_at)}. Their reason: "
-                     f"{reason}")  # fmt: skip
+        lines.append(
+            f"Rejected by {to}{who} on {_when(r.state_changed_at)}. Their reason: {reason}"
+        )
     elif r.state == "failed":
         lines.append(f"Not delivered to {to}: {r.failure_reason or r.last_error or 'unknown'}")
         lines.append("Send it again, or cancel it.")
@@ -551,28 +612,44 @@ async def outbox_page(request: web.Request, visit: Visit) -> web.StreamResponse:
     items = []
     for r in records:
         state, lines = state_words(r, r.id in sending, give_up)
-        items.append({
-            "record": r, "label": _label(r.kind), "tag": STATE_TAGS.get(state, (state, "")),
-            "lines": lines,
-            "pupils": [names.get(p, "a pupil no longer here") for p in r.pupil_ids],
-            "sent_by": people.get(r.created_by or "", "someone no longer known here"),
-            "needed": ", ".join(NEEDED_WORDS.get(c, c) for c in r.reasons_needed),
-            "events": [(e.at, EVENT_WORDS.get(e.event, e.event), e.detail) for e in r.events],
-            "receipts": [
-                {"kind": k.kind, "issued_at": k.issued_at, "file": _receipt_file(r, k.kind),
-                 "href": f"/outbox/{r.id}/receipts/{k.receipt_id}"}
-                for k in r.receipts
-            ],
-            "may_cancel": r.state in ("queued", "failed") and r.id not in sending,
-            "may_resend": r.state == "failed",
-        })  # fmt: skip
+        items.append(
+            {
+                "record": r,
+                "label": _label(r.kind),
+                "tag": STATE_TAGS.get(state, (state, "")),
+                "lines": lines,
+                "pupils": [names.get(p, "a pupil no longer here") for p in r.pupil_ids],
+                "sent_by": people.get(r.created_by or "", "someone no longer known here"),
+                "needed": ", ".join(NEEDED_WORDS.get(c, c) for c in r.reasons_needed),
+                "events": [(e.at, EVENT_WORDS.get(e.event, e.event), e.detail) for e in r.events],
+                "receipts": [
+                    {
+                        "kind": k.kind,
+                        "issued_at": k.issued_at,
+                        "file": _receipt_file(r, k.kind),
+                        "href": f"/outbox/{r.id}/receipts/{k.receipt_id}",
+                    }
+                    for k in r.receipts
+                ],
+                "may_cancel": r.state in ("queued", "failed") and r.id not in sending,
+                "may_resend": r.state == "failed",
+            }
+        )
     return app.page(
-        request, "outbox.html", visit, title="Outbox", items=items, total=total, page=page,
-        pages=pages, done=DONE.get(request.query.get("done", "")), key_file=_key_file,
+        request,
+        "outbox.html",
+        visit,
+        title="Outbox",
+        items=items,
+        total=total,
+        page=page,
+        pages=pages,
+        done=DONE.get(request.query.get("done", "")),
+        key_file=_key_file,
         previous_href=f"/outbox?{query}page={page - 1}" if page > 1 else "",
         next_href=f"/outbox?{query}page={page + 1}" if page < pages else "",
         only_pupil=names.get(pupil_ids.pop(), "") if pupil_ref_q and len(pupil_ids) == 1 else "",
-    )  # fmt: skip
+    )
 
 
 def _role(role: str | None) -> str | None:
@@ -654,26 +731,45 @@ async def receiver_key(request: web.Request, visit: Visit) -> web.StreamResponse
         raise NotFoundError("the receiving organisation is no longer in the directory") from None
     # The key that signed the latest receipt: the current one, or one it replaced.
     used = record.receipts[-1].body.get("receiver_key_id") if record.receipts else None
-    key = next((k.signing_key for k in entry.previous_keys if k.key_id == used),
-               entry.signing_key)  # fmt: skip
+    key = next((k.signing_key for k in entry.previous_keys if k.key_id == used), entry.signing_key)
     pub = minisign.PublicKey.from_base64(key).to_text(f"{_slug(entry.name)} signing key")
     return _download(pub.encode(), _key_file(record), "text/plain")
 
 
 ROUTES: Final = (
-    WebRoute("GET", "/pupils/{ref}/leaving", show_leaving, "Store.update_pupil",
-             name="leaving"),
-    WebRoute("POST", "/pupils/{ref}/leaving", save_leaving, "Store.update_pupil",
-             form=kept_leaving),
-    WebRoute("GET", "/pupils/{ref}/send", show_send,
-             "Outbox.send_checks, Store.chronology_lines", name="send"),
-    WebRoute("POST", "/pupils/{ref}/send", send,
-             "Outbox.send_checks, Accounts.step_up, Outbox.queue_leaver_file", form=kept_send),
+    WebRoute("GET", "/pupils/{ref}/leaving", show_leaving, "Store.update_pupil", name="leaving"),
+    WebRoute(
+        "POST", "/pupils/{ref}/leaving", save_leaving, "Store.update_pupil", form=kept_leaving
+    ),
+    WebRoute(
+        "GET",
+        "/pupils/{ref}/send",
+        show_send,
+        "Outbox.send_checks, Store.chronology_lines",
+        name="send",
+    ),
+    WebRoute(
+        "POST",
+        "/pupils/{ref}/send",
+        send,
+        "Outbox.send_checks, Accounts.step_up, Outbox.queue_leaver_file",
+        form=kept_send,
+    ),
     WebRoute("GET", "/outbox", outbox_page, "Outbox.list", name="outbox"),
     WebRoute("POST", f"/outbox/{{package_id:{UUID}}}/cancel", cancel, "Outbox.cancel"),
     WebRoute("POST", f"/outbox/{{package_id:{UUID}}}/resend", resend, "Outbox.resend"),
-    WebRoute("GET", f"/outbox/{{package_id:{UUID}}}/receipts/{{receipt_id:{UUID}}}."
-             "{part:json|json.minisig}", receipt_file, "Outbox.get", name="receipt"),
-    WebRoute("GET", f"/outbox/{{package_id:{UUID}}}/receiver.pub", receiver_key,
-             "Outbox.get", name="receiver-key"),
-)  # fmt: skip
+    WebRoute(
+        "GET",
+        f"/outbox/{{package_id:{UUID}}}/receipts/{{receipt_id:{UUID}}}.{{part:json|json.minisig}}",
+        receipt_file,
+        "Outbox.get",
+        name="receipt",
+    ),
+    WebRoute(
+        "GET",
+        f"/outbox/{{package_id:{UUID}}}/receiver.pub",
+        receiver_key,
+        "Outbox.get",
+        name="receiver-key",
+    ),
+)

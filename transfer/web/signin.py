@@ -121,23 +121,31 @@ async def do_sign_in(request: web.Request, visit: Visit | None) -> web.StreamRes
     kind = _code_kind(code) if code else None
     try:
         result = await app.accounts.sign_in(
-            org, username, password,
+            org,
+            username,
+            password,
             totp=code if kind == "totp" else None,
             recovery_code=code if kind == "recovery" else None,
-        )  # fmt: skip
+        )
     except SlowDown as err:
-        errors.add("username", f"Too many failed attempts. Wait {_seconds(err.retry_after)}, "
-                               "then try again.")  # fmt: skip
+        errors.add(
+            "username",
+            f"Too many failed attempts. Wait {_seconds(err.retry_after)}, then try again.",
+        )
         return await sign_in_page(request, status=429, errors=errors, values=values, kept=kept)
     except AccountLocked as err:
         until = err.detail.get("locked_until") if isinstance(err.detail, dict) else None
         when = _lock_time(str(until), app.accounts.now()) if until else "later"
-        errors.add("username", f"This account is locked until {when} after too many failed "
-                               "attempts. Ask your administrator to unlock it.")  # fmt: skip
+        errors.add(
+            "username",
+            f"This account is locked until {when} after too many failed "
+            "attempts. Ask your administrator to unlock it.",
+        )
         return await sign_in_page(request, status=403, errors=errors, values=values, kept=kept)
     except SignInFailed:
-        errors.add("username", "The username, password or code is not right. Check them and "
-                               "try again.")  # fmt: skip
+        errors.add(
+            "username", "The username, password or code is not right. Check them and try again."
+        )
         return await sign_in_page(request, status=401, errors=errors, values=values, kept=kept)
     if result.state == "must_enrol_totp":
         response: web.StreamResponse = redirect("/sign-in/authenticator")
@@ -191,17 +199,24 @@ async def _enrol_page(
         try:
             enrolment = await app.accounts.begin_totp_enrolment(visit.principal)
         except ConflictError:
-            return app.page(request, "authenticator_done.html", visit,
-                            title="Your authenticator app is set up")  # fmt: skip
+            return app.page(
+                request, "authenticator_done.html", visit, title="Your authenticator app is set up"
+            )
         secret, uri = enrolment.secret, enrolment.uri
         sealed = app.keys.seal_enrolment(visit.token, secret, uri)
     else:
         secret, uri = opened
     return app.page(
-        request, "authenticator.html", visit, title="Set up your authenticator app",
-        status=400 if errors else 200, errors=errors, qr=qr_svg(uri), key=grouped(secret),
+        request,
+        "authenticator.html",
+        visit,
+        title="Set up your authenticator app",
+        status=400 if errors else 200,
+        errors=errors,
+        qr=qr_svg(uri),
+        key=grouped(secret),
         sealed=sealed,
-    )  # fmt: skip
+    )
 
 
 async def show_enrol(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -219,15 +234,21 @@ async def do_enrol(request: web.Request, visit: Visit) -> web.StreamResponse:
     try:
         recovery = await app.accounts.confirm_totp_enrolment(visit.principal, code)
     except (WrongCode, InputError):
-        errors.add("code", "That code is not right. Check the time on your phone is right, "
-                           "then enter the code the app shows now.")  # fmt: skip
+        errors.add(
+            "code",
+            "That code is not right. Check the time on your phone is right, "
+            "then enter the code the app shows now.",
+        )
         return await _enrol_page(request, visit, sealed=sealed, errors=errors)
     except ConflictError:
         return redirect("/sign-in/authenticator")
     return app.page(
-        request, "recovery_codes.html", visit, title="Save your recovery codes",
+        request,
+        "recovery_codes.html",
+        visit,
+        title="Save your recovery codes",
         codes=list(recovery.codes),
-    )  # fmt: skip
+    )
 
 
 # ------------------------------------------------------------------ sign out, keep alive
@@ -251,11 +272,17 @@ async def keep_alive(request: web.Request, visit: Visit) -> web.StreamResponse:
 ROUTES: Final = (
     WebRoute("GET", "/sign-in", show_sign_in, "Accounts.authenticate", "public", name="sign-in"),
     WebRoute("POST", "/sign-in", do_sign_in, "Accounts.sign_in", "public"),
-    WebRoute("GET", "/sign-in/authenticator", show_enrol, "Accounts.begin_totp_enrolment",
-             "enrolment", name="authenticator"),
-    WebRoute("POST", "/sign-in/authenticator", do_enrol, "Accounts.confirm_totp_enrolment",
-             "enrolment"),
-    WebRoute("POST", "/sign-out", do_sign_out, "Accounts.sign_out", "enrolment",
-             name="sign-out"),
+    WebRoute(
+        "GET",
+        "/sign-in/authenticator",
+        show_enrol,
+        "Accounts.begin_totp_enrolment",
+        "enrolment",
+        name="authenticator",
+    ),
+    WebRoute(
+        "POST", "/sign-in/authenticator", do_enrol, "Accounts.confirm_totp_enrolment", "enrolment"
+    ),
+    WebRoute("POST", "/sign-out", do_sign_out, "Accounts.sign_out", "enrolment", name="sign-out"),
     WebRoute("POST", "/session/keep-alive", keep_alive, "Accounts.authenticate", "enrolment"),
-)  # fmt: skip
+)

@@ -27,19 +27,28 @@ async def check_code(app: WebApp, visit: Visit, code: str, errors: FormErrors) -
     try:
         await app.accounts.step_up(visit.principal, code)
     except WrongCode:
-        errors.add(CODE_FIELD, "That code is not right, or it has been used already. Wait for "
-                               "the next code in your authenticator app and enter it.")  # fmt: skip
+        errors.add(
+            CODE_FIELD,
+            "That code is not right, or it has been used already. Wait for "
+            "the next code in your authenticator app and enter it.",
+        )
         return False
     except SlowDown as err:
         wait = "1 second" if err.retry_after == 1 else f"{err.retry_after} seconds"
         errors.add(CODE_FIELD, f"Too many wrong codes. Wait {wait}, then try again.")
         return False
     except AccountLocked:
-        errors.add(CODE_FIELD, "Your account is locked after too many wrong codes. Ask your "
-                               "administrator to unlock it.")  # fmt: skip
+        errors.add(
+            CODE_FIELD,
+            "Your account is locked after too many wrong codes. Ask your "
+            "administrator to unlock it.",
+        )
         return False
     except ConflictError:
-        errors.add(CODE_FIELD, "This needs an authenticator app, and none is set up on your "
-                               "account. Set one up from 'Your account' first.")  # fmt: skip
+        errors.add(
+            CODE_FIELD,
+            "This needs an authenticator app, and none is set up on your "
+            "account. Set one up from 'Your account' first.",
+        )
         return False
     return True

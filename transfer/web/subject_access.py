@@ -35,9 +35,11 @@ log = logging.getLogger("transfer.web")
 FORMATS: Final = {
     "pdf": ("A readable PDF", "To read, print or give to the family after review."),
     "json": ("The records as JSON", "Every record as data, for your own tools."),
-    "tar": ("Everything, with the documents (tar archive)",
-            "The records as JSON and each document as it was uploaded."),
-}  # fmt: skip
+    "tar": (
+        "Everything, with the documents (tar archive)",
+        "The records as JSON and each document as it was uploaded.",
+    ),
+}
 
 
 when = date_and_time
@@ -48,8 +50,9 @@ def subject_access_pdf(
     export: SubjectAccessExport, printed_by: PrintedBy, categories: Mapping[str, str]
 ) -> bytes:
     """The export as a PDF; ``categories`` are the concern categories' labels by key."""
-    people = {p.id: (f"{p.name} ({role_label(p.role)})" if p.role else p.name)
-              for p in export.people}  # fmt: skip
+    people = {
+        p.id: (f"{p.name} ({role_label(p.role)})" if p.role else p.name) for p in export.people
+    }
 
     def who(staff_id: str | None) -> str:
         if not staff_id:
@@ -66,14 +69,16 @@ def subject_access_pdf(
         "disclosure: other people's information may need to be withheld.",
     )
     doc.heading("The pupil")
-    doc.rows([
-        ("Name", name),
-        ("UPN", pupil.upn or "None recorded"),
-        ("Date of birth", day(pupil.dob) if pupil.dob else "Not recorded"),
-        ("Year group", f"Year {pupil.year_group}" if pupil.year_group else "Not recorded"),
-        ("Leaving date", day(pupil.leaving_date) if pupil.leaving_date else "Not leaving"),
-        ("Records erased", when(pupil.erased_at) if pupil.erased_at else "No"),
-    ])  # fmt: skip
+    doc.rows(
+        [
+            ("Name", name),
+            ("UPN", pupil.upn or "None recorded"),
+            ("Date of birth", day(pupil.dob) if pupil.dob else "Not recorded"),
+            ("Year group", f"Year {pupil.year_group}" if pupil.year_group else "Not recorded"),
+            ("Leaving date", day(pupil.leaving_date) if pupil.leaving_date else "Not leaving"),
+            ("Records erased", when(pupil.erased_at) if pupil.erased_at else "No"),
+        ]
+    )
     concern_names = {}
     doc.heading(f"Concerns ({len(export.concerns)})")
     if not export.concerns:
@@ -100,37 +105,60 @@ def subject_access_pdf(
         return concern_names.get(concern_id, "a concern")
 
     doc.heading(f"Triage decisions ({len(export.triage)})")
-    doc.table(("When", "About", "Decision", "Why", "By"), [
-        (when(t.decided_at), about(t.concern_id), DECISIONS.get(t.decision, t.decision),
-         t.reason, who(t.decided_by))
-        for t in export.triage
-    ])  # fmt: skip
+    doc.table(
+        ("When", "About", "Decision", "Why", "By"),
+        [
+            (
+                when(t.decided_at),
+                about(t.concern_id),
+                DECISIONS.get(t.decision, t.decision),
+                t.reason,
+                who(t.decided_by),
+            )
+            for t in export.triage
+        ],
+    )
     if not export.triage:
         doc.paragraph("None held.")
     doc.heading(f"Actions ({len(export.actions)})")
-    doc.table(("Added", "About", "Action", "Owner", "Due", "Done"), [
-        (when(a.created_at), about(a.concern_id), a.text, who(a.assignee_id) if a.assignee_id
-         else "Nobody named", day(a.due_on) if a.due_on else "-",
-         when(a.done_at) if a.done_at else "Not yet")
-        for a in export.actions
-    ])  # fmt: skip
+    doc.table(
+        ("Added", "About", "Action", "Owner", "Due", "Done"),
+        [
+            (
+                when(a.created_at),
+                about(a.concern_id),
+                a.text,
+                who(a.assignee_id) if a.assignee_id else "Nobody named",
+                day(a.due_on) if a.due_on else "-",
+                when(a.done_at) if a.done_at else "Not yet",
+            )
+            for a in export.actions
+        ],
+    )
     if not export.actions:
         doc.paragraph("None held.")
     doc.heading(f"Contacts with agencies ({len(export.contacts)})")
-    doc.table(("When", "About", "Agency", "Outcome", "Recorded by"), [
-        (when(k.contacted_at), about(k.concern_id), k.agency, k.outcome, who(k.recorded_by))
-        for k in export.contacts
-    ])  # fmt: skip
+    doc.table(
+        ("When", "About", "Agency", "Outcome", "Recorded by"),
+        [
+            (when(k.contacted_at), about(k.concern_id), k.agency, k.outcome, who(k.recorded_by))
+            for k in export.contacts
+        ],
+    )
     if not export.contacts:
         doc.paragraph("None held.")
     doc.heading(f"Documents ({len(export.documents)})")
-    doc.table(("Added", "File", "Size", "Added by"), [
-        (when(d.uploaded_at), d.filename, f"{d.size:,} bytes", who(d.uploaded_by))
-        for d in export.documents
-    ])  # fmt: skip
+    doc.table(
+        ("Added", "File", "Size", "Added by"),
+        [
+            (when(d.uploaded_at), d.filename, f"{d.size:,} bytes", who(d.uploaded_by))
+            for d in export.documents
+        ],
+    )
     if export.documents:
-        doc.paragraph("The documents themselves are in the export archive (with documents).",
-                      small=True)  # fmt: skip
+        doc.paragraph(
+            "The documents themselves are in the export archive (with documents).", small=True
+        )
     else:
         doc.paragraph("None held.")
     doc.heading(f"Transfers and referrals ({len(export.events)})")
@@ -139,11 +167,18 @@ def subject_access_pdf(
         doc.paragraph("None held.")
     if export.tombstones:
         doc.heading("Erasure")
-        doc.table(("Erased", "Policy", "By", "What was erased"), [
-            (when(t.erased_at), t.policy, who(t.erased_by),
-             ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(t.erased.items())))
-            for t in export.tombstones
-        ])  # fmt: skip
+        doc.table(
+            ("Erased", "Policy", "By", "What was erased"),
+            [
+                (
+                    when(t.erased_at),
+                    t.policy,
+                    who(t.erased_by),
+                    ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(t.erased.items())),
+                )
+                for t in export.tombstones
+            ],
+        )
     if export.review:
         doc.heading("To review before disclosure")
         doc.paragraph(
@@ -159,18 +194,26 @@ def _may(visit: Visit) -> None:
         raise PermissionDenied("your role does not allow subject access exports; ask your DSL")
 
 
-async def _form(request: web.Request, visit: Visit, *, chosen: str = "pdf",
-                errors: FormErrors | None = None) -> web.StreamResponse:  # fmt: skip
+async def _form(
+    request: web.Request, visit: Visit, *, chosen: str = "pdf", errors: FormErrors | None = None
+) -> web.StreamResponse:
     app = webapp(request)
     _may(visit)
     pupil = await find_pupil(request, visit, request.match_info["ref"])
     errors = errors or FormErrors()
     return app.page(
-        request, "subject_access.html", visit,
+        request,
+        "subject_access.html",
+        visit,
         title=f"Subject access export for {pupil_name(pupil)}",
-        errors=errors, status=400 if errors else 200, pupil=pupil, ref=pupil_ref(pupil),
-        formats=FORMATS, chosen=chosen, erased=pupil.erased_at is not None,
-    )  # fmt: skip
+        errors=errors,
+        status=400 if errors else 200,
+        pupil=pupil,
+        ref=pupil_ref(pupil),
+        formats=FORMATS,
+        chosen=chosen,
+        erased=pupil.erased_at is not None,
+    )
 
 
 async def show(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -218,9 +261,13 @@ async def download(request: web.Request, visit: Visit) -> web.StreamResponse:
                 "Content-Disposition": f'attachment; filename="{archive.name}.pdf"',
             },
         )
-    response = web.StreamResponse(headers={
-        **headers, "Content-Type": "application/x-tar",
-        "Content-Disposition": f'attachment; filename="{archive.name}.tar"'})  # fmt: skip
+    response = web.StreamResponse(
+        headers={
+            **headers,
+            "Content-Type": "application/x-tar",
+            "Content-Disposition": f'attachment; filename="{archive.name}.tar"',
+        }
+    )
     await response.prepare(request)
     try:
         async for piece in archive.chunks:
@@ -242,9 +289,13 @@ def _printer(visit: Visit) -> str:
 
 
 ROUTES: Final = (
-    WebRoute("GET", "/pupils/{ref}/subject-access", show, "Store.get_pupil",
-             name="subject_access"),
-    WebRoute("POST", "/pupils/{ref}/subject-access", download,
-             "Accounts.step_up, Store.export_subject_access", form=kept,
-             name="subject_access_download"),
-)  # fmt: skip
+    WebRoute("GET", "/pupils/{ref}/subject-access", show, "Store.get_pupil", name="subject_access"),
+    WebRoute(
+        "POST",
+        "/pupils/{ref}/subject-access",
+        download,
+        "Accounts.step_up, Store.export_subject_access",
+        form=kept,
+        name="subject_access_download",
+    ),
+)

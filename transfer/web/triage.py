@@ -90,16 +90,28 @@ FormShow = Callable[..., Awaitable[web.StreamResponse]]
 
 
 async def _triage_page(
-    request: web.Request, visit: Visit, concern_id: str, values: Values, *,
-    errors: FormErrors | None = None, notice: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    concern_id: str,
+    values: Values,
+    *,
+    errors: FormErrors | None = None,
+    notice: str = "",
+) -> web.StreamResponse:
     require(visit.actor, Permission.TRIAGE)
     concern = await _concern(request, visit, concern_id)
     return webapp(request).page(
-        request, "triage_form.html", visit, title="Record a triage decision",
-        status=400 if errors else 200, errors=errors, values=values, concern=concern,
-        decisions=DECISIONS, notice=notice,
-    )  # fmt: skip
+        request,
+        "triage_form.html",
+        visit,
+        title="Record a triage decision",
+        status=400 if errors else 200,
+        errors=errors,
+        values=values,
+        concern=concern,
+        decisions=DECISIONS,
+        notice=notice,
+    )
 
 
 async def show_triage(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -108,8 +120,9 @@ async def show_triage(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 
 async def kept_triage(request: web.Request, visit: Visit, kept: KeptForm) -> web.StreamResponse:
-    return await _triage_page(request, visit, _concern_id_of(kept.path),
-                              _values(kept, TRIAGE_FIELDS), notice=KEPT_NOTICE)  # fmt: skip
+    return await _triage_page(
+        request, visit, _concern_id_of(kept.path), _values(kept, TRIAGE_FIELDS), notice=KEPT_NOTICE
+    )
 
 
 async def save_triage(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -119,16 +132,16 @@ async def save_triage(request: web.Request, visit: Visit) -> web.StreamResponse:
     if values.decision not in DECISIONS:
         errors.add("decision", "Select the decision")
     if not values.reason.strip():
-        errors.add("reason", "Say why: the reason is kept with the decision (a decision not "
-                   "to refer needs one too)")  # fmt: skip
+        errors.add(
+            "reason",
+            "Say why: the reason is kept with the decision (a decision not to refer needs one too)",
+        )
     data = None
     if not errors:
-        data = _model(NewTriage, errors, {}, decision=values.decision,
-                      reason=values.reason.strip())  # fmt: skip
+        data = _model(NewTriage, errors, {}, decision=values.decision, reason=values.reason.strip())
     if errors or data is None:
         return await _triage_page(request, visit, cid, values, errors=errors)
-    await webapp(request).store.triage_concern(visit.actor, cid, data,
-                                               record_id=values[SUBMISSION])  # fmt: skip
+    await webapp(request).store.triage_concern(visit.actor, cid, data, record_id=values[SUBMISSION])
     return redirect(f"/concerns/{cid}?done=triage#triage")
 
 
@@ -136,19 +149,29 @@ async def save_triage(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 
 async def _action_page(
-    request: web.Request, visit: Visit, concern_id: str, values: Values, *,
-    errors: FormErrors | None = None, notice: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    concern_id: str,
+    values: Values,
+    *,
+    errors: FormErrors | None = None,
+    notice: str = "",
+) -> web.StreamResponse:
     app = webapp(request)
     owners = await app.store.action_owners(visit.actor)
     concern = await _concern(request, visit, concern_id)
     return app.page(
-        request, "action_form.html", visit, title="Add an action",
-        status=400 if errors else 200, errors=errors, values=values, concern=concern,
-        owners=[(p.id, f"{p.name} ({role_label(p.role)})" if p.role else p.name)
-                for p in owners],
+        request,
+        "action_form.html",
+        visit,
+        title="Add an action",
+        status=400 if errors else 200,
+        errors=errors,
+        values=values,
+        concern=concern,
+        owners=[(p.id, f"{p.name} ({role_label(p.role)})" if p.role else p.name) for p in owners],
         notice=notice,
-    )  # fmt: skip
+    )
 
 
 async def show_action(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -157,8 +180,9 @@ async def show_action(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 
 async def kept_action(request: web.Request, visit: Visit, kept: KeptForm) -> web.StreamResponse:
-    return await _action_page(request, visit, _concern_id_of(kept.path),
-                              _values(kept, ACTION_FIELDS), notice=KEPT_NOTICE)  # fmt: skip
+    return await _action_page(
+        request, visit, _concern_id_of(kept.path), _values(kept, ACTION_FIELDS), notice=KEPT_NOTICE
+    )
 
 
 async def save_action(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -181,8 +205,14 @@ async def save_action(request: web.Request, visit: Visit) -> web.StreamResponse:
         errors.add("due", "The due date must be today or later")
     data = None
     if not errors:
-        data = _model(NewAction, errors, {}, text=values.text.strip(),
-                      assignee_id=values.owner or None, due_on=due)  # fmt: skip
+        data = _model(
+            NewAction,
+            errors,
+            {},
+            text=values.text.strip(),
+            assignee_id=values.owner or None,
+            due_on=due,
+        )
     if errors or data is None:
         return await _action_page(request, visit, cid, values, errors=errors)
     await app.store.add_action(visit.actor, cid, data, record_id=values[SUBMISSION])
@@ -204,16 +234,27 @@ async def action_done(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 
 async def _contact_page(
-    request: web.Request, visit: Visit, concern_id: str, values: Values, *,
-    errors: FormErrors | None = None, notice: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    concern_id: str,
+    values: Values,
+    *,
+    errors: FormErrors | None = None,
+    notice: str = "",
+) -> web.StreamResponse:
     require(visit.actor, Permission.MANAGE_CONTACTS)
     concern = await _concern(request, visit, concern_id)
     return webapp(request).page(
-        request, "contact_form.html", visit, title="Record a contact with an agency",
-        status=400 if errors else 200, errors=errors, values=values, concern=concern,
+        request,
+        "contact_form.html",
+        visit,
+        title="Record a contact with an agency",
+        status=400 if errors else 200,
+        errors=errors,
+        values=values,
+        concern=concern,
         notice=notice,
-    )  # fmt: skip
+    )
 
 
 async def show_contact(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -222,8 +263,9 @@ async def show_contact(request: web.Request, visit: Visit) -> web.StreamResponse
 
 
 async def kept_contact(request: web.Request, visit: Visit, kept: KeptForm) -> web.StreamResponse:
-    return await _contact_page(request, visit, _concern_id_of(kept.path),
-                               _values(kept, CONTACT_FIELDS), notice=KEPT_NOTICE)  # fmt: skip
+    return await _contact_page(
+        request, visit, _concern_id_of(kept.path), _values(kept, CONTACT_FIELDS), notice=KEPT_NOTICE
+    )
 
 
 async def save_contact(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -246,12 +288,20 @@ async def save_contact(request: web.Request, visit: Visit) -> web.StreamResponse
         errors.add("time", str(err))
     when = moment(day, at) if day is not None else None
     if when is not None and when > app.accounts.now() + timedelta(minutes=5):
-        errors.add("day" if day and day > app.accounts.now().date() else "time",
-                   "The contact cannot be in the future")  # fmt: skip
+        errors.add(
+            "day" if day and day > app.accounts.now().date() else "time",
+            "The contact cannot be in the future",
+        )
     data = None
     if not errors:
-        data = _model(NewContact, errors, {"contacted_at": "day"}, agency=values.agency.strip(),
-                      contacted_at=when, outcome=values.outcome.strip())  # fmt: skip
+        data = _model(
+            NewContact,
+            errors,
+            {"contacted_at": "day"},
+            agency=values.agency.strip(),
+            contacted_at=when,
+            outcome=values.outcome.strip(),
+        )
     if errors or data is None:
         return await _contact_page(request, visit, cid, values, errors=errors)
     await app.store.add_contact(visit.actor, cid, data, record_id=values[SUBMISSION])
@@ -262,20 +312,37 @@ async def save_contact(request: web.Request, visit: Visit) -> web.StreamResponse
 
 
 async def _amend_page(
-    request: web.Request, visit: Visit, concern_id: str, values: Values | None, *,
-    errors: FormErrors | None = None, notice: str = "",
-) -> web.StreamResponse:  # fmt: skip
+    request: web.Request,
+    visit: Visit,
+    concern_id: str,
+    values: Values | None,
+    *,
+    errors: FormErrors | None = None,
+    notice: str = "",
+) -> web.StreamResponse:
     concern = await _concern(request, visit, concern_id)
     if not (visit.actor.has(Permission.TRIAGE) or concern.recorded_by == visit.actor.staff_id):
         require(visit.actor, Permission.TRIAGE)  # the refusal page, in the domain's words
     if values is None:
-        values = _values({"account": concern.account, "location": concern.location,
-                          "people_involved": concern.people_involved}, AMEND_FIELDS)  # fmt: skip
+        values = _values(
+            {
+                "account": concern.account,
+                "location": concern.location,
+                "people_involved": concern.people_involved,
+            },
+            AMEND_FIELDS,
+        )
     return webapp(request).page(
-        request, "amend_form.html", visit, title="Change the text of this concern",
-        status=400 if errors else 200, errors=errors, values=values, concern=concern,
+        request,
+        "amend_form.html",
+        visit,
+        title="Change the text of this concern",
+        status=400 if errors else 200,
+        errors=errors,
+        values=values,
+        concern=concern,
         notice=notice,
-    )  # fmt: skip
+    )
 
 
 async def show_amend(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -283,8 +350,9 @@ async def show_amend(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 
 async def kept_amend(request: web.Request, visit: Visit, kept: KeptForm) -> web.StreamResponse:
-    return await _amend_page(request, visit, _concern_id_of(kept.path),
-                             _values(kept, AMEND_FIELDS), notice=KEPT_NOTICE)  # fmt: skip
+    return await _amend_page(
+        request, visit, _concern_id_of(kept.path), _values(kept, AMEND_FIELDS), notice=KEPT_NOTICE
+    )
 
 
 async def save_amend(request: web.Request, visit: Visit) -> web.StreamResponse:
@@ -297,15 +365,21 @@ async def save_amend(request: web.Request, visit: Visit) -> web.StreamResponse:
         errors.add("reason", "Say why the text is changing (this is kept with the change)")
     data = None
     if not errors:
-        data = _model(NewAmendment, errors, {}, account=values.account.strip(),
-                      location=values.location.strip(),
-                      people_involved=values.people_involved.strip(),
-                      reason=values.reason.strip())  # fmt: skip
+        data = _model(
+            NewAmendment,
+            errors,
+            {},
+            account=values.account.strip(),
+            location=values.location.strip(),
+            people_involved=values.people_involved.strip(),
+            reason=values.reason.strip(),
+        )
     if errors or data is None:
         return await _amend_page(request, visit, cid, values, errors=errors)
     try:
-        await webapp(request).store.amend_concern(visit.actor, cid, data,
-                                                  record_id=values[SUBMISSION])  # fmt: skip
+        await webapp(request).store.amend_concern(
+            visit.actor, cid, data, record_id=values[SUBMISSION]
+        )
     except InputError as err:
         errors.add("account", _sentence(err.diagnostics()))
         return await _amend_page(request, visit, cid, values, errors=errors)
@@ -318,11 +392,9 @@ ROUTES: Final = (
     WebRoute("POST", f"{_C}/triage", save_triage, "Store.triage_concern", form=kept_triage),
     WebRoute("GET", f"{_C}/actions/new", show_action, "Store.action_owners, Store.get_concern"),
     WebRoute("POST", f"{_C}/actions/new", save_action, "Store.add_action", form=kept_action),
-    WebRoute("POST", f"/actions/{{action_id:{UUID}}}/done", action_done,
-             "Store.complete_action"),
+    WebRoute("POST", f"/actions/{{action_id:{UUID}}}/done", action_done, "Store.complete_action"),
     WebRoute("GET", f"{_C}/contacts/new", show_contact, "Store.get_concern"),
-    WebRoute("POST", f"{_C}/contacts/new", save_contact, "Store.add_contact",
-             form=kept_contact),
+    WebRoute("POST", f"{_C}/contacts/new", save_contact, "Store.add_contact", form=kept_contact),
     WebRoute("GET", f"{_C}/amend", show_amend, "Store.get_concern"),
     WebRoute("POST", f"{_C}/amend", save_amend, "Store.amend_concern", form=kept_amend),
-)  # fmt: skip
+)

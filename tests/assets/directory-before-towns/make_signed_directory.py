@@ -29,9 +29,12 @@ def main(out: Path) -> None:
     doc = new_document("Testshire County Council", now=T0, valid_for=timedelta(days=3650))
     for org_id, name in (("100001", "Hillside Primary"), ("100002", "Riverside Academy")):
         ks = KeySet.generate(org_id, now=T0)
-        doc = add_organisation(doc, entry_from_keyset(
-            ks, name=name, kind="school", urn=org_id, endpoint=f"https://{org_id}.example"
-        ))  # fmt: skip
+        doc = add_organisation(
+            doc,
+            entry_from_keyset(
+                ks, name=name, kind="school", urn=org_id, endpoint=f"https://{org_id}.example"
+            ),
+        )
     _, data, signature = sign_document(doc, secret, now=T0, valid_for=timedelta(days=3650))
     (out / "directory.json").write_bytes(data)
     (out / "directory.json.minisig").write_text(signature, encoding="utf-8")

@@ -429,14 +429,19 @@ async def _other_concern(node: Any, person: Person) -> str:
     admin = await node.person("matrix_admin", [ADMIN])
     pupil = await node.store.create_pupil(
         await node.store.actor_for(admin.staff.id),
-        NewPupil(upn="H801200001001", surname="Okafor", forename="Amara",
-                 dob=date(2015, 1, 2), sex="F"),
-    )  # fmt: skip
+        NewPupil(
+            upn="H801200001001", surname="Okafor", forename="Amara", dob=date(2015, 1, 2), sex="F"
+        ),
+    )
     concern = await node.store.record_concern(
         await node.store.actor_for(person.staff.id),
-        NewConcern(pupil_ids=(pupil.id,), category="bullying",
-                   happened_at=node.clock.now, account="Seen at the gate"),
-    )  # fmt: skip
+        NewConcern(
+            pupil_ids=(pupil.id,),
+            category="bullying",
+            happened_at=node.clock.now,
+            account="Seen at the gate",
+        ),
+    )
     return str(concern.id)
 
 
@@ -450,8 +455,9 @@ async def _other_alert(node: Any, alerts: Any, person: Person) -> str:
 
     key = f"matrix:{uuid.uuid4()}"
     org_id = (await node.store.actor_for(person.staff.id)).org_id
-    await alerts.notify(org_id, key=key, level="info", subject="A test alert",
-                        message="Nothing to do.")  # fmt: skip
+    await alerts.notify(
+        org_id, key=key, level="info", subject="A test alert", message="Nothing to do."
+    )
     async with node.store.sessions() as s:
         return str(await s.scalar(sa.select(alerts_table.c.id).where(alerts_table.c.key == key)))
 
@@ -500,8 +506,9 @@ WEB_OPERATIONS: list[WebOp] = [
     # Casework (issue 13 items 4-6) on a pupil and a concern logged by another teacher: a
     # teacher cannot read it (404, as if it were not there), nor reach the DSL's forms.
     WebOp("GET", "/pupils/{upn}", READERS, 200),
-    WebOp("GET", "/concerns/{concern}", frozenset({DSL, DEPUTY, HEAD}), 200,
-          refused_for={STAFF: 404}),
+    WebOp(
+        "GET", "/concerns/{concern}", frozenset({DSL, DEPUTY, HEAD}), 200, refused_for={STAFF: 404}
+    ),
     WebOp("GET", "/documents/{document}", DSL_TEAM, 200),
     WebOp("GET", "/concerns/{concern}/triage", DSL_TEAM, 200),
     # Nothing chosen: the DSL team get the form back with its errors.
@@ -512,8 +519,14 @@ WEB_OPERATIONS: list[WebOp] = [
     WebOp("GET", "/concerns/{concern}/contacts/new", DSL_TEAM, 200),
     WebOp("POST", "/concerns/{concern}/contacts/new", DSL_TEAM, 400, form={"agency": ""}),
     WebOp("GET", "/concerns/{concern}/amend", DSL_TEAM, 200, refused_for={STAFF: 404}),
-    WebOp("POST", "/concerns/{concern}/amend", DSL_TEAM, 400, form={"account": ""},
-          refused_for={STAFF: 404}),
+    WebOp(
+        "POST",
+        "/concerns/{concern}/amend",
+        DSL_TEAM,
+        400,
+        form={"account": ""},
+        refused_for={STAFF: 404},
+    ),
     WebOp("GET", "/concerns/{concern}/documents/new", DSL_TEAM, 200, refused_for={STAFF: 404}),
     WebOp("GET", "/search", READERS, 200),
     # Logging a concern: those who may; the form with nothing in it comes back with errors.
@@ -537,8 +550,9 @@ WEB_OPERATIONS: list[WebOp] = [
     WebOp("POST", "/audit/verify", AUDIT_READERS, 200, form={}),
     WebOp("POST", "/audit/export", AUDIT_READERS, 200, form={}),
     WebOp("GET", "/pupils/{upn}/subject-access", DSL_TEAM, 200),
-    WebOp("POST", "/pupils/{upn}/subject-access", DSL_TEAM, 400,
-          form={"format": "pdf", "code": ""}),
+    WebOp(
+        "POST", "/pupils/{upn}/subject-access", DSL_TEAM, 400, form={"format": "pdf", "code": ""}
+    ),
     # Administration (issue 15): staff accounts for the administrator; the changes the
     # two-person rule holds back for the DSL (and the administrator who asked, to withdraw).
     # Changes that would alter an account are sent about nobody ({nobody}: 404 when allowed).
@@ -573,8 +587,9 @@ WEB_OPERATIONS: list[WebOp] = [
     # Retention: the DSL's; erasing a pupil who is not due is a page not found.
     WebOp("GET", "/admin/retention", frozenset({DSL}), 200),
     WebOp("GET", "/admin/retention/{nobody}/erase", frozenset({DSL}), 404),
-    WebOp("POST", "/admin/retention/{nobody}/erase", frozenset({DSL}), 404,
-          form={"confirm": "yes"}),
+    WebOp(
+        "POST", "/admin/retention/{nobody}/erase", frozenset({DSL}), 404, form={"confirm": "yes"}
+    ),
     # Receiving (issue 14): the inbox, a file delivered from another school, and a request
     # for a file from that school; a form sent empty comes back with its errors. The file
     # is not accepted, so there is no confirmation page to show (404).
@@ -605,8 +620,7 @@ WEB_OPERATIONS: list[WebOp] = [
     WebOp("POST", "/referrals/{referral}/entries", DSL_TEAM, 303, form={}),
     WebOp("GET", "/referrals/{referral}/redact", DSL_TEAM, 200),
     WebOp("POST", "/referrals/{referral}/redact", DSL_TEAM, 400, form={"text": ""}),
-    WebOp("POST", "/referrals/{referral}/redactions/{no_mark}/remove", DSL_TEAM, 404,
-          form={}),
+    WebOp("POST", "/referrals/{referral}/redactions/{no_mark}/remove", DSL_TEAM, 404, form={}),
     WebOp("GET", "/referrals/{referral}/check", DSL_TEAM, 200),
     WebOp("POST", "/referrals/{referral}/send", DSL_TEAM, 400, form={"route": ""}),
     WebOp("GET", "/referrals/{referral}/bundle", DSL_TEAM, 404),
@@ -637,7 +651,7 @@ WEB_OPERATIONS: list[WebOp] = [
     WebOp("GET", "/outbox/{outgoing}/receipts/{outgoing}.json", DSL_TEAM, 404),
     WebOp("GET", "/outbox/{outgoing}/receiver.pub", DSL_TEAM, 200),
     WebOp("POST", "/sign-out", EVERYONE, 303, form={}),
-]  # fmt: skip
+]
 #: The web routes' placeholders as the matrix names them.
 _WEB_PATHS = {
     "{other_token}": "{token_id}",
@@ -677,8 +691,14 @@ async def _outbox(node: Any, config: Any, keys: Any, directory: Any) -> tuple[An
     from transfer.exchange.outbox import Outbox
 
     client = PeerClient(keys=keys, directory=directory, config=config)
-    return Outbox(store=node.store, keys=keys, directory=directory, client=client,
-                  config=config, data_dir=node.data_dir), client  # fmt: skip
+    return Outbox(
+        store=node.store,
+        keys=keys,
+        directory=directory,
+        client=client,
+        config=config,
+        data_dir=node.data_dir,
+    ), client
 
 
 async def _casework(node: Any, teacher: Person) -> dict[str, str]:
@@ -692,23 +712,41 @@ async def _casework(node: Any, teacher: Person) -> dict[str, str]:
     admin_actor = await store.actor_for(admin.staff.id)
     dsl_actor = await store.actor_for(dsl.staff.id)
     body = "801200026101"
-    pupil = await store.create_pupil(admin_actor, NewPupil(
-        upn=upn_check_letter(body) + body, surname="Okafor", forename="Amara",
-        dob=date(2014, 11, 3), sex="F", year_group="6",
-    ))  # fmt: skip
-    concern = await store.record_concern(await store.actor_for(teacher.staff.id), NewConcern(
-        pupil_ids=(pupil.id,), category="bullying", happened_at=node.clock.now,
-        account="Said others took her lunch.",
-    ))  # fmt: skip
+    pupil = await store.create_pupil(
+        admin_actor,
+        NewPupil(
+            upn=upn_check_letter(body) + body,
+            surname="Okafor",
+            forename="Amara",
+            dob=date(2014, 11, 3),
+            sex="F",
+            year_group="6",
+        ),
+    )
+    concern = await store.record_concern(
+        await store.actor_for(teacher.staff.id),
+        NewConcern(
+            pupil_ids=(pupil.id,),
+            category="bullying",
+            happened_at=node.clock.now,
+            account="Said others took her lunch.",
+        ),
+    )
     action = await store.add_action(dsl_actor, concern.id, NewAction(text="Call home."))
 
     async def chunks() -> Any:
         yield b"Minutes of a meeting.\n"
 
-    doc = await store.add_document(dsl_actor, pupil.id, chunks(), filename="minutes.txt",
-                                   concern_id=concern.id)  # fmt: skip
-    return {"upn": str(pupil.upn), "concern": concern.id, "action": action.id,
-            "document": doc.id, "period": "autumn-2026"}  # fmt: skip
+    doc = await store.add_document(
+        dsl_actor, pupil.id, chunks(), filename="minutes.txt", concern_id=concern.id
+    )
+    return {
+        "upn": str(pupil.upn),
+        "concern": concern.id,
+        "action": action.id,
+        "document": doc.id,
+        "period": "autumn-2026",
+    }
 
 
 async def _referral_case(node: Any, upn: str) -> tuple[Any, dict[str, str]]:
@@ -729,11 +767,21 @@ async def _referral_case(node: Any, upn: str) -> tuple[Any, dict[str, str]]:
     referrals = Referrals(node.store, keys, directory)
     dsl = await node.person("referral_dsl", [DSL])
     draft = await referrals.draft(
-        await node.store.actor_for(dsl.staff.id), pupil_id=upn, agency_org_id="mash-bristol",
-        form=parse_form(mash_form(child={"forename": "Amara", "surname": "Okafor",
-                                         "dob": "2014-11-03", "address": "1 Quay Street",
-                                         "sex": "female"})),
-    )  # fmt: skip
+        await node.store.actor_for(dsl.staff.id),
+        pupil_id=upn,
+        agency_org_id="mash-bristol",
+        form=parse_form(
+            mash_form(
+                child={
+                    "forename": "Amara",
+                    "surname": "Okafor",
+                    "dob": "2014-11-03",
+                    "address": "1 Quay Street",
+                    "sex": "female",
+                }
+            )
+        ),
+    )
     missing = {"no_referral": str(uuid.uuid4()), "no_mark": str(uuid.uuid4())}
     return referrals, {"referral": draft.id, **missing}
 
@@ -777,15 +825,26 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
         case.update(referral_case)
         outbox, peer = await _outbox(node, config, rx.keys, rx.directory)
         app = create_app(
-            store=node.store, accounts=node.accounts, audit=node.audit, config=config,
+            store=node.store,
+            accounts=node.accounts,
+            audit=node.audit,
+            config=config,
             referrals=referrals,
-            web_pages=WebServices(store=node.store, accounts=node.accounts, config=config,
-                                  audit=node.audit, web_key=WEB_KEY, alerts=alerts,
-                                  trail=AuditTrail(audit_log, RequestIdAudit(node.audit)),
-                                  key_admin=KeyAdministration(node.store, rx.keys, rx.directory),
-                                  inbox=rx.inbox, transfer_requests=rx.requests,
-                                  directory=rx.directory, outbox=outbox),
-        )  # fmt: skip
+            web_pages=WebServices(
+                store=node.store,
+                accounts=node.accounts,
+                config=config,
+                audit=node.audit,
+                web_key=WEB_KEY,
+                alerts=alerts,
+                trail=AuditTrail(audit_log, RequestIdAudit(node.audit)),
+                key_admin=KeyAdministration(node.store, rx.keys, rx.directory),
+                inbox=rx.inbox,
+                transfer_requests=rx.requests,
+                directory=rx.directory,
+                outbox=outbox,
+            ),
+        )
         server = TestServer(app)
         await server.start_server()
         people = {role: await node.person(f"web_{role.value}", [role]) for role in Role}
@@ -807,28 +866,47 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
                     fields = dict(hidden.findall(page))
                     code = person.code(node.clock.now) if person.secret else ""
                     node.next_step()
-                    form = {**fields, "org": "199001", "username": person.username,
-                            "password": person.password, "code": code}  # fmt: skip
+                    form = {
+                        **fields,
+                        "org": "199001",
+                        "username": person.username,
+                        "password": person.password,
+                        "code": code,
+                    }
                     resp = await http.post(base + "/sign-in", data=form, allow_redirects=False)
                     assert resp.status == 303, await resp.text()
                     home = await (await http.get(base + "/")).text()
                     fields = dict(hidden.findall(home))
                     for op in WEB_OPERATIONS:
-                        token = await _other_token(node, other) if "{other_token}" in op.path \
-                            else ""  # fmt: skip
-                        alert = await _other_alert(node, alerts, other) \
-                            if "{other_alert}" in op.path else ""  # fmt: skip
-                        path = op.path.format(other_token=token, other_concern=other_concern,
-                                              other_alert=alert, **case)  # fmt: skip
+                        token = (
+                            await _other_token(node, other) if "{other_token}" in op.path else ""
+                        )
+                        alert = (
+                            await _other_alert(node, alerts, other)
+                            if "{other_alert}" in op.path
+                            else ""
+                        )
+                        path = op.path.format(
+                            other_token=token,
+                            other_concern=other_concern,
+                            other_alert=alert,
+                            **case,
+                        )
                         node.next_step()
                         data = None if op.form is None else {**fields, **op.form}
-                        resp = await http.request(op.method, base + path, data=data,
-                                                  allow_redirects=False)  # fmt: skip
-                        want = (op.ok_for or {}).get(role, op.ok) if role in op.allowed else \
-                            (op.refused_for or {}).get(role, op.refused)  # fmt: skip
+                        resp = await http.request(
+                            op.method, base + path, data=data, allow_redirects=False
+                        )
+                        want = (
+                            (op.ok_for or {}).get(role, op.ok)
+                            if role in op.allowed
+                            else (op.refused_for or {}).get(role, op.refused)
+                        )
                         if resp.status != want:
-                            wrong.append(f"{op.method} {op.path} as {role.value}: "
-                                         f"{resp.status}, expected {want}")  # fmt: skip
+                            wrong.append(
+                                f"{op.method} {op.path} as {role.value}: "
+                                f"{resp.status}, expected {want}"
+                            )
                         text = await resp.text(errors="replace")  # a PDF is not UTF-8
                         assert "Traceback" not in text
                         if resp.status >= 400:
@@ -836,11 +914,14 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
                     # Signed out: every page sends the browser to sign in again.
                     for op in WEB_OPERATIONS:
                         if op.method == "GET" and op.path != "/sign-in":
-                            path = op.path.format(other_token="", other_concern=other_concern,
-                                                  other_alert="", **case)  # fmt: skip
+                            path = op.path.format(
+                                other_token="", other_concern=other_concern, other_alert="", **case
+                            )
                             resp = await http.get(base + path, allow_redirects=False)
-                            if not (resp.status == 303 and
-                                    resp.headers["Location"].startswith("/sign-in")):  # fmt: skip
+                            if not (
+                                resp.status == 303
+                                and resp.headers["Location"].startswith("/sign-in")
+                            ):
                                 wrong.append(f"{op.path} after signing out: {resp.status}")
         finally:
             await server.close()

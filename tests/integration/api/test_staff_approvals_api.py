@@ -24,14 +24,20 @@ async def test_an_administrator_cannot_make_themselves_a_dsl(api: Api) -> None:
     dsl = await node.person("dsl", [Role.DSL])
     d = (await node.session(dsl)).actor
     pupil = await node.store.create_pupil(
-        d, NewPupil(upn="H801200001001", surname="Okafor", forename="Amara",
-                    dob=date(2014, 11, 3), sex="F"),
-    )  # fmt: skip
+        d,
+        NewPupil(
+            upn="H801200001001", surname="Okafor", forename="Amara", dob=date(2014, 11, 3), sex="F"
+        ),
+    )
     concern = await node.store.record_concern(
         d,
-        NewConcern(pupil_ids=(pupil.id,), category="domestic_abuse",
-                   happened_at=datetime(2026, 9, 7, 8, 0, tzinfo=UTC), account="Restricted."),
-    )  # fmt: skip
+        NewConcern(
+            pupil_ids=(pupil.id,),
+            category="domestic_abuse",
+            happened_at=datetime(2026, 9, 7, 8, 0, tzinfo=UTC),
+            account="Restricted.",
+        ),
+    )
     h = await api.sign_in(admin)
     resp = await api.client.patch(
         f"/api/v1/staff/{admin.staff.id}", json={"roles": ["administrator", "dsl"]}, headers=h
@@ -108,10 +114,12 @@ async def test_taking_over_a_dsl_account_waits_for_another_dsl(api: Api) -> None
     decided = await (await api.client.get("/api/v1/staff-approvals?state=all", headers=ho)).json()
     assert sorted(r["state"] for r in decided["items"]) == ["approved", "declined"]
     await problem(await api.client.get("/api/v1/staff-approvals?state=bogus", headers=ho), 400)
-    assert {"account.approval.requested", "account.approval.approved",
-            "account.approval.declined", "account.password_reset"} <= set(
-        node.audit.actions()
-    )  # fmt: skip
+    assert {
+        "account.approval.requested",
+        "account.approval.approved",
+        "account.approval.declined",
+        "account.password_reset",
+    } <= set(node.audit.actions())
 
 
 async def test_the_openapi_document_describes_the_waiting_answers(api: Api) -> None:

@@ -258,8 +258,12 @@ async def test_pupils_by_upn_future_concerns_and_what_an_upload_really_is(api: A
     url = f"/api/v1/pupils/{upn}/documents?filename=letter.pdf"
     doc = await problem(await c.post(url, data=elf, headers=pdf), 415, "unsupported-document-type")
     assert "not accepted" in doc["detail"]
-    kinds = [e["kind"] for e in (await (await c.get(
-        f"/api/v1/pupils/{upn}/chronology", headers=dh)).json())["items"]]  # fmt: skip
+    kinds = [
+        e["kind"]
+        for e in (await (await c.get(f"/api/v1/pupils/{upn}/chronology", headers=dh)).json())[
+            "items"
+        ]
+    ]
     assert kinds.count("document") == 1
     stored = [p for p in (api.data_dir / "documents").rglob("*") if p.is_file()]
     assert len(stored) == 1

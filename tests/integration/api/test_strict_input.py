@@ -57,9 +57,10 @@ async def test_a_role_given_twice_cannot_slip_past_a_reader_of_the_first(api: Ap
     staff = await api.node.person("teacher", [Role.STAFF])
     raw = b'{"roles": ["staff"], "roles": ["staff", "administrator"]}'
     resp = await api.client.patch(
-        f"/api/v1/staff/{staff.staff.id}", data=raw,
+        f"/api/v1/staff/{staff.staff.id}",
+        data=raw,
         headers={**h, "Content-Type": "application/json"},
-    )  # fmt: skip
+    )
     await problem(resp, 400, "malformed-body")
     resp = await api.client.get(f"/api/v1/staff/{staff.staff.id}", headers=h)
     assert (await resp.json())["roles"] == ["staff"]
@@ -166,15 +167,19 @@ async def test_an_empty_document_is_refused_not_stored(api: Api) -> None:
 
     for data in (b"", nothing()):
         resp = await api.client.post(
-            f"/api/v1/pupils/{pupil_id}/documents", data=data, params={"filename": "x.pdf"},
+            f"/api/v1/pupils/{pupil_id}/documents",
+            data=data,
+            params={"filename": "x.pdf"},
             headers={**dh, "Content-Type": "application/pdf"},
-        )  # fmt: skip
+        )
         doc = await problem(resp, 400, "invalid-input")
         assert "empty" in doc["detail"]
     chronology = await api.client.get(f"/api/v1/pupils/{pupil_id}/chronology", headers=dh)
     assert (await chronology.json())["items"] == []
     resp = await api.client.post(
-        f"/api/v1/pupils/{pupil_id}/documents", data=b"%PDF-1.7", params={"filename": "x.pdf"},
+        f"/api/v1/pupils/{pupil_id}/documents",
+        data=b"%PDF-1.7",
+        params={"filename": "x.pdf"},
         headers={**dh, "Content-Type": "application/pdf"},
-    )  # fmt: skip
+    )
     assert resp.status == 201, await resp.text()

@@ -83,9 +83,14 @@ async def test_verify_checkpoint_and_show(node: Path) -> None:
     out = _run("show", "--action", "store.concern.*", data_dir=node).stdout
     assert [line.split()[0] for line in out.splitlines()] == ["#0", "#3", "#6", "#9"]
     out = _run(
-        "show", "--since", "2026-09-07T12:00:00Z", "--until", "2026-09-07T14:00:00Z", "--json",
+        "show",
+        "--since",
+        "2026-09-07T12:00:00Z",
+        "--until",
+        "2026-09-07T14:00:00Z",
+        "--json",
         data_dir=node,
-    ).stdout  # fmt: skip
+    ).stdout
     assert [json.loads(line)["seq"] for line in out.splitlines()] == [2, 3]
 
 
@@ -124,8 +129,12 @@ async def test_export_and_verify_export(node: Path, tmp_path: Path) -> None:
     res = _run("export", str(full), data_dir=node)
     assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in full.iterdir()) == [
-        "checkpoint.note", "checkpoints", "entries.jsonl", "log.vkey", "proofs.json",
-    ]  # fmt: skip
+        "checkpoint.note",
+        "checkpoints",
+        "entries.jsonl",
+        "log.vkey",
+        "proofs.json",
+    ]
     res = _run("verify-export", str(full), "--vkey", vkey)
     assert res.returncode == 0, res.stderr
     assert "12 entries" in res.stdout
@@ -189,8 +198,12 @@ async def test_show_names_who_acted(node: Path) -> None:
         )
     ]
     assert sam.id not in res.stdout
-    rows = [json.loads(line) for line in _run("show", "--action", "test.who", "--json",
-                                              data_dir=node).stdout.splitlines()]  # fmt: skip
+    rows = [
+        json.loads(line)
+        for line in _run(
+            "show", "--action", "test.who", "--json", data_dir=node
+        ).stdout.splitlines()
+    ]
     assert [r["actor"] for r in rows] == [sam.id, "operator", None, "peer:199001", "ghost-7"]
     assert rows[0]["targets"] == {"staff": sam.id}
 
@@ -203,11 +216,18 @@ async def test_verify_says_when_promised_entries_wait(node: Path) -> None:
             "INSERT INTO audit_intents (id, event, created_at) VALUES (?, ?, ?)",
             (
                 "7d3f0c2e-1b7a-4c55-9a41-0f5e2d9c8b10",
-                json.dumps({"action": "transfer.received", "org": "school-a",
-                            "targets": {"package": "pk1"}, "outcome": "ok", "detail": {}}),
+                json.dumps(
+                    {
+                        "action": "transfer.received",
+                        "org": "school-a",
+                        "targets": {"package": "pk1"},
+                        "outcome": "ok",
+                        "detail": {},
+                    }
+                ),
                 "2026-09-07 22:00:00.000000",
             ),
-        )  # fmt: skip
+        )
     res = _run("verify", data_dir=node)
     assert res.returncode == 0, res.stderr
     assert "1 entry promised by changes committed just before a crash" in res.stdout

@@ -377,15 +377,17 @@ async def test_large_log_path_with_worker_processes(
         await _sql(
             migrated_url,
             *[
-                ("UPDATE audit_entries SET body = :b, leaf_hash = :h WHERE seq = :s",
-                 {"b": b, "h": h, "s": s})
+                (
+                    "UPDATE audit_entries SET body = :b, leaf_hash = :h WHERE seq = :s",
+                    {"b": b, "h": h, "s": s},
+                )
                 for s, b, h in rows
             ],
             (
                 "UPDATE audit_head SET compact = :c, last_leaf = :l",
                 {"c": compact.encode(), "l": prev},
             ),
-        )  # fmt: skip
+        )
         want = ("contradicted", 30)
     err = await _tamper(log)
     assert (err.kind, err.seq) == want, str(err)

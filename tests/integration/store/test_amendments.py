@@ -23,16 +23,24 @@ WHEN = datetime(2026, 9, 6, 12, 30, tzinfo=UTC)
 
 async def _concern(school: School, upn: str = "H801200001001") -> tuple[str, str]:
     p = await school.pupil(upn)
-    c = await school.store.record_concern(school.staff, NewConcern(
-        pupil_ids=(p.id,), category="bullying", happened_at=WHEN, location="Hall",
-        account="First account.", people_involved="Two pupils",
-    ))  # fmt: skip
+    c = await school.store.record_concern(
+        school.staff,
+        NewConcern(
+            pupil_ids=(p.id,),
+            category="bullying",
+            happened_at=WHEN,
+            location="Hall",
+            account="First account.",
+            people_involved="Two pupils",
+        ),
+    )
     return p.id, c.id
 
 
 def _change(account: str = "Second account.", reason: str = "Corrected") -> NewAmendment:
-    return NewAmendment(account=account, location="Hall", people_involved="Two pupils",
-                        reason=reason)  # fmt: skip
+    return NewAmendment(
+        account=account, location="Hall", people_involved="Two pupils", reason=reason
+    )
 
 
 async def test_the_author_amends_and_the_earlier_text_is_kept(school: School) -> None:
@@ -54,8 +62,11 @@ async def test_the_author_amends_and_the_earlier_text_is_kept(school: School) ->
     assert all("account" not in e.detail for e in amended)
     # The earlier text is sealed like the rest: no plaintext in the database.
     async with school.store.sessions() as s:
-        sealed = (await s.scalars(select(SealedField.sealed).where(
-            SealedField.record_table == "concern_amendments"))).all()  # fmt: skip
+        sealed = (
+            await s.scalars(
+                select(SealedField.sealed).where(SealedField.record_table == "concern_amendments")
+            )
+        ).all()
     assert sealed and all(b"First account" not in v for v in sealed)
     # Changing nothing is refused, and nothing is stored.
     with pytest.raises(InputError, match="nothing was changed"):
@@ -73,8 +84,11 @@ async def test_only_the_author_or_the_dsl_team_may_amend(school: School) -> None
     for actor in (school.admin, school.auditor):
         with pytest.raises(PermissionDenied):
             await school.store.amend_concern(actor, cid, _change())
-    refused = [e for e in school.audit.events
-               if e.action == "store.concern.amend" and e.outcome == "refused"]  # fmt: skip
+    refused = [
+        e
+        for e in school.audit.events
+        if e.action == "store.concern.amend" and e.outcome == "refused"
+    ]
     assert len(refused) == 4
     assert (await school.store.get_concern(school.dsl, cid)).account == "First account."
     assert await school.store.concern_amendments(school.dsl, cid) == []
@@ -84,9 +98,17 @@ async def test_only_the_author_or_the_dsl_team_may_amend(school: School) -> None
 async def test_a_received_concern_is_never_amended_here(school: School) -> None:
     _, cid = await _concern(school)
     async with school.store.sessions() as s, s.begin():
-        s.add(ProvenanceRow(id="prov-1", org_id="199001", source_org_id="199002",
-                            source_org_name="Cliff Road Academy", package_id="pkg",
-                            received_at=WHEN, original_id="orig"))  # fmt: skip
+        s.add(
+            ProvenanceRow(
+                id="prov-1",
+                org_id="199001",
+                source_org_id="199002",
+                source_org_name="Cliff Road Academy",
+                package_id="pkg",
+                received_at=WHEN,
+                original_id="orig",
+            )
+        )
         await s.flush()
         await s.execute(update(Concern).where(Concern.id == cid).values(provenance_id="prov-1"))
     with pytest.raises(ConflictError, match="received from another school"):
@@ -100,8 +122,13 @@ async def test_erasing_the_pupil_erases_the_amendments(school: School) -> None:
     await school.store.erase_pupil(school.dsl, pupil_id)
     async with school.store.sessions() as s:
         rows = (await s.scalars(select(ConcernAmendment.id))).all()
-        fields = (await s.scalars(select(SealedField.record_id).where(
-            SealedField.record_table == "concern_amendments"))).all()  # fmt: skip
+        fields = (
+            await s.scalars(
+                select(SealedField.record_id).where(
+                    SealedField.record_table == "concern_amendments"
+                )
+            )
+        ).all()
     assert rows == [] and fields == []
 
 
@@ -116,8 +143,9 @@ async def test_a_forms_reference_stores_each_record_once(school: School) -> None
         a = await school.store.add_action(
             school.dsl, cid, NewAction(text="Call"), record_id=refs[1]
         )
-        k = await school.store.add_contact(school.dsl, cid, NewContact(
-            agency="MASH", contacted_at=WHEN), record_id=refs[2])  # fmt: skip
+        k = await school.store.add_contact(
+            school.dsl, cid, NewContact(agency="MASH", contacted_at=WHEN), record_id=refs[2]
+        )
         await school.store.amend_concern(school.staff, cid, _change(), record_id=refs[3])
     assert (t.id, a.id, k.id) == tuple(refs[:3])
     assert t.reason == "Reason" and a.text == "Call" and k.agency == "MASH"

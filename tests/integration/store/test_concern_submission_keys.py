@@ -20,9 +20,14 @@ def _concern(
     pupil_id: str, at: object, key: str | None = KEY, account: str = "Bruise"
 ) -> NewConcern:
     return NewConcern.model_validate(
-        {"pupil_ids": [pupil_id], "category": "bullying", "happened_at": at,
-         "account": account, "submission_key": key}
-    )  # fmt: skip
+        {
+            "pupil_ids": [pupil_id],
+            "category": "bullying",
+            "happened_at": at,
+            "account": account,
+            "submission_key": key,
+        }
+    )
 
 
 async def test_the_same_key_twice_keeps_one_concern(school: School) -> None:

@@ -76,8 +76,10 @@ async def test_a_stored_documents_name_is_not_its_sha256(school: School, tmp_pat
     a = await school.pupil("H801200001001")
     b = await school.pupil("X801200001002", "Baker")
     sha = hashlib.sha256(LETTER).hexdigest()
-    refs = [await store.add_document(school.dsl, p.id, _once(LETTER), filename="letter.pdf")
-            for p in (a, b)]  # fmt: skip
+    refs = [
+        await store.add_document(school.dsl, p.id, _once(LETTER), filename="letter.pdf")
+        for p in (a, b)
+    ]
     files = _files(school.data_dir / "documents")
     assert len(files) == 2
     names = {f.parent.name: f.name for f in files}

@@ -45,9 +45,10 @@ async def test_a_concern_or_contact_in_the_future_is_refused(school: School) -> 
     )
     with pytest.raises(InputError, match="the contact is dated in the future"):
         await school.store.add_contact(
-            school.dsl, made.id,
+            school.dsl,
+            made.id,
             NewContact(agency="MASH", contacted_at=now + timedelta(hours=2)),
-        )  # fmt: skip
+        )
     await school.store.add_contact(
         school.dsl, made.id, NewContact(agency="MASH", contacted_at=now - timedelta(hours=2))
     )

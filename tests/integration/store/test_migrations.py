@@ -67,13 +67,26 @@ async def test_migrates_from_empty_idempotently_and_matches_models(db_url: str) 
     assert diffs == [], diffs
     # The two tables a colleague's migration depends on, exactly.
     assert set(info["org_cols"]) == {
-        "id", "name", "kind", "urn", "laestab", "sealed_key", "created_at"
-    }  # fmt: skip
+        "id",
+        "name",
+        "kind",
+        "urn",
+        "laestab",
+        "sealed_key",
+        "created_at",
+    }
     assert info["org_cols"]["urn"]["nullable"] and info["org_cols"]["laestab"]["nullable"]
     assert not info["org_cols"]["sealed_key"]["nullable"]
     assert set(info["staff_cols"]) == {
-        "id", "org_id", "username", "display_name", "email", "roles", "active", "created_at"
-    }  # fmt: skip
+        "id",
+        "org_id",
+        "username",
+        "display_name",
+        "email",
+        "roles",
+        "active",
+        "created_at",
+    }
     assert info["staff_cols"]["email"]["nullable"]
     assert any(set(u["column_names"]) == {"org_id", "username"} for u in info["staff_uniques"])
     assert [(f["constrained_columns"], f["referred_table"]) for f in info["staff_fks"]] == [

@@ -38,11 +38,17 @@ async def test_every_pupil_operation_takes_the_upn(school: School, tmp_path: Pat
     concern = await store.record_concern(
         school.staff,
         NewConcern(
-            pupil_ids=(UPN,), category="bullying", happened_at=T0, account="pushed",
-            body_map=(NewBodyMapMark(pupil_id=UPN.lower(), side="front", x=0.1, y=0.2,
-                                    description="graze"),),
+            pupil_ids=(UPN,),
+            category="bullying",
+            happened_at=T0,
+            account="pushed",
+            body_map=(
+                NewBodyMapMark(
+                    pupil_id=UPN.lower(), side="front", x=0.1, y=0.2, description="graze"
+                ),
+            ),
         ),
-    )  # fmt: skip
+    )
     assert concern.pupil_ids == (pupil.id,) and concern.body_map[0].pupil_id == pupil.id
     assert [c.id for c in await store.list_concerns(school.dsl, pupil_id=UPN)] == [concern.id]
     doc = await store.add_document(school.dsl, UPN, _pdf(), filename="letter.pdf")

@@ -83,8 +83,11 @@ async def test_granting_the_dsl_role_waits_for_another_dsl(node: Node) -> None:
         await node.accounts.approve(replace(d, operator=True), waiting.id)
     assert await _roles(node, teacher.staff.id) == (Role.STAFF,)
     assert [e.detail["reason"] for e in node.events("account.approval.approved")] == [
-        "own_request", "role", "role", "operator",
-    ]  # fmt: skip
+        "own_request",
+        "role",
+        "role",
+        "operator",
+    ]
 
     approved = await node.accounts.approve(d, waiting.id)
     assert approved.state == "approved" and approved.decided_by == dsl.staff.id
@@ -154,9 +157,12 @@ async def test_a_dsls_password_reset_waits_and_the_dsl_can_decline_it(node: Node
     ok = await node.accounts.sign_in(URN, "dsl", NEW_PASSWORD, totp=dsl.code(node.clock.now))
     assert ok.state == "signed_in"
     assert [e.action for e in node.audit.events if e.action.startswith("account.approval")] == [
-        "account.approval.requested", "account.approval.approved", "account.approval.declined",
-        "account.approval.requested", "account.approval.approved",
-    ]  # fmt: skip
+        "account.approval.requested",
+        "account.approval.approved",
+        "account.approval.declined",
+        "account.approval.requested",
+        "account.approval.approved",
+    ]
 
 
 async def test_a_dsls_authenticator_reset_waits_and_own_resets_are_refused(node: Node) -> None:

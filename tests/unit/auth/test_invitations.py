@@ -54,8 +54,9 @@ async def test_an_invited_person_sets_their_own_password_once(db_url: str, tmp_p
         signed = await node.accounts.sign_in(URN, "mo", NEW_PASSWORD)
         assert signed.state == "signed_in"
         assert [e.detail["reason"] for e in node.events("account.invitation.refused")] == [
-            "used", "used"
-        ]  # fmt: skip
+            "used",
+            "used",
+        ]
 
 
 async def test_an_administrator_must_enrol_an_authenticator_after_the_link(

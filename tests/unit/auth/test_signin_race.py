@@ -121,8 +121,9 @@ async def test_parallel_guesses_at_an_unknown_username_lock_like_a_real_one(
     ):
         # A second store and accounts service on the same database, with their own
         # connections: a second ``serve`` process.
-        second = Accounts(other_store, KEK, node.audit, security, clock=node.clock,
-                          hashing=CHEAPEST)  # fmt: skip
+        second = Accounts(
+            other_store, KEK, node.audit, security, clock=node.clock, hashing=CHEAPEST
+        )
         calls = _counting(monkeypatch)
         outcomes = await _outcomes([node.accounts, second], "nobody", GUESSES)
         assert "in" not in outcomes

@@ -27,23 +27,41 @@ async def test_status_and_limit_keep_what_each_role_may_read(node: Node) -> None
     head = await node.session(await node.person("head", [Role.HEAD_TEACHER]))
     admin = await node.session(await node.person("admin", [Role.ADMINISTRATOR]))
     body = "801200001001"
-    pupil = await node.store.create_pupil(admin.actor, NewPupil(
-        upn=upn_check_letter(body) + body, surname="Okafor", forename="Amara",
-        dob=date(2015, 1, 2), sex="F"))  # fmt: skip
+    pupil = await node.store.create_pupil(
+        admin.actor,
+        NewPupil(
+            upn=upn_check_letter(body) + body,
+            surname="Okafor",
+            forename="Amara",
+            dob=date(2015, 1, 2),
+            sex="F",
+        ),
+    )
     made = []
     for n in range(6):
         category = "domestic_abuse" if n in (4, 5) else "bullying"  # restricted: 4 and 5
-        made.append(await node.store.record_concern(dsl.actor, NewConcern(
-            pupil_ids=(pupil.id,), category=category, account="Seen upset.",
-            happened_at=T0 + timedelta(days=n))))  # fmt: skip
+        made.append(
+            await node.store.record_concern(
+                dsl.actor,
+                NewConcern(
+                    pupil_ids=(pupil.id,),
+                    category=category,
+                    account="Seen upset.",
+                    happened_at=T0 + timedelta(days=n),
+                ),
+            )
+        )
     for c in made[:2]:
-        await node.store.triage_concern(dsl.actor, c.id, NewTriage(decision="monitor",
-                                                                   reason="Watch."))  # fmt: skip
+        await node.store.triage_concern(
+            dsl.actor, c.id, NewTriage(decision="monitor", reason="Watch.")
+        )
 
     waiting = await node.store.list_concerns(dsl.actor, status="open")
     assert [c.id for c in waiting] == [made[n].id for n in (5, 4, 3, 2)]
     assert [c.id for c in await node.store.list_concerns(dsl.actor, limit=2)] == [
-        made[5].id, made[4].id]  # fmt: skip
+        made[5].id,
+        made[4].id,
+    ]
     # The head teacher never sees restricted categories, with or without a limit.
     newest = await node.store.list_concerns(head.actor, limit=2)
     assert [c.id for c in newest] == [made[3].id, made[2].id]
