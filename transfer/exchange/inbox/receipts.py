@@ -39,6 +39,7 @@ def _role_of(actor: Actor) -> str:
 
 
 def receipt_row(signed: SignedReceipt, push: bool, now: datetime) -> IssuedReceipt:
+    """The stored row of a signed receipt; ``push``: queued to push to the sender now."""
     return IssuedReceipt(
         id=str(signed.body.receipt_id),
         package_id=str(signed.body.package_id),
