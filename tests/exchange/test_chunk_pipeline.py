@@ -22,10 +22,11 @@ from sqlalchemy import update
 
 from tests.exchange.inbox_support import RECEIVER, SENDER, Rig, receiving_node
 from transfer.errors import IntegrityError, OutOfSpaceError, TooLargeError, TransportError
-from transfer.exchange import inbox as inbox_module
 from transfer.exchange import outbox as outbox_module
 from transfer.exchange.client import PeerClient
-from transfer.exchange.inbox import PeerCaller, _hash_and_write
+from transfer.exchange.inbox import PeerCaller
+from transfer.exchange.inbox import delivery as delivery_module
+from transfer.exchange.inbox.upload import _hash_and_write
 from transfer.exchange.outbox import Outbox, _ChunkDigests, _digest_range
 from transfer.exchange.outbox_tables import outgoing_packages
 from transfer.httpsig import DigestHasher, content_digest
@@ -199,13 +200,13 @@ async def test_a_package_sent_whole_in_one_request_is_not_read_again_to_complete
 ) -> None:
     built, data = await rig.build(await rig.make_pupil_file())
     hashed: list[Path] = []
-    real = inbox_module._sha256_file
+    real = delivery_module._sha256_file
 
     def counting(path: Path) -> tuple[str, int]:
         hashed.append(path)
         return real(path)
 
-    monkeypatch.setattr(inbox_module, "_sha256_file", counting)
+    monkeypatch.setattr(delivery_module, "_sha256_file", counting)
     # In one request from offset 0: the digest checked on the body is the package's.
     one = str(built.manifest.package_id)
     await rig.upload(one, data, chunk=len(data))

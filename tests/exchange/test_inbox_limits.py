@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-import transfer.exchange.inbox as inbox_module
+import transfer.exchange.inbox.reading as reading_module
 from schemas.manifest import Recipient, Sender
 from tests.exchange.inbox_support import RECEIVER, Rig, receiving_node
 from tests.integration.package.support import identity
@@ -177,9 +177,9 @@ async def test_other_requests_are_answered_while_a_large_preview_parses(
     """
     pupil = await rig.make_pupil_file()
     chronology = await rig.store.chronology(rig.school.dsl, pupil)
-    one = inbox_module._CHRONOLOGY.dump_json(list(chronology))
+    one = reading_module._CHRONOLOGY.dump_json(list(chronology))
     copies = max(1, (4 * MiB) // len(one))  # about 4 MiB: allowed, and real work to parse
-    big = inbox_module._CHRONOLOGY.dump_json(list(chronology) * copies)
+    big = reading_module._CHRONOLOGY.dump_json(list(chronology) * copies)
     assert 3 * MiB < len(big) < rig.inbox.record_limits.per_record
     pid = await deliver_built(
         rig,
@@ -197,7 +197,7 @@ async def test_other_requests_are_answered_while_a_large_preview_parses(
         answered.wait(30)
         return real(raw)
 
-    monkeypatch.setattr(inbox_module, "parse_records", held_parse)
+    monkeypatch.setattr(reading_module, "parse_records", held_parse)
     preview_task = asyncio.create_task(rig.inbox.show(rig.receiver_dsl, pid))
     await asyncio.to_thread(parsing.wait, 30)
     status, body, _ = await rig.call("GET", f"/peer/v1/packages/{pid}/receipts")

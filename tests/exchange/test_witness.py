@@ -142,7 +142,7 @@ async def a_receipt(node: Node) -> SignedReceipt:
         size=4096,
         ciphertext_sha256="ab" * 32,
     )
-    return await node.inbox._sign(row, "delivered")
+    return await node.inbox.receipts.sign(row, "delivered")
 
 
 async def grow(node: Node, n: int) -> None:
