@@ -57,6 +57,7 @@ from schemas.text import first_hidden, where
 from transfer.errors import ConflictError, InputError, IntegrityError, NotFoundError, PolicyError
 from transfer.identifiers import validate_upn
 from transfer.store import blobs
+from transfer.store.base import utc_now
 from transfer.store.db import sessionmaker
 from transfer.store.keyring import KeyRing, sealed_field
 from transfer.store.models import (
@@ -74,7 +75,7 @@ from transfer.store.models import (
     Triage,
 )
 from transfer.store.permissions import Actor
-from transfer.store.service import Store, utc_now
+from transfer.store.service import Store
 
 __all__ = [
     "ImportPlan",

@@ -114,7 +114,9 @@ from transfer.receipts import SignedReceipt, sign_receipt
 from transfer.space import as_out_of_space, free_bytes
 from transfer.states.incoming import INCOMING, IncomingEvent
 from transfer.store import people
+from transfer.store.base import AuditIntent
 from transfer.store.db import sessionmaker
+from transfer.store.organisations import DEFAULT_CATEGORIES
 from transfer.store.permissions import Actor, Permission, PermissionDenied, require
 from transfer.store.readable import (
     ReadableDocument,
@@ -123,7 +125,7 @@ from transfer.store.readable import (
     readable_file,
     size_in_words,
 )
-from transfer.store.service import DEFAULT_CATEGORIES, AuditIntent, Store
+from transfer.store.service import Store
 from transfer.wording import plural
 
 __all__ = [
