@@ -35,8 +35,9 @@ from transfer.printing import PrintedBy
 from transfer.reports.figures import present
 from transfer.reports.printing import report_pdf
 from transfer.reports.service import OUTCOMES, Reports
+from transfer.store.organisations import DEFAULT_CATEGORIES
 from transfer.store.permissions import Actor, Role
-from transfer.store.service import DEFAULT_CATEGORIES, Store
+from transfer.store.service import Store
 
 KEK = bytes(range(32))
 SCALE = float(os.environ.get("HANDOVER_BENCH_SCALE", "1"))

@@ -54,8 +54,9 @@ from transfer.store.models import (
     PupilKey,
     SealedField,
 )
+from transfer.store.organisations import DEFAULT_CATEGORIES
 from transfer.store.permissions import Actor, Role
-from transfer.store.service import DEFAULT_CATEGORIES, Store
+from transfer.store.service import Store
 
 KEK = bytes(range(32))
 SCALE = float(os.environ.get("HANDOVER_BENCH_SCALE", "1"))

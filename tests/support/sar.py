@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import tarfile
 
-from transfer.store.service import SubjectAccessArchive
+from transfer.store.subject_access import SubjectAccessArchive
 
 
 def files_of(data: bytes) -> dict[str, bytes]:

@@ -118,7 +118,7 @@ def _plan(
 ) -> _Plan:
     """Check every input by the rules the store and accounts apply; create nothing."""
     from transfer.auth.passwords import check_password_policy
-    from transfer.store.service import new_agency, new_school, staff_username
+    from transfer.store.organisations import new_agency, new_school, staff_username
 
     plan = _Plan([], [], None)
     seen: set[str] = set()

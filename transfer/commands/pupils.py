@@ -49,7 +49,7 @@ def register(sub: Subparsers) -> None:
 
 
 def _import_ctf(args: argparse.Namespace) -> int:
-    from transfer.store.service import CTFAddressedElsewhereError
+    from transfer.store.pupils import CTFAddressedElsewhereError
 
     try:
         data = args.file.read_bytes()

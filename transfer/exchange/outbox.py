@@ -94,7 +94,8 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from keys.store import KeyStore
-    from transfer.store.service import AuditIntent, Store
+    from transfer.store.base import AuditIntent
+    from transfer.store.service import Store
 
 __all__ = [
     "OUTGOING_DIR",

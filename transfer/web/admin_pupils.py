@@ -17,7 +17,7 @@ from schemas.records import PupilChanges, PupilRecord
 from transfer.ctf import DEFAULT_MAX_BYTES, CTFError
 from transfer.errors import HandoverError, InputError, TooLargeError
 from transfer.store.permissions import Permission, PermissionDenied
-from transfer.store.service import CTFAddressedElsewhereError
+from transfer.store.pupils import CTFAddressedElsewhereError
 from transfer.web.admin_staff import admin_sections
 from transfer.web.core import FORM_KEY, UPLOAD_KEY, FormErrors, Visit, WebRoute, webapp
 from transfer.web.rendering import redirect

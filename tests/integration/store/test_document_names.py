@@ -26,8 +26,7 @@ from sqlalchemy import delete, select, text, update
 from schemas.auditing import MemoryAudit
 from tests.integration.store.conftest import KEK, School, start_clock
 from transfer.errors import ConflictError
-from transfer.store import blobs
-from transfer.store import service as store_service
+from transfer.store import _common, blobs
 from transfer.store.models import Document, SealedField
 from transfer.store.service import Store
 
@@ -150,7 +149,7 @@ async def test_renaming_survives_a_crash_and_runs_once(
     expected = await _as_older_versions_left_it(school)
     store = school.store
     # Killed part-way: the second document's file is renamed, but its row is not updated.
-    real_put = store_service._Sealed.put
+    real_put = _common._Sealed.put
     calls = 0
 
     async def dying_put(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -160,10 +159,10 @@ async def test_renaming_survives_a_crash_and_runs_once(
             raise OSError("the process was killed here")
         await real_put(self, *args, **kwargs)
 
-    monkeypatch.setattr(store_service._Sealed, "put", dying_put)
+    monkeypatch.setattr(_common._Sealed, "put", dying_put)
     with pytest.raises((OSError, ConflictError)):
         await store._name_legacy_documents()
-    monkeypatch.setattr(store_service._Sealed, "put", real_put)
+    monkeypatch.setattr(_common._Sealed, "put", real_put)
     async with store.sessions() as s:
         left = (await s.scalars(select(Document).where(Document.name.is_(None)))).all()
     assert 0 < len(left) < len(expected)

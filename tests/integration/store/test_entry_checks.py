@@ -18,7 +18,8 @@ from schemas.records import NewConcern, NewContact
 from tests.integration.store.conftest import School
 from transfer.errors import InputError
 from transfer.media import UnsupportedDocumentType
-from transfer.store.service import FUTURE_ALLOWANCE, CTFAddressedElsewhereError
+from transfer.store.base import FUTURE_ALLOWANCE
+from transfer.store.pupils import CTFAddressedElsewhereError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "assets" / "ctf" / "leavers_801_2000.xml"
 

@@ -16,7 +16,7 @@ from schemas.auditing import MemoryAudit
 from schemas.records import NewAction, NewBodyMapMark, NewConcern, NewContact, NewTriage
 from tests.integration.store.conftest import KEK, School, make_school, start_clock
 from transfer.errors import ConflictError, InputError, NotFoundError
-from transfer.store import service
+from transfer.store import _common
 from transfer.store.keyring import KeyDestroyed, KeyRing, field_aad
 from transfer.store.models import Concern, PupilKey, SealedField, Tombstone
 from transfer.store.permissions import PermissionDenied
@@ -209,17 +209,17 @@ async def test_sqlite_write_racing_an_erasure_is_refused(
             school.dsl,
             NewConcern(pupil_ids=(p.id, q.id), category="neglect", happened_at=WHEN, account="a"),
         )
-        real_put = service._Sealed.put
+        real_put = _common._Sealed.put
         erased = False
 
-        async def put_after_erasure(self: service._Sealed, *args: Any, **kwargs: Any) -> None:
+        async def put_after_erasure(self: _common._Sealed, *args: Any, **kwargs: Any) -> None:
             nonlocal erased
             if not erased:
                 erased = True
                 await store.erase_pupil(school.dsl, p.id)
             await real_put(self, *args, **kwargs)
 
-        monkeypatch.setattr(service._Sealed, "put", put_after_erasure)
+        monkeypatch.setattr(_common._Sealed, "put", put_after_erasure)
         with pytest.raises(KeyDestroyed):
             await asyncio.wait_for(
                 store.add_action(school.dsl, c.id, NewAction(text="too late")), 30
@@ -229,7 +229,7 @@ async def test_sqlite_write_racing_an_erasure_is_refused(
         # Only q's copy of the concern itself: no action, nothing for the erased pupil.
         assert sorted(left) == [("concerns", q.id)] * 3
         # A single-pupil concern erased under our feet is a conflict, not a crash.
-        monkeypatch.setattr(service._Sealed, "put", real_put)
+        monkeypatch.setattr(_common._Sealed, "put", real_put)
         r = await school.pupil("A801200014001")
         c2 = await store.record_concern(
             school.dsl,
@@ -237,14 +237,14 @@ async def test_sqlite_write_racing_an_erasure_is_refused(
         )
         erased = False
 
-        async def put_after_erasing_r(self: service._Sealed, *args: Any, **kwargs: Any) -> None:
+        async def put_after_erasing_r(self: _common._Sealed, *args: Any, **kwargs: Any) -> None:
             nonlocal erased
             if not erased:
                 erased = True
                 await store.erase_pupil(school.dsl, r.id)
             await real_put(self, *args, **kwargs)
 
-        monkeypatch.setattr(service._Sealed, "put", put_after_erasing_r)
+        monkeypatch.setattr(_common._Sealed, "put", put_after_erasing_r)
         with pytest.raises((ConflictError, KeyDestroyed)):
             await asyncio.wait_for(store.add_action(school.dsl, c2.id, NewAction(text="x")), 30)
     finally:

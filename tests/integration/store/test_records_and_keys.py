@@ -13,7 +13,8 @@ from tests.integration.store.conftest import School
 from transfer.errors import ConflictError, InputError, IntegrityError
 from transfer.identifiers import InvalidIdentifier, InvalidUPN, UPNErrorCategory
 from transfer.store.models import Concern, ProvenanceRow
-from transfer.store.service import DEFAULT_CATEGORIES, Store
+from transfer.store.organisations import DEFAULT_CATEGORIES
+from transfer.store.service import Store
 
 WHEN = datetime(2026, 9, 6, 12, 30, tzinfo=UTC)
 

@@ -25,6 +25,7 @@ from schemas.manifest import canonical_json
 from transfer.errors import IntegrityError, PolicyError
 from transfer.exchange.importing.plan import ImportPlan, RecordsImported
 from transfer.exchange.importing.records import PackageRecords
+from transfer.store.base import utc_now
 from transfer.store.keyring import sealed_field
 from transfer.store.models import (
     Action,
@@ -41,7 +42,6 @@ from transfer.store.models import (
     Triage,
 )
 from transfer.store.permissions import Actor
-from transfer.store.service import utc_now
 
 #: The purpose label of the key that hashes received records (derived from the pupil's key).
 PROVENANCE_DIGEST_LABEL: Final = b"handover:provenance-digest:v1"

@@ -44,8 +44,8 @@ from transfer.exchange.inbox.receipts import Receipts, push_delivered_too, recei
 from transfer.exchange.inbox.review import Review
 from transfer.exchange.inbox_tables import ACCEPTED, OPEN_STATES, IncomingPackage
 from transfer.states.incoming import IncomingEvent
+from transfer.store.base import AuditIntent
 from transfer.store.permissions import Actor
-from transfer.store.service import AuditIntent
 from transfer.wording import plural
 
 log = logging.getLogger("handover.inbox")

@@ -26,9 +26,10 @@ from transfer.exchange.inbox.models import InboxDirectory, PeerCaller, RecordLim
 from transfer.exchange.inbox_tables import IncomingPackage
 from transfer.space import free_bytes
 from transfer.states.incoming import INCOMING, IncomingEvent
+from transfer.store.base import AuditIntent
 from transfer.store.db import sessionmaker
 from transfer.store.permissions import Actor
-from transfer.store.service import AuditIntent, Store
+from transfer.store.service import Store
 
 Outcome = Literal["ok", "refused", "failed"]
 

@@ -26,8 +26,8 @@ from transfer.exchange.inbox.upload import Uploads
 from transfer.exchange.inbox_tables import DELIVERED, RECEIVING, REFUSED, IncomingPackage
 from transfer.receipts import SignedReceipt
 from transfer.states.incoming import IncomingEvent
+from transfer.store.base import AuditIntent
 from transfer.store.permissions import PermissionDenied
-from transfer.store.service import AuditIntent
 
 _HASH_CHUNK = 1024 * 1024
 

@@ -33,6 +33,7 @@ from transfer.exchange.inbox.models import PreviewDocument, RecordLimits, is_ref
 from transfer.package.layout import Addressee, SenderKeys, VerifiedPackage
 from transfer.package.open import inspect_package, verify_package
 from transfer.store import people
+from transfer.store.organisations import DEFAULT_CATEGORIES
 from transfer.store.readable import (
     ReadableDocument,
     ReadableFile,
@@ -40,7 +41,6 @@ from transfer.store.readable import (
     readable_file,
     size_in_words,
 )
-from transfer.store.service import DEFAULT_CATEGORIES
 
 _CHRONOLOGY = TypeAdapter(list[ChronologyEntry])
 _FORM: TypeAdapter[Any] = TypeAdapter(ReferralForm)

@@ -30,8 +30,8 @@ from transfer.exchange.inbox_tables import (
 )
 from transfer.receipts import SignedReceipt, sign_receipt
 from transfer.store import people
+from transfer.store.base import AuditIntent
 from transfer.store.permissions import Actor
-from transfer.store.service import AuditIntent
 
 
 def _role_of(actor: Actor) -> str:

@@ -47,8 +47,8 @@ from transfer.exchange.inbox_tables import (
     IncomingPackage,
 )
 from transfer.states.incoming import IncomingEvent
+from transfer.store.base import AuditIntent
 from transfer.store.permissions import Actor, Permission, PermissionDenied, require
-from transfer.store.service import AuditIntent
 
 log = logging.getLogger("handover.inbox")
 

@@ -48,8 +48,8 @@ from transfer.exchange.inbox.receipts import Receipts
 from transfer.exchange.inbox_tables import DELIVERED, RECEIVING, REFUSED, IncomingPackage
 from transfer.httpsig import DigestHasher, DigestMismatchError, check_digest
 from transfer.space import as_out_of_space
+from transfer.store.base import AuditIntent
 from transfer.store.permissions import PermissionDenied
-from transfer.store.service import AuditIntent
 
 log = logging.getLogger("handover.inbox")
 
