@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import (
@@ -16,7 +16,7 @@ from typing import (
 )
 
 import pyotp
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, false, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keys import aead
@@ -43,7 +43,6 @@ from receivers.portal.errors import (
 from receivers.portal.records import (
     PickupEvent,
     PickupInfo,
-    PickupState,
 )
 from receivers.portal.tables import PortalAgencyUser, PortalEvent, PortalPickup, PortalSession
 from transfer.age import X25519Identity
@@ -53,7 +52,9 @@ from transfer.errors import (
     NotFoundError,
     PolicyError,
 )
-from transfer.store.permissions import Actor, Permission, PermissionDenied, require
+from transfer.states.pickup import PICKUP, Pickup, pickup_state
+from transfer.states.pickup import PickupEvent as On
+from transfer.store.permissions import Actor, Permission, require
 from transfer.store.service import Store
 
 log = logging.getLogger("receivers.portal")
@@ -62,18 +63,51 @@ _T = TypeVar("_T")
 _TOTP_AAD: Final = b"handover:portal:totp:v1:"
 
 
-def _state(p: PortalPickup, now: datetime) -> PickupState:
-    if p.revoked_at is not None:
-        return "revoked"
-    if p.locked_at is not None:
-        return "locked"
-    if p.acknowledged_at is not None:
-        return "acknowledged"
-    if p.expires_at <= now or p.identity_sealed is None:
-        return "expired"
-    if p.first_opened_at is not None:
-        return "opened"
-    return "waiting"
+def state_of(p: PortalPickup, now: datetime) -> Pickup:
+    """The state of the pickup ``p`` at ``now`` (see :mod:`transfer.states.pickup`)."""
+    return pickup_state(
+        revoked=p.revoked_at is not None,
+        locked=p.locked_at is not None,
+        acknowledged=p.acknowledged_at is not None,
+        expired=p.expires_at <= now or p.identity_sealed is None,
+        opened=p.first_opened_at is not None,
+    )
+
+
+def _facts(now: datetime) -> list[tuple[Pickup, ColumnElement[bool], ColumnElement[bool]]]:
+    """Each fact of :func:`state_of` in SQL, in its order of precedence: the state it
+    decides, the fact, and the fact's absence."""
+    p = PortalPickup
+    return [
+        (Pickup.REVOKED, p.revoked_at.is_not(None), p.revoked_at.is_(None)),
+        (Pickup.LOCKED, p.locked_at.is_not(None), p.locked_at.is_(None)),
+        (Pickup.ACKNOWLEDGED, p.acknowledged_at.is_not(None), p.acknowledged_at.is_(None)),
+        (
+            Pickup.EXPIRED,
+            or_(p.expires_at <= now, p.identity_sealed.is_(None)),
+            and_(p.expires_at > now, p.identity_sealed.is_not(None)),
+        ),
+        (Pickup.OPENED, p.first_opened_at.is_not(None), p.first_opened_at.is_(None)),
+    ]
+
+
+def in_states(states: Iterable[Pickup], now: datetime) -> ColumnElement[bool]:
+    """SQL for "the pickup's state at ``now`` is one of ``states``": the ``WHERE state IN
+    (sources)`` of a conditional update, on the facts the state is derived from."""
+    wanted = set(states)
+    if wanted == set(Pickup):
+        return true()
+    facts = _facts(now)
+    clauses: list[ColumnElement[bool]] = []
+    for i, (state, fact, _) in enumerate(facts):
+        if state in wanted:
+            clauses.append(and_(*(absent for _, _, absent in facts[:i]), fact))
+    if Pickup.WAITING in wanted:
+        clauses.append(and_(*(absent for _, _, absent in facts)))
+    return or_(*clauses) if clauses else false()
+
+
+LOCKED_TEXT: Final = "this link is locked after too many wrong codes; ask the school for a new link"
 
 
 class PortalCore:
@@ -191,7 +225,7 @@ class PortalCore:
             agency_name=p.agency_name,
             package_id=p.package_id,
             package_kind=p.package_kind,
-            state=_state(p, self.now()),
+            state=state_of(p, self.now()).value,
             emailed=p.emailed,
             created_by=p.created_by,
             created_at=p.created_at,
@@ -207,11 +241,10 @@ class PortalCore:
         )
 
     async def _require(self, actor: Actor, action: str, targets: dict[str, str]) -> None:
-        try:
-            require(actor, Permission.SEND_REFERRAL)
-        except PermissionDenied:
+        """Refuse (and audit the refusal of) an actor who may not send referrals."""
+        if not actor.has(Permission.SEND_REFERRAL):
             await self.store.record_event(action, actor, actor.org_id, targets, "refused")
-            raise
+            require(actor, Permission.SEND_REFERRAL)
 
     async def _own(self, s: AsyncSession, actor: Actor, pickup_id: str) -> PortalPickup:
         row = await s.get(PortalPickup, pickup_id[:36])
@@ -255,37 +288,45 @@ class PortalCore:
             return None
         return row.acknowledged_at + self.settings.ack_grace
 
-    def _check_usable(self, row: PortalPickup) -> None:
+    def _unusable(self, row: PortalPickup) -> PolicyError | None:
+        """Why the link of ``row`` cannot be used now (the error to show), or ``None``."""
         now = self.now()
-        if row.revoked_at is not None:
-            raise LinkRevoked(
+        state = state_of(row, now)
+        if state is Pickup.REVOKED:
+            return LinkRevoked(
                 "the school has withdrawn this link; contact them if you still need the referral"
             )
-        if row.locked_at is not None:
-            raise LinkLocked(
-                "this link is locked after too many wrong codes; ask the school for a new link"
-            )
+        if state is Pickup.LOCKED:
+            return LinkLocked(LOCKED_TEXT)
         closes = self._closes_at(row)
         if closes is not None and (closes <= now or row.identity_sealed is None):
             acknowledged = f"{row.acknowledged_at:%-d %B %Y at %H:%M} UTC"
-            raise LinkClosed(
+            return LinkClosed(
                 f"receipt of this referral was acknowledged on {acknowledged} and the link is "
                 "now closed; ask the school if you need the referral again"
             )
         if row.expires_at <= now or row.identity_sealed is None:
-            raise LinkExpired("this link has expired; ask the school to send the referral again")
+            return LinkExpired("this link has expired; ask the school to send the referral again")
+        return None
 
-    def _usable_clause(self, now: datetime) -> Any:
-        """The SQL form of :meth:`_check_usable` (for conditional updates)."""
-        return (
-            PortalPickup.revoked_at.is_(None)
-            & PortalPickup.locked_at.is_(None)
-            & PortalPickup.identity_sealed.is_not(None)
-            & (PortalPickup.expires_at > now)
-            & (
-                PortalPickup.acknowledged_at.is_(None)
-                | (PortalPickup.acknowledged_at > now - self.settings.ack_grace)
-            )
+    def _check_usable(self, row: PortalPickup) -> None:
+        """Raise why the link of ``row`` cannot be used now, if it cannot."""
+        problem = self._unusable(row)
+        if problem is not None:
+            raise problem
+
+    def _usable_clause(self, now: datetime) -> ColumnElement[bool]:
+        """The SQL form of :meth:`_check_usable` (for a document's release): a state in which
+        a document may be released, and the link still open (not expired, not deleted, and
+        within the grace after an acknowledgement)."""
+        return and_(
+            in_states(PICKUP.sources(On.RELEASE), now),
+            PortalPickup.identity_sealed.is_not(None),
+            PortalPickup.expires_at > now,
+            or_(
+                PortalPickup.acknowledged_at.is_(None),
+                PortalPickup.acknowledged_at > now - self.settings.ack_grace,
+            ),
         )
 
     async def _pickup(self, pickup_id: str) -> PortalPickup:
@@ -297,21 +338,22 @@ class PortalCore:
     async def _read(
         self,
         row: PortalPickup,
-        read: Callable[[Path, X25519Identity, KeySet], _T],
+        read: Callable[[Path, X25519Identity, KeySet], _T | None],
         identity: X25519Identity,
         keyset: KeySet,
     ) -> _T:
         """``read`` the stored package off the event loop; a package deleted meanwhile (the
-        link closed, was withdrawn or swept) is reported as what happened to the link."""
-        try:
-            return await asyncio.to_thread(read, self._file(row.id), identity, keyset)
-        except LinkExpired:
-            await self._gone(row)
-            raise
+        link closed, was withdrawn or swept: ``read`` gives ``None``) is reported as what
+        happened to the link."""
+        found = await asyncio.to_thread(read, self._file(row.id), identity, keyset)
+        if found is None:
+            raise await self._gone(row)
+        return found
 
-    async def _gone(self, row: PortalPickup) -> None:
-        """Raise why the link stopped working, if it did (the stored package is missing)."""
-        self._check_usable(await self._pickup(row.id))
+    async def _gone(self, row: PortalPickup) -> PolicyError:
+        """Why the link stopped working, its stored package being missing (to raise)."""
+        fresh = await self._pickup(row.id)
+        return self._unusable(fresh) or LinkExpired("the referral is no longer held here")
 
     async def _forward_delivery(self, row: PortalPickup, at: datetime) -> bool:
         """Tell the referral it reached the agency; False (logged, audited) if that failed."""

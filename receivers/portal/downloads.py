@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import (
     Any,
+    Final,
 )
 
 from sqlalchemy import update
@@ -42,7 +43,15 @@ from transfer.package.open import verify_package
 
 
 class _Stopped(Exception):
-    """The reader of a download went away."""
+    """The reader of a download went away (raised from ``on_entry`` to stop the package's
+    reading, which has no other way to be stopped)."""
+
+
+class _Gone:
+    """The stored package is no longer held (the reader says why the link stopped)."""
+
+
+_GONE: Final = _Gone()
 
 
 @dataclass(frozen=True)
@@ -96,11 +105,13 @@ class Downloads(PortalCore):
         ip: str | None,
     ) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | _Last | BaseException | None] = asyncio.Queue(maxsize=4)
+        queue: asyncio.Queue[bytes | _Last | _Gone | BaseException | None] = asyncio.Queue(
+            maxsize=4
+        )
         stop = threading.Event()
         path = self._file(row.id)
 
-        def put(item: bytes | _Last | BaseException | None) -> None:
+        def put(item: bytes | _Last | _Gone | BaseException | None) -> None:
             future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
             while True:
                 try:
@@ -124,7 +135,11 @@ class Downloads(PortalCore):
 
         def work() -> None:
             try:
-                with open_stored(path) as f:
+                stored = open_stored(path)
+                if stored is None:
+                    put(_GONE)
+                    return
+                with stored as f:
                     verify_package(
                         f,
                         identities=[identity],
@@ -147,8 +162,8 @@ class Downloads(PortalCore):
                 item = await queue.get()
                 if item is None:
                     break
-                if isinstance(item, LinkExpired):
-                    await self._gone(row)
+                if isinstance(item, _Gone):
+                    raise await self._gone(row)
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, _Last):
@@ -189,5 +204,4 @@ class Downloads(PortalCore):
                 return
             fresh = await s.get(PortalPickup, row.id, populate_existing=True)
         assert fresh is not None
-        self._check_usable(fresh)
-        raise LinkExpired("this link can no longer be used")
+        raise self._unusable(fresh) or LinkExpired("this link can no longer be used")

@@ -18,7 +18,7 @@ from receivers.portal.contracts import (
     clean_text,
     normalise_email,
 )
-from receivers.portal.core import PortalCore
+from receivers.portal.core import PortalCore, in_states, state_of
 from receivers.portal.reading import (
     reencrypt,
 )
@@ -34,6 +34,8 @@ from transfer.errors import (
     InputError,
     TransportError,
 )
+from transfer.states.pickup import PICKUP
+from transfer.states.pickup import PickupEvent as On
 from transfer.store.permissions import Actor
 from transfer.wording import plural
 
@@ -203,9 +205,19 @@ class Pickups(PortalCore):
         now = self.now()
         async with self.store.sessions() as s, s.begin():
             row = await self._own(s, actor, pickup_id)
-            if row.revoked_at is not None:
-                raise ConflictError("this link was already withdrawn")
-            row.revoked_at, row.revoked_by, row.identity_sealed = now, actor.staff_id, None
+            # Withdrawn once: the machine says whether it can be, and the update applies
+            # only in the states it can be withdrawn from (a withdrawal racing this one wins).
+            withdrawn = ConflictError("this link was already withdrawn")
+            if not PICKUP.can(state_of(row, now), On.REVOKE):
+                raise withdrawn
+            result = await s.execute(
+                update(PortalPickup)
+                .where(PortalPickup.id == row.id, in_states(PICKUP.sources(On.REVOKE), now))
+                .values(revoked_at=now, revoked_by=actor.staff_id, identity_sealed=None)
+                .execution_options(synchronize_session=False)
+            )
+            if not getattr(result, "rowcount", 0):
+                raise withdrawn
             await self._end_sessions(s, row.id, now)
             self._event(s, row.id, "revoked", who=actor.staff_id)
         self._delete_file(row.id)

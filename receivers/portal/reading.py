@@ -20,9 +20,6 @@ from keys.keyset import KeySet
 from receivers.portal.contracts import (
     MAX_RECORD_BYTES,
 )
-from receivers.portal.errors import (
-    LinkExpired,
-)
 from receivers.portal.records import (
     DocumentView,
 )
@@ -51,7 +48,11 @@ def record_title(path: str) -> str:
 
 
 class StopReading(Exception):
-    """Stops reading a package once what was wanted has been read and checked."""
+    """Stops reading a package once what was wanted has been read and checked.
+
+    The one exception the portal raises to steer: ``verify_package`` calls ``on_entry``
+    for each entry and has no other way to be told to stop (its callers catch it).
+    """
 
 
 def _identities(keyset: KeySet) -> list[X25519Identity]:
@@ -138,22 +139,28 @@ def reencrypt(
     return verified.manifest, hashing.size, hashing.digest.hexdigest()
 
 
-def open_stored(path: Path) -> BinaryIO:
+def open_stored(path: Path) -> BinaryIO | None:
+    """The stored package of a pickup; ``None`` once it is no longer held (deleted when
+    the link closed, was withdrawn or swept: the caller says which)."""
     try:
         return path.open("rb")
     except FileNotFoundError:
-        raise LinkExpired("the referral is no longer held here") from None
+        return None
     except OSError as exc:
         raise TransportError(f"cannot read the stored referral: {exc.strerror}") from None
 
 
 def read_records(
     path: Path, identity: X25519Identity, keyset: KeySet
-) -> tuple[Manifest, dict[str, bytes | None]]:
+) -> tuple[Manifest, dict[str, bytes | None]] | None:
     """The verified manifest and every ``records/…`` entry (checked against the manifest);
-    the documents after them are not decrypted. ``None`` for a record too large to show."""
+    the documents after them are not decrypted. ``None`` for a record too large to show,
+    and instead of both once the stored package is no longer held."""
     sender_keys = KeySetSenderKeys({keyset.org_id: keyset})
-    with open_stored(path) as f:
+    stored = open_stored(path)
+    if stored is None:
+        return None
+    with stored as f:
         manifest = inspect_package(
             f, identities=[identity], sender_keys=sender_keys, addressee=None
         ).manifest
@@ -172,7 +179,10 @@ def read_records(
             raise StopReading
 
     if wanted:
-        with open_stored(path) as f, contextlib.suppress(StopReading):
+        stored = open_stored(path)
+        if stored is None:
+            return None
+        with stored as f, contextlib.suppress(StopReading):
             verify_package(
                 f,
                 identities=[identity],

@@ -17,7 +17,7 @@ from receivers.portal import tokens
 from receivers.portal.contracts import (
     clean_text,
 )
-from receivers.portal.core import PortalCore
+from receivers.portal.core import LOCKED_TEXT, PortalCore, in_states
 from receivers.portal.errors import (
     LinkLocked,
     PortalSessionEnded,
@@ -43,6 +43,8 @@ from transfer.errors import (
     HandoverError,
     InputError,
 )
+from transfer.states.pickup import PICKUP
+from transfer.states.pickup import PickupEvent as On
 
 log = logging.getLogger("receivers.portal")
 
@@ -98,6 +100,7 @@ class Visits(PortalCore):
             user = await s.get(PortalAgencyUser, row.email)
         if attempt > self.settings.max_attempts:
             await self._lock(row, ip)
+            raise LinkLocked(LOCKED_TEXT)
         if passcode is not None:
             ok = await asyncio.to_thread(tokens.verify_passcode, row.passcode_hash, passcode)
             via = "passcode"
@@ -111,6 +114,7 @@ class Visits(PortalCore):
             await self._audit("portal.passcode_failed", None, row, "refused", ip=ip, via=via)
             if left <= 0:
                 await self._lock(row, ip)
+                raise LinkLocked(LOCKED_TEXT)
             what = "passcode" if via == "passcode" else "code from your authenticator app"
             raise WrongPortalCode(
                 f"that {what} is not right; {left} more {'try' if left == 1 else 'tries'} "
@@ -153,12 +157,14 @@ class Visits(PortalCore):
         return secret
 
     async def _lock(self, row: PortalPickup, ip: str | None) -> None:
+        """Lock the link (once: in the states the machine locks from); the caller refuses."""
         now = self.now()
         async with self.store.sessions() as s, s.begin():
             result = await s.execute(
                 update(PortalPickup)
-                .where(PortalPickup.id == row.id, PortalPickup.locked_at.is_(None))
+                .where(PortalPickup.id == row.id, in_states(PICKUP.sources(On.LOCK), now))
                 .values(locked_at=now)
+                .execution_options(synchronize_session=False)
             )
             newly = bool(getattr(result, "rowcount", 0))
             if newly:
@@ -166,9 +172,6 @@ class Visits(PortalCore):
                 self._event(s, row.id, "locked", ip=ip, who=row.email)
         if newly:
             await self._audit("portal.locked", None, row, "refused", ip=ip)
-        raise LinkLocked(
-            "this link is locked after too many wrong codes; ask the school for a new link"
-        )
 
     async def visit(self, secret: str) -> PortalVisit:
         """The signed-in session whose cookie is ``secret``, checked and kept alive."""
@@ -291,8 +294,13 @@ class Visits(PortalCore):
             )
             first = await s.execute(
                 update(PortalPickup)
-                .where(PortalPickup.id == row.id, PortalPickup.first_opened_at.is_(None))
+                .where(
+                    PortalPickup.id == row.id,
+                    PortalPickup.first_opened_at.is_(None),
+                    in_states(PICKUP.sources(On.OPEN), now),
+                )
                 .values(first_opened_at=now)
+                .execution_options(synchronize_session=False)
             )
             self._event(s, row.id, "opened", ip=ip, who=row.email)
         visit.opened = True
@@ -326,8 +334,7 @@ class Visits(PortalCore):
                 update(PortalPickup)
                 .where(
                     PortalPickup.id == visit.pickup_id,
-                    PortalPickup.acknowledged_at.is_(None),
-                    self._usable_clause(now),
+                    in_states(PICKUP.sources(On.ACKNOWLEDGE), now),
                 )
                 .values(**values)
                 .execution_options(synchronize_session=False)
@@ -340,8 +347,7 @@ class Visits(PortalCore):
                         f"receipt was already acknowledged by {row.ack_name} on "
                         f"{row.acknowledged_at:%d %B %Y at %H:%M} UTC"
                     )
-                self._check_usable(row)
-                raise ConflictError("this link can no longer be used")
+                raise self._unusable(row) or ConflictError("this link can no longer be used")
             self._event(s, row.id, "acknowledged", ip=ip, who=who, what=reference)
             if close_now:
                 await self._end_sessions(s, row.id, now)
