@@ -11,16 +11,18 @@ from typing import Any
 from transfer.states.incoming import INCOMING
 from transfer.states.machine import IllegalTransition, Machine, Step, Transition
 from transfer.states.outgoing import OUTGOING
+from transfer.states.pickup import PICKUP
 from transfer.states.referral import REFERRAL
 from transfer.states.request import REQUEST
 
 #: Every machine, in the order the documentation shows them.
-MACHINES: tuple[Machine[Any, Any], ...] = (OUTGOING, INCOMING, REFERRAL, REQUEST)
+MACHINES: tuple[Machine[Any, Any], ...] = (OUTGOING, INCOMING, REFERRAL, PICKUP, REQUEST)
 
 __all__ = [
     "INCOMING",
     "MACHINES",
     "OUTGOING",
+    "PICKUP",
     "REFERRAL",
     "REQUEST",
     "IllegalTransition",

@@ -13,6 +13,7 @@ from transfer.states import MACHINES, OUTGOING, IllegalTransition, Machine
 from transfer.states.diagrams import with_diagrams
 from transfer.states.machine import Transition
 from transfer.states.outgoing import Outgoing, OutgoingEvent
+from transfer.states.pickup import PICKUP, Pickup, PickupEvent, pickup_state
 
 ROOT = Path(__file__).resolve().parents[3]
 NAMES = [m.name for m in MACHINES]
@@ -93,3 +94,43 @@ def test_the_architecture_page_draws_the_machines_as_the_code_has_them() -> None
         "docs/architecture.md is out of date: run "
         "'.venv/bin/python -m transfer.states.diagrams docs/architecture.md'"
     )
+
+
+@given(
+    revoked=st.booleans(),
+    locked=st.booleans(),
+    acknowledged=st.booleans(),
+    expired=st.booleans(),
+    opened=st.booleans(),
+)
+def test_a_pickups_state_follows_its_facts_in_order_of_precedence(
+    revoked: bool, locked: bool, acknowledged: bool, expired: bool, opened: bool
+) -> None:
+    state = pickup_state(
+        revoked=revoked, locked=locked, acknowledged=acknowledged, expired=expired, opened=opened
+    )
+    facts = [
+        (revoked, Pickup.REVOKED),
+        (locked, Pickup.LOCKED),
+        (acknowledged, Pickup.ACKNOWLEDGED),
+        (expired, Pickup.EXPIRED),
+        (opened, Pickup.OPENED),
+    ]
+    assert state is next((s for fact, s in facts if fact), Pickup.WAITING)
+
+
+def test_a_pickups_updates_apply_where_the_portal_always_applied_them() -> None:
+    S, E = Pickup, PickupEvent
+    everything = set(PICKUP.all_states())
+    # Withdrawn once; locked once (a lock noted on a withdrawn link leaves it withdrawn).
+    assert set(PICKUP.sources(E.REVOKE)) == everything - {S.REVOKED}
+    assert set(PICKUP.sources(E.LOCK)) == everything - {S.LOCKED}
+    assert PICKUP.step(S.REVOKED, E.LOCK).target is S.REVOKED
+    # Acknowledged only while the link is open and not yet acknowledged.
+    assert PICKUP.update(E.ACKNOWLEDGE) == ((S.WAITING, S.OPENED), S.ACKNOWLEDGED)
+    with pytest.raises(IllegalTransition, match="acknowledged by the agency"):
+        PICKUP.step(S.ACKNOWLEDGED, E.ACKNOWLEDGE)
+    # The first view is dated whenever it comes; it moves only a waiting pickup.
+    assert set(PICKUP.sources(E.OPEN)) == everything
+    assert PICKUP.update(E.OPEN) == ((S.WAITING,), S.OPENED)
+    assert set(PICKUP.sources(E.RELEASE)) == {S.WAITING, S.OPENED, S.ACKNOWLEDGED}
