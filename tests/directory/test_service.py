@@ -15,13 +15,14 @@ from keys.keyset import KeyRetiredError, KeyRevokedError
 from keys.sealing import KekProtection
 from keys.store import KeyStore
 from schemas.auditing import AuditEvent, MemoryAudit
-from schemas.directory import Revocation
+from schemas.directory import DirectoryEntry, Revocation
 from tests.directory.support import REPO, T0, document, entry, keyset
 from tests.integration.store.conftest import FakeClock
 from transfer.directory.document import (
     DirectoryExpiredError,
     DirectoryRollbackError,
     DirectorySignatureError,
+    DirectoryView,
     WrongAuthorityError,
     authority_fingerprint,
 )
@@ -264,3 +265,74 @@ async def test_a_directory_signed_before_towns_imports(db_url: str, tmp_path: Pa
         assert sorted((e.org_id, e.town) for e in entries) == [("100001", None), ("100002", None)]
     finally:
         await store.close()
+
+
+async def test_the_view_is_built_once_while_nothing_stored_changes(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await env.store.create_school(name="Hillside", urn="100001", laestab="8010001")
+    await env.keys.create("100001")
+    await env.pin()
+    b = keyset("100002")
+    _, data, sig = document(env.authority, [entry(b)], serial=0)
+    await env.directory.import_document(data, sig, source="x", actor="t")
+    import transfer.directory.service as service
+
+    built: list[object] = []
+    parsed: list[object] = []
+    real_view, real_parse = DirectoryView, DirectoryEntry.model_validate_json
+
+    def counting_view(*args: object, **kwargs: object) -> object:
+        built.append(args)
+        return real_view(*args, **kwargs)  # type: ignore[arg-type]
+
+    def counting_parse(text: str) -> object:
+        parsed.append(text)
+        return real_parse(text)
+
+    monkeypatch.setattr(service, "DirectoryView", counting_view)
+    monkeypatch.setattr(DirectoryEntry, "model_validate_json", counting_parse)
+    views = [await env.directory.view() for _ in range(20)]
+    # Issue 16: each package used to rebuild the whole view; now one view serves them all.
+    assert len(built) == 1 and all(v is views[0] for v in views)
+    assert len(parsed) == 1  # the one stored entry, parsed once for the 20 views
+    assert await env.directory.signing_public_key(b.key_id_hex, T0) == b.signing.public_key
+    assert len(built) == 1
+
+
+async def test_a_revocation_applies_to_the_very_next_use_of_a_cached_view(
+    env: Env, db_url: str, tmp_path: Path
+) -> None:
+    """Whoever writes it (this node's directory, another process on the same database, or
+    ``handover keys revoke`` on the key files), a revocation applies to the next look-up."""
+    await env.pin()
+    b = keyset("100002")
+    signed = T0 + timedelta(hours=1)
+    _, data, sig = document(env.authority, [entry(b)], serial=0)
+    await env.directory.import_document(data, sig, source="x", actor="t")
+    for _ in range(3):  # the view is cached now
+        assert await env.directory.signing_public_key(b.key_id_hex, signed) == b.signing.public_key
+    # A new document with the revocation, imported by another process (its own Store and
+    # Directory on the same database: nothing in this process is told).
+    other_store = await Store.open(
+        db_url, KEK, MemoryAudit(), data_dir=tmp_path / "other", clock=env.clock
+    )
+    try:
+        r = Revocation(org_id="100002", key_id=b.key_id_hex, revoked_at=T0, reason="stolen")
+        _, data2, sig2 = document(env.authority, [entry(b)], revocations=[r], serial=1)
+        await Directory(other_store).import_document(data2, sig2, source="y", actor="t")
+    finally:
+        await other_store.close()
+    with pytest.raises(KeyRevokedError):
+        await env.directory.signing_public_key(b.key_id_hex, signed)
+    # The node's own key revoked in its key file (as 'handover keys revoke' does).
+    await env.store.create_school(name="Hillside", urn="100001", laestab="8010001")
+    own = await env.keys.create("100001")
+    assert await env.directory.signing_public_key(own.key_id_hex, env.clock.now)
+    await env.keys.revoke("100001", key_id=own.key_id_hex, at=env.clock.now)
+    with pytest.raises(KeyRevokedError):
+        await env.directory.signing_public_key(own.key_id_hex, env.clock.now)
+    # A hand-added entry, by this node's own directory, shows at once.
+    c = keyset("100003")
+    await env.directory.add_local(entry(c, name="Oak"), fingerprint=c.fingerprint, actor="t")
+    assert (await env.directory.entry("100003")).name == "Oak"

@@ -107,3 +107,18 @@ async def test_audit_verify_loads_the_log_not_the_store_or_server(
     assert "transfer.audit.log" in loaded and "sqlalchemy" in loaded  # it reads the database
     unwanted = SERVER_ONLY | {"transfer.store.models", "transfer.node", "multiprocessing"}
     assert unwanted & loaded == set()
+
+
+@pytest.mark.parametrize(
+    "command", [("age", "decrypt"), ("package", "verify"), ("audit", "verify")], ids=" ".join
+)
+def test_each_command_starts_without_pydantic_sqlalchemy_or_aiohttp(
+    tmp_path: Path, command: tuple[str, str]
+) -> None:
+    """What loads before the first byte of work: the interpreter, the CLI and the command's
+    own module (its ``--help``). pydantic, SQLAlchemy and aiohttp come, if at all, only with
+    the work that needs them (the manifest's models, the node's database)."""
+    loaded = _loaded(tmp_path, *command, "--help")
+    assert f"transfer.commands.{command[0]}" in loaded
+    unwanted = SERVER_ONLY | {"pydantic", "sqlalchemy", "asyncio", "transfer.config"}
+    assert unwanted & loaded == set()

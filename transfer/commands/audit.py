@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -30,6 +29,8 @@ def _run(
     """Run ``work`` on the node's audit log; a pupil named by UPN in ``filters`` becomes
     the pupil's id first (the log names pupils by id)."""
     data_dir = data_dir_of(args)
+    import asyncio  # here, not at the top: `handover audit verify --help` starts without it
+
     from sqlalchemy.exc import DBAPIError
 
     from transfer.audit.log import AuditLog

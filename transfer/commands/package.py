@@ -21,23 +21,15 @@ from typing import TYPE_CHECKING, BinaryIO
 from keys import minisign
 from keys.fingerprint import normalise
 from keys.keyset import KeySet
-from schemas.manifest import format_rfc3339
 from transfer.age import X25519Identity, read_identities_file
 from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
 from transfer.errors import ConfigError, InputError
-from transfer.package.layout import (
-    Addressee,
-    KeySetSenderKeys,
-    Limits,
-    PinnedSenderKey,
-    SenderKeys,
-    VerifiedPackage,
-)
-from transfer.package.open import Progress, extract_package, inspect_package, verify_package
 from transfer.wording import plural
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported when a command runs: the manifest's models need pydantic
     from keys.store import KeyStore
+    from transfer.package.layout import Addressee, Limits, SenderKeys, VerifiedPackage
+    from transfer.package.open import Progress
 
 __all__ = ["register"]
 
@@ -96,6 +88,8 @@ class _Node:
 
 
 def _keys(args: argparse.Namespace, *, need_addressee: bool) -> _Keys:
+    from transfer.package.layout import Addressee, KeySetSenderKeys, PinnedSenderKey
+
     node = _Node(args)
     addressee: Addressee | None
     if args.identity is not None:
@@ -135,6 +129,8 @@ def _keys(args: argparse.Namespace, *, need_addressee: bool) -> _Keys:
 
 
 def _limits(args: argparse.Namespace) -> Limits:
+    from transfer.package.layout import Limits
+
     if args.max_size is None:
         return Limits()
     return Limits(max_total_bytes=args.max_size)
@@ -187,6 +183,8 @@ def _size(n: int) -> str:
 
 
 def _describe(result: VerifiedPackage, checked_to: bool) -> str:
+    from schemas.manifest import format_rfc3339
+
     m = result.manifest
     s = m.subject
     who = f"{s.surname}, {s.forename}"
@@ -211,6 +209,8 @@ def _describe(result: VerifiedPackage, checked_to: bool) -> str:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from transfer.package.open import inspect_package
+
     keys = _keys(args, need_addressee=False)
     with _open_package_file(args.package) as f:
         result = inspect_package(
@@ -228,6 +228,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from transfer.package.open import verify_package
+
     keys = _keys(args, need_addressee=True)
     assert keys.addressee is not None
     progress, finish = _progress("verifying")
@@ -251,6 +253,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace) -> int:
+    from transfer.package.open import extract_package
+
     keys = _keys(args, need_addressee=True)
     assert keys.addressee is not None
     progress, finish = _progress("opening")

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import delete, func, select
@@ -57,6 +58,7 @@ from transfer.errors import (
     NotFoundError,
     PolicyError,
 )
+from transfer.store.models import Organisation
 from transfer.store.service import Store
 
 __all__ = [
@@ -131,6 +133,16 @@ class ListedEntry:
     shadowed: bool
 
 
+class _OrgRow(NamedTuple):
+    """An organisation's row, as far as its own directory entry shows it."""
+
+    id: str
+    name: str
+    kind: str
+    urn: str | None
+    laestab: str | None
+
+
 _OWN_KIND: dict[str, OrgKind] = {
     "school": "school",
     "social_care": "social_care",
@@ -180,22 +192,33 @@ class Directory:
         )
         self._own_token: tuple[object, ...] | None = None
         self._own: tuple[list[DirectoryEntry], list[Revocation]] = ([], [])
+        # The merged view, kept while neither part changed (issue 16: it was rebuilt for
+        # every package). ``_generation`` moves on at every change made through this
+        # object, so its own writes apply at once even within one clock tick.
+        self._generation = 0
+        self._view: tuple[tuple[object, ...], DirectoryView] | None = None
 
     # ------------------------------------------------------------- the view
 
     async def _load_db(self, s: AsyncSession) -> None:
-        held = (await s.execute(select(DocumentRow.serial, DocumentRow.sha256))).first()
-        local = (
+        # One statement tells whether anything stored changed: the held document's serial
+        # and hash (a new document, with its revocations) and the hand-added entries.
+        local = EntryRow.source == SOURCE_LOCAL
+        held = (
             await s.execute(
-                select(func.count(), func.max(EntryRow.added_at)).where(
-                    EntryRow.source == SOURCE_LOCAL
+                select(
+                    select(DocumentRow.serial).order_by(DocumentRow.id).limit(1).scalar_subquery(),
+                    select(DocumentRow.sha256).order_by(DocumentRow.id).limit(1).scalar_subquery(),
+                    select(func.count()).where(local).scalar_subquery(),
+                    select(func.max(EntryRow.added_at)).where(local).scalar_subquery(),
                 )
             )
         ).one()
         token: tuple[object, ...] = (
-            None if held is None else (held[0], held[1]),
-            local[0],
-            local[1],
+            None if held[0] is None else (held[0], held[1]),
+            held[2],
+            held[3],
+            self._generation,
         )
         if token == self._db_token:
             return
@@ -211,25 +234,48 @@ class Directory:
         self._db_entries = (authority, hand, revocations)
         self._db_token = token
 
-    def _own_keysets(self) -> tuple[tuple[object, ...], list[str]]:
+    async def _own_records(self, s: AsyncSession) -> dict[str, _OrgRow]:
+        """The node's organisations as the own entries show them (in the view's session)."""
         if self._keys is None:
-            return (), []
-        orgs = self._keys.list_orgs()
-        stamp: list[object] = []
-        for org in orgs:
-            try:
-                st = self._keys.path_for(org).stat()
-            except OSError:
-                continue
-            stamp.append((org, st.st_mtime_ns, st.st_size, st.st_ino))
-        return tuple(stamp), orgs
+            return {}
+        rows = await s.execute(
+            select(
+                Organisation.id,
+                Organisation.name,
+                Organisation.kind,
+                Organisation.urn,
+                Organisation.laestab,
+            ).order_by(Organisation.id)
+        )
+        return {r[0]: _OrgRow(*r) for r in rows}
 
-    async def _load_own(self) -> None:
-        stamp, orgs = self._own_keysets()
-        records = {o.id: o for o in await self._store.list_organisations()}
-        token = (stamp, tuple((o.id, o.name, o.kind) for o in records.values()), self._base_url)
-        if token == self._own_token or self._keys is None:
+    def _own_stamp(self) -> tuple[object, ...]:
+        """What changes whenever a key file of the node's own organisations does: every file
+        in the key store's directory, with its modification time, size and inode (a key set
+        is replaced, not edited in place). One ``scandir`` and a ``stat`` per file."""
+        if self._keys is None:
+            return ()
+        stamp: list[tuple[str, int, int, int]] = []
+        try:
+            with os.scandir(self._keys.directory) as found:
+                for item in found:
+                    try:
+                        st = item.stat()
+                    except OSError:
+                        continue
+                    stamp.append((item.name, st.st_mtime_ns, st.st_size, st.st_ino))
+        except (FileNotFoundError, NotADirectoryError):
+            return ()
+        stamp.sort()
+        return tuple(stamp)
+
+    def _load_own(self, records: dict[str, _OrgRow]) -> None:
+        if self._keys is None:
             return
+        token = (self._own_stamp(), tuple(records.values()), self._base_url)
+        if token == self._own_token:
+            return
+        orgs = self._keys.list_orgs()
         entries: list[DirectoryEntry] = []
         revocations: list[Revocation] = []
         for org in orgs:
@@ -253,10 +299,21 @@ class Directory:
         """A snapshot of the merged view (own organisations, the authority's, local ones)."""
         async with self._store.sessions() as s:
             await self._load_db(s)
-        await self._load_own()
+            records = await self._own_records(s)
+        self._load_own(records)
+        token = (self._db_token, self._own_token)
+        if self._view is not None and self._view[0] == token:
+            return self._view[1]  # nothing stored changed since it was built
         authority, hand, revoked = self._db_entries
         own, own_revoked = self._own
-        return DirectoryView([*own, *authority, *hand], [*revoked, *own_revoked])
+        view = DirectoryView([*own, *authority, *hand], [*revoked, *own_revoked])
+        self._view = (token, view)
+        return view
+
+    def _changed(self) -> None:
+        """A write through this object: the next view reads everything again."""
+        self._generation += 1
+        self._view = None
 
     # ------------------------------------------------------- the contract
 
@@ -451,6 +508,7 @@ class Directory:
                     row.pinned_by = actor
                 else:
                     other_key = row.key_id
+        self._changed()
         if other_key is not None:
             await self._store.record_event(
                 "directory.pin",
@@ -610,6 +668,7 @@ class Directory:
                     old.revoked_at = r.revoked_at
                     old.reason = r.reason
                     old.serial = doc.serial
+        self._changed()
         return DirectoryImported(
             serial=doc.serial,
             organisations=len(doc.organisations),
@@ -699,6 +758,7 @@ class Directory:
             row.fingerprint = entry.fingerprint
             row.added_at = now
             row.added_by = actor
+        self._changed()
         await self._store.record_event(
             "directory.add_local",
             actor,
