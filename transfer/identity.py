@@ -176,7 +176,7 @@ async def _opens_earlier_seal(conn: AsyncConnection, kek: bytes) -> bool | None:
     True or False from the first organisation key (or else the audit log's key); None
     when nothing sealed under a KEK is stored yet (a node not yet set up).
     """
-    from transfer.audit.log import key_aad
+    from transfer.audit.checkpoints import key_aad
     from transfer.store.keyring import org_key_aad
 
     if await _table_exists(conn, "organisations"):

@@ -20,26 +20,16 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from schemas import jsontext
-from transfer.audit import merkle
-from transfer.audit.checkpoint import NoteError, Verifier, verify_checkpoint
-from transfer.audit.entry import EntryFormatError, decode
-from transfer.audit.log import AuditLog, TamperError, TreeChecker, b64, unb64
+from transfer.audit.verifier import ExportSummary, b64, verify_export_files
 from transfer.errors import InputError
 from transfer.store.exports import ArchiveFile, archive_stream, in_memory
-from transfer.wording import plural
+
+if TYPE_CHECKING:  # verifying an export needs no database
+    from transfer.audit.log import AuditLog
 
 MAX_INCLUSION_EXPORT = 100_000
-
-
-@dataclass(frozen=True)
-class ExportSummary:
-    size: int
-    entries: int
-    complete: bool
-    checkpoints: int
 
 
 @dataclass(frozen=True)
@@ -142,67 +132,14 @@ def verify_export(directory: Path, vkey: str | None = None) -> ExportSummary:
     """Check an export using only its files and the log's public key; raise if anything fails.
 
     ``vkey`` is the key the auditor obtained independently; when given, the
-    export's ``log.vkey`` must be the same key.
+    export's ``log.vkey`` must be the same key. The checking itself is
+    :func:`transfer.audit.verifier.verify_export_files` (pure).
     """
-    in_export = _read(directory / "log.vkey").strip()
-    if vkey is not None and vkey.strip() != in_export:
-        raise TamperError("checkpoint", "the export's log.vkey is not the key you gave")
-    try:
-        verifier = Verifier.from_vkey(vkey.strip() if vkey else in_export)
-        latest = verify_checkpoint(_read(directory / "checkpoint.note"), verifier)
-    except NoteError as exc:
-        raise TamperError("checkpoint", f"checkpoint.note: {exc.message}") from None
-    try:
-        proofs = jsontext.loads(_read(directory / "proofs.json"))
-        size = int(proofs["size"])
-        complete = bool(proofs["complete"])
-        inclusion: dict[str, list[str]] = proofs["inclusion"]
-        consistency: dict[str, list[str]] = proofs["consistency"]
-    except (ValueError, KeyError, TypeError):
-        raise InputError("proofs.json is not a valid proofs file") from None
-    if size != latest.size:
-        raise TamperError("checkpoint", "proofs.json is for a different size than checkpoint.note")
-    targets = [(latest, "checkpoint.note")]
-    notes = sorted((directory / "checkpoints").glob("*.note"))
-    for path in notes:
-        src = f"checkpoints/{path.name}"
-        try:
-            cp = verify_checkpoint(_read(path), verifier)
-            merkle.verify_consistency(
-                cp.size, size, cp.root, latest.root, [unb64(h) for h in consistency[str(cp.size)]]
-            )
-        except (NoteError, KeyError) as exc:
-            raise TamperError("checkpoint", f"{src} does not check: {exc}") from None
-        except merkle.ProofError as exc:
-            raise TamperError(
-                "contradicted", f"{src} is not consistent with checkpoint.note: {exc.message}"
-            ) from None
-        targets.append((cp, src))
-    lines = (directory / "entries.jsonl").read_bytes().split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    if complete:
-        checker = TreeChecker(targets)
-        for row, body in enumerate(lines):
-            checker.add(row, body, merkle.leaf_hash(body))
-        count = checker.finish()
-        checker.check_beyond()
-        if count != size:
-            raise TamperError("inserted", f"the export holds {plural(count, 'entry')}, not {size}")
-    else:
-        for body in lines:
-            try:
-                seq = decode(body).seq
-                proof = [unb64(h) for h in inclusion[str(seq)]]
-            except (EntryFormatError, KeyError):
-                raise TamperError(
-                    "changed", "an entry in entries.jsonl has no valid proof"
-                ) from None
-            try:
-                merkle.verify_inclusion(seq, size, merkle.leaf_hash(body), proof, latest.root)
-            except merkle.ProofError:
-                raise TamperError(
-                    "changed", f"entry #{seq} in the export is not the one the log signed", seq=seq
-                ) from None
-        count = len(lines)
-    return ExportSummary(size, count, complete, len(targets))
+    return verify_export_files(
+        log_vkey=_read(directory / "log.vkey"),
+        checkpoint_note=_read(directory / "checkpoint.note"),
+        proofs_json=_read(directory / "proofs.json"),
+        earlier=[(p.name, _read(p)) for p in sorted((directory / "checkpoints").glob("*.note"))],
+        entries=(directory / "entries.jsonl").read_bytes(),
+        vkey=vkey,
+    )

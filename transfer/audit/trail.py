@@ -22,8 +22,10 @@ import sqlalchemy as sa
 
 from schemas.auditing import AuditEvent, AuditSink, Outcome
 from transfer.audit.actions import ACTION_GROUPS, OUTCOME_WORDS, action_words, group_actions
+from transfer.audit.checkpoints import AnchorDamaged
 from transfer.audit.export import MAX_INCLUSION_EXPORT, export_parts, export_stream
-from transfer.audit.log import AnchorDamaged, AuditLog, TamperError
+from transfer.audit.log import AuditLog
+from transfer.audit.verifier import TamperError
 from transfer.errors import IntegrityError, NotFoundError
 from transfer.store.models import Pupil, Staff
 from transfer.store.people import describe_actors, main_role, organisation_names, role_label

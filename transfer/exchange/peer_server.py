@@ -48,7 +48,8 @@ from transfer.api.problems import (
     problem_response,
 )
 from transfer.audit.checkpoint import parse_checkpoint
-from transfer.audit.log import AuditLog, PeerCheckpoint
+from transfer.audit.checkpoints import PeerCheckpoint
+from transfer.audit.log import AuditLog
 from transfer.audit.request_ids import HEADER, REQUEST_ID, request_id_from
 from transfer.config import Config
 from transfer.errors import (

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 from transfer.audit.checkpoint import NoteError, Verifier
-from transfer.audit.log import WitnessConflict
+from transfer.audit.witnesses import WitnessConflict
 
 if TYPE_CHECKING:
     from transfer.alerts import AlertLevel

@@ -20,8 +20,8 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from transfer.audit.actions import ACTION_GROUPS
-from transfer.audit.log import TamperError
 from transfer.audit.trail import AuditTrail, PupilChoice, StaffChoice, TrailFilters
+from transfer.audit.verifier import TamperError
 from transfer.errors import HandoverError, NotFoundError
 from transfer.web.core import FormErrors, Visit, WebRoute, webapp
 from transfer.web.words import BadDate, moment, read_date

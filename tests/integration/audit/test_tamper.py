@@ -332,9 +332,9 @@ async def test_large_log_path_with_worker_processes(
     log: AuditLog, migrated_url: str, monkeypatch: pytest.MonkeyPatch, tamper: str
 ) -> None:
     """verify() on a log of many chunks checks them in worker processes, with the same result."""
-    import transfer.audit.log as log_module
+    import transfer.audit.verification as verification
 
-    monkeypatch.setattr(log_module, "VERIFY_CHUNK", 8)
+    monkeypatch.setattr(verification, "VERIFY_CHUNK", 8)
     await log.append_many([event(i) for i in range(30)])
     await log.checkpoint()  # size 30: inside the fourth chunk
     await log.append_many([event(i) for i in range(30, 61)])
@@ -454,9 +454,9 @@ async def test_an_edited_search_column_is_named(
 async def test_an_edited_search_column_is_named_in_worker_processes(
     log: AuditLog, migrated_url: str, monkeypatch: pytest.MonkeyPatch, column: str
 ) -> None:
-    import transfer.audit.log as log_module
+    import transfer.audit.verification as verification
 
-    monkeypatch.setattr(log_module, "VERIFY_CHUNK", 8)
+    monkeypatch.setattr(verification, "VERIFY_CHUNK", 8)
     await log.append_many([event(i) for i in range(40)])
     stmt, params = _COLUMN_EDITS[column]
     await _sql(migrated_url, (stmt, {**params, "s": 29}))
@@ -497,9 +497,9 @@ async def test_a_row_removed_at_a_chunk_boundary_is_named_in_worker_processes(
     log: AuditLog, migrated_url: str, monkeypatch: pytest.MonkeyPatch, seq: int
 ) -> None:
     """A chunk that checks clean by itself but does not follow on is gone through row by row."""
-    import transfer.audit.log as log_module
+    import transfer.audit.verification as verification
 
-    monkeypatch.setattr(log_module, "VERIFY_CHUNK", 8)
+    monkeypatch.setattr(verification, "VERIFY_CHUNK", 8)
     await log.append_many([event(i) for i in range(30)])
     await _sql(migrated_url, ("DELETE FROM audit_entries WHERE seq = :s", {"s": seq}))
     err = await _tamper(log)
