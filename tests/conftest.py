@@ -7,10 +7,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.support.postgres import PostgresServer, create_database, running_postgres
 
 _counter = itertools.count()
+
+# No per-example deadline: the suite runs on a shared two-core machine beside real servers
+# and browsers, where a pure example can wait for a core; speed is measured in `make bench`,
+# never in a timed test (a property test that failed here once was only slow, not wrong).
+settings.register_profile("handover", deadline=None)
+settings.load_profile("handover")
 
 
 @pytest.fixture(scope="session")
