@@ -24,6 +24,17 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from schemas import jsontext
+from schemas.api import (
+    NewStaff,
+    NewToken,
+    PasswordChange,
+    PasswordReset,
+    SessionInfo,
+    SignIn,
+    StaffChanges,
+    StatusChange,
+    TotpConfirm,
+)
 from schemas.records import (
     UPN_PATTERN,
     ActionRecord,
@@ -44,17 +55,6 @@ from schemas.records import (
     PupilRecord,
     StaffRecord,
     TriageRecord,
-)
-from transfer.api.bodies import (
-    NewStaff,
-    NewToken,
-    PasswordChange,
-    PasswordReset,
-    SessionInfo,
-    SignIn,
-    StaffChanges,
-    StatusChange,
-    TotpConfirm,
 )
 from transfer.api.problems import (
     MalformedBody,
