@@ -23,21 +23,21 @@ from transfer import __version__
 from transfer.api.headers import SECURITY_HEADERS, SERVER
 from transfer.api.openapi import build_openapi
 from transfer.api.problems import ProblemEdge, problem_middleware, request_id_of
-from transfer.api.routes import (
-    ACCOUNTS_KEY,
-    CONFIG_KEY,
-    EXPORTS_KEY,
-    OPENAPI_KEY,
-    ROUTES,
-    STORE_KEY,
-    Route,
-    bind,
-)
+from transfer.api.routes import ROUTES
 from transfer.api.routes_inbox import INBOX_KEY, INBOX_ROUTES
 from transfer.api.routes_outbox import OUTBOX_KEY, OUTBOX_ROUTES
 from transfer.api.routes_portal import PORTAL_KEY, PORTAL_ROUTES
 from transfer.api.routes_referrals import REFERRAL_ROUTES, REFERRALS_KEY
 from transfer.api.routes_requests import ALERT_ROUTES, ALERTS_KEY, REQUEST_ROUTES, REQUESTS_KEY
+from transfer.api.routing import (
+    ACCOUNTS_KEY,
+    CONFIG_KEY,
+    EXPORTS_KEY,
+    OPENAPI_KEY,
+    STORE_KEY,
+    Route,
+    bind,
+)
 from transfer.audit.request_ids import HEADER
 from transfer.auth.service import Accounts
 from transfer.config import Config

@@ -14,7 +14,7 @@ from typing import Final
 from aiohttp import web
 
 from schemas.api import AcceptBody, RejectBody
-from transfer.api.routes import API, SIGNED_IN, Call, QueryParam, Route, _json
+from transfer.api.routing import API, SIGNED_IN, Call, QueryParam, Route, _json
 from transfer.exchange.inbox import Inbox, InboxAcceptance, InboxPreview, IncomingSummary
 
 __all__ = ["INBOX_KEY", "INBOX_ROUTES", "AcceptBody", "RejectBody"]

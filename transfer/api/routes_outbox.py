@@ -13,7 +13,7 @@ from typing import Final
 from aiohttp import web
 
 from schemas.api import SendLeaverFile
-from transfer.api.routes import API, SIGNED_IN, Call, QueryParam, Route, _json
+from transfer.api.routing import API, SIGNED_IN, Call, QueryParam, Route, _json
 from transfer.exchange.outbox import STATES, Outbox, OutgoingRecord
 
 __all__ = ["OUTBOX_KEY", "OUTBOX_ROUTES", "SendLeaverFile"]

@@ -42,9 +42,9 @@ from schemas.referrals import (
     ReferralState,
     ReferralSummary,
 )
-from transfer.api.routes import API, EXPORTS_KEY, SIGNED_IN, Call, QueryParam, Route, _json
 from transfer.api.routes_outbox import OUTBOX_KEY
 from transfer.api.routes_portal import PORTAL_KEY
+from transfer.api.routing import API, EXPORTS_KEY, SIGNED_IN, Call, QueryParam, Route, _json
 from transfer.referrals.service import Referrals
 
 __all__ = [

@@ -16,7 +16,7 @@ from aiohttp import web
 from schemas.api import NoBody
 from transfer.alerts import AlertRecord, Alerts
 from transfer.api.problems import RequestValidationFailed
-from transfer.api.routes import API, SIGNED_IN, Call, QueryParam, Route, _json
+from transfer.api.routing import API, SIGNED_IN, Call, QueryParam, Route, _json
 from transfer.exchange.requests import (
     AuthoriseRequest,
     DeclineRequest,
