@@ -27,10 +27,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from transfer.api.app import create_app
 from transfer.api.listener import GuardedSite, ListenerLimits
+from transfer.api.peer import services_for
 from transfer.audit.trail import AuditTrail
 from transfer.directory.administration import KeyAdministration
 from transfer.errors import ConfigError, HandoverError, OutOfSpaceError
-from transfer.exchange.peer_server import services_for
 from transfer.exchange.receipt_push import ReceiptPusher
 from transfer.exchange.retention_sweep import AfterAcceptanceRetention
 from transfer.exchange.sweeps import schedule_outbox_sweeps

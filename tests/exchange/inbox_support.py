@@ -40,11 +40,11 @@ from schemas.records import (
 )
 from tests.integration.package.support import identity
 from tests.integration.store.conftest import KEK, SCHOOL_URN, School, make_school, start_clock
+from transfer.api.peer import PeerServices, mount
 from transfer.config import Config, NodeSection, TransferSection
 from transfer.directory.service import Directory
 from transfer.exchange.inbox import Inbox
 from transfer.exchange.nonces import NonceTable
-from transfer.exchange.peer_server import PeerServices, mount
 from transfer.httpsig import content_digest, sign_request
 from transfer.identifiers import upn_check_letter
 from transfer.package.build import BuiltPackage

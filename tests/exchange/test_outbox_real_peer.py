@@ -1,4 +1,4 @@
-"""The outbox against the real peer server (``transfer/exchange/peer_server.py``) on a socket:
+"""The outbox against the real peer server (``transfer/api/peer.py``) on a socket:
 a sender killed mid-upload is taken over when its lease runs out, and the upload resumes from
 the offset the receiver holds; nothing arrives twice."""
 

@@ -20,6 +20,7 @@ from schemas.records import NewConcern, NewPupil
 from tests.exchange.inbox_support import free_port
 from tests.test_alerts import upn
 from transfer.alerts import Alerts
+from transfer.api.peer import PeerServices, mount
 from transfer.config import Config, NodeSection, SmtpSection, TransferSection
 from transfer.directory.document import entry_from_keyset
 from transfer.directory.service import Directory
@@ -28,7 +29,6 @@ from transfer.exchange.client import PeerClient
 from transfer.exchange.inbox import Inbox
 from transfer.exchange.nonces import NonceTable
 from transfer.exchange.outbox import Outbox
-from transfer.exchange.peer_server import PeerServices, mount
 from transfer.exchange.requests import TransferRequests
 from transfer.identifiers import InvalidUPN
 from transfer.mail import Mailer

@@ -26,6 +26,7 @@ from schemas.auditing import AuditEvent
 from schemas.directory import AuditKey, DirectoryEntry
 from tests.support.notes import with_signature_length
 from tests.support.postgres import PostgresServer, create_database
+from transfer.api.peer import mount, services_for
 from transfer.audit import merkle
 from transfer.audit.checkpoint import Checkpoint, Signer, sign_checkpoint, verify_checkpoint
 from transfer.audit.log import PeerCheckpoint
@@ -38,7 +39,6 @@ from transfer.directory.document import (
     parse_entry,
 )
 from transfer.exchange.inbox_tables import IncomingPackage
-from transfer.exchange.peer_server import mount, services_for
 from transfer.exchange.witness import Witness, witness_receipt
 from transfer.httpsig import content_digest, sign_request
 from transfer.node import Node

@@ -11,13 +11,10 @@ the accounts service decide what the caller may do.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
-from pydantic import ValidationError
 
 from receivers.portal.service import PickupPortal
 from receivers.portal.web import create_portal_app
@@ -25,40 +22,33 @@ from schemas.auditing import AuditEvent, AuditSink
 from transfer import __version__
 from transfer.api.headers import SECURITY_HEADERS, SERVER
 from transfer.api.openapi import build_openapi
-from transfer.api.problems import (
-    MethodNotAllowed,
-    RouteNotFound,
-    error_response,
-    from_validation,
-    problem_response,
-)
-from transfer.api.routes import (
-    ACCOUNTS_KEY,
-    CONFIG_KEY,
-    EXPORTS_KEY,
-    OPENAPI_KEY,
-    ROUTES,
-    STORE_KEY,
-    Route,
-    bind,
-)
+from transfer.api.problems import ProblemEdge, problem_middleware, request_id_of
+from transfer.api.routes import ROUTES
 from transfer.api.routes_inbox import INBOX_KEY, INBOX_ROUTES
 from transfer.api.routes_outbox import OUTBOX_KEY, OUTBOX_ROUTES
 from transfer.api.routes_portal import PORTAL_KEY, PORTAL_ROUTES
 from transfer.api.routes_referrals import REFERRAL_ROUTES, REFERRALS_KEY
 from transfer.api.routes_requests import ALERT_ROUTES, ALERTS_KEY, REQUEST_ROUTES, REQUESTS_KEY
-from transfer.audit.request_ids import HEADER, REQUEST_ID, request_id_from
+from transfer.api.routing import (
+    ACCOUNTS_KEY,
+    CONFIG_KEY,
+    EXPORTS_KEY,
+    OPENAPI_KEY,
+    STORE_KEY,
+    Route,
+    bind,
+)
+from transfer.audit.request_ids import HEADER
 from transfer.auth.service import Accounts
 from transfer.config import Config
-from transfer.errors import DamagedStateError, HandoverError, OutOfSpaceError, TooLargeError
-from transfer.space import as_out_of_space
+from transfer.errors import OutOfSpaceError
 from transfer.store.service import Store
 
 if TYPE_CHECKING:
     from transfer.alerts import Alerts
+    from transfer.api.peer import PeerServices
     from transfer.exchange.inbox import Inbox
     from transfer.exchange.outbox import Outbox
-    from transfer.exchange.peer_server import PeerServices
     from transfer.exchange.requests import TransferRequests
     from transfer.referrals.service import Referrals
     from transfer.web import WebServices
@@ -68,101 +58,10 @@ log = logging.getLogger("transfer.api")
 __all__ = ["AUDIT_KEY", "SECURITY_HEADERS", "create_app", "request_context"]
 
 AUDIT_KEY = web.AppKey("audit", AuditSink)
-#: Where the request id is kept on the request (a typed key on aiohttp >= 3.14).
-_RID_KEY: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
 
 
-def _rid(request: web.Request) -> str:
-    value = request.get(_RID_KEY)
-    return value if isinstance(value, str) else "unknown"
-
-
-def _from_http(exc: web.HTTPException, request: web.Request) -> web.StreamResponse:
-    rid = _rid(request)
-    if isinstance(exc, web.HTTPNotFound):
-        err: HandoverError = RouteNotFound(f"there is no route {request.path[:200]!r}")
-    elif isinstance(exc, web.HTTPMethodNotAllowed):
-        allowed = sorted(exc.allowed_methods)
-        resp = error_response(
-            MethodNotAllowed(
-                f"{request.method} is not allowed here; allowed: {', '.join(allowed)}",
-                detail={"allowed": allowed},
-            ),
-            rid,
-        )
-        resp.headers["Allow"] = ", ".join(allowed)
-        return resp
-    elif isinstance(exc, web.HTTPRequestEntityTooLarge):
-        err = TooLargeError("the request body is too large")
-    else:
-        return problem_response(
-            exc.status,
-            slug=f"http-{exc.status}",
-            title=exc.reason,
-            detail=exc.reason,
-            request_id=rid,
-        )
-    return error_response(err, rid)
-
-
-@web.middleware
-async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request an id, log it, and turn every error into a problem document."""
-    rid = request_id_from(request.headers.get(HEADER))
-    request[_RID_KEY] = rid
-    token = REQUEST_ID.set(rid)
-    started = time.monotonic()
-    status = 500
-    try:
-        try:
-            response = await handler(request)
-        except HandoverError as err:
-            if isinstance(err, OutOfSpaceError):
-                _out_of_space(request, err, rid)
-            elif isinstance(err, DamagedStateError):
-                # Not the caller's doing, and the operator must act: one line, no traceback.
-                log.error(
-                    "%s %s failed: %s [request %s]",
-                    request.method,
-                    request.path,
-                    err.diagnostics(),
-                    rid,
-                )
-            response = error_response(err, rid)
-        except ValidationError as err:
-            response = error_response(from_validation(err), rid)
-        except web.HTTPException as exc:
-            response = _from_http(exc, request)
-        except Exception as exc:
-            full = as_out_of_space(exc, str(request.config_dict[STORE_KEY].data_dir))
-            if full is not None:
-                _out_of_space(request, full, rid)
-                response = error_response(full, rid)
-                status = response.status
-                return response
-            log.exception(
-                "unexpected error in %s %s [request %s]", request.method, request.path, rid
-            )
-            await _audit_crash(request, rid)
-            response = problem_response(
-                500,
-                slug="internal-error",
-                title="Something went wrong on the server",
-                detail="an unexpected error occurred; quote the request id to the operator",
-                request_id=rid,
-            )
-        status = response.status
-        return response
-    finally:
-        log.info(
-            "%s %s -> %s in %.1f ms [request %s]",
-            request.method,
-            request.path,
-            status,
-            (time.monotonic() - started) * 1000,
-            rid,
-        )
-        REQUEST_ID.reset(token)
+def _data_dir(request: web.Request) -> str:
+    return str(request.config_dict[STORE_KEY].data_dir)
 
 
 def _out_of_space(request: web.Request, err: OutOfSpaceError, rid: str) -> None:
@@ -185,11 +84,23 @@ async def _audit_crash(request: web.Request, rid: str) -> None:
         log.exception("could not audit an API error [request %s]", rid)
 
 
+#: Give the request an id, log it, and turn every error into a problem document.
+request_context = problem_middleware(
+    ProblemEdge(
+        data_dir=_data_dir,
+        out_of_space=_out_of_space,
+        crashed=_audit_crash,
+        access_log=True,
+        logger=log,
+    )
+)
+
+
 async def _headers(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     response.headers["Server"] = SERVER
-    response.headers[HEADER] = _rid(request)
+    response.headers[HEADER] = request_id_of(request)
 
 
 def create_app(
@@ -261,7 +172,7 @@ def create_app(
     if transfer_requests is not None:
         app[REQUESTS_KEY] = transfer_requests
     if peer is not None:
-        from transfer.exchange.peer_server import mount as mount_peer
+        from transfer.api.peer import mount as mount_peer
 
         mount_peer(app, peer)
     if web_pages is not None:

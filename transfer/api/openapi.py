@@ -11,7 +11,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from schemas.records import LAESTAB_PATTERN, UPN_PATTERN
 from transfer.api.problems import MEDIA_TYPE as PROBLEM
-from transfer.api.routes import JSON, QueryParam, Route, is_id_parameter, is_pupil_parameter
+from transfer.api.routing import JSON, QueryParam, Route, is_id_parameter, is_pupil_parameter
 from transfer.identifiers import LA_CODES, UPN_ALPHABET
 
 _REF = "#/components/schemas/{model}"

@@ -9,39 +9,17 @@ authentication and problem documents); the inbox checks the permission
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Final
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.receipt import MAX_REFERENCE
-from schemas.text import Line, Prose
-from transfer.api.routes import API, SIGNED_IN, Call, QueryParam, Route, _json
+from schemas.api import AcceptBody, RejectBody
+from transfer.api.routing import API, SIGNED_IN, Call, QueryParam, Route, _json
 from transfer.exchange.inbox import Inbox, InboxAcceptance, InboxPreview, IncomingSummary
 
 __all__ = ["INBOX_KEY", "INBOX_ROUTES", "AcceptBody", "RejectBody"]
 
 INBOX_KEY: Final = web.AppKey("inbox", Inbox)
-
-
-class AcceptBody(BaseModel):
-    """A leaver's file: accept into the pupil matched by UPN and date of birth (default), into
-    a pupil the DSL chooses (``pupil_id``), or as a new pupil (``create_new``). A referral:
-    accept with the agency's own ``reference`` number (required), sent back in the receipt."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    pupil_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    create_new: bool = False
-    reference: Annotated[Line, Field(min_length=1, max_length=MAX_REFERENCE)] | None = None
-
-
-class RejectBody(BaseModel):
-    """Why the package is refused (sent to the sender in the signed receipt)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    reason: Annotated[Prose, Field(min_length=1, max_length=500)]
 
 
 def _inbox(call: Call) -> Inbox:

@@ -8,33 +8,17 @@ the organisation itself. See ``docs/delivery.md``.
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Final
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
-from transfer.api.routes import API, SIGNED_IN, Call, QueryParam, Route, _json
+from schemas.api import SendLeaverFile
+from transfer.api.routing import API, SIGNED_IN, Call, QueryParam, Route, _json
 from transfer.exchange.outbox import STATES, Outbox, OutgoingRecord
 
 __all__ = ["OUTBOX_KEY", "OUTBOX_ROUTES", "SendLeaverFile"]
 
 OUTBOX_KEY: Final = web.AppKey("outbox", Outbox)
-
-
-class SendLeaverFile(BaseModel):
-    """Which pupil's file to send (UPN or id), and to which school (its id in the directory).
-
-    ``reason`` is needed (422 ``reason-required`` otherwise, saying why) when the file
-    already reached that school, or when it is not the pupil's recorded destination.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    pupil_id: Annotated[
-        str, Field(min_length=1, max_length=64, description="the pupil's UPN, or its id")
-    ]
-    to_org_id: Annotated[str, Field(min_length=1, max_length=64)]
-    reason: Annotated[str | None, Field(min_length=1, max_length=500)] = None
 
 
 def _outbox(call: Call) -> Outbox:

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from receivers.portal.records import IssuedPickup, PickupInfo
 from receivers.portal.service import PickupPortal
-from transfer.api.routes import (
+from transfer.api.routing import (
     API,
     CHUNK,
     CONFIG_KEY,

@@ -12,10 +12,10 @@ node, the pickup portal (``PORTAL_KEY``) for the portal, the exports folder
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal, get_args
+from typing import Final, Literal, get_args
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict
 
 from receivers.portal.records import PickupInfo
 from receivers.sending import (
@@ -25,20 +25,26 @@ from receivers.sending import (
     send_via_portal,
     withdraw,
 )
+from schemas.api import (
+    AcknowledgementBody,
+    FormBody,
+    HandoverBody,
+    NewReferral,
+    OutcomeBody,
+    SelectionBody,
+    SendReferral,
+    WithdrawBody,
+)
 from schemas.records import ChronologyEntry
 from schemas.referrals import (
     NewRedaction,
-    ReferralForm,
-    ReferralOutcome,
     ReferralRecord,
     ReferralState,
     ReferralSummary,
-    SelectedItem,
 )
-from schemas.text import Line, Prose
-from transfer.api.routes import API, EXPORTS_KEY, SIGNED_IN, Call, QueryParam, Route, _json
 from transfer.api.routes_outbox import OUTBOX_KEY
 from transfer.api.routes_portal import PORTAL_KEY
+from transfer.api.routing import API, EXPORTS_KEY, SIGNED_IN, Call, QueryParam, Route, _json
 from transfer.referrals.service import Referrals
 
 __all__ = [
@@ -56,70 +62,6 @@ __all__ = [
 ]
 
 REFERRALS_KEY: Final = web.AppKey("referrals", Referrals)
-
-_Line = Annotated[Line, Field(min_length=1, max_length=200)]
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class NewReferral(_Body):
-    """A draft: the child (UPN or pupil id), the agency (directory id), the form, and
-    optionally what goes. Checked whole: a refusal makes no draft."""
-
-    pupil_id: Annotated[
-        str, Field(min_length=1, max_length=64, description="the pupil's UPN, or its id")
-    ]
-    agency_org_id: Annotated[str, Field(min_length=1, max_length=64)]
-    form: ReferralForm
-    selection: Annotated[tuple[SelectedItem, ...], Field(max_length=1000)] = ()
-    redactions: Annotated[tuple[NewRedaction, ...], Field(max_length=200)] = ()
-
-
-class FormBody(_Body):
-    form: ReferralForm
-
-
-class SelectionBody(_Body):
-    items: Annotated[tuple[SelectedItem, ...], Field(max_length=1000)]
-
-
-class HandoverBody(_Body):
-    to_whom: _Line
-    how: _Line
-    at: AwareDatetime | None = None
-
-
-class AcknowledgementBody(_Body):
-    name: _Line
-    agency_reference: Annotated[Line, Field(min_length=1, max_length=100)]
-
-
-class OutcomeBody(_Body):
-    outcome: ReferralOutcome
-
-
-class SendReferral(_Body):
-    """Seal the draft and send it by one route, with that route's options only."""
-
-    route: Literal["node", "portal", "offline"]
-    #: portal: how many days the link works (default 7).
-    expires_in_days: Annotated[int | None, Field(ge=1, le=30)] = None
-    #: offline: encrypt to a new passphrase (returned once) instead of the agency's key.
-    passphrase: bool = False
-    #: offline: write one .zip file instead of a folder.
-    zip: bool = False
-    #: The DSL confirms sending the form alone: no chronology entry is chosen.
-    form_only: bool = False
-
-    @model_validator(mode="after")
-    def _options_fit_the_route(self) -> SendReferral:
-        if self.route != "portal" and self.expires_in_days is not None:
-            raise ValueError("expires_in_days is for the portal route only")
-        if self.route != "offline" and (self.passphrase or self.zip):
-            raise ValueError("passphrase and zip are for the offline route only")
-        return self
 
 
 class SentReferral(BaseModel):
@@ -143,12 +85,6 @@ class SentReferral(BaseModel):
     bundle_files: tuple[str, ...] = ()
     sender_key_id: str | None = None
     passphrase: str | None = None
-
-
-class WithdrawBody(_Body):
-    """Why a sealed referral is taken back (written in the child's chronology only)."""
-
-    reason: Annotated[Prose, Field(min_length=1, max_length=500)]
 
 
 def _referrals(call: Call) -> Referrals:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Final, get_args
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
 
+from schemas.api import NoBody
 from transfer.alerts import AlertRecord, Alerts
 from transfer.api.problems import RequestValidationFailed
-from transfer.api.routes import API, SIGNED_IN, Call, QueryParam, Route, _json
+from transfer.api.routing import API, SIGNED_IN, Call, QueryParam, Route, _json
 from transfer.exchange.requests import (
     AuthoriseRequest,
     DeclineRequest,
@@ -30,12 +30,6 @@ __all__ = ["ALERTS_KEY", "ALERT_ROUTES", "REQUESTS_KEY", "REQUEST_ROUTES"]
 
 ALERTS_KEY: Final = web.AppKey("alerts", Alerts)
 REQUESTS_KEY: Final = web.AppKey("transfer_requests", TransferRequests)
-
-
-class NoBody(BaseModel):
-    """An empty JSON object."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def _bad_query(name: str, allowed: tuple[str, ...]) -> RequestValidationFailed:

@@ -16,10 +16,12 @@ import nacl.exceptions
 import nacl.pwhash
 import nacl.pwhash.argon2id
 
+from schemas.api import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from transfer.errors import InputError
 
-MIN_LENGTH = 12
-MAX_LENGTH = 256
+#: The policy's lengths (``schemas.api`` states them in the API's schema too).
+MIN_LENGTH = MIN_PASSWORD_LENGTH
+MAX_LENGTH = MAX_PASSWORD_LENGTH
 
 
 class WeakPassword(InputError):

@@ -26,20 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Final, Literal
 
+from schemas.roles import Permission as Permission
+from schemas.roles import Role as Role
 from transfer.errors import PolicyError
-
-
-class Role(StrEnum):
-    DSL = "dsl"
-    DEPUTY_DSL = "deputy_dsl"
-    HEAD_TEACHER = "head_teacher"
-    STAFF = "staff"
-    ADMINISTRATOR = "administrator"
-    AUDITOR = "auditor"
-
 
 DSL_TEAM = frozenset({Role.DSL, Role.DEPUTY_DSL})
 #: Roles that read concern content: granting or removing one, and resetting the password or
@@ -47,36 +38,6 @@ DSL_TEAM = frozenset({Role.DSL, Role.DEPUTY_DSL})
 PROTECTED_ROLES = frozenset({Role.DSL, Role.DEPUTY_DSL, Role.HEAD_TEACHER})
 #: Roles that can see concern content or manage accounts: TOTP is mandatory for them.
 NEEDS_TOTP = frozenset({Role.DSL, Role.DEPUTY_DSL, Role.HEAD_TEACHER, Role.ADMINISTRATOR})
-
-
-class Permission(StrEnum):
-    MANAGE_STAFF = "staff.manage"
-    #: Approve (or decline) an account change that the two-person rule holds back.
-    APPROVE_STAFF_CHANGES = "staff.approve"
-    MANAGE_PUPILS = "pupil.manage"
-    READ_PUPILS = "pupil.read"
-    IMPORT_CTF = "ctf.import"
-    RECORD_CONCERN = "concern.record"
-    READ_ALL_CONCERNS = "concern.read_all"
-    TRIAGE = "concern.triage"
-    MANAGE_ACTIONS = "action.manage"
-    MANAGE_CONTACTS = "contact.manage"
-    MANAGE_DOCUMENTS = "document.manage"
-    READ_CHRONOLOGY = "chronology.read"
-    READ_RESTRICTED = "category.restricted.read"
-    EXPORT_SUBJECT_ACCESS = "sar.export"
-    RUN_RETENTION = "retention.run"
-    MANAGE_CATEGORIES = "category.manage"
-    READ_AUDIT = "audit.read"
-    SEND_TRANSFER = "transfer.send"
-    RECEIVE_TRANSFER = "transfer.receive"
-    SEND_REFERRAL = "referral.send"
-    SEND_WITHOUT_CONSENT = "referral.without_consent"
-    MANAGE_KEYS = "keys.manage"
-    #: See and dismiss the DSL team's alerts (deadlines, transfer requests, referrals).
-    HANDLE_ALERTS = "alert.handle"
-    #: Read the safeguarding reports (the governors' report): counts, never content.
-    READ_REPORTS = "report.read"
 
 
 _DSL_TEAM_GRANTS = frozenset(Permission) - {Permission.MANAGE_STAFF, Permission.MANAGE_KEYS}

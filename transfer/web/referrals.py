@@ -147,7 +147,7 @@ def _outbox(request: web.Request) -> Outbox | None:
 
 
 def _exports(request: web.Request) -> Path:
-    from transfer.api.routes import EXPORTS_KEY
+    from transfer.api.routing import EXPORTS_KEY
 
     return Path(request.config_dict[EXPORTS_KEY]) / "referrals"
 

@@ -11,7 +11,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from schemas.records import NewPupil
 from tests.integration.api.conftest import MAX_BODY, MAX_UPLOAD, Api, api_config
 from transfer.api import create_app
-from transfer.api.routes import ROUTES, SIGNED_IN, Call, Route
+from transfer.api.routes import ROUTES
+from transfer.api.routing import SIGNED_IN, Call, Route
 from transfer.store.permissions import Role
 
 PROBLEM = "application/problem+json"

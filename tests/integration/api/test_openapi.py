@@ -8,7 +8,7 @@ from aiohttp import web
 
 from tests.integration.api.conftest import Api, api_config
 from transfer.api import create_app
-from transfer.api.routes import OPENAPI_KEY
+from transfer.api.routing import OPENAPI_KEY
 
 METHODS = {"get", "post", "put", "patch", "delete"}
 

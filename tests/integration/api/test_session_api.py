@@ -117,7 +117,7 @@ async def test_parallel_guesses_through_the_api_get_no_more_checks_than_the_limi
         checked.append(password)
         return real(stored, password)
 
-    monkeypatch.setattr("transfer.auth.service.verify_password", counting)
+    monkeypatch.setattr("transfer.auth.base.verify_password", counting)
     security = api.node.accounts.security
     bodies = [
         {"org": URN, "username": "teacher", "password": f"wrong guess number {i}"}

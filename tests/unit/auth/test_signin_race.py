@@ -33,7 +33,7 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append(password)
         return real(stored, password)
 
-    monkeypatch.setattr("transfer.auth.service.verify_password", counting)
+    monkeypatch.setattr("transfer.auth.base.verify_password", counting)
     return calls
 
 

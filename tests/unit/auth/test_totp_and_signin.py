@@ -176,7 +176,7 @@ async def test_unknown_user_and_wrong_password_look_the_same(
         calls.append("verify")
         return real(stored, password)
 
-    monkeypatch.setattr("transfer.auth.service.verify_password", counting)
+    monkeypatch.setattr("transfer.auth.base.verify_password", counting)
     with pytest.raises(SignInFailed) as unknown:
         await node.accounts.sign_in(URN, "nobody", PASSWORD)
     with pytest.raises(SignInFailed) as wrong:

@@ -3,7 +3,7 @@
 :class:`Inbox` (:mod:`.facade`) is the one object callers hold; each of its calls goes
 to one part:
 
-- :mod:`.upload`: the peer side, called by :mod:`transfer.exchange.peer_server` once a
+- :mod:`.upload`: the peer side, called by :mod:`transfer.api.peer` once a
   request's signature has checked. ``offer`` registers a package *before any byte*;
   ``receive_chunk`` streams one chunk to ``data_dir/incoming/<id>.part`` at the held
   offset, hashing as it goes, fsynced before the new offset is committed.

@@ -1,6 +1,6 @@
 """Uploads from other nodes: the offer, then the chunks (contracts §5).
 
-Called by :mod:`transfer.exchange.peer_server` once a request's signature has checked;
+Called by :mod:`transfer.api.peer` once a request's signature has checked;
 the last step, ``complete``, is :mod:`transfer.exchange.inbox.delivery`.
 
 - :meth:`Uploads.offer` registers a package *before any byte*: the sender is the signing

@@ -33,7 +33,6 @@ from uuid import UUID
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from pydantic import ValidationError
 
 from keys import minisign
 from keys.keyset import parse_key_id
@@ -42,15 +41,13 @@ from schemas.directory import DirectoryEntry
 from schemas.peer import OfferBody
 from transfer.api.problems import (
     MalformedBody,
+    ProblemEdge,
     UnsupportedMediaType,
-    error_response,
-    from_validation,
-    problem_response,
+    problem_middleware,
 )
 from transfer.audit.checkpoint import parse_checkpoint
 from transfer.audit.checkpoints import PeerCheckpoint
 from transfer.audit.log import AuditLog
-from transfer.audit.request_ids import HEADER, REQUEST_ID, request_id_from
 from transfer.config import Config
 from transfer.errors import (
     HandoverError,
@@ -66,7 +63,6 @@ from transfer.exchange.nonces import NonceTable
 from transfer.exchange.witness import Witness
 from transfer.httpsig import check_digest, signature_key_id, verify_request
 from transfer.receipts import SignedReceipt, verify_receipt
-from transfer.space import as_out_of_space
 from transfer.store.permissions import PermissionDenied
 
 if TYPE_CHECKING:
@@ -153,11 +149,6 @@ _CALLER: Any = (
     if hasattr(web, "RequestKey")
     else "handover_peer_caller"
 )
-_RID: Any = (
-    web.RequestKey("handover_peer_request_id", str)
-    if hasattr(web, "RequestKey")
-    else "handover_peer_request_id"
-)
 
 
 def _services(request: web.Request) -> PeerServices:
@@ -174,49 +165,49 @@ def caller_of(request: web.Request) -> PeerCaller:
 # ------------------------------------------------------------------ middleware
 
 
-@web.middleware
-async def _problems(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error as an RFC 9457 problem document (also when the app runs on its own)."""
-    rid = request_id_from(request.headers.get(HEADER))
-    request[_RID] = rid
-    token = REQUEST_ID.set(rid)
+def _data_dir(request: web.Request) -> str:
+    return str(_services(request).inbox.store.data_dir)
+
+
+def _out_of_space(request: web.Request, err: OutOfSpaceError, rid: str) -> None:
+    _services(request).inbox.store.space.noticed(err, f"{request.method} {request.path}", rid)
+
+
+async def _audit_crash(request: web.Request, rid: str) -> None:
     try:
-        try:
-            response = await handler(request)
-        except OSError as exc:
-            # A full disk is the one OS error with a clear word: 503, one log line.
-            full = as_out_of_space(exc, str(_services(request).inbox.store.data_dir))
-            if full is None:
-                raise
-            raise full from None
-    except HandoverError as err:
-        if isinstance(err, OutOfSpaceError):
-            _services(request).inbox.store.space.noticed(
-                err, f"{request.method} {request.path}", rid
-            )
-        response = error_response(err, rid)
-        if err.http_status == 401:
-            response.headers["WWW-Authenticate"] = 'Signature realm="handover-peer"'
-        offset = err.detail.get("offset")
-        if isinstance(offset, int):
-            response.headers[OFFSET_HEADER] = str(offset)
-    except ValidationError as err:
-        response = error_response(from_validation(err), rid)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        response = problem_response(
-            exc.status,
-            slug=f"http-{exc.status}",
-            title=exc.reason,
-            detail=exc.reason,
-            request_id=rid,
+        await _services(request).inbox.store.record_event(
+            "api.error",
+            None,
+            None,
+            {},
+            outcome="failed",
+            method=request.method,
+            path=request.path[:200],
         )
-    finally:
-        REQUEST_ID.reset(token)
-    response.headers[HEADER] = rid
-    response.headers.setdefault("Cache-Control", "no-store")
-    return response
+    except Exception:
+        log.exception("could not audit a peer server error [request %s]", rid)
+
+
+def _peer_headers(err: HandoverError, response: web.StreamResponse) -> None:
+    """A refused signature asks for one; a chunk at the wrong offset says the right one."""
+    if err.http_status == 401:
+        response.headers["WWW-Authenticate"] = 'Signature realm="handover-peer"'
+    offset = err.detail.get("offset")
+    if isinstance(offset, int):
+        response.headers[OFFSET_HEADER] = str(offset)
+
+
+#: Every error as an RFC 9457 problem document (also when the app runs on its own).
+_problems = problem_middleware(
+    ProblemEdge(
+        data_dir=_data_dir,
+        out_of_space=_out_of_space,
+        crashed=_audit_crash,
+        decorate=_peer_headers,
+        headers=(("Cache-Control", "no-store"),),
+        logger=log,
+    )
+)
 
 
 @web.middleware
