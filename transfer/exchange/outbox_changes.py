@@ -74,7 +74,7 @@ class OutboxChanges(OutboxCore):
                 intents.append(await self._intend(s, "transfer.cancelled", actor, row, via=via))
         await self.store.settle(*intents)
         if _rowcount(done) != 1:
-            current = await self._row(row.id)
+            current = await self._held(row.id)
             await self._audit("transfer.cancelled", actor, current, "refused", state=current.state)
             if current.state in ("queued", "failed"):
                 raise ConflictError(
@@ -94,13 +94,13 @@ class OutboxChanges(OutboxCore):
             await asyncio.to_thread((self.outgoing_dir / f"{row.id}.age.tmp").unlink, True)
         await self._chronology(
             actor,
-            row._pupils,
+            row.pupils,
             "cancelled",
             f"{_label(row.kind)} to {row.to_name} cancelled",
             row.id,
             now,
         )
-        return await self._record(await self._row(row.id))
+        return await self._record(await self._held(row.id))
 
     async def resend(
         self, actor: Actor, package_id: str, *, via: str | None = None
@@ -121,7 +121,7 @@ class OutboxChanges(OutboxCore):
                 "queue a new one"
             )
         try:
-            await check_own_copy(path, int(row.ciphertext_size), row.ciphertext_sha256)
+            await check_own_copy(path, *row.built())
         except PackageFileDamagedError as exc:
             await self._audit("transfer.resent", actor, row, "refused", reason="file-damaged")
             raise ConflictError(exc.message) from None
@@ -151,10 +151,10 @@ class OutboxChanges(OutboxCore):
             raise ConflictError("this package changed meanwhile; reload it and try again")
         await self._chronology(
             actor,
-            row._pupils,
+            row.pupils,
             "resent",
             f"{_label(row.kind)} to {row.to_name} queued again",
             row.id,
             now,
         )
-        return await self._record(await self._row(row.id))
+        return await self._record(await self._held(row.id))

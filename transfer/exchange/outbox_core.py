@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Insert, Select, delete, insert, select
 
 from schemas.manifest import PackageKind
 from transfer.config import Config
@@ -35,15 +36,17 @@ from transfer.exchange.outbox_records import (
     REASON_FIELD,
     REASON_TABLE,
     STATES,
+    EventRow,
     OutboxDirectory,
     OutgoingRecord,
+    PackageRow,
     ReceiptListener,
+    ReceiptRow,
     _crashed_draft,
     _p,
     _permission_for,
     _short,
     _to_record,
-    _with_pupils,
 )
 from transfer.exchange.outbox_tables import (
     outgoing_events,
@@ -121,11 +124,11 @@ class OutboxCore:
         self,
         action: str,
         actor: Actor | None,
-        row: Any,
+        row: PackageRow,
         outcome: Literal["ok", "refused", "failed"] = "ok",
         **detail: str | int | bool | None,
     ) -> None:
-        pupils: Sequence[str] = getattr(row, "_pupils", ())
+        pupils: Sequence[str] = row.pupils
         targets = {"package": row.id, "recipient": row.to_org_id}
         if pupils:
             targets["pupil"] = pupils[0]
@@ -140,13 +143,13 @@ class OutboxCore:
         session: AsyncSession,
         action: str,
         actor: Actor | None,
-        row: Any,
+        row: PackageRow,
         outcome: Literal["ok", "refused", "failed"] = "ok",
         **detail: str | int | bool | None,
     ) -> AuditIntent:
         """The audit entry of a change (as :meth:`_audit`), promised in the change's own
         transaction: committed with it, appended by :meth:`Store.settle` or on replay."""
-        pupils: Sequence[str] = getattr(row, "_pupils", ())
+        pupils: Sequence[str] = row.pupils
         targets = {"package": row.id, "recipient": row.to_org_id}
         if pupils:
             targets["pupil"] = pupils[0]
@@ -184,7 +187,7 @@ class OutboxCore:
                     exc.slug,
                 )
 
-    async def _row(self, package_id: str) -> Any:
+    async def _row(self, package_id: str) -> PackageRow | None:
         async with self.store.sessions() as s:
             row = (await s.execute(select(_p).where(_p.c.id == package_id))).first()
             if row is None:
@@ -200,9 +203,16 @@ class OutboxCore:
                 .scalars()
                 .all()
             )
-        return _with_pupils(row, tuple(pupils))
+        return PackageRow.of(row, tuple(pupils))
 
-    async def _row_for(self, actor: Actor, package_id: str) -> Any:
+    async def _held(self, package_id: str) -> PackageRow:
+        """The package's row, which this process has just read or written (it is there)."""
+        row = await self._row(package_id)
+        if row is None:
+            raise NotFoundError(f"outgoing package {package_id} is gone")
+        return row
+
+    async def _row_for(self, actor: Actor, package_id: str) -> PackageRow:
         try:
             package_id = str(UUID(package_id))
         except ValueError:
@@ -227,7 +237,7 @@ class OutboxCore:
         at: datetime,
         actor: Actor | None = None,
         detail: str | None = None,
-    ) -> Any:
+    ) -> Insert:
         return insert(outgoing_events).values(
             package_id=package_id,
             at=at,
@@ -275,7 +285,7 @@ class OutboxCore:
         if package_id is not None:
             query = query.where(_p.c.id == package_id)
         async with self.store.sessions() as s:
-            rows = (await s.execute(query)).all()
+            rows = [PackageRow.of(r) for r in (await s.execute(query)).all()]
         removed = 0
         for row in rows:
             if not await self._drop_draft(row.id, self.outgoing_dir / f"{row.id}.age.tmp"):
@@ -295,10 +305,10 @@ class OutboxCore:
 
     # ------------------------------------------------------------------- reading
 
-    async def _record(self, row: Any) -> OutgoingRecord:
+    async def _record(self, row: PackageRow) -> OutgoingRecord:
         reason = None
-        if row.reasons_needed and row._pupils:
-            notes = await self.store.open_notes(REASON_TABLE, row.id, row._pupils[0])
+        if row.reasons_needed and row.pupils:
+            notes = await self.store.open_notes(REASON_TABLE, row.id, row.pupils[0])
             reason = notes.get(REASON_FIELD)
         async with self.store.sessions() as s:
             events = (
@@ -308,14 +318,16 @@ class OutboxCore:
                     .order_by(outgoing_events.c.id)
                 )
             ).all()
-            receipts = (
+            held = (
                 await s.execute(
                     select(outgoing_receipts)
                     .where(outgoing_receipts.c.package_id == row.id)
                     .order_by(outgoing_receipts.c.issued_at, outgoing_receipts.c.receipt_id)
                 )
             ).all()
-        return _to_record(row, events, receipts, reason)
+        return _to_record(
+            row, [EventRow.of(e) for e in events], [ReceiptRow.of(r) for r in held], reason
+        )
 
     async def get(self, actor: Actor, package_id: str) -> OutgoingRecord:
         """One outgoing package of the actor's organisation: state, events, receipts."""
@@ -349,12 +361,12 @@ class OutboxCore:
         )
 
     async def _records(
-        self, query: Any, *, with_reasons: bool = False
+        self, query: Select[Any], *, with_reasons: bool = False
     ) -> builtins.list[OutgoingRecord]:
         """The packages ``query`` selects, with pupils, events and receipts (and, with
         ``with_reasons``, the reason given for each, unsealed: for the people who read them)."""
         async with self.store.sessions() as s:
-            rows = (await s.execute(query)).all()
+            rows = [PackageRow.of(r) for r in (await s.execute(query)).all()]
             ids = [r.id for r in rows]
             if not ids:
                 return []
@@ -367,7 +379,7 @@ class OutboxCore:
                 )
             ).all():
                 pupils.setdefault(pid, []).append(pupil)
-            events: dict[str, builtins.list[Any]] = {}
+            events: dict[str, builtins.list[EventRow]] = {}
             for e in (
                 await s.execute(
                     select(outgoing_events)
@@ -375,8 +387,8 @@ class OutboxCore:
                     .order_by(outgoing_events.c.id)
                 )
             ).all():
-                events.setdefault(e.package_id, []).append(e)
-            receipts: dict[str, builtins.list[Any]] = {}
+                events.setdefault(e.package_id, []).append(EventRow.of(e))
+            receipts: dict[str, builtins.list[ReceiptRow]] = {}
             for r in (
                 await s.execute(
                     select(outgoing_receipts)
@@ -384,7 +396,7 @@ class OutboxCore:
                     .order_by(outgoing_receipts.c.issued_at, outgoing_receipts.c.receipt_id)
                 )
             ).all():
-                receipts.setdefault(r.package_id, []).append(r)
+                receipts.setdefault(r.package_id, []).append(ReceiptRow.of(r))
         reasons: dict[str, str | None] = {}
         for row in rows:
             held = pupils.get(row.id)
@@ -393,7 +405,7 @@ class OutboxCore:
                 reasons[row.id] = notes.get(REASON_FIELD)
         return [
             _to_record(
-                _with_pupils(row, tuple(pupils.get(row.id, ()))),
+                dataclasses.replace(row, pupils=tuple(pupils.get(row.id, ()))),
                 events.get(row.id, []),
                 receipts.get(row.id, []),
                 reasons.get(row.id),

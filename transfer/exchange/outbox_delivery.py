@@ -9,7 +9,7 @@ import builtins
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import and_, or_, select, update
 
@@ -25,6 +25,7 @@ from transfer.exchange.outbox_records import (
     LeaseLostError,
     PackageFileDamagedError,
     PackageFileMissingError,
+    PackageRow,
     _label,
     _moves,
     _p,
@@ -250,14 +251,14 @@ class OutboxDelivery(OutboxReceipts):
             log.exception("package %s: unexpected error while delivering", package_id)
             await self._retry(row, "an unexpected error on this node (see its log)", slug="error")
 
-    async def _upload(self, row: Any) -> None:
+    async def _upload(self, row: PackageRow) -> None:
         path = self.path_of(row.id)
         if not await asyncio.to_thread(path.is_file):
             raise PackageFileMissingError(
                 f"the package file {path.name} is no longer in the outbox; queue a new package"
             )
-        size = int(row.ciphertext_size)
-        await check_own_copy(path, size, row.ciphertext_sha256)
+        size, sha256 = row.built()
+        await check_own_copy(path, size, sha256)
         frm, to = row.org_id, row.to_org_id
         where = f"{row.to_name} ({to})"
         await self._attempt_started(row)
@@ -272,7 +273,7 @@ class OutboxDelivery(OutboxReceipts):
                 "sender_org_id": frm,
                 "recipient_org_id": to,
                 "size": size,
-                "ciphertext_sha256": row.ciphertext_sha256,
+                "ciphertext_sha256": sha256,
             },
         )
         if start.get("state") == "delivered" and start.get("receipt") is not None:
@@ -309,7 +310,7 @@ class OutboxDelivery(OutboxReceipts):
             await asyncio.sleep(interval)
             await self._renew(package_id)
 
-    async def _send_body(self, row: Any, path: Path, offset: int, where: str) -> None:
+    async def _send_body(self, row: PackageRow, path: Path, offset: int, where: str) -> None:
         """``PATCH`` the package's bytes from ``offset`` until the receiver holds them all.
 
         Each request carries at most ``transfer.chunk_bytes``; by default the whole rest of
@@ -317,7 +318,7 @@ class OutboxDelivery(OutboxReceipts):
         for the whole package from offset 0 it is the package's known SHA-256, otherwise the
         range is hashed first (the next range while this one is on the wire).
         """
-        size = int(row.ciphertext_size)
+        size, sha256 = row.built()
         frm, to = row.org_id, row.to_org_id
         chunk = self.config.transfer.chunk_bytes
         target = f"/peer/v1/packages/{row.id}"
@@ -327,7 +328,7 @@ class OutboxDelivery(OutboxReceipts):
             while offset < size:
                 n = min(chunk, size - offset)
                 if offset == 0 and n == size:
-                    digest = digest_header(bytes.fromhex(row.ciphertext_sha256))
+                    digest = digest_header(bytes.fromhex(sha256))
                 else:
                     digest = await digests.get(offset, n)
                     # The next chunk is hashed while this one is on the wire.
@@ -362,7 +363,7 @@ class OutboxDelivery(OutboxReceipts):
         finally:
             digests.close()
 
-    async def _attempt_started(self, row: Any) -> None:
+    async def _attempt_started(self, row: PackageRow) -> None:
         async with self.store.sessions() as s, s.begin():
             done = await s.execute(
                 update(_p)
@@ -385,7 +386,7 @@ class OutboxDelivery(OutboxReceipts):
             ).first()
         return found is not None
 
-    async def _accept_delivery(self, row: Any, value: object) -> None:
+    async def _accept_delivery(self, row: PackageRow, value: object) -> None:
         signed = _receipt_from_json(value)
         if signed.body.kind != "delivered":
             raise IntegrityError(
@@ -403,7 +404,7 @@ class OutboxDelivery(OutboxReceipts):
                 .values(claimed_by=None, lease_until=None)
             )
 
-    async def _retry(self, row: Any, message: str, *, slug: str) -> None:
+    async def _retry(self, row: PackageRow, message: str, *, slug: str) -> None:
         now = self._now()
         current = await self._row(row.id)
         if current is None or current.claimed_by != self.worker_id or current.state != "queued":
@@ -450,7 +451,7 @@ class OutboxDelivery(OutboxReceipts):
 
     async def _fail(
         self,
-        row: Any,
+        row: PackageRow,
         message: str,
         *,
         slug: str,
@@ -493,7 +494,7 @@ class OutboxDelivery(OutboxReceipts):
         await self.store.settle(*intents)
         await self._chronology(
             None,
-            row._pupils,
+            row.pupils,
             "failed",
             f"{_label(row.kind)} to {row.to_name} could not be delivered: {message}"[:1000],
             row.id,

@@ -445,11 +445,11 @@ class OutboxQueue(OutboxCore):
                 reasons_needed=draft.reasons_needed,
             )
         await self.store.settle(intent)
-        row = await self._row(package_id)
+        row = await self._held(package_id)
         summary = f"{_label(row.kind)} queued for {row.to_name}"
         if reason is not None:
             summary += f" ({_needed_text(row.reasons_needed)}; the reason given: {reason})"
-        await self._chronology(actor, row._pupils, "queued", summary, package_id, now)
+        await self._chronology(actor, row.pupils, "queued", summary, package_id, now)
         return await self._record(row)
 
     async def _keep_draft(self, package_id: str) -> None:

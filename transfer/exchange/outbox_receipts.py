@@ -25,6 +25,7 @@ from transfer.errors import (
 )
 from transfer.exchange.outbox_core import OutboxCore
 from transfer.exchange.outbox_records import (
+    PackageRow,
     _label,
     _p,
     _rowcount,
@@ -153,13 +154,13 @@ class OutboxReceipts(OutboxCore):
         if moved:
             await self._chronology(
                 None,
-                row._pupils,
+                row.pupils,
                 new_state,
                 _receipt_summary(row, body),
                 package_id,
                 body.issued_at,
             )
-        record = await self._record(await self._row(package_id))
+        record = await self._record(await self._held(package_id))
         for listener in list(self.on_receipt):
             try:
                 await listener(record, signed)
@@ -168,7 +169,7 @@ class OutboxReceipts(OutboxCore):
         return True
 
     async def _store_receipt(
-        self, signed: SignedReceipt, row: Any
+        self, signed: SignedReceipt, row: PackageRow
     ) -> tuple[bool, builtins.list[AuditIntent]] | None:
         """Keep the receipt, move the state on and promise their audit entries, in one
         transaction.
@@ -263,7 +264,7 @@ class OutboxReceipts(OutboxCore):
                 )
         return moved, intents
 
-    async def _verify(self, row: Any, signed: SignedReceipt) -> None:
+    async def _verify(self, row: PackageRow, signed: SignedReceipt) -> None:
         body = signed.body
         if row.state == "draft" or row.ciphertext_sha256 is None:
             raise ConflictError("the package this receipt names has not been queued yet")
@@ -335,10 +336,11 @@ class OutboxReceipts(OutboxCore):
                     .limit(limit)
                 )
             ).all()
+        due = [PackageRow.of(r) for r in rows]
         base = max(self.config.transfer.sweep_seconds, self.config.transfer.retry_base_seconds)
         recorded = 0
-        for row in rows:
-            pulls = int(row.pulls) + 1
+        for row in due:
+            pulls = row.pulls + 1
             async with self.store.sessions() as s, s.begin():
                 await s.execute(
                     update(_p)
@@ -374,7 +376,7 @@ class OutboxReceipts(OutboxCore):
         return recorded
 
 
-def _receipt_summary(row: Any, body: ReceiptBody) -> str:
+def _receipt_summary(row: PackageRow, body: ReceiptBody) -> str:
     label, to = _label(row.kind), row.to_name
     who = f" by {body.acted_by.name} ({body.acted_by.role})" if body.acted_by else ""
     if body.kind == "delivered":

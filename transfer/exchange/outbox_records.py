@@ -288,6 +288,113 @@ async def check_own_copy(path: Path, size: int, sha256: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class PackageRow:
+    """One ``outgoing_packages`` row, with the ids of the pupils it is about."""
+
+    id: str
+    org_id: str
+    to_org_id: str
+    to_name: str
+    kind: str
+    state: PackageState
+    ciphertext_size: int | None
+    ciphertext_sha256: str | None
+    manifest_sha256: str | None
+    created_by: str | None
+    created_at: datetime
+    queued_at: datetime | None
+    state_changed_at: datetime
+    attempts: int
+    next_attempt_at: datetime | None
+    claimed_by: str | None
+    lease_until: datetime | None
+    last_error: str | None
+    failure_reason: str | None
+    next_pull_at: datetime | None
+    pulls: int
+    reasons_needed: str | None
+    pupils: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, row: Row[Any], pupils: tuple[str, ...] = ()) -> PackageRow:
+        """The typed row of a ``select(outgoing_packages)`` result row."""
+        m = row._mapping
+        return cls(
+            id=m["id"],
+            org_id=m["org_id"],
+            to_org_id=m["to_org_id"],
+            to_name=m["to_name"],
+            kind=m["kind"],
+            state=m["state"],
+            ciphertext_size=m["ciphertext_size"],
+            ciphertext_sha256=m["ciphertext_sha256"],
+            manifest_sha256=m["manifest_sha256"],
+            created_by=m["created_by"],
+            created_at=m["created_at"],
+            queued_at=m["queued_at"],
+            state_changed_at=m["state_changed_at"],
+            attempts=m["attempts"],
+            next_attempt_at=m["next_attempt_at"],
+            claimed_by=m["claimed_by"],
+            lease_until=m["lease_until"],
+            last_error=m["last_error"],
+            failure_reason=m["failure_reason"],
+            next_pull_at=m["next_pull_at"],
+            pulls=m["pulls"],
+            reasons_needed=m["reasons_needed"],
+            pupils=pupils,
+        )
+
+    def built(self) -> tuple[int, str]:
+        """The size and SHA-256 of the package's file (recorded when it was queued)."""
+        if self.ciphertext_size is None or self.ciphertext_sha256 is None:
+            raise IntegrityError(f"package {self.id} has not been built (no size or SHA-256)")
+        return int(self.ciphertext_size), self.ciphertext_sha256
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One ``outgoing_events`` row."""
+
+    at: datetime
+    event: str
+    state: str
+    actor: str | None
+    detail: str | None
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> EventRow:
+        m = row._mapping
+        return cls(
+            at=m["at"], event=m["event"], state=m["state"], actor=m["actor"], detail=m["detail"]
+        )
+
+
+@dataclass(frozen=True)
+class ReceiptRow:
+    """One ``outgoing_receipts`` row: a held receipt's signed bytes and signature."""
+
+    receipt_id: str
+    kind: str
+    issued_at: datetime
+    received_at: datetime
+    body: bytes
+    signature: str
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> ReceiptRow:
+        m = row._mapping
+        return cls(
+            receipt_id=m["receipt_id"],
+            kind=m["kind"],
+            issued_at=m["issued_at"],
+            received_at=m["received_at"],
+            body=bytes(m["body"]),
+            signature=m["signature"],
+        )
+
+
 def _moves(event: On) -> tuple[ColumnElement[bool]]:
     """The ``WHERE`` of the conditional update applying ``event`` (its machine's sources)."""
     sources, _ = OUTGOING.update(event)
@@ -299,32 +406,20 @@ def _to(event: On) -> dict[str, str]:
     return {"state": OUTGOING.update(event)[1].value}
 
 
-class _RowWithPupils:
-    """A package row with its pupil ids attached (``row._pupils``)."""
-
-    def __init__(self, row: Row[Any], pupils: tuple[str, ...]) -> None:
-        self._row = row
-        self._pupils = pupils
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._row, name)
-
-
-def _with_pupils(row: Row[Any], pupils: tuple[str, ...]) -> Any:
-    return _RowWithPupils(row, pupils)
-
-
 def _needed_text(codes: str | None) -> str:
     words = {"repeat": "sent again", "not_destination": "not the recorded destination"}
     return ", ".join(words.get(c, c) for c in (codes or "").split(",") if c)
 
 
 def _to_record(
-    row: Any, events: Sequence[Any], receipts: Sequence[Any], reason: str | None = None
+    row: PackageRow,
+    events: Sequence[EventRow],
+    receipts: Sequence[ReceiptRow],
+    reason: str | None = None,
 ) -> OutgoingRecord:
     held: list[OutgoingReceipt] = []
     for r in receipts:
-        body = json.loads(bytes(r.body))
+        body = json.loads(r.body)
         acted = body.get("acted_by")
         held.append(
             OutgoingReceipt(
@@ -346,7 +441,7 @@ def _to_record(
         to_name=row.to_name,
         kind=row.kind,
         state=row.state,
-        pupil_ids=tuple(row._pupils),
+        pupil_ids=row.pupils,
         ciphertext_size=row.ciphertext_size,
         ciphertext_sha256=row.ciphertext_sha256,
         manifest_sha256=row.manifest_sha256,
