@@ -24,13 +24,13 @@ from tests.exchange.inbox_support import RECEIVER, SENDER, Rig, receiving_node
 from transfer.errors import IntegrityError, OutOfSpaceError, TooLargeError, TransportError
 from transfer.exchange import inbox as inbox_module
 from transfer.exchange import outbox_delivery as outbox_module
-from transfer.exchange.client import PeerClient
 from transfer.exchange.inbox import PeerCaller, _hash_and_write
 from transfer.exchange.outbox import Outbox, PackageFileMissingError
 from transfer.exchange.outbox_delivery import _ChunkDigests, _digest_range
 from transfer.exchange.outbox_tables import outgoing_packages
 from transfer.httpsig import DigestHasher, content_digest
 from transfer.receipts import SignedReceipt
+from transfer.transport.http import PeerClient
 
 MIB = 1024 * 1024
 DATA = os.urandom(6 * MIB + 12345)

@@ -29,7 +29,6 @@ from transfer.errors import (
     NotFoundError,
 )
 from transfer.exchange import backoff
-from transfer.exchange.client import PeerClient
 from transfer.exchange.outbox_records import (
     _LABELS,
     OUTGOING_DIR,
@@ -56,6 +55,7 @@ from transfer.exchange.outbox_tables import (
 from transfer.store.db import is_sqlite
 from transfer.store.models import SealedField
 from transfer.store.permissions import Actor, PermissionDenied, require
+from transfer.transport.base import PeerTransport
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -76,7 +76,7 @@ class OutboxCore:
         store: Store,
         keys: KeyStore,
         directory: OutboxDirectory,
-        client: PeerClient,
+        client: PeerTransport,
         config: Config,
         data_dir: Path | None = None,
         worker_id: str | None = None,

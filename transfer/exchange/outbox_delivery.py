@@ -19,7 +19,6 @@ from transfer.errors import (
     TransportError,
 )
 from transfer.exchange import backoff
-from transfer.exchange.client import PeerRefused
 from transfer.exchange.outbox_receipts import OutboxReceipts, _receipt_from_json
 from transfer.exchange.outbox_records import (
     LeaseLostError,
@@ -39,6 +38,7 @@ from transfer.exchange.outbox_tables import (
 )
 from transfer.httpsig import DigestHasher, digest_header
 from transfer.states.outgoing import OutgoingEvent as On
+from transfer.transport.base import PeerRefused
 from transfer.wording import plural
 
 if TYPE_CHECKING:
