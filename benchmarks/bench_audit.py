@@ -29,6 +29,7 @@ from transfer.demo.procs import ServeProcess, free_port
 from transfer.node import Node
 from transfer.serving import serving
 from transfer.store.db import make_engine, migrate
+from transfer.transport.http import http_transport
 
 KEK = bytes(range(32))
 SIZE = int(os.environ.get("HANDOVER_BENCH_AUDIT_SIZE", "1000000"))
@@ -285,7 +286,7 @@ async def _in_serve(tmp: Path, callers_list: Sequence[int] = (16, 64)) -> list[s
     await _bench_node(data_dir, password)
     rows: list[str] = []
     with _kek_env():
-        node = await Node.open(data_dir)
+        node = await Node.open(data_dir, transport=http_transport)
     async with node, serving(node, "127.0.0.1") as running:
         log = node.audit_log
         load = await asyncio.create_subprocess_exec(

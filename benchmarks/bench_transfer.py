@@ -304,8 +304,12 @@ async def _received(data_dir: Path) -> int:
 
     from transfer.exchange.inbox_tables import IncomingPackage
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
-    async with await Node.open(data_dir) as node, node.store.sessions() as s:
+    async with (
+        await Node.open(data_dir, transport=http_transport) as node,
+        node.store.sessions() as s,
+    ):
         n = await s.scalar(
             select(func.count())
             .select_from(IncomingPackage)
@@ -448,8 +452,9 @@ class _LargeRow:
 
 async def _large_prepare(data_dir: Path, doc: Path, serial: int) -> _Built:
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
-    async with await Node.open(data_dir) as node:
+    async with await Node.open(data_dir, transport=http_transport) as node:
         actor = await _dsl(node, SENDER[0])
         pupil_id = await _pupil(node, actor, 99, serial)
         return await _build(node, actor, pupil_id, RECEIVER[0], doc)
@@ -474,8 +479,9 @@ async def _large_send(
     data_dir: Path, receiver_dir: Path, b: _Built, within: float
 ) -> tuple[float, float, float, float]:
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
-    async with await Node.open(data_dir) as node:
+    async with await Node.open(data_dir, transport=http_transport) as node:
         before = (await _states(node)).get("delivered", 0)
         pid = await _queue(node, b)
         deadline = time.monotonic() + within
@@ -679,9 +685,10 @@ def _create_db(pg: _Postgres, name: str) -> str:
 
 async def _burst_prepare(data_dir: Path, files: int) -> list[_Built]:
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
     built: list[_Built] = []
-    async with await Node.open(data_dir) as node:
+    async with await Node.open(data_dir, transport=http_transport) as node:
         actors = [await _dsl(node, urn) for urn, _, _ in PRIMARIES]
         for i in range(files):
             school = i % len(PRIMARIES)
@@ -695,8 +702,9 @@ async def _burst_prepare(data_dir: Path, files: int) -> list[_Built]:
 async def _burst_send(data_dir: Path, built: list[_Built]) -> tuple[float, float, list[float]]:
     """Queue everything (QUEUE_CONCURRENCY at a time); queue time, total time, latencies."""
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
-    async with await Node.open(data_dir) as node:
+    async with await Node.open(data_dir, transport=http_transport) as node:
         todo = iter(built)
         ids: list[str] = []
 

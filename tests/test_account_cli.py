@@ -137,11 +137,12 @@ def test_create_then_enrol_at_the_prompt(node: tuple[Path, dict[str, str]]) -> N
 async def _sign_in_with_recovery(data: Path, env: dict[str, str], code: str) -> None:
     from transfer.auth.service import SignInFailed
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
     saved = os.environ.get("HANDOVER_KEK")
     os.environ["HANDOVER_KEK"] = env["HANDOVER_KEK"]
     try:
-        async with await Node.open(data) as n:
+        async with await Node.open(data, transport=http_transport) as n:
             ok = await n.accounts.sign_in("123456", "dee", DSL_PASSWORD, recovery_code=code)
             assert ok.state == "signed_in"
             with pytest.raises(SignInFailed):

@@ -285,6 +285,7 @@ async def test_the_node_wires_the_alerts_to_the_store(
 
     from transfer.commands.init import initialise
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
     monkeypatch.setenv("HANDOVER_KEK", secrets.token_hex(32))
     data = tmp_path / "node"
@@ -296,7 +297,7 @@ async def test_the_node_wires_the_alerts_to_the_store(
         admin="admin",
         admin_password="a long enough pass phrase 42",
     )
-    async with await Node.open(data) as node:
+    async with await Node.open(data, transport=http_transport) as node:
         admin = await node.store.find_staff("123456", "admin")
         assert admin is not None
         actor = await node.store.actor_for(admin.id)

@@ -21,7 +21,6 @@ from transfer.auth.service import Accounts
 from transfer.config import CONFIG_FILE, Config, kek_source, load_config, load_kek
 from transfer.directory.service import Directory
 from transfer.errors import ConfigError
-from transfer.exchange.client import PeerClient
 from transfer.exchange.deadlines_sweep import DeadlineSweep
 from transfer.exchange.inbox import Inbox
 from transfer.exchange.outbox import Outbox, OutgoingRecord
@@ -30,6 +29,7 @@ from transfer.identity import NodeIdentity, establish, prepare_database
 from transfer.mail import Mailer
 from transfer.referrals.service import Referrals
 from transfer.store.service import Store
+from transfer.transport.base import PeerTransport, TransportFactory
 
 if TYPE_CHECKING:
     from transfer.exchange.requests import LeaverFileQueue, PeerJsonClient, TransferRequests
@@ -65,8 +65,9 @@ class Node:
     referrals: Referrals
     mailer: Mailer
     alerts: Alerts
-    #: The signed client for calling other nodes, and the packages this node sends.
-    peer: PeerClient
+    #: How this node calls other nodes (the transport the face gave :meth:`open`), and the
+    #: packages this node sends.
+    peer: PeerTransport
     outbox: Outbox
     #: KCSIE deadline alerts (the scheduler's sweep, and at once when a leaver changes),
     #: and the alerts raised as the store's data changes (concerns, overdue actions).
@@ -78,9 +79,18 @@ class Node:
 
     @classmethod
     async def open(
-        cls, data_dir: Path, *, require_init: bool = True, full_check: bool = False
+        cls,
+        data_dir: Path,
+        *,
+        transport: TransportFactory,
+        require_init: bool = True,
+        full_check: bool = False,
     ) -> Node:
         """Assemble the node in ``data_dir``, after checking its database and KEK.
+
+        ``transport`` makes the node's way to other nodes from its keys, directory and
+        config: :func:`transfer.transport.http.http_transport` in every face (the services
+        never import aiohttp), an in-memory one in tests.
 
         Refuses (before anything is read or written) a missing, empty, damaged or
         another node's database and a wrong KEK (:func:`transfer.identity.prepare_database`).
@@ -143,7 +153,7 @@ class Node:
             alerts=alerts,
             settings=PortalSettings(ack_grace_minutes=config.portal.ack_grace_minutes),
         )
-        peer = PeerClient(keys=keys, directory=directory, config=config)
+        peer = transport(keys, directory, config)
         outbox = Outbox(
             store=store,
             keys=keys,

@@ -179,9 +179,10 @@ async def _session(data_dir: Path, org: str, trust: Path) -> str:
 
     from transfer.demo.api import StaffClient
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
     username, name, password = DOCS_DSL
-    async with await Node.open(data_dir) as node:
+    async with await Node.open(data_dir, transport=http_transport) as node:
         if await node.store.find_staff(org, username) is None:
             await node.accounts.bootstrap_account(
                 org, username=username, display_name=name, roles=["dsl"], password=password

@@ -288,8 +288,9 @@ class Rig:
 
 @asynccontextmanager
 async def receiving_node(
-    db_url: str, tmp: Path, *, max_package: int = MAX_PACKAGE
+    db_url: str, tmp: Path, *, max_package: int = MAX_PACKAGE, serve: bool = True
 ) -> AsyncIterator[Rig]:
+    """The receiving node; ``serve=False`` opens no port (the in-memory transport's tests)."""
     audit = MemoryAudit()
     data_dir = tmp / "node"
     store = await Store.open(db_url, KEK, audit, data_dir=data_dir)
@@ -329,7 +330,8 @@ async def receiving_node(
         mount(app, services)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        if serve:
+            await web.TCPSite(runner, "127.0.0.1", port).start()
         http = aiohttp.ClientSession()
         yield Rig(
             store=store,

@@ -36,12 +36,12 @@ from tests.integration.store.conftest import KEK, SCHOOL_URN, School, make_schoo
 from transfer.config import Config, TransferSection
 from transfer.directory.document import entry_from_keyset
 from transfer.errors import NotFoundError
-from transfer.exchange.client import PeerClient
 from transfer.exchange.outbox import Outbox
 from transfer.httpsig import check_digest, verify_request
 from transfer.identifiers import upn_check_letter
 from transfer.receipts import SignedReceipt, sign_receipt
 from transfer.store.service import Store
+from transfer.transport.http import PeerClient
 
 RECEIVER = "199002"
 CHUNK = 64 * 1024

@@ -22,15 +22,16 @@ from sqlalchemy import update
 
 from tests.exchange.inbox_support import RECEIVER, SENDER, Rig, receiving_node
 from transfer.errors import IntegrityError, OutOfSpaceError, TooLargeError, TransportError
-from transfer.exchange import outbox as outbox_module
-from transfer.exchange.client import PeerClient
+from transfer.exchange import outbox_delivery as outbox_module
 from transfer.exchange.inbox import PeerCaller
 from transfer.exchange.inbox import delivery as delivery_module
 from transfer.exchange.inbox.upload import _hash_and_write
-from transfer.exchange.outbox import Outbox, _ChunkDigests, _digest_range
+from transfer.exchange.outbox import Outbox, PackageFileMissingError
+from transfer.exchange.outbox_delivery import _ChunkDigests, _digest_range
 from transfer.exchange.outbox_tables import outgoing_packages
 from transfer.httpsig import DigestHasher, content_digest
 from transfer.receipts import SignedReceipt
+from transfer.transport.http import PeerClient
 
 MIB = 1024 * 1024
 DATA = os.urandom(6 * MIB + 12345)
@@ -356,7 +357,7 @@ async def test_a_failed_digest_ahead_is_raised_when_used_and_never_logged_as_los
     path.write_bytes(b"x" * 1000)
     digests = _ChunkDigests(path)
     digests.prefetch(500, 1000)  # goes beyond the end: the file is shorter than recorded
-    with pytest.raises(outbox_module.PackageFileMissingError, match="shorter than recorded"):
+    with pytest.raises(PackageFileMissingError, match="shorter than recorded"):
         await digests.get(500, 1000)
     # One that fails and is never asked for (the upload failed meanwhile): dropped quietly.
     digests.prefetch(500, 1000)

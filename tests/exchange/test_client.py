@@ -18,8 +18,9 @@ from keys.sealing import KekProtection
 from keys.store import KeyStore
 from tests.exchange.outbox_support import StaticDirectory
 from transfer.config import Config
-from transfer.exchange.client import NoEndpointError, PeerClient, PeerRefused, PeerUnavailable
 from transfer.httpsig import check_digest, verify_request
+from transfer.transport.base import NoEndpointError, PeerRefused, PeerUnavailable
+from transfer.transport.http import PeerClient
 
 KEK = bytes(range(32))
 

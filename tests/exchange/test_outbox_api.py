@@ -18,9 +18,9 @@ from tests.exchange.outbox_support import RECEIVER, StaticDirectory, TinyPeer, r
 from tests.integration.api.conftest import Api, api_config
 from tests.unit.auth.support import KEK, URN, open_node
 from transfer.api import create_app
-from transfer.exchange.client import PeerClient
 from transfer.exchange.outbox import Outbox
 from transfer.store.permissions import Role
+from transfer.transport.http import PeerClient
 
 
 @dataclass

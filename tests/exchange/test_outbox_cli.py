@@ -14,6 +14,7 @@ from tests.exchange.outbox_support import upn
 from transfer.cli import main
 from transfer.commands.init import initialise
 from transfer.node import Node
+from transfer.transport.http import http_transport
 
 
 def _setup(data: Path) -> str:
@@ -26,7 +27,7 @@ def _setup(data: Path) -> str:
             admin=None,
             admin_password=None,
         )
-        async with await Node.open(data) as node:
+        async with await Node.open(data, transport=http_transport) as node:
             rec = await node.accounts.bootstrap_account(
                 "123456",
                 username="dsl",
@@ -92,7 +93,7 @@ def test_send_by_upn_asks_for_a_reason_on_the_command_line(
     pupil = _setup(data)
 
     async def destination_unknown() -> None:
-        async with await Node.open(data) as node:
+        async with await Node.open(data, transport=http_transport) as node:
             admin = await node.store.find_staff("123456", "dsl")
             assert admin is not None
             await node.store.update_pupil(
@@ -143,7 +144,7 @@ def test_a_ctf_addressed_to_another_school_needs_force_on_the_command_line(
     )
 
     async def admin() -> None:
-        async with await Node.open(data) as node:
+        async with await Node.open(data, transport=http_transport) as node:
             await node.store.bootstrap_staff(
                 "199001", username="office", display_name="Pat Office", roles=["administrator"]
             )

@@ -13,8 +13,9 @@ import pytest
 
 from tests.exchange.inbox_support import RECEIVER, Rig, receiving_node
 from transfer.config import Config, TransferSection
-from transfer.exchange.client import PeerClient, PeerResponse
 from transfer.exchange.outbox import Outbox
+from transfer.transport.base import PeerResponse
+from transfer.transport.http import PeerClient
 
 CHUNK = 64 * 1024
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.exchange.inbox_support import RECEIVER, Rig, receiving_node
-from transfer.exchange.client import PeerClient
 from transfer.exchange.outbox import Outbox
 from transfer.exchange.receipt_push import ReceiptPusher
+from transfer.transport.http import PeerClient
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from transfer.config import Config, NodeSection, SmtpSection, TransferSection
 from transfer.directory.document import entry_from_keyset
 from transfer.directory.service import Directory
 from transfer.errors import ConflictError, InputError, NotFoundError
-from transfer.exchange.client import PeerClient
 from transfer.exchange.inbox import Inbox
 from transfer.exchange.nonces import NonceTable
 from transfer.exchange.outbox import Outbox
@@ -34,6 +33,7 @@ from transfer.identifiers import InvalidUPN
 from transfer.mail import Mailer
 from transfer.store.permissions import Actor, PermissionDenied, Role
 from transfer.store.service import Store
+from transfer.transport.http import PeerClient
 
 KEK = bytes(range(32))
 PRIMARY, PRIMARY_LAESTAB = "199001", "8012000"

@@ -22,6 +22,7 @@ from schemas.records import NewPupil
 from tests.test_alerts import upn
 from transfer.node import Node
 from transfer.store.permissions import Role
+from transfer.transport.http import http_transport
 
 HANDOVER = [sys.executable, "-m", "transfer.cli"]
 PRIMARY, SECONDARY = "123456", "234567"
@@ -43,7 +44,7 @@ async def _seed(data: Path, env: dict[str, str]) -> None:
     old = dict(os.environ)
     os.environ.update(env)
     try:
-        async with await Node.open(data) as node:
+        async with await Node.open(data, transport=http_transport) as node:
             for urn in (PRIMARY, SECONDARY):
                 await node.store.bootstrap_staff(
                     urn, username="dsl", display_name="Dee Ess", roles=[Role.DSL]

@@ -44,6 +44,7 @@ from transfer.httpsig import content_digest, sign_request
 from transfer.node import Node
 from transfer.receipts import SignedReceipt
 from transfer.store.permissions import Role
+from transfer.transport.http import http_transport
 
 KEK_HEX = "5a" * 32
 A_ORG, A_HOST = "199002", "riverside.test:8443"
@@ -95,8 +96,8 @@ async def open_pair(tmp_path: Path, db_urls: tuple[str, str] = ("", "")) -> Pair
     a_dir, b_dir = tmp_path / "riverside", tmp_path / "hillside"
     await make_node(a_dir, A_ORG, "8012002", "Riverside Academy", A_HOST, db_urls[0])
     await make_node(b_dir, B_ORG, "8012001", "Hillside Primary", B_HOST, db_urls[1])
-    a = await Node.open(a_dir)
-    b = await Node.open(b_dir)
+    a = await Node.open(a_dir, transport=http_transport)
+    b = await Node.open(b_dir, transport=http_transport)
     entry = await exported_entry(a, A_ORG)
     await b.directory.add_local(entry, fingerprint=entry.fingerprint, actor="operator")
     return Pair(a, b, a_dir, b_dir, entry)

@@ -24,6 +24,7 @@ from tests.exchange.test_witness import A_ORG, KEK_HEX, a_receipt, grow, open_pa
 from transfer.audit.log import ANCHOR
 from transfer.exchange.witness import Witness
 from transfer.node import Node
+from transfer.transport.http import http_transport
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDOVER = ROOT / ".venv" / "bin" / "handover"
@@ -109,7 +110,7 @@ async def test_a_rollback_is_named_by_the_counterparts_checkpoint(
     ) in res.stderr
 
     # A writes past the old size: a different history now contradicts B's checkpoint.
-    async with await Node.open(pair.a_dir) as a:
+    async with await Node.open(pair.a_dir, transport=http_transport) as a:
         await grow(a, kept.size - old.size + 2)
     assert handover("audit", "verify", "--data-dir", a_dir).returncode == 0
     res = handover("audit", "verify", "--data-dir", a_dir, "--checkpoint", str(held))

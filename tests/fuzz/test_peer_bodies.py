@@ -31,11 +31,11 @@ from tests.fuzz.targets import checkpoint_note
 from transfer.alerts import Alerts
 from transfer.audit.log import PeerCheckpoint
 from transfer.config import SmtpSection
-from transfer.exchange.client import PeerClient
 from transfer.exchange.outbox import Outbox
 from transfer.exchange.requests import TransferRequests
 from transfer.mail import Mailer
 from transfer.receipts import sign_receipt
+from transfer.transport.http import PeerClient
 
 T = TypeVar("T")
 #: Fewer examples than the parsers: each one is a signed HTTP request and a transaction.

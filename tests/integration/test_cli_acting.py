@@ -28,6 +28,7 @@ from transfer.cli import main
 from transfer.commands import _common as common
 from transfer.commands.init import initialise
 from transfer.node import Node
+from transfer.transport.http import http_transport
 
 REAL_ASK_SECRET = common.ask_secret
 ORG = "123456"
@@ -65,7 +66,7 @@ def _setup(data: Path) -> tuple[str, str, str]:
             admin=None,
             admin_password=None,
         )
-        async with await Node.open(data) as node:
+        async with await Node.open(data, transport=http_transport) as node:
             rec = await node.accounts.bootstrap_account(
                 ORG, username="dsl", display_name="Sam Patel", roles=["dsl"], password=PASSWORD
             )
@@ -109,7 +110,7 @@ def world(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Itera
 
 def _audit(data: Path, action: str) -> list[Entry]:
     async def go() -> list[Entry]:
-        async with await Node.open(data) as node:
+        async with await Node.open(data, transport=http_transport) as node:
             log: AuditLog = node.audit_log
             return [s.entry for s in await log.show(action=action)]
 
@@ -118,7 +119,7 @@ def _audit(data: Path, action: str) -> list[Entry]:
 
 def _chronology_events(data: Path, dsl_id: str, pupil_id: str) -> list[PupilEventRecord]:
     async def go() -> list[PupilEventRecord]:
-        async with await Node.open(data) as node:
+        async with await Node.open(data, transport=http_transport) as node:
             actor = await node.store.actor_for(dsl_id)
             entries = await node.store.chronology(actor, pupil_id)
         return [e.record for e in entries if isinstance(e.record, PupilEventRecord)]

@@ -25,6 +25,7 @@ from transfer.errors import DamagedStateError
 from transfer.node import Node
 from transfer.serving import serving
 from transfer.store.db import damage_of, database_location
+from transfer.transport.http import http_transport
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +80,10 @@ async def _damage(node: Node, db_url: str) -> None:
 async def test_a_damaged_database_answers_503_naming_it(
     data_dir: Path, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with await Node.open(data_dir) as node, serving(node, "127.0.0.1", 0) as running:
+    async with (
+        await Node.open(data_dir, transport=http_transport) as node,
+        serving(node, "127.0.0.1", 0) as running,
+    ):
         ctx = ssl.create_default_context(cafile=str(data_dir / "tls" / "dev-cert.pem"))
         await asyncio.sleep(0.5)  # let the start-up sweeps finish on the intact database
         await _damage(node, db_url)

@@ -32,6 +32,7 @@ from schemas.records import NewPupil
 from tests.support.sar import unpack
 from transfer.node import Node
 from transfer.store.permissions import Role
+from transfer.transport.http import http_transport
 
 HANDOVER = [sys.executable, "-m", "transfer.cli"]
 USUAL_UMASK = 0o022
@@ -134,7 +135,7 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 
 async def _some_work(data: Path) -> None:
     """A pupil, a document, a subject access export and an audit checkpoint."""
-    async with await Node.open(data) as node:
+    async with await Node.open(data, transport=http_transport) as node:
         store = node.store
         dsl = await store.actor_for(
             (

@@ -21,6 +21,7 @@ from transfer.commands.init import initialise
 from transfer.errors import ConflictError, InputError, TransportError
 from transfer.node import Node
 from transfer.store.db import make_engine
+from transfer.transport.http import http_transport
 
 HANDOVER = [sys.executable, "-m", "transfer.cli"]
 GOOD = "a long enough pass phrase 42"
@@ -170,7 +171,7 @@ async def test_a_failure_part_way_takes_away_everything_it_made(
         data, name="t", schools=schools, agencies=[], admin="admin", admin_password=GOOD
     )
     assert sum(line.startswith("school ") for line in lines) == 2
-    async with await Node.open(data) as node:
+    async with await Node.open(data, transport=http_transport) as node:
         assert [o.id for o in await node.store.list_organisations()] == ["123456", "234567"]
 
 
@@ -206,6 +207,6 @@ async def test_adding_to_a_node_checks_the_password_first(
             admin=None,
             admin_password=None,
         )
-    async with await Node.open(data) as node:
+    async with await Node.open(data, transport=http_transport) as node:
         assert [o.id for o in await node.store.list_organisations()] == ["123456"]
     assert data.exists() and (data / "keys" / "123456.json").exists()

@@ -28,6 +28,7 @@ from transfer.commands.init import initialise
 from transfer.httpsig import content_digest, sign_request
 from transfer.node import Node
 from transfer.serving import Running, serving
+from transfer.transport.http import http_transport
 
 HEADER_TIMEOUT = 1.0
 CAP = 3
@@ -61,7 +62,10 @@ async def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 async def served(data_dir: Path) -> AsyncIterator[Running]:
-    async with await Node.open(data_dir) as node, serving(node, "127.0.0.1", 0) as running:
+    async with (
+        await Node.open(data_dir, transport=http_transport) as node,
+        serving(node, "127.0.0.1", 0) as running,
+    ):
         yield running
 
 

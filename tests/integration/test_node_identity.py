@@ -28,6 +28,7 @@ from transfer.node import Node
 from transfer.store.db import Base, make_engine, migrate
 from transfer.store.permissions import Role
 from transfer.store.service import Store
+from transfer.transport.http import http_transport
 
 KEK = secrets.token_bytes(32)
 
@@ -119,11 +120,11 @@ async def test_a_node_set_up_before_identities_is_given_one_by_its_own_kek(
     # A random KEK: refused before anything is read, and nothing is written.
     monkeypatch.setenv("HANDOVER_KEK", secrets.token_hex(32))
     with pytest.raises(WrongKekError, match="is not this node's key"):
-        await Node.open(data)
+        await Node.open(data, transport=http_transport)
     assert read_marker(data) is None and await _rows(node_env) == []
     # Its own KEK: the node gets its identity, in the database and in the data directory.
     monkeypatch.setenv("HANDOVER_KEK", KEK.hex())
-    async with await Node.open(data) as node:
+    async with await Node.open(data, transport=http_transport) as node:
         dsl = await node.store.actor_for((await node.store.find_staff("123456", "dsl")).id)  # type: ignore[union-attr]
         assert (await node.store.get_pupil(dsl, pupil_id)).surname == "Okafor"
     marker = read_marker(data)
@@ -132,7 +133,7 @@ async def test_a_node_set_up_before_identities_is_given_one_by_its_own_kek(
     # From now on the check value decides, and a random KEK is refused as before.
     monkeypatch.setenv("HANDOVER_KEK", secrets.token_hex(32))
     with pytest.raises(WrongKekError):
-        await Node.open(data)
+        await Node.open(data, transport=http_transport)
 
 
 async def test_read_only_commands_check_but_write_nothing(node_env: str, tmp_path: Path) -> None:
@@ -182,7 +183,7 @@ async def test_a_node_not_yet_set_up_is_left_alone(node_env: str, tmp_path: Path
     data = tmp_path / "node"
     data.mkdir()
     (data / "handover.toml").write_text("[node]\nname = 'new'\n", encoding="utf-8")
-    async with await Node.open(data):
+    async with await Node.open(data, transport=http_transport):
         pass
     assert read_marker(data) is None and await _rows(node_env) == []
 
@@ -201,4 +202,4 @@ async def test_a_damaged_identity_file_is_named(node_env: str, tmp_path: Path) -
     raw[30] ^= 0x80
     (data / MARKER).write_bytes(bytes(raw))
     with pytest.raises(DamagedStateError, match=f"identity file {data / MARKER} is damaged"):
-        await Node.open(data)
+        await Node.open(data, transport=http_transport)

@@ -23,6 +23,7 @@ from transfer.errors import ConfigError
 from transfer.metrics import SWEEP_SKIPPED_BUSY
 from transfer.node import Node
 from transfer.serving import serving
+from transfer.transport.http import http_transport
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +54,7 @@ def _refused(port: int) -> bool:
 
 
 async def test_serves_the_api_and_sweeps_until_the_block_ends(data_dir: Path) -> None:
-    async with await Node.open(data_dir) as node:
+    async with await Node.open(data_dir, transport=http_transport) as node:
         async with serving(node, "127.0.0.1", 0) as running:
             assert running.port > 0 and running.scheme == "https"
             assert running.base_url == f"https://127.0.0.1:{running.port}"
@@ -82,7 +83,7 @@ async def test_refuses_to_serve_without_tls(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HANDOVER_SERVER__DEV_TLS", "false")
-    async with await Node.open(data_dir) as node:
+    async with await Node.open(data_dir, transport=http_transport) as node:
         with pytest.raises(ConfigError, match=r"no TLS: set server\.tls_cert"):
             async with serving(node, "127.0.0.1", 0):
                 pytest.fail("served without TLS")
@@ -93,7 +94,7 @@ async def test_names_an_address_it_cannot_listen_on(data_dir: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        async with await Node.open(data_dir) as node:
+        async with await Node.open(data_dir, transport=http_transport) as node:
             with pytest.raises(ConfigError, match=re.escape(f"cannot listen on 127.0.0.1:{port}:")):
                 async with serving(node, "127.0.0.1", port):
                     pytest.fail("served on a port that is taken")
@@ -111,7 +112,7 @@ async def test_serves_its_counters_on_the_metrics_port(
     """Issue 16: a sweep still busy when due is counted here instead of logged as a WARNING."""
     port = _free_port()
     monkeypatch.setenv("HANDOVER_SERVER__METRICS_PORT", str(port))
-    async with await Node.open(data_dir) as node:
+    async with await Node.open(data_dir, transport=http_transport) as node:
         async with serving(node, "127.0.0.1", 0) as running:
             names = [job.name for job in running.scheduler.get_jobs()]
             assert len(set(names)) == len(names)  # one series per sweep

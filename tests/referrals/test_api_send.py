@@ -28,10 +28,10 @@ from transfer.api import create_app
 from transfer.auth import CHEAPEST
 from transfer.config import Config
 from transfer.directory.service import Directory
-from transfer.exchange.client import PeerClient
 from transfer.exchange.outbox import Outbox
 from transfer.referrals.service import Referrals
 from transfer.store.permissions import Role
+from transfer.transport.http import PeerClient
 
 MASH_EMAIL = "mash.team@bristol.example.org"
 ACCOUNT = "Amara said Kai Smith hit her."

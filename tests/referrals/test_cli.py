@@ -29,8 +29,9 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 async def _prepare(data: Path) -> tuple[str, str]:
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
-    async with await Node.open(data) as node:
+    async with await Node.open(data, transport=http_transport) as node:
         store = node.store
         for name, role in (("dana", Role.DSL), ("dep", Role.DEPUTY_DSL), ("sam", Role.STAFF)):
             await store.bootstrap_staff(SCHOOL, username=name, display_name=name, roles=[role])

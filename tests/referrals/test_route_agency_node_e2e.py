@@ -85,13 +85,16 @@ TESTS = 3
 async def _accounts(world: World) -> dict[str, str]:
     """DSLs at the school and duty workers (the DSL role, ``dsl``) at the MASH."""
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
     passwords: dict[str, str] = {}
     for node_name, org, (user, name) in (
         ("school", SCHOOL[0], SCHOOL_DSL),
         ("mash", MASH[0], MASH_WORKER),
     ):
-        async with await Node.open(world.nodes[node_name].data_dir) as node:
+        async with await Node.open(
+            world.nodes[node_name].data_dir, transport=http_transport
+        ) as node:
             assert (await node.store.get_organisation(org)).kind == (
                 "school" if node_name == "school" else "social_care"
             )

@@ -23,8 +23,8 @@ from tests.web.support import WEB_KEY, Site, web_config
 from transfer.api import create_app
 from transfer.directory.document import entry_from_keyset
 from transfer.errors import NotFoundError
-from transfer.exchange.client import PeerClient
 from transfer.exchange.outbox import Outbox
+from transfer.transport.http import PeerClient
 from transfer.web import WebServices
 
 ELM_PARK = "199003"

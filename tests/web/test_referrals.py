@@ -27,11 +27,11 @@ from transfer.api import create_app
 from transfer.auth import CHEAPEST
 from transfer.config import Config
 from transfer.directory.service import Directory
-from transfer.exchange.client import PeerClient
 from transfer.exchange.outbox import Outbox
 from transfer.referrals.reading import readable_referral
 from transfer.referrals.service import Referrals
 from transfer.store.permissions import Role
+from transfer.transport.http import PeerClient
 from transfer.web import WebServices
 from transfer.web.referral_forms import row_counts
 

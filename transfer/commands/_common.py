@@ -164,9 +164,13 @@ def run_as_staff(
     import asyncio  # here, not at the top: `handover age` and `package` run without it
 
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
     async def go() -> T:
-        async with await Node.open(data_dir_of(args)) as node, acting(node, args, user=user) as who:
+        async with (
+            await Node.open(data_dir_of(args), transport=http_transport) as node,
+            acting(node, args, user=user) as who,
+        ):
             return await work(node, who)
 
     return asyncio.run(go())

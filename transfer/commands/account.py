@@ -215,13 +215,14 @@ async def _confirm_at_prompt(node: Node, principal: Principal) -> RecoveryCodes 
 
 async def _enrol(args: argparse.Namespace) -> int:
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
     code: str | None = args.code
     if code is not None:
         code = "".join(code.split())
         if not code.isdigit():
             raise InputError("--code takes the digits the authenticator app shows")
-    async with await Node.open(data_dir_of(args)) as node:
+    async with await Node.open(data_dir_of(args), transport=http_transport) as node:
         _, enrolled, waiting = await _credential_state(node, args.org, args.user)
         if enrolled:
             raise ConflictError(
@@ -271,8 +272,9 @@ def run_enrol(args: argparse.Namespace) -> int:
 async def _create(args: argparse.Namespace, password: str) -> int:
     from transfer.auth.records import ApprovalRecord
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
-    async with await Node.open(data_dir_of(args)) as node:
+    async with await Node.open(data_dir_of(args), transport=http_transport) as node:
         await node.store.get_organisation(args.org)
         record = await node.accounts.create_account_as_operator(
             args.org,
@@ -312,8 +314,9 @@ def run_create(args: argparse.Namespace) -> int:
 
 async def _list(args: argparse.Namespace) -> int:
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
-    async with await Node.open(data_dir_of(args)) as node:
+    async with await Node.open(data_dir_of(args), transport=http_transport) as node:
         org = await node.store.get_organisation(args.org)
         lines = await node.accounts.overview.list(org.id, node.accounts.now())
     print(f"{org.id} {org.name}: {plural(len(lines), 'account')}")

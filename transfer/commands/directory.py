@@ -405,9 +405,10 @@ async def _serve_files(args: argparse.Namespace) -> int:
 
 def _with_node(args: argparse.Namespace, work: Callable[[Node], Awaitable[T]]) -> T:
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
     async def go() -> T:
-        async with await Node.open(data_dir_of(args)) as node:
+        async with await Node.open(data_dir_of(args), transport=http_transport) as node:
             return await work(node)
 
     return asyncio.run(go())

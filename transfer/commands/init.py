@@ -240,10 +240,11 @@ async def initialise(
 
 async def _create(data_dir: Path, name: str, plan: _Plan, admin_password: str) -> list[str]:
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
     created_config = write_config(data_dir, name)
     lines = [f"config: {data_dir / CONFIG_FILE}" + (" (new)" if created_config else "")]
-    async with await Node.open(data_dir) as node:
+    async with await Node.open(data_dir, transport=http_transport) as node:
         held = {o.id for o in await node.store.list_organisations()}
         clash = [
             o for o in [s[0] for s in plan.schools] + [a[0] for a in plan.agencies] if o in held

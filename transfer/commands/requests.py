@@ -44,9 +44,10 @@ class _Session:
 @asynccontextmanager
 async def _open(args: argparse.Namespace) -> AsyncIterator[_Session]:
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
     async with (
-        await Node.open(data_dir_of(args)) as node,
+        await Node.open(data_dir_of(args), transport=http_transport) as node,
         acting(node, args, user="as_user") as actor,
     ):
         yield _Session(node, actor, node.transfer_requests(outbox=node.outbox, client=node.peer))

@@ -22,8 +22,9 @@ def register(sub: Subparsers) -> None:
 
 async def _run(args: argparse.Namespace) -> int:
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
-    async with await Node.open(data_dir_of(args)) as node:
+    async with await Node.open(data_dir_of(args), transport=http_transport) as node:
         report = await node.store.run_retention()
     print(
         f"retention run at {report.ran_at.isoformat()}: "

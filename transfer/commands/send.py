@@ -201,9 +201,10 @@ def _resend(args: argparse.Namespace) -> int:
 def _deliver(args: argparse.Namespace) -> int:
     from transfer.exchange.sweeps import deliver_due, pull_receipts
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
     async def go() -> tuple[int, int]:
-        async with await Node.open(data_dir_of(args)) as node:
+        async with await Node.open(data_dir_of(args), transport=http_transport) as node:
             return await deliver_due(node.outbox), await pull_receipts(node.outbox)
 
     tried, receipts = asyncio.run(go())

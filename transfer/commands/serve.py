@@ -24,9 +24,10 @@ async def _serve(args: argparse.Namespace) -> int:
     # The node and the server are imported here: the rest of the CLI starts without them.
     from transfer.node import Node
     from transfer.serving import serving
+    from transfer.transport.http import http_transport
 
     async with (
-        await Node.open(data_dir_of(args), full_check=True) as node,
+        await Node.open(data_dir_of(args), full_check=True, transport=http_transport) as node,
         serving(node, args.host, args.port or None),
     ):
         stop = asyncio.Event()

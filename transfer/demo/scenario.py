@@ -164,6 +164,7 @@ async def seed(world: World) -> Seeded:
     """Staff, pupils and a realistic chronology, made through the store's services."""
     from schemas.records import NewAction, NewBodyMapMark, NewConcern, NewContact, NewTriage
     from transfer.node import Node
+    from transfer.transport.http import http_transport
 
     passwords: dict[str, str] = {}
     totp: dict[str, str] = {}
@@ -172,7 +173,7 @@ async def seed(world: World) -> Seeded:
     actors: dict[str, Any] = {}
     for org in (PRIMARY[0], SECONDARY[0]):
         world_node = by_node[org]
-        async with await Node.open(world_node.data_dir) as node:
+        async with await Node.open(world_node.data_dir, transport=http_transport) as node:
             for key, (org_id, username, name, roles) in STAFF.items():
                 if org_id != org:
                     continue

@@ -51,7 +51,7 @@ RECEIPTS_PATH = "/peer/v1/receipts"
 
 
 class PeerJsonClient(Protocol):
-    """``transfer.exchange.client.PeerClient``, as far as this sweep uses it."""
+    """``transfer.transport.base.PeerTransport``, as far as this sweep uses it."""
 
     async def request_json(
         self,

@@ -99,7 +99,7 @@ class LeaverFileQueue(Protocol):
 
 
 class PeerJsonClient(Protocol):
-    """``transfer.exchange.client.PeerClient``, as far as requests need it."""
+    """``transfer.transport.base.PeerTransport``, as far as requests need it."""
 
     async def request_json(
         self,

@@ -687,8 +687,8 @@ def _route_path(path: str) -> str:
 async def _outbox(node: Any, config: Any, keys: Any, directory: Any) -> tuple[Any, Any]:
     """An outbox for the school, over the receiving pages' keys and directory (nothing is
     sent)."""
-    from transfer.exchange.client import PeerClient
     from transfer.exchange.outbox import Outbox
+    from transfer.transport.http import PeerClient
 
     client = PeerClient(keys=keys, directory=directory, config=config)
     return Outbox(

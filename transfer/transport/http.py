@@ -1,4 +1,5 @@
-"""The signed client every part of a node uses to call another node (``/peer/v1``).
+"""The signed aiohttp client every part of a node uses to call another node (``/peer/v1``):
+the :class:`~transfer.transport.base.PeerTransport` a node runs with.
 
 Each request is signed with RFC 9421 HTTP Message Signatures (Ed25519) by
 the sending organisation's current signing key, over the method, the target
@@ -6,15 +7,8 @@ URI (the peer's endpoint from the directory plus the path) and the
 ``Content-Digest`` of the body (an empty body has a digest too). TLS checks
 the peer's certificate against the system's CAs plus ``transfer.ca_file``;
 plain ``http://`` is only allowed to a loopback address (tests, a node
-talking to itself behind a proxy).
-
-Errors are split by blame, so callers know whether to try again:
-
-- :class:`PeerRefused` (a :class:`~transfer.errors.PeerError`): the peer
-  answered 4xx with a problem document; trying again will not help.
-- :class:`PeerUnavailable` (a :class:`~transfer.errors.TransportError`): the
-  peer could not be reached, timed out, or answered 5xx, 408 or 429; try
-  again later.
+talking to itself behind a proxy). Errors are those of :mod:`transfer.transport.base`,
+split by blame.
 """
 
 from __future__ import annotations
@@ -26,85 +20,32 @@ import logging
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
-from multidict import CIMultiDictProxy
 
 from schemas import jsontext
-from schemas.directory import DirectoryEntry
-from transfer.errors import PeerError, PolicyError, TransportError
 from transfer.httpsig import content_digest, sign_request
+from transfer.transport.base import (
+    MAX_RESPONSE_BYTES,
+    NoEndpointError,
+    PeerDirectory,
+    PeerRefused,
+    PeerResponse,
+    PeerUnavailable,
+)
 
 if TYPE_CHECKING:
     from keys.store import KeyStore
     from transfer.config import Config
 
-__all__ = [
-    "MAX_RESPONSE_BYTES",
-    "NoEndpointError",
-    "PeerClient",
-    "PeerDirectory",
-    "PeerRefused",
-    "PeerResponse",
-    "PeerUnavailable",
-]
+__all__ = ["PeerClient", "http_transport", "target_uri"]
 
 log = logging.getLogger("handover.peer")
 
-#: The largest JSON answer read from a peer (receipt lists are small).
-MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
 #: Statuses that mean "not now": retried later like a network failure.
 _TRANSIENT: Final = frozenset({408, 425, 429})
 _EMPTY_DIGEST: Final = content_digest(b"")
-
-
-class PeerDirectory(Protocol):
-    """What the client needs from the directory (``transfer.directory.service.Directory``)."""
-
-    async def entry(self, org_id: str) -> DirectoryEntry: ...
-
-
-class PeerRefused(PeerError):
-    """The other node refused the request (4xx); its problem document says why."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int,
-        title: str,
-        detail_text: str,
-        problem: Mapping[str, Any],
-    ) -> None:
-        super().__init__(message, detail={"peer_status": status})
-        self.status = status
-        self.title = title
-        self.detail_text = detail_text
-        #: The peer's whole problem document (its extra members, e.g. ``offset``).
-        self.problem: dict[str, Any] = dict(problem)
-
-
-class PeerUnavailable(TransportError):
-    """The other node could not be reached or is not answering properly just now."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message, detail={} if status is None else {"peer_status": status})
-        self.status = status
-
-
-class NoEndpointError(PolicyError):
-    """The organisation has no node to deliver to, or its endpoint may not be used."""
-
-
-@dataclass(frozen=True)
-class PeerResponse:
-    """A successful (2xx) answer: status, headers and the JSON body (``{}`` when empty)."""
-
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: dict[str, Any]
 
 
 def _clean(text: object, limit: int = 300) -> str:
@@ -131,7 +72,8 @@ def target_uri(endpoint: str, path: str) -> str:
 
 
 class PeerClient:
-    """Signed HTTPS requests from one of this node's organisations to another node."""
+    """Signed HTTPS requests from one of this node's organisations to another node
+    (a :class:`~transfer.transport.base.PeerTransport`)."""
 
     def __init__(
         self,
@@ -308,3 +250,9 @@ def _json_body(raw: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def http_transport(keys: KeyStore, directory: PeerDirectory, config: Config) -> PeerClient:
+    """A node's transport over HTTPS (the :data:`~transfer.transport.base.TransportFactory`
+    the faces give ``Node.open``)."""
+    return PeerClient(keys=keys, directory=directory, config=config)
