@@ -31,9 +31,9 @@ RUNS = int(os.environ.get("HANDOVER_BENCH_DIRECTORY_RUNS", "5"))
 
 async def _per_call(tmp: Path) -> tuple[float, float]:
     from keys import minisign
+    from keys.keyfiles import KeyFiles
     from keys.keyset import KeySet
     from keys.sealing import KekProtection
-    from keys.store import KeyStore
     from schemas.auditing import MemoryAudit
     from transfer.directory.document import (
         add_organisation,
@@ -50,7 +50,7 @@ async def _per_call(tmp: Path) -> tuple[float, float]:
     audit = MemoryAudit()
     store = await Store.open(f"sqlite+aiosqlite:///{tmp / 'node.db'}", kek, audit, data_dir=tmp)
     try:
-        keys = KeyStore(tmp / "keys", KekProtection(kek), audit=audit)
+        keys = KeyFiles(tmp / "keys", KekProtection(kek), audit=audit)
         directory = Directory(store, keys=keys, base_url="https://node.example:8443")
         for i in range(OWN):
             urn = f"1{i:05d}"

@@ -46,7 +46,10 @@ from schemas.auditing import AuditEvent
 from schemas.records import NewAction, NewConcern, NewContact, NewPupil, NewTriage
 from transfer.identifiers import upn_check_letter
 from transfer.store.keyring import KeyRing, field_aad
-from transfer.store.models import (
+from transfer.store.organisations import DEFAULT_CATEGORIES
+from transfer.store.permissions import Actor, Role
+from transfer.store.service import Store
+from transfer.store.tables import (
     Action,
     Concern,
     ConcernPupil,
@@ -54,9 +57,6 @@ from transfer.store.models import (
     PupilKey,
     SealedField,
 )
-from transfer.store.organisations import DEFAULT_CATEGORIES
-from transfer.store.permissions import Actor, Role
-from transfer.store.service import Store
 
 KEK = bytes(range(32))
 SCALE = float(os.environ.get("HANDOVER_BENCH_SCALE", "1"))

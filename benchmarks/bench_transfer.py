@@ -248,7 +248,7 @@ async def _queue(node: Node, b: _Built) -> str:
 async def _states(node: Node) -> dict[str, int]:
     from sqlalchemy import func, select
 
-    from transfer.exchange.outbox_tables import outgoing_packages as p
+    from transfer.exchange.tables import outgoing_packages as p
 
     async with node.store.sessions() as s:
         rows = (await s.execute(select(p.c.state, func.count()).group_by(p.c.state))).all()
@@ -259,8 +259,8 @@ async def _times(node: Node, ids: Sequence[str]) -> dict[str, tuple[datetime, da
     """Per package: queued, ``sent`` (all chunks acknowledged) and delivered-receipt times."""
     from sqlalchemy import select
 
-    from transfer.exchange.outbox_tables import outgoing_events as e
-    from transfer.exchange.outbox_tables import outgoing_packages as p
+    from transfer.exchange.tables import outgoing_events as e
+    from transfer.exchange.tables import outgoing_packages as p
 
     wanted = set(ids)
     out: dict[str, tuple[datetime, datetime, datetime]] = {}
@@ -302,7 +302,7 @@ async def _received(data_dir: Path) -> int:
     """How many packages the receiving node holds as delivered (each exactly once)."""
     from sqlalchemy import func, select
 
-    from transfer.exchange.inbox_tables import IncomingPackage
+    from transfer.exchange.tables import IncomingPackage
     from transfer.node import Node
     from transfer.transport.http import http_transport
 

@@ -1,7 +1,7 @@
 """An organisation's key set: an Ed25519 signing key and an X25519 encryption key.
 
 Pure: no files, no network. :mod:`keys.sealing` seals a key set at rest and
-:mod:`keys.store` keeps one per organisation on disk.
+:mod:`keys.keyfiles` keeps one per organisation on disk.
 
 A :class:`KeySet` is immutable; :meth:`KeySet.rotate`, :meth:`KeySet.revoke`
 and :meth:`KeySet.with_imported_identities` return a new one.

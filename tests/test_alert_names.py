@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from schemas.records import NewPupil
 from tests.test_alerts import URN, AlertWorld, open_world, upn
 from transfer.alerts import Alerts
-from transfer.alerts_tables import alerts as alerts_table
+from transfer.alerts.tables import alerts as alerts_table
 from transfer.config import SmtpSection
 from transfer.mail import Mailer
 from transfer.store.permissions import Role

@@ -25,8 +25,8 @@ from tests.test_alerts import (
     upn,
 )
 from tests.test_mail import Inbox, smtp_server  # noqa: F401 - a fixture used below
-from transfer.alert_rules import StoreAlerts, action_key, concern_key, role_label
 from transfer.alerts import Alerts
+from transfer.alerts.rules import StoreAlerts, action_key, concern_key, role_label
 from transfer.config import SmtpSection, TransferSection
 from transfer.exchange.deadlines_sweep import DeadlineSweep, deadline_key
 from transfer.mail import Mailer

@@ -16,7 +16,7 @@ from schemas.auditing import MemoryAudit
 from schemas.records import Destination, NewPupil
 from tests.test_mail import Inbox, smtp_server  # noqa: F401 - a fixture used below
 from transfer.alerts import ENGLAND, Alerts
-from transfer.alerts_tables import alerts as alerts_table
+from transfer.alerts.tables import alerts as alerts_table
 from transfer.config import SmtpSection, TransferSection
 from transfer.deadlines import DayUnit, default_calendar, transfer_due_date
 from transfer.errors import InputError, NotFoundError
@@ -131,7 +131,7 @@ async def open_world(db_url: str, data_dir: Path) -> AlertWorld:
             URN, username=name, display_name=name.title(), roles=roles, email=email
         )
         if not active:
-            from transfer.store.models import Staff
+            from transfer.store.tables import Staff
 
             async with store.sessions() as s, s.begin():
                 await s.execute(sa.update(Staff).where(Staff.id == rec.id).values(active=False))
@@ -382,7 +382,7 @@ def _our_diffs(conn: sa.engine.Connection) -> list[object]:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from transfer.exchange import requests_tables  # noqa: F401 - registers the table
+    import transfer.exchange.tables  # noqa: F401 - registers the table
     from transfer.store.db import Base
 
     ours = {"alerts", "transfer_requests"}

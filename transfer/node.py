@@ -9,12 +9,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from keys import aead
+from keys.keyfiles import KeyFiles
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from receivers.agency_node import AgencyNodeRoute
 from receivers.portal.service import PickupPortal, PortalSettings
-from transfer.alert_rules import StoreAlerts
 from transfer.alerts import Alerts
+from transfer.alerts.rules import StoreAlerts
 from transfer.audit.log import AuditLog
 from transfer.audit.request_ids import RequestIdAudit
 from transfer.auth.service import Accounts
@@ -58,7 +58,7 @@ class Node:
     audit: RequestIdAudit
     store: Store
     accounts: Accounts
-    keys: KeyStore
+    keys: KeyFiles
     directory: Directory
     portal: PickupPortal
     inbox: Inbox
@@ -128,7 +128,7 @@ class Node:
             await store.close()
             await audit_log.close()
             raise
-        keys = KeyStore.for_data_dir(data_dir, KekProtection(kek), audit=audit)
+        keys = KeyFiles.for_data_dir(data_dir, KekProtection(kek), audit=audit)
         directory = Directory(store, keys=keys, base_url=config.node.base_url)
         inbox = Inbox(
             store=store,

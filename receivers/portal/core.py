@@ -20,8 +20,8 @@ from sqlalchemy import ColumnElement, and_, false, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keys import aead
+from keys.keyfiles import KeyFiles, KeySetNotFoundError
 from keys.keyset import KeySet
-from keys.store import KeySetNotFoundError, KeyStore
 from receivers.portal import tokens
 from receivers.portal.contracts import (
     PORTAL_DIR,
@@ -117,7 +117,7 @@ class PortalCore:
     def __init__(
         self,
         store: Store,
-        keys: KeyStore,
+        keys: KeyFiles,
         kek: bytes,
         *,
         base_url: str,

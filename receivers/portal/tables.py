@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from transfer.store.db import Base
-from transfer.store.models import UTCDateTime
+from transfer.store.tables import UTCDateTime
 
 _SEQ = BigInteger().with_variant(Integer(), "sqlite")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from keys import minisign
+from keys.keyfiles import KeyFiles
 from keys.keyset import KeyRetiredError, KeyRevokedError
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from schemas.auditing import AuditEvent, MemoryAudit
 from schemas.directory import DirectoryEntry, Revocation
 from tests.directory.support import REPO, T0, document, entry, keyset
@@ -43,7 +43,7 @@ BASE_URL = "https://node.example:8443"
 @dataclass
 class Env:
     store: Store
-    keys: KeyStore
+    keys: KeyFiles
     directory: Directory
     audit: MemoryAudit
     clock: FakeClock
@@ -64,7 +64,7 @@ async def env(db_url: str, tmp_path: Path) -> AsyncIterator[Env]:
     audit = MemoryAudit()
     clock = FakeClock(T0 + timedelta(days=1))
     store = await Store.open(db_url, KEK, audit, data_dir=tmp_path / "data", clock=clock)
-    keys = KeyStore(tmp_path / "data" / "keys", KekProtection(KEK), audit=audit, clock=clock)
+    keys = KeyFiles(tmp_path / "data" / "keys", KekProtection(KEK), audit=audit, clock=clock)
     directory = Directory(store, keys=keys, base_url=BASE_URL + "/")
     try:
         yield Env(store, keys, directory, audit, clock, minisign.SecretKey.generate())

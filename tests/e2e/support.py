@@ -32,9 +32,9 @@ from typing import Any, TypeVar
 import aiohttp
 
 from keys import minisign
+from keys.keyfiles import KeyFiles
 from keys.keyset import KeySet
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from transfer.config import parse_kek
 from transfer.demo.api import StaffClient
 from transfer.demo.world import NodeSpec, World, WorldNode, build_world
@@ -215,7 +215,7 @@ def expire_leases(node: WorldNode) -> int:
 def keyset_of(node: WorldNode, org_id: str) -> KeySet:
     """An organisation's key set from its node's key files (with the node's KEK)."""
     kek = parse_kek(node.kek_file.read_text(encoding="ascii"), str(node.kek_file))
-    return KeyStore.for_data_dir(node.data_dir, KekProtection(kek)).load(org_id)
+    return KeyFiles.for_data_dir(node.data_dir, KekProtection(kek)).load(org_id)
 
 
 def public_key_of(node: WorldNode, org_id: str) -> minisign.PublicKey:

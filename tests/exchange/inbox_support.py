@@ -1,6 +1,6 @@
 """A receiving node on a real socket, and a sending school that drives the peer protocol.
 
-Both schools are hosted on one node (one store, one key store), which is how
+Both schools are hosted on one node (one store, one key files), which is how
 a local authority runs them; the sender still signs every request with its
 own key and seals the package to the receiver, exactly as between two nodes.
 The peer protocol is driven here with aiohttp and :mod:`transfer.httpsig`
@@ -24,9 +24,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from keys.keyfiles import KeyFiles
 from keys.keyset import KeySet
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from schemas.auditing import AuditEvent, MemoryAudit
 from schemas.manifest import Recipient, Sender
 from schemas.records import (
@@ -87,7 +87,7 @@ class ReceiptRecorder:
 class Rig:
     store: Store
     audit: MemoryAudit
-    keys: KeyStore
+    keys: KeyFiles
     directory: Directory
     inbox: Inbox
     services: PeerServices
@@ -305,7 +305,7 @@ async def receiving_node(
         staff = await store.bootstrap_staff(
             RECEIVER, username="rstaff", display_name="Sam Staff", roles=[Role.STAFF]
         )
-        keys = KeyStore.for_data_dir(data_dir, KekProtection(KEK))
+        keys = KeyFiles.for_data_dir(data_dir, KekProtection(KEK))
         await keys.create(SENDER)
         await keys.create(RECEIVER)
         port = free_port()

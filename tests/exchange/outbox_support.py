@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from keys.keyfiles import KeyFiles
 from keys.keyset import KeySet
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from schemas.auditing import MemoryAudit
 from schemas.directory import DirectoryEntry
 from schemas.manifest import PackageKind
@@ -272,7 +272,7 @@ class Sending:
     """A sending school (store, keys, outbox) and the tiny peer of the receiving school."""
 
     school: School
-    keys: KeyStore
+    keys: KeyFiles
     directory: StaticDirectory
     config: Config
     peer: TinyPeer
@@ -354,7 +354,7 @@ async def sending(db_url: str, tmp_path: Path, **transfer: Any) -> AsyncIterator
     store = await Store.open(db_url, KEK, audit, data_dir=data_dir, clock=clock)
     try:
         school = await make_school(store, audit, clock, data_dir)
-        keys = KeyStore(data_dir / "keys", KekProtection(KEK))
+        keys = KeyFiles(data_dir / "keys", KekProtection(KEK))
         own = await keys.create(SCHOOL_URN)
         receiver = KeySet.generate(RECEIVER)
         peer = TinyPeer(keyset=receiver, sender_keys={own.key_id_hex: own.minisign_public_key.key})

@@ -25,7 +25,7 @@ from tests.integration.store.conftest import KEK
 from transfer.audit.log import AuditLog
 from transfer.audit.tables import audit_intents
 from transfer.errors import TransportError
-from transfer.exchange.inbox_tables import IncomingPackage, IssuedReceipt
+from transfer.exchange.tables import IncomingPackage, IssuedReceipt
 from transfer.store.service import Store
 
 

@@ -22,13 +22,13 @@ from sqlalchemy import update
 
 from tests.exchange.inbox_support import RECEIVER, SENDER, Rig, receiving_node
 from transfer.errors import IntegrityError, OutOfSpaceError, TooLargeError, TransportError
-from transfer.exchange import outbox_delivery as outbox_module
 from transfer.exchange.inbox import PeerCaller
 from transfer.exchange.inbox import delivery as delivery_module
 from transfer.exchange.inbox.upload import _hash_and_write
 from transfer.exchange.outbox import Outbox, PackageFileMissingError
-from transfer.exchange.outbox_delivery import _ChunkDigests, _digest_range
-from transfer.exchange.outbox_tables import outgoing_packages
+from transfer.exchange.outbox import delivery as outbox_module
+from transfer.exchange.outbox.delivery import _ChunkDigests, _digest_range
+from transfer.exchange.tables import outgoing_packages
 from transfer.httpsig import DigestHasher, content_digest
 from transfer.receipts import SignedReceipt
 from transfer.transport.http import PeerClient

@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from keys.keyfiles import KeyFiles
 from keys.keyset import KeySet
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from tests.exchange.outbox_support import StaticDirectory
 from transfer.config import Config
 from transfer.httpsig import check_digest, verify_request
@@ -44,7 +44,7 @@ async def client_for(
     endpoint: str | None = None,
     box: dict[str, str] | None = None,
 ) -> AsyncIterator[tuple[PeerClient, KeySet, StaticDirectory]]:
-    keys = KeyStore(tmp_path / "keys", KekProtection(KEK))
+    keys = KeyFiles(tmp_path / "keys", KekProtection(KEK))
     own = await keys.create("199001")
     async with server(app) as url:
         if box is not None:

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from tests.exchange.outbox_support import RECEIVER, Sending, sending
 from transfer.errors import ConflictError
-from transfer.exchange.outbox_tables import outgoing_packages
 from transfer.exchange.sweeps import deliver_due
+from transfer.exchange.tables import outgoing_packages
 
 
 async def _crashed_draft(s: Sending) -> str:

@@ -22,9 +22,8 @@ from sqlalchemy import func, select, update
 
 from tests.exchange.inbox_support import RECEIVER, SENDER, Rig, receiving_node
 from transfer.exchange.inbox import PeerCaller
-from transfer.exchange.inbox_tables import IncomingPackage, IssuedReceipt
 from transfer.exchange.outbox import Outbox, OutgoingRecord
-from transfer.exchange.outbox_tables import outgoing_packages
+from transfer.exchange.tables import IncomingPackage, IssuedReceipt, outgoing_packages
 from transfer.transport.memory import Fault, FaultKind, MemoryNetwork
 
 #: A new pupil for each example of the property test.

@@ -27,9 +27,8 @@ from sqlalchemy import update
 from tests.exchange.inbox_support import RECEIVER, Rig, receiving_node
 from tests.support.disk import disk_full, empty_sqlite_wal, file_size_limit
 from transfer.config import Config
-from transfer.exchange.inbox_tables import IncomingPackage
 from transfer.exchange.outbox import Outbox
-from transfer.exchange.outbox_tables import outgoing_packages
+from transfer.exchange.tables import IncomingPackage, outgoing_packages
 from transfer.space import space_shortage
 from transfer.transport.http import PeerClient
 

@@ -16,8 +16,8 @@ from schemas.records import ConcernRecord, DocumentRef, NewPupil, TriageRecord
 from tests.exchange.inbox_support import DOCUMENT, RECEIVER, SENDER, Rig, receiving_node, upn
 from transfer.errors import ConflictError, NotFoundError, TransportError
 from transfer.exchange.importing import PupilMismatchError
-from transfer.exchange.inbox_tables import IssuedReceipt
 from transfer.exchange.receipt_push import ReceiptPusher
+from transfer.exchange.tables import IssuedReceipt
 from transfer.receipts import SignedReceipt, verify_receipt
 from transfer.store.permissions import PermissionDenied
 

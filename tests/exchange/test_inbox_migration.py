@@ -12,8 +12,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
-import transfer.exchange.inbox_tables  # noqa: F401  (registers the tables on Base.metadata)
-from transfer.exchange.inbox_tables import INBOX_TABLES
+import transfer.exchange.tables  # noqa: F401  (registers the tables on Base.metadata)
+from transfer.exchange.tables import INBOX_TABLES
 from transfer.store.db import MIGRATIONS, Base, _alembic_config, make_engine, migrate
 
 

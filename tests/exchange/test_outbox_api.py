@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from keys.keyfiles import KeyFiles
 from keys.keyset import KeySet
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from schemas.records import Destination, NewPupil
 from tests.exchange.outbox_support import RECEIVER, StaticDirectory, TinyPeer, running_peer, upn
 from tests.integration.api.conftest import Api, api_config
@@ -34,7 +34,7 @@ class Rig:
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     db = f"sqlite+aiosqlite:///{tmp_path / 'h.db'}"
     async with open_node(db, tmp_path / "data") as node:
-        keys = KeyStore(tmp_path / "data" / "keys", KekProtection(KEK))
+        keys = KeyFiles(tmp_path / "data" / "keys", KekProtection(KEK))
         own = await keys.create(URN)
         receiver = KeySet.generate(RECEIVER)
         peer = TinyPeer(keyset=receiver, sender_keys={own.key_id_hex: own.minisign_public_key.key})

@@ -11,7 +11,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
-from transfer.exchange.outbox_tables import OUTBOX_TABLES
+from transfer.exchange.tables import OUTBOX_TABLES
 from transfer.store.db import MIGRATIONS, Base, make_engine
 
 

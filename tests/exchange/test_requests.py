@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from keys.keyfiles import KeyFiles
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from schemas.auditing import MemoryAudit
 from schemas.records import NewConcern, NewPupil
 from tests.exchange.inbox_support import free_port
@@ -62,7 +62,7 @@ class School:
 class PeerNode:
     store: Store
     audit: MemoryAudit
-    keys: KeyStore
+    keys: KeyFiles
     directory: Directory
     client: PeerClient
     outbox: Outbox
@@ -144,7 +144,7 @@ async def node(
     store = await Store.open(db_url, KEK, audit, data_dir=data_dir, clock=clock)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(store.close)
-        keys = KeyStore.for_data_dir(data_dir, KekProtection(KEK))
+        keys = KeyFiles.for_data_dir(data_dir, KekProtection(KEK))
         made = {}
         for urn, laestab, name in schools:
             made[urn] = await _school(store, urn, laestab, name)
@@ -418,7 +418,7 @@ async def test_peer_down_is_retried_then_delivered_and_a_refusal_fails(
     assert len(await primary.requests.list(primary.schools[PRIMARY].dsl)) == 1
 
     # The primary's node does not host this school: a permanent refusal, and an alert.
-    ghost = KeyStore.for_data_dir(secondary.data_dir / "ghost", KekProtection(KEK))
+    ghost = KeyFiles.for_data_dir(secondary.data_dir / "ghost", KekProtection(KEK))
     await ghost.create("199003")
     entry = entry_from_keyset(
         ghost.load("199003"), name="Ghost School", kind="school", endpoint=primary.url
@@ -443,7 +443,7 @@ async def test_gives_up_after_the_configured_hours(tmp_path: Path) -> None:
         [(SECONDARY, SECONDARY_LAESTAB, "Riverside Academy")],
         give_up_hours=1,
     ) as n:
-        ghost = KeyStore.for_data_dir(tmp_path / "ghost", KekProtection(KEK))
+        ghost = KeyFiles.for_data_dir(tmp_path / "ghost", KekProtection(KEK))
         await ghost.create(PRIMARY)
         entry = entry_from_keyset(
             ghost.load(PRIMARY),

@@ -20,7 +20,7 @@ from transfer.config import TransferSection
 from transfer.exchange.deadlines_sweep import DeadlineSweep
 from transfer.exchange.receipt_push import ReceiptPusher
 from transfer.exchange.retention_sweep import ERASER, AfterAcceptanceRetention
-from transfer.store.models import Pupil, PupilKey, SealedField
+from transfer.store.tables import Pupil, PupilKey, SealedField
 
 
 async def test_accepted_file_resolves_the_deadline_and_erases_the_senders_copy(

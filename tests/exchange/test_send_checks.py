@@ -24,8 +24,8 @@ from transfer.exchange.outbox import (
     LeaverFileToAgencyError,
     ReasonRequiredError,
 )
-from transfer.exchange.outbox_tables import outgoing_events, outgoing_packages
-from transfer.store.models import SealedField
+from transfer.exchange.tables import outgoing_events, outgoing_packages
+from transfer.store.tables import SealedField
 
 MASH = "mash-bristol"
 REASON = "Cliff Road asked again: their copy was lost in a RECORDS-SYSTEM-CRASH"

@@ -1,7 +1,7 @@
 """Witnessing between two real nodes: receipts carry the issuer's checkpoint, the sender keeps it.
 
 Two data directories made by ``handover init``'s own code, each with its own
-SQLite database, key store and audit log. Node A (Riverside) receives packages
+SQLite database, key files and audit log. Node A (Riverside) receives packages
 and issues receipts through its real :class:`~transfer.exchange.inbox.Inbox`
 signing path; node B (Hillside) knows A from an entry A exported (with its
 audit-log key) and keeps the checkpoints with :class:`transfer.exchange.witness.Witness`.
@@ -38,7 +38,7 @@ from transfer.directory.document import (
     parse_document,
     parse_entry,
 )
-from transfer.exchange.inbox_tables import IncomingPackage
+from transfer.exchange.tables import IncomingPackage
 from transfer.exchange.witness import Witness, witness_receipt
 from transfer.httpsig import content_digest, sign_request
 from transfer.node import Node

@@ -84,7 +84,7 @@ def test_package_verify_with_given_keys_loads_no_database_or_server(tmp_path: Pa
         files.sender_pub,
     )
     assert "transfer.package.open" in loaded
-    unwanted = SERVER_ONLY | {"asyncio", "sqlalchemy", "transfer.config", "keys.store"}
+    unwanted = SERVER_ONLY | {"asyncio", "sqlalchemy", "transfer.config", "keys.keyfiles"}
     assert unwanted & loaded == set()
 
 
@@ -105,7 +105,7 @@ async def test_audit_verify_loads_the_log_not_the_store_or_server(
     env = run_env({"HANDOVER_KEK": kek})
     loaded = _loaded(tmp_path, "audit", "verify", "--data-dir", data, env=env)
     assert "transfer.audit.log" in loaded and "sqlalchemy" in loaded  # it reads the database
-    unwanted = SERVER_ONLY | {"transfer.store.models", "transfer.node", "multiprocessing"}
+    unwanted = SERVER_ONLY | {"transfer.store.tables", "transfer.node", "multiprocessing"}
     assert unwanted & loaded == set()
 
 

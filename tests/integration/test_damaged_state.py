@@ -111,7 +111,7 @@ DAMAGES: dict[str, tuple[Callable[[bytes], bytes], str]] = {
 }
 
 #: One command for each way a command opens the database (the node, the audit log alone,
-#: the key store with its audit log), then ``serve``.
+#: the key files with its audit log), then ``serve``.
 COMMANDS = [
     ["alerts", "list", "--org", ORG, "--as", "admin"],
     ["retention", "run"],

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from keys.store import KeyStore
+from keys.keyfiles import KeyFiles
 from transfer.commands.init import initialise
 from transfer.errors import ConflictError, InputError, TransportError
 from transfer.node import Node
@@ -146,15 +146,15 @@ async def test_a_failure_part_way_takes_away_everything_it_made(
     monkeypatch.setenv("HANDOVER_DATABASE__URL", db_url)
     data = tmp_path / "node"
     made: list[str] = []
-    real_create = KeyStore.create
+    real_create = KeyFiles.create
 
-    async def create(self: KeyStore, org_id: str, *, actor: str | None = None) -> object:
+    async def create(self: KeyFiles, org_id: str, *, actor: str | None = None) -> object:
         if made:
             raise TransportError("No space left on device")
         made.append(org_id)
         return await real_create(self, org_id, actor=actor)
 
-    monkeypatch.setattr(KeyStore, "create", create)
+    monkeypatch.setattr(KeyFiles, "create", create)
     schools = [("123456", "8012000", "Hillside"), ("234567", "8012001", "Riverside")]
     with pytest.raises(TransportError, match="No space left"):
         await initialise(
@@ -166,7 +166,7 @@ async def test_a_failure_part_way_takes_away_everything_it_made(
         assert not _sqlite_file_exists(db_url)
     else:
         assert await _tables(db_url) == []
-    monkeypatch.setattr(KeyStore, "create", real_create)
+    monkeypatch.setattr(KeyFiles, "create", real_create)
     lines = await initialise(
         data, name="t", schools=schools, agencies=[], admin="admin", admin_password=GOOD
     )

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from keys import agekeys
+from keys.keyfiles import KeyFiles
 from keys.minisign import PublicKey
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 
 REPO = Path(__file__).resolve().parents[2]
 HANDOVER = REPO / ".venv" / "bin" / "handover"
@@ -101,7 +101,7 @@ def test_generate_show_and_export_public(data_dir: Path, tmp_path: Path) -> None
     assert _field(exp.stdout, "age recipient") == recipient
     assert PublicKey.from_text(pub_file.read_text()).key_id_hex == key_id
     # a signature by the stored key verifies with minisign against the exported file
-    ks = KeyStore.for_data_dir(data_dir, KekProtection(bytes.fromhex(KEK_HEX))).load(ORG)
+    ks = KeyFiles.for_data_dir(data_dir, KekProtection(bytes.fromhex(KEK_HEX))).load(ORG)
     f = tmp_path / "manifest.json"
     f.write_bytes(b"{}")
     (tmp_path / "manifest.json.minisig").write_text(

@@ -23,7 +23,7 @@ from schemas.records import NewPupil
 from transfer.commands.init import initialise
 from transfer.errors import DamagedStateError
 from transfer.identity import MARKER, WrongKekError, check_identity, read_marker
-from transfer.identity_tables import IDENTITY_TABLES
+from transfer.identity.tables import IDENTITY_TABLES
 from transfer.node import Node
 from transfer.store.db import Base, make_engine, migrate
 from transfer.store.permissions import Role

@@ -18,9 +18,9 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from keys.keyfiles import KeyFiles
 from keys.keyset import KeySet
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from receivers.portal import PickupPortal, PortalSettings
 from schemas.manifest import PackageKind, Recipient, Sender, Subject
 from tests.unit.auth.support import KEK, URN, Node, open_node
@@ -202,7 +202,7 @@ class Acknowledgements:
 @dataclass
 class PortalWorld:
     node: Node
-    keys: KeyStore
+    keys: KeyFiles
     keyset: KeySet
     portal: PickupPortal
     dsl: Actor
@@ -273,7 +273,7 @@ async def portal_world(
     settings: PortalSettings | None = None,
 ) -> AsyncIterator[PortalWorld]:
     async with open_node(db_url, tmp / "data") as node:
-        keys = KeyStore.for_data_dir(tmp / "data", KekProtection(KEK))
+        keys = KeyFiles.for_data_dir(tmp / "data", KekProtection(KEK))
         keyset = await keys.create(URN)
         person = await node.person("dsl", [Role.DSL])
         dsl = await node.store.actor_for(person.staff.id)

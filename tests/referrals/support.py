@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from keys.keyfiles import KeyFiles
 from keys.keyset import KeySet
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from tests.integration.store.conftest import KEK, SCHOOL_URN, School
 from transfer.age import X25519Identity
 from transfer.directory.document import entry_from_keyset
@@ -129,7 +129,7 @@ class Agency:
 @dataclass
 class Setting:
     school: School
-    keys: KeyStore
+    keys: KeyFiles
     directory: Directory
     referrals: Referrals
     school_keys: KeySet
@@ -152,7 +152,7 @@ async def add_agency(
 
 
 async def make_setting(school: School, data_dir: Path, **kwargs: Any) -> Setting:
-    keys = KeyStore.for_data_dir(data_dir, KekProtection(KEK))
+    keys = KeyFiles.for_data_dir(data_dir, KekProtection(KEK))
     school_keys = await keys.create(SCHOOL_URN)
     directory = Directory(school.store, keys=keys)
     setting = Setting(

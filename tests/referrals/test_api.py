@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from keys.keyfiles import KeyFiles
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from schemas.records import NewConcern, NewPupil
 from tests.integration.api.conftest import Api, api_config
 from tests.referrals.support import add_agency, mash_form
@@ -34,7 +34,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'handover.db'}"
     data_dir = tmp_path / "data"
     async with open_node(db_url, data_dir) as node:
-        keys = KeyStore.for_data_dir(data_dir, KekProtection(KEK))
+        keys = KeyFiles.for_data_dir(data_dir, KekProtection(KEK))
         await keys.create(URN)
         directory = Directory(node.store, keys=keys)
         await add_agency(directory, "mash-bristol", "Bristol MASH", "social_care")

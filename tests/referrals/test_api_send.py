@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from keys.keyfiles import KeyFiles
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from receivers.portal import PickupPortal, PortalSettings
 from schemas.records import NewConcern, NewPupil
 from tests.integration.api.conftest import Api, api_config
@@ -82,7 +82,7 @@ async def rig(
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'handover.db'}"
     data_dir = tmp_path / "data"
     async with open_node(db_url, data_dir) as node:
-        keys = KeyStore.for_data_dir(data_dir, KekProtection(KEK))
+        keys = KeyFiles.for_data_dir(data_dir, KekProtection(KEK))
         await keys.create(URN)
         # The school's key is made now (the real time); the node's clock starts after it.
         node.clock.now = datetime.now(UTC) + timedelta(minutes=1)

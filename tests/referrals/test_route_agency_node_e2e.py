@@ -34,8 +34,8 @@ import aiohttp
 import pytest
 
 from keys import minisign
+from keys.keyfiles import KeyFiles
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from tests.referrals.support import mash_form
 from transfer.config import parse_kek
 from transfer.demo.api import StaffClient
@@ -74,7 +74,7 @@ class Agencies:
     def mash_public_key(self) -> minisign.PublicKey:
         node = self.mash
         kek = parse_kek(node.kek_file.read_text(encoding="ascii"), str(node.kek_file))
-        keys = KeyStore.for_data_dir(node.data_dir, KekProtection(kek))
+        keys = KeyFiles.for_data_dir(node.data_dir, KekProtection(kek))
         return keys.load(MASH[0]).minisign_public_key
 
 

@@ -22,8 +22,8 @@ from transfer.referrals.forms import parse_form
 from transfer.referrals.redaction import RedactionError
 from transfer.referrals.service import NothingSelectedError
 from transfer.referrals.tables import Referral, ReferralEvent
-from transfer.store.models import SealedField
 from transfer.store.permissions import PermissionDenied
+from transfer.store.tables import SealedField
 
 UPN = "H801200001001"
 T0 = datetime(2026, 9, 7, 9, 0, tzinfo=UTC)

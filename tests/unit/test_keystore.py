@@ -1,4 +1,4 @@
-"""The key store: sealed files on disk, atomic writes, auditing of every change and export."""
+"""The key files: sealed files on disk, atomic writes, auditing of every change and export."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from keys import aead, agekeys
-from keys.keyset import KeyRevokedError, KeySet
-from keys.sealing import KekProtection, KeyFileFormatError, KeyUnsealError, PassphraseProtection
-from keys.store import (
+from keys.keyfiles import (
     ExportNotConfirmedError,
+    KeyFiles,
     KeySetExistsError,
     KeySetNotFoundError,
-    KeyStore,
 )
+from keys.keyset import KeyRevokedError, KeySet
+from keys.sealing import KekProtection, KeyFileFormatError, KeyUnsealError, PassphraseProtection
 from schemas.auditing import AuditEvent, MemoryAudit
 from transfer.errors import InputError, PolicyError
 
@@ -38,8 +38,8 @@ def audit() -> MemoryAudit:
 
 
 @pytest.fixture
-def store(tmp_path: Path, kek: bytes, audit: MemoryAudit) -> KeyStore:
-    return KeyStore.for_data_dir(tmp_path, KekProtection(kek), audit=audit)
+def store(tmp_path: Path, kek: bytes, audit: MemoryAudit) -> KeyFiles:
+    return KeyFiles.for_data_dir(tmp_path, KekProtection(kek), audit=audit)
 
 
 def _all_secret_forms(ks: KeySet) -> list[str]:
@@ -60,7 +60,7 @@ def _assert_no_secrets(events: list[AuditEvent], ks: KeySet) -> None:
 
 
 async def test_create_load_and_file_modes(
-    store: KeyStore, tmp_path: Path, audit: MemoryAudit
+    store: KeyFiles, tmp_path: Path, audit: MemoryAudit
 ) -> None:
     ks = await store.create(ORG, actor="alice")
     path = store.path_for(ORG)
@@ -78,7 +78,7 @@ async def test_create_load_and_file_modes(
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 
 
-async def test_create_twice_and_missing(store: KeyStore) -> None:
+async def test_create_twice_and_missing(store: KeyFiles) -> None:
     await store.create(ORG)
     with pytest.raises(KeySetExistsError, match="already has keys"):
         await store.create(ORG)
@@ -88,23 +88,23 @@ async def test_create_twice_and_missing(store: KeyStore) -> None:
         await store.create("../escape")
 
 
-async def test_wrong_kek(store: KeyStore, tmp_path: Path) -> None:
+async def test_wrong_kek(store: KeyFiles, tmp_path: Path) -> None:
     await store.create(ORG)
-    other = KeyStore.for_data_dir(tmp_path, KekProtection(aead.new_key()))
+    other = KeyFiles.for_data_dir(tmp_path, KekProtection(aead.new_key()))
     with pytest.raises(KeyUnsealError, match="key-encryption key"):
         other.load(ORG)
 
 
 async def test_passphrase_store(tmp_path: Path) -> None:
     prot = PassphraseProtection("a long passphrase", log2_n=10)
-    s = KeyStore(tmp_path / "k", prot)
+    s = KeyFiles(tmp_path / "k", prot)
     ks = await s.create(ORG)
-    assert KeyStore(tmp_path / "k", PassphraseProtection("a long passphrase")).load(ORG) == ks
+    assert KeyFiles(tmp_path / "k", PassphraseProtection("a long passphrase")).load(ORG) == ks
     with pytest.raises(KeyUnsealError, match="passphrase is wrong"):
-        KeyStore(tmp_path / "k", PassphraseProtection("a long passphrasE")).load(ORG)
+        KeyFiles(tmp_path / "k", PassphraseProtection("a long passphrasE")).load(ORG)
 
 
-async def test_swapped_files_do_not_open(store: KeyStore) -> None:
+async def test_swapped_files_do_not_open(store: KeyFiles) -> None:
     await store.create(ORG)
     await store.create("urn:school:2")
     a, b = store.path_for(ORG), store.path_for("urn:school:2")
@@ -115,7 +115,7 @@ async def test_swapped_files_do_not_open(store: KeyStore) -> None:
         store.load(ORG)
 
 
-async def test_rotate_replaces_file_atomically(store: KeyStore, audit: MemoryAudit) -> None:
+async def test_rotate_replaces_file_atomically(store: KeyFiles, audit: MemoryAudit) -> None:
     first = await store.create(ORG)
     inode = store.path_for(ORG).stat().st_ino
     rotated = await store.rotate(ORG, actor="bob")
@@ -128,16 +128,16 @@ async def test_rotate_replaces_file_atomically(store: KeyStore, audit: MemoryAud
     _assert_no_secrets(audit.events, loaded)
 
 
-async def test_concurrent_rotations_lose_nothing(store: KeyStore) -> None:
+async def test_concurrent_rotations_lose_nothing(store: KeyFiles) -> None:
     await store.create(ORG)
     await asyncio.gather(*(store.rotate(ORG) for _ in range(4)))
     assert len(store.load(ORG).previous_encryption) == 4
 
 
-async def test_revoke_persists(store: KeyStore, audit: MemoryAudit) -> None:
+async def test_revoke_persists(store: KeyFiles, audit: MemoryAudit) -> None:
     t0 = datetime(2026, 9, 1, tzinfo=UTC)
     now = [t0]
-    clock_store = KeyStore(
+    clock_store = KeyFiles(
         store.directory, KekProtection(aead.new_key()), audit=audit, clock=lambda: now[0]
     )
     first = await clock_store.create(ORG)
@@ -156,7 +156,7 @@ async def test_revoke_persists(store: KeyStore, audit: MemoryAudit) -> None:
 
 
 async def test_export_identity_needs_confirmation_and_is_audited(
-    store: KeyStore, audit: MemoryAudit
+    store: KeyFiles, audit: MemoryAudit
 ) -> None:
     ks = await store.create(ORG)
     with pytest.raises(ExportNotConfirmedError, match="confirmation") as info:
@@ -182,14 +182,14 @@ async def test_export_not_returned_when_audit_fails(tmp_path: Path, kek: bytes) 
                 raise OSError("audit log unavailable")
 
     broken = BrokenAudit()
-    s = KeyStore(tmp_path / "keys", KekProtection(kek), audit=broken)
+    s = KeyFiles(tmp_path / "keys", KekProtection(kek), audit=broken)
     await s.create(ORG)
     with pytest.raises(OSError, match="audit log unavailable"):
         await s.export_identity(ORG, confirm=True, actor="x")
     assert broken.calls == 2
 
 
-async def test_export_after_rotation_holds_every_key(store: KeyStore) -> None:
+async def test_export_after_rotation_holds_every_key(store: KeyFiles) -> None:
     first = await store.create(ORG)
     second = await store.rotate(ORG)
     text = await store.export_identity(ORG, confirm=True, actor="a")
@@ -201,7 +201,7 @@ async def test_export_after_rotation_holds_every_key(store: KeyStore) -> None:
     assert agekeys.parse_identity_file(only) == [second.encryption.secret]
 
 
-async def test_import_identity(store: KeyStore, audit: MemoryAudit) -> None:
+async def test_import_identity(store: KeyFiles, audit: MemoryAudit) -> None:
     secret = X25519PrivateKey.generate().private_bytes_raw()
     identity = agekeys.encode_identity(secret)
     created = await store.import_identity("urn:school:7", f"# comment\n{identity}\n", actor="a")
@@ -225,7 +225,7 @@ def _pub(secret: bytes) -> bytes:
     return X25519PrivateKey.from_private_bytes(secret).public_key().public_bytes_raw()
 
 
-async def test_export_public(store: KeyStore) -> None:
+async def test_export_public(store: KeyFiles) -> None:
     ks = await store.create(ORG)
     pub = store.export_public(ORG)
     assert pub.fingerprint == ks.fingerprint
@@ -234,7 +234,7 @@ async def test_export_public(store: KeyStore) -> None:
     assert pub.minisign_public_key == ks.minisign_public_key_text()
 
 
-async def test_list_ignores_other_files(store: KeyStore) -> None:
+async def test_list_ignores_other_files(store: KeyFiles) -> None:
     await store.create("urn:school:2")
     await store.create("agency-1")
     (store.directory / "README.txt").write_text("x")

@@ -17,8 +17,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from keys.keyfiles import KeyFiles
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from schemas.manifest import Recipient, Sender
 from schemas.peer import OfferBody
 from schemas.records import NewAction, NewConcern, NewPupil, NewTriage
@@ -74,7 +74,7 @@ class FakePeer:
 class Receiving:
     node: Node
     inbox: Inbox
-    keys: KeyStore
+    keys: KeyFiles
     directory: Directory
     requests: TransferRequests
     outbox: FakeOutbox
@@ -154,7 +154,7 @@ async def receiving(node: Node, config: Config, tmp: Path) -> Receiving:
     time), and the clock still moves only when the test moves it."""
     node.clock.now = max(node.clock.now, datetime.now(UTC))
     store = node.store
-    keys = KeyStore.for_data_dir(node.data_dir, KekProtection(KEK))
+    keys = KeyFiles.for_data_dir(node.data_dir, KekProtection(KEK))
     await keys.create(URN)
     await keys.create(OTHER_URN)
     node.clock.now = max(node.clock.now, datetime.now(UTC))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from keys.keyfiles import KeyFiles
 from keys.keyset import KeySet
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from schemas.directory import DirectoryEntry, OrgKind
 from tests.exchange.outbox_support import TinyPeer, config, running_peer
 from tests.unit.auth.support import KEK, OTHER_URN, URN, open_node
@@ -84,7 +84,7 @@ async def sending_site(db_url: str, tmp_path: Path) -> AsyncIterator[SendingSite
         cfg = web_config()
         cfg = cfg.model_copy(update={"transfer": config().transfer})
         node.accounts.security = cfg.security
-        keys = KeyStore(data_dir / "keys", KekProtection(KEK))
+        keys = KeyFiles(data_dir / "keys", KekProtection(KEK))
         own = await keys.create(URN)
         receiver = KeySet.generate(OTHER_URN)
         peer = TinyPeer(keyset=receiver, sender_keys={own.key_id_hex: own.minisign_public_key.key})

@@ -15,11 +15,11 @@ from typing import Any
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
+from keys.keyfiles import KeyFiles
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from tests.unit.auth.support import KEK, URN, Node, Person, open_node
-from transfer.alert_rules import StoreAlerts
 from transfer.alerts import Alerts
+from transfer.alerts.rules import StoreAlerts
 from transfer.api import create_app
 from transfer.config import Config, SecuritySection, ServerSection, SmtpSection, TransferSection
 from transfer.directory.administration import KeyAdministration
@@ -108,7 +108,7 @@ def wire_alerts(node: Node) -> Alerts:
 
 async def key_admin_for(node: Node) -> KeyAdministration:
     """The school's keys (made now) and the node's directory, as ``serve`` gives the pages."""
-    store = KeyStore(node.data_dir / "keys", KekProtection(KEK), audit=node.audit, clock=node.clock)
+    store = KeyFiles(node.data_dir / "keys", KekProtection(KEK), audit=node.audit, clock=node.clock)
     await store.create(URN)
     directory = Directory(node.store, keys=store, base_url="https://node.example")
     return KeyAdministration(node.store, store, directory)

@@ -19,8 +19,8 @@ from schemas.records import NewConcern, NewPupil, PupilRecord
 from tests.unit.auth.support import URN, Person
 from tests.web.support import Page, Site, site_for
 from transfer.identifiers import upn_check_letter
-from transfer.store.models import Concern, ProvenanceRow
 from transfer.store.permissions import Actor, Role
+from transfer.store.tables import Concern, ProvenanceRow
 
 
 def _upn(serial: int) -> str:

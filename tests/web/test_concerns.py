@@ -26,8 +26,8 @@ from schemas.records import (
 from tests.test_alerts import upn
 from tests.unit.auth.support import OTHER_URN, PASSWORD, URN, Person
 from tests.web.support import Page, Site, site_for
-from transfer.store.models import Document
 from transfer.store.permissions import Role
+from transfer.store.tables import Document
 
 ACCOUNT = "She said her brother pushed her down the stairs; VERY-SECRET-ACCOUNT"
 #: Typed text that looks like markup is shown as typed, never run.

@@ -27,7 +27,7 @@ from tests.web.receiving_support import upn as _upn
 from tests.web.support import WEB_KEY, Page, Site, web_config
 from transfer.api import create_app
 from transfer.exchange.inbox import Inbox
-from transfer.exchange.inbox_tables import IssuedReceipt
+from transfer.exchange.tables import IssuedReceipt
 from transfer.receipts import SignedReceipt
 from transfer.store.permissions import Role
 from transfer.store.service import Store

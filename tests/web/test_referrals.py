@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from keys.keyfiles import KeyFiles
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from receivers.portal import PickupPortal, PortalSettings
 from schemas.records import NewConcern, NewPupil, PupilRecord
 from schemas.referrals import LadoReferral, MashReferral, PoliceReferral
@@ -62,7 +62,7 @@ async def world(db_url: str, tmp_path: Path) -> AsyncIterator[World]:
     from aiohttp.test_utils import TestClient, TestServer
 
     async with open_node(db_url, tmp_path / "data") as node:
-        keys = KeyStore.for_data_dir(node.data_dir, KekProtection(KEK))
+        keys = KeyFiles.for_data_dir(node.data_dir, KekProtection(KEK))
         await keys.create(URN)
         node.clock.now = datetime.now(UTC) + timedelta(minutes=1)
         directory = Directory(node.store, keys=keys)

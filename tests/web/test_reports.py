@@ -34,9 +34,13 @@ from schemas.records import (
 from tests.unit.auth.support import Person
 from tests.web.support import Page, Site, site_for
 from transfer.errors import PolicyError
-from transfer.exchange.inbox_tables import IncomingPackage
-from transfer.exchange.outbox_tables import outgoing_packages, outgoing_pupils, outgoing_receipts
-from transfer.exchange.requests_tables import transfer_requests
+from transfer.exchange.tables import (
+    IncomingPackage,
+    outgoing_packages,
+    outgoing_pupils,
+    outgoing_receipts,
+    transfer_requests,
+)
 from transfer.identifiers import upn_check_letter
 from transfer.referrals.tables import Referral, ReferralEvent
 from transfer.reports.figures import SUPPRESSED, csv_safe, present, report_csv

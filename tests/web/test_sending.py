@@ -22,7 +22,7 @@ from schemas.records import Destination, NewConcern, NewPupil, PupilChanges, Pup
 from tests.unit.auth.support import Node, Person
 from tests.web.sending_support import ELM_PARK, MASH, OTHER_URN, URN, SendingSite, sending_site
 from tests.web.support import Page
-from transfer.exchange.outbox_tables import outgoing_packages
+from transfer.exchange.tables import outgoing_packages
 from transfer.identifiers import upn_check_letter
 from transfer.store.permissions import Actor, Role
 

@@ -27,7 +27,6 @@ from transfer.audit.export import MAX_INCLUSION_EXPORT, export_parts, export_str
 from transfer.audit.log import AuditLog
 from transfer.audit.verifier import TamperError
 from transfer.errors import IntegrityError, NotFoundError
-from transfer.store.models import Pupil, Staff
 from transfer.store.people import describe_actors, main_role, organisation_names, role_label
 from transfer.store.permissions import (
     Actor,
@@ -36,6 +35,7 @@ from transfer.store.permissions import (
     audit_actor,
     require,
 )
+from transfer.store.tables import Pupil, Staff
 
 #: Entries on one page of the trail.
 PAGE_SIZE: Final = 50

@@ -33,21 +33,21 @@ from sqlalchemy import delete, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from transfer.auth.models import Credential, RecoveryCode, StaffApproval
 from transfer.auth.records import (
     ApprovalKind,
     ApprovalRecord,
     ApprovalState,
     ScopedActor,
 )
+from transfer.auth.tables import Credential, RecoveryCode, StaffApproval
 from transfer.errors import ConflictError, HandoverError, InputError, NotFoundError
-from transfer.store.models import Staff
 from transfer.store.permissions import (
     Actor,
     Permission,
     PermissionDenied,
     roles_in_words,
 )
+from transfer.store.tables import Staff
 
 if TYPE_CHECKING:
     from transfer.alerts import Alerts

@@ -13,7 +13,7 @@ from schemas.records import StaffRecord
 from transfer.auth import throttle
 from transfer.auth.base import AccountsBase
 from transfer.auth.errors import SIGN_IN_FAILED, AccountLocked, SignInFailed, SlowDown
-from transfer.auth.models import Credential, UnknownSignIn
+from transfer.auth.tables import Credential, UnknownSignIn
 from transfer.errors import NotFoundError
 
 #: Tries of the compare-and-set that counts an attempt before giving up with a 429.

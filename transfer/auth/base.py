@@ -15,15 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from keys import aead
 from schemas.auditing import AuditEvent, AuditSink, Outcome
 from transfer.auth import codes
-from transfer.auth.models import Credential, SessionRow
 from transfer.auth.overview import AccountOverview
 from transfer.auth.passwords import INTERACTIVE, HashingCost, hash_password, verify_password
 from transfer.auth.records import Principal
+from transfer.auth.tables import Credential, SessionRow
 from transfer.config import SecuritySection
 from transfer.errors import NotFoundError
-from transfer.store.models import Staff
 from transfer.store.permissions import Actor, Permission, PermissionDenied, audit_actor, require
 from transfer.store.service import Store
+from transfer.store.tables import Staff
 
 if TYPE_CHECKING:
     from transfer.auth.approvals import StaffApprovals

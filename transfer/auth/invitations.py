@@ -36,11 +36,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.records import StaffRecord
 from transfer.auth import codes
-from transfer.auth.models import Credential, Invitation, SessionRow, StaffApproval
 from transfer.auth.passwords import check_password_policy
 from transfer.auth.records import ApprovalRecord, SignInResult
+from transfer.auth.tables import Credential, Invitation, SessionRow, StaffApproval
 from transfer.errors import ConflictError, PolicyError
-from transfer.store.models import Staff
 from transfer.store.permissions import (
     NEEDS_TOTP,
     PROTECTED_ROLES,
@@ -49,6 +48,7 @@ from transfer.store.permissions import (
     Role,
     holds_protected,
 )
+from transfer.store.tables import Staff
 
 if TYPE_CHECKING:
     from transfer.auth.service import Accounts

@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.auditing import AuditEvent, AuditSink
-from transfer.auth.models import Credential
+from transfer.auth.tables import Credential
 from transfer.errors import NotFoundError
-from transfer.store.models import Staff
+from transfer.store.tables import Staff
 
 TwoFactor = Literal["set up", "waiting", "not set up"]
 

@@ -11,12 +11,12 @@ from sqlalchemy import select, update
 from transfer.auth import codes
 from transfer.auth.attempts import FailedAttempts
 from transfer.auth.errors import SessionInvalid, TotpEnrolmentRequired, WrongPassword
-from transfer.auth.models import ApiTokenRow, Credential, SessionRow
 from transfer.auth.passwords import check_password_policy
 from transfer.auth.records import Principal, ScopedActor
+from transfer.auth.tables import ApiTokenRow, Credential, SessionRow
 from transfer.errors import InputError, NotFoundError, PolicyError
-from transfer.store.models import Staff
 from transfer.store.permissions import Actor, Permission
+from transfer.store.tables import Staff
 
 #: Every permission value (token scopes are a subset).
 _PERMISSIONS: Final = frozenset(p.value for p in Permission)

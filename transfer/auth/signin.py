@@ -11,8 +11,8 @@ from transfer.auth import codes
 from transfer.auth.attempts import FailedAttempts
 from transfer.auth.base import fingerprint, new_id
 from transfer.auth.errors import SIGN_IN_FAILED, SignInFailed
-from transfer.auth.models import Credential, RecoveryCode, SessionRow
 from transfer.auth.records import SignInResult
+from transfer.auth.tables import Credential, RecoveryCode, SessionRow
 from transfer.store.permissions import NEEDS_TOTP, Role
 
 

@@ -11,11 +11,10 @@ from sqlalchemy import delete, select, update
 from schemas.auditing import Outcome
 from schemas.records import StaffRecord
 from transfer.auth.base import AccountsBase
-from transfer.auth.models import ApiTokenRow, Credential, RecoveryCode
 from transfer.auth.passwords import check_password_policy
 from transfer.auth.records import AccountStatus, ApprovalRecord
+from transfer.auth.tables import ApiTokenRow, Credential, RecoveryCode
 from transfer.errors import ConflictError, NotFoundError
-from transfer.store.models import Staff
 from transfer.store.permissions import (
     Actor,
     Permission,
@@ -24,6 +23,7 @@ from transfer.store.permissions import (
     holds_protected,
     touches_protected,
 )
+from transfer.store.tables import Staff
 
 
 class StaffAdmin(AccountsBase):

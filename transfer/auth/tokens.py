@@ -10,8 +10,8 @@ from sqlalchemy import select
 from transfer.auth import codes
 from transfer.auth.base import AccountsBase, new_id
 from transfer.auth.errors import TotpEnrolmentRequired
-from transfer.auth.models import ApiTokenRow
 from transfer.auth.records import IssuedToken, Principal, TokenInfo
+from transfer.auth.tables import ApiTokenRow
 from transfer.errors import InputError, NotFoundError
 from transfer.store.permissions import Permission, PermissionDenied
 

@@ -9,10 +9,10 @@ from transfer.auth import codes
 from transfer.auth.attempts import FailedAttempts
 from transfer.auth.base import new_id
 from transfer.auth.errors import TotpEnrolmentRequired, WrongCode
-from transfer.auth.models import Credential, RecoveryCode, SessionRow
 from transfer.auth.records import Principal, RecoveryCodes, TotpEnrolment
+from transfer.auth.tables import Credential, RecoveryCode, SessionRow
 from transfer.errors import ConflictError, NotFoundError
-from transfer.store.models import Staff
+from transfer.store.tables import Staff
 
 
 class Totp(FailedAttempts):

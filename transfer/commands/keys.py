@@ -16,25 +16,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from keys.keyfiles import KeyFiles
 from keys.keyset import KeySet, format_time
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from transfer.commands._common import Subparsers, add_data_dir, data_dir_of
 from transfer.config import kek_source, load_config, load_kek
 from transfer.errors import ConflictError, InputError, TransportError
 from transfer.wording import plural
 
 
-def _store(args: argparse.Namespace) -> KeyStore:
+def _store(args: argparse.Namespace) -> KeyFiles:
     data_dir = data_dir_of(args)
     config = load_config(data_dir)
-    return KeyStore.for_data_dir(data_dir, KekProtection(load_kek(config)))
+    return KeyFiles.for_data_dir(data_dir, KekProtection(load_kek(config)))
 
 
 T = TypeVar("T")
 
 
-def _audited(args: argparse.Namespace, work: Callable[[KeyStore], Awaitable[T]]) -> T:
+def _audited(args: argparse.Namespace, work: Callable[[KeyFiles], Awaitable[T]]) -> T:
     """Run a key operation with the node's tamper-evident audit log as its sink."""
     from transfer.audit.log import AuditLog
     from transfer.identity import prepare_database
@@ -55,7 +55,7 @@ def _audited(args: argparse.Namespace, work: Callable[[KeyStore], Awaitable[T]])
             await engine.dispose()
         log = AuditLog.for_node(data_dir, config, kek)
         try:
-            return await work(KeyStore.for_data_dir(data_dir, KekProtection(kek), audit=log))
+            return await work(KeyFiles.for_data_dir(data_dir, KekProtection(kek), audit=log))
         finally:
             await log.close()
 

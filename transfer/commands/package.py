@@ -1,7 +1,7 @@
 """``handover package inspect|verify|open``: check a package file, and open it on request.
 
 Our keys come from ``-i FILE`` (an age identity file; then ``--org`` and
-``--fingerprint`` say who we are) or from the node's key store (``--data-dir``,
+``--fingerprint`` say who we are) or from the node's key files (``--data-dir``,
 ``HANDOVER_KEK``). The sender's key comes from ``--sender-key FILE`` (a
 minisign public key file, compared with the sender out of band) or, when not
 given, from the organisations whose keys this node holds.
@@ -27,7 +27,7 @@ from transfer.errors import ConfigError, InputError
 from transfer.wording import plural
 
 if TYPE_CHECKING:  # imported when a command runs: the manifest's models need pydantic
-    from keys.store import KeyStore
+    from keys.keyfiles import KeyFiles
     from transfer.package.layout import Addressee, Limits, SenderKeys, VerifiedPackage
     from transfer.package.open import Progress
 
@@ -51,23 +51,23 @@ def _read_text(path: Path, what: str) -> str:
 
 
 class _Node:
-    """The node's key store, opened on first use."""
+    """The node's key files, opened on first use."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self._args = args
-        self._store: KeyStore | None = None
+        self._store: KeyFiles | None = None
 
-    def store(self) -> KeyStore:
+    def store(self) -> KeyFiles:
         if self._store is None:
             # Only with the node's keys: a package checked with -i and --sender-key (an
-            # outsider's way) starts without the configuration and the key store.
+            # outsider's way) starts without the configuration and the key files.
+            from keys.keyfiles import KeyFiles
             from keys.sealing import KekProtection
-            from keys.store import KeyStore
             from transfer.config import load_config, load_kek
 
             data_dir = data_dir_of(self._args)
             config = load_config(data_dir)
-            self._store = KeyStore.for_data_dir(data_dir, KekProtection(load_kek(config)))
+            self._store = KeyFiles.for_data_dir(data_dir, KekProtection(load_kek(config)))
         return self._store
 
     def our_keyset(self, org: str | None) -> KeySet:
@@ -123,7 +123,7 @@ def _keys(args: argparse.Namespace, *, need_addressee: bool) -> _Keys:
                 raise
             raise InputError(
                 "give the sender's minisign public key with --sender-key FILE "
-                "(this machine has no node key store to look the sender up in)"
+                "(this machine has no node key files to look the sender up in)"
             ) from None
     return _Keys(identities=identities, addressee=addressee, sender_keys=sender_keys)
 
@@ -308,13 +308,13 @@ def register(sub: Subparsers) -> None:
             type=Path,
             metavar="FILE",
             help="an age identity file (AGE-SECRET-KEY-1...) to decrypt with, instead of the "
-            "node's key store",
+            "node's key files",
         )
         p.add_argument(
             "--org",
             metavar="ORG",
             help="the organisation opening the package (with -i: required; with the node's "
-            "key store: needed when the node holds several)",
+            "key files: needed when the node holds several)",
         )
         p.add_argument(
             "--fingerprint",

@@ -1,6 +1,6 @@
 """An organisation's keys and the node's directory, for its administrator.
 
-The key store (:mod:`keys.store`) and the directory (:class:`Directory`) are the
+The key files (:mod:`keys.keyfiles`) and the directory (:class:`Directory`) are the
 operator's on the command line, where whoever holds the KEK may do anything. A
 signed-in person reaches them only through here, which checks ``keys.manage``
 (the administrator's) for every read and change and audits refusals, so the
@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from keys.keyfiles import KeyFiles
 from keys.keyset import KeySet
-from keys.store import KeyStore
 from transfer.directory.service import Directory, DirectoryImported, HeldDocument, ListedEntry
 from transfer.store.permissions import Actor, Permission, PermissionDenied, require
 from transfer.store.service import Store
@@ -72,7 +72,7 @@ def _facts(keyset: KeySet) -> OrganisationKeys:
 class KeyAdministration:
     """Keys and the directory, behind ``keys.manage``."""
 
-    def __init__(self, store: Store, keys: KeyStore, directory: Directory) -> None:
+    def __init__(self, store: Store, keys: KeyFiles, directory: Directory) -> None:
         self._store = store
         self._keys = keys
         self._directory = directory
@@ -92,7 +92,7 @@ class KeyAdministration:
         return facts
 
     async def rotate(self, actor: Actor) -> OrganisationKeys:
-        """New keys for the actor's organisation; the key store audits the rotation."""
+        """New keys for the actor's organisation; the key files audit the rotation."""
         await self._require(actor, "key.rotate")
         keyset = await self._keys.rotate(actor.org_id, actor=actor.staff_id)
         return _facts(keyset)

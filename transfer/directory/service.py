@@ -4,7 +4,7 @@
 are its keys" and "whose key is this, and does it stand for a signature made
 then". Its view merges, in this order of precedence:
 
-1. the node's own organisations, from its key store (endpoint: ``node.base_url``);
+1. the node's own organisations, from its key files (endpoint: ``node.base_url``);
 2. the entries of the directory document signed by the pinned authority;
 3. entries added by hand after their fingerprint was confirmed.
 
@@ -28,8 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keys import minisign
 from keys.fingerprint import fingerprints_match, normalise
+from keys.keyfiles import KeyFiles
 from keys.keyset import KeySet
-from keys.store import KeyStore
 from schemas.directory import AuditKey, DirectoryEntry, OrgKind, Revocation
 from schemas.manifest import canonical_json
 from transfer.directory.document import (
@@ -58,8 +58,8 @@ from transfer.errors import (
     NotFoundError,
     PolicyError,
 )
-from transfer.store.models import Organisation
 from transfer.store.service import Store
+from transfer.store.tables import Organisation
 
 __all__ = [
     "Directory",
@@ -174,7 +174,7 @@ class Directory:
         self,
         store: Store,
         *,
-        keys: KeyStore | None = None,
+        keys: KeyFiles | None = None,
         base_url: str | None = None,
         grace: timedelta = DEFAULT_GRACE,
         clock: Callable[[], datetime] | None = None,
@@ -251,7 +251,7 @@ class Directory:
 
     def _own_stamp(self) -> tuple[object, ...]:
         """What changes whenever a key file of the node's own organisations does: every file
-        in the key store's directory, with its modification time, size and inode (a key set
+        in the key files' directory, with its modification time, size and inode (a key set
         is replaced, not edited in place). One ``scandir`` and a ``stat`` per file."""
         if self._keys is None:
             return ()

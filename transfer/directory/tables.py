@@ -8,7 +8,7 @@
 - ``directory_revocations``: revoked signing keys. Sticky: an import adds to
   them or moves a time earlier, never removes one.
 
-The node's own organisations are not stored here: they come from its key store.
+The node's own organisations are not stored here: they come from its key files.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy import BigInteger, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from transfer.store.db import Base
-from transfer.store.models import UTCDateTime
+from transfer.store.tables import UTCDateTime
 
 __all__ = [
     "DIRECTORY_TABLES",

@@ -48,8 +48,8 @@ from transfer.deadlines import (
     default_calendar,
     transfer_due_date,
 )
-from transfer.store.models import Pupil
 from transfer.store.service import Store
+from transfer.store.tables import Pupil
 from transfer.wording import plural
 
 log = logging.getLogger("handover.deadlines")

@@ -18,7 +18,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from transfer.errors import AuthenticationError, InputError
-from transfer.exchange.inbox_tables import PeerNonce
+from transfer.exchange.tables import PeerNonce
 from transfer.store.db import sessionmaker
 
 #: Extra time a nonce is kept beyond the last moment its request could be accepted.

@@ -31,7 +31,7 @@ from transfer.audit.log import AuditLog
 from transfer.config import Config
 from transfer.errors import HandoverError, TransportError
 from transfer.exchange.backoff import next_attempt_at, should_give_up
-from transfer.exchange.inbox_tables import (
+from transfer.exchange.tables import (
     PUSH_DONE,
     PUSH_FAILED,
     PUSH_PENDING,

@@ -50,14 +50,14 @@ from transfer.errors import (
     TransportError,
 )
 from transfer.exchange import backoff
-from transfer.exchange.requests_tables import transfer_requests as _t
+from transfer.exchange.tables import transfer_requests as _t
 from transfer.identifiers import validate_upn
 from transfer.states.request import REQUEST
 from transfer.states.request import RequestEvent as On
 from transfer.states.request import RequestState as St
-from transfer.store.models import Organisation, Pupil
 from transfer.store.permissions import Actor, Permission, PermissionDenied, require
 from transfer.store.service import Store
+from transfer.store.tables import Organisation, Pupil
 
 log = logging.getLogger("handover.requests")
 

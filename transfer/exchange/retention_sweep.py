@@ -31,9 +31,9 @@ from schemas.records import TombstoneRecord
 from transfer.alerts import england_day
 from transfer.config import TransferSection
 from transfer.errors import HandoverError
-from transfer.store.models import Pupil
 from transfer.store.permissions import Actor, Role
 from transfer.store.service import Store
+from transfer.store.tables import Pupil
 from transfer.wording import plural
 
 log = logging.getLogger("handover.retention")

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from keys.store import KeyStore
+from keys.keyfiles import KeyFiles
 from schemas.referrals import (
     LadoReferral,
     MashReferral,
@@ -41,9 +41,9 @@ from transfer.referrals.package import ReferralContent, referral_entries
 from transfer.referrals.tables import Referral, ReferralEvent
 from transfer.store import people
 from transfer.store.keyring import KeyRing, open_field, sealed_field
-from transfer.store.models import SealedField
 from transfer.store.permissions import Actor, PermissionDenied
 from transfer.store.service import Store
+from transfer.store.tables import SealedField
 
 Form = MashReferral | LadoReferral | PoliceReferral
 Outcome = Any  # MashOutcome | LadoOutcome | PoliceOutcome (a discriminated union)
@@ -121,7 +121,7 @@ class ReferralsBase:
     def __init__(
         self,
         store: Store,
-        keys: KeyStore,
+        keys: KeyFiles,
         directory: AgencyDirectory,
         *,
         calendar: SchoolCalendar | None = None,

@@ -36,8 +36,8 @@ from transfer.referrals.reading import ReadableReferral, readable_referral
 from transfer.referrals.tables import Referral, ReferralEvent
 from transfer.states.referral import REFERRAL, ReferralState
 from transfer.states.referral import ReferralEvent as On
-from transfer.store.models import SealedField
 from transfer.store.permissions import Actor
+from transfer.store.tables import SealedField
 
 
 class ReferralDrafts(ReferralsBase):

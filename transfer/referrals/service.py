@@ -1,7 +1,7 @@
 """The referral service: drafts, selection, redaction, sealing, lifecycle, outcomes, deadlines.
 
 :class:`Referrals` works over the concern store (its engine, key ring and
-audit door), the node's key store (the school's signing key) and the
+audit door), the node's key files (the school's signing key) and the
 directory (the agency's kind and ``age1…`` recipient). Every method checks
 the actor (:mod:`transfer.referrals.consent`), is one transaction, audits
 ``referral.*`` events (codes and ids only, never text) and writes the steps a

@@ -15,7 +15,7 @@ from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, Unique
 from sqlalchemy.orm import Mapped, mapped_column
 
 from transfer.store.db import Base
-from transfer.store.models import UTCDateTime
+from transfer.store.tables import UTCDateTime
 
 __all__ = ["REFERRAL_TABLES", "Referral", "ReferralEvent"]
 

@@ -26,9 +26,13 @@ from schemas.records import ChronologyLine, PupilRecord
 from transfer.config import TransferSection
 from transfer.deadlines import CalendarError, DayUnit, SchoolCalendar, transfer_due_date
 from transfer.exchange.deadlines_sweep import Calendars
-from transfer.exchange.inbox_tables import IncomingPackage
-from transfer.exchange.outbox_tables import outgoing_packages, outgoing_pupils, outgoing_receipts
-from transfer.exchange.requests_tables import transfer_requests
+from transfer.exchange.tables import (
+    IncomingPackage,
+    outgoing_packages,
+    outgoing_pupils,
+    outgoing_receipts,
+    transfer_requests,
+)
 from transfer.referrals.tables import Referral, ReferralEvent
 from transfer.reports.figures import (
     ActionFigures,
@@ -40,9 +44,9 @@ from transfer.reports.figures import (
     find_period,
     periods,
 )
-from transfer.store.models import Action, Category, Concern, ConcernPupil, Pupil, Triage
 from transfer.store.permissions import Actor, Permission, PermissionDenied, require
 from transfer.store.service import Store
+from transfer.store.tables import Action, Category, Concern, ConcernPupil, Pupil, Triage
 from transfer.wording import plural
 
 #: Triage decisions in the order the report lists them, in plain words.

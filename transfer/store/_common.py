@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.records import Destination, PupilRecord, TombstoneRecord
 from transfer.errors import InputError, NotFoundError
 from transfer.store.keyring import KeyRing, open_field, sealed_field
-from transfer.store.models import Pupil, SealedField, Tombstone
+from transfer.store.tables import Pupil, SealedField, Tombstone
 
 log = logging.getLogger("handover.store")
 

@@ -27,8 +27,8 @@ from transfer.store._common import _Sealed, log
 from transfer.store.changes import StoreChange, StoreListener
 from transfer.store.db import sessionmaker
 from transfer.store.keyring import KeyDestroyed, KeyRing
-from transfer.store.models import SealedField
 from transfer.store.permissions import Actor, Permission, PermissionDenied, audit_actor, require
+from transfer.store.tables import SealedField
 from transfer.wording import plural
 
 Clock = Callable[[], datetime]

@@ -21,7 +21,8 @@ from transfer.store._common import _Sealed, _submission_id
 from transfer.store.changes import StoreChange
 from transfer.store.concerns import ConcernStore
 from transfer.store.keyring import open_field
-from transfer.store.models import (
+from transfer.store.permissions import Actor, Permission
+from transfer.store.tables import (
     Action,
     Concern,
     ConcernPupil,
@@ -31,7 +32,6 @@ from transfer.store.models import (
     Staff,
     Triage,
 )
-from transfer.store.permissions import Actor, Permission
 
 
 class CaseworkStore(ConcernStore):

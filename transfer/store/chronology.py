@@ -29,7 +29,15 @@ from transfer.store._common import _new_id, _Sealed
 from transfer.store.concerns import ConcernStore
 from transfer.store.db import Base
 from transfer.store.keyring import KeyRing
-from transfer.store.models import (
+from transfer.store.permissions import (
+    OPERATOR,
+    Actor,
+    Permission,
+    PermissionDenied,
+    can_read_concern,
+    roles_in_words,
+)
+from transfer.store.tables import (
     Action,
     BodyMapMarkRow,
     Concern,
@@ -39,14 +47,6 @@ from transfer.store.models import (
     Pupil,
     PupilEvent,
     Triage,
-)
-from transfer.store.permissions import (
-    OPERATOR,
-    Actor,
-    Permission,
-    PermissionDenied,
-    can_read_concern,
-    roles_in_words,
 )
 
 _EVENT_KIND = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")

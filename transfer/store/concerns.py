@@ -22,7 +22,9 @@ from schemas.records import (
 from transfer.errors import ConflictError, InputError, NotFoundError
 from transfer.store._common import _new_id, _Sealed, _submission_id
 from transfer.store.changes import StoreChange
-from transfer.store.models import (
+from transfer.store.permissions import Actor, Permission, PermissionDenied, can_read_concern
+from transfer.store.pupils import PupilStore
+from transfer.store.tables import (
     Action,
     BodyMapMarkRow,
     Category,
@@ -34,8 +36,6 @@ from transfer.store.models import (
     SealedField,
     Triage,
 )
-from transfer.store.permissions import Actor, Permission, PermissionDenied, can_read_concern
-from transfer.store.pupils import PupilStore
 
 
 def _summary(c: Concern, pupil_ids: Sequence[str]) -> ConcernSummary:

@@ -13,8 +13,8 @@ from transfer.media import SNIFF_BYTES, UnsupportedDocumentType, sniff_media_typ
 from transfer.store import blobs
 from transfer.store._common import _new_id, _Sealed
 from transfer.store.concerns import ConcernStore
-from transfer.store.models import Document
 from transfer.store.permissions import Actor, Permission, PermissionDenied
+from transfer.store.tables import Document
 
 
 async def _sniffing(

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keys import aead
 from transfer.errors import IntegrityError, NotFoundError, PolicyError
-from transfer.store.models import Organisation, Pupil, PupilKey, SealedField
+from transfer.store.tables import Organisation, Pupil, PupilKey, SealedField
 
 
 class KeyDestroyed(PolicyError):

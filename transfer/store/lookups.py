@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from transfer.errors import InputError, NotFoundError, TransportError
 from transfer.identifiers import UPN_LENGTH, validate_upn
 from transfer.store.db import database_location, make_engine
-from transfer.store.models import Pupil
+from transfer.store.tables import Pupil
 
 
 async def pupil_id_by_reference(url: str, ref: str, org: str | None) -> str:

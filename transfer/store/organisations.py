@@ -15,7 +15,6 @@ from transfer.errors import ConflictError, InputError, NotFoundError, PolicyErro
 from transfer.identifiers import validate_agency_id, validate_laestab, validate_urn
 from transfer.store._common import _new_id
 from transfer.store.base import StoreBase
-from transfer.store.models import Category, Concern, Organisation, Staff
 from transfer.store.permissions import (
     Actor,
     Permission,
@@ -24,6 +23,7 @@ from transfer.store.permissions import (
     holds_protected,
     touches_protected,
 )
+from transfer.store.tables import Category, Concern, Organisation, Staff
 
 _NEEDS_APPROVAL: Final = (
     "granting or removing the DSL, deputy DSL or head teacher role needs a DSL's approval: "

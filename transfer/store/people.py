@@ -30,7 +30,7 @@ from schemas.records import (
     PupilEventRecord,
     TriageRecord,
 )
-from transfer.store.models import Organisation, Staff
+from transfer.store.tables import Organisation, Staff
 
 __all__ = [
     "NODE",

@@ -15,8 +15,8 @@ from transfer.identifiers import UPN_LENGTH, validate_upn
 from transfer.store._common import _new_id, _pupil_record, _set_destination
 from transfer.store.base import StoreBase
 from transfer.store.keyring import KeyDestroyed, KeyRing
-from transfer.store.models import Organisation, Pupil, PupilKey
 from transfer.store.permissions import Actor, Permission, require
+from transfer.store.tables import Organisation, Pupil, PupilKey
 
 
 class CTFAddressedElsewhereError(ConflictError):

@@ -15,7 +15,9 @@ from transfer.deadlines import retention_until
 from transfer.errors import ConflictError, InputError, NotFoundError
 from transfer.store import exports
 from transfer.store._common import _new_id, _pupil_record, _set_destination, _tombstone_record
-from transfer.store.models import (
+from transfer.store.permissions import Actor, Permission
+from transfer.store.pupils import PupilStore
+from transfer.store.tables import (
     Action,
     BodyMapMarkRow,
     Concern,
@@ -31,8 +33,6 @@ from transfer.store.models import (
     Tombstone,
     Triage,
 )
-from transfer.store.permissions import Actor, Permission
-from transfer.store.pupils import PupilStore
 
 
 def _policy_record(p: RetentionPolicy) -> RetentionPolicyRecord:

@@ -32,10 +32,10 @@ from transfer.store.base import DEFAULT_MAX_DOCUMENT_BYTES, Clock
 from transfer.store.casework import CaseworkStore
 from transfer.store.db import is_sqlite, make_engine, migrate
 from transfer.store.documents import DocumentStore
-from transfer.store.models import Document, Pupil
 from transfer.store.organisations import OrganisationStore
 from transfer.store.retention import RetentionStore
 from transfer.store.subject_access import SubjectAccessStore
+from transfer.store.tables import Document, Pupil
 
 
 def _rename_if_there(old: Path, new: Path) -> None:

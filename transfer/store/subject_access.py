@@ -13,8 +13,8 @@ from transfer.store import blobs, exports, people
 from transfer.store._common import _pupil_record, _tombstone_record
 from transfer.store.chronology import Bundle, ChronologyStore
 from transfer.store.keyring import KeyDestroyed
-from transfer.store.models import Pupil, Tombstone
 from transfer.store.permissions import Actor, Permission
+from transfer.store.tables import Pupil, Tombstone
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -1,6 +1,6 @@
 """Column types shared by every table (the store's, the audit log's, the node identity's).
 
-Apart from :mod:`transfer.store.models` so that a table outside the store (the node's
+Apart from :mod:`transfer.store.tables` so that a table outside the store (the node's
 identity row, read by ``handover audit verify``) needs no import of the store's models.
 """
 

@@ -28,7 +28,7 @@ from schemas.directory import DirectoryEntry
 from transfer.errors import PeerError, PolicyError, TransportError
 
 if TYPE_CHECKING:
-    from keys.store import KeyStore
+    from keys.keyfiles import KeyFiles
     from transfer.config import Config
 
 __all__ = [
@@ -131,6 +131,6 @@ class PeerTransport(Protocol):
         ...
 
 
-#: Makes a node's transport from its key store, directory and configuration
+#: Makes a node's transport from its key files, directory and configuration
 #: (:func:`transfer.transport.http.http_transport`; given to ``Node.open``).
-TransportFactory = Callable[["KeyStore", PeerDirectory, "Config"], PeerTransport]
+TransportFactory = Callable[["KeyFiles", PeerDirectory, "Config"], PeerTransport]

@@ -36,7 +36,7 @@ from transfer.transport.base import (
 )
 
 if TYPE_CHECKING:
-    from keys.store import KeyStore
+    from keys.keyfiles import KeyFiles
     from transfer.config import Config
 
 __all__ = ["PeerClient", "http_transport", "target_uri"]
@@ -78,7 +78,7 @@ class PeerClient:
     def __init__(
         self,
         *,
-        keys: KeyStore,
+        keys: KeyFiles,
         directory: PeerDirectory,
         config: Config,
         connect_timeout: float = 15.0,
@@ -252,7 +252,7 @@ def _json_body(raw: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def http_transport(keys: KeyStore, directory: PeerDirectory, config: Config) -> PeerClient:
+def http_transport(keys: KeyFiles, directory: PeerDirectory, config: Config) -> PeerClient:
     """A node's transport over HTTPS (the :data:`~transfer.transport.base.TransportFactory`
     the faces give ``Node.open``)."""
     return PeerClient(keys=keys, directory=directory, config=config)

@@ -49,7 +49,7 @@ from transfer.transport.base import (
 )
 
 if TYPE_CHECKING:
-    from keys.store import KeyStore
+    from keys.keyfiles import KeyFiles
     from transfer.config import Config
 
 __all__ = ["Fault", "FaultKind", "MemoryNetwork", "MemoryTransport", "Receiver", "Sent"]
@@ -135,7 +135,7 @@ class MemoryNetwork:
         self.faults.extend(faults)
 
     def transport(
-        self, keys: KeyStore, directory: PeerDirectory, config: Config
+        self, keys: KeyFiles, directory: PeerDirectory, config: Config
     ) -> MemoryTransport:
         """The transport of the node holding ``keys`` (a ``TransportFactory``)."""
         del directory, config
@@ -151,7 +151,7 @@ class MemoryNetwork:
 class MemoryTransport:
     """A :class:`~transfer.transport.base.PeerTransport` over a :class:`MemoryNetwork`."""
 
-    def __init__(self, network: MemoryNetwork, keys: KeyStore) -> None:
+    def __init__(self, network: MemoryNetwork, keys: KeyFiles) -> None:
         self._network = network
         self._keys = keys
 

@@ -4,7 +4,7 @@ The DSL team sees every open alert of the school (new concerns, overdue actions,
 deadlines, transfer requests, referrals...) and may dismiss one; anyone else sees the
 alerts that concern them (an overdue action they own). :class:`transfer.alerts.Alerts`
 decides who sees what; the alerts are raised as soon as the data changes
-(:mod:`transfer.alert_rules`) and by the hourly sweeps.
+(:mod:`transfer.alerts.rules`) and by the hourly sweeps.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ form carries a one-time key (``NewConcern.submission_key``), so sending it twice
 one concern; a form sent after the session ended is kept over signing in again
 (:mod:`transfer.web.core`). The store checks who may log and read concerns, that each
 pupil is in the school and that the date is not in the future; saving alerts the DSL
-team (:class:`transfer.alert_rules.StoreAlerts`).
+team (:class:`transfer.alerts.rules.StoreAlerts`).
 """
 
 from __future__ import annotations

@@ -659,7 +659,7 @@ def _role(role: str | None) -> str | None:
 
 
 def _label(kind: str) -> str:
-    from transfer.exchange.outbox_records import _LABELS
+    from transfer.exchange.outbox.records import _LABELS
 
     return _LABELS.get(kind, "Package")
 

@@ -451,7 +451,7 @@ async def _other_alert(node: Any, alerts: Any, person: Person) -> str:
 
     import sqlalchemy as sa
 
-    from transfer.alerts_tables import alerts as alerts_table
+    from transfer.alerts.tables import alerts as alerts_table
 
     key = f"matrix:{uuid.uuid4()}"
     org_id = (await node.store.actor_for(person.staff.id)).org_id
@@ -753,15 +753,15 @@ async def _referral_case(node: Any, upn: str) -> tuple[Any, dict[str, str]]:
     """The referrals service over a directory with a MASH, and a draft about the pupil."""
     import uuid
 
+    from keys.keyfiles import KeyFiles
     from keys.sealing import KekProtection
-    from keys.store import KeyStore
     from tests.referrals.support import add_agency, mash_form
     from tests.unit.auth.support import KEK
     from transfer.directory.service import Directory
     from transfer.referrals.forms import parse_form
     from transfer.referrals.service import Referrals
 
-    keys = KeyStore.for_data_dir(node.data_dir, KekProtection(KEK))
+    keys = KeyFiles.for_data_dir(node.data_dir, KekProtection(KEK))
     directory = Directory(node.store, keys=keys)
     await add_agency(directory, "mash-bristol", "Bristol MASH", "social_care")
     referrals = Referrals(node.store, keys, directory)

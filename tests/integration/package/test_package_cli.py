@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from keys.keyfiles import KeyFiles
 from keys.keyset import KeySet
 from keys.sealing import KekProtection
-from keys.store import KeyStore
 from tests.integration.package.support import (
     Files,
     build_files,
@@ -197,7 +197,7 @@ def test_the_node_key_store_supplies_our_keys_and_the_senders(p: Parties, tmp_pa
     """Both schools hosted on one node: no -i, no --sender-key."""
     data_dir = tmp_path / "node"
     data_dir.mkdir()
-    store = KeyStore.for_data_dir(data_dir, KekProtection(bytes.fromhex(KEK_HEX)))
+    store = KeyFiles.for_data_dir(data_dir, KekProtection(bytes.fromhex(KEK_HEX)))
     sender = asyncio.run(store.create("urn:school:100001"))
     recipient = asyncio.run(store.create("urn:school:100002"))
     files = build_files(

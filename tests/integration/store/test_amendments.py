@@ -15,8 +15,8 @@ from sqlalchemy import select, update
 from schemas.records import NewAction, NewAmendment, NewConcern, NewContact, NewTriage
 from tests.integration.store.conftest import School
 from transfer.errors import ConflictError, InputError, NotFoundError
-from transfer.store.models import Concern, ConcernAmendment, ProvenanceRow, SealedField
 from transfer.store.permissions import PermissionDenied
+from transfer.store.tables import Concern, ConcernAmendment, ProvenanceRow, SealedField
 
 WHEN = datetime(2026, 9, 6, 12, 30, tzinfo=UTC)
 

@@ -27,8 +27,8 @@ from schemas.auditing import MemoryAudit
 from tests.integration.store.conftest import KEK, School, start_clock
 from transfer.errors import ConflictError
 from transfer.store import _common, blobs
-from transfer.store.models import Document, SealedField
 from transfer.store.service import Store
+from transfer.store.tables import Document, SealedField
 
 ASSET = Path(__file__).parents[2] / "assets" / "legacy-documents" / "data-dir.tar.gz"
 LETTER = b"%PDF-1.4 a letter home " + bytes(range(256)) * 300

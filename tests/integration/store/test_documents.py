@@ -16,7 +16,7 @@ from transfer.errors import IntegrityError, TooLargeError
 from transfer.media import UnsupportedDocumentType
 from transfer.store import blobs
 from transfer.store.keyring import KeyDestroyed
-from transfer.store.models import Document, SealedField
+from transfer.store.tables import Document, SealedField
 
 MB = 1024 * 1024
 

@@ -18,9 +18,9 @@ from tests.integration.store.conftest import KEK, School, make_school, start_clo
 from transfer.errors import ConflictError, InputError, NotFoundError
 from transfer.store import _common
 from transfer.store.keyring import KeyDestroyed, KeyRing, field_aad
-from transfer.store.models import Concern, PupilKey, SealedField, Tombstone
 from transfer.store.permissions import PermissionDenied
 from transfer.store.service import Store
+from transfer.store.tables import Concern, PupilKey, SealedField, Tombstone
 
 WHEN = datetime(2026, 9, 6, 12, 30, tzinfo=UTC)
 

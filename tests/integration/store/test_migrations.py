@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from transfer.store.db import Base, _alembic_config, make_engine, migrate
-from transfer.store.models import STORE_TABLES
+from transfer.store.tables import STORE_TABLES
 
 
 def _diff(conn: Connection) -> list[Any]:

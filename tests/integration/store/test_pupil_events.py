@@ -22,8 +22,8 @@ from tests.integration.store.conftest import School
 from transfer.errors import InputError, NotFoundError
 from transfer.package.from_store import leaver_file_entries
 from transfer.store.keyring import KeyDestroyed, KeyRing, field_aad
-from transfer.store.models import PupilEvent, SealedField
 from transfer.store.permissions import PermissionDenied
+from transfer.store.tables import PupilEvent, SealedField
 
 T0 = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
 

@@ -12,9 +12,9 @@ from schemas.records import Destination, NewConcern, NewPupil, PupilChanges
 from tests.integration.store.conftest import School
 from transfer.errors import ConflictError, InputError, IntegrityError
 from transfer.identifiers import InvalidIdentifier, InvalidUPN, UPNErrorCategory
-from transfer.store.models import Concern, ProvenanceRow
 from transfer.store.organisations import DEFAULT_CATEGORIES
 from transfer.store.service import Store
+from transfer.store.tables import Concern, ProvenanceRow
 
 WHEN = datetime(2026, 9, 6, 12, 30, tzinfo=UTC)
 

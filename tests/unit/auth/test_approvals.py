@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from tests.unit.auth.support import PASSWORD, URN, Node, Person
 from transfer.auth import SessionInvalid, SignInFailed
-from transfer.auth.models import StaffApproval
 from transfer.auth.records import ApprovalRecord
+from transfer.auth.tables import StaffApproval
 from transfer.errors import ConflictError
 from transfer.store.permissions import Actor, Permission, PermissionDenied, Role
 

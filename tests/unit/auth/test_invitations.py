@@ -12,7 +12,7 @@ from sqlalchemy import select
 from tests.unit.auth.support import URN, Node, open_node
 from transfer.auth import codes
 from transfer.auth.invitations import INVITATION_DAYS, InvitationInvalid
-from transfer.auth.models import Credential, Invitation
+from transfer.auth.tables import Credential, Invitation
 from transfer.errors import InputError
 from transfer.store.permissions import Actor, PermissionDenied, Role
 

@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
-from transfer.auth import models
+from transfer.auth import tables as models
 from transfer.store.db import Base, make_engine, migrate
 
 AUTH_TABLES = {

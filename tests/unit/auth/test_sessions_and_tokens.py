@@ -10,9 +10,9 @@ from sqlalchemy import select
 from schemas.records import NewPupil
 from tests.unit.auth.support import PASSWORD, URN, Node
 from transfer.auth import SessionInvalid, WeakPassword
-from transfer.auth.models import ApiTokenRow, SessionRow
 from transfer.auth.records import ApprovalRecord
 from transfer.auth.service import WrongPassword
+from transfer.auth.tables import ApiTokenRow, SessionRow
 from transfer.store.permissions import Permission, PermissionDenied, Role
 
 PUPIL = NewPupil(

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from tests.unit.auth.support import KEK, PASSWORD, URN, open_node
 from transfer.auth import CHEAPEST, AccountLocked, Accounts, SignInFailed, SlowDown, passwords
-from transfer.auth.models import Credential, UnknownSignIn
+from transfer.auth.tables import Credential, UnknownSignIn
 from transfer.config import SecuritySection
 from transfer.store.permissions import Role
 from transfer.store.service import Store

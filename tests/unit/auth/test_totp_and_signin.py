@@ -22,8 +22,8 @@ from transfer.auth import (
     codes,
     passwords,
 )
-from transfer.auth.models import Credential, RecoveryCode
 from transfer.auth.service import SIGN_IN_FAILED
+from transfer.auth.tables import Credential, RecoveryCode
 from transfer.config import SecuritySection
 from transfer.errors import ConflictError
 from transfer.store.permissions import PermissionDenied, Role

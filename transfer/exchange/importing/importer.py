@@ -30,9 +30,9 @@ from transfer.identifiers import validate_upn
 from transfer.store import blobs
 from transfer.store.db import sessionmaker
 from transfer.store.keyring import KeyRing
-from transfer.store.models import Document, Pupil
 from transfer.store.permissions import Actor
 from transfer.store.service import Store
+from transfer.store.tables import Document, Pupil
 
 
 class PupilMismatchError(ConflictError):

@@ -27,7 +27,8 @@ from transfer.exchange.importing.plan import ImportPlan, RecordsImported
 from transfer.exchange.importing.records import PackageRecords
 from transfer.store.base import utc_now
 from transfer.store.keyring import sealed_field
-from transfer.store.models import (
+from transfer.store.permissions import Actor
+from transfer.store.tables import (
     Action,
     BodyMapMarkRow,
     Category,
@@ -41,7 +42,6 @@ from transfer.store.models import (
     PupilKey,
     Triage,
 )
-from transfer.store.permissions import Actor
 
 #: The purpose label of the key that hashes received records (derived from the pupil's key).
 PROVENANCE_DIGEST_LABEL: Final = b"handover:provenance-digest:v1"

@@ -42,7 +42,7 @@ from transfer.exchange.inbox.models import (
 from transfer.exchange.inbox.reading import verify_file
 from transfer.exchange.inbox.receipts import Receipts, push_delivered_too, receipt_row
 from transfer.exchange.inbox.review import Review
-from transfer.exchange.inbox_tables import ACCEPTED, OPEN_STATES, IncomingPackage
+from transfer.exchange.tables import ACCEPTED, OPEN_STATES, IncomingPackage
 from transfer.states.incoming import IncomingEvent
 from transfer.store.base import AuditIntent
 from transfer.store.permissions import Actor

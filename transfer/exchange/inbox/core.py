@@ -17,13 +17,13 @@ from typing import Literal
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
+from keys.keyfiles import KeyFiles
 from keys.keyset import KeySet
-from keys.store import KeyStore
 from transfer.audit.log import AuditLog
 from transfer.config import Config
 from transfer.errors import NotFoundError
 from transfer.exchange.inbox.models import InboxDirectory, PeerCaller, RecordLimits
-from transfer.exchange.inbox_tables import IncomingPackage
+from transfer.exchange.tables import IncomingPackage
 from transfer.space import free_bytes
 from transfer.states.incoming import INCOMING, IncomingEvent
 from transfer.store.base import AuditIntent
@@ -65,7 +65,7 @@ class InboxCore:
         self,
         *,
         store: Store,
-        keys: KeyStore,
+        keys: KeyFiles,
         directory: InboxDirectory,
         config: Config,
         data_dir: Path,

@@ -23,7 +23,7 @@ from transfer.exchange.inbox.models import OffsetMismatchError, PackageRefusedEr
 from transfer.exchange.inbox.reading import inspect_file
 from transfer.exchange.inbox.receipts import Receipts, receipt_row
 from transfer.exchange.inbox.upload import Uploads
-from transfer.exchange.inbox_tables import DELIVERED, RECEIVING, REFUSED, IncomingPackage
+from transfer.exchange.tables import DELIVERED, RECEIVING, REFUSED, IncomingPackage
 from transfer.receipts import SignedReceipt
 from transfer.states.incoming import IncomingEvent
 from transfer.store.base import AuditIntent

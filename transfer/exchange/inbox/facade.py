@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from keys.store import KeyStore
+from keys.keyfiles import KeyFiles
 from schemas.manifest import Subject
 from schemas.peer import OfferBody
 from transfer.audit.log import AuditLog
@@ -49,7 +49,7 @@ class Inbox(InboxCore):
         *,
         store: Store,
         kek: bytes,
-        keys: KeyStore,
+        keys: KeyFiles,
         directory: InboxDirectory,
         config: Config,
         data_dir: Path,

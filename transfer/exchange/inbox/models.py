@@ -13,7 +13,7 @@ from schemas.manifest import Subject
 from schemas.receipt import MAX_REFERENCE
 from schemas.records import ChronologyEntry, PersonRecord, PupilRecord
 from transfer.errors import ConflictError, InputError
-from transfer.exchange.inbox_tables import IncomingPackage
+from transfer.exchange.tables import IncomingPackage
 from transfer.package.layout import SenderKeys
 from transfer.store.readable import ReadableFile
 

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.receipt import ReceiptActor, ReceiptBody, ReceiptKind
 from transfer.exchange.inbox.core import InboxCore, own, package_id_of
 from transfer.exchange.inbox.models import PeerCaller
-from transfer.exchange.inbox_tables import (
+from transfer.exchange.tables import (
     ACCEPTED,
     DELIVERED,
     PUSH_NONE,

@@ -36,7 +36,7 @@ from transfer.exchange.inbox.reading import (
     verify_collecting,
 )
 from transfer.exchange.inbox.receipts import Receipts, push_delivered_too, receipt_row
-from transfer.exchange.inbox_tables import (
+from transfer.exchange.tables import (
     ACCEPTED,
     DELIVERED,
     OPEN_STATES,
@@ -272,7 +272,7 @@ class Review:
     async def _match(
         self, actor: Actor, records: PackageRecords, subject: Subject
     ) -> PupilMatch | None:
-        from transfer.store.models import Pupil
+        from transfer.store.tables import Pupil
 
         upn = records.pupil.upn if records.pupil else subject.upn
         if not upn:

@@ -45,7 +45,7 @@ from transfer.exchange.inbox.models import (
     UploadBusyError,
 )
 from transfer.exchange.inbox.receipts import Receipts
-from transfer.exchange.inbox_tables import DELIVERED, RECEIVING, REFUSED, IncomingPackage
+from transfer.exchange.tables import DELIVERED, RECEIVING, REFUSED, IncomingPackage
 from transfer.httpsig import DigestHasher, DigestMismatchError, check_digest
 from transfer.space import as_out_of_space
 from transfer.store.base import AuditIntent

@@ -26,20 +26,20 @@ has a time, is a row in ``outgoing_events``, is audited and is a line in each
 pupil's chronology.
 
 The code is in parts, one a module, joined here by :class:`Outbox`:
-:mod:`~transfer.exchange.outbox_core` (plumbing and reading),
-:mod:`~transfer.exchange.outbox_queue` (queueing),
-:mod:`~transfer.exchange.outbox_changes` (cancel, resend),
-:mod:`~transfer.exchange.outbox_delivery` (the upload and its retries),
-:mod:`~transfer.exchange.outbox_receipts` (receipts) and
-:mod:`~transfer.exchange.outbox_records` (states, errors, the records it answers).
+:mod:`~transfer.exchange.outbox.core` (plumbing and reading),
+:mod:`~transfer.exchange.outbox.queue` (queueing),
+:mod:`~transfer.exchange.outbox.changes` (cancel, resend),
+:mod:`~transfer.exchange.outbox.delivery` (the upload and its retries),
+:mod:`~transfer.exchange.outbox.receipts` (receipts) and
+:mod:`~transfer.exchange.outbox.records` (states, errors, the records it answers).
 """
 
 from __future__ import annotations
 
-from transfer.exchange.outbox_changes import OutboxChanges
-from transfer.exchange.outbox_delivery import OutboxDelivery
-from transfer.exchange.outbox_queue import OutboxQueue
-from transfer.exchange.outbox_records import (
+from transfer.exchange.outbox.changes import OutboxChanges
+from transfer.exchange.outbox.delivery import OutboxDelivery
+from transfer.exchange.outbox.queue import OutboxQueue
+from transfer.exchange.outbox.records import (
     MAX_REASON,
     OUTGOING_DIR,
     REASON_FIELD,

@@ -12,8 +12,8 @@ from sqlalchemy import and_, or_, update
 from transfer.errors import (
     ConflictError,
 )
-from transfer.exchange.outbox_core import OutboxCore
-from transfer.exchange.outbox_records import (
+from transfer.exchange.outbox.core import OutboxCore
+from transfer.exchange.outbox.records import (
     OutgoingRecord,
     PackageFileDamagedError,
     _crashed_draft,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from transfer.store.db import Base
-from transfer.store.models import UTCDateTime
+from transfer.store.tables import UTCDateTime
 
 alerts = sa.Table(
     "alerts",

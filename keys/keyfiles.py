@@ -1,12 +1,12 @@
-"""The node's key store: one sealed key file per organisation, in ``<data dir>/keys/``.
+"""The node's key files: one sealed key file per organisation, in ``<data dir>/keys/``.
 
 Files are written atomically (a temporary file in the same directory, fsync,
 rename, fsync of the directory) with mode 0600, in a directory of mode 0700.
 Each read-modify-write holds an exclusive ``flock`` on a per-organisation
 lock file, so two processes rotating at once do not lose a change.
 
-Reading (:meth:`KeyStore.load`, :meth:`KeyStore.list_orgs`,
-:meth:`KeyStore.export_public`) is synchronous. Every change and every
+Reading (:meth:`KeyFiles.load`, :meth:`KeyFiles.list_orgs`,
+:meth:`KeyFiles.export_public`) is synchronous. Every change and every
 export of a secret is audited, so those methods are ``async``: the file work
 runs in a worker thread, then the event is recorded on the
 :class:`schemas.auditing.AuditSink` (or logged, when the store was made
@@ -38,9 +38,9 @@ from transfer.errors import ConflictError, HandoverError, NotFoundError, PolicyE
 __all__ = [
     "ExportNotConfirmedError",
     "IdentityImport",
+    "KeyFiles",
     "KeySetExistsError",
     "KeySetNotFoundError",
-    "KeyStore",
     "PublicExport",
 ]
 
@@ -94,7 +94,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class KeyStore:
+class KeyFiles:
     """Sealed key sets of the organisations hosted on this node."""
 
     def __init__(
@@ -113,7 +113,7 @@ class KeyStore:
     @classmethod
     def for_data_dir(
         cls, data_dir: Path, protection: Protection, *, audit: AuditSink | None = None
-    ) -> KeyStore:
+    ) -> KeyFiles:
         """The store in a node's data directory (``<data_dir>/keys``)."""
         return cls(Path(data_dir) / KEYS_SUBDIR, protection, audit=audit)
 

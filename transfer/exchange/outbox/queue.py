@@ -28,8 +28,8 @@ from transfer.errors import (
     IntegrityError,
     TransportError,
 )
-from transfer.exchange.outbox_core import OutboxCore
-from transfer.exchange.outbox_records import (
+from transfer.exchange.outbox.core import OutboxCore
+from transfer.exchange.outbox.records import (
     REASON_FIELD,
     REASON_TABLE,
     LeaverFileToAgencyError,
@@ -48,7 +48,7 @@ from transfer.exchange.outbox_records import (
     check_reason,
     is_destination,
 )
-from transfer.exchange.outbox_tables import (
+from transfer.exchange.tables import (
     outgoing_pupils,
 )
 from transfer.package.build import BuiltPackage

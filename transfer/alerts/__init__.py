@@ -32,12 +32,12 @@ import sqlalchemy as sa
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 from sqlalchemy import exc as sa_exc
 
-from transfer.alerts_tables import alerts as alerts_table
+from transfer.alerts.tables import alerts as alerts_table
 from transfer.errors import HandoverError, InputError, NotFoundError
 from transfer.mail import Mailer, valid_address
-from transfer.store.models import Staff
 from transfer.store.permissions import DSL_TEAM, Actor, Permission, PermissionDenied, require
 from transfer.store.service import Store
+from transfer.store.tables import Staff
 
 log = logging.getLogger("handover.alerts")
 

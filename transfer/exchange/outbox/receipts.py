@@ -23,14 +23,14 @@ from transfer.errors import (
     IntegrityError,
     NotFoundError,
 )
-from transfer.exchange.outbox_core import OutboxCore
-from transfer.exchange.outbox_records import (
+from transfer.exchange.outbox.core import OutboxCore
+from transfer.exchange.outbox.records import (
     PackageRow,
     _label,
     _p,
     _rowcount,
 )
-from transfer.exchange.outbox_tables import (
+from transfer.exchange.tables import (
     outgoing_receipts,
 )
 from transfer.receipts import (

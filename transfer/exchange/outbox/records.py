@@ -27,7 +27,7 @@ from transfer.errors import (
     PolicyError,
     TransportError,
 )
-from transfer.exchange.outbox_tables import (
+from transfer.exchange.tables import (
     outgoing_packages,
 )
 from transfer.receipts import (

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keys import aead
 from transfer.errors import ConfigError, DamagedStateError
-from transfer.identity_tables import node_identity
+from transfer.identity.tables import node_identity
 from transfer.store.db import check_integrity, database_location, migrate, sqlite_path
 
 #: The identity file in the data directory.

@@ -29,7 +29,7 @@ from transfer.errors import (
     NotFoundError,
 )
 from transfer.exchange import backoff
-from transfer.exchange.outbox_records import (
+from transfer.exchange.outbox.records import (
     _LABELS,
     OUTGOING_DIR,
     REASON_FIELD,
@@ -47,20 +47,20 @@ from transfer.exchange.outbox_records import (
     _short,
     _to_record,
 )
-from transfer.exchange.outbox_tables import (
+from transfer.exchange.tables import (
     outgoing_events,
     outgoing_pupils,
     outgoing_receipts,
 )
 from transfer.store.db import is_sqlite
-from transfer.store.models import SealedField
 from transfer.store.permissions import Actor, PermissionDenied, require
+from transfer.store.tables import SealedField
 from transfer.transport.base import PeerTransport
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from keys.store import KeyStore
+    from keys.keyfiles import KeyFiles
     from transfer.store.base import AuditIntent
     from transfer.store.service import Store
 
@@ -75,7 +75,7 @@ class OutboxCore:
         self,
         *,
         store: Store,
-        keys: KeyStore,
+        keys: KeyFiles,
         directory: OutboxDirectory,
         client: PeerTransport,
         config: Config,

@@ -15,7 +15,7 @@ from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, LargeBinary, Strin
 from sqlalchemy.orm import Mapped, mapped_column
 
 from transfer.store.db import Base
-from transfer.store.models import UTCDateTime
+from transfer.store.tables import UTCDateTime
 
 
 class Credential(Base):

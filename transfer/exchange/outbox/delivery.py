@@ -19,8 +19,8 @@ from transfer.errors import (
     TransportError,
 )
 from transfer.exchange import backoff
-from transfer.exchange.outbox_receipts import OutboxReceipts, _receipt_from_json
-from transfer.exchange.outbox_records import (
+from transfer.exchange.outbox.receipts import OutboxReceipts, _receipt_from_json
+from transfer.exchange.outbox.records import (
     LeaseLostError,
     PackageFileDamagedError,
     PackageFileMissingError,
@@ -33,7 +33,7 @@ from transfer.exchange.outbox_records import (
     _to,
     check_own_copy,
 )
-from transfer.exchange.outbox_tables import (
+from transfer.exchange.tables import (
     outgoing_events,
 )
 from transfer.httpsig import DigestHasher, digest_header

@@ -31,9 +31,9 @@ import sqlalchemy as sa
 from transfer.alerts import ENGLAND, Alerts
 from transfer.exchange.deadlines_sweep import DeadlineSweep
 from transfer.store.changes import StoreChange
-from transfer.store.models import Action, Category, Concern, ConcernPupil, Staff
 from transfer.store.permissions import Role
 from transfer.store.service import Store
+from transfer.store.tables import Action, Category, Concern, ConcernPupil, Staff
 
 __all__ = [
     "ActionSweep",
