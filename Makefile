@@ -53,7 +53,7 @@ bench: venv
 # PNGs of the web app's main pages (desktop and 375 px) in docs/screenshots/, from the
 # demo's world served by real nodes and photographed in Debian's Chromium.
 screenshots: venv tools
-	$(BIN)/python -m tests.web.screenshots docs/screenshots
+	$(BIN)/python -m tests.e2e.web.screenshots docs/screenshots
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

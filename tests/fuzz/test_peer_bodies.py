@@ -25,9 +25,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.receipt import ReceiptBody
-from tests.exchange.inbox_support import RECEIVER, SENDER, Rig, receiving_node, upn
 from tests.fuzz.harness import CORPUS, fuzz_settings, json_mutated, keep_crash, mutated
 from tests.fuzz.targets import checkpoint_note
+from tests.integration.exchange.inbox_support import RECEIVER, SENDER, Rig, receiving_node, upn
 from transfer.alerts import Alerts
 from transfer.audit.log import PeerCheckpoint
 from transfer.config import SmtpSection

@@ -21,7 +21,7 @@ import pyotp
 import pytest
 
 from schemas.records import NewPupil, PupilEventRecord
-from tests.exchange.outbox_support import upn
+from tests.integration.exchange.outbox_support import upn
 from transfer.audit.entry import Entry
 from transfer.audit.log import AuditLog
 from transfer.cli import main

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.disk import postgres_full
+from tests.support.web import Site, site_for
 from tests.unit.auth.support import PASSWORD, URN
-from tests.web.support import Site, site_for
 from transfer.alerts import Alerts
 from transfer.config import SmtpSection
 from transfer.mail import Mailer

@@ -19,7 +19,7 @@ fault that matches it:
 - ``cut_body``: the body stops half-way (the connection was cut): the receiver sees the
   cut as the peer server does, and the sender sees the connection fail.
 
-Used by the tests of the delivery logic (``tests/exchange/test_delivery_simulated.py``);
+Used by the tests of the delivery logic (``tests/integration/exchange/test_delivery_simulated.py``);
 the real-socket tests use :mod:`transfer.transport.http`.
 """
 

@@ -536,7 +536,7 @@ WEB_OPERATIONS: list[WebOp] = [
     # teacher is told there is no such page (the store refuses and audits it).
     WebOp("GET", "/concerns/{other_concern}/saved", LOGGERS, 200, ok_for={STAFF: 404}),
     # Attaching a file to it: no file sent, so nothing to attach (the store's refusal of a
-    # head teacher, who may read but not add to it, is in tests/web/test_concerns.py).
+    # head teacher, who may read but not add to it, is in tests/integration/web/test_concerns.py).
     WebOp("POST", "/concerns/{other_concern}/files", LOGGERS, 400, form={}, ok_for={STAFF: 404}),
     # The alerts: everyone has an alerts page (their own alerts; the DSL team's all); only
     # the DSL team may dismiss one (here an alert of the other teacher's concern).
@@ -755,7 +755,7 @@ async def _referral_case(node: Any, upn: str) -> tuple[Any, dict[str, str]]:
 
     from keys.keyfiles import KeyFiles
     from keys.sealing import KekProtection
-    from tests.referrals.support import add_agency, mash_form
+    from tests.support.referrals import add_agency, mash_form
     from tests.unit.auth.support import KEK
     from transfer.directory.service import Directory
     from transfer.referrals.forms import parse_form
@@ -786,7 +786,7 @@ async def _referral_case(node: Any, upn: str) -> tuple[Any, dict[str, str]]:
     return referrals, {"referral": draft.id, **missing}
 
 
-#: Pages reached before signing in (tested in tests/web/test_pages.py).
+#: Pages reached before signing in (tested in tests/e2e/web/test_pages.py).
 PUBLIC_WEB = {("POST", "/sign-in"), ("GET", "/invitation/{token}"), ("POST", "/invitation")}
 
 
@@ -796,9 +796,9 @@ async def test_every_role_against_every_web_page(db_url: str, tmp_path: Path) ->
     import aiohttp
     from aiohttp.test_utils import TestServer
 
+    from tests.support.receiving import receiving
+    from tests.support.web import WEB_KEY, web_config, wire_alerts
     from tests.unit.auth.support import open_node
-    from tests.web.receiving_support import receiving
-    from tests.web.support import WEB_KEY, web_config, wire_alerts
     from transfer.api import create_app
     from transfer.directory.administration import KeyAdministration
     from transfer.web import ROUTES, WebServices
@@ -936,7 +936,7 @@ async def test_each_role_sees_its_own_dashboard(db_url: str, tmp_path: Path) -> 
     """What the home page shows comes from what each role's services return."""
     import html
 
-    from tests.web.support import site_for
+    from tests.support.web import site_for
 
     async with site_for(db_url, tmp_path) as site:
         sections = {

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.portal.support import CHRONOLOGY, FORM, PEOPLE
-from tests.referrals.support import CONSENT_RISK, lado_form, mash_form, police_form
+from tests.support.portal import CHRONOLOGY, FORM, PEOPLE
+from tests.support.referrals import CONSENT_RISK, lado_form, mash_form, police_form
 from transfer.referrals.reading import (
     ReadableReferral,
     Row,
