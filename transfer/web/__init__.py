@@ -22,6 +22,7 @@ from transfer.web import (
     concerns,
     dashboard,
     inbox,
+    outbox,
     pupils,
     referrals,
     reports,
@@ -56,6 +57,7 @@ ROUTES: tuple[WebRoute, ...] = (
     *referrals.ROUTES,
     *reports.ROUTES,
     *sending.ROUTES,
+    *outbox.ROUTES,
 )
 
 
