@@ -33,8 +33,8 @@ from transfer.web import (
     subject_access,
     triage,
 )
+from transfer.web.binding import mount as _mount
 from transfer.web.core import WebApp, WebRoute, WebServices
-from transfer.web.core import mount as _mount
 
 #: Every page of the web app (a later area adds its module's ROUTES here).
 ROUTES: tuple[WebRoute, ...] = (
