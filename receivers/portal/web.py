@@ -23,16 +23,14 @@ import asyncio
 import logging
 import secrets
 import urllib.parse
-from datetime import datetime
 from importlib import resources
-from typing import Any, Final
+from typing import Final
 
-import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from markupsafe import Markup
 
-from receivers.portal.records import PortalVisit, ReferralView
+from receivers.portal.records import PortalVisit
 from receivers.portal.service import (
     LinkClosed,
     LinkExpired,
@@ -44,207 +42,33 @@ from receivers.portal.service import (
     WrongCurrentCode,
     WrongPortalCode,
 )
-from transfer.errors import (
-    ConflictError,
-    HandoverError,
-    InputError,
-    NotFoundError,
-    TooLargeError,
+from receivers.portal.webparts import (
+    ENV_KEY,
+    PORTAL_APP_KEY,
+    PORTAL_HEADERS,
+    PRE_COOKIE,
+    PREFIX,
+    SECURE_KEY,
+    SESSION_COOKIE,
+    check_csrf,
+    clear_cookie,
+    client_ip,
+    cookie_name,
+    environment,
+    lead,
+    portal_of,
+    read_form,
+    readable,
+    render,
+    see_other,
+    set_cookie,
+    visit_of,
 )
+from transfer.errors import ConflictError, HandoverError, InputError, NotFoundError
 from transfer.printing import PrintedBy
-from transfer.referrals.reading import (
-    ReadableReferral,
-    date_and_time,
-    readable_referral,
-    referral_pdf,
-)
-from transfer.wording import plural
+from transfer.referrals.reading import referral_pdf
 
 log = logging.getLogger("receivers.portal")
-
-PREFIX: Final = "/portal"
-PORTAL_APP_KEY: Final = web.AppKey("pickup_portal", PickupPortal)
-_SECURE_KEY: Final = web.AppKey("portal_behind_tls_proxy", bool)
-_ENV_KEY: Final = web.AppKey("portal_templates", jinja2.Environment)
-
-CSP: Final = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
-PORTAL_HEADERS: Final = {
-    "Content-Security-Policy": CSP,
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-}
-SESSION_COOKIE: Final = "portal_session"
-PRE_COOKIE: Final = "portal_pre"
-
-
-# ------------------------------------------------------------ rendering data
-
-_CHRONOLOGY: Final = "records/chronology.json"
-_PEOPLE: Final = "records/people.json"
-
-
-def readable(view: ReferralView) -> ReadableReferral:
-    """The referral as the agency reads it, built once for the page and its PDF."""
-    by_path = {r.path: r for r in view.records}
-    chronology, people = by_path.get(_CHRONOLOGY), by_path.get(_PEOPLE)
-    others = [
-        (r.title, r.value if r.problem is None else f"This record is {r.problem}.")
-        for r in view.records
-        if r.path not in (_CHRONOLOGY, _PEOPLE)
-    ]
-    built = readable_referral(
-        view.form.value if view.form is not None else None,
-        chronology=chronology.value if chronology is not None else None,
-        people=people.value if people is not None else None,
-        records=others,
-    )
-    if view.form is None:
-        return ReadableReferral(built.title, built.sections, "This package has no referral form.")
-    if view.form.problem is not None:
-        return ReadableReferral(
-            built.title, built.sections, f"The referral form is {view.form.problem}."
-        )
-    return built
-
-
-def lead(view: ReferralView, model: ReadableReferral) -> str:
-    """What the referral is, from whom, about whom and when: the page's lead, the PDF's
-    subtitle."""
-    return (
-        f"{model.title} from {view.sender_name}, about {view.subject}. "
-        f"Sent {date_and_time(view.created_at)}."
-    )
-
-
-def size_text(size: int) -> str:
-    if size < 1024:
-        return plural(size, "byte")
-    if size < 1024 * 1024:
-        return f"{size / 1024:.0f} KB"
-    return f"{size / 1024 / 1024:.1f} MB"
-
-
-def when(value: datetime) -> str:
-    return f"{value:%-d %B %Y at %H:%M} UTC"
-
-
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("receivers.portal", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["size"] = size_text
-    env.filters["when"] = when
-    return env
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def _portal(request: web.Request) -> PickupPortal:
-    return request.app[PORTAL_APP_KEY]
-
-
-def _secure(request: web.Request) -> bool:
-    return request.secure or request.app[_SECURE_KEY]
-
-
-def _cookie_name(request: web.Request, base: str) -> str:
-    return f"__Host-{base}" if _secure(request) else base
-
-
-def _set_cookie(
-    response: web.StreamResponse,
-    request: web.Request,
-    base: str,
-    value: str,
-    *,
-    max_age: int | None = None,
-) -> None:
-    response.set_cookie(
-        _cookie_name(request, base),
-        value,
-        path="/",
-        httponly=True,
-        samesite="Strict",
-        secure=_secure(request),
-        max_age=max_age,
-    )
-
-
-def _clear_cookie(response: web.StreamResponse, request: web.Request, base: str) -> None:
-    response.del_cookie(
-        _cookie_name(request, base),
-        path="/",
-        secure=_secure(request),
-        httponly=True,
-        samesite="Strict",
-    )
-
-
-def client_ip(request: web.Request) -> str | None:
-    if request.app[_SECURE_KEY]:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        last = forwarded.rsplit(",", 1)[-1].strip()
-        if last:
-            return last[:64]
-    return request.remote
-
-
-def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
-    env = request.app[_ENV_KEY]
-    html = env.get_template(template).render(**context)
-    return web.Response(status=status, text=html, content_type="text/html", charset="utf-8")
-
-
-def _see_other(location: str) -> web.Response:
-    return web.Response(status=303, headers={"Location": location})
-
-
-#: The portal's forms are a few short fields. The sub-application's own ``client_max_size``
-#: does not apply (aiohttp reads bodies with the root application's limit), so check here.
-MAX_FORM_BYTES = 64 * 1024
-
-
-async def _form(request: web.Request) -> dict[str, str]:
-    if request.content_type != "application/x-www-form-urlencoded":
-        raise InputError("this page takes a form")
-    if request.content_length is None or request.content_length > MAX_FORM_BYTES:
-        raise TooLargeError("this form is too large to be one of ours")
-    data = await request.post()
-    return {k: v for k, v in data.items() if isinstance(v, str)}
-
-
-async def _visit(request: web.Request) -> PortalVisit:
-    secret = request.cookies.get(_cookie_name(request, SESSION_COOKIE), "")
-    if not secret:
-        raise PortalSessionEnded("open the link from your e-mail to see the referral")
-    return await _portal(request).visit(secret)
-
-
-class CsrfRefused(HandoverError):
-    http_status = 403
-    slug = "portal-csrf"
-    title = "This form has expired"
-
-
-def _check_csrf(request: web.Request, binding: str, form: str, data: dict[str, str]) -> None:
-    token = data.get("csrf", "")
-    if not binding or not token or not _portal(request).csrf_valid(binding, form, token):
-        raise CsrfRefused(
-            "this form was not sent from this page, or it has expired; go back, reload the "
-            "page and try again"
-        )
 
 
 # -------------------------------------------------------------------- pages
@@ -260,7 +84,7 @@ async def stylesheet(request: web.Request) -> web.StreamResponse:
 
 
 def _pre_binding(request: web.Request, response_cookies: dict[str, str]) -> str:
-    name = _cookie_name(request, PRE_COOKIE)
+    name = cookie_name(request, PRE_COOKIE)
     value = request.cookies.get(name, "")
     if not (20 <= len(value) <= 100):
         value = secrets.token_urlsafe(24)
@@ -276,7 +100,7 @@ async def _sign_in_page(
     error: str | None = None,
     field: str | None = None,
 ) -> web.Response:
-    info = await _portal(request).link_info(token)
+    info = await portal_of(request).link_info(token)
     new: dict[str, str] = {}
     binding = _pre_binding(request, new)
     response = render(
@@ -286,12 +110,12 @@ async def _sign_in_page(
         title=f"A referral from {info.sender_name}",
         info=info,
         token=token,
-        csrf=_portal(request).csrf_token(binding, "open"),
+        csrf=portal_of(request).csrf_token(binding, "open"),
         error=error,
         error_field=field,
     )
     for base, value in new.items():
-        _set_cookie(response, request, base, value)
+        set_cookie(response, request, base, value)
     return response
 
 
@@ -301,10 +125,10 @@ async def open_link(request: web.Request) -> web.StreamResponse:
 
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
-    data = await _form(request)
+    data = await read_form(request)
     token = data.get("t", "")
-    binding = request.cookies.get(_cookie_name(request, PRE_COOKIE), "")
-    _check_csrf(request, binding, "open", data)
+    binding = request.cookies.get(cookie_name(request, PRE_COOKIE), "")
+    check_csrf(request, binding, "open", data)
     method = data.get("method", "passcode")
     field_name = "totp" if method == "totp" else "passcode"
     code = data.get(field_name, "")
@@ -314,7 +138,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
             request, token, status=400, error=f"Enter the {what}.", field=field_name
         )
     try:
-        secret = await _portal(request).sign_in(
+        secret = await portal_of(request).sign_in(
             token,
             ip=client_ip(request),
             **({"totp": code} if field_name == "totp" else {"passcode": code}),
@@ -323,9 +147,9 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         return await _sign_in_page(
             request, token, status=401, error=err.diagnostics(), field=field_name
         )
-    response = _see_other(f"{PREFIX}/referral")
-    _set_cookie(response, request, SESSION_COOKIE, secret)
-    _clear_cookie(response, request, PRE_COOKIE)
+    response = see_other(f"{PREFIX}/referral")
+    set_cookie(response, request, SESSION_COOKIE, secret)
+    clear_cookie(response, request, PRE_COOKIE)
     return response
 
 
@@ -338,7 +162,7 @@ async def _referral_page(
     values: dict[str, str] | None = None,
     notice: str | None = None,
 ) -> web.Response:
-    portal = _portal(request)
+    portal = portal_of(request)
     view = await portal.referral(visit, ip=client_ip(request))
     model = readable(view)
     return render(
@@ -359,7 +183,7 @@ async def _referral_page(
 
 
 async def referral(request: web.Request) -> web.StreamResponse:
-    visit = await _visit(request)
+    visit = await visit_of(request)
     notice = {
         "acknowledged": "Thank you. Your acknowledgement has been sent to the school.",
         "authenticator": "Your authenticator app is set up. Next time, you can sign in "
@@ -375,8 +199,8 @@ async def referral_as_pdf(request: web.Request) -> web.StreamResponse:
 
     Only in a signed-in session on a link that is still open (the same check as the page);
     a view like the page's, recorded in the receipt trail and the audit log."""
-    visit = await _visit(request)
-    portal = _portal(request)
+    visit = await visit_of(request)
+    portal = portal_of(request)
     view = await portal.referral(visit, ip=client_ip(request))
     model = readable(view)
     agency = f"{view.email} ({view.agency_name})" if view.agency_name else view.email
@@ -398,11 +222,11 @@ async def referral_as_pdf(request: web.Request) -> web.StreamResponse:
 
 
 async def download(request: web.Request) -> web.StreamResponse:
-    visit = await _visit(request)
+    visit = await visit_of(request)
     raw = request.match_info["index"]
     if not raw.isdigit() or len(raw) > 6:
         raise NotFoundError("there is no such document in this referral")
-    doc, chunks = await _portal(request).download(visit, int(raw), ip=client_ip(request))
+    doc, chunks = await portal_of(request).download(visit, int(raw), ip=client_ip(request))
     ascii_name = "".join(
         c if c.isascii() and c.isprintable() and c not in '"\\;' else "_" for c in doc.filename
     )
@@ -437,9 +261,9 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 
 async def acknowledge(request: web.Request) -> web.StreamResponse:
-    visit = await _visit(request)
-    data = await _form(request)
-    _check_csrf(request, visit.session_id, "acknowledge", data)
+    visit = await visit_of(request)
+    data = await read_form(request)
+    check_csrf(request, visit.session_id, "acknowledge", data)
     name, reference = data.get("name", "").strip(), data.get("reference", "").strip()
     errors = {}
     if not name:
@@ -453,7 +277,7 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
     values = {"name": name[:200], "reference": reference[:100]}
     if errors:
         return await _referral_page(request, visit, status=400, errors=errors, values=values)
-    portal = _portal(request)
+    portal = portal_of(request)
     try:
         await portal.acknowledge(
             visit, name=name, agency_reference=reference, ip=client_ip(request)
@@ -472,9 +296,9 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
     if portal.settings.ack_grace_minutes == 0:
         # The link closed with the acknowledgement: there is no referral page to go back to.
         response = render(request, "acknowledged.html", title="Receipt acknowledged")
-        _clear_cookie(response, request, SESSION_COOKIE)
+        clear_cookie(response, request, SESSION_COOKIE)
         return response
-    return _see_other(f"{PREFIX}/referral?done=acknowledged")
+    return see_other(f"{PREFIX}/referral?done=acknowledged")
 
 
 async def _authenticator_page(
@@ -486,7 +310,7 @@ async def _authenticator_page(
     error_field: str | None = None,
     sealed: str | None = None,
 ) -> web.Response:
-    portal = _portal(request)
+    portal = portal_of(request)
     setup = await portal.totp_setup(visit, sealed)
     svg = setup.svg.replace(
         "<svg ", '<svg role="img" aria-labelledby="qr-title" focusable="false" ', 1
@@ -506,16 +330,16 @@ async def _authenticator_page(
 
 async def authenticator(request: web.Request) -> web.StreamResponse:
     """The set-up page: shows a new secret (sealed into its form); changes nothing stored."""
-    return await _authenticator_page(request, await _visit(request))
+    return await _authenticator_page(request, await visit_of(request))
 
 
 async def confirm_authenticator(request: web.Request) -> web.StreamResponse:
-    visit = await _visit(request)
-    data = await _form(request)
-    _check_csrf(request, visit.session_id, "authenticator", data)
+    visit = await visit_of(request)
+    data = await read_form(request)
+    check_csrf(request, visit.session_id, "authenticator", data)
     sealed = data.get("setup", "")
     try:
-        replaced = await _portal(request).enrol_totp(
+        replaced = await portal_of(request).enrol_totp(
             visit,
             setup=sealed,
             code=data.get("code", ""),
@@ -546,16 +370,16 @@ async def confirm_authenticator(request: web.Request) -> web.StreamResponse:
             request, visit, status=err.http_status, error=err.diagnostics(), error_field="code"
         )
     done = "authenticator-replaced" if replaced else "authenticator"
-    return _see_other(f"{PREFIX}/referral?done={done}")
+    return see_other(f"{PREFIX}/referral?done={done}")
 
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
-    visit = await _visit(request)
-    data = await _form(request)
-    _check_csrf(request, visit.session_id, "sign-out", data)
-    await _portal(request).sign_out(visit)
+    visit = await visit_of(request)
+    data = await read_form(request)
+    check_csrf(request, visit.session_id, "sign-out", data)
+    await portal_of(request).sign_out(visit)
     response = render(request, "signed_out.html", title="Signed out")
-    _clear_cookie(response, request, SESSION_COOKIE)
+    clear_cookie(response, request, SESSION_COOKIE)
     return response
 
 
@@ -607,7 +431,7 @@ async def portal_errors(request: web.Request, handler: Handler) -> web.StreamRes
             response = render(
                 request, "error.html", status=401, title=heading, heading=heading, text=text
             )
-            _clear_cookie(response, request, SESSION_COOKIE)
+            clear_cookie(response, request, SESSION_COOKIE)
             return response
         return render(
             request, "error.html", status=err.http_status, title=heading, heading=heading, text=text
@@ -641,8 +465,8 @@ def create_portal_app(portal: PickupPortal, *, behind_tls_proxy: bool = False) -
     """The portal's pages, to mount with ``app.add_subapp("/portal/", ...)``."""
     app = web.Application(middlewares=[portal_errors], client_max_size=64 * 1024)
     app[PORTAL_APP_KEY] = portal
-    app[_SECURE_KEY] = behind_tls_proxy
-    app[_ENV_KEY] = _environment()
+    app[SECURE_KEY] = behind_tls_proxy
+    app[ENV_KEY] = environment()
     app.router.add_get("/", home)
     app.router.add_get("/static/portal.css", stylesheet)
     app.router.add_get("/open", open_link)

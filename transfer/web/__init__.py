@@ -22,6 +22,7 @@ from transfer.web import (
     concerns,
     dashboard,
     inbox,
+    outbox,
     pupils,
     referrals,
     reports,
@@ -32,8 +33,8 @@ from transfer.web import (
     subject_access,
     triage,
 )
+from transfer.web.binding import mount as _mount
 from transfer.web.core import WebApp, WebRoute, WebServices
-from transfer.web.core import mount as _mount
 
 #: Every page of the web app (a later area adds its module's ROUTES here).
 ROUTES: tuple[WebRoute, ...] = (
@@ -56,6 +57,7 @@ ROUTES: tuple[WebRoute, ...] = (
     *referrals.ROUTES,
     *reports.ROUTES,
     *sending.ROUTES,
+    *outbox.ROUTES,
 )
 
 

@@ -1,5 +1,6 @@
 """The web app's machinery: its services, routes that declare their operation, the
-session cookie, CSRF, kept forms, the page context and the error pages.
+session cookie, CSRF, kept forms and the page context. Binding the routes to aiohttp
+and mounting them is :mod:`transfer.web.binding`; the error pages :mod:`transfer.web.errorpages`.
 
 Every route is a :class:`WebRoute`: its method and path, the domain operation it
 performs (the service method it calls, for the permission matrix and the docs),
@@ -21,27 +22,22 @@ from urllib.parse import quote, urlsplit
 
 import jinja2
 from aiohttp import BodyPartReader, web
-from aiohttp.typedefs import Handler
 from multidict import MultiDict
 
-from schemas.auditing import AuditEvent, AuditSink
+from schemas.auditing import AuditSink
 from transfer.audit.request_ids import current_request_id
 from transfer.auth.records import Principal
-from transfer.auth.service import Accounts, SessionInvalid, TotpEnrolmentRequired
+from transfer.auth.service import Accounts
 from transfer.config import Config
 from transfer.errors import (
-    HandoverError,
     InputError,
     NotFoundError,
-    OutOfSpaceError,
     PolicyError,
     TooLargeError,
 )
-from transfer.space import as_out_of_space
 from transfer.store.permissions import Permission, Role
 from transfer.store.service import Store
-from transfer.web.rendering import environment, page_response, redirect, render
-from transfer.web.static import PREFIX as STATIC_PREFIX
+from transfer.web.rendering import environment, page_response, render
 from transfer.web.static import StaticFiles
 from transfer.web.tokens import KeptForm, WebKeys
 
@@ -430,12 +426,16 @@ def safe_next(value: str, app: WebApp) -> str:
     if parts.scheme or parts.netloc or not value.startswith("/") or value.startswith("//"):
         return "/"
     for route in app.routes:
-        if route.method == "GET" and route.access == "session" and _matches(route.path, parts.path):
+        if (
+            route.method == "GET"
+            and route.access == "session"
+            and path_matches(route.path, parts.path)
+        ):
             return parts.path
     return "/"
 
 
-def _matches(pattern: str, path: str) -> bool:
+def path_matches(pattern: str, path: str) -> bool:
     a, b = pattern.strip("/").split("/"), path.strip("/").split("/")
     return len(a) == len(b) and all(x == y or x.startswith("{") for x, y in zip(a, b, strict=True))
 
@@ -447,225 +447,3 @@ def sign_in_url(*, next_path: str = "/", expired: bool = False) -> str:
     if next_path and next_path != "/":
         query.append(f"next={quote(next_path, safe='/')}")
     return "/sign-in" + ("?" + "&".join(query) if query else "")
-
-
-# ------------------------------------------------------------------ binding routes
-
-
-def bind(route: WebRoute) -> Handler:
-    """The aiohttp handler of ``route``: session, CSRF and kept forms around it."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        app = webapp(request)
-        if route.access == "public":
-            return await route.handler(request, None)
-        token = app.session_token(request)
-        data: MultiDict[str] | None = None
-        if request.method == "POST":
-            data = await (upload_fields(request) if route.upload else form_data(request))
-            sent = data.get(CSRF_FIELD) or request.headers.get("X-CSRF-Token") or ""
-            if not token or not app.keys.csrf_valid(token, sent):
-                raise CsrfRefused(
-                    "this form was not sent from a page of this service, or it belongs to a "
-                    "session that has ended; go back, reload the page and try again"
-                )
-        if not token:
-            return redirect(sign_in_url(next_path=request.path))
-        try:
-            principal = await app.accounts.authenticate(
-                token, allow_enrolment=route.access == "enrolment"
-            )
-        except TotpEnrolmentRequired:
-            return redirect("/sign-in/authenticator")
-        except SessionInvalid:
-            if data is not None and route.form is not None:
-                return await _keep_form(request, app, token, data)
-            response = redirect(sign_in_url(next_path=request.path, expired=True))
-            app.clear_cookie(response, request, SESSION_COOKIE)
-            return response
-        visit = await app.visit(request, token, principal)
-        if data is not None:
-            request[FORM_KEY] = data
-        return await route.handler(request, visit)
-
-    handler.__name__ = route.name or route.handler.__name__
-    return handler
-
-
-async def _keep_form(
-    request: web.Request, app: WebApp, token: str, data: MultiDict[str]
-) -> web.StreamResponse:
-    """A form that arrived after its session expired: sign in again, then have it back."""
-    owner = app.keys.owner_of(token, data.get(OWNER_FIELD, ""))
-    kept = ""
-    if owner is not None:
-        fields = [
-            (k, v)
-            for k, v in data.items()
-            if k not in SECRET_FIELDS and k not in (CSRF_FIELD, OWNER_FIELD)
-        ]
-        try:
-            kept = app.keys.keep_form(
-                path=request.path,
-                fields=fields,
-                owner=owner,
-                now=app.accounts.now(),
-                minutes=KEEP_MINUTES,
-            )
-        except ValueError:
-            kept = ""
-    from transfer.web.signin import sign_in_page
-
-    response = await sign_in_page(request, expired=True, kept=kept)
-    app.clear_cookie(response, request, SESSION_COOKIE)
-    return response
-
-
-async def give_back(
-    request: web.Request, app: WebApp, visit: Visit, sealed: str
-) -> web.StreamResponse | None:
-    """After signing in: the kept form's page, filled in, if it is this person's."""
-    kept = app.keys.open_kept(sealed, app.accounts.now())
-    if kept is None or kept.owner != visit.principal.actor.staff_id:
-        return None
-    route = app.forms.get(kept.path) or next(
-        (r for pattern, r in app.forms.items() if "{" in pattern and _matches(pattern, kept.path)),
-        None,
-    )
-    if route is None or route.form is None:
-        return None
-    return await route.form(request, visit, kept)
-
-
-# ------------------------------------------------------------------ error pages
-
-_TITLES: Final = {
-    400: ("There is a problem with what was sent", None),
-    403: ("You cannot do this", None),
-    404: (
-        "Page not found",
-        "If you typed the web address, check it is correct. If you "
-        "followed a link, it may be out of date.",
-    ),
-    405: ("This page cannot be used that way", "Go back and use the page's own buttons."),
-    409: ("This has changed in the meantime", None),
-    413: ("What was sent is too large", None),
-    500: (
-        "Sorry, there is a problem with the service",
-        "Try again later. If it keeps "
-        "happening, tell whoever runs Handover at your school, and quote the reference "
-        "below.",
-    ),
-    503: (
-        "Sorry, the service is not available just now",
-        "The server has run out of "
-        "storage space, so what you just did was not saved. Nothing else was lost. Try "
-        "again later. If it keeps happening, tell whoever runs Handover at your school, and "
-        "quote the reference below.",
-    ),
-}
-
-
-def _is_page(request: web.Request) -> bool:
-    return not request.path.startswith(NOT_PAGES)
-
-
-async def _error_page(request: web.Request, status: int, text: str | None) -> web.Response:
-    app = webapp(request)
-    heading, default = _TITLES.get(status, _TITLES[400] if status < 500 else _TITLES[500])
-    visit = None
-    token = app.session_token(request)
-    if token and status < 500:
-        try:
-            visit = await app.visit(request, token, await app.accounts.authenticate(token))
-        except HandoverError:
-            visit = None
-    return app.page(
-        request,
-        "error.html",
-        visit,
-        title=heading,
-        status=status,
-        text=text or default,
-        status_code=status,
-    )
-
-
-@web.middleware
-async def page_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Errors on pages become pages: never JSON, never a traceback, never a raw id."""
-    if not _is_page(request):
-        return await handler(request)
-    try:
-        return await handler(request)
-    except CsrfRefused as err:
-        return await _error_page(request, 403, err.diagnostics())
-    except OutOfSpaceError as err:
-        return await _out_of_space(request, err)
-    except HandoverError as err:
-        status = err.http_status if 400 <= err.http_status < 500 else 500
-        if status == 401:
-            return redirect(sign_in_url(expired=True))
-        if status == 404:
-            return await _error_page(request, 404, None)
-        if status == 500:
-            log.error("web page failed: %s [request %s]", err.diagnostics(), current_request_id())
-            return await _error_page(request, 500, None)
-        return await _error_page(request, status, _sentence(err.diagnostics()))
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return await _error_page(request, exc.status, None)
-    except Exception as exc:
-        full = as_out_of_space(exc, str(webapp(request).services.store.data_dir))
-        if full is not None:
-            return await _out_of_space(request, full)
-        log.exception(
-            "unexpected error on page %s %s [request %s]",
-            request.method,
-            request.path,
-            current_request_id(),
-        )
-        await _audit_crash(request)
-        return await _error_page(request, 500, None)
-
-
-async def _out_of_space(request: web.Request, err: OutOfSpaceError) -> web.Response:
-    """A page refused for want of space: one log line, the watch told, a plain 503 page."""
-    webapp(request).services.store.space.noticed(
-        err, f"{request.method} {request.path}", current_request_id()
-    )
-    return await _error_page(request, 503, None)
-
-
-def _sentence(text: str) -> str:
-    text = text.strip()
-    if not text:
-        return text
-    text = text[0].upper() + text[1:]
-    return text if text.endswith((".", "?", "!")) else text + "."
-
-
-async def _audit_crash(request: web.Request) -> None:
-    try:
-        await webapp(request).services.audit.record(
-            AuditEvent(
-                action="web.error",
-                outcome="failed",
-                request_id=current_request_id(),
-                detail={"method": request.method, "path": request.path[:200]},
-            )
-        )
-    except Exception:
-        log.exception("could not audit a page error")
-
-
-def mount(app: web.Application, services: WebServices, routes: Sequence[WebRoute]) -> WebApp:
-    """Add the pages to the node's application (at ``/``, beside ``/api`` and ``/peer``)."""
-    pages = WebApp(services, routes)
-    app[WEB_APP_KEY] = pages
-    app.middlewares.append(page_errors)
-    app.router.add_get(STATIC_PREFIX + "/{digest}/{path:.+}", pages.static.handle)
-    for route in routes:
-        app.router.add_route(route.method, route.path, bind(route))
-    return pages

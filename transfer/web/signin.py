@@ -13,6 +13,7 @@ from markupsafe import Markup
 
 from transfer.auth.service import AccountLocked, SignInFailed, SlowDown, WrongCode
 from transfer.errors import ConflictError, HandoverError, InputError
+from transfer.web.binding import give_back
 from transfer.web.core import (
     CSRF_FIELD,
     FORM_KEY,
@@ -24,7 +25,6 @@ from transfer.web.core import (
     Visit,
     WebRoute,
     form_data,
-    give_back,
     safe_next,
     webapp,
 )

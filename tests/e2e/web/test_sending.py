@@ -516,14 +516,14 @@ async def test_the_outbox_says_each_state_in_words(w: World) -> None:
 async def test_the_outbox_comes_in_pages_and_by_pupil(
     w: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from transfer.web import sending
+    from transfer.web import outbox
 
     site = w.s.site
     await _mark_leaving(w)
     await _as(w, w.dsl)
     await _send(w)
     await _send(w, to=ELM_PARK, reason="Her mother moved her to Elm Park last week.")
-    monkeypatch.setattr(sending, "OUTBOX_PAGE", 1)
+    monkeypatch.setattr(outbox, "OUTBOX_PAGE", 1)
     first = await site.get("/outbox")
     assert "Page 1 of 2 (2 files in all)" in _text(first) and "to Elm Park School" in first.text
     assert 'href="/outbox?page=2" rel="next"' in first.text

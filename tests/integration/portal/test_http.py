@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 
-from receivers.portal.web import CSP
+from receivers.portal.webparts import CSP
 from tests.support.portal import AGENCY_EMAIL, PortalWorld, portal_world, served
 from transfer.tls import make_self_signed, server_context
 
