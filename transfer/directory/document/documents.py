@@ -1,95 +1,46 @@
-"""The directory document: its canonical bytes, its signature, its checks, and the key view.
-
-Pure: bytes and models in, models out or an error raised. No files, no
-network, no database (those are in :mod:`transfer.directory.service` and the
-``handover directory`` commands).
-
-- :func:`document_bytes` / :func:`parse_document`: ``directory.json`` is the
-  canonical JSON of a :class:`~schemas.directory.DirectoryDocument` (sorted
-  keys, compact, UTF-8, no final newline), so that what is signed is
-  unambiguous and ``minisign -V`` can check the file as it is.
-- :func:`sign_document` / :func:`verify_document`: minisign (prehashed ``ED``)
-  with the trusted comment ``handover-directory-v1 serial=<n>``.
-- :func:`authority_secret_key_text` / :func:`parse_authority_secret_key`: the
-  authority's key in minisign's own secret key format, passphrase-free (what
-  ``minisign -G -W`` writes), so ``minisign -S`` can also use it.
-- :class:`DirectoryView`: entries and revocations, answering "which key is
-  this, and does it stand for a signature dated then?".
-"""
+"""The directory document: canonical bytes, parsing, building, signing, verifying."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from nacl.signing import SigningKey
 from pydantic import ValidationError
 
 from keys import agekeys, minisign
-from keys.fingerprint import crockford_base32, fingerprint_of_public
+from keys.fingerprint import fingerprint_of_public
 from keys.keyset import (
-    KeyNotYetValidError,
-    KeyRetiredError,
-    KeyRevokedError,
-    KeySet,
     format_time,
-    parse_key_id,
 )
 from schemas import jsontext
 from schemas.directory import (
-    AuditKey,
     Authority,
     DirectoryDocument,
     DirectoryEntry,
-    OrgKind,
-    PreviousSigningKey,
     Revocation,
 )
 from schemas.manifest import canonical_json
 from schemas.text import where
 from transfer.audit.checkpoint import NoteError, Verifier
-from transfer.errors import ConflictError, InputError, IntegrityError, PolicyError
-from transfer.package.errors import UnknownSenderError
+from transfer.directory.document.authority import (
+    authority_fingerprint,
+)
+from transfer.directory.document.errors import (
+    DirectoryExpiredError,
+    DirectoryFormatError,
+    DirectoryRollbackError,
+    DirectorySignatureError,
+    SerialConflictError,
+    WrongAuthorityError,
+)
+from transfer.errors import ConflictError, InputError, PolicyError
 from transfer.wording import plural
-
-__all__ = [
-    "DEFAULT_GRACE",
-    "DIRECTORY_CONTEXT",
-    "MAX_DOCUMENT_BYTES",
-    "MAX_SIGNATURE_BYTES",
-    "DirectoryExpiredError",
-    "DirectoryFormatError",
-    "DirectoryImportError",
-    "DirectoryRollbackError",
-    "DirectorySignatureError",
-    "DirectoryView",
-    "SerialConflictError",
-    "VerifiedDocument",
-    "WrongAuthorityError",
-    "add_organisation",
-    "add_revocation",
-    "authority_fingerprint",
-    "authority_secret_key_text",
-    "document_bytes",
-    "entry_from_keyset",
-    "merge_revocations",
-    "new_document",
-    "parse_authority_secret_key",
-    "parse_document",
-    "parse_entry",
-    "revocations_from_keyset",
-    "sign_document",
-    "trusted_comment",
-    "verify_document",
-]
 
 #: The context label that starts the trusted comment of every directory signature.
 DIRECTORY_CONTEXT: Final = "handover-directory-v1"
@@ -104,125 +55,6 @@ DEFAULT_GRACE: Final = timedelta(days=7)
 #: bytes when None, so an older signed directory still verifies.
 _OMITTED_WHEN_NONE: Final = ("audit_key", "town")
 _SERIAL_RE = re.compile(r"serial=(0|[1-9][0-9]{0,15})")
-_AUTHORITY_FP_DOMAIN = b"handover-directory-authority-v1\x00"
-_SK_KDF_NONE = b"\x00\x00"
-_SK_KDF_SCRYPT = b"Sc"
-_SK_CHECKSUM_ALG = b"B2"
-_SK_LENGTH = 2 + 2 + 2 + 32 + 8 + 8 + 8 + 64 + 32
-
-
-# ---------------------------------------------------------------------- errors
-
-
-class DirectoryImportError(Exception):
-    """Mixin: a refusal to import a directory, with a short ``reason`` for the audit log."""
-
-    reason: str = "refused"
-
-
-class DirectoryFormatError(InputError, DirectoryImportError):
-    """The file is not a directory document (or not in canonical form)."""
-
-    reason = "malformed"
-
-
-class DirectorySignatureError(IntegrityError, DirectoryImportError):
-    """The directory does not match its signature, or the signature is not a directory's."""
-
-    reason = "bad-signature"
-
-
-class WrongAuthorityError(IntegrityError, DirectoryImportError):
-    """The directory is signed by another key than the authority key this node pinned."""
-
-    reason = "wrong-authority"
-
-
-class DirectoryRollbackError(PolicyError, DirectoryImportError):
-    """The directory is older (a lower serial) than the one this node holds."""
-
-    reason = "rollback"
-
-
-class DirectoryExpiredError(PolicyError, DirectoryImportError):
-    """The directory is past its next_update (and the grace period): it may be stale."""
-
-    reason = "expired"
-
-
-class SerialConflictError(ConflictError, DirectoryImportError):
-    """Two different documents signed with the same serial."""
-
-    reason = "serial-conflict"
-
-
-# ---------------------------------------------------------------- the authority
-
-
-def authority_fingerprint(public: minisign.PublicKey) -> str:
-    """A short fingerprint of an authority key, to read aloud (``ABCD-EFGH-JKMN-PQRS``)."""
-    digest = hashlib.sha256(_AUTHORITY_FP_DOMAIN + public.key_id + public.key).digest()
-    text = crockford_base32(digest[:10])
-    return "-".join(text[i : i + 4] for i in range(0, 16, 4))
-
-
-def _sk_checksum(key_id: bytes, sk64: bytes) -> bytes:
-    return hashlib.blake2b(minisign.KEY_ALGORITHM + key_id + sk64, digest_size=32).digest()
-
-
-def authority_secret_key_text(secret: minisign.SecretKey) -> str:
-    """The key as a passphrase-free minisign secret key file (``minisign -G -W``'s format)."""
-    sk64 = secret.seed + secret.public_key.key
-    raw = (
-        minisign.KEY_ALGORITHM
-        + _SK_KDF_NONE
-        + _SK_CHECKSUM_ALG
-        + bytes(32 + 8 + 8)
-        + secret.key_id
-        + sk64
-        + _sk_checksum(secret.key_id, sk64)
-    )
-    return (
-        "untrusted comment: handover directory authority secret key (no passphrase)\n"
-        + base64.b64encode(raw).decode("ascii")
-        + "\n"
-    )
-
-
-def parse_authority_secret_key(text: str | bytes) -> minisign.SecretKey:
-    """Read a passphrase-free minisign secret key file; refuse anything else, saying why."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InputError("the authority key file is not a minisign secret key") from None
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if lines and lines[0].startswith("untrusted comment:"):
-        lines = lines[1:]
-    if len(lines) != 1:
-        raise InputError("the authority key file is not a minisign secret key")
-    try:
-        raw = base64.b64decode(lines[0].encode("ascii"), validate=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError):
-        raise InputError("the authority key file is not a minisign secret key") from None
-    if len(raw) != _SK_LENGTH or raw[:2] != minisign.KEY_ALGORITHM:
-        raise InputError("the authority key file is not a minisign Ed25519 secret key")
-    kdf, checksum_alg = raw[2:4], raw[4:6]
-    if kdf == _SK_KDF_SCRYPT:
-        raise InputError(
-            "the authority key file is protected by a passphrase; this tool reads only "
-            "passphrase-free keys (made by 'handover directory authority-keygen' or "
-            "'minisign -G -W') kept offline"
-        )
-    if kdf != _SK_KDF_NONE or checksum_alg != _SK_CHECKSUM_ALG:
-        raise InputError("the authority key file uses a minisign format this tool does not know")
-    key_id, sk64, checksum = raw[54:62], raw[62:126], raw[126:158]
-    seed, public = sk64[:32], sk64[32:]
-    if not hmac.compare_digest(bytes(SigningKey(seed).verify_key), public):
-        raise InputError("the authority key file is damaged: its two halves do not match")
-    if checksum != bytes(32) and not hmac.compare_digest(checksum, _sk_checksum(key_id, sk64)):
-        raise InputError("the authority key file is damaged: its checksum does not match")
-    return minisign.SecretKey(seed=seed, key_id=key_id)
 
 
 # ------------------------------------------------------------------ documents
@@ -553,161 +385,3 @@ def merge_revocations(*groups: Iterable[Revocation]) -> list[Revocation]:
             if key not in out or r.revoked_at < out[key].revoked_at:
                 out[key] = r
     return sorted(out.values(), key=lambda r: (r.org_id, r.key_id))
-
-
-# ---------------------------------------------------------- a node's own keys
-
-
-def entry_from_keyset(
-    keyset: KeySet,
-    *,
-    name: str,
-    kind: OrgKind,
-    town: str | None = None,
-    urn: str | None = None,
-    laestab: str | None = None,
-    endpoint: str | None = None,
-    email: str | None = None,
-    audit_key: AuditKey | None = None,
-) -> DirectoryEntry:
-    """The directory entry of one of this node's organisations, from its key set."""
-    previous = tuple(
-        PreviousSigningKey(
-            signing_key=r.minisign_public_key.to_base64(),
-            key_id=r.key_id_hex,
-            valid_from=r.created_at,
-            valid_until=r.retired_at or r.created_at,
-        )
-        for r in keyset.previous_signing[:100]
-    )
-    try:
-        entry = DirectoryEntry(
-            org_id=keyset.org_id,
-            name=name,
-            town=town,
-            kind=kind,
-            urn=urn,
-            laestab=laestab,
-            endpoint=endpoint.rstrip("/") if endpoint else None,
-            recipient=keyset.recipient,
-            signing_key=keyset.minisign_public_key.to_base64(),
-            key_id=keyset.key_id_hex,
-            fingerprint=keyset.fingerprint,
-            email=email,
-            valid_from=keyset.signing.created_at,
-            previous_keys=previous,
-            audit_key=audit_key,
-        )
-    except ValidationError as exc:
-        raise InputError(f"cannot make the directory entry: {_first_error(exc)}") from None
-    return check_entry_keys(entry, "the directory entry")
-
-
-def revocations_from_keyset(keyset: KeySet) -> list[Revocation]:
-    """The revocations recorded in one of this node's key sets."""
-    return [
-        Revocation(
-            org_id=keyset.org_id,
-            key_id=r.key_id_hex,
-            revoked_at=r.revoked_at,
-            reason="revoked on the organisation's own node",
-        )
-        for r in keyset.signing_keys()
-        if r.revoked_at is not None
-    ]
-
-
-# ------------------------------------------------------------------ key view
-
-
-class DirectoryView:
-    """Entries and revocations, indexed by organisation and by signing key id.
-
-    Implements :class:`transfer.package.layout.SenderKeys`.
-    """
-
-    def __init__(
-        self, entries: Iterable[DirectoryEntry], revocations: Iterable[Revocation] = ()
-    ) -> None:
-        self._entries: dict[str, DirectoryEntry] = {}
-        for e in entries:
-            self._entries.setdefault(e.org_id, e)
-        self._by_key: dict[str, str] = {}
-        for e in self._entries.values():
-            for key_id in e.key_ids():
-                self._by_key.setdefault(key_id, e.org_id)
-        self._revoked: Mapping[tuple[str, str], Revocation] = {
-            (r.org_id, r.key_id): r for r in merge_revocations(revocations)
-        }
-
-    def entries(self) -> list[DirectoryEntry]:
-        return sorted(self._entries.values(), key=lambda e: e.org_id)
-
-    def revocations(self) -> list[Revocation]:
-        return list(self._revoked.values())
-
-    def entry(self, org_id: str) -> DirectoryEntry | None:
-        return self._entries.get(org_id)
-
-    def entry_for_key(self, key_id: str) -> DirectoryEntry | None:
-        wanted = _canonical_key_id(key_id)
-        org = self._by_key.get(wanted)
-        return None if org is None else self._entries[org]
-
-    def revocation(self, org_id: str, key_id: str) -> Revocation | None:
-        return self._revoked.get((org_id, _canonical_key_id(key_id)))
-
-    def check_key(self, entry: DirectoryEntry, key_id: str, at: datetime) -> minisign.PublicKey:
-        """The public key ``key_id`` of ``entry`` if it stands for a signature dated ``at``.
-
-        Raises :class:`KeyRevokedError` (dated at or after a revocation),
-        :class:`KeyRetiredError` (after the key was replaced or the entry's
-        validity ended) or :class:`KeyNotYetValidError` (before the key's validity).
-        """
-        if at.tzinfo is None:
-            raise InputError("a signature time must include a time zone")
-        when = at.astimezone(UTC)
-        wanted = _canonical_key_id(key_id)
-        who = f"{entry.name} ({entry.org_id})"
-        if wanted == entry.key_id:
-            text, valid_from, valid_until = entry.signing_key, entry.valid_from, entry.valid_until
-        else:
-            prev = next((p for p in entry.previous_keys if p.key_id == wanted), None)
-            if prev is None:
-                raise InputError(f"key {wanted} is not a signing key of {who}")
-            text, valid_from, valid_until = prev.signing_key, prev.valid_from, prev.valid_until
-        revoked = self._revoked.get((entry.org_id, wanted))
-        if revoked is not None and when >= revoked.revoked_at:
-            raise KeyRevokedError(
-                f"signing key {wanted} of {who} was revoked at {format_time(revoked.revoked_at)} "
-                f"({revoked.reason}); a signature dated {format_time(when)} is refused"
-            )
-        if valid_until is not None and when > valid_until:
-            raise KeyRetiredError(
-                f"signing key {wanted} of {who} stopped being valid at "
-                f"{format_time(valid_until)}; a signature dated {format_time(when)} is refused"
-            )
-        if when < valid_from:
-            raise KeyNotYetValidError(
-                f"signing key {wanted} of {who} is valid from {format_time(valid_from)}; a "
-                f"signature dated {format_time(when)}, before then, is refused"
-            )
-        return minisign.PublicKey.from_base64(text)
-
-    def signing_key(self, org_id: str | None, key_id: str, at: datetime) -> minisign.PublicKey:
-        """:class:`~transfer.package.layout.SenderKeys`: the sender's key valid at ``at``."""
-        wanted = _canonical_key_id(key_id)
-        entry = self.entry_for_key(wanted)
-        if entry is None or (org_id is not None and entry.org_id != org_id):
-            who = f"the sender {org_id}" if org_id else "its sender"
-            raise UnknownSenderError(
-                f"the package is signed with key {wanted}, which the directory does not list "
-                f"for {who}; import a current directory or add the sender's entry by hand "
-                "after checking its fingerprint"
-            )
-        return self.check_key(entry, wanted, at)
-
-
-def _canonical_key_id(key_id: str) -> str:
-    """A key id as minisign prints it (accepts lower case, as RFC 9421 keyids are written)."""
-    return parse_key_id(key_id)[::-1].hex().upper()
