@@ -20,26 +20,22 @@ __all__ = ["deliver_due", "pull_receipts", "schedule_outbox_sweeps"]
 
 log = logging.getLogger("handover.sweeps")
 
-#: Items claimed at a time by one process.
+#: Deliveries one process keeps going at once.
 BATCH = 10
-#: Batches one sweep works through before leaving the rest to the next sweep.
-MAX_BATCHES = 20
+#: Items one sweep tries before leaving the rest to the next sweep.
+MOST = 200
 
 
-async def deliver_due(outbox: Outbox, *, batch: int = BATCH, max_batches: int = MAX_BATCHES) -> int:
-    """Deliver due items, a batch at a time, while full batches keep coming; how many tried."""
-    tried = 0
+async def deliver_due(outbox: Outbox, *, window: int = BATCH, most: int = MOST) -> int:
+    """Deliver due items, ``window`` at a time (the next claimed as each one ends); how many
+    were tried."""
     try:
-        # Drafts whose build was cut short (their builder died) block their pupil's file.
-        await outbox.discard_stale_drafts()
-        for _ in range(max_batches):
-            n = await outbox.deliver_due(limit=batch)
-            tried += n
-            if n < batch:
-                break
+        # Drafts whose build was cut short (their builder died) block their pupil's file
+        # (discarded first, inside the sweep).
+        return await outbox.deliver_flowing(window=window, most=most)
     except Exception:
         log.exception("the delivery sweep stopped on an unexpected error; the next one retries")
-    return tried
+    return 0
 
 
 async def pull_receipts(outbox: Outbox) -> int:

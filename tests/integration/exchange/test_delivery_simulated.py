@@ -10,6 +10,7 @@ a cut body is refused and the upload resumes; a duplicate makes no second copy.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 from collections.abc import AsyncIterator
@@ -249,3 +250,40 @@ async def test_a_lost_receipt_pull_is_asked_again_and_a_duplicate_is_kept_once(r
     await _pull_due_now(rig, queued.id)
     assert await outbox.pull_receipts() == 0  # held already: nothing changes
     assert len((await outbox.get(rig.school.dsl, queued.id)).receipts) == 2
+
+
+async def test_a_slow_delivery_holds_one_slot_not_the_whole_sweep(rig: Rig) -> None:
+    """The sweep keeps ``window`` deliveries going: while one offer hangs, the other slot
+    delivers every other package (a sweep that waited for its slowest would stall)."""
+    net, outbox = _net_and_outbox(rig)
+    queued = [await _queue(rig, outbox, serial) for serial in range(1, 6)]
+    net.inject(_fault("delay", OFFER, seconds=600))  # the first offer sent hangs
+    sweep = asyncio.create_task(outbox.deliver_flowing(window=2))
+    try:
+        async with asyncio.timeout(120):
+            while True:
+                states = [(await outbox.get(rig.school.dsl, q.id)).state for q in queued]
+                if states.count("delivered") == 4:
+                    break
+                assert not sweep.done(), f"the sweep ended early: {states}"
+                await asyncio.sleep(0.05)
+        assert states.count("queued") == 1
+        offers = [s for s in net.sent if s.method == "POST" and s.path.endswith("/packages")]
+        assert len(offers) == 4  # the hung offer has not been answered yet
+    finally:
+        sweep.cancel()
+        await asyncio.gather(sweep, return_exceptions=True)
+    for q in queued:
+        if (await outbox.get(rig.school.dsl, q.id)).state == "delivered":
+            await _held_once(rig, outbox, q)
+
+
+async def test_a_sweep_tries_at_most_its_limit_and_leaves_the_rest_due(rig: Rig) -> None:
+    _, outbox = _net_and_outbox(rig)
+    queued = [await _queue(rig, outbox, serial) for serial in range(1, 6)]
+    assert await outbox.deliver_flowing(window=2, most=3) == 3
+    states = sorted([(await outbox.get(rig.school.dsl, q.id)).state for q in queued])
+    assert states == ["delivered"] * 3 + ["queued"] * 2
+    assert await outbox.deliver_flowing(window=2, most=3) == 2
+    for q in queued:
+        await _held_once(rig, outbox, q)

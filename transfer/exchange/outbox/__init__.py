@@ -13,7 +13,8 @@ States (``docs/delivery.md``)::
                v  | resend
              failed          queued/failed -> cancelled (only before delivery)
 
-The delivery sweep (:meth:`Outbox.deliver_due`) claims due items with a
+The delivery sweep (:meth:`Outbox.deliver_flowing`, or one batch: :meth:`Outbox.deliver_due`)
+keeps up to ten deliveries going, claiming each due item with a
 lease (``claimed_by``, ``lease_until``): on PostgreSQL inside a
 ``SELECT ... FOR UPDATE SKIP LOCKED`` transaction, on SQLite by a conditional
 ``UPDATE``; so several ``serve`` processes never deliver one item at the same

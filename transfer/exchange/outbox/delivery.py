@@ -226,6 +226,35 @@ class OutboxDelivery(OutboxReceipts):
             await asyncio.gather(*(self._deliver(package_id) for package_id in ids))
         return len(ids)
 
+    async def deliver_flowing(self, *, window: int = 10, most: int = 200) -> int:
+        """A delivery sweep that keeps up to ``window`` deliveries going at once.
+
+        As each delivery ends, the next due item is claimed (with its own lease), so one
+        slow receiver holds one slot, not the whole sweep; the sweep ends when nothing
+        is due and nothing is in flight, or after ``most`` items. Returns how many were
+        tried. Safe to run in several processes at once (each claim is a lease).
+        """
+        await self.discard_stale_drafts()
+        running: set[asyncio.Future[None]] = set()
+        tried = 0
+        try:
+            while True:
+                free = min(window - len(running), most - tried)
+                if free > 0:
+                    ids = await self.claim(free)
+                    tried += len(ids)
+                    running.update(asyncio.ensure_future(self._deliver(i)) for i in ids)
+                if not running:
+                    return tried
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # _deliver handles every error of a delivery itself
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
     async def _deliver(self, package_id: str) -> None:
         row = await self._row(package_id)
         if row is None or row.claimed_by != self.worker_id:
