@@ -26,7 +26,7 @@ lint: venv
 
 # The suite in TEST_WORKERS processes, a module to each (most tests wait on the real servers,
 # browsers and databases they start, so more workers than cores still helps).
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 test: venv tools lint
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 

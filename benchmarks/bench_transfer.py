@@ -67,15 +67,31 @@ SIZES = [int(x) for x in os.environ.get("HANDOVER_BENCH_TRANSFER_MIB", "256,1024
 RUNS = int(os.environ.get("HANDOVER_BENCH_TRANSFER_RUNS", "3"))
 BURST_FILES = int(os.environ.get("HANDOVER_BENCH_BURST_FILES", "2000"))
 BURST_BYTES = int(os.environ.get("HANDOVER_BENCH_BURST_BYTES", "2000000"))
-BURST_DBS = [x for x in os.environ.get("HANDOVER_BENCH_BURST_DBS", "sqlite,postgres").split(",")]
+#: The burst's set-ups: ``sqlite``, ``postgres`` (20 primary schools on one node, 5 secondary
+#: schools on another), ``postgres-two-senders`` (the same, the sending node run as two
+#: ``serve`` processes on its one PostgreSQL database) and ``sqlite-200-schools`` (200
+#: schools on each node, the size of a large local authority).
+BURST_DBS = [
+    x
+    for x in os.environ.get(
+        "HANDOVER_BENCH_BURST_DBS", "sqlite,postgres,postgres-two-senders,sqlite-200-schools"
+    ).split(",")
+]
 #: How often each ``serve`` looks for due deliveries (the product's default is 15 s).
 SWEEP_SECONDS = 0.5
 #: Packages queued at the same time by this process in the burst.
 QUEUE_CONCURRENCY = 4
-PRIMARIES = [(f"1100{i:02d}", f"80120{i:02d}", f"Bench Primary School {i}") for i in range(1, 21)]
-SECONDARIES = [
-    (f"1200{i:02d}", f"80140{i:02d}", f"Bench Secondary School {i}") for i in range(1, 6)
-]
+
+
+def _schools(kind: str, urn: int, estab: int, n: int) -> list[tuple[str, str, str]]:
+    return [(f"{urn + i}", f"{estab + i}", f"Bench {kind} School {i}") for i in range(1, n + 1)]
+
+
+PRIMARIES = _schools("Primary", 110000, 8012000, 20)
+SECONDARIES = _schools("Secondary", 120000, 8014000, 5)
+#: A large local authority's schools, on each node.
+MANY_PRIMARIES = _schools("Primary", 140000, 8015000, 200)
+MANY_SECONDARIES = _schools("Secondary", 150000, 8016000, 200)
 SENDER = ("130001", "8013001", "Bench Sending Primary")
 RECEIVER = ("130002", "8013002", "Bench Receiving Academy")
 PIECE = 256 * 1024
@@ -123,7 +139,7 @@ def _sha256_file(path: Path) -> str:
 def _upn(school: int, serial: int) -> str:
     from transfer.identifiers import upn_check_letter
 
-    body = f"8012{school:02d}{serial:06d}"
+    body = f"801{school:03d}{serial:06d}"
     return upn_check_letter(body) + body
 
 
@@ -683,18 +699,23 @@ def _create_db(pg: _Postgres, name: str) -> str:
     return pg.url(name)
 
 
-async def _burst_prepare(data_dir: Path, files: int) -> list[_Built]:
+async def _burst_prepare(
+    data_dir: Path,
+    files: int,
+    primaries: Sequence[tuple[str, str, str]] = PRIMARIES,
+    secondaries: Sequence[tuple[str, str, str]] = SECONDARIES,
+) -> list[_Built]:
     from transfer.node import Node
     from transfer.transport.http import http_transport
 
     built: list[_Built] = []
     async with await Node.open(data_dir, transport=http_transport) as node:
-        actors = [await _dsl(node, urn) for urn, _, _ in PRIMARIES]
+        actors = [await _dsl(node, urn) for urn, _, _ in primaries]
         for i in range(files):
-            school = i % len(PRIMARIES)
+            school = i % len(primaries)
             actor = actors[school]
             pupil_id = await _pupil(node, actor, school + 1, i)
-            to_org = SECONDARIES[i % len(SECONDARIES)][0]
+            to_org = secondaries[i % len(secondaries)][0]
             built.append(await _build(node, actor, pupil_id, to_org, os.urandom(BURST_BYTES)))
     return built
 
@@ -725,30 +746,35 @@ async def _burst_send(data_dir: Path, built: list[_Built]) -> tuple[float, float
     return queue_s, (last - start).total_seconds(), latencies
 
 
-def _burst(root: Path, db: str) -> _BurstResult:
+def _burst(root: Path, setup: str) -> _BurstResult:
     from transfer.demo.world import NodeSpec, build_world
 
+    db, _, variant = setup.partition("-")
+    if db not in ("sqlite", "postgres") or variant not in ("", "two-senders", "200-schools"):
+        raise RuntimeError(f"unknown burst set-up {setup!r} in HANDOVER_BENCH_BURST_DBS")
+    primaries, secondaries = (
+        (MANY_PRIMARIES, MANY_SECONDARIES) if variant == "200-schools" else (PRIMARIES, SECONDARIES)
+    )
+    senders = 2 if variant == "two-senders" else 1
     with contextlib.ExitStack() as stack:
         extra = {"primaries": "", "secondaries": ""}
         if db == "postgres":
             pg = stack.enter_context(_postgres())
             for name in extra:
                 extra[name] = f'\n[database]\nurl = "{_create_db(pg, f"bench_{name}")}"\n'
-        elif db != "sqlite":
-            raise RuntimeError(f"unknown database {db!r} in HANDOVER_BENCH_BURST_DBS")
         world = build_world(
             root,
             [
                 NodeSpec(
                     "primaries",
                     "Bench primaries' node",
-                    schools=PRIMARIES,
+                    schools=primaries,
                     extra_config=extra["primaries"],
                 ),
                 NodeSpec(
                     "secondaries",
                     "Bench secondaries' node",
-                    schools=SECONDARIES,
+                    schools=secondaries,
                     extra_config=extra["secondaries"],
                 ),
             ],
@@ -758,21 +784,33 @@ def _burst(root: Path, db: str) -> _BurstResult:
         sender_dir = world.nodes["primaries"].data_dir
         t0 = time.perf_counter()
         with _quiet_env():
-            built = asyncio.run(_burst_prepare(sender_dir, BURST_FILES))
+            built = asyncio.run(_burst_prepare(sender_dir, BURST_FILES, primaries, secondaries))
         build_s = time.perf_counter() - t0
-        print(f"  {db}: {len(built)} packages built in {build_s:.1f} s", file=sys.stderr)
+        print(f"  {setup}: {len(built)} packages built in {build_s:.1f} s", file=sys.stderr)
         world.start()
+        siblings = []
+        for n in range(2, senders + 1):
+            sibling = world.nodes["primaries"].serve.sibling(f"primaries-{n}")
+            stack.callback(sibling.stop)
+            sibling.start()
+            sibling.wait_ready()
+            siblings.append(sibling)
         with _quiet_env():
             queue_s, total_s, latencies = asyncio.run(_burst_send(sender_dir, built))
         sender_hwm = _vm_hwm_mib(_serve_pid(world, "primaries"))
+        for sibling in siblings:
+            if sibling.proc is not None:
+                sender_hwm = max(sender_hwm, _vm_hwm_mib(sibling.proc.pid))
         receiver_hwm = _vm_hwm_mib(_serve_pid(world, "secondaries"))
+        for sibling in siblings:
+            sibling.stop()
         world.stop()
         with _quiet_env():
             received = asyncio.run(_received(world.nodes["secondaries"].data_dir))
         if received != len(built):
             raise RuntimeError(f"the receiving node holds {received} packages, not {len(built)}")
         result = _BurstResult(
-            db,
+            setup,
             len(built),
             sum(b.built.ciphertext_size for b in built) // len(built),
             build_s,
@@ -783,8 +821,18 @@ def _burst(root: Path, db: str) -> _BurstResult:
             sender_hwm,
             receiver_hwm,
         )
-        print(f"  {db}: total {total_s:.1f} s", file=sys.stderr, flush=True)
+        print(f"  {setup}: total {total_s:.1f} s", file=sys.stderr, flush=True)
         return result
+
+
+_SETUPS = {
+    "sqlite": "SQLite",
+    "postgres": "PostgreSQL",
+    "postgres-two-senders": "PostgreSQL, sender as two `serve` processes",
+    "sqlite-200-schools": "SQLite, 200 schools on each node",
+    "postgres-200-schools": "PostgreSQL, 200 schools on each node",
+    "sqlite-two-senders": "SQLite, sender as two `serve` processes",
+}
 
 
 # ---------------------------------------------------------------------------- report
@@ -886,15 +934,21 @@ def _report(large: list[_LargeRow], bursts: list[_BurstResult]) -> str:
             "queueing to the last delivered receipt; *latency* is each package's time from "
             "`queued_at` to its verified delivered receipt. PostgreSQL: one throw-away "
             "server on loopback (its default, durable settings: `fsync` on), a database per "
-            "node. *Held* = packages the receiving node holds as delivered (each once).",
+            "node. *Held* = packages the receiving node holds as delivered (each once). "
+            "*Two senders*: a second `serve` process of the sending node (same data directory, "
+            "same PostgreSQL database, its own port) runs beside the first, and both sweep the "
+            "one outbox (each package is claimed by one of them). *200 schools*: 200 primary "
+            "schools on the sending node and 200 secondary schools on the receiving one, each "
+            "with its own keys, a DSL and its pupils; peak RSS shows what the schools' "
+            "keys and the directory cost each node.",
             "",
-            "| database | files | build (not counted) | queueing | total | packages/s | "
+            "| set-up | files | build (not counted) | queueing | total | packages/s | "
             "latency p50 | latency p95 | max | held | sender peak RSS | receiver peak RSS |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for b in bursts:
             lines.append(
-                f"| {'SQLite' if b.db == 'sqlite' else 'PostgreSQL'} | {b.files:,} | "
+                f"| {_SETUPS.get(b.db, b.db)} | {b.files:,} | "
                 f"{b.build_s:.1f} s | {b.queue_s:.1f} s | {b.total_s:.1f} s | "
                 f"{b.files / b.total_s:.1f} | {statistics.median(b.latencies):.1f} s | "
                 f"{_pct(b.latencies, 95):.1f} s | {max(b.latencies):.1f} s | {b.received:,} | "

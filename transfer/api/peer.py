@@ -5,8 +5,8 @@ the current signing key of an organisation in the directory. The middleware
 checks, in this order, before any handler runs or any body byte is read:
 
 1. the request is signed, and its headers are well formed;
-2. the key id is in the directory (``Directory.entry_for_key``) and not
-   revoked at this moment (``Directory.signing_public_key``);
+2. the key id is in the directory and not revoked at this moment
+   (``Directory.signer``);
 3. the signature verifies over the method, the target URI (this node's
    ``node.base_url`` plus the path and query, as the sender signed it) and
    ``Content-Digest``, and was made within ``transfer.clock_skew_seconds``;
@@ -113,6 +113,8 @@ class PeerDirectory(Protocol):
 
     async def signing_public_key(self, key_id: str, at: datetime) -> bytes: ...
 
+    async def signer(self, key_id: str, at: datetime) -> tuple[DirectoryEntry, bytes]: ...
+
 
 class ServiceUnavailable(TransportError):
     """This node does not offer the operation (a part is not configured)."""
@@ -218,8 +220,7 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     key_id: str | None = None
     try:
         key_id = signature_key_id(request.headers)
-        entry = await services.directory.entry_for_key(key_id)
-        public = await services.directory.signing_public_key(key_id, now)
+        entry, public = await services.directory.signer(key_id, now)
         verified = verify_request(
             request.method,
             services.base_url + request.raw_path,

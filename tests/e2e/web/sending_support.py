@@ -23,7 +23,7 @@ from tests.support.web import WEB_KEY, Site, web_config
 from tests.unit.auth.support import KEK, OTHER_URN, URN, open_node
 from transfer.api import create_app
 from transfer.directory.document import entry_from_keyset
-from transfer.errors import NotFoundError
+from transfer.errors import AuthenticationError, NotFoundError
 from transfer.exchange.outbox import Outbox
 from transfer.transport.http import PeerClient
 from transfer.web import WebServices
@@ -67,6 +67,12 @@ class Directory:
             return self.keys[key_id]
         except KeyError:
             raise NotFoundError(f"no key {key_id}") from None
+
+    async def signer(self, key_id: str, at: datetime) -> tuple[DirectoryEntry, bytes]:
+        for entry in self.by_id.values():
+            if key_id in entry.key_ids() and key_id in self.keys:
+                return entry, self.keys[key_id]
+        raise AuthenticationError(f"no organisation has the key {key_id}")
 
 
 @dataclass

@@ -35,7 +35,7 @@ from schemas.records import Destination, NewConcern, NewPupil
 from tests.integration.store.conftest import KEK, SCHOOL_URN, School, make_school, start_clock
 from transfer.config import Config, TransferSection
 from transfer.directory.document import entry_from_keyset
-from transfer.errors import NotFoundError
+from transfer.errors import AuthenticationError, NotFoundError
 from transfer.exchange.outbox import Outbox
 from transfer.httpsig import check_digest, verify_request
 from transfer.identifiers import upn_check_letter
@@ -77,6 +77,12 @@ class StaticDirectory:
             return self.keys[key_id]
         except KeyError:
             raise NotFoundError(f"no key {key_id}") from None
+
+    async def signer(self, key_id: str, at: datetime) -> tuple[DirectoryEntry, bytes]:
+        for entry in self.entries.values():
+            if key_id in entry.key_ids() and key_id in self.keys:
+                return entry, self.keys[key_id]
+        raise AuthenticationError(f"no organisation has the key {key_id}")
 
 
 @dataclass

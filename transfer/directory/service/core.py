@@ -224,6 +224,12 @@ class DirectoryCore:
         Raises :class:`UnknownSignerError`, or a :class:`keys.keyset.KeyPolicyError`
         (:class:`~keys.keyset.KeyRevokedError` naming the organisation, key and time).
         """
+        return (await self.signer(key_id, at))[1]
+
+    async def signer(self, key_id: str, at: datetime) -> tuple[DirectoryEntry, bytes]:
+        """The organisation whose signing key ``key_id`` is, and the key if it stands for a
+        signature dated ``at`` (:meth:`entry_for_key` and :meth:`signing_public_key` from
+        one look at the directory). Raises as :meth:`signing_public_key` does."""
         view = await self.view()
         try:
             entry = view.entry_for_key(key_id)
@@ -233,7 +239,7 @@ class DirectoryCore:
             raise UnknownSignerError(
                 f"signing key {key_id[:20]!r} belongs to no organisation in this node's directory"
             )
-        return view.check_key(entry, key_id, at).key
+        return entry, view.check_key(entry, key_id, at).key
 
     async def sender_keys(self) -> DirectoryView:
         """A :class:`transfer.package.layout.SenderKeys` over a snapshot of the view."""

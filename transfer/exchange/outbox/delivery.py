@@ -160,7 +160,8 @@ class OutboxDelivery(OutboxReceipts):
     # ------------------------------------------------------------------ delivery
 
     async def claim(self, limit: int) -> builtins.list[str]:
-        """Claim up to ``limit`` due items for this process (a lease of ``self.lease``)."""
+        """Claim up to ``limit`` due items for this process (a lease of ``self.lease``); each
+        claim starts an attempt (``attempts`` counts them)."""
         now = self._now()
         lease = now + self.lease
         due = and_(
@@ -169,7 +170,7 @@ class OutboxDelivery(OutboxReceipts):
             or_(_p.c.lease_until.is_(None), _p.c.lease_until < now),
         )
         order = (_p.c.next_attempt_at, _p.c.created_at, _p.c.id)
-        claim = {"claimed_by": self.worker_id, "lease_until": lease}
+        claim = {"claimed_by": self.worker_id, "lease_until": lease, "attempts": _p.c.attempts + 1}
         if not self._sqlite:
             async with self.store.sessions() as s, s.begin():
                 ids = list(
@@ -290,7 +291,6 @@ class OutboxDelivery(OutboxReceipts):
         await check_own_copy(path, size, sha256)
         frm, to = row.org_id, row.to_org_id
         where = f"{row.to_name} ({to})"
-        await self._attempt_started(row)
         start = await self.client.request_json(
             frm,
             to,
@@ -392,16 +392,6 @@ class OutboxDelivery(OutboxReceipts):
         finally:
             digests.close()
 
-    async def _attempt_started(self, row: PackageRow) -> None:
-        async with self.store.sessions() as s, s.begin():
-            done = await s.execute(
-                update(_p)
-                .where(_p.c.id == row.id, _p.c.claimed_by == self.worker_id)
-                .values(attempts=_p.c.attempts + 1)
-            )
-        if _rowcount(done) != 1:
-            raise LeaseLostError(f"package {row.id} was taken over by another process")
-
     async def _has_event(self, package_id: str, event: str) -> bool:
         async with self.store.sessions() as s:
             found = (
@@ -422,8 +412,10 @@ class OutboxDelivery(OutboxReceipts):
                 f"the other node answered the upload with a {signed.body.kind} receipt, "
                 "not a delivered one"
             )
-        await self.record_receipt(signed)
-        await self._release(row.id)
+        if not await self.take_receipt(signed):
+            # Held already (pushed, or the answer to an earlier attempt): nothing moved the
+            # state, so the lease is given back here; a new receipt's move gave it back.
+            await self._release(row.id)
 
     async def _release(self, package_id: str) -> None:
         async with self.store.sessions() as s, s.begin():

@@ -17,6 +17,7 @@ from keys import minisign
 from keys.keyset import parse_key_id
 from schemas.receipt import ReceiptBody, ReceiptDecodeError
 from transfer.errors import (
+    AuthenticationError,
     ConflictError,
     HandoverError,
     InputError,
@@ -226,6 +227,9 @@ class OutboxReceipts(OutboxCore):
                     "state_changed_at": now,
                     "next_attempt_at": None,
                     "failure_reason": None,
+                    # Out of the queue: no delivery attempt holds it any more.
+                    "claimed_by": None,
+                    "lease_until": None,
                 }
                 if OUTGOING.is_final(step.target):
                     held = await s.execute(
@@ -272,13 +276,16 @@ class OutboxReceipts(OutboxCore):
             raise IntegrityError(
                 "the receipt does not match the package sent (sender or kind differ)"
             )
-        entry = await self.directory.entry(row.to_org_id)
-        if body.receiver_key_id not in entry.key_ids():
-            raise IntegrityError(
-                f"the receipt is signed with key {body.receiver_key_id}, which is not a key of "
-                f"{row.to_name} ({row.to_org_id}) in the directory"
-            )
-        raw = await self.directory.signing_public_key(body.receiver_key_id, body.issued_at)
+        not_theirs = IntegrityError(
+            f"the receipt is signed with key {body.receiver_key_id}, which is not a key of "
+            f"{row.to_name} ({row.to_org_id}) in the directory"
+        )
+        try:
+            entry, raw = await self.directory.signer(body.receiver_key_id, body.issued_at)
+        except AuthenticationError:  # the directory's UnknownSignerError: no one's key
+            raise not_theirs from None
+        if entry.org_id != row.to_org_id:
+            raise not_theirs
         public = minisign.PublicKey(key_id=parse_key_id(body.receiver_key_id), key=raw)
         verify_receipt(
             signed,

@@ -91,6 +91,8 @@ class OutboxDirectory(Protocol):
 
     async def signing_public_key(self, key_id: str, at: datetime) -> bytes: ...
 
+    async def signer(self, key_id: str, at: datetime) -> tuple[DirectoryEntry, bytes]: ...
+
 
 class LeaseLostError(TransportError):
     """Another process took the item over (this process's lease ran out)."""
