@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import ssl
+import time
 import urllib.parse
 from collections.abc import AsyncIterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -71,6 +72,11 @@ def target_uri(endpoint: str, path: str) -> str:
     return endpoint.rstrip("/") + path
 
 
+#: How long a peer's endpoint, once looked up in the directory, is used without looking again.
+_ENDPOINT_SECONDS: Final = 5.0
+_clock = time.monotonic
+
+
 class PeerClient:
     """Signed HTTPS requests from one of this node's organisations to another node
     (a :class:`~transfer.transport.base.PeerTransport`)."""
@@ -95,6 +101,8 @@ class PeerClient:
         )
         self._session: aiohttp.ClientSession | None = None
         self._ssl: ssl.SSLContext | None = None
+        #: Endpoints looked up in the last ``_ENDPOINT_SECONDS``: org id -> (when, URL).
+        self._endpoints: dict[str, tuple[float, str]] = {}
 
     # ---------------------------------------------------------------- plumbing
 
@@ -126,7 +134,17 @@ class PeerClient:
             self._session = None
 
     async def endpoint_of(self, org_id: str) -> str:
-        """The peer's base URL from the directory, checked as usable."""
+        """The peer's base URL from the directory, checked as usable.
+
+        Kept for a few seconds (``_ENDPOINT_SECONDS``): a delivery makes three requests to
+        one peer, and each would otherwise look the directory over again. Only where to
+        connect is kept: who may sign and be trusted is checked on every request and
+        receipt, at once after a revocation.
+        """
+        now = _clock()
+        held = self._endpoints.get(org_id)
+        if held is not None and now - held[0] < _ENDPOINT_SECONDS:
+            return held[1]
         entry = await self._directory.entry(org_id)
         if entry.endpoint is None:
             raise NoEndpointError(
@@ -140,6 +158,9 @@ class PeerClient:
                 f"the directory gives {entry.name} ({org_id}) the endpoint {entry.endpoint}, "
                 "which is not https; only a loopback address may use plain http"
             )
+        if len(self._endpoints) > 10_000:
+            self._endpoints.clear()
+        self._endpoints[org_id] = (now, entry.endpoint)
         return entry.endpoint
 
     async def _signed_headers(

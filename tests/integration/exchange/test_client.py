@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler
 from keys.keyfiles import KeyFiles
 from keys.keyset import KeySet
 from keys.sealing import KekProtection
+from schemas.directory import DirectoryEntry
 from tests.integration.exchange.outbox_support import StaticDirectory
 from transfer.config import Config
 from transfer.httpsig import check_digest, verify_request
@@ -145,3 +146,42 @@ async def test_unreachable_not_json_and_bad_endpoints(tmp_path: Path) -> None:
         directory.add(KeySet.generate("199005"), "No node", None)
         with pytest.raises(NoEndpointError, match="no Handover node"):
             await client.request_json("199001", "199005", "GET", "/peer/v1/x")
+
+
+async def test_an_endpoint_is_looked_up_again_after_a_few_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery's requests share one look-up of where the peer is; a moved node is found
+    again once the few seconds are over; an unusable endpoint is never kept."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async with client_for(tmp_path, _app(handler)) as (client, _, directory):
+        looked = []
+        entry = directory.entry
+
+        async def counting(org_id: str) -> DirectoryEntry:
+            looked.append(org_id)
+            return await entry(org_id)
+
+        monkeypatch.setattr(directory, "entry", counting)
+        clock = [1000.0]
+        monkeypatch.setattr("transfer.transport.http._clock", lambda: clock[0])
+        first = await client.endpoint_of("199002")
+        for _ in range(3):
+            assert await client.request_json("199001", "199002", "GET", "/peer/v1/x") == {
+                "ok": True
+            }
+        assert looked == ["199002"]
+        directory.add(KeySet.generate("199002"), "Cliff Road", "https://127.0.0.1:1")
+        clock[0] += 4.9
+        assert await client.endpoint_of("199002") == first
+        clock[0] += 0.2
+        assert await client.endpoint_of("199002") == "https://127.0.0.1:1"
+        assert looked == ["199002", "199002"]
+        directory.add(KeySet.generate("199005"), "No node", None)
+        for _ in range(2):
+            with pytest.raises(NoEndpointError, match="no Handover node"):
+                await client.endpoint_of("199005")
+        assert looked.count("199005") == 2
