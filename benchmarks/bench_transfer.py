@@ -750,7 +750,8 @@ def _burst(root: Path, setup: str) -> _BurstResult:
     from transfer.demo.world import NodeSpec, build_world
 
     db, _, variant = setup.partition("-")
-    if db not in ("sqlite", "postgres") or variant not in ("", "two-senders", "200-schools"):
+    known = ("", "200-schools", *(("two-senders",) if db == "postgres" else ()))
+    if db not in ("sqlite", "postgres") or variant not in known:
         raise RuntimeError(f"unknown burst set-up {setup!r} in HANDOVER_BENCH_BURST_DBS")
     primaries, secondaries = (
         (MANY_PRIMARIES, MANY_SECONDARIES) if variant == "200-schools" else (PRIMARIES, SECONDARIES)
@@ -831,7 +832,6 @@ _SETUPS = {
     "postgres-two-senders": "PostgreSQL, sender as two `serve` processes",
     "sqlite-200-schools": "SQLite, 200 schools on each node",
     "postgres-200-schools": "PostgreSQL, 200 schools on each node",
-    "sqlite-two-senders": "SQLite, sender as two `serve` processes",
 }
 
 
