@@ -23,9 +23,11 @@ the time the verified *delivered* receipt was recorded).
    node's certificate, the same trust file); peak RSS (``VmHWM``) of both nodes.
 2. **Transition-week burst** (``HANDOVER_BENCH_BURST_FILES``, default 2000, of
    ``HANDOVER_BENCH_BURST_BYTES``, default 2,000,000, on ``HANDOVER_BENCH_BURST_DBS``,
-   default ``sqlite,postgres``): 20 primary schools on one node send leaver's files to
+   default in :data:`BURST_DBS`): 20 primary schools on one node send leaver's files to
    5 secondary schools on another; all queued as fast as one process can, while both
-   nodes run; total time, packages per second, p50/p95 queue-to-delivered.
+   nodes run; total time, packages per second, p50/p95 queue-to-delivered. In the
+   ``from-store`` set-ups the pupils' records and documents are in the sending node's
+   store and each package is built from them when queued (:meth:`Outbox.queue_leaver_file`).
 
 ``HANDOVER_BENCH_TRANSFER_DIR`` keeps the work directory (nodes, logs) there instead of
 a temporary one. ``python -m benchmarks bench_transfer`` runs it alone.
@@ -69,12 +71,15 @@ BURST_FILES = int(os.environ.get("HANDOVER_BENCH_BURST_FILES", "2000"))
 BURST_BYTES = int(os.environ.get("HANDOVER_BENCH_BURST_BYTES", "2000000"))
 #: The burst's set-ups: ``sqlite``, ``postgres`` (20 primary schools on one node, 5 secondary
 #: schools on another), ``postgres-two-senders`` (the same, the sending node run as two
-#: ``serve`` processes on its one PostgreSQL database) and ``sqlite-200-schools`` (200
-#: schools on each node, the size of a large local authority).
+#: ``serve`` processes on its one PostgreSQL database), ``sqlite-200-schools`` (200
+#: schools on each node, the size of a large local authority) and ``sqlite-from-store``
+#: (each package built by the node from the store when it is queued, as a DSL's send does;
+#: ``postgres-200-schools`` and ``postgres-from-store`` on request).
 BURST_DBS = [
     x
     for x in os.environ.get(
-        "HANDOVER_BENCH_BURST_DBS", "sqlite,postgres,postgres-two-senders,sqlite-200-schools"
+        "HANDOVER_BENCH_BURST_DBS",
+        "sqlite,postgres,postgres-two-senders,sqlite-200-schools,sqlite-from-store",
     ).split(",")
 ]
 #: How often each ``serve`` looks for due deliveries (the product's default is 15 s).
@@ -150,6 +155,15 @@ def _pct(values: Sequence[float], p: float) -> float:
 
 
 @dataclass
+class _Stored:
+    """A leaver whose file the node builds from its store when it is queued."""
+
+    actor: Actor
+    pupil_id: str
+    to_org: str
+
+
+@dataclass
 class _Built:
     actor: Actor
     pupil_id: str
@@ -174,8 +188,14 @@ async def _dsl(node: Node, org_id: str) -> Actor:
     return await node.store.actor_for(staff.id)
 
 
-async def _pupil(node: Node, actor: Actor, school: int, serial: int) -> str:
-    from schemas.records import NewPupil
+async def _pupil(
+    node: Node,
+    actor: Actor,
+    school: int,
+    serial: int,
+    destination: tuple[str, str, str] | None = None,
+) -> str:
+    from schemas.records import NewDestination, NewPupil
 
     record = await node.store.create_pupil(
         actor,
@@ -187,9 +207,44 @@ async def _pupil(node: Node, actor: Actor, school: int, serial: int) -> str:
             sex="U",
             year_group="6",
             leaving_date=date(2026, 7, 22),
+            destination=(
+                NewDestination(kind="school", urn=destination[0], name=destination[2])
+                if destination is not None
+                else None
+            ),
         ),
     )
     return record.id
+
+
+async def _stored_leaver(
+    node: Node, actor: Actor, school: int, serial: int, to: tuple[str, str, str]
+) -> _Stored:
+    """A pupil of the sending school as a DSL's send finds it: next school recorded, one
+    concern, and one document (a PDF of ``BURST_BYTES``) kept sealed in the store."""
+    from schemas.records import NewConcern
+
+    pupil_id = await _pupil(node, actor, school, serial, destination=to)
+    concern = await node.store.record_concern(
+        actor,
+        NewConcern(
+            pupil_ids=(pupil_id,),
+            category="child_protection",
+            happened_at=datetime(2026, 3, 2, 9, 30, tzinfo=UTC),
+            location="Classroom",
+            account="Bench concern: a disclosure recorded for the leaver's file.",
+        ),
+    )
+    body = b"%PDF-1.4\n" + os.urandom(BURST_BYTES - 9)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), PIECE):
+            yield body[i : i + PIECE]
+
+    await node.store.add_document(
+        actor, pupil_id, chunks(), filename="minutes.pdf", concern_id=concern.id
+    )
+    return _Stored(actor, pupil_id, to[0])
 
 
 async def _build(node: Node, actor: Actor, pupil_id: str, to_org: str, doc: Path | bytes) -> _Built:
@@ -258,6 +313,13 @@ async def _queue(node: Node, b: _Built) -> str:
         kind="leaver_file",
         via="bench",
     )
+    return record.id
+
+
+async def _queue_from_store(node: Node, b: _Stored) -> str:
+    """As a DSL's send does: the node seals the pupil's records and documents into the
+    leaver's package and queues it (:meth:`Outbox.queue_leaver_file`)."""
+    record = await node.outbox.queue_leaver_file(b.actor, b.pupil_id, b.to_org, via="bench")
     return record.id
 
 
@@ -720,18 +782,54 @@ async def _burst_prepare(
     return built
 
 
-async def _burst_send(data_dir: Path, built: list[_Built]) -> tuple[float, float, list[float]]:
-    """Queue everything (QUEUE_CONCURRENCY at a time); queue time, total time, latencies."""
+async def _burst_prepare_store(
+    data_dir: Path,
+    files: int,
+    primaries: Sequence[tuple[str, str, str]] = PRIMARIES,
+    secondaries: Sequence[tuple[str, str, str]] = SECONDARIES,
+) -> list[_Stored]:
+    from transfer.node import Node
+    from transfer.transport.http import http_transport
+
+    stored: list[_Stored] = []
+    async with await Node.open(data_dir, transport=http_transport) as node:
+        actors = [await _dsl(node, urn) for urn, _, _ in primaries]
+        for i in range(files):
+            school = i % len(primaries)
+            to = secondaries[i % len(secondaries)]
+            stored.append(await _stored_leaver(node, actors[school], school + 1, i, to))
+    return stored
+
+
+async def _package_bytes(node: Node, ids: Sequence[str]) -> int:
+    """The packages' mean size, from the sender's records."""
+    from sqlalchemy import func, select
+
+    from transfer.exchange.tables import outgoing_packages as p
+
+    async with node.store.sessions() as s:
+        total = await s.scalar(select(func.sum(p.c.ciphertext_size)).where(p.c.id.in_(list(ids))))
+    return int(total or 0) // max(1, len(ids))
+
+
+async def _burst_send(
+    data_dir: Path, items: Sequence[_Built | _Stored]
+) -> tuple[float, float, list[float], int]:
+    """Queue everything (QUEUE_CONCURRENCY at a time); queue time, total time, latencies,
+    the packages' mean size."""
     from transfer.node import Node
     from transfer.transport.http import http_transport
 
     async with await Node.open(data_dir, transport=http_transport) as node:
-        todo = iter(built)
+        todo = iter(items)
         ids: list[str] = []
 
         async def worker() -> None:
             for b in todo:
-                ids.append(await _queue(node, b))
+                if isinstance(b, _Stored):
+                    ids.append(await _queue_from_store(node, b))
+                else:
+                    ids.append(await _queue(node, b))
 
         start = datetime.now(UTC)
         t0 = time.perf_counter()
@@ -739,18 +837,19 @@ async def _burst_send(data_dir: Path, built: list[_Built]) -> tuple[float, float
         queue_s = time.perf_counter() - t0
         await _wait_delivered(node, ids, within=600 + 2 * len(ids))
         times = await _times(node, ids)
+        size = await _package_bytes(node, ids)
     if len(times) != len(ids):
         raise RuntimeError(f"{len(ids) - len(times)} package(s) have no delivered time")
     last = max(got for _, _, got in times.values())
     latencies = [(got - queued).total_seconds() for queued, _, got in times.values()]
-    return queue_s, (last - start).total_seconds(), latencies
+    return queue_s, (last - start).total_seconds(), latencies, size
 
 
 def _burst(root: Path, setup: str) -> _BurstResult:
     from transfer.demo.world import NodeSpec, build_world
 
     db, _, variant = setup.partition("-")
-    known = ("", "200-schools", *(("two-senders",) if db == "postgres" else ()))
+    known = ("", "200-schools", "from-store", *(("two-senders",) if db == "postgres" else ()))
     if db not in ("sqlite", "postgres") or variant not in known:
         raise RuntimeError(f"unknown burst set-up {setup!r} in HANDOVER_BENCH_BURST_DBS")
     primaries, secondaries = (
@@ -784,10 +883,16 @@ def _burst(root: Path, setup: str) -> _BurstResult:
         stack.callback(world.stop)
         sender_dir = world.nodes["primaries"].data_dir
         t0 = time.perf_counter()
+        built: list[_Built] | list[_Stored]
         with _quiet_env():
-            built = asyncio.run(_burst_prepare(sender_dir, BURST_FILES, primaries, secondaries))
+            if variant == "from-store":
+                built = asyncio.run(
+                    _burst_prepare_store(sender_dir, BURST_FILES, primaries, secondaries)
+                )
+            else:
+                built = asyncio.run(_burst_prepare(sender_dir, BURST_FILES, primaries, secondaries))
         build_s = time.perf_counter() - t0
-        print(f"  {setup}: {len(built)} packages built in {build_s:.1f} s", file=sys.stderr)
+        print(f"  {setup}: {len(built)} packages prepared in {build_s:.1f} s", file=sys.stderr)
         world.start()
         siblings = []
         for n in range(2, senders + 1):
@@ -797,7 +902,7 @@ def _burst(root: Path, setup: str) -> _BurstResult:
             sibling.wait_ready()
             siblings.append(sibling)
         with _quiet_env():
-            queue_s, total_s, latencies = asyncio.run(_burst_send(sender_dir, built))
+            queue_s, total_s, latencies, package_bytes = asyncio.run(_burst_send(sender_dir, built))
         sender_hwm = _vm_hwm_mib(_serve_pid(world, "primaries"))
         for sibling in siblings:
             if sibling.proc is not None:
@@ -813,7 +918,7 @@ def _burst(root: Path, setup: str) -> _BurstResult:
         result = _BurstResult(
             setup,
             len(built),
-            sum(b.built.ciphertext_size for b in built) // len(built),
+            package_bytes,
             build_s,
             queue_s,
             total_s,
@@ -832,6 +937,8 @@ _SETUPS = {
     "postgres-two-senders": "PostgreSQL, sender as two `serve` processes",
     "sqlite-200-schools": "SQLite, 200 schools on each node",
     "postgres-200-schools": "PostgreSQL, 200 schools on each node",
+    "sqlite-from-store": "SQLite, built from the store when queued",
+    "postgres-from-store": "PostgreSQL, built from the store when queued",
 }
 
 
@@ -940,15 +1047,22 @@ def _report(large: list[_LargeRow], bursts: list[_BurstResult]) -> str:
             "one outbox (each package is claimed by one of them). *200 schools*: 200 primary "
             "schools on the sending node and 200 secondary schools on the receiving one, each "
             "with its own keys, a DSL and its pupils; peak RSS shows what the schools' "
-            "keys and the directory cost each node.",
+            "keys and the directory cost each node. *Built from the store*: each pupil is "
+            "prepared with the next school recorded, one concern and one document (a PDF of "
+            f"{BURST_BYTES:,} bytes) kept sealed in the store (*build*, not counted, is then "
+            "filling the store), and this process queues each as a DSL's send does "
+            "(`Outbox.queue_leaver_file`: the node reads and decrypts the pupil's records, "
+            "chronology and documents, builds and signs the package, and queues it), so "
+            "*queueing* and *total* include building every package; *latency* still starts at "
+            "`queued_at`, when the built package joins the queue. *Package* is the mean size.",
             "",
-            "| set-up | files | build (not counted) | queueing | total | packages/s | "
+            "| set-up | files | package | build (not counted) | queueing | total | packages/s | "
             "latency p50 | latency p95 | max | held | sender peak RSS | receiver peak RSS |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for b in bursts:
             lines.append(
-                f"| {_SETUPS.get(b.db, b.db)} | {b.files:,} | "
+                f"| {_SETUPS.get(b.db, b.db)} | {b.files:,} | {b.package_bytes:,} | "
                 f"{b.build_s:.1f} s | {b.queue_s:.1f} s | {b.total_s:.1f} s | "
                 f"{b.files / b.total_s:.1f} | {statistics.median(b.latencies):.1f} s | "
                 f"{_pct(b.latencies, 95):.1f} s | {max(b.latencies):.1f} s | {b.received:,} | "
