@@ -28,7 +28,7 @@ from keys.keyfiles import KeyFiles
 from keys.keyset import KeySet
 from keys.sealing import KekProtection
 from schemas.auditing import MemoryAudit
-from schemas.directory import DirectoryEntry
+from schemas.directory import DirectoryEntry, OrgKind
 from schemas.manifest import PackageKind
 from schemas.receipt import ReceiptActor, ReceiptBody
 from schemas.records import Destination, NewConcern, NewPupil
@@ -54,21 +54,34 @@ def upn(serial: int) -> str:
 
 
 class StaticDirectory:
-    """A directory view over fixed entries (what the outbox needs of ``Directory``)."""
+    """A directory view over fixed entries (what the outbox, the peer client and the web
+    app's pages read of ``Directory``)."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, DirectoryEntry] = {}
+        self.by_id: dict[str, DirectoryEntry] = {}
         self.keys: dict[str, bytes] = {}
 
-    def add(self, keyset: KeySet, name: str, endpoint: str | None) -> None:
-        self.entries[keyset.org_id] = entry_from_keyset(
-            keyset, name=name, kind="school", endpoint=endpoint
+    def add(
+        self,
+        keyset: KeySet,
+        name: str,
+        endpoint: str | None,
+        *,
+        kind: OrgKind = "school",
+        urn: str | None = None,
+        town: str | None = None,
+    ) -> None:
+        self.by_id[keyset.org_id] = entry_from_keyset(
+            keyset, name=name, kind=kind, endpoint=endpoint, urn=urn, town=town
         )
         self.keys[keyset.key_id_hex] = keyset.minisign_public_key.key
 
+    async def entries(self) -> list[DirectoryEntry]:
+        return list(self.by_id.values())
+
     async def entry(self, org_id: str) -> DirectoryEntry:
         try:
-            return self.entries[org_id]
+            return self.by_id[org_id]
         except KeyError:
             raise NotFoundError(f"organisation {org_id} is not in the directory") from None
 
@@ -79,7 +92,7 @@ class StaticDirectory:
             raise NotFoundError(f"no key {key_id}") from None
 
     async def signer(self, key_id: str, at: datetime) -> tuple[DirectoryEntry, bytes]:
-        for entry in self.entries.values():
+        for entry in self.by_id.values():
             if key_id in entry.key_ids() and key_id in self.keys:
                 return entry, self.keys[key_id]
         raise AuthenticationError(f"no organisation has the key {key_id}")

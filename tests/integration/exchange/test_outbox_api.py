@@ -160,7 +160,7 @@ async def test_the_api_asks_for_a_reason_and_refuses_an_agency(rig: Rig) -> None
     agency = KeySet.generate("mash-bristol")
     directory = rig.outbox.directory
     assert isinstance(directory, StaticDirectory)
-    directory.entries["mash-bristol"] = entry_from_keyset(
+    directory.by_id["mash-bristol"] = entry_from_keyset(
         agency, name="Bristol MASH", kind="social_care", endpoint=None
     )
     resp = await c.post(

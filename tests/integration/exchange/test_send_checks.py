@@ -33,7 +33,7 @@ REASON = "Cliff Road asked again: their copy was lost in a RECORDS-SYSTEM-CRASH"
 
 def _add_agency(s: Sending) -> None:
     ks = KeySet.generate(MASH)
-    s.directory.entries[MASH] = entry_from_keyset(
+    s.directory.by_id[MASH] = entry_from_keyset(
         ks, name="Bristol MASH", kind="social_care", endpoint="http://127.0.0.1:1"
     )
 

@@ -23,7 +23,7 @@ async def test_referral_to_an_agency_node_end_to_end(tmp_path: Path) -> None:
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'handover.db'}"
     async with sending(db_url, tmp_path) as s:
         agency = s.peer.keyset
-        s.directory.entries[RECEIVER] = entry_from_keyset(
+        s.directory.by_id[RECEIVER] = entry_from_keyset(
             agency, name="Bristol MASH", kind="social_care", endpoint=s.peer.url
         )
         referrals = Referrals(s.store, s.keys, s.directory)
@@ -97,7 +97,7 @@ async def test_referral_to_an_agency_node_end_to_end(tmp_path: Path) -> None:
 async def test_an_agency_without_a_node_is_refused_and_the_draft_kept(tmp_path: Path) -> None:
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'handover.db'}"
     async with sending(db_url, tmp_path) as s:
-        s.directory.entries[RECEIVER] = entry_from_keyset(
+        s.directory.by_id[RECEIVER] = entry_from_keyset(
             s.peer.keyset, name="Bristol MASH", kind="social_care", endpoint=None
         )
         referrals = Referrals(s.store, s.keys, s.directory)
