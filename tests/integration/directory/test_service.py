@@ -337,3 +337,36 @@ async def test_a_revocation_applies_to_the_very_next_use_of_a_cached_view(
     c = keyset("100003")
     await env.directory.add_local(entry(c, name="Oak"), fingerprint=c.fingerprint, actor="t")
     assert (await env.directory.entry("100003")).name == "Oak"
+
+
+async def test_the_own_organisations_rows_show_in_the_next_view(
+    env: Env, db_url: str, tmp_path: Path
+) -> None:
+    """The view's one change check also reads the node's organisations: a school renamed or
+    added by another process on the same database shows in the very next look-up."""
+    from sqlalchemy import update
+
+    from transfer.store.tables import Organisation
+
+    await env.store.create_school(name="Hillside", urn="100001", laestab="8010001")
+    await env.keys.create("100001")
+    assert (await env.directory.entry("100001")).name == "Hillside"
+    assert (await env.directory.entry("100001")).kind == "school"
+    other = await Store.open(
+        db_url, KEK, MemoryAudit(), data_dir=tmp_path / "other", clock=env.clock
+    )
+    try:
+        async with other.sessions() as s, s.begin():
+            await s.execute(
+                update(Organisation)
+                .where(Organisation.id == "100001")
+                .values(name="Hillside Primary")
+            )
+        await other.create_school(name="Oakfield", urn="100004", laestab="8010004")
+    finally:
+        await other.close()
+    assert (await env.directory.entry("100001")).name == "Hillside Primary"
+    await env.keys.create("100004")
+    oak = await env.directory.entry("100004")
+    assert (oak.name, oak.urn, oak.laestab) == ("Oakfield", "100004", "8010004")
+    assert [e.org_id for e in await env.directory.entries()] == ["100001", "100004"]

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, Integer, Row, String, cast, func, null, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keys.keyfiles import KeyFiles
@@ -42,6 +43,40 @@ from transfer.errors import (
 )
 from transfer.store.service import Store
 from transfer.store.tables import Organisation
+from transfer.store.types import UTCDateTime
+
+_document = DocumentRow.__table__
+_entries = EntryRow.__table__
+_orgs = Organisation.__table__
+_local = _entries.c.source == SOURCE_LOCAL
+
+#: What tells a directory view whether anything stored changed (one row, ``id`` NULL).
+_STAMP = select(
+    cast(null(), String).label("id"),
+    cast(null(), String).label("name"),
+    cast(null(), String).label("kind"),
+    cast(null(), String).label("urn"),
+    cast(null(), String).label("laestab"),
+    select(_document.c.serial).order_by(_document.c.id).limit(1).scalar_subquery().label("serial"),
+    select(_document.c.sha256).order_by(_document.c.id).limit(1).scalar_subquery().label("sha256"),
+    select(func.count()).select_from(_entries).where(_local).scalar_subquery().label("local_count"),
+    select(func.max(_entries.c.added_at)).where(_local).scalar_subquery().label("local_added"),
+)
+#: The same, and a row for each of the node's organisations as its own entry shows it.
+_STAMP_AND_ORGS = union_all(
+    _STAMP,
+    select(
+        _orgs.c.id,
+        _orgs.c.name,
+        _orgs.c.kind,
+        _orgs.c.urn,
+        _orgs.c.laestab,
+        cast(null(), BigInteger),
+        cast(null(), String),
+        cast(null(), Integer),
+        cast(null(), UTCDateTime()),
+    ),
+)
 
 
 class DirectoryCore:
@@ -77,24 +112,14 @@ class DirectoryCore:
 
     # ------------------------------------------------------------- the view
 
-    async def _load_db(self, s: AsyncSession) -> None:
-        # One statement tells whether anything stored changed: the held document's serial
-        # and hash (a new document, with its revocations) and the hand-added entries.
-        local = EntryRow.source == SOURCE_LOCAL
-        held = (
-            await s.execute(
-                select(
-                    select(DocumentRow.serial).order_by(DocumentRow.id).limit(1).scalar_subquery(),
-                    select(DocumentRow.sha256).order_by(DocumentRow.id).limit(1).scalar_subquery(),
-                    select(func.count()).where(local).scalar_subquery(),
-                    select(func.max(EntryRow.added_at)).where(local).scalar_subquery(),
-                )
-            )
-        ).one()
+    async def _load_db(self, s: AsyncSession, stamp: Row[Any]) -> None:
+        # ``stamp`` (from :data:`_STAMP`) tells whether anything stored changed: the held
+        # document's serial and hash (a new document, with its revocations) and the
+        # hand-added entries.
         token: tuple[object, ...] = (
-            None if held[0] is None else (held[0], held[1]),
-            held[2],
-            held[3],
+            None if stamp.serial is None else (stamp.serial, stamp.sha256),
+            stamp.local_count,
+            stamp.local_added,
             self._generation,
         )
         if token == self._db_token:
@@ -110,21 +135,6 @@ class DirectoryCore:
         ]
         self._db_entries = (authority, hand, revocations)
         self._db_token = token
-
-    async def _own_records(self, s: AsyncSession) -> dict[str, _OrgRow]:
-        """The node's organisations as the own entries show them (in the view's session)."""
-        if self._keys is None:
-            return {}
-        rows = await s.execute(
-            select(
-                Organisation.id,
-                Organisation.name,
-                Organisation.kind,
-                Organisation.urn,
-                Organisation.laestab,
-            ).order_by(Organisation.id)
-        )
-        return {r[0]: _OrgRow(*r) for r in rows}
 
     def _own_stamp(self) -> tuple[object, ...]:
         """What changes whenever a key file of the node's own organisations does: every file
@@ -175,8 +185,16 @@ class DirectoryCore:
     async def view(self) -> DirectoryView:
         """A snapshot of the merged view (own organisations, the authority's, local ones)."""
         async with self._store.sessions() as s:
-            await self._load_db(s)
-            records = await self._own_records(s)
+            # One statement, through the connection (not the ORM): this runs for every
+            # signed request and every receipt (issue 16).
+            conn = await s.connection()
+            rows = (await conn.execute(_STAMP_AND_ORGS if self._keys is not None else _STAMP)).all()
+            stamp = next(r for r in rows if r.id is None)
+            await self._load_db(s, stamp)
+        records = {
+            r.id: _OrgRow(r.id, r.name, r.kind, r.urn, r.laestab)
+            for r in sorted((r for r in rows if r.id is not None), key=lambda r: str(r.id))
+        }
         self._load_own(records)
         token = (self._db_token, self._own_token)
         if self._view is not None and self._view[0] == token:
