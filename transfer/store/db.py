@@ -157,9 +157,17 @@ def _watch_for_damage(engine: AsyncEngine, url: str) -> None:
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
     """An async engine for ``url`` with the pragmas and pool settings we rely on."""
     if is_sqlite(url):
+        from transfer.store.sqlite_driver import one_hop_dbapi
+
         path = sqlite_path(url)
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": 30}, pool_size=pool_size, max_overflow=0
+            url,
+            echo=echo,
+            connect_args={"timeout": 30},
+            pool_size=pool_size,
+            max_overflow=0,
+            # One hop to the connection's thread per statement, not four (issue 16).
+            module=one_hop_dbapi(),
         )
         if path is not None:
             # At the first connection, not now: a node that was set up must still find its
