@@ -766,39 +766,28 @@ async def _burst_prepare(
     files: int,
     primaries: Sequence[tuple[str, str, str]] = PRIMARIES,
     secondaries: Sequence[tuple[str, str, str]] = SECONDARIES,
-) -> list[_Built]:
+    *,
+    from_store: bool = False,
+) -> list[_Built | _Stored]:
+    """A pupil per package, of the primary schools in turn, to the secondary schools in
+    turn: each package prebuilt, or (``from_store``) the pupil's records and document in the
+    store, for the node to build when it is queued."""
     from transfer.node import Node
     from transfer.transport.http import http_transport
 
-    built: list[_Built] = []
+    items: list[_Built | _Stored] = []
     async with await Node.open(data_dir, transport=http_transport) as node:
         actors = [await _dsl(node, urn) for urn, _, _ in primaries]
         for i in range(files):
             school = i % len(primaries)
             actor = actors[school]
-            pupil_id = await _pupil(node, actor, school + 1, i)
-            to_org = secondaries[i % len(secondaries)][0]
-            built.append(await _build(node, actor, pupil_id, to_org, os.urandom(BURST_BYTES)))
-    return built
-
-
-async def _burst_prepare_store(
-    data_dir: Path,
-    files: int,
-    primaries: Sequence[tuple[str, str, str]] = PRIMARIES,
-    secondaries: Sequence[tuple[str, str, str]] = SECONDARIES,
-) -> list[_Stored]:
-    from transfer.node import Node
-    from transfer.transport.http import http_transport
-
-    stored: list[_Stored] = []
-    async with await Node.open(data_dir, transport=http_transport) as node:
-        actors = [await _dsl(node, urn) for urn, _, _ in primaries]
-        for i in range(files):
-            school = i % len(primaries)
             to = secondaries[i % len(secondaries)]
-            stored.append(await _stored_leaver(node, actors[school], school + 1, i, to))
-    return stored
+            if from_store:
+                items.append(await _stored_leaver(node, actor, school + 1, i, to))
+            else:
+                pupil_id = await _pupil(node, actor, school + 1, i)
+                items.append(await _build(node, actor, pupil_id, to[0], os.urandom(BURST_BYTES)))
+    return items
 
 
 async def _package_bytes(node: Node, ids: Sequence[str]) -> int:
@@ -883,14 +872,16 @@ def _burst(root: Path, setup: str) -> _BurstResult:
         stack.callback(world.stop)
         sender_dir = world.nodes["primaries"].data_dir
         t0 = time.perf_counter()
-        built: list[_Built] | list[_Stored]
         with _quiet_env():
-            if variant == "from-store":
-                built = asyncio.run(
-                    _burst_prepare_store(sender_dir, BURST_FILES, primaries, secondaries)
+            built = asyncio.run(
+                _burst_prepare(
+                    sender_dir,
+                    BURST_FILES,
+                    primaries,
+                    secondaries,
+                    from_store=variant == "from-store",
                 )
-            else:
-                built = asyncio.run(_burst_prepare(sender_dir, BURST_FILES, primaries, secondaries))
+            )
         build_s = time.perf_counter() - t0
         print(f"  {setup}: {len(built)} packages prepared in {build_s:.1f} s", file=sys.stderr)
         world.start()
