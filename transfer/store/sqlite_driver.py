@@ -117,6 +117,25 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
     _cursor_cls = _OneHopCursor  # type: ignore[assignment]  # a subclass of it
 
+    def _idle(self) -> bool:
+        """True if no transaction is open, so a commit or rollback has nothing to do.
+
+        :mod:`sqlite3` itself does nothing then (it checks ``sqlite3_get_autocommit``); the
+        pool rolls back every connection it takes back, and a session or connection that
+        only read rolls back once more as it closes, each a hop to the connection's thread.
+        Read here, between statements: nothing runs on this connection's thread meanwhile.
+        """
+        raw: sqlite3.Connection | None = self._connection._conn
+        return raw is not None and not raw.in_transaction
+
+    def rollback(self) -> None:
+        if not self._idle():
+            super().rollback()
+
+    def commit(self) -> None:
+        if not self._idle():
+            super().commit()
+
 
 def _one_hop_possible(connection: object) -> bool:
     return isinstance(getattr(connection, "_conn", None), sqlite3.Connection) and callable(

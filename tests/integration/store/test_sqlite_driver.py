@@ -75,3 +75,43 @@ async def test_errors_and_rollback_behave_as_before(engine: AsyncEngine) -> None
 
 def test_a_connection_without_the_thread_call_keeps_sqlalchemys_cursor() -> None:
     assert not _one_hop_possible(object())
+
+
+async def test_a_read_makes_no_call_to_commit_or_roll_back_nothing(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with engine.connect() as c:
+        await c.execute(select(_t))  # a connection in the pool, set up
+    calls: list[str] = []
+    real = aiosqlite.Connection._execute
+
+    async def counting(self: aiosqlite.Connection, fn: object, *a: object, **kw: object) -> object:
+        calls.append(getattr(fn, "__name__", repr(fn)))
+        return await real(self, fn, *a, **kw)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    async with engine.connect() as c:
+        await c.execute(select(_t))
+    # The select alone: SQLAlchemy's rollback as the connection goes back to the pool has
+    # nothing to undo (the stock connection made a second call for it).
+    assert len(calls) == 1
+    calls.clear()
+    async with engine.begin() as c:
+        await c.execute(_t.insert().values(id=1, v="a"))
+    assert len(calls) == 2  # the insert and its commit; the pool's reset has nothing to undo
+
+
+async def test_an_uncommitted_write_is_still_rolled_back_when_the_connection_is_returned(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.connect() as c:
+        await c.execute(_t.insert().values(id=1, v="left"))  # no commit
+    async with engine.connect() as c:
+        await c.execute(_t.insert().values(id=2, v="kept"))
+        await c.commit()
+        assert (await c.execute(select(_t.c.id))).all() == [(2,)]
+    async with engine.begin() as c:
+        await c.execute(_t.insert().values(id=3, v="undone"))
+        await c.rollback()
+    async with engine.connect() as c:
+        assert (await c.execute(select(_t.c.id))).all() == [(2,)]
