@@ -61,7 +61,7 @@ class World:
     demo: Path
     scratch: Path
     base_env: dict[str, str]
-    demo_output: str
+    demo_output: str  # what the demo printed (stdout, then stderr)
     #: A DSL's session on the primary node, and one on the secondary.
     token: str
     token2: str
@@ -138,7 +138,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         token = asyncio.run(_session(primary, "123456", trust))
         token2 = asyncio.run(_session(secondary, "654321", trust))
         ids = _chronology_ids(_base_url(primary), token, trust)
-        yield World(demo, scratch, env, done.stdout, token, token2, ids)
+        yield World(demo, scratch, env, done.stdout + done.stderr, token, token2, ids)
     finally:
         for node in nodes:
             node.stop()
@@ -433,6 +433,11 @@ def test_the_commands_of_each_page_run(world: World, page: Path) -> None:
 
 def test_the_demo_block_built_the_world(world: World) -> None:
     assert "is complete and proven" in world.demo_output
+    # The story alone on the terminal: what seeding logged (alerts, with record ids) is in
+    # the run's log file, as the last lines say.
+    assert " INFO " not in world.demo_output and " WARNING " not in world.demo_output
+    assert "handover.alerts" in (world.demo / "demo.log").read_text()
+    assert f"{world.demo.resolve()}/demo.log" in world.demo_output
     assert (world.demo / "evidence" / "riverside.key").is_file()
     # The authority gave the demo's schools their towns (staff find a school by its town).
     listed = json.loads((world.demo / "authority" / "directory.json").read_bytes())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import shutil
 import signal
 import threading
@@ -75,11 +76,27 @@ def _prepare(workdir: Path, fresh: bool) -> Path:
     return workdir
 
 
+def _log_to_file(path: Path) -> None:
+    """This process's log to ``path``; only errors still on the terminal.
+
+    Seeding the story logs what a node logs (alerts raised for the seeded concerns, one of
+    them an overdue action, with record ids): right for an operator's log, noise in the
+    narrated timeline. The nodes' own logs are files in DIR/logs/ already.
+    """
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.setLevel(logging.ERROR)
+    to_file = logging.FileHandler(path, encoding="utf-8")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(to_file)
+
+
 def run(args: argparse.Namespace) -> int:
     from transfer.demo import scenario
     from transfer.demo.world import run_cli
 
     workdir = _prepare(args.workdir, args.fresh)
+    _log_to_file(workdir / "demo.log")
     evidence = workdir / "evidence"
     evidence.mkdir(mode=0o700)  # it holds two secret keys (riverside.key, mash.key)
     print(f"Setting up two school nodes, a directory authority and keys in {workdir}")
@@ -125,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  age -d -i {evidence}/riverside.key {package} | tar -t")
         print(f"  minisign -Vm {evidence}/receipt-accepted.json -p {evidence}/riverside.pub")
         print(f"  {evidence}/offline-bundle/README.txt explains the offline bundle")
+        print(f"Logs: this run's in {workdir}/demo.log, the nodes' in {workdir}/logs/.")
         print("Point any command at a node afterwards, e.g.")
         print(f"  .venv/bin/handover audit show --data-dir {world.nodes['primary'].data_dir}")
         if args.keep_running:
