@@ -9,6 +9,8 @@ hands counterparts our latest with a consistency proof (:class:`PeerCheckpoint`)
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import logging
 import os
 import tempfile
@@ -176,7 +178,9 @@ class Checkpoints:
                     )
                 )
                 stored = StoredCheckpoint(note, cp, now)
-        self._write_anchor(stored)
+        # On a worker thread: its fsync would otherwise stop every request this process
+        # serves while the disk flushes (a receipt signs a checkpoint for each package).
+        await asyncio.to_thread(self._write_anchor, stored)
         return stored
 
     async def _latest(self, conn: AsyncConnection) -> StoredCheckpoint | None:
@@ -215,6 +219,18 @@ class Checkpoints:
         """
         if self.anchor is None:
             return
+        private_dir(self.anchor.parent)
+        # Read, compared and replaced under a lock on the directory, so that two checkpoints
+        # signed at once (worker threads, or the processes sharing this data directory)
+        # cannot leave the older one in the file.
+        fd = os.open(self.anchor.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._replace_anchor(self.anchor, stored)
+        finally:
+            os.close(fd)  # also releases the lock
+
+    def _replace_anchor(self, anchor: Path, stored: StoredCheckpoint) -> None:
         try:
             current = self.read_anchor()
         except AnchorDamaged as exc:
@@ -228,13 +244,12 @@ class Checkpoints:
             return
         if current is not None and current.size >= stored.size:
             return
-        private_dir(self.anchor.parent)
-        fd, tmp = tempfile.mkstemp(dir=self.anchor.parent, prefix=".checkpoint-")
+        fd, tmp = tempfile.mkstemp(dir=anchor.parent, prefix=".checkpoint-")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(stored.note)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, self.anchor)
+        os.replace(tmp, anchor)
 
     def read_anchor(self) -> Checkpoint | None:
         """The checkpoint in the anchor file (None if there is none), or :class:`AnchorDamaged`."""
