@@ -125,8 +125,8 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
         only read rolls back once more as it closes, each a hop to the connection's thread.
         Read here, between statements: nothing runs on this connection's thread meanwhile.
         """
-        raw: sqlite3.Connection | None = self._connection._conn
-        return raw is not None and not raw.in_transaction
+        raw: sqlite3.Connection | None = self._connection._connection  # None once closed
+        return raw is None or not raw.in_transaction
 
     def rollback(self) -> None:
         if not self._idle():

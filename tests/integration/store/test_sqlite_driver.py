@@ -115,3 +115,16 @@ async def test_an_uncommitted_write_is_still_rolled_back_when_the_connection_is_
         await c.rollback()
     async with engine.connect() as c:
         assert (await c.execute(select(_t.c.id))).all() == [(2,)]
+
+
+async def test_a_closed_connection_is_neither_committed_nor_rolled_back(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.connect() as c:
+        raw = await c.get_raw_connection()
+        adapted = raw.dbapi_connection
+        assert adapted is not None
+        await adapted._connection.close()
+        adapted.rollback()  # no transaction and no thread left to ask: nothing happens
+        adapted.commit()
+        await c.invalidate()
