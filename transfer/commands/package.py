@@ -242,6 +242,8 @@ def _verify(args: argparse.Namespace) -> int:
                 addressee=keys.addressee,
                 limits=_limits(args),
                 progress=progress,
+                # Printed below, to match the package to its offer and receipts.
+                hash_ciphertext=True,
             )
     finally:
         finish()

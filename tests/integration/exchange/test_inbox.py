@@ -21,10 +21,11 @@ from tests.integration.exchange.inbox_support import (
     receiving_node,
     upn,
 )
-from transfer.errors import ConflictError, NotFoundError, TransportError
+from transfer.errors import ConflictError, IntegrityError, NotFoundError, TransportError
 from transfer.exchange.importing import PupilMismatchError
+from transfer.exchange.inbox.review import Review
 from transfer.exchange.receipt_push import ReceiptPusher
-from transfer.exchange.tables import IssuedReceipt
+from transfer.exchange.tables import IncomingPackage, IssuedReceipt
 from transfer.receipts import SignedReceipt, verify_receipt
 from transfer.store.permissions import PermissionDenied
 
@@ -265,3 +266,61 @@ async def test_receipt_push_retries_with_back_off_then_delivers(rig: Rig) -> Non
     assert states == [("delivered", "pushed"), ("rejected", "pushed")]
     pushed = rig.events("receipt.pushed")
     assert [e.outcome for e in pushed] == ["failed", "failed", "ok", "ok"]
+
+
+async def test_a_package_file_swapped_between_the_two_passes_is_not_imported(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accepting reads the package twice (verify, then import). If the file is replaced
+    by another package (here: a later one from the same school for the same pupil) after
+    the first pass, the import stops: the receipt would name a manifest that is not the
+    one imported."""
+    pupil = await rig.make_pupil_file()
+    pid, _, _ = await rig.deliver(pupil)
+    later, _, _ = await rig.deliver(pupil)
+    core = rig.inbox  # the facade is the inbox's core: its paths
+    original = Review.read_full
+
+    async def then_swap(self: Review, row: Any, **kw: Any) -> Any:
+        read = await original(self, row, **kw)
+        if row.id == pid:
+            core.inbox_path(pid).write_bytes(core.inbox_path(later).read_bytes())
+        return read
+
+    monkeypatch.setattr(Review, "read_full", then_swap)
+    with pytest.raises(IntegrityError) as info:
+        await rig.inbox.accept(rig.receiver_dsl, pid)
+    assert "changed while it was imported" in str(info.value)
+    async with rig.store.sessions() as s:
+        row = await s.get(IncomingPackage, pid)
+    assert row is not None and (row.state, row.pupil_id) == ("delivered", None)
+    assert [k for k, _, _ in await _receipts(rig, pid)] == ["delivered"]
+    assert "ok" not in [e.outcome for e in rig.events("transfer.accepted")]
+    # Read again, the file is found not to be the package delivered.
+    with pytest.raises(IntegrityError) as info:
+        await rig.inbox.show(rig.receiver_dsl, pid)
+    assert "is not the one delivered" in str(info.value)
+
+
+async def test_a_package_recorded_without_its_manifest_hash_is_checked_by_its_ciphertext(
+    rig: Rig,
+) -> None:
+    """A row with no manifest SHA-256 (none was recorded at delivery) is checked against
+    the ciphertext's SHA-256 instead: the file is hashed again as it is read."""
+    from sqlalchemy import update
+
+    pupil = await rig.make_pupil_file()
+    pid, _, _ = await rig.deliver(pupil)
+    later, _, _ = await rig.deliver(pupil)
+    async with rig.store.sessions() as s, s.begin():
+        await s.execute(
+            update(IncomingPackage)
+            .where(IncomingPackage.id.in_([pid, later]))
+            .values(manifest_sha256=None)
+        )
+    assert (await rig.inbox.show(rig.receiver_dsl, pid)).package.state == "viewed"
+    rig.inbox.inbox_path(pid).write_bytes(rig.inbox.inbox_path(later).read_bytes())
+    with pytest.raises(IntegrityError) as info:
+        await rig.inbox.show(rig.receiver_dsl, pid)
+    assert "is not the one delivered" in str(info.value)
+    assert (await rig.inbox.show(rig.receiver_dsl, later)).package.state == "viewed"

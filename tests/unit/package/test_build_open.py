@@ -16,7 +16,7 @@ import pytest
 from keys.keyset import KeySet
 from schemas.manifest import Manifest, ManifestEntry, Recipient, Sender, Subject
 from tests.unit.package.support import CREATED, Parties, make_manifest, parties, sample_entries
-from transfer.age import X25519Identity, encrypt
+from transfer.age import X25519Identity, decrypt, encrypt
 from transfer.errors import IntegrityError
 from transfer.package.build import (
     BuiltPackage,
@@ -31,7 +31,7 @@ from transfer.package.errors import (
     PackageDecryptError,
     PackageTamperedError,
 )
-from transfer.package.layout import sign_manifest, write_package_tar
+from transfer.package.layout import VerifiedPackage, sign_manifest, write_package_tar
 from transfer.package.open import (
     extract_package,
     inspect_package,
@@ -91,10 +91,12 @@ def test_build_then_verify(p: Parties) -> None:
         identities=[identity(p.recipient)],
         sender_keys=p.sender_keys,
         addressee=p.addressee,
+        hash_ciphertext=True,
     )
     assert result.manifest == built.manifest
     assert result.manifest_bytes == built.manifest_bytes
     assert result.ciphertext_sha256 == built.ciphertext_sha256
+    assert result.ciphertext_size == len(data)
     assert result.signature_text == built.signature
     assert "OK" not in result.summary() and "3 entries" in result.summary()
 
@@ -285,6 +287,88 @@ def test_open_package_hands_entries_over_only_after_a_full_verification(
             addressee=p.addressee,
         )
     assert got == {}
+
+
+def test_the_ciphertext_is_hashed_only_when_asked(p: Parties) -> None:
+    """The node hashed the ciphertext as it arrived; verifying does not do it again unless
+    the caller (``handover package verify``, which prints it) asks."""
+    out = io.BytesIO()
+    _build(p, out)
+    result = _verify(p, out.getvalue())
+    assert isinstance(result, VerifiedPackage) and result.entries_checked
+    assert result.ciphertext_sha256 is None
+    assert result.ciphertext_size == len(out.getvalue())
+
+
+def test_open_package_refuses_a_file_swapped_for_another_package_between_its_passes(
+    p: Parties, tmp_path: Path
+) -> None:
+    """Pass 1 verifies one package; if the file is then replaced by another (validly signed,
+    for us) before pass 2, what pass 2 streams is not what was verified: refused."""
+    path = tmp_path / "pkg.age"
+    with path.open("wb") as f:
+        first = _build(p, f)
+    other = tmp_path / "other.age"
+    with other.open("wb") as f:
+        second = _build(p, f, entries=sample_entries()[:1])
+    assert first.manifest_bytes != second.manifest_bytes
+    swapped = False
+
+    def swap_after_pass_one(done: int, total: int | None) -> None:
+        nonlocal swapped
+        if not swapped and total is not None and done >= total // 2:
+            os.replace(other, path)  # pass 1 holds the old file open; pass 2 opens this one
+            swapped = True
+
+    got: list[str] = []
+    with pytest.raises(PackageTamperedError) as info:
+        open_package(
+            path,
+            lambda entry, chunks: got.append(entry.path),
+            identities=[identity(p.recipient)],
+            sender_keys=p.sender_keys,
+            addressee=p.addressee,
+            progress=swap_after_pass_one,
+        )
+    assert swapped
+    assert "changed while it was being opened" in str(info.value)
+
+
+def test_open_package_accepts_the_same_package_encrypted_again_between_its_passes(
+    p: Parties, tmp_path: Path
+) -> None:
+    """The check is on contents (the signed manifest, whose SHA-256s pass 2 checks every
+    entry against), not on the age layer's bytes."""
+    path = tmp_path / "pkg.age"
+    with path.open("wb") as f:
+        _build(p, f)
+    plain = decrypt(path.read_bytes(), [identity(p.recipient)])
+    again = tmp_path / "again.age"
+    again.write_bytes(encrypt(plain, [identity(p.recipient).recipient]))
+    assert again.read_bytes() != path.read_bytes()
+    swapped = False
+
+    def swap_after_pass_one(done: int, total: int | None) -> None:
+        nonlocal swapped
+        if not swapped and total is not None and done >= total // 2:
+            os.replace(again, path)
+            swapped = True
+
+    got: dict[str, bytes] = {}
+
+    def take(entry: ManifestEntry, chunks: Iterator[bytes]) -> None:
+        got[entry.path] = b"".join(chunks)
+
+    result = open_package(
+        path,
+        take,
+        identities=[identity(p.recipient)],
+        sender_keys=p.sender_keys,
+        addressee=p.addressee,
+        progress=swap_after_pass_one,
+    )
+    assert swapped
+    assert set(got) == {e.path for e in result.manifest.entries}
 
 
 def test_extract_writes_everything_or_nothing(p: Parties, tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ class Acceptance:
                 pupil_id=pupil_id,
                 create_new=create_new,
             )
-            await self._import_documents(row, plan, records, read.verified.ciphertext_sha256)
+            await self._import_documents(row, plan, records, read.verified.manifest_sha256)
             signed = await self.receipts.sign(
                 row,
                 ACCEPTED,
@@ -349,9 +349,14 @@ class Acceptance:
             log.warning("could not note %s in pupil %s's chronology: %s", kind, pupil_id, err.slug)
 
     async def _import_documents(
-        self, row: IncomingPackage, plan: ImportPlan, records: PackageRecords, first_sha: str | None
+        self, row: IncomingPackage, plan: ImportPlan, records: PackageRecords, manifest_sha: str
     ) -> None:
-        """Pass 2: decrypt the package again, streaming each document into the store encrypted."""
+        """Pass 2: decrypt the package again, streaming each document into the store encrypted.
+
+        Pass 1 (``read_full``) verified the package whose signed manifest has the SHA-256
+        ``manifest_sha``; pass 2 checks each entry against its own manifest, so the same
+        manifest in both means the same contents (and the receipt names that manifest).
+        """
         wanted = {d.sha256 for d in records.documents}
         if not wanted:
             return
@@ -376,7 +381,7 @@ class Acceptance:
         verified = await loop.run_in_executor(
             _IMPORT_THREADS, lambda: verify_file(path, keyset, sender_keys, on_entry)
         )
-        if verified.ciphertext_sha256 != first_sha:
+        if verified.manifest_sha256 != manifest_sha:
             raise IntegrityError(f"the package file of {row.id} changed while it was imported")
         missing = wanted - set(plan.written)
         if missing:

@@ -88,6 +88,8 @@ def verify_file(
     keyset: KeySet,
     sender_keys: SenderKeys,
     on_entry: Callable[[ManifestEntry, Iterator[bytes]], None],
+    *,
+    hash_ciphertext: bool = False,
 ) -> VerifiedPackage:
     with path.open("rb") as f:
         return verify_package(
@@ -96,6 +98,7 @@ def verify_file(
             sender_keys=sender_keys,
             addressee=Addressee.for_keyset(keyset),
             on_entry=on_entry,
+            hash_ciphertext=hash_ciphertext,
         )
 
 
@@ -115,7 +118,13 @@ def _size(n: int) -> str:
 
 
 def verify_collecting(
-    path: Path, keyset: KeySet, sender_keys: SenderKeys, limits: RecordLimits, wanted: Wanted
+    path: Path,
+    keyset: KeySet,
+    sender_keys: SenderKeys,
+    limits: RecordLimits,
+    wanted: Wanted,
+    *,
+    hash_ciphertext: bool = False,
 ) -> PackageRead:
     """Verify the package and keep its records, refusing any past ``limits`` before its
     bytes are read (each entry's size is in the signed manifest and checked as it streams),
@@ -147,7 +156,7 @@ def verify_collecting(
         elif entry.path.startswith("documents/"):
             documents.append(entry)
 
-    verified = verify_file(path, keyset, sender_keys, keep)
+    verified = verify_file(path, keyset, sender_keys, keep, hash_ciphertext=hash_ciphertext)
     return _parse_read(verified, raw, documents, wanted)
 
 

@@ -11,6 +11,7 @@ Accepting is :mod:`transfer.exchange.inbox.accepting`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 
@@ -174,16 +175,28 @@ class Review:
                 f"the package file of {row.id} is missing from the inbox; ask the sender to "
                 "send it again"
             )
+        # Is this file the package delivered? Verifying checks its signature and every
+        # entry against the signed manifest, so the manifest delivered (its SHA-256 is
+        # recorded at delivery and named in the delivered receipt) means the contents
+        # delivered; the ciphertext, hashed once already as it arrived, is hashed again
+        # only for a row recorded without its manifest's SHA-256.
+        by_manifest = bool(row.manifest_sha256)
         read = await asyncio.to_thread(
-            verify_collecting,
-            path,
-            keyset,
-            sender_keys,
-            self.core.record_limits,
-            Wanted(row.id, row.package_kind, chronology, row.sender_name),
+            functools.partial(
+                verify_collecting,
+                path,
+                keyset,
+                sender_keys,
+                self.core.record_limits,
+                Wanted(row.id, row.package_kind, chronology, row.sender_name),
+                hash_ciphertext=not by_manifest,
+            )
         )
-        if read.verified.ciphertext_sha256 != row.ciphertext_sha256 or (
-            row.manifest_sha256 and read.verified.manifest_sha256 != row.manifest_sha256
+        verified = read.verified
+        if verified.ciphertext_size != row.size or (
+            verified.manifest_sha256 != row.manifest_sha256
+            if by_manifest
+            else verified.ciphertext_sha256 != row.ciphertext_sha256
         ):
             raise IntegrityError(
                 f"the package file of {row.id} is not the one delivered (its hash changed)"
