@@ -22,6 +22,8 @@ triage, actions, contacts, document references and pupil events (``events``),
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from dataclasses import dataclass
@@ -128,7 +130,12 @@ class _LoopBridge:
 
     def iterate(self, chunks: AsyncIterator[bytes]) -> Iterator[bytes]:
         """The chunks, fetched about ``BRIDGE_BYTES`` at a time: one hop between the threads
-        per batch, not per chunk (the store reads 64 KiB chunks)."""
+        per batch, not per chunk (the store reads 64 KiB chunks).
+
+        The next batch is asked for before this one is handed over, so that the event loop
+        decrypts and checks it while this thread encrypts the one before (the two run on
+        two cores; at most two batches are held at once).
+        """
 
         async def batch() -> tuple[list[bytes], bool]:
             got: list[bytes] = []
@@ -142,13 +149,24 @@ class _LoopBridge:
                 held += len(item)
             return got, False
 
+        ahead: concurrent.futures.Future[tuple[list[bytes], bool]] | None = None
         try:
+            ahead = asyncio.run_coroutine_threadsafe(batch(), self._loop)
             while True:
-                items, ended = asyncio.run_coroutine_threadsafe(batch(), self._loop).result()
+                items, ended = ahead.result()
+                ahead = None
+                if not ended:
+                    ahead = asyncio.run_coroutine_threadsafe(batch(), self._loop)
                 yield from items
                 if ended:
                     return
         finally:
+            if ahead is not None:
+                # Stopped early (an error here, or the consumer closed the generator): let
+                # the batch under way finish, whatever it raised, before the reader is
+                # closed on the loop (an async generator cannot be closed while running).
+                with contextlib.suppress(BaseException):
+                    ahead.result()
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 asyncio.run_coroutine_threadsafe(aclose(), self._loop).result()
