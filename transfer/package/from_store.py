@@ -25,7 +25,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 from uuid import UUID
@@ -128,7 +128,7 @@ class _LoopBridge:
 
         return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
 
-    def iterate(self, chunks: AsyncIterator[bytes]) -> Iterator[bytes]:
+    def iterate(self, chunks: AsyncIterator[bytes]) -> Generator[bytes, None, None]:
         """The chunks, fetched about ``BRIDGE_BYTES`` at a time: one hop between the threads
         per batch, not per chunk (the store reads 64 KiB chunks).
 
@@ -151,12 +151,12 @@ class _LoopBridge:
 
         ahead: concurrent.futures.Future[tuple[list[bytes], bool]] | None = None
         try:
-            ahead = asyncio.run_coroutine_threadsafe(batch(), self._loop)
+            ahead = fetching = asyncio.run_coroutine_threadsafe(batch(), self._loop)
             while True:
-                items, ended = ahead.result()
+                items, ended = fetching.result()
                 ahead = None
                 if not ended:
-                    ahead = asyncio.run_coroutine_threadsafe(batch(), self._loop)
+                    ahead = fetching = asyncio.run_coroutine_threadsafe(batch(), self._loop)
                 yield from items
                 if ended:
                     return
