@@ -471,8 +471,9 @@ async def test_a_teacher_is_refused_every_sending_address(w: World) -> None:
 
 async def test_the_same_send_twice_at_once_makes_one_package(w: World) -> None:
     """A double click without JavaScript, or two tabs: the form's code is accepted once, so
-    one file is made; the other request is refused, by the code's message or (when the
-    first had already queued the file) by the rule that a second sending needs a reason."""
+    one file is made; the other request is refused, by the code's message, or (when the
+    first had already started the file) by "a file is already waiting" (its draft is found
+    first) or the rule that a second sending needs a reason (it was queued)."""
     site = w.s.site
     await _mark_leaving(w)
     await _as(w, w.dsl)
@@ -484,6 +485,7 @@ async def test_the_same_send_twice_at_once_makes_one_package(w: World) -> None:
     refused = next(p for p in pages if p.status == 400)
     assert (
         'href="#code">That code is not right, or it has been used already' in refused.text
+        or 'href="#to">A file for this pupil is already waiting to go to' in refused.text
         or 'href="#reason">' in refused.text
     ), refused.text
     assert await _packages(w) == [(OTHER_URN, "queued")]
