@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -26,6 +26,7 @@ MARGIN = timedelta(seconds=60)
 MAX_NONCE_LENGTH = 128
 #: Expired nonces are pruned once every this many inserts.
 _PRUNE_EVERY = 200
+_INSERT = insert(PeerNonce)
 
 
 class ReplayedRequestError(AuthenticationError):
@@ -41,6 +42,7 @@ class NonceTable:
     def __init__(
         self, engine: AsyncEngine, *, skew_seconds: int, clock: Callable[[], datetime] | None = None
     ) -> None:
+        self._engine = engine
         self._sessions: async_sessionmaker[AsyncSession] = sessionmaker(engine)
         self._skew = timedelta(seconds=skew_seconds)
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -55,8 +57,12 @@ class NonceTable:
             )
         expires = datetime.fromtimestamp(created, UTC) + self._skew + MARGIN
         try:
-            async with self._sessions() as s, s.begin():
-                s.add(PeerNonce(key_id=key_id, nonce=nonce, expires_at=expires))
+            # One Core statement, not the ORM's unit of work: every signed request stores
+            # one (three per package delivered), and this halves its CPU.
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    _INSERT, {"key_id": key_id, "nonce": nonce, "expires_at": expires}
+                )
         except sa_exc.IntegrityError:
             raise ReplayedRequestError(
                 "this request was already received (its signature nonce was used before): "
