@@ -114,6 +114,8 @@ class LeaverFile:
 
 #: Bytes of a stored document passed from the event loop to the builder's thread at a time.
 BRIDGE_BYTES = 1024 * 1024
+#: Readers being closed by a task (see :meth:`_LoopBridge.iterate`), held until they are.
+_CLOSING: set[asyncio.Task[None]] = set()
 
 
 class _LoopBridge:
@@ -161,15 +163,43 @@ class _LoopBridge:
                 if ended:
                     return
         finally:
-            if ahead is not None:
-                # Stopped early (an error here, or the consumer closed the generator): let
-                # the batch under way finish, whatever it raised, before the reader is
-                # closed on the loop (an async generator cannot be closed while running).
-                with contextlib.suppress(BaseException):
-                    ahead.result()
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                asyncio.run_coroutine_threadsafe(aclose(), self._loop).result()
+            if self._on_loop_thread():
+                # Finalised by the garbage collector on the loop's own thread (a consumer
+                # that neither finished nor closed it): waiting here would stop the loop for
+                # good, so the reader is closed by a task once the batch under way is done.
+                task = self._loop.create_task(_close_after(ahead, chunks))
+                _CLOSING.add(task)
+                task.add_done_callback(_CLOSING.discard)
+            else:
+                if ahead is not None:
+                    # Stopped early (an error here, or the consumer closed the generator):
+                    # let the batch under way finish, whatever it raised, before the reader
+                    # is closed on the loop (an async generator cannot be closed while
+                    # running).
+                    with contextlib.suppress(BaseException):
+                        ahead.result()
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:
+                    asyncio.run_coroutine_threadsafe(aclose(), self._loop).result()
+
+    def _on_loop_thread(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+
+async def _close_after(
+    ahead: concurrent.futures.Future[tuple[list[bytes], bool]] | None,
+    chunks: AsyncIterator[bytes],
+) -> None:
+    if ahead is not None:
+        with contextlib.suppress(BaseException):
+            await asyncio.wrap_future(ahead)
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
 
 
 def _document_source(

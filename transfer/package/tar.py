@@ -173,17 +173,26 @@ class TarWriter:
         self._write(member_header(path, size, mtime=self._mtime))
         digest = hashlib.sha256() if hash_data else None
         count = 0
-        for chunk in chunks:
-            if not chunk:
-                continue
-            count += len(chunk)
-            if count > size:
-                raise EntryMismatchError(
-                    f"{path} is larger than its declared {size} bytes; the package was not made"
-                )
-            if digest is not None:
-                digest.update(chunk)
-            self._write(bytes(chunk))
+        source = iter(chunks)
+        try:
+            for chunk in source:
+                if not chunk:
+                    continue
+                count += len(chunk)
+                if count > size:
+                    raise EntryMismatchError(
+                        f"{path} is larger than its declared {size} bytes; the package was not made"
+                    )
+                if digest is not None:
+                    digest.update(chunk)
+                self._write(bytes(chunk))
+        finally:
+            # A generator's own clean-up (a stored document's reader, closed on the event
+            # loop by the bridge) runs here, on this thread, whatever stopped the writing:
+            # not later, wherever the garbage collector happens to finalise it.
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
         if count != size:
             raise EntryMismatchError(
                 f"{path} has {count} bytes, not its declared {size}; the package was not made"

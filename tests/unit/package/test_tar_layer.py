@@ -419,3 +419,35 @@ def test_tar_writer_and_reader_round_trip_large_sizes_via_pax() -> None:
     assert member is not None and member.path == long_name and r.read_all() == b"abc"
     assert r.next() is None
     r.finish()
+
+
+class _FullDisk(io.BytesIO):
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        if self.tell() + len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        return super().write(data)
+
+
+@pytest.mark.parametrize("failure", ["too many bytes", "disk full"])
+def test_an_entry_that_stops_half_way_closes_its_source_there_and_then(failure: str) -> None:
+    """The source's own clean-up (for a stored document: closing its reader on the event
+    loop) runs on the writing thread as the entry fails, not whenever and wherever the
+    garbage collector finalises the abandoned generator."""
+    closed: list[str] = []
+
+    def source() -> Iterator[bytes]:
+        try:
+            for _ in range(4):
+                yield b"x" * 1000
+        finally:
+            closed.append("closed")
+
+    out = _FullDisk(2000) if failure == "disk full" else io.BytesIO()
+    chunks = source()
+    with pytest.raises((EntryMismatchError, OSError)):
+        TarWriter(out).add("documents/a", 1500 if failure == "too many bytes" else 4000, chunks)
+    assert closed == ["closed"]  # chunks is still referenced here: closed by add itself
