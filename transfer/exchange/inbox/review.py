@@ -176,10 +176,11 @@ class Review:
                 "send it again"
             )
         # Is this file the package delivered? Verifying checks its signature and every
-        # entry against the signed manifest, so the manifest delivered (its SHA-256 is
-        # recorded at delivery and named in the delivered receipt) means the contents
-        # delivered; the ciphertext, hashed once already as it arrived, is hashed again
-        # only for a row recorded without its manifest's SHA-256.
+        # entry against the signed manifest, so the manifest delivered (its SHA-256 was
+        # recorded at delivery, read from the bytes just checked against the offer's
+        # SHA-256) means the contents delivered. Only a re-encryption of those same
+        # contents would pass too, which needs the plaintext. The ciphertext, hashed once
+        # already as it arrived, is hashed again only for a row without that record.
         by_manifest = bool(row.manifest_sha256)
         read = await asyncio.to_thread(
             functools.partial(
