@@ -324,3 +324,18 @@ async def test_a_package_recorded_without_its_manifest_hash_is_checked_by_its_ci
         await rig.inbox.show(rig.receiver_dsl, pid)
     assert "is not the one delivered" in str(info.value)
     assert (await rig.inbox.show(rig.receiver_dsl, later)).package.state == "viewed"
+
+
+async def test_a_stored_file_of_another_size_than_delivered_is_refused(rig: Rig) -> None:
+    """The size received is checked as well as the manifest when the file is read again."""
+    from sqlalchemy import update
+
+    pupil = await rig.make_pupil_file()
+    pid, data, _ = await rig.deliver(pupil)
+    async with rig.store.sessions() as s, s.begin():
+        await s.execute(
+            update(IncomingPackage).where(IncomingPackage.id == pid).values(size=len(data) + 1)
+        )
+    with pytest.raises(IntegrityError) as info:
+        await rig.inbox.show(rig.receiver_dsl, pid)
+    assert "is not the one delivered" in str(info.value)
